@@ -1,0 +1,125 @@
+/**
+ * Finds and loads the compiled addon, and declares its typed surface. Only this file touches the
+ * addon; everything else goes through lib/model.ts.
+ *
+ * Search order: build/Release (a local `npm install` / `npm run build:native`), then
+ * prebuilds/<platform>-<arch>/simba_ssm.node (shipped binaries). A failure lists every path tried
+ * and why, and how to build from source.
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+
+/** Config fields the native engine needs (a subset of MambaConfig, same names). */
+export interface NativeConfig {
+  vocabSize: number;
+  dModel: number;
+  nLayer: number;
+  dInner: number;
+  dState: number;
+  dtRank: number;
+  dConv: number;
+  convBias: boolean;
+  projBias: boolean;
+  tieEmbeddings: boolean;
+  eps: number;
+}
+
+export interface NativeSimbaOptions {
+  /** [sequences * layers]: tokens kept after layer l of sequence s at keep[s * L + l]. */
+  keep: Int32Array;
+  /** 0 simba, 1 local, 2 norm, 3 uniform, 4 random. */
+  criterion: number;
+  reduceSum: boolean;
+  protectFirst: number;
+  protectLast: number;
+  seed: number;
+}
+
+export interface NativeForwardResult {
+  /** [want.length, vocabSize] logits. */
+  logits: Float32Array;
+  /** [sequences * layers]: tokens each layer processed. */
+  processed: Int32Array;
+  /** [tokens]: how many layers each token went through (nLayer = not pruned). */
+  exitLayer: Int32Array;
+}
+
+export interface NativeEngineInfo {
+  stateFloats: number;
+  paramCount: number;
+  weightBytes: number;
+  bf16: boolean;
+  isa: string;
+  threads: number;
+}
+
+export interface NativeEngine {
+  setTensor(name: string, layer: number, data: Float32Array): Promise<void>;
+  randomize(seed: number): Promise<void>;
+  finalize(): void;
+  forward(tokens: Int32Array, lengths: Int32Array, states: Float32Array[], want: Int32Array,
+          simba?: NativeSimbaOptions): Promise<NativeForwardResult>;
+  info(): NativeEngineInfo;
+  dispose(): void;
+}
+
+/** Single-kernel entry points (synchronous, small inputs), used by the kernel tests. */
+export interface NativeKernels {
+  gemm(a: { A: Float32Array; W: Float32Array; bias?: Float32Array | null; M: number; N: number; K: number; bf16: boolean }): Float32Array;
+  rmsnorm(a: { x: Float32Array; w: Float32Array; rows: number; d: number; eps: number }): Float32Array;
+  conv1d(a: { x: Float32Array; w: Float32Array; bias: Float32Array | null; state: Float32Array; T: number; E: number; K: number }):
+    { out: Float32Array; state: Float32Array };
+  scan(a: { x: Float32Array; dt: Float32Array; A_log: Float32Array; B: Float32Array; C: Float32Array; D: Float32Array;
+            z: Float32Array; state: Float32Array; T: number; E: number; N: number }):
+    { y: Float32Array; dt: Float32Array; state: Float32Array };
+  score(a: { x: Float32Array; dt: Float32Array; A_log: Float32Array; B: Float32Array; C: Float32Array;
+             T: number; E: number; N: number; local: boolean; reduceSum: boolean }): Float32Array;
+}
+
+export interface NativeAddon {
+  Engine: new (config: NativeConfig, options: { bf16: boolean }) => NativeEngine;
+  availableIsas(): string[];
+  setIsa(name: string): string;
+  activeIsa(): string;
+  kernels: NativeKernels;
+}
+
+let cached: NativeAddon | null = null;
+
+function packageRoot(): string {
+  // bindings.ts lives at the root; compiled to dist/bindings.js.
+  let dir = __dirname;
+  for (let i = 0; i < 3; i++) {
+    if (fs.existsSync(path.join(dir, 'package.json'))) return dir;
+    dir = path.dirname(dir);
+  }
+  return __dirname;
+}
+
+/** Loads the addon once; throws an Error listing each path tried and why it failed. */
+export function loadAddon(): NativeAddon {
+  if (cached) return cached;
+  const root = packageRoot();
+  const candidates = [
+    process.env.SIMBA_ADDON_PATH,
+    path.join(root, 'build', 'Release', 'simba_ssm.node'),
+    path.join(root, 'prebuilds', `${process.platform}-${process.arch}`, 'simba_ssm.node'),
+  ].filter((p): p is string => !!p);
+  const tried: string[] = [];
+  for (const p of candidates) {
+    if (!fs.existsSync(p)) {
+      tried.push(`  ${p}: not found`);
+      continue;
+    }
+    try {
+      // eslint-disable-next-line @typescript-eslint/no-require-imports
+      cached = require(p) as NativeAddon;
+      return cached;
+    } catch (e) {
+      tried.push(`  ${p}: ${(e as Error).message}`);
+    }
+  }
+  throw new Error(
+    `simba-ssm: could not load the native addon. Tried:\n${tried.join('\n')}\n` +
+    `Build it from source with \`npm run build:native\` (needs cmake >= 3.18 and a C++17 compiler).`);
+}

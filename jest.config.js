@@ -1,0 +1,9 @@
+/** Jest runs the TypeScript tests through ts-jest (type-checked against tsconfig.test.json). */
+module.exports = {
+  testEnvironment: 'node',
+  roots: ['<rootDir>/test'],
+  testMatch: ['**/*.test.ts'],
+  transform: { '^.+\\.ts$': ['ts-jest', { tsconfig: 'tsconfig.test.json' }] },
+  testTimeout: 120000,
+  maxWorkers: 2,
+};

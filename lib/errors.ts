@@ -1,0 +1,60 @@
+/**
+ * The one error type of simba-ssm. Every error we raise on purpose is a SimbaError with a stable
+ * `code`; the message names the file / key / tensor concerned and what was expected vs found.
+ */
+
+/**
+ * Stable error codes.
+ *   E_CONFIG       config.json missing, malformed, unsupported or inconsistent
+ *   E_SAFETENSORS  a safetensors file or shard index is malformed or unreadable
+ *   E_SHAPE        a tensor's shape disagrees with the config
+ *   E_WEIGHTS      tensors missing, unexpected, of an unusable dtype, or not finite
+ *   E_TOKENIZER    tokenizer.json missing, malformed or unsupported
+ *   E_TOKEN        a token id out of range (or text that cannot be tokenized)
+ *   E_ARG          a bad argument from the caller
+ *   E_IO           a file that cannot be found or read
+ *   E_DISPOSED     use of a model / sequence after dispose()
+ *   E_BUSY         a resource in use by another call
+ *   E_NATIVE       an error raised by the native addon
+ *   E_ABORTED      the caller's AbortSignal fired
+ */
+export type SimbaErrorCode =
+  | 'E_CONFIG'
+  | 'E_SAFETENSORS'
+  | 'E_SHAPE'
+  | 'E_WEIGHTS'
+  | 'E_TOKENIZER'
+  | 'E_TOKEN'
+  | 'E_ARG'
+  | 'E_IO'
+  | 'E_DISPOSED'
+  | 'E_BUSY'
+  | 'E_NATIVE'
+  | 'E_ABORTED';
+
+export class SimbaError extends Error {
+  readonly code: SimbaErrorCode;
+
+  constructor(code: SimbaErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'SimbaError';
+    this.code = code;
+  }
+}
+
+/** True when `e` is a SimbaError (with the given code, if one is given). */
+export function isSimbaError(e: unknown, code?: SimbaErrorCode): e is SimbaError {
+  return e instanceof SimbaError && (code === undefined || e.code === code);
+}
+
+/** Short, single-line rendering of a found value for error messages. */
+export function describeValue(v: unknown): string {
+  if (v === undefined) return 'undefined';
+  let s: string;
+  try {
+    s = JSON.stringify(v) ?? String(v);
+  } catch {
+    s = String(v);
+  }
+  return s.length > 80 ? `${s.slice(0, 77)}...` : s;
+}

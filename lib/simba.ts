@@ -1,0 +1,182 @@
+/**
+ * Simba keep schedules, FLOPs accounting and the FLOPs-budget solver (DESIGN.md section 5).
+ *
+ * Vocabulary used throughout:
+ *   n_l   tokens *processed* by layer l (n_0 = T: the first layer sees the whole prompt)
+ *   keep  tokens kept *after* layer l, i.e. entering layer l+1 (what the native engine takes);
+ *         keep[l] = n_{l+1}, and pruning after the last layer changes nothing, so keep[L-1] = n_{L-1}.
+ *
+ * Trapezoid: r_l = 1 - (1 - rLast) * max(0, l - start) / (L - 1 - start), n_l = max(1, ceil(T r_l)).
+ * Relative FLOPs of a prefill = sum_l n_l / (L T) (the per-layer cost is linear in its tokens).
+ *
+ * @example
+ *   const plan = planSimba(cfg, 2048, { flops: 0.5 });
+ *   plan.processed   // tokens per layer, falling linearly
+ *   plan.relFlops    // ~0.5, what the plan achieves
+ */
+import { SimbaError } from './errors';
+import type { MambaConfig } from './types';
+
+/** How tokens are scored for pruning. */
+export type SimbaCriterion = 'simba' | 'local' | 'norm' | 'uniform' | 'random';
+export const SIMBA_CRITERIA: readonly SimbaCriterion[] = ['simba', 'local', 'norm', 'uniform', 'random'];
+
+/** Options for Simba pruning during prefill. Give exactly one of flops, rLast, keepCounts, keepRatios. */
+export interface SimbaOptions {
+  /** Target prefill cost relative to dense (0 < flops <= 1); solved for rLast of the trapezoid. */
+  flops?: number;
+  /** Keep ratio at the last layer of the trapezoid (0 <= rLast <= 1). */
+  rLast?: number;
+  /** Explicit tokens kept after each layer (length nLayer - 1 or nLayer; clipped to the prompt). */
+  keepCounts?: number[];
+  /** Explicit keep ratio after each layer (same length rules as keepCounts). */
+  keepRatios?: number[];
+  /** Trapezoid start layer: layers 0..start keep everything (default 0). */
+  start?: number;
+  /** Scoring criterion (default 'simba'). */
+  criterion?: SimbaCriterion;
+  /** Channel reduction of |c(t,d)| for simba/local (default 'max'). */
+  reduce?: 'max' | 'sum';
+  /** Always keep the first / last m tokens of each prompt, besides the last token (default 0). */
+  protect?: { first?: number; last?: number };
+  /** Seed of the 'random' criterion (default 0). */
+  seed?: number;
+}
+
+/** What a plan does to one prompt of T tokens. */
+export interface SimbaPlan {
+  T: number;
+  /** Tokens processed by each layer (n_l). */
+  processed: number[];
+  /** Tokens kept after each layer (native keep counts). */
+  keep: number[];
+  /** sum n_l / (L T). */
+  relFlops: number;
+  /** rLast of the trapezoid, when the plan is one. */
+  rLast: number | null;
+}
+
+/** FLOPs of one token through one Mamba block (multiply-add = 2). */
+export function layerFlops(c: MambaConfig): number {
+  const { dModel: d, dInner: E, dtRank: R, dState: N, dConv: K } = c;
+  return 2 * d * 2 * E   // in_proj
+    + 2 * K * E          // causal conv1d
+    + 2 * E * (R + 2 * N) // x_proj
+    + 2 * R * E          // dt_proj
+    + 7 * E * N          // selective scan: dt*A, exp, 2 mul + add for the state, mul + add for y
+    + 2 * E * d;         // out_proj
+}
+
+/** FLOPs of the LM head for one position. */
+export function headFlops(c: MambaConfig): number {
+  return 2 * c.dModel * c.vocabSize;
+}
+
+/** FLOPs for one token through the whole model, dense, head included. */
+export function flopsPerToken(c: MambaConfig): number {
+  return c.nLayer * layerFlops(c) + headFlops(c);
+}
+
+function trapezoid(L: number, T: number, rLast: number, start: number): number[] {
+  const n: number[] = [];
+  for (let l = 0; l < L; l++) {
+    const frac = L - 1 - start > 0 ? Math.max(0, l - start) / (L - 1 - start) : 0;
+    const r = 1 - (1 - rLast) * frac;
+    n.push(Math.min(T, Math.max(1, Math.ceil(T * r - 1e-9))));
+  }
+  return n;
+}
+
+function relFlopsOf(processed: number[], T: number): number {
+  return processed.reduce((a, b) => a + b, 0) / (processed.length * T);
+}
+
+/** The lowest relative FLOPs a trapezoid with this start can reach (rLast = 0). */
+export function trapezoidFloor(L: number, T: number, start = 0): number {
+  return relFlopsOf(trapezoid(L, T, 0, start), T);
+}
+
+function checkInt(v: unknown, what: string, min: number, max: number): number {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max)
+    throw new SimbaError('E_ARG', `${what} must be an integer in [${min}, ${max}], got ${String(v)}`);
+  return v;
+}
+
+function checkRatio(v: unknown, what: string, lo: number, hi: number, openLo = false): number {
+  if (typeof v !== 'number' || !Number.isFinite(v) || v > hi || (openLo ? v <= lo : v < lo))
+    throw new SimbaError('E_ARG', `${what} must be a number in ${openLo ? '(' : '['}${lo}, ${hi}], got ${String(v)}`);
+  return v;
+}
+
+/** Validates options (independent of the prompt length); throws SimbaError E_ARG. */
+export function validateSimbaOptions(c: MambaConfig, o: SimbaOptions): void {
+  const given = ['flops', 'rLast', 'keepCounts', 'keepRatios'].filter((k) => (o as Record<string, unknown>)[k] !== undefined);
+  if (given.length !== 1)
+    throw new SimbaError('E_ARG', `simba: give exactly one of flops, rLast, keepCounts, keepRatios (got ${given.length ? given.join(', ') : 'none'})`);
+  const L = c.nLayer;
+  if (o.start !== undefined) checkInt(o.start, 'simba.start', 0, L - 1);
+  if (o.criterion !== undefined && !SIMBA_CRITERIA.includes(o.criterion))
+    throw new SimbaError('E_ARG', `simba.criterion must be one of ${SIMBA_CRITERIA.join(', ')}, got '${String(o.criterion)}'`);
+  if (o.reduce !== undefined && o.reduce !== 'max' && o.reduce !== 'sum')
+    throw new SimbaError('E_ARG', `simba.reduce must be 'max' or 'sum', got '${String(o.reduce)}'`);
+  if (o.flops !== undefined) checkRatio(o.flops, 'simba.flops', 0, 1, true);
+  if (o.rLast !== undefined) checkRatio(o.rLast, 'simba.rLast', 0, 1);
+  for (const key of ['keepCounts', 'keepRatios'] as const) {
+    const arr = o[key];
+    if (arr === undefined) continue;
+    if (!Array.isArray(arr) || (arr.length !== L && arr.length !== L - 1))
+      throw new SimbaError('E_ARG', `simba.${key} needs ${L - 1} or ${L} entries (one per layer), got ${Array.isArray(arr) ? arr.length : typeof arr}`);
+    arr.forEach((v, i) => key === 'keepCounts' ? checkInt(v, `simba.keepCounts[${i}]`, 1, Number.MAX_SAFE_INTEGER)
+                                                : checkRatio(v, `simba.keepRatios[${i}]`, 0, 1, true));
+    for (let i = 1; i < arr.length; i++)
+      if (arr[i] > arr[i - 1]) throw new SimbaError('E_ARG', `simba.${key} must not increase with depth (entry ${i} > entry ${i - 1})`);
+  }
+  if (o.protect) {
+    if (o.protect.first !== undefined) checkInt(o.protect.first, 'simba.protect.first', 0, Number.MAX_SAFE_INTEGER);
+    if (o.protect.last !== undefined) checkInt(o.protect.last, 'simba.protect.last', 0, Number.MAX_SAFE_INTEGER);
+  }
+  if (o.seed !== undefined) checkInt(o.seed, 'simba.seed', 0, 2 ** 31 - 1);
+}
+
+/** Solves rLast so that the trapezoid's relative FLOPs is as close to the target as possible. */
+export function solveRLast(L: number, T: number, target: number, start = 0): { rLast: number; relFlops: number } {
+  const floor = trapezoidFloor(L, T, start);
+  if (target < floor - 1e-9)
+    throw new SimbaError('E_ARG',
+      `simba.flops ${target} is below what the trapezoid can reach: with ${L} layers, start ${start} and T=${T} ` +
+      `it costs at least ${floor.toFixed(4)} of dense (rLast = 0). Use explicit keepCounts for lower budgets.`);
+  let lo = 0, hi = 1;
+  for (let i = 0; i < 60; i++) {
+    const mid = (lo + hi) / 2;
+    if (relFlopsOf(trapezoid(L, T, mid, start), T) < target) lo = mid; else hi = mid;
+  }
+  // Both ends are candidates; ceil() makes the curve a staircase, take the closer one.
+  const a = relFlopsOf(trapezoid(L, T, lo, start), T), b = relFlopsOf(trapezoid(L, T, hi, start), T);
+  return Math.abs(a - target) <= Math.abs(b - target) ? { rLast: lo, relFlops: a } : { rLast: hi, relFlops: b };
+}
+
+/** The plan for one prompt of T tokens. Options must have passed validateSimbaOptions. */
+export function planSimba(c: MambaConfig, T: number, o: SimbaOptions): SimbaPlan {
+  const L = c.nLayer, start = o.start ?? 0;
+  let processed: number[];
+  let rLast: number | null = null;
+  if (o.flops !== undefined) {
+    rLast = solveRLast(L, T, o.flops, start).rLast;
+    processed = trapezoid(L, T, rLast, start);
+  } else if (o.rLast !== undefined) {
+    rLast = o.rLast;
+    processed = trapezoid(L, T, rLast, start);
+  } else {
+    const after = o.keepCounts
+      ? o.keepCounts.map((k) => Math.min(T, k))
+      : o.keepRatios!.map((r) => Math.min(T, Math.max(1, Math.ceil(T * r - 1e-9))));
+    processed = [T, ...after.slice(0, L - 1)];
+  }
+  const keep = processed.slice(1).concat([processed[L - 1]]);
+  return { T, processed, keep, relFlops: relFlopsOf(processed, T), rLast };
+}
+
+/** Native criterion codes (native/model.h Criterion). */
+export function criterionCode(c: SimbaCriterion | undefined): number {
+  return SIMBA_CRITERIA.indexOf(c ?? 'simba');
+}

@@ -1,0 +1,337 @@
+/**
+ * tokenizer.json (GPT-NeoX byte-level BPE, as used by all Mamba checkpoints) via @huggingface/tokenizers,
+ * plus a streaming decoder that never emits a partial UTF-8 character.
+ *
+ * Deviations from the library's defaults, on purpose:
+ *   - decode() never applies `clean_up_tokenization_spaces` (it would break the text round trip and
+ *     make streamed and one-shot decoding differ).
+ *   - the ByteLevel pre-tokenizer's split pattern uses Unicode White_Space for `\s`, as the Rust
+ *     `tokenizers` crate (Oniguruma) does; JavaScript's `\s` differs on U+0085 and U+FEFF.
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import { Tokenizer as HfTokenizer, ByteLevelPreTokenizer } from '@huggingface/tokenizers';
+import { SimbaError, describeValue } from './errors';
+
+export interface EncodeOptions {
+  /** Let the post-processor add special tokens (none for GPT-NeoX). Default false. */
+  addSpecialTokens?: boolean;
+}
+
+export interface DecodeOptions {
+  /** Drop special tokens (e.g. `<|endoftext|>`). Default false. */
+  skipSpecialTokens?: boolean;
+}
+
+/** Incremental ids -> text. The concatenation of all push() results and flush() equals decode(all ids). */
+export interface StreamDecoder {
+  /** Add one or more ids; returns the text that became complete (possibly ''). */
+  push(ids: number | ArrayLike<number>): string;
+  /** Text still held back (an incomplete UTF-8 sequence is rendered as U+FFFD). Resets the decoder. */
+  flush(): string;
+}
+
+export interface LoadTokenizerOptions {
+  /** Overrides the eos token id found in tokenizer_config.json / config.json. */
+  eosTokenId?: number;
+}
+
+// GPT-2's reversible byte <-> printable unicode map (byte-level BPE alphabet).
+function bytesToUnicode(): Map<number, string> {
+  const bs: number[] = [];
+  for (let b = 0x21; b <= 0x7e; b++) bs.push(b);
+  for (let b = 0xa1; b <= 0xac; b++) bs.push(b);
+  for (let b = 0xae; b <= 0xff; b++) bs.push(b);
+  const cs = bs.slice();
+  let n = 0;
+  for (let b = 0; b < 256; b++) {
+    if (!bs.includes(b)) {
+      bs.push(b);
+      cs.push(256 + n);
+      n++;
+    }
+  }
+  return new Map(bs.map((b, i) => [b, String.fromCodePoint(cs[i])]));
+}
+const BYTE_TO_CHAR = bytesToUnicode();
+const CHAR_TO_BYTE = new Map([...BYTE_TO_CHAR].map(([b, c]) => [c, b]));
+
+/** GPT-2 split pattern with Unicode White_Space in place of JavaScript's `\s` (as in Oniguruma). */
+const BYTE_LEVEL_PATTERN =
+  /'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\p{White_Space}\p{L}\p{N}]+|\p{White_Space}+(?!\P{White_Space})|\p{White_Space}+/gu;
+
+type Json = Record<string, unknown>;
+
+function isObject(v: unknown): v is Json {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function bad(source: string, msg: string, cause?: unknown): never {
+  throw new SimbaError('E_TOKENIZER', `${source}: ${msg}`, cause === undefined ? undefined : { cause });
+}
+
+/** Token string of a config entry like "<|endoftext|>" or {content: "<|endoftext|>"}. */
+function tokenContent(v: unknown): string | null {
+  if (typeof v === 'string') return v;
+  if (isObject(v) && typeof v['content'] === 'string') return v['content'];
+  return null;
+}
+
+export class Tokenizer {
+  /** Number of token ids (model vocabulary plus added tokens): valid ids are 0..vocabSize-1. */
+  readonly vocabSize: number;
+  readonly eosTokenId: number | null;
+  readonly bosTokenId: number | null;
+  readonly padTokenId: number | null;
+  /** File (or label) the tokenizer came from, for messages. */
+  readonly source: string;
+
+  private readonly hf: HfTokenizer;
+  private readonly idToTok: Array<string | undefined>;
+  private readonly special: Set<number>;
+  private readonly added: Map<number, string>;
+  private readonly byteLevelDecoder: boolean;
+
+  /**
+   * @param json parsed tokenizer.json
+   * @param config parsed tokenizer_config.json (optional)
+   * @param source label for error messages
+   * @param modelConfig parsed config.json of the model (optional; eos/bos/pad id fallback)
+   */
+  constructor(json: unknown, config: unknown = {}, source = 'tokenizer.json', modelConfig: unknown = {}, opts: LoadTokenizerOptions = {}) {
+    this.source = source;
+    if (!isObject(json)) bad(source, `expected a JSON object, found ${describeValue(json)}`);
+    const model = json['model'];
+    if (!isObject(model)) bad(source, `missing or invalid 'model' section (found ${describeValue(model)})`);
+    if (model['type'] !== undefined && model['type'] !== 'BPE') {
+      bad(source, `model type ${describeValue(model['type'])} is not supported; expected "BPE"`);
+    }
+    if (!isObject(model['vocab'])) bad(source, `'model.vocab' must be an object of token -> id`);
+    if (!Array.isArray(model['merges'])) bad(source, `'model.merges' must be a list`);
+    const addedList = json['added_tokens'] ?? [];
+    if (!Array.isArray(addedList)) bad(source, `'added_tokens' must be a list, found ${describeValue(addedList)}`);
+    for (const t of addedList) {
+      if (!isObject(t) || typeof t['content'] !== 'string' || typeof t['id'] !== 'number' || !Number.isInteger(t['id'])) {
+        bad(source, `malformed added token ${describeValue(t)}`);
+      }
+    }
+    const cfg: Json = isObject(config) ? { ...config } : {};
+    cfg['clean_up_tokenization_spaces'] = false;
+    try {
+      this.hf = new HfTokenizer({ ...json, added_tokens: addedList }, cfg);
+    } catch (e) {
+      bad(source, `cannot build tokenizer: ${(e as Error).message}`, e);
+    }
+    const pre = this.hf.pre_tokenizer;
+    if (pre instanceof ByteLevelPreTokenizer) pre.pattern = BYTE_LEVEL_PATTERN;
+
+    // id -> token (model vocab + added tokens)
+    const vocab = this.hf.get_vocab(true);
+    let maxId = -1;
+    for (const id of vocab.values()) maxId = Math.max(maxId, id);
+    this.idToTok = new Array<string | undefined>(maxId + 1);
+    for (const [tok, id] of vocab) this.idToTok[id] = tok;
+    this.vocabSize = maxId + 1;
+    if (this.vocabSize === 0) bad(source, `empty vocabulary`);
+
+    this.added = new Map();
+    this.special = new Set();
+    for (const [id, t] of this.hf.get_added_tokens_decoder()) {
+      this.added.set(id, t.content);
+      if (t.special) this.special.add(id);
+    }
+    const decoder = json['decoder'];
+    this.byteLevelDecoder = isObject(decoder) && decoder['type'] === 'ByteLevel';
+    if (isObject(json['pre_tokenizer']) && json['pre_tokenizer']['type'] === 'ByteLevel') {
+      // Every byte that can occur in UTF-8 must have a symbol, else the library drops it silently.
+      const missing: string[] = [];
+      for (let b = 0; b < 0xf5; b++) {
+        if (b === 0xc0 || b === 0xc1) continue;
+        if (this.hf.token_to_id(BYTE_TO_CHAR.get(b)!) === undefined) missing.push(`0x${b.toString(16).padStart(2, '0')}`);
+      }
+      if (missing.length > 0) bad(source, `byte-level vocabulary lacks the symbol(s) of byte(s) ${missing.slice(0, 16).join(', ')}${missing.length > 16 ? '...' : ''}`);
+    }
+
+    const mc: Json = isObject(modelConfig) ? modelConfig : {};
+    const idOf = (key: string, configKey: string, fallback: string | null): number | null => {
+      const content = tokenContent(cfg[key]);
+      if (content !== null) {
+        const id = this.tokenToId(content);
+        if (id === undefined) bad(source, `tokenizer_config '${key}' ${describeValue(content)} is not in the vocabulary`);
+        return id;
+      }
+      const v = mc[configKey];
+      if (typeof v === 'number' && Number.isInteger(v) && v >= 0 && v < this.vocabSize) return v;
+      if (fallback !== null) return this.tokenToId(fallback) ?? null;
+      return null;
+    };
+    this.eosTokenId = opts.eosTokenId ?? idOf('eos_token', 'eos_token_id', '<|endoftext|>');
+    this.bosTokenId = idOf('bos_token', 'bos_token_id', null);
+    this.padTokenId = idOf('pad_token', 'pad_token_id', null);
+  }
+
+  /** Text -> token ids. */
+  encode(text: string, opts: EncodeOptions = {}): number[] {
+    if (typeof text !== 'string') throw new SimbaError('E_ARG', `encode: expected a string, found ${describeValue(text)}`);
+    if (text.length === 0) return [];
+    const ids = this.hf.encode(text, { add_special_tokens: opts.addSpecialTokens ?? false }).ids;
+    for (const id of ids) {
+      if (typeof id !== 'number') throw new SimbaError('E_TOKEN', `${this.source}: encode produced an unknown token for ${describeValue(text)}`);
+    }
+    return ids;
+  }
+
+  private checkIds(ids: ArrayLike<number>): number[] {
+    const out = new Array<number>(ids.length);
+    for (let i = 0; i < ids.length; i++) {
+      const id = ids[i];
+      if (!Number.isInteger(id) || id < 0 || id >= this.vocabSize || this.idToTok[id] === undefined) {
+        throw new SimbaError('E_TOKEN', `${this.source}: token id ${describeValue(id)} at position ${i} is not in the vocabulary (valid ids 0..${this.vocabSize - 1})`);
+      }
+      out[i] = id;
+    }
+    return out;
+  }
+
+  /** Token ids -> text. Invalid UTF-8 byte sequences become U+FFFD. */
+  decode(ids: ArrayLike<number>, opts: DecodeOptions = {}): string {
+    let list = this.checkIds(ids);
+    if (opts.skipSpecialTokens) list = list.filter((id) => !this.special.has(id));
+    if (list.length === 0) return '';
+    return this.hf.decode(list, { skip_special_tokens: false, clean_up_tokenization_spaces: false });
+  }
+
+  tokenToId(token: string): number | undefined {
+    return this.hf.token_to_id(token);
+  }
+
+  idToToken(id: number): string | undefined {
+    return Number.isInteger(id) && id >= 0 ? this.idToTok[id] : undefined;
+  }
+
+  /** True for special added tokens (e.g. `<|endoftext|>`). */
+  isSpecial(id: number): boolean {
+    return this.special.has(id);
+  }
+
+  /** A decoder for generated ids that holds back incomplete UTF-8 characters. */
+  createStreamDecoder(opts: DecodeOptions = {}): StreamDecoder {
+    return this.byteLevelDecoder ? new ByteLevelStreamDecoder(this, this.added, opts) : new GenericStreamDecoder(this, opts);
+  }
+}
+
+/** ByteLevel decoding, byte by byte: tokens -> bytes -> TextDecoder in streaming mode. */
+class ByteLevelStreamDecoder implements StreamDecoder {
+  private td = new TextDecoder('utf-8', { fatal: false, ignoreBOM: true });
+
+  constructor(private readonly tok: Tokenizer, private readonly added: Map<number, string>, private readonly opts: DecodeOptions) {}
+
+  push(ids: number | ArrayLike<number>): string {
+    const list = typeof ids === 'number' ? [ids] : ids;
+    let out = '';
+    const bytes: number[] = [];
+    for (let i = 0; i < list.length; i++) {
+      const id = list[i];
+      const token = this.tok.idToToken(id);
+      if (token === undefined) {
+        throw new SimbaError('E_TOKEN', `${this.tok.source}: token id ${describeValue(id)} is not in the vocabulary (valid ids 0..${this.tok.vocabSize - 1})`);
+      }
+      const addedContent = this.added.get(id);
+      if (addedContent !== undefined) {
+        if (this.opts.skipSpecialTokens && this.tok.isSpecial(id)) continue;
+        out += this.td.decode(Uint8Array.from(bytes)); // ends the byte run (like the one-shot decoder)
+        bytes.length = 0;
+        out += addedContent;
+        continue;
+      }
+      for (const ch of token) {
+        const b = CHAR_TO_BYTE.get(ch);
+        if (b === undefined) {
+          // Not a byte-level symbol: pass its UTF-8 through.
+          for (const x of new TextEncoder().encode(ch)) bytes.push(x);
+        } else {
+          bytes.push(b);
+        }
+      }
+    }
+    if (bytes.length > 0) out += this.td.decode(Uint8Array.from(bytes), { stream: true });
+    return out;
+  }
+
+  flush(): string {
+    return this.td.decode();
+  }
+}
+
+/** Any decoder: re-decode the ids since the last emitted character boundary, emit the new suffix. */
+class GenericStreamDecoder implements StreamDecoder {
+  private pending: number[] = [];
+  private emitted = 0;
+
+  constructor(private readonly tok: Tokenizer, private readonly opts: DecodeOptions) {}
+
+  push(ids: number | ArrayLike<number>): string {
+    const list = typeof ids === 'number' ? [ids] : Array.from(ids);
+    this.pending.push(...list);
+    const text = this.tok.decode(this.pending, this.opts);
+    if (text.endsWith('\uFFFD')) return '';
+    const out = text.slice(this.emitted);
+    // Keep the last token as context (decoders may treat a leading token specially).
+    const last = this.pending[this.pending.length - 1];
+    this.pending = [last];
+    this.emitted = this.tok.decode(this.pending, this.opts).length;
+    return out;
+  }
+
+  flush(): string {
+    const text = this.pending.length > 0 ? this.tok.decode(this.pending, this.opts) : '';
+    const out = text.slice(this.emitted);
+    this.pending = [];
+    this.emitted = 0;
+    return out;
+  }
+}
+
+function readJson(file: string, what: string): unknown {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new SimbaError('E_IO', `${file}: cannot read ${what} (${(e as Error).message})`, { cause: e });
+  }
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    bad(file, `${what} is not valid JSON (${(e as Error).message})`, e);
+  }
+}
+
+/**
+ * Load `tokenizer.json` from a model directory (or the given file). `tokenizer_config.json` and
+ * `config.json` next to it, when present, supply the special token ids.
+ */
+export function loadTokenizer(dirOrFile: string, opts: LoadTokenizerOptions = {}): Tokenizer {
+  let file = dirOrFile;
+  try {
+    if (fs.statSync(dirOrFile).isDirectory()) file = path.join(dirOrFile, 'tokenizer.json');
+  } catch (e) {
+    throw new SimbaError('E_IO', `${dirOrFile}: tokenizer directory or file not found`, { cause: e });
+  }
+  if (!fs.existsSync(file)) {
+    throw new SimbaError('E_TOKENIZER', `${path.dirname(file)}: no tokenizer.json (expected at ${file})`);
+  }
+  const json = readJson(file, 'tokenizer.json');
+  const dir = path.dirname(file);
+  const cfgFile = path.join(dir, 'tokenizer_config.json');
+  const config = fs.existsSync(cfgFile) ? readJson(cfgFile, 'tokenizer_config.json') : {};
+  const modelCfgFile = path.join(dir, 'config.json');
+  let modelConfig: unknown = {};
+  if (fs.existsSync(modelCfgFile)) {
+    try {
+      modelConfig = JSON.parse(fs.readFileSync(modelCfgFile, 'utf8'));
+    } catch {
+      modelConfig = {}; // config.json problems are reported by loadConfig
+    }
+  }
+  return new Tokenizer(json, config, file, modelConfig, opts);
+}

@@ -1,0 +1,57 @@
+/**
+ * Shared types of the loading layer and the engine.
+ *
+ * Glossary (code name -> paper symbol, Gu & Dao 2023 / Song et al. 2025):
+ *   dModel  = d      model width (hidden_size)
+ *   dInner  = E      mixer width (intermediate_size = expand * d)
+ *   dState  = N      SSM state size per channel
+ *   dtRank  = R      rank of the dt projection
+ *   dConv   = K      causal conv kernel width
+ *   nLayer  = L      number of Mamba blocks
+ */
+
+/** A Mamba-1 model configuration, normalised from either config.json layout. */
+export interface MambaConfig {
+  /** Rows of the embedding matrix (the padded vocabulary size). */
+  vocabSize: number;
+  dModel: number;
+  nLayer: number;
+  dInner: number;
+  dState: number;
+  dtRank: number;
+  dConv: number;
+  /** conv1d has a bias (HF use_conv_bias). */
+  convBias: boolean;
+  /** in_proj / out_proj have biases (HF use_bias). */
+  projBias: boolean;
+  /** RMSNorm epsilon (HF layer_norm_epsilon). */
+  eps: number;
+  /** LM head shares the embedding matrix. */
+  tieEmbeddings: boolean;
+  bosTokenId: number | null;
+  eosTokenId: number | null;
+  padTokenId: number | null;
+}
+
+/** Element type of a tensor stored in a safetensors file that we can read. */
+export type TensorDType = 'F32' | 'F16' | 'BF16';
+
+/**
+ * Engine-side tensor names. Per-layer tensors carry a layer index; global ones use layer -1.
+ *   embedding [V, d], norm_f [d], lm_head [V, d] (only when untied)
+ *   norm [d], in_proj [2E, d], in_proj_bias [2E], conv_w [E, K], conv_b [E], x_proj [R+2N, E],
+ *   dt_proj_w [E, R], dt_proj_b [E], A_log [E, N], D [E], out_proj [d, E], out_proj_bias [d]
+ */
+export type EngineTensorName =
+  | 'embedding' | 'norm_f' | 'lm_head'
+  | 'norm' | 'in_proj' | 'in_proj_bias' | 'conv_w' | 'conv_b' | 'x_proj'
+  | 'dt_proj_w' | 'dt_proj_b' | 'A_log' | 'D' | 'out_proj' | 'out_proj_bias';
+
+/** One tensor ready for the engine: f32 values, row-major, with its engine name and expected shape. */
+export interface EngineTensor {
+  name: EngineTensorName;
+  /** Layer index, or -1 for global tensors. */
+  layer: number;
+  shape: number[];
+  data: Float32Array;
+}

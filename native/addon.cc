@@ -1,0 +1,270 @@
+// addon.cc — the N-API surface (node-addon-api): argument checks, AsyncWorkers, error mapping.
+// No numerics here. Every heavy call (tensor upload, random init, forward) runs on a libuv
+// worker thread and resolves a Promise; C++ exceptions become rejected Promises / JS Errors with
+// the exception's message.
+#include <napi.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "cpu/dispatch.h"
+#include "model.h"
+
+namespace simba {
+
+void register_kernel_bindings(Napi::Env env, Napi::Object exports);  // kernel_bindings.cc
+
+namespace {
+
+// Runs fn on a worker thread, resolves with make(env) on the main thread.
+class PromiseWorker : public Napi::AsyncWorker {
+ public:
+  using Work = std::function<void()>;
+  using Make = std::function<Napi::Value(Napi::Env)>;
+  PromiseWorker(Napi::Env env, Work work, Make make)
+      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), work_(std::move(work)), make_(std::move(make)) {}
+  Napi::Promise Promise() { return deferred_.Promise(); }
+  // Keep JS values (typed arrays whose memory the work reads or writes) alive until done.
+  void Keep(Napi::Value v) { kept_.push_back(Napi::Persistent(v.As<Napi::Object>())); }
+
+ protected:
+  void Execute() override {
+    try {
+      work_();
+    } catch (const std::exception& e) {
+      SetError(e.what());
+    } catch (...) {
+      SetError("unknown native error");
+    }
+  }
+  void OnOK() override {
+    Napi::Env env = Env();
+    try {
+      deferred_.Resolve(make_ ? make_(env) : env.Undefined());
+    } catch (const Napi::Error& e) {
+      deferred_.Reject(e.Value());
+    }
+  }
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  Work work_;
+  Make make_;
+  std::vector<Napi::ObjectReference> kept_;
+};
+
+int GetInt(const Napi::Object& o, const char* key) {
+  Napi::Value v = o.Get(key);
+  if (!v.IsNumber()) throw Napi::TypeError::New(o.Env(), std::string("config.") + key + " must be a number");
+  double d = v.As<Napi::Number>().DoubleValue();
+  if (d != (double)(int)d) throw Napi::TypeError::New(o.Env(), std::string("config.") + key + " must be an integer");
+  return (int)d;
+}
+bool GetBool(const Napi::Object& o, const char* key) {
+  Napi::Value v = o.Get(key);
+  if (!v.IsBoolean()) throw Napi::TypeError::New(o.Env(), std::string("config.") + key + " must be a boolean");
+  return v.As<Napi::Boolean>().Value();
+}
+
+template <typename T> constexpr napi_typedarray_type kArrayType = napi_float32_array;
+template <> constexpr napi_typedarray_type kArrayType<int32_t> = napi_int32_array;
+
+template <typename T>
+Napi::TypedArrayOf<T> ExpectArray(const Napi::Value& v, const char* what) {
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != kArrayType<T>)
+    throw Napi::TypeError::New(v.Env(), std::string(what) + (kArrayType<T> == napi_int32_array ? " must be an Int32Array" : " must be a Float32Array"));
+  return v.As<Napi::TypedArrayOf<T>>();
+}
+
+class Engine : public Napi::ObjectWrap<Engine> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "Engine",
+                       {InstanceMethod("setTensor", &Engine::SetTensor), InstanceMethod("randomize", &Engine::Randomize),
+                        InstanceMethod("finalize", &Engine::Finalize), InstanceMethod("forward", &Engine::Forward),
+                        InstanceMethod("info", &Engine::Info), InstanceMethod("dispose", &Engine::Dispose)});
+  }
+
+  // new Engine(config, {bf16})
+  explicit Engine(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Engine>(info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, "Engine(config, options): config object required");
+    Napi::Object c = info[0].As<Napi::Object>();
+    ModelConfig cfg;
+    cfg.vocab = GetInt(c, "vocabSize"); cfg.d = GetInt(c, "dModel"); cfg.L = GetInt(c, "nLayer");
+    cfg.E = GetInt(c, "dInner"); cfg.N = GetInt(c, "dState"); cfg.R = GetInt(c, "dtRank"); cfg.K = GetInt(c, "dConv");
+    cfg.conv_bias = GetBool(c, "convBias"); cfg.proj_bias = GetBool(c, "projBias"); cfg.tie = GetBool(c, "tieEmbeddings");
+    Napi::Value eps = c.Get("eps");
+    if (!eps.IsNumber()) throw Napi::TypeError::New(env, "config.eps must be a number");
+    cfg.eps = eps.As<Napi::Number>().FloatValue();
+    bool bf16 = false;
+    if (info.Length() > 1 && info[1].IsObject()) {
+      Napi::Value b = info[1].As<Napi::Object>().Get("bf16");
+      bf16 = b.IsBoolean() && b.As<Napi::Boolean>().Value();
+    }
+    try {
+      model_ = std::make_shared<Model>(cfg, bf16);
+    } catch (const std::exception& e) {
+      throw Napi::Error::New(env, e.what());
+    }
+  }
+
+ private:
+  std::shared_ptr<Model> Live(Napi::Env env) {
+    if (!model_) throw Napi::Error::New(env, "the model has been disposed");
+    return model_;
+  }
+
+  // setTensor(name, layer, Float32Array) -> Promise<void>
+  Napi::Value SetTensor(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto m = Live(env);
+    if (info.Length() < 3 || !info[0].IsString() || !info[1].IsNumber())
+      throw Napi::TypeError::New(env, "setTensor(name, layer, data: Float32Array)");
+    auto data = ExpectArray<float>(info[2], "tensor data");
+    std::string name = info[0].As<Napi::String>();
+    int layer = info[1].As<Napi::Number>().Int32Value();
+    const float* p = data.Data();
+    size_t n = data.ElementLength();
+    auto* w = new PromiseWorker(env, [m, name, layer, p, n] { m->set_tensor(name, layer, p, n); }, nullptr);
+    w->Keep(data);
+    w->Queue();
+    return w->Promise();
+  }
+
+  // randomize(seed) -> Promise<void>
+  Napi::Value Randomize(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto m = Live(env);
+    uint64_t seed = info.Length() > 0 && info[0].IsNumber() ? (uint64_t)info[0].As<Napi::Number>().Int64Value() : 0;
+    auto* w = new PromiseWorker(env, [m, seed] { m->randomize(seed); m->finalize(); }, nullptr);
+    w->Queue();
+    return w->Promise();
+  }
+
+  Napi::Value Finalize(const Napi::CallbackInfo& info) {
+    auto m = Live(info.Env());
+    try {
+      m->finalize();
+    } catch (const std::exception& e) {
+      throw Napi::Error::New(info.Env(), e.what());
+    }
+    return info.Env().Undefined();
+  }
+
+  Napi::Value Info(const Napi::CallbackInfo& info) {
+    auto m = Live(info.Env());
+    Napi::Object o = Napi::Object::New(info.Env());
+    o.Set("stateFloats", (double)m->state_floats());
+    o.Set("paramCount", (double)m->param_count());
+    o.Set("weightBytes", (double)m->weight_bytes());
+    o.Set("bf16", m->bf16());
+    o.Set("isa", cpu::active().name);
+    o.Set("threads", cpu::ThreadPool::global().size());
+    return o;
+  }
+
+  // forward(tokens: Int32Array, lengths: Int32Array, states: Float32Array[], want: Int32Array,
+  //         simba?: {keep: Int32Array, criterion: number, reduceSum: boolean, protectFirst, protectLast, seed})
+  //   -> Promise<{logits: Float32Array, processed: Int32Array, exitLayer: Int32Array}>
+  Napi::Value Forward(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto m = Live(env);
+    if (info.Length() < 4 || !info[2].IsArray()) throw Napi::TypeError::New(env, "forward(tokens, lengths, states[], want, simba?)");
+    auto req = std::make_shared<ForwardRequest>();
+    auto tokens = ExpectArray<int32_t>(info[0], "tokens");
+    auto lengths = ExpectArray<int32_t>(info[1], "lengths");
+    auto want = ExpectArray<int32_t>(info[3], "want");
+    req->tokens.assign(tokens.Data(), tokens.Data() + tokens.ElementLength());
+    req->lengths.assign(lengths.Data(), lengths.Data() + lengths.ElementLength());
+    req->want.assign(want.Data(), want.Data() + want.ElementLength());
+    Napi::Array states = info[2].As<Napi::Array>();
+    std::vector<Napi::Value> keep;
+    for (uint32_t i = 0; i < states.Length(); i++) {
+      auto s = ExpectArray<float>(states.Get(i), "state");
+      if (s.ElementLength() != m->state_floats())
+        throw Napi::RangeError::New(env, "state " + std::to_string(i) + " has " + std::to_string(s.ElementLength()) +
+                                             " floats; this model's state has " + std::to_string(m->state_floats()));
+      req->states.push_back(s.Data());
+      keep.push_back(s);
+    }
+    if (info.Length() > 4 && info[4].IsObject()) {
+      Napi::Object so = info[4].As<Napi::Object>();
+      SimbaOptions& o = req->simba;
+      o.enabled = true;
+      auto kc = ExpectArray<int32_t>(so.Get("keep"), "simba.keep");
+      o.keep.assign(kc.Data(), kc.Data() + kc.ElementLength());
+      int crit = so.Get("criterion").ToNumber().Int32Value();
+      if (crit < 0 || crit > 4) throw Napi::RangeError::New(env, "simba.criterion out of range");
+      o.criterion = (Criterion)crit;
+      o.reduce_sum = so.Get("reduceSum").ToBoolean().Value();
+      o.protect_first = so.Get("protectFirst").ToNumber().Int32Value();
+      o.protect_last = so.Get("protectLast").ToNumber().Int32Value();
+      o.seed = (uint64_t)so.Get("seed").ToNumber().Int64Value();
+    }
+    auto res = std::make_shared<ForwardResult>();
+    auto* w = new PromiseWorker(
+        env, [m, req, res] { *res = m->forward(*req); },
+        [res](Napi::Env e) {
+          Napi::Object o = Napi::Object::New(e);
+          auto lg = Napi::Float32Array::New(e, res->logits.size());
+          std::copy(res->logits.begin(), res->logits.end(), lg.Data());
+          auto pr = Napi::Int32Array::New(e, res->processed.size());
+          std::copy(res->processed.begin(), res->processed.end(), pr.Data());
+          auto ex = Napi::Int32Array::New(e, res->exit_layer.size());
+          std::copy(res->exit_layer.begin(), res->exit_layer.end(), ex.Data());
+          o.Set("logits", lg);
+          o.Set("processed", pr);
+          o.Set("exitLayer", ex);
+          return o;
+        });
+    for (auto& v : keep) w->Keep(v);
+    w->Queue();
+    return w->Promise();
+  }
+
+  // Frees the weights once no call is in flight (in-flight workers hold their own reference).
+  Napi::Value Dispose(const Napi::CallbackInfo& info) {
+    model_.reset();
+    return info.Env().Undefined();
+  }
+
+  std::shared_ptr<Model> model_;
+};
+
+Napi::Value AvailableIsas(const Napi::CallbackInfo& info) {
+  auto v = cpu::available_isas();
+  Napi::Array a = Napi::Array::New(info.Env(), v.size());
+  for (size_t i = 0; i < v.size(); i++) a.Set((uint32_t)i, v[i]);
+  return a;
+}
+
+Napi::Value SetIsa(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(info.Env(), "setIsa(name)");
+  try {
+    cpu::set_isa(info[0].As<Napi::String>());
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(info.Env(), e.what());
+  }
+  return Napi::String::New(info.Env(), cpu::active().name);
+}
+
+Napi::Value ActiveIsa(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), cpu::active().name); }
+
+}  // namespace
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("Engine", Engine::Define(env));
+  exports.Set("availableIsas", Napi::Function::New(env, AvailableIsas));
+  exports.Set("setIsa", Napi::Function::New(env, SetIsa));
+  exports.Set("activeIsa", Napi::Function::New(env, ActiveIsa));
+  register_kernel_bindings(env, exports);
+  return exports;
+}
+
+}  // namespace simba
+
+static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) { return simba::Init(env, exports); }
+NODE_API_MODULE(simba_ssm, InitAddon)

@@ -1,0 +1,50 @@
+// conv1d.cc — Mamba's causal depthwise conv1d (+bias, SiLU) over a sequence, continuing from the
+// per-sequence conv state (the last K-1 inputs). Prefill and the one-token decode update are the
+// same code: a decode step is a sequence of length 1.
+//   out[t, e] = silu(bias[e] + sum_{j<K} w[e, j] * in[t - (K-1) + j, e])
+// where in[-1], in[-2], ... come from the state. Channels are split into groups of W lanes; a
+// group keeps its K-1 previous inputs in registers while it walks the sequence.
+#include "kernels.h"
+#include "simd.h"
+
+namespace simba {
+namespace cpu {
+namespace SIMBA_ISA {
+
+constexpr int kMaxConv = 8;  // model.cc rejects wider kernels
+
+void conv1d_slice(const Conv1dArgs& a, int begin, int end) {
+  const int E = a.E, K = a.K, H = K - 1;
+  for (int g = begin; g < end; g++) {
+    const int e0 = g * W;
+    const int n = E - e0 < W ? E - e0 : W;  // lanes in this group
+    vf w[kMaxConv], bias;
+    for (int j = 0; j < K; j++) w[j] = vload_n(a.wT + (size_t)j * E + e0, n);
+    bias = a.bias ? vload_n(a.bias + e0, n) : vf{};
+    for (int s = 0; s < a.nseq; s++) {
+      const SeqSlice& sq = a.seqs[s];
+      // hist[j] = input at time t-H+j, j < H (oldest first), gathered from the [E, H] state.
+      vf hist[kMaxConv];
+      for (int j = 0; j < H; j++) {
+        hist[j] = vf{};
+        for (int l = 0; l < n; l++) hist[j][l] = sq.conv[(size_t)(e0 + l) * H + j];
+      }
+      for (int t = 0; t < sq.T; t++) {
+        const size_t row = (size_t)(sq.row0 + t);
+        vf cur = n == W ? vload(a.xin + row * a.ldx + e0) : vload_n(a.xin + row * a.ldx + e0, n);
+        vf acc = bias + w[H] * cur;
+        for (int j = 0; j < H; j++) acc += w[j] * hist[j];
+        for (int j = 0; j + 1 < H; j++) hist[j] = hist[j + 1];
+        if (H > 0) hist[H - 1] = cur;
+        vf o = vsilu(acc);
+        if (n == W) vstore(a.out + row * a.ldo + e0, o); else vstore_n(a.out + row * a.ldo + e0, o, n);
+      }
+      for (int j = 0; j < H; j++)
+        for (int l = 0; l < n; l++) sq.conv[(size_t)(e0 + l) * H + j] = hist[j][l];
+    }
+  }
+}
+
+}  // namespace SIMBA_ISA
+}  // namespace cpu
+}  // namespace simba

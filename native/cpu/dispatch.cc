@@ -1,0 +1,112 @@
+// dispatch.cc — see dispatch.h.
+#include "dispatch.h"
+
+#include <atomic>
+#include <cstdlib>
+#include <stdexcept>
+
+namespace simba {
+namespace cpu {
+
+namespace {
+
+bool cpu_has(const std::string& isa) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_cpu_init();
+  if (isa == "avx512")
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+  if (isa == "avx2") return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return isa == "sse2";
+#else
+  return false;
+#endif
+}
+
+const KernelTable* by_name(const std::string& isa) {
+  if (isa == "avx512") return avx512::table();
+  if (isa == "avx2") return avx2::table();
+  if (isa == "sse2") return sse2::table();
+  return nullptr;
+}
+
+std::atomic<const KernelTable*> g_active{nullptr};
+
+}  // namespace
+
+std::vector<std::string> available_isas() {
+  std::vector<std::string> out;
+  for (const char* n : {"avx512", "avx2", "sse2"})
+    if (cpu_has(n)) out.push_back(n);
+  return out;
+}
+
+void set_isa(const std::string& name) {
+  if (!by_name(name)) throw std::invalid_argument("unknown instruction set '" + name + "' (avx512, avx2, sse2)");
+  if (!cpu_has(name)) throw std::invalid_argument("this CPU does not support the '" + name + "' kernels");
+  g_active.store(by_name(name));
+}
+
+const KernelTable& active() {
+  const KernelTable* t = g_active.load();
+  if (t) return *t;
+  const char* env = std::getenv("SIMBA_ISA");
+  std::string pick = available_isas().front();
+  if (env && *env && by_name(env) && cpu_has(env)) pick = env;
+  t = by_name(pick);
+  g_active.store(t);
+  return *t;
+}
+
+static constexpr int kRowBlock = 96;
+
+void gemm(const float* A, int lda, const PackedWeight& W, const float* bias, float* C, int ldc,
+          int M, bool accumulate) {
+  if (M <= 0) return;
+  const KernelTable& k = active();
+  GemmArgs g{A, lda, &W, bias, C, ldc, M, accumulate, kRowBlock, (M + kRowBlock - 1) / kRowBlock};
+  ThreadPool::global().run(g.nmblocks * W.npanels, [&](int, int b, int e) { k.gemm(g, b, e); });
+}
+
+void rmsnorm(const float* x, int ldx, const float* w, float* y, int ldy, int rows, int d, float eps) {
+  const KernelTable& k = active();
+  RmsNormArgs a{x, ldx, w, y, ldy, d, eps};
+  ThreadPool::global().run(rows, [&](int, int b, int e) { k.rmsnorm(a, b, e); });
+}
+
+static int groups(int E) {
+  const int w = active().width;
+  return (E + w - 1) / w;
+}
+
+void conv1d(const Conv1dArgs& a) {
+  const KernelTable& k = active();
+  ThreadPool::global().run(groups(a.E), [&](int, int b, int e) { k.conv1d(a, b, e); });
+}
+
+void scan(const ScanArgs& a) {
+  const KernelTable& k = active();
+  ThreadPool::global().run(groups(a.E), [&](int, int b, int e) { k.scan(a, b, e); });
+}
+
+void score(ScoreArgs a, float* out, int total_rows) {
+  const KernelTable& k = active();
+  ThreadPool& pool = ThreadPool::global();
+  std::vector<float> part((size_t)pool.size() * total_rows, 0.f);
+  pool.run(groups(a.E), [&](int tid, int b, int e) {
+    ScoreArgs mine = a;
+    mine.partial = part.data() + (size_t)tid * total_rows;
+    k.score(mine, b, e);
+  });
+  for (int r = 0; r < total_rows; r++) {
+    float v = part[r];
+    for (int t = 1; t < pool.size(); t++) {
+      float p = part[(size_t)t * total_rows + r];
+      v = a.reduce_sum ? v + p : (p > v ? p : v);
+    }
+    out[r] = v;
+  }
+}
+
+}  // namespace cpu
+}  // namespace simba

@@ -1,0 +1,27 @@
+// kernel_table.cc — this ISA build's KernelTable (compiled once per instruction set).
+#include "kernels.h"
+#include "simd.h"
+
+namespace simba {
+namespace cpu {
+namespace SIMBA_ISA {
+
+void gemm_slice(const GemmArgs&, int, int);
+int gemm_mr();
+void rmsnorm_slice(const RmsNormArgs&, int, int);
+void conv1d_slice(const Conv1dArgs&, int, int);
+void scan_slice(const ScanArgs&, int, int);
+void score_slice(const ScoreArgs&, int, int);
+
+#define SIMBA_STR2(x) #x
+#define SIMBA_STR(x) SIMBA_STR2(x)
+
+const KernelTable* table() {
+  static const KernelTable t = {SIMBA_STR(SIMBA_ISA), W, gemm_mr(), gemm_slice, rmsnorm_slice,
+                                conv1d_slice, scan_slice, score_slice};
+  return &t;
+}
+
+}  // namespace SIMBA_ISA
+}  // namespace cpu
+}  // namespace simba

@@ -1,0 +1,71 @@
+// selective_scan.cc — the Mamba-1 selective scan with softplus, D skip and SiLU(z) gate fused.
+//
+// Per sequence and channel e (A = -exp(A_log), precomputed and transposed to [N][E]):
+//   dt[t,e]  = softplus(dt_raw[t,e])                      (written back: the Simba score reads it)
+//   s[e,n]   = exp(dt[t,e] A[e,n]) s[e,n] + dt[t,e] B[t,n] x[t,e]
+//   y[t,e]   = (sum_n C[t,n] s[e,n] + D[e] x[t,e]) * silu(z[t,e])
+// Channels are split into groups of W lanes (one vector per state index n); time runs
+// sequentially. The group's N state vectors live in registers (N=16 specialisation) or in a small
+// stack array. The SSM state [E, N] is read at the start and written back at the end, so decode
+// (T=1) and prefill share this code.
+#include "kernels.h"
+#include "simd.h"
+
+namespace simba {
+namespace cpu {
+namespace SIMBA_ISA {
+
+constexpr int kMaxState = 256;  // model.cc rejects larger d_state
+
+template <int NF>
+static void scan_group(const ScanArgs& a, int g) {
+  const int E = a.E, N = NF > 0 ? NF : a.N;
+  const int e0 = g * W;
+  const int n = E - e0 < W ? E - e0 : W;
+  const bool full = n == W;
+  vf A[NF > 0 ? NF : kMaxState];
+  for (int k = 0; k < N; k++) A[k] = vload_n(a.AT + (size_t)k * E + e0, n);
+  const vf Dv = vload_n(a.D + e0, n);
+  vf s[NF > 0 ? NF : kMaxState];
+  for (int si = 0; si < a.nseq; si++) {
+    const SeqSlice& sq = a.seqs[si];
+    for (int k = 0; k < N; k++) {
+      s[k] = vf{};
+      for (int l = 0; l < n; l++) s[k][l] = sq.ssm[(size_t)(e0 + l) * N + k];
+    }
+    for (int t = 0; t < sq.T; t++) {
+      const size_t row = (size_t)(sq.row0 + t);
+      float* dtp = a.dt + row * a.lddt + e0;
+      const float* xp = a.x + row * a.ldx + e0;
+      const float* zp = a.z + row * a.ldz + e0;
+      const float* Bp = a.B + row * a.ldbc;
+      const float* Cp = a.C + row * a.ldbc;
+      vf dt = vsoftplus(full ? vload(dtp) : vload_n(dtp, n));
+      if (full) vstore(dtp, dt); else vstore_n(dtp, dt, n);
+      vf x = full ? vload(xp) : vload_n(xp, n);
+      vf dtx = dt * x;
+      vf y = Dv * x;
+#pragma GCC unroll 16
+      for (int k = 0; k < N; k++) {
+        s[k] = vexp(dt * A[k]) * s[k] + dtx * Bp[k];
+        y += s[k] * Cp[k];
+      }
+      vf z = full ? vload(zp) : vload_n(zp, n);
+      y *= vsilu(z);
+      float* yp = a.y + row * a.ldy + e0;
+      if (full) vstore(yp, y); else vstore_n(yp, y, n);
+    }
+    for (int k = 0; k < N; k++)
+      for (int l = 0; l < n; l++) sq.ssm[(size_t)(e0 + l) * N + k] = s[k][l];
+  }
+}
+
+void scan_slice(const ScanArgs& a, int begin, int end) {
+  for (int g = begin; g < end; g++) {
+    if (a.N == 16) scan_group<16>(a, g); else scan_group<0>(a, g);
+  }
+}
+
+}  // namespace SIMBA_ISA
+}  // namespace cpu
+}  // namespace simba

@@ -1,0 +1,135 @@
+// simd.h — one portable vector type for the CPU kernels.
+//
+// Every kernel file (gemm.cc, conv1d.cc, selective_scan.cc, ...) is compiled once per
+// instruction set (see CMakeLists.txt): with -mavx512f the vector is 16 floats wide, with
+// -mavx2 -mfma 8, and with the x86-64 baseline (SSE2) 4. The kernels are written once against
+// GCC/Clang vector extensions; the ISA build only changes SIMBA_W and the namespace, and
+// dispatch.cc picks the widest build the CPU supports at run time, so one binary runs on any
+// x86-64 machine.
+//
+// The transcendental functions (exp, log, log1p, softplus, silu) are our own polynomial
+// versions: branch-free so they vectorise, accurate to a few ulp (tested against float64).
+#pragma once
+#include <cstdint>
+#include <cstring>
+
+#ifndef SIMBA_ISA
+#error "SIMBA_ISA must name the instruction-set build (avx512, avx2, sse2)"
+#endif
+
+#if defined(__AVX512F__)
+#define SIMBA_W 16
+#elif defined(__AVX2__)
+#define SIMBA_W 8
+#else
+#define SIMBA_W 4
+#endif
+
+namespace simba {
+namespace cpu {
+namespace SIMBA_ISA {
+
+constexpr int W = SIMBA_W;  // floats per vector
+typedef float vf __attribute__((vector_size(W * 4)));
+typedef int32_t vi __attribute__((vector_size(W * 4)));
+typedef uint32_t vu __attribute__((vector_size(W * 4)));
+typedef uint16_t vh __attribute__((vector_size(W * 2)));
+// Unaligned views (vector loads/stores anywhere in a row).
+typedef float vf_u __attribute__((vector_size(W * 4), aligned(4)));
+typedef uint16_t vh_u __attribute__((vector_size(W * 2), aligned(2)));
+
+static inline vf vset1(float a) { return vf{} + a; }
+static inline vf vload(const float* p) { return *reinterpret_cast<const vf_u*>(p); }
+static inline void vstore(float* p, vf v) { *reinterpret_cast<vf_u*>(p) = v; }
+// bfloat16 -> float: the 16 stored bits are the top half of an IEEE float.
+static inline vf vload_bf16(const uint16_t* p) {
+  vh h = *reinterpret_cast<const vh_u*>(p);
+  vu u = __builtin_convertvector(h, vu) << 16;
+  return reinterpret_cast<vf&>(u);
+}
+// Partial loads/stores for row tails (n < W), zero-filled.
+static inline vf vload_n(const float* p, int n) {
+  vf v = {};
+  std::memcpy(&v, p, sizeof(float) * n);
+  return v;
+}
+static inline void vstore_n(float* p, vf v, int n) { std::memcpy(p, &v, sizeof(float) * n); }
+
+static inline vf vmax(vf a, vf b) { return a > b ? a : b; }
+static inline vf vmin(vf a, vf b) { return a < b ? a : b; }
+static inline vf vabs(vf a) {
+  vu u = reinterpret_cast<vu&>(a) & 0x7fffffffu;
+  return reinterpret_cast<vf&>(u);
+}
+static inline float hsum(vf v) {
+  float s = 0.f;
+  for (int i = 0; i < W; i++) s += v[i];
+  return s;
+}
+static inline float hmax(vf v) {
+  float m = v[0];
+  for (int i = 1; i < W; i++) m = v[i] > m ? v[i] : m;
+  return m;
+}
+
+// exp(x): x = k ln2 + r with |r| <= ln2/2 (Cody-Waite split of ln2), e^r by a degree-6
+// polynomial (Taylor coefficients; relative error < 2e-7 on the interval), times 2^k built in
+// the exponent bits. Inputs are clamped to [-87.3, 88.7] so 2^k stays a normal float: exp of
+// very negative numbers returns ~1e-38 instead of 0, which is below every tolerance we use.
+static inline vf vexp(vf x) {
+  x = vmin(vmax(x, vset1(-87.3f)), vset1(88.7f));
+  vf k = __builtin_convertvector(__builtin_convertvector(x * 1.44269504088896341f + vset1(0.5f) - (x < 0 ? vset1(1.f) : vset1(0.f)), vi), vf);
+  vf r = x - k * 0.693359375f;       // ln2 high part (exact in float)
+  r = r - k * -2.12194440e-4f;       // ln2 low part
+  vf p = vset1(1.f / 720.f);
+  p = p * r + 1.f / 120.f;
+  p = p * r + 1.f / 24.f;
+  p = p * r + 1.f / 6.f;
+  p = p * r + 0.5f;
+  p = p * r + 1.f;
+  p = p * r + 1.f;
+  vi e = (__builtin_convertvector(k, vi) + 127) << 23;
+  return p * reinterpret_cast<vf&>(e);
+}
+
+// log(x) for x > 0 (finite): x = m 2^e with m in [sqrt(1/2), sqrt(2)), log(m) = 2 atanh(f),
+// f = (m-1)/(m+1), by an odd series in f (|f| < 0.172, 5 terms: relative error < 1e-7).
+static inline vf vlog(vf x) {
+  vi xi = reinterpret_cast<vi&>(x);
+  vi e = ((xi >> 23) & 0xff) - 127;
+  vi mi = (xi & 0x007fffff) | 0x3f800000;  // mantissa in [1, 2)
+  vf m = reinterpret_cast<vf&>(mi);
+  vi big = m > 1.41421356f;                // fold [sqrt2, 2) into [sqrt2/2, 1)
+  m = big ? m * 0.5f : m;
+  e = e - big;                             // big is -1 (true) or 0
+  vf f = (m - 1.f) / (m + 1.f);
+  vf f2 = f * f;
+  vf s = vset1(2.f / 9.f);
+  s = s * f2 + 2.f / 7.f;
+  s = s * f2 + 2.f / 5.f;
+  s = s * f2 + 2.f / 3.f;
+  s = s * f2 + 2.f;
+  return s * f + __builtin_convertvector(e, vf) * 0.693147180559945309f;
+}
+
+// log1p(u) for u > -1, accurate for tiny u: log(w) * u / (w - 1) with w = 1 + u
+// (Goldberg's correction for the rounding of 1 + u).
+static inline vf vlog1p(vf u) {
+  vf w = u + 1.f;
+  vf d = w - 1.f;
+  vf l = vlog(w);
+  return d == 0.f ? u : l * (u / d);
+}
+
+// softplus(v) = log(1 + e^v), as in torch.nn.functional.softplus (threshold 20: identity above).
+static inline vf vsoftplus(vf v) {
+  vf sp = vmax(v, vset1(0.f)) + vlog1p(vexp(-vabs(v)));
+  return v > 20.f ? v : sp;
+}
+
+// silu(z) = z * sigmoid(z) = z / (1 + e^-z).
+static inline vf vsilu(vf z) { return z / (vexp(-z) + 1.f); }
+
+}  // namespace SIMBA_ISA
+}  // namespace cpu
+}  // namespace simba

@@ -1,0 +1,412 @@
+// model.cc — weights and the forward pass (see model.h). Reads top to bottom like the math:
+// embed -> per layer [rmsnorm, in_proj, conv1d+silu, x_proj, dt_proj, selective scan, out_proj,
+// residual, Simba pruning] -> norm_f -> head on the wanted positions.
+#include "model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <numeric>
+#include <stdexcept>
+
+#include "cpu/dispatch.h"
+
+namespace simba {
+
+// ---------------------------------------------------------------- storage
+
+void AlignedBuf::Free::operator()(void* p) const { std::free(p); }
+
+AlignedBuf::AlignedBuf(size_t bytes) : bytes_(bytes) {
+  size_t rounded = (bytes + 63) / 64 * 64;
+  void* p = std::aligned_alloc(64, rounded ? rounded : 64);
+  if (!p) throw std::runtime_error("out of memory allocating " + std::to_string(bytes) + " bytes for weights");
+  std::memset(p, 0, rounded ? rounded : 64);
+  p_.reset(p);
+}
+
+static uint16_t to_bf16(float f) {  // round to nearest even; NaN stays NaN
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return (uint16_t)(u >> 16);
+}
+
+// W [N, K] row-major -> panels [npanels][K][32] (kernels.h), f32 or bf16.
+void pack_linear(Linear& lin, const float* W, int N, int K, bool bf16) {
+  cpu::PackedWeight& p = lin.w;
+  p.N = N;
+  p.K = K;
+  p.npanels = (N + cpu::kPanel - 1) / cpu::kPanel;
+  p.bf16 = bf16;
+  const size_t elems = (size_t)p.npanels * K * cpu::kPanel;
+  lin.store = AlignedBuf(elems * (bf16 ? 2 : 4));
+  if (bf16) p.h16 = static_cast<const uint16_t*>(lin.store.data()); else p.f32 = static_cast<const float*>(lin.store.data());
+  if (!W) return;
+  for (int n = 0; n < N; n++) {
+    const size_t base = (size_t)(n / cpu::kPanel) * K * cpu::kPanel + (n % cpu::kPanel);
+    for (int k = 0; k < K; k++) {
+      const float v = W[(size_t)n * K + k];
+      if (bf16) static_cast<uint16_t*>(lin.store.data())[base + (size_t)k * cpu::kPanel] = to_bf16(v);
+      else static_cast<float*>(lin.store.data())[base + (size_t)k * cpu::kPanel] = v;
+    }
+  }
+  lin.set = true;
+}
+
+// ---------------------------------------------------------------- construction
+
+namespace {
+// Per-layer tensor names in a fixed order (index into Layer::have).
+const char* const kLayerTensors[] = {"norm", "in_proj", "in_proj_bias", "conv_w", "conv_b", "x_proj",
+                                     "dt_proj_w", "dt_proj_b", "A_log", "D", "out_proj", "out_proj_bias"};
+constexpr int kNumLayerTensors = sizeof(kLayerTensors) / sizeof(kLayerTensors[0]);
+constexpr int kMaxConv = 8, kMaxState = 256;
+
+int layer_tensor_index(const std::string& name) {
+  for (int i = 0; i < kNumLayerTensors; i++)
+    if (name == kLayerTensors[i]) return i;
+  return -1;
+}
+}  // namespace
+
+Model::Model(const ModelConfig& c, bool bf16) : cfg_(c), bf16_(bf16) {
+  auto positive = [](int v, const char* what) {
+    if (v <= 0) throw std::invalid_argument(std::string("config: ") + what + " must be a positive integer, got " + std::to_string(v));
+  };
+  positive(c.vocab, "vocabSize"); positive(c.d, "dModel"); positive(c.L, "nLayer");
+  positive(c.E, "dInner"); positive(c.N, "dState"); positive(c.R, "dtRank"); positive(c.K, "dConv");
+  if (c.K > kMaxConv) throw std::invalid_argument("config: dConv " + std::to_string(c.K) + " is larger than the supported " + std::to_string(kMaxConv));
+  if (c.N > kMaxState) throw std::invalid_argument("config: dState " + std::to_string(c.N) + " is larger than the supported " + std::to_string(kMaxState));
+  if (!(c.eps > 0) || !std::isfinite(c.eps)) throw std::invalid_argument("config: eps must be a positive number");
+  layers_.resize(c.L);
+  for (auto& l : layers_) l.have.assign(kNumLayerTensors, false);
+}
+
+void Model::set_tensor(const std::string& name, int layer, const float* x, size_t count) {
+  if (ready_) throw std::logic_error("model is finalized; tensors can no longer be set");
+  const ModelConfig& c = cfg_;
+  auto expect = [&](size_t n, const std::string& shape) {
+    if (count != n)
+      throw std::invalid_argument("tensor '" + name + "'" + (layer >= 0 ? " of layer " + std::to_string(layer) : std::string()) +
+                                  ": expected " + shape + " = " + std::to_string(n) + " values, got " + std::to_string(count));
+  };
+  auto dims = [](std::initializer_list<int> d) {
+    std::string s = "[";
+    for (int v : d) s += (s.size() > 1 ? ", " : "") + std::to_string(v);
+    return s + "]";
+  };
+  if (layer < 0) {
+    if (name == "embedding") { expect((size_t)c.vocab * c.d, dims({c.vocab, c.d})); pack(embed_, x, c.vocab, c.d); }
+    else if (name == "lm_head") {
+      if (c.tie) throw std::invalid_argument("tensor 'lm_head' given but the config ties the head to the embedding");
+      expect((size_t)c.vocab * c.d, dims({c.vocab, c.d})); pack(head_, x, c.vocab, c.d);
+    } else if (name == "norm_f") { expect(c.d, dims({c.d})); norm_f_.assign(x, x + c.d); }
+    else throw std::invalid_argument("unknown global tensor '" + name + "'");
+    return;
+  }
+  if (layer >= c.L) throw std::invalid_argument("tensor '" + name + "': layer " + std::to_string(layer) + " out of range (model has " + std::to_string(c.L) + ")");
+  Layer& l = layers_[layer];
+  const int idx = layer_tensor_index(name);
+  if (idx < 0) throw std::invalid_argument("unknown layer tensor '" + name + "'");
+  if ((name == "in_proj_bias" || name == "out_proj_bias") && !c.proj_bias)
+    throw std::invalid_argument("tensor '" + name + "' given but the config has no projection biases (use_bias false)");
+  if (name == "conv_b" && !c.conv_bias) throw std::invalid_argument("tensor 'conv_b' given but the config has no conv bias");
+  const int E = c.E, N = c.N, R = c.R, K = c.K, d = c.d;
+  if (name == "norm") { expect(d, dims({d})); l.norm.assign(x, x + d); }
+  else if (name == "in_proj") { expect((size_t)2 * E * d, dims({2 * E, d})); pack(l.in_proj, x, 2 * E, d); }
+  else if (name == "in_proj_bias") { expect((size_t)2 * E, dims({2 * E})); l.in_proj.bias.assign(x, x + 2 * E); }
+  else if (name == "conv_w") {
+    expect((size_t)E * K, dims({E, K}));
+    l.conv_wT.assign((size_t)K * E, 0.f);
+    for (int e = 0; e < E; e++) for (int j = 0; j < K; j++) l.conv_wT[(size_t)j * E + e] = x[(size_t)e * K + j];
+  } else if (name == "conv_b") { expect(E, dims({E})); l.conv_b.assign(x, x + E); }
+  else if (name == "x_proj") { expect((size_t)(R + 2 * N) * E, dims({R + 2 * N, E})); pack(l.x_proj, x, R + 2 * N, E); }
+  else if (name == "dt_proj_w") { expect((size_t)E * R, dims({E, R})); pack(l.dt_proj, x, E, R); }
+  else if (name == "dt_proj_b") { expect(E, dims({E})); l.dt_proj.bias.assign(x, x + E); }
+  else if (name == "A_log") {
+    expect((size_t)E * N, dims({E, N}));
+    l.AT.assign((size_t)N * E, 0.f);
+    for (int e = 0; e < E; e++) for (int n = 0; n < N; n++) l.AT[(size_t)n * E + e] = -std::exp(x[(size_t)e * N + n]);
+  } else if (name == "D") { expect(E, dims({E})); l.D.assign(x, x + E); }
+  else if (name == "out_proj") { expect((size_t)d * E, dims({d, E})); pack(l.out_proj, x, d, E); }
+  else if (name == "out_proj_bias") { expect(d, dims({d})); l.out_proj.bias.assign(x, x + d); }
+  l.have[idx] = true;
+}
+
+void Model::finalize() {
+  const ModelConfig& c = cfg_;
+  auto missing = [](const std::string& what) { throw std::invalid_argument("missing tensor '" + what + "'"); };
+  if (!embed_.set) missing("embedding");
+  if (norm_f_.empty()) missing("norm_f");
+  if (!c.tie && !head_.set) missing("lm_head (the config has an untied head)");
+  for (int li = 0; li < c.L; li++) {
+    const Layer& l = layers_[li];
+    for (int i = 0; i < kNumLayerTensors; i++) {
+      std::string n = kLayerTensors[i];
+      bool needed = !((n == "in_proj_bias" || n == "out_proj_bias") && !c.proj_bias) && !(n == "conv_b" && !c.conv_bias);
+      if (needed && !l.have[i]) missing(n + "' of layer '" + std::to_string(li));
+    }
+  }
+  ready_ = true;
+}
+
+// Deterministic random weights with the scales of a trained Mamba (shared/peers/make_random_mamba.py):
+// uniform noise with the stated standard deviations.
+void Model::randomize(uint64_t seed) {
+  const ModelConfig& c = cfg_;
+  uint64_t s = seed * 0x9E3779B97F4A7C15ull + 0x1234567ull;
+  auto uni = [&]() {  // xorshift64*, uniform in [-1, 1)
+    s ^= s >> 12; s ^= s << 25; s ^= s >> 27;
+    return (float)((s * 2685821657736338717ull) >> 40) * (2.0f / 16777216.0f) - 1.0f;
+  };
+  auto fill = [&](std::vector<float>& v, size_t n, float mean, float sd) {
+    v.resize(n);
+    for (auto& x : v) x = mean + sd * 1.7320508f * uni();
+  };
+  std::vector<float> tmp;
+  auto linear = [&](const std::string& name, int layer, int N, int K, float sd) {
+    fill(tmp, (size_t)N * K, 0.f, sd);
+    set_tensor(name, layer, tmp.data(), tmp.size());
+  };
+  linear("embedding", -1, c.vocab, c.d, 0.02f);
+  if (!c.tie) linear("lm_head", -1, c.vocab, c.d, 0.02f);
+  fill(tmp, c.d, 1.f, 0.05f); set_tensor("norm_f", -1, tmp.data(), tmp.size());
+  for (int l = 0; l < c.L; l++) {
+    fill(tmp, c.d, 1.f, 0.05f); set_tensor("norm", l, tmp.data(), tmp.size());
+    linear("in_proj", l, 2 * c.E, c.d, 1.f / std::sqrt((float)c.d));
+    linear("conv_w", l, c.E, c.K, 1.f / std::sqrt((float)c.K));
+    if (c.conv_bias) { fill(tmp, c.E, 0.f, 0.1f); set_tensor("conv_b", l, tmp.data(), tmp.size()); }
+    linear("x_proj", l, c.R + 2 * c.N, c.E, 1.f / std::sqrt((float)c.E));
+    linear("dt_proj_w", l, c.E, c.R, 1.f / std::sqrt((float)c.R));
+    tmp.resize(c.E);
+    for (auto& x : tmp) {  // softplus(bias) log-uniform in [0.001, 0.1]
+      float dt = std::exp(std::log(0.001f) + (uni() * 0.5f + 0.5f) * (std::log(0.1f) - std::log(0.001f)));
+      x = dt + std::log(-std::expm1(-dt));
+    }
+    set_tensor("dt_proj_b", l, tmp.data(), tmp.size());
+    tmp.resize((size_t)c.E * c.N);
+    for (int e = 0; e < c.E; e++) for (int n = 0; n < c.N; n++) tmp[(size_t)e * c.N + n] = std::log((float)(n + 1));
+    set_tensor("A_log", l, tmp.data(), tmp.size());
+    fill(tmp, c.E, 1.f, 0.f); set_tensor("D", l, tmp.data(), tmp.size());
+    linear("out_proj", l, c.d, c.E, 1.f / std::sqrt((float)c.E) / std::sqrt(2.f * c.L));
+    if (c.proj_bias) {
+      fill(tmp, 2 * c.E, 0.f, 0.01f); set_tensor("in_proj_bias", l, tmp.data(), tmp.size());
+      fill(tmp, c.d, 0.f, 0.01f); set_tensor("out_proj_bias", l, tmp.data(), tmp.size());
+    }
+  }
+}
+
+size_t Model::param_count() const {
+  const ModelConfig& c = cfg_;
+  size_t per = (size_t)c.d + 2ull * c.E * c.d + (size_t)c.E * c.K + (c.conv_bias ? c.E : 0) + (size_t)(c.R + 2 * c.N) * c.E +
+               (size_t)c.E * c.R + c.E + (size_t)c.E * c.N + c.E + (size_t)c.d * c.E + (c.proj_bias ? 2 * c.E + c.d : 0);
+  return (size_t)c.vocab * c.d * (c.tie ? 1 : 2) + c.d + per * c.L;
+}
+
+size_t Model::weight_bytes() const {
+  size_t b = embed_.store.bytes() + head_.store.bytes();
+  for (const auto& l : layers_) b += l.in_proj.store.bytes() + l.x_proj.store.bytes() + l.dt_proj.store.bytes() + l.out_proj.store.bytes();
+  return b;
+}
+
+// ---------------------------------------------------------------- forward
+
+void Model::check_request(const ForwardRequest& r) const {
+  if (!ready_) throw std::logic_error("model is not finalized (weights incomplete)");
+  const size_t nseq = r.lengths.size();
+  if (nseq == 0) throw std::invalid_argument("no sequences given");
+  if (r.states.size() != nseq) throw std::invalid_argument("one state per sequence is required");
+  size_t total = 0;
+  for (int n : r.lengths) {
+    if (n < 1) throw std::invalid_argument("every sequence needs at least one token (got an empty one)");
+    total += n;
+  }
+  if (total != r.tokens.size()) throw std::invalid_argument("token count does not match the sequence lengths");
+  for (size_t i = 0; i < r.tokens.size(); i++)
+    if (r.tokens[i] < 0 || r.tokens[i] >= cfg_.vocab)
+      throw std::out_of_range("token id " + std::to_string(r.tokens[i]) + " at index " + std::to_string(i) + " is outside the vocabulary [0, " + std::to_string(cfg_.vocab) + ")");
+  for (int w : r.want)
+    if (w < 0 || (size_t)w >= total) throw std::out_of_range("logits position " + std::to_string(w) + " is outside the " + std::to_string(total) + " tokens");
+  if (r.simba.enabled && r.simba.keep.size() != nseq * cfg_.L)
+    throw std::invalid_argument("simba keep counts: expected " + std::to_string(nseq * cfg_.L) + " (sequences x layers)");
+}
+
+namespace {
+
+uint64_t splitmix(uint64_t x) {
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+
+// Picks which of T tokens to keep (k of them), in order: the last token, the first
+// protect_first and last protect_last tokens, then the highest scores (ties: earlier first).
+std::vector<int> select_keep(const float* score, int T, int k, const SimbaOptions& o) {
+  std::vector<char> keep(T, 0);
+  int have = 0;
+  auto take = [&](int t) { if (!keep[t]) { keep[t] = 1; have++; } };
+  take(T - 1);
+  for (int t = 0; t < std::min(o.protect_first, T); t++) take(t);
+  for (int t = std::max(0, T - o.protect_last); t < T; t++) take(t);
+  if (have < k) {
+    std::vector<int> order(T);
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return score[a] > score[b]; });
+    for (int t : order) {
+      if (have >= k) break;
+      take(t);
+    }
+  }
+  std::vector<int> out;
+  out.reserve(have);
+  for (int t = 0; t < T; t++) if (keep[t]) out.push_back(t);
+  return out;
+}
+
+}  // namespace
+
+ForwardResult Model::forward(const ForwardRequest& req) {
+  std::lock_guard<std::mutex> lock(mu_);
+  check_request(req);
+  const ModelConfig& c = cfg_;
+  const int d = c.d, E = c.E, N = c.N, R = c.R, K = c.K, L = c.L, V = c.vocab;
+  const int nseq = (int)req.lengths.size();
+  const int total = (int)req.tokens.size();
+  const int ldbc = R + 2 * N;
+  const bool prune = req.simba.enabled;
+
+  ForwardResult res;
+  res.processed.assign((size_t)nseq * L, 0);
+  res.exit_layer.assign(total, L);
+
+  // Rows currently alive, per sequence: rows [row0, row0+T) of the activations; orig[row] is the
+  // token's index in req.tokens.
+  std::vector<cpu::SeqSlice> seqs(nseq);
+  std::vector<int> orig(total);
+  std::iota(orig.begin(), orig.end(), 0);
+  for (int s = 0, r = 0; s < nseq; s++) { seqs[s].row0 = r; seqs[s].T = req.lengths[s]; r += req.lengths[s]; }
+
+  // Wanted positions: where their final hidden state lands (row of `fin`), filled on exit.
+  std::vector<int> want_slot(total, -1);
+  for (size_t i = 0; i < req.want.size(); i++) want_slot[req.want[i]] = (int)i;
+  std::vector<float> fin(req.want.size() * (size_t)d);
+
+  // Activations (token-major). M shrinks as tokens are pruned; buffers keep their first size.
+  std::vector<float> h((size_t)total * d), xn((size_t)total * d), xz((size_t)total * 2 * E), xc((size_t)total * E),
+      dbc((size_t)total * ldbc), dt((size_t)total * E), y((size_t)total * E), out((size_t)total * d);
+  std::vector<float> score_buf(prune ? total : 0);
+
+  // h[t] = embedding[token t] (read from the packed matrix, which doubles as the tied head)
+  for (int t = 0; t < total; t++)
+    for (int k = 0; k < d; k++) h[(size_t)t * d + k] = embed_.w.at(req.tokens[t], k);
+
+  int M = total;
+  for (int li = 0; li < L; li++) {
+    Layer& l = layers_[li];
+    for (int s = 0; s < nseq; s++) {
+      float* st = req.states[s] + (size_t)li * layer_state_floats();
+      seqs[s].conv = st;
+      seqs[s].ssm = st + (size_t)E * (K - 1);
+      res.processed[(size_t)s * L + li] = seqs[s].T;
+    }
+    // xn = rmsnorm(h) * norm                     [M, d]
+    cpu::rmsnorm(h.data(), d, l.norm.data(), xn.data(), d, M, d, c.eps);
+    // xz = xn in_proj^T (+b)                     [M, 2E]: x = xz[:, :E], z = xz[:, E:]
+    cpu::gemm(xn.data(), d, l.in_proj.w, l.in_proj.bias.empty() ? nullptr : l.in_proj.bias.data(), xz.data(), 2 * E, M);
+    // xc = silu(conv1d(x) + conv_b)              [M, E]
+    cpu::Conv1dArgs ca{xz.data(), 2 * E, xc.data(), E, l.conv_wT.data(), l.conv_b.empty() ? nullptr : l.conv_b.data(), E, K, seqs.data(), nseq};
+    cpu::conv1d(ca);
+    // dbc = xc x_proj^T                          [M, R+2N]: dt_low | B | C
+    cpu::gemm(xc.data(), E, l.x_proj.w, nullptr, dbc.data(), ldbc, M);
+    // dt = dt_low dt_proj^T + dt_b               [M, E] (softplus inside the scan)
+    cpu::gemm(dbc.data(), ldbc, l.dt_proj.w, l.dt_proj.bias.data(), dt.data(), E, M);
+    // y = scan(...) * silu(z)                    [M, E]; state updated
+    cpu::ScanArgs sa{xc.data(), E, dt.data(), E, dbc.data() + R, dbc.data() + R + N, ldbc, xz.data() + E, 2 * E,
+                     l.AT.data(), l.D.data(), y.data(), E, E, N, seqs.data(), nseq};
+    cpu::scan(sa);
+    // h += y out_proj^T (+b)                     [M, d]
+    cpu::gemm(y.data(), E, l.out_proj.w, l.out_proj.bias.empty() ? nullptr : l.out_proj.bias.data(), out.data(), d, M);
+    for (size_t i = 0; i < (size_t)M * d; i++) h[i] += out[i];
+
+    if (!prune) continue;
+    // ---- Simba: keep k tokens per sequence, compact the residual stream.
+    bool any = false;
+    for (int s = 0; s < nseq; s++) any |= req.simba.keep[(size_t)s * L + li] < seqs[s].T;
+    if (!any) continue;
+    const Criterion crit = req.simba.criterion;
+    if (crit == Criterion::Simba || crit == Criterion::Local) {
+      cpu::ScoreArgs sc{xc.data(), E, dt.data(), E, dbc.data() + R, dbc.data() + R + N, ldbc, l.AT.data(), E, N,
+                        crit == Criterion::Local, req.simba.reduce_sum, seqs.data(), nseq, nullptr};
+      cpu::score(sc, score_buf.data(), M);
+    } else if (crit == Criterion::Norm) {
+      for (int r = 0; r < M; r++) {
+        double ss = 0;
+        for (int k = 0; k < d; k++) ss += (double)out[(size_t)r * d + k] * out[(size_t)r * d + k];
+        score_buf[r] = (float)std::sqrt(ss);
+      }
+    }
+    int nr = 0;  // rows written to the compacted buffers
+    std::vector<float> h2((size_t)M * d);
+    std::vector<int> orig2(M);
+    for (int s = 0; s < nseq; s++) {
+      cpu::SeqSlice& sq = seqs[s];
+      const int T = sq.T, k = std::max(1, std::min(T, req.simba.keep[(size_t)s * L + li]));
+      std::vector<int> kept;
+      if (k >= T) {
+        kept.resize(T);
+        std::iota(kept.begin(), kept.end(), 0);
+      } else {
+        std::vector<float> sc(T);
+        for (int t = 0; t < T; t++) {
+          if (crit == Criterion::Uniform) sc[t] = 0.f;
+          else if (crit == Criterion::Random)
+            sc[t] = (float)(splitmix(req.simba.seed ^ splitmix(((uint64_t)li << 40) ^ ((uint64_t)s << 20) ^ (uint64_t)orig[sq.row0 + t])) >> 40);
+          else sc[t] = score_buf[sq.row0 + t];
+        }
+        if (crit == Criterion::Uniform)  // evenly strided: positions round((i+1) T / k) - 1
+          for (int i = 0; i < k; i++) sc[(int)(((int64_t)2 * (i + 1) * T + k) / (2 * k)) - 1] = 1.f;
+        kept = select_keep(sc.data(), T, k, req.simba);
+      }
+      // Dropped tokens exit here: their residual stream is their final hidden state.
+      size_t ki = 0;
+      for (int t = 0; t < T; t++) {
+        const int row = sq.row0 + t;
+        if (ki < kept.size() && kept[ki] == t) { ki++; continue; }
+        res.exit_layer[orig[row]] = li + 1;
+        const int slot = want_slot[orig[row]];
+        if (slot >= 0) std::memcpy(&fin[(size_t)slot * d], &h[(size_t)row * d], sizeof(float) * d);
+      }
+      const int row0 = nr;
+      for (int t : kept) {
+        std::memcpy(&h2[(size_t)nr * d], &h[(size_t)(sq.row0 + t) * d], sizeof(float) * d);
+        orig2[nr++] = orig[sq.row0 + t];
+      }
+      sq.row0 = row0;
+      sq.T = (int)kept.size();
+    }
+    M = nr;
+    std::copy(h2.begin(), h2.begin() + (size_t)M * d, h.begin());
+    std::copy(orig2.begin(), orig2.begin() + M, orig.begin());
+  }
+
+  // Survivors' final hidden states.
+  for (int r = 0; r < M; r++) {
+    const int slot = want_slot[orig[r]];
+    if (slot >= 0) std::memcpy(&fin[(size_t)slot * d], &h[(size_t)r * d], sizeof(float) * d);
+  }
+  // logits = rmsnorm(fin) * norm_f  head^T      [want, V]
+  const int nw = (int)req.want.size();
+  if (nw > 0) {
+    std::vector<float> fn((size_t)nw * d);
+    cpu::rmsnorm(fin.data(), d, norm_f_.data(), fn.data(), d, nw, d, c.eps);
+    res.logits.resize((size_t)nw * V);
+    cpu::gemm(fn.data(), d, c.tie ? embed_.w : head_.w, nullptr, res.logits.data(), V, nw);
+  }
+  return res;
+}
+
+}  // namespace simba

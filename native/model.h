@@ -1,0 +1,122 @@
+// model.h — a Mamba-1 model in native memory and its forward pass on the CPU, with Simba token
+// pruning between layers. One forward() serves prefill (many tokens per sequence), decode (one
+// token per sequence) and continued prefill: every sequence continues from its recurrent state.
+//
+// Glossary: d = dModel, E = dInner, N = dState, R = dtRank, K = dConv, L = nLayer, V = vocab.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "cpu/kernels.h"
+
+namespace simba {
+
+struct ModelConfig {
+  int vocab = 0, d = 0, L = 0, E = 0, N = 0, R = 0, K = 0;
+  bool conv_bias = true, proj_bias = false, tie = true;
+  float eps = 1e-5f;
+};
+
+// 64-byte aligned, zero-initialised storage.
+class AlignedBuf {
+ public:
+  AlignedBuf() = default;
+  explicit AlignedBuf(size_t bytes);
+  void* data() const { return p_.get(); }
+  size_t bytes() const { return bytes_; }
+ private:
+  struct Free { void operator()(void* p) const; };
+  std::unique_ptr<void, Free> p_;
+  size_t bytes_ = 0;
+};
+
+// A linear layer's weight, packed for the GEMM (cpu::PackedWeight view + its storage).
+struct Linear {
+  cpu::PackedWeight w;
+  AlignedBuf store;
+  std::vector<float> bias;  // empty when absent
+  bool set = false;
+};
+
+// W [N, K] row-major -> lin.w packed (f32 or bf16, round to nearest even).
+void pack_linear(Linear& lin, const float* W, int N, int K, bool bf16);
+
+struct Layer {
+  std::vector<float> norm;     // [d]
+  Linear in_proj;              // [2E, d]
+  std::vector<float> conv_wT;  // [K][E]
+  std::vector<float> conv_b;   // [E] (empty when absent)
+  Linear x_proj;               // [R+2N, E]
+  Linear dt_proj;              // [E, R], bias [E]
+  std::vector<float> AT;       // [N][E], A = -exp(A_log)
+  std::vector<float> D;        // [E]
+  Linear out_proj;             // [d, E]
+  std::vector<bool> have;      // which of the per-layer tensors were set (by kLayerTensors index)
+};
+
+enum class Criterion { Simba = 0, Local = 1, Norm = 2, Uniform = 3, Random = 4 };
+
+struct SimbaOptions {
+  bool enabled = false;
+  std::vector<int> keep;  // [nseq * L]: tokens kept after layer l of sequence s at keep[s*L + l]
+  Criterion criterion = Criterion::Simba;
+  bool reduce_sum = false;
+  int protect_first = 0, protect_last = 0;
+  uint64_t seed = 0;
+};
+
+struct ForwardRequest {
+  std::vector<int32_t> tokens;  // all sequences' new tokens, concatenated
+  std::vector<int> lengths;     // tokens per sequence (>= 1)
+  std::vector<float*> states;   // per sequence: state_floats() floats, read and updated in place
+  // Which positions get logits: global indices into tokens (sequence offset + position).
+  std::vector<int> want;
+  SimbaOptions simba;
+};
+
+struct ForwardResult {
+  std::vector<float> logits;     // [want.size(), V]
+  std::vector<int> processed;    // [nseq * L]: tokens each layer processed, per sequence
+  std::vector<int32_t> exit_layer;  // [tokens]: number of layers the token went through (L = all)
+};
+
+class Model {
+ public:
+  Model(const ModelConfig& cfg, bool bf16);
+  const ModelConfig& config() const { return cfg_; }
+  bool bf16() const { return bf16_; }
+
+  // Upload one tensor (f32, row-major, checkpoint shape). Names: see kLayerTensors / globals in
+  // model.cc. Throws std::invalid_argument naming the tensor on a bad name, layer or size.
+  void set_tensor(const std::string& name, int layer, const float* data, size_t count);
+  // Fill every tensor with random, sanely scaled values (benchmarks without checkpoints).
+  void randomize(uint64_t seed);
+  // Throws unless every required tensor has been set.
+  void finalize();
+  bool ready() const { return ready_; }
+
+  size_t state_floats() const { return (size_t)cfg_.L * layer_state_floats(); }
+  size_t layer_state_floats() const { return (size_t)cfg_.E * (cfg_.K - 1) + (size_t)cfg_.E * cfg_.N; }
+  size_t param_count() const;
+  size_t weight_bytes() const;
+
+  ForwardResult forward(const ForwardRequest& req);
+
+ private:
+  void pack(Linear& lin, const float* W, int N, int K) { pack_linear(lin, W, N, K, bf16_); }
+  void check_request(const ForwardRequest& req) const;
+
+  ModelConfig cfg_;
+  bool bf16_;
+  bool ready_ = false;
+  Linear embed_;   // [V, d]: embedding rows are read from the packed layout, and it is the tied head
+  Linear head_;    // [V, d] when untied
+  std::vector<float> norm_f_;
+  std::vector<Layer> layers_;
+  std::mutex mu_;  // one forward at a time (scratch, thread pool)
+};
+
+}  // namespace simba
