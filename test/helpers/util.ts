@@ -1,0 +1,58 @@
+/** Shared test utilities: error measures, temporary checkpoints, random inputs. */
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+
+import { encodeSafetensors } from '../../lib/safetensors';
+import type { EngineTensor, MambaConfig, TensorDType } from '../../lib/types';
+import { hfConfigJson, makeRng, stateSpacesConfigJson, toHfTensors, type CheckpointLayout } from '../reference/random_model';
+
+/** ||a - b|| / ||b|| (b is the reference). */
+export function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  if (a.length !== b.length) throw new Error(`length mismatch ${a.length} vs ${b.length}`);
+  let num = 0, den = 0;
+  for (let i = 0; i < a.length; i++) {
+    num += (a[i] - b[i]) ** 2;
+    den += b[i] ** 2;
+  }
+  return Math.sqrt(num / den);
+}
+
+/** Largest per-row relative error between two lists of rows. */
+export function maxRowErr(a: ArrayLike<number>[], b: ArrayLike<number>[]): number {
+  if (a.length !== b.length) throw new Error(`row count mismatch ${a.length} vs ${b.length}`);
+  return Math.max(...a.map((r, i) => relErr(r, b[i])));
+}
+
+export function tmpDir(prefix = 'simba-test-'): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+}
+
+/** Writes an HF (or state-spaces) checkpoint folder for engine tensors; returns the folder. */
+export function writeCheckpoint(cfg: MambaConfig, tensors: EngineTensor[], opts: { layout?: CheckpointLayout; dtype?: TensorDType; dir?: string } = {}): string {
+  const layout = opts.layout ?? 'hf', dtype = opts.dtype ?? 'F32';
+  const dir = opts.dir ?? tmpDir();
+  const hf = toHfTensors(cfg, tensors, layout, dtype);
+  const enc: Record<string, { dtype: TensorDType; shape: number[]; data: Float32Array }> = {};
+  for (const t of hf) enc[t.name] = { dtype: t.dtype, shape: t.shape, data: t.data };
+  fs.writeFileSync(path.join(dir, 'model.safetensors'), encodeSafetensors(enc));
+  const json = layout === 'hf' ? hfConfigJson(cfg, dtype) : stateSpacesConfigJson(cfg);
+  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(json, null, 2));
+  return dir;
+}
+
+/** Fresh random Float32Array, uniform in [-scale, scale). */
+export function randArray(n: number, seed: number, scale = 1): Float32Array {
+  const rng = makeRng(seed);
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) out[i] = (rng.uniform() * 2 - 1) * scale;
+  return out;
+}
+
+export const f64 = (a: ArrayLike<number>): Float64Array => Float64Array.from(a);
+
+/** Random token ids in [0, V). */
+export function randTokens(n: number, V: number, seed: number): number[] {
+  const rng = makeRng(seed);
+  return Array.from({ length: n }, () => Math.floor(rng.uniform() * V));
+}
