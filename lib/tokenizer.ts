@@ -118,20 +118,17 @@ export class Tokenizer {
     const cfg: Json = isObject(config) ? { ...config } : {};
     cfg['clean_up_tokenization_spaces'] = false;
     try {
-      this.hf = new HfTokenizer({ ...json, added_tokens: addedList }, cfg);
+      const full = { normalizer: null, pre_tokenizer: null, post_processor: null, decoder: null, ...json, added_tokens: addedList };
+      this.hf = new HfTokenizer(full, cfg);
     } catch (e) {
       bad(source, `cannot build tokenizer: ${(e as Error).message}`, e);
     }
     const pre = this.hf.pre_tokenizer;
     if (pre instanceof ByteLevelPreTokenizer) pre.pattern = BYTE_LEVEL_PATTERN;
 
-    // id -> token (model vocab + added tokens)
-    const vocab = this.hf.get_vocab(true);
-    let maxId = -1;
-    for (const id of vocab.values()) maxId = Math.max(maxId, id);
-    this.idToTok = new Array<string | undefined>(maxId + 1);
-    for (const [tok, id] of vocab) this.idToTok[id] = tok;
-    this.vocabSize = maxId + 1;
+    // id -> token (model vocab + added tokens; ids without a token stay undefined)
+    this.idToTok = Array.from(this.hf.model?.vocab ?? [], (t) => (typeof t === 'string' ? t : undefined));
+    this.vocabSize = this.idToTok.length;
     if (this.vocabSize === 0) bad(source, `empty vocabulary`);
 
     this.added = new Map();
@@ -139,6 +136,14 @@ export class Tokenizer {
     for (const [id, t] of this.hf.get_added_tokens_decoder()) {
       this.added.set(id, t.content);
       if (t.special) this.special.add(id);
+    }
+    const extraSpecial = cfg['additional_special_tokens'];
+    if (Array.isArray(extraSpecial)) {
+      for (const t of extraSpecial) {
+        const content = tokenContent(t);
+        const id = content === null ? undefined : this.hf.token_to_id(content);
+        if (id !== undefined) this.special.add(id);
+      }
     }
     const decoder = json['decoder'];
     this.byteLevelDecoder = isObject(decoder) && decoder['type'] === 'ByteLevel';

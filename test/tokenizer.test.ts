@@ -226,6 +226,7 @@ describe('stream decoder', () => {
       model: { type: 'BPE', vocab, merges: ['▁ a'], byte_fallback: true, unk_token: '<unk>' },
     };
     const tok = new Tokenizer(json, {}, 'tiny');
+    expect(new Tokenizer({ model: json.model }, {}, 'minimal').encode('a')).toEqual([2]); // absent sections = null
     const ids = [4, 5, 6, 7, 3];
     expect(tok.decode(ids)).toBe(' a€b');
     const d = tok.createStreamDecoder();
