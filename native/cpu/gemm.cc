@@ -33,6 +33,9 @@ static inline void micro(int K, const float* A, int lda, const void* panel, floa
   const float* pf = static_cast<const float*>(panel);
   const uint16_t* ph = static_cast<const uint16_t*>(panel);
   for (int k = 0; k < K; k++) {
+    // Few rows (decode): the kernel streams the panel from memory; prefetch well ahead of the
+    // hardware prefetcher so a single thread keeps more misses in flight.
+    if (R <= 2) __builtin_prefetch((BF16 ? (const char*)(ph + (size_t)k * kPanel) : (const char*)(pf + (size_t)k * kPanel)) + 2048);
     vf b[NV];
 #pragma GCC unroll 8
     for (int v = 0; v < NV; v++)

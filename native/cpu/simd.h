@@ -12,6 +12,10 @@
 #pragma once
 #include <cstdint>
 #include <cstring>
+#include <utility>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 #ifndef SIMBA_ISA
 #error "SIMBA_ISA must name the instruction-set build (avx512, avx2, sse2)"
@@ -38,7 +42,11 @@ typedef uint16_t vh __attribute__((vector_size(W * 2)));
 typedef float vf_u __attribute__((vector_size(W * 4), aligned(4)));
 typedef uint16_t vh_u __attribute__((vector_size(W * 2), aligned(2)));
 
-static inline vf vset1(float a) { return vf{} + a; }
+// Broadcast written as a {a, a, ...} initializer: compiles to one vbroadcastss (or a {1to16}
+// memory operand), where `vf{} + a` would cost an extra add.
+template <size_t... I>
+static inline vf vbroadcast_(float a, std::index_sequence<I...>) { return vf{((void)I, a)...}; }
+static inline vf vset1(float a) { return vbroadcast_(a, std::make_index_sequence<W>{}); }
 static inline vf vload(const float* p) { return *reinterpret_cast<const vf_u*>(p); }
 static inline void vstore(float* p, vf v) { *reinterpret_cast<vf_u*>(p) = v; }
 // bfloat16 -> float: the 16 stored bits are the top half of an IEEE float.
@@ -73,24 +81,42 @@ static inline float hmax(vf v) {
 }
 
 // exp(x): x = k ln2 + r with |r| <= ln2/2 (Cody-Waite split of ln2), e^r by a degree-6
-// polynomial (Taylor coefficients; relative error < 2e-7 on the interval), times 2^k built in
-// the exponent bits. Inputs are clamped to [-87.3, 88.7] so 2^k stays a normal float: exp of
-// very negative numbers returns ~1e-38 instead of 0, which is below every tolerance we use.
-static inline vf vexp(vf x) {
-  x = vmin(vmax(x, vset1(-87.3f)), vset1(88.7f));
-  vf k = __builtin_convertvector(__builtin_convertvector(x * 1.44269504088896341f + vset1(0.5f) - (x < 0 ? vset1(1.f) : vset1(0.f)), vi), vf);
-  vf r = x - k * 0.693359375f;       // ln2 high part (exact in float)
-  r = r - k * -2.12194440e-4f;       // ln2 low part
+// polynomial (Taylor coefficients; relative error < 2e-7 on the interval), times 2^k.
+// AVX-512 rounds with vrndscaleps and applies 2^k with vscalefps, which also saturates to 0 / inf
+// outside the float range (11 instructions). Elsewhere 2^k is built in the exponent bits, with the
+// input clamped to [-87.3, 88.7] so it stays a normal float: exp of very negative numbers then
+// returns ~1e-38 instead of 0, below every tolerance we use.
+static inline vf vexp_poly(vf r) {
   vf p = vset1(1.f / 720.f);
   p = p * r + 1.f / 120.f;
   p = p * r + 1.f / 24.f;
   p = p * r + 1.f / 6.f;
   p = p * r + 0.5f;
   p = p * r + 1.f;
-  p = p * r + 1.f;
+  return p * r + 1.f;
+}
+#if SIMBA_W == 16
+static inline vf vexp(vf x) {
+  __m512 xv = reinterpret_cast<__m512&>(x);
+  __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(xv, _mm512_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  vf kv = reinterpret_cast<vf&>(k);
+  vf r = x - kv * 0.693359375f;  // ln2 high part (exact in float)
+  r = r - kv * -2.12194440e-4f;  // ln2 low part
+  vf p = vexp_poly(r);
+  __m512 out = _mm512_scalef_ps(reinterpret_cast<__m512&>(p), k);
+  return reinterpret_cast<vf&>(out);
+}
+#else
+static inline vf vexp(vf x) {
+  x = vmin(vmax(x, vset1(-87.3f)), vset1(88.7f));
+  vf k = __builtin_convertvector(__builtin_convertvector(x * 1.44269504088896341f + vset1(0.5f) - (x < 0 ? vset1(1.f) : vset1(0.f)), vi), vf);
+  vf r = x - k * 0.693359375f;
+  r = r - k * -2.12194440e-4f;
+  vf p = vexp_poly(r);
   vi e = (__builtin_convertvector(k, vi) + 127) << 23;
   return p * reinterpret_cast<vf&>(e);
 }
+#endif
 
 // log(x) for x > 0 (finite): x = m 2^e with m in [sqrt(1/2), sqrt(2)), log(m) = 2 atanh(f),
 // f = (m-1)/(m+1), by an odd series in f (|f| < 0.172, 5 terms: relative error < 1e-7).

@@ -1,0 +1,78 @@
+/* backend_api.h — the C ABI between the addon and a separately built compute backend.
+ *
+ * The CPU engine is linked into the addon (model.h). The CUDA engine lives in its own shared
+ * library (libsimba_cuda.so, native/cuda/), which the addon dlopen()s only when a model asks for
+ * device 'cuda'; so the addon never links the CUDA runtime and always loads. The library exports
+ * one symbol, simba_backend_v1(), returning this function table. Plain C types only, so the two
+ * sides can be built by different compilers.
+ *
+ * Semantics are exactly those of simba::Model (model.h): same tensor names/shapes, same forward
+ * request (tokens of many sequences, per-sequence states in host memory read and written in place,
+ * wanted logit positions, Simba keep counts / criterion / protection / seed), same results.
+ * Errors: every function returns 0 on success, else non-zero with a message in err (NUL-terminated,
+ * at most err_len bytes).
+ */
+#ifndef SIMBA_BACKEND_API_H
+#define SIMBA_BACKEND_API_H
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct {
+  int vocab, d, L, E, N, R, K;
+  int conv_bias, proj_bias, tie;
+  float eps;
+} simba_config_t;
+
+typedef struct {
+  const int32_t* tokens; int n_tokens;     /* all sequences' tokens, concatenated */
+  const int32_t* lengths; int n_seq;       /* tokens per sequence (>= 1) */
+  float* const* states;                    /* n_seq host pointers, each L*(E*(K-1)+E*N) floats, updated in place */
+  const int32_t* want; int n_want;         /* global token indices that get logits */
+  int simba_enabled;
+  const int32_t* keep;                     /* [n_seq * L] tokens kept after each layer */
+  int criterion;                           /* 0 simba 1 local 2 norm 3 uniform 4 random */
+  int reduce_sum, protect_first, protect_last;
+  uint64_t seed;
+} simba_forward_t;
+
+typedef struct {
+  float* logits;        /* [n_want * vocab], caller-allocated */
+  int32_t* processed;   /* [n_seq * L], caller-allocated */
+  int32_t* exit_layer;  /* [n_tokens], caller-allocated */
+} simba_result_t;
+
+typedef struct simba_model simba_model;
+
+typedef struct {
+  int abi_version; /* 1 */
+  const char* name; /* "cuda" */
+  /* Device count and a description of device 0 (e.g. "NVIDIA H200, 139 GiB, sm_90"). */
+  int (*probe)(int* n_devices, char* desc, size_t desc_len, char* err, size_t err_len);
+  int (*create)(const simba_config_t* cfg, int bf16, int device, simba_model** out, char* err, size_t err_len);
+  int (*set_tensor)(simba_model* m, const char* name, int layer, const float* data, size_t count, char* err, size_t err_len);
+  int (*randomize)(simba_model* m, uint64_t seed, char* err, size_t err_len);
+  int (*finalize)(simba_model* m, char* err, size_t err_len);
+  int (*forward)(simba_model* m, const simba_forward_t* req, simba_result_t* res, char* err, size_t err_len);
+  size_t (*weight_bytes)(simba_model* m);
+  void (*destroy)(simba_model* m);
+  /* Kernel test hooks (device vs CPU comparisons): run one kernel on host inputs, results to host.
+   * Arguments mirror native/kernel_bindings.cc (gemm: C[M,N] = A[M,K] W^T + bias). */
+  int (*kernel_gemm)(const float* A, const float* W, const float* bias, float* C, int M, int N, int K, int bf16, char* err, size_t err_len);
+  int (*kernel_scan)(const float* x, float* dt, const float* A_log, const float* B, const float* C, const float* D,
+                     const float* z, float* state, float* y, int T, int E, int N, char* err, size_t err_len);
+  int (*kernel_score)(const float* x, const float* dt, const float* A_log, const float* B, const float* C,
+                      float* score, int T, int E, int N, int local, int reduce_sum, char* err, size_t err_len);
+  int (*kernel_conv1d)(const float* x, const float* w, const float* bias, float* state, float* out,
+                       int T, int E, int K, char* err, size_t err_len);
+} simba_backend_v1_t;
+
+typedef const simba_backend_v1_t* (*simba_backend_v1_fn)(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
