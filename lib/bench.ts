@@ -144,7 +144,7 @@ function relOf(processed: number[], T: number): number {
 }
 
 function steep(L: number, T: number, slope: number): number[] {
-  return Array.from({ length: L }, (_, l) => Math.min(T, Math.max(1, Math.ceil(T * Math.max(0, 1 - slope * l) - 1e-9))));
+  return Array.from({ length: L }, (_, l) => Math.min(T, Math.max(1, Math.ceil(T * (l === 0 ? 1 : Math.max(0, 1 - slope * l)) - 1e-9))));
 }
 
 /**

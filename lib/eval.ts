@@ -57,7 +57,7 @@ export interface PerplexityOptions {
   /** Window length in tokens (>= 2). */
   ctx: number;
   simba?: SimbaOptions;
-  /** Windows per prefill call (default: 8, fewer for long windows). */
+  /** Windows per prefill call (default: 8, fewer for long windows or large vocabularies). */
   batch?: number;
   onProgress?: (p: EvalProgress) => void;
   signal?: AbortSignal;
@@ -93,17 +93,18 @@ export function windows(ids: ArrayLike<number>, ctx: number): number[][] {
   return out;
 }
 
-function defaultBatch(ctx: number): number {
-  return Math.max(1, Math.min(8, Math.floor(8192 / ctx)));
+/** Windows per call: up to 8, fewer when their logits (ctx x vocab float32 each) would pass ~256 MB. */
+function defaultBatch(ctx: number, vocab: number): number {
+  return Math.max(1, Math.min(8, Math.floor(8192 / ctx), Math.floor((256 << 20) / (ctx * vocab * 4))));
 }
 
 /** Perplexity of a token sequence (see the module comment for the protocol). */
 export async function perplexity(model: MambaModel, ids: ArrayLike<number>, opts: PerplexityOptions): Promise<PerplexityResult> {
   const wins = windows(ids, opts.ctx);
   if (wins.length === 0) throw new SimbaError('E_ARG', `perplexity: the text has ${ids.length} token(s); at least 2 are needed`);
-  const batch = opts.batch ?? defaultBatch(opts.ctx);
-  if (!Number.isInteger(batch) || batch < 1) throw new SimbaError('E_ARG', `perplexity: batch must be an integer >= 1, got ${String(batch)}`);
   const cfg = model.config, L = cfg.nLayer;
+  const batch = opts.batch ?? defaultBatch(opts.ctx, cfg.vocabSize);
+  if (!Number.isInteger(batch) || batch < 1) throw new SimbaError('E_ARG', `perplexity: batch must be an integer >= 1, got ${String(batch)}`);
   // Fail before any work when a window length cannot take the Simba options (e.g. below the floor).
   if (opts.simba) for (const T of new Set(wins.map((w) => w.length))) planSimba(cfg, T, opts.simba);
 
@@ -261,9 +262,15 @@ export async function scoreContinuations(model: MambaModel, pairs: { ctx: ArrayL
   const logLik: number[] = [];
   const processed = new Array<number>(model.config.nLayer).fill(0);
   let tokens = 0;
+  // Groups of at most `batch` sequences whose all-position logits stay under ~256 MB (one sequence at least).
+  const maxFloats = (256 << 20) / 4 / model.config.vocabSize;
   opts.onProgress?.({ done: 0, total: pairs.length });
-  for (let b = 0; b < pairs.length; b += batch) {
-    const group = pairs.slice(b, b + batch);
+  for (let b = 0; b < pairs.length;) {
+    let e = b, n = 0;
+    while (e < pairs.length && e - b < batch && (e === b || n + pairs[e].ctx.length + pairs[e].cont.length <= maxFloats))
+      n += pairs[e].ctx.length + pairs[e++].cont.length;
+    const group = pairs.slice(b, e);
+    b = e;
     // PrefillOptions.logits applies one spec to every input, so take all rows and pick the ones needed.
     const res = await model.prefill(group.map((p) => ({ tokens: [...Array.from(p.ctx), ...Array.from(p.cont)] })),
                                     { logits: 'all', simba: opts.simba, signal: opts.signal });
@@ -276,7 +283,7 @@ export async function scoreContinuations(model: MambaModel, pairs: { ctx: ArrayL
       tokens += ctx.length + cont.length;
       r.sequence.dispose();
     });
-    opts.onProgress?.({ done: Math.min(pairs.length, b + batch), total: pairs.length });
+    opts.onProgress?.({ done: b, total: pairs.length });
   }
   return { logLik, processed, tokens };
 }

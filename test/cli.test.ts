@@ -154,14 +154,14 @@ describe('simba info', () => {
 describe('simba bench', () => {
   test('--json with tiny settings has the documented structure and positive numbers', async () => {
     const r = await simba(['bench', '--model', MODEL, '--json', '--lengths', '16', '--batches', '1,2', '--runs', '1',
-                           '--decode-tokens', '2', '--flops', '0.2,0.8']);
+                           '--decode-tokens', '2', '--flops', '0.25,0.8']);
     expect(r.code).toBe(0);
     expect(r.stderr).toBe('');   // no progress bar off a terminal
     const j = JSON.parse(r.stdout);
     expect(j.machine).toMatchObject({ cpu: expect.any(String), cores: expect.any(Number), isa: model.info().isa,
                                       threads: model.info().threads, node: process.version });
     expect(Date.parse(j.machine.date)).not.toBeNaN();
-    expect(j.settings).toMatchObject({ runs: 1, lengths: [16], batches: [1, 2], decodeTokens: 2, flops: [0.2, 0.8] });
+    expect(j.settings).toMatchObject({ runs: 1, lengths: [16], batches: [1, 2], decodeTokens: 2, flops: [0.25, 0.8] });
     const positive = (s: { median: number; min: number; max: number; samples: number[] }) => {
       expect(s.samples).toHaveLength(1);
       expect(s.median).toBeGreaterThan(0);
@@ -175,7 +175,7 @@ describe('simba bench', () => {
     j.decode.forEach((d: { steps: number; tokensPerSec: never }) => { expect(d.steps).toBe(2); positive(d.tokensPerSec); });
     expect(j.simba).toHaveLength(2);
     const [low, high] = j.simba;
-    expect(low).toMatchObject({ length: 16, budget: 0.2, schedule: 'steep' });
+    expect(low).toMatchObject({ length: 16, budget: 0.25, schedule: 'steep' });
     expect(high).toMatchObject({ length: 16, budget: 0.8, schedule: 'trapezoid' });
     for (const s of j.simba) {
       positive(s.tokensPerSec);

@@ -60,18 +60,37 @@ const KernelTable& active() {
 
 static constexpr int kRowBlock = 96;
 
+// Jobs below this many floating-point operations run on the calling thread: waking a worker costs
+// more than they take, and on a loaded machine a descheduled worker would stall the whole job.
+static constexpr double kParallelMinFlops = 4e5;
+
+template <typename F>
+static void parallel(int items, double flops, F&& f) {
+  if (flops < kParallelMinFlops) {
+    if (items > 0) f(0, 0, items);
+    return;
+  }
+  ThreadPool::global().run(items, f);
+}
+
 void gemm(const float* A, int lda, const PackedWeight& W, const float* bias, float* C, int ldc,
           int M, bool accumulate) {
   if (M <= 0) return;
   const KernelTable& k = active();
   GemmArgs g{A, lda, &W, bias, C, ldc, M, accumulate, kRowBlock, (M + kRowBlock - 1) / kRowBlock};
-  ThreadPool::global().run(g.nmblocks * W.npanels, [&](int, int b, int e) { k.gemm(g, b, e); });
+  parallel(g.nmblocks * W.npanels, 2.0 * M * W.N * W.K, [&](int, int b, int e) { k.gemm(g, b, e); });
 }
 
 void rmsnorm(const float* x, int ldx, const float* w, float* y, int ldy, int rows, int d, float eps) {
   const KernelTable& k = active();
   RmsNormArgs a{x, ldx, w, y, ldy, d, eps};
-  ThreadPool::global().run(rows, [&](int, int b, int e) { k.rmsnorm(a, b, e); });
+  parallel(rows, 4.0 * rows * d, [&](int, int b, int e) { k.rmsnorm(a, b, e); });
+}
+
+static double rows_of(const SeqSlice* s, int n) {
+  double r = 0;
+  for (int i = 0; i < n; i++) r += s[i].T;
+  return r;
 }
 
 static int groups(int E) {
@@ -81,19 +100,20 @@ static int groups(int E) {
 
 void conv1d(const Conv1dArgs& a) {
   const KernelTable& k = active();
-  ThreadPool::global().run(groups(a.E), [&](int, int b, int e) { k.conv1d(a, b, e); });
+  parallel(groups(a.E), 2.0 * a.K * a.E * rows_of(a.seqs, a.nseq) + 20.0 * a.E * rows_of(a.seqs, a.nseq),
+           [&](int, int b, int e) { k.conv1d(a, b, e); });
 }
 
 void scan(const ScanArgs& a) {
   const KernelTable& k = active();
-  ThreadPool::global().run(groups(a.E), [&](int, int b, int e) { k.scan(a, b, e); });
+  parallel(groups(a.E), 20.0 * a.E * a.N * rows_of(a.seqs, a.nseq), [&](int, int b, int e) { k.scan(a, b, e); });
 }
 
 void score(ScoreArgs a, float* out, int total_rows) {
   const KernelTable& k = active();
   ThreadPool& pool = ThreadPool::global();
   std::vector<float> part((size_t)pool.size() * total_rows, 0.f);
-  pool.run(groups(a.E), [&](int tid, int b, int e) {
+  parallel(groups(a.E), 20.0 * a.E * a.N * rows_of(a.seqs, a.nseq), [&](int tid, int b, int e) {
     ScoreArgs mine = a;
     mine.partial = part.data() + (size_t)tid * total_rows;
     k.score(mine, b, e);

@@ -1,0 +1,57 @@
+// common.cuh — shared pieces of the CUDA backend: error checking (CUDA errors become C++
+// exceptions with a message; the C ABI in backend.cc turns them into error strings, never aborts),
+// the per-sequence table every batched kernel reads, and the device math helpers.
+//
+// Glossary as in model.h: d = dModel, E = dInner, N = dState, R = dtRank, K = dConv, L = nLayer,
+// V = vocab. Activations are token-major rows ([M, X], row stride ld*), as on the CPU.
+#pragma once
+#include <cuda_runtime.h>
+#include <cuda_bf16.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+namespace simba {
+namespace cuda {
+
+// Throws std::runtime_error("<what>: <cuda error string>") on failure.
+void check(cudaError_t e, const char* what);
+// After a kernel launch: launch-configuration errors surface here, execution errors at the next sync.
+void check_launch(const char* kernel);
+
+// One sequence of a batch in one layer: rows [row0, row0 + T) of the activations. k and nrow0 are
+// used by the Simba selection: k tokens are to be kept (k >= T: all), and the kept rows of this
+// sequence start at row nrow0 of the compacted activations.
+struct SeqInfo {
+  int row0, T, k, nrow0;
+};
+
+// Recurrent state addressing on the device: sequence s's state for this layer starts at
+// base + s * stride (conv state [E, K-1], or SSM state [E, N]).
+struct StateRef {
+  float* base;
+  size_t stride;
+  __host__ __device__ float* at(int s) const { return base + (size_t)s * stride; }
+};
+
+__device__ __forceinline__ float softplus_f(float v) {
+  // torch.nn.functional.softplus with threshold 20 (as native/cpu/simd.h vsoftplus)
+  return v > 20.f ? v : fmaxf(v, 0.f) + log1pf(expf(-fabsf(v)));
+}
+__device__ __forceinline__ float silu_f(float z) { return z / (1.f + expf(-z)); }
+
+// Round-to-nearest-even f32 -> bf16 bits (host side, identical to model.cc to_bf16).
+inline uint16_t to_bf16_bits(float f) {
+  uint32_t u;
+  __builtin_memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return (uint16_t)(u >> 16);
+}
+
+inline int ceil_div(int a, int b) { return (a + b - 1) / b; }
+
+}  // namespace cuda
+}  // namespace simba

@@ -1,0 +1,186 @@
+/**
+ * Bad input at the API level: every case is a SimbaError with a code and a message naming the
+ * problem; nothing crashes the process or hangs.
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+
+import { loadModel, randomModel, type MambaModel } from '../lib/model';
+import { SimbaError } from '../lib/errors';
+import { randomConfig, randomEngineTensors } from './reference/random_model';
+import { tmpDir, writeCheckpoint } from './helpers/util';
+
+const SHIPPED = path.join(__dirname, '..', 'models', 'brown-mamba-s');
+
+async function rejects(p: Promise<unknown> | (() => unknown), code: string, msg: RegExp): Promise<void> {
+  let err: unknown;
+  try {
+    await (typeof p === 'function' ? p() : p);
+  } catch (e) {
+    err = e;
+  }
+  expect(err).toBeInstanceOf(SimbaError);
+  expect((err as SimbaError).code).toBe(code);
+  expect((err as SimbaError).message).toMatch(msg);
+}
+
+function copyShipped(): string {
+  const dir = tmpDir();
+  for (const f of fs.readdirSync(SHIPPED)) fs.copyFileSync(path.join(SHIPPED, f), path.join(dir, f));
+  return dir;
+}
+
+describe('loading', () => {
+  test('missing folder', async () => {
+    await rejects(loadModel('/nonexistent/model'), 'E_IO', /does not exist/);
+  });
+
+  test('truncated safetensors', async () => {
+    const dir = copyShipped();
+    const f = path.join(dir, 'model.safetensors');
+    fs.truncateSync(f, Math.floor(fs.statSync(f).size / 2));
+    await rejects(loadModel(dir), 'E_SAFETENSORS', /model\.safetensors.*(outside|past|end)/i);
+  });
+
+  test('garbled header', async () => {
+    const dir = copyShipped();
+    const f = path.join(dir, 'model.safetensors');
+    const b = fs.readFileSync(f);
+    b.write('{{{{garbage', 8);
+    fs.writeFileSync(f, b);
+    await rejects(loadModel(dir), 'E_SAFETENSORS', /JSON/i);
+  });
+
+  test('config inconsistent with the tensor shapes', async () => {
+    const dir = copyShipped();
+    const cfg = JSON.parse(fs.readFileSync(path.join(dir, 'config.json'), 'utf8'));
+    cfg.state_size = 8;
+    fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(cfg));
+    await rejects(loadModel(dir), 'E_SHAPE', /A_log/);
+  });
+
+  test('unknown config key is an error unless allowed', async () => {
+    const dir = copyShipped();
+    const cfg = JSON.parse(fs.readFileSync(path.join(dir, 'config.json'), 'utf8'));
+    cfg.flux_capacitor = 3;
+    fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(cfg));
+    await rejects(loadModel(dir), 'E_CONFIG', /flux_capacitor/);
+    const warnings: string[] = [];
+    const m = await loadModel(dir, { config: { allowUnknownKeys: true, onWarning: (w) => warnings.push(w) } });
+    m.dispose();
+    expect(warnings.join()).toMatch(/flux_capacitor/);
+  });
+
+  test("NaN in weights: rejected by default, loaded with nonFinite: 'allow' (and then NaN logits)", async () => {
+    const cfg = randomConfig({ vocabSize: 50 });
+    const tensors = randomEngineTensors(cfg, 1);
+    tensors.find((t) => t.name === 'out_proj' && t.layer === 1)!.data[7] = NaN;
+    const dir = writeCheckpoint(cfg, tensors);
+    await rejects(loadModel(dir), 'E_WEIGHTS', /layers\.1\.mixer\.out_proj\.weight.*index 7/);
+    const m = await loadModel(dir, { nonFinite: 'allow' });
+    const { logits } = await m.logits([1, 2, 3]);
+    expect(Number.isNaN(logits[0][0])).toBe(true);
+    m.dispose();
+  });
+
+  test('bad options', async () => {
+    await rejects(loadModel(SHIPPED, { weights: 'f8' as 'f32' }), 'E_ARG', /weights must be 'f32' or 'bf16'/);
+    await rejects(loadModel(SHIPPED, { device: 'tpu' as 'cpu' }), 'E_ARG', /device must be/);
+    await rejects(randomModel('mamba-7b'), 'E_ARG', /unknown shape 'mamba-7b'/);
+  });
+});
+
+describe('calls', () => {
+  let m: MambaModel;
+  beforeAll(async () => { m = await loadModel(SHIPPED); });
+  afterAll(() => m.dispose());
+
+  test.each([[-1], [4096], [1.5], [NaN], [1e12]])('token id %p out of range', async (bad) => {
+    await rejects(m.logits([1, bad, 3]), 'E_TOKEN', /token id .* at index 1 is outside the vocabulary \[0, 4096\)/);
+    const s = m.newSequence();
+    await rejects(m.decode([s], [bad]), 'E_TOKEN', /outside the vocabulary/);
+  });
+
+  test('empty prompts', async () => {
+    await rejects(m.logits([]), 'E_ARG', /empty prompt/);
+    await rejects(m.generate('').next(), 'E_ARG', /empty prompt/);
+    await rejects(m.prefill([]), 'E_ARG', /at least one input/);
+  });
+
+  test.each([[-1], [1.5], [1e9], [NaN]])('maxTokens %p is refused', async (bad) => {
+    await rejects(m.generate('The', { maxTokens: bad }).next(), 'E_ARG', /maxTokens must be an integer in \[0, 1000000\]/);
+  });
+
+  test('other sampling options are validated', async () => {
+    await rejects(m.generate('The', { temperature: -1 }).next(), 'E_ARG', /temperature/);
+    await rejects(m.generate('The', { topP: 0 }).next(), 'E_ARG', /topP/);
+    await rejects(m.generate('The', { stop: [''] }).next(), 'E_ARG', /stop must be/);
+  });
+
+  test('logit positions out of range', async () => {
+    await rejects(m.logits([1, 2, 3], [3]), 'E_ARG', /position 3 is outside the 3 tokens/);
+  });
+
+  test('concurrent calls on one sequence are refused; on different sequences they run', async () => {
+    const s = m.newSequence();
+    const first = m.prefill([{ sequence: s, tokens: [1, 2, 3, 4] }]);
+    await rejects(m.decode([s], [5]), 'E_BUSY', /already in use/);
+    await first;
+    const t = m.newSequence();
+    const [a, b] = await Promise.all([m.decode([s], [5]), m.prefill([{ sequence: t, tokens: [9, 8] }])]);
+    expect(a[0].length).toBe(4096);
+    expect(b[0].logits[0].length).toBe(4096);
+  });
+
+  test('decode argument mismatches', async () => {
+    const s = m.newSequence();
+    await rejects(m.decode([s], [1, 2]), 'E_ARG', /1 sequences but 2 tokens/);
+    await rejects(m.decode([s, s], [1, 2]), 'E_ARG', /same sequence appears twice/);
+    await rejects(m.decode([], []), 'E_ARG', /at least one sequence/);
+  });
+
+  test('a snapshot from a model of another shape is refused', async () => {
+    const other = await randomModel(randomConfig({ vocabSize: 4096, dModel: 16 }));
+    const snap = other.newSequence().snapshot();
+    other.dispose();
+    expect(() => m.newSequence().restore(snap)).toThrow(/another shape/);
+  });
+
+  test('an aborted generation stops with E_ABORTED', async () => {
+    const ac = new AbortController();
+    const it = m.generate('The jury', { maxTokens: 50, signal: ac.signal, seed: 1 });
+    await it.next();
+    ac.abort();
+    await rejects(it.next(), 'E_ABORTED', /aborted/);
+  });
+});
+
+test('a disposed model refuses every call; a call in flight finishes', async () => {
+  const m = await loadModel(SHIPPED);
+  const s = m.newSequence();
+  const inflight = m.logits([1, 2, 3, 4, 5], 'all');
+  m.dispose();
+  expect((await inflight).logits).toHaveLength(5);
+  await rejects(m.logits([1]), 'E_DISPOSED', /disposed/);
+  await rejects(m.decode([s], [1]), 'E_DISPOSED', /disposed/);
+  await rejects(() => m.newSequence(), 'E_DISPOSED', /disposed/);
+  await rejects(() => m.info(), 'E_DISPOSED', /disposed/);
+  await rejects(async () => m.generate('x').next(), 'E_DISPOSED', /disposed/);
+  m.dispose(); // twice is fine
+});
+
+test('loading and disposing a model 50 times keeps RSS bounded', async () => {
+  // ~20 MB of weights per load: a leak of the native weights would show as ~1 GB.
+  const cfg = randomConfig({ vocabSize: 8192, dModel: 256, nLayer: 8, dState: 16 });
+  const dir = writeCheckpoint(cfg, randomEngineTensors(cfg, 2));
+  const rss = (): number => process.memoryUsage().rss / 2 ** 20;
+  for (let i = 0; i < 5; i++) (await loadModel(dir)).dispose();
+  const base = rss();
+  for (let i = 0; i < 50; i++) {
+    const m = await loadModel(dir);
+    await m.logits([1, 2, 3]);
+    m.dispose();
+  }
+  const grown = rss() - base;
+  expect(grown).toBeLessThan(100); // MiB; one model is ~20 MiB
+}, 180000);
