@@ -20,7 +20,7 @@ constexpr int MR = 3;   // 12 accumulators of 16 ymm registers
 #else
 constexpr int MR = 1;   // 8 accumulators of 16 xmm registers
 #endif
-constexpr int kMC = 96;  // rows per block (multiple of MR for 8, 3 and 1)
+constexpr int kKC = 256;  // k-slice: 256 x 32 floats = 32 KB of panel, L1-resident
 
 template <int R, bool BF16>
 static inline void micro(int K, const float* A, int lda, const void* panel, float* C, int ldc,
@@ -64,20 +64,27 @@ static inline void micro(int K, const float* A, int lda, const void* panel, floa
   }
 }
 
+// One (row block, panel) work item. K is cut into slices of kKC so that the panel slice being
+// multiplied (kKC x 32 floats, 32 KB) stays in L1 while every row tile of the block passes over it;
+// partial sums accumulate in C.
 template <bool BF16>
 static void tile(const GemmArgs& g, int m0, int rows, int p) {
   const PackedWeight& Wt = *g.W;
   const int K = Wt.K;
-  const void* panel = BF16 ? static_cast<const void*>(Wt.h16 + (size_t)p * K * kPanel)
-                           : static_cast<const void*>(Wt.f32 + (size_t)p * K * kPanel);
   const int n0 = p * kPanel;
   const int ncols = Wt.N - n0 < kPanel ? Wt.N - n0 : kPanel;
-  const float* bias = g.bias ? g.bias + n0 : nullptr;
-  int m = m0;
-  for (; m + MR <= m0 + rows; m += MR)
-    micro<MR, BF16>(K, g.A + (size_t)m * g.lda, g.lda, panel, g.C + (size_t)m * g.ldc + n0, g.ldc, ncols, bias, g.accumulate);
-  for (; m < m0 + rows; m++)
-    micro<1, BF16>(K, g.A + (size_t)m * g.lda, g.lda, panel, g.C + (size_t)m * g.ldc + n0, g.ldc, ncols, bias, g.accumulate);
+  for (int k0 = 0; k0 < K; k0 += kKC) {
+    const int kc = K - k0 < kKC ? K - k0 : kKC;
+    const size_t off = (size_t)p * K * kPanel + (size_t)k0 * kPanel;
+    const void* panel = BF16 ? static_cast<const void*>(Wt.h16 + off) : static_cast<const void*>(Wt.f32 + off);
+    const bool acc = g.accumulate || k0 > 0;
+    const float* bias = (k0 == 0 && g.bias) ? g.bias + n0 : nullptr;
+    int m = m0;
+    for (; m + MR <= m0 + rows; m += MR)
+      micro<MR, BF16>(kc, g.A + (size_t)m * g.lda + k0, g.lda, panel, g.C + (size_t)m * g.ldc + n0, g.ldc, ncols, bias, acc);
+    for (; m < m0 + rows; m++)
+      micro<1, BF16>(kc, g.A + (size_t)m * g.lda + k0, g.lda, panel, g.C + (size_t)m * g.ldc + n0, g.ldc, ncols, bias, acc);
+  }
 }
 
 void gemm_slice(const GemmArgs& g, int begin, int end) {
