@@ -9,20 +9,11 @@
 import * as fs from 'fs';
 import * as path from 'path';
 
+import type { MambaConfig } from './lib/types';
+
 /** Config fields the native engine needs (a subset of MambaConfig, same names). */
-export interface NativeConfig {
-  vocabSize: number;
-  dModel: number;
-  nLayer: number;
-  dInner: number;
-  dState: number;
-  dtRank: number;
-  dConv: number;
-  convBias: boolean;
-  projBias: boolean;
-  tieEmbeddings: boolean;
-  eps: number;
-}
+export type NativeConfig = Pick<MambaConfig,
+  'vocabSize' | 'dModel' | 'nLayer' | 'dInner' | 'dState' | 'dtRank' | 'dConv' | 'convBias' | 'projBias' | 'tieEmbeddings' | 'eps'>;
 
 export interface NativeSimbaOptions {
   /** [sequences * layers]: tokens kept after layer l of sequence s at keep[s * L + l]. */
