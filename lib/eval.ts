@@ -271,13 +271,15 @@ export async function scoreContinuations(model: MambaModel, pairs: { ctx: ArrayL
       n += pairs[e].ctx.length + pairs[e++].cont.length;
     const group = pairs.slice(b, e);
     b = e;
-    // PrefillOptions.logits applies one spec to every input, so take all rows and pick the ones needed.
-    const res = await model.prefill(group.map((p) => ({ tokens: [...Array.from(p.ctx), ...Array.from(p.cont)] })),
-                                    { logits: 'all', simba: opts.simba, signal: opts.signal });
+    // Logits only where a continuation token is predicted (the head is a large share of the FLOPs).
+    const res = await model.prefill(group.map((p) => ({
+      tokens: [...Array.from(p.ctx), ...Array.from(p.cont)],
+      logits: Array.from({ length: p.cont.length }, (_, j) => p.ctx.length - 1 + j),
+    })), { simba: opts.simba, signal: opts.signal });
     res.forEach((r, k) => {
-      const { ctx, cont } = group[k];
+      const { cont } = group[k];
       let ll = 0;
-      for (let j = 0; j < cont.length; j++) ll += logProb(r.logits[ctx.length - 1 + j], cont[j]);
+      for (let j = 0; j < cont.length; j++) ll += logProb(r.logits[j], cont[j]);
       logLik.push(ll);
       r.processed.forEach((n, l) => { processed[l] += n; });
       tokens += ctx.length + cont.length;

@@ -18,3 +18,7 @@ export { openCheckpoint, openSafetensors, encodeSafetensors } from './safetensor
 export { SimbaError } from './errors';
 export type { SimbaErrorCode } from './errors';
 export type { MambaConfig } from './types';
+export { runBench, formatBench, budgetOptions } from './bench';
+export type { BenchOptions, BenchResult, BenchProgress } from './bench';
+export { perplexity, evalChoice, evalLambada, scoreContinuations, parseTaskFile, choiceTokens } from './eval';
+export { highwayMap, renderHighwaySvg } from './inspect';

@@ -64,6 +64,8 @@ export interface PrefillInput {
   /** The sequence to continue (default: a new one). */
   sequence?: Sequence;
   tokens: ArrayLike<number>;
+  /** Positions of this input that get logits (overrides PrefillOptions.logits). */
+  logits?: LogitsPositions;
 }
 
 export interface PrefillOptions {
@@ -186,7 +188,7 @@ export class MambaModel {
     const engine = this.live('prefill');
     if (!Array.isArray(inputs) || inputs.length === 0) throw new SimbaError('E_ARG', 'prefill: give at least one input');
     const toks = inputs.map((inp, i) => this.tokenArray(inp?.tokens, `prefill input ${i}`));
-    const positions = toks.map((t, i) => this.positionsFor(opts.logits ?? 'last', t.length, `prefill input ${i}`));
+    const positions = toks.map((t, i) => this.positionsFor(inputs[i].logits ?? opts.logits ?? 'last', t.length, `prefill input ${i}`));
     const simba = opts.simba;
     if (simba !== undefined) validateSimbaOptions(this.config, simba);
     const seqs = inputs.map((inp) => inp.sequence ?? this.newSequence());

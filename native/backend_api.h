@@ -68,6 +68,10 @@ typedef struct {
                       float* score, int T, int E, int N, int local, int reduce_sum, char* err, size_t err_len);
   int (*kernel_conv1d)(const float* x, const float* w, const float* bias, float* state, float* out,
                        int T, int E, int K, char* err, size_t err_len);
+  /* Appended (bench/gpu.sh): time the selective scan alone on device-resident random inputs
+   * (n_seq sequences of T tokens) and a device-to-device copy; scan_bytes is what one scan moves. */
+  int (*bench_scan)(int n_seq, int T, int E, int N, int iters, double* scan_ms, double* scan_bytes,
+                    double* copy_gbs, char* err, size_t err_len);
 } simba_backend_v1_t;
 
 typedef const simba_backend_v1_t* (*simba_backend_v1_fn)(void);

@@ -36,11 +36,13 @@ struct StateRef {
   __host__ __device__ float* at(int s) const { return base + (size_t)s * stride; }
 };
 
+#ifdef __CUDACC__
 __device__ __forceinline__ float softplus_f(float v) {
   // torch.nn.functional.softplus with threshold 20 (as native/cpu/simd.h vsoftplus)
   return v > 20.f ? v : fmaxf(v, 0.f) + log1pf(expf(-fabsf(v)));
 }
 __device__ __forceinline__ float silu_f(float z) { return z / (1.f + expf(-z)); }
+#endif
 
 // Round-to-nearest-even f32 -> bf16 bits (host side, identical to model.cc to_bf16).
 inline uint16_t to_bf16_bits(float f) {

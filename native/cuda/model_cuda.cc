@@ -1,0 +1,488 @@
+// model_cuda.cc — weights on the device and the GPU forward pass (see model_cuda.h). The forward
+// reads top to bottom like native/model.cc, which it mirrors step by step:
+// embed -> per layer [rmsnorm(+residual), in_proj, conv1d+silu, x_proj, dt_proj, selective scan,
+// out_proj, Simba pruning] -> norm_f -> head on the wanted positions.
+// The only host <-> device traffic of a forward: tokens, states, the per-layer sequence tables and
+// wanted slots in; logits, exit layers and states out. Everything Simba decides (scores, top-k,
+// compaction, early exits) stays on the device; the host knows each layer's token counts in advance
+// (they follow from the keep counts and the protection), so no step waits for the device.
+#include "model_cuda.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <numeric>
+#include <stdexcept>
+
+namespace simba {
+namespace cuda {
+
+// ---------------------------------------------------------------- errors and buffers
+
+void check(cudaError_t e, const char* what) {
+  if (e == cudaSuccess) return;
+  cudaGetLastError();  // clear a non-sticky error so later calls can proceed
+  throw std::runtime_error(std::string("CUDA error in ") + what + ": " + cudaGetErrorString(e) + " (" +
+                           cudaGetErrorName(e) + ")");
+}
+
+void check_launch(const char* kernel) {
+  cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess)
+    throw std::runtime_error(std::string("CUDA kernel ") + kernel + " failed to launch: " + cudaGetErrorString(e));
+}
+
+static std::string mib(size_t bytes) {
+  char b[64];
+  std::snprintf(b, sizeof b, "%.1f MiB", bytes / 1048576.0);
+  return b;
+}
+
+DevBuf& DevBuf::operator=(DevBuf&& o) noexcept {
+  if (this != &o) {
+    release();
+    p_ = o.p_;
+    bytes_ = o.bytes_;
+    o.p_ = nullptr;
+    o.bytes_ = 0;
+  }
+  return *this;
+}
+
+void DevBuf::release() {
+  if (p_) cudaFree(p_);
+  p_ = nullptr;
+  bytes_ = 0;
+}
+
+void DevBuf::alloc(size_t bytes, const std::string& what) {
+  release();
+  if (bytes == 0) return;
+  cudaError_t e = cudaMalloc(&p_, bytes);
+  if (e != cudaSuccess) {
+    p_ = nullptr;
+    cudaGetLastError();
+    size_t fr = 0, tot = 0;
+    cudaMemGetInfo(&fr, &tot);
+    if (e == cudaErrorMemoryAllocation)
+      throw std::runtime_error("CUDA out of memory: could not allocate " + mib(bytes) + " for " + what + " (" + mib(fr) +
+                               " free of " + mib(tot) + ")");
+    throw std::runtime_error("CUDA error allocating " + mib(bytes) + " for " + what + ": " + cudaGetErrorString(e));
+  }
+  bytes_ = bytes;
+}
+
+void DevBuf::upload(const void* src, size_t bytes, const std::string& what) {
+  alloc(bytes, what);
+  if (bytes) check(cudaMemcpy(p_, src, bytes, cudaMemcpyHostToDevice), ("uploading " + what).c_str());
+}
+
+void probe_devices(int* n, std::string* desc) {
+  int count = 0;
+  check(cudaGetDeviceCount(&count), "cudaGetDeviceCount");
+  *n = count;
+  if (count > 0) {
+    cudaDeviceProp p;
+    check(cudaGetDeviceProperties(&p, 0), "cudaGetDeviceProperties");
+    char b[320];
+    std::snprintf(b, sizeof b, "%s, %.0f GiB, sm_%d%d, %d SMs", p.name, p.totalGlobalMem / 1073741824.0, p.major, p.minor,
+                  p.multiProcessorCount);
+    *desc = b;
+  }
+}
+
+// ---------------------------------------------------------------- construction
+
+namespace {
+// Per-layer tensor names in a fixed order (index into DevLayer::have), as model.cc.
+const char* const kLayerTensors[] = {"norm", "in_proj", "in_proj_bias", "conv_w", "conv_b", "x_proj",
+                                     "dt_proj_w", "dt_proj_b", "A_log", "D", "out_proj", "out_proj_bias"};
+constexpr int kNumLayerTensors = sizeof(kLayerTensors) / sizeof(kLayerTensors[0]);
+constexpr int kMaxConv = 8, kMaxState = 256;
+
+int layer_tensor_index(const std::string& name) {
+  for (int i = 0; i < kNumLayerTensors; i++)
+    if (name == kLayerTensors[i]) return i;
+  return -1;
+}
+
+size_t align256(size_t b) { return (b + 255) / 256 * 256; }
+}  // namespace
+
+DeviceModel::DeviceModel(const simba_config_t& c, bool bf16, int device) : cfg_(c), bf16_(bf16), device_(device) {
+  auto positive = [](int v, const char* what) {
+    if (v <= 0) throw std::invalid_argument(std::string("config: ") + what + " must be a positive integer, got " + std::to_string(v));
+  };
+  positive(c.vocab, "vocabSize"); positive(c.d, "dModel"); positive(c.L, "nLayer");
+  positive(c.E, "dInner"); positive(c.N, "dState"); positive(c.R, "dtRank"); positive(c.K, "dConv");
+  if (c.K > kMaxConv) throw std::invalid_argument("config: dConv " + std::to_string(c.K) + " is larger than the supported " + std::to_string(kMaxConv));
+  if (c.N > kMaxState) throw std::invalid_argument("config: dState " + std::to_string(c.N) + " is larger than the supported " + std::to_string(kMaxState));
+  if (!(c.eps > 0) || !std::isfinite(c.eps)) throw std::invalid_argument("config: eps must be a positive number");
+  int n = 0;
+  check(cudaGetDeviceCount(&n), "cudaGetDeviceCount");
+  if (device < 0 || device >= n)
+    throw std::invalid_argument("CUDA device " + std::to_string(device) + " does not exist (" + std::to_string(n) + " found)");
+  select_device();
+  check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
+  layers_.resize(c.L);
+  for (auto& l : layers_) l.have.assign(kNumLayerTensors, false);
+}
+
+DeviceModel::~DeviceModel() {
+  cudaSetDevice(device_);
+  if (stream_) cudaStreamDestroy(stream_);
+}
+
+void DeviceModel::select_device() const { check(cudaSetDevice(device_), "cudaSetDevice"); }
+
+void DeviceModel::set_linear(DevLinearStore& lin, const float* W, int N, int K, const std::string& what) {
+  const size_t n = (size_t)N * K;
+  if (bf16_) {
+    std::vector<uint16_t> h(n);
+    for (size_t i = 0; i < n; i++) h[i] = to_bf16_bits(W[i]);
+    lin.w.upload(h.data(), n * 2, what);
+  } else {
+    lin.w.upload(W, n * 4, what);
+  }
+  lin.view.N = N;
+  lin.view.K = K;
+  lin.view.bf16 = bf16_;
+  lin.view.w = lin.w.get();
+  lin.set = true;
+}
+
+void DeviceModel::set_bias(DevLinearStore& lin, const float* b, int N, const std::string& what) {
+  lin.bias.upload(b, (size_t)N * 4, what);
+  lin.view.bias = lin.bias.f();
+}
+
+void DeviceModel::set_tensor(const std::string& name, int layer, const float* x, size_t count) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (ready_) throw std::logic_error("model is finalized; tensors can no longer be set");
+  select_device();
+  const simba_config_t& c = cfg_;
+  auto expect = [&](size_t n, const std::string& shape) {
+    if (count != n)
+      throw std::invalid_argument("tensor '" + name + "'" + (layer >= 0 ? " of layer " + std::to_string(layer) : std::string()) +
+                                  ": expected " + shape + " = " + std::to_string(n) + " values, got " + std::to_string(count));
+  };
+  auto dims = [](std::initializer_list<int> d) {
+    std::string s = "[";
+    for (int v : d) s += (s.size() > 1 ? ", " : "") + std::to_string(v);
+    return s + "]";
+  };
+  const std::string what = "tensor '" + name + "'" + (layer >= 0 ? " of layer " + std::to_string(layer) : std::string());
+  if (layer < 0) {
+    if (name == "embedding") { expect((size_t)c.vocab * c.d, dims({c.vocab, c.d})); set_linear(embed_, x, c.vocab, c.d, what); }
+    else if (name == "lm_head") {
+      if (c.tie) throw std::invalid_argument("tensor 'lm_head' given but the config ties the head to the embedding");
+      expect((size_t)c.vocab * c.d, dims({c.vocab, c.d})); set_linear(head_, x, c.vocab, c.d, what);
+    } else if (name == "norm_f") { expect(c.d, dims({c.d})); norm_f_.upload(x, (size_t)c.d * 4, what); }
+    else throw std::invalid_argument("unknown global tensor '" + name + "'");
+    return;
+  }
+  if (layer >= c.L) throw std::invalid_argument("tensor '" + name + "': layer " + std::to_string(layer) + " out of range (model has " + std::to_string(c.L) + ")");
+  DevLayer& l = layers_[layer];
+  const int idx = layer_tensor_index(name);
+  if (idx < 0) throw std::invalid_argument("unknown layer tensor '" + name + "'");
+  if ((name == "in_proj_bias" || name == "out_proj_bias") && !c.proj_bias)
+    throw std::invalid_argument("tensor '" + name + "' given but the config has no projection biases (use_bias false)");
+  if (name == "conv_b" && !c.conv_bias) throw std::invalid_argument("tensor 'conv_b' given but the config has no conv bias");
+  const int E = c.E, N = c.N, R = c.R, K = c.K, d = c.d;
+  if (name == "norm") { expect(d, dims({d})); l.norm.upload(x, (size_t)d * 4, what); }
+  else if (name == "in_proj") { expect((size_t)2 * E * d, dims({2 * E, d})); set_linear(l.in_proj, x, 2 * E, d, what); }
+  else if (name == "in_proj_bias") { expect((size_t)2 * E, dims({2 * E})); set_bias(l.in_proj, x, 2 * E, what); }
+  else if (name == "conv_w") {
+    expect((size_t)E * K, dims({E, K}));
+    std::vector<float> wT((size_t)K * E);
+    for (int e = 0; e < E; e++) for (int j = 0; j < K; j++) wT[(size_t)j * E + e] = x[(size_t)e * K + j];
+    l.conv_wT.upload(wT.data(), wT.size() * 4, what);
+  } else if (name == "conv_b") { expect(E, dims({E})); l.conv_b.upload(x, (size_t)E * 4, what); }
+  else if (name == "x_proj") { expect((size_t)(R + 2 * N) * E, dims({R + 2 * N, E})); set_linear(l.x_proj, x, R + 2 * N, E, what); }
+  else if (name == "dt_proj_w") { expect((size_t)E * R, dims({E, R})); set_linear(l.dt_proj, x, E, R, what); }
+  else if (name == "dt_proj_b") { expect(E, dims({E})); set_bias(l.dt_proj, x, E, what); }
+  else if (name == "A_log") {
+    expect((size_t)E * N, dims({E, N}));
+    std::vector<float> AT((size_t)N * E);
+    for (int e = 0; e < E; e++) for (int n = 0; n < N; n++) AT[(size_t)n * E + e] = -std::exp(x[(size_t)e * N + n]);
+    l.AT.upload(AT.data(), AT.size() * 4, what);
+  } else if (name == "D") { expect(E, dims({E})); l.D.upload(x, (size_t)E * 4, what); }
+  else if (name == "out_proj") { expect((size_t)d * E, dims({d, E})); set_linear(l.out_proj, x, d, E, what); }
+  else if (name == "out_proj_bias") { expect(d, dims({d})); set_bias(l.out_proj, x, d, what); }
+  l.have[idx] = true;
+}
+
+void DeviceModel::finalize() {
+  std::lock_guard<std::mutex> lock(mu_);
+  const simba_config_t& c = cfg_;
+  auto missing = [](const std::string& what) { throw std::invalid_argument("missing tensor '" + what + "'"); };
+  if (!embed_.set) missing("embedding");
+  if (!norm_f_.get()) missing("norm_f");
+  if (!c.tie && !head_.set) missing("lm_head (the config has an untied head)");
+  for (int li = 0; li < c.L; li++) {
+    const DevLayer& l = layers_[li];
+    for (int i = 0; i < kNumLayerTensors; i++) {
+      std::string n = kLayerTensors[i];
+      bool needed = !((n == "in_proj_bias" || n == "out_proj_bias") && !c.proj_bias) && !(n == "conv_b" && !c.conv_bias);
+      if (needed && !l.have[i]) missing(n + "' of layer '" + std::to_string(li));
+    }
+  }
+  ready_ = true;
+}
+
+// Identical to Model::randomize (same generator, same order of calls), so a CUDA model and a CPU
+// model randomized with the same seed hold the same weights.
+void DeviceModel::randomize(uint64_t seed) {
+  const simba_config_t& c = cfg_;
+  uint64_t s = seed * 0x9E3779B97F4A7C15ull + 0x1234567ull;
+  auto uni = [&]() {  // xorshift64*, uniform in [-1, 1)
+    s ^= s >> 12; s ^= s << 25; s ^= s >> 27;
+    return (float)((s * 2685821657736338717ull) >> 40) * (2.0f / 16777216.0f) - 1.0f;
+  };
+  auto fill = [&](std::vector<float>& v, size_t n, float mean, float sd) {
+    v.resize(n);
+    for (auto& x : v) x = mean + sd * 1.7320508f * uni();
+  };
+  std::vector<float> tmp;
+  auto linear = [&](const std::string& name, int layer, int N, int K, float sd) {
+    fill(tmp, (size_t)N * K, 0.f, sd);
+    set_tensor(name, layer, tmp.data(), tmp.size());
+  };
+  linear("embedding", -1, c.vocab, c.d, 0.02f);
+  if (!c.tie) linear("lm_head", -1, c.vocab, c.d, 0.02f);
+  fill(tmp, c.d, 1.f, 0.05f); set_tensor("norm_f", -1, tmp.data(), tmp.size());
+  for (int l = 0; l < c.L; l++) {
+    fill(tmp, c.d, 1.f, 0.05f); set_tensor("norm", l, tmp.data(), tmp.size());
+    linear("in_proj", l, 2 * c.E, c.d, 1.f / std::sqrt((float)c.d));
+    linear("conv_w", l, c.E, c.K, 1.f / std::sqrt((float)c.K));
+    if (c.conv_bias) { fill(tmp, c.E, 0.f, 0.1f); set_tensor("conv_b", l, tmp.data(), tmp.size()); }
+    linear("x_proj", l, c.R + 2 * c.N, c.E, 1.f / std::sqrt((float)c.E));
+    linear("dt_proj_w", l, c.E, c.R, 1.f / std::sqrt((float)c.R));
+    tmp.resize(c.E);
+    for (auto& x : tmp) {  // softplus(bias) log-uniform in [0.001, 0.1]
+      float dt = std::exp(std::log(0.001f) + (uni() * 0.5f + 0.5f) * (std::log(0.1f) - std::log(0.001f)));
+      x = dt + std::log(-std::expm1(-dt));
+    }
+    set_tensor("dt_proj_b", l, tmp.data(), tmp.size());
+    tmp.resize((size_t)c.E * c.N);
+    for (int e = 0; e < c.E; e++) for (int n = 0; n < c.N; n++) tmp[(size_t)e * c.N + n] = std::log((float)(n + 1));
+    set_tensor("A_log", l, tmp.data(), tmp.size());
+    fill(tmp, c.E, 1.f, 0.f); set_tensor("D", l, tmp.data(), tmp.size());
+    linear("out_proj", l, c.d, c.E, 1.f / std::sqrt((float)c.E) / std::sqrt(2.f * c.L));
+    if (c.proj_bias) {
+      fill(tmp, 2 * c.E, 0.f, 0.01f); set_tensor("in_proj_bias", l, tmp.data(), tmp.size());
+      fill(tmp, c.d, 0.f, 0.01f); set_tensor("out_proj_bias", l, tmp.data(), tmp.size());
+    }
+  }
+}
+
+size_t DeviceModel::weight_bytes() const {
+  size_t b = embed_.w.bytes() + head_.w.bytes();
+  for (const auto& l : layers_) b += l.in_proj.w.bytes() + l.x_proj.w.bytes() + l.dt_proj.w.bytes() + l.out_proj.w.bytes();
+  return b;
+}
+
+// ---------------------------------------------------------------- forward
+
+void DeviceModel::check_request(const simba_forward_t& r) const {
+  if (!ready_) throw std::logic_error("model is not finalized (weights incomplete)");
+  const int nseq = r.n_seq;
+  if (nseq <= 0 || !r.lengths) throw std::invalid_argument("no sequences given");
+  if (!r.states) throw std::invalid_argument("one state per sequence is required");
+  if (nseq > 65535) throw std::invalid_argument("the CUDA engine takes at most 65535 sequences per call (got " + std::to_string(nseq) + ")");
+  size_t total = 0;
+  for (int s = 0; s < nseq; s++) {
+    if (r.lengths[s] < 1) throw std::invalid_argument("every sequence needs at least one token (got an empty one)");
+    if (r.lengths[s] > 65535 * 8) throw std::invalid_argument("the CUDA engine takes at most 524280 tokens per sequence and call");
+    total += r.lengths[s];
+    if (!r.states[s]) throw std::invalid_argument("one state per sequence is required");
+  }
+  if (r.n_tokens < 0 || total != (size_t)r.n_tokens) throw std::invalid_argument("token count does not match the sequence lengths");
+  for (int i = 0; i < r.n_tokens; i++)
+    if (r.tokens[i] < 0 || r.tokens[i] >= cfg_.vocab)
+      throw std::out_of_range("token id " + std::to_string(r.tokens[i]) + " at index " + std::to_string(i) + " is outside the vocabulary [0, " + std::to_string(cfg_.vocab) + ")");
+  for (int i = 0; i < r.n_want; i++)
+    if (r.want[i] < 0 || (size_t)r.want[i] >= total) throw std::out_of_range("logits position " + std::to_string(r.want[i]) + " is outside the " + std::to_string(total) + " tokens");
+  if (r.simba_enabled) {
+    if (!r.keep) throw std::invalid_argument("simba keep counts: expected " + std::to_string((size_t)nseq * cfg_.L) + " (sequences x layers)");
+    if (r.criterion < 0 || r.criterion > 4) throw std::invalid_argument("simba.criterion out of range");
+  }
+}
+
+char* DeviceModel::workspace(size_t bytes) {
+  if (work_.bytes() < bytes) {
+    work_.release();
+    work_.alloc(bytes + bytes / 8, "activations");  // some headroom against regrowth
+  }
+  return static_cast<char*>(work_.get());
+}
+
+namespace {
+// Tokens select_keep keeps unconditionally: the last one and the protected first / last ones.
+int must_keep(int T, int pf, int pl) {
+  const int a = std::min(std::max(pf, 0), T);                           // [0, a)
+  const int c = std::min(std::max(0, T - std::max(pl, 0)), T - 1);      // [c, T) (includes T-1)
+  return a >= c ? T : a + (T - c);
+}
+}  // namespace
+
+void DeviceModel::forward(const simba_forward_t& req, simba_result_t& res) {
+  std::lock_guard<std::mutex> lock(mu_);
+  check_request(req);
+  select_device();
+  const simba_config_t& c = cfg_;
+  const int d = c.d, E = c.E, N = c.N, R = c.R, K = c.K, L = c.L, V = c.vocab;
+  const int nseq = req.n_seq, total = req.n_tokens, nw = req.n_want;
+  const int ldbc = R + 2 * N;
+  const bool prune = req.simba_enabled != 0;
+  const int crit = req.criterion;  // 0 simba 1 local 2 norm 3 uniform 4 random
+  const size_t SF = state_floats(), LSF = layer_state_floats();
+
+  // ---- Host bookkeeping: every layer's sequence table (rows, keep counts, rows after pruning).
+  std::vector<SeqInfo> tables((size_t)L * nseq);
+  std::vector<int> rows_in(L), max_t(L);
+  std::vector<char> prunes(L, 0);
+  int rows_out = total;
+  {
+    std::vector<int> T(req.lengths, req.lengths + nseq);
+    for (int li = 0; li < L; li++) {
+      int row = 0, mt = 0;
+      bool any = false;
+      for (int s = 0; s < nseq; s++) {
+        SeqInfo& si = tables[(size_t)li * nseq + s];
+        si.row0 = row;
+        si.T = T[s];
+        si.k = prune ? req.keep[(size_t)s * L + li] : T[s];
+        si.nrow0 = 0;
+        res.processed[(size_t)s * L + li] = T[s];
+        row += T[s];
+        mt = std::max(mt, T[s]);
+        any |= prune && si.k < T[s];
+      }
+      rows_in[li] = row;
+      max_t[li] = mt;
+      prunes[li] = any;
+      if (!any) continue;
+      int nrow = 0;
+      for (int s = 0; s < nseq; s++) {
+        SeqInfo& si = tables[(size_t)li * nseq + s];
+        const int k = std::max(1, std::min(si.T, si.k));
+        const int kept = k >= si.T ? si.T : std::max(k, must_keep(si.T, req.protect_first, req.protect_last));
+        si.nrow0 = nrow;
+        nrow += kept;
+        T[s] = kept;
+      }
+      if (li == L - 1) rows_out = nrow;
+    }
+    if (!prunes[L - 1]) rows_out = rows_in[L - 1];
+  }
+  std::vector<int> want_slot(total, -1);
+  for (int i = 0; i < nw; i++) want_slot[req.want[i]] = i;
+
+  // ---- Workspace (one allocation, carved).
+  const int groups = ceil_div(E, 32);
+  size_t off = 0;
+  auto carve = [&](size_t bytes) { size_t o = off; off += align256(bytes); return o; };
+  const size_t T_ = total;
+  const size_t o_h = carve(T_ * d * 4), o_h2 = carve(T_ * d * 4), o_xn = carve(T_ * d * 4), o_xz = carve(T_ * 2 * E * 4),
+               o_xc = carve(T_ * E * 4), o_dbc = carve(T_ * ldbc * 4), o_dt = carve(T_ * E * 4), o_y = carve(T_ * E * 4),
+               o_out = carve(T_ * d * 4), o_score = carve(prune ? T_ * 4 : 0),
+               o_part = carve(prune ? (size_t)groups * T_ * 4 : 0), o_fin = carve((size_t)nw * d * 4),
+               o_fn = carve((size_t)nw * d * 4), o_logits = carve((size_t)nw * V * 4), o_states = carve((size_t)nseq * SF * 4),
+               o_tok = carve(T_ * 4), o_orig = carve(T_ * 4), o_orig2 = carve(T_ * 4), o_exit = carve(T_ * 4),
+               o_slot = carve(T_ * 4), o_dest = carve(T_ * 4), o_tab = carve(tables.size() * sizeof(SeqInfo));
+  char* w = workspace(off);
+  auto F = [&](size_t o) { return reinterpret_cast<float*>(w + o); };
+  auto I = [&](size_t o) { return reinterpret_cast<int*>(w + o); };
+  float *h = F(o_h), *h2 = F(o_h2), *xn = F(o_xn), *xz = F(o_xz), *xc = F(o_xc), *dbc = F(o_dbc), *dt = F(o_dt), *y = F(o_y),
+        *out = F(o_out), *score = F(o_score), *partial = F(o_part), *fin = F(o_fin), *fn = F(o_fn), *logits = F(o_logits),
+        *states = F(o_states);
+  int *tok = I(o_tok), *orig = I(o_orig), *orig2 = I(o_orig2), *exit_l = I(o_exit), *slot = I(o_slot), *dest = I(o_dest);
+  SeqInfo* tab = reinterpret_cast<SeqInfo*>(w + o_tab);
+  cudaStream_t st = stream_;
+
+  // ---- Inputs to the device.
+  check(cudaMemcpyAsync(tok, req.tokens, T_ * 4, cudaMemcpyHostToDevice, st), "copying tokens");
+  check(cudaMemcpyAsync(slot, want_slot.data(), T_ * 4, cudaMemcpyHostToDevice, st), "copying wanted positions");
+  check(cudaMemcpyAsync(tab, tables.data(), tables.size() * sizeof(SeqInfo), cudaMemcpyHostToDevice, st), "copying sequence tables");
+  for (int s = 0; s < nseq; s++)
+    check(cudaMemcpyAsync(states + (size_t)s * SF, req.states[s], SF * 4, cudaMemcpyHostToDevice, st), "copying states in");
+  iota(orig, total, st);
+  fill(exit_l, total, L, st);
+
+  // h[t] = embedding[token t]                  [M, d]
+  embed_gather(tok, total, embed_.view, h, st);
+
+  bool pending = false;  // out holds a mixer output not yet added to h
+  int M = total;
+  for (int li = 0; li < L; li++) {
+    DevLayer& l = layers_[li];
+    const SeqInfo* seqs = tab + (size_t)li * nseq;
+    const int maxT = max_t[li];
+    const StateRef conv{states + (size_t)li * LSF, SF};
+    const StateRef ssm{states + (size_t)li * LSF + (size_t)E * (K - 1), SF};
+    M = rows_in[li];
+    // h += out (previous layer); xn = rmsnorm(h) * norm             [M, d]
+    add_rmsnorm(h, pending ? out : nullptr, l.norm.f(), xn, M, d, c.eps, st);
+    pending = false;
+    // xz = xn in_proj^T (+b)                     [M, 2E]: x = xz[:, :E], z = xz[:, E:]
+    gemm(xn, d, l.in_proj.view, xz, 2 * E, M, st);
+    // xc = silu(conv1d(x) + conv_b)              [M, E]; conv state advanced
+    conv1d(xz, 2 * E, xc, E, l.conv_wT.f(), l.conv_b.get() ? l.conv_b.f() : nullptr, E, K, seqs, nseq, maxT, conv, st);
+    // dbc = xc x_proj^T                          [M, R+2N]: dt_low | B | C
+    gemm(xc, E, l.x_proj.view, dbc, ldbc, M, st);
+    // dt = dt_low dt_proj^T + dt_b               [M, E] (softplus inside the scan)
+    gemm(dbc, ldbc, l.dt_proj.view, dt, E, M, st);
+    // y = scan(...) * silu(z)                    [M, E]; state updated
+    const bool scored = prunes[li] && (crit == 0 || crit == 1);
+    ScanParams sp{xc, E, dt, E, dbc + R, dbc + R + N, ldbc, xz + E, 2 * E, l.AT.f(), l.D.f(), y, E, E, N,
+                  scored, ssm, seqs, nseq, maxT};
+    selective_scan(sp, st);
+    // out = y out_proj^T (+b)                    [M, d]
+    gemm(y, E, l.out_proj.view, out, d, M, st);
+    pending = true;
+
+    if (!prunes[li]) continue;
+    // ---- Simba: h += out, score, keep k tokens per sequence, compact the residual stream.
+    add_rmsnorm(h, out, nullptr, nullptr, M, d, c.eps, st);
+    pending = false;
+    if (crit == 0 || crit == 1) {
+      ScoreParams sc{xc, E, dt, E, dbc + R, dbc + R + N, ldbc, l.AT.f(), E, N, crit == 1, req.reduce_sum != 0,
+                     seqs, nseq, maxT, M, partial, score};
+      simba_score(sc, st);
+    } else if (crit == 2) {
+      norm_score(out, d, M, score, st);
+    } else if (crit == 3) {
+      uniform_score(seqs, nseq, maxT, M, score, st);
+    } else {
+      random_score(seqs, nseq, maxT, orig, req.seed, li, score, st);
+    }
+    select_keep(score, seqs, nseq, req.protect_first, req.protect_last, dest, st);
+    // Dropped tokens exit here: their residual stream is their final hidden state.
+    compact_rows(h, orig, dest, M, d, h2, orig2, exit_l, slot, fin, li, st);
+    std::swap(h, h2);
+    std::swap(orig, orig2);
+    M = li + 1 < L ? rows_in[li + 1] : rows_out;
+  }
+  if (pending) add_rmsnorm(h, out, nullptr, nullptr, M, d, c.eps, st);
+  M = rows_out;
+
+  // Survivors' final hidden states.
+  gather_final(h, orig, M, d, slot, fin, st);
+  // logits = rmsnorm(fin) * norm_f  head^T      [want, V]
+  if (nw > 0) {
+    add_rmsnorm(fin, nullptr, norm_f_.f(), fn, nw, d, c.eps, st);
+    gemm(fn, d, c.tie ? embed_.view : head_.view, logits, V, nw, st);
+  }
+  // Everything ran? Only then hand results (and the new states) back.
+  check(cudaStreamSynchronize(st), "forward");
+  if (nw > 0) check(cudaMemcpyAsync(res.logits, logits, (size_t)nw * V * 4, cudaMemcpyDeviceToHost, st), "copying logits out");
+  check(cudaMemcpyAsync(res.exit_layer, exit_l, T_ * 4, cudaMemcpyDeviceToHost, st), "copying exit layers out");
+  for (int s = 0; s < nseq; s++)
+    check(cudaMemcpyAsync(req.states[s], states + (size_t)s * SF, SF * 4, cudaMemcpyDeviceToHost, st), "copying states out");
+  check(cudaStreamSynchronize(st), "forward (copy out)");
+}
+
+}  // namespace cuda
+}  // namespace simba

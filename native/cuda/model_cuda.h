@@ -1,0 +1,100 @@
+// model_cuda.h — a Mamba-1 model in device memory and its forward pass on the GPU: the CUDA twin of
+// simba::Model (native/model.h), with the same tensor names, checks, random weights, forward
+// semantics (Simba pruning, early exit, processed / exit_layer) and error messages.
+//
+// Weights live on the device (matrices f32 or bf16, row-major [N, K]; vectors f32). The recurrent
+// states live in the caller's host memory: each forward copies them in, runs, and copies them back.
+// Activations are token-major, in one workspace allocation that grows with the largest call.
+#pragma once
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "../backend_api.h"
+#include "kernels.cuh"
+
+namespace simba {
+namespace cuda {
+
+// Owning device allocation (cudaMalloc); out-of-memory becomes a message naming what and how much.
+class DevBuf {
+ public:
+  DevBuf() = default;
+  DevBuf(const DevBuf&) = delete;
+  DevBuf& operator=(const DevBuf&) = delete;
+  DevBuf(DevBuf&& o) noexcept : p_(o.p_), bytes_(o.bytes_) { o.p_ = nullptr; o.bytes_ = 0; }
+  DevBuf& operator=(DevBuf&& o) noexcept;
+  ~DevBuf() { release(); }
+  void alloc(size_t bytes, const std::string& what);  // frees the old allocation first
+  void upload(const void* src, size_t bytes, const std::string& what);  // alloc + synchronous copy
+  void release();
+  void* get() const { return p_; }
+  float* f() const { return static_cast<float*>(p_); }
+  size_t bytes() const { return bytes_; }
+
+ private:
+  void* p_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+struct DevLinearStore {
+  DevLinear view;  // pointers into w and bias
+  DevBuf w, bias;
+  bool set = false;
+};
+
+struct DevLayer {
+  DevBuf norm;     // [d]
+  DevLinearStore in_proj;   // [2E, d]
+  DevBuf conv_wT;  // [K][E]
+  DevBuf conv_b;   // [E]
+  DevLinearStore x_proj;    // [R+2N, E]
+  DevLinearStore dt_proj;   // [E, R], bias [E]
+  DevBuf AT;       // [N][E], A = -exp(A_log)
+  DevBuf D;        // [E]
+  DevLinearStore out_proj;  // [d, E]
+  std::vector<bool> have;
+};
+
+class DeviceModel {
+ public:
+  DeviceModel(const simba_config_t& cfg, bool bf16, int device);
+  ~DeviceModel();
+  DeviceModel(const DeviceModel&) = delete;
+  DeviceModel& operator=(const DeviceModel&) = delete;
+
+  void set_tensor(const std::string& name, int layer, const float* data, size_t count);
+  void randomize(uint64_t seed);
+  void finalize();
+  void forward(const simba_forward_t& req, simba_result_t& res);
+  size_t weight_bytes() const;
+
+  size_t layer_state_floats() const { return (size_t)cfg_.E * (cfg_.K - 1) + (size_t)cfg_.E * cfg_.N; }
+  size_t state_floats() const { return (size_t)cfg_.L * layer_state_floats(); }
+
+ private:
+  void select_device() const;
+  void set_linear(DevLinearStore& lin, const float* W, int N, int K, const std::string& what);
+  void set_bias(DevLinearStore& lin, const float* b, int N, const std::string& what);
+  void check_request(const simba_forward_t& r) const;
+  // Workspace of at least `bytes`, grown (reallocated) when needed.
+  char* workspace(size_t bytes);
+
+  simba_config_t cfg_;
+  bool bf16_;
+  int device_;
+  bool ready_ = false;
+  cudaStream_t stream_ = nullptr;
+  DevLinearStore embed_, head_;
+  DevBuf norm_f_;
+  std::vector<DevLayer> layers_;
+  DevBuf work_;
+  std::mutex mu_;  // one forward at a time (stream, workspace)
+};
+
+// The device this process's CUDA runtime sees: count and a description of device 0.
+void probe_devices(int* n, std::string* desc);
+
+}  // namespace cuda
+}  // namespace simba
