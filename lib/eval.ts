@@ -277,7 +277,7 @@ export async function scoreContinuations(model: MambaModel, pairs: { ctx: ArrayL
       logits: Array.from({ length: p.cont.length }, (_, j) => p.ctx.length - 1 + j),
     })), { simba: opts.simba, signal: opts.signal });
     res.forEach((r, k) => {
-      const { cont } = group[k];
+      const { ctx, cont } = group[k];
       let ll = 0;
       for (let j = 0; j < cont.length; j++) ll += logProb(r.logits[j], cont[j]);
       logLik.push(ll);

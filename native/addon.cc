@@ -9,11 +9,13 @@
 #include <vector>
 
 #include "cpu/dispatch.h"
+#include "cuda_loader.h"
 #include "model.h"
 
 namespace simba {
 
 void register_kernel_bindings(Napi::Env env, Napi::Object exports);  // kernel_bindings.cc
+void register_cuda_bindings(Napi::Env env, Napi::Object exports);    // cuda_bindings.cc
 
 namespace {
 
@@ -87,7 +89,7 @@ class Engine : public Napi::ObjectWrap<Engine> {
                         InstanceMethod("info", &Engine::Info), InstanceMethod("dispose", &Engine::Dispose)});
   }
 
-  // new Engine(config, {bf16})
+  // new Engine(config, {bf16, device?: 'cpu' | 'cuda'})
   explicit Engine(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Engine>(info) {
     Napi::Env env = info.Env();
     if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, "Engine(config, options): config object required");
@@ -99,13 +101,20 @@ class Engine : public Napi::ObjectWrap<Engine> {
     Napi::Value eps = c.Get("eps");
     if (!eps.IsNumber()) throw Napi::TypeError::New(env, "config.eps must be a number");
     cfg.eps = eps.As<Napi::Number>().FloatValue();
-    bool bf16 = false;
+    bool bf16 = false, cuda = false;
     if (info.Length() > 1 && info[1].IsObject()) {
       Napi::Value b = info[1].As<Napi::Object>().Get("bf16");
       bf16 = b.IsBoolean() && b.As<Napi::Boolean>().Value();
+      Napi::Value dev = info[1].As<Napi::Object>().Get("device");
+      if (dev.IsString()) {
+        std::string d = dev.As<Napi::String>();
+        if (d != "cpu" && d != "cuda") throw Napi::TypeError::New(env, "Engine: options.device must be 'cpu' or 'cuda'");
+        cuda = d == "cuda";
+      }
     }
     try {
-      model_ = std::make_shared<Model>(cfg, bf16);
+      if (cuda) cuda_ = std::make_shared<CudaModel>(cfg, bf16);  // throws the reason CUDA is not available
+      else model_ = std::make_shared<Model>(cfg, bf16);
     } catch (const std::exception& e) {
       throw Napi::Error::New(env, e.what());
     }
@@ -116,11 +125,18 @@ class Engine : public Napi::ObjectWrap<Engine> {
     if (!model_) throw Napi::Error::New(env, "the model has been disposed");
     return model_;
   }
+  // Calls f with the live engine: the CUDA model (device 'cuda') or the CPU model. Both have the
+  // same method names, so f is written once (a generic lambda).
+  template <typename F>
+  Napi::Value Visit(Napi::Env env, F&& f) {
+    if (cuda_) return f(cuda_);
+    return f(Live(env));
+  }
 
   // setTensor(name, layer, Float32Array) -> Promise<void>
   Napi::Value SetTensor(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    auto m = Live(env);
+    return Visit(env, [&](auto m) -> Napi::Value {
     if (info.Length() < 3 || !info[0].IsString() || !info[1].IsNumber())
       throw Napi::TypeError::New(env, "setTensor(name, layer, data: Float32Array)");
     auto data = ExpectArray<float>(info[2], "tensor data");
@@ -132,31 +148,47 @@ class Engine : public Napi::ObjectWrap<Engine> {
     w->Keep(data);
     w->Queue();
     return w->Promise();
+    });
   }
 
   // randomize(seed) -> Promise<void>
   Napi::Value Randomize(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    auto m = Live(env);
+    return Visit(env, [&](auto m) -> Napi::Value {
     uint64_t seed = info.Length() > 0 && info[0].IsNumber() ? (uint64_t)info[0].As<Napi::Number>().Int64Value() : 0;
     auto* w = new PromiseWorker(env, [m, seed] { m->randomize(seed); m->finalize(); }, nullptr);
     w->Queue();
     return w->Promise();
+    });
   }
 
   Napi::Value Finalize(const Napi::CallbackInfo& info) {
-    auto m = Live(info.Env());
+    return Visit(info.Env(), [&](auto m) -> Napi::Value {
     try {
       m->finalize();
     } catch (const std::exception& e) {
       throw Napi::Error::New(info.Env(), e.what());
     }
     return info.Env().Undefined();
+    });
   }
 
   Napi::Value Info(const Napi::CallbackInfo& info) {
+    if (cuda_) {
+      Napi::Object o = Napi::Object::New(info.Env());
+      o.Set("stateFloats", (double)cuda_->state_floats());
+      o.Set("paramCount", (double)cuda_->param_count());
+      o.Set("weightBytes", (double)cuda_->weight_bytes());
+      o.Set("bf16", cuda_->bf16());
+      o.Set("isa", "cuda");
+      o.Set("threads", 1);
+      o.Set("device", "cuda");
+      o.Set("deviceName", cuda_->device_name());
+      return o;
+    }
     auto m = Live(info.Env());
     Napi::Object o = Napi::Object::New(info.Env());
+    o.Set("device", "cpu");
     o.Set("stateFloats", (double)m->state_floats());
     o.Set("paramCount", (double)m->param_count());
     o.Set("weightBytes", (double)m->weight_bytes());
@@ -171,7 +203,7 @@ class Engine : public Napi::ObjectWrap<Engine> {
   //   -> Promise<{logits: Float32Array, processed: Int32Array, exitLayer: Int32Array}>
   Napi::Value Forward(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    auto m = Live(env);
+    return Visit(env, [&](auto m) -> Napi::Value {
     if (info.Length() < 4 || !info[2].IsArray()) throw Napi::TypeError::New(env, "forward(tokens, lengths, states[], want, simba?)");
     auto req = std::make_shared<ForwardRequest>();
     auto tokens = ExpectArray<int32_t>(info[0], "tokens");
@@ -223,15 +255,18 @@ class Engine : public Napi::ObjectWrap<Engine> {
     for (auto& v : keep) w->Keep(v);
     w->Queue();
     return w->Promise();
+    });
   }
 
   // Frees the weights once no call is in flight (in-flight workers hold their own reference).
   Napi::Value Dispose(const Napi::CallbackInfo& info) {
     model_.reset();
+    cuda_.reset();
     return info.Env().Undefined();
   }
 
   std::shared_ptr<Model> model_;
+  std::shared_ptr<CudaModel> cuda_;  // device 'cuda' (then model_ is null)
 };
 
 Napi::Value AvailableIsas(const Napi::CallbackInfo& info) {
@@ -261,6 +296,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setIsa", Napi::Function::New(env, SetIsa));
   exports.Set("activeIsa", Napi::Function::New(env, ActiveIsa));
   register_kernel_bindings(env, exports);
+  register_cuda_bindings(env, exports);
   return exports;
 }
 

@@ -1,0 +1,77 @@
+# cuda.cmake — the CUDA backend, a separate shared library (libsimba_cuda.so, next to the addon)
+# that the addon dlopen()s when a model asks for device 'cuda' (native/cuda_loader.cc). The addon
+# itself never links the CUDA runtime: it always builds and loads, with or without nvcc.
+#
+#   SIMBA_NO_CUDA=1 (environment) or -DSIMBA_CUDA=OFF   build the CPU engine only (faster builds)
+#   no CUDA compiler found                               the same, with a status message
+#
+# The library is built for sm_80 (A100) and sm_90 (H100/H200) machine code plus compute_90 PTX,
+# links the CUDA runtime statically (it then needs only the NVIDIA driver at run time) and uses no
+# other CUDA library (its GEMMs are its own kernels).
+
+# The loader and the N-API surface of the CUDA engine are part of the addon in every build.
+target_sources(${PROJECT_NAME} PRIVATE native/cuda_loader.cc native/cuda_bindings.cc)
+target_link_libraries(${PROJECT_NAME} PRIVATE ${CMAKE_DL_LIBS})
+
+option(SIMBA_CUDA "Build the CUDA backend (libsimba_cuda.so) when a CUDA compiler is found" ON)
+if(DEFINED ENV{SIMBA_NO_CUDA} AND NOT "$ENV{SIMBA_NO_CUDA}" STREQUAL "" AND NOT "$ENV{SIMBA_NO_CUDA}" STREQUAL "0")
+  set(SIMBA_CUDA OFF)
+endif()
+
+if(NOT SIMBA_CUDA)
+  message(STATUS "simba-ssm: CUDA backend disabled (SIMBA_NO_CUDA / SIMBA_CUDA=OFF), building the CPU engine only")
+  return()
+endif()
+
+# nvcc 13 has dropped the older targets CMake may probe by default; name ours before the check.
+if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
+  set(CMAKE_CUDA_ARCHITECTURES 80-real 90)
+endif()
+if(NOT CMAKE_CUDA_COMPILER AND NOT DEFINED ENV{CUDACXX})
+  # nvcc is often installed outside PATH
+  foreach(candidate /usr/local/cuda/bin/nvcc /opt/cuda/bin/nvcc)
+    if(EXISTS ${candidate})
+      set(ENV{CUDACXX} ${candidate})
+      break()
+    endif()
+  endforeach()
+endif()
+include(CheckLanguage)
+check_language(CUDA)
+if(NOT CMAKE_CUDA_COMPILER)
+  message(STATUS "simba-ssm: no CUDA compiler found, building the CPU engine only")
+  return()
+endif()
+enable_language(CUDA)
+find_package(CUDAToolkit)
+if(NOT TARGET CUDA::cudart_static)
+  message(STATUS "simba-ssm: CUDA compiler found but not the CUDA runtime library, building the CPU engine only")
+  return()
+endif()
+
+add_library(simba_cuda SHARED
+  native/cuda/gemm.cu
+  native/cuda/rmsnorm.cu
+  native/cuda/conv1d.cu
+  native/cuda/selective_scan.cu
+  native/cuda/simba_score.cu
+  native/cuda/gather.cu
+  native/cuda/bench.cu
+  native/cuda/model_cuda.cc
+  native/cuda/backend.cc)
+set_target_properties(simba_cuda PROPERTIES
+  CUDA_ARCHITECTURES "80-real;90"
+  CUDA_STANDARD 17
+  CUDA_STANDARD_REQUIRED ON
+  CXX_VISIBILITY_PRESET hidden
+  CUDA_VISIBILITY_PRESET hidden
+  VISIBILITY_INLINES_HIDDEN ON
+  POSITION_INDEPENDENT_CODE ON)
+target_include_directories(simba_cuda PRIVATE native)
+target_compile_options(simba_cuda PRIVATE
+  $<$<COMPILE_LANGUAGE:CUDA>:-O3 -Xcompiler=-fPIC --expt-relaxed-constexpr -Xptxas=-warn-spills>
+  $<$<COMPILE_LANGUAGE:CXX>:-O2 -Wall>)
+target_link_libraries(simba_cuda PRIVATE CUDA::cudart_static ${CMAKE_DL_LIBS} Threads::Threads)
+# Only simba_backend_v1 is exported; keep the static runtime's symbols to ourselves.
+target_link_options(simba_cuda PRIVATE -Wl,--exclude-libs,ALL)
+message(STATUS "simba-ssm: building the CUDA backend (libsimba_cuda.so) with ${CMAKE_CUDA_COMPILER}")
