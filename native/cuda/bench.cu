@@ -19,7 +19,7 @@ __global__ void init_kernel(float* v, size_t n, uint32_t seed, float lo, float h
 }
 
 void init(float* v, size_t n, uint32_t seed, float lo, float hi) {
-  init_kernel<<<1024, 256>>>(v, n, seed, lo, hi);
+  SIMBA_LAUNCH(1024, 256, 0, 0, init_kernel)(v, n, seed, lo, hi);
   check_launch("bench init");
 }
 

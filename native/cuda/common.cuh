@@ -5,8 +5,19 @@
 // Glossary as in model.h: d = dModel, E = dInner, N = dState, R = dtRank, K = dConv, L = nLayer,
 // V = vocab. Activations are token-major rows ([M, X], row stride ld*), as on the CPU.
 #pragma once
+#ifdef SIMBA_EMU
+// Host emulation of the CUDA subset used here (native/cuda/emu/): kernels run on CPU threads, so
+// their logic can be checked against the CPU engine on a machine without a GPU.
+#include "emu/emu.h"
+#define SIMBA_LAUNCH(grid, block, smem, stream, ...) ::emu::launch(grid, block, smem, __VA_ARGS__)
+#define SIMBA_DYN_SMEM(type, name) type* name = ::emu::dyn_smem<type>()
+#else
 #include <cuda_runtime.h>
 #include <cuda_bf16.h>
+// kernel<<<grid, block, smem, stream>>>(args) written SIMBA_LAUNCH(grid, block, smem, stream, kernel)(args)
+#define SIMBA_LAUNCH(grid, block, smem, stream, ...) __VA_ARGS__<<<grid, block, smem, stream>>>
+#define SIMBA_DYN_SMEM(type, name) extern __shared__ __align__(16) type name[]
+#endif
 
 #include <cstddef>
 #include <cstdint>
@@ -36,7 +47,7 @@ struct StateRef {
   __host__ __device__ float* at(int s) const { return base + (size_t)s * stride; }
 };
 
-#ifdef __CUDACC__
+#if defined(__CUDACC__) || defined(SIMBA_EMU)
 __device__ __forceinline__ float softplus_f(float v) {
   // torch.nn.functional.softplus with threshold 20 (as native/cpu/simd.h vsoftplus)
   return v > 20.f ? v : fmaxf(v, 0.f) + log1pf(expf(-fabsf(v)));

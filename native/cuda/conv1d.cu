@@ -74,10 +74,10 @@ void conv1d(const float* xin, int ldx, float* out, int ldo, const float* wT, con
   if (nseq <= 0 || maxT <= 0) return;
   if (K > kMaxConv) throw std::invalid_argument("conv1d: dConv > 8 is not supported");
   const dim3 grid(ceil_div(E, kThreads), ceil_div(maxT, kRowsPerBlock), nseq);
-  conv1d_kernel<<<grid, kThreads, 0, st>>>(xin, ldx, out, ldo, wT, bias, E, K, seqs, conv);
+  SIMBA_LAUNCH(grid, kThreads, 0, st, conv1d_kernel)(xin, ldx, out, ldo, wT, bias, E, K, seqs, conv);
   check_launch("conv1d");
   if (K > 1) {
-    conv_state_kernel<<<dim3(ceil_div(E, kThreads), nseq), kThreads, 0, st>>>(xin, ldx, E, K, seqs, conv);
+    SIMBA_LAUNCH(dim3(ceil_div(E, kThreads), nseq), kThreads, 0, st, conv_state_kernel)(xin, ldx, E, K, seqs, conv);
     check_launch("conv_state");
   }
 }

@@ -1,6 +1,8 @@
 // gather.cu — row movement on the device: embedding gather, Simba's per-sequence top-k selection,
 // and the compaction of the residual stream after a pruning layer (dropped tokens exit there).
+#ifndef SIMBA_EMU
 #include <cub/block/block_scan.cuh>
+#endif
 
 #include "kernels.cuh"
 
@@ -142,39 +144,39 @@ __global__ void fill_kernel(int32_t* v, int n, int32_t value) {
 
 void embed_gather(const int32_t* tokens, int n, const DevLinear& emb, float* h, cudaStream_t st) {
   if (n <= 0) return;
-  embed_kernel<<<n, 256, 0, st>>>(tokens, emb.w, emb.bf16, emb.K, h);
+  SIMBA_LAUNCH(n, 256, 0, st, embed_kernel)(tokens, emb.w, emb.bf16, emb.K, h);
   check_launch("embed_gather");
 }
 
 void select_keep(const float* score, const SeqInfo* seqs, int nseq, int protect_first, int protect_last, int* dest,
                  cudaStream_t st) {
   if (nseq <= 0) return;
-  select_kernel<<<nseq, kSelThreads, 0, st>>>(score, seqs, protect_first, protect_last, dest);
+  SIMBA_LAUNCH(nseq, kSelThreads, 0, st, select_kernel)(score, seqs, protect_first, protect_last, dest);
   check_launch("select_keep");
 }
 
 void compact_rows(const float* h, const int* orig, const int* dest, int rows, int d, float* h2, int* orig2,
                   int32_t* exit_layer, const int* want_slot, float* fin, int layer, cudaStream_t st) {
   if (rows <= 0) return;
-  compact_kernel<<<rows, kRowThreads, 0, st>>>(h, orig, dest, d, h2, orig2, exit_layer, want_slot, fin, layer);
+  SIMBA_LAUNCH(rows, kRowThreads, 0, st, compact_kernel)(h, orig, dest, d, h2, orig2, exit_layer, want_slot, fin, layer);
   check_launch("compact_rows");
 }
 
 void gather_final(const float* h, const int* orig, int rows, int d, const int* want_slot, float* fin, cudaStream_t st) {
   if (rows <= 0) return;
-  final_kernel<<<rows, kRowThreads, 0, st>>>(h, orig, d, want_slot, fin);
+  SIMBA_LAUNCH(rows, kRowThreads, 0, st, final_kernel)(h, orig, d, want_slot, fin);
   check_launch("gather_final");
 }
 
 void iota(int* v, int n, cudaStream_t st) {
   if (n <= 0) return;
-  iota_kernel<<<ceil_div(n, 256), 256, 0, st>>>(v, n);
+  SIMBA_LAUNCH(ceil_div(n, 256), 256, 0, st, iota_kernel)(v, n);
   check_launch("iota");
 }
 
 void fill(int32_t* v, int n, int32_t value, cudaStream_t st) {
   if (n <= 0) return;
-  fill_kernel<<<ceil_div(n, 256), 256, 0, st>>>(v, n, value);
+  SIMBA_LAUNCH(ceil_div(n, 256), 256, 0, st, fill_kernel)(v, n, value);
   check_launch("fill");
 }
 

@@ -12,7 +12,9 @@
 //                 of the CPU), 128x128x8 tiles, 8x8 outputs per thread, register prefetch.
 // cuBLAS is deliberately not used: it is not installed on the build machines (nvcc only), and the
 // library then needs nothing but the driver at run time.
+#ifndef SIMBA_EMU
 #include <mma.h>
+#endif
 
 #include "kernels.cuh"
 
@@ -274,11 +276,11 @@ void gemm(const float* A, int lda, const DevLinear& W, float* C, int ldc, int M,
     const dim3 grid(ceil_div(N, kGemvWarps));
     const bool vec = K % (W.bf16 ? 8 : 4) == 0;
     if (W.bf16) {
-      if (vec) gemv_kernel<true, true><<<grid, kGemvWarps * 32, 0, st>>>(A, lda, W.w, K, W.bias, C, ldc, M, N);
-      else gemv_kernel<true, false><<<grid, kGemvWarps * 32, 0, st>>>(A, lda, W.w, K, W.bias, C, ldc, M, N);
+      if (vec) SIMBA_LAUNCH(grid, kGemvWarps * 32, 0, st, gemv_kernel<true, true>)(A, lda, W.w, K, W.bias, C, ldc, M, N);
+      else SIMBA_LAUNCH(grid, kGemvWarps * 32, 0, st, gemv_kernel<true, false>)(A, lda, W.w, K, W.bias, C, ldc, M, N);
     } else {
-      if (vec) gemv_kernel<false, true><<<grid, kGemvWarps * 32, 0, st>>>(A, lda, W.w, K, W.bias, C, ldc, M, N);
-      else gemv_kernel<false, false><<<grid, kGemvWarps * 32, 0, st>>>(A, lda, W.w, K, W.bias, C, ldc, M, N);
+      if (vec) SIMBA_LAUNCH(grid, kGemvWarps * 32, 0, st, gemv_kernel<false, true>)(A, lda, W.w, K, W.bias, C, ldc, M, N);
+      else SIMBA_LAUNCH(grid, kGemvWarps * 32, 0, st, gemv_kernel<false, false>)(A, lda, W.w, K, W.bias, C, ldc, M, N);
     }
     check_launch("gemv");
     return;
@@ -288,14 +290,14 @@ void gemm(const float* A, int lda, const DevLinear& W, float* C, int ldc, int M,
     const bool va = lda % 4 == 0 && reinterpret_cast<uintptr_t>(A) % 16 == 0;
     const bool vw = K % 8 == 0;
     const uint16_t* w = static_cast<const uint16_t*>(W.w);
-    if (va && vw) wmma_bf16<true, true><<<grid, 256, 0, st>>>(A, lda, w, K, W.bias, C, ldc, M, N);
-    else if (va) wmma_bf16<true, false><<<grid, 256, 0, st>>>(A, lda, w, K, W.bias, C, ldc, M, N);
-    else if (vw) wmma_bf16<false, true><<<grid, 256, 0, st>>>(A, lda, w, K, W.bias, C, ldc, M, N);
-    else wmma_bf16<false, false><<<grid, 256, 0, st>>>(A, lda, w, K, W.bias, C, ldc, M, N);
+    if (va && vw) SIMBA_LAUNCH(grid, 256, 0, st, wmma_bf16<true, true>)(A, lda, w, K, W.bias, C, ldc, M, N);
+    else if (va) SIMBA_LAUNCH(grid, 256, 0, st, wmma_bf16<true, false>)(A, lda, w, K, W.bias, C, ldc, M, N);
+    else if (vw) SIMBA_LAUNCH(grid, 256, 0, st, wmma_bf16<false, true>)(A, lda, w, K, W.bias, C, ldc, M, N);
+    else SIMBA_LAUNCH(grid, 256, 0, st, wmma_bf16<false, false>)(A, lda, w, K, W.bias, C, ldc, M, N);
     check_launch("wmma_bf16");
   } else {
     const dim3 grid(ceil_div(N, kSB), ceil_div(M, kSB));
-    sgemm_f32<<<grid, 256, 0, st>>>(A, lda, static_cast<const float*>(W.w), K, W.bias, C, ldc, M, N);
+    SIMBA_LAUNCH(grid, 256, 0, st, sgemm_f32)(A, lda, static_cast<const float*>(W.w), K, W.bias, C, ldc, M, N);
     check_launch("sgemm_f32");
   }
 }

@@ -43,7 +43,7 @@ __global__ __launch_bounds__(kThreads) void add_rmsnorm_kernel(float* __restrict
 
 void add_rmsnorm(float* h, const float* delta, const float* w, float* y, int rows, int d, float eps, cudaStream_t st) {
   if (rows <= 0 || (!delta && !y)) return;
-  add_rmsnorm_kernel<<<rows, kThreads, 0, st>>>(h, delta, w, y, d, eps);
+  SIMBA_LAUNCH(rows, kThreads, 0, st, add_rmsnorm_kernel)(h, delta, w, y, d, eps);
   check_launch("add_rmsnorm");
 }
 

@@ -37,7 +37,7 @@ size_t chunked_smem_bytes(int N) {
 }
 
 __global__ __launch_bounds__(kWarps * 32) void scan_chunked(const ScanParams p) {
-  extern __shared__ __align__(16) float sm[];
+  SIMBA_DYN_SMEM(float, sm);
   const int N = p.N, E = p.E;
   float* Bs = sm;
   float* Cs = Bs + kTile * N;
@@ -162,7 +162,7 @@ __global__ __launch_bounds__(kShortThreads) void scan_short(const ScanParams p) 
 void selective_scan(const ScanParams& p, cudaStream_t st) {
   if (p.nseq <= 0 || p.maxT <= 0) return;
   if (p.maxT <= kShortT) {
-    scan_short<<<dim3(ceil_div(p.E, kShortThreads), p.nseq), kShortThreads, 0, st>>>(p);
+    SIMBA_LAUNCH(dim3(ceil_div(p.E, kShortThreads), p.nseq), kShortThreads, 0, st, scan_short)(p);
     check_launch("scan_short");
     return;
   }
@@ -171,7 +171,7 @@ void selective_scan(const ScanParams& p, cudaStream_t st) {
   check(cudaGetDevice(&dev), "selective scan: cudaGetDevice");
   check(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev), "selective scan: device attribute");
   if (smem > (size_t)optin) {  // a very large d_state on a smaller part: the sequential kernel works for any T
-    scan_short<<<dim3(ceil_div(p.E, kShortThreads), p.nseq), kShortThreads, 0, st>>>(p);
+    SIMBA_LAUNCH(dim3(ceil_div(p.E, kShortThreads), p.nseq), kShortThreads, 0, st, scan_short)(p);
     check_launch("scan_short");
     return;
   }
@@ -179,7 +179,7 @@ void selective_scan(const ScanParams& p, cudaStream_t st) {
     check(cudaFuncSetAttribute(scan_chunked, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
           "selective scan: raising the shared-memory limit");
   }
-  scan_chunked<<<dim3(ceil_div(p.E, 32), p.nseq), dim3(32, kWarps), smem, st>>>(p);
+  SIMBA_LAUNCH(dim3(ceil_div(p.E, 32), p.nseq), dim3(32, kWarps), smem, st, scan_chunked)(p);
   check_launch("scan_chunked");
 }
 

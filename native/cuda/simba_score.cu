@@ -38,7 +38,7 @@ __device__ __forceinline__ float warp_reduce(float v, bool sum) {
 }
 
 __global__ __launch_bounds__(kWarps * 32) void score_chunked(const ScoreParams p) {
-  extern __shared__ __align__(16) float sm[];
+  SIMBA_DYN_SMEM(float, sm);
   const int N = p.N, E = p.E;
   float* Bs = sm;                       // [kTile][N]
   float* carry = Bs + kTile * N;        // [2][N][32]
@@ -203,7 +203,7 @@ __global__ void random_kernel(const SeqInfo* __restrict__ seqs, const int* __res
 void simba_score(const ScoreParams& p, cudaStream_t st) {
   if (p.rows <= 0) return;
   if (p.local) {
-    local_score<<<p.rows, kRowThreads, 0, st>>>(p);
+    SIMBA_LAUNCH(p.rows, kRowThreads, 0, st, local_score)(p);
     check_launch("local_score");
     return;
   }
@@ -213,15 +213,15 @@ void simba_score(const ScoreParams& p, cudaStream_t st) {
           "simba score: raising the shared-memory limit");
   }
   const int groups = ceil_div(p.E, 32);
-  score_chunked<<<dim3(groups, p.nseq), dim3(32, kWarps), smem, st>>>(p);
+  SIMBA_LAUNCH(dim3(groups, p.nseq), dim3(32, kWarps), smem, st, score_chunked)(p);
   check_launch("score_chunked");
-  reduce_groups<<<ceil_div(p.rows, 256), 256, 0, st>>>(p.partial, groups, p.rows, p.reduce_sum, p.score);
+  SIMBA_LAUNCH(ceil_div(p.rows, 256), 256, 0, st, reduce_groups)(p.partial, groups, p.rows, p.reduce_sum, p.score);
   check_launch("score_reduce");
 }
 
 void norm_score(const float* out, int d, int rows, float* score, cudaStream_t st) {
   if (rows <= 0) return;
-  norm_kernel<<<rows, kRowThreads, 0, st>>>(out, d, score);
+  SIMBA_LAUNCH(rows, kRowThreads, 0, st, norm_kernel)(out, d, score);
   check_launch("norm_score");
 }
 
@@ -229,14 +229,14 @@ void uniform_score(const SeqInfo* seqs, int nseq, int maxK, int rows, float* sco
   if (rows <= 0 || nseq <= 0) return;
   check(cudaMemsetAsync(score, 0, sizeof(float) * rows, st), "uniform score: clearing");
   if (maxK <= 0) return;
-  uniform_kernel<<<dim3(ceil_div(maxK, 128), nseq), 128, 0, st>>>(seqs, score);
+  SIMBA_LAUNCH(dim3(ceil_div(maxK, 128), nseq), 128, 0, st, uniform_kernel)(seqs, score);
   check_launch("uniform_score");
 }
 
 void random_score(const SeqInfo* seqs, int nseq, int maxT, const int* orig, uint64_t seed, int layer, float* score,
                   cudaStream_t st) {
   if (nseq <= 0 || maxT <= 0) return;
-  random_kernel<<<dim3(ceil_div(maxT, 128), nseq), 128, 0, st>>>(seqs, orig, seed, layer, score);
+  SIMBA_LAUNCH(dim3(ceil_div(maxT, 128), nseq), 128, 0, st, random_kernel)(seqs, orig, seed, layer, score);
   check_launch("random_score");
 }
 

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Builds the CUDA kernels and DeviceModel as host code under emu.h and compares them with the CPU
+# engine (emu_test.cc). Needs g++ >= 11 and a prior `npm run build:native` (links its CPU objects).
+set -euo pipefail
+cd "$(dirname "$0")/../../.."
+obj=build/CMakeFiles
+out=${TMPDIR:-/tmp}/simba-emu
+mkdir -p "$out"
+cpu_objs=("$obj"/simba_ssm.dir/native/model.cc.o "$obj"/simba_ssm.dir/native/cpu/dispatch.cc.o "$obj"/simba_ssm.dir/native/cpu/threadpool.cc.o
+          "$obj"/simba_cpu_*.dir/native/cpu/*.o)
+flags=(-std=c++20 -O2 -g -DSIMBA_EMU -Inative -Wall -Wno-unused-function -pthread)
+srcs=(gemm rmsnorm conv1d selective_scan simba_score gather)
+pids=()
+for s in "${srcs[@]}"; do g++ "${flags[@]}" -x c++ -c native/cuda/$s.cu -o "$out/$s.o" & pids+=($!); done
+g++ "${flags[@]}" -c native/cuda/model_cuda.cc -o "$out/model_cuda.o" & pids+=($!)
+g++ "${flags[@]}" -c native/cuda/emu/emu.cc -o "$out/emu.o" & pids+=($!)
+g++ "${flags[@]}" -c native/cuda/emu/emu_test.cc -o "$out/emu_test.o" & pids+=($!)
+for p in "${pids[@]}"; do wait "$p"; done
+g++ -pthread -o "$out/emu_test" "$out"/*.o "${cpu_objs[@]}"
+"$out/emu_test"
