@@ -65,7 +65,9 @@ void ThreadPool::run(int items, const Job& fn) {
 }
 
 void ThreadPool::worker(int tid) {
-  unsigned seen = generation_.load();
+  // Generation 0 is the state at construction. Reading generation_ here instead would race with a
+  // job posted before this thread got to run: the worker would skip it and run() would wait forever.
+  unsigned seen = 0;
   for (;;) {
     // Spin briefly for the next job, then sleep on the condition variable.
     auto t0 = std::chrono::steady_clock::now();
