@@ -90,3 +90,17 @@ describe.each(isas)('kernels on %s', (isa) => {
 test('unknown instruction set is a clear error', () => {
   expect(() => addon.setIsa('avx9000')).toThrow(/unknown instruction set 'avx9000'/);
 });
+
+test('fresh processes running a threaded kernel right after loading the addon never hang', () => {
+  // Regression: the thread pool's workers could miss a job posted before they started running.
+  const { spawnSync } = require('child_process') as typeof import('child_process');
+  const script = `const a = require(${JSON.stringify(require.resolve('../build/Release/simba_ssm.node'))});
+    const M = 64, N = 256, K = 256;
+    const r = a.kernels.gemm({ A: new Float32Array(M * K).fill(1), W: new Float32Array(N * K).fill(1), M, N, K, bf16: false });
+    if (r[0] !== K) process.exit(3);`;
+  for (let i = 0; i < 12; i++) {
+    const r = spawnSync(process.execPath, ['-e', script], { timeout: 20000 });
+    expect(r.signal).toBeNull();
+    expect(r.status).toBe(0);
+  }
+});
