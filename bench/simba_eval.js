@@ -1,0 +1,69 @@
+#!/usr/bin/env node
+/**
+ * Simba quality sweep (issue 3): held-out perplexity of a model, dense and under each pruning
+ * criterion at several relative-FLOPs budgets, at one or more context lengths.
+ *
+ *   node bench/simba_eval.js --model DIR --file TEXT [--ctx 256,1024] [--budgets 0.75,0.6,0.5,0.3]
+ *                            [--criteria simba,simba-sum,local,norm,uniform,random] [--out results.json]
+ *
+ * Budgets the trapezoid can reach use it (flops: B); lower ones use bench.ts's steep schedule as
+ * explicit keep counts (marked "steep"). Prints one line per run and a markdown table at the end.
+ * Needs `npm run build:ts` first (reads dist/).
+ */
+const fs = require('fs');
+const path = require('path');
+const { loadModel } = require('../dist/lib/model');
+const { perplexity } = require('../dist/lib/eval');
+const { budgetOptions } = require('../dist/lib/bench');
+
+function arg(name, def) {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? process.argv[i + 1] : def;
+}
+
+(async () => {
+  const modelDir = arg('model');
+  const file = arg('file');
+  if (!modelDir || !file) { console.error('usage: simba_eval.js --model DIR --file TEXT [...]'); process.exit(2); }
+  const ctxs = arg('ctx', '256,1024').split(',').map(Number);
+  const budgets = arg('budgets', '0.75,0.6,0.5,0.3').split(',').map(Number);
+  const criteria = arg('criteria', 'simba,simba-sum,local,norm,uniform,random').split(',');
+  const out = arg('out');
+  const model = await loadModel(modelDir);
+  const ids = model.tokenizer.encode(fs.readFileSync(file, 'utf8'));
+  const L = model.config.nLayer, info = model.info();
+  const rows = [];
+  const record = (r) => {
+    rows.push(r);
+    console.log(JSON.stringify(r));
+    if (out) fs.writeFileSync(out, JSON.stringify({ model: path.basename(path.resolve(modelDir)), file, tokens: ids.length, rows }, null, 1));
+  };
+  for (const ctx of ctxs) {
+    const t0 = Date.now();
+    const dense = await perplexity(model, ids, { ctx });
+    record({ ctx, criterion: 'dense', budget: 1, schedule: 'dense', relFlops: 1, ppl: dense.ppl, flopsPerToken: info.flopsPerToken, seconds: (Date.now() - t0) / 1000 });
+    for (const budget of budgets) {
+      const plan = budgetOptions(L, ctx, budget);
+      for (const c of criteria) {
+        const [criterion, reduce] = c === 'simba-sum' ? ['simba', 'sum'] : [c, 'max'];
+        const simba = { ...plan.options, criterion, reduce, seed: 1 };
+        const t1 = Date.now();
+        const r = await perplexity(model, ids, { ctx, simba });
+        record({ ctx, criterion: c, budget, schedule: plan.schedule, relFlops: r.relFlops, ppl: r.ppl,
+                 flopsPerToken: r.flopsPerToken, seconds: (Date.now() - t1) / 1000 });
+      }
+    }
+  }
+  model.dispose();
+  // Markdown: one table per ctx, rows = budgets, columns = criteria.
+  for (const ctx of ctxs) {
+    const d = rows.find((r) => r.ctx === ctx && r.criterion === 'dense');
+    console.log(`\n### ${path.basename(path.resolve(modelDir))}, ctx ${ctx}: dense ppl ${d.ppl.toFixed(2)}\n`);
+    console.log(`| budget | relFlops | ${criteria.join(' | ')} |`);
+    console.log(`| --- | --- | ${criteria.map(() => '---').join(' | ')} |`);
+    for (const b of budgets) {
+      const rs = criteria.map((c) => rows.find((r) => r.ctx === ctx && r.criterion === c && r.budget === b));
+      console.log(`| ${b}${rs[0].schedule === 'steep' ? ' (steep)' : ''} | ${rs[0].relFlops.toFixed(3)} | ${rs.map((r) => r.ppl.toFixed(2)).join(' | ')} |`);
+    }
+  }
+})().catch((e) => { console.error(e); process.exit(1); });
