@@ -64,6 +64,7 @@ const char* const kLayerTensors[] = {"norm", "in_proj", "in_proj_bias", "conv_w"
                                      "dt_proj_w", "dt_proj_b", "A_log", "D", "out_proj", "out_proj_bias"};
 constexpr int kNumLayerTensors = sizeof(kLayerTensors) / sizeof(kLayerTensors[0]);
 constexpr int kMaxConv = 8, kMaxState = 256;
+constexpr size_t kKeepScratchFloats = (size_t)64 << 20;  // 256 MB of activations stay allocated between calls
 
 int layer_tensor_index(const std::string& name) {
   for (int i = 0; i < kNumLayerTensors; i++)
@@ -269,6 +270,15 @@ std::vector<int> select_keep(const float* score, int T, int k, const SimbaOption
 
 }  // namespace
 
+float* Model::scratch(size_t floats) {
+  if (floats > scratch_floats_) {
+    scratch_.reset();  // free first: peak memory stays at one buffer
+    scratch_.reset(new float[floats]);
+    scratch_floats_ = floats;
+  }
+  return scratch_.get();
+}
+
 ForwardResult Model::forward(const ForwardRequest& req) {
   std::lock_guard<std::mutex> lock(mu_);
   check_request(req);
@@ -295,10 +305,19 @@ ForwardResult Model::forward(const ForwardRequest& req) {
   for (size_t i = 0; i < req.want.size(); i++) want_slot[req.want[i]] = (int)i;
   std::vector<float> fin(req.want.size() * (size_t)d);
 
-  // Activations (token-major). M shrinks as tokens are pruned; buffers keep their first size.
-  std::vector<float> h((size_t)total * d), xn((size_t)total * d), xz((size_t)total * 2 * E), xc((size_t)total * E),
-      dbc((size_t)total * ldbc), dt((size_t)total * E), y((size_t)total * E), out((size_t)total * d);
-  std::vector<float> score_buf(prune ? total : 0);
+  // Activations (token-major), carved from the reused scratch. M shrinks as tokens are pruned.
+  const size_t T = (size_t)total;
+  float* p = scratch(T * (3 * (size_t)d + 2 * (size_t)E + 3 * (size_t)E + ldbc) + (prune ? T : 0));
+  auto carve = [&p](size_t n) { float* q = p; p += n; return q; };
+  float* h = carve(T * d);
+  float* xn = carve(T * d);
+  float* xz = carve(T * 2 * E);
+  float* xc = carve(T * E);
+  float* dbc = carve(T * ldbc);
+  float* dt = carve(T * E);
+  float* y = carve(T * E);
+  float* out = carve(T * d);
+  float* score_buf = prune ? carve(T) : nullptr;
 
   // h[t] = embedding[token t] (read from the packed matrix, which doubles as the tied head)
   for (int t = 0; t < total; t++)
@@ -314,22 +333,22 @@ ForwardResult Model::forward(const ForwardRequest& req) {
       res.processed[(size_t)s * L + li] = seqs[s].T;
     }
     // xn = rmsnorm(h) * norm                     [M, d]
-    cpu::rmsnorm(h.data(), d, l.norm.data(), xn.data(), d, M, d, c.eps);
+    cpu::rmsnorm(h, d, l.norm.data(), xn, d, M, d, c.eps);
     // xz = xn in_proj^T (+b)                     [M, 2E]: x = xz[:, :E], z = xz[:, E:]
-    cpu::gemm(xn.data(), d, l.in_proj.w, l.in_proj.bias.empty() ? nullptr : l.in_proj.bias.data(), xz.data(), 2 * E, M);
+    cpu::gemm(xn, d, l.in_proj.w, l.in_proj.bias.empty() ? nullptr : l.in_proj.bias.data(), xz, 2 * E, M);
     // xc = silu(conv1d(x) + conv_b)              [M, E]
-    cpu::Conv1dArgs ca{xz.data(), 2 * E, xc.data(), E, l.conv_wT.data(), l.conv_b.empty() ? nullptr : l.conv_b.data(), E, K, seqs.data(), nseq};
+    cpu::Conv1dArgs ca{xz, 2 * E, xc, E, l.conv_wT.data(), l.conv_b.empty() ? nullptr : l.conv_b.data(), E, K, seqs.data(), nseq};
     cpu::conv1d(ca);
     // dbc = xc x_proj^T                          [M, R+2N]: dt_low | B | C
-    cpu::gemm(xc.data(), E, l.x_proj.w, nullptr, dbc.data(), ldbc, M);
+    cpu::gemm(xc, E, l.x_proj.w, nullptr, dbc, ldbc, M);
     // dt = dt_low dt_proj^T + dt_b               [M, E] (softplus inside the scan)
-    cpu::gemm(dbc.data(), ldbc, l.dt_proj.w, l.dt_proj.bias.data(), dt.data(), E, M);
+    cpu::gemm(dbc, ldbc, l.dt_proj.w, l.dt_proj.bias.data(), dt, E, M);
     // y = scan(...) * silu(z)                    [M, E]; state updated
-    cpu::ScanArgs sa{xc.data(), E, dt.data(), E, dbc.data() + R, dbc.data() + R + N, ldbc, xz.data() + E, 2 * E,
-                     l.AT.data(), l.D.data(), y.data(), E, E, N, seqs.data(), nseq};
+    cpu::ScanArgs sa{xc, E, dt, E, dbc + R, dbc + R + N, ldbc, xz + E, 2 * E,
+                     l.AT.data(), l.D.data(), y, E, E, N, seqs.data(), nseq};
     cpu::scan(sa);
     // h += y out_proj^T (+b)                     [M, d]
-    cpu::gemm(y.data(), E, l.out_proj.w, l.out_proj.bias.empty() ? nullptr : l.out_proj.bias.data(), out.data(), d, M);
+    cpu::gemm(y, E, l.out_proj.w, l.out_proj.bias.empty() ? nullptr : l.out_proj.bias.data(), out, d, M);
     for (size_t i = 0; i < (size_t)M * d; i++) h[i] += out[i];
 
     if (!prune) continue;
@@ -339,9 +358,9 @@ ForwardResult Model::forward(const ForwardRequest& req) {
     if (!any) continue;
     const Criterion crit = req.simba.criterion;
     if (crit == Criterion::Simba || crit == Criterion::Local) {
-      cpu::ScoreArgs sc{xc.data(), E, dt.data(), E, dbc.data() + R, dbc.data() + R + N, ldbc, l.AT.data(), E, N,
+      cpu::ScoreArgs sc{xc, E, dt, E, dbc + R, dbc + R + N, ldbc, l.AT.data(), E, N,
                         crit == Criterion::Local, req.simba.reduce_sum, seqs.data(), nseq, nullptr};
-      cpu::score(sc, score_buf.data(), M);
+      cpu::score(sc, score_buf, M);
     } else if (crit == Criterion::Norm) {
       for (int r = 0; r < M; r++) {
         double ss = 0;
@@ -349,9 +368,9 @@ ForwardResult Model::forward(const ForwardRequest& req) {
         score_buf[r] = (float)std::sqrt(ss);
       }
     }
-    int nr = 0;  // rows written to the compacted buffers
-    std::vector<float> h2((size_t)M * d);
-    std::vector<int> orig2(M);
+    // Compact in place: kept rows only move towards the front (sequences are laid out in order),
+    // so copying front to back never overwrites a row still to be read.
+    int nr = 0;
     for (int s = 0; s < nseq; s++) {
       cpu::SeqSlice& sq = seqs[s];
       const int T = sq.T, k = std::max(1, std::min(T, req.simba.keep[(size_t)s * L + li]));
@@ -382,15 +401,14 @@ ForwardResult Model::forward(const ForwardRequest& req) {
       }
       const int row0 = nr;
       for (int t : kept) {
-        std::memcpy(&h2[(size_t)nr * d], &h[(size_t)(sq.row0 + t) * d], sizeof(float) * d);
-        orig2[nr++] = orig[sq.row0 + t];
+        const int from = sq.row0 + t;
+        if (from != nr) std::memcpy(&h[(size_t)nr * d], &h[(size_t)from * d], sizeof(float) * d);
+        orig[nr++] = orig[from];
       }
       sq.row0 = row0;
       sq.T = (int)kept.size();
     }
     M = nr;
-    std::copy(h2.begin(), h2.begin() + (size_t)M * d, h.begin());
-    std::copy(orig2.begin(), orig2.begin() + M, orig.begin());
   }
 
   // Survivors' final hidden states.
@@ -405,6 +423,10 @@ ForwardResult Model::forward(const ForwardRequest& req) {
     cpu::rmsnorm(fin.data(), d, norm_f_.data(), fn.data(), d, nw, d, c.eps);
     res.logits.resize((size_t)nw * V);
     cpu::gemm(fn.data(), d, c.tie ? embed_.w : head_.w, nullptr, res.logits.data(), V, nw);
+  }
+  if (scratch_floats_ > kKeepScratchFloats) {  // do not hold a long prompt's activations
+    scratch_.reset();
+    scratch_floats_ = 0;
   }
   return res;
 }

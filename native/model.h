@@ -117,6 +117,11 @@ class Model {
   std::vector<float> norm_f_;
   std::vector<Layer> layers_;
   std::mutex mu_;  // one forward at a time (scratch, thread pool)
+  // Activation scratch, reused across calls (grow-only, uninitialised: every buffer carved from it
+  // is written before it is read).
+  std::unique_ptr<float[]> scratch_;
+  size_t scratch_floats_ = 0;
+  float* scratch(size_t floats);
 };
 
 }  // namespace simba

@@ -112,18 +112,20 @@ void scan(const ScanArgs& a) {
 void score(ScoreArgs a, float* out, int total_rows) {
   const KernelTable& k = active();
   ThreadPool& pool = ThreadPool::global();
-  std::vector<float> part((size_t)pool.size() * total_rows, 0.f);
+  const size_t per = (size_t)total_rows * k.width;  // one vector per row and thread
+  std::vector<float> part((size_t)pool.size() * per, 0.f);
   parallel(groups(a.E), 20.0 * a.E * a.N * rows_of(a.seqs, a.nseq), [&](int tid, int b, int e) {
     ScoreArgs mine = a;
-    mine.partial = part.data() + (size_t)tid * total_rows;
+    mine.partial = part.data() + (size_t)tid * per;
     k.score(mine, b, e);
   });
   for (int r = 0; r < total_rows; r++) {
-    float v = part[r];
-    for (int t = 1; t < pool.size(); t++) {
-      float p = part[(size_t)t * total_rows + r];
-      v = a.reduce_sum ? v + p : (p > v ? p : v);
-    }
+    float v = 0.f;  // |c| >= 0, so 0 is neutral for both reductions
+    for (int t = 0; t < pool.size(); t++)
+      for (int l = 0; l < k.width; l++) {
+        const float p = part[(size_t)t * per + (size_t)r * k.width + l];
+        v = a.reduce_sum ? v + p : (p > v ? p : v);
+      }
     out[r] = v;
   }
 }

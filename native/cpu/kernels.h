@@ -98,8 +98,9 @@ struct ScanArgs {
 //           by one reverse pass carrying Q(e,n) = C(T,n) prod_{k>t} exp(dt(k,e) A(e,n)).
 //   local:  c(t,e) = dt(t,e) x(t,e) sum_n C(t,n) B(t,n)
 // score(t) = max_e |c(t,e)| (reduce_sum=false) or sum_e |c(t,e)|.
-// Work items: groups of W channels; a slice accumulates its groups' reductions into
-// partial[row] (a per-thread row the caller zeroes and later combines: no atomics).
+// Work items: groups of W channels; a slice accumulates its groups' reductions lane-wise into
+// partial[row * width + lane] (a per-thread buffer the caller zeroes, then reduces over lanes and
+// threads: no atomics).
 struct ScoreArgs {
   const float* x; int ldx;
   const float* dt; int lddt;
@@ -109,7 +110,7 @@ struct ScoreArgs {
   bool local;       // local criterion instead of simba
   bool reduce_sum;
   const SeqSlice* seqs; int nseq;
-  float* partial;   // [total_rows] this slice's partial reductions
+  float* partial;   // [total_rows][width] this slice's lane-wise partial reductions
 };
 
 struct KernelTable {

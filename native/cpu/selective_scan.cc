@@ -61,6 +61,7 @@ static void scan_group(const ScanArgs& a, int g) {
 }
 
 void scan_slice(const ScanArgs& a, int begin, int end) {
+  FlushDenormals ftz;
   for (int g = begin; g < end; g++) {
     if (a.N == 16) scan_group<16>(a, g); else scan_group<0>(a, g);
   }

@@ -7,8 +7,8 @@
 // then c(t,e) = dt(t,e) x(t,e) sum_n Q(e,n) B(t,n), and Q *= exp(dt(t,e) A(e,n)) before t-1.
 // The 'local' criterion (a token's effect on its own output) needs no pass:
 //   c(t,e) = dt(t,e) x(t,e) sum_n C(t,n) B(t,n).
-// score(t) = max_e |c(t,e)| or sum_e |c(t,e)|; each channel group writes the reduction over its
-// own lanes to a per-slot row that the caller combines (no atomics).
+// score(t) = max_e |c(t,e)| or sum_e |c(t,e)|; each thread reduces into its own per-row vectors,
+// which the caller combines (no atomics, no horizontal reduction per token and group).
 #include "kernels.h"
 #include "simd.h"
 
@@ -18,15 +18,12 @@ namespace SIMBA_ISA {
 
 constexpr int kMaxState = 256;
 
-static inline float reduce_lanes(vf c, int n, bool sum) {
-  c = vabs(c);
-  if (n < W)
-    for (int l = n; l < W; l++) c[l] = 0.f;  // |c| >= 0, so zeroed lanes are neutral for max too
-  return sum ? hsum(c) : hmax(c);
-}
-
-static inline void accumulate(float* slot, float v, bool sum) {
-  if (sum) *slot += v; else *slot = v > *slot ? v : *slot;
+// Channel reduction without a horizontal step per token: each row keeps a vector of per-lane
+// partial results (max or sum of |c| over the groups this slice handles); the caller reduces the
+// lanes once per row. Lanes past E hold 0 (their x and dt load as 0), neutral for max and sum.
+static inline void accumulate(float* slot, vf c, bool sum) {
+  vf a = vabs(c), cur = vload(slot);
+  vstore(slot, sum ? cur + a : vmax(cur, a));
 }
 
 template <int NF>
@@ -46,7 +43,7 @@ static void score_group(const ScoreArgs& a, int g, float* part) {
         float cb = 0.f;
         for (int k = 0; k < N; k++) cb += a.C[row * a.ldbc + k] * a.B[row * a.ldbc + k];
         vf c = vload_n(a.dt + row * a.lddt + e0, n) * vload_n(a.x + row * a.ldx + e0, n) * cb;
-        accumulate(part + row, reduce_lanes(c, n, a.reduce_sum), a.reduce_sum);
+        accumulate(part + row * W, c, a.reduce_sum);
       }
       continue;
     }
@@ -55,20 +52,24 @@ static void score_group(const ScoreArgs& a, int g, float* part) {
       const size_t row = (size_t)(sq.row0 + t);
       const float* Bp = a.B + row * a.ldbc;
       vf dt = vload_n(a.dt + row * a.lddt + e0, n);
+      // One pass over n, shaped like the scan's (so Q and A stay in registers): use Q at t, then
+      // advance it to t-1.
       vf acc = {};
 #pragma GCC unroll 16
-      for (int k = 0; k < N; k++) acc += Q[k] * Bp[k];
+      for (int k = 0; k < N; k++) {
+        acc += Q[k] * Bp[k];
+        Q[k] *= vexp(dt * A[k]);
+      }
       vf c = dt * vload_n(a.x + row * a.ldx + e0, n) * acc;
-      accumulate(part + row, reduce_lanes(c, n, a.reduce_sum), a.reduce_sum);
-#pragma GCC unroll 16
-      for (int k = 0; k < N; k++) Q[k] *= vexp(dt * A[k]);
+      accumulate(part + row * W, c, a.reduce_sum);
     }
   }
 }
 
-// Items are channel groups; every item of this slice accumulates into a.partial[row], which the
-// caller points at this thread's own zeroed row (see parallel.cc).
+// Items are channel groups; every item of this slice accumulates into a.partial[row * W + lane],
+// which the caller points at this thread's own zeroed buffer (see dispatch.cc).
 void score_slice(const ScoreArgs& a, int begin, int end) {
+  FlushDenormals ftz;
   for (int g = begin; g < end; g++) {
     if (a.N == 16) score_group<16>(a, g, a.partial); else score_group<0>(a, g, a.partial);
   }

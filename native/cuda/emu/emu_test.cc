@@ -251,6 +251,7 @@ static void test_model(const std::string& label, ModelConfig c, bool bf16) {
 }
 
 int main() {
+  setvbuf(stdout, nullptr, _IONBF, 0);
   for (bool bf : {false, true}) {
     test_gemm(1, 5, 3, bf); test_gemm(3, 40, 64, bf); test_gemm(8, 33, 17, bf); test_gemm(9, 70, 50, bf);
     test_gemm(130, 65, 200, bf); test_gemm(20, 129, 64, bf, 4); test_gemm(17, 31, 33, bf, 1);
