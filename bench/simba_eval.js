@@ -8,11 +8,16 @@
  *
  * Budgets the trapezoid can reach use it (flops: B); lower ones use bench.ts's steep schedule as
  * explicit keep counts (marked "steep"). Prints one line per run and a markdown table at the end.
+ *
+ * --last-only scores what generation needs instead: windows of ctx tokens every ctx/4 tokens,
+ * each prefilled (pruned) with logits at the last position only, and the perplexity of the
+ * token that follows each window. Pruned tokens then never need to exit early.
  * Needs `npm run build:ts` first (reads dist/).
  */
 const fs = require('fs');
 const path = require('path');
 const { loadModel } = require('../dist/lib/model');
+const { logProb } = require('../dist/lib/eval');
 const { perplexity } = require('../dist/lib/eval');
 const { budgetOptions } = require('../dist/lib/bench');
 
@@ -29,6 +34,7 @@ function arg(name, def) {
   const budgets = arg('budgets', '0.75,0.6,0.5,0.3').split(',').map(Number);
   const criteria = arg('criteria', 'simba,simba-sum,local,norm,uniform,random').split(',');
   const out = arg('out');
+  const lastOnly = process.argv.includes('--last-only');
   const model = await loadModel(modelDir);
   const ids = model.tokenizer.encode(fs.readFileSync(file, 'utf8'));
   const L = model.config.nLayer, info = model.info();
@@ -38,9 +44,23 @@ function arg(name, def) {
     console.log(JSON.stringify(r));
     if (out) fs.writeFileSync(out, JSON.stringify({ model: path.basename(path.resolve(modelDir)), file, tokens: ids.length, rows }, null, 1));
   };
+  // Perplexity of the token after each window of ctx tokens (windows every ctx/4 tokens).
+  async function nextTokenPpl(ctx, simba) {
+    const stride = Math.max(1, ctx >> 2), batch = 8;
+    const starts = [];
+    for (let s = 0; s + ctx < ids.length; s += stride) starts.push(s);
+    let nll = 0, rel = 0;
+    for (let b = 0; b < starts.length; b += batch) {
+      const group = starts.slice(b, b + batch);
+      const res = await model.prefill(group.map((s) => ({ tokens: ids.slice(s, s + ctx) })), { logits: 'last', simba });
+      res.forEach((r, k) => { nll -= logProb(r.logits[0], ids[group[k] + ctx]); rel += r.relFlops; r.sequence.dispose(); });
+    }
+    return { ppl: Math.exp(nll / starts.length), relFlops: rel / starts.length, flopsPerToken: NaN, scored: starts.length };
+  }
+  const evaluate = (ctx, simba) => (lastOnly ? nextTokenPpl(ctx, simba) : perplexity(model, ids, { ctx, simba }));
   for (const ctx of ctxs) {
     const t0 = Date.now();
-    const dense = await perplexity(model, ids, { ctx });
+    const dense = await evaluate(ctx, undefined);
     record({ ctx, criterion: 'dense', budget: 1, schedule: 'dense', relFlops: 1, ppl: dense.ppl, flopsPerToken: info.flopsPerToken, seconds: (Date.now() - t0) / 1000 });
     for (const budget of budgets) {
       const plan = budgetOptions(L, ctx, budget);
@@ -48,7 +68,7 @@ function arg(name, def) {
         const [criterion, reduce] = c === 'simba-sum' ? ['simba', 'sum'] : [c, 'max'];
         const simba = { ...plan.options, criterion, reduce, seed: 1 };
         const t1 = Date.now();
-        const r = await perplexity(model, ids, { ctx, simba });
+        const r = await evaluate(ctx, simba);
         record({ ctx, criterion: c, budget, schedule: plan.schedule, relFlops: r.relFlops, ppl: r.ppl,
                  flopsPerToken: r.flopsPerToken, seconds: (Date.now() - t1) / 1000 });
       }
@@ -58,7 +78,7 @@ function arg(name, def) {
   // Markdown: one table per ctx, rows = budgets, columns = criteria.
   for (const ctx of ctxs) {
     const d = rows.find((r) => r.ctx === ctx && r.criterion === 'dense');
-    console.log(`\n### ${path.basename(path.resolve(modelDir))}, ctx ${ctx}: dense ppl ${d.ppl.toFixed(2)}\n`);
+    console.log(`\n### ${path.basename(path.resolve(modelDir))}, ctx ${ctx}${lastOnly ? ', next token after each window' : ''}: dense ppl ${d.ppl.toFixed(2)}\n`);
     console.log(`| budget | relFlops | ${criteria.join(' | ')} |`);
     console.log(`| --- | --- | ${criteria.map(() => '---').join(' | ')} |`);
     for (const b of budgets) {
