@@ -40,8 +40,13 @@ export interface NativeEngineInfo {
   paramCount: number;
   weightBytes: number;
   bf16: boolean;
+  /** CPU kernel build ('avx512', 'avx2', 'sse2'), or 'cuda'. */
   isa: string;
   threads: number;
+  /** Where the engine runs. */
+  device?: 'cpu' | 'cuda';
+  /** The GPU, e.g. "NVIDIA H200, 140 GiB, sm_90, 132 SMs" (device 'cuda'). */
+  deviceName?: string;
 }
 
 export interface NativeEngine {
@@ -67,12 +72,35 @@ export interface NativeKernels {
              T: number; E: number; N: number; local: boolean; reduceSum: boolean }): Float32Array;
 }
 
+/** Whether the CUDA backend (libsimba_cuda.so next to the addon) loads and finds a GPU. */
+export interface CudaStatus {
+  available: boolean;
+  /** 'ok', or every library path tried and why it failed (not built / no driver / no device). */
+  reason: string;
+  /** Device 0, when available. */
+  device?: string;
+  /** The library loaded, when available. */
+  library?: string;
+}
+
+/** The CUDA kernels behind the same argument objects as NativeKernels (device vs CPU tests). */
+export interface NativeCudaKernels {
+  gemm: NativeKernels['gemm'];
+  conv1d: NativeKernels['conv1d'];
+  scan: NativeKernels['scan'];
+  score: NativeKernels['score'];
+  /** Times the selective scan alone on device-resident data and a 1 GiB device copy (bench/gpu.sh). */
+  benchScan(a: { nSeq: number; T: number; E: number; N: number; iters: number }): { scanMs: number; scanBytes: number; copyGBs: number };
+}
+
 export interface NativeAddon {
-  Engine: new (config: NativeConfig, options: { bf16: boolean }) => NativeEngine;
+  Engine: new (config: NativeConfig, options: { bf16: boolean; device?: 'cpu' | 'cuda' }) => NativeEngine;
   availableIsas(): string[];
   setIsa(name: string): string;
   activeIsa(): string;
   kernels: NativeKernels;
+  cudaAvailable(): CudaStatus;
+  cudaKernels: NativeCudaKernels;
 }
 
 let cached: NativeAddon | null = null;

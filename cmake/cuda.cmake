@@ -68,6 +68,8 @@ set_target_properties(simba_cuda PROPERTIES
   VISIBILITY_INLINES_HIDDEN ON
   POSITION_INDEPENDENT_CODE ON)
 target_include_directories(simba_cuda PRIVATE native)
+# The CPU runs the scan and the score with denormals flushed to zero; so do these.
+set_source_files_properties(native/cuda/selective_scan.cu native/cuda/simba_score.cu PROPERTIES COMPILE_OPTIONS "-ftz=true")
 target_compile_options(simba_cuda PRIVATE
   $<$<COMPILE_LANGUAGE:CUDA>:-O3 -Xcompiler=-fPIC --expt-relaxed-constexpr -Xptxas=-warn-spills>
   $<$<COMPILE_LANGUAGE:CXX>:-O2 -Wall>)

@@ -40,7 +40,8 @@ function packageRoot(): string {
 export interface LoadModelOptions {
   /** Storage of the matrices: 'f32' (default, exact) or 'bf16' (half the memory, ~1e-2 relative error). */
   weights?: 'f32' | 'bf16';
-  /** Compute device; only 'cpu' is available in this build ('auto' picks it). */
+  /** Compute device (default 'cpu'): 'cuda' needs the CUDA backend and a GPU (a clear error says which is
+   *  missing); 'auto' picks 'cuda' when cudaAvailable() says so, else 'cpu'. */
   device?: 'cpu' | 'cuda' | 'auto';
   /** config.json parsing (e.g. allowUnknownKeys). */
   config?: ParseConfigOptions;
@@ -55,6 +56,8 @@ export interface LoadModelOptions {
 export interface RandomModelOptions {
   weights?: 'f32' | 'bf16';
   seed?: number;
+  /** As LoadModelOptions.device. */
+  device?: 'cpu' | 'cuda' | 'auto';
 }
 
 /** Which positions of each prompt get logits. Indices are relative to the tokens given. */
@@ -100,7 +103,7 @@ export interface ModelInfo {
   weights: 'f32' | 'bf16';
   weightBytes: number;
   stateBytes: number;
-  device: 'cpu';
+  device: 'cpu' | 'cuda';
   isa: string;
   threads: number;
   source: string;
@@ -144,7 +147,7 @@ export class MambaModel {
     return {
       config: { ...this.config }, paramCount: ni.paramCount, flopsPerToken: flopsPerToken(this.config),
       layerFlops: layerFlops(this.config), headFlops: headFlops(this.config), weights: this.weights,
-      weightBytes: ni.weightBytes, stateBytes: this.stateFloats * 4, device: 'cpu', isa: ni.isa, threads: ni.threads,
+      weightBytes: ni.weightBytes, stateBytes: this.stateFloats * 4, device: ni.device ?? 'cpu', isa: ni.isa, threads: ni.threads,
       source: this.source,
     };
   }
@@ -355,13 +358,18 @@ function nativeError(e: unknown): SimbaError {
 export async function loadModel(dir: string = DEFAULT_MODEL_DIR, opts: LoadModelOptions = {}): Promise<MambaModel> {
   const weights = opts.weights ?? 'f32';
   if (weights !== 'f32' && weights !== 'bf16') throw new SimbaError('E_ARG', `loadModel: weights must be 'f32' or 'bf16', got '${String(weights)}'`);
-  checkDevice(opts.device);
+  const device = checkDevice(opts.device);
   if (typeof dir !== 'string' || !fs.existsSync(dir)) throw new SimbaError('E_IO', `loadModel: model folder '${String(dir)}' does not exist`);
   const config = loadConfig(dir, opts.config);
   const wantTok = opts.tokenizer ?? fs.existsSync(path.join(dir, 'tokenizer.json'));
   const tokenizer = wantTok ? loadTokenizer(dir) : null;
   const addon = loadAddon();
-  const engine = new addon.Engine(nativeConfig(config), { bf16: weights === 'bf16' });
+  let engine: NativeEngine;
+  try {
+    engine = new addon.Engine(nativeConfig(config), { bf16: weights === 'bf16', device });
+  } catch (e) {
+    throw nativeError(e);
+  }
   try {
     const gen = loadWeights(dir, config, { nonFinite: opts.nonFinite });
     const total = 3 + config.nLayer * (10 + (config.projBias ? 2 : 0)) - (config.convBias ? 0 : config.nLayer) - (config.tieEmbeddings ? 1 : 0);
@@ -397,7 +405,13 @@ export async function randomModel(shape: string | MambaConfig, opts: RandomModel
   if (!config) throw new SimbaError('E_ARG', `unknown shape '${String(shape)}' (known: ${Object.keys(SHAPES).join(', ')})`);
   const weights = opts.weights ?? 'f32';
   if (weights !== 'f32' && weights !== 'bf16') throw new SimbaError('E_ARG', `weights must be 'f32' or 'bf16', got '${String(weights)}'`);
-  const engine = new (loadAddon().Engine)(nativeConfig(config), { bf16: weights === 'bf16' });
+  const device = checkDevice(opts.device);
+  let engine: NativeEngine;
+  try {
+    engine = new (loadAddon().Engine)(nativeConfig(config), { bf16: weights === 'bf16', device });
+  } catch (e) {
+    throw nativeError(e);
+  }
   try {
     await engine.randomize(opts.seed ?? 0);
   } catch (e) {
@@ -407,9 +421,15 @@ export async function randomModel(shape: string | MambaConfig, opts: RandomModel
   return new MambaModel(engine, { ...config }, null, weights, typeof shape === 'string' ? `random ${shape}` : 'random');
 }
 
-function checkDevice(device: unknown): void {
-  if (device === undefined || device === 'cpu' || device === 'auto') return;
-  if (device === 'cuda') throw new SimbaError('E_ARG', "device 'cuda' is not available in this build of simba-ssm (CPU only)");
+/** Resolves the device option: 'cpu' (default), 'cuda' (throws why it is unavailable), 'auto' (cuda when available). */
+function checkDevice(device: unknown): 'cpu' | 'cuda' {
+  if (device === undefined || device === 'cpu') return 'cpu';
+  if (device === 'auto') return loadAddon().cudaAvailable().available ? 'cuda' : 'cpu';
+  if (device === 'cuda') {
+    const s = loadAddon().cudaAvailable();
+    if (!s.available) throw new SimbaError('E_ARG', `device 'cuda' is not available: ${s.reason}`);
+    return 'cuda';
+  }
   throw new SimbaError('E_ARG', `device must be 'cpu', 'cuda' or 'auto', got '${String(device)}'`);
 }
 

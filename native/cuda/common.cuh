@@ -53,6 +53,11 @@ __device__ __forceinline__ float softplus_f(float v) {
   return v > 20.f ? v : fmaxf(v, 0.f) + log1pf(expf(-fabsf(v)));
 }
 __device__ __forceinline__ float silu_f(float z) { return z / (1.f + expf(-z)); }
+// exp(dt A) in the scan and the score: the fast exp with its input clamped at -87.3 like the CPU's
+// vexp (native/cpu/simd.h), whose result never drops below ~1.2e-38. Those two files are also
+// compiled with -ftz=true, as the CPU runs them with denormals flushed (FlushDenormals), so scores
+// that decay to nothing are 0 on both and tie-break by position alike.
+__device__ __forceinline__ float exp_decay(float x) { return __expf(fmaxf(x, -87.3f)); }
 #endif
 
 // Round-to-nearest-even f32 -> bf16 bits (host side, identical to model.cc to_bf16).

@@ -94,7 +94,7 @@ __global__ __launch_bounds__(kWarps * 32) void scan_chunked(const ScanParams p) 
       float ap = 1.f, bp = 0.f;
 #pragma unroll
       for (int i = 0; i < kSteps; i++) {
-        a[i] = __expf(dt[i] * An);
+        a[i] = exp_decay(dt[i] * An);
         bp = a[i] * bp + dtx[i] * Bw[i * N + n];
         ap *= a[i];
       }
@@ -149,7 +149,7 @@ __global__ __launch_bounds__(kShortThreads) void scan_short(const ScanParams p) 
     const float* Cr = p.C + row * p.ldbc;
     float y = Dv * x;
     for (int n = 0; n < N; n++) {
-      const float sv = __expf(d * p.AT[(size_t)n * E + e]) * st[n] + dtx * Br[n];
+      const float sv = exp_decay(d * p.AT[(size_t)n * E + e]) * st[n] + dtx * Br[n];
       st[n] = sv;
       y += sv * Cr[n];
     }

@@ -81,7 +81,7 @@ __global__ __launch_bounds__(kWarps * 32) void score_chunked(const ScoreParams p
       float P = 1.f;
 #pragma unroll
       for (int i = kSteps - 1; i >= 0; i--) {
-        a[i] = __expf(dt[i] * An);
+        a[i] = exp_decay(dt[i] * An);
         P *= a[i];
       }
       prods[(pb * kWarps + warp) * 32 + lane] = P;

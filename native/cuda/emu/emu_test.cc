@@ -250,7 +250,8 @@ static void test_model(const std::string& label, ModelConfig c, bool bf16) {
     }
 }
 
-int main() {
+int main(int argc, char** argv) {
+  const bool kernels_only = argc > 1 && std::string(argv[1]) == "kernels";
   setvbuf(stdout, nullptr, _IONBF, 0);
   for (bool bf : {false, true}) {
     test_gemm(1, 5, 3, bf); test_gemm(3, 40, 64, bf); test_gemm(8, 33, 17, bf); test_gemm(9, 70, 50, bf);
@@ -263,6 +264,10 @@ int main() {
   for (bool local : {false, true}) for (bool sum : {false, true}) for (int T : {1, 23, 150}) test_score(T, 37, local ? 7 : 16, local, sum);
   test_score(90, 40, 5, false, false);
 
+  if (kernels_only) {
+    std::printf("%d checks, %d failed\n", checks, failures);
+    return failures ? 1 : 0;
+  }
   ModelConfig c;
   c.vocab = 61; c.d = 24; c.L = 3; c.E = 48; c.N = 16; c.R = 2; c.K = 4; c.eps = 1e-5f;
   test_model("base", c, false);

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the CUDA kernels and DeviceModel as host code under emu.h and compares them with the CPU
-# engine (emu_test.cc). Needs g++ >= 11 and a prior `npm run build:native` (links its CPU objects).
+# engine (emu_test.cc). `run.sh kernels` skips the (slow, ~7 min) whole-model checks. Needs g++ >= 11 and a prior `npm run build:native` (links its CPU objects).
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 obj=build/CMakeFiles
@@ -17,4 +17,4 @@ g++ "${flags[@]}" -c native/cuda/emu/emu.cc -o "$out/emu.o" & pids+=($!)
 g++ "${flags[@]}" -c native/cuda/emu/emu_test.cc -o "$out/emu_test.o" & pids+=($!)
 for p in "${pids[@]}"; do wait "$p"; done
 g++ -pthread -o "$out/emu_test" "$out"/*.o "${cpu_objs[@]}"
-"$out/emu_test"
+"$out/emu_test" "$@"
