@@ -31,6 +31,8 @@ static void score_group(const ScoreArgs& a, int g, float* part) {
   const int E = a.E, N = NF > 0 ? NF : a.N;
   const int e0 = g * W;
   const int n = E - e0 < W ? E - e0 : W;
+  const bool full = n == W;
+  auto load = [&](const float* p) { return full ? vload(p) : vload_n(p, n); };  // no memcpy on full groups
   vf A[NF > 0 ? NF : kMaxState], Q[NF > 0 ? NF : kMaxState];
   for (int k = 0; k < N; k++) A[k] = vload_n(a.AT + (size_t)k * E + e0, n);
   for (int si = 0; si < a.nseq; si++) {
@@ -42,7 +44,7 @@ static void score_group(const ScoreArgs& a, int g, float* part) {
         const size_t row = (size_t)(sq.row0 + t);
         float cb = 0.f;
         for (int k = 0; k < N; k++) cb += a.C[row * a.ldbc + k] * a.B[row * a.ldbc + k];
-        vf c = vload_n(a.dt + row * a.lddt + e0, n) * vload_n(a.x + row * a.ldx + e0, n) * cb;
+        vf c = load(a.dt + row * a.lddt + e0) * load(a.x + row * a.ldx + e0) * cb;
         accumulate(part + row * W, c, a.reduce_sum);
       }
       continue;
@@ -51,7 +53,7 @@ static void score_group(const ScoreArgs& a, int g, float* part) {
     for (int t = sq.T - 1; t >= 0; t--) {
       const size_t row = (size_t)(sq.row0 + t);
       const float* Bp = a.B + row * a.ldbc;
-      vf dt = vload_n(a.dt + row * a.lddt + e0, n);
+      vf dt = load(a.dt + row * a.lddt + e0);
       // One pass over n, shaped like the scan's (so Q and A stay in registers): use Q at t, then
       // advance it to t-1.
       vf acc = {};
@@ -60,7 +62,7 @@ static void score_group(const ScoreArgs& a, int g, float* part) {
         acc += Q[k] * Bp[k];
         Q[k] *= vexp(dt * A[k]);
       }
-      vf c = dt * vload_n(a.x + row * a.ldx + e0, n) * acc;
+      vf c = dt * load(a.x + row * a.ldx + e0) * acc;
       accumulate(part + row * W, c, a.reduce_sum);
     }
   }
