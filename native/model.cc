@@ -11,6 +11,7 @@
 #include <stdexcept>
 
 #include "cpu/dispatch.h"
+#include "model_common.h"
 
 namespace simba {
 
@@ -59,18 +60,7 @@ void pack_linear(Linear& lin, const float* W, int N, int K, bool bf16) {
 // ---------------------------------------------------------------- construction
 
 namespace {
-// Per-layer tensor names in a fixed order (index into Layer::have).
-const char* const kLayerTensors[] = {"norm", "in_proj", "in_proj_bias", "conv_w", "conv_b", "x_proj",
-                                     "dt_proj_w", "dt_proj_b", "A_log", "D", "out_proj", "out_proj_bias"};
-constexpr int kNumLayerTensors = sizeof(kLayerTensors) / sizeof(kLayerTensors[0]);
-constexpr int kMaxConv = 8, kMaxState = 256;
 constexpr size_t kKeepScratchFloats = (size_t)64 << 20;  // 256 MB of activations stay allocated between calls
-
-int layer_tensor_index(const std::string& name) {
-  for (int i = 0; i < kNumLayerTensors; i++)
-    if (name == kLayerTensors[i]) return i;
-  return -1;
-}
 }  // namespace
 
 Model::Model(const ModelConfig& c, bool bf16) : cfg_(c), bf16_(bf16) {
@@ -146,9 +136,8 @@ void Model::finalize() {
   for (int li = 0; li < c.L; li++) {
     const Layer& l = layers_[li];
     for (int i = 0; i < kNumLayerTensors; i++) {
-      std::string n = kLayerTensors[i];
-      bool needed = !((n == "in_proj_bias" || n == "out_proj_bias") && !c.proj_bias) && !(n == "conv_b" && !c.conv_bias);
-      if (needed && !l.have[i]) missing(n + "' of layer '" + std::to_string(li));
+      if (layer_tensor_needed(i, c.conv_bias, c.proj_bias) && !l.have[i])
+        missing(std::string(kLayerTensors[i]) + "' of layer '" + std::to_string(li));
     }
   }
   ready_ = true;
@@ -157,47 +146,9 @@ void Model::finalize() {
 // Deterministic random weights with the scales of a trained Mamba (shared/peers/make_random_mamba.py):
 // uniform noise with the stated standard deviations.
 void Model::randomize(uint64_t seed) {
-  const ModelConfig& c = cfg_;
-  uint64_t s = seed * 0x9E3779B97F4A7C15ull + 0x1234567ull;
-  auto uni = [&]() {  // xorshift64*, uniform in [-1, 1)
-    s ^= s >> 12; s ^= s << 25; s ^= s >> 27;
-    return (float)((s * 2685821657736338717ull) >> 40) * (2.0f / 16777216.0f) - 1.0f;
-  };
-  auto fill = [&](std::vector<float>& v, size_t n, float mean, float sd) {
-    v.resize(n);
-    for (auto& x : v) x = mean + sd * 1.7320508f * uni();
-  };
-  std::vector<float> tmp;
-  auto linear = [&](const std::string& name, int layer, int N, int K, float sd) {
-    fill(tmp, (size_t)N * K, 0.f, sd);
-    set_tensor(name, layer, tmp.data(), tmp.size());
-  };
-  linear("embedding", -1, c.vocab, c.d, 0.02f);
-  if (!c.tie) linear("lm_head", -1, c.vocab, c.d, 0.02f);
-  fill(tmp, c.d, 1.f, 0.05f); set_tensor("norm_f", -1, tmp.data(), tmp.size());
-  for (int l = 0; l < c.L; l++) {
-    fill(tmp, c.d, 1.f, 0.05f); set_tensor("norm", l, tmp.data(), tmp.size());
-    linear("in_proj", l, 2 * c.E, c.d, 1.f / std::sqrt((float)c.d));
-    linear("conv_w", l, c.E, c.K, 1.f / std::sqrt((float)c.K));
-    if (c.conv_bias) { fill(tmp, c.E, 0.f, 0.1f); set_tensor("conv_b", l, tmp.data(), tmp.size()); }
-    linear("x_proj", l, c.R + 2 * c.N, c.E, 1.f / std::sqrt((float)c.E));
-    linear("dt_proj_w", l, c.E, c.R, 1.f / std::sqrt((float)c.R));
-    tmp.resize(c.E);
-    for (auto& x : tmp) {  // softplus(bias) log-uniform in [0.001, 0.1]
-      float dt = std::exp(std::log(0.001f) + (uni() * 0.5f + 0.5f) * (std::log(0.1f) - std::log(0.001f)));
-      x = dt + std::log(-std::expm1(-dt));
-    }
-    set_tensor("dt_proj_b", l, tmp.data(), tmp.size());
-    tmp.resize((size_t)c.E * c.N);
-    for (int e = 0; e < c.E; e++) for (int n = 0; n < c.N; n++) tmp[(size_t)e * c.N + n] = std::log((float)(n + 1));
-    set_tensor("A_log", l, tmp.data(), tmp.size());
-    fill(tmp, c.E, 1.f, 0.f); set_tensor("D", l, tmp.data(), tmp.size());
-    linear("out_proj", l, c.d, c.E, 1.f / std::sqrt((float)c.E) / std::sqrt(2.f * c.L));
-    if (c.proj_bias) {
-      fill(tmp, 2 * c.E, 0.f, 0.01f); set_tensor("in_proj_bias", l, tmp.data(), tmp.size());
-      fill(tmp, c.d, 0.f, 0.01f); set_tensor("out_proj_bias", l, tmp.data(), tmp.size());
-    }
-  }
+  const auto& c = cfg_;
+  random_weights(ModelDims{c.vocab, c.d, c.L, c.E, c.N, c.R, c.K, (bool)c.conv_bias, (bool)c.proj_bias, (bool)c.tie}, seed,
+                 [this](const std::string& name, int layer, const float* x, size_t n) { set_tensor(name, layer, x, n); });
 }
 
 size_t Model::param_count() const {

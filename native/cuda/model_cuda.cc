@@ -8,6 +8,8 @@
 // (they follow from the keep counts and the protection), so no step waits for the device.
 #include "model_cuda.h"
 
+#include "../model_common.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -95,18 +97,6 @@ void probe_devices(int* n, std::string* desc) {
 // ---------------------------------------------------------------- construction
 
 namespace {
-// Per-layer tensor names in a fixed order (index into DevLayer::have), as model.cc.
-const char* const kLayerTensors[] = {"norm", "in_proj", "in_proj_bias", "conv_w", "conv_b", "x_proj",
-                                     "dt_proj_w", "dt_proj_b", "A_log", "D", "out_proj", "out_proj_bias"};
-constexpr int kNumLayerTensors = sizeof(kLayerTensors) / sizeof(kLayerTensors[0]);
-constexpr int kMaxConv = 8, kMaxState = 256;
-
-int layer_tensor_index(const std::string& name) {
-  for (int i = 0; i < kNumLayerTensors; i++)
-    if (name == kLayerTensors[i]) return i;
-  return -1;
-}
-
 size_t align256(size_t b) { return (b + 255) / 256 * 256; }
 }  // namespace
 
@@ -223,9 +213,8 @@ void DeviceModel::finalize() {
   for (int li = 0; li < c.L; li++) {
     const DevLayer& l = layers_[li];
     for (int i = 0; i < kNumLayerTensors; i++) {
-      std::string n = kLayerTensors[i];
-      bool needed = !((n == "in_proj_bias" || n == "out_proj_bias") && !c.proj_bias) && !(n == "conv_b" && !c.conv_bias);
-      if (needed && !l.have[i]) missing(n + "' of layer '" + std::to_string(li));
+      if (layer_tensor_needed(i, c.conv_bias, c.proj_bias) && !l.have[i])
+        missing(std::string(kLayerTensors[i]) + "' of layer '" + std::to_string(li));
     }
   }
   ready_ = true;
@@ -234,47 +223,9 @@ void DeviceModel::finalize() {
 // Identical to Model::randomize (same generator, same order of calls), so a CUDA model and a CPU
 // model randomized with the same seed hold the same weights.
 void DeviceModel::randomize(uint64_t seed) {
-  const simba_config_t& c = cfg_;
-  uint64_t s = seed * 0x9E3779B97F4A7C15ull + 0x1234567ull;
-  auto uni = [&]() {  // xorshift64*, uniform in [-1, 1)
-    s ^= s >> 12; s ^= s << 25; s ^= s >> 27;
-    return (float)((s * 2685821657736338717ull) >> 40) * (2.0f / 16777216.0f) - 1.0f;
-  };
-  auto fill = [&](std::vector<float>& v, size_t n, float mean, float sd) {
-    v.resize(n);
-    for (auto& x : v) x = mean + sd * 1.7320508f * uni();
-  };
-  std::vector<float> tmp;
-  auto linear = [&](const std::string& name, int layer, int N, int K, float sd) {
-    fill(tmp, (size_t)N * K, 0.f, sd);
-    set_tensor(name, layer, tmp.data(), tmp.size());
-  };
-  linear("embedding", -1, c.vocab, c.d, 0.02f);
-  if (!c.tie) linear("lm_head", -1, c.vocab, c.d, 0.02f);
-  fill(tmp, c.d, 1.f, 0.05f); set_tensor("norm_f", -1, tmp.data(), tmp.size());
-  for (int l = 0; l < c.L; l++) {
-    fill(tmp, c.d, 1.f, 0.05f); set_tensor("norm", l, tmp.data(), tmp.size());
-    linear("in_proj", l, 2 * c.E, c.d, 1.f / std::sqrt((float)c.d));
-    linear("conv_w", l, c.E, c.K, 1.f / std::sqrt((float)c.K));
-    if (c.conv_bias) { fill(tmp, c.E, 0.f, 0.1f); set_tensor("conv_b", l, tmp.data(), tmp.size()); }
-    linear("x_proj", l, c.R + 2 * c.N, c.E, 1.f / std::sqrt((float)c.E));
-    linear("dt_proj_w", l, c.E, c.R, 1.f / std::sqrt((float)c.R));
-    tmp.resize(c.E);
-    for (auto& x : tmp) {  // softplus(bias) log-uniform in [0.001, 0.1]
-      float dt = std::exp(std::log(0.001f) + (uni() * 0.5f + 0.5f) * (std::log(0.1f) - std::log(0.001f)));
-      x = dt + std::log(-std::expm1(-dt));
-    }
-    set_tensor("dt_proj_b", l, tmp.data(), tmp.size());
-    tmp.resize((size_t)c.E * c.N);
-    for (int e = 0; e < c.E; e++) for (int n = 0; n < c.N; n++) tmp[(size_t)e * c.N + n] = std::log((float)(n + 1));
-    set_tensor("A_log", l, tmp.data(), tmp.size());
-    fill(tmp, c.E, 1.f, 0.f); set_tensor("D", l, tmp.data(), tmp.size());
-    linear("out_proj", l, c.d, c.E, 1.f / std::sqrt((float)c.E) / std::sqrt(2.f * c.L));
-    if (c.proj_bias) {
-      fill(tmp, 2 * c.E, 0.f, 0.01f); set_tensor("in_proj_bias", l, tmp.data(), tmp.size());
-      fill(tmp, c.d, 0.f, 0.01f); set_tensor("out_proj_bias", l, tmp.data(), tmp.size());
-    }
-  }
+  const auto& c = cfg_;
+  random_weights(ModelDims{c.vocab, c.d, c.L, c.E, c.N, c.R, c.K, (bool)c.conv_bias, (bool)c.proj_bias, (bool)c.tie}, seed,
+                 [this](const std::string& name, int layer, const float* x, size_t n) { set_tensor(name, layer, x, n); });
 }
 
 size_t DeviceModel::weight_bytes() const {
