@@ -9,7 +9,8 @@
  * Budgets the trapezoid can reach use it (flops: B); lower ones use bench.ts's steep schedule as
  * explicit keep counts (marked "steep"). Prints one line per run and a markdown table at the end.
  *
- * --last-only scores what generation needs instead: windows of ctx tokens every ctx/4 tokens,
+ * --last-only scores what generation needs instead: windows of ctx tokens every --stride tokens
+ * (default ctx/4),
  * each prefilled (pruned) with logits at the last position only, and the perplexity of the
  * token that follows each window. Pruned tokens then never need to exit early.
  * Needs `npm run build:ts` first (reads dist/).
@@ -46,7 +47,7 @@ function arg(name, def) {
   };
   // Perplexity of the token after each window of ctx tokens (windows every ctx/4 tokens).
   async function nextTokenPpl(ctx, simba) {
-    const stride = Math.max(1, ctx >> 2), batch = 8;
+    const stride = Number(arg('stride', Math.max(1, ctx >> 2))), batch = 8;
     const starts = [];
     for (let s = 0; s + ctx < ids.length; s += stride) starts.push(s);
     let nll = 0, rel = 0;
