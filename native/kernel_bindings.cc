@@ -3,6 +3,8 @@
 // these run on the calling thread's event loop turn.
 #include <napi.h>
 
+#include "napi_arrays.h"
+
 #include <cmath>
 #include <string>
 #include <vector>
@@ -13,23 +15,6 @@
 namespace simba {
 
 namespace {
-
-std::vector<float> F32(const Napi::Value& v, size_t n, const char* what) {
-  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
-    throw Napi::TypeError::New(v.Env(), std::string(what) + " must be a Float32Array");
-  auto a = v.As<Napi::Float32Array>();
-  if (a.ElementLength() != n)
-    throw Napi::RangeError::New(v.Env(), std::string(what) + ": expected " + std::to_string(n) + " values, got " + std::to_string(a.ElementLength()));
-  return std::vector<float>(a.Data(), a.Data() + n);
-}
-
-int Int(const Napi::Object& o, const char* k) { return o.Get(k).ToNumber().Int32Value(); }
-
-Napi::Float32Array Out(Napi::Env env, const std::vector<float>& v) {
-  auto a = Napi::Float32Array::New(env, v.size());
-  std::copy(v.begin(), v.end(), a.Data());
-  return a;
-}
 
 template <typename F>
 Napi::Value Guard(Napi::Env env, F f) {

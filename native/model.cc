@@ -133,13 +133,7 @@ void Model::finalize() {
   if (!embed_.set) missing("embedding");
   if (norm_f_.empty()) missing("norm_f");
   if (!c.tie && !head_.set) missing("lm_head (the config has an untied head)");
-  for (int li = 0; li < c.L; li++) {
-    const Layer& l = layers_[li];
-    for (int i = 0; i < kNumLayerTensors; i++) {
-      if (layer_tensor_needed(i, c.conv_bias, c.proj_bias) && !l.have[i])
-        missing(std::string(kLayerTensors[i]) + "' of layer '" + std::to_string(li));
-    }
-  }
+  require_layer_tensors(c.L, c.conv_bias, c.proj_bias, [&](int li, int i) { return (bool)layers_[li].have[i]; });
   ready_ = true;
 }
 

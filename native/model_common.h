@@ -5,6 +5,7 @@
 #pragma once
 #include <cmath>
 #include <cstdint>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -30,6 +31,16 @@ inline bool layer_tensor_needed(int i, bool conv_bias, bool proj_bias) {
   if (n == "in_proj_bias" || n == "out_proj_bias") return proj_bias;
   if (n == "conv_b") return conv_bias;
   return true;
+}
+
+// Throws std::invalid_argument naming the first required per-layer tensor that was not set;
+// has(layer, i) says whether tensor kLayerTensors[i] of that layer was.
+template <typename Has>
+void require_layer_tensors(int L, bool conv_bias, bool proj_bias, Has&& has) {
+  for (int li = 0; li < L; li++)
+    for (int i = 0; i < kNumLayerTensors; i++)
+      if (layer_tensor_needed(i, conv_bias, proj_bias) && !has(li, i))
+        throw std::invalid_argument("missing tensor '" + std::string(kLayerTensors[i]) + "' of layer " + std::to_string(li));
 }
 
 // Shapes of a model, as plain ints (both engines' configs convert to this).
