@@ -118,6 +118,9 @@ export async function* generate(model: MambaModel, prompt: string | ArrayLike<nu
   const seq = model.newSequence();
   const decoder = tok?.createStreamDecoder();
   const eos = tok?.eosTokenId ?? model.config.eosTokenId;
+  // Checkpoints pad the vocabulary (e.g. 50280 rows for GPT-NeoX's 50277 ids): never sample an id
+  // the tokenizer cannot decode.
+  const limit = tok ? Math.min(tok.vocabSize, model.config.vocabSize) : model.config.vocabSize;
   let [first] = await model.prefill([{ sequence: seq, tokens: ids }], { logits: 'last', simba: opts.simba, signal: opts.signal });
   let logits = first.logits[0];
   let text = '';   // generated text not yet emitted (held while it could be the start of a stop string)
@@ -125,7 +128,7 @@ export async function* generate(model: MambaModel, prompt: string | ArrayLike<nu
   try {
     for (let i = 0; i < o.maxTokens; i++) {
       if (opts.signal?.aborted) throw new SimbaError('E_ABORTED', 'generate: aborted');
-      const next = sample(logits, o, rand);
+      const next = sample(limit < logits.length ? logits.subarray(0, limit) : logits, o, rand);
       if (o.stopAtEos && eos !== null && next === eos) break;
       const piece = decoder ? decoder.push(next) : '';
       if (o.stop.length) {

@@ -184,3 +184,44 @@ test('loading and disposing a model 50 times keeps RSS bounded', async () => {
   const grown = rss() - base;
   expect(grown).toBeLessThan(100); // MiB; one model is ~20 MiB
 }, 180000);
+
+test('generation never samples padded vocabulary ids the tokenizer cannot decode', async () => {
+  // A checkpoint whose embedding has more rows than the tokenizer has ids, with the padded rows
+  // made to win every argmax: generation must still only produce decodable ids.
+  const dir = copyShipped();
+  const cfgPath = path.join(dir, 'config.json');
+  const cfg = JSON.parse(fs.readFileSync(cfgPath, 'utf8'));
+  cfg.vocab_size = 4104;
+  fs.writeFileSync(cfgPath, JSON.stringify(cfg));
+  const { openCheckpoint, encodeSafetensors } = await import('../lib/safetensors');
+  const ck = openCheckpoint(path.join(SHIPPED, 'model.safetensors'));
+  const tensors: Record<string, { dtype: 'F32'; shape: number[]; data: Float32Array }> = {};
+  for (const name of ck.names()) tensors[name] = { dtype: 'F32', shape: ck.info(name).shape, data: ck.readTensorF32(name) };
+  ck.close();
+  const emb = tensors['backbone.embeddings.weight'];
+  // Padded rows = 3 x the row of the shipped model's top token after 'The jury': they out-score it.
+  const shipped = await loadModel(SHIPPED);
+  const first = (await shipped.logits(shipped.tokenizer!.encode('The jury'))).logits[0];
+  shipped.dispose();
+  let top = 0;
+  first.forEach((v, i) => { if (v > first[top]) top = i; });
+  expect(first[top]).toBeGreaterThan(0);
+  const padded = new Float32Array(4104 * 128);
+  padded.set(emb.data);
+  for (let r = 4096; r < 4104; r++) for (let k = 0; k < 128; k++) padded[r * 128 + k] = 3 * emb.data[top * 128 + k];
+  tensors['backbone.embeddings.weight'] = { dtype: 'F32', shape: [4104, 128], data: padded };
+  fs.writeFileSync(path.join(dir, 'model.safetensors'), encodeSafetensors(tensors));
+  const m = await loadModel(dir);
+  try {
+    const { logits } = await m.logits(m.tokenizer!.encode('The jury'));
+    let best = 0;
+    logits[0].forEach((v, i) => { if (v > logits[0][best]) best = i; });
+    expect(best).toBeGreaterThanOrEqual(4096); // the padded rows do win the raw argmax
+    const ids: number[] = [];
+    for await (const p of m.generate('The jury', { maxTokens: 5, temperature: 0, stopAtEos: false })) if (p.token >= 0) ids.push(p.token);
+    expect(ids).toHaveLength(5);
+    expect(Math.max(...ids)).toBeLessThan(4096);
+  } finally {
+    m.dispose();
+  }
+});
