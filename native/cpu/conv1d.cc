@@ -24,11 +24,14 @@ void conv1d_slice(const Conv1dArgs& a, int begin, int end) {
     for (int s = 0; s < a.nseq; s++) {
       const SeqSlice& sq = a.seqs[s];
       // hist[j] = input at time t-H+j, j < H (oldest first), gathered from the [E, H] state.
+      // The group's window is a contiguous [n][H] block of the [E, H] state: transpose it through a
+      // plain float buffer (per-lane access to vector registers goes through the stack).
       vf hist[kMaxConv];
-      for (int j = 0; j < H; j++) {
-        hist[j] = vf{};
-        for (int l = 0; l < n; l++) hist[j][l] = sq.conv[(size_t)(e0 + l) * H + j];
-      }
+      float tile[kMaxConv * W];
+      if (n < W) std::memset(tile, 0, sizeof(tile));  // lanes past E stay zero
+      for (int l = 0; l < n; l++)
+        for (int j = 0; j < H; j++) tile[j * W + l] = sq.conv[(size_t)(e0 + l) * H + j];
+      for (int j = 0; j < H; j++) hist[j] = vload(tile + j * W);
       for (int t = 0; t < sq.T; t++) {
         const size_t row = (size_t)(sq.row0 + t);
         vf cur = n == W ? vload(a.xin + row * a.ldx + e0) : vload_n(a.xin + row * a.ldx + e0, n);
@@ -39,8 +42,9 @@ void conv1d_slice(const Conv1dArgs& a, int begin, int end) {
         vf o = vsilu(acc);
         if (n == W) vstore(a.out + row * a.ldo + e0, o); else vstore_n(a.out + row * a.ldo + e0, o, n);
       }
-      for (int j = 0; j < H; j++)
-        for (int l = 0; l < n; l++) sq.conv[(size_t)(e0 + l) * H + j] = hist[j][l];
+      for (int j = 0; j < H; j++) vstore(tile + j * W, hist[j]);
+      for (int l = 0; l < n; l++)
+        for (int j = 0; j < H; j++) sq.conv[(size_t)(e0 + l) * H + j] = tile[j * W + l];
     }
   }
 }

@@ -29,10 +29,14 @@ static void scan_group(const ScanArgs& a, int g) {
   vf s[NF > 0 ? NF : kMaxState];
   for (int si = 0; si < a.nseq; si++) {
     const SeqSlice& sq = a.seqs[si];
-    for (int k = 0; k < N; k++) {
-      s[k] = vf{};
-      for (int l = 0; l < n; l++) s[k][l] = sq.ssm[(size_t)(e0 + l) * N + k];
-    }
+    // The group's state is a contiguous [n][N] block of the [E, N] state: transpose it through a
+    // plain float buffer (element access on vector registers would go through the stack per lane).
+    float tile[kMaxState * W];
+    if (!full) std::memset(tile, 0, sizeof(float) * N * W);  // lanes past E stay zero
+    const float* src = sq.ssm + (size_t)e0 * N;
+    for (int l = 0; l < n; l++)
+      for (int k = 0; k < N; k++) tile[k * W + l] = src[l * N + k];
+    for (int k = 0; k < N; k++) s[k] = vload(tile + k * W);
     for (int t = 0; t < sq.T; t++) {
       const size_t row = (size_t)(sq.row0 + t);
       float* dtp = a.dt + row * a.lddt + e0;
@@ -55,8 +59,10 @@ static void scan_group(const ScanArgs& a, int g) {
       float* yp = a.y + row * a.ldy + e0;
       if (full) vstore(yp, y); else vstore_n(yp, y, n);
     }
-    for (int k = 0; k < N; k++)
-      for (int l = 0; l < n; l++) sq.ssm[(size_t)(e0 + l) * N + k] = s[k][l];
+    for (int k = 0; k < N; k++) vstore(tile + k * W, s[k]);
+    float* dst = sq.ssm + (size_t)e0 * N;
+    for (int l = 0; l < n; l++)
+      for (int k = 0; k < N; k++) dst[l * N + k] = tile[k * W + l];
   }
 }
 
