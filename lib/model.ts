@@ -114,6 +114,8 @@ export const MAX_CHUNK_TOKENS = 8192;
 /** Upper bound on a single request (a prompt, or a Simba prefill, which cannot be chunked). */
 export const MAX_REQUEST_TOKENS = 1 << 20;
 export const MAX_SIMBA_TOKENS = 65536;
+/** Most logits one call returns (1 GiB of float32): a prompt's every position times the vocabulary adds up fast. */
+export const MAX_LOGITS_FLOATS = 2 ** 28;
 
 export class MambaModel {
   private engine: NativeEngine | null;
@@ -192,6 +194,10 @@ export class MambaModel {
     if (!Array.isArray(inputs) || inputs.length === 0) throw new SimbaError('E_ARG', 'prefill: give at least one input');
     const toks = inputs.map((inp, i) => this.tokenArray(inp?.tokens, `prefill input ${i}`));
     const positions = toks.map((t, i) => this.positionsFor(inputs[i].logits ?? opts.logits ?? 'last', t.length, `prefill input ${i}`));
+    const rows = positions.reduce((a, p) => a + p.length, 0);
+    if (rows * this.config.vocabSize > MAX_LOGITS_FLOATS)
+      throw new SimbaError('E_ARG', `prefill: ${rows} logit rows of ${this.config.vocabSize} would take ` +
+        `${((rows * this.config.vocabSize * 4) / 2 ** 30).toFixed(1)} GiB (limit ${MAX_LOGITS_FLOATS * 4 / 2 ** 30} GiB); ask for fewer positions or split the batch`);
     const simba = opts.simba;
     if (simba !== undefined) validateSimbaOptions(this.config, simba);
     const seqs = inputs.map((inp) => inp.sequence ?? this.newSequence());

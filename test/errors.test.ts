@@ -225,3 +225,14 @@ test('generation never samples padded vocabulary ids the tokenizer cannot decode
     m.dispose();
   }
 });
+
+test('asking for more logits than fit in memory is refused before any work', async () => {
+  const m = await randomModel(randomConfig({ vocabSize: 50000, dModel: 8 }));
+  try {
+    // 6000 positions x 50000 ids = 1.1 GiB of float32
+    await rejects(m.logits(new Array(6000).fill(1), 'all'), 'E_ARG', /6000 logit rows .* ask for fewer positions/);
+    expect((await m.logits(new Array(6000).fill(1), 'last')).logits).toHaveLength(1);
+  } finally {
+    m.dispose();
+  }
+});
