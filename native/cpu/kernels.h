@@ -3,7 +3,7 @@
 // Each kernel is written once (gemm.cc, rmsnorm.cc, conv1d.cc, selective_scan.cc,
 // simba_score.cc) and compiled per instruction set; each build exports a KernelTable.
 // Table entries are *slices*: they do the work items [begin, end) of a job, so that threading
-// (threadpool.h) stays out of the ISA code. parallel.cc wraps each slice in a parallel_for.
+// (threadpool.h) stays out of the ISA code. dispatch.cc wraps each slice in a parallel_for.
 //
 // Shapes use the glossary of lib/types.ts: d model width, E mixer width, N state size,
 // R dt rank, K conv width, V vocabulary. Activations are token-major rows: row t of a [M, X]
