@@ -89,13 +89,9 @@ Napi::Value Scan(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const auto& b = Backend(env);
   Napi::Object o = info[0].As<Napi::Object>();
-  const int T = Int(o, "T"), E = Int(o, "E"), N = Int(o, "N");
-  PositiveSizes(env, {T, E, N});
-  auto x = F32(o.Get("x"), (size_t)T * E, "x");
-  auto dt = F32(o.Get("dt"), (size_t)T * E, "dt");
-  auto alog = F32(o.Get("A_log"), (size_t)E * N, "A_log");
-  auto B = F32(o.Get("B"), (size_t)T * N, "B");
-  auto C = F32(o.Get("C"), (size_t)T * N, "C");
+  ScanTensors s = ReadScanTensors(o);
+  const int T = s.T, E = s.E, N = s.N;
+  auto &x = s.x, &dt = s.dt, &alog = s.A_log, &B = s.B, &C = s.C;
   auto D = F32(o.Get("D"), E, "D");
   auto z = F32(o.Get("z"), (size_t)T * E, "z");
   auto state = F32(o.Get("state"), (size_t)E * N, "state");
@@ -115,13 +111,9 @@ Napi::Value Score(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const auto& b = Backend(env);
   Napi::Object o = info[0].As<Napi::Object>();
-  const int T = Int(o, "T"), E = Int(o, "E"), N = Int(o, "N");
-  PositiveSizes(env, {T, E, N});
-  auto x = F32(o.Get("x"), (size_t)T * E, "x");
-  auto dt = F32(o.Get("dt"), (size_t)T * E, "dt");
-  auto alog = F32(o.Get("A_log"), (size_t)E * N, "A_log");
-  auto B = F32(o.Get("B"), (size_t)T * N, "B");
-  auto C = F32(o.Get("C"), (size_t)T * N, "C");
+  ScanTensors s = ReadScanTensors(o);
+  const int T = s.T, E = s.E, N = s.N;
+  auto &x = s.x, &dt = s.dt, &alog = s.A_log, &B = s.B, &C = s.C;
   std::vector<float> out(T);
   char err[1024] = {0};
   Check(env, b.kernel_score(x.data(), dt.data(), alog.data(), B.data(), C.data(), out.data(), T, E, N,

@@ -79,21 +79,15 @@ Napi::Value Conv1d(const Napi::CallbackInfo& info) {
   return r;
 }
 
-// Shared inputs of scan and score: x, dt, A_log, B, C [T, N] ...
-struct ScanInputs {
-  int T, E, N;
-  std::vector<float> x, dt, AT, B, C;
+// Scan/score inputs with A = -exp(A_log) transposed to [N][E], as the kernels take it.
+struct ScanInputs : ScanTensors {
+  std::vector<float> AT;
 };
 ScanInputs ReadScan(const Napi::Object& o) {
   ScanInputs s;
-  s.T = Int(o, "T"); s.E = Int(o, "E"); s.N = Int(o, "N");
-  s.x = F32(o.Get("x"), (size_t)s.T * s.E, "x");
-  s.dt = F32(o.Get("dt"), (size_t)s.T * s.E, "dt");
-  auto alog = F32(o.Get("A_log"), (size_t)s.E * s.N, "A_log");
+  static_cast<ScanTensors&>(s) = ReadScanTensors(o);
   s.AT.resize((size_t)s.N * s.E);
-  for (int e = 0; e < s.E; e++) for (int n = 0; n < s.N; n++) s.AT[(size_t)n * s.E + e] = -std::exp(alog[(size_t)e * s.N + n]);
-  s.B = F32(o.Get("B"), (size_t)s.T * s.N, "B");
-  s.C = F32(o.Get("C"), (size_t)s.T * s.N, "C");
+  for (int e = 0; e < s.E; e++) for (int n = 0; n < s.N; n++) s.AT[(size_t)n * s.E + e] = -std::exp(s.A_log[(size_t)e * s.N + n]);
   return s;
 }
 

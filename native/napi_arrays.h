@@ -25,4 +25,23 @@ inline Napi::Float32Array Out(Napi::Env env, const std::vector<float>& v) {
   return a;
 }
 
+// The inputs that the scan and score test hooks share: sizes T, E, N and x, dt [T, E], A_log [E, N],
+// B, C [T, N] (raw, as the caller passed them).
+struct ScanTensors {
+  int T, E, N;
+  std::vector<float> x, dt, A_log, B, C;
+};
+
+inline ScanTensors ReadScanTensors(const Napi::Object& o) {
+  ScanTensors s;
+  s.T = Int(o, "T"); s.E = Int(o, "E"); s.N = Int(o, "N");
+  if (s.T <= 0 || s.E <= 0 || s.N <= 0) throw Napi::RangeError::New(o.Env(), "sizes must be positive integers");
+  s.x = F32(o.Get("x"), (size_t)s.T * s.E, "x");
+  s.dt = F32(o.Get("dt"), (size_t)s.T * s.E, "dt");
+  s.A_log = F32(o.Get("A_log"), (size_t)s.E * s.N, "A_log");
+  s.B = F32(o.Get("B"), (size_t)s.T * s.N, "B");
+  s.C = F32(o.Get("C"), (size_t)s.T * s.N, "C");
+  return s;
+}
+
 }  // namespace simba
