@@ -1,6 +1,6 @@
 /**
  * Finds and loads the compiled addon, and declares its typed surface. Only this file touches the
- * addon; everything else goes through lib/model.ts.
+ * addon; only lib/engine/ imports it.
  *
  * Search order: build/Release (a local `npm install` / `npm run build:native`), then
  * prebuilds/<platform>-<arch>/simba_ssm.node (shipped binaries). A failure lists every path tried

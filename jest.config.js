@@ -4,7 +4,7 @@ module.exports = {
   roots: ['<rootDir>/test'],
   testMatch: ['**/*.test.ts'],
   transform: { '^.+\\.ts$': ['ts-jest', { tsconfig: 'tsconfig.test.json' }] },
-  // Compiles dist/ when stale (the CLI tests spawn node dist/lib/cli.js).
+  // Compiles dist/ when stale (the CLI tests spawn node dist/lib/cli/main.js).
   globalSetup: '<rootDir>/test/global-setup.js',
   testTimeout: 120000,
   maxWorkers: 2,

@@ -9,7 +9,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 peers=$root/../shared/peers
 mkdir -p "$out"
 export NODE_LLAMA_CPP_DIR=$peer PYTHONPATH=$peer/gguf-py
-cli="node $root/dist/lib/cli.js"
+cli="node $root/dist/lib/cli/main.js"
 # ours: prefill (2 threads) with Simba rows, decode at 2 threads and at 1 thread
 $cli bench --model "$peer/rand-130m" --json --runs 5 --flops 0.5,0.75 > "$out/ours-2t.json"
 SIMBA_THREADS=1 $cli bench --model "$peer/rand-130m" --json --runs 5 --lengths 128 > "$out/ours-1t.json"

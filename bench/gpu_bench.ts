@@ -11,8 +11,9 @@
  *   node dist/bench/gpu_bench.js [--weights bf16|f32] [--shapes mamba-130m,mamba-1.4b] [--quick]
  */
 import { loadAddon } from '../bindings';
-import { budgetOptions } from '../lib/bench';
-import { randomModel, SHAPES, type MambaModel } from '../lib/model';
+import { budgetOptions } from '../lib/measure/bench';
+import { randomModel, SHAPES } from '../lib/engine/load';
+import type { MambaModel } from '../lib/engine/model';
 
 function arg(name: string, def: string): string {
   const i = process.argv.indexOf(`--${name}`);

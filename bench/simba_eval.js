@@ -17,10 +17,10 @@
  */
 const fs = require('fs');
 const path = require('path');
-const { loadModel } = require('../dist/lib/model');
-const { logProb } = require('../dist/lib/eval');
-const { perplexity } = require('../dist/lib/eval');
-const { budgetOptions } = require('../dist/lib/bench');
+const { loadModel } = require('../dist/lib/engine/load');
+const { logProb } = require('../dist/lib/measure/eval');
+const { perplexity } = require('../dist/lib/measure/eval');
+const { budgetOptions } = require('../dist/lib/measure/bench');
 
 function arg(name, def) {
   const i = process.argv.indexOf(`--${name}`);

@@ -1,5 +1,5 @@
 # cuda.cmake — the CUDA backend, a separate shared library (libsimba_cuda.so, next to the addon)
-# that the addon dlopen()s when a model asks for device 'cuda' (native/cuda_loader.cc). The addon
+# that the addon dlopen()s when a model asks for device 'cuda' (native/engine/cuda_loader.cc). The addon
 # itself never links the CUDA runtime: it always builds and loads, with or without nvcc.
 #
 #   SIMBA_NO_CUDA=1 (environment) or -DSIMBA_CUDA=OFF   build the CPU engine only (faster builds)
@@ -10,7 +10,7 @@
 # other CUDA library (its GEMMs are its own kernels).
 
 # The loader and the N-API surface of the CUDA engine are part of the addon in every build.
-target_sources(${PROJECT_NAME} PRIVATE native/cuda_loader.cc native/cuda_bindings.cc)
+target_sources(${PROJECT_NAME} PRIVATE native/engine/cuda_loader.cc native/napi/cuda_bindings.cc)
 target_link_libraries(${PROJECT_NAME} PRIVATE ${CMAKE_DL_LIBS})
 
 option(SIMBA_CUDA "Build the CUDA backend (libsimba_cuda.so) when a CUDA compiler is found" ON)

@@ -18,19 +18,11 @@
  *   E_NATIVE       an error raised by the native addon
  *   E_ABORTED      the caller's AbortSignal fired
  */
-export type SimbaErrorCode =
-  | 'E_CONFIG'
-  | 'E_SAFETENSORS'
-  | 'E_SHAPE'
-  | 'E_WEIGHTS'
-  | 'E_TOKENIZER'
-  | 'E_TOKEN'
-  | 'E_ARG'
-  | 'E_IO'
-  | 'E_DISPOSED'
-  | 'E_BUSY'
-  | 'E_NATIVE'
-  | 'E_ABORTED';
+export const SIMBA_ERROR_CODES = [
+  'E_CONFIG', 'E_SAFETENSORS', 'E_SHAPE', 'E_WEIGHTS', 'E_TOKENIZER', 'E_TOKEN', 'E_ARG', 'E_IO',
+  'E_DISPOSED', 'E_BUSY', 'E_NATIVE', 'E_ABORTED',
+] as const;
+export type SimbaErrorCode = (typeof SIMBA_ERROR_CODES)[number];
 
 export class SimbaError extends Error {
   readonly code: SimbaErrorCode;
@@ -57,4 +49,18 @@ export function describeValue(v: unknown): string {
     s = String(v);
   }
   return s.length > 80 ? `${s.slice(0, 77)}...` : s;
+}
+
+/**
+ * An error thrown by the native addon as a SimbaError. The addon sets `code` on what it throws;
+ * anything without a known code is E_NATIVE (with the original as `cause`).
+ */
+export function fromNative(e: unknown): SimbaError {
+  if (e instanceof SimbaError) return e;
+  const msg = e instanceof Error ? e.message : String(e);
+  const code = (e as { code?: unknown } | null)?.code;
+  if (typeof code === 'string' && (SIMBA_ERROR_CODES as readonly string[]).includes(code))
+    return new SimbaError(code as SimbaErrorCode, msg, { cause: e });
+  if (/outside the vocabulary/.test(msg)) return new SimbaError('E_TOKEN', msg);
+  return new SimbaError('E_NATIVE', msg, { cause: e });
 }

@@ -1,24 +1,31 @@
 /**
  * simba-ssm: Mamba state-space language models from Node.js, with Simba token pruning.
+ * Public exports only; the parts live in checkpoint/ (files), engine/ (the model), generate/
+ * (sampling and streaming), measure/ (bench, eval, inspect), serve/ (HTTP) and cli/.
  *
  * @example
- *   import { loadModel } from 'simba-ssm';
+ *   import { loadModel, generate } from 'simba-ssm';
  *   const model = await loadModel();   // shipped brown-mamba-s, or loadModel('/path/to/hf-folder')
- *   for await (const { text } of model.generate('The jury said', { maxTokens: 32, seed: 1 })) process.stdout.write(text);
+ *   for await (const { text } of generate(model, 'The jury said', { maxTokens: 32, seed: 1 })) process.stdout.write(text);
  */
-export { loadModel, randomModel, MambaModel, SHAPES, DEFAULT_MODEL_DIR } from './model';
-export type { LoadModelOptions, RandomModelOptions, PrefillInput, PrefillOptions, PrefillResult, ModelInfo, LogitsPositions } from './model';
-export { Sequence } from './sequence';
-export type { GenerateOptions, GeneratedPiece } from './generate';
-export { planSimba, solveRLast, trapezoidFloor, layerFlops, headFlops, flopsPerToken, SIMBA_CRITERIA } from './simba';
-export type { SimbaOptions, SimbaPlan, SimbaCriterion } from './simba';
-export { loadConfig, parseConfig } from './config';
-export { loadTokenizer, Tokenizer } from './tokenizer';
-export { openCheckpoint, openSafetensors, encodeSafetensors } from './safetensors';
-export { SimbaError } from './errors';
+export { loadModel, randomModel, SHAPES, DEFAULT_MODEL_DIR } from './engine/load';
+export type { LoadModelOptions, RandomModelOptions } from './engine/load';
+export { MambaModel } from './engine/model';
+export type {
+  LanguageModel, PrefillInput, PrefillOptions, PrefillResult, DecodeOptions, ModelInfo, LogitsPositions,
+} from './engine/lm';
+export { Sequence } from './engine/sequence';
+export { generate } from './generate/generate';
+export type { GenerateOptions, GeneratedPiece } from './generate/generate';
+export { planSimba, solveRLast, trapezoidFloor, layerFlops, headFlops, flopsPerToken, SIMBA_CRITERIA } from './engine/simba';
+export type { SimbaOptions, SimbaPlan, SimbaCriterion } from './engine/simba';
+export { loadConfig, parseConfig } from './checkpoint/config';
+export { loadTokenizer, Tokenizer } from './checkpoint/tokenizer';
+export { openCheckpoint, openSafetensors, encodeSafetensors } from './checkpoint/safetensors';
+export { SimbaError, SIMBA_ERROR_CODES } from './errors';
 export type { SimbaErrorCode } from './errors';
 export type { MambaConfig } from './types';
-export { runBench, formatBench, budgetOptions } from './bench';
-export type { BenchOptions, BenchResult, BenchProgress } from './bench';
-export { perplexity, evalChoice, evalLambada, scoreContinuations, parseTaskFile, choiceTokens } from './eval';
-export { highwayMap, renderHighwaySvg } from './inspect';
+export { runBench, formatBench, budgetOptions } from './measure/bench';
+export type { BenchOptions, BenchResult, BenchProgress } from './measure/bench';
+export { perplexity, evalChoice, evalLambada, scoreContinuations, parseTaskFile, choiceTokens } from './measure/eval';
+export { highwayMap, renderHighwaySvg } from './measure/inspect';

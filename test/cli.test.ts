@@ -1,5 +1,5 @@
 /**
- * The `simba` CLI, run as a child process (`node dist/lib/cli.js`; test/global-setup.js compiles
+ * The `simba` CLI, run as a child process (`node dist/lib/cli/main.js`; test/global-setup.js compiles
  * dist/ when it is stale), checked against the library API on the shipped brown-mamba-s.
  */
 import { execFile } from 'child_process';
@@ -7,7 +7,8 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 
-import { loadModel, type MambaModel } from '../lib/model';
+import { loadModel } from '../lib/engine/load';
+import type { MambaModel } from '../lib/engine/model';
 
 const ROOT = path.resolve(__dirname, '..');
 const CLI = path.join(ROOT, 'dist', 'lib', 'cli.js');

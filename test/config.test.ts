@@ -1,7 +1,7 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { parseConfig, loadConfig, KNOWN_CONFIG_KEYS, detectLayout } from '../lib/config';
+import { parseConfig, loadConfig, KNOWN_CONFIG_KEYS, detectLayout } from '../lib/checkpoint/config';
 import { SimbaError } from '../lib/errors';
 
 const SHIPPED = path.join(__dirname, '..', 'models', 'brown-mamba-s');

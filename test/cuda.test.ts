@@ -12,8 +12,11 @@
 import * as path from 'path';
 
 import { loadAddon } from '../bindings';
-import { loadModel, randomModel, type MambaModel, type PrefillResult } from '../lib/model';
-import type { SimbaOptions } from '../lib/simba';
+import { loadModel, randomModel } from '../lib/engine/load';
+import { generate } from '../lib/generate/generate';
+import type { MambaModel } from '../lib/engine/model';
+import type { PrefillResult } from '../lib/engine/lm';
+import type { SimbaOptions } from '../lib/engine/simba';
 import type { MambaConfig } from '../lib/types';
 import { randomConfig } from './reference/random_model';
 import { maxRowErr, randArray, randTokens, relErr } from './helpers/util';
@@ -229,8 +232,8 @@ d('shipped brown-mamba-s on CUDA', () => {
   test('greedy generation gives the same text', async () => {
     const opts = { maxTokens: 24, temperature: 0 };
     let a = '', b = '';
-    for await (const p of c.generate('It was a cold morning in the city', opts)) a += p.text;
-    for await (const p of g.generate('It was a cold morning in the city', opts)) b += p.text;
+    for await (const p of generate(c, 'It was a cold morning in the city', opts)) a += p.text;
+    for await (const p of generate(g, 'It was a cold morning in the city', opts)) b += p.text;
     expect(b).toBe(a);
   });
 

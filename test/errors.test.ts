@@ -5,7 +5,9 @@
 import * as fs from 'fs';
 import * as path from 'path';
 
-import { loadModel, randomModel, type MambaModel } from '../lib/model';
+import { loadModel, randomModel } from '../lib/engine/load';
+import { generate } from '../lib/generate/generate';
+import type { MambaModel } from '../lib/engine/model';
 import { SimbaError } from '../lib/errors';
 import { randomConfig, randomEngineTensors } from './reference/random_model';
 import { tmpDir, writeCheckpoint } from './helpers/util';
@@ -103,18 +105,18 @@ describe('calls', () => {
 
   test('empty prompts', async () => {
     await rejects(m.logits([]), 'E_ARG', /empty prompt/);
-    await rejects(m.generate('').next(), 'E_ARG', /empty prompt/);
+    await rejects(generate(m, '').next(), 'E_ARG', /empty prompt/);
     await rejects(m.prefill([]), 'E_ARG', /at least one input/);
   });
 
   test.each([[-1], [1.5], [1e9], [NaN]])('maxTokens %p is refused', async (bad) => {
-    await rejects(m.generate('The', { maxTokens: bad }).next(), 'E_ARG', /maxTokens must be an integer in \[0, 1000000\]/);
+    await rejects(generate(m, 'The', { maxTokens: bad }).next(), 'E_ARG', /maxTokens must be an integer in \[0, 1000000\]/);
   });
 
   test('other sampling options are validated', async () => {
-    await rejects(m.generate('The', { temperature: -1 }).next(), 'E_ARG', /temperature/);
-    await rejects(m.generate('The', { topP: 0 }).next(), 'E_ARG', /topP/);
-    await rejects(m.generate('The', { stop: [''] }).next(), 'E_ARG', /stop must be/);
+    await rejects(generate(m, 'The', { temperature: -1 }).next(), 'E_ARG', /temperature/);
+    await rejects(generate(m, 'The', { topP: 0 }).next(), 'E_ARG', /topP/);
+    await rejects(generate(m, 'The', { stop: [''] }).next(), 'E_ARG', /stop must be/);
   });
 
   test('logit positions out of range', async () => {
@@ -148,7 +150,7 @@ describe('calls', () => {
 
   test('an aborted generation stops with E_ABORTED', async () => {
     const ac = new AbortController();
-    const it = m.generate('The jury', { maxTokens: 50, signal: ac.signal, seed: 1 });
+    const it = generate(m, 'The jury', { maxTokens: 50, signal: ac.signal, seed: 1 });
     await it.next();
     ac.abort();
     await rejects(it.next(), 'E_ABORTED', /aborted/);
@@ -165,7 +167,7 @@ test('a disposed model refuses every call; a call in flight finishes', async () 
   await rejects(m.decode([s], [1]), 'E_DISPOSED', /disposed/);
   await rejects(() => m.newSequence(), 'E_DISPOSED', /disposed/);
   await rejects(() => m.info(), 'E_DISPOSED', /disposed/);
-  await rejects(async () => m.generate('x').next(), 'E_DISPOSED', /disposed/);
+  await rejects(async () => generate(m, 'x').next(), 'E_DISPOSED', /disposed/);
   m.dispose(); // twice is fine
 });
 
@@ -193,7 +195,7 @@ test('generation never samples padded vocabulary ids the tokenizer cannot decode
   const cfg = JSON.parse(fs.readFileSync(cfgPath, 'utf8'));
   cfg.vocab_size = 4104;
   fs.writeFileSync(cfgPath, JSON.stringify(cfg));
-  const { openCheckpoint, encodeSafetensors } = await import('../lib/safetensors');
+  const { openCheckpoint, encodeSafetensors } = await import('../lib/checkpoint/safetensors');
   const ck = openCheckpoint(path.join(SHIPPED, 'model.safetensors'));
   const tensors: Record<string, { dtype: 'F32'; shape: number[]; data: Float32Array }> = {};
   for (const name of ck.names()) tensors[name] = { dtype: 'F32', shape: ck.info(name).shape, data: ck.readTensorF32(name) };
@@ -218,7 +220,7 @@ test('generation never samples padded vocabulary ids the tokenizer cannot decode
     logits[0].forEach((v, i) => { if (v > logits[0][best]) best = i; });
     expect(best).toBeGreaterThanOrEqual(4096); // the padded rows do win the raw argmax
     const ids: number[] = [];
-    for await (const p of m.generate('The jury', { maxTokens: 5, temperature: 0, stopAtEos: false })) if (p.token >= 0) ids.push(p.token);
+    for await (const p of generate(m, 'The jury', { maxTokens: 5, temperature: 0, stopAtEos: false })) if (p.token >= 0) ids.push(p.token);
     expect(ids).toHaveLength(5);
     expect(Math.max(...ids)).toBeLessThan(4096);
   } finally {

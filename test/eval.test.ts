@@ -1,18 +1,19 @@
 /**
- * lib/eval.ts (perplexity, choice scoring, LAMBADA), lib/inspect.ts (highway map SVG) and the
- * budget schedules of lib/bench.ts, each checked against quantities computed here from
+ * lib/measure/eval.ts (perplexity, choice scoring, LAMBADA), lib/measure/inspect.ts (highway map SVG) and the
+ * budget schedules of lib/measure/bench.ts, each checked against quantities computed here from
  * model.logits() / model.prefill() on the shipped brown-mamba-s.
  */
 import * as fs from 'fs';
 import * as path from 'path';
 
-import { budgetOptions, runBench } from '../lib/bench';
+import { budgetOptions, runBench } from '../lib/measure/bench';
 import {
   choiceTokens, evalChoice, evalLambada, parseTaskFile, perplexity, scoreContinuations, splitLastWord, windows,
-} from '../lib/eval';
-import { formatHighwaySummary, highwayMap, renderHighwaySvg, TOKENS_PER_PANEL } from '../lib/inspect';
-import { loadModel, type MambaModel } from '../lib/model';
-import { planSimba, type SimbaOptions } from '../lib/simba';
+} from '../lib/measure/eval';
+import { formatHighwaySummary, highwayMap, renderHighwaySvg, TOKENS_PER_PANEL } from '../lib/measure/inspect';
+import { loadModel } from '../lib/engine/load';
+import type { MambaModel } from '../lib/engine/model';
+import { planSimba, type SimbaOptions } from '../lib/engine/simba';
 
 const ROOT = path.resolve(__dirname, '..');
 const SLICE = fs.readFileSync(path.join(ROOT, 'test', 'fixtures', 'brown-heldout-slice.txt'), 'utf8');
@@ -25,7 +26,7 @@ beforeAll(async () => {
 });
 afterAll(() => model?.dispose());
 
-/** log softmax(row)[t], written independently of lib/eval.ts (log-sum-exp in float64). */
+/** log softmax(row)[t], written independently of lib/measure/eval.ts (log-sum-exp in float64). */
 function refLogProb(row: Float32Array, t: number): number {
   const xs = Array.from(row);
   const m = Math.max(...xs);

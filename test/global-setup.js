@@ -1,6 +1,6 @@
 /**
  * Jest globalSetup: compiles the TypeScript (tsc -p tsconfig.json -> dist/) once when any source
- * is newer than its output, so the CLI tests can spawn `node dist/lib/cli.js`.
+ * is newer than its output, so the CLI tests can spawn `node dist/lib/cli/main.js`.
  */
 const fs = require('fs');
 const path = require('path');

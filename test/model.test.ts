@@ -5,9 +5,10 @@
  */
 import * as path from 'path';
 
-import { loadModel, MAX_CHUNK_TOKENS, type MambaModel } from '../lib/model';
-import { loadWeights } from '../lib/weights';
-import { loadConfig } from '../lib/config';
+import { loadModel } from '../lib/engine/load';
+import { MAX_CHUNK_TOKENS, type MambaModel } from '../lib/engine/model';
+import { loadWeights } from '../lib/checkpoint/weights';
+import { loadConfig } from '../lib/checkpoint/config';
 import type { EngineTensor, MambaConfig } from '../lib/types';
 import { refForward, refWeightsFromEngineTensors, type RefWeights } from './reference/mamba_ref';
 import { randomConfig, randomEngineTensors } from './reference/random_model';

@@ -3,7 +3,7 @@ import * as os from 'os';
 import * as path from 'path';
 import {
   openSafetensors, openCheckpoint, encodeSafetensors, f32ToF16Bits, f16BitsToF32, f32ToBf16Bits, bf16BitsToF32,
-} from '../lib/safetensors';
+} from '../lib/checkpoint/safetensors';
 import { SimbaError } from '../lib/errors';
 import fsModule = require('fs'); // the module object itself, so jest can spy on its functions
 

@@ -2,8 +2,9 @@
  * Simba pruning end to end: schedules and the budget solver, the kept sets' invariants, and pruned
  * prefill (+ dense decode afterwards) against the float64 reference with the same semantics.
  */
-import { loadModel, type MambaModel } from '../lib/model';
-import { planSimba, solveRLast, trapezoidFloor, validateSimbaOptions, type SimbaCriterion } from '../lib/simba';
+import { loadModel } from '../lib/engine/load';
+import type { MambaModel } from '../lib/engine/model';
+import { planSimba, solveRLast, trapezoidFloor, validateSimbaOptions, type SimbaCriterion } from '../lib/engine/simba';
 import type { MambaConfig } from '../lib/types';
 import { refForward, refWeightsFromEngineTensors, type RefWeights } from './reference/mamba_ref';
 import { randomConfig, randomEngineTensors } from './reference/random_model';

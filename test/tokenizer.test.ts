@@ -1,7 +1,7 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { loadTokenizer, Tokenizer } from '../lib/tokenizer';
+import { loadTokenizer, Tokenizer } from '../lib/checkpoint/tokenizer';
 import { SimbaError } from '../lib/errors';
 import { ReferenceBPE, gpt2Split } from './reference/bpe';
 

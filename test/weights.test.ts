@@ -1,10 +1,10 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { loadConfig, parseConfig } from '../lib/config';
-import { encodeSafetensors, openCheckpoint } from '../lib/safetensors';
-import type { TensorToEncode } from '../lib/safetensors';
-import { loadWeights, inspectWeights, planWeights } from '../lib/weights';
+import { loadConfig, parseConfig } from '../lib/checkpoint/config';
+import { encodeSafetensors, openCheckpoint } from '../lib/checkpoint/safetensors';
+import type { TensorToEncode } from '../lib/checkpoint/safetensors';
+import { loadWeights, inspectWeights, planWeights } from '../lib/checkpoint/weights';
 import { SimbaError } from '../lib/errors';
 import type { EngineTensor, MambaConfig, TensorDType } from '../lib/types';
 import fsModule = require('fs');

@@ -8,7 +8,7 @@
 #include <memory>
 #include <vector>
 
-#include "../backend_api.h"
+#include "../engine/backend_api.h"
 #include "kernels.cuh"
 #include "model_cuda.h"
 

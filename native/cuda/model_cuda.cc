@@ -8,7 +8,7 @@
 // (they follow from the keep counts and the protection), so no step waits for the device.
 #include "model_cuda.h"
 
-#include "../model_common.h"
+#include "../engine/tensor_table.h"
 
 #include <algorithm>
 #include <cmath>

@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "../backend_api.h"
+#include "../engine/backend_api.h"
 #include "kernels.cuh"
 
 namespace simba {

@@ -3,7 +3,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 
-import { encodeSafetensors } from '../../lib/safetensors';
+import { encodeSafetensors } from '../../lib/checkpoint/safetensors';
 import type { EngineTensor, MambaConfig, TensorDType } from '../../lib/types';
 import { hfConfigJson, makeRng, stateSpacesConfigJson, toHfTensors, type CheckpointLayout } from '../reference/random_model';
 

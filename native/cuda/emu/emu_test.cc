@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "../../cpu/dispatch.h"
-#include "../../model.h"
+#include "../../engine/model.h"
 #include "../kernels.cuh"
 #include "../model_cuda.h"
 

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/../../.."
 obj=build/CMakeFiles
 out=${TMPDIR:-/tmp}/simba-emu
 mkdir -p "$out"
-cpu_objs=("$obj"/simba_ssm.dir/native/model.cc.o "$obj"/simba_ssm.dir/native/cpu/dispatch.cc.o "$obj"/simba_ssm.dir/native/cpu/threadpool.cc.o
+cpu_objs=("$obj"/simba_ssm.dir/native/engine/model.cc.o "$obj"/simba_ssm.dir/native/cpu/dispatch.cc.o "$obj"/simba_ssm.dir/native/cpu/threadpool.cc.o
           "$obj"/simba_cpu_*.dir/native/cpu/*.o)
 flags=(-std=c++20 -O2 -g -DSIMBA_EMU -Inative -Wall -Wno-unused-function -pthread)
 srcs=(gemm rmsnorm conv1d selective_scan simba_score gather)

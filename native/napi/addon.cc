@@ -9,8 +9,8 @@
 #include <vector>
 
 #include "cpu/dispatch.h"
-#include "cuda_loader.h"
-#include "model.h"
+#include "engine/cuda_loader.h"
+#include "engine/model.h"
 
 namespace simba {
 

@@ -1,5 +1,5 @@
 // cuda_loader.cc — see cuda_loader.h.
-#include "cuda_loader.h"
+#include "engine/cuda_loader.h"
 
 #include <dlfcn.h>
 #include <sys/stat.h>

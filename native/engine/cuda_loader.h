@@ -7,8 +7,8 @@
 #include <cstdint>
 #include <string>
 
-#include "backend_api.h"
-#include "model.h"
+#include "engine/backend_api.h"
+#include "engine/model.h"
 
 namespace simba {
 

@@ -1,7 +1,7 @@
 // model.cc — weights and the forward pass (see model.h). Reads top to bottom like the math:
 // embed -> per layer [rmsnorm, in_proj, conv1d+silu, x_proj, dt_proj, selective scan, out_proj,
 // residual, Simba pruning] -> norm_f -> head on the wanted positions.
-#include "model.h"
+#include "engine/model.h"
 
 #include <algorithm>
 #include <cmath>
@@ -11,7 +11,7 @@
 #include <stdexcept>
 
 #include "cpu/dispatch.h"
-#include "model_common.h"
+#include "engine/tensor_table.h"
 
 namespace simba {
 

@@ -13,7 +13,7 @@
  *     tokenized on its own. A line is correct when greedy decoding after the context reproduces
  *     every target token.
  *   - Under Simba, a token that is dropped exits early: its logits come from its residual stream at
- *     the layer where it was dropped (see MambaModel.prefill). Perplexity and choice scoring prune
+ *     the layer where it was dropped (see LanguageModel.prefill). Perplexity and choice scoring prune
  *     the whole window / context+choice; LAMBADA prunes the context's prefill and decodes densely.
  *
  * @example
@@ -21,10 +21,10 @@
  *   const r = await perplexity(model, ids, { ctx: 256 });            // r.ppl
  *   const s = await perplexity(model, ids, { ctx: 256, simba: { flops: 0.6 } });  // s.relFlops ~ 0.6
  */
-import { SimbaError } from './errors';
-import type { MambaModel, PrefillResult } from './model';
-import { headFlops, layerFlops, planSimba, type SimbaOptions } from './simba';
-import type { Tokenizer } from './tokenizer';
+import { SimbaError } from '../errors';
+import type { LanguageModel, PrefillResult } from '../engine/lm';
+import { headFlops, layerFlops, planSimba, type SimbaOptions } from '../engine/simba';
+import type { Tokenizer } from '../checkpoint/tokenizer';
 
 export interface EvalProgress {
   done: number;
@@ -99,7 +99,7 @@ function defaultBatch(ctx: number, vocab: number): number {
 }
 
 /** Perplexity of a token sequence (see the module comment for the protocol). */
-export async function perplexity(model: MambaModel, ids: ArrayLike<number>, opts: PerplexityOptions): Promise<PerplexityResult> {
+export async function perplexity(model: LanguageModel, ids: ArrayLike<number>, opts: PerplexityOptions): Promise<PerplexityResult> {
   const wins = windows(ids, opts.ctx);
   if (wins.length === 0) throw new SimbaError('E_ARG', `perplexity: the text has ${ids.length} token(s); at least 2 are needed`);
   const cfg = model.config, L = cfg.nLayer;
@@ -251,7 +251,7 @@ export interface ScoreResult {
  * Log-likelihood of continuations given their contexts, from token ids: each pair runs as one
  * sequence ctx ++ cont from a zero state, and cont[j] is scored by the logits at ctx.length-1+j.
  */
-export async function scoreContinuations(model: MambaModel, pairs: { ctx: ArrayLike<number>; cont: ArrayLike<number> }[],
+export async function scoreContinuations(model: LanguageModel, pairs: { ctx: ArrayLike<number>; cont: ArrayLike<number> }[],
                                          opts: ScoreOptions = {}): Promise<ScoreResult> {
   const batch = opts.batch ?? 16;
   if (!Number.isInteger(batch) || batch < 1) throw new SimbaError('E_ARG', `score: batch must be an integer >= 1, got ${String(batch)}`);
@@ -321,13 +321,13 @@ export interface ChoiceResult {
   lines: ChoiceLineResult[];
 }
 
-function needTokenizer(model: MambaModel, what: string): Tokenizer {
+function needTokenizer(model: LanguageModel, what: string): Tokenizer {
   if (!model.tokenizer) throw new SimbaError('E_ARG', `${what}: this model has no tokenizer (tokenizer.json)`);
   return model.tokenizer;
 }
 
 /** Scores every choice of every item (see choiceTokens) and reports accuracy. */
-export async function evalChoice(model: MambaModel, items: ChoiceItem[], opts: ScoreOptions = {}): Promise<ChoiceResult> {
+export async function evalChoice(model: LanguageModel, items: ChoiceItem[], opts: ScoreOptions = {}): Promise<ChoiceResult> {
   const tok = needTokenizer(model, 'eval choice');
   if (items.length === 0) throw new SimbaError('E_ARG', 'eval choice: no items');
   const pairs: { ctx: number[]; cont: number[] }[] = [];
@@ -385,7 +385,7 @@ export interface LambadaResult {
  * LAMBADA-style accuracy: prefill the context (with Simba if given), then greedy decoding (dense)
  * for as many tokens as encode(' ' + word) has; correct when every greedy token equals the target's.
  */
-export async function evalLambada(model: MambaModel, items: LambadaItem[], opts: ScoreOptions = {}): Promise<LambadaResult> {
+export async function evalLambada(model: LanguageModel, items: LambadaItem[], opts: ScoreOptions = {}): Promise<LambadaResult> {
   const tok = needTokenizer(model, 'eval lambada');
   if (items.length === 0) throw new SimbaError('E_ARG', 'eval lambada: no items');
   const batch = opts.batch ?? 16;

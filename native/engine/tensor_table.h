@@ -1,4 +1,4 @@
-// model_common.h — what the CPU engine (model.cc) and the CUDA engine (cuda/model_cuda.cc) share:
+// tensor_table.h — what the CPU engine (model.cc) and the CUDA engine (cuda/model_cuda.cc) share:
 // the per-layer tensor names, which of them a config requires, and the deterministic random
 // weights (so a CPU model and a CUDA model randomized with the same seed hold the same weights).
 // Header-only and free of both engines' types: the CUDA library is built separately.

@@ -10,8 +10,8 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import type { MambaConfig } from './types';
-import { SimbaError, describeValue } from './errors';
+import type { MambaConfig } from '../types';
+import { SimbaError, describeValue } from '../errors';
 
 export interface ParseConfigOptions {
   /** Unknown keys are reported through onWarning instead of failing. Default false. */

@@ -1,113 +1,26 @@
 /**
- * MambaModel: load a checkpoint into the native engine, run prefill / decode on sequences, read
- * logits, generate text. Every heavy call runs natively off the event loop and returns a Promise.
+ * MambaModel: a checkpoint held by the native engine; prefill / decode on sequences, logits.
+ * Every heavy call runs natively off the event loop and returns a Promise. Loading lives in
+ * load.ts; generation (lib/generate) works on the LanguageModel interface (lm.ts) this implements.
  *
  * @example
  *   import { loadModel } from 'simba-ssm';
  *   const model = await loadModel();                       // the shipped brown-mamba-s
- *   for await (const piece of model.generate('The jury said', { maxTokens: 20 })) process.stdout.write(piece.text);
- *   const { logits } = await model.logits([510, 7371, 753], 'all');
+ *   const { logits } = await model.logits(model.tokenizer!.encode('The jury said'), 'all');
+ *   const [r] = await model.prefill([{ tokens: [1, 2, 3] }]);
+ *   const [next] = await model.decode([r.sequence], [4]);
  *   model.dispose();
  */
-import * as fs from 'fs';
-import * as path from 'path';
-
-import { loadAddon, type NativeEngine, type NativeSimbaOptions } from '../bindings';
-import { loadConfig, type ParseConfigOptions } from './config';
-import { SimbaError } from './errors';
+import type { NativeEngine, NativeSimbaOptions } from '../../bindings';
+import type { Tokenizer } from '../checkpoint/tokenizer';
+import { SimbaError, fromNative } from '../errors';
+import type { MambaConfig } from '../types';
+import type { DecodeOptions, LanguageModel, LogitsPositions, ModelInfo, PrefillInput, PrefillOptions, PrefillResult } from './lm';
 import { Sequence, stateFingerprint } from './sequence';
 import {
   criterionCode, flopsPerToken, headFlops, layerFlops, planSimba, validateSimbaOptions,
   type SimbaOptions, type SimbaPlan,
 } from './simba';
-import { loadTokenizer, type Tokenizer } from './tokenizer';
-import type { MambaConfig } from './types';
-import { loadWeights } from './weights';
-import { generate, type GenerateOptions, type GeneratedPiece } from './generate';
-
-/** Where the package keeps its shipped demo model. */
-export const DEFAULT_MODEL_DIR = path.join(packageRoot(), 'models', 'brown-mamba-s');
-
-function packageRoot(): string {
-  let dir = __dirname;
-  for (let i = 0; i < 4; i++) {
-    if (fs.existsSync(path.join(dir, 'package.json'))) return dir;
-    dir = path.dirname(dir);
-  }
-  return path.resolve(__dirname, '..');
-}
-
-export interface LoadModelOptions {
-  /** Storage of the matrices: 'f32' (default, exact) or 'bf16' (half the memory, ~1e-2 relative error). */
-  weights?: 'f32' | 'bf16';
-  /** Compute device (default 'cpu'): 'cuda' needs the CUDA backend and a GPU (a clear error says which is
-   *  missing); 'auto' picks 'cuda' when cudaAvailable() says so, else 'cpu'. */
-  device?: 'cpu' | 'cuda' | 'auto';
-  /** config.json parsing (e.g. allowUnknownKeys). */
-  config?: ParseConfigOptions;
-  /** NaN/Inf in weights: 'error' (default) rejects the checkpoint naming the tensor; 'allow' loads it as is. */
-  nonFinite?: 'error' | 'allow';
-  /** Load tokenizer.json from the model folder (default: when present). */
-  tokenizer?: boolean;
-  /** Called after each tensor is uploaded. */
-  onProgress?: (p: { done: number; total: number; tensor: string }) => void;
-}
-
-export interface RandomModelOptions {
-  weights?: 'f32' | 'bf16';
-  seed?: number;
-  /** As LoadModelOptions.device. */
-  device?: 'cpu' | 'cuda' | 'auto';
-}
-
-/** Which positions of each prompt get logits. Indices are relative to the tokens given. */
-export type LogitsPositions = 'last' | 'all' | 'none' | number[];
-
-export interface PrefillInput {
-  /** The sequence to continue (default: a new one). */
-  sequence?: Sequence;
-  tokens: ArrayLike<number>;
-  /** Positions of this input that get logits (overrides PrefillOptions.logits). */
-  logits?: LogitsPositions;
-}
-
-export interface PrefillOptions {
-  logits?: LogitsPositions;
-  /** Simba token pruning during this prefill (see SimbaOptions). */
-  simba?: SimbaOptions;
-  signal?: AbortSignal;
-}
-
-export interface PrefillResult {
-  sequence: Sequence;
-  /** Positions (relative to the input tokens) that have logits, in order. */
-  positions: number[];
-  /** One [vocabSize] row per position. */
-  logits: Float32Array[];
-  /** Tokens each layer processed (all equal to the prompt length when dense). */
-  processed: number[];
-  /** For each input token, how many layers it went through before Simba dropped it (nLayer = kept). */
-  exitLayer: Int32Array;
-  /** FLOPs of this prefill through the layers (head excluded), and relative to dense. */
-  flops: number;
-  relFlops: number;
-}
-
-export interface ModelInfo {
-  config: MambaConfig;
-  paramCount: number;
-  /** Dense FLOPs for one token through all layers and the head. */
-  flopsPerToken: number;
-  layerFlops: number;
-  headFlops: number;
-  weights: 'f32' | 'bf16';
-  weightBytes: number;
-  stateBytes: number;
-  device: 'cpu' | 'cuda';
-  isa: string;
-  threads: number;
-  source: string;
-}
 
 /** The largest number of tokens one native call processes; longer dense prompts are chunked. */
 export const MAX_CHUNK_TOKENS = 8192;
@@ -117,7 +30,7 @@ export const MAX_SIMBA_TOKENS = 65536;
 /** Most logits one call returns (1 GiB of float32): a prompt's every position times the vocabulary adds up fast. */
 export const MAX_LOGITS_FLOATS = 2 ** 28;
 
-export class MambaModel {
+export class MambaModel implements LanguageModel {
   private engine: NativeEngine | null;
   private readonly stateFloats: number;
   private readonly fingerprint: number;
@@ -253,7 +166,7 @@ export class MambaModel {
     try {
       r = await engine.forward(all, lengths, seqs.map((s) => s.state), Int32Array.from(want), native);
     } catch (e) {
-      throw nativeError(e);
+      throw fromNative(e);
     }
     const lf = layerFlops(this.config);
     const results: PrefillResult[] = [];
@@ -278,7 +191,7 @@ export class MambaModel {
    * One decode step for many sequences at once: feeds tokens[i] to sequences[i] and returns the
    * next-token logits of each ([vocabSize] per sequence).
    */
-  async decode(sequences: Sequence[], tokens: ArrayLike<number>, opts: { signal?: AbortSignal } = {}): Promise<Float32Array[]> {
+  async decode(sequences: Sequence[], tokens: ArrayLike<number>, opts: DecodeOptions = {}): Promise<Float32Array[]> {
     const engine = this.live('decode');
     if (!Array.isArray(sequences) || sequences.length === 0) throw new SimbaError('E_ARG', 'decode: give at least one sequence');
     const ids = this.tokenArray(tokens, 'decode');
@@ -294,7 +207,7 @@ export class MambaModel {
       try {
         r = await engine.forward(ids, new Int32Array(n).fill(1), sequences.map((s) => s.state), Int32Array.from({ length: n }, (_, i) => i));
       } catch (e) {
-        throw nativeError(e);
+        throw fromNative(e);
       }
       sequences.forEach((s) => { s.position += 1; });
       return sequences.map((_, i) => r.logits.slice(i * V, (i + 1) * V));
@@ -311,15 +224,6 @@ export class MambaModel {
       Promise<{ positions: number[]; logits: Float32Array[]; processed: number[]; relFlops: number; flops: number; exitLayer: Int32Array }> {
     const [r] = await this.prefill([{ tokens: ids }], { logits: positions, simba: opts.simba, signal: opts.signal });
     return { positions: r.positions, logits: r.logits, processed: r.processed, relFlops: r.relFlops, flops: r.flops, exitLayer: r.exitLayer };
-  }
-
-  /**
-   * Streams generated tokens for a prompt (text, or token ids).
-   * @example for await (const p of model.generate('Once', { maxTokens: 16, temperature: 0.8, seed: 1 })) out += p.text;
-   */
-  generate(prompt: string | ArrayLike<number>, opts: GenerateOptions = {}): AsyncGenerator<GeneratedPiece, void, undefined> {
-    this.live('generate');
-    return generate(this, prompt, opts);
   }
 
   /** Frees the native weights. Calls in flight finish first; later calls throw E_DISPOSED. */
@@ -351,97 +255,3 @@ function checkAbort(signal: AbortSignal | undefined, what: string): void {
   if (signal?.aborted) throw new SimbaError('E_ABORTED', `${what}: aborted`);
 }
 
-function nativeError(e: unknown): SimbaError {
-  const msg = e instanceof Error ? e.message : String(e);
-  if (/outside the vocabulary/.test(msg)) return new SimbaError('E_TOKEN', msg);
-  return new SimbaError('E_NATIVE', msg, { cause: e });
-}
-
-/**
- * Loads a Mamba checkpoint folder (config.json, model.safetensors or a sharded index,
- * tokenizer.json). Without a folder, loads the shipped demo model brown-mamba-s.
- */
-export async function loadModel(dir: string = DEFAULT_MODEL_DIR, opts: LoadModelOptions = {}): Promise<MambaModel> {
-  const weights = opts.weights ?? 'f32';
-  if (weights !== 'f32' && weights !== 'bf16') throw new SimbaError('E_ARG', `loadModel: weights must be 'f32' or 'bf16', got '${String(weights)}'`);
-  const device = checkDevice(opts.device);
-  if (typeof dir !== 'string' || !fs.existsSync(dir)) throw new SimbaError('E_IO', `loadModel: model folder '${String(dir)}' does not exist`);
-  const config = loadConfig(dir, opts.config);
-  const wantTok = opts.tokenizer ?? fs.existsSync(path.join(dir, 'tokenizer.json'));
-  const tokenizer = wantTok ? loadTokenizer(dir) : null;
-  const addon = loadAddon();
-  let engine: NativeEngine;
-  try {
-    engine = new addon.Engine(nativeConfig(config), { bf16: weights === 'bf16', device });
-  } catch (e) {
-    throw nativeError(e);
-  }
-  try {
-    const gen = loadWeights(dir, config, { nonFinite: opts.nonFinite });
-    const total = 3 + config.nLayer * (10 + (config.projBias ? 2 : 0)) - (config.convBias ? 0 : config.nLayer) - (config.tieEmbeddings ? 1 : 0);
-    let done = 0;
-    for (const t of gen) {
-      try {
-        await engine.setTensor(t.name, t.layer, t.data);
-      } catch (e) {
-        throw nativeError(e);
-      }
-      done++;
-      opts.onProgress?.({ done, total, tensor: t.layer >= 0 ? `layers.${t.layer}.${t.name}` : t.name });
-    }
-    engine.finalize();
-  } catch (e) {
-    engine.dispose();
-    throw e;
-  }
-  return new MambaModel(engine, config, tokenizer, weights, path.resolve(dir));
-}
-
-/** Standard state-spaces Mamba-1 shapes (vocabulary padded to 50280), for speed tests without downloads. */
-export const SHAPES: Readonly<Record<string, MambaConfig>> = Object.fromEntries(
-  ([['mamba-130m', 768, 24], ['mamba-370m', 1024, 48], ['mamba-790m', 1536, 48], ['mamba-1.4b', 2048, 48], ['mamba-2.8b', 2560, 64]] as const)
-    .map(([name, d, L]) => [name, {
-      vocabSize: 50280, dModel: d, nLayer: L, dInner: 2 * d, dState: 16, dtRank: Math.ceil(d / 16), dConv: 4,
-      convBias: true, projBias: false, eps: 1e-5, tieEmbeddings: true, bosTokenId: 0, eosTokenId: 0, padTokenId: null,
-    } satisfies MambaConfig]));
-
-/** A model with random, sanely scaled weights of the given config or named shape (no tokenizer). */
-export async function randomModel(shape: string | MambaConfig, opts: RandomModelOptions = {}): Promise<MambaModel> {
-  const config = typeof shape === 'string' ? SHAPES[shape] : shape;
-  if (!config) throw new SimbaError('E_ARG', `unknown shape '${String(shape)}' (known: ${Object.keys(SHAPES).join(', ')})`);
-  const weights = opts.weights ?? 'f32';
-  if (weights !== 'f32' && weights !== 'bf16') throw new SimbaError('E_ARG', `weights must be 'f32' or 'bf16', got '${String(weights)}'`);
-  const device = checkDevice(opts.device);
-  let engine: NativeEngine;
-  try {
-    engine = new (loadAddon().Engine)(nativeConfig(config), { bf16: weights === 'bf16', device });
-  } catch (e) {
-    throw nativeError(e);
-  }
-  try {
-    await engine.randomize(opts.seed ?? 0);
-  } catch (e) {
-    engine.dispose();
-    throw nativeError(e);
-  }
-  return new MambaModel(engine, { ...config }, null, weights, typeof shape === 'string' ? `random ${shape}` : 'random');
-}
-
-/** Resolves the device option: 'cpu' (default), 'cuda' (throws why it is unavailable), 'auto' (cuda when available). */
-function checkDevice(device: unknown): 'cpu' | 'cuda' {
-  if (device === undefined || device === 'cpu') return 'cpu';
-  if (device === 'auto') return loadAddon().cudaAvailable().available ? 'cuda' : 'cpu';
-  if (device === 'cuda') {
-    const s = loadAddon().cudaAvailable();
-    if (!s.available) throw new SimbaError('E_ARG', `device 'cuda' is not available: ${s.reason}`);
-    return 'cuda';
-  }
-  throw new SimbaError('E_ARG', `device must be 'cpu', 'cuda' or 'auto', got '${String(device)}'`);
-}
-
-function nativeConfig(c: MambaConfig) {
-  return {
-    vocabSize: c.vocabSize, dModel: c.dModel, nLayer: c.nLayer, dInner: c.dInner, dState: c.dState, dtRank: c.dtRank,
-    dConv: c.dConv, convBias: c.convBias, projBias: c.projBias, tieEmbeddings: c.tieEmbeddings, eps: c.eps,
-  };
-}

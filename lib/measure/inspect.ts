@@ -8,9 +8,9 @@
  *   fs.writeFileSync('map.svg', renderHighwaySvg(map, { title: 'brown-mamba-s' }));
  *   console.log(formatHighwaySummary(map));
  */
-import { SimbaError } from './errors';
-import type { MambaModel } from './model';
-import type { SimbaOptions } from './simba';
+import { SimbaError } from '../errors';
+import type { LanguageModel } from '../engine/lm';
+import type { SimbaOptions } from '../engine/simba';
 
 /** The largest prompt drawn (beyond it the columns become unreadable). */
 export const MAX_MAP_TOKENS = 1024;
@@ -29,7 +29,7 @@ export interface HighwayMap {
 }
 
 /** Prefills the prompt with Simba (no logits) and records where each token exits. */
-export async function highwayMap(model: MambaModel, ids: ArrayLike<number>, simba: SimbaOptions): Promise<HighwayMap> {
+export async function highwayMap(model: LanguageModel, ids: ArrayLike<number>, simba: SimbaOptions): Promise<HighwayMap> {
   if (ids.length > MAX_MAP_TOKENS)
     throw new SimbaError('E_ARG', `inspect: the prompt has ${ids.length} tokens; the map draws at most ${MAX_MAP_TOKENS} (use a shorter prompt)`);
   const [r] = await model.prefill([{ tokens: ids }], { logits: 'none', simba });

@@ -11,7 +11,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { Tokenizer as HfTokenizer, ByteLevelPreTokenizer } from '@huggingface/tokenizers';
-import { SimbaError, describeValue } from './errors';
+import { SimbaError, describeValue } from '../errors';
 
 export interface EncodeOptions {
   /** Let the post-processor add special tokens (none for GPT-NeoX). Default false. */

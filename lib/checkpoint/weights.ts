@@ -5,8 +5,8 @@
  * read, so a bad checkpoint fails before anything is uploaded. Tensor data is then read and converted
  * one tensor at a time (generator), so the caller can hand each to native code and drop it.
  */
-import type { EngineTensor, EngineTensorName, MambaConfig } from './types';
-import { SimbaError, describeValue } from './errors';
+import type { EngineTensor, EngineTensorName, MambaConfig } from '../types';
+import { SimbaError, describeValue } from '../errors';
 import { openCheckpoint, READABLE_DTYPES } from './safetensors';
 import type { Checkpoint, TensorSource } from './safetensors';
 

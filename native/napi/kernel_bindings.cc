@@ -3,14 +3,14 @@
 // these run on the calling thread's event loop turn.
 #include <napi.h>
 
-#include "napi_arrays.h"
+#include "napi/napi_arrays.h"
 
 #include <cmath>
 #include <string>
 #include <vector>
 
 #include "cpu/dispatch.h"
-#include "model.h"
+#include "engine/model.h"
 
 namespace simba {
 

@@ -3,12 +3,12 @@
 // plus benchScan for bench/gpu.sh. Synchronous and small: test and benchmark use only.
 #include <napi.h>
 
-#include "napi_arrays.h"
+#include "napi/napi_arrays.h"
 
 #include <string>
 #include <vector>
 
-#include "cuda_loader.h"
+#include "engine/cuda_loader.h"
 
 namespace simba {
 

@@ -14,8 +14,8 @@
  *   plan.processed   // tokens per layer, falling linearly
  *   plan.relFlops    // ~0.5, what the plan achieves
  */
-import { SimbaError } from './errors';
-import type { MambaConfig } from './types';
+import { SimbaError } from '../errors';
+import type { MambaConfig } from '../types';
 
 /** How tokens are scored for pruning. */
 export type SimbaCriterion = 'simba' | 'local' | 'norm' | 'uniform' | 'random';

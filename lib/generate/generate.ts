@@ -4,9 +4,10 @@
  * per token; text streams through the tokenizer's incremental decoder, so a piece never ends in
  * half a UTF-8 character.
  */
-import { SimbaError } from './errors';
-import type { MambaModel } from './model';
-import type { SimbaOptions } from './simba';
+import type { LanguageModel, SimbaOptions } from '../engine/lm';
+import { SimbaError } from '../errors';
+import { mulberry32, sample } from './sampler';
+import { StopMatcher } from './stop';
 
 export interface GenerateOptions {
   /** Tokens to generate at most (default 64, at most 1,000,000). */
@@ -36,49 +37,6 @@ export interface GeneratedPiece {
 
 export const MAX_GENERATE_TOKENS = 1_000_000;
 
-/** mulberry32: a small seeded PRNG, uniform in [0, 1). */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-export interface SamplerOptions { temperature: number; topK: number; topP: number }
-
-/** Picks the next token from logits. */
-export function sample(logits: Float32Array, o: SamplerOptions, rand: () => number): number {
-  let best = 0;
-  for (let i = 1; i < logits.length; i++) if (logits[i] > logits[best]) best = i;
-  if (o.temperature === 0) return best;
-  // Candidates sorted by logit, cut by top-k, softmax at temperature, cut by top-p.
-  let idx = Array.from(logits.keys());
-  idx.sort((a, b) => logits[b] - logits[a]);
-  if (o.topK > 0 && o.topK < idx.length) idx = idx.slice(0, o.topK);
-  const m = logits[idx[0]];
-  const p = idx.map((i) => Math.exp((logits[i] - m) / o.temperature));
-  const z = p.reduce((a, b) => a + b, 0);
-  let n = idx.length;
-  if (o.topP < 1) {
-    let acc = 0;
-    for (let j = 0; j < idx.length; j++) {
-      acc += p[j] / z;
-      if (acc >= o.topP) { n = j + 1; break; }
-    }
-  }
-  const zn = p.slice(0, n).reduce((a, b) => a + b, 0);
-  let r = rand() * zn;
-  for (let j = 0; j < n; j++) {
-    r -= p[j];
-    if (r <= 0) return idx[j];
-  }
-  return idx[n - 1];
-}
-
 function num(v: unknown, def: number, what: string, lo: number, hi: number, int = false): number {
   if (v === undefined) return def;
   if (typeof v !== 'number' || !Number.isFinite(v) || v < lo || v > hi || (int && !Number.isInteger(v)))
@@ -101,8 +59,14 @@ export function resolveGenerateOptions(opts: GenerateOptions) {
   };
 }
 
-export async function* generate(model: MambaModel, prompt: string | ArrayLike<number>, opts: GenerateOptions):
+/**
+ * Streams generated tokens for a prompt (text, or token ids).
+ * @example
+ *   for await (const p of generate(model, 'Once', { maxTokens: 16, temperature: 0.8, seed: 1 })) out += p.text;
+ */
+export async function* generate(model: LanguageModel, prompt: string | ArrayLike<number>, opts: GenerateOptions = {}):
     AsyncGenerator<GeneratedPiece, void, undefined> {
+  if (model.disposed) throw new SimbaError('E_DISPOSED', 'generate: the model has been disposed');
   const o = resolveGenerateOptions(opts);
   const tok = model.tokenizer;
   let ids: ArrayLike<number>;
@@ -123,31 +87,21 @@ export async function* generate(model: MambaModel, prompt: string | ArrayLike<nu
   const limit = tok ? Math.min(tok.vocabSize, model.config.vocabSize) : model.config.vocabSize;
   let [first] = await model.prefill([{ sequence: seq, tokens: ids }], { logits: 'last', simba: opts.simba, signal: opts.signal });
   let logits = first.logits[0];
-  let text = '';   // generated text not yet emitted (held while it could be the start of a stop string)
-  const holdBack = o.stop.reduce((a, s) => Math.max(a, s.length - 1), 0);
+  const stop = new StopMatcher(o.stop);
   try {
     for (let i = 0; i < o.maxTokens; i++) {
-      if (opts.signal?.aborted) throw new SimbaError('E_ABORTED', 'generate: aborted');
+      if (opts.signal?.aborted) throw new SimbaError('E_ABORTED', 'generate: aborted', { cause: opts.signal.reason });
       const next = sample(limit < logits.length ? logits.subarray(0, limit) : logits, o, rand);
       if (o.stopAtEos && eos !== null && next === eos) break;
-      const piece = decoder ? decoder.push(next) : '';
-      if (o.stop.length) {
-        text += piece;
-        const hit = o.stop.map((s) => text.indexOf(s)).filter((k) => k >= 0);
-        if (hit.length) {
-          const cut = Math.min(...hit);
-          if (cut > 0) yield { token: next, text: text.slice(0, cut) };
-          return;
-        }
-        const emit = text.length > holdBack ? text.slice(0, text.length - holdBack) : '';
-        text = text.slice(emit.length);
-        yield { token: next, text: emit };
-      } else {
-        yield { token: next, text: piece };
+      const { emit, stopped } = stop.push(decoder ? decoder.push(next) : '');
+      if (stopped) {
+        if (emit) yield { token: next, text: emit };
+        return;
       }
+      yield { token: next, text: emit };
       if (i + 1 < o.maxTokens) [logits] = await model.decode([seq], [next], { signal: opts.signal });
     }
-    const rest = text + (decoder ? decoder.flush() : '');
+    const rest = stop.flush(decoder ? decoder.flush() : '');
     if (rest) yield { token: -1, text: rest };
   } finally {
     seq.dispose();

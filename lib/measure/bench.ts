@@ -23,10 +23,10 @@
  */
 import * as os from 'os';
 
-import { SimbaError } from './errors';
-import { mulberry32 } from './generate';
-import type { MambaModel } from './model';
-import { planSimba, solveRLast, trapezoidFloor, type SimbaOptions } from './simba';
+import { SimbaError } from '../errors';
+import { mulberry32 } from '../generate/sampler';
+import type { LanguageModel } from '../engine/lm';
+import { planSimba, solveRLast, trapezoidFloor, type SimbaOptions } from '../engine/simba';
 
 /** Simba options other than the budget (criterion, reduce, start, protect, seed). */
 export type SimbaModifiers = Omit<SimbaOptions, 'flops' | 'rLast' | 'keepCounts' | 'keepRatios'>;
@@ -124,7 +124,7 @@ export interface BenchResult {
 
 const DEFAULTS = { runs: 5, lengths: [128, 512, 2048], batches: [1, 8, 32], decodeTokens: 32, decodePrompt: 16, seed: 1 };
 
-export function machineInfo(model: MambaModel): MachineInfo {
+export function machineInfo(model: LanguageModel): MachineInfo {
   const info = model.info(), cpus = os.cpus();
   return {
     cpu: cpus[0]?.model?.trim() ?? 'unknown', cores: cpus.length, isa: info.isa, threads: info.threads,
@@ -180,7 +180,7 @@ function checkList(v: number[], what: string, min: number, int: boolean): number
 }
 
 /** Runs the benchmark; onProgress is called before each run with the number of runs done. */
-export async function runBench(model: MambaModel, opts: BenchOptions = {}, onProgress?: (p: BenchProgress) => void): Promise<BenchResult> {
+export async function runBench(model: LanguageModel, opts: BenchOptions = {}, onProgress?: (p: BenchProgress) => void): Promise<BenchResult> {
   const runs = opts.runs ?? DEFAULTS.runs;
   if (!Number.isInteger(runs) || runs < 1) throw new SimbaError('E_ARG', `bench: runs must be an integer >= 1, got ${String(runs)}`);
   const lengths = checkList(opts.lengths ?? DEFAULTS.lengths, 'lengths', 1, true);

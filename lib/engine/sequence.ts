@@ -10,7 +10,7 @@
  *   const other = model.newSequence();
  *   other.restore(saved);                  // continues exactly where seq was
  */
-import { SimbaError } from './errors';
+import { SimbaError } from '../errors';
 
 const MAGIC = 0x53424d53; // "SMBS"
 const HEADER_BYTES = 16;  // magic, model fingerprint, position, float count (u32 each)

@@ -9,8 +9,8 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import type { TensorDType } from './types';
-import { SimbaError, describeValue } from './errors';
+import type { TensorDType } from '../types';
+import { SimbaError, describeValue } from '../errors';
 
 /** Every dtype the safetensors format defines (with its element size), readable or not. */
 export const SAFETENSORS_DTYPE_SIZES: Readonly<Record<string, number>> = {

@@ -1,0 +1,44 @@
+/** `simba bench`: prefill and decode throughput (tokens/s), optionally with Simba rows. */
+import type { Command } from 'commander';
+
+import { formatBench, runBench } from '../measure/bench';
+import { addModelOptions, addSimbaModifiers, intArg, listArg, out, parseFloatStrict, parseIntStrict, progress, simbaModifiers, usage, withModel, type ModelFlags, type SimbaFlags } from './args';
+
+interface BenchFlags extends ModelFlags, Omit<SimbaFlags, 'flops'> {
+  json?: boolean; runs: number; lengths?: number[]; batches?: number[]; decodeTokens?: number; decodePrompt?: number;
+  /** Budgets (a list here, unlike the other commands' --flops). */
+  flops?: number[]; seed?: number;
+}
+
+async function cmdBench(f: BenchFlags): Promise<void> {
+  const mods = simbaModifiers(f);
+  if (Object.keys(mods).length && !f.flops) throw usage('--start, --criterion, --reduce, --protect-* and --prune-seed need --flops');
+  await withModel(f, async (model) => {
+    const bar = progress('bench');
+    let r;
+    try {
+      r = await runBench(model, {
+        runs: f.runs, lengths: f.lengths, batches: f.batches, decodeTokens: f.decodeTokens, decodePrompt: f.decodePrompt,
+        flops: f.flops, simba: mods, seed: f.seed,
+      }, (p) => bar.update(p.done, p.total, p.label));
+    } finally {
+      bar.stop();
+    }
+    out(f.json ? JSON.stringify(r, null, 2) + '\n' : formatBench(r) + '\n');
+  });
+}
+
+export function addBenchCommand(program: Command): void {
+  const bench = program.command('bench').description('prefill and decode throughput (tokens/s), optionally with Simba rows');
+  addModelOptions(bench, { shape: true })
+    .option('--json', 'print one JSON document at the end')
+    .option('--runs <n>', 'timed runs per row, after one warm-up', intArg(1), 5)
+    .option('--lengths <list>', 'prefill lengths (default 128,512,2048)', listArg((s) => parseIntStrict(s, 1), 'integers >= 1'))
+    .option('--batches <list>', 'decode batch sizes (default 1,8,32)', listArg((s) => parseIntStrict(s, 1), 'integers >= 1'))
+    .option('--decode-tokens <n>', 'decode steps per run (default 32)', intArg(1))
+    .option('--decode-prompt <n>', 'prompt tokens prefilled before decoding (default 16)', intArg(1))
+    .option('--flops <list>', 'Simba FLOPs budgets for extra prefill rows, e.g. 0.25,0.5,0.75',
+            listArg((s) => parseFloatStrict(s, 0, 1, true), 'numbers in (0, 1]'))
+    .option('--seed <n>', 'seed of the random token ids (default 1)', intArg(0, 2 ** 32 - 1));
+  addSimbaModifiers(bench).action((o: BenchFlags) => cmdBench(o));
+}

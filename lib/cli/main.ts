@@ -1,0 +1,86 @@
+#!/usr/bin/env node
+/**
+ * The `simba` command line: argument parsing and dispatch only; the work lives in model.ts,
+ * generate.ts, bench.ts, eval.ts and inspect.ts.
+ *
+ *   simba generate --prompt "The jury said" --max-tokens 40 --seed 1
+ *   simba logits --ids 510,7371,753 --positions all --json
+ *   simba info [--model DIR | --shape mamba-130m] [--json]
+ *   simba bench --shape mamba-130m --flops 0.5,0.75 --json
+ *   simba eval ppl --file heldout.txt --ctx 256 [--flops 0.6]
+ *   simba eval choice --file task.jsonl
+ *   simba inspect --prompt "..." --flops 0.6 --svg map.svg
+ *
+ * Exit codes: 0 success; 2 the command line is wrong (unknown flag, bad number, token id out of
+ * range, invalid Simba settings); 1 the command could not run (missing model folder or file,
+ * malformed task file, engine error). Errors are one line on stderr: `simba: <message>`
+ * (SIMBA_DEBUG=1 adds the stack trace).
+ */
+import { Command, CommanderError } from 'commander';
+
+import { SimbaError } from '../errors';
+import { CliError } from './args';
+import { addBenchCommand } from './bench';
+import { addEvalCommand } from './eval';
+import { addGenerateCommand } from './generate';
+import { addInfoCommand } from './info';
+import { addInspectCommand } from './inspect';
+import { addLogitsCommand } from './logits';
+
+export function buildProgram(): Command {
+  const program = new Command('simba');
+  program
+    .description('Mamba language model inference with Simba token pruning')
+    .exitOverride()
+    .configureOutput({ outputError: (s, write) => write(`simba: ${s.replace(/^error: /, '').trimEnd()}\n`) })
+    .showSuggestionAfterError(true)
+    .allowExcessArguments(false);
+
+  for (const add of [addGenerateCommand, addLogitsCommand, addInfoCommand, addBenchCommand, addEvalCommand, addInspectCommand]) add(program);
+  return program;
+}
+
+/** API option names in engine messages -> the CLI's flags. */
+const FLAG_NAMES: [RegExp, string][] = [
+  [/\bsimba\.flops\b/g, '--flops'], [/\bsimba\.rLast\b/g, '--keep-last'], [/\b(simba\.)?keepCounts\b/g, '--keep-counts'],
+  [/\bsimba\.start\b/g, '--start'], [/\bsimba\.criterion\b/g, '--criterion'], [/\bsimba\.reduce\b/g, '--reduce'],
+  [/\bsimba\.protect\.first\b/g, '--protect-first'], [/\bsimba\.protect\.last\b/g, '--protect-last'], [/\bsimba\.seed\b/g, '--prune-seed'],
+  [/\bUse explicit --keep-counts\b/g, 'Use --keep-counts'],
+];
+
+function cliNames(msg: string): string {
+  return FLAG_NAMES.reduce((m, [re, flag]) => m.replace(re, flag), msg);
+}
+
+function oneLine(msg: string): string {
+  return msg.replace(/\s*\n\s*/g, '; ').trim();
+}
+
+/** Runs the CLI on argv (without node and script); resolves to the exit code. */
+export async function main(argv: string[]): Promise<number> {
+  try {
+    await buildProgram().parseAsync(argv, { from: 'user' });
+    return 0;
+  } catch (e) {
+    if (e instanceof CommanderError) return e.exitCode === 0 ? 0 : 2;  // commander printed it already
+    let code: number, msg: string;
+    if (e instanceof CliError) {
+      code = e.exitCode; msg = e.message;
+    } else if (e instanceof SimbaError) {
+      code = e.code === 'E_ARG' || e.code === 'E_TOKEN' ? 2 : 1; msg = cliNames(e.message);
+    } else {
+      code = 1; msg = `internal error: ${e instanceof Error ? e.message : String(e)}`;
+    }
+    process.stderr.write(`simba: ${oneLine(msg)}\n`);
+    if (process.env.SIMBA_DEBUG && e instanceof Error && e.stack) process.stderr.write(e.stack + '\n');
+    return code;
+  }
+}
+
+if (require.main === module) {
+  process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code === 'EPIPE') process.exit(0);
+    throw e;
+  });
+  void main(process.argv.slice(2)).then((code) => { process.exitCode = code; });
+}
