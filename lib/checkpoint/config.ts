@@ -12,12 +12,24 @@ import * as fs from 'fs';
 import * as path from 'path';
 import type { MambaConfig } from '../types';
 import { SimbaError, describeValue } from '../errors';
+import * as v from '../validate';
 
 export interface ParseConfigOptions {
   /** Unknown keys are reported through onWarning instead of failing. Default false. */
   allowUnknownKeys?: boolean;
   /** Receives non-fatal findings (unknown keys when allowed). */
   onWarning?: (message: string) => void;
+}
+export const PARSE_CONFIG_KEYS = ['allowUnknownKeys', 'onWarning'] as const;
+
+/** Checks a ParseConfigOptions object (unknown keys, types); undefined is no options. `name` is what messages call it. */
+export function checkParseConfigOptions(where: string, opts: unknown, name = 'options'): ParseConfigOptions {
+  const o = v.options(where, opts, PARSE_CONFIG_KEYS, name);
+  const key = (k: string) => (name === 'options' ? k : `${name}.${k}`);
+  return {
+    allowUnknownKeys: v.bool(where, key('allowUnknownKeys'), o.allowUnknownKeys),
+    onWarning: v.func<(message: string) => void>(where, key('onWarning'), o.onWarning),
+  };
 }
 
 export type ConfigLayout = 'hf' | 'state-spaces';
@@ -343,7 +355,9 @@ function parseStateSpaces(json: Json, source: string, opts: ParseConfigOptions):
  * Normalise a parsed config.json (either layout) into a MambaConfig.
  * `source` names the file in error messages.
  */
-export function parseConfig(json: unknown, source: string, opts: ParseConfigOptions = {}): MambaConfig {
+export function parseConfig(json: unknown, source: string, options?: ParseConfigOptions): MambaConfig {
+  if (typeof source !== 'string') throw v.argError('parseConfig', `source must be a string (a file name for messages), got ${v.describeType(source)}`);
+  const opts = checkParseConfigOptions('parseConfig', options);
   if (!isObject(json)) {
     fail(source, `expected a JSON object, found ${Array.isArray(json) ? 'an array' : describeValue(json)}`);
   }
@@ -352,7 +366,9 @@ export function parseConfig(json: unknown, source: string, opts: ParseConfigOpti
 }
 
 /** Read and parse `config.json` from a model directory (or the given .json file). */
-export function loadConfig(dirOrFile: string, opts: ParseConfigOptions = {}): MambaConfig {
+export function loadConfig(dirOrFile: string, options?: ParseConfigOptions): MambaConfig {
+  const opts = checkParseConfigOptions('loadConfig', options);
+  if (typeof dirOrFile !== 'string') throw v.argError('loadConfig', `the path must be a string, got ${v.describeType(dirOrFile)}`);
   let file = dirOrFile;
   try {
     if (fs.statSync(dirOrFile).isDirectory()) file = path.join(dirOrFile, 'config.json');

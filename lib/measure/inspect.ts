@@ -10,10 +10,12 @@
  */
 import { SimbaError } from '../errors';
 import type { LanguageModel } from '../engine/lm';
-import type { SimbaOptions } from '../engine/simba';
+import { validateSimbaOptions, type SimbaOptions } from '../engine/simba';
+import { LIMITS } from '../limits';
+import * as v from '../validate';
 
 /** The largest prompt drawn (beyond it the columns become unreadable). */
-export const MAX_MAP_TOKENS = 1024;
+export const MAX_MAP_TOKENS = LIMITS.mapTokens;
 
 export interface HighwayMap {
   ids: number[];
@@ -30,6 +32,8 @@ export interface HighwayMap {
 
 /** Prefills the prompt with Simba (no logits) and records where each token exits. */
 export async function highwayMap(model: LanguageModel, ids: ArrayLike<number>, simba: SimbaOptions): Promise<HighwayMap> {
+  if (!v.is.arrayLike(ids)) throw v.argError('highwayMap', `ids must be an array of token ids, got ${v.describeType(ids)}`);
+  validateSimbaOptions(model.config, simba, 'highwayMap');
   if (ids.length > MAX_MAP_TOKENS)
     throw new SimbaError('E_ARG', `inspect: the prompt has ${ids.length} tokens; the map draws at most ${MAX_MAP_TOKENS} (use a shorter prompt)`);
   const [r] = await model.prefill([{ tokens: ids }], { logits: 'none', simba });
