@@ -134,7 +134,9 @@ export function oneOf<T extends string>(where: string, name: string, v: unknown,
   if (v === undefined) return undefined;
   if (!is.oneOf(v, list)) {
     const near = typeof v === 'string' ? nearest(v, list) : undefined;
-    throw argError(where, `${name} must be ${list.map((x) => `'${x}'`).join(', ').replace(/, ([^,]*)$/, ' or $1')}, got ${describeType(v)}` +
+    const quoted = list.map((x) => `'${x}'`);
+    const expected = quoted.length <= 2 ? quoted.join(' or ') : `one of ${quoted.join(', ')}`;
+    throw argError(where, `${name} must be ${expected}, got ${describeType(v)}` +
       (near ? ` (did you mean '${near}'?)` : ''));
   }
   return v;
@@ -167,6 +169,7 @@ export function stringArray(where: string, name: string, v: unknown, nonEmpty = 
 export function arrayOf<T>(where: string, name: string, v: unknown, item: (name: string, x: unknown) => T, minLength = 0): T[] | undefined {
   if (v === undefined) return undefined;
   if (!is.arrayLike(v)) throw argError(where, `${name} must be an array, got ${describeType(v)}`);
-  if (v.length < minLength) throw argError(where, `${name} must have at least ${minLength} entr${minLength === 1 ? 'y' : 'ies'}, got ${v.length}`);
+  if (v.length < minLength)
+    throw argError(where, `${name} must be a ${minLength === 1 ? 'non-empty list' : `list of at least ${minLength}`}, got ${describeType(v)}`);
   return Array.from(v, (x, i) => item(`${name}[${i}]`, x));
 }

@@ -6,11 +6,11 @@ import { loadAddon } from '../bindings';
 import {
   refConv1d, refRmsNorm, refScoresBruteForce, refLocalScores, refSelectiveScan, silu, softplus,
 } from './reference/mamba_ref';
-import { f64, randArray, relErr } from './helpers/util';
+import { f64, randArray, relErr, testSeed } from './helpers/util';
 
 const addon = loadAddon();
 const isas = addon.availableIsas();
-const seed0 = Date.now() % 100000; // fresh inputs each run; the seed is in the test names
+const seed0 = testSeed(20251); // fixed (SIMBA_TEST_SEED overrides); the seed is in the test names
 
 afterAll(() => { addon.setIsa(isas[0]); });
 

@@ -102,7 +102,6 @@ const SCORE_KEYS = ['simba', 'batch', 'onProgress', 'signal'] as const;
 function checkEvalOptions<K extends string>(where: string, options: unknown, keys: readonly K[]) {
   const o = v.options(where, options, keys) as Partial<Record<string, unknown>>;
   return {
-    ctx: o.ctx,
     simba: o.simba as SimbaOptions | undefined,
     batch: v.int(where, 'batch', o.batch, 1),
     onProgress: v.func<(p: EvalProgress) => void>(where, 'onProgress', o.onProgress),
@@ -118,7 +117,7 @@ function defaultBatch(ctx: number, vocab: number): number {
 /** Perplexity of a token sequence (see the module comment for the protocol). */
 export async function perplexity(model: LanguageModel, ids: ArrayLike<number>, options: PerplexityOptions): Promise<PerplexityResult> {
   const opts = checkEvalOptions('perplexity', options, PERPLEXITY_KEYS);
-  const ctx = v.int('perplexity', 'ctx', opts.ctx, LIMITS.ctxMin, LIMITS.ctxMax);
+  const ctx = v.int('perplexity', 'ctx', (options as { ctx?: unknown }).ctx, LIMITS.ctxMin, LIMITS.ctxMax);
   if (ctx === undefined) throw v.argError('perplexity', `ctx (the window length, e.g. ${EVAL_DEFAULTS.ctx}) is required`);
   if (!v.is.arrayLike(ids)) throw v.argError('perplexity', `ids must be an array of token ids, got ${v.describeType(ids)}`);
   const wins = windows(ids, ctx);
