@@ -7,6 +7,9 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 
+import { PassThrough } from 'stream';
+
+import { progress } from '../lib/cli/args';
 import { loadModel } from '../lib/engine/load';
 import type { MambaModel } from '../lib/engine/model';
 
@@ -16,13 +19,15 @@ const MODEL = path.join(ROOT, 'models', 'brown-mamba-s');
 
 interface Run { code: number; stdout: string; stderr: string }
 
-function simba(args: string[]): Promise<Run> {
+/** Runs the CLI with `input` on its stdin (a pipe, closed after it: never a terminal). */
+function simba(args: string[], input = ''): Promise<Run> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [CLI, ...args], { cwd: ROOT, maxBuffer: 64 << 20, env: { ...process.env, SIMBA_DEBUG: '' } },
+    const child = execFile(process.execPath, [CLI, ...args], { cwd: ROOT, maxBuffer: 64 << 20, env: { ...process.env, SIMBA_DEBUG: '' } },
       (err, stdout, stderr) => {
         const code = err ? (typeof err.code === 'number' ? err.code : -1) : 0;
         resolve({ code, stdout, stderr });
       });
+    child.stdin?.end(input);
   });
 }
 
@@ -116,7 +121,7 @@ describe('simba generate', () => {
       [logits] = await model.decode([seq], [next]);
     }
     expect(out.length).toBeGreaterThan(0);
-    expect(r.stdout).toBe(tok.decode(out));
+    expect(r.stdout).toBe(tok.decode(out) + '\n'); // always ends with a newline, also into a pipe
   });
 
   test('--stop cuts the text before the stop string', async () => {
@@ -124,7 +129,82 @@ describe('simba generate', () => {
     const word = full.trim().split(/\s+/)[1];
     expect(word).toBeTruthy();
     const cut = await simba(['generate', '--prompt', prompt, '--max-tokens', '24', '--temperature', '0', '--stop', word]);
-    expect(cut.stdout).toBe(full.slice(0, full.indexOf(word)));
+    expect(cut.stdout).toBe(full.slice(0, full.indexOf(word)) + '\n');
+  });
+
+  test('the prompt comes from --prompt-file or stdin when --prompt is absent (one final newline dropped)', async () => {
+    const args = ['generate', '--max-tokens', '12', '--temperature', '0'];
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'simba-cli-'));
+    try {
+      const file = path.join(dir, 'prompt.txt');
+      fs.writeFileSync(file, prompt + '\n');
+      const [direct, fromFile, fromStdin] = await Promise.all([
+        simba([...args, '--prompt', prompt]), simba([...args, '--prompt-file', file]), simba(args, prompt + '\n')]);
+      expect(direct.code).toBe(0);
+      expect(direct.stdout.length).toBeGreaterThan(1);
+      expect(fromFile).toEqual(direct);
+      expect(fromStdin).toEqual(direct);
+      fs.writeFileSync(file, '');
+      expectCleanError(await simba([...args, '--prompt-file', file]), 2, /the prompt file '.*prompt\.txt' is empty/);
+      expectCleanError(await simba([...args, '--prompt-file', path.join(dir, 'none.txt')]), 1, /cannot read prompt file .*: no such file/);
+      expectCleanError(await simba([...args, '--prompt', 'a', '--prompt-file', file]), 2, /give --prompt or --prompt-file, not both/);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('an empty stdin without --prompt is a clear error (exit 2)', async () => {
+    expectCleanError(await simba(['generate', '--max-tokens', '3']), 2, /the prompt read from stdin is empty/);
+  });
+});
+
+describe('simba --version', () => {
+  test('prints the version of package.json', async () => {
+    const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { version: string };
+    for (const flag of ['--version', '-V']) {
+      const r = await simba([flag]);
+      expect(r).toEqual({ code: 0, stdout: `${pkg.version}\n`, stderr: '' });
+    }
+  });
+});
+
+describe('progress bar', () => {
+  /** A fake terminal: collects what the bar writes. */
+  function fakeTty(): NodeJS.WriteStream & { text: () => string } {
+    const chunks: string[] = [];
+    const s = new PassThrough() as unknown as NodeJS.WriteStream & { text: () => string };
+    Object.assign(s, { isTTY: true, columns: 80, rows: 24, cursorTo: () => true, clearLine: () => true, moveCursor: () => true });
+    s.on('data', (c: Buffer) => chunks.push(c.toString()));
+    s.text = () => chunks.join('');
+    return s;
+  }
+
+  test('Ctrl-C while a bar runs shows the cursor again and exits 130', async () => {
+    const tty = fakeTty(), exits: number[] = [];
+    const before = process.listenerCount('SIGINT');
+    const bar = progress('loading', tty, (code) => exits.push(code));
+    bar.update(1, 10, 'x');
+    expect(process.listenerCount('SIGINT')).toBe(before + 1);
+    process.emit('SIGINT');
+    await new Promise((r) => setImmediate(r));
+    expect(exits).toEqual([130]);
+    const text = tty.text();
+    expect(text).toContain('\x1b[?25l');                                  // hidden while running
+    expect(text.lastIndexOf('\x1b[?25h')).toBeGreaterThan(text.lastIndexOf('\x1b[?25l')); // shown at the end
+    expect(process.listenerCount('SIGINT')).toBe(before);
+  });
+
+  test('a bar that stops normally leaves no SIGINT handler behind; no terminal, no bar', () => {
+    const before = process.listenerCount('SIGINT');
+    const bar = progress('x', fakeTty(), () => { throw new Error('must not exit'); });
+    bar.update(1, 2);
+    bar.stop();
+    expect(process.listenerCount('SIGINT')).toBe(before);
+    const pipe = fakeTty();
+    Object.assign(pipe, { isTTY: false });
+    progress('x', pipe).update(1, 2);
+    expect(pipe.text()).toBe('');
+    expect(process.listenerCount('SIGINT')).toBe(before);
   });
 });
 
