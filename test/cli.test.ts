@@ -312,7 +312,7 @@ describe('simba eval and inspect', () => {
     const svg = path.join(dir, 'map.svg');
     const r = await simba(['inspect', '--prompt', 'The jury said it did not find any evidence.', '--keep-last', '0.2', '--svg', svg]);
     expect(r.code).toBe(0);
-    expect(r.stdout).toMatch(/layer  0  #+\s+\d+ \/ \d+/);
+    expect(r.stdout).toMatch(/layer {2}0 {2}#+\s+\d+ \/ \d+/);
     const doc = fs.readFileSync(svg, 'utf8');
     expect(doc.startsWith('<svg ')).toBe(true);
     expect(doc.trimEnd().endsWith('</svg>')).toBe(true);

@@ -28,7 +28,6 @@ const required = !!process.env.SIMBA_TEST_CUDA && process.env.SIMBA_TEST_CUDA !=
 const seed0 = testSeed(20251); // fixed (SIMBA_TEST_SEED overrides); the seed is in the test names
 
 if (!status.available && !required) {
-  // eslint-disable-next-line no-console
   console.log(`CUDA tests skipped (set SIMBA_TEST_CUDA=1 to require a GPU): ${status.reason}`);
 }
 

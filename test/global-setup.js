@@ -44,6 +44,6 @@ module.exports = async function globalSetup() {
     execFileSync(process.execPath, [tsc, '-p', path.join(root, 'tsconfig.json')], { cwd: root, stdio: 'pipe' });
   } catch (e) {
     const output = `${e.stdout || ''}${e.stderr || ''}`.trim();
-    throw new Error(`global-setup: tsc failed (dist/ was stale because of ${why}):\n${output}`);
+    throw new Error(`global-setup: tsc failed (dist/ was stale because of ${why}):\n${output}`, { cause: e });
   }
 };

@@ -539,6 +539,7 @@ function readSafetensorsF32(file: string): { name: string; shape: number[]; data
   return out;
 }
 
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- a parsed config.json, read field by field
 function configFromHfJson(j: Record<string, any>): MambaConfig {
   return {
     vocabSize: j.vocab_size, dModel: j.hidden_size, nLayer: j.num_hidden_layers, dInner: j.intermediate_size,
@@ -578,7 +579,6 @@ describe('(f) shipped model models/brown-mamba-s', () => {
     // a word-like continuation (starts with a space or is punctuation), not a special or byte token
     expect(order[0]).toBeGreaterThan(1);
     expect(/^( [A-Za-z]+|[,.:;"'])$/.test(top[0])).toBe(true);
-    // eslint-disable-next-line no-console
     console.log(`brown-mamba-s: "The jury said" -> top-5 ${JSON.stringify(top)}`);
   });
 
@@ -589,7 +589,6 @@ describe('(f) shipped model models/brown-mamba-s', () => {
     let nll = 0;
     for (let t = 0; t + 1 < ids.length; t++) nll -= logSoftmaxAt(r.logits[t], ids[t + 1]);
     const ppl = Math.exp(nll / (ids.length - 1));
-    // eslint-disable-next-line no-console
     console.log(`brown-mamba-s: held-out snippet perplexity ${ppl.toFixed(2)} over ${ids.length - 1} tokens`);
     expect(ppl).toBeLessThan(1000); // uniform would be 4096; the model's held-out ppl is ~72
     // Pinned value. This reference, run over the whole held-out text (shared/data/brown-heldout.txt,

@@ -83,7 +83,7 @@ export async function* generate(model: LanguageModel, prompt: string | ArrayLike
   // Checkpoints pad the vocabulary (e.g. 50280 rows for GPT-NeoX's 50277 ids): never sample an id
   // the tokenizer cannot decode.
   const limit = tok ? Math.min(tok.vocabSize, model.config.vocabSize) : model.config.vocabSize;
-  let [first] = await model.prefill([{ sequence: seq, tokens: ids }], { logits: 'last', simba: o.simba, signal: o.signal });
+  const [first] = await model.prefill([{ sequence: seq, tokens: ids }], { logits: 'last', simba: o.simba, signal: o.signal });
   let logits = first.logits[0];
   const stop = new StopMatcher(o.stop);
   try {
@@ -103,6 +103,5 @@ export async function* generate(model: LanguageModel, prompt: string | ArrayLike
     if (rest) yield { token: -1, text: rest };
   } finally {
     seq.dispose();
-    first = undefined as never;
   }
 }
