@@ -591,8 +591,8 @@ describe('(f) shipped model models/brown-mamba-s', () => {
     const ppl = Math.exp(nll / (ids.length - 1));
     console.log(`brown-mamba-s: held-out snippet perplexity ${ppl.toFixed(2)} over ${ids.length - 1} tokens`);
     expect(ppl).toBeLessThan(1000); // uniform would be 4096; the model's held-out ppl is ~72
-    // Pinned value. This reference, run over the whole held-out text (shared/data/brown-heldout.txt,
-    // 90,803 tokens, ctx 256 windows, the README's protocol), gave ppl 72.4125 against the README's
+    // Pinned value. This reference, run over the whole held-out Brown text the model was evaluated on
+    // (90,803 tokens, ctx 256 windows, the README's protocol), gave ppl 72.4125 against the README's
     // 72.413 (its own float64 reference and the float32 training model), so the mixer math matches the
     // model's. The pin catches errors that the self-consistency tests above cannot see (e.g. B and C
     // swapped moves this snippet's ppl only from 69.17 to 76.6).
