@@ -20,7 +20,7 @@ export interface ParseConfigOptions {
   /** Receives non-fatal findings (unknown keys when allowed). */
   onWarning?: (message: string) => void;
 }
-export const PARSE_CONFIG_KEYS = ['allowUnknownKeys', 'onWarning'] as const;
+const PARSE_CONFIG_KEYS = ['allowUnknownKeys', 'onWarning'] as const;
 
 /** Checks a ParseConfigOptions object (unknown keys, types); undefined is no options. `name` is what messages call it. */
 export function checkParseConfigOptions(where: string, opts: unknown, name = 'options'): ParseConfigOptions {
@@ -38,7 +38,7 @@ export type ConfigLayout = 'hf' | 'state-spaces';
  * Keys that transformers' generic PretrainedConfig may serialise into any config.json (seen in
  * configs written with `use_diff=False` or by older versions). None affects Mamba inference.
  */
-export const HF_GENERIC_CONFIG_KEYS: readonly string[] = [
+const HF_GENERIC_CONFIG_KEYS: readonly string[] = [
   '_name_or_path', '_commit_hash', '_attn_implementation_autoset', 'architectures', 'model_type',
   'transformers_version', 'torch_dtype', 'dtype', 'use_cache', 'return_dict', 'output_hidden_states',
   'output_attentions', 'torchscript', 'use_bfloat16', 'tf_legacy_loss', 'pruned_heads',
@@ -55,7 +55,7 @@ export const HF_GENERIC_CONFIG_KEYS: readonly string[] = [
 ];
 
 /** Keys of transformers' MambaConfig (plus keys the official *-hf conversions left behind). */
-export const HF_MAMBA_CONFIG_KEYS: readonly string[] = [
+const HF_MAMBA_CONFIG_KEYS: readonly string[] = [
   'vocab_size', 'hidden_size', 'num_hidden_layers', 'intermediate_size', 'state_size',
   'time_step_rank', 'conv_kernel', 'expand', 'use_bias', 'use_conv_bias', 'layer_norm_epsilon',
   'hidden_act', 'initializer_range', 'residual_in_fp32', 'time_step_scale', 'time_step_min',
@@ -66,14 +66,14 @@ export const HF_MAMBA_CONFIG_KEYS: readonly string[] = [
 ];
 
 /** Top-level keys of the state-spaces (mamba_ssm) MambaConfig. */
-export const STATE_SPACES_CONFIG_KEYS: readonly string[] = [
+const STATE_SPACES_CONFIG_KEYS: readonly string[] = [
   'd_model', 'd_intermediate', 'n_layer', 'vocab_size', 'ssm_cfg', 'attn_layer_idx', 'attn_cfg',
   'rms_norm', 'residual_in_fp32', 'fused_add_norm', 'pad_vocab_size_multiple', 'tie_embeddings',
   'norm_epsilon', 'initializer_cfg',
 ];
 
 /** Keys of `ssm_cfg` (arguments of mamba_ssm's Mamba module). */
-export const SSM_CFG_KEYS: readonly string[] = [
+const SSM_CFG_KEYS: readonly string[] = [
   'layer', 'd_state', 'd_conv', 'expand', 'dt_rank', 'dt_min', 'dt_max', 'dt_init', 'dt_scale',
   'dt_init_floor', 'conv_bias', 'bias', 'use_fast_path', 'layer_idx',
 ];

@@ -32,7 +32,7 @@ import { addInspectCommand } from './inspect';
 import { addLogitsCommand } from './logits';
 
 /** The package's version, from the package.json above this file (lib/cli/ or dist/lib/cli/). */
-export function packageVersion(): string {
+function packageVersion(): string {
   let dir = __dirname;
   for (let i = 0; i < 6; i++, dir = path.dirname(dir)) {
     const file = path.join(dir, 'package.json');
@@ -43,7 +43,7 @@ export function packageVersion(): string {
   return 'unknown';
 }
 
-export function buildProgram(): Command {
+function buildProgram(): Command {
   const program = new Command('simba');
   program
     .description('Mamba language model inference with Simba token pruning')

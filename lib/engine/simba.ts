@@ -99,7 +99,7 @@ export function trapezoidFloor(L: number, T: number, start = 0): number {
 }
 
 /** The keys of SimbaOptions and of SimbaOptions.protect. */
-export const SIMBA_OPTION_KEYS = ['flops', 'rLast', 'keepCounts', 'keepRatios', 'start', 'criterion', 'reduce', 'protect', 'seed'] as const;
+const SIMBA_OPTION_KEYS = ['flops', 'rLast', 'keepCounts', 'keepRatios', 'start', 'criterion', 'reduce', 'protect', 'seed'] as const;
 const PROTECT_KEYS = ['first', 'last'] as const;
 
 /**

@@ -37,8 +37,6 @@ export interface GeneratedPiece {
   text: string;
 }
 
-export const MAX_GENERATE_TOKENS = LIMITS.generateTokens;
-
 const GENERATE_KEYS = ['maxTokens', 'temperature', 'topK', 'topP', 'seed', 'stop', 'stopAtEos', 'simba', 'signal'] as const;
 
 /** Validated generation options with defaults filled in (see GENERATE_DEFAULTS). */

@@ -127,7 +127,7 @@ export interface BenchResult {
 const BENCH_KEYS = ['runs', 'lengths', 'batches', 'decodeTokens', 'decodePrompt', 'flops', 'simba', 'seed', 'signal'] as const;
 const MODIFIER_KEYS = ['start', 'criterion', 'reduce', 'protect', 'seed'] as const;
 
-export function machineInfo(model: LanguageModel): MachineInfo {
+function machineInfo(model: LanguageModel): MachineInfo {
   const info = model.info(), cpus = os.cpus();
   return {
     cpu: cpus[0]?.model?.trim() ?? 'unknown', cores: cpus.length, isa: info.isa, threads: info.threads,

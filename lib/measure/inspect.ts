@@ -15,7 +15,7 @@ import { LIMITS } from '../limits';
 import * as v from '../validate';
 
 /** The largest prompt drawn (beyond it the columns become unreadable). */
-export const MAX_MAP_TOKENS = LIMITS.mapTokens;
+const MAX_MAP_TOKENS = LIMITS.mapTokens;
 
 export interface HighwayMap {
   ids: number[];
@@ -55,14 +55,14 @@ function xml(s: string): string {
 }
 
 /** A token as shown on the axis: leading space dropped, whitespace-only tokens as visible marks. */
-export function displayToken(s: string): string {
+function displayToken(s: string): string {
   const vis = s.replace(/\r/g, '').replace(/\n/g, '↵').replace(/\t/g, '⇥');
   const t = vis.replace(/^ +/, '');
   if (t === '') return vis.length ? '␣'.repeat(Math.min(3, vis.length)) : '∅';
   return t.length > 14 ? `${t.slice(0, 13)}…` : t;
 }
 
-export function describeSimba(o: SimbaOptions): string {
+function describeSimba(o: SimbaOptions): string {
   const budget = o.flops !== undefined ? `flops ${o.flops}` : o.rLast !== undefined ? `keep-last ${o.rLast}`
     : o.keepCounts ? `keep-counts ${o.keepCounts.join(',')}` : o.keepRatios ? `keep-ratios ${o.keepRatios.join(',')}` : 'dense';
   const parts = [budget, `criterion ${o.criterion ?? 'simba'}`];
