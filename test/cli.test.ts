@@ -364,3 +364,65 @@ describe('bad input: a one-line message, an exit code, no stack trace', () => {
     });
   });
 });
+
+describe('README', () => {
+  const readme = fs.readFileSync(path.join(ROOT, 'README.md'), 'utf8');
+  const block = (lang: string) => {
+    const m = new RegExp('## (API|CLI)\\n\\n```' + lang + '\\n([\\s\\S]*?)```').exec(readme);
+    if (!m) throw new Error(`no ${lang} block in README.md`);
+    return m[2];
+  };
+
+  test('the API example type-checks and runs on the shipped model, printing what its comments say', async () => {
+    const ts = await import('typescript');
+    const src = block('ts');
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'simba-readme-'));
+    try {
+      // type-check it against lib/ (as the package 'simba-ssm')
+      const file = path.join(dir, 'example.ts');
+      fs.writeFileSync(file, src);
+      const program = ts.createProgram([file], {
+        noEmit: true, strict: true, target: ts.ScriptTarget.ES2022, module: ts.ModuleKind.ES2022, moduleResolution: ts.ModuleResolutionKind.Node10,
+        types: ['node'], typeRoots: [path.join(ROOT, 'node_modules', '@types')], skipLibCheck: true,
+        baseUrl: ROOT, paths: { 'simba-ssm': ['lib/index.ts'] },
+      });
+      const diags = ts.getPreEmitDiagnostics(program).map((d) => ts.flattenDiagnosticMessageText(d.messageText, '\n'));
+      expect(diags).toEqual([]);
+      // run it (CommonJS, the body in an async function, against dist/)
+      const js = ts.transpileModule(src, { compilerOptions: { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2022 } }).outputText
+        .replace(/require\("simba-ssm"\)/, `require(${JSON.stringify(path.join(ROOT, 'dist', 'lib', 'index.js'))})`);
+      const run = path.join(dir, 'example.js');
+      fs.writeFileSync(run, `(async () => {\n${js}\n})().catch((e) => { console.error(e); process.exit(1); });\n`);
+      const r = await new Promise<Run>((resolve) => execFile(process.execPath, [run], { cwd: dir }, (err, stdout, stderr) =>
+        resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr })));
+      expect(r.stderr).toBe('');
+      expect(r.code).toBe(0);
+      expect(r.stdout).toContain('19 4096');
+      expect(r.stdout).toContain('[ 19, 17, 15, 13, 11, 10 ] 0.7456');
+      expect(r.stdout).toContain('E_ABORTED 20');
+      expect(r.stdout).toContain("generate: unknown option 'maxToken' (did you mean 'maxTokens'?)");
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('every CLI example that needs no extra file runs (exit 0, output on stdout)', async () => {
+    const lines = block('sh').split('\n').map((l) => l.replace(/\s+#.*$/, '').trim()).filter((l) => l.includes('npx simba'));
+    expect(lines.length).toBeGreaterThan(8);
+    // bench on a 130m-parameter shape takes minutes; eval needs the user's text or task file
+    const runnable = lines.filter((l) => !/ simba (bench|eval) /.test(l));
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'simba-readme-'));
+    try {
+      for (const line of runnable) {
+        const cmd = line.replace(/npx simba/g, `${JSON.stringify(process.execPath)} ${JSON.stringify(CLI)}`);
+        const r = await new Promise<Run>((resolve) => execFile('bash', ['-c', cmd], { cwd: dir }, (err, stdout, stderr) =>
+          resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr })));
+        expect({ line, code: r.code, stderr: r.stderr }).toEqual({ line, code: 0, stderr: '' });
+        expect(r.stdout.length).toBeGreaterThan(0);
+      }
+      expect(fs.readFileSync(path.join(dir, 'map.svg'), 'utf8')).toMatch(/^<svg /);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
