@@ -277,6 +277,32 @@ describe('random junk gives results or SimbaErrors, nothing else', () => {
       }));
   });
 
+  test(`loadModel and randomModel (seed ${SEED})`, async () => {
+    await fc.assert(fc.asyncProperty(key(['weights', 'device', 'config', 'nonFinite', 'tokenizer', 'onProgress', 'seed']), junk, async (k, x) => {
+      const models: MambaModel[] = [];
+      const keep = async (p: Promise<MambaModel>) => { models.push(await p); };
+      try {
+        await onlySimbaErrors(() => keep(loadModel(SHIPPED, { [k]: x })));
+        await onlySimbaErrors(() => keep(randomModel(tinyCfg, { [k]: x })));
+        await onlySimbaErrors(() => keep(randomModel({ ...tinyCfg, [k === 'seed' ? 'dModel' : 'nLayer']: x } as never)));
+        return onlySimbaErrors(() => keep(loadModel(x as never)));
+      } finally {
+        for (const m of models) m.dispose();
+      }
+    }), { seed: SEED, numRuns: 25 });
+  });
+
+  test(`evaluations and the highway map (seed ${SEED})`, async () => {
+    await run(fc.asyncProperty(key(['ctx', 'simba', 'batch', 'signal']), junk, async (k, x) => {
+      await onlySimbaErrors(() => perplexity(tiny, [1, 2, 3, 4, 5], { ctx: 4, [k]: x }));
+      await onlySimbaErrors(() => scoreContinuations(tiny, [{ ctx: [1, 2], cont: [3] }], { [k]: x }));
+      await onlySimbaErrors(() => scoreContinuations(tiny, x as never));
+      await onlySimbaErrors(() => evalChoice(model, [{ line: 1, context: 'The jury', choices: [' said', ' ate'], label: 0 }], { [k]: x }));
+      await onlySimbaErrors(() => highwayMap(tiny, [1, 2, 3, 4], x as never));
+      return onlySimbaErrors(() => highwayMap(tiny, x as never, { rLast: 0.5 }));
+    }));
+  });
+
   test(`config, tokenizer and sequence entries (seed ${SEED})`, async () => {
     await run(fc.asyncProperty(key(['allowUnknownKeys', 'onWarning', 'eosTokenId']), junk, async (k, x) => {
       await onlySimbaErrors(() => parseConfig({ model_type: 'mamba', hidden_size: 16 }, 'c.json', { [k]: x }));

@@ -268,6 +268,9 @@ export async function scoreContinuations(model: LanguageModel, pairs: { ctx: Arr
   const batch = opts.batch ?? EVAL_DEFAULTS.choiceBatch;
   if (!Array.isArray(pairs)) throw v.argError('scoreContinuations', `pairs must be an array of { ctx, cont }, got ${v.describeType(pairs)}`);
   pairs.forEach((p, i) => {
+    const o = v.options('scoreContinuations', p, ['ctx', 'cont'] as const, `pairs[${i}]`);
+    for (const k of ['ctx', 'cont'] as const)
+      if (!v.is.arrayLike(o[k])) throw v.argError('scoreContinuations', `pairs[${i}].${k} must be an array of token ids, got ${v.describeType(o[k])}`);
     if (p.ctx.length === 0) throw new SimbaError('E_ARG', `score: pair ${i} has an empty context`);
     if (p.cont.length === 0) throw new SimbaError('E_ARG', `score: pair ${i} has an empty continuation`);
   });
