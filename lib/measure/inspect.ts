@@ -46,13 +46,14 @@ export async function highwayMap(model: LanguageModel, ids: ArrayLike<number>, s
   };
 }
 
+/* eslint-disable no-control-regex -- matching the control characters XML forbids is the point here */
 function xml(s: string): string {
   return s
     // Characters XML 1.0 forbids (C0 controls other than tab/newline/CR, lone surrogates) become U+FFFD.
-    // eslint-disable-next-line no-control-regex -- matching control characters is the point here
     .replace(/[\u0000-\u0008\u000b\u000c\u000e-\u001f\ufffe\uffff]|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/gu, '\ufffd')
     .replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;').replace(/'/g, '&apos;');
 }
+/* eslint-enable no-control-regex */
 
 /** A token as shown on the axis: leading space dropped, whitespace-only tokens as visible marks. */
 function displayToken(s: string): string {
