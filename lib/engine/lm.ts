@@ -98,5 +98,9 @@ export interface LanguageModel {
   /** One decode step for many sequences: feeds tokens[i] to sequences[i]; next-token logits of each. */
   decode(sequences: Sequence[], tokens: ArrayLike<number>, opts?: DecodeOptions): Promise<Float32Array[]>;
   info(): ModelInfo;
+  /**
+   * Frees the model; later calls throw E_DISPOSED. A call that is one native call finishes normally;
+   * a chunked prefill rejects with E_DISPOSED at its next chunk, its sequence left as before the call.
+   */
   dispose(): void;
 }
