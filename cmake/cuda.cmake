@@ -61,7 +61,7 @@ add_library(simba_cuda SHARED
   native/cuda/backend.cc)
 set_target_properties(simba_cuda PROPERTIES
   CUDA_ARCHITECTURES "80-real;90"
-  CUDA_STANDARD 17
+  CUDA_STANDARD 20
   CUDA_STANDARD_REQUIRED ON
   CXX_VISIBILITY_PRESET hidden
   CUDA_VISIBILITY_PRESET hidden

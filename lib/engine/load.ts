@@ -15,7 +15,7 @@ import { loadConfig, type ParseConfigOptions } from '../checkpoint/config';
 import { loadTokenizer } from '../checkpoint/tokenizer';
 import { loadWeights } from '../checkpoint/weights';
 import { SimbaError, fromNative } from '../errors';
-import type { MambaConfig } from '../types';
+import type { EngineTensorSpec, MambaConfig } from '../types';
 import { MambaModel } from './model';
 
 /** Where the package keeps its shipped demo model. */
@@ -66,6 +66,7 @@ export async function loadModel(dir: string = DEFAULT_MODEL_DIR, opts: LoadModel
   const wantTok = opts.tokenizer ?? fs.existsSync(path.join(dir, 'tokenizer.json'));
   const tokenizer = wantTok ? loadTokenizer(dir) : null;
   const addon = loadAddon();
+  const table = tensorTable(config);
   let engine: NativeEngine;
   try {
     engine = new addon.Engine(nativeConfig(config), { bf16: weights === 'bf16', device });
@@ -73,8 +74,8 @@ export async function loadModel(dir: string = DEFAULT_MODEL_DIR, opts: LoadModel
     throw fromNative(e);
   }
   try {
-    const gen = loadWeights(dir, config, { nonFinite: opts.nonFinite });
-    const total = 3 + config.nLayer * (10 + (config.projBias ? 2 : 0)) - (config.convBias ? 0 : config.nLayer) - (config.tieEmbeddings ? 1 : 0);
+    const gen = loadWeights(dir, config, table, { nonFinite: opts.nonFinite });
+    const total = table.filter((t) => t.required).length;
     let done = 0;
     for (const t of gen) {
       try {
@@ -121,6 +122,22 @@ export async function randomModel(shape: string | MambaConfig, opts: RandomModel
     throw fromNative(e);
   }
   return new MambaModel(engine, { ...config }, null, weights, typeof shape === 'string' ? `random ${shape}` : 'random');
+}
+
+/**
+ * The engine's tensor table for a config (native/engine/tensor_table.h): every tensor the config can
+ * have, with its shape, whether the config has it (required) and how the engine stores it, in the
+ * order checkpoints are read. Throws E_CONFIG for a config the engine cannot run.
+ *
+ * @example
+ *   tensorTable(SHAPES['mamba-130m']).filter((t) => t.required).length  // 3 + 24 * 10 - 1 = 242
+ */
+export function tensorTable(config: MambaConfig): EngineTensorSpec[] {
+  try {
+    return loadAddon().tensorTable(nativeConfig(config));
+  } catch (e) {
+    throw fromNative(e);
+  }
 }
 
 /** Resolves the device option: 'cpu' (default), 'cuda' (throws why it is unavailable), 'auto' (cuda when available). */
