@@ -115,6 +115,17 @@ describe.each(devices)('native errors carry a code (device %s)', (device) => {
   });
 });
 
+describe('kernel preconditions (SIMBA_ASSERT) fail as E_NATIVE errors, not crashes', () => {
+  test('a conv wider than the kernels hold, a state larger than they hold', async () => {
+    const T = 2, E = 4;
+    await expectCode(() => addon.kernels.conv1d({ x: new Float32Array(T * E), w: new Float32Array(E * 9), bias: null,
+      state: new Float32Array(E * 8), T, E, K: 9 }), 'E_NATIVE', /precondition failed: .*a\.K <= kMaxConv/);
+    const N = 300, f = (n: number): Float32Array => new Float32Array(n);
+    await expectCode(() => addon.kernels.scan({ x: f(T * E), dt: f(T * E), A_log: f(E * N), B: f(T * N), C: f(T * N), D: f(E),
+      z: f(T * E), state: f(E * N), T, E, N }), 'E_NATIVE', /dispatch\.cc:\d+: precondition failed: .*a\.N <= kMaxState/);
+  });
+});
+
 describe('fromNative keeps the native code and never reads the message', () => {
   test('a coded native error keeps its code and the original as cause', () => {
     const orig = Object.assign(new Error('tensor x: expected [2] = 2 values, got 3'), { code: 'E_SHAPE' });

@@ -15,14 +15,16 @@ namespace simba {
 
 namespace {
 
-template <typename F>
-Napi::Value Guard(Napi::Env env, F f) {
+// A kernel entry point whose C++ exceptions (a failed SIMBA_ASSERT precondition, E_NATIVE; memory,
+// E_OOM) become JS errors with their code.
+template <Napi::Value (*F)(const Napi::CallbackInfo&)>
+Napi::Value Guarded(const Napi::CallbackInfo& info) {
   try {
-    return f();
+    return F(info);
   } catch (const Napi::Error&) {
     throw;
   } catch (const std::exception& e) {
-    throw NativeError(env, e);
+    throw NativeError(info.Env(), e);
   }
 }
 
@@ -36,13 +38,11 @@ Napi::Value Gemm(const Napi::CallbackInfo& info) {
   std::vector<float> bias;
   if (o.Has("bias") && o.Get("bias").IsTypedArray()) bias = F32(o.Get("bias"), N, "bias");
   const bool bf16 = o.Get("bf16").ToBoolean();
-  return Guard(env, [&]() -> Napi::Value {
-    Linear lin;
-    pack_linear(lin, W.data(), N, K, bf16);
-    std::vector<float> C((size_t)M * N);
-    cpu::gemm(A.data(), K, lin.w, bias.empty() ? nullptr : bias.data(), C.data(), N, M);
-    return Out(env, C);
-  });
+  Linear lin;
+  pack_linear(lin, W.data(), N, K, bf16);
+  std::vector<float> C((size_t)M * N);
+  cpu::gemm(A.data(), K, lin.w, bias.empty() ? nullptr : bias.data(), C.data(), N, M);
+  return Out(env, C);
 }
 
 // rmsnorm({x, w, rows, d, eps}) -> y
@@ -128,11 +128,11 @@ Napi::Value Score(const Napi::CallbackInfo& info) {
 
 void register_kernel_bindings(Napi::Env env, Napi::Object exports) {
   Napi::Object k = Napi::Object::New(env);
-  k.Set("gemm", Napi::Function::New(env, Gemm));
-  k.Set("rmsnorm", Napi::Function::New(env, RmsNorm));
-  k.Set("conv1d", Napi::Function::New(env, Conv1d));
-  k.Set("scan", Napi::Function::New(env, Scan));
-  k.Set("score", Napi::Function::New(env, Score));
+  k.Set("gemm", Napi::Function::New(env, Guarded<Gemm>));
+  k.Set("rmsnorm", Napi::Function::New(env, Guarded<RmsNorm>));
+  k.Set("conv1d", Napi::Function::New(env, Guarded<Conv1d>));
+  k.Set("scan", Napi::Function::New(env, Guarded<Scan>));
+  k.Set("score", Napi::Function::New(env, Guarded<Score>));
   exports.Set("kernels", k);
 }
 
