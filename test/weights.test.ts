@@ -163,6 +163,25 @@ describe('loadWeights: synthetic checkpoints', () => {
     expect(Array.from(ts.get('x_proj@0')!.data)).toEqual(Array.from(tensors['backbone.layers.0.mixer.x_proj.weight'].data));
   });
 
+  it('the tensor list and shapes come from the engine table handed in', () => {
+    const dir = modelDir(hfConfig(DIMS), tinyTensors(DIMS));
+    const config = loadConfig(dir);
+    const table = tensorTable(config);
+    // yields exactly the required rows of the table, in its order
+    expect(collect(dir, config).map((t) => `${t.name}@${t.layer}`)).toEqual(
+      table.filter((t) => t.required).map((t) => `${t.name}@${t.layer}`));
+    // a table that wants another shape makes the checkpoint's tensor a mismatch (E_SHAPE) ...
+    const other = table.map((t) => (t.name === 'D' && t.layer === 1 ? { ...t, shape: [t.shape[0] + 1] } : t));
+    const e1 = catchError(() => planWeights(openCheckpoint(dir), config, other));
+    expect(e1.code).toBe('E_SHAPE');
+    expect(e1.message).toMatch(/'backbone\.layers\.1\.mixer\.D' expected \[17\], found \[16\]/);
+    // ... and one that does not list a tensor leaves it unexpected (E_WEIGHTS)
+    const fewer = table.map((t) => (t.name === 'D' && t.layer === 1 ? { ...t, required: false } : t));
+    const e2 = catchError(() => planWeights(openCheckpoint(dir), config, fewer));
+    expect(e2.code).toBe('E_WEIGHTS');
+    expect(e2.message).toMatch(/unexpected tensor\(s\) 'backbone\.layers\.1\.mixer\.D'/);
+  });
+
   it('state-spaces layout (bf16, padded vocabulary from pad_vocab_size_multiple)', () => {
     const tensors = tinyTensors(DIMS, { stateSpaces: true, dtype: 'BF16' });
     const ssConfig = {
