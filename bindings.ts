@@ -281,6 +281,7 @@ export function probeAddon(file: string, timeoutMs = 60_000): { ok: true; isa: s
   const code = 'const a = require(process.argv[1]); process.stdout.write(JSON.stringify({ isa: a.activeIsa() }));';
   const r = spawnSync(process.execPath, ['-e', code, file], { encoding: 'utf8', timeout: timeoutMs });
   const lastErr = (r.stderr || '').split('\n').map((l) => l.trim()).filter((l) => /error/i.test(l)).slice(-1)[0];
+  if ((r.error as NodeJS.ErrnoException | undefined)?.code === 'ETIMEDOUT') return { ok: false, reason: `timed out after ${timeoutMs / 1000} s while loading` };
   if (r.error) return { ok: false, reason: `the check process failed: ${r.error.message}` };
   if (r.signal) return { ok: false, reason: `crashed on load (signal ${r.signal})${lastErr ? `: ${lastErr}` : ''}` };
   if (r.status !== 0) return { ok: false, reason: `failed to load (exit ${r.status})${lastErr ? `: ${lastErr}` : ''}` };

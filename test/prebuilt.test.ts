@@ -1,0 +1,143 @@
+/**
+ * The install step (scripts/install.js) and the platform packages: a prebuilt addon that loads in
+ * the child-process check means nothing is compiled; a crashing or missing one falls back to
+ * `cmake-js compile` (CPU only unless SIMBA_CUDA=1), forced by SIMBA_BUILD_FROM_SOURCE=1 or
+ * npm_config_build_from_source=true; a failed build prints the loader's full message. cmake-js is
+ * replaced by a stand-in that records how it was called. Also: npm/ package metadata and versions,
+ * and the CUDA build being opt-in (cmake/cuda.cmake).
+ */
+import { spawnSync } from 'child_process';
+import * as fs from 'fs';
+import * as path from 'path';
+
+import { GLIBC_FLOOR, platformInfo } from '../bindings';
+import { crashingLibrary, makeFakePackage, mainVersion, realAddon, repoRoot, type FakePackage } from './helpers/fake_package';
+import { tmpDir } from './helpers/util';
+
+const itPrebuilt = platformInfo().id === 'linux-x64' ? it : it.skip;
+
+/** A stand-in node_modules/cmake-js that records its argv and CUDA env in cmake-js.json and exits with `code`. */
+function fakeCmakeJs(pkg: FakePackage, code: number): string {
+  const bin = path.join(pkg.root, 'node_modules', 'cmake-js', 'bin');
+  fs.mkdirSync(bin, { recursive: true });
+  fs.writeFileSync(path.join(bin, '..', 'package.json'), JSON.stringify({ name: 'cmake-js', version: '0.0.0' }));
+  const record = path.join(pkg.root, 'cmake-js.json');
+  fs.writeFileSync(path.join(bin, 'cmake-js'), `require('fs').writeFileSync(${JSON.stringify(record)}, JSON.stringify({ argv: process.argv.slice(2), cwd: process.cwd(),
+    SIMBA_NO_CUDA: process.env.SIMBA_NO_CUDA ?? null, SIMBA_CUDA: process.env.SIMBA_CUDA ?? null }));\nprocess.exit(${code});\n`);
+  return record;
+}
+const recorded = (file: string) => JSON.parse(fs.readFileSync(file, 'utf8')) as { argv: string[]; cwd: string; SIMBA_NO_CUDA: string | null; SIMBA_CUDA: string | null };
+
+describe('scripts/install.js', () => {
+  itPrebuilt('uses a platform package that loads and compiles nothing', () => {
+    const pkg = makeFakePackage();
+    pkg.addPlatformPackage('linux-x64', { files: { 'simba_ssm.node': { copy: realAddon } } });
+    const record = fakeCmakeJs(pkg, 0);
+    const r = pkg.runInstall();
+    expect(r.status).toBe(0);
+    expect(r.stderr).toMatch(new RegExp(`using the platform package @simba-ssm/linux-x64@${mainVersion.replace(/\./g, '\\.')} \\(.*\\), kernels (avx512|avx2|sse2); nothing to compile`));
+    expect(fs.existsSync(record)).toBe(false);
+    expect(fs.existsSync(path.join(pkg.root, 'build'))).toBe(false);
+  });
+
+  itPrebuilt('a platform package that crashes on load: reported, then a CPU-only source build', () => {
+    const pkg = makeFakePackage();
+    pkg.addPlatformPackage('linux-x64', { files: { 'simba_ssm.node': { copy: crashingLibrary(tmpDir('simba-crash-'), 'aborts', 'abort();') } } });
+    const record = fakeCmakeJs(pkg, 0);
+    const r = pkg.runInstall();
+    expect(r.signal).toBeNull();
+    expect(r.status).toBe(0);
+    expect(r.stderr).toMatch(/platform package @simba-ssm\/linux-x64@[\d.]+ \(.*\): crashed on load \(signal SIGABRT\)/);
+    expect(r.stderr).toContain('building the addon from source (CPU only; SIMBA_CUDA=1 adds the CUDA backend)');
+    expect(recorded(record)).toEqual({ argv: ['compile', '--log-level', 'error'], cwd: fs.realpathSync(pkg.root), SIMBA_NO_CUDA: '1', SIMBA_CUDA: null });
+  });
+
+  itPrebuilt('crashing prebuilt and a failing build: the install fails cleanly with the full message', () => {
+    const pkg = makeFakePackage();
+    pkg.addPlatformPackage('linux-x64', { files: { 'simba_ssm.node': { copy: crashingLibrary(tmpDir('simba-crash-'), 'segv', 'volatile int* p = 0; *p = 1;') } } });
+    fakeCmakeJs(pkg, 3);
+    const r = pkg.runInstall();
+    expect(r.signal).toBeNull();
+    expect(r.status).toBe(1);
+    expect(r.stderr).toContain('could not load the native addon');
+    expect(r.stderr).toMatch(/- platform package @simba-ssm\/linux-x64@[\d.]+ \(.*\): crashed on load \(signal SIGSEGV\)/);
+    expect(r.stderr).toContain('- source build: `cmake-js compile` failed (exit 3');
+    expect(r.stderr).toContain('Possible solutions:');
+  });
+
+  it('no platform package and no cmake-js: fails naming both', () => {
+    const pkg = makeFakePackage();
+    const r = pkg.runInstall();
+    expect(r.status).toBe(1);
+    expect(r.stderr).toContain('not installed');
+    expect(r.stderr).toContain('- source build: cmake-js is not installed');
+  });
+
+  for (const [name, env] of [['SIMBA_BUILD_FROM_SOURCE=1', { SIMBA_BUILD_FROM_SOURCE: '1' }], ['npm_config_build_from_source=true', { npm_config_build_from_source: 'true' }]] as const) {
+    itPrebuilt(`${name} builds even when a prebuilt loads; SIMBA_CUDA=1 keeps the CUDA backend`, () => {
+      const pkg = makeFakePackage();
+      pkg.addPlatformPackage('linux-x64', { files: { 'simba_ssm.node': { copy: realAddon } } });
+      const record = fakeCmakeJs(pkg, 0);
+      const r = pkg.runInstall({ ...env, SIMBA_CUDA: '1' });
+      expect(r.status).toBe(0);
+      expect(r.stderr).toContain('building the addon from source (CPU + CUDA backend)');
+      expect(recorded(record)).toMatchObject({ argv: ['compile', '--log-level', 'error'], SIMBA_NO_CUDA: null, SIMBA_CUDA: '1' });
+    });
+  }
+
+  it('a source checkout (no dist/bindings.js) builds from source', () => {
+    const pkg = makeFakePackage();
+    fs.rmSync(path.join(pkg.root, 'dist'), { recursive: true });
+    const record = fakeCmakeJs(pkg, 0);
+    expect(pkg.runInstall().status).toBe(0);
+    expect(recorded(record).argv).toEqual(['compile', '--log-level', 'error']);
+  });
+});
+
+describe('platform packages (npm/)', () => {
+  const read = (f: string) => JSON.parse(fs.readFileSync(f, 'utf8')) as Record<string, any>;
+  const main = read(path.join(repoRoot, 'package.json'));
+
+  it('declare os, cpu, libc and the glibc floor, and are the main package\'s optional dependencies at its version', () => {
+    const dirs = fs.readdirSync(path.join(repoRoot, 'npm')).sort();
+    expect(dirs).toEqual(['linux-x64', 'linux-x64-cuda']);
+    for (const d of dirs) {
+      const p = read(path.join(repoRoot, 'npm', d, 'package.json'));
+      expect(p).toMatchObject({ name: `@simba-ssm/${d}`, version: main.version, os: ['linux'], cpu: ['x64'], libc: ['glibc'], config: { glibc: GLIBC_FLOOR } });
+      expect(p.files).toContain(d.endsWith('-cuda') ? 'libsimba_cuda.so' : 'simba_ssm.node');
+      expect(fs.existsSync(path.join(repoRoot, 'npm', d, 'README.md'))).toBe(true);
+      expect(main.optionalDependencies[p.name]).toBe(main.version);
+    }
+    expect(main.scripts.install).toBe('node scripts/install.js');
+    expect(main.files).toContain('scripts/install.js');
+  });
+
+  it('sync-versions moves every platform package and optional dependency to the main version', () => {
+    const copy = tmpDir('simba-sync-');
+    fs.cpSync(path.join(repoRoot, 'npm'), path.join(copy, 'npm'), { recursive: true, filter: (s) => !/\.(node|so)$/.test(s) });
+    fs.cpSync(path.join(repoRoot, 'scripts'), path.join(copy, 'scripts'), { recursive: true });
+    fs.writeFileSync(path.join(copy, 'package.json'), JSON.stringify({ ...main, version: '9.8.7' }));
+    const sync = (...a: string[]) => spawnSync(process.execPath, [path.join(copy, 'scripts', 'sync-versions.js'), ...a], { encoding: 'utf8' });
+    const check = sync('--check');
+    expect(check.status).toBe(1);
+    expect(check.stderr).toContain('npm/linux-x64/package.json: version');
+    expect(sync().status).toBe(0);
+    expect(sync('--check').status).toBe(0);
+    expect(read(path.join(copy, 'npm', 'linux-x64-cuda', 'package.json')).version).toBe('9.8.7');
+    expect(read(path.join(copy, 'package.json')).optionalDependencies).toEqual({ '@simba-ssm/linux-x64': '9.8.7', '@simba-ssm/linux-x64-cuda': '9.8.7' });
+    // the repository itself is in sync
+    expect(spawnSync(process.execPath, [path.join(repoRoot, 'scripts', 'sync-versions.js'), '--check'], { encoding: 'utf8' }).status).toBe(0);
+  });
+});
+
+test('cmake: the CUDA backend is opt-in (SIMBA_CUDA=1), even where nvcc exists', () => {
+  const build = tmpDir('simba-cmake-');
+  const env = { ...process.env };
+  delete env.SIMBA_CUDA;
+  delete env.SIMBA_NO_CUDA;
+  const r = spawnSync('cmake', ['-S', repoRoot, '-B', build, '-DCMAKE_JS_INC=' + path.join(repoRoot, 'node_modules', 'node-api-headers', 'include')],
+    { env, encoding: 'utf8' });
+  expect(r.status).toBe(0);
+  expect(r.stdout).toContain('simba-ssm: building the CPU engine only (set SIMBA_CUDA=1 to also build the CUDA backend)');
+  expect(r.stdout).not.toContain('building the CUDA backend (libsimba_cuda.so)');
+});
