@@ -3,8 +3,8 @@
  * The package's `install` step. Uses a prebuilt addon when one loads, else builds from source.
  *
  *   1. npm_config_build_from_source=true or SIMBA_BUILD_FROM_SOURCE=1: build, whatever is installed.
- *   2. Otherwise each place the run-time loader looks (dist/bindings.js addonCandidates():
- *      SIMBA_ADDON_PATH, build/Release, @simba-ssm/<platform>) is loaded in a child process
+ *   2. Otherwise each prebuilt place the run-time loader looks (dist/bindings.js addonCandidates():
+ *      SIMBA_ADDON_PATH, @simba-ssm/<platform>; not build/Release) is loaded in a child process
  *      (probeAddon), so a binary that crashes on load cannot take the installer down. The first
  *      that loads is used and nothing is compiled.
  *   3. None loads (or no dist/: a git checkout): `cmake-js compile`, CPU only unless SIMBA_CUDA=1.
@@ -53,7 +53,8 @@ function main() {
   } else if (!bindings) {
     tried.push('prebuilt binaries: not checked (no dist/bindings.js: a source checkout)');
   } else {
-    for (const c of bindings.addonCandidates(root)) {
+    // A local build is not trusted as is: cmake-js rebuilds it incrementally (the sources may have changed).
+    for (const c of bindings.addonCandidates(root).filter((c) => c.from !== 'local build')) {
       const label = bindings.describeCandidate(c);
       const problem = bindings.candidateProblem(c);
       if (problem) {

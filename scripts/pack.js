@@ -5,11 +5,12 @@
  *   node scripts/pack.js [--stage-local-build] [main] [linux-x64] [linux-x64-cuda]   (default: all)
  *
  * A platform package is packed only when its binary is in npm/<platform>/ (`npm run prebuild:release` puts
- * it there); --stage-local-build first copies build/Release/simba_ssm.node (and libsimba_cuda.so,
- * when built) there instead: the host-toolchain build CI uses. Prints each tarball and its size.
+ * it there); --stage-local-build packs a copy of the folder holding build/Release/simba_ssm.node (and
+ * libsimba_cuda.so, when built) instead: the host-toolchain build CI uses. Prints each tarball and its size.
  */
 'use strict';
 const fs = require('fs');
+const os = require('os');
 const path = require('path');
 const { execFileSync } = require('child_process');
 
@@ -37,11 +38,17 @@ function main() {
     if (name !== 'main') {
       if (!(name in BINARIES)) throw new Error(`pack: unknown package '${name}' (known: main, ${Object.keys(BINARIES).join(', ')})`);
       dir = path.join(root, 'npm', name);
-      const bin = path.join(dir, BINARIES[name]);
       const local = path.join(root, 'build', 'Release', BINARIES[name]);
-      if (stage && fs.existsSync(local)) fs.copyFileSync(local, bin);
+      if (stage && fs.existsSync(local)) {
+        // a copy of the package folder with the local build in it (npm/ keeps the release binary)
+        const staged = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'simba-pack-')), name);
+        fs.cpSync(dir, staged, { recursive: true });
+        fs.copyFileSync(local, path.join(staged, BINARIES[name]));
+        dir = staged;
+      }
+      const bin = path.join(dir, BINARIES[name]);
       if (!fs.existsSync(bin)) {
-        throw new Error(`pack: ${path.relative(root, bin)} is missing: run \`npm run prebuild:release\` (or pass --stage-local-build after a local build)`);
+        throw new Error(`pack: ${bin} is missing: run \`npm run prebuild:release\` (or pass --stage-local-build after a local build)`);
       }
     }
     const tgz = npmPack(dir);

@@ -85,6 +85,15 @@ describe('scripts/install.js', () => {
     });
   }
 
+  itPrebuilt('an existing local build is rebuilt (incrementally), not trusted as is', () => {
+    const pkg = makeFakePackage();
+    fs.mkdirSync(path.join(pkg.root, 'build', 'Release'), { recursive: true });
+    fs.copyFileSync(realAddon, path.join(pkg.root, 'build', 'Release', 'simba_ssm.node'));
+    const record = fakeCmakeJs(pkg, 0);
+    expect(pkg.runInstall().status).toBe(0);
+    expect(recorded(record).argv).toEqual(['compile', '--log-level', 'error']);
+  });
+
   it('a source checkout (no dist/bindings.js) builds from source', () => {
     const pkg = makeFakePackage();
     fs.rmSync(path.join(pkg.root, 'dist'), { recursive: true });
