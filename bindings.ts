@@ -130,6 +130,7 @@ export interface PlatformInfo {
 
 /** One place the loader looks for the addon, in order. `skip` says why it is not even tried. */
 export interface AddonCandidate {
+  /** The file ('' for a platform package that is not installed). */
   path: string;
   from: 'SIMBA_ADDON_PATH' | 'local build' | 'platform package';
   /** '@simba-ssm/linux-x64@0.1.0' for a platform package. */
@@ -195,7 +196,7 @@ function platformPackage(name: string, root: string, version: string, plat: Plat
   try {
     pkgJson = require.resolve(`${name}/package.json`, { paths: [root] });
   } catch {
-    return { label: name, skip: 'not installed' };
+    return { label: name, skip: 'not installed (an optional dependency: npm skips it with --omit=optional, or when no matching version is on the registry)' };
   }
   const pkg = readJson(pkgJson) ?? {};
   const dir = path.dirname(pkgJson);
@@ -219,7 +220,7 @@ export function addonCandidates(root: string = packageRoot(), env: NodeJS.Proces
   const version = String(readJson(path.join(root, 'package.json'))?.version);
   const out: AddonCandidate[] = [{ path: path.join(root, 'build', 'Release', 'simba_ssm.node'), from: 'local build' }];
   const p = platformPackage(`${PLATFORM_SCOPE}/${plat.id}`, root, version, plat);
-  out.push({ path: p.dir ? path.join(p.dir, 'simba_ssm.node') : `${PLATFORM_SCOPE}/${plat.id}/simba_ssm.node`, from: 'platform package', package: p.label, skip: p.skip });
+  out.push({ path: p.dir ? path.join(p.dir, 'simba_ssm.node') : '', from: 'platform package', package: p.label, skip: p.skip });
   return out;
 }
 
@@ -235,13 +236,13 @@ export function cudaPackage(root: string = packageRoot(), plat: PlatformInfo = p
 
 /** The one-line label of a candidate, e.g. "platform package @simba-ssm/linux-x64@0.1.0 (/x/simba_ssm.node)". */
 export function describeCandidate(c: AddonCandidate): string {
-  return `${c.from}${c.package ? ` ${c.package}` : ''} (${c.path})`;
+  return `${c.from}${c.package ? ` ${c.package}` : ''}${c.path ? ` (${c.path})` : ''}`;
 }
 
 /** Why a candidate cannot be loaded before trying (skipped, or no such file); null when it can be tried. */
 export function candidateProblem(c: AddonCandidate): string | null {
   if (c.skip) return c.skip;
-  return fs.existsSync(c.path) ? null : 'not found';
+  return c.path && fs.existsSync(c.path) ? null : 'not found';
 }
 
 /**

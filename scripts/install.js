@@ -26,8 +26,30 @@ function loader() {
   return fs.existsSync(file) ? require(file) : null;
 }
 
+/** Whether `name` is an executable on PATH. */
+function onPath(name) {
+  return (process.env.PATH || '').split(path.delimiter).some((dir) => {
+    try {
+      fs.accessSync(path.join(dir, name), fs.constants.X_OK);
+      return true;
+    } catch {
+      return false;
+    }
+  });
+}
+
+/** The build tools that are missing, in words (empty when cmake and a C++ compiler are there). */
+function missingTools() {
+  const missing = [];
+  if (!onPath('cmake')) missing.push('cmake');
+  if (!process.env.CXX && !['c++', 'g++', 'clang++'].some(onPath)) missing.push('a C++ compiler (c++, g++ or clang++)');
+  return missing;
+}
+
 /** Runs cmake-js compile; returns null on success, else the reason in one line. */
 function buildFromSource() {
+  const missing = missingTools();
+  if (missing.length) return `not possible: ${missing.join(' and ')} not found on PATH`;
   let cmakeJs;
   try {
     cmakeJs = require.resolve('cmake-js/bin/cmake-js', { paths: [root] });

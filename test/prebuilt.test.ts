@@ -65,6 +65,18 @@ describe('scripts/install.js', () => {
     expect(r.stderr).toContain('Possible solutions:');
   });
 
+  it('no platform package and no compiler on PATH: fails naming what is missing, without running cmake-js', () => {
+    const pkg = makeFakePackage();
+    const record = fakeCmakeJs(pkg, 0);
+    const bin = tmpDir('simba-bin-');
+    fs.symlinkSync(process.execPath, path.join(bin, 'node'));
+    const r = pkg.runInstall({ PATH: bin, CXX: '' });
+    expect(r.status).toBe(1);
+    expect(r.stderr).toContain('- source build: not possible: cmake and a C++ compiler (c++, g++ or clang++) not found on PATH');
+    expect(r.stderr).toContain('Possible solutions:');
+    expect(fs.existsSync(record)).toBe(false);
+  });
+
   it('no platform package and no cmake-js: fails naming both', () => {
     const pkg = makeFakePackage();
     const r = pkg.runInstall();
