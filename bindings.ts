@@ -10,6 +10,7 @@ import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 
+import { SimbaError } from './lib/errors';
 import type { MambaConfig } from './lib/types';
 
 /** Config fields the native engine needs (a subset of MambaConfig, same names). */
@@ -302,7 +303,7 @@ function passCudaDirs(root: string, plat: PlatformInfo): Pick<AddonOrigin, 'cuda
   return { cudaDirs: dirs, cudaPackage: pkg };
 }
 
-/** Loads the addon once; throws an Error listing each place tried and why it failed (loadFailureMessage). */
+/** Loads the addon once; throws a SimbaError (E_NATIVE) listing each place tried and why it failed (loadFailureMessage). */
 export function loadAddon(): NativeAddon {
   if (cached) return cached;
   const root = packageRoot(), plat = platformInfo();
@@ -323,7 +324,7 @@ export function loadAddon(): NativeAddon {
       tried.push(`${describeCandidate(c)}: ${loadError(e)}`);
     }
   }
-  throw new Error(loadFailureMessage(tried, plat));
+  throw new SimbaError('E_NATIVE', loadFailureMessage(tried, plat));
 }
 
 /** Where the loaded addon came from (null before loadAddon() succeeded). */

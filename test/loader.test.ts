@@ -16,18 +16,19 @@ const onPrebuiltPlatform = plat.id === 'linux-x64';
 const itPrebuilt = onPrebuiltPlatform ? it : it.skip;
 /** Prints JSON of the loaded addon's origin and kernels, or {error} when loading fails. */
 const LOAD = `try { const a = bindings.loadAddon(); console.log(JSON.stringify({ origin: bindings.addonOrigin(), isa: a.activeIsa(), cuda: a.cudaAvailable() })); }
-              catch (e) { console.log(JSON.stringify({ error: e.message })); }`;
+              catch (e) { console.log(JSON.stringify({ error: e.message, code: e.code })); }`;
 
 function load(pkg: ReturnType<typeof makeFakePackage>, env: NodeJS.ProcessEnv = {}) {
   const r = pkg.runNode(LOAD, env);
   expect(r.status).toBe(0);
-  return JSON.parse(r.stdout) as { error?: string; isa?: string; origin?: { path: string; from: string; package?: string; cudaDirs: string[]; cudaPackage: { name: string; dir?: string; skip?: string } }; cuda?: { available: boolean; reason: string } };
+  return JSON.parse(r.stdout) as { error?: string; code?: string; isa?: string; origin?: { path: string; from: string; package?: string; cudaDirs: string[]; cudaPackage: { name: string; dir?: string; skip?: string } }; cuda?: { available: boolean; reason: string } };
 }
 
 describe('loadAddon search order', () => {
   itPrebuilt('with nothing installed: every place tried and why, the platform, glibc and possible solutions', () => {
     const pkg = makeFakePackage();
-    const { error } = load(pkg);
+    const { error, code } = load(pkg);
+    expect(code).toBe('E_NATIVE');
     expect(error).toContain('could not load the native addon');
     expect(error).toContain(`local build (${path.join(pkg.root, 'build', 'Release', 'simba_ssm.node')}): not found`);
     expect(error).toContain('platform package @simba-ssm/linux-x64: not installed (an optional dependency');

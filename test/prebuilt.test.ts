@@ -162,3 +162,41 @@ test('cmake: the CUDA backend is opt-in (SIMBA_CUDA=1), even where nvcc exists',
   expect(r.stdout).toContain('simba-ssm: building the CPU engine only (set SIMBA_CUDA=1 to also build the CUDA backend)');
   expect(r.stdout).not.toContain('building the CUDA backend (libsimba_cuda.so)');
 });
+
+describe('simba doctor', () => {
+  const cli = path.join(repoRoot, 'dist', 'lib', 'cli', 'main.js');
+  const doctor = (args: string[], env: NodeJS.ProcessEnv = {}) => {
+    const e = { ...process.env, ...env };
+    if (!env.SIMBA_ADDON_PATH) delete e.SIMBA_ADDON_PATH;
+    return spawnSync(process.execPath, [cli, 'doctor', ...args], { encoding: 'utf8', env: e });
+  };
+
+  itPrebuilt('reports the loaded addon, where it came from, kernels, threads, glibc and CUDA', () => {
+    const r = doctor(['--json'], { SIMBA_THREADS: '3' });
+    expect(r.status).toBe(0);
+    const rep = JSON.parse(r.stdout);
+    expect(rep.addon).toMatchObject({ from: 'local build', path: path.join(repoRoot, 'build', 'Release', 'simba_ssm.node'), bytes: fs.statSync(realAddon).size });
+    expect(rep.isas).toContain(rep.isa);
+    expect(rep.threads).toBe(3);
+    expect(rep.platform).toMatchObject({ id: 'linux-x64', libc: 'glibc', glibc: platformInfo().glibc });
+    expect(rep.glibcFloor).toBe(GLIBC_FLOOR);
+    expect(rep.version).toBe(mainVersion);
+    if (rep.cuda.available) expect(rep.cuda.device).toMatch(/sm_\d+/);
+    else expect(rep.cuda.reason).toContain('libsimba_cuda.so');
+    const text = doctor([], { SIMBA_THREADS: '3' });
+    expect(text.status).toBe(0);
+    expect(text.stdout).toMatch(/^from +local build$/m);
+    expect(text.stdout).toMatch(new RegExp(`^kernels +${rep.isa} \\(this CPU supports: `, 'm'));
+    expect(text.stdout).toMatch(/^threads +3$/m);
+  });
+
+  it('without a loadable addon: exit 1 and the loader\'s message with possible solutions', () => {
+    const r = doctor([], { SIMBA_ADDON_PATH: path.join(tmpDir('simba-none-'), 'missing.node') });
+    expect(r.status).toBe(1);
+    expect(r.stdout).toMatch(/^addon +not loaded/m);
+    expect(r.stderr).toContain('SIMBA_ADDON_PATH (');
+    expect(r.stderr).toContain(': not found');
+    expect(r.stderr).toContain('Possible solutions:');
+    expect(r.stderr).toContain('simba: no native addon could be loaded (details above)');
+  });
+});
