@@ -178,13 +178,33 @@ export function compareVersions(a: string, b: string): number {
   return 0;
 }
 
+let glibcSeen: string | null | undefined;
+
+/**
+ * The system glibc's version, once: from the version line of /usr/bin/ldd ("ldd (GNU libc) 2.36",
+ * a file read), else from the process report (~30 ms); null on musl.
+ */
+function runtimeGlibc(): string | null {
+  if (glibcSeen !== undefined) return glibcSeen;
+  let ldd = '';
+  try {
+    ldd = fs.readFileSync('/usr/bin/ldd', 'latin1');
+  } catch {
+    // no ldd script: ask the process report
+  }
+  const m = /ldd \([^)]*\) ([0-9]+\.[0-9]+)/.exec(ldd);
+  if (m) glibcSeen = m[1];
+  else if (/musl/i.test(ldd)) glibcSeen = null;
+  else glibcSeen = (process.report.getReport() as { header?: { glibcVersionRuntime?: string } }).header?.glibcVersionRuntime ?? null;
+  return glibcSeen;
+}
+
 /** The platform id, libc and glibc version of this process. */
 export function platformInfo(): PlatformInfo {
   let glibc: string | null = null;
   let libc: PlatformInfo['libc'] = 'unknown';
   if (process.platform === 'linux') {
-    const header = (process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined)?.header;
-    glibc = header?.glibcVersionRuntime ?? null;
+    glibc = runtimeGlibc();
     libc = glibc ? 'glibc' : 'musl';
   }
   const id = `${process.platform}-${process.arch}${libc === 'musl' ? '-musl' : ''}`;
