@@ -7,17 +7,14 @@
 # compiled anything, called a compiler, or the addon does not come from the platform package.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-repo="$PWD"
 t0=$(date +%s)
 [ -f build/Release/simba_ssm.node ] || SIMBA_NO_CUDA=1 npx cmake-js compile --log-level error
-rm -rf dist-packages
-node scripts/pack.js --stage-local-build main linux-x64
-version="$(node -p "require('./package.json').version")"
-main_tgz="$repo/dist-packages/simba-ssm-$version.tgz"
-plat_tgz="$repo/dist-packages/simba-ssm-linux-x64-$version.tgz"
-
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
+node scripts/pack.js --stage-local-build --out "$work/packages" main linux-x64
+version="$(node -p "require('./package.json').version")"
+main_tgz="$work/packages/simba-ssm-$version.tgz"
+plat_tgz="$work/packages/simba-ssm-linux-x64-$version.tgz"
 mkdir -p "$work/bin" "$work/app"
 for t in node npm npx sh; do ln -s "$(readlink -f "$(command -v "$t")")" "$work/bin/$t"; done
 for t in cmake cc c++ gcc g++ make ninja nvcc; do

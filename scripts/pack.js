@@ -2,7 +2,7 @@
 /**
  * `npm run pack:all`: packs the main package and the platform packages into dist-packages/.
  *
- *   node scripts/pack.js [--stage-local-build] [main] [linux-x64] [linux-x64-cuda]   (default: all)
+ *   node scripts/pack.js [--stage-local-build] [--out DIR] [main] [linux-x64] [linux-x64-cuda]   (default: all)
  *
  * A platform package is packed only when its binary is in npm/<platform>/ (`npm run prebuild:release` puts
  * it there); --stage-local-build packs a copy of the folder holding build/Release/simba_ssm.node (and
@@ -15,11 +15,10 @@ const path = require('path');
 const { execFileSync } = require('child_process');
 
 const root = path.resolve(__dirname, '..');
-const outDir = path.join(root, 'dist-packages');
 /** Each platform package and the binary it ships. */
 const BINARIES = { 'linux-x64': 'simba_ssm.node', 'linux-x64-cuda': 'libsimba_cuda.so' };
 
-function npmPack(dir) {
+function npmPack(dir, outDir) {
   const npm = process.env.npm_execpath;  // set when run by `npm run`
   const [cmd, pre] = npm && npm.endsWith('.js') ? [process.execPath, [npm]] : ['npm', []];
   const out = execFileSync(cmd, [...pre, 'pack', '--json', '--pack-destination', outDir], { cwd: dir, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
@@ -30,6 +29,8 @@ function npmPack(dir) {
 function main() {
   const args = process.argv.slice(2);
   const stage = args.includes('--stage-local-build');
+  const at = args.indexOf('--out');
+  const outDir = path.resolve(at >= 0 ? args.splice(at, 2)[1] : path.join(root, 'dist-packages'));
   let which = args.filter((a) => !a.startsWith('--'));
   if (which.length === 0) which = ['main', ...Object.keys(BINARIES)];
   fs.mkdirSync(outDir, { recursive: true });
@@ -51,8 +52,8 @@ function main() {
         throw new Error(`pack: ${bin} is missing: run \`npm run prebuild:release\` (or pass --stage-local-build after a local build)`);
       }
     }
-    const tgz = npmPack(dir);
-    console.log(`${path.relative(root, tgz)}  ${(fs.statSync(tgz).size / 1024).toFixed(0)} KiB`);
+    const tgz = npmPack(dir, outDir);
+    console.log(`${tgz}  ${(fs.statSync(tgz).size / 1024).toFixed(0)} KiB`);
   }
 }
 
