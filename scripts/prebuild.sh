@@ -71,10 +71,18 @@ scripts/check-glibc.sh "${bins[@]}"
 # so it must get as far as "loaded, but" the driver or device is missing).
 cp npm/linux-x64/simba_ssm.node "$src/check.node"
 [ $want_cuda = 1 ] && cp npm/linux-x64-cuda/libsimba_cuda.so "$src/libsimba_cuda.so"
-chroot "$chroot_dir" /usr/bin/env -i PATH=/usr/local/bin:/usr/bin:/bin SIMBA_CUDA_LIB=/src/libsimba_cuda.so /usr/local/bin/node -e "
+chroot "$chroot_dir" /usr/bin/env -i PATH=/usr/local/bin:/usr/bin:/bin SIMBA_CUDA_LIB=/src/libsimba_cuda.so /usr/local/bin/node -e "(async () => {
   const a = require('/src/check.node');
+  // a real forward pass (random weights, 3 tokens) on glibc 2.31, not just a load
+  const e = new a.Engine({ vocabSize: 16, dModel: 8, nLayer: 2, dInner: 16, dState: 4, dtRank: 1, dConv: 4, convBias: true,
+                           projBias: false, tieEmbeddings: true, eps: 1e-5 }, { bf16: false });
+  await e.randomize(1); e.finalize();
+  const r = await e.forward(Int32Array.from([1, 2, 3]), Int32Array.from([3]), [new Float32Array(e.info().stateFloats)], Int32Array.from([2]));
+  if (r.logits.length !== 16 || !r.logits.every(Number.isFinite)) throw new Error('forward pass gave ' + r.logits);
+  e.dispose();
   const c = a.cudaAvailable();
-  console.log('prebuild: loads on ' + require('child_process').execSync('ldd --version').toString().split('\n')[0] + ': kernels ' + a.activeIsa() + ', CUDA: ' + c.reason.split('\n').slice(-1)[0].trim());
-  if ($want_cuda && !c.available && !/loaded, but/.test(c.reason)) process.exit(1);"
+  console.log('prebuild: loads and runs a forward pass on ' + require('child_process').execSync('ldd --version').toString().split('\n')[0] + ': kernels ' + a.activeIsa() + ', CUDA: ' + c.reason.split('\n').slice(-1)[0].trim());
+  if ($want_cuda && !c.available && !/loaded, but/.test(c.reason)) process.exit(1);
+})().catch((e) => { console.error('prebuild: load check failed: ' + e.message); process.exit(1); });"
 ls -l "${bins[@]}"
 echo "prebuild: done in $(( $(date +%s) - t_start )) s"
