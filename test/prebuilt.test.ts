@@ -200,3 +200,36 @@ describe('simba doctor', () => {
     expect(r.stderr).toContain('simba: no native addon could be loaded (details above)');
   });
 });
+
+describe('scripts/check-glibc.sh', () => {
+  const dir = tmpDir('simba-glibc-');
+  const check = (files: string[], env: NodeJS.ProcessEnv = {}) =>
+    spawnSync('bash', [path.join(repoRoot, 'scripts', 'check-glibc.sh'), ...files], { encoding: 'utf8', env: { ...process.env, ...env } });
+  /** A C++ shared library that uses std::string (GLIBCXX symbols unless libstdc++ is static). */
+  const cxxLib = (name: string, flags: string[]) => {
+    const src = path.join(dir, 'lib.cc'), out = path.join(dir, name);
+    fs.writeFileSync(src, '#include <string>\nextern "C" int length_of(const char* s) { return (int)std::string(s).size(); }\n');
+    const r = spawnSync('c++', ['-shared', '-fPIC', '-O1', ...flags, '-o', out, src], { encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(r.stderr);
+    return out;
+  };
+
+  it('prints the highest GLIBC / GLIBCXX a binary needs and fails above the floors', () => {
+    const aborts = crashingLibrary(dir, 'aborts', 'abort();');  // needs abort@GLIBC_2.2.5 only
+    const ok = check([aborts]);
+    expect(ok.status).toBe(0);
+    expect(ok.stdout).toMatch(/aborts\.node +GLIBC 2\.2\.5 +GLIBCXX none .* ok$/m);
+    const low = check([aborts], { GLIBC_FLOOR: '2.2' });
+    expect(low.status).toBe(1);
+    expect(low.stdout).toContain('FAIL: GLIBC_2.2.5 > 2.2');
+  });
+
+  it('counts GLIBCXX from a dynamic libstdc++, and none when it is linked statically', () => {
+    const dynamic = check([cxxLib('dynamic.so', [])], { GLIBCXX_FLOOR: '3.4' });
+    expect(dynamic.status).toBe(1);
+    expect(dynamic.stdout).toMatch(/dynamic\.so +GLIBC [\d.]+ +GLIBCXX 3\.4\.\d+ .*libstdc\+\+\.so\.6.*FAIL: GLIBCXX_3\.4\.\d+ > 3\.4$/m);
+    const fixed = check([cxxLib('static.so', ['-static-libstdc++', '-static-libgcc'])], { GLIBCXX_FLOOR: '3.4' });
+    expect(fixed.stdout).toMatch(/static\.so +GLIBC [\d.]+ +GLIBCXX none /);
+    expect(fixed.stdout).not.toContain('libstdc++');
+  });
+});
