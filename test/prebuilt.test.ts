@@ -116,7 +116,11 @@ describe('scripts/install.js', () => {
 });
 
 describe('platform packages (npm/)', () => {
-  const read = (f: string) => JSON.parse(fs.readFileSync(f, 'utf8')) as Record<string, any>;
+  interface PackageJson {
+    name: string; version: string; os?: string[]; cpu?: string[]; libc?: string[]; files: string[]; config?: Record<string, string>;
+    scripts: Record<string, string>; optionalDependencies: Record<string, string>;
+  }
+  const read = (f: string) => JSON.parse(fs.readFileSync(f, 'utf8')) as PackageJson;
   const main = read(path.join(repoRoot, 'package.json'));
 
   it('declare os, cpu, libc and the glibc floor, and are the main package\'s optional dependencies at its version', () => {
