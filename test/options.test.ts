@@ -217,7 +217,16 @@ describe('the vocabulary', () => {
     expect(nearest('banana', ['maxTokens', 'seed'])).toBeUndefined();
   });
 
-  test('a far-off unknown key lists the known ones instead of guessing', async () => {
+  test('options must be plain objects: a Map, an array or a boxed value is refused, Object.create(null) is fine', async () => {
+    await expectArg(() => model.prefill([{ tokens: [1] }], new Map() as never), /^prefill: options must be an object, got a Map$/);
+    await expectArg(() => model.decode([model.newSequence()], [1], [] as never), /^decode: options must be an object, got an array of 0$/);
+    await expectArg(() => generate(model, 'The', Object(5)).next(), /^generate: options must be an object, got a Number$/);
+    const bare = Object.assign(Object.create(null) as object, { logits: 'all' as const });
+    const [r] = await model.prefill([{ tokens: [1, 2] }], bare);
+    expect(r.positions).toEqual([0, 1]);
+  });
+
+    test('a far-off unknown key lists the known ones instead of guessing', async () => {
     await expectArg(() => generate(model, 'The', { banana: 1 } as never).next(), /unknown option 'banana' \(known: maxTokens, temperature, .*signal\)/);
   });
 
