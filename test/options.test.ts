@@ -15,7 +15,7 @@ import { SimbaError } from '../lib/errors';
 import { generate } from '../lib/generate/generate';
 import { evalChoice, evalLambada, perplexity, scoreContinuations } from '../lib/measure/eval';
 import { runBench } from '../lib/measure/bench';
-import { highwayMap } from '../lib/measure/inspect';
+import { highwayMap, renderHighwaySvg, type HighwayMap } from '../lib/measure/inspect';
 import { describeType, editDistance, nearest } from '../lib/validate';
 import { randomConfig } from './reference/random_model';
 import { testSeed } from './helpers/util';
@@ -48,10 +48,12 @@ interface EntryCases {
 
 let model: MambaModel;
 let tiny: MambaModel;
+let tinyMap: HighwayMap;
 const tinyCfg = randomConfig();
 beforeAll(async () => {
   model = await loadModel(SHIPPED);
   tiny = await randomModel(tinyCfg, { seed: 1 });
+  tinyMap = await highwayMap(tiny, [1, 2, 3, 4], { rLast: 0.5 });
 });
 afterAll(() => {
   model?.dispose();
@@ -179,6 +181,16 @@ const entries: Record<string, () => EntryCases> = {
     unknown: [() => parseConfig({}, 'config.json', { allowUnknown: true } as never), /^parseConfig: unknown option 'allowUnknown' \(did you mean 'allowUnknownKeys'\?\)$/],
     wrongType: [() => parseConfig({}, 'config.json', { allowUnknownKeys: 1 } as never), /^parseConfig: allowUnknownKeys must be true or false, got the number 1$/],
     nullOptions: () => parseConfig({}, 'config.json', N),
+  }),
+  'Tokenizer.encode/decode': () => ({
+    unknown: [() => model.tokenizer!.encode('The', { addSpecialToken: true } as never), /^encode: unknown option 'addSpecialToken' \(did you mean 'addSpecialTokens'\?\)$/],
+    wrongType: [() => model.tokenizer!.decode([1], { skipSpecialTokens: 'yes' } as never), /^decode: skipSpecialTokens must be true or false, got the string 'yes'$/],
+    nullOptions: () => model.tokenizer!.createStreamDecoder(N),
+  }),
+  renderHighwaySvg: () => ({
+    unknown: [() => renderHighwaySvg(tinyMap, { titel: 'x' } as never), /^renderHighwaySvg: unknown option 'titel' \(did you mean 'title'\?\)$/],
+    wrongType: [() => renderHighwaySvg(tinyMap, { title: 5 } as never), /^renderHighwaySvg: title must be a string, got the number 5$/],
+    nullOptions: () => renderHighwaySvg(tinyMap, N),
   }),
   loadConfig: () => ({
     unknown: [() => loadConfig(SHIPPED, { onwarning: () => {} } as never), /^loadConfig: unknown option 'onwarning' \(did you mean 'onWarning'\?\)$/],
