@@ -14,7 +14,7 @@ import { planSimba, validateSimbaOptions } from '../lib/engine/simba';
 import { SimbaError } from '../lib/errors';
 import { generate } from '../lib/generate/generate';
 import { evalChoice, evalLambada, perplexity, scoreContinuations } from '../lib/measure/eval';
-import { runBench } from '../lib/measure/bench';
+import { budgetOptions, runBench } from '../lib/measure/bench';
 import { highwayMap, renderHighwaySvg, type HighwayMap } from '../lib/measure/inspect';
 import { describeType, editDistance, nearest } from '../lib/validate';
 import { randomConfig } from './reference/random_model';
@@ -139,6 +139,11 @@ const entries: Record<string, () => EntryCases> = {
     unknown: [() => runBench(tiny, { flops: [0.9], simba: { criterio: 'norm' } } as never), /unknown simba option 'criterio' \(did you mean 'criterion'\?\)/],
     wrongType: [() => runBench(tiny, { flops: [0.9], simba: { criterion: 7 } } as never), /simba\.criterion must be one of .*got the number 7/],
     nullOptions: () => runBench(tiny, { simba: N }),
+  }),
+  budgetOptions: () => ({
+    unknown: [() => budgetOptions(6, 64, 0.7, { strat: 1 } as never), /^budgetOptions: unknown simba option 'strat' \(did you mean 'start'\?\)$/],
+    wrongType: [() => budgetOptions(6, '64' as never, 0.7), /^budgetOptions: T \(prompt length\) must be an integer >= 1, got the string '64'$/],
+    nullOptions: () => budgetOptions(6, 64, 0.7, N),
   }),
   perplexity: () => ({
     unknown: [() => perplexity(model, [1, 2, 3], { ctx: 2, bach: 2 } as never), /^perplexity: unknown option 'bach' \(did you mean 'batch'\?\)$/],
