@@ -6,6 +6,9 @@
  *
  * Runs on the CPU engine, and also on the CUDA engine when a GPU is available.
  */
+import * as fs from 'fs';
+import * as path from 'path';
+
 import { loadAddon, type NativeConfig, type NativeEngine } from '../bindings';
 import { fromNative, SimbaError, SIMBA_ERROR_CODES } from '../lib/errors';
 import { tensorTable } from '../lib/engine/load';
@@ -179,6 +182,28 @@ describe.each(devices)('native errors carry a code (device %s)', (device) => {
     const e = new addon.Engine(nativeConfig(cfg), { bf16: false, device });
     e.dispose();
     await expectCode(() => e.info(), 'E_DISPOSED', /disposed/);
+  });
+});
+
+describe('memory exhaustion is E_OOM', () => {
+  test('random weights for an embedding of 2^58 bytes: the allocation fails on the worker thread, the promise rejects E_OOM', async () => {
+    // 2^28 x 2^28 floats: beyond any 48-bit address space, so the allocation fails at once (never pages in).
+    const huge = randomConfig({ vocabSize: 2 ** 28, dModel: 2 ** 28, dInner: 2 ** 29, dtRank: 1, nLayer: 1 });
+    const e = new addon.Engine(nativeConfig(huge), { bf16: false });
+    try {
+      await expectCode(() => e.randomize(1), 'E_OOM', /alloc/);
+    } finally {
+      e.dispose();
+    }
+  });
+});
+
+describe('the C ABI status codes (backend_api.h) and SIMBA_ERROR_CODES', () => {
+  test('every simba_status_t but SIMBA_OK names a SimbaError code', () => {
+    const header = fs.readFileSync(path.join(__dirname, '..', 'native', 'engine', 'backend_api.h'), 'utf8');
+    const names = [...header.matchAll(/^\s*SIMBA_(E_[A-Z]+) = \d+/gm)].map((m) => m[1]);
+    expect(names).toEqual(expect.arrayContaining(['E_ARG', 'E_TOKEN', 'E_SHAPE', 'E_WEIGHTS', 'E_OOM', 'E_CUDA', 'E_NATIVE']));
+    for (const n of names) expect(SIMBA_ERROR_CODES).toContain(n);
   });
 });
 
