@@ -6,6 +6,9 @@
  *
  * Runs on the CPU engine, and also on the CUDA engine when a GPU is available.
  */
+import * as fs from 'fs';
+import * as path from 'path';
+
 import { loadAddon, type NativeConfig, type NativeEngine } from '../bindings';
 import { fromNative, SimbaError, SIMBA_ERROR_CODES } from '../lib/errors';
 import { tensorTable } from '../lib/engine/load';
@@ -51,26 +54,57 @@ describe.each(devices)('native errors carry a code (device %s)', (device) => {
   afterAll(() => engine.dispose());
 
   test('a token id outside the vocabulary is E_TOKEN', async () => {
-    await expectCode(() => engine.forward(Int32Array.of(1, 50, 2), Int32Array.of(3), states(1), Int32Array.of(2)),
-      'E_TOKEN', /token id 50 at index 1 is outside the vocabulary \[0, 50\)/);
-    await expectCode(() => engine.forward(Int32Array.of(-1), Int32Array.of(1), states(1), Int32Array.of(0)),
-      'E_TOKEN', /token id -1 at index 0/);
+    await expectCode(
+      () => engine.forward(Int32Array.of(1, 50, 2), Int32Array.of(3), states(1), Int32Array.of(2)),
+      'E_TOKEN',
+      /token id 50 at index 1 is outside the vocabulary \[0, 50\)/,
+    );
+    await expectCode(
+      () => engine.forward(Int32Array.of(-1), Int32Array.of(1), states(1), Int32Array.of(0)),
+      'E_TOKEN',
+      /token id -1 at index 0/,
+    );
   });
 
   test('a bad request layout is E_ARG', async () => {
-    await expectCode(() => engine.forward(Int32Array.of(1, 2), Int32Array.of(3), states(1), Int32Array.of(0)),
-      'E_ARG', /token count does not match/);
-    await expectCode(() => engine.forward(Int32Array.of(1, 2), Int32Array.of(2), states(1), Int32Array.of(2)),
-      'E_ARG', /logits position 2 is outside the 2 tokens/);
-    await expectCode(() => engine.forward(Int32Array.of(1, 2), Int32Array.of(1, 1), states(1), Int32Array.of(0)),
-      'E_ARG', /one state per sequence/);
-    await expectCode(() => engine.forward(Int32Array.of(1, 2), Int32Array.of(2), states(1), Int32Array.of(1),
-      { keep: Int32Array.of(1), criterion: 0, reduceSum: false, protectFirst: 0, protectLast: 0, seed: 0 }),
-      'E_ARG', /simba keep counts: expected 2/);
-    await expectCode(() => engine.forward(Int32Array.of(1), Int32Array.of(1), [new Float32Array(3)], Int32Array.of(0)),
-      'E_ARG', /state 0 has 3 floats/);
-    await expectCode(() => engine.forward([1, 2] as unknown as Int32Array, Int32Array.of(2), states(1), Int32Array.of(0)),
-      'E_ARG', /tokens must be an Int32Array/);
+    await expectCode(
+      () => engine.forward(Int32Array.of(1, 2), Int32Array.of(3), states(1), Int32Array.of(0)),
+      'E_ARG',
+      /token count does not match/,
+    );
+    await expectCode(
+      () => engine.forward(Int32Array.of(1, 2), Int32Array.of(2), states(1), Int32Array.of(2)),
+      'E_ARG',
+      /logits position 2 is outside the 2 tokens/,
+    );
+    await expectCode(
+      () => engine.forward(Int32Array.of(1, 2), Int32Array.of(1, 1), states(1), Int32Array.of(0)),
+      'E_ARG',
+      /one state per sequence/,
+    );
+    await expectCode(
+      () =>
+        engine.forward(Int32Array.of(1, 2), Int32Array.of(2), states(1), Int32Array.of(1), {
+          keep: Int32Array.of(1),
+          criterion: 0,
+          reduceSum: false,
+          protectFirst: 0,
+          protectLast: 0,
+          seed: 0,
+        }),
+      'E_ARG',
+      /simba keep counts: expected 2/,
+    );
+    await expectCode(
+      () => engine.forward(Int32Array.of(1), Int32Array.of(1), [new Float32Array(3)], Int32Array.of(0)),
+      'E_ARG',
+      /state 0 has 3 floats/,
+    );
+    await expectCode(
+      () => engine.forward([1, 2] as unknown as Int32Array, Int32Array.of(2), states(1), Int32Array.of(0)),
+      'E_ARG',
+      /tokens must be an Int32Array/,
+    );
   });
 
   test('a finalized model takes no more tensors (E_ARG)', async () => {
@@ -80,17 +114,40 @@ describe.each(devices)('native errors carry a code (device %s)', (device) => {
   test('wrong size is E_SHAPE; unknown, misplaced or absent tensors are E_WEIGHTS; missing ones at finalize too', async () => {
     const fresh = new addon.Engine(nativeConfig(cfg), { bf16: false, device });
     try {
-      const E = cfg.dInner, N = cfg.dState;
-      await expectCode(() => fresh.setTensor('A_log', 1, new Float32Array(E * N + 1)), 'E_SHAPE',
-        new RegExp(`tensor 'A_log' of layer 1: expected \\[${E}, ${N}\\] = ${E * N} values, got ${E * N + 1}`));
-      await expectCode(() => fresh.setTensor('embedding', -1, new Float32Array(7)), 'E_SHAPE', /tensor 'embedding': expected \[50, 16\]/);
-      await expectCode(() => fresh.setTensor('in_projection', 0, new Float32Array(1)), 'E_WEIGHTS', /unknown layer tensor 'in_projection'/);
-      await expectCode(() => fresh.setTensor('norm', -1, new Float32Array(cfg.dModel)), 'E_WEIGHTS', /unknown global tensor 'norm'/);
-      await expectCode(() => fresh.setTensor('norm', cfg.nLayer, new Float32Array(cfg.dModel)), 'E_WEIGHTS', /layer 2 out of range/);
+      const E = cfg.dInner,
+        N = cfg.dState;
+      await expectCode(
+        () => fresh.setTensor('A_log', 1, new Float32Array(E * N + 1)),
+        'E_SHAPE',
+        new RegExp(`tensor 'A_log' of layer 1: expected \\[${E}, ${N}\\] = ${E * N} values, got ${E * N + 1}`),
+      );
+      await expectCode(
+        () => fresh.setTensor('embedding', -1, new Float32Array(7)),
+        'E_SHAPE',
+        /tensor 'embedding': expected \[50, 16\]/,
+      );
+      await expectCode(
+        () => fresh.setTensor('in_projection', 0, new Float32Array(1)),
+        'E_WEIGHTS',
+        /unknown layer tensor 'in_projection'/,
+      );
+      await expectCode(
+        () => fresh.setTensor('norm', -1, new Float32Array(cfg.dModel)),
+        'E_WEIGHTS',
+        /unknown global tensor 'norm'/,
+      );
+      await expectCode(
+        () => fresh.setTensor('norm', cfg.nLayer, new Float32Array(cfg.dModel)),
+        'E_WEIGHTS',
+        /layer 2 out of range/,
+      );
       await expectCode(() => fresh.setTensor('in_proj_bias', 0, new Float32Array(2 * E)), 'E_WEIGHTS', /no projection biases/);
       await expectCode(() => fresh.setTensor('lm_head', -1, new Float32Array(50 * cfg.dModel)), 'E_WEIGHTS', /ties the head/);
-      await expectCode(() => fresh.forward(Int32Array.of(1), Int32Array.of(1), [new Float32Array(fresh.info().stateFloats)], Int32Array.of(0)),
-        'E_WEIGHTS', /not finalized/);
+      await expectCode(
+        () => fresh.forward(Int32Array.of(1), Int32Array.of(1), [new Float32Array(fresh.info().stateFloats)], Int32Array.of(0)),
+        'E_WEIGHTS',
+        /not finalized/,
+      );
       await fresh.setTensor('embedding', -1, new Float32Array(50 * cfg.dModel));
       await expectCode(() => fresh.finalize(), 'E_WEIGHTS', /missing tensor 'norm' of layer 0/);
     } finally {
@@ -99,13 +156,26 @@ describe.each(devices)('native errors carry a code (device %s)', (device) => {
   });
 
   test('a config the engine cannot run is E_CONFIG; wrong argument types are E_ARG', async () => {
-    await expectCode(() => new addon.Engine(nativeConfig({ ...cfg, dState: 0 }), { bf16: false, device }), 'E_CONFIG',
-      /dState must be a positive integer, got 0/);
-    await expectCode(() => new addon.Engine(nativeConfig({ ...cfg, dConv: 9 }), { bf16: false, device }), 'E_CONFIG',
-      /dConv 9 is larger than the supported 8/);
-    await expectCode(() => new addon.Engine({ ...nativeConfig(cfg), nLayer: 1.5 }, { bf16: false, device }), 'E_ARG',
-      /config.nLayer must be an integer/);
-    await expectCode(() => addon.tensorTable(nativeConfig({ ...cfg, dModel: -4 })), 'E_CONFIG', /dModel must be a positive integer/);
+    await expectCode(
+      () => new addon.Engine(nativeConfig({ ...cfg, dState: 0 }), { bf16: false, device }),
+      'E_CONFIG',
+      /dState must be a positive integer, got 0/,
+    );
+    await expectCode(
+      () => new addon.Engine(nativeConfig({ ...cfg, dConv: 9 }), { bf16: false, device }),
+      'E_CONFIG',
+      /dConv 9 is larger than the supported 8/,
+    );
+    await expectCode(
+      () => new addon.Engine({ ...nativeConfig(cfg), nLayer: 1.5 }, { bf16: false, device }),
+      'E_ARG',
+      /config.nLayer must be an integer/,
+    );
+    await expectCode(
+      () => addon.tensorTable(nativeConfig({ ...cfg, dModel: -4 })),
+      'E_CONFIG',
+      /dModel must be a positive integer/,
+    );
   });
 
   test('a disposed engine is E_DISPOSED', async () => {
@@ -115,14 +185,66 @@ describe.each(devices)('native errors carry a code (device %s)', (device) => {
   });
 });
 
+describe('memory exhaustion is E_OOM', () => {
+  test('random weights for an embedding of 2^58 bytes: the allocation fails on the worker thread, the promise rejects E_OOM', async () => {
+    // 2^28 x 2^28 floats: beyond any 48-bit address space, so the allocation fails at once (never pages in).
+    const huge = randomConfig({ vocabSize: 2 ** 28, dModel: 2 ** 28, dInner: 2 ** 29, dtRank: 1, nLayer: 1 });
+    const e = new addon.Engine(nativeConfig(huge), { bf16: false });
+    try {
+      await expectCode(() => e.randomize(1), 'E_OOM', /alloc/);
+    } finally {
+      e.dispose();
+    }
+  });
+});
+
+describe('the C ABI status codes (backend_api.h) and SIMBA_ERROR_CODES', () => {
+  test('every simba_status_t but SIMBA_OK names a SimbaError code', () => {
+    const header = fs.readFileSync(path.join(__dirname, '..', 'native', 'engine', 'backend_api.h'), 'utf8');
+    const names = [...header.matchAll(/^\s*SIMBA_(E_[A-Z]+) = \d+/gm)].map((m) => m[1]);
+    expect(names).toEqual(expect.arrayContaining(['E_ARG', 'E_TOKEN', 'E_SHAPE', 'E_WEIGHTS', 'E_OOM', 'E_CUDA', 'E_NATIVE']));
+    for (const n of names) expect(SIMBA_ERROR_CODES).toContain(n);
+  });
+});
+
 describe('kernel preconditions (SIMBA_ASSERT) fail as E_NATIVE errors, not crashes', () => {
   test('a conv wider than the kernels hold, a state larger than they hold', async () => {
-    const T = 2, E = 4;
-    await expectCode(() => addon.kernels.conv1d({ x: new Float32Array(T * E), w: new Float32Array(E * 9), bias: null,
-      state: new Float32Array(E * 8), T, E, K: 9 }), 'E_NATIVE', /precondition failed: .*a\.K <= kMaxConv/);
-    const N = 300, f = (n: number): Float32Array => new Float32Array(n);
-    await expectCode(() => addon.kernels.scan({ x: f(T * E), dt: f(T * E), A_log: f(E * N), B: f(T * N), C: f(T * N), D: f(E),
-      z: f(T * E), state: f(E * N), T, E, N }), 'E_NATIVE', /dispatch\.cc:\d+: precondition failed: .*a\.N <= kMaxState/);
+    const T = 2,
+      E = 4;
+    await expectCode(
+      () =>
+        addon.kernels.conv1d({
+          x: new Float32Array(T * E),
+          w: new Float32Array(E * 9),
+          bias: null,
+          state: new Float32Array(E * 8),
+          T,
+          E,
+          K: 9,
+        }),
+      'E_NATIVE',
+      /precondition failed: .*a\.K <= kMaxConv/,
+    );
+    const N = 300,
+      f = (n: number): Float32Array => new Float32Array(n);
+    await expectCode(
+      () =>
+        addon.kernels.scan({
+          x: f(T * E),
+          dt: f(T * E),
+          A_log: f(E * N),
+          B: f(T * N),
+          C: f(T * N),
+          D: f(E),
+          z: f(T * E),
+          state: f(E * N),
+          T,
+          E,
+          N,
+        }),
+      'E_NATIVE',
+      /dispatch\.cc:\d+: precondition failed: .*a\.N <= kMaxState/,
+    );
   });
 });
 
@@ -161,7 +283,12 @@ describe('the tensor table', () => {
     const table = tensorTable(cfg);
     const key = (t: { name: string; layer: number; shape: number[] }): string => `${t.layer}:${t.name}:[${t.shape.join(',')}]`;
     const want = randomEngineTensors(cfg, 1).map(key).sort();
-    expect(table.filter((t) => t.required).map(key).sort()).toEqual(want);
+    expect(
+      table
+        .filter((t) => t.required)
+        .map(key)
+        .sort(),
+    ).toEqual(want);
     // every tensor a config can have is listed, the ones it lacks as not required
     expect(table).toHaveLength(3 + 12 * cfg.nLayer);
     expect(table.find((t) => t.name === 'lm_head')!.required).toBe(!cfg.tieEmbeddings);
@@ -173,8 +300,20 @@ describe('the tensor table', () => {
     const table = tensorTable(cfg);
     expect(table[0].name).toBe('embedding');
     expect(table.slice(-2).map((t) => t.name)).toEqual(['norm_f', 'lm_head']);
-    expect(table.slice(1, 13).map((t) => t.name)).toEqual(['norm', 'in_proj', 'in_proj_bias', 'conv_w', 'conv_b', 'x_proj',
-      'dt_proj_w', 'dt_proj_b', 'A_log', 'D', 'out_proj', 'out_proj_bias']);
+    expect(table.slice(1, 13).map((t) => t.name)).toEqual([
+      'norm',
+      'in_proj',
+      'in_proj_bias',
+      'conv_w',
+      'conv_b',
+      'x_proj',
+      'dt_proj_w',
+      'dt_proj_b',
+      'A_log',
+      'D',
+      'out_proj',
+      'out_proj_bias',
+    ]);
     expect(table.slice(1, 25).map((t) => t.layer)).toEqual([...Array(12).fill(0), ...Array(12).fill(1)]);
     const layouts = Object.fromEntries(table.filter((t) => t.layer === 0).map((t) => [t.name, t.layout]));
     expect(layouts).toMatchObject({ conv_w: 'transposed', A_log: 'neg_exp_transposed', in_proj: 'plain', D: 'plain' });

@@ -8,6 +8,8 @@
 // (they follow from the keep counts and the protection), so no step waits for the device.
 #include "model_cuda.h"
 
+#include "../engine/request_check.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>

@@ -75,7 +75,7 @@ typedef struct {
   size_t (*weight_bytes)(simba_model* m);
   void (*destroy)(simba_model* m);
   /* Kernel test hooks (device vs CPU comparisons): run one kernel on host inputs, results to host.
-   * Arguments mirror native/kernel_bindings.cc (gemm: C[M,N] = A[M,K] W^T + bias). */
+   * Arguments mirror native/napi/kernel_bindings.cc (gemm: C[M,N] = A[M,K] W^T + bias). */
   simba_status_t (*kernel_gemm)(const float* A, const float* W, const float* bias, float* C, int M, int N, int K, int bf16, char* err, size_t err_len);
   simba_status_t (*kernel_scan)(const float* x, float* dt, const float* A_log, const float* B, const float* C, const float* D,
                      const float* z, float* state, float* y, int T, int E, int N, char* err, size_t err_len);

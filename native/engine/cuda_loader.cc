@@ -149,11 +149,7 @@ size_t CudaModel::weight_bytes() const { return b_->weight_bytes(m_); }
 
 ForwardResult CudaModel::forward(const ForwardRequest& req) {
   // The keep counts cross the C ABI without their length: check them (and the rest) here.
-  check_request(cfg_, {.tokens = req.tokens.data(), .n_tokens = req.tokens.size(),
-                       .lengths = req.lengths.data(), .n_seq = req.lengths.size(),
-                       .states = req.states.data(), .n_states = req.states.size(),
-                       .want = req.want.data(), .n_want = req.want.size(),
-                       .simba = req.simba.enabled, .n_keep = req.simba.keep.size(), .criterion = (int)req.simba.criterion});
+  check_request(cfg_, request_view(req));
   const size_t nseq = req.lengths.size();
   const simba_forward_t f{
       .tokens = req.tokens.data(), .n_tokens = (int)req.tokens.size(),

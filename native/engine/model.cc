@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <numeric>
+
 #include "cpu/dispatch.h"
 #include "engine/errors.h"
 
@@ -130,11 +131,7 @@ float* Model::scratch(size_t floats) {
 ForwardResult Model::forward(const ForwardRequest& req) {
   std::lock_guard<std::mutex> lock(mu_);
   loader_.require_ready();
-  check_request(cfg_, {.tokens = req.tokens.data(), .n_tokens = req.tokens.size(),
-                       .lengths = req.lengths.data(), .n_seq = req.lengths.size(),
-                       .states = req.states.data(), .n_states = req.states.size(),
-                       .want = req.want.data(), .n_want = req.want.size(),
-                       .simba = req.simba.enabled, .n_keep = req.simba.keep.size(), .criterion = (int)req.simba.criterion});
+  check_request(cfg_, request_view(req));
   const ModelConfig& c = cfg_;
   const int d = c.d, E = c.E, N = c.N, R = c.R, K = c.K, L = c.L, V = c.vocab;
   const int nseq = (int)req.lengths.size();

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "cpu/kernels.h"
+#include "engine/request_check.h"
 #include "engine/tensor_table.h"
 
 namespace simba {
@@ -62,6 +63,13 @@ struct ForwardRequest {
   std::vector<int> want;
   SimbaOptions simba;
 };
+
+// The request as request_check.h checks it.
+inline RequestView request_view(const ForwardRequest& r) {
+  return {.tokens = r.tokens.data(), .n_tokens = r.tokens.size(), .lengths = r.lengths.data(), .n_seq = r.lengths.size(),
+          .states = r.states.data(), .n_states = r.states.size(), .want = r.want.data(), .n_want = r.want.size(),
+          .simba = r.simba.enabled, .n_keep = r.simba.keep.size(), .criterion = (int)r.simba.criterion};
+}
 
 struct ForwardResult {
   std::vector<float> logits;     // [want.size(), V]

@@ -4,6 +4,7 @@
 // transform). Loading is written here once — name / layer / size checks, the transform, the
 // required-tensor check and the deterministic random weights — and each engine only stores: it
 // supplies three functions that put a matrix, a bias or a vector where its forward pass reads it.
+// (The forward-request checks both engines share are in request_check.h.)
 // Header-only and free of both engines' types: the CUDA library is built separately.
 //
 // Glossary: d = dModel, E = dInner, N = dState, R = dtRank, K = dConv, L = nLayer, V = vocab.
@@ -344,44 +345,6 @@ void random_weights(const ModelConfig& c, uint64_t seed, Emit&& emit) {
 template <typename Engine>
 void randomize_engine(Engine& m, const ModelConfig& c, uint64_t seed) {
   random_weights(c, seed, [&m](const std::string& name, int layer, const float* x, size_t n) { m.set_tensor(name, layer, x, n); });
-}
-
-// ---------------------------------------------------------------- forward requests
-
-// A forward request as both engines receive it (CPU: ForwardRequest's vectors; CUDA: simba_forward_t).
-struct RequestView {
-  const int32_t* tokens; size_t n_tokens;  // all sequences' tokens, concatenated
-  const int32_t* lengths; size_t n_seq;    // tokens per sequence
-  float* const* states; size_t n_states;   // one per sequence
-  const int32_t* want; size_t n_want;      // global token indices that get logits
-  bool simba;                              // Simba pruning on: keep counts and criterion below
-  size_t n_keep;                           // keep counts given (n_seq * L expected)
-  int criterion;                           // 0 simba 1 local 2 norm 3 uniform 4 random
-};
-
-// Throws unless the request fits config c: E_ARG for the sequence layout, states, wanted positions,
-// keep counts and criterion; E_TOKEN for a token id outside the vocabulary.
-inline void check_request(const ModelConfig& c, const RequestView& r) {
-  if (r.n_seq == 0 || !r.lengths) fail(SIMBA_E_ARG, "no sequences given");
-  if (r.n_states != r.n_seq || !r.states) fail(SIMBA_E_ARG, "one state per sequence is required");
-  size_t total = 0;
-  for (size_t s = 0; s < r.n_seq; s++) {
-    if (r.lengths[s] < 1) fail(SIMBA_E_ARG, "every sequence needs at least one token (got an empty one)");
-    if (!r.states[s]) fail(SIMBA_E_ARG, "one state per sequence is required");
-    total += r.lengths[s];
-  }
-  if (total != r.n_tokens) fail(SIMBA_E_ARG, "token count does not match the sequence lengths");
-  for (size_t i = 0; i < r.n_tokens; i++)
-    if (r.tokens[i] < 0 || r.tokens[i] >= c.vocab)
-      fail(SIMBA_E_TOKEN, "token id " + std::to_string(r.tokens[i]) + " at index " + std::to_string(i) +
-                              " is outside the vocabulary [0, " + std::to_string(c.vocab) + ")");
-  for (size_t i = 0; i < r.n_want; i++)
-    if (r.want[i] < 0 || (size_t)r.want[i] >= total)
-      fail(SIMBA_E_ARG, "logits position " + std::to_string(r.want[i]) + " is outside the " + std::to_string(total) + " tokens");
-  if (!r.simba) return;
-  if (r.n_keep != r.n_seq * c.L)
-    fail(SIMBA_E_ARG, "simba keep counts: expected " + std::to_string(r.n_seq * c.L) + " (sequences x layers)");
-  if (r.criterion < 0 || r.criterion > 4) fail(SIMBA_E_ARG, "simba.criterion out of range");
 }
 
 }  // namespace simba
