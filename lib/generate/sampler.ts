@@ -1,10 +1,14 @@
 /**
- * Sampling the next token from a row of logits: greedy, temperature, top-k, top-p, seeded.
+ * Sampling options of generate(): validation and defaults, turned into the engine's native
+ * SamplingParams (the sampling itself runs natively after the LM head: native/cpu/sampling.h).
+ * mulberry32 stays here for code that needs a small seeded JS PRNG (bench prompts).
  *
  * @example
- *   const rand = mulberry32(1);
- *   const next = sample(logits, { temperature: 0.8, topK: 40, topP: 0.95 }, rand);
+ *   const p = samplingParams({ temperature: 0.8, topK: 40, topP: 0.95, seed: 1 }, 'generate', model.config.vocabSize);
+ *   const [t] = await model.decodeSample([seq], [last], [p]);
  */
+import { rngFromSeed, type SamplingParams } from '../engine/lm';
+import { SimbaError } from '../errors';
 
 /** mulberry32: a small seeded PRNG, uniform in [0, 1). */
 export function mulberry32(seed: number): () => number {
@@ -18,33 +22,64 @@ export function mulberry32(seed: number): () => number {
   };
 }
 
-export interface SamplerOptions { temperature: number; topK: number; topP: number }
+export interface SamplerOptions {
+  /** 0 = greedy (argmax). Default 0.8. */
+  temperature?: number;
+  /** Keep only the k most likely tokens (0 = off, default 40). */
+  topK?: number;
+  /** Nucleus sampling: smallest set of tokens whose probability sums to p (1 = off, default 0.95). */
+  topP?: number;
+  /** Keep tokens with probability >= minP times the most likely one's (0 = off, default). */
+  minP?: number;
+  /** Subtracted from the logit of every token generated at least once (OpenAI presence_penalty, [-2, 2]). */
+  presencePenalty?: number;
+  /** Subtracted once per occurrence of a generated token (OpenAI frequency_penalty, [-2, 2]). */
+  frequencyPenalty?: number;
+  /** HF repetition penalty over the generated tokens (1 = off, (0, 10]). */
+  repetitionPenalty?: number;
+  /** Added to the logits of token ids ([-100, 100] each). */
+  logitBias?: Record<string, number> | ReadonlyMap<number, number>;
+  /** Report the chosen token's logprob and the n most likely (0..20; default: none). */
+  logprobs?: number;
+  /** Seed of the sampler; the same seed and options give the same text. Default: random. */
+  seed?: number;
+}
 
-/** Picks the next token from logits. */
-export function sample(logits: Float32Array, o: SamplerOptions, rand: () => number): number {
-  let best = 0;
-  for (let i = 1; i < logits.length; i++) if (logits[i] > logits[best]) best = i;
-  if (o.temperature === 0) return best;
-  // Candidates sorted by logit, cut by top-k, softmax at temperature, cut by top-p.
-  let idx = Array.from(logits.keys());
-  idx.sort((a, b) => logits[b] - logits[a]);
-  if (o.topK > 0 && o.topK < idx.length) idx = idx.slice(0, o.topK);
-  const m = logits[idx[0]];
-  const p = idx.map((i) => Math.exp((logits[i] - m) / o.temperature));
-  const z = p.reduce((a, b) => a + b, 0);
-  let n = idx.length;
-  if (o.topP < 1) {
-    let acc = 0;
-    for (let j = 0; j < idx.length; j++) {
-      acc += p[j] / z;
-      if (acc >= o.topP) { n = j + 1; break; }
-    }
+export function checkNumber(v: unknown, def: number, what: string, lo: number, hi: number, int = false): number {
+  if (v === undefined) return def;
+  if (typeof v !== 'number' || !Number.isFinite(v) || v < lo || v > hi || (int && !Number.isInteger(v)))
+    throw new SimbaError('E_ARG', `${what} must be ${int ? 'an integer' : 'a number'} in [${lo}, ${hi}], got ${String(v)}`);
+  return v;
+}
+
+/** The logit bias as a Map of token id -> bias (ids checked against the vocabulary). */
+export function logitBiasMap(bias: SamplerOptions['logitBias'], vocabSize: number, what: string): Map<number, number> | undefined {
+  if (bias === undefined) return undefined;
+  if (bias === null || typeof bias !== 'object' || Array.isArray(bias)) throw new SimbaError('E_ARG', `${what}: logitBias must be an object of token id -> bias`);
+  const entries: [unknown, unknown][] = bias instanceof Map ? [...bias.entries()] : Object.entries(bias);
+  const out = new Map<number, number>();
+  for (const [k, v] of entries) {
+    const id = typeof k === 'number' ? k : /^\d+$/.test(String(k)) ? Number(k) : NaN;
+    if (!Number.isInteger(id) || id < 0 || id >= vocabSize)
+      throw new SimbaError('E_TOKEN', `${what}: logitBias key ${String(k)} is not a token id in [0, ${vocabSize})`);
+    out.set(id, checkNumber(v, 0, `${what}: logitBias[${id}]`, -100, 100));
   }
-  const zn = p.slice(0, n).reduce((a, b) => a + b, 0);
-  let r = rand() * zn;
-  for (let j = 0; j < n; j++) {
-    r -= p[j];
-    if (r <= 0) return idx[j];
-  }
-  return idx[n - 1];
+  return out;
+}
+
+/** Validated native sampling params (with a fresh RNG from the seed) for the options. */
+export function samplingParams(o: SamplerOptions, what: string, vocabSize: number, limit = 0): SamplingParams & { seed: number } {
+  const seed = checkNumber(o.seed, Math.floor(Math.random() * 2 ** 31), `${what}: seed`, 0, Number.MAX_SAFE_INTEGER, true);
+  return {
+    temperature: checkNumber(o.temperature, 0.8, `${what}: temperature`, 0, 100),
+    topK: checkNumber(o.topK, 40, `${what}: topK`, 0, 1e9, true),
+    topP: checkNumber(o.topP, 0.95, `${what}: topP`, 1e-6, 1),
+    minP: checkNumber(o.minP, 0, `${what}: minP`, 0, 1),
+    presencePenalty: checkNumber(o.presencePenalty, 0, `${what}: presencePenalty`, -2, 2),
+    frequencyPenalty: checkNumber(o.frequencyPenalty, 0, `${what}: frequencyPenalty`, -2, 2),
+    repetitionPenalty: checkNumber(o.repetitionPenalty, 1, `${what}: repetitionPenalty`, 1e-3, 10),
+    logitBias: logitBiasMap(o.logitBias, vocabSize, what),
+    logprobs: checkNumber(o.logprobs, -1, `${what}: logprobs`, -1, 20, true),
+    limit, seed, rng: rngFromSeed(seed),
+  };
 }
