@@ -26,6 +26,7 @@ import { addGenerateCommand } from './generate';
 import { addInfoCommand } from './info';
 import { addInspectCommand } from './inspect';
 import { addLogitsCommand } from './logits';
+import { addServeCommand } from './serve';
 
 export function buildProgram(): Command {
   const program = new Command('simba');
@@ -36,7 +37,7 @@ export function buildProgram(): Command {
     .showSuggestionAfterError(true)
     .allowExcessArguments(false);
 
-  for (const add of [addGenerateCommand, addLogitsCommand, addInfoCommand, addBenchCommand, addEvalCommand, addInspectCommand]) add(program);
+  for (const add of [addGenerateCommand, addLogitsCommand, addInfoCommand, addBenchCommand, addEvalCommand, addInspectCommand, addServeCommand]) add(program);
   return program;
 }
 
