@@ -112,7 +112,7 @@ function common(b: Body, ctx: ParseContext, kind: 'completion' | 'chat'): Omit<G
   if (typeof b.model !== 'string') throw badParam('model', 'is required (a string: see GET /v1/models)', 'missing_model');
   if (b.model !== ctx.modelName) throw notFound(`the model '${b.model.slice(0, 100)}' does not exist (this server serves '${ctx.modelName}')`, 'model_not_found', 'model');
   const maxKey = kind === 'chat' && b.max_completion_tokens !== undefined && b.max_completion_tokens !== null ? 'max_completion_tokens' : 'max_tokens';
-  const maxTokens = optNumber(b, maxKey, 1, ctx.maxTokensLimit, kind === 'chat' ? Math.min(256, ctx.maxTokensLimit) : 16, { int: true });
+  const maxTokens = optNumber(b, maxKey, 1, ctx.maxTokensLimit, Math.min(kind === 'chat' ? 256 : 16, ctx.maxTokensLimit), { int: true });
   const temperature = optNumber(b, 'temperature', 0, 2, 1);
   const topP = optNumber(b, 'top_p', 0, 1, 1, { openLo: true });
   const topK = optNumber(b, 'top_k', -1, 1e9, 0, { int: true });

@@ -83,7 +83,7 @@ export interface SchedulerOptions {
   tokenizer?: Tokenizer | null;
   /** Sequences (choices) decoding at once (default 32). */
   maxRunning?: number;
-  /** Requests waiting for a slot before submit() rejects with queue_full (default 256). */
+  /** Requests waiting beyond the free slots before submit() rejects with queue_full (default 256). */
   maxQueue?: number;
   /** Prompt tokens prefilled per tick, over all requests (default 512). */
   prefillBudget?: number;
@@ -173,8 +173,11 @@ export class Scheduler {
   /** Queues a request; throws SchedulerRejection when the queue is full or the scheduler is closing. */
   submit(r: GenerationRequest): RequestHandle {
     if (!this.accepting) throw new SchedulerRejection('shutting_down', 'the server is shutting down');
-    if (this.waiting.length >= this.maxQueue)
-      throw new SchedulerRejection('queue_full', `the queue is full (${this.waiting.length} requests waiting); retry later`);
+    // a request that fits in the free slots is admitted at the next tick; others queue (up to maxQueue)
+    const n = Array.isArray(r.sampling) ? r.sampling.length : 1;
+    const pending = this.slotsUsed + this.waiting.reduce((a, w) => a + w.choices.length, 0);
+    if (pending + n > this.maxRunning && this.waiting.length >= this.maxQueue)
+      throw new SchedulerRejection('queue_full', `the queue is full (${this.waiting.length} requests waiting, all ${this.maxRunning} slots busy); retry later`);
     if (!Array.isArray(r.prompt) || r.prompt.length === 0) throw new SimbaError('E_ARG', 'scheduler: the prompt needs at least one token');
     if (!Array.isArray(r.sampling) || r.sampling.length === 0 || r.sampling.length > this.maxRunning)
       throw new SimbaError('E_ARG', `scheduler: n must be in [1, ${this.maxRunning}] (max running sequences)`);
