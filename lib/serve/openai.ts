@@ -119,7 +119,7 @@ function common(b: Body, ctx: ParseContext, kind: 'completion' | 'chat'): Omit<G
   const minP = optNumber(b, 'min_p', 0, 1, 0);
   const presence = optNumber(b, 'presence_penalty', -2, 2, 0);
   const frequency = optNumber(b, 'frequency_penalty', -2, 2, 0);
-  const repetition = optNumber(b, 'repetition_penalty', 0, 10, 1, { openLo: true });
+  const repetition = optNumber(b, 'repetition_penalty', 0.01, 10, 1);
   const n = optNumber(b, 'n', 1, ctx.maxN, 1, { int: true });
   const seedV = b.seed;
   if (seedV !== undefined && seedV !== null && !(typeof seedV === 'number' && Number.isSafeInteger(seedV) && seedV >= 0))

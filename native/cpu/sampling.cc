@@ -107,6 +107,8 @@ void top_n(const float* x, int n, int k, std::vector<int32_t>& idx, std::vector<
   out.assign(idx.begin(), idx.end());
 }
 
+constexpr float kMinTemperature = 1e-5f;  // below: greedy (1 / T would overflow)
+
 }  // namespace
 
 double splitmix_uniform(uint64_t& state) {
@@ -134,7 +136,7 @@ void sample_row(const float* logits, int V, SampleParams& p, SampleOut& out, Sam
 
   // 5. the token
   std::vector<float>& w_store = s.w;
-  if (p.temperature <= 0) {
+  if (p.temperature < kMinTemperature) {
     out.token = best;
   } else {
     const double T = p.temperature;

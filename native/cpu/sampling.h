@@ -8,10 +8,10 @@
 //        x = x > 0 ? x / repetition : x * repetition
 //        x -= c * frequency + presence
 //   4. logprobs (when asked) = log_softmax(x)      before temperature and truncation
-//   5. temperature 0: argmax(x) (lowest id on ties). Otherwise p = softmax(x / T) and the support
+//   5. temperature 0 (or below 1e-5): argmax(x) (lowest id on ties). Otherwise p = softmax(x / T) and the support
 //      is the longest prefix, in the order (x desc, id asc), that satisfies all of
 //        top-k (its first k), min-p (p >= min_p * p_max) and top-p (the shortest prefix whose
-//        probability, renormalised over the top-k, reaches top_p);
+//        probability, renormalised over the top-k, reaches top_p; top_p 0 keeps the first token);
 //      u = next uniform of the sequence's RNG (splitmix64, one draw per sampled token), and the
 //      token is the first support id, walked in ascending id order, where the running sum of p
 //      exceeds u * (sum of p over the support).

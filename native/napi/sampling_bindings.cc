@@ -73,7 +73,7 @@ std::shared_ptr<SampleBatch> ParseSampleBatch(const Napi::Value& v, size_t nrows
     cpu::SampleParams& p = b->params[j];
     p.temperature = (float)q[0]; p.top_k = (int)q[1]; p.top_p = (float)q[2]; p.min_p = (float)q[3];
     p.presence = (float)q[4]; p.frequency = (float)q[5]; p.repetition = (float)q[6]; p.logprobs = (int)q[7]; p.limit = (int)q[8];
-    if (!(p.temperature >= 0) || p.top_k < 0 || !(p.top_p > 0 && p.top_p <= 1) || !(p.min_p >= 0 && p.min_p <= 1) ||
+    if (!(p.temperature >= 0) || p.top_k < 0 || !(p.top_p >= 0 && p.top_p <= 1) || !(p.min_p >= 0 && p.min_p <= 1) ||
         !(p.repetition > 0) || p.logprobs < -1 || p.logprobs > 1000 || p.limit < 0 || !std::isfinite(p.presence) || !std::isfinite(p.frequency))
       throw Napi::RangeError::New(env, "sampling.params of job " + std::to_string(j) + " are out of range");
     p.rng = (uint64_t)rng[2 * j] | ((uint64_t)rng[2 * j + 1] << 32);

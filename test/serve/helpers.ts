@@ -1,14 +1,12 @@
-/** Helpers of the server tests: a server on 127.0.0.1:0, an openai client for it, metrics parsing. */
-import OpenAI from 'openai';
-
+/** Helpers of the server tests: a server on 127.0.0.1:0, metrics parsing, polling, raw POSTs. */
 import { createServer, type ServerOptions, type SimbaServer } from '../../lib/serve/server';
 
-export interface Running { server: SimbaServer; url: string; client: OpenAI }
+export interface Running { server: SimbaServer; url: string }
 
-export async function start(opts: ServerOptions, apiKey = 'unused'): Promise<Running> {
+export async function start(opts: ServerOptions): Promise<Running> {
   const server = createServer(opts);
   const url = await server.listen(0, '127.0.0.1');
-  return { server, url, client: new OpenAI({ baseURL: `${url}/v1`, apiKey, maxRetries: 0, timeout: 30000 }) };
+  return { server, url };
 }
 
 /** Prometheus text format -> {"name{labels}": value}; throws on a malformed line. */

@@ -8,7 +8,14 @@ import { loadChatTemplate } from '../../lib/checkpoint/chat_template';
 import { DEFAULT_MODEL_DIR, loadModel, randomModel } from '../../lib/engine/load';
 import type { MambaModel } from '../../lib/engine/model';
 import { generate } from '../../lib/generate/generate';
-import { isOpenAIError, metrics, post, start, until, type Running } from './helpers';
+import { isOpenAIError, metrics, post, start as startServer, until, type Running as Server } from './helpers';
+
+type Running = Server & { client: OpenAI };
+/** A server on 127.0.0.1:0 and an official client for it (no retries). */
+async function start(opts: Parameters<typeof startServer>[0], apiKey = 'unused'): Promise<Running> {
+  const r = await startServer(opts);
+  return { ...r, client: new OpenAI({ baseURL: `${r.url}/v1`, apiKey, maxRetries: 0, timeout: 30000 }) };
+}
 
 let model: MambaModel;
 let s: Running;
