@@ -55,13 +55,19 @@ double sum_row(const float* w, int n) {
   return (a0 + a1) + (a2 + a3);
 }
 
-// argmax of x [n], lowest id on ties.
-int argmax_row(const float* x, int n) {
-  int best = 0;
-  float bv = x[0];
-  for (int i = 1; i < n; i++)
-    if (x[i] > bv) { bv = x[i]; best = i; }
-  return best;
+// max of x [n] in 16 lanes (vectorised), then the first id holding it: argmax, lowest id on ties.
+SIMBA_CLONES int argmax_row(const float* x, int n) {
+  float lane[16];
+  for (int j = 0; j < 16; j++) lane[j] = x[0];
+  int i = 0;
+  for (; i + 16 <= n; i += 16)
+    for (int j = 0; j < 16; j++) lane[j] = x[i + j] > lane[j] ? x[i + j] : lane[j];
+  float m = lane[0];
+  for (int j = 1; j < 16; j++) m = lane[j] > m ? lane[j] : m;
+  for (; i < n; i++) m = x[i] > m ? x[i] : m;
+  for (int k = 0; k < n; k++)
+    if (x[k] == m) return k;
+  return 0;  // only when x holds NaN
 }
 
 // x [n] += bias; penalties over the generated tokens (step 3 of sampling.h).
@@ -109,6 +115,51 @@ void top_n(const float* x, int n, int k, std::vector<int32_t>& idx, std::vector<
 
 constexpr float kMinTemperature = 1e-5f;  // below: greedy (1 / T would overflow)
 
+// Top-p over candidates C (ids in ascending order, weights w [V]): keeps, in place and in id order,
+// the shortest prefix of C in the order (x desc, id asc) whose weight reaches target; returns its
+// size (all of C when it never does). No sort of C: a histogram of x over 4096 buckets finds the
+// bucket where the running weight crosses the target, and only that bucket's ids are sorted.
+size_t top_p_cut(const float* x, float xmax, const float* w, std::vector<int32_t>& C, double target, SampleScratch& s) {
+  constexpr int NB = 4096;
+  const size_t m = C.size();
+  float lo = xmax;
+  for (size_t j = 0; j < m; j++) lo = std::min(lo, x[C[j]]);
+  const float scale = xmax > lo ? (float)(NB - 1) / (xmax - lo) : 0.0f;
+  s.bucket.resize(m);
+  s.mass.assign(NB, 0.0);
+  for (size_t j = 0; j < m; j++) {
+    const int b = std::min(NB - 1, (int)((xmax - x[C[j]]) * scale));
+    s.bucket[j] = (uint16_t)b;
+    s.mass[b] += w[C[j]];
+  }
+  double cum = 0;
+  int bb = -1;
+  for (int b = 0; b < NB; b++) {
+    if (cum + s.mass[b] >= target) { bb = b; break; }
+    cum += s.mass[b];
+  }
+  if (bb < 0) return m;
+  // the crossing bucket, in order: its first ids (by x desc, id asc) that reach the target
+  auto better = [x](int32_t a, int32_t b) { return x[a] > x[b] || (x[a] == x[b] && a < b); };
+  std::vector<int32_t>& E = s.hist;
+  E.clear();
+  for (size_t j = 0; j < m; j++)
+    if (s.bucket[j] == bb) E.push_back(C[j]);
+  std::sort(E.begin(), E.end(), better);
+  int32_t last = E.back();
+  for (int32_t e : E) {
+    cum += w[e];
+    if (cum >= target) { last = e; break; }
+  }
+  size_t k = 0;
+  for (size_t j = 0; j < m; j++) {
+    const int32_t id = C[j];
+    if (s.bucket[j] < bb || (s.bucket[j] == bb && (id == last || better(id, last)))) C[k++] = id;
+  }
+  C.resize(k);
+  return k;
+}
+
 }  // namespace
 
 double splitmix_uniform(uint64_t& state) {
@@ -132,7 +183,6 @@ void sample_row(const float* logits, int V, SampleParams& p, SampleOut& out, Sam
   }
   const int best = argmax_row(x, n);
   const float xmax = x[best];
-  auto better = [x](int32_t a, int32_t b) { return x[a] > x[b] || (x[a] == x[b] && a < b); };
 
   // 5. the token
   std::vector<float>& w_store = s.w;
@@ -171,39 +221,42 @@ void sample_row(const float* logits, int V, SampleParams& p, SampleOut& out, Sam
       wk.resize(m);
     }
     size_t cut = C.size();
-    bool id_order = !topk;  // C is in ascending id order until top-p reorders it
+    bool id_order = !topk;  // C is in ascending id order (the top-k set is in x order)
     if (p.top_p < 1) {
-      id_order = false;
       const double target = (double)p.top_p * zc;
       if (topk) {  // C is already in order
         double acc = 0;
         for (size_t j = 0; j < C.size(); j++) { acc += weight(j); if (acc >= target) { cut = j + 1; break; } }
-      } else {     // grow a sorted prefix of C until it holds the mass
-        const size_t m = C.size();
-        for (size_t c = std::min<size_t>(m, 64);; c = std::min(m, c * 4)) {
-          if (c < m) std::nth_element(C.begin(), C.begin() + c, C.end(), better);
-          std::sort(C.begin(), C.begin() + c, better);
-          double acc = 0;
-          size_t j = 0;
-          for (; j < c; j++) { acc += w_all[C[j]]; if (acc >= target) break; }
-          if (j < c) { cut = j + 1; break; }
-          if (c == m) { cut = m; break; }
-        }
+      } else {
+        cut = top_p_cut(x, xmax, w_all, C, target, s);
+        id_order = true;  // top_p_cut keeps C in id order
       }
     }
     // walk the support in ascending id order
-    std::vector<std::pair<int32_t, double>>& sup = s.support;
-    sup.resize(cut);
-    for (size_t j = 0; j < cut; j++) sup[j] = {C[j], weight(j)};
-    if (!id_order) std::sort(sup.begin(), sup.end());
-    double zs = 0;
-    for (auto& e : sup) zs += e.second;
-    const double r = splitmix_uniform(p.rng) * zs;
-    double acc = 0;
-    out.token = sup.back().first;
-    for (auto& e : sup) {
-      acc += e.second;
-      if (r < acc) { out.token = e.first; break; }
+    if (id_order) {
+      double zs = 0;
+      for (size_t j = 0; j < cut; j++) zs += w_all[C[j]];
+      const double r = splitmix_uniform(p.rng) * zs;
+      double acc = 0;
+      out.token = C[cut - 1];
+      for (size_t j = 0; j < cut; j++) {
+        acc += w_all[C[j]];
+        if (r < acc) { out.token = C[j]; break; }
+      }
+    } else {
+      std::vector<std::pair<int32_t, double>>& sup = s.support;
+      sup.resize(cut);
+      for (size_t j = 0; j < cut; j++) sup[j] = {C[j], weight(j)};
+      std::sort(sup.begin(), sup.end());
+      double zs = 0;
+      for (auto& e : sup) zs += e.second;
+      const double r = splitmix_uniform(p.rng) * zs;
+      double acc = 0;
+      out.token = sup.back().first;
+      for (auto& e : sup) {
+        acc += e.second;
+        if (r < acc) { out.token = e.first; break; }
+      }
     }
   }
 

@@ -15,8 +15,8 @@
 //      u = next uniform of the sequence's RNG (splitmix64, one draw per sampled token), and the
 //      token is the first support id, walked in ascending id order, where the running sum of p
 //      exceeds u * (sum of p over the support).
-// No full sort: top-k by a bounded heap, min-p by a threshold pass, top-p by growing partial
-// selections (nth_element) until the prefix holds enough mass.
+// No full sort: top-k by a bounded heap, min-p by a threshold pass, top-p by a histogram of the
+// logits (only the bucket where the mass crosses top_p is sorted).
 #pragma once
 #include <cstdint>
 #include <utility>
@@ -54,6 +54,8 @@ struct SampleScratch {
   std::vector<int32_t> idx;
   std::vector<int32_t> hist;
   std::vector<float> w;
+  std::vector<uint16_t> bucket;
+  std::vector<double> mass;
   std::vector<std::pair<int32_t, double>> support;
 };
 
