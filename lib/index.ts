@@ -13,7 +13,9 @@ export type { LoadModelOptions, RandomModelOptions } from './engine/load';
 export { MambaModel } from './engine/model';
 export type {
   LanguageModel, PrefillInput, PrefillOptions, PrefillResult, DecodeOptions, ModelInfo, LogitsPositions,
+  SamplingParams, SampledToken, SamplerRng, StepInput, StepResult,
 } from './engine/lm';
+export { rngFromSeed } from './engine/lm';
 export { Sequence } from './engine/sequence';
 export { generate } from './generate/generate';
 export type { GenerateOptions, GeneratedPiece } from './generate/generate';
@@ -29,3 +31,11 @@ export { runBench, formatBench, budgetOptions } from './measure/bench';
 export type { BenchOptions, BenchResult, BenchProgress } from './measure/bench';
 export { perplexity, evalChoice, evalLambada, scoreContinuations, parseTaskFile, choiceTokens } from './measure/eval';
 export { highwayMap, renderHighwaySvg } from './measure/inspect';
+export { createServer, SimbaServer } from './serve/server';
+export type { ServerOptions } from './serve/server';
+export { Scheduler, SchedulerRejection } from './serve/scheduler';
+export type { GenerationRequest, RequestEvent, RequestHandle, SchedulerOptions } from './serve/scheduler';
+export { PrefixCache } from './serve/prefix_cache';
+export { loadChatTemplate, chatTemplate, PLAIN_CHAT_TEMPLATE } from './checkpoint/chat_template';
+export type { ChatMessage, ChatTemplate } from './checkpoint/chat_template';
+export type { SamplerOptions } from './generate/sampler';
