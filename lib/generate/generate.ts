@@ -6,7 +6,9 @@
  */
 import type { LanguageModel, SampledToken, SimbaOptions } from '../engine/lm';
 import { SimbaError } from '../errors';
-import { checkNumber, samplingParams, type SamplerOptions } from './sampler';
+import { GENERATE_DEFAULTS, LIMITS } from '../limits';
+import * as v from '../validate';
+import { samplingParams, SAMPLER_KEYS, type SamplerOptions } from './sampler';
 import { StopMatcher } from './stop';
 
 export interface GenerateOptions extends SamplerOptions {
@@ -30,19 +32,24 @@ export interface GeneratedPiece {
   top?: { token: number; logprob: number }[];
 }
 
-export const MAX_GENERATE_TOKENS = 1_000_000;
-/** Dense prompts up to this many tokens go to one native call (the engine's MAX_CHUNK_TOKENS). */
-const MAX_STEP_TOKENS = 8192;
+/** Dense prompts up to this many tokens go to one native call; longer ones are prefilled in chunks first. */
+const MAX_STEP_TOKENS = LIMITS.chunkTokens;
 
-/** Validated generation options with defaults filled in (sampling: native SamplingParams). */
-export function resolveGenerateOptions(opts: GenerateOptions, vocabSize = 2 ** 31 - 1, limit = 0) {
-  const stop = opts.stop ?? [];
-  if (!Array.isArray(stop) || stop.some((s) => typeof s !== 'string' || s.length === 0))
-    throw new SimbaError('E_ARG', 'generate: stop must be an array of non-empty strings');
+const GENERATE_KEYS = ['maxTokens', ...SAMPLER_KEYS, 'stop', 'stopAtEos', 'simba', 'signal'] as const;
+
+/**
+ * Validated generation options with defaults filled in (see GENERATE_DEFAULTS); `sampling` holds
+ * the native sampling params (vocabSize checks logitBias ids; limit: ids the tokenizer can decode).
+ */
+export function resolveGenerateOptions(opts: GenerateOptions | undefined, vocabSize = 2 ** 31 - 1, limit = 0) {
+  const w = 'generate', o = v.options(w, opts, GENERATE_KEYS), d = GENERATE_DEFAULTS;
   return {
-    maxTokens: checkNumber(opts.maxTokens, 64, 'generate: maxTokens', 0, MAX_GENERATE_TOKENS, true),
-    sampling: samplingParams(opts, 'generate', vocabSize, limit),
-    stop, stopAtEos: opts.stopAtEos ?? true,
+    maxTokens: v.int(w, 'maxTokens', o.maxTokens, 0, LIMITS.generateTokens) ?? d.maxTokens,
+    sampling: samplingParams(o, w, vocabSize, limit),
+    stop: v.stringArray(w, 'stop', o.stop, true) ?? [],
+    stopAtEos: v.bool(w, 'stopAtEos', o.stopAtEos) ?? d.stopAtEos,
+    simba: o.simba as SimbaOptions | undefined,
+    signal: v.signal(w, 'signal', o.signal),
   };
 }
 
@@ -51,7 +58,7 @@ export function resolveGenerateOptions(opts: GenerateOptions, vocabSize = 2 ** 3
  * @example
  *   for await (const p of generate(model, 'Once', { maxTokens: 16, temperature: 0.8, seed: 1 })) out += p.text;
  */
-export async function* generate(model: LanguageModel, prompt: string | ArrayLike<number>, opts: GenerateOptions = {}):
+export async function* generate(model: LanguageModel, prompt: string | ArrayLike<number>, opts?: GenerateOptions):
     AsyncGenerator<GeneratedPiece, void, undefined> {
   if (model.disposed) throw new SimbaError('E_DISPOSED', 'generate: the model has been disposed');
   const tok = model.tokenizer;
@@ -75,29 +82,30 @@ export async function* generate(model: LanguageModel, prompt: string | ArrayLike
   const history: number[] = [];
   params.history = history;
   try {
-    // The prompt: dense prompts longer than one native call are prefilled in chunks but the last
-    // token, which the sampling step feeds.
+    // Dense prompts longer than one native call: prefill all but the last token in chunks, then
+    // the sampling step feeds the last one.
     const n = ids.length;
     let next: SampledToken;
-    if (opts.simba === undefined && n > MAX_STEP_TOKENS) {
-      await model.prefill([{ sequence: seq, tokens: Array.prototype.slice.call(ids, 0, n - 1) as number[] }], { logits: 'none', signal: opts.signal });
-      [[next]] = (await model.step([{ sequence: seq, tokens: [ids[n - 1]], sample: [params] }], { signal: opts.signal })).samples;
+    if (o.simba === undefined && n > MAX_STEP_TOKENS) {
+      await model.prefill([{ sequence: seq, tokens: Array.prototype.slice.call(ids, 0, n - 1) as number[] }], { logits: 'none', signal: o.signal });
+      [[next]] = (await model.step([{ sequence: seq, tokens: [ids[n - 1]], sample: [params] }], { signal: o.signal })).samples;
     } else {
-      [[next]] = (await model.step([{ sequence: seq, tokens: ids, sample: [params] }], { simba: opts.simba, signal: opts.signal })).samples;
+      [[next]] = (await model.step([{ sequence: seq, tokens: ids, sample: [params] }], { simba: o.simba, signal: o.signal })).samples;
     }
     const stop = new StopMatcher(o.stop);
     for (let i = 0; i < o.maxTokens; i++) {
-      if (opts.signal?.aborted) throw new SimbaError('E_ABORTED', 'generate: aborted', { cause: opts.signal.reason });
+      if (o.signal?.aborted) throw new SimbaError('E_ABORTED', 'generate: aborted', { cause: o.signal.reason });
       if (o.stopAtEos && eos !== null && next.token === eos) break;
       history.push(next.token);
       const { emit, stopped } = stop.push(decoder ? decoder.push(next.token) : '');
-      const piece: GeneratedPiece = params.logprobs! >= 0 ? { token: next.token, text: emit, logprob: next.logprob, top: next.top } : { token: next.token, text: emit };
+      const piece: GeneratedPiece = (params.logprobs ?? -1) >= 0
+        ? { token: next.token, text: emit, logprob: next.logprob, top: next.top } : { token: next.token, text: emit };
       if (stopped) {
         if (emit) yield piece;
         return;
       }
       yield piece;
-      if (i + 1 < o.maxTokens) [next] = await model.decodeSample([seq], [next.token], [params], { signal: opts.signal });
+      if (i + 1 < o.maxTokens) [next] = await model.decodeSample([seq], [next.token], [params], { signal: o.signal });
     }
     const rest = stop.flush(decoder ? decoder.flush() : '');
     if (rest) yield { token: -1, text: rest };

@@ -9,6 +9,8 @@
  */
 import { rngFromSeed, type SamplingParams } from '../engine/lm';
 import { SimbaError } from '../errors';
+import { GENERATE_DEFAULTS, LIMITS } from '../limits';
+import * as v from '../validate';
 
 /** mulberry32: a small seeded PRNG, uniform in [0, 1). */
 export function mulberry32(seed: number): () => number {
@@ -45,41 +47,44 @@ export interface SamplerOptions {
   seed?: number;
 }
 
-export function checkNumber(v: unknown, def: number, what: string, lo: number, hi: number, int = false): number {
-  if (v === undefined) return def;
-  if (typeof v !== 'number' || !Number.isFinite(v) || v < lo || v > hi || (int && !Number.isInteger(v)))
-    throw new SimbaError('E_ARG', `${what} must be ${int ? 'an integer' : 'a number'} in [${lo}, ${hi}], got ${String(v)}`);
-  return v;
-}
+/** The option names of SamplerOptions (generate() accepts them). */
+export const SAMPLER_KEYS = [
+  'temperature', 'topK', 'topP', 'minP', 'presencePenalty', 'frequencyPenalty', 'repetitionPenalty', 'logitBias', 'logprobs', 'seed',
+] as const;
 
 /** The logit bias as a Map of token id -> bias (ids checked against the vocabulary). */
-export function logitBiasMap(bias: SamplerOptions['logitBias'], vocabSize: number, what: string): Map<number, number> | undefined {
+export function logitBiasMap(bias: unknown, vocabSize: number, where: string): Map<number, number> | undefined {
   if (bias === undefined) return undefined;
-  if (bias === null || typeof bias !== 'object' || Array.isArray(bias)) throw new SimbaError('E_ARG', `${what}: logitBias must be an object of token id -> bias`);
-  const entries: [unknown, unknown][] = bias instanceof Map ? [...bias.entries()] : Object.entries(bias);
+  if (bias === null || typeof bias !== 'object' || Array.isArray(bias))
+    throw v.argError(where, `logitBias must be a Map or an object of token id -> bias, got ${v.describeType(bias)}`);
+  const entries: [unknown, unknown][] = bias instanceof Map ? [...(bias as Map<unknown, unknown>).entries()] : Object.entries(bias);
   const out = new Map<number, number>();
-  for (const [k, v] of entries) {
+  for (const [k, val] of entries) {
     const id = typeof k === 'number' ? k : /^\d+$/.test(String(k)) ? Number(k) : NaN;
     if (!Number.isInteger(id) || id < 0 || id >= vocabSize)
-      throw new SimbaError('E_TOKEN', `${what}: logitBias key ${String(k)} is not a token id in [0, ${vocabSize})`);
-    out.set(id, checkNumber(v, 0, `${what}: logitBias[${id}]`, -100, 100));
+      throw new SimbaError('E_TOKEN', `${where}: logitBias key ${String(k)} is not a token id in [0, ${vocabSize})`);
+    out.set(id, v.number(where, `logitBias[${id}]`, val, -100, 100) ?? 0);
   }
   return out;
 }
 
-/** Validated native sampling params (with a fresh RNG from the seed) for the options. */
-export function samplingParams(o: SamplerOptions, what: string, vocabSize: number, limit = 0): SamplingParams & { seed: number } {
-  const seed = checkNumber(o.seed, Math.floor(Math.random() * 2 ** 31), `${what}: seed`, 0, Number.MAX_SAFE_INTEGER, true);
+/**
+ * Validated native sampling params (with a fresh RNG from the seed) for already-keyed options
+ * (see GENERATE_DEFAULTS for the defaults).
+ */
+export function samplingParams(o: Partial<Record<(typeof SAMPLER_KEYS)[number], unknown>>, where: string, vocabSize: number, limit = 0): SamplingParams & { seed: number } {
+  const d = GENERATE_DEFAULTS;
+  const seed = v.int(where, 'seed', o.seed, 0, LIMITS.seed) ?? Math.floor(Math.random() * 2 ** 31);
   return {
-    temperature: checkNumber(o.temperature, 0.8, `${what}: temperature`, 0, 100),
-    topK: checkNumber(o.topK, 40, `${what}: topK`, 0, 1e9, true),
-    topP: checkNumber(o.topP, 0.95, `${what}: topP`, 1e-6, 1),
-    minP: checkNumber(o.minP, 0, `${what}: minP`, 0, 1),
-    presencePenalty: checkNumber(o.presencePenalty, 0, `${what}: presencePenalty`, -2, 2),
-    frequencyPenalty: checkNumber(o.frequencyPenalty, 0, `${what}: frequencyPenalty`, -2, 2),
-    repetitionPenalty: checkNumber(o.repetitionPenalty, 1, `${what}: repetitionPenalty`, 1e-3, 10),
-    logitBias: logitBiasMap(o.logitBias, vocabSize, what),
-    logprobs: checkNumber(o.logprobs, -1, `${what}: logprobs`, -1, 20, true),
+    temperature: v.number(where, 'temperature', o.temperature, 0, LIMITS.temperature) ?? d.temperature,
+    topK: v.int(where, 'topK', o.topK, 0) ?? d.topK,
+    topP: v.number(where, 'topP', o.topP, 0, 1, true) ?? d.topP,
+    minP: v.number(where, 'minP', o.minP, 0, 1) ?? 0,
+    presencePenalty: v.number(where, 'presencePenalty', o.presencePenalty, -2, 2) ?? 0,
+    frequencyPenalty: v.number(where, 'frequencyPenalty', o.frequencyPenalty, -2, 2) ?? 0,
+    repetitionPenalty: v.number(where, 'repetitionPenalty', o.repetitionPenalty, 0.01, 10) ?? 1,
+    logitBias: logitBiasMap(o.logitBias, vocabSize, where),
+    logprobs: v.int(where, 'logprobs', o.logprobs, 0, 20) ?? -1,
     limit, seed, rng: rngFromSeed(seed),
   };
 }
