@@ -5,7 +5,10 @@
  * logprobs of the chosen token and the top n to 1e-5, RNG advance, batch independence; then the
  * model-level entry points (step, decodeSample) and generate() at temperature 0.
  */
+import fc from 'fast-check';
+
 import { loadAddon } from '../bindings';
+import { SimbaError } from '../lib/errors';
 import { rngFromSeed, type SamplingParams } from '../lib/engine/lm';
 import { loadModel } from '../lib/engine/load';
 import type { MambaModel } from '../lib/engine/model';
@@ -207,4 +210,24 @@ describe('native sampling in the engine', () => {
     expect(await run(3)).toEqual(a);
     expect(await run(4)).not.toEqual(a);
   });
+});
+
+test('junk sampling options of generate() give a result or a SimbaError, nothing else', async () => {
+  const model = await loadModel();
+  try {
+    const keys = ['minP', 'presencePenalty', 'frequencyPenalty', 'repetitionPenalty', 'logitBias', 'logprobs', 'temperature', 'topP'];
+    await fc.assert(fc.asyncProperty(fc.constantFrom(...keys), fc.anything({ maxDepth: 2 }), async (k, x) => {
+      const it = generate(model, [1, 2, 3], { maxTokens: 2, [k]: x });
+      try {
+        await it.next();
+      } catch (e) {
+        if (!(e instanceof SimbaError)) throw e;
+      } finally {
+        await it.return(undefined);
+      }
+      return true;
+    }), { seed: 5, numRuns: 80 });
+  } finally {
+    model.dispose();
+  }
 });

@@ -72,6 +72,7 @@ export async function* generate(model: LanguageModel, prompt: string | ArrayLike
     if (prompt.length === 0) throw new SimbaError('E_ARG', 'generate: empty prompt');
     ids = tok.encode(prompt);
   } else {
+    if (!v.is.arrayLike(prompt)) throw v.argError('generate', `prompt must be a string or an array of token ids, got ${v.describeType(prompt)}`);
     ids = prompt;
   }
   if (o.maxTokens === 0) return;
