@@ -20,7 +20,6 @@ import * as fs from 'fs';
 import * as path from 'path';
 import OpenAI from 'openai';
 
-import { loadTokenizer } from '../lib/checkpoint/tokenizer';
 import { rngFromSeed } from '../lib/engine/lm';
 import { loadModel, randomModel } from '../lib/engine/load';
 import type { MambaModel } from '../lib/engine/model';

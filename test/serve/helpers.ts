@@ -36,18 +36,21 @@ export async function until(cond: () => Promise<boolean> | boolean, ms = 5000): 
   return cond();
 }
 
-export async function post(url: string, path: string, body: string, headers: Record<string, string> = {}): Promise<{ status: number; json: any; headers: Headers }> {
+/** A response body as the tests read it: an OpenAI error, or anything else. */
+export interface ApiJson { error?: { message: string; type: string; param: string | null; code: string | null }; [key: string]: unknown }
+
+export async function post(url: string, path: string, body: string, headers: Record<string, string> = {}): Promise<{ status: number; json: ApiJson; headers: Headers }> {
   const r = await fetch(`${url}${path}`, { method: 'POST', body, headers: { 'content-type': 'application/json', ...headers }, signal: AbortSignal.timeout(20000) });
   const text = await r.text();
-  let json: unknown;
-  try { json = JSON.parse(text); } catch { json = text; }
+  let json: ApiJson;
+  try { json = JSON.parse(text) as ApiJson; } catch { json = { text }; }
   return { status: r.status, json, headers: r.headers };
 }
 
 /** {"error": {"message": string, "type": string, "param": string | null, "code": string | null}} and nothing else. */
-export function isOpenAIError(j: any): boolean {
+export function isOpenAIError(j: unknown): boolean {
   if (!j || typeof j !== 'object' || Object.keys(j).join() !== 'error') return false;
-  const e = j.error;
+  const e = (j as { error: { message?: unknown; type?: unknown; param?: unknown; code?: unknown } | null }).error;
   return !!e && typeof e.message === 'string' && e.message.length > 0 && typeof e.type === 'string' &&
     (e.param === null || typeof e.param === 'string') && (e.code === null || typeof e.code === 'string') &&
     Object.keys(e).sort().join() === 'code,message,param,type';

@@ -162,7 +162,7 @@ describe('chat', () => {
 
 describe('errors', () => {
   const body = (o: object) => JSON.stringify({ model: NAME, prompt: 'x', max_tokens: 2, ...o });
-  const isError = (j: any) => expect(isOpenAIError(j)).toBe(true);
+  const isError = (j: unknown) => expect(isOpenAIError(j)).toBe(true);
 
   test('400: malformed JSON, bad parameters (named), missing fields', async () => {
     const bad = await post(s.url, '/v1/completions', '{"model": ');
@@ -177,7 +177,7 @@ describe('errors', () => {
     }
     const chat = await post(s.url, '/v1/chat/completions', JSON.stringify({ model: NAME, messages: [{ role: 'wizard', content: 'x' }] }));
     expect(chat.status).toBe(400);
-    expect(chat.json.error.param).toBe('messages[0].role');
+    expect(chat.json.error?.param).toBe('messages[0].role');
     // through the client: a BadRequestError naming the parameter
     await expect(s.client.completions.create({ model: NAME, prompt: 'x', temperature: -1 })).rejects.toMatchObject({ status: 400, param: 'temperature' });
   });
@@ -192,7 +192,7 @@ describe('errors', () => {
     isError(big.json);
     const long = await post(s.url, '/v1/completions', body({ prompt: Array.from({ length: 5000 }, (_, i) => i % 4000) }));
     expect(long.status).toBe(422);
-    expect(long.json.error.code).toBe('context_length_exceeded');
+    expect(long.json.error?.code).toBe('context_length_exceeded');
   });
 
   test('401: missing or wrong bearer key; the right key works; /health needs none', async () => {
@@ -234,7 +234,7 @@ describe('errors', () => {
     try {
       const h = await fetch(`${l.url}/health`);
       expect(h.status).toBe(503);
-      expect((await h.json()).error.code).toBe('model_loading');
+      expect(((await h.json()) as { error: { code: string } }).error.code).toBe('model_loading');
       await expect(l.client.completions.create({ model: NAME, prompt: 'x' })).rejects.toMatchObject({ status: 503 });
       resolve(model);
       await l.server.ready;
