@@ -51,6 +51,7 @@ test('64 streams x 32 tokens, twice: 0 lost requests, RSS growth < 64 MiB', asyn
   expect(b.ok).toBe(64);
   global.gc?.();
   const rss2 = process.memoryUsage().rss;
+  console.log(`soak: RSS ${(rss1 / 2 ** 20).toFixed(0)} MiB after round 1, growth over round 2 ${((rss2 - rss1) / 2 ** 20).toFixed(1)} MiB (bound 64)`);
   expect(rss2 - rss1).toBeLessThan(64 * 2 ** 20);
   await s.server.scheduler!.idle();
   expect(s.server.scheduler!.slotsUsed).toBe(0);
