@@ -16,8 +16,8 @@ import { loadTokenizer } from '../checkpoint/tokenizer';
 import { loadWeights } from '../checkpoint/weights';
 import { SimbaError, fromNative } from '../errors';
 import { LIMITS } from '../limits';
-import type { MambaConfig } from '../types';
 import * as v from '../validate';
+import type { EngineTensorSpec, MambaConfig } from '../types';
 import { MambaModel } from './model';
 
 /** Where the package keeps its shipped demo model. */
@@ -74,6 +74,7 @@ export async function loadModel(dir: string = DEFAULT_MODEL_DIR, options?: LoadM
   const wantTok = opts.tokenizer ?? fs.existsSync(path.join(dir, 'tokenizer.json'));
   const tokenizer = wantTok ? loadTokenizer(dir) : null;
   const addon = loadAddon();
+  const table = tensorTable(config);
   let engine: NativeEngine;
   try {
     engine = new addon.Engine(nativeConfig(config), { bf16: weights === 'bf16', device });
@@ -81,8 +82,8 @@ export async function loadModel(dir: string = DEFAULT_MODEL_DIR, options?: LoadM
     throw fromNative(e);
   }
   try {
-    const gen = loadWeights(dir, config, { nonFinite: opts.nonFinite });
-    const total = 3 + config.nLayer * (10 + (config.projBias ? 2 : 0)) - (config.convBias ? 0 : config.nLayer) - (config.tieEmbeddings ? 1 : 0);
+    const gen = loadWeights(dir, config, table, { nonFinite: opts.nonFinite });
+    const total = table.filter((t) => t.required).length;
     let done = 0;
     for (const t of gen) {
       try {
@@ -157,6 +158,22 @@ function checkConfig(where: string, c: unknown): MambaConfig {
   if (v.number(where, 'config.eps', o.eps, 0, 1, true) === undefined) throw v.argError(where, 'config.eps is required');
   const cfg = c as unknown as MambaConfig;
   return { ...cfg, bosTokenId: cfg.bosTokenId ?? null, eosTokenId: cfg.eosTokenId ?? null, padTokenId: cfg.padTokenId ?? null };
+}
+
+/**
+ * The engine's tensor table for a config (native/engine/tensor_table.h): every tensor the config can
+ * have, with its shape, whether the config has it (required) and how the engine stores it, in the
+ * order checkpoints are read. Throws E_CONFIG for a config the engine cannot run.
+ *
+ * @example
+ *   tensorTable(SHAPES['mamba-130m']).filter((t) => t.required).length  // 3 + 24 * 10 - 1 = 242
+ */
+export function tensorTable(config: MambaConfig): EngineTensorSpec[] {
+  try {
+    return loadAddon().tensorTable(nativeConfig(config));
+  } catch (e) {
+    throw fromNative(e);
+  }
 }
 
 /** Resolves the device option: 'cpu' (default), 'cuda' (throws why it is unavailable), 'auto' (cuda when available). */

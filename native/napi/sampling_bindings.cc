@@ -9,6 +9,7 @@
 #include <string>
 
 #include "cpu/threadpool.h"
+#include "napi/napi_errors.h"
 
 namespace simba {
 
@@ -18,21 +19,21 @@ template <typename A>
 A Typed(const Napi::Object& o, const char* key, napi_typedarray_type type, const char* type_name) {
   Napi::Value v = o.Get(key);
   if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != type)
-    throw Napi::TypeError::New(o.Env(), std::string("sampling.") + key + " must be a " + type_name);
+    throw ArgError(o.Env(), std::string("sampling.") + key + " must be a " + type_name);
   return v.As<A>();
 }
 
 void CheckLen(Napi::Env env, size_t got, size_t want, const char* key) {
   if (got != want)
-    throw Napi::RangeError::New(env, std::string("sampling.") + key + ": expected " + std::to_string(want) + " values, got " + std::to_string(got));
+    throw ArgError(env, std::string("sampling.") + key + ": expected " + std::to_string(want) + " values, got " + std::to_string(got));
 }
 
 // offsets [J+1] into an array of `total` values: non-decreasing, from 0 to total.
 void CheckOffsets(Napi::Env env, const Napi::Int32Array& off, size_t J, size_t total, const char* key) {
   CheckLen(env, off.ElementLength(), J + 1, key);
-  if (off[0] != 0 || (size_t)off[J] != total) throw Napi::RangeError::New(env, std::string("sampling.") + key + " must run from 0 to the array length");
+  if (off[0] != 0 || (size_t)off[J] != total) throw ArgError(env, std::string("sampling.") + key + " must run from 0 to the array length");
   for (size_t j = 0; j < J; j++)
-    if (off[j + 1] < off[j]) throw Napi::RangeError::New(env, std::string("sampling.") + key + " must be non-decreasing");
+    if (off[j + 1] < off[j]) throw ArgError(env, std::string("sampling.") + key + " must be non-decreasing");
 }
 
 constexpr int kParams = 9;  // temperature, topK, topP, minP, presence, frequency, repetition, logprobs, limit
@@ -41,7 +42,7 @@ constexpr int kParams = 9;  // temperature, topK, topP, minP, presence, frequenc
 
 std::shared_ptr<SampleBatch> ParseSampleBatch(const Napi::Value& v, size_t nrows) {
   Napi::Env env = v.Env();
-  if (!v.IsObject()) throw Napi::TypeError::New(env, "sampling must be an object");
+  if (!v.IsObject()) throw ArgError(env, "sampling must be an object");
   Napi::Object o = v.As<Napi::Object>();
   auto rows = Typed<Napi::Int32Array>(o, "rows", napi_int32_array, "Int32Array");
   auto params = Typed<Napi::Float64Array>(o, "params", napi_float64_array, "Float64Array");
@@ -66,7 +67,7 @@ std::shared_ptr<SampleBatch> ParseSampleBatch(const Napi::Value& v, size_t nrows
   b->outs.resize(J);
   for (size_t j = 0; j < J; j++) {
     if (rows[j] < 0 || (size_t)rows[j] >= nrows)
-      throw Napi::RangeError::New(env, "sampling.rows[" + std::to_string(j) + "] = " + std::to_string(rows[j]) + " is not one of the " +
+      throw ArgError(env, "sampling.rows[" + std::to_string(j) + "] = " + std::to_string(rows[j]) + " is not one of the " +
                                            std::to_string(nrows) + " logits rows");
     b->rows[j] = rows[j];
     const double* q = params.Data() + j * kParams;
@@ -75,7 +76,7 @@ std::shared_ptr<SampleBatch> ParseSampleBatch(const Napi::Value& v, size_t nrows
     p.presence = (float)q[4]; p.frequency = (float)q[5]; p.repetition = (float)q[6]; p.logprobs = (int)q[7]; p.limit = (int)q[8];
     if (!(p.temperature >= 0) || p.top_k < 0 || !(p.top_p >= 0 && p.top_p <= 1) || !(p.min_p >= 0 && p.min_p <= 1) ||
         !(p.repetition > 0) || p.logprobs < -1 || p.logprobs > 1000 || p.limit < 0 || !std::isfinite(p.presence) || !std::isfinite(p.frequency))
-      throw Napi::RangeError::New(env, "sampling.params of job " + std::to_string(j) + " are out of range");
+      throw ArgError(env, "sampling.params of job " + std::to_string(j) + " are out of range");
     p.rng = (uint64_t)rng[2 * j] | ((uint64_t)rng[2 * j + 1] << 32);
     p.history = b->history.data() + hoff[j];
     p.history_len = hoff[j + 1] - hoff[j];
@@ -133,10 +134,10 @@ namespace {
 Napi::Value SampleLogits(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 3 || !info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array || !info[1].IsNumber())
-    throw Napi::TypeError::New(env, "sampleLogits(logits: Float32Array, V, sampling)");
+    throw ArgError(env, "sampleLogits(logits: Float32Array, V, sampling)");
   auto lg = info[0].As<Napi::Float32Array>();
   const int V = info[1].As<Napi::Number>().Int32Value();
-  if (V <= 0 || lg.ElementLength() % (size_t)V != 0) throw Napi::RangeError::New(env, "sampleLogits: logits length must be a multiple of V");
+  if (V <= 0 || lg.ElementLength() % (size_t)V != 0) throw ArgError(env, "sampleLogits: logits length must be a multiple of V");
   const size_t nrows = lg.ElementLength() / V;
   auto b = ParseSampleBatch(info[2], nrows);
   RunSampleBatch(*b, lg.Data(), nrows, V);
