@@ -37,6 +37,35 @@ export interface NativeForwardResult {
   exitLayer: Int32Array;
 }
 
+/**
+ * Native sampling of forward rows (native/cpu/sampling.h): job j samples logits row rows[j].
+ * params [J * 9]: temperature, topK, topP, minP, presence, frequency, repetition, logprobs (-1 none), limit (0 = V).
+ * rng [J * 2]: splitmix64 states (lo, hi). history / bias: concatenated per job, offsets [J + 1].
+ */
+export interface NativeSampling {
+  rows: Int32Array;
+  params: Float64Array;
+  rng: Uint32Array;
+  history: Int32Array;
+  historyOffsets: Int32Array;
+  biasIds: Int32Array;
+  biasValues: Float32Array;
+  biasOffsets: Int32Array;
+}
+
+export interface NativeSampleResult {
+  /** [J] chosen tokens and their logprobs (0 unless asked). */
+  tokens: Int32Array;
+  logprobs: Float32Array;
+  /** Top logprobs per job (the largest asked), ids -1 past a job's own count. */
+  topN: number;
+  topIds: Int32Array;
+  topLogprobs: Float32Array;
+  /** [J * 2] advanced RNG states. */
+  rng: Uint32Array;
+  sampleMs: number;
+}
+
 export interface NativeEngineInfo {
   stateFloats: number;
   paramCount: number;
@@ -57,6 +86,9 @@ export interface NativeEngine {
   finalize(): void;
   forward(tokens: Int32Array, lengths: Int32Array, states: Float32Array[], want: Int32Array,
           simba?: NativeSimbaOptions): Promise<NativeForwardResult>;
+  /** forward + native sampling of the wanted rows (logits stay native: the result's logits is empty). */
+  forward(tokens: Int32Array, lengths: Int32Array, states: Float32Array[], want: Int32Array,
+          simba: NativeSimbaOptions | undefined, sampling: NativeSampling): Promise<NativeForwardResult & NativeSampleResult>;
   info(): NativeEngineInfo;
   dispose(): void;
 }
@@ -109,6 +141,8 @@ export interface NativeAddon {
   kernels: NativeKernels;
   cudaAvailable(): CudaStatus;
   cudaKernels: NativeCudaKernels;
+  /** Samples rows of given logits [rows * V] (synchronous; the sampling tests). */
+  sampleLogits(logits: Float32Array, V: number, sampling: NativeSampling): NativeSampleResult;
 }
 
 // ---------------------------------------------------------------- loading

@@ -13,7 +13,9 @@ export type { LoadModelOptions, RandomModelOptions } from './engine/load';
 export { MambaModel } from './engine/model';
 export type {
   LanguageModel, PrefillInput, PrefillOptions, PrefillResult, DecodeOptions, ModelInfo, LogitsPositions,
+  SamplingParams, SampledToken, SamplerRng, StepInput, StepResult,
 } from './engine/lm';
+export { rngFromSeed } from './engine/lm';
 export { Sequence } from './engine/sequence';
 export { generate } from './generate/generate';
 export type { GenerateOptions, GeneratedPiece } from './generate/generate';
@@ -37,3 +39,11 @@ export type {
 } from './measure/eval';
 export { highwayMap, renderHighwaySvg, formatHighwaySummary } from './measure/inspect';
 export type { HighwayMap, SvgOptions } from './measure/inspect';
+export { createServer, SimbaServer } from './serve/server';
+export type { ServerOptions } from './serve/server';
+export { Scheduler, SchedulerRejection } from './serve/scheduler';
+export type { GenerationRequest, RequestEvent, RequestHandle, SchedulerOptions } from './serve/scheduler';
+export { PrefixCache } from './serve/prefix_cache';
+export { loadChatTemplate, chatTemplate, PLAIN_CHAT_TEMPLATE } from './checkpoint/chat_template';
+export type { ChatMessage, ChatTemplate } from './checkpoint/chat_template';
+export type { SamplerOptions } from './generate/sampler';

@@ -160,7 +160,7 @@ export function progress(label: string, stream: NodeJS.WriteStream = process.std
   };
 }
 
-async function openModel(f: ModelFlags): Promise<MambaModel> {
+export async function openModel(f: ModelFlags): Promise<MambaModel> {
   if (f.shape !== undefined) {
     if (f.model !== undefined) throw usage('give --model or --shape, not both');
     return randomModel(f.shape, { weights: f.weights });

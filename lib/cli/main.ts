@@ -32,6 +32,7 @@ import { addGenerateCommand } from './generate';
 import { addInfoCommand } from './info';
 import { addInspectCommand } from './inspect';
 import { addLogitsCommand } from './logits';
+import { addServeCommand } from './serve';
 
 /** The package's version, from the package.json above this file (lib/cli/ or dist/lib/cli/). */
 function packageVersion(): string {
@@ -55,7 +56,7 @@ function buildProgram(): Command {
     .showSuggestionAfterError(true)
     .allowExcessArguments(false);
 
-  for (const add of [addGenerateCommand, addLogitsCommand, addInfoCommand, addBenchCommand, addEvalCommand, addInspectCommand, addDoctorCommand]) add(program);
+  for (const add of [addGenerateCommand, addLogitsCommand, addInfoCommand, addBenchCommand, addEvalCommand, addInspectCommand, addDoctorCommand, addServeCommand]) add(program);
   return program;
 }
 

@@ -67,6 +67,66 @@ export interface DecodeOptions {
   signal?: AbortSignal;
 }
 
+/**
+ * Per-sequence sampling parameters of a native sampling step (already validated: see
+ * lib/generate/sampler.ts for the user-facing options). The rule is in native/cpu/sampling.h.
+ */
+export interface SamplingParams {
+  /** 0 = greedy (argmax). */
+  temperature: number;
+  /** 0 = off. */
+  topK?: number;
+  /** 1 = off. */
+  topP?: number;
+  /** 0 = off: keep tokens with p >= minP * p_max. */
+  minP?: number;
+  presencePenalty?: number;
+  frequencyPenalty?: number;
+  /** 1 = off (HF style: positive logits divided, negative multiplied). */
+  repetitionPenalty?: number;
+  /** Added to the logits of these ids. */
+  logitBias?: ReadonlyMap<number, number>;
+  /** -1 / undefined: none; n >= 0: the chosen token's logprob and the n most likely. */
+  logprobs?: number;
+  /** Sample only ids below this (the tokenizer's vocabulary when the checkpoint pads it). */
+  limit?: number;
+  /** The sequence's generated tokens so far (the penalties count them). */
+  history?: ArrayLike<number>;
+  /** The sequence's random state; advanced in place by each sampled token. */
+  rng: SamplerRng;
+}
+
+/** A splitmix64 state as two uint32 halves (mutable: sampling advances it). */
+export interface SamplerRng { lo: number; hi: number }
+
+/** A splitmix64 state from a seed (an integer in [0, 2^53)). */
+export function rngFromSeed(seed: number): SamplerRng {
+  return { lo: seed >>> 0, hi: Math.floor(seed / 2 ** 32) >>> 0 };
+}
+
+export interface SampledToken {
+  token: number;
+  /** log p(token) under log_softmax of the adjusted logits (0 unless logprobs >= 0). */
+  logprob: number;
+  /** The most likely tokens and their logprobs, most likely first (logprobs > 0). */
+  top: { token: number; logprob: number }[];
+}
+
+export interface StepInput {
+  sequence: Sequence;
+  /** Tokens to feed (a prompt chunk, or the one last sampled token). */
+  tokens: ArrayLike<number>;
+  /** Sample from the logits after the last token: one params object per sample wanted (n > 1: several). */
+  sample?: SamplingParams[];
+}
+
+export interface StepResult {
+  /** Per input, one SampledToken per params object of its `sample`. */
+  samples: SampledToken[][];
+  /** Native time spent sampling (ms). */
+  sampleMs: number;
+}
+
 /** What `info()` reports. */
 export interface ModelInfo {
   config: MambaConfig;
@@ -97,6 +157,14 @@ export interface LanguageModel {
   prefill(inputs: PrefillInput[], opts?: PrefillOptions): Promise<PrefillResult[]>;
   /** One decode step for many sequences: feeds tokens[i] to sequences[i]; next-token logits of each. */
   decode(sequences: Sequence[], tokens: ArrayLike<number>, opts?: DecodeOptions): Promise<Float32Array[]>;
+  /**
+   * One native call over a mixed batch (prompt chunks and decode tokens), sampling natively right
+   * after the head: only tokens (+ logprobs) come back, never [B, V] logits. At most
+   * MAX_CHUNK_TOKENS tokens in all.
+   */
+  step(inputs: StepInput[], opts?: { simba?: SimbaOptions; signal?: AbortSignal }): Promise<StepResult>;
+  /** A batched decode step with native sampling: feeds tokens[i] to sequences[i], samples with params[i]. */
+  decodeSample(sequences: Sequence[], tokens: ArrayLike<number>, params: SamplingParams[], opts?: DecodeOptions): Promise<SampledToken[]>;
   info(): ModelInfo;
   /**
    * Frees the model; later calls throw E_DISPOSED. A call that is one native call finishes normally;

@@ -17,7 +17,11 @@ import { SimbaError, fromNative } from '../errors';
 import { LIMITS } from '../limits';
 import type { MambaConfig } from '../types';
 import * as v from '../validate';
-import type { DecodeOptions, LanguageModel, LogitsPositions, ModelInfo, PrefillInput, PrefillOptions, PrefillResult } from './lm';
+import type {
+  DecodeOptions, LanguageModel, LogitsPositions, ModelInfo, PrefillInput, PrefillOptions, PrefillResult,
+  SampledToken, SamplingParams, StepInput, StepResult,
+} from './lm';
+import { packSampling, unpackSampling } from './sampling';
 import { Sequence, stateFingerprint } from './sequence';
 import {
   criterionCode, flopsPerToken, headFlops, layerFlops, planSimba, validateSimbaOptions,
@@ -35,6 +39,7 @@ const PREFILL_KEYS = ['logits', 'simba', 'signal'] as const;
 const INPUT_KEYS = ['sequence', 'tokens', 'logits'] as const;
 const DECODE_KEYS = ['signal'] as const;
 const LOGITS_KEYS = ['simba', 'signal'] as const;
+const STEP_KEYS = ['simba', 'signal'] as const;
 
 export class MambaModel implements LanguageModel {
   private engine: NativeEngine | null;
@@ -190,15 +195,7 @@ export class MambaModel implements LanguageModel {
     const want: number[] = [];
     let off = 0;
     toks.forEach((t, i) => { all.set(t, off); for (const p of positions[i]) want.push(off + p); off += t.length; });
-    let native: NativeSimbaOptions | undefined;
-    if (plans && simba) {
-      const keep = new Int32Array(seqs.length * L);
-      plans.forEach((p, s) => keep.set(p.keep, s * L));
-      native = {
-        keep, criterion: criterionCode(simba.criterion), reduceSum: simba.reduce === 'sum',
-        protectFirst: simba.protect?.first ?? 0, protectLast: simba.protect?.last ?? 0, seed: simba.seed ?? 0,
-      };
-    }
+    const native = plans && simba ? this.nativeSimba(plans, simba) : undefined;
     let r;
     try {
       r = await abortable(engine.forward(all, lengths, states, Int32Array.from(want), native), signal, 'prefill');
@@ -260,6 +257,101 @@ export class MambaModel implements LanguageModel {
     } finally {
       for (const s of acquired) s.release();
     }
+  }
+
+  /**
+   * One native call over a mixed batch: prompt chunks and decode tokens, each continuing its
+   * sequence, with native sampling after the last token of every input that asks for it. Only
+   * tokens and logprobs come back to JS. At most MAX_CHUNK_TOKENS tokens in all (Simba: each
+   * input pruned by its own plan, at most MAX_SIMBA_TOKENS per input). Aborting rejects with
+   * E_ABORTED and leaves the sequences (and the sampling RNGs) as they were.
+   * @example
+   *   const rng = rngFromSeed(1);
+   *   const r = await model.step([{ sequence: seq, tokens: ids, sample: [{ temperature: 0.8, topK: 40, rng }] }]);
+   *   r.samples[0][0].token;
+   */
+  async step(inputs: StepInput[], opts?: { simba?: SimbaOptions; signal?: AbortSignal }): Promise<StepResult> {
+    const engine = this.live('step');
+    const o = v.options('step', opts, STEP_KEYS);
+    const signal = v.signal('step', 'signal', o.signal);
+    const simba = o.simba as SimbaOptions | undefined;
+    if (!Array.isArray(inputs) || inputs.length === 0)
+      throw v.argError('step', `give at least one input (an array of {sequence, tokens, sample?}), got ${v.describeType(inputs)}`);
+    const seqs = inputs.map((inp, i) => this.ownSequence((inp as StepInput | null)?.sequence, `step: inputs[${i}].sequence`));
+    const toks = inputs.map((inp, i) => this.tokenArray(inp.tokens, `step: inputs[${i}]`));
+    const total = toks.reduce((a, t) => a + t.length, 0);
+    if (simba !== undefined) {
+      validateSimbaOptions(this.config, simba);
+      for (const t of toks)
+        if (t.length > MAX_SIMBA_TOKENS) throw new SimbaError('E_ARG', `step: a Simba prefill takes at most ${MAX_SIMBA_TOKENS} tokens per prompt (got ${t.length})`);
+    } else if (total > MAX_CHUNK_TOKENS) {
+      throw new SimbaError('E_ARG', `step: ${total} tokens exceed ${MAX_CHUNK_TOKENS} per call (prefill long prompts in chunks)`);
+    }
+    if (new Set(seqs).size !== seqs.length) throw new SimbaError('E_ARG', 'step: the same sequence appears twice in one batch');
+    const want: number[] = [];
+    const jobs: { row: number; params: SamplingParams }[] = [];
+    let off = 0;
+    toks.forEach((t, i) => {
+      const sample = inputs[i].sample ?? [];
+      if (!Array.isArray(sample)) throw v.argError('step', `inputs[${i}].sample must be an array of sampling params, got ${v.describeType(sample)}`);
+      if (sample.length > 0) {
+        for (const params of sample) jobs.push({ row: want.length, params });
+        want.push(off + t.length - 1);
+      }
+      off += t.length;
+    });
+    const packed = packSampling(jobs, this.config.vocabSize);
+    checkAbort(signal, 'step');
+    const acquired: Sequence[] = [];
+    try {
+      for (const s of seqs) { s.acquire('step'); acquired.push(s); }
+      const all = new Int32Array(total);
+      off = 0;
+      for (const t of toks) { all.set(t, off); off += t.length; }
+      const native = simba !== undefined ? this.nativeSimba(toks.map((t) => planSimba(this.config, t.length, simba)), simba) : undefined;
+      // With a signal the step runs on copies of the states, committed only when it was not aborted.
+      const work = seqs.map((s) => (signal ? s.state.slice() : s.state));
+      let r;
+      try {
+        r = await abortable(engine.forward(all, Int32Array.from(toks, (t) => t.length), work, Int32Array.from(want), native, packed), signal, 'step');
+      } catch (e) {
+        throw fromNative(e);
+      }
+      checkAbort(signal, 'step');
+      seqs.forEach((s, i) => {
+        if (work[i] !== s.state) s.state.set(work[i]);
+        s.position += toks[i].length;
+      });
+      const sampled = unpackSampling(r, jobs.map((j) => j.params));
+      let k = 0;
+      const samples = inputs.map((inp) => (inp.sample ?? []).map(() => sampled[k++]));
+      return { samples, sampleMs: r.sampleMs };
+    } finally {
+      for (const s of acquired) s.release();
+    }
+  }
+
+  /**
+   * A batched decode step with native sampling: feeds tokens[i] to sequences[i] and samples its
+   * next token with params[i].
+   * @example const [t] = await model.decodeSample([seq], [last], [{ temperature: 0, rng: rngFromSeed(0) }]);
+   */
+  async decodeSample(sequences: Sequence[], tokens: ArrayLike<number>, params: SamplingParams[], opts?: DecodeOptions): Promise<SampledToken[]> {
+    if (!Array.isArray(sequences) || !Array.isArray(params) || params.length !== sequences.length || tokens?.length !== sequences.length)
+      throw new SimbaError('E_ARG', 'decodeSample: give one token and one sampling params object per sequence');
+    const o = v.options('decodeSample', opts, DECODE_KEYS);
+    const r = await this.step(sequences.map((sequence, i) => ({ sequence, tokens: [tokens[i]], sample: [params[i]] })), { signal: o.signal as AbortSignal | undefined });
+    return r.samples.map((x) => x[0]);
+  }
+
+  private nativeSimba(plans: SimbaPlan[], simba: SimbaOptions): NativeSimbaOptions {
+    const L = this.config.nLayer;
+    const keep = new Int32Array(plans.length * L);
+    plans.forEach((p, s) => keep.set(p.keep, s * L));
+    return {
+      keep, criterion: criterionCode(simba.criterion), reduceSum: simba.reduce === 'sum',
+      protectFirst: simba.protect?.first ?? 0, protectLast: simba.protect?.last ?? 0, seed: simba.seed ?? 0,
+    };
   }
 
   /**

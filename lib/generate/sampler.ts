@@ -1,10 +1,16 @@
 /**
- * Sampling the next token from a row of logits: greedy, temperature, top-k, top-p, seeded.
+ * Sampling options of generate(): validation and defaults, turned into the engine's native
+ * SamplingParams (the sampling itself runs natively after the LM head: native/cpu/sampling.h).
+ * mulberry32 stays here for code that needs a small seeded JS PRNG (bench prompts).
  *
  * @example
- *   const rand = mulberry32(1);
- *   const next = sample(logits, { temperature: 0.8, topK: 40, topP: 0.95 }, rand);
+ *   const p = samplingParams({ temperature: 0.8, topK: 40, topP: 0.95, seed: 1 }, 'generate', model.config.vocabSize);
+ *   const [t] = await model.decodeSample([seq], [last], [p]);
  */
+import { rngFromSeed, type SamplingParams } from '../engine/lm';
+import { SimbaError } from '../errors';
+import { GENERATE_DEFAULTS, LIMITS } from '../limits';
+import * as v from '../validate';
 
 /** mulberry32: a small seeded PRNG, uniform in [0, 1). */
 export function mulberry32(seed: number): () => number {
@@ -18,33 +24,67 @@ export function mulberry32(seed: number): () => number {
   };
 }
 
-export interface SamplerOptions { temperature: number; topK: number; topP: number }
+export interface SamplerOptions {
+  /** 0 = greedy (argmax). Default 0.8. */
+  temperature?: number;
+  /** Keep only the k most likely tokens (0 = off, default 40). */
+  topK?: number;
+  /** Nucleus sampling: smallest set of tokens whose probability sums to p (1 = off, default 0.95). */
+  topP?: number;
+  /** Keep tokens with probability >= minP times the most likely one's (0 = off, default). */
+  minP?: number;
+  /** Subtracted from the logit of every token generated at least once (OpenAI presence_penalty, [-2, 2]). */
+  presencePenalty?: number;
+  /** Subtracted once per occurrence of a generated token (OpenAI frequency_penalty, [-2, 2]). */
+  frequencyPenalty?: number;
+  /** HF repetition penalty over the generated tokens (1 = off, (0, 10]). */
+  repetitionPenalty?: number;
+  /** Added to the logits of token ids ([-100, 100] each). */
+  logitBias?: Record<string, number> | ReadonlyMap<number, number>;
+  /** Report the chosen token's logprob and the n most likely (0..20; default: none). */
+  logprobs?: number;
+  /** Seed of the sampler; the same seed and options give the same text. Default: random. */
+  seed?: number;
+}
 
-/** Picks the next token from logits. */
-export function sample(logits: Float32Array, o: SamplerOptions, rand: () => number): number {
-  let best = 0;
-  for (let i = 1; i < logits.length; i++) if (logits[i] > logits[best]) best = i;
-  if (o.temperature === 0) return best;
-  // Candidates sorted by logit, cut by top-k, softmax at temperature, cut by top-p.
-  let idx = Array.from(logits.keys());
-  idx.sort((a, b) => logits[b] - logits[a]);
-  if (o.topK > 0 && o.topK < idx.length) idx = idx.slice(0, o.topK);
-  const m = logits[idx[0]];
-  const p = idx.map((i) => Math.exp((logits[i] - m) / o.temperature));
-  const z = p.reduce((a, b) => a + b, 0);
-  let n = idx.length;
-  if (o.topP < 1) {
-    let acc = 0;
-    for (let j = 0; j < idx.length; j++) {
-      acc += p[j] / z;
-      if (acc >= o.topP) { n = j + 1; break; }
-    }
+/** The option names of SamplerOptions (generate() accepts them). */
+export const SAMPLER_KEYS = [
+  'temperature', 'topK', 'topP', 'minP', 'presencePenalty', 'frequencyPenalty', 'repetitionPenalty', 'logitBias', 'logprobs', 'seed',
+] as const;
+
+/** The logit bias as a Map of token id -> bias (ids checked against the vocabulary). */
+export function logitBiasMap(bias: unknown, vocabSize: number, where: string): Map<number, number> | undefined {
+  if (bias === undefined) return undefined;
+  if (bias === null || typeof bias !== 'object' || Array.isArray(bias))
+    throw v.argError(where, `logitBias must be a Map or an object of token id -> bias, got ${v.describeType(bias)}`);
+  const entries: [unknown, unknown][] = bias instanceof Map ? [...(bias as Map<unknown, unknown>).entries()] : Object.entries(bias);
+  const out = new Map<number, number>();
+  for (const [k, val] of entries) {
+    const id = typeof k === 'number' ? k : /^\d+$/.test(String(k)) ? Number(k) : NaN;
+    if (!Number.isInteger(id) || id < 0 || id >= vocabSize)
+      throw new SimbaError('E_TOKEN', `${where}: logitBias key ${String(k)} is not a token id in [0, ${vocabSize})`);
+    out.set(id, v.number(where, `logitBias[${id}]`, val, -100, 100) ?? 0);
   }
-  const zn = p.slice(0, n).reduce((a, b) => a + b, 0);
-  let r = rand() * zn;
-  for (let j = 0; j < n; j++) {
-    r -= p[j];
-    if (r <= 0) return idx[j];
-  }
-  return idx[n - 1];
+  return out;
+}
+
+/**
+ * Validated native sampling params (with a fresh RNG from the seed) for already-keyed options
+ * (see GENERATE_DEFAULTS for the defaults).
+ */
+export function samplingParams(o: Partial<Record<(typeof SAMPLER_KEYS)[number], unknown>>, where: string, vocabSize: number, limit = 0): SamplingParams & { seed: number } {
+  const d = GENERATE_DEFAULTS;
+  const seed = v.int(where, 'seed', o.seed, 0, LIMITS.seed) ?? Math.floor(Math.random() * 2 ** 31);
+  return {
+    temperature: v.number(where, 'temperature', o.temperature, 0, LIMITS.temperature) ?? d.temperature,
+    topK: v.int(where, 'topK', o.topK, 0) ?? d.topK,
+    topP: v.number(where, 'topP', o.topP, 0, 1, true) ?? d.topP,
+    minP: v.number(where, 'minP', o.minP, 0, 1) ?? 0,
+    presencePenalty: v.number(where, 'presencePenalty', o.presencePenalty, -2, 2) ?? 0,
+    frequencyPenalty: v.number(where, 'frequencyPenalty', o.frequencyPenalty, -2, 2) ?? 0,
+    repetitionPenalty: v.number(where, 'repetitionPenalty', o.repetitionPenalty, 0.01, 10) ?? 1,
+    logitBias: logitBiasMap(o.logitBias, vocabSize, where),
+    logprobs: v.int(where, 'logprobs', o.logprobs, 0, 20) ?? -1,
+    limit, seed, rng: rngFromSeed(seed),
+  };
 }

@@ -13,11 +13,13 @@
 #include "engine/model.h"
 #include "engine/tensor_table.h"
 #include "napi/napi_errors.h"
+#include "napi/sampling_bindings.h"
 
 namespace simba {
 
 void register_kernel_bindings(Napi::Env env, Napi::Object exports);  // kernel_bindings.cc
 void register_cuda_bindings(Napi::Env env, Napi::Object exports);    // cuda_bindings.cc
+void register_sampling_bindings(Napi::Env env, Napi::Object exports);  // sampling_bindings.cc
 
 namespace {
 
@@ -210,8 +212,10 @@ class Engine : public Napi::ObjectWrap<Engine> {
   }
 
   // forward(tokens: Int32Array, lengths: Int32Array, states: Float32Array[], want: Int32Array,
-  //         simba?: {keep: Int32Array, criterion: number, reduceSum: boolean, protectFirst, protectLast, seed})
-  //   -> Promise<{logits: Float32Array, processed: Int32Array, exitLayer: Int32Array}>
+  //         simba?: {keep: Int32Array, criterion: number, reduceSum: boolean, protectFirst, protectLast, seed},
+  //         sampling?: see sampling_bindings.h)
+  //   -> Promise<{logits: Float32Array, processed: Int32Array, exitLayer: Int32Array}>; with sampling,
+  //      logits is empty and the sampled tokens are added (SetSampleResult)
   Napi::Value Forward(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     return Visit(env, [&](auto m) -> Napi::Value {
@@ -247,11 +251,18 @@ class Engine : public Napi::ObjectWrap<Engine> {
       o.protect_last = so.Get("protectLast").ToNumber().Int32Value();
       o.seed = (uint64_t)so.Get("seed").ToNumber().Int64Value();
     }
+    std::shared_ptr<SampleBatch> samp;
+    if (info.Length() > 5 && info[5].IsObject()) samp = ParseSampleBatch(info[5], req->want.size());
     auto res = std::make_shared<ForwardResult>();
+    const int V = m->config().vocab;
     auto* w = new PromiseWorker(
-        env, [m, req, res] { *res = m->forward(*req); },
-        [res](Napi::Env e) {
+        env, [m, req, res, samp, V] {
+          *res = m->forward(*req);
+          if (samp) { RunSampleBatch(*samp, res->logits.data(), req->want.size(), V); res->logits.clear(); }
+        },
+        [res, samp](Napi::Env e) {
           Napi::Object o = Napi::Object::New(e);
+          if (samp) SetSampleResult(e, *samp, o);
           auto lg = Napi::Float32Array::New(e, res->logits.size());
           std::copy(res->logits.begin(), res->logits.end(), lg.Data());
           auto pr = Napi::Int32Array::New(e, res->processed.size());
@@ -338,6 +349,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("tensorTable", Napi::Function::New(env, TensorTable));
   register_kernel_bindings(env, exports);
   register_cuda_bindings(env, exports);
+  register_sampling_bindings(env, exports);
   return exports;
 }
 

@@ -1,0 +1,88 @@
+/**
+ * `simba serve`: the OpenAI-compatible HTTP server (lib/serve/server.ts) on a model folder or a
+ * random-weight shape. It listens at once (GET /health answers 503 while the model loads), prints
+ * `simba serve: listening on URL` and then `simba serve: ready (...)` on stderr. SIGTERM / SIGINT
+ * stop accepting, let running requests finish for --grace seconds, then exit 0.
+ *
+ *   simba serve --port 8080
+ *   simba serve --shape mamba-130m --tokenizer test/fixtures/gpt-neox-20b-tokenizer.json
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import { Option, type Command } from 'commander';
+
+import { loadChatTemplate } from '../checkpoint/chat_template';
+import { loadTokenizer, type Tokenizer } from '../checkpoint/tokenizer';
+import { DEFAULT_MODEL_DIR } from '../engine/load';
+import { createServer } from '../serve/server';
+import { addModelOptions, CliError, floatArg, intArg, openModel, type ModelFlags } from './args';
+
+interface ServeFlags extends ModelFlags {
+  host: string; port: number; maxRunning: number; maxQueue: number; prefillBudget: number; cacheMb: number;
+  apiKey?: string; simbaFlops?: number; tokenizer?: string; modelName?: string; maxPromptTokens: number; grace: number;
+}
+
+async function cmdServe(f: ServeFlags): Promise<void> {
+  if (f.prefillBudget + f.maxRunning > 8192) throw new CliError('--prefill-budget + --max-running must be at most 8192', 2);
+  const dir = f.shape !== undefined ? null : f.model ?? DEFAULT_MODEL_DIR;
+  if (dir !== null && !fs.existsSync(dir)) throw new CliError(`model folder '${dir}' does not exist`, 1);
+  // A random-weight shape has no tokenizer: --tokenizer, else the shipped model's (its ids are a
+  // subset of the vocabulary; sampling is limited to them).
+  let tokenizer: Tokenizer | null | undefined;
+  if (f.tokenizer !== undefined) tokenizer = loadTokenizer(f.tokenizer);
+  else if (dir === null) tokenizer = loadTokenizer(DEFAULT_MODEL_DIR);
+  const name = f.modelName ?? (f.shape ?? path.basename(path.resolve(dir!)));
+  const apiKey = f.apiKey ?? process.env.SIMBA_API_KEY;
+  const loading = openModel(f);
+  const server = createServer({
+    model: loading, modelName: name, tokenizer, chatTemplate: loadChatTemplate(dir), maxRunning: f.maxRunning, maxQueue: f.maxQueue,
+    prefillBudget: f.prefillBudget, cacheMb: f.cacheMb, apiKey: apiKey || undefined, simba: f.simbaFlops !== undefined ? { flops: f.simbaFlops } : undefined,
+    maxPromptTokens: f.maxPromptTokens,
+  });
+  const url = await server.listen(f.port, f.host);
+  process.stderr.write(`simba serve: listening on ${url}\n`);
+  let stopping = false;
+  const stopped = new Promise<void>((resolve) => {
+    const stop = (sig: string) => {
+      if (stopping) return;
+      stopping = true;
+      process.stderr.write(`simba serve: ${sig}: draining (up to ${f.grace} s)\n`);
+      void server.shutdown(f.grace * 1000).finally(() => {
+        server.model?.dispose();
+        resolve();
+      });
+    };
+    process.on('SIGTERM', () => stop('SIGTERM'));
+    process.on('SIGINT', () => stop('SIGINT'));
+  });
+  try {
+    await server.ready;
+  } catch (e) {
+    await server.shutdown(0);
+    throw e;
+  }
+  if (!stopping) {
+    const info = server.model!.info();
+    process.stderr.write(`simba serve: ready (model '${name}', ${info.config.nLayer} layers, ${info.isa}, ${info.threads} threads)\n`);
+  }
+  await stopped;
+  process.stderr.write('simba serve: stopped\n');
+}
+
+export function addServeCommand(program: Command): void {
+  const cmd = program.command('serve').description('OpenAI-compatible HTTP server (completions, chat, streaming) with continuous batching');
+  addModelOptions(cmd, { shape: true })
+    .option('--host <addr>', 'address to listen on', '127.0.0.1')
+    .option('--port <n>', 'port (0: any free port)', intArg(0, 65535), 8080)
+    .option('--max-running <n>', 'sequences decoding at once', intArg(1, 1024), 32)
+    .option('--max-queue <n>', 'requests waiting before 429', intArg(0), 256)
+    .option('--prefill-budget <n>', 'prompt tokens prefilled per scheduler tick', intArg(1, 8192), 512)
+    .option('--cache-mb <n>', 'prefix-state cache budget in MiB (0 = off)', intArg(0), 512)
+    .option('--api-key <key>', 'require Authorization: Bearer <key> on /v1 (or SIMBA_API_KEY)')
+    .option('--simba-flops <f>', 'Simba: prune every prompt to this fraction of dense prefill FLOPs', floatArg(0, 1, true))
+    .option('--tokenizer <path>', 'tokenizer.json (or its folder) for --shape or to override the model\'s')
+    .option('--model-name <id>', 'the model id clients send (default: the folder or shape name)')
+    .option('--max-prompt-tokens <n>', 'longest prompt accepted (422 beyond)', intArg(1), 65536)
+    .addOption(new Option('--grace <s>', 'seconds running requests get to finish on SIGTERM').argParser(floatArg(0, 3600)).default(30))
+    .action((f: ServeFlags) => cmdServe(f));
+}

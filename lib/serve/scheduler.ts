@@ -1,0 +1,415 @@
+/**
+ * The scheduler: one loop per model, continuous batching with chunked prefill.
+ *
+ * Each tick is ONE native call (LanguageModel.step): a decode token for every running choice plus
+ * chunks of waiting prompts under a per-tick token budget, with sampling done natively after the
+ * head, so JS only orchestrates. Requests are admitted first come, first served while slots
+ * (max running sequences) are free; a request whose prompt is done samples its first token(s) in
+ * the same call. Finished, cancelled or failed requests leave at the end of the tick (their slots
+ * are free for the next one); a cancel lands at the start of the next tick.
+ *
+ * Why in TypeScript, not native: a tick's cost is the native step (milliseconds); the JS around
+ * it (a few objects per sequence) is microseconds, and keeping the loop in JS keeps the HTTP side,
+ * cancellation and metrics simple. Continuous batching does not change results: every sequence
+ * carries its own state and RNG, so at temperature 0 a request gets the same tokens alone or in
+ * any batch (test/serve/scheduler.test.ts).
+ *
+ * n > 1: the prompt is prefilled once; its n first tokens are sampled from the same logits row,
+ * then the state is copied (snapshot / restore) into one sequence per choice.
+ *
+ * @example
+ *   const s = new Scheduler(model, { tokenizer: model.tokenizer, maxRunning: 32 });
+ *   const h = s.submit({ prompt: ids, maxTokens: 16, sampling: [{ temperature: 0, rng: rngFromSeed(0) }],
+ *                        onEvent: (e) => { if (e.type === 'token') process.stdout.write(e.text); } });
+ *   await h.done;   // 'done' | 'cancelled' | 'error'
+ */
+import type { LanguageModel, SampledToken, SamplingParams, Sequence, SimbaOptions, StepInput, Tokenizer } from '../engine/lm';
+import { SimbaError } from '../errors';
+import { StopMatcher } from '../generate/stop';
+import type { PrefixCache } from './prefix_cache';
+
+export type FinishReason = 'stop' | 'length';
+
+export type RequestEvent =
+  | { type: 'token'; choice: number; token: number; text: string; logprob: number; top: { token: number; logprob: number }[] }
+  /** A choice ended; `text` is what was still held back (incomplete characters, a possible stop string). */
+  | { type: 'finish'; choice: number; reason: FinishReason; text: string }
+  | { type: 'done'; usage: { promptTokens: number; completionTokens: number; cachedTokens: number } }
+  | { type: 'error'; error: Error };
+
+export interface GenerationRequest {
+  /** Prompt token ids (at least one). */
+  prompt: number[];
+  /** Tokens to generate at most per choice (>= 1). */
+  maxTokens: number;
+  /** One per choice (n = sampling.length); each holds its own RNG. */
+  sampling: SamplingParams[];
+  stop?: string[];
+  stopAtEos?: boolean;
+  /** Prune this prompt (its prefill is one call of its own, not chunked, not cached). */
+  simba?: SimbaOptions;
+  /** Called on the scheduler's loop; exceptions thrown here are ignored. */
+  onEvent(ev: RequestEvent): void;
+}
+
+export type RequestOutcome = 'done' | 'cancelled' | 'error';
+
+export interface RequestHandle {
+  readonly id: number;
+  /** Cancels the request: it stops within one tick and frees its slot. */
+  cancel(): void;
+  readonly done: Promise<RequestOutcome>;
+}
+
+/** Rejections of submit(): the HTTP layer maps them to 429 / 503. */
+export class SchedulerRejection extends Error {
+  constructor(readonly kind: 'queue_full' | 'shutting_down', message: string) {
+    super(message);
+  }
+}
+
+/** Hooks for metrics (all optional; times in seconds). */
+export interface SchedulerObserver {
+  admitted?(queueSeconds: number): void;
+  firstToken?(ttftSeconds: number): void;
+  interToken?(seconds: number): void;
+  finished?(outcome: RequestOutcome, e2eSeconds: number, promptTokens: number, completionTokens: number, reasons: FinishReason[]): void;
+  step?(sequences: number, tokens: number, seconds: number, sampleMs: number): void;
+  cacheLookup?(hit: boolean, promptTokens: number, savedTokens: number): void;
+}
+
+export interface SchedulerOptions {
+  /** Decodes the generated text (null: text is ''). */
+  tokenizer?: Tokenizer | null;
+  /** Sequences (choices) decoding at once (default 32). */
+  maxRunning?: number;
+  /** Requests waiting beyond the free slots before submit() rejects with queue_full (default 256). */
+  maxQueue?: number;
+  /** Prompt tokens prefilled per tick, over all requests (default 512). */
+  prefillBudget?: number;
+  cache?: PrefixCache | null;
+  observer?: SchedulerObserver;
+  /** End-of-sequence id (default: the tokenizer's, else the config's). */
+  eosTokenId?: number | null;
+}
+
+interface Choice {
+  index: number;
+  seq: Sequence | null;
+  params: SamplingParams;
+  history: number[];
+  decoder: { push(ids: number): string; flush(): string } | null;
+  stop: StopMatcher;
+  generated: number;
+  last: number;
+  finished: boolean;
+  reason: FinishReason | null;
+  lastTime: number;
+}
+
+interface Req {
+  id: number;
+  r: GenerationRequest;
+  seq: Sequence | null;
+  pos: number;
+  cached: number;
+  choices: Choice[];
+  phase: 'waiting' | 'prefill' | 'decode' | 'done';
+  cancelled: boolean;
+  arrival: number;
+  firstTokenAt: number;
+  completionTokens: number;
+  resolve(o: RequestOutcome): void;
+}
+
+type Planned = { kind: 'decode'; req: Req; choice: Choice } | { kind: 'prefill'; req: Req; end: number; final: boolean };
+
+const now = () => performance.now() / 1000;
+
+export class Scheduler {
+  readonly maxRunning: number;
+  readonly maxQueue: number;
+  readonly prefillBudget: number;
+  private readonly waiting: Req[] = [];
+  private readonly running: Req[] = [];
+  private readonly cache: PrefixCache | null;
+  private readonly tokenizer: Tokenizer | null;
+  private readonly eos: number | null;
+  private readonly observer: SchedulerObserver;
+  private nextId = 1;
+  private looping = false;
+  private accepting = true;
+  private idleWaiters: (() => void)[] = [];
+  /** Ticks run and sequences stepped (for tests and the bench). */
+  readonly counters = { ticks: 0, steppedSequences: 0, sampleMs: 0, stepSeconds: 0 };
+
+  constructor(private readonly model: LanguageModel, opts: SchedulerOptions = {}) {
+    this.maxRunning = opts.maxRunning ?? 32;
+    this.maxQueue = opts.maxQueue ?? 256;
+    this.prefillBudget = opts.prefillBudget ?? 512;
+    if (!Number.isInteger(this.maxRunning) || this.maxRunning < 1 || this.maxRunning > 1024)
+      throw new SimbaError('E_ARG', `scheduler: maxRunning must be an integer in [1, 1024], got ${this.maxRunning}`);
+    if (!Number.isInteger(this.maxQueue) || this.maxQueue < 0) throw new SimbaError('E_ARG', `scheduler: maxQueue must be an integer >= 0, got ${this.maxQueue}`);
+    if (!Number.isInteger(this.prefillBudget) || this.prefillBudget < 1 || this.prefillBudget + this.maxRunning > 8192)
+      throw new SimbaError('E_ARG', `scheduler: prefillBudget must be an integer >= 1 with prefillBudget + maxRunning <= 8192, got ${this.prefillBudget}`);
+    this.cache = opts.cache ?? null;
+    this.tokenizer = opts.tokenizer ?? null;
+    this.eos = opts.eosTokenId !== undefined ? opts.eosTokenId : (this.tokenizer?.eosTokenId ?? model.config.eosTokenId);
+    this.observer = opts.observer ?? {};
+  }
+
+  /** Requests decoding or prefilling / waiting for a slot. */
+  get runningCount(): number {
+    return this.running.length;
+  }
+  get waitingCount(): number {
+    return this.waiting.length;
+  }
+  /** Sequences (choices) holding a slot. */
+  get slotsUsed(): number {
+    return this.running.reduce((a, r) => a + r.choices.length, 0);
+  }
+
+  /** Queues a request; throws SchedulerRejection when the queue is full or the scheduler is closing. */
+  submit(r: GenerationRequest): RequestHandle {
+    if (!this.accepting) throw new SchedulerRejection('shutting_down', 'the server is shutting down');
+    // a request that fits in the free slots is admitted at the next tick; others queue (up to maxQueue)
+    const n = Array.isArray(r.sampling) ? r.sampling.length : 1;
+    const pending = this.slotsUsed + this.waiting.reduce((a, w) => a + w.choices.length, 0);
+    if (pending + n > this.maxRunning && this.waiting.length >= this.maxQueue)
+      throw new SchedulerRejection('queue_full', `the queue is full (${this.waiting.length} requests waiting, all ${this.maxRunning} slots busy); retry later`);
+    if (!Array.isArray(r.prompt) || r.prompt.length === 0) throw new SimbaError('E_ARG', 'scheduler: the prompt needs at least one token');
+    if (!Array.isArray(r.sampling) || r.sampling.length === 0 || r.sampling.length > this.maxRunning)
+      throw new SimbaError('E_ARG', `scheduler: n must be in [1, ${this.maxRunning}] (max running sequences)`);
+    if (!Number.isInteger(r.maxTokens) || r.maxTokens < 1) throw new SimbaError('E_ARG', 'scheduler: maxTokens must be an integer >= 1');
+    const V = this.model.config.vocabSize;
+    for (let i = 0; i < r.prompt.length; i++) {
+      const t = r.prompt[i];
+      if (!Number.isInteger(t) || t < 0 || t >= V) throw new SimbaError('E_TOKEN', `scheduler: prompt token ${String(t)} at index ${i} is outside the vocabulary [0, ${V})`);
+    }
+    let resolve!: (o: RequestOutcome) => void;
+    const done = new Promise<RequestOutcome>((res) => { resolve = res; });
+    const req: Req = {
+      id: this.nextId++, r, seq: null, pos: 0, cached: 0, phase: 'waiting', cancelled: false, arrival: now(), firstTokenAt: 0,
+      completionTokens: 0, resolve,
+      choices: r.sampling.map((params, index) => ({
+        index, seq: null, params, history: [], decoder: this.tokenizer ? this.tokenizer.createStreamDecoder() : null,
+        stop: new StopMatcher(r.stop ?? []), generated: 0, last: -1, finished: false, reason: null, lastTime: 0,
+      })),
+    };
+    for (const c of req.choices) c.params.history = c.history;
+    this.waiting.push(req);
+    this.kick();
+    return { id: req.id, done, cancel: () => this.cancel(req) };
+  }
+
+  private cancel(req: Req): void {
+    if (req.phase === 'done' || req.cancelled) return;
+    req.cancelled = true;
+    const w = this.waiting.indexOf(req);
+    if (w >= 0) {  // never admitted: leaves right away
+      this.waiting.splice(w, 1);
+      this.finish(req, 'cancelled');
+    }
+  }
+
+  /** Resolves when no request is running or waiting. */
+  idle(): Promise<void> {
+    if (!this.looping && this.running.length === 0 && this.waiting.length === 0) return Promise.resolve();
+    return new Promise((res) => this.idleWaiters.push(res));
+  }
+
+  /**
+   * Stops accepting requests, lets the running and waiting ones finish for up to graceMs, then
+   * cancels what is left. Resolves when the loop is idle.
+   */
+  async close(graceMs: number): Promise<void> {
+    this.accepting = false;
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<void>((res) => { timer = setTimeout(res, Math.max(0, graceMs)); });
+    await Promise.race([this.idle(), timeout]);
+    clearTimeout(timer);
+    for (const r of [...this.waiting, ...this.running]) this.cancel(r);
+    await this.idle();
+  }
+
+  get closing(): boolean {
+    return !this.accepting;
+  }
+
+  private kick(): void {
+    if (this.looping) return;
+    this.looping = true;
+    void this.loop();
+  }
+
+  private async loop(): Promise<void> {
+    try {
+      while (this.running.length > 0 || this.waiting.length > 0) {
+        await this.tick();
+        // let I/O (new requests, disconnects) in between ticks
+        await new Promise<void>((res) => setImmediate(res));
+      }
+    } finally {
+      this.looping = false;
+      const w = this.idleWaiters;
+      this.idleWaiters = [];
+      for (const f of w) f();
+    }
+  }
+
+  /** One tick: reap cancelled requests, plan one batched step, run it, hand out the tokens. */
+  private async tick(): Promise<void> {
+    this.reap();
+    const inputs: StepInput[] = [];
+    const plan: Planned[] = [];
+    for (const req of this.running)
+      if (req.phase === 'decode')
+        for (const c of req.choices)
+          if (!c.finished) { inputs.push({ sequence: c.seq!, tokens: [c.last], sample: [c.params] }); plan.push({ kind: 'decode', req, choice: c }); }
+    let budget = this.prefillBudget;
+    for (const req of this.running) {
+      if (budget <= 0) break;
+      if (req.phase === 'prefill' && !req.r.simba) budget -= this.addChunk(req, budget, inputs, plan);
+    }
+    let simbaReq: Req | null = null;
+    let slots = this.slotsUsed;
+    while (budget > 0 && this.waiting.length > 0 && slots + this.waiting[0].choices.length <= this.maxRunning) {
+      if (this.waiting[0].r.simba && simbaReq) break;  // one pruned prefill per tick, in order
+      const req = this.waiting.shift()!;
+      this.admit(req);
+      slots += req.choices.length;
+      if (req.r.simba) { simbaReq = req; budget -= req.r.prompt.length; } else budget -= this.addChunk(req, budget, inputs, plan);
+    }
+    const t0 = now();
+    if (inputs.length > 0) await this.runStep(inputs, plan, undefined);
+    if (simbaReq) {
+      const p: Planned[] = [{ kind: 'prefill', req: simbaReq, end: simbaReq.r.prompt.length, final: true }];
+      await this.runStep([{ sequence: simbaReq.seq!, tokens: simbaReq.r.prompt, sample: simbaReq.choices.map((c) => c.params) }], p, simbaReq.r.simba);
+    }
+    this.counters.stepSeconds += now() - t0;
+    this.counters.ticks++;
+    this.reap();
+  }
+
+  private admit(req: Req): void {
+    req.phase = 'prefill';
+    req.seq = this.model.newSequence();
+    req.choices[0].seq = req.seq;
+    this.running.push(req);
+    this.observer.admitted?.(now() - req.arrival);
+    if (this.cache?.enabled && !req.r.simba) {
+      const hit = this.cache.lookup('dense', req.r.prompt, req.r.prompt.length - 1);
+      if (hit) {
+        req.seq.restore(hit.state);
+        req.pos = req.cached = hit.length;
+      }
+      this.observer.cacheLookup?.(hit !== null, req.r.prompt.length, hit?.length ?? 0);
+    }
+  }
+
+  /** Plans the next prompt chunk of req within budget (ends on cache block boundaries); returns its size. */
+  private addChunk(req: Req, budget: number, inputs: StepInput[], plan: Planned[]): number {
+    const n = req.r.prompt.length;
+    let end = Math.min(n, req.pos + budget);
+    if (end < n && this.cache?.enabled) {
+      const K = this.cache.blockTokens;
+      const aligned = Math.floor(end / K) * K;
+      if (aligned > req.pos) end = aligned;
+    }
+    const final = end === n;
+    inputs.push({ sequence: req.seq!, tokens: req.r.prompt.slice(req.pos, end), sample: final ? req.choices.map((c) => c.params) : undefined });
+    plan.push({ kind: 'prefill', req, end, final });
+    return end - req.pos;
+  }
+
+  private async runStep(inputs: StepInput[], plan: Planned[], simba: SimbaOptions | undefined): Promise<void> {
+    const t0 = now();
+    let samples: SampledToken[][];
+    try {
+      const r = await this.model.step(inputs, { simba });
+      samples = r.samples;
+      this.counters.sampleMs += r.sampleMs;
+      this.counters.steppedSequences += inputs.length;
+      this.observer.step?.(inputs.length, inputs.reduce((a, i) => a + i.tokens.length, 0), now() - t0, r.sampleMs);
+    } catch (e) {
+      const err = e instanceof Error ? e : new Error(String(e));
+      for (const req of new Set(plan.map((p) => p.req))) this.fail(req, err);
+      return;
+    }
+    plan.forEach((p, i) => {
+      if (p.req.phase === 'done' || p.req.cancelled) return;
+      if (p.kind === 'decode') return this.handleToken(p.req, p.choice, samples[i][0]);
+      const req = p.req;
+      req.pos = p.end;
+      const K = this.cache?.blockTokens ?? 0;
+      if (this.cache?.enabled && !req.r.simba && (p.final || p.end % K === 0)) this.cache.insert('dense', req.r.prompt.slice(0, p.end), req.seq!.snapshot());
+      if (!p.final) return;
+      req.phase = 'decode';
+      if (req.choices.length > 1) {
+        const snap = req.seq!.snapshot();
+        for (const c of req.choices.slice(1)) { c.seq = this.model.newSequence(); c.seq.restore(snap); }
+      }
+      req.choices.forEach((c, j) => this.handleToken(req, c, samples[i][j]));
+    });
+  }
+
+  private emit(req: Req, ev: RequestEvent): void {
+    try {
+      req.r.onEvent(ev);
+    } catch {
+      // a listener's failure (e.g. a closed socket) must not stop the loop
+    }
+  }
+
+  private handleToken(req: Req, c: Choice, s: SampledToken): void {
+    const t = now();
+    if (req.firstTokenAt === 0) { req.firstTokenAt = t; this.observer.firstToken?.(t - req.arrival); } else if (c.lastTime > 0) this.observer.interToken?.(t - c.lastTime);
+    c.lastTime = t;
+    if (req.r.stopAtEos !== false && this.eos !== null && s.token === this.eos) return this.finishChoice(req, c, 'stop', true);
+    c.history.push(s.token);
+    c.generated++;
+    req.completionTokens++;
+    const { emit, stopped } = c.stop.push(c.decoder ? c.decoder.push(s.token) : '');
+    this.emit(req, { type: 'token', choice: c.index, token: s.token, text: emit, logprob: s.logprob, top: s.top });
+    if (stopped) return this.finishChoice(req, c, 'stop', false);
+    if (c.generated >= req.r.maxTokens) return this.finishChoice(req, c, 'length', true);
+    c.last = s.token;
+  }
+
+  private finishChoice(req: Req, c: Choice, reason: FinishReason, flush: boolean): void {
+    const text = flush ? c.stop.flush(c.decoder ? c.decoder.flush() : '') : '';
+    c.finished = true;
+    c.reason = reason;
+    this.emit(req, { type: 'finish', choice: c.index, reason, text });
+    if (req.choices.every((x) => x.finished)) {
+      this.emit(req, { type: 'done', usage: { promptTokens: req.r.prompt.length, completionTokens: req.completionTokens, cachedTokens: req.cached } });
+      this.finish(req, 'done');
+    }
+  }
+
+  private fail(req: Req, error: Error): void {
+    if (req.phase === 'done') return;
+    this.emit(req, { type: 'error', error });
+    this.finish(req, 'error');
+  }
+
+  /** Ends a request (frees its sequences); it leaves the running list at the next reap. */
+  private finish(req: Req, outcome: RequestOutcome): void {
+    if (req.phase === 'done') return;
+    req.phase = 'done';
+    for (const c of req.choices) c.seq?.dispose();
+    this.observer.finished?.(outcome, now() - req.arrival, req.r.prompt.length, req.completionTokens,
+      req.choices.map((c) => c.reason).filter((x): x is FinishReason => x !== null));
+    req.resolve(outcome);
+  }
+
+  /** Drops finished requests and ends cancelled ones (between ticks: no native call holds their state). */
+  private reap(): void {
+    for (let i = this.running.length - 1; i >= 0; i--) {
+      const req = this.running[i];
+      if (req.cancelled) this.finish(req, 'cancelled');
+      if (req.phase === 'done') this.running.splice(i, 1);
+    }
+  }
+}

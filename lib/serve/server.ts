@@ -1,0 +1,328 @@
+/**
+ * The OpenAI-compatible HTTP server (fastify 5): POST /v1/completions and /v1/chat/completions
+ * (JSON or SSE streaming), GET /v1/models, /health, /metrics. Requests go to the Scheduler
+ * (continuous batching); a client that disconnects cancels its request (within one tick).
+ *
+ * Errors are OpenAI-shaped (errors.ts): 400 bad JSON or parameter, 401 bearer key, 404 route or
+ * model, 413 body too large, 422 prompt too long, 429 queue full (Retry-After), 503 loading or
+ * shutting down. An error after a stream started is an SSE `event: error` and the stream ends.
+ *
+ * @example
+ *   const server = await createServer({ model: loadModel(), modelName: 'brown-mamba-s' });
+ *   await server.listen(8080, '127.0.0.1');
+ *   process.on('SIGTERM', () => server.shutdown(30000).then(() => process.exit(0)));
+ */
+import { createHash, randomBytes, timingSafeEqual } from 'crypto';
+import type { ServerResponse } from 'http';
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+
+import type { ChatTemplate } from '../checkpoint/chat_template';
+import { chatTemplate, PLAIN_CHAT_TEMPLATE } from '../checkpoint/chat_template';
+import type { LanguageModel, SimbaOptions, Tokenizer } from '../engine/lm';
+import { ApiError, notFound, toApiError, unavailable } from './errors';
+import { Metrics } from './metrics';
+import {
+  chatLogprobs, completionLogprobs, parseChat, parseCompletion, usageOf,
+  type ChoiceOutput, type GenerationSpec, type ParseContext,
+} from './openai';
+import { PrefixCache } from './prefix_cache';
+import { Scheduler, SchedulerRejection, type RequestEvent, type RequestHandle } from './scheduler';
+
+export interface ServerOptions {
+  /** The model, or a promise of it (the server answers 503 until it resolves). */
+  model: LanguageModel | Promise<LanguageModel>;
+  /** The id clients pass as `model` (default 'simba'). */
+  modelName?: string;
+  /** Tokenizer for text prompts and outputs (default: the model's). */
+  tokenizer?: Tokenizer | null;
+  /** Chat prompt template (default: the plain template, see chat_template.ts). */
+  chatTemplate?: ChatTemplate;
+  maxRunning?: number;
+  maxQueue?: number;
+  prefillBudget?: number;
+  /** Prefix-state cache budget in MiB (0 = off, default 512). */
+  cacheMb?: number;
+  /** Prompt tokens between cache snapshots of long prompts (default 256). */
+  cacheBlockTokens?: number;
+  /** Require `Authorization: Bearer <key>` on /v1/*. */
+  apiKey?: string;
+  /** Simba pruning for every request without its own `simba` field. */
+  simba?: SimbaOptions;
+  /** Longest prompt in tokens (422 beyond; default 65536). */
+  maxPromptTokens?: number;
+  /** Largest max_tokens (default 65536). */
+  maxTokens?: number;
+  /** Largest request body in bytes (413 beyond; default 4 MiB). */
+  bodyLimit?: number;
+  /** Seconds a 429 asks the client to wait (default 1). */
+  retryAfter?: number;
+}
+
+type State = 'loading' | 'ready' | 'failed' | 'shutting_down';
+
+export class SimbaServer {
+  readonly app: FastifyInstance;
+  readonly metrics: Metrics;
+  scheduler: Scheduler | null = null;
+  cache: PrefixCache | null = null;
+  model: LanguageModel | null = null;
+  private state: State = 'loading';
+  private loadError = '';
+  private ctx: ParseContext | null = null;
+  private readonly modelName: string;
+  private readonly keyDigest: Buffer | null;
+  private readonly created = Math.floor(Date.now() / 1000);
+  /** Resolves when the model is loaded (rejects if loading failed). */
+  readonly ready: Promise<void>;
+
+  constructor(private readonly opts: ServerOptions) {
+    this.modelName = opts.modelName ?? 'simba';
+    this.keyDigest = opts.apiKey ? digest(opts.apiKey) : null;
+    this.metrics = new Metrics(() => ({
+      running: this.scheduler?.runningCount ?? 0, waiting: this.scheduler?.waitingCount ?? 0,
+      slots: this.scheduler?.slotsUsed ?? 0, cache: this.cache?.stats() ?? null,
+    }));
+    this.app = Fastify({ logger: false, bodyLimit: opts.bodyLimit ?? 4 << 20, forceCloseConnections: 'idle' });
+    this.routes();
+    this.ready = Promise.resolve(opts.model).then((m) => this.start(m), (e: unknown) => {
+      this.state = 'failed';
+      this.loadError = e instanceof Error ? e.message : String(e);
+      throw e;
+    });
+    this.ready.catch(() => undefined);
+  }
+
+  private start(model: LanguageModel): void {
+    if (this.state === 'shutting_down') return;
+    const o = this.opts;
+    const tokenizer = o.tokenizer !== undefined ? o.tokenizer : model.tokenizer;
+    const maxRunning = o.maxRunning ?? 32;
+    this.cache = new PrefixCache({ maxBytes: (o.cacheMb ?? 512) * 2 ** 20, blockTokens: o.cacheBlockTokens ?? 256 });
+    this.scheduler = new Scheduler(model, {
+      tokenizer, maxRunning, maxQueue: o.maxQueue ?? 256, prefillBudget: o.prefillBudget ?? 512, cache: this.cache, observer: this.metrics.observer,
+    });
+    this.ctx = {
+      modelName: this.modelName, config: model.config, tokenizer, chatTemplate: o.chatTemplate ?? chatTemplate('plain', PLAIN_CHAT_TEMPLATE),
+      maxPromptTokens: o.maxPromptTokens ?? 65536, maxTokensLimit: o.maxTokens ?? 65536, maxN: Math.min(16, maxRunning), defaultSimba: o.simba,
+    };
+    this.model = model;
+    this.state = 'ready';
+  }
+
+  /** Listens on host:port (port 0: any free port); resolves to the base URL. */
+  async listen(port = 8080, host = '127.0.0.1'): Promise<string> {
+    await this.app.listen({ port, host });
+    const a = this.app.server.address();
+    if (a && typeof a === 'object') return `http://${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}`;
+    return String(a);
+  }
+
+  /** Stops accepting (503), lets running requests finish for up to graceMs, then closes. */
+  async shutdown(graceMs = 30000): Promise<void> {
+    this.state = 'shutting_down';
+    if (this.scheduler) await this.scheduler.close(graceMs);
+    await this.app.close();
+  }
+
+  private live(): { sched: Scheduler; ctx: ParseContext } {
+    if (this.state === 'ready' && this.scheduler && this.ctx) return { sched: this.scheduler, ctx: this.ctx };
+    if (this.state === 'loading') throw unavailable('the model is still loading; retry shortly', 'model_loading');
+    if (this.state === 'failed') throw unavailable(`the model failed to load: ${this.loadError}`, 'model_load_failed');
+    throw unavailable('the server is shutting down', 'shutting_down');
+  }
+
+  private routes(): void {
+    const app = this.app;
+    app.setErrorHandler((err, _req, reply) => {
+      const a = toApiError(err);
+      void reply.code(a.status).headers(a.headers).send(a.body());
+    });
+    app.setNotFoundHandler((req, reply) => {
+      void reply.code(404).send(notFound(`no route ${req.method} ${req.url.split('?')[0].slice(0, 200)}`, 'unknown_url').body());
+    });
+    app.addHook('onRequest', async (req) => {
+      if (!this.keyDigest || !req.url.startsWith('/v1/')) return;
+      const h = req.headers.authorization;
+      const m = typeof h === 'string' ? /^Bearer\s+(.+)$/i.exec(h.trim()) : null;
+      if (!m) throw new ApiError(401, 'missing bearer token: send Authorization: Bearer <key>', 'authentication_error', null, 'missing_api_key');
+      if (!timingSafeEqual(digest(m[1]), this.keyDigest)) throw new ApiError(401, 'incorrect API key provided', 'authentication_error', null, 'invalid_api_key');
+    });
+    app.get('/health', async (_req, reply) => {
+      this.live();
+      return reply.send({ status: 'ok', model: this.modelName });
+    });
+    app.get('/metrics', async (_req, reply) => reply.type(this.metrics.contentType).send(await this.metrics.render()));
+    const modelObj = () => ({ id: this.modelName, object: 'model', created: this.created, owned_by: 'simba-ssm' });
+    app.get('/v1/models', async () => ({ object: 'list', data: [modelObj()] }));
+    app.get('/v1/models/:id', async (req) => {
+      const { id } = req.params as { id: string };
+      if (id !== this.modelName) throw notFound(`the model '${id.slice(0, 100)}' does not exist`, 'model_not_found', 'model');
+      return modelObj();
+    });
+    app.post('/v1/completions', (req, reply) => this.generate('completion', req, reply));
+    app.post('/v1/chat/completions', (req, reply) => this.generate('chat', req, reply));
+  }
+
+  private async generate(kind: 'completion' | 'chat', req: FastifyRequest, reply: FastifyReply): Promise<unknown> {
+    const { sched, ctx } = this.live();
+    const spec = kind === 'chat' ? parseChat(req.body, ctx) : parseCompletion(req.body, ctx);
+    const run = new Run(kind, spec, this.modelName, ctx.tokenizer);
+    const handles: RequestHandle[] = [];
+    try {
+      spec.prompts.forEach((prompt, pi) => {
+        handles.push(sched.submit({
+          prompt, maxTokens: spec.maxTokens, stop: spec.stop, simba: spec.simba,
+          sampling: Array.from({ length: spec.n }, (_, j) => spec.sampling(j)),
+          onEvent: (ev) => run.event(pi * spec.n, ev),
+        }));
+      });
+    } catch (e) {
+      for (const h of handles) h.cancel();
+      if (e instanceof SchedulerRejection) {
+        if (e.kind === 'queue_full') {
+          const retry = String(this.opts.retryAfter ?? 1);
+          throw new ApiError(429, e.message, 'rate_limit_error', null, 'queue_full', { 'retry-after': retry });
+        }
+        throw unavailable(e.message, 'shutting_down');
+      }
+      throw e;
+    }
+    const cancelAll = () => { for (const h of handles) h.cancel(); };
+    // a client that goes away cancels its request; a request cancelled by shutdown ends the response
+    reply.raw.on('close', () => { if (!run.ended) { cancelAll(); run.abort('the client closed the connection'); } });
+    for (const h of handles) void h.done.then((o) => { if (o === 'cancelled') run.abort('the request was cancelled (the server is shutting down)'); });
+    if (spec.stream) {
+      reply.hijack();
+      run.startStream(reply.raw);
+      await run.finished;
+      return undefined;
+    }
+    const ok = await run.finished;
+    if (!ok) {
+      cancelAll();
+      throw run.error ?? new ApiError(500, 'the request failed', 'server_error');
+    }
+    return reply.send(run.response());
+  }
+}
+
+function digest(s: string): Buffer {
+  return createHash('sha256').update(s, 'utf8').digest();
+}
+
+/** One HTTP request's choices: collects scheduler events, writes SSE chunks or the final JSON. */
+class Run {
+  readonly id: string;
+  readonly created = Math.floor(Date.now() / 1000);
+  readonly outs: ChoiceOutput[];
+  private remaining: number;
+  private usage = { prompt: 0, completion: 0, cached: 0 };
+  private raw: ServerResponse | null = null;
+  ended = false;
+  error: ApiError | null = null;
+  readonly finished: Promise<boolean>;
+  private resolve!: (ok: boolean) => void;
+
+  constructor(private readonly kind: 'completion' | 'chat', private readonly spec: GenerationSpec, private readonly model: string,
+              private readonly tok: Tokenizer | null) {
+    this.id = `${kind === 'chat' ? 'chatcmpl' : 'cmpl'}-${randomBytes(12).toString('hex')}`;
+    this.outs = Array.from({ length: spec.prompts.length * spec.n }, () => ({ text: '', finishReason: null, tokens: [] }));
+    this.remaining = spec.prompts.length;
+    this.finished = new Promise((res) => { this.resolve = res; });
+  }
+
+  private get object(): string {
+    return this.kind === 'chat' ? 'chat.completion.chunk' : 'text_completion';
+  }
+
+  startStream(raw: ServerResponse): void {
+    this.raw = raw;
+    raw.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' });
+    if (this.kind === 'chat')
+      this.outs.forEach((_, index) => this.send({ index, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }));
+  }
+
+  private send(choice: Record<string, unknown> | null, usage?: unknown): void {
+    if (!this.raw || this.raw.writableEnded || this.raw.destroyed) return;
+    const chunk: Record<string, unknown> = { id: this.id, object: this.object, created: this.created, model: this.model, choices: choice ? [choice] : [] };
+    if (usage !== undefined) chunk.usage = usage;
+    else if (this.spec.includeUsage) chunk.usage = null;
+    this.raw.write(`data: ${JSON.stringify(chunk)}\n\n`);
+  }
+
+  private end(ok: boolean): void {
+    if (this.ended) return;
+    this.ended = true;
+    if (this.raw && !this.raw.writableEnded && !this.raw.destroyed) {
+      if (ok) {
+        if (this.spec.includeUsage) this.send(null, usageOf(this.usage.prompt, this.usage.completion, this.usage.cached));
+        this.raw.write('data: [DONE]\n\n');
+      } else {
+        const e = this.error ?? new ApiError(500, 'the request failed', 'server_error');
+        this.raw.write(`event: error\ndata: ${JSON.stringify(e.body())}\n\n`);
+      }
+      this.raw.end();
+    }
+    this.resolve(ok);
+  }
+
+  private logprobsOf(tokens: ChoiceOutput['tokens'], offset: number): unknown {
+    if (this.spec.logprobs === null) return null;
+    return this.kind === 'chat' ? chatLogprobs(this.tok, tokens) : completionLogprobs(this.tok, tokens, offset);
+  }
+
+  private piece(index: number, text: string, tokens: ChoiceOutput['tokens'], offset: number, finish: string | null): Record<string, unknown> {
+    const logprobs = tokens.length > 0 ? this.logprobsOf(tokens, offset) : null;
+    if (this.kind === 'chat') return { index, delta: text ? { content: text } : {}, logprobs, finish_reason: finish };
+    return { index, text, logprobs, finish_reason: finish };
+  }
+
+  /** A scheduler event of the request whose first choice is choice `base`. */
+  event(base: number, ev: RequestEvent): void {
+    if (this.ended) return;
+    if (ev.type === 'token' || ev.type === 'finish') {
+      const index = base + ev.choice;
+      const out = this.outs[index];
+      const offset = out.text.length;
+      if (ev.type === 'token') {
+        const t = { token: ev.token, logprob: ev.logprob, top: ev.top };
+        out.tokens.push(t);
+        out.text += ev.text;
+        if (ev.text || this.spec.logprobs !== null) this.send(this.piece(index, ev.text, this.spec.logprobs !== null ? [t] : [], offset, null));
+      } else {
+        out.text += ev.text;
+        out.finishReason = ev.reason;
+        this.send(this.piece(index, ev.text, [], offset, ev.reason));
+      }
+    } else if (ev.type === 'done') {
+      this.usage.prompt += ev.usage.promptTokens;
+      this.usage.completion += ev.usage.completionTokens;
+      this.usage.cached += ev.usage.cachedTokens;
+      if (--this.remaining === 0) this.end(true);
+    } else {
+      this.error = toApiError(ev.error);
+      this.end(false);
+    }
+  }
+
+  /** Ends the request early (cancelled): a stream gets an error event. */
+  abort(why: string): void {
+    if (this.ended) return;
+    this.error = unavailable(why, 'cancelled');
+    this.end(false);
+  }
+
+  /** The non-streaming JSON body. */
+  response(): unknown {
+    const usage = usageOf(this.usage.prompt, this.usage.completion, this.usage.cached);
+    const choices = this.outs.map((o, index) => this.kind === 'chat'
+      ? { index, message: { role: 'assistant', content: o.text }, logprobs: this.logprobsOf(o.tokens, 0), finish_reason: o.finishReason }
+      : { index, text: o.text, logprobs: this.logprobsOf(o.tokens, 0), finish_reason: o.finishReason });
+    return { id: this.id, object: this.kind === 'chat' ? 'chat.completion' : 'text_completion', created: this.created, model: this.model, choices, usage };
+  }
+}
+
+/** Creates the server (not yet listening). */
+export function createServer(opts: ServerOptions): SimbaServer {
+  return new SimbaServer(opts);
+}

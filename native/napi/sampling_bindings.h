@@ -1,0 +1,31 @@
+// sampling_bindings.h — native sampling behind the forward call: the per-row parameters read from
+// JS, run on the worker thread right after the forward pass, and the result returned to JS (tokens
+// and logprobs instead of [rows, V] logits).
+#pragma once
+#include <napi.h>
+
+#include <memory>
+#include <vector>
+
+#include "cpu/sampling.h"
+
+namespace simba {
+
+struct SampleBatch {
+  std::vector<int> rows;                 // [J]: the logits row each job samples from
+  std::vector<cpu::SampleParams> params; // [J] (pointers into the vectors below)
+  std::vector<int32_t> history, bias_ids;
+  std::vector<float> bias_vals;
+  std::vector<cpu::SampleOut> outs;      // [J]
+  double ms = 0;                         // time spent sampling
+};
+
+// Reads {rows, params, rng, history, historyOffsets, biasIds, biasValues, biasOffsets} (see
+// bindings.ts NativeSampling); rows must be < nrows. Throws a JS TypeError / RangeError.
+std::shared_ptr<SampleBatch> ParseSampleBatch(const Napi::Value& v, size_t nrows);
+// Samples every job from logits [nrows, V] (threaded over jobs).
+void RunSampleBatch(SampleBatch& b, const float* logits, size_t nrows, int V);
+// {tokens, logprobs, topN, topIds, topLogprobs, rng, sampleMs} on o.
+void SetSampleResult(Napi::Env env, const SampleBatch& b, Napi::Object o);
+
+}  // namespace simba

@@ -1,0 +1,57 @@
+/** Helpers of the server tests: a server on 127.0.0.1:0, metrics parsing, polling, raw POSTs. */
+import { createServer, type ServerOptions, type SimbaServer } from '../../lib/serve/server';
+
+export interface Running { server: SimbaServer; url: string }
+
+export async function start(opts: ServerOptions): Promise<Running> {
+  const server = createServer(opts);
+  const url = await server.listen(0, '127.0.0.1');
+  return { server, url };
+}
+
+/** Prometheus text format -> {"name{labels}": value}; throws on a malformed line. */
+export function parseMetrics(text: string): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const line of text.split('\n')) {
+    if (line === '' || line.startsWith('#')) continue;
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*(\{[^}]*\})?) (-?[0-9.e+-]+|NaN|\+Inf|-Inf)$/.exec(line);
+    if (!m) throw new Error(`bad metrics line: ${line}`);
+    out.set(m[1], Number(m[3]));
+  }
+  return out;
+}
+
+export async function metrics(url: string): Promise<Map<string, number>> {
+  const r = await fetch(`${url}/metrics`);
+  return parseMetrics(await r.text());
+}
+
+/** Polls until cond() holds (at most ms); returns whether it did. */
+export async function until(cond: () => Promise<boolean> | boolean, ms = 5000): Promise<boolean> {
+  const t0 = Date.now();
+  while (Date.now() - t0 < ms) {
+    if (await cond()) return true;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  return cond();
+}
+
+/** A response body as the tests read it: an OpenAI error, or anything else. */
+export interface ApiJson { error?: { message: string; type: string; param: string | null; code: string | null }; [key: string]: unknown }
+
+export async function post(url: string, path: string, body: string, headers: Record<string, string> = {}): Promise<{ status: number; json: ApiJson; headers: Headers }> {
+  const r = await fetch(`${url}${path}`, { method: 'POST', body, headers: { 'content-type': 'application/json', ...headers }, signal: AbortSignal.timeout(20000) });
+  const text = await r.text();
+  let json: ApiJson;
+  try { json = JSON.parse(text) as ApiJson; } catch { json = { text }; }
+  return { status: r.status, json, headers: r.headers };
+}
+
+/** {"error": {"message": string, "type": string, "param": string | null, "code": string | null}} and nothing else. */
+export function isOpenAIError(j: unknown): boolean {
+  if (!j || typeof j !== 'object' || Object.keys(j).join() !== 'error') return false;
+  const e = (j as { error: { message?: unknown; type?: unknown; param?: unknown; code?: unknown } | null }).error;
+  return !!e && typeof e.message === 'string' && e.message.length > 0 && typeof e.type === 'string' &&
+    (e.param === null || typeof e.param === 'string') && (e.code === null || typeof e.code === 'string') &&
+    Object.keys(e).sort().join() === 'code,message,param,type';
+}
