@@ -101,6 +101,8 @@ export interface NativeAddon {
   kernels: NativeKernels;
   cudaAvailable(): CudaStatus;
   cudaKernels: NativeCudaKernels;
+  /** Live CPU models and the bytes of their weight storage, process-wide (leak checks; absent in older builds). */
+  memoryStats?(): { models: number; alignedBytes: number };
 }
 
 let cached: NativeAddon | null = null;

@@ -13,7 +13,7 @@ function sources() {
   for (const dir of ['lib', 'bench']) {
     const abs = path.join(root, dir);
     if (!fs.existsSync(abs)) continue;
-    for (const f of fs.readdirSync(abs)) if (f.endsWith('.ts')) out.push(path.join(abs, f));
+    for (const f of fs.readdirSync(abs, { recursive: true })) if (f.endsWith('.ts')) out.push(path.join(abs, f));
   }
   return out;
 }
@@ -21,7 +21,7 @@ function sources() {
 /** The compiled file of a source (tsconfig.json counts as a source of every output). */
 function outputOf(src) {
   const rel = path.relative(root, src);
-  if (rel === 'tsconfig.json') return path.join(root, 'dist', 'lib', 'cli.js');
+  if (rel === 'tsconfig.json') return path.join(root, 'dist', 'lib', 'cli', 'main.js');
   return path.join(root, 'dist', rel.replace(/\.ts$/, '.js'));
 }
 

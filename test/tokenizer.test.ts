@@ -78,7 +78,8 @@ beforeAll(() => {
 
 describe('loading', () => {
   it('loads both tokenizers quickly, with vocabulary size and special ids', () => {
-    expect(loadMs.neox).toBeLessThan(3000); // ~0.2 s on a shared 2-core machine
+    // ~0.2 s on a shared 2-core machine; not under ASan (npm run test:sanitize), which intercepts every malloc of node
+    if (!process.env.SIMBA_SANITIZED) expect(loadMs.neox).toBeLessThan(3000);
     expect(shipped.vocabSize).toBe(4096);
     expect(neox.vocabSize).toBe(50277);
     expect(shipped.eosTokenId).toBe(0);

@@ -14,7 +14,7 @@
  *   plan.processed   // tokens per layer, falling linearly
  *   plan.relFlops    // ~0.5, what the plan achieves
  */
-import { SimbaError } from '../errors';
+import { SimbaError, describeValue } from '../errors';
 import type { MambaConfig } from '../types';
 
 /** How tokens are scored for pruning. */
@@ -110,6 +110,8 @@ function checkRatio(v: unknown, what: string, lo: number, hi: number, openLo = f
 
 /** Validates options (independent of the prompt length); throws SimbaError E_ARG. */
 export function validateSimbaOptions(c: MambaConfig, o: SimbaOptions): void {
+  if (typeof o !== 'object' || o === null || Array.isArray(o))
+    throw new SimbaError('E_ARG', `simba options must be an object, got ${describeValue(o)}`);
   const given = ['flops', 'rLast', 'keepCounts', 'keepRatios'].filter((k) => (o as Record<string, unknown>)[k] !== undefined);
   if (given.length !== 1)
     throw new SimbaError('E_ARG', `simba: give exactly one of flops, rLast, keepCounts, keepRatios (got ${given.length ? given.join(', ') : 'none'})`);
@@ -131,6 +133,8 @@ export function validateSimbaOptions(c: MambaConfig, o: SimbaOptions): void {
     for (let i = 1; i < arr.length; i++)
       if (arr[i] > arr[i - 1]) throw new SimbaError('E_ARG', `simba.${key} must not increase with depth (entry ${i} > entry ${i - 1})`);
   }
+  if (o.protect !== undefined && o.protect !== null && (typeof o.protect !== 'object' || Array.isArray(o.protect)))
+    throw new SimbaError('E_ARG', `simba.protect must be an object { first?, last? }, got ${describeValue(o.protect)}`);
   if (o.protect) {
     if (o.protect.first !== undefined) checkInt(o.protect.first, 'simba.protect.first', 0, Number.MAX_SAFE_INTEGER);
     if (o.protect.last !== undefined) checkInt(o.protect.last, 'simba.protect.last', 0, Number.MAX_SAFE_INTEGER);

@@ -4,6 +4,7 @@
 #include "engine/model.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -17,14 +18,24 @@ namespace simba {
 
 // ---------------------------------------------------------------- storage
 
-void AlignedBuf::Free::operator()(void* p) const { std::free(p); }
+namespace {
+std::atomic<int64_t> g_models{0}, g_aligned_bytes{0};
+}  // namespace
+
+NativeMemoryStats native_memory_stats() { return {g_models.load(), g_aligned_bytes.load()}; }
+
+void AlignedBuf::Free::operator()(void* p) const {
+  std::free(p);
+  g_aligned_bytes -= (int64_t)bytes;
+}
 
 AlignedBuf::AlignedBuf(size_t bytes) : bytes_(bytes) {
   size_t rounded = (bytes + 63) / 64 * 64;
   void* p = std::aligned_alloc(64, rounded ? rounded : 64);
   if (!p) throw std::runtime_error("out of memory allocating " + std::to_string(bytes) + " bytes for weights");
   std::memset(p, 0, rounded ? rounded : 64);
-  p_.reset(p);
+  p_ = std::unique_ptr<void, Free>(p, Free{rounded ? rounded : 64});
+  g_aligned_bytes += (int64_t)(rounded ? rounded : 64);
 }
 
 static uint16_t to_bf16(float f) {  // round to nearest even; NaN stays NaN
@@ -74,7 +85,10 @@ Model::Model(const ModelConfig& c, bool bf16) : cfg_(c), bf16_(bf16) {
   if (!(c.eps > 0) || !std::isfinite(c.eps)) throw std::invalid_argument("config: eps must be a positive number");
   layers_.resize(c.L);
   for (auto& l : layers_) l.have.assign(kNumLayerTensors, false);
+  g_models++;  // last: a constructor that throws counts nothing
 }
+
+Model::~Model() { g_models--; }
 
 void Model::set_tensor(const std::string& name, int layer, const float* x, size_t count) {
   if (ready_) throw std::logic_error("model is finalized; tensors can no longer be set");

@@ -288,6 +288,15 @@ Napi::Value SetIsa(const Napi::CallbackInfo& info) {
 
 Napi::Value ActiveIsa(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), cpu::active().name); }
 
+// memoryStats() -> {models, alignedBytes}: live CPU models and their weight storage (leak checks).
+Napi::Value MemoryStats(const Napi::CallbackInfo& info) {
+  const NativeMemoryStats s = native_memory_stats();
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("models", (double)s.models);
+  o.Set("alignedBytes", (double)s.aligned_bytes);
+  return o;
+}
+
 }  // namespace
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
@@ -295,6 +304,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("availableIsas", Napi::Function::New(env, AvailableIsas));
   exports.Set("setIsa", Napi::Function::New(env, SetIsa));
   exports.Set("activeIsa", Napi::Function::New(env, ActiveIsa));
+  exports.Set("memoryStats", Napi::Function::New(env, MemoryStats));
   register_kernel_bindings(env, exports);
   register_cuda_bindings(env, exports);
   return exports;
