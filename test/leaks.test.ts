@@ -7,6 +7,8 @@
  *     come back exactly to their baseline;
  *   - RSS after a full GC (v8 --expose-gc at run time), after a warm-up, against stated bounds. The
  *     bounds are far below what one leaked object per cycle would add (numbers next to each bound).
+ *     Not under ASan (npm run test:sanitize sets SIMBA_SANITIZED): its quarantine of freed memory and
+ *     its shadow memory make RSS swing by tens of MiB; the counters are still checked there.
  */
 import * as path from 'path';
 import * as v8 from 'v8';
@@ -38,6 +40,7 @@ async function rssAfterGc(): Promise<number> {
 }
 
 const stats = loadAddon().memoryStats;
+const checkRss = !process.env.SIMBA_SANITIZED;
 type Stats = { models: number; alignedBytes: number };
 
 /**
@@ -91,7 +94,7 @@ describe('1000 prefill / decode / snapshot / restore cycles', () => {
     // ~3 MiB seen). Leaking one logits row (8 KiB) per call, 4 calls a cycle, would add ~24 MiB over
     // 750 cycles; one state (38 KiB) a cycle ~28 MiB.
     const all = rss[4] - rss[0], late = rss[4] - rss[1];
-    if (all >= 6 * MiB || late >= 2 * MiB)
+    if (checkRss && (all >= 6 * MiB || late >= 2 * MiB))
       throw new Error(`RSS grew ${(all / MiB).toFixed(1)} MiB over 1000 cycles (bound 6), ${(late / MiB).toFixed(1)} over the last 750 (bound 2); ${msg}`);
     if (before) expect(notAbove(stats!(), before)).toBe(true);
   });
@@ -111,7 +114,7 @@ describe('50 load / dispose cycles of the shipped model', () => {
     for (let i = 0; i < 50; i++) await load();
     const rss1 = await rssAfterGc();
     // One leaked model is 4.9 MB of f32 weights (+ its tokenizer): 50 of them ~250 MiB.
-    expect(rss1 - rss0).toBeLessThan(16 * MiB);
+    if (checkRss) expect(rss1 - rss0).toBeLessThan(16 * MiB);
   });
 
   test('a model disposed during a call is freed when the call ends', async () => {
