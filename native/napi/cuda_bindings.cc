@@ -67,7 +67,7 @@ Napi::Value Conv1d(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const auto& b = Backend(env);
   Napi::Object o = info[0].As<Napi::Object>();
-  const int T = Int(o, "T"), E = Int(o, "E"), K = Int(o, "K");
+  const int T = Int(o, "T"), E = Int(o, "E"), K = ConvWidth(o);
   PositiveSizes(env, {T, E, K});
   auto x = F32(o.Get("x"), (size_t)T * E, "x");
   auto w = F32(o.Get("w"), (size_t)E * K, "w");

@@ -62,7 +62,7 @@ Napi::Value RmsNorm(const Napi::CallbackInfo& info) {
 Napi::Value Conv1d(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object o = info[0].As<Napi::Object>();
-  const int T = Int(o, "T"), E = Int(o, "E"), K = Int(o, "K");
+  const int T = Int(o, "T"), E = Int(o, "E"), K = ConvWidth(o);
   auto x = F32(o.Get("x"), (size_t)T * E, "x");
   auto w = F32(o.Get("w"), (size_t)E * K, "w");
   auto state = F32(o.Get("state"), (size_t)E * (K - 1), "state");
