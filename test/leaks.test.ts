@@ -83,19 +83,18 @@ describe('1000 prefill / decode / snapshot / restore cycles', () => {
 
   test('RSS and the native counters stay flat', async () => {
     const before = await baseline();
-    for (let i = 0; i < 250; i++) await cycle(i); // warm-up: scratch buffers, JIT, heap sizing, malloc arenas
+    for (let i = 0; i < 500; i++) await cycle(i); // warm-up: scratch buffers, JIT, heap sizing, malloc arenas
     const rss: number[] = [await rssAfterGc()];
     for (let round = 0; round < 4; round++) {
       for (let i = 0; i < 250; i++) await cycle(1000 + round * 250 + i);
       rss.push(await rssAfterGc());
     }
     const msg = `RSS after GC (MiB) every 250 cycles: ${rss.map((r) => (r / MiB).toFixed(1)).join(', ')}`;
-    // Bounds: 6 MiB over the 1000 cycles, 2 MiB over the last 750 (the first rounds may still settle,
-    // ~3 MiB seen). Leaking one logits row (8 KiB) per call, 4 calls a cycle, would add ~24 MiB over
-    // 750 cycles; one state (38 KiB) a cycle ~28 MiB.
-    const all = rss[4] - rss[0], late = rss[4] - rss[1];
-    if (checkRss && (all >= 6 * MiB || late >= 2 * MiB))
-      throw new Error(`RSS grew ${(all / MiB).toFixed(1)} MiB over 1000 cycles (bound 6), ${(late / MiB).toFixed(1)} over the last 750 (bound 2); ${msg}`);
+    // Bound: 4 MiB over the 1000 cycles. Measured: ~7 MiB in the first 750 cycles (allocator and
+    // heap settling, hence the warm-up), then ~0.6 MiB per 1000. Leaking one logits row (8 KiB) per
+    // call, 4 calls a cycle, would add ~31 MiB; one state (38 KiB) a cycle ~37 MiB.
+    const growth = rss[4] - rss[0];
+    if (checkRss && growth >= 4 * MiB) throw new Error(`RSS grew ${(growth / MiB).toFixed(1)} MiB over 1000 cycles (bound 4); ${msg}`);
     if (before) expect(notAbove(stats!(), before)).toBe(true);
   });
 });
@@ -110,11 +109,17 @@ describe('50 load / dispose cycles of the shipped model', () => {
       if (base) expect(notAbove(stats!(), base)).toBe(true);
     };
     for (let i = 0; i < 5; i++) await load(); // warm-up
-    const rss0 = await rssAfterGc();
-    for (let i = 0; i < 50; i++) await load();
-    const rss1 = await rssAfterGc();
-    // One leaked model is 4.9 MB of f32 weights (+ its tokenizer): 50 of them ~250 MiB.
-    if (checkRss) expect(rss1 - rss0).toBeLessThan(16 * MiB);
+    const rss = [await rssAfterGc()];
+    for (let block = 0; block < 5; block++) {
+      for (let i = 0; i < 10; i++) await load();
+      rss.push(await rssAfterGc());
+    }
+    // One leaked model is 4.9 MB of f32 weights: 10 of them (a block) ~47 MiB, 50 ~234 MiB. Bounds:
+    // 32 MiB over the 50 cycles (the allocator and V8's heap may still settle), 12 MiB over the last 30.
+    const all = rss[5] - rss[0], late = rss[5] - rss[2];
+    const msg = `RSS after GC (MiB) every 10 loads: ${rss.map((r) => (r / MiB).toFixed(1)).join(', ')}`;
+    if (checkRss && (all >= 32 * MiB || late >= 12 * MiB))
+      throw new Error(`RSS grew ${(all / MiB).toFixed(1)} MiB over 50 loads (bound 32), ${(late / MiB).toFixed(1)} over the last 30 (bound 12); ${msg}`);
   });
 
   test('a model disposed during a call is freed when the call ends', async () => {
