@@ -10,11 +10,14 @@ const root = path.resolve(__dirname, '..');
 
 function sources() {
   const out = [path.join(root, 'bindings.ts'), path.join(root, 'tsconfig.json')];
-  for (const dir of ['lib', 'bench']) {
-    const abs = path.join(root, dir);
-    if (!fs.existsSync(abs)) continue;
-    for (const f of fs.readdirSync(abs, { recursive: true })) if (f.endsWith('.ts')) out.push(path.join(abs, f));
-  }
+  const walk = (abs) => {
+    if (!fs.existsSync(abs)) return;
+    for (const e of fs.readdirSync(abs, { withFileTypes: true })) {
+      if (e.isDirectory()) walk(path.join(abs, e.name));
+      else if (e.name.endsWith('.ts') && !e.name.endsWith('.d.ts')) out.push(path.join(abs, e.name));
+    }
+  };
+  for (const dir of ['lib', 'bench']) walk(path.join(root, dir));
   return out;
 }
 
@@ -41,6 +44,6 @@ module.exports = async function globalSetup() {
     execFileSync(process.execPath, [tsc, '-p', path.join(root, 'tsconfig.json')], { cwd: root, stdio: 'pipe' });
   } catch (e) {
     const output = `${e.stdout || ''}${e.stderr || ''}`.trim();
-    throw new Error(`global-setup: tsc failed (dist/ was stale because of ${why}):\n${output}`);
+    throw new Error(`global-setup: tsc failed (dist/ was stale because of ${why}):\n${output}`, { cause: e });
   }
 };

@@ -7,16 +7,16 @@
 #include <string>
 #include <vector>
 
-#include "engine/tensor_table.h"
+#include "napi/napi_errors.h"
 
 namespace simba {
 
 inline std::vector<float> F32(const Napi::Value& v, size_t n, const char* what) {
   if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
-    throw Napi::TypeError::New(v.Env(), std::string(what) + " must be a Float32Array");
+    throw ArgError(v.Env(), std::string(what) + " must be a Float32Array");
   auto a = v.As<Napi::Float32Array>();
   if (a.ElementLength() != n)
-    throw Napi::RangeError::New(v.Env(), std::string(what) + ": expected " + std::to_string(n) + " values, got " + std::to_string(a.ElementLength()));
+    throw ArgError(v.Env(), std::string(what) + ": expected " + std::to_string(n) + " values, got " + std::to_string(a.ElementLength()));
   return std::vector<float>(a.Data(), a.Data() + n);
 }
 
@@ -24,15 +24,8 @@ inline std::vector<float> F32(const Napi::Value& v, size_t n, const char* what) 
 inline int Int(const Napi::Object& o, const char* k) {
   const double v = o.Get(k).ToNumber().DoubleValue();
   if (!(v >= 0 && v <= 2147483647.0) || v != std::floor(v))
-    throw Napi::RangeError::New(o.Env(), std::string(k) + " must be a non-negative integer");
+    throw ArgError(o.Env(), std::string(k) + " must be a non-negative integer");
   return (int)v;
-}
-
-// The K of a conv1d hook: 1..kMaxConv (the kernels hold the taps in fixed-size arrays).
-inline int ConvWidth(const Napi::Object& o) {
-  const int K = Int(o, "K");
-  if (K < 1 || K > kMaxConv) throw Napi::RangeError::New(o.Env(), "K must be in [1, " + std::to_string(kMaxConv) + "]");
-  return K;
 }
 
 inline Napi::Float32Array Out(Napi::Env env, const std::vector<float>& v) {
@@ -51,8 +44,7 @@ struct ScanTensors {
 inline ScanTensors ReadScanTensors(const Napi::Object& o) {
   ScanTensors s;
   s.T = Int(o, "T"); s.E = Int(o, "E"); s.N = Int(o, "N");
-  if (s.T <= 0 || s.E <= 0 || s.N <= 0) throw Napi::RangeError::New(o.Env(), "sizes must be positive integers");
-  if (s.N > kMaxState) throw Napi::RangeError::New(o.Env(), "N must be at most " + std::to_string(kMaxState));
+  if (s.T <= 0 || s.E <= 0 || s.N <= 0) throw ArgError(o.Env(), "sizes must be positive integers");
   s.x = F32(o.Get("x"), (size_t)s.T * s.E, "x");
   s.dt = F32(o.Get("dt"), (size_t)s.T * s.E, "dt");
   s.A_log = F32(o.Get("A_log"), (size_t)s.E * s.N, "A_log");

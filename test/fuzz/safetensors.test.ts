@@ -13,12 +13,19 @@ import * as fs from 'fs';
 import * as path from 'path';
 import fc from 'fast-check';
 
-import { encodeSafetensors, openSafetensors, SAFETENSORS_DTYPE_SIZES, type SafetensorsFile } from '../../lib/checkpoint/safetensors';
+import { encodeSafetensors, openSafetensors, type SafetensorsFile } from '../../lib/checkpoint/safetensors';
 import { loadConfig } from '../../lib/checkpoint/config';
 import { loadWeights } from '../../lib/checkpoint/weights';
+import { tensorTable } from '../../lib/engine/load';
 import { SimbaError, type SimbaErrorCode } from '../../lib/errors';
 import { randArray, tmpDir } from '../helpers/util';
 import { fuzzParams } from './params';
+
+/** Element size of every dtype the safetensors format defines (the spec's table, kept here as the oracle). */
+const SAFETENSORS_DTYPE_SIZES: Readonly<Record<string, number>> = {
+  BOOL: 1, U8: 1, I8: 1, F8_E5M2: 1, F8_E4M3: 1, F8_E8M0: 1, I16: 2, U16: 2, F16: 2, BF16: 2,
+  I32: 4, U32: 4, F32: 4, I64: 8, U64: 8, F64: 8,
+};
 
 const REAL_DIR = path.join(__dirname, '..', '..', 'models', 'brown-mamba-s');
 const work = tmpDir('simba-fuzz-st-');
@@ -328,6 +335,7 @@ describe('safetensors reader under random corruption (synthetic file)', () => {
 describe('the shipped brown-mamba-s checkpoint under random corruption', () => {
   const real = fs.readFileSync(path.join(REAL_DIR, 'model.safetensors'));
   const config = loadConfig(REAL_DIR);
+  const table = tensorTable(config);
   const realOrig = readOriginal(path.join(REAL_DIR, 'model.safetensors'));
   const realDataLength = split(real).data.length;
   const dir = path.join(work, 'real');
@@ -354,7 +362,7 @@ describe('the shipped brown-mamba-s checkpoint under random corruption', () => {
       if (checkBytes(buf, target, realOrig) === 'error') return;
       // It opened: the engine-side load either names the problem or hands over the original values.
       try {
-        for (const t of loadWeights(dir, config)) {
+        for (const t of loadWeights(dir, config, table)) {
           expect(t.data.length).toBe(t.shape.reduce((a, b) => a * b, 1));
           expect(t.data.every((v) => Number.isFinite(v))).toBe(true);
         }
