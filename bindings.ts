@@ -143,6 +143,8 @@ export interface NativeAddon {
   cudaKernels: NativeCudaKernels;
   /** Samples rows of given logits [rows * V] (synchronous; the sampling tests). */
   sampleLogits(logits: Float32Array, V: number, sampling: NativeSampling): NativeSampleResult;
+  /** Live CPU models and the bytes of their weight storage, process-wide (leak checks; absent in older builds). */
+  memoryStats?(): { models: number; alignedBytes: number };
 }
 
 // ---------------------------------------------------------------- loading

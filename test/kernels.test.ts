@@ -96,7 +96,7 @@ test('unknown instruction set is a clear error', () => {
 
 test('fresh processes running a threaded kernel right after loading the addon never hang', () => {
   // Regression: the thread pool's workers could miss a job posted before they started running.
-  const script = `const a = require(${JSON.stringify(require.resolve('../build/Release/simba_ssm.node'))});
+  const script = `const a = require(${JSON.stringify(process.env.SIMBA_ADDON_PATH || require.resolve('../build/Release/simba_ssm.node'))});
     const M = 64, N = 256, K = 256;
     const r = a.kernels.gemm({ A: new Float32Array(M * K).fill(1), W: new Float32Array(N * K).fill(1), M, N, K, bf16: false });
     if (r[0] !== K) process.exit(3);`;

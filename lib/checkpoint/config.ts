@@ -100,6 +100,9 @@ function isObject(v: unknown): v is Json {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
+/** The native engine holds every size in a C int. */
+export const MAX_CONFIG_SIZE = 2 ** 31 - 1;
+
 function fail(source: string, msg: string): never {
   throw new SimbaError('E_CONFIG', `${source}: ${msg}`);
 }
@@ -129,6 +132,7 @@ class Keys {
     if (typeof v !== 'number' || !Number.isSafeInteger(v) || v <= 0) {
       fail(this.source, `key ${this.name(key)} must be a positive integer, found ${describeValue(v)}`);
     }
+    if (v > MAX_CONFIG_SIZE) fail(this.source, `key ${this.name(key)} = ${v} exceeds the engine's limit of ${MAX_CONFIG_SIZE}`);
     return v;
   }
 
@@ -203,7 +207,7 @@ function checkArchitecture(json: Json, source: string): void {
   if (mt !== undefined) {
     if (typeof mt !== 'string') fail(source, `key 'model_type' must be a string, found ${describeValue(mt)}`);
     if (mt !== 'mamba') {
-      const what = UNSUPPORTED_MODEL_TYPES[mt];
+      const what = Object.hasOwn(UNSUPPORTED_MODEL_TYPES, mt) ? UNSUPPORTED_MODEL_TYPES[mt] : undefined;
       fail(source, `model_type '${mt}' is not supported${what ? ` (${what})` : ''}; expected 'mamba' (Mamba-1)`);
     }
   }
@@ -236,6 +240,12 @@ function readSsmCfg(v: unknown, source: string, opts: ParseConfigOptions): Keys 
   return new Keys(ssm, source, 'ssm_cfg.');
 }
 
+/** A size computed from other keys (expand * d_model, a padded vocabulary) must fit the engine too. */
+function derived(source: string, what: string, v: number): number {
+  if (v > MAX_CONFIG_SIZE) fail(source, `${what} = ${v} exceeds the engine's limit of ${MAX_CONFIG_SIZE}`);
+  return v;
+}
+
 function agree(source: string, a: string, av: number, b: string, bv: number): void {
   if (av !== bv) fail(source, `inconsistent config: '${a}' = ${av} but '${b}' = ${bv}`);
 }
@@ -258,7 +268,7 @@ function parseHf(json: Json, source: string, opts: ParseConfigOptions): MambaCon
       fail(source, `inconsistent config: 'intermediate_size' = ${dInner} but 'expand' * 'hidden_size' = ${expand} * ${dModel} = ${expand * dModel}`);
     }
   } else {
-    dInner = expand * dModel;
+    dInner = derived(source, `'expand' * 'hidden_size' (${expand} * ${dModel})`, expand * dModel);
   }
   const rank = k.rankOrAuto('time_step_rank');
   const dtRank = rank === 'auto' ? Math.ceil(dModel / 16) : rank;
@@ -308,7 +318,8 @@ function parseStateSpaces(json: Json, source: string, opts: ParseConfigOptions):
   const nLayer = k.posInt('n_layer');
   const rawVocab = k.posInt('vocab_size');
   const multiple = k.nonNegInt('pad_vocab_size_multiple', 8);
-  const vocabSize = multiple > 1 ? Math.ceil(rawVocab / multiple) * multiple : rawVocab;
+  const vocabSize = multiple > 1
+    ? derived(source, `'vocab_size' ${rawVocab} padded to a multiple of ${multiple}`, Math.ceil(rawVocab / multiple) * multiple) : rawVocab;
 
   if (k.nonNegInt('d_intermediate', 0) !== 0) {
     fail(source, `'d_intermediate' = ${describeValue(json['d_intermediate'])}: blocks with an MLP are not supported; expected 0`);
@@ -337,7 +348,7 @@ function parseStateSpaces(json: Json, source: string, opts: ParseConfigOptions):
     vocabSize,
     dModel,
     nLayer,
-    dInner: expand * dModel,
+    dInner: derived(source, `'ssm_cfg.expand' * 'd_model' (${expand} * ${dModel})`, expand * dModel),
     dState,
     dtRank: rank === 'auto' ? Math.ceil(dModel / 16) : rank,
     dConv,

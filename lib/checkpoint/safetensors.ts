@@ -203,7 +203,7 @@ function parseHeaderEntry(file: string, name: string, entry: unknown, dataLength
   if (!isObject(entry)) bad(file, `${t}: header entry must be an object, found ${describeValue(entry)}`);
   const dtype = entry['dtype'];
   if (typeof dtype !== 'string') bad(file, `${t}: 'dtype' must be a string, found ${describeValue(dtype)}`);
-  const size = SAFETENSORS_DTYPE_SIZES[dtype];
+  const size = Object.hasOwn(SAFETENSORS_DTYPE_SIZES, dtype) ? SAFETENSORS_DTYPE_SIZES[dtype] : undefined;
   if (size === undefined) {
     bad(file, `${t}: unknown dtype '${dtype}' (known: ${Object.keys(SAFETENSORS_DTYPE_SIZES).join(', ')})`);
   }

@@ -192,9 +192,15 @@ export class MambaModel implements LanguageModel {
     const L = this.config.nLayer, V = this.config.vocabSize;
     const lengths = Int32Array.from(toks, (t) => t.length);
     const all = new Int32Array(lengths.reduce((a, b) => a + b, 0));
+    // Each asked token once (the engine fills one logits row per distinct token; a repeat would stay zero).
     const want: number[] = [];
+    const rowOf = new Map<number, number>();
     let off = 0;
-    toks.forEach((t, i) => { all.set(t, off); for (const p of positions[i]) want.push(off + p); off += t.length; });
+    toks.forEach((t, i) => {
+      all.set(t, off);
+      for (const p of positions[i]) if (!rowOf.has(off + p)) { rowOf.set(off + p, want.length); want.push(off + p); }
+      off += t.length;
+    });
     const native = plans && simba ? this.nativeSimba(plans, simba) : undefined;
     let r;
     try {
@@ -204,12 +210,10 @@ export class MambaModel implements LanguageModel {
     }
     const lf = layerFlops(this.config);
     const results: PrefillResult[] = [];
-    let row = 0;
     off = 0;
     for (let i = 0; i < seqs.length; i++) {
       const processed = Array.from(r.processed.subarray(i * L, (i + 1) * L));
-      const logits = positions[i].map((_, j) => r.logits.slice((row + j) * V, (row + j + 1) * V));
-      row += positions[i].length;
+      const logits = positions[i].map((p) => { const k = rowOf.get(off + p)!; return r.logits.slice(k * V, (k + 1) * V); });
       const sum = processed.reduce((a, b) => a + b, 0);
       results.push({
         sequence: seqs[i], positions: positions[i], logits, processed,

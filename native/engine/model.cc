@@ -4,6 +4,7 @@
 #include "engine/model.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -16,14 +17,24 @@ namespace simba {
 
 // ---------------------------------------------------------------- storage
 
-void AlignedBuf::Free::operator()(void* p) const { std::free(p); }
+namespace {
+std::atomic<int64_t> g_models{0}, g_aligned_bytes{0};
+}  // namespace
+
+NativeMemoryStats native_memory_stats() { return {g_models.load(), g_aligned_bytes.load()}; }
+
+void AlignedBuf::Free::operator()(void* p) const {
+  std::free(p);
+  g_aligned_bytes -= (int64_t)bytes;
+}
 
 AlignedBuf::AlignedBuf(size_t bytes) : bytes_(bytes) {
   size_t rounded = (bytes + 63) / 64 * 64;
   void* p = std::aligned_alloc(64, rounded ? rounded : 64);
   if (!p) fail(SIMBA_E_OOM, "out of memory allocating " + std::to_string(bytes) + " bytes for weights");
   std::memset(p, 0, rounded ? rounded : 64);
-  p_.reset(p);
+  p_ = std::unique_ptr<void, Free>(p, Free{rounded ? rounded : 64});
+  g_aligned_bytes += (int64_t)(rounded ? rounded : 64);
 }
 
 static uint16_t to_bf16(float f) {  // round to nearest even; NaN stays NaN
@@ -61,7 +72,10 @@ namespace {
 constexpr size_t kKeepScratchFloats = (size_t)64 << 20;  // 256 MB of activations stay allocated between calls
 }  // namespace
 
-Model::Model(const ModelConfig& c, bool bf16) : cfg_(c), bf16_(bf16), loader_(c) { w_.layers.resize(c.L); }
+Model::Model(const ModelConfig& c, bool bf16) : cfg_(c), bf16_(bf16), loader_(c) {
+  w_.layers.resize(c.L);
+  g_models++;  // in the body: a constructor that throws counts nothing
+}
 
 // The CPU engine's part of loading (tensor_table.h does the checks and the layout transforms):
 // matrices are packed for the GEMM, biases and vectors copied.
@@ -71,6 +85,8 @@ struct Model::Store {
   void bias(Linear& lin, const float* b, const TensorSpec& t) const { lin.bias.assign(b, b + t.count()); }
   void vector(std::vector<float>& v, const float* x, const TensorSpec& t) const { v.assign(x, x + t.count()); }
 };
+
+Model::~Model() { g_models--; }
 
 void Model::set_tensor(const std::string& name, int layer, const float* x, size_t count) {
   loader_.set(w_, name, layer, x, count, Store{bf16_});

@@ -24,7 +24,7 @@ class AlignedBuf {
   void* data() const { return p_.get(); }
   size_t bytes() const { return bytes_; }
  private:
-  struct Free { void operator()(void* p) const; };
+  struct Free { size_t bytes; void operator()(void* p) const; };  // bytes: value-initialised (0) when empty
   std::unique_ptr<void, Free> p_;
   size_t bytes_ = 0;
 };
@@ -77,9 +77,14 @@ struct ForwardResult {
   std::vector<int32_t> exit_layer;  // [tokens]: number of layers the token went through (L = all)
 };
 
+// Process-wide counters for leak checks (addon memoryStats()): live Models, bytes in AlignedBufs.
+struct NativeMemoryStats { int64_t models, aligned_bytes; };
+NativeMemoryStats native_memory_stats();
+
 class Model {
  public:
   Model(const ModelConfig& cfg, bool bf16);
+  ~Model();
   const ModelConfig& config() const { return cfg_; }
   bool bf16() const { return bf16_; }
 

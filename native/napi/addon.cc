@@ -310,6 +310,15 @@ Napi::Value SetIsa(const Napi::CallbackInfo& info) {
 
 Napi::Value ActiveIsa(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), cpu::active().name); }
 
+// memoryStats() -> {models, alignedBytes}: live CPU models and their weight storage (leak checks).
+Napi::Value MemoryStats(const Napi::CallbackInfo& info) {
+  const NativeMemoryStats s = native_memory_stats();
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("models", (double)s.models);
+  o.Set("alignedBytes", (double)s.aligned_bytes);
+  return o;
+}
+
 // tensorTable(config) -> [{name, layer, shape, required, layout}]: every tensor of the config, in
 // the order checkpoints are read (tensor_table.h); required false for those the config lacks.
 Napi::Value TensorTable(const Napi::CallbackInfo& info) {
@@ -346,6 +355,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("availableIsas", Napi::Function::New(env, AvailableIsas));
   exports.Set("setIsa", Napi::Function::New(env, SetIsa));
   exports.Set("activeIsa", Napi::Function::New(env, ActiveIsa));
+  exports.Set("memoryStats", Napi::Function::New(env, MemoryStats));
   exports.Set("tensorTable", Napi::Function::New(env, TensorTable));
   register_kernel_bindings(env, exports);
   register_cuda_bindings(env, exports);

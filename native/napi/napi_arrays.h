@@ -3,6 +3,7 @@
 #pragma once
 #include <napi.h>
 
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -19,7 +20,13 @@ inline std::vector<float> F32(const Napi::Value& v, size_t n, const char* what) 
   return std::vector<float>(a.Data(), a.Data() + n);
 }
 
-inline int Int(const Napi::Object& o, const char* k) { return o.Get(k).ToNumber().Int32Value(); }
+// A size field: a non-negative integer (a negative one would wrap in the size_t length checks).
+inline int Int(const Napi::Object& o, const char* k) {
+  const double v = o.Get(k).ToNumber().DoubleValue();
+  if (!(v >= 0 && v <= 2147483647.0) || v != std::floor(v))
+    throw ArgError(o.Env(), std::string(k) + " must be a non-negative integer");
+  return (int)v;
+}
 
 inline Napi::Float32Array Out(Napi::Env env, const std::vector<float>& v) {
   auto a = Napi::Float32Array::New(env, v.size());
