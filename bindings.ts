@@ -40,6 +40,8 @@ export interface NativeEngineInfo {
   paramCount: number;
   weightBytes: number;
   bf16: boolean;
+  /** int8 weights (CPU engine). */
+  int8?: boolean;
   /** CPU kernel build ('avx512', 'avx2', 'sse2'), or 'cuda'. */
   isa: string;
   threads: number;
@@ -61,7 +63,9 @@ export interface NativeEngine {
 
 /** Single-kernel entry points (synchronous, small inputs), used by the kernel tests. */
 export interface NativeKernels {
-  gemm(a: { A: Float32Array; W: Float32Array; bias?: Float32Array | null; M: number; N: number; K: number; bf16: boolean }): Float32Array;
+  /** format (default from bf16): 'f32' | 'bf16' | 'int8' weights. */
+  gemm(a: { A: Float32Array; W: Float32Array; bias?: Float32Array | null; M: number; N: number; K: number; bf16?: boolean;
+            format?: 'f32' | 'bf16' | 'int8' }): Float32Array;
   rmsnorm(a: { x: Float32Array; w: Float32Array; rows: number; d: number; eps: number }): Float32Array;
   conv1d(a: { x: Float32Array; w: Float32Array; bias: Float32Array | null; state: Float32Array; T: number; E: number; K: number }):
     { out: Float32Array; state: Float32Array };
@@ -70,6 +74,21 @@ export interface NativeKernels {
     { y: Float32Array; dt: Float32Array; state: Float32Array };
   score(a: { x: Float32Array; dt: Float32Array; A_log: Float32Array; B: Float32Array; C: Float32Array;
              T: number; E: number; N: number; local: boolean; reduceSum: boolean }): Float32Array;
+  /** The machine's bounds (seconds of work, on a worker thread): streaming read GB/s and FMA GFLOP/s. */
+  limits(a?: { reps?: number; bufferMB?: number }): Promise<NativeLimits>;
+  /** Best seconds of one C = A W^T on random inputs, and which kernel ran. */
+  gemmTime(a: { M: number; N: number; K: number; format: 'f32' | 'bf16' | 'int8'; reps?: number; minSeconds?: number }):
+    Promise<{ seconds: number; path: string }>;
+}
+
+export interface NativeLimits {
+  threads: number;
+  isa: string;
+  readGBs1: number;
+  readGBsAll: number;
+  fmaGflops1: number;
+  fmaGflopsAll: number;
+  bufferBytes: number;
 }
 
 /** Whether the CUDA backend (libsimba_cuda.so next to the addon) loads and finds a GPU. */
@@ -94,7 +113,7 @@ export interface NativeCudaKernels {
 }
 
 export interface NativeAddon {
-  Engine: new (config: NativeConfig, options: { bf16: boolean; device?: 'cpu' | 'cuda' }) => NativeEngine;
+  Engine: new (config: NativeConfig, options: { bf16: boolean; int8?: boolean; device?: 'cpu' | 'cuda' }) => NativeEngine;
   availableIsas(): string[];
   setIsa(name: string): string;
   activeIsa(): string;

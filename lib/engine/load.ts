@@ -15,7 +15,7 @@ import { loadConfig, type ParseConfigOptions } from '../checkpoint/config';
 import { loadTokenizer } from '../checkpoint/tokenizer';
 import { loadWeights } from '../checkpoint/weights';
 import { SimbaError, fromNative } from '../errors';
-import type { MambaConfig } from '../types';
+import { WEIGHT_FORMATS, type MambaConfig, type WeightFormat } from '../types';
 import { MambaModel } from './model';
 
 /** Where the package keeps its shipped demo model. */
@@ -31,8 +31,9 @@ function packageRoot(): string {
 }
 
 export interface LoadModelOptions {
-  /** Storage of the matrices: 'f32' (default, exact) or 'bf16' (half the memory, ~1e-2 relative error). */
-  weights?: 'f32' | 'bf16';
+  /** Storage of the matrices: 'f32' (default, exact), 'bf16' (half the memory, ~1e-2 relative error) or
+   *  'int8' (a quarter: per-output-feature scales, quantized at load from any checkpoint dtype; CPU only). */
+  weights?: WeightFormat;
   /** Compute device (default 'cpu'): 'cuda' needs the CUDA backend and a GPU (a clear error says which is
    *  missing); 'auto' picks 'cuda' when cudaAvailable() says so, else 'cpu'. */
   device?: 'cpu' | 'cuda' | 'auto';
@@ -47,7 +48,7 @@ export interface LoadModelOptions {
 }
 
 export interface RandomModelOptions {
-  weights?: 'f32' | 'bf16';
+  weights?: WeightFormat;
   seed?: number;
   /** As LoadModelOptions.device. */
   device?: 'cpu' | 'cuda' | 'auto';
@@ -58,8 +59,7 @@ export interface RandomModelOptions {
  * tokenizer.json). Without a folder, loads the shipped demo model brown-mamba-s.
  */
 export async function loadModel(dir: string = DEFAULT_MODEL_DIR, opts: LoadModelOptions = {}): Promise<MambaModel> {
-  const weights = opts.weights ?? 'f32';
-  if (weights !== 'f32' && weights !== 'bf16') throw new SimbaError('E_ARG', `loadModel: weights must be 'f32' or 'bf16', got '${String(weights)}'`);
+  const weights = checkWeights(opts.weights, 'loadModel: ');
   const device = checkDevice(opts.device);
   if (typeof dir !== 'string' || !fs.existsSync(dir)) throw new SimbaError('E_IO', `loadModel: model folder '${String(dir)}' does not exist`);
   const config = loadConfig(dir, opts.config);
@@ -68,7 +68,7 @@ export async function loadModel(dir: string = DEFAULT_MODEL_DIR, opts: LoadModel
   const addon = loadAddon();
   let engine: NativeEngine;
   try {
-    engine = new addon.Engine(nativeConfig(config), { bf16: weights === 'bf16', device });
+    engine = new addon.Engine(nativeConfig(config), engineOptions(weights, device));
   } catch (e) {
     throw fromNative(e);
   }
@@ -105,12 +105,11 @@ export const SHAPES: Readonly<Record<string, MambaConfig>> = Object.fromEntries(
 export async function randomModel(shape: string | MambaConfig, opts: RandomModelOptions = {}): Promise<MambaModel> {
   const config = typeof shape === 'string' ? SHAPES[shape] : shape;
   if (!config) throw new SimbaError('E_ARG', `unknown shape '${String(shape)}' (known: ${Object.keys(SHAPES).join(', ')})`);
-  const weights = opts.weights ?? 'f32';
-  if (weights !== 'f32' && weights !== 'bf16') throw new SimbaError('E_ARG', `weights must be 'f32' or 'bf16', got '${String(weights)}'`);
+  const weights = checkWeights(opts.weights, '');
   const device = checkDevice(opts.device);
   let engine: NativeEngine;
   try {
-    engine = new (loadAddon().Engine)(nativeConfig(config), { bf16: weights === 'bf16', device });
+    engine = new (loadAddon().Engine)(nativeConfig(config), engineOptions(weights, device));
   } catch (e) {
     throw fromNative(e);
   }
@@ -121,6 +120,19 @@ export async function randomModel(shape: string | MambaConfig, opts: RandomModel
     throw fromNative(e);
   }
   return new MambaModel(engine, { ...config }, null, weights, typeof shape === 'string' ? `random ${shape}` : 'random');
+}
+
+/** The weights option: 'f32' (default), 'bf16' or 'int8'. */
+function checkWeights(w: unknown, where: string): WeightFormat {
+  if (w === undefined) return 'f32';
+  if (!(WEIGHT_FORMATS as readonly unknown[]).includes(w))
+    throw new SimbaError('E_ARG', `${where}weights must be one of ${WEIGHT_FORMATS.map((f) => `'${f}'`).join(', ')}, got '${String(w)}'`);
+  return w as WeightFormat;
+}
+
+function engineOptions(weights: WeightFormat, device: 'cpu' | 'cuda') {
+  if (weights === 'int8' && device === 'cuda') throw new SimbaError('E_ARG', "weights 'int8' run on the CPU only (use 'bf16' with device 'cuda')");
+  return { bf16: weights === 'bf16', int8: weights === 'int8', device };
 }
 
 /** Resolves the device option: 'cpu' (default), 'cuda' (throws why it is unavailable), 'auto' (cuda when available). */

@@ -35,23 +35,52 @@ static uint16_t to_bf16(float f) {  // round to nearest even; NaN stays NaN
   return (uint16_t)(u >> 16);
 }
 
-// W [N, K] row-major -> panels [npanels][K][32] (kernels.h), f32 or bf16.
-void pack_linear(Linear& lin, const float* W, int N, int K, bool bf16) {
+// W [N, K] row-major -> panels (kernels.h): f32 [np][K][32], bf16 [np][K2/2][32][2], int8 [np][K4/4][32][4].
+void pack_linear(Linear& lin, const float* W, int N, int K, cpu::WeightFormat format) {
+  using cpu::kPanel;
+  using cpu::WeightFormat;
   cpu::PackedWeight& p = lin.w;
+  p = cpu::PackedWeight{};
   p.N = N;
   p.K = K;
-  p.npanels = (N + cpu::kPanel - 1) / cpu::kPanel;
-  p.bf16 = bf16;
-  const size_t elems = (size_t)p.npanels * K * cpu::kPanel;
-  lin.store = AlignedBuf(elems * (bf16 ? 2 : 4));
-  if (bf16) p.h16 = static_cast<const uint16_t*>(lin.store.data()); else p.f32 = static_cast<const float*>(lin.store.data());
+  p.npanels = (N + kPanel - 1) / kPanel;
+  p.format = format;
+  p.bf16 = format == WeightFormat::BF16;
+  p.Kp = format == WeightFormat::F32 ? K : format == WeightFormat::BF16 ? (K + 1) / 2 * 2 : (K + 3) / 4 * 4;
+  const size_t elems = (size_t)p.npanels * p.Kp * kPanel;
+  const size_t nfeat = (size_t)p.npanels * kPanel;
+  lin.store = AlignedBuf(elems * (format == WeightFormat::F32 ? 4 : format == WeightFormat::BF16 ? 2 : 1));
+  void* dst = lin.store.data();
+  if (format == WeightFormat::F32) p.f32 = static_cast<const float*>(dst);
+  else if (format == WeightFormat::BF16) p.h16 = static_cast<const uint16_t*>(dst);
+  else {
+    p.q8 = static_cast<const int8_t*>(dst);
+    lin.qmeta = AlignedBuf(nfeat * 8);
+    p.scale = static_cast<const float*>(lin.qmeta.data());
+    p.colsum = reinterpret_cast<const int32_t*>(static_cast<const float*>(lin.qmeta.data()) + nfeat);
+  }
   if (!W) return;
   for (int n = 0; n < N; n++) {
-    const size_t base = (size_t)(n / cpu::kPanel) * K * cpu::kPanel + (n % cpu::kPanel);
-    for (int k = 0; k < K; k++) {
-      const float v = W[(size_t)n * K + k];
-      if (bf16) static_cast<uint16_t*>(lin.store.data())[base + (size_t)k * cpu::kPanel] = to_bf16(v);
-      else static_cast<float*>(lin.store.data())[base + (size_t)k * cpu::kPanel] = v;
+    const float* row = W + (size_t)n * K;
+    const size_t pbase = (size_t)(n / kPanel) * p.Kp * kPanel;
+    const int c = n % kPanel;
+    if (format == WeightFormat::F32) {
+      for (int k = 0; k < K; k++) static_cast<float*>(dst)[pbase + (size_t)k * kPanel + c] = row[k];
+    } else if (format == WeightFormat::BF16) {
+      for (int k = 0; k < K; k++) static_cast<uint16_t*>(dst)[pbase + (size_t)(k / 2) * 2 * kPanel + c * 2 + k % 2] = to_bf16(row[k]);
+    } else {
+      float amax = 0.f;
+      for (int k = 0; k < K; k++) amax = std::max(amax, std::fabs(row[k]));
+      const float scale = amax > 0.f ? amax / 127.f : 1.f;
+      int32_t sum = 0;
+      for (int k = 0; k < K; k++) {
+        const int q = (int)std::lround(row[k] / scale);
+        const int8_t qc = (int8_t)std::max(-127, std::min(127, q));
+        static_cast<int8_t*>(dst)[pbase + (size_t)(k / 4) * 4 * kPanel + c * 4 + k % 4] = qc;
+        sum += qc;
+      }
+      const_cast<float*>(p.scale)[n] = scale;
+      const_cast<int32_t*>(p.colsum)[n] = sum;
     }
   }
   lin.set = true;
@@ -63,7 +92,7 @@ namespace {
 constexpr size_t kKeepScratchFloats = (size_t)64 << 20;  // 256 MB of activations stay allocated between calls
 }  // namespace
 
-Model::Model(const ModelConfig& c, bool bf16) : cfg_(c), bf16_(bf16) {
+Model::Model(const ModelConfig& c, cpu::WeightFormat format) : cfg_(c), format_(format) {
   auto positive = [](int v, const char* what) {
     if (v <= 0) throw std::invalid_argument(std::string("config: ") + what + " must be a positive integer, got " + std::to_string(v));
   };
@@ -153,8 +182,9 @@ size_t Model::param_count() const {
 }
 
 size_t Model::weight_bytes() const {
-  size_t b = embed_.store.bytes() + head_.store.bytes();
-  for (const auto& l : layers_) b += l.in_proj.store.bytes() + l.x_proj.store.bytes() + l.dt_proj.store.bytes() + l.out_proj.store.bytes();
+  auto bytes = [](const Linear& l) { return l.store.bytes() + l.qmeta.bytes(); };
+  size_t b = bytes(embed_) + bytes(head_);
+  for (const auto& l : layers_) b += bytes(l.in_proj) + bytes(l.x_proj) + bytes(l.dt_proj) + bytes(l.out_proj);
   return b;
 }
 

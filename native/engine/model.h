@@ -37,12 +37,17 @@ class AlignedBuf {
 struct Linear {
   cpu::PackedWeight w;
   AlignedBuf store;
+  AlignedBuf qmeta;         // Q8 only: scale [npanels*32] floats, then colsum [npanels*32] int32
   std::vector<float> bias;  // empty when absent
   bool set = false;
 };
 
-// W [N, K] row-major -> lin.w packed (f32 or bf16, round to nearest even).
-void pack_linear(Linear& lin, const float* W, int N, int K, bool bf16);
+// W [N, K] row-major -> lin.w packed in the given format (kernels.h): f32 as is, bf16 rounded to
+// nearest even, int8 with a symmetric scale per output feature (round to nearest).
+void pack_linear(Linear& lin, const float* W, int N, int K, cpu::WeightFormat format);
+inline void pack_linear(Linear& lin, const float* W, int N, int K, bool bf16) {
+  pack_linear(lin, W, N, K, bf16 ? cpu::WeightFormat::BF16 : cpu::WeightFormat::F32);
+}
 
 struct Layer {
   std::vector<float> norm;     // [d]
@@ -85,9 +90,11 @@ struct ForwardResult {
 
 class Model {
  public:
-  Model(const ModelConfig& cfg, bool bf16);
+  Model(const ModelConfig& cfg, cpu::WeightFormat format);
+  Model(const ModelConfig& cfg, bool bf16) : Model(cfg, bf16 ? cpu::WeightFormat::BF16 : cpu::WeightFormat::F32) {}
   const ModelConfig& config() const { return cfg_; }
-  bool bf16() const { return bf16_; }
+  bool bf16() const { return format_ == cpu::WeightFormat::BF16; }
+  cpu::WeightFormat format() const { return format_; }
 
   // Upload one tensor (f32, row-major, checkpoint shape). Names: see kLayerTensors / globals in
   // model.cc. Throws std::invalid_argument naming the tensor on a bad name, layer or size.
@@ -106,11 +113,11 @@ class Model {
   ForwardResult forward(const ForwardRequest& req);
 
  private:
-  void pack(Linear& lin, const float* W, int N, int K) { pack_linear(lin, W, N, K, bf16_); }
+  void pack(Linear& lin, const float* W, int N, int K) { pack_linear(lin, W, N, K, format_); }
   void check_request(const ForwardRequest& req) const;
 
   ModelConfig cfg_;
-  bool bf16_;
+  cpu::WeightFormat format_;
   bool ready_ = false;
   Linear embed_;   // [V, d]: embedding rows are read from the packed layout, and it is the tied head
   Linear head_;    // [V, d] when untied

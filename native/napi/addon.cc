@@ -101,10 +101,12 @@ class Engine : public Napi::ObjectWrap<Engine> {
     Napi::Value eps = c.Get("eps");
     if (!eps.IsNumber()) throw Napi::TypeError::New(env, "config.eps must be a number");
     cfg.eps = eps.As<Napi::Number>().FloatValue();
-    bool bf16 = false, cuda = false;
+    bool bf16 = false, int8 = false, cuda = false;
     if (info.Length() > 1 && info[1].IsObject()) {
       Napi::Value b = info[1].As<Napi::Object>().Get("bf16");
       bf16 = b.IsBoolean() && b.As<Napi::Boolean>().Value();
+      Napi::Value q = info[1].As<Napi::Object>().Get("int8");  // int8 weights (CPU only)
+      int8 = q.IsBoolean() && q.As<Napi::Boolean>().Value();
       Napi::Value dev = info[1].As<Napi::Object>().Get("device");
       if (dev.IsString()) {
         std::string d = dev.As<Napi::String>();
@@ -113,8 +115,9 @@ class Engine : public Napi::ObjectWrap<Engine> {
       }
     }
     try {
+      if (cuda && int8) throw std::invalid_argument("int8 weights run on the CPU only (use weights 'bf16' with device 'cuda')");
       if (cuda) cuda_ = std::make_shared<CudaModel>(cfg, bf16);  // throws the reason CUDA is not available
-      else model_ = std::make_shared<Model>(cfg, bf16);
+      else model_ = std::make_shared<Model>(cfg, int8 ? cpu::WeightFormat::Q8 : bf16 ? cpu::WeightFormat::BF16 : cpu::WeightFormat::F32);
     } catch (const std::exception& e) {
       throw Napi::Error::New(env, e.what());
     }
@@ -193,6 +196,7 @@ class Engine : public Napi::ObjectWrap<Engine> {
     o.Set("paramCount", (double)m->param_count());
     o.Set("weightBytes", (double)m->weight_bytes());
     o.Set("bf16", m->bf16());
+    o.Set("int8", m->format() == cpu::WeightFormat::Q8);
     o.Set("isa", cpu::active().name);
     o.Set("threads", cpu::ThreadPool::global().size());
     return o;
