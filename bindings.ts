@@ -53,6 +53,9 @@ export interface NativeEngineInfo {
 
 export interface NativeEngine {
   setTensor(name: string, layer: number, data: Float32Array): Promise<void>;
+  /** The tensor read by the engine through mmap; firstBad >= 0 (nothing set) when a NaN / Inf was found. */
+  setTensorFromFile(name: string, layer: number, t: { file: string; offset: number; bytes: number; dtype: 'F32' | 'F16' | 'BF16'; count: number;
+                    padTo?: number; checkFinite?: boolean }): Promise<{ firstBad: number; badValue: number }>;
   randomize(seed: number): Promise<void>;
   finalize(): void;
   forward(tokens: Int32Array, lengths: Int32Array, states: Float32Array[], want: Int32Array,

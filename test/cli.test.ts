@@ -11,7 +11,7 @@ import { loadModel } from '../lib/engine/load';
 import type { MambaModel } from '../lib/engine/model';
 
 const ROOT = path.resolve(__dirname, '..');
-const CLI = path.join(ROOT, 'dist', 'lib', 'cli.js');
+const CLI = path.join(ROOT, 'dist', 'lib', 'cli', 'main.js');
 const MODEL = path.join(ROOT, 'models', 'brown-mamba-s');
 
 interface Run { code: number; stdout: string; stderr: string }

@@ -13,7 +13,8 @@ import * as path from 'path';
 import { loadAddon, type NativeEngine } from '../../bindings';
 import { loadConfig, type ParseConfigOptions } from '../checkpoint/config';
 import { loadTokenizer } from '../checkpoint/tokenizer';
-import { loadWeights } from '../checkpoint/weights';
+import { openCheckpoint } from '../checkpoint/safetensors';
+import { nonFiniteError, planWeights } from '../checkpoint/weights';
 import { SimbaError, fromNative } from '../errors';
 import { WEIGHT_FORMATS, type MambaConfig, type WeightFormat } from '../types';
 import { MambaModel } from './model';
@@ -73,24 +74,47 @@ export async function loadModel(dir: string = DEFAULT_MODEL_DIR, opts: LoadModel
     throw fromNative(e);
   }
   try {
-    const gen = loadWeights(dir, config, { nonFinite: opts.nonFinite });
-    const total = 3 + config.nLayer * (10 + (config.projBias ? 2 : 0)) - (config.convBias ? 0 : config.nLayer) - (config.tieEmbeddings ? 1 : 0);
-    let done = 0;
-    for (const t of gen) {
-      try {
-        await engine.setTensor(t.name, t.layer, t.data);
-      } catch (e) {
-        throw fromNative(e);
-      }
-      done++;
-      opts.onProgress?.({ done, total, tensor: t.layer >= 0 ? `layers.${t.layer}.${t.name}` : t.name });
-    }
+    await uploadMapped(engine, dir, config, opts);
     engine.finalize();
   } catch (e) {
     engine.dispose();
     throw e;
   }
   return new MambaModel(engine, config, tokenizer, weights, path.resolve(dir));
+}
+
+/**
+ * Every engine tensor of the checkpoint, read by the engine itself through mmap (native
+ * engine/mapped_tensor.h): JavaScript parses the headers and plans the mapping (planWeights), the
+ * bytes never pass through it. F32 tensors are packed straight from the mapped file.
+ */
+async function uploadMapped(engine: NativeEngine, dir: string, config: MambaConfig, opts: LoadModelOptions): Promise<void> {
+  if (opts.nonFinite !== undefined && opts.nonFinite !== 'error' && opts.nonFinite !== 'allow')
+    throw new SimbaError('E_ARG', `loadModel: nonFinite must be 'error' or 'allow', got '${String(opts.nonFinite)}'`);
+  const ckpt = openCheckpoint(dir);
+  try {
+    const plan = planWeights(ckpt, config, dir);
+    const total = plan.entries.length;
+    let done = 0;
+    for (const e of plan.entries) {
+      const t = ckpt.info(e.source);
+      const count = e.shape.reduce((a, b) => a * b, 1);
+      let r;
+      try {
+        r = await engine.setTensorFromFile(e.name, e.layer, {
+          file: t.file, offset: t.byteOffset, bytes: t.byteLength, dtype: t.dtype as 'F32' | 'F16' | 'BF16', count: t.numel,
+          padTo: count, checkFinite: opts.nonFinite !== 'allow',
+        });
+      } catch (err) {
+        throw fromNative(err);
+      }
+      if (r.firstBad >= 0) throw nonFiniteError(dir, e, r.firstBad, r.badValue);
+      done++;
+      opts.onProgress?.({ done, total, tensor: e.layer >= 0 ? `layers.${e.layer}.${e.name}` : e.name });
+    }
+  } finally {
+    ckpt.close();
+  }
 }
 
 /** Standard state-spaces Mamba-1 shapes (vocabulary padded to 50280), for speed tests without downloads. */

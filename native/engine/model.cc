@@ -11,6 +11,7 @@
 #include <stdexcept>
 
 #include "cpu/dispatch.h"
+#include "cpu/threadpool.h"
 #include "engine/tensor_table.h"
 
 namespace simba {
@@ -19,11 +20,11 @@ namespace simba {
 
 void AlignedBuf::Free::operator()(void* p) const { std::free(p); }
 
-AlignedBuf::AlignedBuf(size_t bytes) : bytes_(bytes) {
+AlignedBuf::AlignedBuf(size_t bytes, bool zero) : bytes_(bytes) {
   size_t rounded = (bytes + 63) / 64 * 64;
   void* p = std::aligned_alloc(64, rounded ? rounded : 64);
   if (!p) throw std::runtime_error("out of memory allocating " + std::to_string(bytes) + " bytes for weights");
-  std::memset(p, 0, rounded ? rounded : 64);
+  if (zero) std::memset(p, 0, rounded ? rounded : 64);
   p_.reset(p);
 }
 
@@ -49,7 +50,8 @@ void pack_linear(Linear& lin, const float* W, int N, int K, cpu::WeightFormat fo
   p.Kp = format == WeightFormat::F32 ? K : format == WeightFormat::BF16 ? (K + 1) / 2 * 2 : (K + 3) / 4 * 4;
   const size_t elems = (size_t)p.npanels * p.Kp * kPanel;
   const size_t nfeat = (size_t)p.npanels * kPanel;
-  lin.store = AlignedBuf(elems * (format == WeightFormat::F32 ? 4 : format == WeightFormat::BF16 ? 2 : 1));
+  // Without W the panels stay zero; with W the packing below writes every byte (padding included).
+  lin.store = AlignedBuf(elems * (format == WeightFormat::F32 ? 4 : format == WeightFormat::BF16 ? 2 : 1), W == nullptr);
   void* dst = lin.store.data();
   if (format == WeightFormat::F32) p.f32 = static_cast<const float*>(dst);
   else if (format == WeightFormat::BF16) p.h16 = static_cast<const uint16_t*>(dst);
@@ -60,29 +62,48 @@ void pack_linear(Linear& lin, const float* W, int N, int K, cpu::WeightFormat fo
     p.colsum = reinterpret_cast<const int32_t*>(static_cast<const float*>(lin.qmeta.data()) + nfeat);
   }
   if (!W) return;
-  for (int n = 0; n < N; n++) {
-    const float* row = W + (size_t)n * K;
-    const size_t pbase = (size_t)(n / kPanel) * p.Kp * kPanel;
-    const int c = n % kPanel;
+  // Panel by panel on the thread pool; within a panel k-major, so the writes are sequential and
+  // the 32 source rows are read as 32 forward streams.
+  char* out = static_cast<char*>(dst);
+  float* scale = const_cast<float*>(p.scale);
+  int32_t* colsum = const_cast<int32_t*>(p.colsum);
+  const int Kp = p.Kp;
+  auto pack_panel = [&](int pi) {
+    const int n0 = pi * kPanel, nc = std::min(kPanel, N - n0);
+    const size_t pbase = (size_t)pi * Kp * kPanel;
+    // Features past N (c >= nc) and k past K are zero padding.
     if (format == WeightFormat::F32) {
-      for (int k = 0; k < K; k++) static_cast<float*>(dst)[pbase + (size_t)k * kPanel + c] = row[k];
+      float* d = reinterpret_cast<float*>(out) + pbase;
+      for (int k = 0; k < K; k++)
+        for (int c = 0; c < kPanel; c++) d[(size_t)k * kPanel + c] = c < nc ? W[(size_t)(n0 + c) * K + k] : 0.f;
     } else if (format == WeightFormat::BF16) {
-      for (int k = 0; k < K; k++) static_cast<uint16_t*>(dst)[pbase + (size_t)(k / 2) * 2 * kPanel + c * 2 + k % 2] = to_bf16(row[k]);
+      uint16_t* d = reinterpret_cast<uint16_t*>(out) + pbase;
+      for (int k = 0; k < Kp; k++)
+        for (int c = 0; c < kPanel; c++)
+          d[(size_t)(k / 2) * 2 * kPanel + c * 2 + k % 2] = c < nc && k < K ? to_bf16(W[(size_t)(n0 + c) * K + k]) : 0;
     } else {
-      float amax = 0.f;
-      for (int k = 0; k < K; k++) amax = std::max(amax, std::fabs(row[k]));
-      const float scale = amax > 0.f ? amax / 127.f : 1.f;
-      int32_t sum = 0;
-      for (int k = 0; k < K; k++) {
-        const int q = (int)std::lround(row[k] / scale);
-        const int8_t qc = (int8_t)std::max(-127, std::min(127, q));
-        static_cast<int8_t*>(dst)[pbase + (size_t)(k / 4) * 4 * kPanel + c * 4 + k % 4] = qc;
-        sum += qc;
+      int8_t* d = reinterpret_cast<int8_t*>(out) + pbase;
+      float inv[kPanel];
+      for (int c = 0; c < nc; c++) {  // symmetric scale per output feature
+        const float* row = W + (size_t)(n0 + c) * K;
+        float amax = 0.f;
+        for (int k = 0; k < K; k++) amax = std::max(amax, std::fabs(row[k]));
+        scale[n0 + c] = amax > 0.f ? amax / 127.f : 1.f;
+        inv[c] = 1.f / scale[n0 + c];
+        colsum[n0 + c] = 0;
       }
-      const_cast<float*>(p.scale)[n] = scale;
-      const_cast<int32_t*>(p.colsum)[n] = sum;
+      for (int k = 0; k < Kp; k++)
+        for (int c = 0; c < kPanel; c++) {
+          int8_t q = 0;
+          if (c < nc && k < K) {
+            q = (int8_t)std::max(-127.f, std::min(127.f, std::nearbyint(W[(size_t)(n0 + c) * K + k] * inv[c])));
+            colsum[n0 + c] += q;
+          }
+          d[(size_t)(k / 4) * 4 * kPanel + c * 4 + k % 4] = q;
+        }
     }
-  }
+  };
+  cpu::ThreadPool::global().run(p.npanels, [&](int, int b, int e) { for (int pi = b; pi < e; pi++) pack_panel(pi); });
   lin.set = true;
 }
 

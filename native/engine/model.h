@@ -20,11 +20,12 @@ struct ModelConfig {
   float eps = 1e-5f;
 };
 
-// 64-byte aligned, zero-initialised storage.
+// 64-byte aligned storage, zero-initialised unless the owner writes every byte itself (zero = false:
+// the pages are then first touched by whoever fills them, e.g. the parallel packing).
 class AlignedBuf {
  public:
   AlignedBuf() = default;
-  explicit AlignedBuf(size_t bytes);
+  explicit AlignedBuf(size_t bytes, bool zero = true);
   void* data() const { return p_.get(); }
   size_t bytes() const { return bytes_; }
  private:

@@ -10,6 +10,7 @@
 
 #include "cpu/dispatch.h"
 #include "engine/cuda_loader.h"
+#include "engine/mapped_tensor.h"
 #include "engine/model.h"
 
 namespace simba {
@@ -84,7 +85,8 @@ class Engine : public Napi::ObjectWrap<Engine> {
  public:
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "Engine",
-                       {InstanceMethod("setTensor", &Engine::SetTensor), InstanceMethod("randomize", &Engine::Randomize),
+                       {InstanceMethod("setTensor", &Engine::SetTensor), InstanceMethod("setTensorFromFile", &Engine::SetTensorFromFile),
+                        InstanceMethod("randomize", &Engine::Randomize),
                         InstanceMethod("finalize", &Engine::Finalize), InstanceMethod("forward", &Engine::Forward),
                         InstanceMethod("info", &Engine::Info), InstanceMethod("dispose", &Engine::Dispose)});
   }
@@ -149,6 +151,49 @@ class Engine : public Napi::ObjectWrap<Engine> {
     size_t n = data.ElementLength();
     auto* w = new PromiseWorker(env, [m, name, layer, p, n] { m->set_tensor(name, layer, p, n); }, nullptr);
     w->Keep(data);
+    w->Queue();
+    return w->Promise();
+    });
+  }
+
+  // setTensorFromFile(name, layer, {file, offset, bytes, dtype: 'F32'|'F16'|'BF16', count, padTo?, checkFinite?})
+  //   -> Promise<{firstBad, badValue}>: the tensor read through mmap (engine/mapped_tensor.h);
+  //   firstBad >= 0 (and nothing set) when a NaN / Inf was found.
+  Napi::Value SetTensorFromFile(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return Visit(env, [&](auto m) -> Napi::Value {
+    if (info.Length() < 3 || !info[0].IsString() || !info[1].IsNumber() || !info[2].IsObject())
+      throw Napi::TypeError::New(env, "setTensorFromFile(name, layer, {file, offset, bytes, dtype, count})");
+    Napi::Object o = info[2].As<Napi::Object>();
+    auto num = [&](const char* k) -> double {
+      Napi::Value v = o.Get(k);
+      if (!v.IsNumber() || v.As<Napi::Number>().DoubleValue() < 0) throw Napi::TypeError::New(env, std::string("setTensorFromFile: ") + k + " must be a number >= 0");
+      return v.As<Napi::Number>().DoubleValue();
+    };
+    MappedTensorRef t;
+    if (!o.Get("file").IsString()) throw Napi::TypeError::New(env, "setTensorFromFile: file must be a string");
+    t.file = o.Get("file").As<Napi::String>().Utf8Value();
+    t.offset = (uint64_t)num("offset");
+    t.bytes = (uint64_t)num("bytes");
+    t.count = (size_t)num("count");
+    t.pad_to = o.Get("padTo").IsNumber() ? (size_t)num("padTo") : 0;
+    t.check_finite = !o.Get("checkFinite").IsBoolean() || o.Get("checkFinite").As<Napi::Boolean>().Value();
+    const std::string dt = o.Get("dtype").IsString() ? o.Get("dtype").As<Napi::String>().Utf8Value() : "";
+    if (dt == "F32") t.dtype = FileDType::F32;
+    else if (dt == "F16") t.dtype = FileDType::F16;
+    else if (dt == "BF16") t.dtype = FileDType::BF16;
+    else throw Napi::TypeError::New(env, "setTensorFromFile: dtype must be 'F32', 'F16' or 'BF16', got '" + dt + "'");
+    std::string name = info[0].As<Napi::String>();
+    int layer = info[1].As<Napi::Number>().Int32Value();
+    auto check = std::make_shared<MappedTensorCheck>();
+    auto* w = new PromiseWorker(env, [m, name, layer, t, check] {
+      *check = with_mapped_tensor(t, [&](const float* p, size_t n) { m->set_tensor(name, layer, p, n); });
+    }, [check](Napi::Env e) -> Napi::Value {
+      Napi::Object r = Napi::Object::New(e);
+      r.Set("firstBad", (double)check->first_bad);
+      r.Set("badValue", check->bad_value);
+      return r;
+    });
     w->Queue();
     return w->Promise();
     });
