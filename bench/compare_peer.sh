@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Side-by-side speed: simba-ssm and node-llama-cpp (llama.cpp) on the same weights, back to back:
 # f32, bf16 (the peer: f16) and int8 (the peer: Q8_0), with ours as fractions of this machine's
-# physical bounds (simba bench --limits). Needs the peer set up as in ../shared/peers/README.md
-# (setup.sh PEER; make_random_mamba.py --out PEER/rand-130m) and an IDLE machine; the GGUF files
-# (f32, f16, q8_0) are converted here when missing.
-#   bash bench/compare_peer.sh PEER_DIR OUT_DIR        then: node bench/compare_summary.js OUT_DIR
+# physical bounds (simba bench --limits). Needs an IDLE machine and a peer folder PEER_DIR holding
+# node-llama-cpp (NODE_LLAMA_CPP_DIR), its gguf-py and random weights of the mamba-130m shape as an HF
+# folder (PEER_DIR/rand-130m); PEERS_TOOLS is the folder of the peer's tools llamacpp_bench.mjs and
+# hf_to_gguf_mamba.py (default: PEER_DIR/..). The GGUF files (f32, f16, q8_0) are converted here
+# when missing (Debian's /usr/bin/python3 with numpy). Ends with the table of bench/compare_summary.js.
+#   bash bench/compare_peer.sh PEER_DIR OUT_DIR
 set -euo pipefail
 peer=${1:?peer dir}; out=${2:?output dir}
 root=$(cd "$(dirname "$0")/.." && pwd)
-peers=$root/../shared/peers
+peers=${PEERS_TOOLS:-$peer/..}
 py=/usr/bin/python3
 mkdir -p "$out"
 export NODE_LLAMA_CPP_DIR=$peer PYTHONPATH=$peer/gguf-py

@@ -7,6 +7,7 @@ import type { TensorToEncode } from '../lib/checkpoint/safetensors';
 import { loadWeights, inspectWeights, planWeights } from '../lib/checkpoint/weights';
 import { SimbaError } from '../lib/errors';
 import type { EngineTensor, MambaConfig, TensorDType } from '../lib/types';
+// eslint-disable-next-line @typescript-eslint/no-require-imports -- the module object itself, so jest can spy on its functions
 import fsModule = require('fs');
 
 const SHIPPED = path.join(__dirname, '..', 'models', 'brown-mamba-s');

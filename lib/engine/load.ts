@@ -11,12 +11,14 @@ import * as fs from 'fs';
 import * as path from 'path';
 
 import { loadAddon, type NativeEngine } from '../../bindings';
-import { loadConfig, type ParseConfigOptions } from '../checkpoint/config';
+import { checkParseConfigOptions, loadConfig, type ParseConfigOptions } from '../checkpoint/config';
 import { loadTokenizer } from '../checkpoint/tokenizer';
 import { openCheckpoint } from '../checkpoint/safetensors';
 import { nonFiniteError, planWeights } from '../checkpoint/weights';
 import { SimbaError, fromNative } from '../errors';
+import { LIMITS } from '../limits';
 import { WEIGHT_FORMATS, type MambaConfig, type WeightFormat } from '../types';
+import * as v from '../validate';
 import { MambaModel } from './model';
 
 /** Where the package keeps its shipped demo model. */
@@ -59,10 +61,17 @@ export interface RandomModelOptions {
  * Loads a Mamba checkpoint folder (config.json, model.safetensors or a sharded index,
  * tokenizer.json). Without a folder, loads the shipped demo model brown-mamba-s.
  */
-export async function loadModel(dir: string = DEFAULT_MODEL_DIR, opts: LoadModelOptions = {}): Promise<MambaModel> {
-  const weights = checkWeights(opts.weights, 'loadModel: ');
+export async function loadModel(dir: string = DEFAULT_MODEL_DIR, options?: LoadModelOptions): Promise<MambaModel> {
+  const w = 'loadModel', o = v.options(w, options, LOAD_KEYS);
+  const opts: LoadModelOptions = {
+    weights: v.oneOf(w, 'weights', o.weights, WEIGHTS), device: v.oneOf(w, 'device', o.device, DEVICES),
+    config: o.config === undefined ? undefined : checkParseConfigOptions(w, o.config, 'config'), nonFinite: v.oneOf(w, 'nonFinite', o.nonFinite, ['error', 'allow'] as const),
+    tokenizer: v.bool(w, 'tokenizer', o.tokenizer), onProgress: v.func(w, 'onProgress', o.onProgress),
+  };
+  const weights = opts.weights ?? 'f32';
+  if (typeof dir !== 'string') throw v.argError(w, `the model folder must be a path string, got ${v.describeType(dir)}`);
   const device = checkDevice(opts.device);
-  if (typeof dir !== 'string' || !fs.existsSync(dir)) throw new SimbaError('E_IO', `loadModel: model folder '${String(dir)}' does not exist`);
+  if (!fs.existsSync(dir)) throw new SimbaError('E_IO', `loadModel: model folder '${dir}' does not exist`);
   const config = loadConfig(dir, opts.config);
   const wantTok = opts.tokenizer ?? fs.existsSync(path.join(dir, 'tokenizer.json'));
   const tokenizer = wantTok ? loadTokenizer(dir) : null;
@@ -89,8 +98,6 @@ export async function loadModel(dir: string = DEFAULT_MODEL_DIR, opts: LoadModel
  * bytes never pass through it. F32 tensors are packed straight from the mapped file.
  */
 async function uploadMapped(engine: NativeEngine, dir: string, config: MambaConfig, opts: LoadModelOptions): Promise<void> {
-  if (opts.nonFinite !== undefined && opts.nonFinite !== 'error' && opts.nonFinite !== 'allow')
-    throw new SimbaError('E_ARG', `loadModel: nonFinite must be 'error' or 'allow', got '${String(opts.nonFinite)}'`);
   const ckpt = openCheckpoint(dir);
   try {
     const plan = planWeights(ckpt, config, dir);
@@ -126,11 +133,19 @@ export const SHAPES: Readonly<Record<string, MambaConfig>> = Object.fromEntries(
     } satisfies MambaConfig]));
 
 /** A model with random, sanely scaled weights of the given config or named shape (no tokenizer). */
-export async function randomModel(shape: string | MambaConfig, opts: RandomModelOptions = {}): Promise<MambaModel> {
-  const config = typeof shape === 'string' ? SHAPES[shape] : shape;
-  if (!config) throw new SimbaError('E_ARG', `unknown shape '${String(shape)}' (known: ${Object.keys(SHAPES).join(', ')})`);
-  const weights = checkWeights(opts.weights, '');
-  const device = checkDevice(opts.device);
+export async function randomModel(shape: string | MambaConfig, options?: RandomModelOptions): Promise<MambaModel> {
+  const w = 'randomModel', o = v.options(w, options, RANDOM_KEYS);
+  let config: MambaConfig | undefined;
+  if (typeof shape === 'string') {
+    config = Object.hasOwn(SHAPES, shape) ? SHAPES[shape] : undefined;
+    const near = v.nearest(shape, Object.keys(SHAPES));
+    if (!config) throw new SimbaError('E_ARG', `unknown shape '${shape}' (${near ? `did you mean '${near}'? ` : ''}known: ${Object.keys(SHAPES).join(', ')})`);
+  } else {
+    config = checkConfig(w, shape);
+  }
+  const weights = v.oneOf(w, 'weights', o.weights, WEIGHTS) ?? 'f32';
+  const seed = v.int(w, 'seed', o.seed, 0, LIMITS.seed) ?? 0;
+  const device = checkDevice(v.oneOf(w, 'device', o.device, DEVICES));
   let engine: NativeEngine;
   try {
     engine = new (loadAddon().Engine)(nativeConfig(config), engineOptions(weights, device));
@@ -138,7 +153,7 @@ export async function randomModel(shape: string | MambaConfig, opts: RandomModel
     throw fromNative(e);
   }
   try {
-    await engine.randomize(opts.seed ?? 0);
+    await engine.randomize(seed);
   } catch (e) {
     engine.dispose();
     throw fromNative(e);
@@ -146,17 +161,30 @@ export async function randomModel(shape: string | MambaConfig, opts: RandomModel
   return new MambaModel(engine, { ...config }, null, weights, typeof shape === 'string' ? `random ${shape}` : 'random');
 }
 
-/** The weights option: 'f32' (default), 'bf16' or 'int8'. */
-function checkWeights(w: unknown, where: string): WeightFormat {
-  if (w === undefined) return 'f32';
-  if (!(WEIGHT_FORMATS as readonly unknown[]).includes(w))
-    throw new SimbaError('E_ARG', `${where}weights must be one of ${WEIGHT_FORMATS.map((f) => `'${f}'`).join(', ')}, got '${String(w)}'`);
-  return w as WeightFormat;
-}
-
 function engineOptions(weights: WeightFormat, device: 'cpu' | 'cuda') {
   if (weights === 'int8' && device === 'cuda') throw new SimbaError('E_ARG', "weights 'int8' run on the CPU only (use 'bf16' with device 'cuda')");
   return { bf16: weights === 'bf16', int8: weights === 'int8', device };
+}
+
+const LOAD_KEYS = ['weights', 'device', 'config', 'nonFinite', 'tokenizer', 'onProgress'] as const;
+const RANDOM_KEYS = ['weights', 'seed', 'device'] as const;
+const WEIGHTS = WEIGHT_FORMATS;
+const DEVICES = ['cpu', 'cuda', 'auto'] as const;
+
+const CONFIG_INT_KEYS = ['vocabSize', 'dModel', 'nLayer', 'dInner', 'dState', 'dtRank', 'dConv'] as const;
+const CONFIG_BOOL_KEYS = ['convBias', 'projBias', 'tieEmbeddings'] as const;
+const CONFIG_ID_KEYS = ['bosTokenId', 'eosTokenId', 'padTokenId'] as const;
+
+/** A MambaConfig given in code (randomModel): every field present and of the right type. */
+function checkConfig(where: string, c: unknown): MambaConfig {
+  if (!v.is.object(c)) throw v.argError(where, `shape must be a shape name or a MambaConfig, got ${v.describeType(c)}`);
+  const o = v.options(where, c, [...CONFIG_INT_KEYS, ...CONFIG_BOOL_KEYS, ...CONFIG_ID_KEYS, 'eps'], 'config');
+  for (const k of CONFIG_INT_KEYS) if (v.int(where, `config.${k}`, o[k], 1) === undefined) throw v.argError(where, `config.${k} is required`);
+  for (const k of CONFIG_BOOL_KEYS) if (v.bool(where, `config.${k}`, o[k]) === undefined) throw v.argError(where, `config.${k} is required`);
+  for (const k of CONFIG_ID_KEYS) if (o[k] !== null) v.int(where, `config.${k}`, o[k], 0);
+  if (v.number(where, 'config.eps', o.eps, 0, 1, true) === undefined) throw v.argError(where, 'config.eps is required');
+  const cfg = c as unknown as MambaConfig;
+  return { ...cfg, bosTokenId: cfg.bosTokenId ?? null, eosTokenId: cfg.eosTokenId ?? null, padTokenId: cfg.padTokenId ?? null };
 }
 
 /** Resolves the device option: 'cpu' (default), 'cuda' (throws why it is unavailable), 'auto' (cuda when available). */
