@@ -91,5 +91,5 @@ const haveHeldout = fs.existsSync(HELDOUT);
     } finally {
       for (const m of models) m.dispose();
     }
-  }, 120000);
+  }, 300000);
 });
