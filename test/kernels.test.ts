@@ -137,6 +137,14 @@ test('gemm kernel choice: int8 uses vpdpbusd with AVX512-VNNI, bf16 prefill vdpb
   expect(() => addon.kernels.gemmTime({ M: 1, N: 1, K: 1, format: 'int4' as never })).toThrow(/format must be/);
 });
 
+test('int8 gemm gives the same numbers on every build (vpdpbusd and pmaddwd compute the same integers)', () => {
+  const M = 37, N = 70, K = 300;  // one k-slice: the float epilogues then match exactly
+  const A = randArray(M * K, seed0 + 91), W = randArray(N * K, seed0 + 92), bias = randArray(N, seed0 + 93);
+  const outs = isas.map((isa) => { addon.setIsa(isa); return addon.kernels.gemm({ A, W, bias, M, N, K, format: 'int8' }); });
+  addon.setIsa(isas[0]);
+  for (const o of outs.slice(1)) expect(Array.from(o)).toEqual(Array.from(outs[0]));
+});
+
 test('machine limits: positive, finite bandwidth and FMA peak', async () => {
   const l = await addon.kernels.limits({ reps: 1, bufferMB: 32 });
   for (const k of ['readGBs1', 'readGBsAll', 'fmaGflops1', 'fmaGflopsAll'] as const) {
