@@ -2,8 +2,11 @@
 # that the addon dlopen()s when a model asks for device 'cuda' (native/engine/cuda_loader.cc). The addon
 # itself never links the CUDA runtime: it always builds and loads, with or without nvcc.
 #
-#   SIMBA_NO_CUDA=1 (environment) or -DSIMBA_CUDA=OFF   build the CPU engine only (faster builds)
-#   no CUDA compiler found                               the same, with a status message
+#   default                                              the CPU engine only (no surprise CUDA build
+#                                                        on machines that merely have nvcc)
+#   SIMBA_CUDA=1 (environment) or -DSIMBA_CUDA=ON        also build the CUDA backend, when nvcc is found
+#   SIMBA_NO_CUDA=1 (environment)                        CPU only, whatever else is set
+#   no CUDA compiler found                               CPU only, with a status message
 #
 # The library is built for sm_80 (A100) and sm_90 (H100/H200) machine code plus compute_90 PTX,
 # links the CUDA runtime statically (it then needs only the NVIDIA driver at run time) and uses no
@@ -13,13 +16,16 @@
 target_sources(${PROJECT_NAME} PRIVATE native/engine/cuda_loader.cc native/napi/cuda_bindings.cc)
 target_link_libraries(${PROJECT_NAME} PRIVATE ${CMAKE_DL_LIBS})
 
-option(SIMBA_CUDA "Build the CUDA backend (libsimba_cuda.so) when a CUDA compiler is found" ON)
+option(SIMBA_CUDA "Build the CUDA backend (libsimba_cuda.so) when a CUDA compiler is found" OFF)
+if(DEFINED ENV{SIMBA_CUDA} AND NOT "$ENV{SIMBA_CUDA}" STREQUAL "" AND NOT "$ENV{SIMBA_CUDA}" STREQUAL "0")
+  set(SIMBA_CUDA ON)
+endif()
 if(DEFINED ENV{SIMBA_NO_CUDA} AND NOT "$ENV{SIMBA_NO_CUDA}" STREQUAL "" AND NOT "$ENV{SIMBA_NO_CUDA}" STREQUAL "0")
   set(SIMBA_CUDA OFF)
 endif()
 
 if(NOT SIMBA_CUDA)
-  message(STATUS "simba-ssm: CUDA backend disabled (SIMBA_NO_CUDA / SIMBA_CUDA=OFF), building the CPU engine only")
+  message(STATUS "simba-ssm: building the CPU engine only (set SIMBA_CUDA=1 to also build the CUDA backend)")
   return()
 endif()
 
@@ -43,6 +49,12 @@ if(NOT CMAKE_CUDA_COMPILER)
   return()
 endif()
 enable_language(CUDA)
+# C++20 for the .cu files too (designated initializers). CMake 3.25 does not know nvcc's flag for
+# it (CUDA_STANDARD 20 fails to generate); nvcc >= 12 takes -std=c++20.
+if(NOT CMAKE_CUDA20_STANDARD_COMPILE_OPTION AND CMAKE_CUDA_COMPILER_VERSION VERSION_GREATER_EQUAL 12.0)
+  set(CMAKE_CUDA20_STANDARD_COMPILE_OPTION "-std=c++20")
+  set(CMAKE_CUDA20_EXTENSION_COMPILE_OPTION "-std=c++20")
+endif()
 find_package(CUDAToolkit)
 if(NOT TARGET CUDA::cudart_static)
   message(STATUS "simba-ssm: CUDA compiler found but not the CUDA runtime library, building the CPU engine only")
@@ -61,7 +73,7 @@ add_library(simba_cuda SHARED
   native/cuda/backend.cc)
 set_target_properties(simba_cuda PROPERTIES
   CUDA_ARCHITECTURES "80-real;90"
-  CUDA_STANDARD 17
+  CUDA_STANDARD 20
   CUDA_STANDARD_REQUIRED ON
   CXX_VISIBILITY_PRESET hidden
   CUDA_VISIBILITY_PRESET hidden

@@ -17,8 +17,8 @@ import { openCheckpoint } from '../checkpoint/safetensors';
 import { nonFiniteError, planWeights } from '../checkpoint/weights';
 import { SimbaError, fromNative } from '../errors';
 import { LIMITS } from '../limits';
-import { WEIGHT_FORMATS, type MambaConfig, type WeightFormat } from '../types';
 import * as v from '../validate';
+import { WEIGHT_FORMATS, type EngineTensorSpec, type MambaConfig, type WeightFormat } from '../types';
 import { MambaModel } from './model';
 
 /** Where the package keeps its shipped demo model. */
@@ -76,6 +76,7 @@ export async function loadModel(dir: string = DEFAULT_MODEL_DIR, options?: LoadM
   const wantTok = opts.tokenizer ?? fs.existsSync(path.join(dir, 'tokenizer.json'));
   const tokenizer = wantTok ? loadTokenizer(dir) : null;
   const addon = loadAddon();
+  const table = tensorTable(config);
   let engine: NativeEngine;
   try {
     engine = new addon.Engine(nativeConfig(config), engineOptions(weights, device));
@@ -83,7 +84,7 @@ export async function loadModel(dir: string = DEFAULT_MODEL_DIR, options?: LoadM
     throw fromNative(e);
   }
   try {
-    await uploadMapped(engine, dir, config, opts);
+    await uploadMapped(engine, dir, config, table, opts);
     engine.finalize();
   } catch (e) {
     engine.dispose();
@@ -97,10 +98,10 @@ export async function loadModel(dir: string = DEFAULT_MODEL_DIR, options?: LoadM
  * engine/mapped_tensor.h): JavaScript parses the headers and plans the mapping (planWeights), the
  * bytes never pass through it. F32 tensors are packed straight from the mapped file.
  */
-async function uploadMapped(engine: NativeEngine, dir: string, config: MambaConfig, opts: LoadModelOptions): Promise<void> {
+async function uploadMapped(engine: NativeEngine, dir: string, config: MambaConfig, table: readonly EngineTensorSpec[], opts: LoadModelOptions): Promise<void> {
   const ckpt = openCheckpoint(dir);
   try {
-    const plan = planWeights(ckpt, config, dir);
+    const plan = planWeights(ckpt, config, table, dir);
     const total = plan.entries.length;
     let done = 0;
     for (const e of plan.entries) {
@@ -185,6 +186,22 @@ function checkConfig(where: string, c: unknown): MambaConfig {
   if (v.number(where, 'config.eps', o.eps, 0, 1, true) === undefined) throw v.argError(where, 'config.eps is required');
   const cfg = c as unknown as MambaConfig;
   return { ...cfg, bosTokenId: cfg.bosTokenId ?? null, eosTokenId: cfg.eosTokenId ?? null, padTokenId: cfg.padTokenId ?? null };
+}
+
+/**
+ * The engine's tensor table for a config (native/engine/tensor_table.h): every tensor the config can
+ * have, with its shape, whether the config has it (required) and how the engine stores it, in the
+ * order checkpoints are read. Throws E_CONFIG for a config the engine cannot run.
+ *
+ * @example
+ *   tensorTable(SHAPES['mamba-130m']).filter((t) => t.required).length  // 3 + 24 * 10 - 1 = 242
+ */
+export function tensorTable(config: MambaConfig): EngineTensorSpec[] {
+  try {
+    return loadAddon().tensorTable(nativeConfig(config));
+  } catch (e) {
+    throw fromNative(e);
+  }
 }
 
 /** Resolves the device option: 'cpu' (default), 'cuda' (throws why it is unavailable), 'auto' (cuda when available). */

@@ -27,6 +27,10 @@ namespace cpu {
 //         (symmetric, per output channel: scale = max_k |W[n,k]| / 127), and colsum[n] = sum_k q.
 constexpr int kPanel = 32;
 enum class WeightFormat { F32 = 0, BF16 = 1, Q8 = 2 };
+
+// Largest conv width and state size the kernels hold in registers / stack arrays (conv1d.cc,
+// selective_scan.cc); the engines reject larger configs first (engine/tensor_table.h).
+constexpr int kMaxConv = 8, kMaxState = 256;
 struct PackedWeight {
   int N = 0, K = 0, npanels = 0;
   WeightFormat format = WeightFormat::F32;

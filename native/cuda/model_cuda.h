@@ -1,6 +1,7 @@
 // model_cuda.h — a Mamba-1 model in device memory and its forward pass on the GPU: the CUDA twin of
-// simba::Model (native/model.h), with the same tensor names, checks, random weights, forward
-// semantics (Simba pruning, early exit, processed / exit_layer) and error messages.
+// simba::Model (engine/model.h): the same tensor table, loading checks, random weights and request
+// checks (engine/tensor_table.h, shared code), forward semantics (Simba pruning, early exit,
+// processed / exit_layer) and errors (simba::Error with a code, engine/errors.h).
 //
 // Weights live on the device (matrices f32 or bf16, row-major [N, K]; vectors f32). The recurrent
 // states live in the caller's host memory: each forward copies them in, runs, and copies them back.
@@ -12,12 +13,13 @@
 #include <vector>
 
 #include "../engine/backend_api.h"
+#include "../engine/tensor_table.h"
 #include "kernels.cuh"
 
 namespace simba {
 namespace cuda {
 
-// Owning device allocation (cudaMalloc); out-of-memory becomes a message naming what and how much.
+// Owning device allocation (cudaMalloc); out-of-memory becomes an E_OOM error naming what and how much.
 class DevBuf {
  public:
   DevBuf() = default;
@@ -41,25 +43,16 @@ class DevBuf {
 struct DevLinearStore {
   DevLinear view;  // pointers into w and bias
   DevBuf w, bias;
-  bool set = false;
 };
 
-struct DevLayer {
-  DevBuf norm;     // [d]
-  DevLinearStore in_proj;   // [2E, d]
-  DevBuf conv_wT;  // [K][E]
-  DevBuf conv_b;   // [E]
-  DevLinearStore x_proj;    // [R+2N, E]
-  DevLinearStore dt_proj;   // [E, R], bias [E]
-  DevBuf AT;       // [N][E], A = -exp(A_log)
-  DevBuf D;        // [E]
-  DevLinearStore out_proj;  // [d, E]
-  std::vector<bool> have;
-};
+// The CUDA engine's weights: matrices row-major on the device (f32 or bf16), vectors f32 on the
+// device (tensor_table.h says what each holds and in which layout).
+using DevLayer = LayerWeights<DevLinearStore, DevBuf>;
+using DevWeights = ModelWeights<DevLinearStore, DevBuf>;
 
 class DeviceModel {
  public:
-  DeviceModel(const simba_config_t& cfg, bool bf16, int device);
+  DeviceModel(const ModelConfig& cfg, bool bf16, int device);
   ~DeviceModel();
   DeviceModel(const DeviceModel&) = delete;
   DeviceModel& operator=(const DeviceModel&) = delete;
@@ -70,25 +63,22 @@ class DeviceModel {
   void forward(const simba_forward_t& req, simba_result_t& res);
   size_t weight_bytes() const;
 
-  size_t layer_state_floats() const { return (size_t)cfg_.E * (cfg_.K - 1) + (size_t)cfg_.E * cfg_.N; }
-  size_t state_floats() const { return (size_t)cfg_.L * layer_state_floats(); }
+  size_t layer_state_floats() const { return simba::layer_state_floats(cfg_); }
+  size_t state_floats() const { return simba::state_floats(cfg_); }
 
  private:
+  struct Store;  // how set_tensor stores (model_cuda.cc)
   void select_device() const;
-  void set_linear(DevLinearStore& lin, const float* W, int N, int K, const std::string& what);
-  void set_bias(DevLinearStore& lin, const float* b, int N, const std::string& what);
   void check_request(const simba_forward_t& r) const;
   // Workspace of at least `bytes`, grown (reallocated) when needed.
   char* workspace(size_t bytes);
 
-  simba_config_t cfg_;
+  ModelConfig cfg_;
   bool bf16_;
   int device_;
-  bool ready_ = false;
+  WeightLoader loader_;
   cudaStream_t stream_ = nullptr;
-  DevLinearStore embed_, head_;
-  DevBuf norm_f_;
-  std::vector<DevLayer> layers_;
+  DevWeights w_;
   DevBuf work_;
   std::mutex mu_;  // one forward at a time (stream, workspace)
 };

@@ -13,6 +13,8 @@
 #include <stdexcept>
 #include <vector>
 
+#include "engine/errors.h"
+
 namespace simba {
 
 namespace {
@@ -46,11 +48,11 @@ class Mapping {
  public:
   Mapping(const std::string& file, uint64_t offset, uint64_t bytes) {
     const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) throw std::runtime_error(file + ": cannot open (" + std::strerror(errno) + ")");
+    if (fd < 0) fail(SIMBA_E_WEIGHTS, file + ": cannot open (" + std::strerror(errno) + ")");
     struct stat st;
     if (::fstat(fd, &st) != 0 || (uint64_t)st.st_size < offset + bytes) {
       ::close(fd);
-      throw std::runtime_error(file + ": file is shorter than the tensor data it declares (" + std::to_string(offset + bytes) + " bytes)");
+      fail(SIMBA_E_WEIGHTS, file + ": file is shorter than the tensor data it declares (" + std::to_string(offset + bytes) + " bytes)");
     }
     const uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
     base_off_ = offset / page * page;
@@ -58,7 +60,7 @@ class Mapping {
     if (len_ == 0) { ::close(fd); return; }
     base_ = ::mmap(nullptr, len_, PROT_READ, MAP_PRIVATE, fd, (off_t)base_off_);
     ::close(fd);  // the mapping keeps the file
-    if (base_ == MAP_FAILED) { base_ = nullptr; throw std::runtime_error(file + ": mmap failed (" + std::strerror(errno) + ")"); }
+    if (base_ == MAP_FAILED) { base_ = nullptr; fail(SIMBA_E_WEIGHTS, file + ": mmap failed (" + std::strerror(errno) + ")"); }
     ::madvise(base_, len_, MADV_SEQUENTIAL | MADV_WILLNEED);
     data_ = static_cast<const char*>(base_) + (offset - base_off_);
   }
@@ -78,7 +80,7 @@ class Mapping {
 
 MappedTensorCheck with_mapped_tensor(const MappedTensorRef& t, const std::function<void(const float*, size_t)>& use) {
   const size_t esize = t.dtype == FileDType::F32 ? 4 : 2;
-  if (t.bytes != (uint64_t)t.count * esize) throw std::invalid_argument(t.file + ": tensor byte length does not match its element count");
+  if (t.bytes != (uint64_t)t.count * esize) fail(SIMBA_E_ARG, t.file + ": tensor byte length does not match its element count");
   const size_t n = t.pad_to > t.count ? t.pad_to : t.count;
   Mapping map(t.file, t.offset, t.bytes);
   const char* p = map.data();

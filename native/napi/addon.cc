@@ -1,7 +1,7 @@
 // addon.cc — the N-API surface (node-addon-api): argument checks, AsyncWorkers, error mapping.
 // No numerics here. Every heavy call (tensor upload, random init, forward) runs on a libuv
 // worker thread and resolves a Promise; C++ exceptions become rejected Promises / JS Errors with
-// the exception's message.
+// the exception's message and its class as err.code (napi_errors.h).
 #include <napi.h>
 
 #include <memory>
@@ -12,6 +12,8 @@
 #include "engine/cuda_loader.h"
 #include "engine/mapped_tensor.h"
 #include "engine/model.h"
+#include "engine/tensor_table.h"
+#include "napi/napi_errors.h"
 
 namespace simba {
 
@@ -36,6 +38,7 @@ class PromiseWorker : public Napi::AsyncWorker {
     try {
       work_();
     } catch (const std::exception& e) {
+      code_ = status_of(e);
       SetError(e.what());
     } catch (...) {
       SetError("unknown native error");
@@ -49,9 +52,13 @@ class PromiseWorker : public Napi::AsyncWorker {
       deferred_.Reject(e.Value());
     }
   }
-  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+  void OnError(const Napi::Error& e) override {
+    e.Value().Set("code", Napi::String::New(Env(), status_name(code_)));
+    deferred_.Reject(e.Value());
+  }
 
  private:
+  simba_status_t code_ = SIMBA_E_NATIVE;  // the class of the error Execute caught
   Napi::Promise::Deferred deferred_;
   Work work_;
   Make make_;
@@ -60,15 +67,26 @@ class PromiseWorker : public Napi::AsyncWorker {
 
 int GetInt(const Napi::Object& o, const char* key) {
   Napi::Value v = o.Get(key);
-  if (!v.IsNumber()) throw Napi::TypeError::New(o.Env(), std::string("config.") + key + " must be a number");
+  if (!v.IsNumber()) throw ArgError(o.Env(), std::string("config.") + key + " must be a number");
   double d = v.As<Napi::Number>().DoubleValue();
-  if (d != (double)(int)d) throw Napi::TypeError::New(o.Env(), std::string("config.") + key + " must be an integer");
+  if (d != (double)(int)d) throw ArgError(o.Env(), std::string("config.") + key + " must be an integer");
   return (int)d;
 }
 bool GetBool(const Napi::Object& o, const char* key) {
   Napi::Value v = o.Get(key);
-  if (!v.IsBoolean()) throw Napi::TypeError::New(o.Env(), std::string("config.") + key + " must be a boolean");
+  if (!v.IsBoolean()) throw ArgError(o.Env(), std::string("config.") + key + " must be a boolean");
   return v.As<Napi::Boolean>().Value();
+}
+
+// The engine config from a JS object with the NativeConfig fields (bindings.ts).
+ModelConfig ReadConfig(const Napi::Value& v) {
+  if (!v.IsObject()) throw ArgError(v.Env(), "config object required");
+  Napi::Object c = v.As<Napi::Object>();
+  Napi::Value eps = c.Get("eps");
+  if (!eps.IsNumber()) throw ArgError(v.Env(), "config.eps must be a number");
+  return {.vocab = GetInt(c, "vocabSize"), .d = GetInt(c, "dModel"), .L = GetInt(c, "nLayer"), .E = GetInt(c, "dInner"),
+          .N = GetInt(c, "dState"), .R = GetInt(c, "dtRank"), .K = GetInt(c, "dConv"), .conv_bias = GetBool(c, "convBias"),
+          .proj_bias = GetBool(c, "projBias"), .tie = GetBool(c, "tieEmbeddings"), .eps = eps.As<Napi::Number>().FloatValue()};
 }
 
 template <typename T> constexpr napi_typedarray_type kArrayType = napi_float32_array;
@@ -77,7 +95,7 @@ template <> constexpr napi_typedarray_type kArrayType<int32_t> = napi_int32_arra
 template <typename T>
 Napi::TypedArrayOf<T> ExpectArray(const Napi::Value& v, const char* what) {
   if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != kArrayType<T>)
-    throw Napi::TypeError::New(v.Env(), std::string(what) + (kArrayType<T> == napi_int32_array ? " must be an Int32Array" : " must be a Float32Array"));
+    throw ArgError(v.Env(), std::string(what) + (kArrayType<T> == napi_int32_array ? " must be an Int32Array" : " must be a Float32Array"));
   return v.As<Napi::TypedArrayOf<T>>();
 }
 
@@ -94,15 +112,8 @@ class Engine : public Napi::ObjectWrap<Engine> {
   // new Engine(config, {bf16, device?: 'cpu' | 'cuda'})
   explicit Engine(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Engine>(info) {
     Napi::Env env = info.Env();
-    if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, "Engine(config, options): config object required");
-    Napi::Object c = info[0].As<Napi::Object>();
-    ModelConfig cfg;
-    cfg.vocab = GetInt(c, "vocabSize"); cfg.d = GetInt(c, "dModel"); cfg.L = GetInt(c, "nLayer");
-    cfg.E = GetInt(c, "dInner"); cfg.N = GetInt(c, "dState"); cfg.R = GetInt(c, "dtRank"); cfg.K = GetInt(c, "dConv");
-    cfg.conv_bias = GetBool(c, "convBias"); cfg.proj_bias = GetBool(c, "projBias"); cfg.tie = GetBool(c, "tieEmbeddings");
-    Napi::Value eps = c.Get("eps");
-    if (!eps.IsNumber()) throw Napi::TypeError::New(env, "config.eps must be a number");
-    cfg.eps = eps.As<Napi::Number>().FloatValue();
+    if (info.Length() < 1 || !info[0].IsObject()) throw ArgError(env, "Engine(config, options): config object required");
+    const ModelConfig cfg = ReadConfig(info[0]);
     bool bf16 = false, int8 = false, cuda = false;
     if (info.Length() > 1 && info[1].IsObject()) {
       Napi::Value b = info[1].As<Napi::Object>().Get("bf16");
@@ -112,22 +123,22 @@ class Engine : public Napi::ObjectWrap<Engine> {
       Napi::Value dev = info[1].As<Napi::Object>().Get("device");
       if (dev.IsString()) {
         std::string d = dev.As<Napi::String>();
-        if (d != "cpu" && d != "cuda") throw Napi::TypeError::New(env, "Engine: options.device must be 'cpu' or 'cuda'");
+        if (d != "cpu" && d != "cuda") throw ArgError(env, "Engine: options.device must be 'cpu' or 'cuda'");
         cuda = d == "cuda";
       }
     }
     try {
-      if (cuda && int8) throw std::invalid_argument("int8 weights run on the CPU only (use weights 'bf16' with device 'cuda')");
+      if (cuda && int8) fail(SIMBA_E_ARG, "int8 weights run on the CPU only (use weights 'bf16' with device 'cuda')");
       if (cuda) cuda_ = std::make_shared<CudaModel>(cfg, bf16);  // throws the reason CUDA is not available
       else model_ = std::make_shared<Model>(cfg, int8 ? cpu::WeightFormat::Q8 : bf16 ? cpu::WeightFormat::BF16 : cpu::WeightFormat::F32);
     } catch (const std::exception& e) {
-      throw Napi::Error::New(env, e.what());
+      throw NativeError(env, e);
     }
   }
 
  private:
   std::shared_ptr<Model> Live(Napi::Env env) {
-    if (!model_) throw Napi::Error::New(env, "the model has been disposed");
+    if (!model_) throw CodedError(env, "E_DISPOSED", "the model has been disposed");
     return model_;
   }
   // Calls f with the live engine: the CUDA model (device 'cuda') or the CPU model. Both have the
@@ -143,7 +154,7 @@ class Engine : public Napi::ObjectWrap<Engine> {
     Napi::Env env = info.Env();
     return Visit(env, [&](auto m) -> Napi::Value {
     if (info.Length() < 3 || !info[0].IsString() || !info[1].IsNumber())
-      throw Napi::TypeError::New(env, "setTensor(name, layer, data: Float32Array)");
+      throw ArgError(env, "setTensor(name, layer, data: Float32Array)");
     auto data = ExpectArray<float>(info[2], "tensor data");
     std::string name = info[0].As<Napi::String>();
     int layer = info[1].As<Napi::Number>().Int32Value();
@@ -163,15 +174,15 @@ class Engine : public Napi::ObjectWrap<Engine> {
     Napi::Env env = info.Env();
     return Visit(env, [&](auto m) -> Napi::Value {
     if (info.Length() < 3 || !info[0].IsString() || !info[1].IsNumber() || !info[2].IsObject())
-      throw Napi::TypeError::New(env, "setTensorFromFile(name, layer, {file, offset, bytes, dtype, count})");
+      throw ArgError(env, "setTensorFromFile(name, layer, {file, offset, bytes, dtype, count})");
     Napi::Object o = info[2].As<Napi::Object>();
     auto num = [&](const char* k) -> double {
       Napi::Value v = o.Get(k);
-      if (!v.IsNumber() || v.As<Napi::Number>().DoubleValue() < 0) throw Napi::TypeError::New(env, std::string("setTensorFromFile: ") + k + " must be a number >= 0");
+      if (!v.IsNumber() || v.As<Napi::Number>().DoubleValue() < 0) throw ArgError(env, std::string("setTensorFromFile: ") + k + " must be a number >= 0");
       return v.As<Napi::Number>().DoubleValue();
     };
     MappedTensorRef t;
-    if (!o.Get("file").IsString()) throw Napi::TypeError::New(env, "setTensorFromFile: file must be a string");
+    if (!o.Get("file").IsString()) throw ArgError(env, "setTensorFromFile: file must be a string");
     t.file = o.Get("file").As<Napi::String>().Utf8Value();
     t.offset = (uint64_t)num("offset");
     t.bytes = (uint64_t)num("bytes");
@@ -182,7 +193,7 @@ class Engine : public Napi::ObjectWrap<Engine> {
     if (dt == "F32") t.dtype = FileDType::F32;
     else if (dt == "F16") t.dtype = FileDType::F16;
     else if (dt == "BF16") t.dtype = FileDType::BF16;
-    else throw Napi::TypeError::New(env, "setTensorFromFile: dtype must be 'F32', 'F16' or 'BF16', got '" + dt + "'");
+    else throw ArgError(env, "setTensorFromFile: dtype must be 'F32', 'F16' or 'BF16', got '" + dt + "'");
     std::string name = info[0].As<Napi::String>();
     int layer = info[1].As<Napi::Number>().Int32Value();
     auto check = std::make_shared<MappedTensorCheck>();
@@ -215,7 +226,7 @@ class Engine : public Napi::ObjectWrap<Engine> {
     try {
       m->finalize();
     } catch (const std::exception& e) {
-      throw Napi::Error::New(info.Env(), e.what());
+      throw NativeError(info.Env(), e);
     }
     return info.Env().Undefined();
     });
@@ -253,7 +264,7 @@ class Engine : public Napi::ObjectWrap<Engine> {
   Napi::Value Forward(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     return Visit(env, [&](auto m) -> Napi::Value {
-    if (info.Length() < 4 || !info[2].IsArray()) throw Napi::TypeError::New(env, "forward(tokens, lengths, states[], want, simba?)");
+    if (info.Length() < 4 || !info[2].IsArray()) throw ArgError(env, "forward(tokens, lengths, states[], want, simba?)");
     auto req = std::make_shared<ForwardRequest>();
     auto tokens = ExpectArray<int32_t>(info[0], "tokens");
     auto lengths = ExpectArray<int32_t>(info[1], "lengths");
@@ -266,7 +277,7 @@ class Engine : public Napi::ObjectWrap<Engine> {
     for (uint32_t i = 0; i < states.Length(); i++) {
       auto s = ExpectArray<float>(states.Get(i), "state");
       if (s.ElementLength() != m->state_floats())
-        throw Napi::RangeError::New(env, "state " + std::to_string(i) + " has " + std::to_string(s.ElementLength()) +
+        throw ArgError(env, "state " + std::to_string(i) + " has " + std::to_string(s.ElementLength()) +
                                              " floats; this model's state has " + std::to_string(m->state_floats()));
       req->states.push_back(s.Data());
       keep.push_back(s);
@@ -278,7 +289,7 @@ class Engine : public Napi::ObjectWrap<Engine> {
       auto kc = ExpectArray<int32_t>(so.Get("keep"), "simba.keep");
       o.keep.assign(kc.Data(), kc.Data() + kc.ElementLength());
       int crit = so.Get("criterion").ToNumber().Int32Value();
-      if (crit < 0 || crit > 4) throw Napi::RangeError::New(env, "simba.criterion out of range");
+      if (crit < 0 || crit > 4) throw ArgError(env, "simba.criterion out of range");
       o.criterion = (Criterion)crit;
       o.reduce_sum = so.Get("reduceSum").ToBoolean().Value();
       o.protect_first = so.Get("protectFirst").ToNumber().Int32Value();
@@ -326,16 +337,45 @@ Napi::Value AvailableIsas(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value SetIsa(const Napi::CallbackInfo& info) {
-  if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(info.Env(), "setIsa(name)");
+  if (info.Length() < 1 || !info[0].IsString()) throw ArgError(info.Env(), "setIsa(name)");
   try {
     cpu::set_isa(info[0].As<Napi::String>());
-  } catch (const std::exception& e) {
-    throw Napi::Error::New(info.Env(), e.what());
+  } catch (const std::exception& e) {  // an unknown or unsupported instruction set
+    throw CodedError(info.Env(), "E_ARG", e.what());
   }
   return Napi::String::New(info.Env(), cpu::active().name);
 }
 
 Napi::Value ActiveIsa(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), cpu::active().name); }
+
+// tensorTable(config) -> [{name, layer, shape, required, layout}]: every tensor of the config, in
+// the order checkpoints are read (tensor_table.h); required false for those the config lacks.
+Napi::Value TensorTable(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const ModelConfig cfg = ReadConfig(info[0]);
+  std::vector<TensorSpec> table;
+  try {
+    check_config(cfg);
+    table = tensor_table(cfg);
+  } catch (const std::exception& e) {
+    throw NativeError(env, e);
+  }
+  Napi::Array out = Napi::Array::New(env, table.size());
+  for (size_t i = 0; i < table.size(); i++) {
+    const TensorSpec& t = table[i];
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("name", t.name());
+    o.Set("layer", t.layer);
+    Napi::Array shape = Napi::Array::New(env, t.cols ? 2 : 1);
+    shape.Set(0u, t.rows);
+    if (t.cols) shape.Set(1u, t.cols);
+    o.Set("shape", shape);
+    o.Set("required", t.required);
+    o.Set("layout", layout_name(t.layout));
+    out.Set((uint32_t)i, o);
+  }
+  return out;
+}
 
 }  // namespace
 
@@ -344,6 +384,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("availableIsas", Napi::Function::New(env, AvailableIsas));
   exports.Set("setIsa", Napi::Function::New(env, SetIsa));
   exports.Set("activeIsa", Napi::Function::New(env, ActiveIsa));
+  exports.Set("tensorTable", Napi::Function::New(env, TensorTable));
   register_kernel_bindings(env, exports);
   register_cuda_bindings(env, exports);
   return exports;

@@ -10,7 +10,9 @@
 
 #include "cpu/dispatch.h"
 #include "cpu/limits.h"
+#include "engine/errors.h"
 #include "engine/model.h"
+#include "napi/napi_errors.h"
 
 namespace simba {
 
@@ -28,25 +30,30 @@ class Job : public Napi::AsyncWorker {
     try {
       work_();
     } catch (const std::exception& e) {
+      code_ = status_of(e);
       SetError(e.what());
     }
   }
   void OnOK() override { d_.Resolve(make_(Env())); }
-  void OnError(const Napi::Error& e) override { d_.Reject(e.Value()); }
+  void OnError(const Napi::Error& e) override {
+    e.Value().Set("code", Napi::String::New(Env(), status_name(code_)));
+    d_.Reject(e.Value());
+  }
 
  private:
   Napi::Promise::Deferred d_;
   std::function<void()> work_;
   Make make_;
+  simba_status_t code_ = SIMBA_E_NATIVE;
 };
 
 int IntOr(const Napi::Object& o, const char* key, int dflt, int lo, int hi) {
   Napi::Value v = o.Has(key) ? o.Get(key) : o.Env().Undefined();
   if (v.IsUndefined()) return dflt;
-  if (!v.IsNumber()) throw Napi::TypeError::New(o.Env(), std::string(key) + " must be a number");
+  if (!v.IsNumber()) throw ArgError(o.Env(), std::string(key) + " must be a number");
   const double d = v.As<Napi::Number>().DoubleValue();
   if (d != (double)(int)d || d < lo || d > hi)
-    throw Napi::RangeError::New(o.Env(), std::string(key) + " must be an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+    throw ArgError(o.Env(), std::string(key) + " must be an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
   return (int)d;
 }
 
@@ -76,20 +83,20 @@ cpu::WeightFormat FormatOf(Napi::Env env, const Napi::Value& v) {
   if (f == "f32") return cpu::WeightFormat::F32;
   if (f == "bf16") return cpu::WeightFormat::BF16;
   if (f == "int8") return cpu::WeightFormat::Q8;
-  throw Napi::TypeError::New(env, "format must be 'f32', 'bf16' or 'int8', got '" + f + "'");
+  throw ArgError(env, "format must be 'f32', 'bf16' or 'int8', got '" + f + "'");
 }
 
 // gemmTime({M, N, K, format, reps?, minSeconds?}) -> Promise<{seconds (best of reps), path}>: random
 // A and W, C = A W^T timed `reps` times (each repeated until minSeconds), the best run counts.
 Napi::Value GemmTime(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, "gemmTime({M, N, K, format})");
+  if (info.Length() < 1 || !info[0].IsObject()) throw ArgError(env, "gemmTime({M, N, K, format})");
   Napi::Object o = info[0].As<Napi::Object>();
   const int M = IntOr(o, "M", 1, 1, 1 << 16), N = IntOr(o, "N", 1, 1, 1 << 20), K = IntOr(o, "K", 1, 1, 1 << 16);
   const int reps = IntOr(o, "reps", 5, 1, 1000);
   const cpu::WeightFormat fmt = FormatOf(env, o.Get("format"));
   const double minSec = o.Has("minSeconds") && o.Get("minSeconds").IsNumber() ? o.Get("minSeconds").As<Napi::Number>().DoubleValue() : 0.05;
-  if ((double)M * K + (double)N * K + (double)M * N > 4e8) throw Napi::RangeError::New(env, "gemmTime: shape too large");
+  if ((double)M * K + (double)N * K + (double)M * N > 4e8) throw ArgError(env, "gemmTime: shape too large");
   auto best = std::make_shared<double>(0);
   auto path = std::make_shared<std::string>();
   auto* w = new Job(env, [=] {
