@@ -71,6 +71,8 @@ export interface NativeEngineInfo {
   paramCount: number;
   weightBytes: number;
   bf16: boolean;
+  /** int8 weights (CPU engine). */
+  int8?: boolean;
   /** CPU kernel build ('avx512', 'avx2', 'sse2'), or 'cuda'. */
   isa: string;
   threads: number;
@@ -82,6 +84,9 @@ export interface NativeEngineInfo {
 
 export interface NativeEngine {
   setTensor(name: string, layer: number, data: Float32Array): Promise<void>;
+  /** The tensor read by the engine through mmap; firstBad >= 0 (nothing set) when a NaN / Inf was found. */
+  setTensorFromFile(name: string, layer: number, t: { file: string; offset: number; bytes: number; dtype: 'F32' | 'F16' | 'BF16'; count: number;
+                    padTo?: number; checkFinite?: boolean }): Promise<{ firstBad: number; badValue: number }>;
   randomize(seed: number): Promise<void>;
   finalize(): void;
   forward(tokens: Int32Array, lengths: Int32Array, states: Float32Array[], want: Int32Array,
@@ -95,7 +100,9 @@ export interface NativeEngine {
 
 /** Single-kernel entry points (synchronous, small inputs), used by the kernel tests. */
 export interface NativeKernels {
-  gemm(a: { A: Float32Array; W: Float32Array; bias?: Float32Array | null; M: number; N: number; K: number; bf16: boolean }): Float32Array;
+  /** format (default from bf16): 'f32' | 'bf16' | 'int8' weights. */
+  gemm(a: { A: Float32Array; W: Float32Array; bias?: Float32Array | null; M: number; N: number; K: number; bf16?: boolean;
+            format?: 'f32' | 'bf16' | 'int8' }): Float32Array;
   rmsnorm(a: { x: Float32Array; w: Float32Array; rows: number; d: number; eps: number }): Float32Array;
   conv1d(a: { x: Float32Array; w: Float32Array; bias: Float32Array | null; state: Float32Array; T: number; E: number; K: number }):
     { out: Float32Array; state: Float32Array };
@@ -104,6 +111,21 @@ export interface NativeKernels {
     { y: Float32Array; dt: Float32Array; state: Float32Array };
   score(a: { x: Float32Array; dt: Float32Array; A_log: Float32Array; B: Float32Array; C: Float32Array;
              T: number; E: number; N: number; local: boolean; reduceSum: boolean }): Float32Array;
+  /** The machine's bounds (seconds of work, on a worker thread): streaming read GB/s and FMA GFLOP/s. */
+  limits(a?: { reps?: number; bufferMB?: number }): Promise<NativeLimits>;
+  /** Best seconds of one C = A W^T on random inputs, and which kernel ran. */
+  gemmTime(a: { M: number; N: number; K: number; format: 'f32' | 'bf16' | 'int8'; reps?: number; minSeconds?: number }):
+    Promise<{ seconds: number; path: string }>;
+}
+
+export interface NativeLimits {
+  threads: number;
+  isa: string;
+  readGBs1: number;
+  readGBsAll: number;
+  fmaGflops1: number;
+  fmaGflopsAll: number;
+  bufferBytes: number;
 }
 
 /** Whether the CUDA backend (libsimba_cuda.so next to the addon) loads and finds a GPU. */
@@ -132,7 +154,7 @@ export interface NativeCudaKernels {
  * 'E_CONFIG', 'E_OOM', 'E_CUDA', 'E_DISPOSED' or 'E_NATIVE' (lib/errors.ts fromNative keeps it).
  */
 export interface NativeAddon {
-  Engine: new (config: NativeConfig, options: { bf16: boolean; device?: 'cpu' | 'cuda' }) => NativeEngine;
+  Engine: new (config: NativeConfig, options: { bf16: boolean; int8?: boolean; device?: 'cpu' | 'cuda' }) => NativeEngine;
   /** Every tensor of a config (tensor_table.h): names, shapes, which the config has, storage layout. */
   tensorTable(config: NativeConfig): EngineTensorSpec[];
   availableIsas(): string[];

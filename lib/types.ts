@@ -37,6 +37,14 @@ export interface MambaConfig {
 export type TensorDType = 'F32' | 'F16' | 'BF16';
 
 /**
+ * How the engine stores the matrices: 'f32' (exact), 'bf16' (half the bytes, ~2e-3 relative error
+ * per GEMM), 'int8' (a quarter of the bytes: a scale per output feature, activations quantized per
+ * row on the fly, ~6e-3 relative error per GEMM; CPU only).
+ */
+export type WeightFormat = 'f32' | 'bf16' | 'int8';
+export const WEIGHT_FORMATS: readonly WeightFormat[] = ['f32', 'bf16', 'int8'];
+
+/**
  * Engine-side tensor names. Per-layer tensors carry a layer index; global ones use layer -1.
  *   embedding [V, d], norm_f [d], lm_head [V, d] (only when untied)
  *   norm [d], in_proj [2E, d], in_proj_bias [2E], conv_w [E, K], conv_b [E], x_proj [R+2N, E],

@@ -86,7 +86,7 @@ describe('loading', () => {
   });
 
   test('bad options', async () => {
-    await rejects(loadModel(SHIPPED, { weights: 'f8' as 'f32' }), 'E_ARG', /weights must be 'f32' or 'bf16'/);
+    await rejects(loadModel(SHIPPED, { weights: 'f8' as 'f32' }), 'E_ARG', /weights must be one of 'f32', 'bf16', 'int8'/);
     await rejects(loadModel(SHIPPED, { device: 'tpu' as 'cpu' }), 'E_ARG', /device must be/);
     await rejects(randomModel('mamba-7b'), 'E_ARG', /unknown shape 'mamba-7b'/);
   });

@@ -4,6 +4,7 @@
  * error ||a-b||/||b||.
  */
 import { spawnSync } from 'child_process';
+import * as fs from 'fs';
 
 import { loadAddon } from '../bindings';
 import {
@@ -34,7 +35,41 @@ describe.each(isas)('kernels on %s', (isa) => {
       const eb = relErr(addon.kernels.gemm({ A, W, bias, M, N, K, bf16: true }), ref);
       expect(eb).toBeLessThan(5e-3);
       expect(eb).toBeGreaterThan(1e-5); // the bf16 path really rounds
+      // int8 weights (scale per output feature) and int8 activations (scale per row): two
+      // roundings of 1/254 of the row's largest magnitude, ~6e-3 relative on uniform inputs.
+      const e8 = relErr(addon.kernels.gemm({ A, W, bias, M, N, K, format: 'int8' }), ref);
+      expect(e8).toBeLessThan(1.5e-2);
+      expect(e8).toBeGreaterThan(1e-4);
     });
+
+  // Shapes past the k-slices of every kernel (256 f32, 512 bf16, 1024 int8 k per slice) with odd
+  // and non-multiple-of-4 K, and M past the 96-row blocks (threaded, and the vdpbf16ps path for
+  // bf16 weights on AVX512-BF16 CPUs).
+  test.each([[200, 45, 1031], [33, 64, 1300], [17, 130, 515]])(`gemm across k-slices M=%i N=%i K=%i (seed ${seed0})`, (M, N, K) => {
+    const A = randArray(M * K, seed0 + 7 * M), W = randArray(N * K, seed0 + 7 * N), bias = randArray(N, seed0 + 7 * K);
+    const ref = new Float64Array(M * N);
+    for (let m = 0; m < M; m++) for (let n = 0; n < N; n++) {
+      let s = bias[n];
+      for (let k = 0; k < K; k++) s += A[m * K + k] * W[n * K + k];
+      ref[m * N + n] = s;
+    }
+    expect(relErr(addon.kernels.gemm({ A, W, bias, M, N, K, format: 'f32' }), ref)).toBeLessThan(1e-6);
+    expect(relErr(addon.kernels.gemm({ A, W, bias, M, N, K, format: 'bf16' }), ref)).toBeLessThan(5e-3);
+    expect(relErr(addon.kernels.gemm({ A, W, bias, M, N, K, format: 'int8' }), ref)).toBeLessThan(1.5e-2);
+  });
+
+  test('int8 gemm: a row of zeros gives the bias, and the largest weights are exact', () => {
+    const M = 2, N = 3, K = 5;
+    const A = new Float32Array([0, 0, 0, 0, 0, 1, -2, 0.5, 4, -4]);
+    const W = new Float32Array([1, 0, 0, 0, 0, 0, -3, 0, 0, 0, 0, 0, 0, 0, 2]);  // one nonzero per row: exact in int8
+    const bias = new Float32Array([0.5, -1, 2]);
+    const C = addon.kernels.gemm({ A, W, bias, M, N, K, format: 'int8' });
+    expect(Array.from(C.subarray(0, 3))).toEqual([0.5, -1, 2]);
+    // row 1: A quantized with scale 4/127: 1 -> 32/127*4 = 1.0079, -2 -> -2.0157, -4 exact
+    expect(C[3]).toBeCloseTo(0.5 + 1, 1);
+    expect(C[4]).toBeCloseTo(-1 + 6, 1);
+    expect(C[5]).toBeCloseTo(2 - 8, 5);
+  });
 
   test('rmsnorm', () => {
     const rows = 9, d = 37, eps = 1e-5;
@@ -88,6 +123,37 @@ describe.each(isas)('kernels on %s', (isa) => {
       const loc = addon.kernels.score({ x, dt: Float32Array.from(dt), A_log: Alog, B, C, T, E, N, local: true, reduceSum: reduce === 'sum' });
       expect(relErr(loc, refLocalScores(f64(x), f64(Float32Array.from(dt)), f64(B), f64(C), T, E, N, reduce))).toBeLessThan(1e-5);
     });
+});
+
+test('gemm kernel choice: int8 uses vpdpbusd with AVX512-VNNI, bf16 prefill vdpbf16ps with AVX512-BF16, decode keeps the fma kernels', async () => {
+  const flags = fs.readFileSync('/proc/cpuinfo', 'utf8');
+  addon.setIsa(isas[0]);
+  const path = async (M: number, format: 'f32' | 'bf16' | 'int8') => (await addon.kernels.gemmTime({ M, N: 64, K: 64, format, reps: 1, minSeconds: 0 })).path;
+  expect(await path(32, 'f32')).toBe('f32 fma');
+  expect(await path(1, 'bf16')).toBe('bf16 weights, f32 fma');
+  const avx512 = isas[0] === 'avx512';
+  expect(await path(32, 'bf16')).toBe(avx512 && / avx512_bf16/.test(flags) ? 'bf16 vdpbf16ps' : 'bf16 weights, f32 fma');
+  expect(await path(1, 'int8')).toBe(avx512 && / avx512_vnni/.test(flags) ? 'int8 vpdpbusd' : 'int8 (portable)');
+  expect(() => addon.kernels.gemmTime({ M: 1, N: 1, K: 1, format: 'int4' as never })).toThrow(/format must be/);
+});
+
+test('int8 gemm gives the same numbers on every build (vpdpbusd and pmaddwd compute the same integers)', () => {
+  const M = 37, N = 70, K = 300;  // one k-slice: the float epilogues then match exactly
+  const A = randArray(M * K, seed0 + 91), W = randArray(N * K, seed0 + 92), bias = randArray(N, seed0 + 93);
+  const outs = isas.map((isa) => { addon.setIsa(isa); return addon.kernels.gemm({ A, W, bias, M, N, K, format: 'int8' }); });
+  addon.setIsa(isas[0]);
+  for (const o of outs.slice(1)) expect(Array.from(o)).toEqual(Array.from(outs[0]));
+});
+
+test('machine limits: positive, finite bandwidth and FMA peak', async () => {
+  const l = await addon.kernels.limits({ reps: 1, bufferMB: 32 });
+  for (const k of ['readGBs1', 'readGBsAll', 'fmaGflops1', 'fmaGflopsAll'] as const) {
+    expect(Number.isFinite(l[k])).toBe(true);
+    expect(l[k]).toBeGreaterThan(0.1);
+  }
+  expect(l.threads).toBeGreaterThanOrEqual(1);
+  expect(l.bufferBytes).toBe(32 * 2 ** 20);
+  expect(() => addon.kernels.limits({ reps: 0 })).toThrow(/reps must be an integer/);
 });
 
 test('unknown instruction set is a clear error', () => {

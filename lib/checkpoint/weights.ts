@@ -169,19 +169,22 @@ export function firstNonFinite(data: Float32Array): number {
   return -1;
 }
 
+/** The E_WEIGHTS error for a NaN / Inf `value` at flat index `bad` of the checkpoint tensor of e. */
+export function nonFiniteError(source: string, e: WeightPlanEntry, bad: number, value: number): SimbaError {
+  const idx: number[] = [];
+  let rest = bad;
+  for (let d = e.sourceShape.length - 1; d >= 0; d--) {
+    idx.unshift(rest % e.sourceShape[d]);
+    rest = Math.floor(rest / e.sourceShape[d]);
+  }
+  return new SimbaError('E_WEIGHTS', `${source}: tensor '${e.source}' has a non-finite value ${value} at flat index ${bad} (index ${fmt(idx)}); pass { nonFinite: 'allow' } to load it anyway`);
+}
+
 function readEntry(ckpt: TensorSource, e: WeightPlanEntry, opts: LoadWeightsOptions, source: string): EngineTensor {
   let data = ckpt.readTensorF32(e.source);
   if (opts.nonFinite !== 'allow') {
     const bad = firstNonFinite(data);
-    if (bad >= 0) {
-      const idx: number[] = [];
-      let rest = bad;
-      for (let d = e.sourceShape.length - 1; d >= 0; d--) {
-        idx.unshift(rest % e.sourceShape[d]);
-        rest = Math.floor(rest / e.sourceShape[d]);
-      }
-      throw new SimbaError('E_WEIGHTS', `${source}: tensor '${e.source}' has a non-finite value ${data[bad]} at flat index ${bad} (index ${fmt(idx)}); pass { nonFinite: 'allow' } to load it anyway`);
-    }
+    if (bad >= 0) throw nonFiniteError(source, e, bad, data[bad]);
   }
   if (e.padRows > 0) {
     const padded = new Float32Array(e.shape[0] * e.shape[1]);

@@ -13,6 +13,7 @@ import type { SimbaModifiers } from '../measure/bench';
 import { DEFAULT_MODEL_DIR, loadModel, randomModel, SHAPES } from '../engine/load';
 import type { MambaModel } from '../engine/model';
 import { SIMBA_CRITERIA, type SimbaCriterion, type SimbaOptions } from '../engine/simba';
+import { WEIGHT_FORMATS, type WeightFormat } from '../types';
 
 /** An error with its own exit code (2: usage, 1: runtime). */
 export class CliError extends Error {
@@ -64,11 +65,11 @@ export const collect = (v: string, prev: string[]) => [...prev, v];
 
 // Shared option groups
 
-export interface ModelFlags { model?: string; shape?: string; weights?: 'f32' | 'bf16' }
+export interface ModelFlags { model?: string; shape?: string; weights?: WeightFormat }
 
 export function addModelOptions(cmd: Command, opts: { shape?: boolean } = {}): Command {
   cmd.option('--model <dir>', 'model folder with config.json, *.safetensors, tokenizer.json (default: the shipped brown-mamba-s)')
-     .addOption(new Option('--weights <type>', 'weight storage').choices(['f32', 'bf16']).default('f32'));
+     .addOption(new Option('--weights <type>', 'weight storage').choices([...WEIGHT_FORMATS]).default('f32'));
   if (opts.shape)
     cmd.addOption(new Option('--shape <name>', 'random weights of a standard shape instead of --model').choices(Object.keys(SHAPES)));
   return cmd;

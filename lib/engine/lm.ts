@@ -11,7 +11,7 @@
  *   }
  */
 import type { Tokenizer } from '../checkpoint/tokenizer';
-import type { MambaConfig } from '../types';
+import type { MambaConfig, WeightFormat } from '../types';
 import type { Sequence } from './sequence';
 import type { SimbaOptions } from './simba';
 
@@ -135,7 +135,7 @@ export interface ModelInfo {
   flopsPerToken: number;
   layerFlops: number;
   headFlops: number;
-  weights: 'f32' | 'bf16';
+  weights: WeightFormat;
   weightBytes: number;
   stateBytes: number;
   device: 'cpu' | 'cuda';

@@ -13,11 +13,12 @@ import * as path from 'path';
 import { loadAddon, type NativeEngine } from '../../bindings';
 import { checkParseConfigOptions, loadConfig, type ParseConfigOptions } from '../checkpoint/config';
 import { loadTokenizer } from '../checkpoint/tokenizer';
-import { loadWeights } from '../checkpoint/weights';
+import { openCheckpoint } from '../checkpoint/safetensors';
+import { nonFiniteError, planWeights } from '../checkpoint/weights';
 import { SimbaError, fromNative } from '../errors';
 import { LIMITS } from '../limits';
 import * as v from '../validate';
-import type { EngineTensorSpec, MambaConfig } from '../types';
+import { WEIGHT_FORMATS, type EngineTensorSpec, type MambaConfig, type WeightFormat } from '../types';
 import { MambaModel } from './model';
 
 /** Where the package keeps its shipped demo model. */
@@ -33,8 +34,9 @@ function packageRoot(): string {
 }
 
 export interface LoadModelOptions {
-  /** Storage of the matrices: 'f32' (default, exact) or 'bf16' (half the memory, ~1e-2 relative error). */
-  weights?: 'f32' | 'bf16';
+  /** Storage of the matrices: 'f32' (default, exact), 'bf16' (half the memory, ~1e-2 relative error) or
+   *  'int8' (a quarter: per-output-feature scales, quantized at load from any checkpoint dtype; CPU only). */
+  weights?: WeightFormat;
   /** Compute device (default 'cpu'): 'cuda' needs the CUDA backend and a GPU (a clear error says which is
    *  missing); 'auto' picks 'cuda' when cudaAvailable() says so, else 'cpu'. */
   device?: 'cpu' | 'cuda' | 'auto';
@@ -49,7 +51,7 @@ export interface LoadModelOptions {
 }
 
 export interface RandomModelOptions {
-  weights?: 'f32' | 'bf16';
+  weights?: WeightFormat;
   seed?: number;
   /** As LoadModelOptions.device. */
   device?: 'cpu' | 'cuda' | 'auto';
@@ -77,29 +79,50 @@ export async function loadModel(dir: string = DEFAULT_MODEL_DIR, options?: LoadM
   const table = tensorTable(config);
   let engine: NativeEngine;
   try {
-    engine = new addon.Engine(nativeConfig(config), { bf16: weights === 'bf16', device });
+    engine = new addon.Engine(nativeConfig(config), engineOptions(weights, device));
   } catch (e) {
     throw fromNative(e);
   }
   try {
-    const gen = loadWeights(dir, config, table, { nonFinite: opts.nonFinite });
-    const total = table.filter((t) => t.required).length;
-    let done = 0;
-    for (const t of gen) {
-      try {
-        await engine.setTensor(t.name, t.layer, t.data);
-      } catch (e) {
-        throw fromNative(e);
-      }
-      done++;
-      opts.onProgress?.({ done, total, tensor: t.layer >= 0 ? `layers.${t.layer}.${t.name}` : t.name });
-    }
+    await uploadMapped(engine, dir, config, table, opts);
     engine.finalize();
   } catch (e) {
     engine.dispose();
     throw e;
   }
   return new MambaModel(engine, config, tokenizer, weights, path.resolve(dir));
+}
+
+/**
+ * Every engine tensor of the checkpoint, read by the engine itself through mmap (native
+ * engine/mapped_tensor.h): JavaScript parses the headers and plans the mapping (planWeights), the
+ * bytes never pass through it. F32 tensors are packed straight from the mapped file.
+ */
+async function uploadMapped(engine: NativeEngine, dir: string, config: MambaConfig, table: readonly EngineTensorSpec[], opts: LoadModelOptions): Promise<void> {
+  const ckpt = openCheckpoint(dir);
+  try {
+    const plan = planWeights(ckpt, config, table, dir);
+    const total = plan.entries.length;
+    let done = 0;
+    for (const e of plan.entries) {
+      const t = ckpt.info(e.source);
+      const count = e.shape.reduce((a, b) => a * b, 1);
+      let r;
+      try {
+        r = await engine.setTensorFromFile(e.name, e.layer, {
+          file: t.file, offset: t.byteOffset, bytes: t.byteLength, dtype: t.dtype as 'F32' | 'F16' | 'BF16', count: t.numel,
+          padTo: count, checkFinite: opts.nonFinite !== 'allow',
+        });
+      } catch (err) {
+        throw fromNative(err);
+      }
+      if (r.firstBad >= 0) throw nonFiniteError(dir, e, r.firstBad, r.badValue);
+      done++;
+      opts.onProgress?.({ done, total, tensor: e.layer >= 0 ? `layers.${e.layer}.${e.name}` : e.name });
+    }
+  } finally {
+    ckpt.close();
+  }
 }
 
 /** Standard state-spaces Mamba-1 shapes (vocabulary padded to 50280), for speed tests without downloads. */
@@ -126,7 +149,7 @@ export async function randomModel(shape: string | MambaConfig, options?: RandomM
   const device = checkDevice(v.oneOf(w, 'device', o.device, DEVICES));
   let engine: NativeEngine;
   try {
-    engine = new (loadAddon().Engine)(nativeConfig(config), { bf16: weights === 'bf16', device });
+    engine = new (loadAddon().Engine)(nativeConfig(config), engineOptions(weights, device));
   } catch (e) {
     throw fromNative(e);
   }
@@ -139,9 +162,14 @@ export async function randomModel(shape: string | MambaConfig, options?: RandomM
   return new MambaModel(engine, { ...config }, null, weights, typeof shape === 'string' ? `random ${shape}` : 'random');
 }
 
+function engineOptions(weights: WeightFormat, device: 'cpu' | 'cuda') {
+  if (weights === 'int8' && device === 'cuda') throw new SimbaError('E_ARG', "weights 'int8' run on the CPU only (use 'bf16' with device 'cuda')");
+  return { bf16: weights === 'bf16', int8: weights === 'int8', device };
+}
+
 const LOAD_KEYS = ['weights', 'device', 'config', 'nonFinite', 'tokenizer', 'onProgress'] as const;
 const RANDOM_KEYS = ['weights', 'seed', 'device'] as const;
-const WEIGHTS = ['f32', 'bf16'] as const;
+const WEIGHTS = WEIGHT_FORMATS;
 const DEVICES = ['cpu', 'cuda', 'auto'] as const;
 
 const CONFIG_INT_KEYS = ['vocabSize', 'dModel', 'nLayer', 'dInner', 'dState', 'dtRank', 'dConv'] as const;

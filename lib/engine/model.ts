@@ -15,7 +15,7 @@ import type { NativeEngine, NativeSimbaOptions } from '../../bindings';
 import type { Tokenizer } from '../checkpoint/tokenizer';
 import { SimbaError, fromNative } from '../errors';
 import { LIMITS } from '../limits';
-import type { MambaConfig } from '../types';
+import type { MambaConfig, WeightFormat } from '../types';
 import * as v from '../validate';
 import type {
   DecodeOptions, LanguageModel, LogitsPositions, ModelInfo, PrefillInput, PrefillOptions, PrefillResult,
@@ -49,7 +49,7 @@ export class MambaModel implements LanguageModel {
 
   /** @internal use loadModel() or randomModel() */
   constructor(engine: NativeEngine, readonly config: MambaConfig, readonly tokenizer: Tokenizer | null,
-              private readonly weights: 'f32' | 'bf16', source: string) {
+              private readonly weights: WeightFormat, source: string) {
     this.engine = engine;
     this.stateFloats = engine.info().stateFloats;
     const c = config;

@@ -28,6 +28,7 @@ import { BENCH_DEFAULTS, LIMITS } from '../limits';
 import * as v from '../validate';
 import { mulberry32 } from '../generate/sampler';
 import type { LanguageModel } from '../engine/lm';
+import type { WeightFormat } from '../types';
 import { planSimba, solveRLast, trapezoidFloor, validateSimbaOptions, type SimbaOptions } from '../engine/simba';
 
 /** Simba options other than the budget (criterion, reduce, start, protect, seed). */
@@ -115,7 +116,11 @@ export interface MachineInfo {
 
 export interface BenchResult {
   machine: MachineInfo;
-  model: { source: string; weights: 'f32' | 'bf16'; paramCount: number; nLayer: number; dModel: number; vocabSize: number; flopsPerToken: number };
+  model: {
+    source: string; weights: WeightFormat; paramCount: number; nLayer: number; dModel: number; vocabSize: number; flopsPerToken: number;
+    /** FLOPs of one token through one layer, and the bytes of all weights (what one decode step reads). */
+    layerFlops: number; weightBytes: number;
+  };
   settings: Required<Omit<BenchOptions, 'signal' | 'simba'>> & { simba: SimbaModifiers };
   prefill: PrefillRow[];
   decode: DecodeRow[];
@@ -267,7 +272,8 @@ export async function runBench(model: LanguageModel, options?: BenchOptions, onP
   const info = model.info();
   return {
     machine: machineInfo(model),
-    model: { source: info.source, weights: info.weights, paramCount: info.paramCount, nLayer: L, dModel: cfg.dModel, vocabSize: V, flopsPerToken: info.flopsPerToken },
+    model: { source: info.source, weights: info.weights, paramCount: info.paramCount, nLayer: L, dModel: cfg.dModel, vocabSize: V, flopsPerToken: info.flopsPerToken,
+             layerFlops: info.layerFlops, weightBytes: info.weightBytes },
     settings: { runs, lengths, batches, decodeTokens, decodePrompt, flops, seed, simba: mods },
     prefill, decode, simba, seconds: (performance.now() - t0) / 1000,
   };

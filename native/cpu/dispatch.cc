@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <stdexcept>
+#include <string>
 
 namespace simba {
 namespace cpu {
@@ -75,12 +76,85 @@ static void parallel(int items, double flops, F&& f) {
   ThreadPool::global().run(items, f);
 }
 
+// The AVX-512 extensions this CPU has (used only while the active build is avx512).
+static bool has_vnni() {
+  static const bool v = [] { __builtin_cpu_init(); return (bool)__builtin_cpu_supports("avx512vnni"); }();
+  return v;
+}
+static bool has_bf16dp() {
+  // __builtin_cpu_supports("avx512bf16") needs GCC 13; CPUID leaf 7 subleaf 1, EAX bit 5.
+  static const bool v = [] {
+#if defined(__x86_64__)
+    unsigned a = 7, b, c = 1, d;
+    __asm__ volatile("cpuid" : "+a"(a), "=b"(b), "+c"(c), "=d"(d));
+    return ((a >> 5) & 1u) != 0;
+#else
+    return false;
+#endif
+  }();
+  return v;
+}
+static bool ext_allowed() {
+  static const bool off = [] { const char* e = std::getenv("SIMBA_NO_EXT"); return e && *e && *e != '0'; }();
+  return !off;
+}
+
+GemmPath gemm_path(const PackedWeight& W, int M) {
+  const bool avx512 = std::string(active().name) == "avx512" && ext_allowed();
+  if (W.format == WeightFormat::Q8) return avx512 && has_vnni() ? GemmPath::Q8Vnni : GemmPath::Q8;
+  if (W.format == WeightFormat::BF16)
+    return avx512 && has_bf16dp() && M >= kBf16DpMinRows ? GemmPath::Bf16Dp : GemmPath::Bf16;
+  return GemmPath::F32;
+}
+
+const char* gemm_path_name(GemmPath p) {
+  switch (p) {
+    case GemmPath::F32: return "f32 fma";
+    case GemmPath::Bf16: return "bf16 weights, f32 fma";
+    case GemmPath::Bf16Dp: return "bf16 vdpbf16ps";
+    case GemmPath::Q8: return "int8 (portable)";
+    case GemmPath::Q8Vnni: return "int8 vpdpbusd";
+  }
+  return "?";
+}
+
 void gemm(const float* A, int lda, const PackedWeight& W, const float* bias, float* C, int ldc,
           int M, bool accumulate) {
   if (M <= 0) return;
   const KernelTable& k = active();
   GemmArgs g{A, lda, &W, bias, C, ldc, M, accumulate, kRowBlock, (M + kRowBlock - 1) / kRowBlock};
-  parallel(g.nmblocks * W.npanels, 2.0 * M * W.N * W.K, [&](int, int b, int e) { k.gemm(g, b, e); });
+  const double flops = 2.0 * M * W.N * W.K;
+  const int items = g.nmblocks * W.npanels;
+  const GemmPath path = gemm_path(W, M);
+  // Per-thread scratch for the converted activations (grow-only; one GEMM at a time per thread).
+  // The worker lambdas below must only see pointers into it, never the thread_local names.
+  thread_local std::vector<uint8_t> qbuf;
+  thread_local std::vector<float> qscale;
+  thread_local std::vector<uint32_t> bfbuf;
+  QuantRows qr{};
+  if (path == GemmPath::Q8 || path == GemmPath::Q8Vnni) {
+    // A [M, K] -> unsigned bytes [M, Kp] + a scale per row
+    if (qbuf.size() < (size_t)M * W.Kp) qbuf.resize((size_t)M * W.Kp);
+    if (qscale.size() < (size_t)M) qscale.resize(M);
+    QuantizeArgs qa{A, lda, W.K, W.Kp, qbuf.data(), qscale.data()};
+    parallel(M, 4.0 * M * W.K, [&](int, int b, int e) { k.quantize(qa, b, e); });
+    qr = QuantRows{qbuf.data(), W.Kp, qscale.data()};
+    g.aq = &qr;
+  } else if (path == GemmPath::Bf16Dp) {
+    // A [M, K] -> bf16 pairs [M, Kp/2]
+    const int ld2 = W.Kp / 2;
+    if (bfbuf.size() < (size_t)M * ld2) bfbuf.resize((size_t)M * ld2);
+    uint32_t* abf = bfbuf.data();  // (a lambda naming bfbuf would see the worker thread's own)
+    parallel(M, 4.0 * M * W.K, [&](int, int b, int e) { avx512_ext::round_bf16_pairs(A, lda, W.K, abf, ld2, b, e); });
+    g.abf = abf;
+    g.lda2 = ld2;
+  }
+  switch (path) {
+    case GemmPath::Q8Vnni: parallel(items, flops, [&](int, int b, int e) { avx512_ext::gemm_q8_vnni(g, b, e); }); break;
+    case GemmPath::Q8: parallel(items, flops, [&](int, int b, int e) { k.gemm_q8(g, b, e); }); break;
+    case GemmPath::Bf16Dp: parallel(items, flops, [&](int, int b, int e) { avx512_ext::gemm_bf16_dp(g, b, e); }); break;
+    default: parallel(items, flops, [&](int, int b, int e) { k.gemm(g, b, e); });
+  }
 }
 
 void rmsnorm(const float* x, int ldx, const float* w, float* y, int ldy, int rows, int d, float eps) {

@@ -17,6 +17,15 @@ const KernelTable& active();
 // Switch builds (tests run every kernel on every build). Throws on an unknown/unsupported name.
 void set_isa(const std::string& name);
 
+// Which GEMM kernel runs for a weight format and row count on this CPU and active build:
+// BF16 weights with M >= kBf16DpMinRows use vdpbf16ps when the CPU has AVX512-BF16 (below that, a
+// decode GEMM streams the weights and gains nothing from rounding A); Q8 uses vpdpbusd with
+// AVX512-VNNI. SIMBA_NO_EXT=1 turns both extensions off (the portable kernels of each build run).
+enum class GemmPath { F32, Bf16, Bf16Dp, Q8, Q8Vnni };
+constexpr int kBf16DpMinRows = 16;
+GemmPath gemm_path(const PackedWeight& W, int M);
+const char* gemm_path_name(GemmPath p);
+
 // Parallel wrappers. Shapes as in kernels.h.
 void gemm(const float* A, int lda, const PackedWeight& W, const float* bias, float* C, int ldc,
           int M, bool accumulate = false);

@@ -12,13 +12,19 @@ void rmsnorm_slice(const RmsNormArgs&, int, int);
 void conv1d_slice(const Conv1dArgs&, int, int);
 void scan_slice(const ScanArgs&, int, int);
 void score_slice(const ScoreArgs&, int, int);
+void gemm_q8_slice(const GemmArgs&, int, int);
+void quantize_slice(const QuantizeArgs&, int, int);
+float fma_loop(long);
+int fma_flops_per_iter();
+float read_sum(const float*, size_t);
 
 #define SIMBA_STR2(x) #x
 #define SIMBA_STR(x) SIMBA_STR2(x)
 
 const KernelTable* table() {
   static const KernelTable t = {SIMBA_STR(SIMBA_ISA), W, gemm_mr(), gemm_slice, rmsnorm_slice,
-                                conv1d_slice, scan_slice, score_slice};
+                                conv1d_slice, scan_slice, score_slice, gemm_q8_slice, quantize_slice,
+                                fma_loop, fma_flops_per_iter(), read_sum};
   return &t;
 }
 

@@ -16,28 +16,56 @@ namespace simba {
 namespace cpu {
 
 // Weights of a linear layer y = x W^T, W [N, K] row-major in the checkpoint, stored packed as
-// panels of NR=32 output features: panel p holds W[p*32 .. p*32+31, k] for k = 0..K-1, the 32
-// values of one k contiguous ([npanels][K][32], zero-padded past N). The GEMM microkernel then
-// reads one k-slice of a panel with unit stride.
+// panels of NR=32 output features, so that the GEMM microkernel reads one k-slice of a panel with
+// unit stride. Per format (zero-padded past N and past K):
+//   F32   [npanels][K][32]        float: the 32 values of one k contiguous.
+//   BF16  [npanels][K2/2][32][2]  bfloat16 bits, K2 = K rounded up to even: per k pair, per output
+//         feature, (W[n,k], W[n,k+1]) side by side — the operand layout of vdpbf16ps; a 32-bit
+//         lane's low half is k, its high half k+1, so plain f32 code splits one load into two.
+//   Q8    [npanels][K4/4][32][4]  int8, K4 = K rounded up to a multiple of 4: per group of 4 k, per
+//         output feature, 4 consecutive k — the operand layout of vpdpbusd. W[n,k] ~= q * scale[n]
+//         (symmetric, per output channel: scale = max_k |W[n,k]| / 127), and colsum[n] = sum_k q.
 constexpr int kPanel = 32;
+enum class WeightFormat { F32 = 0, BF16 = 1, Q8 = 2 };
 
 // Largest conv width and state size the kernels hold in registers / stack arrays (conv1d.cc,
 // selective_scan.cc); the engines reject larger configs first (engine/tensor_table.h).
 constexpr int kMaxConv = 8, kMaxState = 256;
 struct PackedWeight {
   int N = 0, K = 0, npanels = 0;
-  bool bf16 = false;
-  const float* f32 = nullptr;     // [npanels][K][32] when !bf16
-  const uint16_t* h16 = nullptr;  // same layout, bfloat16 bits, when bf16
-  // Element W[n, k] (for embedding lookups from a tied, packed matrix).
+  WeightFormat format = WeightFormat::F32;
+  bool bf16 = false;              // format == BF16
+  int Kp = 0;                     // K padded: K (F32), K2 (BF16), K4 (Q8)
+  const float* f32 = nullptr;     // F32 panels
+  const uint16_t* h16 = nullptr;  // BF16 panels
+  const int8_t* q8 = nullptr;     // Q8 panels
+  const float* scale = nullptr;   // Q8: [npanels * 32] per output feature
+  const int32_t* colsum = nullptr;  // Q8: [npanels * 32] sum over k of the int8 values
+  // Element W[n, k] (for embedding lookups from a tied, packed matrix), dequantized.
   float at(int n, int k) const {
-    size_t i = (size_t)(n / kPanel) * K * kPanel + (size_t)k * kPanel + (n % kPanel);
-    if (!bf16) return f32[i];
-    uint32_t u = (uint32_t)h16[i] << 16;
+    const size_t pbase = (size_t)(n / kPanel) * Kp * kPanel;
+    const int c = n % kPanel;
+    if (format == WeightFormat::F32) return f32[pbase + (size_t)k * kPanel + c];
+    if (format == WeightFormat::Q8) return (float)q8[pbase + (size_t)(k / 4) * (4 * kPanel) + c * 4 + k % 4] * scale[n];
+    uint32_t u = (uint32_t)h16[pbase + (size_t)(k / 2) * (2 * kPanel) + c * 2 + k % 2] << 16;
     float f;
     __builtin_memcpy(&f, &u, 4);
     return f;
   }
+};
+
+// Activations quantized for a Q8 GEMM, per row: A[m, k] ~= (q[m, k] - 128) * scale[m], q unsigned
+// (vpdpbusd multiplies unsigned by signed bytes), scale = max_k |A[m, k]| / 127; rows of Kp bytes
+// (padding 128, i.e. zero).
+struct QuantRows {
+  const uint8_t* q; int ldq;
+  const float* scale;  // [M]
+};
+struct QuantizeArgs {
+  const float* A; int lda;
+  int K, Kp;
+  uint8_t* q;       // [M][Kp]
+  float* scale;     // [M]
 };
 
 // C[M, N] = A[M, K] W^T (+ bias[N]) ; with accumulate, C += A W^T (bias ignored).
@@ -48,8 +76,12 @@ struct GemmArgs {
   float* C; int ldc;
   int M;
   bool accumulate;
-  // Work items: (row block, panel) pairs, row-block-major. Set by gemm_plan().
+  // Work items: (row block, panel) pairs, row-block-major. Set by dispatch.cc.
   int mblock, nmblocks;
+  // Q8 weights: the quantized A (dispatch.cc quantizes it first). BF16 with vdpbf16ps: A rounded
+  // to bfloat16 pairs, [M][K2/2] 32-bit words (lda2 words per row). Null otherwise.
+  const QuantRows* aq = nullptr;
+  const uint32_t* abf = nullptr; int lda2 = 0;
 };
 
 // y[t] = x[t] / sqrt(mean(x[t]^2) + eps) * w, over rows t in [begin, end).
@@ -126,7 +158,22 @@ struct KernelTable {
   void (*conv1d)(const Conv1dArgs&, int begin, int end);    // items: channel groups
   void (*scan)(const ScanArgs&, int begin, int end);        // items: channel groups
   void (*score)(const ScoreArgs&, int begin, int end);      // items: channel groups
+  void (*gemm_q8)(const GemmArgs&, int begin, int end);     // Q8 weights, g.aq set (gemm_int8.cc)
+  void (*quantize)(const QuantizeArgs&, int begin, int end);  // items: rows (quantize.cc)
+  // Machine-limit probes (limits_kernels.cc, timed by limits.cc).
+  float (*fma_loop)(long iters);
+  int fma_flops_per_iter;
+  float (*read_sum)(const float* x, size_t n);
 };
+
+// Builds with extra instructions, compiled only for AVX-512 (CMakeLists: simba_cpu_avx512_ext),
+// used when the CPU has them (dispatch.cc): vpdpbusd (AVX512-VNNI) for Q8 weights, vdpbf16ps
+// (AVX512-BF16) for BF16 weights with g.abf set.
+namespace avx512_ext {
+void gemm_q8_vnni(const GemmArgs& g, int begin, int end);
+void gemm_bf16_dp(const GemmArgs& g, int begin, int end);
+void round_bf16_pairs(const float* A, int lda, int K, uint32_t* out, int ld2, int begin, int end);  // items: rows
+}
 
 // Per-ISA tables (defined in kernel_table.cc, compiled once per ISA).
 namespace avx512 { const KernelTable* table(); }

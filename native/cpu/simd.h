@@ -40,6 +40,7 @@ typedef uint32_t vu __attribute__((vector_size(W * 4)));
 typedef uint16_t vh __attribute__((vector_size(W * 2)));
 // Unaligned views (vector loads/stores anywhere in a row).
 typedef float vf_u __attribute__((vector_size(W * 4), aligned(4)));
+typedef int32_t vi_u __attribute__((vector_size(W * 4), aligned(4)));
 typedef uint16_t vh_u __attribute__((vector_size(W * 2), aligned(2)));
 
 // Broadcast written as a {a, a, ...} initializer: compiles to one vbroadcastss (or a {1to16}

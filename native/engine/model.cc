@@ -11,6 +11,7 @@
 #include <numeric>
 
 #include "cpu/dispatch.h"
+#include "cpu/threadpool.h"
 #include "engine/errors.h"
 
 namespace simba {
@@ -28,11 +29,11 @@ void AlignedBuf::Free::operator()(void* p) const {
   g_aligned_bytes -= (int64_t)bytes;
 }
 
-AlignedBuf::AlignedBuf(size_t bytes) : bytes_(bytes) {
+AlignedBuf::AlignedBuf(size_t bytes, bool zero) : bytes_(bytes) {
   size_t rounded = (bytes + 63) / 64 * 64;
   void* p = std::aligned_alloc(64, rounded ? rounded : 64);
   if (!p) fail(SIMBA_E_OOM, "out of memory allocating " + std::to_string(bytes) + " bytes for weights");
-  std::memset(p, 0, rounded ? rounded : 64);
+  if (zero) std::memset(p, 0, rounded ? rounded : 64);
   p_ = std::unique_ptr<void, Free>(p, Free{rounded ? rounded : 64});
   g_aligned_bytes += (int64_t)(rounded ? rounded : 64);
 }
@@ -45,25 +46,74 @@ static uint16_t to_bf16(float f) {  // round to nearest even; NaN stays NaN
   return (uint16_t)(u >> 16);
 }
 
-// W [N, K] row-major -> panels [npanels][K][32] (kernels.h), f32 or bf16.
-void pack_linear(Linear& lin, const float* W, int N, int K, bool bf16) {
+// W [N, K] row-major -> panels (kernels.h): f32 [np][K][32], bf16 [np][K2/2][32][2], int8 [np][K4/4][32][4].
+void pack_linear(Linear& lin, const float* W, int N, int K, cpu::WeightFormat format) {
+  using cpu::kPanel;
+  using cpu::WeightFormat;
   cpu::PackedWeight& p = lin.w;
+  p = cpu::PackedWeight{};
   p.N = N;
   p.K = K;
-  p.npanels = (N + cpu::kPanel - 1) / cpu::kPanel;
-  p.bf16 = bf16;
-  const size_t elems = (size_t)p.npanels * K * cpu::kPanel;
-  lin.store = AlignedBuf(elems * (bf16 ? 2 : 4));
-  if (bf16) p.h16 = static_cast<const uint16_t*>(lin.store.data()); else p.f32 = static_cast<const float*>(lin.store.data());
-  if (!W) return;
-  for (int n = 0; n < N; n++) {
-    const size_t base = (size_t)(n / cpu::kPanel) * K * cpu::kPanel + (n % cpu::kPanel);
-    for (int k = 0; k < K; k++) {
-      const float v = W[(size_t)n * K + k];
-      if (bf16) static_cast<uint16_t*>(lin.store.data())[base + (size_t)k * cpu::kPanel] = to_bf16(v);
-      else static_cast<float*>(lin.store.data())[base + (size_t)k * cpu::kPanel] = v;
-    }
+  p.npanels = (N + kPanel - 1) / kPanel;
+  p.format = format;
+  p.bf16 = format == WeightFormat::BF16;
+  p.Kp = format == WeightFormat::F32 ? K : format == WeightFormat::BF16 ? (K + 1) / 2 * 2 : (K + 3) / 4 * 4;
+  const size_t elems = (size_t)p.npanels * p.Kp * kPanel;
+  const size_t nfeat = (size_t)p.npanels * kPanel;
+  // Without W the panels stay zero; with W the packing below writes every byte (padding included).
+  lin.store = AlignedBuf(elems * (format == WeightFormat::F32 ? 4 : format == WeightFormat::BF16 ? 2 : 1), W == nullptr);
+  void* dst = lin.store.data();
+  if (format == WeightFormat::F32) p.f32 = static_cast<const float*>(dst);
+  else if (format == WeightFormat::BF16) p.h16 = static_cast<const uint16_t*>(dst);
+  else {
+    p.q8 = static_cast<const int8_t*>(dst);
+    lin.qmeta = AlignedBuf(nfeat * 8);
+    p.scale = static_cast<const float*>(lin.qmeta.data());
+    p.colsum = reinterpret_cast<const int32_t*>(static_cast<const float*>(lin.qmeta.data()) + nfeat);
   }
+  if (!W) return;
+  // Panel by panel on the thread pool; within a panel k-major, so the writes are sequential and
+  // the 32 source rows are read as 32 forward streams.
+  char* out = static_cast<char*>(dst);
+  float* scale = const_cast<float*>(p.scale);
+  int32_t* colsum = const_cast<int32_t*>(p.colsum);
+  const int Kp = p.Kp;
+  auto pack_panel = [&](int pi) {
+    const int n0 = pi * kPanel, nc = std::min(kPanel, N - n0);
+    const size_t pbase = (size_t)pi * Kp * kPanel;
+    // Features past N (c >= nc) and k past K are zero padding.
+    if (format == WeightFormat::F32) {
+      float* d = reinterpret_cast<float*>(out) + pbase;
+      for (int k = 0; k < K; k++)
+        for (int c = 0; c < kPanel; c++) d[(size_t)k * kPanel + c] = c < nc ? W[(size_t)(n0 + c) * K + k] : 0.f;
+    } else if (format == WeightFormat::BF16) {
+      uint16_t* d = reinterpret_cast<uint16_t*>(out) + pbase;
+      for (int k = 0; k < Kp; k++)
+        for (int c = 0; c < kPanel; c++)
+          d[(size_t)(k / 2) * 2 * kPanel + c * 2 + k % 2] = c < nc && k < K ? to_bf16(W[(size_t)(n0 + c) * K + k]) : 0;
+    } else {
+      int8_t* d = reinterpret_cast<int8_t*>(out) + pbase;
+      float inv[kPanel];
+      for (int c = 0; c < nc; c++) {  // symmetric scale per output feature
+        const float* row = W + (size_t)(n0 + c) * K;
+        float amax = 0.f;
+        for (int k = 0; k < K; k++) amax = std::max(amax, std::fabs(row[k]));
+        scale[n0 + c] = amax > 0.f ? amax / 127.f : 1.f;
+        inv[c] = 1.f / scale[n0 + c];
+        colsum[n0 + c] = 0;
+      }
+      for (int k = 0; k < Kp; k++)
+        for (int c = 0; c < kPanel; c++) {
+          int8_t q = 0;
+          if (c < nc && k < K) {
+            q = (int8_t)std::max(-127.f, std::min(127.f, std::nearbyint(W[(size_t)(n0 + c) * K + k] * inv[c])));
+            colsum[n0 + c] += q;
+          }
+          d[(size_t)(k / 4) * 4 * kPanel + c * 4 + k % 4] = q;
+        }
+    }
+  };
+  cpu::ThreadPool::global().run(p.npanels, [&](int, int b, int e) { for (int pi = b; pi < e; pi++) pack_panel(pi); });
 }
 
 // ---------------------------------------------------------------- construction
@@ -72,7 +122,7 @@ namespace {
 constexpr size_t kKeepScratchFloats = (size_t)64 << 20;  // 256 MB of activations stay allocated between calls
 }  // namespace
 
-Model::Model(const ModelConfig& c, bool bf16) : cfg_(c), bf16_(bf16), loader_(c) {
+Model::Model(const ModelConfig& c, cpu::WeightFormat format) : cfg_(c), format_(format), loader_(c) {
   w_.layers.resize(c.L);
   g_models++;  // in the body: a constructor that throws counts nothing
 }
@@ -80,8 +130,8 @@ Model::Model(const ModelConfig& c, bool bf16) : cfg_(c), bf16_(bf16), loader_(c)
 // The CPU engine's part of loading (tensor_table.h does the checks and the layout transforms):
 // matrices are packed for the GEMM, biases and vectors copied.
 struct Model::Store {
-  bool bf16;
-  void matrix(Linear& lin, const float* W, const TensorSpec& t) const { pack_linear(lin, W, t.rows, t.cols, bf16); }
+  cpu::WeightFormat format;
+  void matrix(Linear& lin, const float* W, const TensorSpec& t) const { pack_linear(lin, W, t.rows, t.cols, format); }
   void bias(Linear& lin, const float* b, const TensorSpec& t) const { lin.bias.assign(b, b + t.count()); }
   void vector(std::vector<float>& v, const float* x, const TensorSpec& t) const { v.assign(x, x + t.count()); }
 };
@@ -89,13 +139,13 @@ struct Model::Store {
 Model::~Model() { g_models--; }
 
 void Model::set_tensor(const std::string& name, int layer, const float* x, size_t count) {
-  loader_.set(w_, name, layer, x, count, Store{bf16_});
+  loader_.set(w_, name, layer, x, count, Store{format_});
 }
 
 void Model::randomize(uint64_t seed) { randomize_engine(*this, cfg_, seed); }
 
 size_t Model::weight_bytes() const {
-  return matrix_bytes(w_, [](const Linear& lin) { return lin.store.bytes(); });
+  return matrix_bytes(w_, [](const Linear& lin) { return lin.store.bytes() + lin.qmeta.bytes(); });
 }
 
 // ---------------------------------------------------------------- forward

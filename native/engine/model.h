@@ -16,11 +16,12 @@
 
 namespace simba {
 
-// 64-byte aligned, zero-initialised storage.
+// 64-byte aligned storage, zero-initialised unless the owner writes every byte itself (zero = false:
+// the pages are then first touched by whoever fills them, e.g. the parallel packing).
 class AlignedBuf {
  public:
   AlignedBuf() = default;
-  explicit AlignedBuf(size_t bytes);
+  explicit AlignedBuf(size_t bytes, bool zero = true);
   void* data() const { return p_.get(); }
   size_t bytes() const { return bytes_; }
  private:
@@ -33,11 +34,16 @@ class AlignedBuf {
 struct Linear {
   cpu::PackedWeight w;
   AlignedBuf store;
+  AlignedBuf qmeta;         // Q8 only: scale [npanels*32] floats, then colsum [npanels*32] int32
   std::vector<float> bias;  // empty when absent
 };
 
-// W [N, K] row-major -> lin.w packed (f32 or bf16, round to nearest even).
-void pack_linear(Linear& lin, const float* W, int N, int K, bool bf16);
+// W [N, K] row-major -> lin.w packed in the given format (kernels.h): f32 as is, bf16 rounded to
+// nearest even, int8 with a symmetric scale per output feature (round to nearest).
+void pack_linear(Linear& lin, const float* W, int N, int K, cpu::WeightFormat format);
+inline void pack_linear(Linear& lin, const float* W, int N, int K, bool bf16) {
+  pack_linear(lin, W, N, K, bf16 ? cpu::WeightFormat::BF16 : cpu::WeightFormat::F32);
+}
 
 // The CPU engine's weights: matrices packed for the GEMM, vectors in plain host memory
 // (tensor_table.h says what each holds and in which layout).
@@ -83,10 +89,12 @@ NativeMemoryStats native_memory_stats();
 
 class Model {
  public:
-  Model(const ModelConfig& cfg, bool bf16);
+  Model(const ModelConfig& cfg, cpu::WeightFormat format);
+  Model(const ModelConfig& cfg, bool bf16) : Model(cfg, bf16 ? cpu::WeightFormat::BF16 : cpu::WeightFormat::F32) {}
   ~Model();
   const ModelConfig& config() const { return cfg_; }
-  bool bf16() const { return bf16_; }
+  bool bf16() const { return format_ == cpu::WeightFormat::BF16; }
+  cpu::WeightFormat format() const { return format_; }
 
   // Upload one tensor (f32, row-major, checkpoint shape; names and shapes: tensor_table.h).
   // Throws a simba::Error (E_WEIGHTS, E_SHAPE, E_ARG) naming the tensor on a bad name, layer or size.
@@ -108,7 +116,7 @@ class Model {
   struct Store;  // how set_tensor stores (model.cc)
 
   ModelConfig cfg_;
-  bool bf16_;
+  cpu::WeightFormat format_;
   WeightLoader loader_;
   Weights w_;  // the embedding rows are read from its packed layout, and it is the tied head
   std::mutex mu_;  // one forward at a time (scratch, thread pool)

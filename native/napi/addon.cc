@@ -10,6 +10,7 @@
 
 #include "cpu/dispatch.h"
 #include "engine/cuda_loader.h"
+#include "engine/mapped_tensor.h"
 #include "engine/model.h"
 #include "engine/tensor_table.h"
 #include "napi/napi_errors.h"
@@ -104,7 +105,8 @@ class Engine : public Napi::ObjectWrap<Engine> {
  public:
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "Engine",
-                       {InstanceMethod("setTensor", &Engine::SetTensor), InstanceMethod("randomize", &Engine::Randomize),
+                       {InstanceMethod("setTensor", &Engine::SetTensor), InstanceMethod("setTensorFromFile", &Engine::SetTensorFromFile),
+                        InstanceMethod("randomize", &Engine::Randomize),
                         InstanceMethod("finalize", &Engine::Finalize), InstanceMethod("forward", &Engine::Forward),
                         InstanceMethod("info", &Engine::Info), InstanceMethod("dispose", &Engine::Dispose)});
   }
@@ -114,10 +116,12 @@ class Engine : public Napi::ObjectWrap<Engine> {
     Napi::Env env = info.Env();
     if (info.Length() < 1 || !info[0].IsObject()) throw ArgError(env, "Engine(config, options): config object required");
     const ModelConfig cfg = ReadConfig(info[0]);
-    bool bf16 = false, cuda = false;
+    bool bf16 = false, int8 = false, cuda = false;
     if (info.Length() > 1 && info[1].IsObject()) {
       Napi::Value b = info[1].As<Napi::Object>().Get("bf16");
       bf16 = b.IsBoolean() && b.As<Napi::Boolean>().Value();
+      Napi::Value q = info[1].As<Napi::Object>().Get("int8");  // int8 weights (CPU only)
+      int8 = q.IsBoolean() && q.As<Napi::Boolean>().Value();
       Napi::Value dev = info[1].As<Napi::Object>().Get("device");
       if (dev.IsString()) {
         std::string d = dev.As<Napi::String>();
@@ -126,8 +130,9 @@ class Engine : public Napi::ObjectWrap<Engine> {
       }
     }
     try {
+      if (cuda && int8) fail(SIMBA_E_ARG, "int8 weights run on the CPU only (use weights 'bf16' with device 'cuda')");
       if (cuda) cuda_ = std::make_shared<CudaModel>(cfg, bf16);  // throws the reason CUDA is not available
-      else model_ = std::make_shared<Model>(cfg, bf16);
+      else model_ = std::make_shared<Model>(cfg, int8 ? cpu::WeightFormat::Q8 : bf16 ? cpu::WeightFormat::BF16 : cpu::WeightFormat::F32);
     } catch (const std::exception& e) {
       throw NativeError(env, e);
     }
@@ -159,6 +164,49 @@ class Engine : public Napi::ObjectWrap<Engine> {
     size_t n = data.ElementLength();
     auto* w = new PromiseWorker(env, [m, name, layer, p, n] { m->set_tensor(name, layer, p, n); }, nullptr);
     w->Keep(data);
+    w->Queue();
+    return w->Promise();
+    });
+  }
+
+  // setTensorFromFile(name, layer, {file, offset, bytes, dtype: 'F32'|'F16'|'BF16', count, padTo?, checkFinite?})
+  //   -> Promise<{firstBad, badValue}>: the tensor read through mmap (engine/mapped_tensor.h);
+  //   firstBad >= 0 (and nothing set) when a NaN / Inf was found.
+  Napi::Value SetTensorFromFile(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return Visit(env, [&](auto m) -> Napi::Value {
+    if (info.Length() < 3 || !info[0].IsString() || !info[1].IsNumber() || !info[2].IsObject())
+      throw ArgError(env, "setTensorFromFile(name, layer, {file, offset, bytes, dtype, count})");
+    Napi::Object o = info[2].As<Napi::Object>();
+    auto num = [&](const char* k) -> double {
+      Napi::Value v = o.Get(k);
+      if (!v.IsNumber() || v.As<Napi::Number>().DoubleValue() < 0) throw ArgError(env, std::string("setTensorFromFile: ") + k + " must be a number >= 0");
+      return v.As<Napi::Number>().DoubleValue();
+    };
+    MappedTensorRef t;
+    if (!o.Get("file").IsString()) throw ArgError(env, "setTensorFromFile: file must be a string");
+    t.file = o.Get("file").As<Napi::String>().Utf8Value();
+    t.offset = (uint64_t)num("offset");
+    t.bytes = (uint64_t)num("bytes");
+    t.count = (size_t)num("count");
+    t.pad_to = o.Get("padTo").IsNumber() ? (size_t)num("padTo") : 0;
+    t.check_finite = !o.Get("checkFinite").IsBoolean() || o.Get("checkFinite").As<Napi::Boolean>().Value();
+    const std::string dt = o.Get("dtype").IsString() ? o.Get("dtype").As<Napi::String>().Utf8Value() : "";
+    if (dt == "F32") t.dtype = FileDType::F32;
+    else if (dt == "F16") t.dtype = FileDType::F16;
+    else if (dt == "BF16") t.dtype = FileDType::BF16;
+    else throw ArgError(env, "setTensorFromFile: dtype must be 'F32', 'F16' or 'BF16', got '" + dt + "'");
+    std::string name = info[0].As<Napi::String>();
+    int layer = info[1].As<Napi::Number>().Int32Value();
+    auto check = std::make_shared<MappedTensorCheck>();
+    auto* w = new PromiseWorker(env, [m, name, layer, t, check] {
+      *check = with_mapped_tensor(t, [&](const float* p, size_t n) { m->set_tensor(name, layer, p, n); });
+    }, [check](Napi::Env e) -> Napi::Value {
+      Napi::Object r = Napi::Object::New(e);
+      r.Set("firstBad", (double)check->first_bad);
+      r.Set("badValue", check->bad_value);
+      return r;
+    });
     w->Queue();
     return w->Promise();
     });
@@ -206,6 +254,7 @@ class Engine : public Napi::ObjectWrap<Engine> {
     o.Set("paramCount", (double)m->param_count());
     o.Set("weightBytes", (double)m->weight_bytes());
     o.Set("bf16", m->bf16());
+    o.Set("int8", m->format() == cpu::WeightFormat::Q8);
     o.Set("isa", cpu::active().name);
     o.Set("threads", cpu::ThreadPool::global().size());
     return o;

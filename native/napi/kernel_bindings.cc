@@ -13,6 +13,9 @@
 
 namespace simba {
 
+void register_bench_bindings(Napi::Env env, Napi::Object kernels);        // bench_bindings.cc
+cpu::WeightFormat weight_format_arg(Napi::Env env, const Napi::Value& v);  // bench_bindings.cc
+
 namespace {
 
 // A kernel entry point whose C++ exceptions (a failed SIMBA_ASSERT precondition, E_NATIVE; memory,
@@ -28,7 +31,7 @@ Napi::Value Guarded(const Napi::CallbackInfo& info) {
   }
 }
 
-// gemm({A, W, bias?, M, N, K, bf16}) -> C [M, N] = A W^T (+bias)
+// gemm({A, W, bias?, M, N, K, bf16?, format?: 'f32' | 'bf16' | 'int8'}) -> C [M, N] = A W^T (+bias)
 Napi::Value Gemm(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object o = info[0].As<Napi::Object>();
@@ -37,9 +40,10 @@ Napi::Value Gemm(const Napi::CallbackInfo& info) {
   auto W = F32(o.Get("W"), (size_t)N * K, "W");
   std::vector<float> bias;
   if (o.Has("bias") && o.Get("bias").IsTypedArray()) bias = F32(o.Get("bias"), N, "bias");
-  const bool bf16 = o.Get("bf16").ToBoolean();
+  const cpu::WeightFormat format = o.Has("format") ? weight_format_arg(env, o.Get("format"))
+                                   : o.Get("bf16").ToBoolean() ? cpu::WeightFormat::BF16 : cpu::WeightFormat::F32;
   Linear lin;
-  pack_linear(lin, W.data(), N, K, bf16);
+  pack_linear(lin, W.data(), N, K, format);
   std::vector<float> C((size_t)M * N);
   cpu::gemm(A.data(), K, lin.w, bias.empty() ? nullptr : bias.data(), C.data(), N, M);
   return Out(env, C);
@@ -133,6 +137,7 @@ void register_kernel_bindings(Napi::Env env, Napi::Object exports) {
   k.Set("conv1d", Napi::Function::New(env, Guarded<Conv1d>));
   k.Set("scan", Napi::Function::New(env, Guarded<Scan>));
   k.Set("score", Napi::Function::New(env, Guarded<Score>));
+  register_bench_bindings(env, k);
   exports.Set("kernels", k);
 }
 

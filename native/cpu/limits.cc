@@ -1,0 +1,73 @@
+// limits.cc — see limits.h. Times the active kernel build's fma_loop / read_sum (limits_kernels.cc)
+// on the calling thread and on every thread of the pool; the best of N runs counts (on a shared
+// machine the slowest runs measure the neighbours, not the hardware).
+#include "limits.h"
+
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <new>
+#include <vector>
+
+#include "dispatch.h"
+
+namespace simba {
+namespace cpu {
+
+namespace {
+
+double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+
+// Best seconds of `reps` calls of run(threads), each call doing the same work.
+template <typename F>
+double best_of(int reps, F&& run) {
+  double best = 1e30;
+  for (int r = 0; r < reps; r++) {
+    const double t0 = now();
+    run();
+    const double t = now() - t0;
+    if (t < best) best = t;
+  }
+  return best;
+}
+
+volatile float g_sink;  // keeps the probes' results alive
+
+}  // namespace
+
+MachineLimits measure_limits(int reps, int buffer_mb) {
+  const KernelTable& k = active();
+  ThreadPool& pool = ThreadPool::global();
+  const int nt = pool.size();
+  MachineLimits out{};
+  out.threads = nt;
+  out.isa = k.name;
+
+  // ---- FMA peak: ~0.05 s of FMAs per thread per run.
+  const long iters = 4000000;  // x 2*W*16 flops: 2 GFLOP at W=16
+  const double flops = (double)iters * k.fma_flops_per_iter;
+  k.fma_loop(iters / 10);  // warm up (clock ramp)
+  out.fma_gflops_1 = flops / best_of(reps, [&] { g_sink = k.fma_loop(iters); }) / 1e9;
+  out.fma_gflops_all = nt * flops / best_of(reps, [&] {
+    pool.run(nt, [&](int, int b, int e) { for (int i = b; i < e; i++) g_sink = k.fma_loop(iters); });
+  }) / 1e9;
+
+  // ---- Read bandwidth: a buffer far larger than the last-level cache, touched once first (so
+  // the pages exist), then read front to back.
+  const size_t n = ((size_t)buffer_mb << 20) / sizeof(float) / 1024 * 1024;
+  std::unique_ptr<float, void (*)(void*)> buf(static_cast<float*>(std::aligned_alloc(64, n * sizeof(float))), std::free);
+  if (!buf) throw std::bad_alloc();
+  float* x = buf.get();
+  for (size_t i = 0; i < n; i++) x[i] = (float)(i & 1023) * 1e-3f;
+  out.buffer_bytes = (double)n * sizeof(float);
+  out.read_gbs_1 = out.buffer_bytes / best_of(reps, [&] { g_sink = k.read_sum(x, n); }) / 1e9;
+  const size_t part = n / nt / 1024 * 1024;
+  out.read_gbs_all = (double)part * nt * sizeof(float) / best_of(reps, [&] {
+    pool.run(nt, [&](int, int b, int e) { for (int i = b; i < e; i++) g_sink = k.read_sum(x + (size_t)i * part, part); });
+  }) / 1e9;
+  return out;
+}
+
+}  // namespace cpu
+}  // namespace simba

@@ -1,0 +1,36 @@
+// mapped_tensor.h — one checkpoint tensor read straight from its safetensors file through mmap
+// (no copy through JavaScript): F32 data is handed to the engine in place, F16 / BF16 converted
+// to f32 one tensor at a time. The mapping is dropped as soon as the tensor is packed, so peak
+// memory stays at the packed weights plus at most one tensor.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <string>
+
+namespace simba {
+
+enum class FileDType { F32, F16, BF16 };
+
+struct MappedTensorRef {
+  std::string file;
+  uint64_t offset = 0;     // absolute byte offset of the tensor in the file
+  uint64_t bytes = 0;      // its byte length (count * dtype size)
+  FileDType dtype = FileDType::F32;
+  size_t count = 0;        // elements stored
+  size_t pad_to = 0;       // hand over this many elements, zeros appended (padded vocabulary); 0 = count
+  bool check_finite = true;
+};
+
+// What with_mapped_tensor found: first_bad < 0 when every value is finite (or not checked), else
+// the flat index and value of the first NaN / Inf (and use was not called).
+struct MappedTensorCheck {
+  int64_t first_bad = -1;
+  float bad_value = 0.f;
+};
+
+// Maps the tensor's bytes, checks finiteness if asked, calls use(f32 data, element count) and
+// unmaps. Throws std::runtime_error naming the file on I/O errors (missing file, short file).
+MappedTensorCheck with_mapped_tensor(const MappedTensorRef& t, const std::function<void(const float*, size_t)>& use);
+
+}  // namespace simba
