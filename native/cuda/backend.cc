@@ -201,11 +201,44 @@ int bench_scan_c(int n_seq, int T, int E, int N, int iters, double* scan_ms, dou
   });
 }
 
+int kernel_rmsnorm(float* h, const float* delta, const float* w, float* y, int rows, int d, float eps, char* err,
+                   size_t err_len) {
+  return guard(err, err_len, [&] {
+    check(cudaSetDevice(0), "cudaSetDevice");
+    const size_t HB = (size_t)rows * d * 4;
+    DevBuf dh = to_dev(h, HB, "h"), dw = to_dev(w, (size_t)d * 4, "w"), dy = to_dev(nullptr, HB, "y"), ddl;
+    if (delta) ddl = to_dev(delta, HB, "delta");
+    add_rmsnorm(dh.f(), delta ? ddl.f() : nullptr, dw.f(), dy.f(), rows, d, eps, 0);
+    check(cudaDeviceSynchronize(), "rmsnorm");
+    to_host(y, dy, HB, "y");
+    to_host(h, dh, HB, "h");
+  });
+}
+
+int state_alloc(simba_model* m, int32_t* slot, char* err, size_t err_len) {
+  return guard(err, err_len, [&] { *slot = m->m->state_alloc(); });
+}
+int state_free(simba_model* m, int32_t slot, char* err, size_t err_len) {
+  return guard(err, err_len, [&] { m->m->state_free(slot); });
+}
+int state_read(simba_model* m, int32_t slot, float* dst, char* err, size_t err_len) {
+  return guard(err, err_len, [&] { m->m->state_read(slot, dst); });
+}
+int state_write(simba_model* m, int32_t slot, const float* src, char* err, size_t err_len) {
+  return guard(err, err_len, [&] { m->m->state_write(slot, src); });
+}
+int forward_slots(simba_model* m, const simba_forward_t* req, const int32_t* slots, simba_result_t* res, char* err,
+                  size_t err_len) {
+  return guard(err, err_len, [&] { m->m->forward_slots(*req, slots, *res); });
+}
+
 const simba_backend_v1_t kTable = {
     1, "cuda", probe, create, set_tensor, randomize, finalize, forward, weight_bytes, destroy,
     kernel_gemm, kernel_scan, kernel_score, kernel_conv1d, bench_scan_c,
+    kernel_rmsnorm, state_alloc, state_free, state_read, state_write, forward_slots,
 };
 
 }  // namespace
 
 extern "C" __attribute__((visibility("default"))) const simba_backend_v1_t* simba_backend_v1(void) { return &kTable; }
+extern "C" __attribute__((visibility("default"))) size_t simba_backend_v1_size(void) { return sizeof kTable; }

@@ -4,6 +4,7 @@
 #include <dlfcn.h>
 #include <sys/stat.h>
 
+#include <cstddef>
 #include <cstdlib>
 #include <mutex>
 #include <stdexcept>
@@ -67,6 +68,8 @@ void load() {
       tried += "\n  " + path + ": loaded, but " + err;
       continue;  // keep the library loaded: its static runtime may not unload cleanly
     }
+    auto size_fn = reinterpret_cast<simba_backend_v1_size_fn>(dlsym(h, "simba_backend_v1_size"));
+    g_status.table_bytes = size_fn ? size_fn() : offsetof(simba_backend_v1_t, bench_scan) + sizeof(b->bench_scan);
     g_backend = b;
     g_status.available = true;
     g_status.reason = "ok";
@@ -133,10 +136,51 @@ void CudaModel::finalize() {
 
 size_t CudaModel::weight_bytes() const { return b_->weight_bytes(m_); }
 
-ForwardResult CudaModel::forward(const ForwardRequest& req) {
+ForwardResult CudaModel::forward(const ForwardRequest& req) { return run(req, nullptr); }
+
+ForwardResult CudaModel::forward_slots(const ForwardRequest& req, const std::vector<int32_t>& slots) {
+  need_device_states();
+  if (slots.size() != req.lengths.size()) throw std::invalid_argument("one state slot per sequence is required");
+  return run(req, slots.data());
+}
+
+bool CudaModel::has_device_states() const { return cuda_backend_has(&simba_backend_v1_t::forward_slots); }
+
+void CudaModel::need_device_states() const {
+  if (!has_device_states())
+    throw std::runtime_error("the loaded CUDA library (" + cuda_status().library + ") predates device-resident states; rebuild it");
+}
+
+int CudaModel::alloc_state() {
+  need_device_states();
+  int32_t slot = -1;
+  char err[1024] = {0};
+  if (b_->state_alloc(m_, &slot, err, sizeof err) != 0) throw_err(err);
+  return slot;
+}
+
+void CudaModel::free_state(int slot) {
+  need_device_states();
+  char err[1024] = {0};
+  if (b_->state_free(m_, slot, err, sizeof err) != 0) throw std::invalid_argument(err);
+}
+
+void CudaModel::read_state(int slot, float* dst) const {
+  need_device_states();
+  char err[1024] = {0};
+  if (b_->state_read(m_, slot, dst, err, sizeof err) != 0) throw std::invalid_argument(err);
+}
+
+void CudaModel::write_state(int slot, const float* src) {
+  need_device_states();
+  char err[1024] = {0};
+  if (b_->state_write(m_, slot, src, err, sizeof err) != 0) throw std::invalid_argument(err);
+}
+
+ForwardResult CudaModel::run(const ForwardRequest& req, const int32_t* slots) {
   const size_t nseq = req.lengths.size();
   if (nseq == 0) throw std::invalid_argument("no sequences given");
-  if (req.states.size() != nseq) throw std::invalid_argument("one state per sequence is required");
+  if (!slots && req.states.size() != nseq) throw std::invalid_argument("one state per sequence is required");
   if (req.simba.enabled && req.simba.keep.size() != nseq * cfg_.L)
     throw std::invalid_argument("simba keep counts: expected " + std::to_string(nseq * cfg_.L) + " (sequences x layers)");
   simba_forward_t f{};
@@ -147,7 +191,7 @@ ForwardResult CudaModel::forward(const ForwardRequest& req) {
   std::vector<int32_t> keep(req.simba.keep.begin(), req.simba.keep.end());
   f.lengths = lengths.data();
   f.n_seq = (int)nseq;
-  f.states = req.states.data();
+  f.states = slots ? nullptr : req.states.data();
   f.want = want.data();
   f.n_want = (int)want.size();
   f.simba_enabled = req.simba.enabled;
@@ -164,7 +208,8 @@ ForwardResult CudaModel::forward(const ForwardRequest& req) {
   std::vector<int32_t> processed(nseq * cfg_.L);
   simba_result_t r{res.logits.data(), processed.data(), res.exit_layer.data()};
   char err[1024] = {0};
-  if (b_->forward(m_, &f, &r, err, sizeof err) != 0) {
+  const int rc = slots ? b_->forward_slots(m_, &f, slots, &r, err, sizeof err) : b_->forward(m_, &f, &r, err, sizeof err);
+  if (rc != 0) {
     std::string m = err;
     if (m.find("outside the vocabulary") != std::string::npos || m.find("outside the") != std::string::npos) throw std::out_of_range(m);
     throw_err(err);
