@@ -3,10 +3,11 @@
 // engine (kernels, whole models dense and Simba-pruned, prefill then decode, batched decode on
 // device-resident state slots), prints the comparison table and then the timings.
 //
-//   simba_gpu_check [--emulate] [--quick] [--no-timing] [--models LIST] [--model-dir DIR] [--lib PATH]
+//   simba_gpu_check [--emulate] [--quick] [--no-timing | --timing] [--models LIST] [--model-dir DIR] [--lib PATH]
 //     --emulate     load libsimba_cuda_emu.so (the backend compiled as host code, native/cuda/emu/)
 //                   from next to this program: runs anywhere, no GPU; implies --no-timing
 //     --quick       small inputs and few steps (CI)
+//     --timing      timings on every model, also under --emulate (tests the timing code; numbers mean nothing)
 //     --models      comma list of brown-mamba-s, mamba-130m, mamba-1.4b, tiny
 //                   (default: brown-mamba-s,mamba-130m,mamba-1.4b; --emulate: tiny,brown-mamba-s)
 //     --model-dir   the brown-mamba-s folder (default models/brown-mamba-s, from the repo root)
@@ -99,7 +100,7 @@ std::string exe_dir() {
 
 int run(int argc, char** argv) {
   elapsed_s();
-  bool emulate = false, quick = false, timing = true;
+  bool emulate = false, quick = false, timing = true, force_timing = false;
   std::string models, model_dir = "models/brown-mamba-s", lib;
   for (int i = 1; i < argc; i++) {
     std::string a = argv[i];
@@ -110,16 +111,17 @@ int run(int argc, char** argv) {
     if (a == "--emulate") emulate = true;
     else if (a == "--quick") quick = true;
     else if (a == "--no-timing") timing = false;
+    else if (a == "--timing") force_timing = true;
     else if (a == "--models") models = value();
     else if (a == "--model-dir") model_dir = value();
     else if (a == "--lib") lib = value();
     else if (a == "--help" || a == "-h") {
-      std::printf("usage: simba_gpu_check [--emulate] [--quick] [--no-timing] [--models LIST] [--model-dir DIR] [--lib PATH]\n");
+      std::printf("usage: simba_gpu_check [--emulate] [--quick] [--no-timing | --timing] [--models LIST] [--model-dir DIR] [--lib PATH]\n");
       return 0;
     } else throw std::invalid_argument("unknown argument '" + a + "' (see --help)");
   }
   if (emulate) {
-    timing = false;
+    timing = force_timing;
     if (lib.empty()) lib = exe_dir() + "/libsimba_cuda_emu.so";
     if (models.empty()) models = "tiny,brown-mamba-s";
   }
@@ -165,7 +167,7 @@ int run(int argc, char** argv) {
         auto cpu = make_cpu_model(spec, bf16);
         check_model(rep, spec, *cpu, *dev, sz);
       }
-      if (timing && name != "tiny" && name != "brown-mamba-s") time_model(rep, name, *dev, sz);
+      if (timing && (force_timing || (name != "tiny" && name != "brown-mamba-s"))) time_model(rep, name, *dev, sz);
     }
   }
   std::printf("simba_gpu_check: %s%s, backend %s (%s)\n", emulate ? "emulation" : "device", quick ? ", quick" : "",
