@@ -9,7 +9,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 
-import type { MambaConfig } from './lib/types';
+import type { EngineTensorSpec, MambaConfig } from './lib/types';
 
 /** Config fields the native engine needs (a subset of MambaConfig, same names). */
 export type NativeConfig = Pick<MambaConfig,
@@ -101,8 +101,14 @@ export interface NativeCudaKernels {
   benchScan(a: { nSeq: number; T: number; E: number; N: number; iters: number }): { scanMs: number; scanBytes: number; copyGBs: number };
 }
 
+/**
+ * Errors thrown or rejected by the addon carry `code`: 'E_ARG', 'E_TOKEN', 'E_SHAPE', 'E_WEIGHTS',
+ * 'E_CONFIG', 'E_OOM', 'E_CUDA', 'E_DISPOSED' or 'E_NATIVE' (lib/errors.ts fromNative keeps it).
+ */
 export interface NativeAddon {
   Engine: new (config: NativeConfig, options: { bf16: boolean; device?: 'cpu' | 'cuda' }) => NativeEngine;
+  /** Every tensor of a config (tensor_table.h): names, shapes, which the config has, storage layout. */
+  tensorTable(config: NativeConfig): EngineTensorSpec[];
   availableIsas(): string[];
   setIsa(name: string): string;
   activeIsa(): string;

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Side-by-side speed: simba-ssm and node-llama-cpp (llama.cpp) on the same f32 weights, back to back.
-# Needs the peer set up as in ../shared/peers/README.md (setup.sh PEER; make_random_mamba.py --out
-# PEER/rand-130m; hf_to_gguf_mamba.py ... PEER/rand-130m-f32.gguf --outtype f32) and an IDLE machine.
+# Needs an IDLE machine and a peer folder PEER_DIR holding node-llama-cpp (NODE_LLAMA_CPP_DIR), its
+# gguf-py, random weights of the mamba-130m shape as an HF folder (PEER_DIR/rand-130m) and the same
+# weights converted to GGUF f32 (PEER_DIR/rand-130m-f32.gguf); PEERS_TOOLS is the folder of the peer's
+# benchmark driver llamacpp_bench.mjs (default: PEER_DIR/..).
 #   bash bench/compare_peer.sh PEER_DIR OUT_DIR
 set -euo pipefail
 peer=${1:?peer dir}; out=${2:?output dir}
 root=$(cd "$(dirname "$0")/.." && pwd)
-peers=$root/../shared/peers
+peers=${PEERS_TOOLS:-$peer/..}
 mkdir -p "$out"
 export NODE_LLAMA_CPP_DIR=$peer PYTHONPATH=$peer/gguf-py
 cli="node $root/dist/lib/cli/main.js"

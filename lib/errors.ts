@@ -15,12 +15,16 @@
  *   E_IO           a file that cannot be found or read
  *   E_DISPOSED     use of a model / sequence after dispose()
  *   E_BUSY         a resource in use by another call
- *   E_NATIVE       an error raised by the native addon
+ *   E_OOM          host or GPU memory exhausted (loading weights, activations of a long prompt)
+ *   E_CUDA         the CUDA runtime or driver failed, or the CUDA backend / a GPU is not available
+ *   E_NATIVE       any other error raised by the native addon (a bug: please report it)
  *   E_ABORTED      the caller's AbortSignal fired
+ * The native addon classifies its own errors with the same names (native/engine/backend_api.h
+ * simba_status_t) and sets them as `code` on what it throws.
  */
 export const SIMBA_ERROR_CODES = [
   'E_CONFIG', 'E_SAFETENSORS', 'E_SHAPE', 'E_WEIGHTS', 'E_TOKENIZER', 'E_TOKEN', 'E_ARG', 'E_IO',
-  'E_DISPOSED', 'E_BUSY', 'E_NATIVE', 'E_ABORTED',
+  'E_DISPOSED', 'E_BUSY', 'E_OOM', 'E_CUDA', 'E_NATIVE', 'E_ABORTED',
 ] as const;
 export type SimbaErrorCode = (typeof SIMBA_ERROR_CODES)[number];
 
@@ -52,15 +56,14 @@ export function describeValue(v: unknown): string {
 }
 
 /**
- * An error thrown by the native addon as a SimbaError. The addon sets `code` on what it throws;
- * anything without a known code is E_NATIVE (with the original as `cause`).
+ * An error thrown by the native addon as a SimbaError of the class the addon set as its `code`;
+ * anything without a known code is E_NATIVE. The original is the `cause`. The class is never
+ * guessed from the message.
  */
 export function fromNative(e: unknown): SimbaError {
   if (e instanceof SimbaError) return e;
   const msg = e instanceof Error ? e.message : String(e);
   const code = (e as { code?: unknown } | null)?.code;
-  if (typeof code === 'string' && (SIMBA_ERROR_CODES as readonly string[]).includes(code))
-    return new SimbaError(code as SimbaErrorCode, msg, { cause: e });
-  if (/outside the vocabulary/.test(msg)) return new SimbaError('E_TOKEN', msg);
-  return new SimbaError('E_NATIVE', msg, { cause: e });
+  const known = typeof code === 'string' && (SIMBA_ERROR_CODES as readonly string[]).includes(code);
+  return new SimbaError(known ? (code as SimbaErrorCode) : 'E_NATIVE', msg, { cause: e });
 }

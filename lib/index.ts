@@ -20,12 +20,20 @@ export type { GenerateOptions, GeneratedPiece } from './generate/generate';
 export { planSimba, solveRLast, trapezoidFloor, layerFlops, headFlops, flopsPerToken, SIMBA_CRITERIA } from './engine/simba';
 export type { SimbaOptions, SimbaPlan, SimbaCriterion } from './engine/simba';
 export { loadConfig, parseConfig } from './checkpoint/config';
+export type { ParseConfigOptions } from './checkpoint/config';
 export { loadTokenizer, Tokenizer } from './checkpoint/tokenizer';
+export type { LoadTokenizerOptions, EncodeOptions, StreamDecoder } from './checkpoint/tokenizer';
 export { openCheckpoint, openSafetensors, encodeSafetensors } from './checkpoint/safetensors';
-export { SimbaError, SIMBA_ERROR_CODES } from './errors';
+export { SimbaError, SIMBA_ERROR_CODES, isSimbaError } from './errors';
 export type { SimbaErrorCode } from './errors';
 export type { MambaConfig } from './types';
 export { runBench, formatBench, budgetOptions } from './measure/bench';
 export type { BenchOptions, BenchResult, BenchProgress } from './measure/bench';
+export { GENERATE_DEFAULTS, BENCH_DEFAULTS, EVAL_DEFAULTS, LIMITS } from './limits';
 export { perplexity, evalChoice, evalLambada, scoreContinuations, parseTaskFile, choiceTokens } from './measure/eval';
-export { highwayMap, renderHighwaySvg } from './measure/inspect';
+export type {
+  PerplexityOptions, PerplexityResult, ScoreOptions, ScoreResult, ChoiceItem, LambadaItem, TaskFile, ChoiceResult, ChoiceLineResult,
+  ChoiceScore, LambadaResult, LambadaLineResult, EvalProgress,
+} from './measure/eval';
+export { highwayMap, renderHighwaySvg, formatHighwaySummary } from './measure/inspect';
+export type { HighwayMap, SvgOptions } from './measure/inspect';

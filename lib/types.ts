@@ -47,6 +47,23 @@ export type EngineTensorName =
   | 'norm' | 'in_proj' | 'in_proj_bias' | 'conv_w' | 'conv_b' | 'x_proj'
   | 'dt_proj_w' | 'dt_proj_b' | 'A_log' | 'D' | 'out_proj' | 'out_proj_bias';
 
+/**
+ * One row of the engine's tensor table (native/engine/tensor_table.h, read through the addon's
+ * tensorTable(config)): every tensor a config can have, in the order checkpoints are read:
+ * embedding, layer 0 .. L-1 (norm .. out_proj_bias), norm_f, lm_head.
+ */
+export interface EngineTensorSpec {
+  name: EngineTensorName;
+  /** Layer index, or -1 for global tensors. */
+  layer: number;
+  /** Shape the engine takes (checkpoint layout, row-major). */
+  shape: number[];
+  /** Whether the config has this tensor (false: a bias the config lacks, or lm_head when tied). */
+  required: boolean;
+  /** How the engine stores it: as given, transposed (conv_w), or -exp then transposed (A_log). */
+  layout: 'plain' | 'transposed' | 'neg_exp_transposed';
+}
+
 /** One tensor ready for the engine: f32 values, row-major, with its engine name and expected shape. */
 export interface EngineTensor {
   name: EngineTensorName;

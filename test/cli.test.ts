@@ -7,22 +7,27 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 
+import { PassThrough } from 'stream';
+
+import { progress } from '../lib/cli/args';
 import { loadModel } from '../lib/engine/load';
 import type { MambaModel } from '../lib/engine/model';
 
 const ROOT = path.resolve(__dirname, '..');
-const CLI = path.join(ROOT, 'dist', 'lib', 'cli.js');
+const CLI = path.join(ROOT, 'dist', 'lib', 'cli', 'main.js');
 const MODEL = path.join(ROOT, 'models', 'brown-mamba-s');
 
 interface Run { code: number; stdout: string; stderr: string }
 
-function simba(args: string[]): Promise<Run> {
+/** Runs the CLI with `input` on its stdin (a pipe, closed after it: never a terminal). */
+function simba(args: string[], input = ''): Promise<Run> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [CLI, ...args], { cwd: ROOT, maxBuffer: 64 << 20, env: { ...process.env, SIMBA_DEBUG: '' } },
+    const child = execFile(process.execPath, [CLI, ...args], { cwd: ROOT, maxBuffer: 64 << 20, env: { ...process.env, SIMBA_DEBUG: '' } },
       (err, stdout, stderr) => {
         const code = err ? (typeof err.code === 'number' ? err.code : -1) : 0;
         resolve({ code, stdout, stderr });
       });
+    child.stdin?.end(input);
   });
 }
 
@@ -116,7 +121,7 @@ describe('simba generate', () => {
       [logits] = await model.decode([seq], [next]);
     }
     expect(out.length).toBeGreaterThan(0);
-    expect(r.stdout).toBe(tok.decode(out));
+    expect(r.stdout).toBe(tok.decode(out) + '\n'); // always ends with a newline, also into a pipe
   });
 
   test('--stop cuts the text before the stop string', async () => {
@@ -124,7 +129,82 @@ describe('simba generate', () => {
     const word = full.trim().split(/\s+/)[1];
     expect(word).toBeTruthy();
     const cut = await simba(['generate', '--prompt', prompt, '--max-tokens', '24', '--temperature', '0', '--stop', word]);
-    expect(cut.stdout).toBe(full.slice(0, full.indexOf(word)));
+    expect(cut.stdout).toBe(full.slice(0, full.indexOf(word)) + '\n');
+  });
+
+  test('the prompt comes from --prompt-file or stdin when --prompt is absent (one final newline dropped)', async () => {
+    const args = ['generate', '--max-tokens', '12', '--temperature', '0'];
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'simba-cli-'));
+    try {
+      const file = path.join(dir, 'prompt.txt');
+      fs.writeFileSync(file, prompt + '\n');
+      const [direct, fromFile, fromStdin] = await Promise.all([
+        simba([...args, '--prompt', prompt]), simba([...args, '--prompt-file', file]), simba(args, prompt + '\n')]);
+      expect(direct.code).toBe(0);
+      expect(direct.stdout.length).toBeGreaterThan(1);
+      expect(fromFile).toEqual(direct);
+      expect(fromStdin).toEqual(direct);
+      fs.writeFileSync(file, '');
+      expectCleanError(await simba([...args, '--prompt-file', file]), 2, /the prompt file '.*prompt\.txt' is empty/);
+      expectCleanError(await simba([...args, '--prompt-file', path.join(dir, 'none.txt')]), 1, /cannot read prompt file .*: no such file/);
+      expectCleanError(await simba([...args, '--prompt', 'a', '--prompt-file', file]), 2, /give --prompt or --prompt-file, not both/);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('an empty stdin without --prompt is a clear error (exit 2)', async () => {
+    expectCleanError(await simba(['generate', '--max-tokens', '3']), 2, /the prompt read from stdin is empty/);
+  });
+});
+
+describe('simba --version', () => {
+  test('prints the version of package.json', async () => {
+    const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { version: string };
+    for (const flag of ['--version', '-V']) {
+      const r = await simba([flag]);
+      expect(r).toEqual({ code: 0, stdout: `${pkg.version}\n`, stderr: '' });
+    }
+  });
+});
+
+describe('progress bar', () => {
+  /** A fake terminal: collects what the bar writes. */
+  function fakeTty(): NodeJS.WriteStream & { text: () => string } {
+    const chunks: string[] = [];
+    const s = new PassThrough() as unknown as NodeJS.WriteStream & { text: () => string };
+    Object.assign(s, { isTTY: true, columns: 80, rows: 24, cursorTo: () => true, clearLine: () => true, moveCursor: () => true });
+    s.on('data', (c: Buffer) => chunks.push(c.toString()));
+    s.text = () => chunks.join('');
+    return s;
+  }
+
+  test('Ctrl-C while a bar runs shows the cursor again and exits 130', async () => {
+    const tty = fakeTty(), exits: number[] = [];
+    const before = process.listenerCount('SIGINT');
+    const bar = progress('loading', tty, (code) => exits.push(code));
+    bar.update(1, 10, 'x');
+    expect(process.listenerCount('SIGINT')).toBe(before + 1);
+    process.emit('SIGINT');
+    await new Promise((r) => setImmediate(r));
+    expect(exits).toEqual([130]);
+    const text = tty.text();
+    expect(text).toContain('\x1b[?25l');                                  // hidden while running
+    expect(text.lastIndexOf('\x1b[?25h')).toBeGreaterThan(text.lastIndexOf('\x1b[?25l')); // shown at the end
+    expect(process.listenerCount('SIGINT')).toBe(before);
+  });
+
+  test('a bar that stops normally leaves no SIGINT handler behind; no terminal, no bar', () => {
+    const before = process.listenerCount('SIGINT');
+    const bar = progress('x', fakeTty(), () => { throw new Error('must not exit'); });
+    bar.update(1, 2);
+    bar.stop();
+    expect(process.listenerCount('SIGINT')).toBe(before);
+    const pipe = fakeTty();
+    Object.assign(pipe, { isTTY: false });
+    progress('x', pipe).update(1, 2);
+    expect(pipe.text()).toBe('');
+    expect(process.listenerCount('SIGINT')).toBe(before);
   });
 });
 
@@ -232,7 +312,7 @@ describe('simba eval and inspect', () => {
     const svg = path.join(dir, 'map.svg');
     const r = await simba(['inspect', '--prompt', 'The jury said it did not find any evidence.', '--keep-last', '0.2', '--svg', svg]);
     expect(r.code).toBe(0);
-    expect(r.stdout).toMatch(/layer  0  #+\s+\d+ \/ \d+/);
+    expect(r.stdout).toMatch(/layer {2}0 {2}#+\s+\d+ \/ \d+/);
     const doc = fs.readFileSync(svg, 'utf8');
     expect(doc.startsWith('<svg ')).toBe(true);
     expect(doc.trimEnd().endsWith('</svg>')).toBe(true);
@@ -282,5 +362,67 @@ describe('bad input: a one-line message, an exit code, no stack trace', () => {
       expect(r.code).toBe(0);
       expect(r.stdout).toMatch(new RegExp(`^Usage: simba ${cmds[i].join(' ')} `));
     });
+  });
+});
+
+describe('README', () => {
+  const readme = fs.readFileSync(path.join(ROOT, 'README.md'), 'utf8');
+  const block = (lang: string) => {
+    const m = new RegExp('## (API|CLI)\\n\\n```' + lang + '\\n([\\s\\S]*?)```').exec(readme);
+    if (!m) throw new Error(`no ${lang} block in README.md`);
+    return m[2];
+  };
+
+  test('the API example type-checks and runs on the shipped model, printing what its comments say', async () => {
+    const ts = await import('typescript');
+    const src = block('ts');
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'simba-readme-'));
+    try {
+      // type-check it against lib/ (as the package 'simba-ssm')
+      const file = path.join(dir, 'example.ts');
+      fs.writeFileSync(file, src);
+      const program = ts.createProgram([file], {
+        noEmit: true, strict: true, target: ts.ScriptTarget.ES2022, module: ts.ModuleKind.ES2022, moduleResolution: ts.ModuleResolutionKind.Node10,
+        types: ['node'], typeRoots: [path.join(ROOT, 'node_modules', '@types')], skipLibCheck: true,
+        baseUrl: ROOT, paths: { 'simba-ssm': ['lib/index.ts'] },
+      });
+      const diags = ts.getPreEmitDiagnostics(program).map((d) => ts.flattenDiagnosticMessageText(d.messageText, '\n'));
+      expect(diags).toEqual([]);
+      // run it (CommonJS, the body in an async function, against dist/)
+      const js = ts.transpileModule(src, { compilerOptions: { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2022 } }).outputText
+        .replace(/require\("simba-ssm"\)/, `require(${JSON.stringify(path.join(ROOT, 'dist', 'lib', 'index.js'))})`);
+      const run = path.join(dir, 'example.js');
+      fs.writeFileSync(run, `(async () => {\n${js}\n})().catch((e) => { console.error(e); process.exit(1); });\n`);
+      const r = await new Promise<Run>((resolve) => execFile(process.execPath, [run], { cwd: dir }, (err, stdout, stderr) =>
+        resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr })));
+      expect(r.stderr).toBe('');
+      expect(r.code).toBe(0);
+      expect(r.stdout).toContain('19 4096');
+      expect(r.stdout).toContain('[ 19, 17, 15, 13, 11, 10 ] 0.7456');
+      expect(r.stdout).toContain('E_ABORTED 20');
+      expect(r.stdout).toContain("generate: unknown option 'maxToken' (did you mean 'maxTokens'?)");
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('every CLI example that needs no extra file runs (exit 0, output on stdout)', async () => {
+    const lines = block('sh').split('\n').map((l) => l.replace(/\s+#.*$/, '').trim()).filter((l) => l.includes('npx simba'));
+    expect(lines.length).toBeGreaterThan(8);
+    // bench on a 130m-parameter shape takes minutes; eval needs the user's text or task file
+    const runnable = lines.filter((l) => !/ simba (bench|eval) /.test(l));
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'simba-readme-'));
+    try {
+      for (const line of runnable) {
+        const cmd = line.replace(/npx simba/g, `${JSON.stringify(process.execPath)} ${JSON.stringify(CLI)}`);
+        const r = await new Promise<Run>((resolve) => execFile('bash', ['-c', cmd], { cwd: dir }, (err, stdout, stderr) =>
+          resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr })));
+        expect({ line, code: r.code, stderr: r.stderr }).toEqual({ line, code: 0, stderr: '' });
+        expect(r.stdout.length).toBeGreaterThan(0);
+      }
+      expect(fs.readFileSync(path.join(dir, 'map.svg'), 'utf8')).toMatch(/^<svg /);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -10,18 +10,21 @@ const root = path.resolve(__dirname, '..');
 
 function sources() {
   const out = [path.join(root, 'bindings.ts'), path.join(root, 'tsconfig.json')];
-  for (const dir of ['lib', 'bench']) {
-    const abs = path.join(root, dir);
-    if (!fs.existsSync(abs)) continue;
-    for (const f of fs.readdirSync(abs)) if (f.endsWith('.ts')) out.push(path.join(abs, f));
-  }
+  const walk = (abs) => {
+    if (!fs.existsSync(abs)) return;
+    for (const e of fs.readdirSync(abs, { withFileTypes: true })) {
+      if (e.isDirectory()) walk(path.join(abs, e.name));
+      else if (e.name.endsWith('.ts') && !e.name.endsWith('.d.ts')) out.push(path.join(abs, e.name));
+    }
+  };
+  for (const dir of ['lib', 'bench']) walk(path.join(root, dir));
   return out;
 }
 
 /** The compiled file of a source (tsconfig.json counts as a source of every output). */
 function outputOf(src) {
   const rel = path.relative(root, src);
-  if (rel === 'tsconfig.json') return path.join(root, 'dist', 'lib', 'cli.js');
+  if (rel === 'tsconfig.json') return path.join(root, 'dist', 'lib', 'cli', 'main.js');
   return path.join(root, 'dist', rel.replace(/\.ts$/, '.js'));
 }
 
@@ -41,6 +44,6 @@ module.exports = async function globalSetup() {
     execFileSync(process.execPath, [tsc, '-p', path.join(root, 'tsconfig.json')], { cwd: root, stdio: 'pipe' });
   } catch (e) {
     const output = `${e.stdout || ''}${e.stderr || ''}`.trim();
-    throw new Error(`global-setup: tsc failed (dist/ was stale because of ${why}):\n${output}`);
+    throw new Error(`global-setup: tsc failed (dist/ was stale because of ${why}):\n${output}`, { cause: e });
   }
 };

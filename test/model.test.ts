@@ -5,7 +5,7 @@
  */
 import * as path from 'path';
 
-import { loadModel } from '../lib/engine/load';
+import { loadModel, tensorTable } from '../lib/engine/load';
 import { MAX_CHUNK_TOKENS, type MambaModel } from '../lib/engine/model';
 import { loadWeights } from '../lib/checkpoint/weights';
 import { loadConfig } from '../lib/checkpoint/config';
@@ -23,7 +23,7 @@ describe('shipped brown-mamba-s', () => {
   beforeAll(async () => {
     model = await loadModel(SHIPPED);
     cfg = loadConfig(SHIPPED);
-    ref = refWeightsFromEngineTensors(cfg, [...loadWeights(SHIPPED, cfg)]);
+    ref = refWeightsFromEngineTensors(cfg, [...loadWeights(SHIPPED, cfg, tensorTable(cfg))]);
   });
   afterAll(() => model.dispose());
 
@@ -94,7 +94,7 @@ test('bf16 and f16 checkpoints, and the state-spaces layout, load and match floa
     const m = await loadModel(dir);
     try {
       // The reference uses the values as stored (rounded to the checkpoint dtype).
-      const stored = [...loadWeights(dir, loadConfig(dir))];
+      const stored = [...loadWeights(dir, loadConfig(dir), tensorTable(loadConfig(dir)))];
       const expected = refForward(loadConfig(dir), refWeightsFromEngineTensors(loadConfig(dir), stored), ids).logits;
       expect(maxRowErr((await m.logits(ids, 'all')).logits, expected)).toBeLessThan(1e-5);
     } finally { m.dispose(); }

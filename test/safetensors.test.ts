@@ -5,7 +5,8 @@ import {
   openSafetensors, openCheckpoint, encodeSafetensors, f32ToF16Bits, f16BitsToF32, f32ToBf16Bits, bf16BitsToF32,
 } from '../lib/checkpoint/safetensors';
 import { SimbaError } from '../lib/errors';
-import fsModule = require('fs'); // the module object itself, so jest can spy on its functions
+// eslint-disable-next-line @typescript-eslint/no-require-imports -- the module object itself, so jest can spy on its functions
+import fsModule = require('fs');
 
 let tmp: string;
 let counter = 0;

@@ -57,28 +57,21 @@ const STRINGS: string[] = [
   PARAGRAPH,
 ];
 
-function timed<T>(fn: () => T): [T, number] {
-  const t0 = process.hrtime.bigint();
-  const v = fn();
-  return [v, Number(process.hrtime.bigint() - t0) / 1e6];
-}
-
 let shipped: Tokenizer;
 let neox: Tokenizer;
 let shippedRef: ReferenceBPE;
 let neoxRef: ReferenceBPE;
-const loadMs: Record<string, number> = {};
 
 beforeAll(() => {
-  [shipped, loadMs.shipped] = timed(() => loadTokenizer(SHIPPED_DIR));
-  [neox, loadMs.neox] = timed(() => loadTokenizer(NEOX_FILE));
+  shipped = loadTokenizer(SHIPPED_DIR);
+  neox = loadTokenizer(NEOX_FILE);
   shippedRef = new ReferenceBPE(JSON.parse(fs.readFileSync(path.join(SHIPPED_DIR, 'tokenizer.json'), 'utf8')));
   neoxRef = new ReferenceBPE(JSON.parse(fs.readFileSync(NEOX_FILE, 'utf8')));
 });
 
 describe('loading', () => {
-  it('loads both tokenizers quickly, with vocabulary size and special ids', () => {
-    expect(loadMs.neox).toBeLessThan(3000); // ~0.2 s on a shared 2-core machine
+  // Speed is not asserted (no timed tests: they are flaky on shared machines).
+  it('loads both tokenizers, with vocabulary size and special ids', () => {
     expect(shipped.vocabSize).toBe(4096);
     expect(neox.vocabSize).toBe(50277);
     expect(shipped.eosTokenId).toBe(0);
@@ -102,8 +95,7 @@ describe('loading', () => {
 describe('round trip on the held-out slice', () => {
   it.each([['shipped'], ['neox']])('%s tokenizer', (which) => {
     const tok = which === 'shipped' ? shipped : neox;
-    const [ids, ms] = timed(() => tok.encode(SLICE));
-    expect(ms).toBeLessThan(5000);
+    const ids = tok.encode(SLICE);
     expect(ids.length).toBeGreaterThan(SLICE.length / 8);
     expect(ids.every((id) => Number.isInteger(id) && id >= 0 && id < tok.vocabSize)).toBe(true);
     expect(tok.decode(ids)).toBe(SLICE);

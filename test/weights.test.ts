@@ -5,8 +5,10 @@ import { loadConfig, parseConfig } from '../lib/checkpoint/config';
 import { encodeSafetensors, openCheckpoint } from '../lib/checkpoint/safetensors';
 import type { TensorToEncode } from '../lib/checkpoint/safetensors';
 import { loadWeights, inspectWeights, planWeights } from '../lib/checkpoint/weights';
+import { tensorTable } from '../lib/engine/load';
 import { SimbaError } from '../lib/errors';
 import type { EngineTensor, MambaConfig, TensorDType } from '../lib/types';
+// eslint-disable-next-line @typescript-eslint/no-require-imports -- the module object itself, so jest can spy on its functions
 import fsModule = require('fs');
 
 const SHIPPED = path.join(__dirname, '..', 'models', 'brown-mamba-s');
@@ -96,7 +98,7 @@ function modelDir(config: Record<string, unknown>, tensors: Record<string, Tenso
 }
 
 function collect(dir: string, config: MambaConfig, opts = {}): EngineTensor[] {
-  return [...loadWeights(dir, config, opts)];
+  return [...loadWeights(dir, config, tensorTable(config), opts)];
 }
 
 function byKey(ts: EngineTensor[]): Map<string, EngineTensor> {
@@ -144,7 +146,7 @@ describe('loadWeights: shipped brown-mamba-s', () => {
   });
 
   it('checks the plan from headers only', () => {
-    const plan = inspectWeights(SHIPPED, loadConfig(SHIPPED));
+    const plan = inspectWeights(SHIPPED, loadConfig(SHIPPED), tensorTable(loadConfig(SHIPPED)));
     expect(plan.layout).toBe('hf');
     expect(plan.entries).toHaveLength(62);
     expect(plan.f32Bytes).toBe(1224064 * 4);
@@ -160,6 +162,25 @@ describe('loadWeights: synthetic checkpoints', () => {
     expect(ts.get('conv_w@1')!.shape).toEqual([16, 3]);
     expect(Array.from(ts.get('conv_w@1')!.data)).toEqual(Array.from(tensors['backbone.layers.1.mixer.conv1d.weight'].data));
     expect(Array.from(ts.get('x_proj@0')!.data)).toEqual(Array.from(tensors['backbone.layers.0.mixer.x_proj.weight'].data));
+  });
+
+  it('the tensor list and shapes come from the engine table handed in', () => {
+    const dir = modelDir(hfConfig(DIMS), tinyTensors(DIMS));
+    const config = loadConfig(dir);
+    const table = tensorTable(config);
+    // yields exactly the required rows of the table, in its order
+    expect(collect(dir, config).map((t) => `${t.name}@${t.layer}`)).toEqual(
+      table.filter((t) => t.required).map((t) => `${t.name}@${t.layer}`));
+    // a table that wants another shape makes the checkpoint's tensor a mismatch (E_SHAPE) ...
+    const other = table.map((t) => (t.name === 'D' && t.layer === 1 ? { ...t, shape: [t.shape[0] + 1] } : t));
+    const e1 = catchError(() => planWeights(openCheckpoint(dir), config, other));
+    expect(e1.code).toBe('E_SHAPE');
+    expect(e1.message).toMatch(/'backbone\.layers\.1\.mixer\.D' expected \[17\], found \[16\]/);
+    // ... and one that does not list a tensor leaves it unexpected (E_WEIGHTS)
+    const fewer = table.map((t) => (t.name === 'D' && t.layer === 1 ? { ...t, required: false } : t));
+    const e2 = catchError(() => planWeights(openCheckpoint(dir), config, fewer));
+    expect(e2.code).toBe('E_WEIGHTS');
+    expect(e2.message).toMatch(/unexpected tensor\(s\) 'backbone\.layers\.1\.mixer\.D'/);
   });
 
   it('state-spaces layout (bf16, padded vocabulary from pad_vocab_size_multiple)', () => {
@@ -179,7 +200,7 @@ describe('loadWeights: synthetic checkpoints', () => {
       // bf16 keeps 8 significant bits: relative error below 2^-8
       expect(Math.abs(emb.data[i] - src[i])).toBeLessThanOrEqual(Math.abs(src[i]) * 2 ** -8);
     }
-    expect(inspectWeights(dir, config).layout).toBe('state-spaces');
+    expect(inspectWeights(dir, config, tensorTable(config)).layout).toBe('state-spaces');
   });
 
   it('sharded checkpoint loads the same tensors as the single file', () => {
@@ -207,7 +228,7 @@ describe('loadWeights: synthetic checkpoints', () => {
     const dir = modelDir(hfConfig(DIMS), tinyTensors(DIMS, { lmHead: true }));
     const ts = collect(dir, loadConfig(dir));
     expect(ts.some((t) => t.name === 'lm_head')).toBe(false);
-    expect(inspectWeights(dir, loadConfig(dir)).ignored).toEqual(['lm_head.weight']);
+    expect(inspectWeights(dir, loadConfig(dir), tensorTable(loadConfig(dir))).ignored).toEqual(['lm_head.weight']);
   });
 
   it('padded vocabulary: fewer embedding rows are zero-padded; more rows are an error', () => {
@@ -279,13 +300,13 @@ describe('loadWeights: synthetic checkpoints', () => {
     const t2 = tinyTensors(DIMS);
     delete t2['backbone.norm_f.weight'];
     const dir = modelDir(hfConfig(DIMS), t2);
-    const it = loadWeights(dir, loadConfig(dir));
+    const it = loadWeights(dir, loadConfig(dir), tensorTable(loadConfig(dir)));
     expect(() => it.next()).toThrow(/missing/); // the first next() already fails: nothing was yielded
 
     const good = modelDir(hfConfig(DIMS), tinyTensors(DIMS));
     const close = jest.spyOn(fsModule, 'closeSync');
     try {
-      const gen = loadWeights(good, loadConfig(good));
+      const gen = loadWeights(good, loadConfig(good), tensorTable(loadConfig(good)));
       expect(gen.next().value).toMatchObject({ name: 'embedding' });
       expect(close).not.toHaveBeenCalled();
       gen.return(undefined);
@@ -299,9 +320,9 @@ describe('loadWeights: synthetic checkpoints', () => {
     const dir = modelDir(hfConfig(DIMS), tinyTensors(DIMS));
     const ck = openCheckpoint(dir);
     try {
-      expect([...loadWeights(ck, loadConfig(dir))]).toHaveLength(22);
+      expect([...loadWeights(ck, loadConfig(dir), tensorTable(loadConfig(dir)))]).toHaveLength(22);
       expect(ck.readTensorF32('backbone.norm_f.weight').length).toBe(8);
-      expect(planWeights(ck, parseConfig(hfConfig(DIMS), 'x')).entries).toHaveLength(22);
+      expect(planWeights(ck, parseConfig(hfConfig(DIMS), 'x'), tensorTable(parseConfig(hfConfig(DIMS), 'x'))).entries).toHaveLength(22);
     } finally {
       ck.close();
     }
@@ -317,7 +338,7 @@ describe('loadWeights: synthetic checkpoints', () => {
       info: (n: string) => (n === 'backbone.layers.0.mixer.D' ? { ...ck.info(n), dtype: 'I32' } : ck.info(n)),
     };
     try {
-      expect(() => planWeights(fake, loadConfig(dir))).toThrow(/'backbone\.layers\.0\.mixer\.D' has dtype I32/);
+      expect(() => planWeights(fake, loadConfig(dir), tensorTable(loadConfig(dir)))).toThrow(/'backbone\.layers\.0\.mixer\.D' has dtype I32/);
     } finally {
       ck.close();
     }

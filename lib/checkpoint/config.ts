@@ -12,12 +12,24 @@ import * as fs from 'fs';
 import * as path from 'path';
 import type { MambaConfig } from '../types';
 import { SimbaError, describeValue } from '../errors';
+import * as v from '../validate';
 
 export interface ParseConfigOptions {
   /** Unknown keys are reported through onWarning instead of failing. Default false. */
   allowUnknownKeys?: boolean;
   /** Receives non-fatal findings (unknown keys when allowed). */
   onWarning?: (message: string) => void;
+}
+const PARSE_CONFIG_KEYS = ['allowUnknownKeys', 'onWarning'] as const;
+
+/** Checks a ParseConfigOptions object (unknown keys, types); undefined is no options. `name` is what messages call it. */
+export function checkParseConfigOptions(where: string, opts: unknown, name = 'options'): ParseConfigOptions {
+  const o = v.options(where, opts, PARSE_CONFIG_KEYS, name);
+  const key = (k: string) => (name === 'options' ? k : `${name}.${k}`);
+  return {
+    allowUnknownKeys: v.bool(where, key('allowUnknownKeys'), o.allowUnknownKeys),
+    onWarning: v.func<(message: string) => void>(where, key('onWarning'), o.onWarning),
+  };
 }
 
 export type ConfigLayout = 'hf' | 'state-spaces';
@@ -26,7 +38,7 @@ export type ConfigLayout = 'hf' | 'state-spaces';
  * Keys that transformers' generic PretrainedConfig may serialise into any config.json (seen in
  * configs written with `use_diff=False` or by older versions). None affects Mamba inference.
  */
-export const HF_GENERIC_CONFIG_KEYS: readonly string[] = [
+const HF_GENERIC_CONFIG_KEYS: readonly string[] = [
   '_name_or_path', '_commit_hash', '_attn_implementation_autoset', 'architectures', 'model_type',
   'transformers_version', 'torch_dtype', 'dtype', 'use_cache', 'return_dict', 'output_hidden_states',
   'output_attentions', 'torchscript', 'use_bfloat16', 'tf_legacy_loss', 'pruned_heads',
@@ -43,7 +55,7 @@ export const HF_GENERIC_CONFIG_KEYS: readonly string[] = [
 ];
 
 /** Keys of transformers' MambaConfig (plus keys the official *-hf conversions left behind). */
-export const HF_MAMBA_CONFIG_KEYS: readonly string[] = [
+const HF_MAMBA_CONFIG_KEYS: readonly string[] = [
   'vocab_size', 'hidden_size', 'num_hidden_layers', 'intermediate_size', 'state_size',
   'time_step_rank', 'conv_kernel', 'expand', 'use_bias', 'use_conv_bias', 'layer_norm_epsilon',
   'hidden_act', 'initializer_range', 'residual_in_fp32', 'time_step_scale', 'time_step_min',
@@ -54,14 +66,14 @@ export const HF_MAMBA_CONFIG_KEYS: readonly string[] = [
 ];
 
 /** Top-level keys of the state-spaces (mamba_ssm) MambaConfig. */
-export const STATE_SPACES_CONFIG_KEYS: readonly string[] = [
+const STATE_SPACES_CONFIG_KEYS: readonly string[] = [
   'd_model', 'd_intermediate', 'n_layer', 'vocab_size', 'ssm_cfg', 'attn_layer_idx', 'attn_cfg',
   'rms_norm', 'residual_in_fp32', 'fused_add_norm', 'pad_vocab_size_multiple', 'tie_embeddings',
   'norm_epsilon', 'initializer_cfg',
 ];
 
 /** Keys of `ssm_cfg` (arguments of mamba_ssm's Mamba module). */
-export const SSM_CFG_KEYS: readonly string[] = [
+const SSM_CFG_KEYS: readonly string[] = [
   'layer', 'd_state', 'd_conv', 'expand', 'dt_rank', 'dt_min', 'dt_max', 'dt_init', 'dt_scale',
   'dt_init_floor', 'conv_bias', 'bias', 'use_fast_path', 'layer_idx',
 ];
@@ -343,7 +355,9 @@ function parseStateSpaces(json: Json, source: string, opts: ParseConfigOptions):
  * Normalise a parsed config.json (either layout) into a MambaConfig.
  * `source` names the file in error messages.
  */
-export function parseConfig(json: unknown, source: string, opts: ParseConfigOptions = {}): MambaConfig {
+export function parseConfig(json: unknown, source: string, options?: ParseConfigOptions): MambaConfig {
+  if (typeof source !== 'string') throw v.argError('parseConfig', `source must be a string (a file name for messages), got ${v.describeType(source)}`);
+  const opts = checkParseConfigOptions('parseConfig', options);
   if (!isObject(json)) {
     fail(source, `expected a JSON object, found ${Array.isArray(json) ? 'an array' : describeValue(json)}`);
   }
@@ -352,7 +366,9 @@ export function parseConfig(json: unknown, source: string, opts: ParseConfigOpti
 }
 
 /** Read and parse `config.json` from a model directory (or the given .json file). */
-export function loadConfig(dirOrFile: string, opts: ParseConfigOptions = {}): MambaConfig {
+export function loadConfig(dirOrFile: string, options?: ParseConfigOptions): MambaConfig {
+  const opts = checkParseConfigOptions('loadConfig', options);
+  if (typeof dirOrFile !== 'string') throw v.argError('loadConfig', `the path must be a string, got ${v.describeType(dirOrFile)}`);
   let file = dirOrFile;
   try {
     if (fs.statSync(dirOrFile).isDirectory()) file = path.join(dirOrFile, 'config.json');

@@ -13,7 +13,7 @@ import type { TensorDType } from '../types';
 import { SimbaError, describeValue } from '../errors';
 
 /** Every dtype the safetensors format defines (with its element size), readable or not. */
-export const SAFETENSORS_DTYPE_SIZES: Readonly<Record<string, number>> = {
+const SAFETENSORS_DTYPE_SIZES: Readonly<Record<string, number>> = {
   BOOL: 1, U8: 1, I8: 1, F8_E5M2: 1, F8_E4M3: 1, F8_E8M0: 1,
   I16: 2, U16: 2, F16: 2, BF16: 2,
   I32: 4, U32: 4, F32: 4,
@@ -24,7 +24,7 @@ export const SAFETENSORS_DTYPE_SIZES: Readonly<Record<string, number>> = {
 export const READABLE_DTYPES: readonly TensorDType[] = ['F32', 'F16', 'BF16'];
 
 /** Largest header we accept (the reference implementation's limit). */
-export const MAX_HEADER_BYTES = 100 * 1024 * 1024;
+const MAX_HEADER_BYTES = 100 * 1024 * 1024;
 
 export interface TensorInfo {
   name: string;
@@ -162,7 +162,7 @@ export function f32ToBf16Bits(v: number): number {
 }
 
 /** Convert raw little-endian bytes of a readable dtype to f32. */
-export function decodeToF32(bytes: Uint8Array, dtype: TensorDType, numel: number): Float32Array {
+function decodeToF32(bytes: Uint8Array, dtype: TensorDType, numel: number): Float32Array {
   const out = new Float32Array(numel);
   if (dtype === 'F32') {
     if (LITTLE_ENDIAN) {
@@ -357,8 +357,8 @@ export function openSafetensors(file: string): SafetensorsFile {
 // ---------------------------------------------------------------------------------------------
 // checkpoints (single file or sharded)
 
-export const SINGLE_FILE_NAME = 'model.safetensors';
-export const INDEX_FILE_NAME = 'model.safetensors.index.json';
+const SINGLE_FILE_NAME = 'model.safetensors';
+const INDEX_FILE_NAME = 'model.safetensors.index.json';
 
 class ShardedCheckpoint implements Checkpoint {
   private readonly where = new Map<string, SafetensorsFile>();

@@ -12,6 +12,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { Tokenizer as HfTokenizer, ByteLevelPreTokenizer } from '@huggingface/tokenizers';
 import { SimbaError, describeValue } from '../errors';
+import * as v from '../validate';
 
 export interface EncodeOptions {
   /** Let the post-processor add special tokens (none for GPT-NeoX). Default false. */
@@ -315,7 +316,10 @@ function readJson(file: string, what: string): unknown {
  * Load `tokenizer.json` from a model directory (or the given file). `tokenizer_config.json` and
  * `config.json` next to it, when present, supply the special token ids.
  */
-export function loadTokenizer(dirOrFile: string, opts: LoadTokenizerOptions = {}): Tokenizer {
+export function loadTokenizer(dirOrFile: string, options?: LoadTokenizerOptions): Tokenizer {
+  const o = v.options('loadTokenizer', options, ['eosTokenId'] as const);
+  const opts: LoadTokenizerOptions = { eosTokenId: v.int('loadTokenizer', 'eosTokenId', o.eosTokenId, 0) };
+  if (typeof dirOrFile !== 'string') throw v.argError('loadTokenizer', `the path must be a string, got ${v.describeType(dirOrFile)}`);
   let file = dirOrFile;
   try {
     if (fs.statSync(dirOrFile).isDirectory()) file = path.join(dirOrFile, 'tokenizer.json');

@@ -1,11 +1,13 @@
 /**
- * Checkpoint tensor names -> engine tensors, with shape checks against the config.
+ * Checkpoint tensor names -> engine tensors, with shape checks against the engine's tensor table
+ * (which tensors a config has and their shapes: native/engine/tensor_table.h, handed in by the
+ * engine as EngineTensorSpec[] so that this layer never loads the addon itself).
  *
  * All names, dtypes and shapes are checked from the safetensors headers before the first tensor is
  * read, so a bad checkpoint fails before anything is uploaded. Tensor data is then read and converted
  * one tensor at a time (generator), so the caller can hand each to native code and drop it.
  */
-import type { EngineTensor, EngineTensorName, MambaConfig } from '../types';
+import type { EngineTensor, EngineTensorName, EngineTensorSpec, MambaConfig } from '../types';
 import { SimbaError, describeValue } from '../errors';
 import { openCheckpoint, READABLE_DTYPES } from './safetensors';
 import type { Checkpoint, TensorSource } from './safetensors';
@@ -44,25 +46,27 @@ const HF_EMBEDDING = 'backbone.embeddings.weight';
 const SS_EMBEDDING = 'backbone.embedding.weight';
 const LM_HEAD = 'lm_head.weight';
 
-/** Per-layer tensors: engine name, checkpoint suffix after `backbone.layers.{i}.`, expected shape. */
-function layerSpecs(c: MambaConfig): Array<{ name: EngineTensorName; suffix: string; shape: number[]; sourceShape?: number[] }> {
-  const specs: Array<{ name: EngineTensorName; suffix: string; shape: number[]; sourceShape?: number[] }> = [
-    { name: 'norm', suffix: 'norm.weight', shape: [c.dModel] },
-    { name: 'in_proj', suffix: 'mixer.in_proj.weight', shape: [2 * c.dInner, c.dModel] },
-  ];
-  if (c.projBias) specs.push({ name: 'in_proj_bias', suffix: 'mixer.in_proj.bias', shape: [2 * c.dInner] });
-  specs.push({ name: 'conv_w', suffix: 'mixer.conv1d.weight', shape: [c.dInner, c.dConv], sourceShape: [c.dInner, 1, c.dConv] });
-  if (c.convBias) specs.push({ name: 'conv_b', suffix: 'mixer.conv1d.bias', shape: [c.dInner] });
-  specs.push(
-    { name: 'x_proj', suffix: 'mixer.x_proj.weight', shape: [c.dtRank + 2 * c.dState, c.dInner] },
-    { name: 'dt_proj_w', suffix: 'mixer.dt_proj.weight', shape: [c.dInner, c.dtRank] },
-    { name: 'dt_proj_b', suffix: 'mixer.dt_proj.bias', shape: [c.dInner] },
-    { name: 'A_log', suffix: 'mixer.A_log', shape: [c.dInner, c.dState] },
-    { name: 'D', suffix: 'mixer.D', shape: [c.dInner] },
-    { name: 'out_proj', suffix: 'mixer.out_proj.weight', shape: [c.dModel, c.dInner] },
-  );
-  if (c.projBias) specs.push({ name: 'out_proj_bias', suffix: 'mixer.out_proj.bias', shape: [c.dModel] });
-  return specs;
+/** Checkpoint key suffix after `backbone.layers.{i}.` of each per-layer engine tensor. */
+const LAYER_KEYS: Partial<Record<EngineTensorName, string>> = {
+  norm: 'norm.weight', in_proj: 'mixer.in_proj.weight', in_proj_bias: 'mixer.in_proj.bias',
+  conv_w: 'mixer.conv1d.weight', conv_b: 'mixer.conv1d.bias', x_proj: 'mixer.x_proj.weight',
+  dt_proj_w: 'mixer.dt_proj.weight', dt_proj_b: 'mixer.dt_proj.bias', A_log: 'mixer.A_log', D: 'mixer.D',
+  out_proj: 'mixer.out_proj.weight', out_proj_bias: 'mixer.out_proj.bias',
+};
+
+/** The checkpoint key of an engine tensor (the embedding key depends on the checkpoint's layout). */
+function checkpointKey(t: EngineTensorSpec, layout: WeightPlan['layout']): string {
+  if (t.name === 'embedding') return layout === 'hf' ? HF_EMBEDDING : SS_EMBEDDING;
+  if (t.name === 'norm_f') return 'backbone.norm_f.weight';
+  if (t.name === 'lm_head') return LM_HEAD;
+  const suffix = LAYER_KEYS[t.name];
+  if (suffix === undefined || t.layer < 0) throw new SimbaError('E_NATIVE', `tensor table: no checkpoint key for '${t.name}' (layer ${t.layer})`);
+  return `backbone.layers.${t.layer}.${suffix}`;
+}
+
+/** The checkpoint's shape of an engine tensor: conv1d weights keep PyTorch's channel dimension [E, 1, K]. */
+function checkpointShape(t: EngineTensorSpec): number[] {
+  return t.name === 'conv_w' ? [t.shape[0], 1, t.shape[1]] : t.shape;
 }
 
 function sameShape(a: number[], b: number[]): boolean {
@@ -79,11 +83,13 @@ function listNames(names: string[], max = 20): string {
 }
 
 /**
- * Map and check every tensor of a checkpoint against the config, from headers only.
+ * Map and check every tensor of a checkpoint against the config's tensor table (the engine's
+ * tensorTable(config), lib/engine/load.ts), from headers only: the table's required tensors must
+ * all be present with its shapes (the embedding / head may have fewer rows: a padded vocabulary).
  * Throws one SimbaError listing every problem: E_WEIGHTS for missing / unexpected tensors or
  * unreadable dtypes, E_SHAPE when the only problems are shape mismatches.
  */
-export function planWeights(ckpt: TensorSource, config: MambaConfig, source = 'checkpoint'): WeightPlan {
+export function planWeights(ckpt: TensorSource, config: MambaConfig, table: readonly EngineTensorSpec[], source = 'checkpoint'): WeightPlan {
   const missing: string[] = [];
   const shapeErrors: string[] = [];
   const dtypeErrors: string[] = [];
@@ -123,19 +129,14 @@ export function planWeights(ckpt: TensorSource, config: MambaConfig, source = 'c
     entries.push({ name, layer, source: src, sourceShape: info.shape.slice(), sourceDtype: info.dtype, shape, padRows });
   };
 
-  add('embedding', -1, layout === 'hf' ? HF_EMBEDDING : SS_EMBEDDING, [config.vocabSize, config.dModel], { vocabRows: true });
-  const specs = layerSpecs(config);
-  for (let i = 0; i < config.nLayer; i++) {
-    for (const s of specs) add(s.name, i, `backbone.layers.${i}.${s.suffix}`, s.shape, { sourceShape: s.sourceShape });
-  }
-  add('norm_f', -1, 'backbone.norm_f.weight', [config.dModel]);
-  if (config.tieEmbeddings) {
-    if (ckpt.has(LM_HEAD)) {
-      ignored.push(LM_HEAD);
+  for (const t of table) {
+    if (t.required) {
+      const vocabRows = t.name === 'embedding' || t.name === 'lm_head';
+      add(t.name, t.layer, checkpointKey(t, layout), t.shape, { sourceShape: checkpointShape(t), vocabRows });
+    } else if (t.name === 'lm_head' && ckpt.has(LM_HEAD)) {
+      ignored.push(LM_HEAD);  // a stored copy of the tied head
       used.add(LM_HEAD);
     }
-  } else {
-    add('lm_head', -1, LM_HEAD, [config.vocabSize, config.dModel], { vocabRows: true });
   }
 
   const unexpected = ckpt.names().filter((n) => !used.has(n));
@@ -192,7 +193,7 @@ function readEntry(ckpt: TensorSource, e: WeightPlanEntry, opts: LoadWeightsOpti
 
 /**
  * Yield every engine tensor of the checkpoint at `dirOrCheckpoint` (a model directory, a .safetensors
- * or index file, or an open Checkpoint, which is then left open), in the order: embedding,
+ * or index file, or an open Checkpoint, which is then left open), in the table's order: embedding,
  * layer 0..L-1 (norm, in_proj, [in_proj_bias], conv_w, [conv_b], x_proj, dt_proj_w, dt_proj_b, A_log,
  * D, out_proj, [out_proj_bias]), norm_f, [lm_head].
  *
@@ -200,7 +201,7 @@ function readEntry(ckpt: TensorSource, e: WeightPlanEntry, opts: LoadWeightsOpti
  * Files opened here are closed when the generator finishes, throws, or is abandoned via return().
  */
 export function* loadWeights(
-  dirOrCheckpoint: string | Checkpoint, config: MambaConfig, opts: LoadWeightsOptions = {},
+  dirOrCheckpoint: string | Checkpoint, config: MambaConfig, table: readonly EngineTensorSpec[], opts: LoadWeightsOptions = {},
 ): Generator<EngineTensor, void, undefined> {
   if (opts.nonFinite !== undefined && opts.nonFinite !== 'error' && opts.nonFinite !== 'allow') {
     throw new SimbaError('E_ARG', `loadWeights: nonFinite must be 'error' or 'allow', found ${describeValue(opts.nonFinite)}`);
@@ -209,18 +210,18 @@ export function* loadWeights(
   const ckpt = own ? openCheckpoint(dirOrCheckpoint) : dirOrCheckpoint;
   const source = own ? dirOrCheckpoint : ckpt.dir;
   try {
-    const plan = planWeights(ckpt, config, source);
+    const plan = planWeights(ckpt, config, table, source);
     for (const e of plan.entries) yield readEntry(ckpt, e, opts, source);
   } finally {
     if (own) ckpt.close();
   }
 }
 
-/** Check a checkpoint against a config without reading tensor data (headers only). */
-export function inspectWeights(dir: string, config: MambaConfig): WeightPlan {
+/** Check a checkpoint against a config's tensor table without reading tensor data (headers only). */
+export function inspectWeights(dir: string, config: MambaConfig, table: readonly EngineTensorSpec[]): WeightPlan {
   const ckpt = openCheckpoint(dir);
   try {
-    return planWeights(ckpt, config, dir);
+    return planWeights(ckpt, config, table, dir);
   } finally {
     ckpt.close();
   }

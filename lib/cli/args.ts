@@ -8,6 +8,7 @@ import * as path from 'path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import * as cliProgress from 'cli-progress';
 
+import { LIMITS } from '../limits';
 import type { SimbaModifiers } from '../measure/bench';
 import { DEFAULT_MODEL_DIR, loadModel, randomModel, SHAPES } from '../engine/load';
 import type { MambaModel } from '../engine/model';
@@ -85,7 +86,7 @@ export function addSimbaModifiers(cmd: Command): Command {
     .addOption(new Option('--reduce <how>', 'Simba: channel reduction of the score (default max)').choices(['max', 'sum']))
     .option('--protect-first <n>', 'Simba: always keep the first n tokens', intArg(0))
     .option('--protect-last <n>', 'Simba: always keep the last n tokens', intArg(0))
-    .option('--prune-seed <n>', "Simba: seed of the 'random' criterion", intArg(0, 2 ** 31 - 1));
+    .option('--prune-seed <n>', "Simba: seed of the 'random' criterion", intArg(0, LIMITS.pruneSeed));
 }
 
 export function addSimbaOptions(cmd: Command): Command {
@@ -122,25 +123,44 @@ export function simbaFromFlags(f: SimbaFlags): SimbaOptions | undefined {
 
 export interface Progress { update(done: number, total: number, what?: string): void; stop(): void }
 
-/** A progress bar on stderr when it is a terminal, else nothing. */
-export function progress(label: string): Progress {
-  if (!process.stderr.isTTY) return { update() {}, stop() {} };
+/**
+ * A progress bar on `stream` (stderr) when it is a terminal, else nothing. The bar hides the cursor
+ * while it runs; Ctrl-C (SIGINT) then stops it, shows the cursor again and exits with 130.
+ */
+export function progress(label: string, stream: NodeJS.WriteStream = process.stderr,
+                         exit: (code: number) => void = (code) => process.exit(code)): Progress {
+  if (!stream.isTTY) return { update() {}, stop() {} };
   const bar = new cliProgress.SingleBar({
-    stream: process.stderr, format: `${label} [{bar}] {value}/{total} {eta_formatted} {what}`,
+    stream, format: `${label} [{bar}] {value}/{total} {eta_formatted} {what}`,
     clearOnComplete: true, hideCursor: true, etaBuffer: 20,
   }, cliProgress.Presets.shades_classic);
   let started = false;
+  const stop = () => {
+    if (started) bar.stop();
+    started = false;
+    process.removeListener('SIGINT', onSigint);
+  };
+  const onSigint = () => {
+    stop();
+    stream.write('\x1b[?25h'); // the cursor, whatever state the bar left it in
+    exit(130);
+  };
   return {
     update(done, total, what = '') {
-      if (!started) { bar.start(total, done, { what }); started = true; return; }
+      if (!started) {
+        bar.start(total, done, { what });
+        started = true;
+        process.once('SIGINT', onSigint);
+        return;
+      }
       bar.setTotal(total);
       bar.update(done, { what });
     },
-    stop() { if (started) bar.stop(); started = false; },
+    stop,
   };
 }
 
-export async function openModel(f: ModelFlags): Promise<MambaModel> {
+async function openModel(f: ModelFlags): Promise<MambaModel> {
   if (f.shape !== undefined) {
     if (f.model !== undefined) throw usage('give --model or --shape, not both');
     return randomModel(f.shape, { weights: f.weights });

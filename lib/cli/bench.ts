@@ -1,6 +1,7 @@
 /** `simba bench`: prefill and decode throughput (tokens/s), optionally with Simba rows. */
 import type { Command } from 'commander';
 
+import { BENCH_DEFAULTS, LIMITS } from '../limits';
 import { formatBench, runBench } from '../measure/bench';
 import { addModelOptions, addSimbaModifiers, intArg, listArg, out, parseFloatStrict, parseIntStrict, progress, simbaModifiers, usage, withModel, type ModelFlags, type SimbaFlags } from './args';
 
@@ -30,15 +31,16 @@ async function cmdBench(f: BenchFlags): Promise<void> {
 
 export function addBenchCommand(program: Command): void {
   const bench = program.command('bench').description('prefill and decode throughput (tokens/s), optionally with Simba rows');
+  const d = BENCH_DEFAULTS;
   addModelOptions(bench, { shape: true })
     .option('--json', 'print one JSON document at the end')
-    .option('--runs <n>', 'timed runs per row, after one warm-up', intArg(1), 5)
-    .option('--lengths <list>', 'prefill lengths (default 128,512,2048)', listArg((s) => parseIntStrict(s, 1), 'integers >= 1'))
-    .option('--batches <list>', 'decode batch sizes (default 1,8,32)', listArg((s) => parseIntStrict(s, 1), 'integers >= 1'))
-    .option('--decode-tokens <n>', 'decode steps per run (default 32)', intArg(1))
-    .option('--decode-prompt <n>', 'prompt tokens prefilled before decoding (default 16)', intArg(1))
+    .option('--runs <n>', 'timed runs per row, after one warm-up', intArg(1), d.runs)
+    .option('--lengths <list>', `prefill lengths (default ${d.lengths.join(',')})`, listArg((s) => parseIntStrict(s, 1, LIMITS.requestTokens), 'integers >= 1'))
+    .option('--batches <list>', `decode batch sizes (default ${d.batches.join(',')})`, listArg((s) => parseIntStrict(s, 1), 'integers >= 1'))
+    .option('--decode-tokens <n>', `decode steps per run (default ${d.decodeTokens})`, intArg(1))
+    .option('--decode-prompt <n>', `prompt tokens prefilled before decoding (default ${d.decodePrompt})`, intArg(1))
     .option('--flops <list>', 'Simba FLOPs budgets for extra prefill rows, e.g. 0.25,0.5,0.75',
             listArg((s) => parseFloatStrict(s, 0, 1, true), 'numbers in (0, 1]'))
-    .option('--seed <n>', 'seed of the random token ids (default 1)', intArg(0, 2 ** 32 - 1));
+    .option('--seed <n>', `seed of the random token ids (default ${d.seed})`, intArg(0, LIMITS.seed));
   addSimbaModifiers(bench).action((o: BenchFlags) => cmdBench(o));
 }

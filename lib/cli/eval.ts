@@ -1,6 +1,7 @@
 /** `simba eval ppl | choice`: perplexity and multiple-choice evaluation. */
 import type { Command } from 'commander';
 
+import { EVAL_DEFAULTS, LIMITS } from '../limits';
 import { evalChoice, evalLambada, parseTaskFile, perplexity } from '../measure/eval';
 import { addModelOptions, addSimbaOptions, CliError, intArg, out, progress, readText, simbaFromFlags, usage, withModel, type ModelFlags, type SimbaFlags } from './args';
 
@@ -82,15 +83,15 @@ export function addEvalCommand(program: Command): void {
   const ppl = ev.command('ppl').description('perplexity over non-overlapping windows of a text file');
   addModelOptions(ppl)
     .requiredOption('--file <path>', 'text file')
-    .option('--ctx <n>', 'window length in tokens', intArg(2, 65536), 256)
-    .option('--batch <n>', 'windows per prefill call (default 8, fewer for long windows)', intArg(1))
+    .option('--ctx <n>', 'window length in tokens', intArg(LIMITS.ctxMin, LIMITS.ctxMax), EVAL_DEFAULTS.ctx)
+    .option('--batch <n>', `windows per prefill call (default ${EVAL_DEFAULTS.pplBatch}, fewer for long windows)`, intArg(1))
     .option('--json', 'print JSON');
   addSimbaOptions(ppl).action((o: PplFlags) => cmdPpl(o));
 
   const choice = ev.command('choice').description('multiple choice ({context, choices, label}) or LAMBADA ({text}) accuracy from a JSONL file');
   addModelOptions(choice)
     .requiredOption('--file <path>', 'JSONL task file')
-    .option('--batch <n>', 'sequences per prefill call (default 16)', intArg(1))
+    .option('--batch <n>', `sequences per prefill call (default ${EVAL_DEFAULTS.choiceBatch})`, intArg(1))
     .option('--json', 'print JSON (with per-line results)')
     .option('-v, --verbose', 'print per-line results');
   addSimbaOptions(choice).action((o: ChoiceFlags) => cmdChoice(o));

@@ -1,10 +1,12 @@
 #!/usr/bin/env node
 /**
- * The `simba` command line: argument parsing and dispatch only; the work lives in model.ts,
- * generate.ts, bench.ts, eval.ts and inspect.ts.
+ * The `simba` command line: argument parsing and dispatch only; the work lives in the library
+ * (engine/, generate/, measure/), one file here per command.
  *
+ *   simba --version
  *   simba generate --prompt "The jury said" --max-tokens 40 --seed 1
- *   simba logits --ids 510,7371,753 --positions all --json
+ *   echo "The jury said" | simba generate --max-tokens 40
+ *   simba logits --prompt "The jury said" --positions all --json
  *   simba info [--model DIR | --shape mamba-130m] [--json]
  *   simba bench --shape mamba-130m --flops 0.5,0.75 --json
  *   simba eval ppl --file heldout.txt --ctx 256 [--flops 0.6]
@@ -16,6 +18,8 @@
  * malformed task file, engine error). Errors are one line on stderr: `simba: <message>`
  * (SIMBA_DEBUG=1 adds the stack trace).
  */
+import * as fs from 'fs';
+import * as path from 'path';
 import { Command, CommanderError } from 'commander';
 
 import { SimbaError } from '../errors';
@@ -27,10 +31,23 @@ import { addInfoCommand } from './info';
 import { addInspectCommand } from './inspect';
 import { addLogitsCommand } from './logits';
 
-export function buildProgram(): Command {
+/** The package's version, from the package.json above this file (lib/cli/ or dist/lib/cli/). */
+function packageVersion(): string {
+  let dir = __dirname;
+  for (let i = 0; i < 6; i++, dir = path.dirname(dir)) {
+    const file = path.join(dir, 'package.json');
+    if (!fs.existsSync(file)) continue;
+    const pkg = JSON.parse(fs.readFileSync(file, 'utf8')) as { name?: string; version?: string };
+    if (pkg.name === 'simba-ssm' && typeof pkg.version === 'string') return pkg.version;
+  }
+  return 'unknown';
+}
+
+function buildProgram(): Command {
   const program = new Command('simba');
   program
     .description('Mamba language model inference with Simba token pruning')
+    .version(packageVersion(), '-V, --version', 'print the version of simba-ssm')
     .exitOverride()
     .configureOutput({ outputError: (s, write) => write(`simba: ${s.replace(/^error: /, '').trimEnd()}\n`) })
     .showSuggestionAfterError(true)

@@ -35,7 +35,12 @@ export interface PrefillOptions {
   logits?: LogitsPositions;
   /** Simba token pruning during this prefill (see SimbaOptions). */
   simba?: SimbaOptions;
-  /** Aborting rejects the call with E_ABORTED; the sequences are left as they were before it. */
+  /**
+   * Aborting rejects the call at once with E_ABORTED (the signal's reason as `cause`), also while a
+   * native call runs: that call cannot stop mid-way, so with a signal it works on copies of the
+   * sequences' states, and its result is discarded. The sequences' states and positions are left
+   * exactly as before the call (for a chunked prefill too, whichever chunk was running).
+   */
   signal?: AbortSignal;
 }
 
@@ -55,7 +60,10 @@ export interface PrefillResult {
 }
 
 export interface DecodeOptions {
-  /** Aborting rejects the call with E_ABORTED; the sequences are left as they were before it. */
+  /**
+   * Aborting rejects the call at once with E_ABORTED (the signal's reason as `cause`); the step runs
+   * on copies of the states, so the sequences' states and positions are left exactly as before it.
+   */
   signal?: AbortSignal;
 }
 
@@ -90,5 +98,9 @@ export interface LanguageModel {
   /** One decode step for many sequences: feeds tokens[i] to sequences[i]; next-token logits of each. */
   decode(sequences: Sequence[], tokens: ArrayLike<number>, opts?: DecodeOptions): Promise<Float32Array[]>;
   info(): ModelInfo;
+  /**
+   * Frees the model; later calls throw E_DISPOSED. A call that is one native call finishes normally;
+   * a chunked prefill rejects with E_DISPOSED at its next chunk, its sequence left as before the call.
+   */
   dispose(): void;
 }

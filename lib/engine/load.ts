@@ -11,11 +11,13 @@ import * as fs from 'fs';
 import * as path from 'path';
 
 import { loadAddon, type NativeEngine } from '../../bindings';
-import { loadConfig, type ParseConfigOptions } from '../checkpoint/config';
+import { checkParseConfigOptions, loadConfig, type ParseConfigOptions } from '../checkpoint/config';
 import { loadTokenizer } from '../checkpoint/tokenizer';
 import { loadWeights } from '../checkpoint/weights';
 import { SimbaError, fromNative } from '../errors';
-import type { MambaConfig } from '../types';
+import { LIMITS } from '../limits';
+import * as v from '../validate';
+import type { EngineTensorSpec, MambaConfig } from '../types';
 import { MambaModel } from './model';
 
 /** Where the package keeps its shipped demo model. */
@@ -57,15 +59,22 @@ export interface RandomModelOptions {
  * Loads a Mamba checkpoint folder (config.json, model.safetensors or a sharded index,
  * tokenizer.json). Without a folder, loads the shipped demo model brown-mamba-s.
  */
-export async function loadModel(dir: string = DEFAULT_MODEL_DIR, opts: LoadModelOptions = {}): Promise<MambaModel> {
+export async function loadModel(dir: string = DEFAULT_MODEL_DIR, options?: LoadModelOptions): Promise<MambaModel> {
+  const w = 'loadModel', o = v.options(w, options, LOAD_KEYS);
+  const opts: LoadModelOptions = {
+    weights: v.oneOf(w, 'weights', o.weights, WEIGHTS), device: v.oneOf(w, 'device', o.device, DEVICES),
+    config: o.config === undefined ? undefined : checkParseConfigOptions(w, o.config, 'config'), nonFinite: v.oneOf(w, 'nonFinite', o.nonFinite, ['error', 'allow'] as const),
+    tokenizer: v.bool(w, 'tokenizer', o.tokenizer), onProgress: v.func(w, 'onProgress', o.onProgress),
+  };
   const weights = opts.weights ?? 'f32';
-  if (weights !== 'f32' && weights !== 'bf16') throw new SimbaError('E_ARG', `loadModel: weights must be 'f32' or 'bf16', got '${String(weights)}'`);
+  if (typeof dir !== 'string') throw v.argError(w, `the model folder must be a path string, got ${v.describeType(dir)}`);
   const device = checkDevice(opts.device);
-  if (typeof dir !== 'string' || !fs.existsSync(dir)) throw new SimbaError('E_IO', `loadModel: model folder '${String(dir)}' does not exist`);
+  if (!fs.existsSync(dir)) throw new SimbaError('E_IO', `loadModel: model folder '${dir}' does not exist`);
   const config = loadConfig(dir, opts.config);
   const wantTok = opts.tokenizer ?? fs.existsSync(path.join(dir, 'tokenizer.json'));
   const tokenizer = wantTok ? loadTokenizer(dir) : null;
   const addon = loadAddon();
+  const table = tensorTable(config);
   let engine: NativeEngine;
   try {
     engine = new addon.Engine(nativeConfig(config), { bf16: weights === 'bf16', device });
@@ -73,8 +82,8 @@ export async function loadModel(dir: string = DEFAULT_MODEL_DIR, opts: LoadModel
     throw fromNative(e);
   }
   try {
-    const gen = loadWeights(dir, config, { nonFinite: opts.nonFinite });
-    const total = 3 + config.nLayer * (10 + (config.projBias ? 2 : 0)) - (config.convBias ? 0 : config.nLayer) - (config.tieEmbeddings ? 1 : 0);
+    const gen = loadWeights(dir, config, table, { nonFinite: opts.nonFinite });
+    const total = table.filter((t) => t.required).length;
     let done = 0;
     for (const t of gen) {
       try {
@@ -102,12 +111,19 @@ export const SHAPES: Readonly<Record<string, MambaConfig>> = Object.fromEntries(
     } satisfies MambaConfig]));
 
 /** A model with random, sanely scaled weights of the given config or named shape (no tokenizer). */
-export async function randomModel(shape: string | MambaConfig, opts: RandomModelOptions = {}): Promise<MambaModel> {
-  const config = typeof shape === 'string' ? SHAPES[shape] : shape;
-  if (!config) throw new SimbaError('E_ARG', `unknown shape '${String(shape)}' (known: ${Object.keys(SHAPES).join(', ')})`);
-  const weights = opts.weights ?? 'f32';
-  if (weights !== 'f32' && weights !== 'bf16') throw new SimbaError('E_ARG', `weights must be 'f32' or 'bf16', got '${String(weights)}'`);
-  const device = checkDevice(opts.device);
+export async function randomModel(shape: string | MambaConfig, options?: RandomModelOptions): Promise<MambaModel> {
+  const w = 'randomModel', o = v.options(w, options, RANDOM_KEYS);
+  let config: MambaConfig | undefined;
+  if (typeof shape === 'string') {
+    config = Object.hasOwn(SHAPES, shape) ? SHAPES[shape] : undefined;
+    const near = v.nearest(shape, Object.keys(SHAPES));
+    if (!config) throw new SimbaError('E_ARG', `unknown shape '${shape}' (${near ? `did you mean '${near}'? ` : ''}known: ${Object.keys(SHAPES).join(', ')})`);
+  } else {
+    config = checkConfig(w, shape);
+  }
+  const weights = v.oneOf(w, 'weights', o.weights, WEIGHTS) ?? 'f32';
+  const seed = v.int(w, 'seed', o.seed, 0, LIMITS.seed) ?? 0;
+  const device = checkDevice(v.oneOf(w, 'device', o.device, DEVICES));
   let engine: NativeEngine;
   try {
     engine = new (loadAddon().Engine)(nativeConfig(config), { bf16: weights === 'bf16', device });
@@ -115,12 +131,49 @@ export async function randomModel(shape: string | MambaConfig, opts: RandomModel
     throw fromNative(e);
   }
   try {
-    await engine.randomize(opts.seed ?? 0);
+    await engine.randomize(seed);
   } catch (e) {
     engine.dispose();
     throw fromNative(e);
   }
   return new MambaModel(engine, { ...config }, null, weights, typeof shape === 'string' ? `random ${shape}` : 'random');
+}
+
+const LOAD_KEYS = ['weights', 'device', 'config', 'nonFinite', 'tokenizer', 'onProgress'] as const;
+const RANDOM_KEYS = ['weights', 'seed', 'device'] as const;
+const WEIGHTS = ['f32', 'bf16'] as const;
+const DEVICES = ['cpu', 'cuda', 'auto'] as const;
+
+const CONFIG_INT_KEYS = ['vocabSize', 'dModel', 'nLayer', 'dInner', 'dState', 'dtRank', 'dConv'] as const;
+const CONFIG_BOOL_KEYS = ['convBias', 'projBias', 'tieEmbeddings'] as const;
+const CONFIG_ID_KEYS = ['bosTokenId', 'eosTokenId', 'padTokenId'] as const;
+
+/** A MambaConfig given in code (randomModel): every field present and of the right type. */
+function checkConfig(where: string, c: unknown): MambaConfig {
+  if (!v.is.object(c)) throw v.argError(where, `shape must be a shape name or a MambaConfig, got ${v.describeType(c)}`);
+  const o = v.options(where, c, [...CONFIG_INT_KEYS, ...CONFIG_BOOL_KEYS, ...CONFIG_ID_KEYS, 'eps'], 'config');
+  for (const k of CONFIG_INT_KEYS) if (v.int(where, `config.${k}`, o[k], 1) === undefined) throw v.argError(where, `config.${k} is required`);
+  for (const k of CONFIG_BOOL_KEYS) if (v.bool(where, `config.${k}`, o[k]) === undefined) throw v.argError(where, `config.${k} is required`);
+  for (const k of CONFIG_ID_KEYS) if (o[k] !== null) v.int(where, `config.${k}`, o[k], 0);
+  if (v.number(where, 'config.eps', o.eps, 0, 1, true) === undefined) throw v.argError(where, 'config.eps is required');
+  const cfg = c as unknown as MambaConfig;
+  return { ...cfg, bosTokenId: cfg.bosTokenId ?? null, eosTokenId: cfg.eosTokenId ?? null, padTokenId: cfg.padTokenId ?? null };
+}
+
+/**
+ * The engine's tensor table for a config (native/engine/tensor_table.h): every tensor the config can
+ * have, with its shape, whether the config has it (required) and how the engine stores it, in the
+ * order checkpoints are read. Throws E_CONFIG for a config the engine cannot run.
+ *
+ * @example
+ *   tensorTable(SHAPES['mamba-130m']).filter((t) => t.required).length  // 3 + 24 * 10 - 1 = 242
+ */
+export function tensorTable(config: MambaConfig): EngineTensorSpec[] {
+  try {
+    return loadAddon().tensorTable(nativeConfig(config));
+  } catch (e) {
+    throw fromNative(e);
+  }
 }
 
 /** Resolves the device option: 'cpu' (default), 'cuda' (throws why it is unavailable), 'auto' (cuda when available). */

@@ -14,7 +14,9 @@
 import type { NativeEngine, NativeSimbaOptions } from '../../bindings';
 import type { Tokenizer } from '../checkpoint/tokenizer';
 import { SimbaError, fromNative } from '../errors';
+import { LIMITS } from '../limits';
 import type { MambaConfig } from '../types';
+import * as v from '../validate';
 import type { DecodeOptions, LanguageModel, LogitsPositions, ModelInfo, PrefillInput, PrefillOptions, PrefillResult } from './lm';
 import { Sequence, stateFingerprint } from './sequence';
 import {
@@ -23,12 +25,16 @@ import {
 } from './simba';
 
 /** The largest number of tokens one native call processes; longer dense prompts are chunked. */
-export const MAX_CHUNK_TOKENS = 8192;
-/** Upper bound on a single request (a prompt, or a Simba prefill, which cannot be chunked). */
-export const MAX_REQUEST_TOKENS = 1 << 20;
-export const MAX_SIMBA_TOKENS = 65536;
+export const MAX_CHUNK_TOKENS = LIMITS.chunkTokens;
+const MAX_REQUEST_TOKENS = LIMITS.requestTokens;
+const MAX_SIMBA_TOKENS = LIMITS.simbaTokens;
 /** Most logits one call returns (1 GiB of float32): a prompt's every position times the vocabulary adds up fast. */
-export const MAX_LOGITS_FLOATS = 2 ** 28;
+const MAX_LOGITS_FLOATS = LIMITS.logitsFloats;
+
+const PREFILL_KEYS = ['logits', 'simba', 'signal'] as const;
+const INPUT_KEYS = ['sequence', 'tokens', 'logits'] as const;
+const DECODE_KEYS = ['signal'] as const;
+const LOGITS_KEYS = ['simba', 'signal'] as const;
 
 export class MambaModel implements LanguageModel {
   private engine: NativeEngine | null;
@@ -69,14 +75,15 @@ export class MambaModel implements LanguageModel {
 
   /** Validates token ids; returns them as an Int32Array. */
   private tokenArray(tokens: ArrayLike<number>, what: string): Int32Array {
-    if (!tokens || typeof tokens.length !== 'number') throw new SimbaError('E_ARG', `${what}: tokens must be an array of token ids`);
+    if (!v.is.arrayLike(tokens)) throw v.argError(what, `tokens must be an array of token ids, got ${v.describeType(tokens)}`);
     if (tokens.length === 0) throw new SimbaError('E_ARG', `${what}: empty prompt (at least one token is needed)`);
     if (tokens.length > MAX_REQUEST_TOKENS)
       throw new SimbaError('E_ARG', `${what}: ${tokens.length} tokens exceed the limit of ${MAX_REQUEST_TOKENS} per request`);
     const out = new Int32Array(tokens.length);
     const V = this.config.vocabSize;
     for (let i = 0; i < tokens.length; i++) {
-      const t = tokens[i];
+      const t: unknown = tokens[i];
+      if (typeof t !== 'number') throw v.argError(what, `tokens[${i}] must be an integer, got ${v.describeType(t)}`);
       if (!Number.isInteger(t) || t < 0 || t >= V)
         throw new SimbaError('E_TOKEN', `${what}: token id ${String(t)} at index ${i} is outside the vocabulary [0, ${V})`);
       out[i] = t;
@@ -88,9 +95,11 @@ export class MambaModel implements LanguageModel {
     if (spec === 'last') return [n - 1];
     if (spec === 'all') return Array.from({ length: n }, (_, i) => i);
     if (spec === 'none') return [];
-    if (!Array.isArray(spec)) throw new SimbaError('E_ARG', `${what}: logits must be 'last', 'all', 'none' or an array of positions`);
+    if (!Array.isArray(spec))
+      throw v.argError(what, `logits must be 'last', 'all', 'none' or an array of positions, got ${v.describeType(spec)}`);
     for (const p of spec)
-      if (!Number.isInteger(p) || p < 0 || p >= n)
+      if (typeof p !== 'number') throw v.argError(what, `logits positions must be integers, got ${v.describeType(p)}`);
+      else if (!Number.isInteger(p) || p < 0 || p >= n)
         throw new SimbaError('E_ARG', `${what}: logits position ${String(p)} is outside the ${n} tokens`);
     return [...spec];
   }
@@ -102,51 +111,79 @@ export class MambaModel implements LanguageModel {
    * for, come from its residual stream at the layer where it was dropped (through norm_f and the
    * head). Decoding after a pruned prefill continues densely from the pruned states.
    */
-  async prefill(inputs: PrefillInput[], opts: PrefillOptions = {}): Promise<PrefillResult[]> {
+  async prefill(inputs: PrefillInput[], opts?: PrefillOptions): Promise<PrefillResult[]> {
     const engine = this.live('prefill');
-    if (!Array.isArray(inputs) || inputs.length === 0) throw new SimbaError('E_ARG', 'prefill: give at least one input');
-    const toks = inputs.map((inp, i) => this.tokenArray(inp?.tokens, `prefill input ${i}`));
-    const positions = toks.map((t, i) => this.positionsFor(inputs[i].logits ?? opts.logits ?? 'last', t.length, `prefill input ${i}`));
+    const o = v.options('prefill', opts, PREFILL_KEYS);
+    const signal = v.signal('prefill', 'signal', o.signal);
+    if (!Array.isArray(inputs) || inputs.length === 0)
+      throw v.argError('prefill', `give at least one input (an array of { tokens }), got ${v.describeType(inputs)}`);
+    const ins = inputs.map((inp, i) => v.options('prefill', inp, INPUT_KEYS, `inputs[${i}]`));
+    const toks = ins.map((inp, i) => this.tokenArray(inp.tokens as ArrayLike<number>, `prefill input ${i}`));
+    const positions = toks.map((t, i) =>
+      this.positionsFor((ins[i].logits ?? o.logits ?? 'last') as LogitsPositions, t.length, `prefill input ${i}`));
     const rows = positions.reduce((a, p) => a + p.length, 0);
     if (rows * this.config.vocabSize > MAX_LOGITS_FLOATS)
       throw new SimbaError('E_ARG', `prefill: ${rows} logit rows of ${this.config.vocabSize} would take ` +
         `${((rows * this.config.vocabSize * 4) / 2 ** 30).toFixed(1)} GiB (limit ${MAX_LOGITS_FLOATS * 4 / 2 ** 30} GiB); ask for fewer positions or split the batch`);
-    const simba = opts.simba;
-    if (simba !== undefined) validateSimbaOptions(this.config, simba);
-    const seqs = inputs.map((inp) => inp.sequence ?? this.newSequence());
+    const simba = o.simba as SimbaOptions | undefined;
+    if (simba !== undefined) validateSimbaOptions(this.config, simba, 'prefill');
+    const seqs = ins.map((inp, i) => (inp.sequence === undefined ? this.newSequence() : this.ownSequence(inp.sequence, `prefill: inputs[${i}].sequence`)));
     if (new Set(seqs).size !== seqs.length) throw new SimbaError('E_ARG', 'prefill: the same sequence appears twice in one batch');
-    checkAbort(opts.signal, 'prefill');
+    checkAbort(signal, 'prefill');
+    const total = toks.reduce((a, t) => a + t.length, 0);
+    const chunked = simba === undefined && total > MAX_CHUNK_TOKENS;
     const acquired: Sequence[] = [];
     try {
       for (const s of seqs) { s.acquire('prefill'); acquired.push(s); }
-      const total = toks.reduce((a, t) => a + t.length, 0);
+      // The native calls update `work`: the states themselves, or copies when the call may be abandoned
+      // (an abort signal, or a chunked prefill that dispose() can stop between chunks). Copies are
+      // committed to the sequences only when the whole call completes.
+      const work = seqs.map((s) => (signal || chunked ? s.state.slice() : s.state));
+      let out: PrefillResult[];
       if (simba !== undefined) {
         for (const t of toks)
           if (t.length > MAX_SIMBA_TOKENS) throw new SimbaError('E_ARG', `prefill: a Simba prefill takes at most ${MAX_SIMBA_TOKENS} tokens per prompt (got ${t.length})`);
         const plans = toks.map((t) => planSimba(this.config, t.length, simba));
-        return await this.run(engine, seqs, toks, positions, plans, simba);
-      }
-      if (total <= MAX_CHUNK_TOKENS) return await this.run(engine, seqs, toks, positions, null, undefined);
-      // Long dense prompts: one sequence at a time, in chunks that continue from the state.
-      const out: PrefillResult[] = [];
-      for (let i = 0; i < toks.length; i++) {
-        const parts: PrefillResult[] = [];
-        for (let c0 = 0; c0 < toks[i].length; c0 += MAX_CHUNK_TOKENS) {
-          checkAbort(opts.signal, 'prefill');
-          const chunk = toks[i].subarray(c0, c0 + MAX_CHUNK_TOKENS);
-          const pos = positions[i].filter((p) => p >= c0 && p < c0 + chunk.length).map((p) => p - c0);
-          parts.push((await this.run(engine, [seqs[i]], [chunk], [pos], null, undefined))[0]);
+        out = await this.run(engine, seqs, work, toks, positions, plans, simba, signal);
+      } else if (!chunked) {
+        out = await this.run(engine, seqs, work, toks, positions, null, undefined, signal);
+      } else {
+        // Long dense prompts: one sequence at a time, in chunks that continue from the state.
+        out = [];
+        for (let i = 0; i < toks.length; i++) {
+          const parts: PrefillResult[] = [];
+          for (let c0 = 0; c0 < toks[i].length; c0 += MAX_CHUNK_TOKENS) {
+            checkAbort(signal, 'prefill');
+            checkDisposedBetweenChunks(this.engine);
+            const chunk = toks[i].subarray(c0, c0 + MAX_CHUNK_TOKENS);
+            const pos = positions[i].filter((p) => p >= c0 && p < c0 + chunk.length).map((p) => p - c0);
+            parts.push((await this.run(engine, [seqs[i]], [work[i]], [chunk], [pos], null, undefined, signal))[0]);
+          }
+          out.push(mergeChunks(parts, MAX_CHUNK_TOKENS, this.config.nLayer));
         }
-        out.push(mergeChunks(parts, MAX_CHUNK_TOKENS));
+        checkDisposedBetweenChunks(this.engine);
       }
+      checkAbort(signal, 'prefill');
+      seqs.forEach((s, i) => {
+        if (work[i] !== s.state) s.state.set(work[i]);
+        s.position += toks[i].length;
+      });
       return out;
     } finally {
       for (const s of acquired) s.release();
     }
   }
 
-  private async run(engine: NativeEngine, seqs: Sequence[], toks: Int32Array[], positions: number[][],
-                    plans: SimbaPlan[] | null, simba: SimbaOptions | undefined): Promise<PrefillResult[]> {
+  /** A sequence argument: a Sequence of a model with this state layout. */
+  private ownSequence(s: unknown, what: string): Sequence {
+    if (!(s instanceof Sequence)) throw v.argError(what, `must be a Sequence (from model.newSequence()), got ${v.describeType(s)}`);
+    if (s.state.length !== this.stateFloats) throw v.argError(what, 'belongs to a model of another shape');
+    return s;
+  }
+
+  /** One native forward over `states` (updated in place); the sequences' positions are not touched. */
+  private async run(engine: NativeEngine, seqs: Sequence[], states: Float32Array[], toks: Int32Array[], positions: number[][],
+                    plans: SimbaPlan[] | null, simba: SimbaOptions | undefined, signal: AbortSignal | undefined): Promise<PrefillResult[]> {
     const L = this.config.nLayer, V = this.config.vocabSize;
     const lengths = Int32Array.from(toks, (t) => t.length);
     const all = new Int32Array(lengths.reduce((a, b) => a + b, 0));
@@ -164,7 +201,7 @@ export class MambaModel implements LanguageModel {
     }
     let r;
     try {
-      r = await engine.forward(all, lengths, seqs.map((s) => s.state), Int32Array.from(want), native);
+      r = await abortable(engine.forward(all, lengths, states, Int32Array.from(want), native), signal, 'prefill');
     } catch (e) {
       throw fromNative(e);
     }
@@ -177,7 +214,6 @@ export class MambaModel implements LanguageModel {
       const logits = positions[i].map((_, j) => r.logits.slice((row + j) * V, (row + j + 1) * V));
       row += positions[i].length;
       const sum = processed.reduce((a, b) => a + b, 0);
-      seqs[i].position += toks[i].length;
       results.push({
         sequence: seqs[i], positions: positions[i], logits, processed,
         exitLayer: r.exitLayer.slice(off, off + toks[i].length), flops: sum * lf, relFlops: sum / (L * toks[i].length),
@@ -191,25 +227,35 @@ export class MambaModel implements LanguageModel {
    * One decode step for many sequences at once: feeds tokens[i] to sequences[i] and returns the
    * next-token logits of each ([vocabSize] per sequence).
    */
-  async decode(sequences: Sequence[], tokens: ArrayLike<number>, opts: DecodeOptions = {}): Promise<Float32Array[]> {
+  async decode(sequences: Sequence[], tokens: ArrayLike<number>, opts?: DecodeOptions): Promise<Float32Array[]> {
     const engine = this.live('decode');
-    if (!Array.isArray(sequences) || sequences.length === 0) throw new SimbaError('E_ARG', 'decode: give at least one sequence');
+    const o = v.options('decode', opts, DECODE_KEYS);
+    const signal = v.signal('decode', 'signal', o.signal);
+    if (!Array.isArray(sequences) || sequences.length === 0)
+      throw v.argError('decode', `give at least one sequence (an array of Sequence), got ${v.describeType(sequences)}`);
+    sequences.forEach((s, i) => this.ownSequence(s, `decode: sequences[${i}]`));
     const ids = this.tokenArray(tokens, 'decode');
     if (ids.length !== sequences.length)
       throw new SimbaError('E_ARG', `decode: ${sequences.length} sequences but ${ids.length} tokens (one token per sequence)`);
     if (new Set(sequences).size !== sequences.length) throw new SimbaError('E_ARG', 'decode: the same sequence appears twice in one batch');
-    checkAbort(opts.signal, 'decode');
+    checkAbort(signal, 'decode');
     const acquired: Sequence[] = [];
     try {
       for (const s of sequences) { s.acquire('decode'); acquired.push(s); }
       const n = sequences.length, V = this.config.vocabSize;
+      // With a signal the step runs on copies of the states, committed only when it was not aborted.
+      const work = sequences.map((s) => (signal ? s.state.slice() : s.state));
       let r;
       try {
-        r = await engine.forward(ids, new Int32Array(n).fill(1), sequences.map((s) => s.state), Int32Array.from({ length: n }, (_, i) => i));
+        r = await abortable(engine.forward(ids, new Int32Array(n).fill(1), work, Int32Array.from({ length: n }, (_, i) => i)), signal, 'decode');
       } catch (e) {
         throw fromNative(e);
       }
-      sequences.forEach((s) => { s.position += 1; });
+      checkAbort(signal, 'decode');
+      sequences.forEach((s, i) => {
+        if (work[i] !== s.state) s.state.set(work[i]);
+        s.position += 1;
+      });
       return sequences.map((_, i) => r.logits.slice(i * V, (i + 1) * V));
     } finally {
       for (const s of acquired) s.release();
@@ -220,13 +266,19 @@ export class MambaModel implements LanguageModel {
    * Logits of a token sequence from an empty state, at the asked positions.
    * @example const { logits } = await model.logits([1, 2, 3], 'all'); // 3 rows of vocabSize
    */
-  async logits(ids: ArrayLike<number>, positions: LogitsPositions = 'last', opts: { simba?: SimbaOptions; signal?: AbortSignal } = {}):
+  async logits(ids: ArrayLike<number>, positions: LogitsPositions = 'last', opts?: { simba?: SimbaOptions; signal?: AbortSignal }):
       Promise<{ positions: number[]; logits: Float32Array[]; processed: number[]; relFlops: number; flops: number; exitLayer: Int32Array }> {
-    const [r] = await this.prefill([{ tokens: ids }], { logits: positions, simba: opts.simba, signal: opts.signal });
+    const o = v.options('logits', opts, LOGITS_KEYS);
+    const [r] = await this.prefill([{ tokens: ids }], { logits: positions, simba: o.simba as SimbaOptions | undefined, signal: o.signal as AbortSignal | undefined });
     return { positions: r.positions, logits: r.logits, processed: r.processed, relFlops: r.relFlops, flops: r.flops, exitLayer: r.exitLayer };
   }
 
-  /** Frees the native weights. Calls in flight finish first; later calls throw E_DISPOSED. */
+  /**
+   * Frees the native weights; later calls throw E_DISPOSED. A native call in progress is never
+   * interrupted: a prefill or decode that is one native call finishes and resolves normally; a
+   * chunked prefill (more than MAX_CHUNK_TOKENS dense tokens) rejects with E_DISPOSED at its next
+   * chunk and leaves its sequence's state and position as they were before the call.
+   */
   dispose(): void {
     if (this.engine) this.engine.dispose();
     this.engine = null;
@@ -237,7 +289,7 @@ export class MambaModel implements LanguageModel {
   }
 }
 
-function mergeChunks(parts: PrefillResult[], chunk: number): PrefillResult {
+function mergeChunks(parts: PrefillResult[], chunk: number, nLayer: number): PrefillResult {
   const exit = new Int32Array(parts.reduce((a, p) => a + p.exitLayer.length, 0));
   let off = 0;
   for (const p of parts) { exit.set(p.exitLayer, off); off += p.exitLayer.length; }
@@ -247,11 +299,37 @@ function mergeChunks(parts: PrefillResult[], chunk: number): PrefillResult {
     positions: parts.flatMap((p, i) => p.positions.map((q) => q + i * chunk)),
     logits: parts.flatMap((p) => p.logits),
     processed, exitLayer: exit,
-    flops: parts.reduce((a, p) => a + p.flops, 0), relFlops: 1,
+    flops: parts.reduce((a, p) => a + p.flops, 0),
+    relFlops: processed.reduce((a, n) => a + n, 0) / (nLayer * exit.length),
   };
 }
 
-function checkAbort(signal: AbortSignal | undefined, what: string): void {
-  if (signal?.aborted) throw new SimbaError('E_ABORTED', `${what}: aborted`);
+function checkDisposedBetweenChunks(engine: NativeEngine | null): void {
+  if (engine === null)
+    throw new SimbaError('E_DISPOSED', 'prefill: the model was disposed during a chunked prefill (it stopped between chunks; the sequence is left as before the call)');
 }
 
+function abortError(signal: AbortSignal, what: string): SimbaError {
+  return new SimbaError('E_ABORTED', `${what}: aborted`, { cause: signal.reason });
+}
+
+function checkAbort(signal: AbortSignal | undefined, what: string): void {
+  if (signal?.aborted) throw abortError(signal, what);
+}
+
+/**
+ * `p`, or an E_ABORTED rejection as soon as the signal fires. The native work behind `p` cannot stop
+ * mid-way: it runs to its end on its own buffers and its result is dropped.
+ */
+function abortable<T>(p: Promise<T>, signal: AbortSignal | undefined, what: string): Promise<T> {
+  if (!signal) return p;
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(abortError(signal, what));
+    if (signal.aborted) onAbort();
+    else signal.addEventListener('abort', onAbort, { once: true });
+    p.then(
+      (x) => { signal.removeEventListener('abort', onAbort); resolve(x); },
+      (e: unknown) => { signal.removeEventListener('abort', onAbort); reject(e instanceof Error ? e : new Error(String(e))); },
+    );
+  });
+}

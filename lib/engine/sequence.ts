@@ -11,6 +11,7 @@
  *   other.restore(saved);                  // continues exactly where seq was
  */
 import { SimbaError } from '../errors';
+import * as v from '../validate';
 
 const MAGIC = 0x53424d53; // "SMBS"
 const HEADER_BYTES = 16;  // magic, model fingerprint, position, float count (u32 each)
@@ -63,6 +64,8 @@ export class Sequence {
 
   /** Restores a snapshot taken from a sequence of a model with the same shape. */
   restore(buf: Uint8Array): void {
+    if (!(buf instanceof Uint8Array))
+      throw v.argError('restore', `the snapshot must be a Buffer or Uint8Array (from snapshot()), got ${v.describeType(buf)}`);
     this.acquire('restore');
     try {
       const b = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);

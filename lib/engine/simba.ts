@@ -1,5 +1,5 @@
 /**
- * Simba keep schedules, FLOPs accounting and the FLOPs-budget solver (DESIGN.md section 5).
+ * Simba keep schedules, FLOPs accounting and the FLOPs-budget solver.
  *
  * Vocabulary used throughout:
  *   n_l   tokens *processed* by layer l (n_0 = T: the first layer sees the whole prompt)
@@ -15,7 +15,9 @@
  *   plan.relFlops    // ~0.5, what the plan achieves
  */
 import { SimbaError } from '../errors';
+import { LIMITS } from '../limits';
 import type { MambaConfig } from '../types';
+import * as v from '../validate';
 
 /** How tokens are scored for pruning. */
 export type SimbaCriterion = 'simba' | 'local' | 'norm' | 'uniform' | 'random';
@@ -96,46 +98,43 @@ export function trapezoidFloor(L: number, T: number, start = 0): number {
   return relFlopsOf(trapezoid(L, T, 0, start), T);
 }
 
-function checkInt(v: unknown, what: string, min: number, max: number): number {
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max)
-    throw new SimbaError('E_ARG', `${what} must be an integer in [${min}, ${max}], got ${String(v)}`);
-  return v;
-}
+/** The keys of SimbaOptions and of SimbaOptions.protect. */
+const SIMBA_OPTION_KEYS = ['flops', 'rLast', 'keepCounts', 'keepRatios', 'start', 'criterion', 'reduce', 'protect', 'seed'] as const;
+const PROTECT_KEYS = ['first', 'last'] as const;
 
-function checkRatio(v: unknown, what: string, lo: number, hi: number, openLo = false): number {
-  if (typeof v !== 'number' || !Number.isFinite(v) || v > hi || (openLo ? v <= lo : v < lo))
-    throw new SimbaError('E_ARG', `${what} must be a number in ${openLo ? '(' : '['}${lo}, ${hi}], got ${String(v)}`);
-  return v;
-}
-
-/** Validates options (independent of the prompt length); throws SimbaError E_ARG. */
-export function validateSimbaOptions(c: MambaConfig, o: SimbaOptions): void {
-  const given = ['flops', 'rLast', 'keepCounts', 'keepRatios'].filter((k) => (o as Record<string, unknown>)[k] !== undefined);
+/**
+ * Validates options (independent of the prompt length); throws SimbaError E_ARG naming the option
+ * as `simba.<key>` (`where` prefixes unknown-key and null messages, e.g. 'prefill').
+ */
+export function validateSimbaOptions(c: MambaConfig, opts: SimbaOptions, where = 'prefill'): void {
+  if (!v.is.object(opts)) throw v.argError(where, `simba must be an object, got ${v.describeType(opts)}`);
+  const o = v.options(where, opts, SIMBA_OPTION_KEYS, 'simba');
+  const given = (['flops', 'rLast', 'keepCounts', 'keepRatios'] as const).filter((k) => o[k] !== undefined);
   if (given.length !== 1)
     throw new SimbaError('E_ARG', `simba: give exactly one of flops, rLast, keepCounts, keepRatios (got ${given.length ? given.join(', ') : 'none'})`);
   const L = c.nLayer;
-  if (o.start !== undefined) checkInt(o.start, 'simba.start', 0, L - 1);
-  if (o.criterion !== undefined && !SIMBA_CRITERIA.includes(o.criterion))
-    throw new SimbaError('E_ARG', `simba.criterion must be one of ${SIMBA_CRITERIA.join(', ')}, got '${String(o.criterion)}'`);
-  if (o.reduce !== undefined && o.reduce !== 'max' && o.reduce !== 'sum')
-    throw new SimbaError('E_ARG', `simba.reduce must be 'max' or 'sum', got '${String(o.reduce)}'`);
-  if (o.flops !== undefined) checkRatio(o.flops, 'simba.flops', 0, 1, true);
-  if (o.rLast !== undefined) checkRatio(o.rLast, 'simba.rLast', 0, 1);
+  // Messages start with the option's own name (simba.start ...), which the CLI maps to its flags.
+  v.int('', 'simba.start', o.start, 0, L - 1);
+  v.oneOf('', 'simba.criterion', o.criterion, SIMBA_CRITERIA);
+  v.oneOf('', 'simba.reduce', o.reduce, ['max', 'sum'] as const);
+  v.number('', 'simba.flops', o.flops, 0, 1, true);
+  v.number('', 'simba.rLast', o.rLast, 0, 1);
   for (const key of ['keepCounts', 'keepRatios'] as const) {
     const arr = o[key];
     if (arr === undefined) continue;
     if (!Array.isArray(arr) || (arr.length !== L && arr.length !== L - 1))
-      throw new SimbaError('E_ARG', `simba.${key} needs ${L - 1} or ${L} entries (one per layer), got ${Array.isArray(arr) ? arr.length : typeof arr}`);
-    arr.forEach((v, i) => key === 'keepCounts' ? checkInt(v, `simba.keepCounts[${i}]`, 1, Number.MAX_SAFE_INTEGER)
-                                                : checkRatio(v, `simba.keepRatios[${i}]`, 0, 1, true));
+      throw new SimbaError('E_ARG', `simba.${key} needs ${L - 1} or ${L} entries (one per layer), got ${v.describeType(arr)}`);
+    arr.forEach((x: unknown, i) => key === 'keepCounts' ? v.int('', `simba.keepCounts[${i}]`, x, 1)
+                                                       : v.number('', `simba.keepRatios[${i}]`, x, 0, 1, true));
     for (let i = 1; i < arr.length; i++)
       if (arr[i] > arr[i - 1]) throw new SimbaError('E_ARG', `simba.${key} must not increase with depth (entry ${i} > entry ${i - 1})`);
   }
-  if (o.protect) {
-    if (o.protect.first !== undefined) checkInt(o.protect.first, 'simba.protect.first', 0, Number.MAX_SAFE_INTEGER);
-    if (o.protect.last !== undefined) checkInt(o.protect.last, 'simba.protect.last', 0, Number.MAX_SAFE_INTEGER);
+  if (o.protect !== undefined) {
+    const p = v.options(where, o.protect, PROTECT_KEYS, 'simba.protect');
+    v.int('', 'simba.protect.first', p.first, 0);
+    v.int('', 'simba.protect.last', p.last, 0);
   }
-  if (o.seed !== undefined) checkInt(o.seed, 'simba.seed', 0, 2 ** 31 - 1);
+  v.int('', 'simba.seed', o.seed, 0, LIMITS.pruneSeed);
 }
 
 /** Solves rLast so that the trapezoid's relative FLOPs is as close to the target as possible. */
@@ -155,8 +154,12 @@ export function solveRLast(L: number, T: number, target: number, start = 0): { r
   return Math.abs(a - target) <= Math.abs(b - target) ? { rLast: lo, relFlops: a } : { rLast: hi, relFlops: b };
 }
 
-/** The plan for one prompt of T tokens. Options must have passed validateSimbaOptions. */
+/** The plan for one prompt of T tokens (the options are validated: SimbaError E_ARG). */
 export function planSimba(c: MambaConfig, T: number, o: SimbaOptions): SimbaPlan {
+  if (!v.is.object(c) || !v.is.integer(c.nLayer)) throw v.argError('planSimba', `config must be a MambaConfig, got ${v.describeType(c)}`);
+  v.int('planSimba', 'T (the prompt length)', T, 1);
+  if (T === undefined) throw v.argError('planSimba', 'T (the prompt length) is required');
+  validateSimbaOptions(c, o, 'planSimba');
   const L = c.nLayer, start = o.start ?? 0;
   let processed: number[];
   let rLast: number | null = null;
@@ -176,7 +179,7 @@ export function planSimba(c: MambaConfig, T: number, o: SimbaOptions): SimbaPlan
   return { T, processed, keep, relFlops: relFlopsOf(processed, T), rLast };
 }
 
-/** Native criterion codes (native/model.h Criterion). */
+/** Native criterion codes (the engine's Criterion enum, in SIMBA_CRITERIA order). */
 export function criterionCode(c: SimbaCriterion | undefined): number {
   return SIMBA_CRITERIA.indexOf(c ?? 'simba');
 }

@@ -6,6 +6,8 @@
  */
 import type { LanguageModel, SimbaOptions } from '../engine/lm';
 import { SimbaError } from '../errors';
+import { GENERATE_DEFAULTS, LIMITS } from '../limits';
+import * as v from '../validate';
 import { mulberry32, sample } from './sampler';
 import { StopMatcher } from './stop';
 
@@ -35,27 +37,21 @@ export interface GeneratedPiece {
   text: string;
 }
 
-export const MAX_GENERATE_TOKENS = 1_000_000;
+const GENERATE_KEYS = ['maxTokens', 'temperature', 'topK', 'topP', 'seed', 'stop', 'stopAtEos', 'simba', 'signal'] as const;
 
-function num(v: unknown, def: number, what: string, lo: number, hi: number, int = false): number {
-  if (v === undefined) return def;
-  if (typeof v !== 'number' || !Number.isFinite(v) || v < lo || v > hi || (int && !Number.isInteger(v)))
-    throw new SimbaError('E_ARG', `generate: ${what} must be ${int ? 'an integer' : 'a number'} in [${lo}, ${hi}], got ${String(v)}`);
-  return v;
-}
-
-/** Validated generation options with defaults filled in. */
-export function resolveGenerateOptions(opts: GenerateOptions) {
-  const stop = opts.stop ?? [];
-  if (!Array.isArray(stop) || stop.some((s) => typeof s !== 'string' || s.length === 0))
-    throw new SimbaError('E_ARG', 'generate: stop must be an array of non-empty strings');
+/** Validated generation options with defaults filled in (see GENERATE_DEFAULTS). */
+export function resolveGenerateOptions(opts: GenerateOptions | undefined) {
+  const w = 'generate', o = v.options(w, opts, GENERATE_KEYS), d = GENERATE_DEFAULTS;
   return {
-    maxTokens: num(opts.maxTokens, 64, 'maxTokens', 0, MAX_GENERATE_TOKENS, true),
-    temperature: num(opts.temperature, 0.8, 'temperature', 0, 100),
-    topK: num(opts.topK, 40, 'topK', 0, 1e9, true),
-    topP: num(opts.topP, 0.95, 'topP', 1e-6, 1),
-    seed: num(opts.seed, Math.floor(Math.random() * 2 ** 31), 'seed', 0, 2 ** 32 - 1, true),
-    stop, stopAtEos: opts.stopAtEos ?? true,
+    maxTokens: v.int(w, 'maxTokens', o.maxTokens, 0, LIMITS.generateTokens) ?? d.maxTokens,
+    temperature: v.number(w, 'temperature', o.temperature, 0, LIMITS.temperature) ?? d.temperature,
+    topK: v.int(w, 'topK', o.topK, 0) ?? d.topK,
+    topP: v.number(w, 'topP', o.topP, 0, 1, true) ?? d.topP,
+    seed: v.int(w, 'seed', o.seed, 0, LIMITS.seed) ?? Math.floor(Math.random() * 2 ** 31),
+    stop: v.stringArray(w, 'stop', o.stop, true) ?? [],
+    stopAtEos: v.bool(w, 'stopAtEos', o.stopAtEos) ?? d.stopAtEos,
+    simba: o.simba as SimbaOptions | undefined,
+    signal: v.signal(w, 'signal', o.signal),
   };
 }
 
@@ -64,7 +60,7 @@ export function resolveGenerateOptions(opts: GenerateOptions) {
  * @example
  *   for await (const p of generate(model, 'Once', { maxTokens: 16, temperature: 0.8, seed: 1 })) out += p.text;
  */
-export async function* generate(model: LanguageModel, prompt: string | ArrayLike<number>, opts: GenerateOptions = {}):
+export async function* generate(model: LanguageModel, prompt: string | ArrayLike<number>, opts?: GenerateOptions):
     AsyncGenerator<GeneratedPiece, void, undefined> {
   if (model.disposed) throw new SimbaError('E_DISPOSED', 'generate: the model has been disposed');
   const o = resolveGenerateOptions(opts);
@@ -85,12 +81,12 @@ export async function* generate(model: LanguageModel, prompt: string | ArrayLike
   // Checkpoints pad the vocabulary (e.g. 50280 rows for GPT-NeoX's 50277 ids): never sample an id
   // the tokenizer cannot decode.
   const limit = tok ? Math.min(tok.vocabSize, model.config.vocabSize) : model.config.vocabSize;
-  let [first] = await model.prefill([{ sequence: seq, tokens: ids }], { logits: 'last', simba: opts.simba, signal: opts.signal });
+  const [first] = await model.prefill([{ sequence: seq, tokens: ids }], { logits: 'last', simba: o.simba, signal: o.signal });
   let logits = first.logits[0];
   const stop = new StopMatcher(o.stop);
   try {
     for (let i = 0; i < o.maxTokens; i++) {
-      if (opts.signal?.aborted) throw new SimbaError('E_ABORTED', 'generate: aborted', { cause: opts.signal.reason });
+      if (o.signal?.aborted) throw new SimbaError('E_ABORTED', 'generate: aborted', { cause: o.signal.reason });
       const next = sample(limit < logits.length ? logits.subarray(0, limit) : logits, o, rand);
       if (o.stopAtEos && eos !== null && next === eos) break;
       const { emit, stopped } = stop.push(decoder ? decoder.push(next) : '');
@@ -99,12 +95,11 @@ export async function* generate(model: LanguageModel, prompt: string | ArrayLike
         return;
       }
       yield { token: next, text: emit };
-      if (i + 1 < o.maxTokens) [logits] = await model.decode([seq], [next], { signal: opts.signal });
+      if (i + 1 < o.maxTokens) [logits] = await model.decode([seq], [next], { signal: o.signal });
     }
     const rest = stop.flush(decoder ? decoder.flush() : '');
     if (rest) yield { token: -1, text: rest };
   } finally {
     seq.dispose();
-    first = undefined as never;
   }
 }

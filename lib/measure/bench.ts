@@ -24,9 +24,11 @@
 import * as os from 'os';
 
 import { SimbaError } from '../errors';
+import { BENCH_DEFAULTS, LIMITS } from '../limits';
+import * as v from '../validate';
 import { mulberry32 } from '../generate/sampler';
 import type { LanguageModel } from '../engine/lm';
-import { planSimba, solveRLast, trapezoidFloor, type SimbaOptions } from '../engine/simba';
+import { planSimba, solveRLast, trapezoidFloor, validateSimbaOptions, type SimbaOptions } from '../engine/simba';
 
 /** Simba options other than the budget (criterion, reduce, start, protect, seed). */
 export type SimbaModifiers = Omit<SimbaOptions, 'flops' | 'rLast' | 'keepCounts' | 'keepRatios'>;
@@ -122,9 +124,10 @@ export interface BenchResult {
   seconds: number;
 }
 
-const DEFAULTS = { runs: 5, lengths: [128, 512, 2048], batches: [1, 8, 32], decodeTokens: 32, decodePrompt: 16, seed: 1 };
+const BENCH_KEYS = ['runs', 'lengths', 'batches', 'decodeTokens', 'decodePrompt', 'flops', 'simba', 'seed', 'signal'] as const;
+const MODIFIER_KEYS = ['start', 'criterion', 'reduce', 'protect', 'seed'] as const;
 
-export function machineInfo(model: LanguageModel): MachineInfo {
+function machineInfo(model: LanguageModel): MachineInfo {
   const info = model.info(), cpus = os.cpus();
   return {
     cpu: cpus[0]?.model?.trim() ?? 'unknown', cores: cpus.length, isa: info.isa, threads: info.threads,
@@ -171,30 +174,22 @@ export function budgetOptions(L: number, T: number, budget: number, mods: SimbaM
   return { options: { ...mods, start: undefined, keepCounts: best.slice(1) }, schedule: 'steep' };
 }
 
-function checkList(v: number[], what: string, min: number, int: boolean): number[] {
-  if (!Array.isArray(v) || v.length === 0) throw new SimbaError('E_ARG', `bench: ${what} must be a non-empty list`);
-  for (const x of v)
-    if (typeof x !== 'number' || !Number.isFinite(x) || x < min || (int && !Number.isInteger(x)))
-      throw new SimbaError('E_ARG', `bench: ${what} must be ${int ? 'integers' : 'numbers'} >= ${min}, got ${String(x)}`);
-  return v;
-}
-
 /** Runs the benchmark; onProgress is called before each run with the number of runs done. */
-export async function runBench(model: LanguageModel, opts: BenchOptions = {}, onProgress?: (p: BenchProgress) => void): Promise<BenchResult> {
-  const runs = opts.runs ?? DEFAULTS.runs;
-  if (!Number.isInteger(runs) || runs < 1) throw new SimbaError('E_ARG', `bench: runs must be an integer >= 1, got ${String(runs)}`);
-  const lengths = checkList(opts.lengths ?? DEFAULTS.lengths, 'lengths', 1, true);
-  const batches = checkList(opts.batches ?? DEFAULTS.batches, 'batches', 1, true);
-  const decodeTokens = opts.decodeTokens ?? DEFAULTS.decodeTokens;
-  if (!Number.isInteger(decodeTokens) || decodeTokens < 1) throw new SimbaError('E_ARG', `bench: decodeTokens must be an integer >= 1, got ${String(decodeTokens)}`);
-  const decodePrompt = opts.decodePrompt ?? DEFAULTS.decodePrompt;
-  if (!Number.isInteger(decodePrompt) || decodePrompt < 1) throw new SimbaError('E_ARG', `bench: decodePrompt must be an integer >= 1, got ${String(decodePrompt)}`);
-  const flops = opts.flops ?? [];
-  if (flops.length) checkList(flops, 'flops', 0, false);
-  const seed = opts.seed ?? DEFAULTS.seed;
-  const mods: SimbaModifiers = { ...(opts.simba ?? {}) };
+export async function runBench(model: LanguageModel, options?: BenchOptions, onProgress?: (p: BenchProgress) => void): Promise<BenchResult> {
+  const w = 'runBench', o = v.options(w, options, BENCH_KEYS), d = BENCH_DEFAULTS;
+  v.func(w, 'onProgress', onProgress);
+  const signal = v.signal(w, 'signal', o.signal);
+  const runs = v.int(w, 'runs', o.runs, 1) ?? d.runs;
+  const lengths = v.arrayOf(w, 'lengths', o.lengths, (n, x) => v.int(w, n, x, 1, LIMITS.requestTokens)!, 1) ?? [...d.lengths];
+  const batches = v.arrayOf(w, 'batches', o.batches, (n, x) => v.int(w, n, x, 1)!, 1) ?? [...d.batches];
+  const decodeTokens = v.int(w, 'decodeTokens', o.decodeTokens, 1) ?? d.decodeTokens;
+  const decodePrompt = v.int(w, 'decodePrompt', o.decodePrompt, 1) ?? d.decodePrompt;
+  const flops = v.arrayOf(w, 'flops', o.flops, (n, x) => v.number(w, n, x, 0, 1, true)!) ?? [];
+  const seed = v.int(w, 'seed', o.seed, 0, LIMITS.seed) ?? d.seed;
   for (const k of ['flops', 'rLast', 'keepCounts', 'keepRatios'])
-    if ((mods as Record<string, unknown>)[k] !== undefined) throw new SimbaError('E_ARG', `bench: give budgets through flops, not simba.${k}`);
+    if (v.is.object(o.simba) && o.simba[k] !== undefined) throw new SimbaError('E_ARG', `bench: give budgets through flops, not simba.${k}`);
+  const mods = { ...v.options(w, o.simba, MODIFIER_KEYS, 'simba') } as SimbaModifiers;
+  if (Object.keys(mods).length) validateSimbaOptions(model.config, { ...mods, rLast: 1 }, w);
 
   const cfg = model.config, L = cfg.nLayer, V = cfg.vocabSize;
   // Plans first, so a bad budget fails before minutes of measuring.
@@ -208,7 +203,7 @@ export async function runBench(model: LanguageModel, opts: BenchOptions = {}, on
   let done = 0;
   const t0 = performance.now();
   const tick = (label: string) => onProgress?.({ done: done++, total, label });
-  const abort = () => { if (opts.signal?.aborted) throw new SimbaError('E_ABORTED', 'bench: aborted'); };
+  const abort = () => { if (signal?.aborted) throw new SimbaError('E_ABORTED', 'bench: aborted', { cause: signal.reason }); };
 
   /** Warm-up + timed runs of fn (which returns seconds); returns tokens/s per run. */
   async function measure(label: string, tokens: number, fn: () => Promise<number>): Promise<Stat> {

@@ -22,6 +22,8 @@
  *   const s = await perplexity(model, ids, { ctx: 256, simba: { flops: 0.6 } });  // s.relFlops ~ 0.6
  */
 import { SimbaError } from '../errors';
+import { EVAL_DEFAULTS, LIMITS } from '../limits';
+import * as v from '../validate';
 import type { LanguageModel, PrefillResult } from '../engine/lm';
 import { headFlops, layerFlops, planSimba, type SimbaOptions } from '../engine/simba';
 import type { Tokenizer } from '../checkpoint/tokenizer';
@@ -93,18 +95,35 @@ export function windows(ids: ArrayLike<number>, ctx: number): number[][] {
   return out;
 }
 
+const PERPLEXITY_KEYS = ['ctx', 'simba', 'batch', 'onProgress', 'signal'] as const;
+const SCORE_KEYS = ['simba', 'batch', 'onProgress', 'signal'] as const;
+
+/** Checks the options shared by the evaluations (unknown keys, types). */
+function checkEvalOptions<K extends string>(where: string, options: unknown, keys: readonly K[]) {
+  const o = v.options(where, options, keys) as Partial<Record<string, unknown>>;
+  return {
+    simba: o.simba as SimbaOptions | undefined,
+    batch: v.int(where, 'batch', o.batch, 1),
+    onProgress: v.func<(p: EvalProgress) => void>(where, 'onProgress', o.onProgress),
+    signal: v.signal(where, 'signal', o.signal),
+  };
+}
+
 /** Windows per call: up to 8, fewer when their logits (ctx x vocab float32 each) would pass ~256 MB. */
 function defaultBatch(ctx: number, vocab: number): number {
-  return Math.max(1, Math.min(8, Math.floor(8192 / ctx), Math.floor((256 << 20) / (ctx * vocab * 4))));
+  return Math.max(1, Math.min(EVAL_DEFAULTS.pplBatch, Math.floor(LIMITS.chunkTokens / ctx), Math.floor((256 << 20) / (ctx * vocab * 4))));
 }
 
 /** Perplexity of a token sequence (see the module comment for the protocol). */
-export async function perplexity(model: LanguageModel, ids: ArrayLike<number>, opts: PerplexityOptions): Promise<PerplexityResult> {
-  const wins = windows(ids, opts.ctx);
+export async function perplexity(model: LanguageModel, ids: ArrayLike<number>, options: PerplexityOptions): Promise<PerplexityResult> {
+  const opts = checkEvalOptions('perplexity', options, PERPLEXITY_KEYS);
+  const ctx = v.int('perplexity', 'ctx', (options as { ctx?: unknown }).ctx, LIMITS.ctxMin, LIMITS.ctxMax);
+  if (ctx === undefined) throw v.argError('perplexity', `ctx (the window length, e.g. ${EVAL_DEFAULTS.ctx}) is required`);
+  if (!v.is.arrayLike(ids)) throw v.argError('perplexity', `ids must be an array of token ids, got ${v.describeType(ids)}`);
+  const wins = windows(ids, ctx);
   if (wins.length === 0) throw new SimbaError('E_ARG', `perplexity: the text has ${ids.length} token(s); at least 2 are needed`);
   const cfg = model.config, L = cfg.nLayer;
-  const batch = opts.batch ?? defaultBatch(opts.ctx, cfg.vocabSize);
-  if (!Number.isInteger(batch) || batch < 1) throw new SimbaError('E_ARG', `perplexity: batch must be an integer >= 1, got ${String(batch)}`);
+  const batch = opts.batch ?? defaultBatch(ctx, cfg.vocabSize);
   // Fail before any work when a window length cannot take the Simba options (e.g. below the floor).
   if (opts.simba) for (const T of new Set(wins.map((w) => w.length))) planSimba(cfg, T, opts.simba);
 
@@ -132,7 +151,7 @@ export async function perplexity(model: LanguageModel, ids: ArrayLike<number>, o
   const relFlops = processed.reduce((a, n) => a + n, 0) / (L * tokens);
   const lf = layerFlops(cfg), hf = headFlops(cfg);
   return {
-    ppl: Math.exp(meanNll), meanNll, tokens: ids.length, scored, windows: wins.length, ctx: opts.ctx, processed, relFlops,
+    ppl: Math.exp(meanNll), meanNll, tokens: ids.length, scored, windows: wins.length, ctx, processed, relFlops,
     flopsPerToken: relFlops * L * lf + hf, denseFlopsPerToken: L * lf + hf,
   };
 }
@@ -222,14 +241,6 @@ export function choiceTokens(tok: Tokenizer, context: string, choice: string): {
   return { ctx: tok.encode(head), cont: tok.encode(contText), contText };
 }
 
-export interface ChoiceScore {
-  /** Summed log-probability (nats) of the continuation tokens. */
-  logLik: number;
-  tokens: number;
-  /** Characters of the continuation text (for length normalisation). */
-  chars: number;
-}
-
 export interface ScoreOptions {
   simba?: SimbaOptions;
   /** Sequences per prefill call (default 16). */
@@ -252,10 +263,14 @@ export interface ScoreResult {
  * sequence ctx ++ cont from a zero state, and cont[j] is scored by the logits at ctx.length-1+j.
  */
 export async function scoreContinuations(model: LanguageModel, pairs: { ctx: ArrayLike<number>; cont: ArrayLike<number> }[],
-                                         opts: ScoreOptions = {}): Promise<ScoreResult> {
-  const batch = opts.batch ?? 16;
-  if (!Number.isInteger(batch) || batch < 1) throw new SimbaError('E_ARG', `score: batch must be an integer >= 1, got ${String(batch)}`);
+                                         options?: ScoreOptions): Promise<ScoreResult> {
+  const opts = checkEvalOptions('scoreContinuations', options, SCORE_KEYS);
+  const batch = opts.batch ?? EVAL_DEFAULTS.choiceBatch;
+  if (!Array.isArray(pairs)) throw v.argError('scoreContinuations', `pairs must be an array of { ctx, cont }, got ${v.describeType(pairs)}`);
   pairs.forEach((p, i) => {
+    const o = v.options('scoreContinuations', p, ['ctx', 'cont'] as const, `pairs[${i}]`);
+    for (const k of ['ctx', 'cont'] as const)
+      if (!v.is.arrayLike(o[k])) throw v.argError('scoreContinuations', `pairs[${i}].${k} must be an array of token ids, got ${v.describeType(o[k])}`);
     if (p.ctx.length === 0) throw new SimbaError('E_ARG', `score: pair ${i} has an empty context`);
     if (p.cont.length === 0) throw new SimbaError('E_ARG', `score: pair ${i} has an empty continuation`);
   });
@@ -327,7 +342,9 @@ function needTokenizer(model: LanguageModel, what: string): Tokenizer {
 }
 
 /** Scores every choice of every item (see choiceTokens) and reports accuracy. */
-export async function evalChoice(model: LanguageModel, items: ChoiceItem[], opts: ScoreOptions = {}): Promise<ChoiceResult> {
+export async function evalChoice(model: LanguageModel, items: ChoiceItem[], options?: ScoreOptions): Promise<ChoiceResult> {
+  const opts = checkEvalOptions('evalChoice', options, SCORE_KEYS);
+  if (!Array.isArray(items)) throw v.argError('evalChoice', `items must be an array of { context, choices, label }, got ${v.describeType(items)}`);
   const tok = needTokenizer(model, 'eval choice');
   if (items.length === 0) throw new SimbaError('E_ARG', 'eval choice: no items');
   const pairs: { ctx: number[]; cont: number[] }[] = [];
@@ -385,11 +402,12 @@ export interface LambadaResult {
  * LAMBADA-style accuracy: prefill the context (with Simba if given), then greedy decoding (dense)
  * for as many tokens as encode(' ' + word) has; correct when every greedy token equals the target's.
  */
-export async function evalLambada(model: LanguageModel, items: LambadaItem[], opts: ScoreOptions = {}): Promise<LambadaResult> {
+export async function evalLambada(model: LanguageModel, items: LambadaItem[], options?: ScoreOptions): Promise<LambadaResult> {
+  const opts = checkEvalOptions('evalLambada', options, SCORE_KEYS);
+  if (!Array.isArray(items)) throw v.argError('evalLambada', `items must be an array of { text }, got ${v.describeType(items)}`);
   const tok = needTokenizer(model, 'eval lambada');
   if (items.length === 0) throw new SimbaError('E_ARG', 'eval lambada: no items');
-  const batch = opts.batch ?? 16;
-  if (!Number.isInteger(batch) || batch < 1) throw new SimbaError('E_ARG', `eval: batch must be an integer >= 1, got ${String(batch)}`);
+  const batch = opts.batch ?? EVAL_DEFAULTS.choiceBatch;
   const prepared = items.map((it) => {
     const sp = splitLastWord(it.text);
     if (!sp) throw new SimbaError('E_ARG', `line ${it.line}: "text" needs at least two words`);

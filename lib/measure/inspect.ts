@@ -10,10 +10,12 @@
  */
 import { SimbaError } from '../errors';
 import type { LanguageModel } from '../engine/lm';
-import type { SimbaOptions } from '../engine/simba';
+import { validateSimbaOptions, type SimbaOptions } from '../engine/simba';
+import { LIMITS } from '../limits';
+import * as v from '../validate';
 
 /** The largest prompt drawn (beyond it the columns become unreadable). */
-export const MAX_MAP_TOKENS = 1024;
+const MAX_MAP_TOKENS = LIMITS.mapTokens;
 
 export interface HighwayMap {
   ids: number[];
@@ -30,6 +32,8 @@ export interface HighwayMap {
 
 /** Prefills the prompt with Simba (no logits) and records where each token exits. */
 export async function highwayMap(model: LanguageModel, ids: ArrayLike<number>, simba: SimbaOptions): Promise<HighwayMap> {
+  if (!v.is.arrayLike(ids)) throw v.argError('highwayMap', `ids must be an array of token ids, got ${v.describeType(ids)}`);
+  validateSimbaOptions(model.config, simba, 'highwayMap');
   if (ids.length > MAX_MAP_TOKENS)
     throw new SimbaError('E_ARG', `inspect: the prompt has ${ids.length} tokens; the map draws at most ${MAX_MAP_TOKENS} (use a shorter prompt)`);
   const [r] = await model.prefill([{ tokens: ids }], { logits: 'none', simba });
@@ -42,22 +46,24 @@ export async function highwayMap(model: LanguageModel, ids: ArrayLike<number>, s
   };
 }
 
+/* eslint-disable no-control-regex -- matching the control characters XML forbids is the point here */
 function xml(s: string): string {
   return s
     // Characters XML 1.0 forbids (C0 controls other than tab/newline/CR, lone surrogates) become U+FFFD.
     .replace(/[\u0000-\u0008\u000b\u000c\u000e-\u001f\ufffe\uffff]|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/gu, '\ufffd')
     .replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;').replace(/'/g, '&apos;');
 }
+/* eslint-enable no-control-regex */
 
 /** A token as shown on the axis: leading space dropped, whitespace-only tokens as visible marks. */
-export function displayToken(s: string): string {
+function displayToken(s: string): string {
   const vis = s.replace(/\r/g, '').replace(/\n/g, '↵').replace(/\t/g, '⇥');
   const t = vis.replace(/^ +/, '');
   if (t === '') return vis.length ? '␣'.repeat(Math.min(3, vis.length)) : '∅';
   return t.length > 14 ? `${t.slice(0, 13)}…` : t;
 }
 
-export function describeSimba(o: SimbaOptions): string {
+function describeSimba(o: SimbaOptions): string {
   const budget = o.flops !== undefined ? `flops ${o.flops}` : o.rLast !== undefined ? `keep-last ${o.rLast}`
     : o.keepCounts ? `keep-counts ${o.keepCounts.join(',')}` : o.keepRatios ? `keep-ratios ${o.keepRatios.join(',')}` : 'dense';
   const parts = [budget, `criterion ${o.criterion ?? 'simba'}`];

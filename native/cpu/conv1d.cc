@@ -11,8 +11,6 @@ namespace simba {
 namespace cpu {
 namespace SIMBA_ISA {
 
-constexpr int kMaxConv = 8;  // model.cc rejects wider kernels
-
 void conv1d_slice(const Conv1dArgs& a, int begin, int end) {
   const int E = a.E, K = a.K, H = K - 1;
   for (int g = begin; g < end; g++) {

@@ -1,6 +1,8 @@
 // dispatch.cc — see dispatch.h.
 #include "dispatch.h"
 
+#include "engine/errors.h"
+
 #include <atomic>
 #include <cstdlib>
 #include <stdexcept>
@@ -82,6 +84,8 @@ void gemm(const float* A, int lda, const PackedWeight& W, const float* bias, flo
 }
 
 void rmsnorm(const float* x, int ldx, const float* w, float* y, int ldy, int rows, int d, float eps) {
+  if (rows <= 0) return;
+  SIMBA_ASSERT(x && w && y && d > 0 && ldx >= d && ldy >= d && eps > 0);
   const KernelTable& k = active();
   RmsNormArgs a{x, ldx, w, y, ldy, d, eps};
   parallel(rows, 4.0 * rows * d, [&](int, int b, int e) { k.rmsnorm(a, b, e); });
@@ -93,23 +97,41 @@ static double rows_of(const SeqSlice* s, int n) {
   return r;
 }
 
+// The preconditions every per-sequence kernel shares: a sequence table whose rows lie in the
+// buffers (each sequence at least one row, in order).
+static void assert_seqs(const SeqSlice* s, int n) {
+  SIMBA_ASSERT(s && n >= 1);
+  for (int i = 0; i < n; i++) SIMBA_ASSERT(s[i].T >= 1 && s[i].row0 >= (i ? s[i - 1].row0 + s[i - 1].T : 0));
+}
+
 static int groups(int E) {
   const int w = active().width;
   return (E + w - 1) / w;
 }
 
 void conv1d(const Conv1dArgs& a) {
+  SIMBA_ASSERT(a.xin && a.out && a.wT && a.E > 0 && a.K >= 1 && a.K <= kMaxConv && a.ldx >= a.E && a.ldo >= a.E);
+  assert_seqs(a.seqs, a.nseq);
+  for (int i = 0; i < a.nseq; i++) SIMBA_ASSERT(a.K == 1 || a.seqs[i].conv);
   const KernelTable& k = active();
   parallel(groups(a.E), 2.0 * a.K * a.E * rows_of(a.seqs, a.nseq) + 20.0 * a.E * rows_of(a.seqs, a.nseq),
            [&](int, int b, int e) { k.conv1d(a, b, e); });
 }
 
 void scan(const ScanArgs& a) {
+  SIMBA_ASSERT(a.x && a.dt && a.B && a.C && a.z && a.AT && a.D && a.y && a.E > 0 && a.N >= 1 && a.N <= kMaxState);
+  SIMBA_ASSERT(a.ldx >= a.E && a.lddt >= a.E && a.ldz >= a.E && a.ldy >= a.E && a.ldbc >= a.N);
+  assert_seqs(a.seqs, a.nseq);
+  for (int i = 0; i < a.nseq; i++) SIMBA_ASSERT(a.seqs[i].ssm);
   const KernelTable& k = active();
   parallel(groups(a.E), 20.0 * a.E * a.N * rows_of(a.seqs, a.nseq), [&](int, int b, int e) { k.scan(a, b, e); });
 }
 
 void score(ScoreArgs a, float* out, int total_rows) {
+  SIMBA_ASSERT(a.x && a.dt && a.B && a.C && a.AT && out && a.E > 0 && a.N >= 1 && a.N <= kMaxState);
+  SIMBA_ASSERT(a.ldx >= a.E && a.lddt >= a.E && a.ldbc >= a.N);
+  assert_seqs(a.seqs, a.nseq);
+  SIMBA_ASSERT(a.seqs[a.nseq - 1].row0 + a.seqs[a.nseq - 1].T <= total_rows);
   const KernelTable& k = active();
   ThreadPool& pool = ThreadPool::global();
   const size_t per = (size_t)total_rows * k.width;  // one vector per row and thread

@@ -20,6 +20,10 @@ namespace cpu {
 // values of one k contiguous ([npanels][K][32], zero-padded past N). The GEMM microkernel then
 // reads one k-slice of a panel with unit stride.
 constexpr int kPanel = 32;
+
+// Largest conv width and state size the kernels hold in registers / stack arrays (conv1d.cc,
+// selective_scan.cc); the engines reject larger configs first (engine/tensor_table.h).
+constexpr int kMaxConv = 8, kMaxState = 256;
 struct PackedWeight {
   int N = 0, K = 0, npanels = 0;
   bool bf16 = false;

@@ -15,8 +15,6 @@ namespace simba {
 namespace cpu {
 namespace SIMBA_ISA {
 
-constexpr int kMaxState = 256;  // model.cc rejects larger d_state
-
 template <int NF>
 static void scan_group(const ScanArgs& a, int g) {
   const int E = a.E, N = NF > 0 ? NF : a.N;

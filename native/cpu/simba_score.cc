@@ -1,6 +1,6 @@
 // simba_score.cc — per-token Simba scores from what the selective scan leaves behind.
 //
-// Contribution of token t to the last output y_T of the layer, channel e (DESIGN.md section 5):
+// Contribution of token t to the last output y_T of the layer, channel e (the Simba criterion):
 //   c(t,e) = sum_n C(T,n) * exp(A(e,n) * sum_{k=t+1..T} dt(k,e)) * dt(t,e) * B(t,n) * x(t,e)
 // One reverse pass per sequence computes it in O(T E N) time and O(E N) memory: carry
 //   Q(e,n) = C(T,n) * prod_{k>t} exp(dt(k,e) A(e,n)),   Q = C(T,.) at t = T,

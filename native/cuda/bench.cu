@@ -28,7 +28,7 @@ void init(float* v, size_t n, uint32_t seed, float lo, float hi) {
 // Times `iters` scans of n_seq sequences of T tokens (E channels, N states) and a 1 GiB
 // device-to-device copy. scan_bytes: the bytes one scan must move (x, dt, z in; y out; B, C; states).
 void bench_scan(int n_seq, int T, int E, int N, int iters, double* scan_ms, double* scan_bytes, double* copy_gbs) {
-  if (n_seq <= 0 || T <= 0 || E <= 0 || N <= 0 || iters <= 0) throw std::invalid_argument("bench_scan: bad sizes");
+  if (n_seq <= 0 || T <= 0 || E <= 0 || N <= 0 || iters <= 0) fail(SIMBA_E_ARG, "bench_scan: bad sizes");
   const size_t M = (size_t)n_seq * T;
   DevBuf x, dt, z, y, bc, AT, D, states, tab;
   x.alloc(M * E * 4, "bench x"); dt.alloc(M * E * 4, "bench dt"); z.alloc(M * E * 4, "bench z"); y.alloc(M * E * 4, "bench y");
@@ -38,10 +38,12 @@ void bench_scan(int n_seq, int T, int E, int N, int iters, double* scan_ms, doub
   init(bc.f(), M * 2 * N, 4, -1.f, 1.f); init(AT.f(), (size_t)N * E, 5, -16.f, -1.f); init(D.f(), E, 6, 0.5f, 1.5f);
   check(cudaMemset(states.get(), 0, states.bytes()), "bench states");
   std::vector<SeqInfo> seqs(n_seq);
-  for (int s = 0; s < n_seq; s++) seqs[s] = SeqInfo{s * T, T, T, 0};
+  for (int s = 0; s < n_seq; s++) seqs[s] = SeqInfo{.row0 = s * T, .T = T, .k = T, .nrow0 = 0};
   tab.upload(seqs.data(), seqs.size() * sizeof(SeqInfo), "bench table");
-  ScanParams p{x.f(), E, dt.f(), E, bc.f(), bc.f() + N, 2 * N, z.f(), E, AT.f(), D.f(), y.f(), E, E, N, false,
-               StateRef{states.f(), (size_t)E * N}, static_cast<const SeqInfo*>(tab.get()), n_seq, T};
+  const ScanParams p{.x = x.f(), .ldx = E, .dt = dt.f(), .lddt = E, .B = bc.f(), .C = bc.f() + N, .ldbc = 2 * N,
+                     .z = z.f(), .ldz = E, .AT = AT.f(), .D = D.f(), .y = y.f(), .ldy = E, .E = E, .N = N,
+                     .write_dt = false, .ssm = {.base = states.f(), .stride = (size_t)E * N},
+                     .seqs = static_cast<const SeqInfo*>(tab.get()), .nseq = n_seq, .maxT = T};
   cudaEvent_t a, b;
   check(cudaEventCreate(&a), "event");
   check(cudaEventCreate(&b), "event");

@@ -24,10 +24,12 @@
 #include <stdexcept>
 #include <string>
 
+#include "../engine/errors.h"  // simba::Error, SIMBA_ASSERT (launcher preconditions)
+
 namespace simba {
 namespace cuda {
 
-// Throws std::runtime_error("<what>: <cuda error string>") on failure.
+// Throws simba::Error (E_CUDA, or E_OOM for cudaErrorMemoryAllocation) "<what>: <cuda error string>" on failure.
 void check(cudaError_t e, const char* what);
 // After a kernel launch: launch-configuration errors surface here, execution errors at the next sync.
 void check_launch(const char* kernel);

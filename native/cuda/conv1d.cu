@@ -72,7 +72,7 @@ __global__ __launch_bounds__(kThreads) void conv_state_kernel(const float* __res
 void conv1d(const float* xin, int ldx, float* out, int ldo, const float* wT, const float* bias, int E, int K,
             const SeqInfo* seqs, int nseq, int maxT, StateRef conv, cudaStream_t st) {
   if (nseq <= 0 || maxT <= 0) return;
-  if (K > kMaxConv) throw std::invalid_argument("conv1d: dConv > 8 is not supported");
+  SIMBA_ASSERT(xin && out && wT && seqs && E > 0 && K >= 1 && K <= kMaxConv && ldx >= E && ldo >= E && (K == 1 || conv.base));
   const dim3 grid(ceil_div(E, kThreads), ceil_div(maxT, kRowsPerBlock), nseq);
   SIMBA_LAUNCH(grid, kThreads, 0, st, conv1d_kernel)(xin, ldx, out, ldo, wT, bias, E, K, seqs, conv);
   check_launch("conv1d");

@@ -272,6 +272,7 @@ __global__ __launch_bounds__(256) void wmma_bf16(const float* __restrict__ A, in
 void gemm(const float* A, int lda, const DevLinear& W, float* C, int ldc, int M, cudaStream_t st) {
   if (M <= 0) return;
   const int N = W.N, K = W.K;
+  SIMBA_ASSERT(A && W.w && C && N > 0 && K > 0 && lda >= K && ldc >= N);
   if (M <= kGemvMaxM) {
     const dim3 grid(ceil_div(N, kGemvWarps));
     const bool vec = K % (W.bf16 ? 8 : 4) == 0;

@@ -8,14 +8,11 @@
 // (they follow from the keep counts and the protection), so no step waits for the device.
 #include "model_cuda.h"
 
-#include "../engine/tensor_table.h"
-
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <numeric>
-#include <stdexcept>
 
 namespace simba {
 namespace cuda {
@@ -25,14 +22,14 @@ namespace cuda {
 void check(cudaError_t e, const char* what) {
   if (e == cudaSuccess) return;
   cudaGetLastError();  // clear a non-sticky error so later calls can proceed
-  throw std::runtime_error(std::string("CUDA error in ") + what + ": " + cudaGetErrorString(e) + " (" +
-                           cudaGetErrorName(e) + ")");
+  fail(e == cudaErrorMemoryAllocation ? SIMBA_E_OOM : SIMBA_E_CUDA,
+       std::string("CUDA error in ") + what + ": " + cudaGetErrorString(e) + " (" + cudaGetErrorName(e) + ")");
 }
 
 void check_launch(const char* kernel) {
   cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess)
-    throw std::runtime_error(std::string("CUDA kernel ") + kernel + " failed to launch: " + cudaGetErrorString(e));
+    fail(SIMBA_E_CUDA, std::string("CUDA kernel ") + kernel + " failed to launch: " + cudaGetErrorString(e));
 }
 
 static std::string mib(size_t bytes) {
@@ -68,9 +65,9 @@ void DevBuf::alloc(size_t bytes, const std::string& what) {
     size_t fr = 0, tot = 0;
     cudaMemGetInfo(&fr, &tot);
     if (e == cudaErrorMemoryAllocation)
-      throw std::runtime_error("CUDA out of memory: could not allocate " + mib(bytes) + " for " + what + " (" + mib(fr) +
-                               " free of " + mib(tot) + ")");
-    throw std::runtime_error("CUDA error allocating " + mib(bytes) + " for " + what + ": " + cudaGetErrorString(e));
+      fail(SIMBA_E_OOM, "CUDA out of memory: could not allocate " + mib(bytes) + " for " + what + " (" + mib(fr) +
+                            " free of " + mib(tot) + ")");
+    fail(SIMBA_E_CUDA, "CUDA error allocating " + mib(bytes) + " for " + what + ": " + cudaGetErrorString(e));
   }
   bytes_ = bytes;
 }
@@ -100,23 +97,14 @@ namespace {
 size_t align256(size_t b) { return (b + 255) / 256 * 256; }
 }  // namespace
 
-DeviceModel::DeviceModel(const simba_config_t& c, bool bf16, int device) : cfg_(c), bf16_(bf16), device_(device) {
-  auto positive = [](int v, const char* what) {
-    if (v <= 0) throw std::invalid_argument(std::string("config: ") + what + " must be a positive integer, got " + std::to_string(v));
-  };
-  positive(c.vocab, "vocabSize"); positive(c.d, "dModel"); positive(c.L, "nLayer");
-  positive(c.E, "dInner"); positive(c.N, "dState"); positive(c.R, "dtRank"); positive(c.K, "dConv");
-  if (c.K > kMaxConv) throw std::invalid_argument("config: dConv " + std::to_string(c.K) + " is larger than the supported " + std::to_string(kMaxConv));
-  if (c.N > kMaxState) throw std::invalid_argument("config: dState " + std::to_string(c.N) + " is larger than the supported " + std::to_string(kMaxState));
-  if (!(c.eps > 0) || !std::isfinite(c.eps)) throw std::invalid_argument("config: eps must be a positive number");
+DeviceModel::DeviceModel(const ModelConfig& c, bool bf16, int device) : cfg_(c), bf16_(bf16), device_(device), loader_(c) {
   int n = 0;
   check(cudaGetDeviceCount(&n), "cudaGetDeviceCount");
   if (device < 0 || device >= n)
-    throw std::invalid_argument("CUDA device " + std::to_string(device) + " does not exist (" + std::to_string(n) + " found)");
+    fail(SIMBA_E_CUDA, "CUDA device " + std::to_string(device) + " does not exist (" + std::to_string(n) + " found)");
   select_device();
   check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
-  layers_.resize(c.L);
-  for (auto& l : layers_) l.have.assign(kNumLayerTensors, false);
+  w_.layers.resize(c.L);
 }
 
 DeviceModel::~DeviceModel() {
@@ -126,140 +114,75 @@ DeviceModel::~DeviceModel() {
 
 void DeviceModel::select_device() const { check(cudaSetDevice(device_), "cudaSetDevice"); }
 
-void DeviceModel::set_linear(DevLinearStore& lin, const float* W, int N, int K, const std::string& what) {
-  const size_t n = (size_t)N * K;
-  if (bf16_) {
-    std::vector<uint16_t> h(n);
-    for (size_t i = 0; i < n; i++) h[i] = to_bf16_bits(W[i]);
-    lin.w.upload(h.data(), n * 2, what);
-  } else {
-    lin.w.upload(W, n * 4, what);
+// The CUDA engine's part of loading (tensor_table.h does the checks and the layout transforms):
+// uploads, matrices converted to bf16 bits when the model stores bf16.
+struct DeviceModel::Store {
+  bool bf16;
+  void matrix(DevLinearStore& lin, const float* W, const TensorSpec& t) const {
+    const size_t n = t.count();
+    if (bf16) {
+      std::vector<uint16_t> h(n);
+      for (size_t i = 0; i < n; i++) h[i] = to_bf16_bits(W[i]);
+      lin.w.upload(h.data(), n * 2, t.label());
+    } else {
+      lin.w.upload(W, n * 4, t.label());
+    }
+    lin.view.N = t.rows;
+    lin.view.K = t.cols;
+    lin.view.bf16 = bf16;
+    lin.view.w = lin.w.get();
   }
-  lin.view.N = N;
-  lin.view.K = K;
-  lin.view.bf16 = bf16_;
-  lin.view.w = lin.w.get();
-  lin.set = true;
-}
-
-void DeviceModel::set_bias(DevLinearStore& lin, const float* b, int N, const std::string& what) {
-  lin.bias.upload(b, (size_t)N * 4, what);
-  lin.view.bias = lin.bias.f();
-}
+  void bias(DevLinearStore& lin, const float* b, const TensorSpec& t) const {
+    lin.bias.upload(b, t.count() * 4, t.label());
+    lin.view.bias = lin.bias.f();
+  }
+  void vector(DevBuf& v, const float* x, const TensorSpec& t) const { v.upload(x, t.count() * 4, t.label()); }
+};
 
 void DeviceModel::set_tensor(const std::string& name, int layer, const float* x, size_t count) {
   std::lock_guard<std::mutex> lock(mu_);
-  if (ready_) throw std::logic_error("model is finalized; tensors can no longer be set");
   select_device();
-  const simba_config_t& c = cfg_;
-  auto expect = [&](size_t n, const std::string& shape) {
-    if (count != n)
-      throw std::invalid_argument("tensor '" + name + "'" + (layer >= 0 ? " of layer " + std::to_string(layer) : std::string()) +
-                                  ": expected " + shape + " = " + std::to_string(n) + " values, got " + std::to_string(count));
-  };
-  auto dims = [](std::initializer_list<int> d) {
-    std::string s = "[";
-    for (int v : d) s += (s.size() > 1 ? ", " : "") + std::to_string(v);
-    return s + "]";
-  };
-  const std::string what = "tensor '" + name + "'" + (layer >= 0 ? " of layer " + std::to_string(layer) : std::string());
-  if (layer < 0) {
-    if (name == "embedding") { expect((size_t)c.vocab * c.d, dims({c.vocab, c.d})); set_linear(embed_, x, c.vocab, c.d, what); }
-    else if (name == "lm_head") {
-      if (c.tie) throw std::invalid_argument("tensor 'lm_head' given but the config ties the head to the embedding");
-      expect((size_t)c.vocab * c.d, dims({c.vocab, c.d})); set_linear(head_, x, c.vocab, c.d, what);
-    } else if (name == "norm_f") { expect(c.d, dims({c.d})); norm_f_.upload(x, (size_t)c.d * 4, what); }
-    else throw std::invalid_argument("unknown global tensor '" + name + "'");
-    return;
-  }
-  if (layer >= c.L) throw std::invalid_argument("tensor '" + name + "': layer " + std::to_string(layer) + " out of range (model has " + std::to_string(c.L) + ")");
-  DevLayer& l = layers_[layer];
-  const int idx = layer_tensor_index(name);
-  if (idx < 0) throw std::invalid_argument("unknown layer tensor '" + name + "'");
-  if ((name == "in_proj_bias" || name == "out_proj_bias") && !c.proj_bias)
-    throw std::invalid_argument("tensor '" + name + "' given but the config has no projection biases (use_bias false)");
-  if (name == "conv_b" && !c.conv_bias) throw std::invalid_argument("tensor 'conv_b' given but the config has no conv bias");
-  const int E = c.E, N = c.N, R = c.R, K = c.K, d = c.d;
-  if (name == "norm") { expect(d, dims({d})); l.norm.upload(x, (size_t)d * 4, what); }
-  else if (name == "in_proj") { expect((size_t)2 * E * d, dims({2 * E, d})); set_linear(l.in_proj, x, 2 * E, d, what); }
-  else if (name == "in_proj_bias") { expect((size_t)2 * E, dims({2 * E})); set_bias(l.in_proj, x, 2 * E, what); }
-  else if (name == "conv_w") {
-    expect((size_t)E * K, dims({E, K}));
-    std::vector<float> wT((size_t)K * E);
-    for (int e = 0; e < E; e++) for (int j = 0; j < K; j++) wT[(size_t)j * E + e] = x[(size_t)e * K + j];
-    l.conv_wT.upload(wT.data(), wT.size() * 4, what);
-  } else if (name == "conv_b") { expect(E, dims({E})); l.conv_b.upload(x, (size_t)E * 4, what); }
-  else if (name == "x_proj") { expect((size_t)(R + 2 * N) * E, dims({R + 2 * N, E})); set_linear(l.x_proj, x, R + 2 * N, E, what); }
-  else if (name == "dt_proj_w") { expect((size_t)E * R, dims({E, R})); set_linear(l.dt_proj, x, E, R, what); }
-  else if (name == "dt_proj_b") { expect(E, dims({E})); set_bias(l.dt_proj, x, E, what); }
-  else if (name == "A_log") {
-    expect((size_t)E * N, dims({E, N}));
-    std::vector<float> AT((size_t)N * E);
-    for (int e = 0; e < E; e++) for (int n = 0; n < N; n++) AT[(size_t)n * E + e] = -std::exp(x[(size_t)e * N + n]);
-    l.AT.upload(AT.data(), AT.size() * 4, what);
-  } else if (name == "D") { expect(E, dims({E})); l.D.upload(x, (size_t)E * 4, what); }
-  else if (name == "out_proj") { expect((size_t)d * E, dims({d, E})); set_linear(l.out_proj, x, d, E, what); }
-  else if (name == "out_proj_bias") { expect(d, dims({d})); set_bias(l.out_proj, x, d, what); }
-  l.have[idx] = true;
+  loader_.set(w_, name, layer, x, count, Store{bf16_});
 }
 
 void DeviceModel::finalize() {
   std::lock_guard<std::mutex> lock(mu_);
-  const simba_config_t& c = cfg_;
-  auto missing = [](const std::string& what) { throw std::invalid_argument("missing tensor '" + what + "'"); };
-  if (!embed_.set) missing("embedding");
-  if (!norm_f_.get()) missing("norm_f");
-  if (!c.tie && !head_.set) missing("lm_head (the config has an untied head)");
-  require_layer_tensors(c.L, c.conv_bias, c.proj_bias, [&](int li, int i) { return (bool)layers_[li].have[i]; });
-  ready_ = true;
+  loader_.finalize();
 }
 
-// Identical to Model::randomize (same generator, same order of calls), so a CUDA model and a CPU
-// model randomized with the same seed hold the same weights.
-void DeviceModel::randomize(uint64_t seed) {
-  const auto& c = cfg_;
-  random_weights(ModelDims{c.vocab, c.d, c.L, c.E, c.N, c.R, c.K, (bool)c.conv_bias, (bool)c.proj_bias, (bool)c.tie}, seed,
-                 [this](const std::string& name, int layer, const float* x, size_t n) { set_tensor(name, layer, x, n); });
-}
+void DeviceModel::randomize(uint64_t seed) { randomize_engine(*this, cfg_, seed); }
 
 size_t DeviceModel::weight_bytes() const {
-  size_t b = embed_.w.bytes() + head_.w.bytes();
-  for (const auto& l : layers_) b += l.in_proj.w.bytes() + l.x_proj.w.bytes() + l.dt_proj.w.bytes() + l.out_proj.w.bytes();
-  return b;
+  return matrix_bytes(w_, [](const DevLinearStore& lin) { return lin.w.bytes(); });
 }
 
 // ---------------------------------------------------------------- forward
 
+// The shared checks (tensor_table.h), then the CUDA engine's own limits (grid dimensions). With
+// slots: every slot allocated and used by one sequence only (their pool addresses stand in for
+// the host states in the shared checks).
 void DeviceModel::check_request(const simba_forward_t& r, const int32_t* slots) const {
-  if (!ready_) throw std::logic_error("model is not finalized (weights incomplete)");
-  const int nseq = r.n_seq;
-  if (nseq <= 0 || !r.lengths) throw std::invalid_argument("no sequences given");
-  if (!slots && !r.states) throw std::invalid_argument("one state per sequence is required");
-  if (nseq > 65535) throw std::invalid_argument("the CUDA engine takes at most 65535 sequences per call (got " + std::to_string(nseq) + ")");
-  size_t total = 0;
-  for (int s = 0; s < nseq; s++) {
-    if (r.lengths[s] < 1) throw std::invalid_argument("every sequence needs at least one token (got an empty one)");
-    if (r.lengths[s] > 65535 * 8) throw std::invalid_argument("the CUDA engine takes at most 524280 tokens per sequence and call");
-    total += r.lengths[s];
-    if (!slots && !r.states[s]) throw std::invalid_argument("one state per sequence is required");
-  }
+  loader_.require_ready();
+  if (r.n_tokens < 0 || r.n_want < 0 || r.n_seq < 0) fail(SIMBA_E_ARG, "negative token, sequence or logits-position count");
+  const size_t nseq = (size_t)r.n_seq;
+  std::vector<float*> in_pool;
   if (slots) {
     std::vector<char> seen(pool_cap_, 0);
-    for (int s = 0; s < nseq; s++) {
+    for (size_t s = 0; s < nseq; s++) {
       check_slot(slots[s]);
-      if (seen[slots[s]]++) throw std::invalid_argument("state slot " + std::to_string(slots[s]) + " is given to two sequences of one call");
+      if (seen[slots[s]]++) fail(SIMBA_E_ARG, "state slot " + std::to_string(slots[s]) + " is given to two sequences of one call");
+      in_pool.push_back(pool_.f() + (size_t)slots[s] * state_floats());
     }
   }
-  if (r.n_tokens < 0 || total != (size_t)r.n_tokens) throw std::invalid_argument("token count does not match the sequence lengths");
-  for (int i = 0; i < r.n_tokens; i++)
-    if (r.tokens[i] < 0 || r.tokens[i] >= cfg_.vocab)
-      throw std::out_of_range("token id " + std::to_string(r.tokens[i]) + " at index " + std::to_string(i) + " is outside the vocabulary [0, " + std::to_string(cfg_.vocab) + ")");
-  for (int i = 0; i < r.n_want; i++)
-    if (r.want[i] < 0 || (size_t)r.want[i] >= total) throw std::out_of_range("logits position " + std::to_string(r.want[i]) + " is outside the " + std::to_string(total) + " tokens");
-  if (r.simba_enabled) {
-    if (!r.keep) throw std::invalid_argument("simba keep counts: expected " + std::to_string((size_t)nseq * cfg_.L) + " (sequences x layers)");
-    if (r.criterion < 0 || r.criterion > 4) throw std::invalid_argument("simba.criterion out of range");
-  }
+  simba::check_request(cfg_, {.tokens = r.tokens, .n_tokens = (size_t)r.n_tokens,
+                              .lengths = r.lengths, .n_seq = nseq,
+                              .states = slots ? in_pool.data() : r.states, .n_states = nseq,
+                              .want = r.want, .n_want = (size_t)r.n_want,
+                              .simba = r.simba_enabled != 0, .n_keep = r.keep ? nseq * cfg_.L : 0,
+                              .criterion = r.criterion});
+  if (nseq > 65535) fail(SIMBA_E_ARG, "the CUDA engine takes at most 65535 sequences per call (got " + std::to_string(nseq) + ")");
+  for (size_t s = 0; s < nseq; s++)
+    if (r.lengths[s] > 65535 * 8) fail(SIMBA_E_ARG, "the CUDA engine takes at most 524280 tokens per sequence and call");
 }
 
 char* DeviceModel::workspace(size_t bytes) {
@@ -285,7 +208,7 @@ void DeviceModel::forward(const simba_forward_t& req, simba_result_t& res) {
 }
 
 void DeviceModel::forward_slots(const simba_forward_t& req, const int32_t* slots, simba_result_t& res) {
-  if (!slots) throw std::invalid_argument("forward_slots: no slot table given");
+  if (!slots) fail(SIMBA_E_ARG, "forward_slots: no slot table given");
   std::lock_guard<std::mutex> lock(mu_);
   run_forward(req, slots, res);
 }
@@ -294,7 +217,7 @@ void DeviceModel::forward_slots(const simba_forward_t& req, const int32_t* slots
 void DeviceModel::run_forward(const simba_forward_t& req, const int32_t* slots, simba_result_t& res) {
   check_request(req, slots);
   select_device();
-  const simba_config_t& c = cfg_;
+  const ModelConfig& c = cfg_;
   const int d = c.d, E = c.E, N = c.N, R = c.R, K = c.K, L = c.L, V = c.vocab;
   const int nseq = req.n_seq, total = req.n_tokens, nw = req.n_want;
   const int ldbc = R + 2 * N;
@@ -362,7 +285,7 @@ void DeviceModel::run_forward(const simba_forward_t& req, const int32_t* slots, 
   float *h = F(o_h), *h2 = F(o_h2), *xn = F(o_xn), *xz = F(o_xz), *xc = F(o_xc), *dbc = F(o_dbc), *dt = F(o_dt), *y = F(o_y),
         *out = F(o_out), *score = F(o_score), *partial = F(o_part), *fin = F(o_fin), *fn = F(o_fn), *logits = F(o_logits),
         *states = slots ? pool_.f() : F(o_states);
-  int *sidx = slots ? I(o_sidx) : nullptr;  // device copy of the slot table
+  int* sidx = slots ? I(o_sidx) : nullptr;  // device copy of the slot table
   int *tok = I(o_tok), *orig = I(o_orig), *orig2 = I(o_orig2), *exit_l = I(o_exit), *slot = I(o_slot), *dest = I(o_dest);
   SeqInfo* tab = reinterpret_cast<SeqInfo*>(w + o_tab);
   cudaStream_t st = stream_;
@@ -380,12 +303,12 @@ void DeviceModel::run_forward(const simba_forward_t& req, const int32_t* slots, 
   fill(exit_l, total, L, st);
 
   // h[t] = embedding[token t]                  [M, d]
-  embed_gather(tok, total, embed_.view, h, st);
+  embed_gather(tok, total, w_.embed.view, h, st);
 
   bool pending = false;  // out holds a mixer output not yet added to h
   int M = total;
   for (int li = 0; li < L; li++) {
-    DevLayer& l = layers_[li];
+    DevLayer& l = w_.layers[li];
     const SeqInfo* seqs = tab + (size_t)li * nseq;
     const int maxT = max_t[li];
     const StateRef conv{states + (size_t)li * LSF, SF, sidx};
@@ -404,9 +327,10 @@ void DeviceModel::run_forward(const simba_forward_t& req, const int32_t* slots, 
     gemm(dbc, ldbc, l.dt_proj.view, dt, E, M, st);
     // y = scan(...) * silu(z)                    [M, E]; state updated
     const bool scored = prunes[li] && (crit == 0 || crit == 1);
-    ScanParams sp{xc, E, dt, E, dbc + R, dbc + R + N, ldbc, xz + E, 2 * E, l.AT.f(), l.D.f(), y, E, E, N,
-                  scored, ssm, seqs, nseq, maxT};
-    selective_scan(sp, st);
+    selective_scan({.x = xc, .ldx = E, .dt = dt, .lddt = E, .B = dbc + R, .C = dbc + R + N, .ldbc = ldbc, .z = xz + E,
+                    .ldz = 2 * E, .AT = l.AT.f(), .D = l.D.f(), .y = y, .ldy = E, .E = E, .N = N, .write_dt = scored,
+                    .ssm = ssm, .seqs = seqs, .nseq = nseq, .maxT = maxT},
+                   st);
     // out = y out_proj^T (+b)                    [M, d]
     gemm(y, E, l.out_proj.view, out, d, M, st);
     pending = true;
@@ -416,9 +340,10 @@ void DeviceModel::run_forward(const simba_forward_t& req, const int32_t* slots, 
     add_rmsnorm(h, out, nullptr, nullptr, M, d, c.eps, st);
     pending = false;
     if (crit == 0 || crit == 1) {
-      ScoreParams sc{xc, E, dt, E, dbc + R, dbc + R + N, ldbc, l.AT.f(), E, N, crit == 1, req.reduce_sum != 0,
-                     seqs, nseq, maxT, M, partial, score};
-      simba_score(sc, st);
+      simba_score({.x = xc, .ldx = E, .dt = dt, .lddt = E, .B = dbc + R, .C = dbc + R + N, .ldbc = ldbc, .AT = l.AT.f(),
+                   .E = E, .N = N, .local = crit == 1, .reduce_sum = req.reduce_sum != 0, .seqs = seqs, .nseq = nseq,
+                   .maxT = maxT, .rows = M, .partial = partial, .score = score},
+                  st);
     } else if (crit == 2) {
       norm_score(out, d, M, score, st);
     } else if (crit == 3) {
@@ -440,8 +365,8 @@ void DeviceModel::run_forward(const simba_forward_t& req, const int32_t* slots, 
   gather_final(h, orig, M, d, slot, fin, st);
   // logits = rmsnorm(fin) * norm_f  head^T      [want, V]
   if (nw > 0) {
-    add_rmsnorm(fin, nullptr, norm_f_.f(), fn, nw, d, c.eps, st);
-    gemm(fn, d, c.tie ? embed_.view : head_.view, logits, V, nw, st);
+    add_rmsnorm(fin, nullptr, w_.norm_f.f(), fn, nw, d, c.eps, st);
+    gemm(fn, d, c.tie ? w_.embed.view : w_.head.view, logits, V, nw, st);
   }
   // Everything ran? Only then hand results (and the new states) back.
   check(cudaStreamSynchronize(st), "forward");
@@ -462,8 +387,7 @@ namespace simba {
 namespace cuda {
 
 void DeviceModel::check_slot(int slot) const {
-  if (slot < 0 || slot >= pool_cap_ || !slot_live_[slot])
-    throw std::invalid_argument("state slot " + std::to_string(slot) + " is not allocated");
+  if (slot < 0 || slot >= pool_cap_ || !slot_live_[slot]) fail(SIMBA_E_ARG, "state slot " + std::to_string(slot) + " is not allocated");
 }
 
 int DeviceModel::state_alloc() {
@@ -471,11 +395,12 @@ int DeviceModel::state_alloc() {
   select_device();
   const size_t SB = state_floats() * 4;
   if (free_slots_.empty()) {
-    // Grow by doubling: new pool, live slots copied over on the device.
+    // Grow by doubling: a new pool, the old slots copied over on the device.
     const int cap = std::max(8, pool_cap_ * 2);
     DevBuf grown;
     grown.alloc((size_t)cap * SB, "state slots (" + std::to_string(cap) + " sequences)");
-    if (pool_cap_) check(cudaMemcpyAsync(grown.get(), pool_.get(), (size_t)pool_cap_ * SB, cudaMemcpyDeviceToDevice, stream_), "growing the state pool");
+    if (pool_cap_)
+      check(cudaMemcpyAsync(grown.get(), pool_.get(), (size_t)pool_cap_ * SB, cudaMemcpyDeviceToDevice, stream_), "growing the state pool");
     check(cudaStreamSynchronize(stream_), "growing the state pool");
     pool_ = std::move(grown);
     for (int i = cap - 1; i >= pool_cap_; i--) free_slots_.push_back(i);
@@ -500,6 +425,7 @@ void DeviceModel::state_free(int slot) {
 void DeviceModel::state_read(int slot, float* dst) const {
   std::lock_guard<std::mutex> lock(mu_);
   check_slot(slot);
+  if (!dst) fail(SIMBA_E_ARG, "state_read: no destination given");
   select_device();
   const size_t SF = state_floats();
   check(cudaMemcpyAsync(dst, pool_.f() + (size_t)slot * SF, SF * 4, cudaMemcpyDeviceToHost, stream_), "reading a state slot");

@@ -1,6 +1,7 @@
 // model_cuda.h — a Mamba-1 model in device memory and its forward pass on the GPU: the CUDA twin of
-// simba::Model (native/model.h), with the same tensor names, checks, random weights, forward
-// semantics (Simba pruning, early exit, processed / exit_layer) and error messages.
+// simba::Model (engine/model.h): the same tensor table, loading checks, random weights and request
+// checks (engine/tensor_table.h, shared code), forward semantics (Simba pruning, early exit,
+// processed / exit_layer) and errors (simba::Error with a code, engine/errors.h).
 //
 // Weights live on the device (matrices f32 or bf16, row-major [N, K]; vectors f32). The recurrent
 // states live either in the caller's host memory (forward: copied in, run, copied back) or in
@@ -14,12 +15,13 @@
 #include <vector>
 
 #include "../engine/backend_api.h"
+#include "../engine/tensor_table.h"
 #include "kernels.cuh"
 
 namespace simba {
 namespace cuda {
 
-// Owning device allocation (cudaMalloc); out-of-memory becomes a message naming what and how much.
+// Owning device allocation (cudaMalloc); out-of-memory becomes an E_OOM error naming what and how much.
 class DevBuf {
  public:
   DevBuf() = default;
@@ -43,25 +45,16 @@ class DevBuf {
 struct DevLinearStore {
   DevLinear view;  // pointers into w and bias
   DevBuf w, bias;
-  bool set = false;
 };
 
-struct DevLayer {
-  DevBuf norm;     // [d]
-  DevLinearStore in_proj;   // [2E, d]
-  DevBuf conv_wT;  // [K][E]
-  DevBuf conv_b;   // [E]
-  DevLinearStore x_proj;    // [R+2N, E]
-  DevLinearStore dt_proj;   // [E, R], bias [E]
-  DevBuf AT;       // [N][E], A = -exp(A_log)
-  DevBuf D;        // [E]
-  DevLinearStore out_proj;  // [d, E]
-  std::vector<bool> have;
-};
+// The CUDA engine's weights: matrices row-major on the device (f32 or bf16), vectors f32 on the
+// device (tensor_table.h says what each holds and in which layout).
+using DevLayer = LayerWeights<DevLinearStore, DevBuf>;
+using DevWeights = ModelWeights<DevLinearStore, DevBuf>;
 
 class DeviceModel {
  public:
-  DeviceModel(const simba_config_t& cfg, bool bf16, int device);
+  DeviceModel(const ModelConfig& cfg, bool bf16, int device);
   ~DeviceModel();
   DeviceModel(const DeviceModel&) = delete;
   DeviceModel& operator=(const DeviceModel&) = delete;
@@ -80,32 +73,29 @@ class DeviceModel {
   // forward() with slots[req.n_seq] (distinct, allocated) holding the states; req.states is ignored.
   void forward_slots(const simba_forward_t& req, const int32_t* slots, simba_result_t& res);
 
-  size_t layer_state_floats() const { return (size_t)cfg_.E * (cfg_.K - 1) + (size_t)cfg_.E * cfg_.N; }
-  size_t state_floats() const { return (size_t)cfg_.L * layer_state_floats(); }
+  size_t layer_state_floats() const { return simba::layer_state_floats(cfg_); }
+  size_t state_floats() const { return simba::state_floats(cfg_); }
 
  private:
+  struct Store;  // how set_tensor stores (model_cuda.cc)
   void select_device() const;
-  void set_linear(DevLinearStore& lin, const float* W, int N, int K, const std::string& what);
-  void set_bias(DevLinearStore& lin, const float* b, int N, const std::string& what);
   void check_request(const simba_forward_t& r, const int32_t* slots) const;
   void check_slot(int slot) const;
   void run_forward(const simba_forward_t& req, const int32_t* slots, simba_result_t& res);
   // Workspace of at least `bytes`, grown (reallocated) when needed.
   char* workspace(size_t bytes);
 
-  simba_config_t cfg_;
+  ModelConfig cfg_;
   bool bf16_;
   int device_;
-  bool ready_ = false;
+  WeightLoader loader_;
   cudaStream_t stream_ = nullptr;
-  DevLinearStore embed_, head_;
-  DevBuf norm_f_;
-  std::vector<DevLayer> layers_;
+  DevWeights w_;
   DevBuf work_;
   DevBuf pool_;                  // [pool_cap_][state_floats()] device-resident states
   int pool_cap_ = 0;
   std::vector<char> slot_live_;  // [pool_cap_]
-  std::vector<int> free_slots_;  // free slot indices (reused lowest last)
+  std::vector<int> free_slots_;  // free slot indices (the last is used next)
   mutable std::mutex mu_;        // one forward / slot operation at a time (stream, workspace, pool)
 };
 

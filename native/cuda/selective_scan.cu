@@ -161,6 +161,8 @@ __global__ __launch_bounds__(kShortThreads) void scan_short(const ScanParams p) 
 
 void selective_scan(const ScanParams& p, cudaStream_t st) {
   if (p.nseq <= 0 || p.maxT <= 0) return;
+  SIMBA_ASSERT(p.x && p.dt && p.B && p.C && p.z && p.AT && p.D && p.y && p.ssm.base && p.seqs && p.E > 0 && p.N >= 1);
+  SIMBA_ASSERT(p.ldx >= p.E && p.lddt >= p.E && p.ldz >= p.E && p.ldy >= p.E && p.ldbc >= p.N);
   if (p.maxT <= kShortT) {
     SIMBA_LAUNCH(dim3(ceil_div(p.E, kShortThreads), p.nseq), kShortThreads, 0, st, scan_short)(p);
     check_launch("scan_short");

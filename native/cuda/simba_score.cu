@@ -1,4 +1,5 @@
-// simba_score.cu — per-token pruning scores (DESIGN.md section 5; CPU: native/cpu/simba_score.cc).
+// simba_score.cu — per-token pruning scores: how much each token contributes to the layer's last
+// output (Simba), or the 'local' / 'norm' / 'uniform' / 'random' criteria (CPU: native/cpu/simba_score.cc).
 //
 // simba: contribution of token t to the layer's last output, channel e:
 //   c(t,e) = dt(t,e) x(t,e) sum_n Q_t(e,n) B(t,n),   Q_t(e,n) = C(T,n) prod_{k>t} exp(dt(k,e) A(e,n))
@@ -202,6 +203,9 @@ __global__ void random_kernel(const SeqInfo* __restrict__ seqs, const int* __res
 
 void simba_score(const ScoreParams& p, cudaStream_t st) {
   if (p.rows <= 0) return;
+  SIMBA_ASSERT(p.x && p.dt && p.B && p.C && p.score && p.seqs && p.nseq >= 1 && p.E > 0 && p.N >= 1);
+  SIMBA_ASSERT(p.local || (p.AT && p.partial));
+  SIMBA_ASSERT(p.ldx >= p.E && p.lddt >= p.E && p.ldbc >= p.N);
   if (p.local) {
     SIMBA_LAUNCH(p.rows, kRowThreads, 0, st, local_score)(p);
     check_launch("local_score");

@@ -9,8 +9,9 @@
  * Semantics are exactly those of simba::Model (model.h): same tensor names/shapes, same forward
  * request (tokens of many sequences, per-sequence states in host memory read and written in place,
  * wanted logit positions, Simba keep counts / criterion / protection / seed), same results.
- * Errors: every function returns 0 on success, else non-zero with a message in err (NUL-terminated,
- * at most err_len bytes).
+ * Errors: every function returns a simba_status_t: SIMBA_OK (0) on success, else the error's class
+ * (the E_* codes of lib/errors.ts) with a message in err (NUL-terminated, at most err_len bytes).
+ * The caller takes the class from the code, never from the message.
  */
 #ifndef SIMBA_BACKEND_API_H
 #define SIMBA_BACKEND_API_H
@@ -20,6 +21,20 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* The class of an error, shared by the C ABI, the C++ engines (simba::Error, errors.h) and the
+ * `code` of the JS error (the same names without the SIMBA_ prefix). */
+typedef enum {
+  SIMBA_OK = 0,
+  SIMBA_E_ARG = 1,      /* a bad argument: request lengths, wanted positions, keep counts, options */
+  SIMBA_E_TOKEN = 2,    /* a token id outside the vocabulary */
+  SIMBA_E_SHAPE = 3,    /* a tensor whose size disagrees with the config */
+  SIMBA_E_WEIGHTS = 4,  /* an unknown, unexpected or missing tensor; weights not finalized */
+  SIMBA_E_CONFIG = 5,   /* a model config the engine cannot run */
+  SIMBA_E_OOM = 6,      /* host or device memory exhausted */
+  SIMBA_E_CUDA = 7,     /* the CUDA runtime or driver failed, or CUDA is not available */
+  SIMBA_E_NATIVE = 8    /* anything else (a bug: please report it) */
+} simba_status_t;
 
 typedef struct {
   int vocab, d, L, E, N, R, K;
@@ -48,44 +63,44 @@ typedef struct {
 typedef struct simba_model simba_model;
 
 typedef struct {
-  int abi_version; /* 1 */
+  int abi_version; /* 2 (1: functions returned 0 / 1 instead of a simba_status_t) */
   const char* name; /* "cuda" */
   /* Device count and a description of device 0 (e.g. "NVIDIA H200, 139 GiB, sm_90"). */
-  int (*probe)(int* n_devices, char* desc, size_t desc_len, char* err, size_t err_len);
-  int (*create)(const simba_config_t* cfg, int bf16, int device, simba_model** out, char* err, size_t err_len);
-  int (*set_tensor)(simba_model* m, const char* name, int layer, const float* data, size_t count, char* err, size_t err_len);
-  int (*randomize)(simba_model* m, uint64_t seed, char* err, size_t err_len);
-  int (*finalize)(simba_model* m, char* err, size_t err_len);
-  int (*forward)(simba_model* m, const simba_forward_t* req, simba_result_t* res, char* err, size_t err_len);
+  simba_status_t (*probe)(int* n_devices, char* desc, size_t desc_len, char* err, size_t err_len);
+  simba_status_t (*create)(const simba_config_t* cfg, int bf16, int device, simba_model** out, char* err, size_t err_len);
+  simba_status_t (*set_tensor)(simba_model* m, const char* name, int layer, const float* data, size_t count, char* err, size_t err_len);
+  simba_status_t (*randomize)(simba_model* m, uint64_t seed, char* err, size_t err_len);
+  simba_status_t (*finalize)(simba_model* m, char* err, size_t err_len);
+  simba_status_t (*forward)(simba_model* m, const simba_forward_t* req, simba_result_t* res, char* err, size_t err_len);
   size_t (*weight_bytes)(simba_model* m);
   void (*destroy)(simba_model* m);
   /* Kernel test hooks (device vs CPU comparisons): run one kernel on host inputs, results to host.
    * Arguments mirror native/kernel_bindings.cc (gemm: C[M,N] = A[M,K] W^T + bias). */
-  int (*kernel_gemm)(const float* A, const float* W, const float* bias, float* C, int M, int N, int K, int bf16, char* err, size_t err_len);
-  int (*kernel_scan)(const float* x, float* dt, const float* A_log, const float* B, const float* C, const float* D,
+  simba_status_t (*kernel_gemm)(const float* A, const float* W, const float* bias, float* C, int M, int N, int K, int bf16, char* err, size_t err_len);
+  simba_status_t (*kernel_scan)(const float* x, float* dt, const float* A_log, const float* B, const float* C, const float* D,
                      const float* z, float* state, float* y, int T, int E, int N, char* err, size_t err_len);
-  int (*kernel_score)(const float* x, const float* dt, const float* A_log, const float* B, const float* C,
+  simba_status_t (*kernel_score)(const float* x, const float* dt, const float* A_log, const float* B, const float* C,
                       float* score, int T, int E, int N, int local, int reduce_sum, char* err, size_t err_len);
-  int (*kernel_conv1d)(const float* x, const float* w, const float* bias, float* state, float* out,
+  simba_status_t (*kernel_conv1d)(const float* x, const float* w, const float* bias, float* state, float* out,
                        int T, int E, int K, char* err, size_t err_len);
   /* Appended (bench/gpu.sh): time the selective scan alone on device-resident random inputs
    * (n_seq sequences of T tokens) and a device-to-device copy; scan_bytes is what one scan moves. */
-  int (*bench_scan)(int n_seq, int T, int E, int N, int iters, double* scan_ms, double* scan_bytes,
+  simba_status_t (*bench_scan)(int n_seq, int T, int E, int N, int iters, double* scan_ms, double* scan_bytes,
                     double* copy_gbs, char* err, size_t err_len);
   /* Appended (simba_gpu_check): per row r < rows of width d, h[r] += delta[r] (delta may be null),
    * then y[r] = h[r] / sqrt(mean(h[r]^2) + eps) * w; h is updated in place. */
-  int (*kernel_rmsnorm)(float* h, const float* delta, const float* w, float* y, int rows, int d, float eps, char* err,
+  simba_status_t (*kernel_rmsnorm)(float* h, const float* delta, const float* w, float* y, int rows, int d, float eps, char* err,
                         size_t err_len);
   /* Appended: device-resident recurrent states. A slot holds one sequence's whole state (L*(E*(K-1)+E*N)
    * floats, the layout of simba_forward_t.states) in device memory, in a pool that grows as needed.
    * state_alloc gives a zeroed slot; state_read / state_write copy that one slot to / from the host
    * (snapshot / restore; src null writes zeros); forward_slots is forward with slots[n_seq] (distinct,
    * allocated) instead of req->states (ignored): states stay on the device between calls. */
-  int (*state_alloc)(simba_model* m, int32_t* slot, char* err, size_t err_len);
-  int (*state_free)(simba_model* m, int32_t slot, char* err, size_t err_len);
-  int (*state_read)(simba_model* m, int32_t slot, float* dst, char* err, size_t err_len);
-  int (*state_write)(simba_model* m, int32_t slot, const float* src, char* err, size_t err_len);
-  int (*forward_slots)(simba_model* m, const simba_forward_t* req, const int32_t* slots, simba_result_t* res, char* err,
+  simba_status_t (*state_alloc)(simba_model* m, int32_t* slot, char* err, size_t err_len);
+  simba_status_t (*state_free)(simba_model* m, int32_t slot, char* err, size_t err_len);
+  simba_status_t (*state_read)(simba_model* m, int32_t slot, float* dst, char* err, size_t err_len);
+  simba_status_t (*state_write)(simba_model* m, int32_t slot, const float* src, char* err, size_t err_len);
+  simba_status_t (*forward_slots)(simba_model* m, const simba_forward_t* req, const int32_t* slots, simba_result_t* res, char* err,
                        size_t err_len);
 } simba_backend_v1_t;
 

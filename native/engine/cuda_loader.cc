@@ -7,13 +7,16 @@
 #include <cstddef>
 #include <cstdlib>
 #include <mutex>
-#include <stdexcept>
 #include <vector>
+
+#include "engine/errors.h"
+#include "engine/tensor_table.h"
 
 namespace simba {
 
 namespace {
 
+constexpr int kAbiVersion = 2;  // backend_api.h
 const simba_backend_v1_t* g_backend = nullptr;
 CudaStatus g_status;
 std::once_flag g_once;
@@ -57,14 +60,15 @@ void load() {
       dlclose(h);
       continue;
     }
-    if (b->abi_version != 1) {
-      tried += "\n  " + path + ": backend ABI version " + std::to_string(b->abi_version) + ", expected 1 (stale build?)";
+    if (b->abi_version != kAbiVersion) {
+      tried += "\n  " + path + ": backend ABI version " + std::to_string(b->abi_version) + ", expected " +
+               std::to_string(kAbiVersion) + " (stale build?)";
       dlclose(h);
       continue;
     }
-    int n = 0;
+    int n_devices = 0;  // the probe fails when there is none
     char desc[256] = {0}, err[512] = {0};
-    if (b->probe(&n, desc, sizeof desc, err, sizeof err) != 0) {
+    if (b->probe(&n_devices, desc, sizeof desc, err, sizeof err) != SIMBA_OK) {
       tried += "\n  " + path + ": loaded, but " + err;
       continue;  // keep the library loaded: its static runtime may not unload cleanly
     }
@@ -90,29 +94,27 @@ const CudaStatus& cuda_status() {
 
 const simba_backend_v1_t& cuda_backend() {
   const CudaStatus& s = cuda_status();
-  if (!s.available) throw std::runtime_error("device 'cuda': " + s.reason);
+  if (!s.available) fail(SIMBA_E_CUDA, "device 'cuda': " + s.reason);
   return *g_backend;
 }
 
 // ---------------------------------------------------------------- CudaModel
 
 namespace {
-void throw_err(const char* err) {
-  std::string m = err;
-  throw std::runtime_error(m.empty() ? "CUDA backend error" : m);
+// A backend call's failure as a simba::Error of the class the backend returned.
+void check(simba_status_t code, const char* err) {
+  if (code == SIMBA_OK) return;
+  fail(code, *err ? err : "CUDA backend error");
 }
 }  // namespace
 
-CudaModel::CudaModel(const ModelConfig& cfg, bool bf16) : cfg_(cfg), bf16_(bf16) {
-  {
-    Model probe(cfg, bf16);  // validates the config with the CPU engine's messages; allocates no weights
-    state_floats_ = probe.state_floats();
-    param_count_ = probe.param_count();
-  }
+CudaModel::CudaModel(const ModelConfig& cfg, bool bf16)
+    : cfg_(cfg), bf16_(bf16), state_floats_(simba::state_floats(cfg)), param_count_(simba::param_count(cfg)) {
+  check_config(cfg);  // with the messages of the CPU engine, before the backend is asked
   b_ = &cuda_backend();
-  simba_config_t c{cfg.vocab, cfg.d, cfg.L, cfg.E, cfg.N, cfg.R, cfg.K, cfg.conv_bias, cfg.proj_bias, cfg.tie, cfg.eps};
+  const simba_config_t c = to_abi(cfg);
   char err[1024] = {0};
-  if (b_->create(&c, bf16 ? 1 : 0, 0, &m_, err, sizeof err) != 0) throw_err(err);
+  check(b_->create(&c, bf16 ? 1 : 0, 0, &m_, err, sizeof err), err);
 }
 
 CudaModel::~CudaModel() {
@@ -121,17 +123,17 @@ CudaModel::~CudaModel() {
 
 void CudaModel::set_tensor(const std::string& name, int layer, const float* data, size_t count) {
   char err[1024] = {0};
-  if (b_->set_tensor(m_, name.c_str(), layer, data, count, err, sizeof err) != 0) throw_err(err);
+  check(b_->set_tensor(m_, name.c_str(), layer, data, count, err, sizeof err), err);
 }
 
 void CudaModel::randomize(uint64_t seed) {
   char err[1024] = {0};
-  if (b_->randomize(m_, seed, err, sizeof err) != 0) throw_err(err);
+  check(b_->randomize(m_, seed, err, sizeof err), err);
 }
 
 void CudaModel::finalize() {
   char err[1024] = {0};
-  if (b_->finalize(m_, err, sizeof err) != 0) throw_err(err);
+  check(b_->finalize(m_, err, sizeof err), err);
 }
 
 size_t CudaModel::weight_bytes() const { return b_->weight_bytes(m_); }
@@ -140,7 +142,7 @@ ForwardResult CudaModel::forward(const ForwardRequest& req) { return run(req, nu
 
 ForwardResult CudaModel::forward_slots(const ForwardRequest& req, const std::vector<int32_t>& slots) {
   need_device_states();
-  if (slots.size() != req.lengths.size()) throw std::invalid_argument("one state slot per sequence is required");
+  if (slots.size() != req.lengths.size()) fail(SIMBA_E_ARG, "one state slot per sequence is required");
   return run(req, slots.data());
 }
 
@@ -148,73 +150,70 @@ bool CudaModel::has_device_states() const { return cuda_backend_has(&simba_backe
 
 void CudaModel::need_device_states() const {
   if (!has_device_states())
-    throw std::runtime_error("the loaded CUDA library (" + cuda_status().library + ") predates device-resident states; rebuild it");
+    fail(SIMBA_E_CUDA, "the loaded CUDA library (" + cuda_status().library + ") predates device-resident states; rebuild it");
 }
 
 int CudaModel::alloc_state() {
   need_device_states();
   int32_t slot = -1;
   char err[1024] = {0};
-  if (b_->state_alloc(m_, &slot, err, sizeof err) != 0) throw_err(err);
+  check(b_->state_alloc(m_, &slot, err, sizeof err), err);
   return slot;
 }
 
 void CudaModel::free_state(int slot) {
   need_device_states();
   char err[1024] = {0};
-  if (b_->state_free(m_, slot, err, sizeof err) != 0) throw std::invalid_argument(err);
+  check(b_->state_free(m_, slot, err, sizeof err), err);
 }
 
 void CudaModel::read_state(int slot, float* dst) const {
   need_device_states();
   char err[1024] = {0};
-  if (b_->state_read(m_, slot, dst, err, sizeof err) != 0) throw std::invalid_argument(err);
+  check(b_->state_read(m_, slot, dst, err, sizeof err), err);
 }
 
 void CudaModel::write_state(int slot, const float* src) {
   need_device_states();
   char err[1024] = {0};
-  if (b_->state_write(m_, slot, src, err, sizeof err) != 0) throw std::invalid_argument(err);
+  check(b_->state_write(m_, slot, src, err, sizeof err), err);
 }
 
+// slots null: host states (req.states); else device slots, whose addresses the library checks.
 ForwardResult CudaModel::run(const ForwardRequest& req, const int32_t* slots) {
+  // The keep counts cross the C ABI without their length: check them (and the rest) here. With
+  // slots there are no host states: placeholders (never read) pass the one-state-per-sequence rule,
+  // and the library checks the slots themselves.
+  static float no_host_state;
+  std::vector<float*> placeholders;
+  if (slots) placeholders.assign(req.lengths.size(), &no_host_state);
+  check_request(cfg_, {.tokens = req.tokens.data(), .n_tokens = req.tokens.size(),
+                       .lengths = req.lengths.data(), .n_seq = req.lengths.size(),
+                       .states = slots ? placeholders.data() : req.states.data(),
+                       .n_states = slots ? placeholders.size() : req.states.size(),
+                       .want = req.want.data(), .n_want = req.want.size(),
+                       .simba = req.simba.enabled, .n_keep = req.simba.keep.size(), .criterion = (int)req.simba.criterion});
   const size_t nseq = req.lengths.size();
-  if (nseq == 0) throw std::invalid_argument("no sequences given");
-  if (!slots && req.states.size() != nseq) throw std::invalid_argument("one state per sequence is required");
-  if (req.simba.enabled && req.simba.keep.size() != nseq * cfg_.L)
-    throw std::invalid_argument("simba keep counts: expected " + std::to_string(nseq * cfg_.L) + " (sequences x layers)");
-  simba_forward_t f{};
-  f.tokens = req.tokens.data();
-  f.n_tokens = (int)req.tokens.size();
-  std::vector<int32_t> lengths(req.lengths.begin(), req.lengths.end());
-  std::vector<int32_t> want(req.want.begin(), req.want.end());
-  std::vector<int32_t> keep(req.simba.keep.begin(), req.simba.keep.end());
-  f.lengths = lengths.data();
-  f.n_seq = (int)nseq;
-  f.states = slots ? nullptr : req.states.data();
-  f.want = want.data();
-  f.n_want = (int)want.size();
-  f.simba_enabled = req.simba.enabled;
-  f.keep = keep.empty() ? nullptr : keep.data();
-  f.criterion = (int)req.simba.criterion;
-  f.reduce_sum = req.simba.reduce_sum;
-  f.protect_first = req.simba.protect_first;
-  f.protect_last = req.simba.protect_last;
-  f.seed = req.simba.seed;
+  const simba_forward_t f{
+      .tokens = req.tokens.data(), .n_tokens = (int)req.tokens.size(),
+      .lengths = req.lengths.data(), .n_seq = (int)nseq,
+      .states = slots ? nullptr : req.states.data(),
+      .want = req.want.data(), .n_want = (int)req.want.size(),
+      .simba_enabled = req.simba.enabled,
+      .keep = req.simba.keep.empty() ? nullptr : req.simba.keep.data(),
+      .criterion = (int)req.simba.criterion,
+      .reduce_sum = req.simba.reduce_sum,
+      .protect_first = req.simba.protect_first,
+      .protect_last = req.simba.protect_last,
+      .seed = req.simba.seed,
+  };
   ForwardResult res;
-  res.logits.resize(want.size() * (size_t)cfg_.vocab);
-  res.processed.assign(nseq * cfg_.L, 0);
-  res.exit_layer.assign(req.tokens.size(), cfg_.L);
-  std::vector<int32_t> processed(nseq * cfg_.L);
-  simba_result_t r{res.logits.data(), processed.data(), res.exit_layer.data()};
+  res.logits.resize(req.want.size() * (size_t)cfg_.vocab);
+  res.processed.resize(nseq * cfg_.L);
+  res.exit_layer.resize(req.tokens.size());
+  simba_result_t r{.logits = res.logits.data(), .processed = res.processed.data(), .exit_layer = res.exit_layer.data()};
   char err[1024] = {0};
-  const int rc = slots ? b_->forward_slots(m_, &f, slots, &r, err, sizeof err) : b_->forward(m_, &f, &r, err, sizeof err);
-  if (rc != 0) {
-    std::string m = err;
-    if (m.find("outside the vocabulary") != std::string::npos || m.find("outside the") != std::string::npos) throw std::out_of_range(m);
-    throw_err(err);
-  }
-  res.processed.assign(processed.begin(), processed.end());
+  check(slots ? b_->forward_slots(m_, &f, slots, &r, err, sizeof err) : b_->forward(m_, &f, &r, err, sizeof err), err);
   return res;
 }
 

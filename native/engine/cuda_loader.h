@@ -22,7 +22,7 @@ struct CudaStatus {
 
 // Loads and probes once per process (thread-safe); never throws.
 const CudaStatus& cuda_status();
-// The backend's function table; throws std::runtime_error(reason) when it is not available.
+// The backend's function table; throws an E_CUDA simba::Error with the reason when it is not available.
 const simba_backend_v1_t& cuda_backend();
 // Whether the loaded table holds the appended entry `member` (e.g. cuda_backend_has(&simba_backend_v1_t::forward_slots)).
 template <typename F>
@@ -33,7 +33,7 @@ bool cuda_backend_has(F simba_backend_v1_t::*member) {
 }
 
 // A model on the CUDA backend, device 0. Methods mirror simba::Model; errors are thrown as
-// std::runtime_error / std::invalid_argument with the backend's message.
+// simba::Error with the class (simba_status_t) and message the backend returned.
 class CudaModel {
  public:
   CudaModel(const ModelConfig& cfg, bool bf16);

@@ -8,10 +8,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <numeric>
-#include <stdexcept>
-
 #include "cpu/dispatch.h"
-#include "engine/tensor_table.h"
+#include "engine/errors.h"
 
 namespace simba {
 
@@ -22,7 +20,7 @@ void AlignedBuf::Free::operator()(void* p) const { std::free(p); }
 AlignedBuf::AlignedBuf(size_t bytes) : bytes_(bytes) {
   size_t rounded = (bytes + 63) / 64 * 64;
   void* p = std::aligned_alloc(64, rounded ? rounded : 64);
-  if (!p) throw std::runtime_error("out of memory allocating " + std::to_string(bytes) + " bytes for weights");
+  if (!p) fail(SIMBA_E_OOM, "out of memory allocating " + std::to_string(bytes) + " bytes for weights");
   std::memset(p, 0, rounded ? rounded : 64);
   p_.reset(p);
 }
@@ -54,7 +52,6 @@ void pack_linear(Linear& lin, const float* W, int N, int K, bool bf16) {
       else static_cast<float*>(lin.store.data())[base + (size_t)k * cpu::kPanel] = v;
     }
   }
-  lin.set = true;
 }
 
 // ---------------------------------------------------------------- construction
@@ -63,122 +60,28 @@ namespace {
 constexpr size_t kKeepScratchFloats = (size_t)64 << 20;  // 256 MB of activations stay allocated between calls
 }  // namespace
 
-Model::Model(const ModelConfig& c, bool bf16) : cfg_(c), bf16_(bf16) {
-  auto positive = [](int v, const char* what) {
-    if (v <= 0) throw std::invalid_argument(std::string("config: ") + what + " must be a positive integer, got " + std::to_string(v));
-  };
-  positive(c.vocab, "vocabSize"); positive(c.d, "dModel"); positive(c.L, "nLayer");
-  positive(c.E, "dInner"); positive(c.N, "dState"); positive(c.R, "dtRank"); positive(c.K, "dConv");
-  if (c.K > kMaxConv) throw std::invalid_argument("config: dConv " + std::to_string(c.K) + " is larger than the supported " + std::to_string(kMaxConv));
-  if (c.N > kMaxState) throw std::invalid_argument("config: dState " + std::to_string(c.N) + " is larger than the supported " + std::to_string(kMaxState));
-  if (!(c.eps > 0) || !std::isfinite(c.eps)) throw std::invalid_argument("config: eps must be a positive number");
-  layers_.resize(c.L);
-  for (auto& l : layers_) l.have.assign(kNumLayerTensors, false);
-}
+Model::Model(const ModelConfig& c, bool bf16) : cfg_(c), bf16_(bf16), loader_(c) { w_.layers.resize(c.L); }
+
+// The CPU engine's part of loading (tensor_table.h does the checks and the layout transforms):
+// matrices are packed for the GEMM, biases and vectors copied.
+struct Model::Store {
+  bool bf16;
+  void matrix(Linear& lin, const float* W, const TensorSpec& t) const { pack_linear(lin, W, t.rows, t.cols, bf16); }
+  void bias(Linear& lin, const float* b, const TensorSpec& t) const { lin.bias.assign(b, b + t.count()); }
+  void vector(std::vector<float>& v, const float* x, const TensorSpec& t) const { v.assign(x, x + t.count()); }
+};
 
 void Model::set_tensor(const std::string& name, int layer, const float* x, size_t count) {
-  if (ready_) throw std::logic_error("model is finalized; tensors can no longer be set");
-  const ModelConfig& c = cfg_;
-  auto expect = [&](size_t n, const std::string& shape) {
-    if (count != n)
-      throw std::invalid_argument("tensor '" + name + "'" + (layer >= 0 ? " of layer " + std::to_string(layer) : std::string()) +
-                                  ": expected " + shape + " = " + std::to_string(n) + " values, got " + std::to_string(count));
-  };
-  auto dims = [](std::initializer_list<int> d) {
-    std::string s = "[";
-    for (int v : d) s += (s.size() > 1 ? ", " : "") + std::to_string(v);
-    return s + "]";
-  };
-  if (layer < 0) {
-    if (name == "embedding") { expect((size_t)c.vocab * c.d, dims({c.vocab, c.d})); pack(embed_, x, c.vocab, c.d); }
-    else if (name == "lm_head") {
-      if (c.tie) throw std::invalid_argument("tensor 'lm_head' given but the config ties the head to the embedding");
-      expect((size_t)c.vocab * c.d, dims({c.vocab, c.d})); pack(head_, x, c.vocab, c.d);
-    } else if (name == "norm_f") { expect(c.d, dims({c.d})); norm_f_.assign(x, x + c.d); }
-    else throw std::invalid_argument("unknown global tensor '" + name + "'");
-    return;
-  }
-  if (layer >= c.L) throw std::invalid_argument("tensor '" + name + "': layer " + std::to_string(layer) + " out of range (model has " + std::to_string(c.L) + ")");
-  Layer& l = layers_[layer];
-  const int idx = layer_tensor_index(name);
-  if (idx < 0) throw std::invalid_argument("unknown layer tensor '" + name + "'");
-  if ((name == "in_proj_bias" || name == "out_proj_bias") && !c.proj_bias)
-    throw std::invalid_argument("tensor '" + name + "' given but the config has no projection biases (use_bias false)");
-  if (name == "conv_b" && !c.conv_bias) throw std::invalid_argument("tensor 'conv_b' given but the config has no conv bias");
-  const int E = c.E, N = c.N, R = c.R, K = c.K, d = c.d;
-  if (name == "norm") { expect(d, dims({d})); l.norm.assign(x, x + d); }
-  else if (name == "in_proj") { expect((size_t)2 * E * d, dims({2 * E, d})); pack(l.in_proj, x, 2 * E, d); }
-  else if (name == "in_proj_bias") { expect((size_t)2 * E, dims({2 * E})); l.in_proj.bias.assign(x, x + 2 * E); }
-  else if (name == "conv_w") {
-    expect((size_t)E * K, dims({E, K}));
-    l.conv_wT.assign((size_t)K * E, 0.f);
-    for (int e = 0; e < E; e++) for (int j = 0; j < K; j++) l.conv_wT[(size_t)j * E + e] = x[(size_t)e * K + j];
-  } else if (name == "conv_b") { expect(E, dims({E})); l.conv_b.assign(x, x + E); }
-  else if (name == "x_proj") { expect((size_t)(R + 2 * N) * E, dims({R + 2 * N, E})); pack(l.x_proj, x, R + 2 * N, E); }
-  else if (name == "dt_proj_w") { expect((size_t)E * R, dims({E, R})); pack(l.dt_proj, x, E, R); }
-  else if (name == "dt_proj_b") { expect(E, dims({E})); l.dt_proj.bias.assign(x, x + E); }
-  else if (name == "A_log") {
-    expect((size_t)E * N, dims({E, N}));
-    l.AT.assign((size_t)N * E, 0.f);
-    for (int e = 0; e < E; e++) for (int n = 0; n < N; n++) l.AT[(size_t)n * E + e] = -std::exp(x[(size_t)e * N + n]);
-  } else if (name == "D") { expect(E, dims({E})); l.D.assign(x, x + E); }
-  else if (name == "out_proj") { expect((size_t)d * E, dims({d, E})); pack(l.out_proj, x, d, E); }
-  else if (name == "out_proj_bias") { expect(d, dims({d})); l.out_proj.bias.assign(x, x + d); }
-  l.have[idx] = true;
+  loader_.set(w_, name, layer, x, count, Store{bf16_});
 }
 
-void Model::finalize() {
-  const ModelConfig& c = cfg_;
-  auto missing = [](const std::string& what) { throw std::invalid_argument("missing tensor '" + what + "'"); };
-  if (!embed_.set) missing("embedding");
-  if (norm_f_.empty()) missing("norm_f");
-  if (!c.tie && !head_.set) missing("lm_head (the config has an untied head)");
-  require_layer_tensors(c.L, c.conv_bias, c.proj_bias, [&](int li, int i) { return (bool)layers_[li].have[i]; });
-  ready_ = true;
-}
-
-// Deterministic random weights with the scales of a trained Mamba (shared/peers/make_random_mamba.py):
-// uniform noise with the stated standard deviations.
-void Model::randomize(uint64_t seed) {
-  const auto& c = cfg_;
-  random_weights(ModelDims{c.vocab, c.d, c.L, c.E, c.N, c.R, c.K, (bool)c.conv_bias, (bool)c.proj_bias, (bool)c.tie}, seed,
-                 [this](const std::string& name, int layer, const float* x, size_t n) { set_tensor(name, layer, x, n); });
-}
-
-size_t Model::param_count() const {
-  const ModelConfig& c = cfg_;
-  size_t per = (size_t)c.d + 2ull * c.E * c.d + (size_t)c.E * c.K + (c.conv_bias ? c.E : 0) + (size_t)(c.R + 2 * c.N) * c.E +
-               (size_t)c.E * c.R + c.E + (size_t)c.E * c.N + c.E + (size_t)c.d * c.E + (c.proj_bias ? 2 * c.E + c.d : 0);
-  return (size_t)c.vocab * c.d * (c.tie ? 1 : 2) + c.d + per * c.L;
-}
+void Model::randomize(uint64_t seed) { randomize_engine(*this, cfg_, seed); }
 
 size_t Model::weight_bytes() const {
-  size_t b = embed_.store.bytes() + head_.store.bytes();
-  for (const auto& l : layers_) b += l.in_proj.store.bytes() + l.x_proj.store.bytes() + l.dt_proj.store.bytes() + l.out_proj.store.bytes();
-  return b;
+  return matrix_bytes(w_, [](const Linear& lin) { return lin.store.bytes(); });
 }
 
 // ---------------------------------------------------------------- forward
-
-void Model::check_request(const ForwardRequest& r) const {
-  if (!ready_) throw std::logic_error("model is not finalized (weights incomplete)");
-  const size_t nseq = r.lengths.size();
-  if (nseq == 0) throw std::invalid_argument("no sequences given");
-  if (r.states.size() != nseq) throw std::invalid_argument("one state per sequence is required");
-  size_t total = 0;
-  for (int n : r.lengths) {
-    if (n < 1) throw std::invalid_argument("every sequence needs at least one token (got an empty one)");
-    total += n;
-  }
-  if (total != r.tokens.size()) throw std::invalid_argument("token count does not match the sequence lengths");
-  for (size_t i = 0; i < r.tokens.size(); i++)
-    if (r.tokens[i] < 0 || r.tokens[i] >= cfg_.vocab)
-      throw std::out_of_range("token id " + std::to_string(r.tokens[i]) + " at index " + std::to_string(i) + " is outside the vocabulary [0, " + std::to_string(cfg_.vocab) + ")");
-  for (int w : r.want)
-    if (w < 0 || (size_t)w >= total) throw std::out_of_range("logits position " + std::to_string(w) + " is outside the " + std::to_string(total) + " tokens");
-  if (r.simba.enabled && r.simba.keep.size() != nseq * cfg_.L)
-    throw std::invalid_argument("simba keep counts: expected " + std::to_string(nseq * cfg_.L) + " (sequences x layers)");
-}
 
 namespace {
 
@@ -226,7 +129,12 @@ float* Model::scratch(size_t floats) {
 
 ForwardResult Model::forward(const ForwardRequest& req) {
   std::lock_guard<std::mutex> lock(mu_);
-  check_request(req);
+  loader_.require_ready();
+  check_request(cfg_, {.tokens = req.tokens.data(), .n_tokens = req.tokens.size(),
+                       .lengths = req.lengths.data(), .n_seq = req.lengths.size(),
+                       .states = req.states.data(), .n_states = req.states.size(),
+                       .want = req.want.data(), .n_want = req.want.size(),
+                       .simba = req.simba.enabled, .n_keep = req.simba.keep.size(), .criterion = (int)req.simba.criterion});
   const ModelConfig& c = cfg_;
   const int d = c.d, E = c.E, N = c.N, R = c.R, K = c.K, L = c.L, V = c.vocab;
   const int nseq = (int)req.lengths.size();
@@ -251,26 +159,26 @@ ForwardResult Model::forward(const ForwardRequest& req) {
   std::vector<float> fin(req.want.size() * (size_t)d);
 
   // Activations (token-major), carved from the reused scratch. M shrinks as tokens are pruned.
-  const size_t T = (size_t)total;
-  float* p = scratch(T * (3 * (size_t)d + 2 * (size_t)E + 3 * (size_t)E + ldbc) + (prune ? T : 0));
+  const size_t rows = (size_t)total;  // activation rows before any pruning
+  float* p = scratch(rows * (3 * (size_t)d + 2 * (size_t)E + 3 * (size_t)E + ldbc) + (prune ? rows : 0));
   auto carve = [&p](size_t n) { float* q = p; p += n; return q; };
-  float* h = carve(T * d);
-  float* xn = carve(T * d);
-  float* xz = carve(T * 2 * E);
-  float* xc = carve(T * E);
-  float* dbc = carve(T * ldbc);
-  float* dt = carve(T * E);
-  float* y = carve(T * E);
-  float* out = carve(T * d);
-  float* score_buf = prune ? carve(T) : nullptr;
+  float* h = carve(rows * d);
+  float* xn = carve(rows * d);
+  float* xz = carve(rows * 2 * E);
+  float* xc = carve(rows * E);
+  float* dbc = carve(rows * ldbc);
+  float* dt = carve(rows * E);
+  float* y = carve(rows * E);
+  float* out = carve(rows * d);
+  float* score_buf = prune ? carve(rows) : nullptr;
 
   // h[t] = embedding[token t] (read from the packed matrix, which doubles as the tied head)
   for (int t = 0; t < total; t++)
-    for (int k = 0; k < d; k++) h[(size_t)t * d + k] = embed_.w.at(req.tokens[t], k);
+    for (int k = 0; k < d; k++) h[(size_t)t * d + k] = w_.embed.w.at(req.tokens[t], k);
 
   int M = total;
   for (int li = 0; li < L; li++) {
-    Layer& l = layers_[li];
+    Layer& l = w_.layers[li];
     for (int s = 0; s < nseq; s++) {
       float* st = req.states[s] + (size_t)li * layer_state_floats();
       seqs[s].conv = st;
@@ -282,16 +190,16 @@ ForwardResult Model::forward(const ForwardRequest& req) {
     // xz = xn in_proj^T (+b)                     [M, 2E]: x = xz[:, :E], z = xz[:, E:]
     cpu::gemm(xn, d, l.in_proj.w, l.in_proj.bias.empty() ? nullptr : l.in_proj.bias.data(), xz, 2 * E, M);
     // xc = silu(conv1d(x) + conv_b)              [M, E]
-    cpu::Conv1dArgs ca{xz, 2 * E, xc, E, l.conv_wT.data(), l.conv_b.empty() ? nullptr : l.conv_b.data(), E, K, seqs.data(), nseq};
-    cpu::conv1d(ca);
+    cpu::conv1d({.xin = xz, .ldx = 2 * E, .out = xc, .ldo = E, .wT = l.conv_wT.data(),
+                 .bias = l.conv_b.empty() ? nullptr : l.conv_b.data(), .E = E, .K = K, .seqs = seqs.data(), .nseq = nseq});
     // dbc = xc x_proj^T                          [M, R+2N]: dt_low | B | C
     cpu::gemm(xc, E, l.x_proj.w, nullptr, dbc, ldbc, M);
     // dt = dt_low dt_proj^T + dt_b               [M, E] (softplus inside the scan)
     cpu::gemm(dbc, ldbc, l.dt_proj.w, l.dt_proj.bias.data(), dt, E, M);
     // y = scan(...) * silu(z)                    [M, E]; state updated
-    cpu::ScanArgs sa{xc, E, dt, E, dbc + R, dbc + R + N, ldbc, xz + E, 2 * E,
-                     l.AT.data(), l.D.data(), y, E, E, N, seqs.data(), nseq};
-    cpu::scan(sa);
+    cpu::scan({.x = xc, .ldx = E, .dt = dt, .lddt = E, .B = dbc + R, .C = dbc + R + N, .ldbc = ldbc, .z = xz + E,
+               .ldz = 2 * E, .AT = l.AT.data(), .D = l.D.data(), .y = y, .ldy = E, .E = E, .N = N,
+               .seqs = seqs.data(), .nseq = nseq});
     // h += y out_proj^T (+b)                     [M, d]
     cpu::gemm(y, E, l.out_proj.w, l.out_proj.bias.empty() ? nullptr : l.out_proj.bias.data(), out, d, M);
     for (size_t i = 0; i < (size_t)M * d; i++) h[i] += out[i];
@@ -303,9 +211,10 @@ ForwardResult Model::forward(const ForwardRequest& req) {
     if (!any) continue;
     const Criterion crit = req.simba.criterion;
     if (crit == Criterion::Simba || crit == Criterion::Local) {
-      cpu::ScoreArgs sc{xc, E, dt, E, dbc + R, dbc + R + N, ldbc, l.AT.data(), E, N,
-                        crit == Criterion::Local, req.simba.reduce_sum, seqs.data(), nseq, nullptr};
-      cpu::score(sc, score_buf, M);
+      cpu::score({.x = xc, .ldx = E, .dt = dt, .lddt = E, .B = dbc + R, .C = dbc + R + N, .ldbc = ldbc,
+                  .AT = l.AT.data(), .E = E, .N = N, .local = crit == Criterion::Local,
+                  .reduce_sum = req.simba.reduce_sum, .seqs = seqs.data(), .nseq = nseq, .partial = nullptr},
+                 score_buf, M);
     } else if (crit == Criterion::Norm) {
       for (int r = 0; r < M; r++) {
         double ss = 0;
@@ -365,9 +274,9 @@ ForwardResult Model::forward(const ForwardRequest& req) {
   const int nw = (int)req.want.size();
   if (nw > 0) {
     std::vector<float> fn((size_t)nw * d);
-    cpu::rmsnorm(fin.data(), d, norm_f_.data(), fn.data(), d, nw, d, c.eps);
+    cpu::rmsnorm(fin.data(), d, w_.norm_f.data(), fn.data(), d, nw, d, c.eps);
     res.logits.resize((size_t)nw * V);
-    cpu::gemm(fn.data(), d, c.tie ? embed_.w : head_.w, nullptr, res.logits.data(), V, nw);
+    cpu::gemm(fn.data(), d, c.tie ? w_.embed.w : w_.head.w, nullptr, res.logits.data(), V, nw);
   }
   if (scratch_floats_ > kKeepScratchFloats) {  // do not hold a long prompt's activations
     scratch_.reset();

@@ -11,14 +11,9 @@
 #include <vector>
 
 #include "cpu/kernels.h"
+#include "engine/tensor_table.h"
 
 namespace simba {
-
-struct ModelConfig {
-  int vocab = 0, d = 0, L = 0, E = 0, N = 0, R = 0, K = 0;
-  bool conv_bias = true, proj_bias = false, tie = true;
-  float eps = 1e-5f;
-};
 
 // 64-byte aligned, zero-initialised storage.
 class AlignedBuf {
@@ -38,24 +33,15 @@ struct Linear {
   cpu::PackedWeight w;
   AlignedBuf store;
   std::vector<float> bias;  // empty when absent
-  bool set = false;
 };
 
 // W [N, K] row-major -> lin.w packed (f32 or bf16, round to nearest even).
 void pack_linear(Linear& lin, const float* W, int N, int K, bool bf16);
 
-struct Layer {
-  std::vector<float> norm;     // [d]
-  Linear in_proj;              // [2E, d]
-  std::vector<float> conv_wT;  // [K][E]
-  std::vector<float> conv_b;   // [E] (empty when absent)
-  Linear x_proj;               // [R+2N, E]
-  Linear dt_proj;              // [E, R], bias [E]
-  std::vector<float> AT;       // [N][E], A = -exp(A_log)
-  std::vector<float> D;        // [E]
-  Linear out_proj;             // [d, E]
-  std::vector<bool> have;      // which of the per-layer tensors were set (by kLayerTensors index)
-};
+// The CPU engine's weights: matrices packed for the GEMM, vectors in plain host memory
+// (tensor_table.h says what each holds and in which layout).
+using Layer = LayerWeights<Linear, std::vector<float>>;
+using Weights = ModelWeights<Linear, std::vector<float>>;
 
 enum class Criterion { Simba = 0, Local = 1, Norm = 2, Uniform = 3, Random = 4 };
 
@@ -89,33 +75,29 @@ class Model {
   const ModelConfig& config() const { return cfg_; }
   bool bf16() const { return bf16_; }
 
-  // Upload one tensor (f32, row-major, checkpoint shape). Names: see kLayerTensors / globals in
-  // model.cc. Throws std::invalid_argument naming the tensor on a bad name, layer or size.
+  // Upload one tensor (f32, row-major, checkpoint shape; names and shapes: tensor_table.h).
+  // Throws a simba::Error (E_WEIGHTS, E_SHAPE, E_ARG) naming the tensor on a bad name, layer or size.
   void set_tensor(const std::string& name, int layer, const float* data, size_t count);
   // Fill every tensor with random, sanely scaled values (benchmarks without checkpoints).
   void randomize(uint64_t seed);
-  // Throws unless every required tensor has been set.
-  void finalize();
-  bool ready() const { return ready_; }
+  // Throws E_WEIGHTS unless every required tensor has been set.
+  void finalize() { loader_.finalize(); }
+  bool ready() const { return loader_.ready(); }
 
-  size_t state_floats() const { return (size_t)cfg_.L * layer_state_floats(); }
-  size_t layer_state_floats() const { return (size_t)cfg_.E * (cfg_.K - 1) + (size_t)cfg_.E * cfg_.N; }
-  size_t param_count() const;
+  size_t state_floats() const { return simba::state_floats(cfg_); }
+  size_t layer_state_floats() const { return simba::layer_state_floats(cfg_); }
+  size_t param_count() const { return simba::param_count(cfg_); }
   size_t weight_bytes() const;
 
   ForwardResult forward(const ForwardRequest& req);
 
  private:
-  void pack(Linear& lin, const float* W, int N, int K) { pack_linear(lin, W, N, K, bf16_); }
-  void check_request(const ForwardRequest& req) const;
+  struct Store;  // how set_tensor stores (model.cc)
 
   ModelConfig cfg_;
   bool bf16_;
-  bool ready_ = false;
-  Linear embed_;   // [V, d]: embedding rows are read from the packed layout, and it is the tied head
-  Linear head_;    // [V, d] when untied
-  std::vector<float> norm_f_;
-  std::vector<Layer> layers_;
+  WeightLoader loader_;
+  Weights w_;  // the embedding rows are read from its packed layout, and it is the tied head
   std::mutex mu_;  // one forward at a time (scratch, thread pool)
   // Activation scratch, reused across calls (grow-only, uninitialised: every buffer carved from it
   // is written before it is read).

@@ -1,7 +1,7 @@
 // addon.cc — the N-API surface (node-addon-api): argument checks, AsyncWorkers, error mapping.
 // No numerics here. Every heavy call (tensor upload, random init, forward) runs on a libuv
 // worker thread and resolves a Promise; C++ exceptions become rejected Promises / JS Errors with
-// the exception's message.
+// the exception's message and its class as err.code (napi_errors.h).
 #include <napi.h>
 
 #include <memory>
@@ -11,6 +11,8 @@
 #include "cpu/dispatch.h"
 #include "engine/cuda_loader.h"
 #include "engine/model.h"
+#include "engine/tensor_table.h"
+#include "napi/napi_errors.h"
 
 namespace simba {
 
@@ -35,6 +37,7 @@ class PromiseWorker : public Napi::AsyncWorker {
     try {
       work_();
     } catch (const std::exception& e) {
+      code_ = status_of(e);
       SetError(e.what());
     } catch (...) {
       SetError("unknown native error");
@@ -48,9 +51,13 @@ class PromiseWorker : public Napi::AsyncWorker {
       deferred_.Reject(e.Value());
     }
   }
-  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+  void OnError(const Napi::Error& e) override {
+    e.Value().Set("code", Napi::String::New(Env(), status_name(code_)));
+    deferred_.Reject(e.Value());
+  }
 
  private:
+  simba_status_t code_ = SIMBA_E_NATIVE;  // the class of the error Execute caught
   Napi::Promise::Deferred deferred_;
   Work work_;
   Make make_;
@@ -59,15 +66,26 @@ class PromiseWorker : public Napi::AsyncWorker {
 
 int GetInt(const Napi::Object& o, const char* key) {
   Napi::Value v = o.Get(key);
-  if (!v.IsNumber()) throw Napi::TypeError::New(o.Env(), std::string("config.") + key + " must be a number");
+  if (!v.IsNumber()) throw ArgError(o.Env(), std::string("config.") + key + " must be a number");
   double d = v.As<Napi::Number>().DoubleValue();
-  if (d != (double)(int)d) throw Napi::TypeError::New(o.Env(), std::string("config.") + key + " must be an integer");
+  if (d != (double)(int)d) throw ArgError(o.Env(), std::string("config.") + key + " must be an integer");
   return (int)d;
 }
 bool GetBool(const Napi::Object& o, const char* key) {
   Napi::Value v = o.Get(key);
-  if (!v.IsBoolean()) throw Napi::TypeError::New(o.Env(), std::string("config.") + key + " must be a boolean");
+  if (!v.IsBoolean()) throw ArgError(o.Env(), std::string("config.") + key + " must be a boolean");
   return v.As<Napi::Boolean>().Value();
+}
+
+// The engine config from a JS object with the NativeConfig fields (bindings.ts).
+ModelConfig ReadConfig(const Napi::Value& v) {
+  if (!v.IsObject()) throw ArgError(v.Env(), "config object required");
+  Napi::Object c = v.As<Napi::Object>();
+  Napi::Value eps = c.Get("eps");
+  if (!eps.IsNumber()) throw ArgError(v.Env(), "config.eps must be a number");
+  return {.vocab = GetInt(c, "vocabSize"), .d = GetInt(c, "dModel"), .L = GetInt(c, "nLayer"), .E = GetInt(c, "dInner"),
+          .N = GetInt(c, "dState"), .R = GetInt(c, "dtRank"), .K = GetInt(c, "dConv"), .conv_bias = GetBool(c, "convBias"),
+          .proj_bias = GetBool(c, "projBias"), .tie = GetBool(c, "tieEmbeddings"), .eps = eps.As<Napi::Number>().FloatValue()};
 }
 
 template <typename T> constexpr napi_typedarray_type kArrayType = napi_float32_array;
@@ -76,7 +94,7 @@ template <> constexpr napi_typedarray_type kArrayType<int32_t> = napi_int32_arra
 template <typename T>
 Napi::TypedArrayOf<T> ExpectArray(const Napi::Value& v, const char* what) {
   if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != kArrayType<T>)
-    throw Napi::TypeError::New(v.Env(), std::string(what) + (kArrayType<T> == napi_int32_array ? " must be an Int32Array" : " must be a Float32Array"));
+    throw ArgError(v.Env(), std::string(what) + (kArrayType<T> == napi_int32_array ? " must be an Int32Array" : " must be a Float32Array"));
   return v.As<Napi::TypedArrayOf<T>>();
 }
 
@@ -94,15 +112,8 @@ class Engine : public Napi::ObjectWrap<Engine> {
   // new Engine(config, {bf16, device?: 'cpu' | 'cuda'})
   explicit Engine(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Engine>(info) {
     Napi::Env env = info.Env();
-    if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, "Engine(config, options): config object required");
-    Napi::Object c = info[0].As<Napi::Object>();
-    ModelConfig cfg;
-    cfg.vocab = GetInt(c, "vocabSize"); cfg.d = GetInt(c, "dModel"); cfg.L = GetInt(c, "nLayer");
-    cfg.E = GetInt(c, "dInner"); cfg.N = GetInt(c, "dState"); cfg.R = GetInt(c, "dtRank"); cfg.K = GetInt(c, "dConv");
-    cfg.conv_bias = GetBool(c, "convBias"); cfg.proj_bias = GetBool(c, "projBias"); cfg.tie = GetBool(c, "tieEmbeddings");
-    Napi::Value eps = c.Get("eps");
-    if (!eps.IsNumber()) throw Napi::TypeError::New(env, "config.eps must be a number");
-    cfg.eps = eps.As<Napi::Number>().FloatValue();
+    if (info.Length() < 1 || !info[0].IsObject()) throw ArgError(env, "Engine(config, options): config object required");
+    const ModelConfig cfg = ReadConfig(info[0]);
     bool bf16 = false, cuda = false;
     if (info.Length() > 1 && info[1].IsObject()) {
       Napi::Value b = info[1].As<Napi::Object>().Get("bf16");
@@ -110,7 +121,7 @@ class Engine : public Napi::ObjectWrap<Engine> {
       Napi::Value dev = info[1].As<Napi::Object>().Get("device");
       if (dev.IsString()) {
         std::string d = dev.As<Napi::String>();
-        if (d != "cpu" && d != "cuda") throw Napi::TypeError::New(env, "Engine: options.device must be 'cpu' or 'cuda'");
+        if (d != "cpu" && d != "cuda") throw ArgError(env, "Engine: options.device must be 'cpu' or 'cuda'");
         cuda = d == "cuda";
       }
     }
@@ -118,13 +129,13 @@ class Engine : public Napi::ObjectWrap<Engine> {
       if (cuda) cuda_ = std::make_shared<CudaModel>(cfg, bf16);  // throws the reason CUDA is not available
       else model_ = std::make_shared<Model>(cfg, bf16);
     } catch (const std::exception& e) {
-      throw Napi::Error::New(env, e.what());
+      throw NativeError(env, e);
     }
   }
 
  private:
   std::shared_ptr<Model> Live(Napi::Env env) {
-    if (!model_) throw Napi::Error::New(env, "the model has been disposed");
+    if (!model_) throw CodedError(env, "E_DISPOSED", "the model has been disposed");
     return model_;
   }
   // Calls f with the live engine: the CUDA model (device 'cuda') or the CPU model. Both have the
@@ -140,7 +151,7 @@ class Engine : public Napi::ObjectWrap<Engine> {
     Napi::Env env = info.Env();
     return Visit(env, [&](auto m) -> Napi::Value {
     if (info.Length() < 3 || !info[0].IsString() || !info[1].IsNumber())
-      throw Napi::TypeError::New(env, "setTensor(name, layer, data: Float32Array)");
+      throw ArgError(env, "setTensor(name, layer, data: Float32Array)");
     auto data = ExpectArray<float>(info[2], "tensor data");
     std::string name = info[0].As<Napi::String>();
     int layer = info[1].As<Napi::Number>().Int32Value();
@@ -169,7 +180,7 @@ class Engine : public Napi::ObjectWrap<Engine> {
     try {
       m->finalize();
     } catch (const std::exception& e) {
-      throw Napi::Error::New(info.Env(), e.what());
+      throw NativeError(info.Env(), e);
     }
     return info.Env().Undefined();
     });
@@ -203,12 +214,12 @@ class Engine : public Napi::ObjectWrap<Engine> {
   // ---- Device-resident states (device 'cuda' only): a slot per running sequence, kept on the GPU
   // between forward calls (pass the slots as an Int32Array in place of the states array).
   std::shared_ptr<CudaModel> Device(Napi::Env env, const char* what) {
-    if (!cuda_) throw Napi::Error::New(env, std::string(what) + ": device states exist only on device 'cuda'");
-    if (!cuda_->has_device_states()) throw Napi::Error::New(env, std::string(what) + ": the loaded CUDA library predates device states; rebuild it");
+    if (!cuda_) throw CodedError(env, model_ ? "E_ARG" : "E_DISPOSED", model_ ? std::string(what) + ": device states exist only on device 'cuda'" : "the model has been disposed");
+    if (!cuda_->has_device_states()) throw CodedError(env, "E_CUDA", std::string(what) + ": the loaded CUDA library predates device states; rebuild it");
     return cuda_;
   }
   static int SlotArg(const Napi::CallbackInfo& info, const char* what) {
-    if (info.Length() < 1 || !info[0].IsNumber()) throw Napi::TypeError::New(info.Env(), std::string(what) + "(slot: number)");
+    if (info.Length() < 1 || !info[0].IsNumber()) throw ArgError(info.Env(), std::string(what) + "(slot: number)");
     return info[0].As<Napi::Number>().Int32Value();
   }
 
@@ -245,7 +256,7 @@ class Engine : public Napi::ObjectWrap<Engine> {
     if (read || (info.Length() > 1 && !info[1].IsNull() && !info[1].IsUndefined())) {
       auto a = ExpectArray<float>(info.Length() > 1 ? info[1] : env.Undefined(), "state");
       if (a.ElementLength() != m->state_floats())
-        throw Napi::RangeError::New(env, std::string(what) + ": the state has " + std::to_string(a.ElementLength()) +
+        throw ArgError(env, std::string(what) + ": the state has " + std::to_string(a.ElementLength()) +
                                              " floats; this model's state has " + std::to_string(m->state_floats()));
       p = a.Data();
       arr = a;
@@ -264,7 +275,7 @@ class Engine : public Napi::ObjectWrap<Engine> {
     Napi::Env env = info.Env();
     if (info.Length() > 2 && info[2].IsTypedArray()) return ForwardSlots(info);
     return Visit(env, [&](auto m) -> Napi::Value {
-    if (info.Length() < 4 || !info[2].IsArray()) throw Napi::TypeError::New(env, "forward(tokens, lengths, states[], want, simba?)");
+    if (info.Length() < 4 || !info[2].IsArray()) throw ArgError(env, "forward(tokens, lengths, states[], want, simba?)");
     auto req = std::make_shared<ForwardRequest>();
     auto tokens = ExpectArray<int32_t>(info[0], "tokens");
     auto lengths = ExpectArray<int32_t>(info[1], "lengths");
@@ -277,7 +288,7 @@ class Engine : public Napi::ObjectWrap<Engine> {
     for (uint32_t i = 0; i < states.Length(); i++) {
       auto s = ExpectArray<float>(states.Get(i), "state");
       if (s.ElementLength() != m->state_floats())
-        throw Napi::RangeError::New(env, "state " + std::to_string(i) + " has " + std::to_string(s.ElementLength()) +
+        throw ArgError(env, "state " + std::to_string(i) + " has " + std::to_string(s.ElementLength()) +
                                              " floats; this model's state has " + std::to_string(m->state_floats()));
       req->states.push_back(s.Data());
       keep.push_back(s);
@@ -295,7 +306,7 @@ class Engine : public Napi::ObjectWrap<Engine> {
   Napi::Value ForwardSlots(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     auto m = Device(env, "forward with state slots");
-    if (info.Length() < 4) throw Napi::TypeError::New(env, "forward(tokens, lengths, slots: Int32Array, want, simba?)");
+    if (info.Length() < 4) throw ArgError(env, "forward(tokens, lengths, slots: Int32Array, want, simba?)");
     auto req = std::make_shared<ForwardRequest>();
     auto tokens = ExpectArray<int32_t>(info[0], "tokens");
     auto lengths = ExpectArray<int32_t>(info[1], "lengths");
@@ -323,7 +334,7 @@ class Engine : public Napi::ObjectWrap<Engine> {
       auto kc = ExpectArray<int32_t>(so.Get("keep"), "simba.keep");
       o.keep.assign(kc.Data(), kc.Data() + kc.ElementLength());
       int crit = so.Get("criterion").ToNumber().Int32Value();
-      if (crit < 0 || crit > 4) throw Napi::RangeError::New(env, "simba.criterion out of range");
+      if (crit < 0 || crit > 4) throw ArgError(env, "simba.criterion out of range");
       o.criterion = (Criterion)crit;
       o.reduce_sum = so.Get("reduceSum").ToBoolean().Value();
       o.protect_first = so.Get("protectFirst").ToNumber().Int32Value();
@@ -365,16 +376,45 @@ Napi::Value AvailableIsas(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value SetIsa(const Napi::CallbackInfo& info) {
-  if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(info.Env(), "setIsa(name)");
+  if (info.Length() < 1 || !info[0].IsString()) throw ArgError(info.Env(), "setIsa(name)");
   try {
     cpu::set_isa(info[0].As<Napi::String>());
-  } catch (const std::exception& e) {
-    throw Napi::Error::New(info.Env(), e.what());
+  } catch (const std::exception& e) {  // an unknown or unsupported instruction set
+    throw CodedError(info.Env(), "E_ARG", e.what());
   }
   return Napi::String::New(info.Env(), cpu::active().name);
 }
 
 Napi::Value ActiveIsa(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), cpu::active().name); }
+
+// tensorTable(config) -> [{name, layer, shape, required, layout}]: every tensor of the config, in
+// the order checkpoints are read (tensor_table.h); required false for those the config lacks.
+Napi::Value TensorTable(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const ModelConfig cfg = ReadConfig(info[0]);
+  std::vector<TensorSpec> table;
+  try {
+    check_config(cfg);
+    table = tensor_table(cfg);
+  } catch (const std::exception& e) {
+    throw NativeError(env, e);
+  }
+  Napi::Array out = Napi::Array::New(env, table.size());
+  for (size_t i = 0; i < table.size(); i++) {
+    const TensorSpec& t = table[i];
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("name", t.name());
+    o.Set("layer", t.layer);
+    Napi::Array shape = Napi::Array::New(env, t.cols ? 2 : 1);
+    shape.Set(0u, t.rows);
+    if (t.cols) shape.Set(1u, t.cols);
+    o.Set("shape", shape);
+    o.Set("required", t.required);
+    o.Set("layout", layout_name(t.layout));
+    out.Set((uint32_t)i, o);
+  }
+  return out;
+}
 
 }  // namespace
 
@@ -383,6 +423,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("availableIsas", Napi::Function::New(env, AvailableIsas));
   exports.Set("setIsa", Napi::Function::New(env, SetIsa));
   exports.Set("activeIsa", Napi::Function::New(env, ActiveIsa));
+  exports.Set("tensorTable", Napi::Function::New(env, TensorTable));
   register_kernel_bindings(env, exports);
   register_cuda_bindings(env, exports);
   return exports;

@@ -18,17 +18,17 @@ const simba_backend_v1_t& Backend(Napi::Env env) {
   try {
     return cuda_backend();
   } catch (const std::exception& e) {
-    throw Napi::Error::New(env, e.what());
+    throw NativeError(env, e);
   }
 }
 
-void Check(Napi::Env env, int rc, const char* err) {
-  if (rc != 0) throw Napi::Error::New(env, std::string("CUDA: ") + err);
+void Check(Napi::Env env, simba_status_t rc, const char* err) {
+  if (rc != SIMBA_OK) throw CodedError(env, rc, std::string("CUDA: ") + err);
 }
 
 void PositiveSizes(Napi::Env env, std::initializer_list<int> v) {
   for (int x : v)
-    if (x <= 0) throw Napi::RangeError::New(env, "sizes must be positive integers");
+    if (x <= 0) throw ArgError(env, "sizes must be positive integers");
 }
 
 // cudaAvailable() -> {available, reason, device?}

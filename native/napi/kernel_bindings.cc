@@ -5,7 +5,6 @@
 
 #include "napi/napi_arrays.h"
 
-#include <cmath>
 #include <string>
 #include <vector>
 
@@ -16,14 +15,16 @@ namespace simba {
 
 namespace {
 
-template <typename F>
-Napi::Value Guard(Napi::Env env, F f) {
+// A kernel entry point whose C++ exceptions (a failed SIMBA_ASSERT precondition, E_NATIVE; memory,
+// E_OOM) become JS errors with their code.
+template <Napi::Value (*F)(const Napi::CallbackInfo&)>
+Napi::Value Guarded(const Napi::CallbackInfo& info) {
   try {
-    return f();
+    return F(info);
   } catch (const Napi::Error&) {
     throw;
   } catch (const std::exception& e) {
-    throw Napi::Error::New(env, e.what());
+    throw NativeError(info.Env(), e);
   }
 }
 
@@ -37,13 +38,11 @@ Napi::Value Gemm(const Napi::CallbackInfo& info) {
   std::vector<float> bias;
   if (o.Has("bias") && o.Get("bias").IsTypedArray()) bias = F32(o.Get("bias"), N, "bias");
   const bool bf16 = o.Get("bf16").ToBoolean();
-  return Guard(env, [&]() -> Napi::Value {
-    Linear lin;
-    pack_linear(lin, W.data(), N, K, bf16);
-    std::vector<float> C((size_t)M * N);
-    cpu::gemm(A.data(), K, lin.w, bias.empty() ? nullptr : bias.data(), C.data(), N, M);
-    return Out(env, C);
-  });
+  Linear lin;
+  pack_linear(lin, W.data(), N, K, bf16);
+  std::vector<float> C((size_t)M * N);
+  cpu::gemm(A.data(), K, lin.w, bias.empty() ? nullptr : bias.data(), C.data(), N, M);
+  return Out(env, C);
 }
 
 // rmsnorm({x, w, rows, d, eps}) -> y
@@ -69,10 +68,10 @@ Napi::Value Conv1d(const Napi::CallbackInfo& info) {
   std::vector<float> bias;
   if (o.Get("bias").IsTypedArray()) bias = F32(o.Get("bias"), E, "bias");
   std::vector<float> wT((size_t)K * E), out((size_t)T * E);
-  for (int e = 0; e < E; e++) for (int j = 0; j < K; j++) wT[(size_t)j * E + e] = w[(size_t)e * K + j];
-  cpu::SeqSlice sq{0, T, state.data(), nullptr};
-  cpu::Conv1dArgs a{x.data(), E, out.data(), E, wT.data(), bias.empty() ? nullptr : bias.data(), E, K, &sq, 1};
-  cpu::conv1d(a);
+  apply_layout(Layout::kTransposed, w.data(), E, K, wT.data());  // conv_w's layout (tensor_table.h)
+  cpu::SeqSlice sq{.row0 = 0, .T = T, .conv = state.data(), .ssm = nullptr};
+  cpu::conv1d({.xin = x.data(), .ldx = E, .out = out.data(), .ldo = E, .wT = wT.data(),
+               .bias = bias.empty() ? nullptr : bias.data(), .E = E, .K = K, .seqs = &sq, .nseq = 1});
   Napi::Object r = Napi::Object::New(env);
   r.Set("out", Out(env, out));
   r.Set("state", Out(env, state));
@@ -87,7 +86,7 @@ ScanInputs ReadScan(const Napi::Object& o) {
   ScanInputs s;
   static_cast<ScanTensors&>(s) = ReadScanTensors(o);
   s.AT.resize((size_t)s.N * s.E);
-  for (int e = 0; e < s.E; e++) for (int n = 0; n < s.N; n++) s.AT[(size_t)n * s.E + e] = -std::exp(s.A_log[(size_t)e * s.N + n]);
+  apply_layout(Layout::kNegExpTransposed, s.A_log.data(), s.E, s.N, s.AT.data());  // A_log's layout (tensor_table.h)
   return s;
 }
 
@@ -100,10 +99,10 @@ Napi::Value Scan(const Napi::CallbackInfo& info) {
   auto z = F32(o.Get("z"), (size_t)s.T * s.E, "z");
   auto state = F32(o.Get("state"), (size_t)s.E * s.N, "state");
   std::vector<float> y((size_t)s.T * s.E);
-  cpu::SeqSlice sq{0, s.T, nullptr, state.data()};
-  cpu::ScanArgs a{s.x.data(), s.E, s.dt.data(), s.E, s.B.data(), s.C.data(), s.N, z.data(), s.E,
-                  s.AT.data(), D.data(), y.data(), s.E, s.E, s.N, &sq, 1};
-  cpu::scan(a);
+  cpu::SeqSlice sq{.row0 = 0, .T = s.T, .conv = nullptr, .ssm = state.data()};
+  cpu::scan({.x = s.x.data(), .ldx = s.E, .dt = s.dt.data(), .lddt = s.E, .B = s.B.data(), .C = s.C.data(), .ldbc = s.N,
+             .z = z.data(), .ldz = s.E, .AT = s.AT.data(), .D = D.data(), .y = y.data(), .ldy = s.E, .E = s.E, .N = s.N,
+             .seqs = &sq, .nseq = 1});
   Napi::Object r = Napi::Object::New(env);
   r.Set("y", Out(env, y));
   r.Set("dt", Out(env, s.dt));
@@ -116,11 +115,12 @@ Napi::Value Score(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object o = info[0].As<Napi::Object>();
   ScanInputs s = ReadScan(o);
-  cpu::SeqSlice sq{0, s.T, nullptr, nullptr};
-  cpu::ScoreArgs a{s.x.data(), s.E, s.dt.data(), s.E, s.B.data(), s.C.data(), s.N, s.AT.data(), s.E, s.N,
-                   o.Get("local").ToBoolean(), o.Get("reduceSum").ToBoolean(), &sq, 1, nullptr};
+  cpu::SeqSlice sq{.row0 = 0, .T = s.T, .conv = nullptr, .ssm = nullptr};
   std::vector<float> out(s.T);
-  cpu::score(a, out.data(), s.T);
+  cpu::score({.x = s.x.data(), .ldx = s.E, .dt = s.dt.data(), .lddt = s.E, .B = s.B.data(), .C = s.C.data(), .ldbc = s.N,
+              .AT = s.AT.data(), .E = s.E, .N = s.N, .local = o.Get("local").ToBoolean(),
+              .reduce_sum = o.Get("reduceSum").ToBoolean(), .seqs = &sq, .nseq = 1, .partial = nullptr},
+             out.data(), s.T);
   return Out(env, out);
 }
 
@@ -128,11 +128,11 @@ Napi::Value Score(const Napi::CallbackInfo& info) {
 
 void register_kernel_bindings(Napi::Env env, Napi::Object exports) {
   Napi::Object k = Napi::Object::New(env);
-  k.Set("gemm", Napi::Function::New(env, Gemm));
-  k.Set("rmsnorm", Napi::Function::New(env, RmsNorm));
-  k.Set("conv1d", Napi::Function::New(env, Conv1d));
-  k.Set("scan", Napi::Function::New(env, Scan));
-  k.Set("score", Napi::Function::New(env, Score));
+  k.Set("gemm", Napi::Function::New(env, Guarded<Gemm>));
+  k.Set("rmsnorm", Napi::Function::New(env, Guarded<RmsNorm>));
+  k.Set("conv1d", Napi::Function::New(env, Guarded<Conv1d>));
+  k.Set("scan", Napi::Function::New(env, Guarded<Scan>));
+  k.Set("score", Napi::Function::New(env, Guarded<Score>));
   exports.Set("kernels", k);
 }
 

@@ -6,14 +6,16 @@
 #include <string>
 #include <vector>
 
+#include "napi/napi_errors.h"
+
 namespace simba {
 
 inline std::vector<float> F32(const Napi::Value& v, size_t n, const char* what) {
   if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
-    throw Napi::TypeError::New(v.Env(), std::string(what) + " must be a Float32Array");
+    throw ArgError(v.Env(), std::string(what) + " must be a Float32Array");
   auto a = v.As<Napi::Float32Array>();
   if (a.ElementLength() != n)
-    throw Napi::RangeError::New(v.Env(), std::string(what) + ": expected " + std::to_string(n) + " values, got " + std::to_string(a.ElementLength()));
+    throw ArgError(v.Env(), std::string(what) + ": expected " + std::to_string(n) + " values, got " + std::to_string(a.ElementLength()));
   return std::vector<float>(a.Data(), a.Data() + n);
 }
 
@@ -35,7 +37,7 @@ struct ScanTensors {
 inline ScanTensors ReadScanTensors(const Napi::Object& o) {
   ScanTensors s;
   s.T = Int(o, "T"); s.E = Int(o, "E"); s.N = Int(o, "N");
-  if (s.T <= 0 || s.E <= 0 || s.N <= 0) throw Napi::RangeError::New(o.Env(), "sizes must be positive integers");
+  if (s.T <= 0 || s.E <= 0 || s.N <= 0) throw ArgError(o.Env(), "sizes must be positive integers");
   s.x = F32(o.Get("x"), (size_t)s.T * s.E, "x");
   s.dt = F32(o.Get("dt"), (size_t)s.T * s.E, "dt");
   s.A_log = F32(o.Get("A_log"), (size_t)s.E * s.N, "A_log");

@@ -56,3 +56,15 @@ export function randTokens(n: number, V: number, seed: number): number[] {
   const rng = makeRng(seed);
   return Array.from({ length: n }, () => Math.floor(rng.uniform() * V));
 }
+
+/**
+ * A test's random seed: the fixed `fallback`, or SIMBA_TEST_SEED when set (an integer, to rerun
+ * the suite on other inputs). A seed-dependent failure names the seed in its test name.
+ */
+export function testSeed(fallback: number): number {
+  const env = process.env.SIMBA_TEST_SEED;
+  if (env === undefined || env === '') return fallback;
+  const n = Number(env);
+  if (!Number.isSafeInteger(n) || n < 0) throw new Error(`SIMBA_TEST_SEED must be a non-negative integer, got '${env}'`);
+  return n;
+}

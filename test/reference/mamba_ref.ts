@@ -1,6 +1,7 @@
 /**
  * Float64 reference implementation of Mamba-1 (Hugging Face `MambaForCausalLM`, slow path) and of
- * Simba token pruning (DESIGN.md sections 4 and 5). The native engine's tests compare against it.
+ * Simba token pruning (each token's contribution to a layer's last output, scored and pruned between
+ * layers). The native engine's tests compare against it.
  *
  * Written from the math, for reading, not for speed: plain loops, every function states its shapes,
  * no fusion. Everything is float64 (f32 weights are widened on the way in).
@@ -232,7 +233,7 @@ export function refSelectiveScan(
 }
 
 /**
- * Simba contributions, brute force from the formula (DESIGN.md section 5), 0-based with last = T-1:
+ * Simba contributions, brute force from the formula (unrolling the scan's recurrence), 0-based with last = T-1:
  *   c(t, e) = sum_n C(T-1, n) * exp(A(e, n) * sum_{k=t+1..T-1} dt(k, e)) * dt(t, e) * B(t, n) * x(t, e)
  *   x [T, E], dt [T, E], A [E, N], B [T, N], C [T, N] -> c [T, E]
  * With s0 = 0, sum_t c(t, e) = y_{T-1}(e) - D(e) x(T-1, e) (before the z gate).

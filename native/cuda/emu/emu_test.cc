@@ -47,7 +47,7 @@ static void expect_rel(const std::vector<float>& a, const std::vector<float>& b,
 template <typename T> static T* dev(const std::vector<T>& v) {
   void* p; cudaMalloc(&p, v.size() * sizeof(T) + 16); std::memcpy(p, v.data(), v.size() * sizeof(T)); return (T*)p;
 }
-static cu::SeqInfo* one_seq(int T) { return dev(std::vector<cu::SeqInfo>{{0, T, T, 0}}); }
+static cu::SeqInfo* one_seq(int T) { return dev(std::vector<cu::SeqInfo>{{.row0 = 0, .T = T, .k = T, .nrow0 = 0}}); }
 
 static void test_gemm(int M, int N, int K, bool bf16, int lda_pad = 0) {
   const int lda = K + lda_pad;
@@ -73,18 +73,19 @@ static void test_scan(int T, int E, int N) {
   auto x = rnd((size_t)T * E), dt = rnd((size_t)T * E, -4, 1), alog = rnd((size_t)E * N, -1, 1), B = rnd((size_t)T * N),
        C = rnd((size_t)T * N), D = rnd(E), z = rnd((size_t)T * E, -3, 3), st = rnd((size_t)E * N);
   std::vector<float> AT((size_t)N * E);
-  for (int e = 0; e < E; e++) for (int n = 0; n < N; n++) AT[(size_t)n * E + e] = -std::exp(alog[(size_t)e * N + n]);
+  apply_layout(Layout::kNegExpTransposed, alog.data(), E, N, AT.data());
   // CPU
   auto dtc = dt, stc = st;
   std::vector<float> yc((size_t)T * E);
-  cpu::SeqSlice sq{0, T, nullptr, stc.data()};
-  cpu::ScanArgs a{x.data(), E, dtc.data(), E, B.data(), C.data(), N, z.data(), E, AT.data(), D.data(), yc.data(), E, E, N, &sq, 1};
-  cpu::scan(a);
+  cpu::SeqSlice sq{.row0 = 0, .T = T, .conv = nullptr, .ssm = stc.data()};
+  cpu::scan({.x = x.data(), .ldx = E, .dt = dtc.data(), .lddt = E, .B = B.data(), .C = C.data(), .ldbc = N, .z = z.data(),
+             .ldz = E, .AT = AT.data(), .D = D.data(), .y = yc.data(), .ldy = E, .E = E, .N = N, .seqs = &sq, .nseq = 1});
   // emulated device
   float *ddt = dev(dt), *dst = dev(st), *dy = dev(yc);
-  cu::ScanParams p{dev(x), E, ddt, E, dev(B), dev(C), N, dev(z), E, dev(AT), dev(D), dy, E, E, N, true,
-                   cu::StateRef{dst, (size_t)E * N}, one_seq(T), 1, T};
-  cu::selective_scan(p, nullptr);
+  cu::selective_scan({.x = dev(x), .ldx = E, .dt = ddt, .lddt = E, .B = dev(B), .C = dev(C), .ldbc = N, .z = dev(z),
+                      .ldz = E, .AT = dev(AT), .D = dev(D), .y = dy, .ldy = E, .E = E, .N = N, .write_dt = true,
+                      .ssm = {.base = dst, .stride = (size_t)E * N}, .seqs = one_seq(T), .nseq = 1, .maxT = T},
+                     nullptr);
   std::vector<float> y(dy, dy + (size_t)T * E), dto(ddt, ddt + (size_t)T * E), so(dst, dst + (size_t)E * N);
   char name[96];
   std::snprintf(name, sizeof name, "scan T=%d E=%d N=%d", T, E, N);
@@ -97,16 +98,19 @@ static void test_score(int T, int E, int N, bool local, bool sum) {
   auto x = rnd((size_t)T * E), dt = rnd((size_t)T * E, 0.001f, 0.5f), alog = rnd((size_t)E * N, -1, 1), B = rnd((size_t)T * N),
        C = rnd((size_t)T * N);
   std::vector<float> AT((size_t)N * E);
-  for (int e = 0; e < E; e++) for (int n = 0; n < N; n++) AT[(size_t)n * E + e] = -std::exp(alog[(size_t)e * N + n]);
-  cpu::SeqSlice sq{0, T, nullptr, nullptr};
-  cpu::ScoreArgs a{x.data(), E, dt.data(), E, B.data(), C.data(), N, AT.data(), E, N, local, sum, &sq, 1, nullptr};
+  apply_layout(Layout::kNegExpTransposed, alog.data(), E, N, AT.data());
+  cpu::SeqSlice sq{.row0 = 0, .T = T, .conv = nullptr, .ssm = nullptr};
   std::vector<float> ref(T), got(T);
-  cpu::score(a, ref.data(), T);
+  cpu::score({.x = x.data(), .ldx = E, .dt = dt.data(), .lddt = E, .B = B.data(), .C = C.data(), .ldbc = N, .AT = AT.data(),
+              .E = E, .N = N, .local = local, .reduce_sum = sum, .seqs = &sq, .nseq = 1, .partial = nullptr},
+             ref.data(), T);
   const int groups = (E + 31) / 32;
   float* part = dev(std::vector<float>((size_t)groups * T, -1.f));
   float* sc = dev(got);
-  cu::ScoreParams p{dev(x), E, dev(dt), E, dev(B), dev(C), N, dev(AT), E, N, local, sum, one_seq(T), 1, T, T, part, sc};
-  cu::simba_score(p, nullptr);
+  cu::simba_score({.x = dev(x), .ldx = E, .dt = dev(dt), .lddt = E, .B = dev(B), .C = dev(C), .ldbc = N, .AT = dev(AT),
+                   .E = E, .N = N, .local = local, .reduce_sum = sum, .seqs = one_seq(T), .nseq = 1, .maxT = T, .rows = T,
+                   .partial = part, .score = sc},
+                  nullptr);
   std::memcpy(got.data(), sc, T * 4);
   char name[96];
   std::snprintf(name, sizeof name, "score %s %s T=%d E=%d N=%d", local ? "local" : "simba", sum ? "sum" : "max", T, E, N);
@@ -116,14 +120,15 @@ static void test_score(int T, int E, int N, bool local, bool sum) {
 static void test_conv(int T, int E, int K, bool bias) {
   auto x = rnd((size_t)T * E), w = rnd((size_t)E * K), b = rnd(E), st = rnd((size_t)E * (K - 1));
   std::vector<float> wT((size_t)K * E);
-  for (int e = 0; e < E; e++) for (int j = 0; j < K; j++) wT[(size_t)j * E + e] = w[(size_t)e * K + j];
+  apply_layout(Layout::kTransposed, w.data(), E, K, wT.data());
   auto stc = st;
   std::vector<float> oc((size_t)T * E);
-  cpu::SeqSlice sq{0, T, stc.data(), nullptr};
-  cpu::Conv1dArgs a{x.data(), E, oc.data(), E, wT.data(), bias ? b.data() : nullptr, E, K, &sq, 1};
-  cpu::conv1d(a);
+  cpu::SeqSlice sq{.row0 = 0, .T = T, .conv = stc.data(), .ssm = nullptr};
+  cpu::conv1d({.xin = x.data(), .ldx = E, .out = oc.data(), .ldo = E, .wT = wT.data(), .bias = bias ? b.data() : nullptr,
+               .E = E, .K = K, .seqs = &sq, .nseq = 1});
   float *dout = dev(oc), *dst = dev(st);
-  cu::conv1d(dev(x), E, dout, E, dev(wT), bias ? dev(b) : nullptr, E, K, one_seq(T), 1, T, cu::StateRef{dst, (size_t)E * (K - 1)}, nullptr);
+  cu::conv1d(dev(x), E, dout, E, dev(wT), bias ? dev(b) : nullptr, E, K, one_seq(T), 1, T,
+             cu::StateRef{.base = dst, .stride = (size_t)E * (K - 1)}, nullptr);
   std::vector<float> o(dout, dout + (size_t)T * E), so(dst, dst + (size_t)E * (K - 1));
   char name[96];
   std::snprintf(name, sizeof name, "conv1d T=%d E=%d K=%d", T, E, K);
@@ -156,23 +161,20 @@ static Run run_cpu(Model& m, const ForwardRequest& rq) {
   return {r.logits, r.processed, r.exit_layer};
 }
 static Run run_dev(cu::DeviceModel& m, const ModelConfig& c, const ForwardRequest& rq) {
-  simba_forward_t f{};
-  std::vector<int32_t> len(rq.lengths.begin(), rq.lengths.end()), want(rq.want.begin(), rq.want.end()),
-      keep(rq.simba.keep.begin(), rq.simba.keep.end());
-  f.tokens = rq.tokens.data(); f.n_tokens = (int)rq.tokens.size();
-  f.lengths = len.data(); f.n_seq = (int)len.size(); f.states = rq.states.data();
-  f.want = want.data(); f.n_want = (int)want.size();
-  f.simba_enabled = rq.simba.enabled; f.keep = keep.empty() ? nullptr : keep.data();
-  f.criterion = (int)rq.simba.criterion; f.reduce_sum = rq.simba.reduce_sum;
-  f.protect_first = rq.simba.protect_first; f.protect_last = rq.simba.protect_last; f.seed = rq.simba.seed;
+  const simba_forward_t f{
+      .tokens = rq.tokens.data(), .n_tokens = (int)rq.tokens.size(),
+      .lengths = rq.lengths.data(), .n_seq = (int)rq.lengths.size(),
+      .states = rq.states.data(),
+      .want = rq.want.data(), .n_want = (int)rq.want.size(),
+      .simba_enabled = rq.simba.enabled, .keep = rq.simba.keep.empty() ? nullptr : rq.simba.keep.data(),
+      .criterion = (int)rq.simba.criterion, .reduce_sum = rq.simba.reduce_sum,
+      .protect_first = rq.simba.protect_first, .protect_last = rq.simba.protect_last, .seed = rq.simba.seed};
   Run r;
-  r.logits.resize(want.size() * (size_t)c.vocab);
-  r.processed.resize(len.size() * c.L);
+  r.logits.resize(rq.want.size() * (size_t)c.vocab);
+  r.processed.resize(rq.lengths.size() * c.L);
   r.exit.resize(rq.tokens.size());
-  std::vector<int32_t> pr(r.processed.size());
-  simba_result_t res{r.logits.data(), pr.data(), r.exit.data()};
+  simba_result_t res{.logits = r.logits.data(), .processed = r.processed.data(), .exit_layer = r.exit.data()};
   m.forward(f, res);
-  r.processed.assign(pr.begin(), pr.end());
   return r;
 }
 
@@ -180,8 +182,7 @@ static void test_model(const std::string& label, ModelConfig c, bool bf16) {
   Model cpu_m(c, bf16);
   cpu_m.randomize(7);
   cpu_m.finalize();
-  simba_config_t sc{c.vocab, c.d, c.L, c.E, c.N, c.R, c.K, c.conv_bias, c.proj_bias, c.tie, c.eps};
-  cu::DeviceModel dev_m(sc, bf16, 0);
+  cu::DeviceModel dev_m(c, bf16, 0);
   dev_m.randomize(7);
   dev_m.finalize();
   const double tol = bf16 ? 2e-2 : 1e-4;

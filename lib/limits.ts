@@ -1,0 +1,62 @@
+/**
+ * The defaults and limits of the public API, in one place: the library applies them and the CLI
+ * shows and reads the same values (flag defaults, help texts, argument ranges).
+ *
+ * @example
+ *   import { GENERATE_DEFAULTS, LIMITS } from './limits';
+ *   GENERATE_DEFAULTS.temperature;   // 0.8
+ *   LIMITS.generateTokens;           // 1_000_000
+ */
+
+/** generate(): sampling defaults. */
+export const GENERATE_DEFAULTS = {
+  maxTokens: 64,
+  temperature: 0.8,
+  topK: 40,
+  topP: 0.95,
+  stopAtEos: true,
+} as const;
+
+/** runBench(): what a benchmark measures by default. */
+export const BENCH_DEFAULTS = {
+  runs: 5,
+  lengths: [128, 512, 2048] as readonly number[],
+  batches: [1, 8, 32] as readonly number[],
+  decodeTokens: 32,
+  decodePrompt: 16,
+  seed: 1,
+} as const;
+
+/** Evaluation defaults (perplexity window, sequences per prefill call). */
+export const EVAL_DEFAULTS = {
+  ctx: 256,
+  /** Perplexity windows per call at most (fewer for long windows or large vocabularies). */
+  pplBatch: 8,
+  /** Sequences per prefill call for choice scoring and LAMBADA. */
+  choiceBatch: 16,
+} as const;
+
+/** Hard limits. */
+export const LIMITS = {
+  /** Tokens one native call processes at most; longer dense prompts are chunked. */
+  chunkTokens: 8192,
+  /** Tokens of a single request (a prompt). */
+  requestTokens: 1 << 20,
+  /** Tokens per prompt of a Simba prefill (it cannot be chunked). */
+  simbaTokens: 65536,
+  /** Logit floats one call returns at most (1 GiB of float32). */
+  logitsFloats: 2 ** 28,
+  /** generate(): maxTokens at most. */
+  generateTokens: 1_000_000,
+  /** generate(): temperature at most. */
+  temperature: 100,
+  /** Sampler and random-weight seeds: [0, 2^32 - 1]. */
+  seed: 2 ** 32 - 1,
+  /** Seed of Simba's 'random' criterion: [0, 2^31 - 1]. */
+  pruneSeed: 2 ** 31 - 1,
+  /** Perplexity window length: [2, 65536]. */
+  ctxMin: 2,
+  ctxMax: 65536,
+  /** Tokens the highway map draws at most. */
+  mapTokens: 1024,
+} as const;
