@@ -18,7 +18,6 @@ const EMU_LIB = process.env.SIMBA_CUDA_EMU_LIB ?? path.join(ROOT, 'build', 'gpu-
 const required = !!process.env.SIMBA_TEST_CUDA_EMU && process.env.SIMBA_TEST_CUDA_EMU !== '0';
 const have = fs.existsSync(EMU_LIB);
 if (!have && !required) {
-  // eslint-disable-next-line no-console
   console.log(`device-state tests skipped: ${EMU_LIB} not built (bash bench/gpu_check.sh --emulate --quick)`);
 }
 
