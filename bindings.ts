@@ -2,13 +2,15 @@
  * Finds and loads the compiled addon, and declares its typed surface. Only this file touches the
  * addon; only lib/engine/ imports it.
  *
- * Search order: build/Release (a local `npm install` / `npm run build:native`), then
- * prebuilds/<platform>-<arch>/simba_ssm.node (shipped binaries). A failure lists every path tried
- * and why, and how to build from source.
+ * Search order: SIMBA_ADDON_PATH (alone, when set), build/Release (a source build), then the platform
+ * package @simba-ssm/<platform>-<arch> (prebuilt, only when its version equals ours). A failure lists
+ * every path tried and why, the platform and glibc, and how to fix it (loadFailureMessage).
  */
+import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 
+import { SimbaError } from './lib/errors';
 import type { EngineTensorSpec, MambaConfig } from './lib/types';
 
 /** Config fields the native engine needs (a subset of MambaConfig, same names). */
@@ -117,10 +119,53 @@ export interface NativeAddon {
   cudaKernels: NativeCudaKernels;
 }
 
-let cached: NativeAddon | null = null;
+// ---------------------------------------------------------------- loading
+// Everything below finds the addon; scripts/install.js (via dist/bindings.js) and lib/engine/addon_info.ts
+// (simba doctor) use the same functions, so the install check, the run-time load and the doctor agree.
 
-function packageRoot(): string {
-  // bindings.ts lives at the root; compiled to dist/bindings.js.
+/** The lowest glibc the prebuilt binaries run on (npm/*\/package.json `config.glibc` says the same). */
+export const GLIBC_FLOOR = '2.31';
+/** Platforms with a prebuilt @simba-ssm/<id> package. */
+export const PREBUILT_PLATFORMS: readonly string[] = ['linux-x64'];
+/** The scope of the platform packages: @simba-ssm/linux-x64 (CPU addon), @simba-ssm/linux-x64-cuda (CUDA library). */
+export const PLATFORM_SCOPE = '@simba-ssm';
+
+/** This machine as the loader sees it. */
+export interface PlatformInfo {
+  /** e.g. 'linux-x64' (the platform package suffix); 'linux-x64-musl' on musl systems. */
+  id: string;
+  platform: string;
+  arch: string;
+  libc: 'glibc' | 'musl' | 'unknown';
+  /** The running glibc's version, e.g. '2.36' (null off glibc). */
+  glibc: string | null;
+  node: string;
+  napi: string;
+}
+
+/** One place the loader looks for the addon, in order. `skip` says why it is not even tried. */
+export interface AddonCandidate {
+  /** The file ('' for a platform package that is not installed). */
+  path: string;
+  from: 'SIMBA_ADDON_PATH' | 'local build' | 'platform package';
+  /** '@simba-ssm/linux-x64@0.1.0' for a platform package. */
+  package?: string;
+  skip?: string;
+}
+
+/** Where the loaded addon came from, and where the CUDA library is looked for. */
+export interface AddonOrigin extends AddonCandidate {
+  /** Folders passed to the native CUDA loader (SIMBA_CUDA_LIB_DIRS), after the addon's own folder. */
+  cudaDirs: string[];
+  /** The CUDA platform package: where it is, or why it is not used. */
+  cudaPackage: { name: string; dir?: string; skip?: string };
+}
+
+let cached: NativeAddon | null = null;
+let cachedOrigin: AddonOrigin | null = null;
+
+/** The package root (the folder of simba-ssm's package.json): bindings.ts lives there, dist/bindings.js one below. */
+export function packageRoot(): string {
   let dir = __dirname;
   for (let i = 0; i < 3; i++) {
     if (fs.existsSync(path.join(dir, 'package.json'))) return dir;
@@ -129,30 +174,194 @@ function packageRoot(): string {
   return __dirname;
 }
 
-/** Loads the addon once; throws an Error listing each path tried and why it failed. */
+function readJson(file: string): Record<string, unknown> | null {
+  try {
+    return JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, unknown>;
+  } catch {
+    return null;
+  }
+}
+
+/** Compares dotted versions ('2.31' < '2.36'); missing parts count as 0. */
+export function compareVersions(a: string, b: string): number {
+  const pa = a.split('.').map(Number), pb = b.split('.').map(Number);
+  for (let i = 0; i < Math.max(pa.length, pb.length); i++) {
+    const d = (pa[i] || 0) - (pb[i] || 0);
+    if (d !== 0) return d < 0 ? -1 : 1;
+  }
+  return 0;
+}
+
+let glibcSeen: string | null | undefined;
+
+/**
+ * The system glibc's version, once: from the version line of /usr/bin/ldd ("ldd (GNU libc) 2.36",
+ * a file read), else from the process report (~30 ms); null on musl.
+ */
+function runtimeGlibc(): string | null {
+  if (glibcSeen !== undefined) return glibcSeen;
+  let ldd = '';
+  try {
+    ldd = fs.readFileSync('/usr/bin/ldd', 'latin1');
+  } catch {
+    // no ldd script: ask the process report
+  }
+  const m = /ldd \([^)]*\) ([0-9]+\.[0-9]+)/.exec(ldd);
+  if (m) glibcSeen = m[1];
+  else if (/musl/i.test(ldd)) glibcSeen = null;
+  else glibcSeen = (process.report.getReport() as { header?: { glibcVersionRuntime?: string } }).header?.glibcVersionRuntime ?? null;
+  return glibcSeen;
+}
+
+/** The platform id, libc and glibc version of this process. */
+export function platformInfo(): PlatformInfo {
+  let glibc: string | null = null;
+  let libc: PlatformInfo['libc'] = 'unknown';
+  if (process.platform === 'linux') {
+    glibc = runtimeGlibc();
+    libc = glibc ? 'glibc' : 'musl';
+  }
+  const id = `${process.platform}-${process.arch}${libc === 'musl' ? '-musl' : ''}`;
+  return { id, platform: process.platform, arch: process.arch, libc, glibc, node: process.version, napi: process.versions.napi ?? '?' };
+}
+
+/** Resolves a platform package from `root` and checks its version and glibc floor against ours. */
+function platformPackage(name: string, root: string, version: string, plat: PlatformInfo): { dir?: string; label: string; skip?: string } {
+  let pkgJson: string;
+  try {
+    pkgJson = require.resolve(`${name}/package.json`, { paths: [root] });
+  } catch {
+    return { label: name, skip: 'not installed (an optional dependency: npm skips it with --omit=optional, or when no matching version is on the registry)' };
+  }
+  const pkg = readJson(pkgJson) ?? {};
+  const dir = path.dirname(pkgJson);
+  const label = `${name}@${String(pkg.version)}`;
+  if (pkg.version !== version) return { dir, label, skip: `version ${String(pkg.version)} does not match simba-ssm ${version} (reinstall so both match)` };
+  const floor = (pkg.config as { glibc?: string } | undefined)?.glibc;
+  if (floor && plat.glibc && compareVersions(plat.glibc, floor) < 0) {
+    return { dir, label, skip: `needs glibc >= ${floor}, this system has ${plat.glibc}` };
+  }
+  return { dir, label };
+}
+
+/**
+ * Where the addon is looked for, in order: SIMBA_ADDON_PATH (alone, when set), the local build
+ * build/Release/simba_ssm.node, then the platform package @simba-ssm/<platform> (only when its version
+ * equals simba-ssm's).
+ */
+export function addonCandidates(root: string = packageRoot(), env: NodeJS.ProcessEnv = process.env,
+                                plat: PlatformInfo = platformInfo()): AddonCandidate[] {
+  if (env.SIMBA_ADDON_PATH) return [{ path: path.resolve(env.SIMBA_ADDON_PATH), from: 'SIMBA_ADDON_PATH' }];
+  const version = String(readJson(path.join(root, 'package.json'))?.version);
+  const out: AddonCandidate[] = [{ path: path.join(root, 'build', 'Release', 'simba_ssm.node'), from: 'local build' }];
+  const p = platformPackage(`${PLATFORM_SCOPE}/${plat.id}`, root, version, plat);
+  out.push({ path: p.dir ? path.join(p.dir, 'simba_ssm.node') : '', from: 'platform package', package: p.label, skip: p.skip });
+  return out;
+}
+
+/** The CUDA platform package (@simba-ssm/<platform>-cuda) folder, or why it is not used. */
+export function cudaPackage(root: string = packageRoot(), plat: PlatformInfo = platformInfo()): AddonOrigin['cudaPackage'] {
+  const version = String(readJson(path.join(root, 'package.json'))?.version);
+  const name = `${PLATFORM_SCOPE}/${plat.id}-cuda`;
+  const p = platformPackage(name, root, version, plat);
+  if (p.skip) return { name: p.label, skip: p.skip };
+  if (!fs.existsSync(path.join(p.dir!, 'libsimba_cuda.so'))) return { name: p.label, skip: `${p.dir}/libsimba_cuda.so: not found` };
+  return { name: p.label, dir: p.dir };
+}
+
+/** The one-line label of a candidate, e.g. "platform package @simba-ssm/linux-x64@0.1.0 (/x/simba_ssm.node)". */
+export function describeCandidate(c: AddonCandidate): string {
+  return `${c.from}${c.package ? ` ${c.package}` : ''}${c.path ? ` (${c.path})` : ''}`;
+}
+
+/** Why a candidate cannot be loaded before trying (skipped, or no such file); null when it can be tried. */
+export function candidateProblem(c: AddonCandidate): string | null {
+  if (c.skip) return c.skip;
+  return c.path && fs.existsSync(c.path) ? null : 'not found';
+}
+
+/**
+ * The sharp-style message for "no addon could be loaded": every place tried and why, the
+ * platform, libc and glibc, and what to do.
+ */
+export function loadFailureMessage(tried: string[], plat: PlatformInfo = platformInfo(), buildError?: string): string {
+  const lines = ['simba-ssm: could not load the native addon (simba_ssm.node).', 'Tried:', ...tried.map((t) => `  - ${t}`)];
+  if (buildError) lines.push(`  - source build: ${buildError}`);
+  lines.push(`Platform: ${plat.id}, libc ${plat.libc}${plat.glibc ? ` ${plat.glibc}` : ''}, node ${plat.node} (N-API ${plat.napi})`);
+  lines.push('Possible solutions:');
+  if (PREBUILT_PLATFORMS.includes(plat.id)) {
+    lines.push(`  - Install the prebuilt binary with the optional dependencies: \`npm install --include=optional simba-ssm\``,
+               `    (it is ${PLATFORM_SCOPE}/${plat.id}; --omit=optional, --no-optional or a lockfile made on another platform skip it).`);
+  } else {
+    lines.push(`  - There is no prebuilt binary for ${plat.id} (prebuilt: ${PREBUILT_PLATFORMS.join(', ')}, glibc >= ${GLIBC_FLOOR}).`);
+  }
+  lines.push('  - Build from source: `SIMBA_BUILD_FROM_SOURCE=1 npm install simba-ssm`',
+             '    (needs cmake >= 3.18, make or ninja and a C++17 compiler; add SIMBA_CUDA=1 to also build the CUDA backend with nvcc).');
+  if (plat.libc === 'glibc' && plat.glibc && compareVersions(plat.glibc, GLIBC_FLOOR) < 0) {
+    lines.push(`  - The prebuilt binaries need glibc >= ${GLIBC_FLOOR} and this system has ${plat.glibc}: upgrade the OS, or build from source.`);
+  }
+  lines.push('  - Or point SIMBA_ADDON_PATH at a simba_ssm.node you built.');
+  return lines.join('\n');
+}
+
+/** The reason a require() of the addon failed, in one line. */
+function loadError(e: unknown): string {
+  return String((e as Error)?.message ?? e).split('\n')[0];
+}
+
+/**
+ * Loads `file` in a child process (so a crashing binary cannot take this process down) and calls
+ * activeIsa(). Used by the install step before it trusts a prebuilt binary.
+ */
+export function probeAddon(file: string, timeoutMs = 60_000): { ok: true; isa: string } | { ok: false; reason: string } {
+  const code = 'const a = require(process.argv[1]); process.stdout.write(JSON.stringify({ isa: a.activeIsa() }));';
+  const r = spawnSync(process.execPath, ['-e', code, file], { encoding: 'utf8', timeout: timeoutMs });
+  const lastErr = (r.stderr || '').split('\n').map((l) => l.trim()).filter((l) => /error/i.test(l)).slice(-1)[0];
+  if ((r.error as NodeJS.ErrnoException | undefined)?.code === 'ETIMEDOUT') return { ok: false, reason: `timed out after ${timeoutMs / 1000} s while loading` };
+  if (r.error) return { ok: false, reason: `the check process failed: ${r.error.message}` };
+  if (r.signal) return { ok: false, reason: `crashed on load (signal ${r.signal})${lastErr ? `: ${lastErr}` : ''}` };
+  if (r.status !== 0) return { ok: false, reason: `failed to load (exit ${r.status})${lastErr ? `: ${lastErr}` : ''}` };
+  try {
+    return { ok: true, isa: String((JSON.parse(r.stdout) as { isa: string }).isa) };
+  } catch {
+    return { ok: false, reason: `loaded but answered ${JSON.stringify(r.stdout.slice(0, 80))}` };
+  }
+}
+
+/** Tells the native CUDA loader where else to look for libsimba_cuda.so (after the addon's own folder). */
+function passCudaDirs(root: string, plat: PlatformInfo): Pick<AddonOrigin, 'cudaDirs' | 'cudaPackage'> {
+  const pkg = cudaPackage(root, plat);
+  const dirs = (process.env.SIMBA_CUDA_LIB_DIRS ?? '').split(':').filter(Boolean);
+  if (pkg.dir && !dirs.includes(pkg.dir)) dirs.push(pkg.dir);
+  if (dirs.length) process.env.SIMBA_CUDA_LIB_DIRS = dirs.join(':');
+  return { cudaDirs: dirs, cudaPackage: pkg };
+}
+
+/** Loads the addon once; throws a SimbaError (E_NATIVE) listing each place tried and why it failed (loadFailureMessage). */
 export function loadAddon(): NativeAddon {
   if (cached) return cached;
-  const root = packageRoot();
-  const candidates = [
-    process.env.SIMBA_ADDON_PATH,
-    path.join(root, 'build', 'Release', 'simba_ssm.node'),
-    path.join(root, 'prebuilds', `${process.platform}-${process.arch}`, 'simba_ssm.node'),
-  ].filter((p): p is string => !!p);
+  const root = packageRoot(), plat = platformInfo();
   const tried: string[] = [];
-  for (const p of candidates) {
-    if (!fs.existsSync(p)) {
-      tried.push(`  ${p}: not found`);
+  for (const c of addonCandidates(root, process.env, plat)) {
+    const problem = candidateProblem(c);
+    if (problem) {
+      tried.push(`${describeCandidate(c)}: ${problem}`);
       continue;
     }
+    const cuda = passCudaDirs(root, plat);
     try {
       // eslint-disable-next-line @typescript-eslint/no-require-imports
-      cached = require(p) as NativeAddon;
+      cached = require(c.path) as NativeAddon;
+      cachedOrigin = { ...c, ...cuda };
       return cached;
     } catch (e) {
-      tried.push(`  ${p}: ${(e as Error).message}`);
+      tried.push(`${describeCandidate(c)}: ${loadError(e)}`);
     }
   }
-  throw new Error(
-    `simba-ssm: could not load the native addon. Tried:\n${tried.join('\n')}\n` +
-    `Build it from source with \`npm run build:native\` (needs cmake >= 3.18 and a C++17 compiler).`);
+  throw new SimbaError('E_NATIVE', loadFailureMessage(tried, plat));
+}
+
+/** Where the loaded addon came from (null before loadAddon() succeeded). */
+export function addonOrigin(): AddonOrigin | null {
+  return cachedOrigin;
 }

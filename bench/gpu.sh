@@ -12,7 +12,7 @@ command -v node >/dev/null || { echo "gpu.sh: node (>= 18) is required" >&2; exi
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv,noheader 2>/dev/null || true
 t0=$(date +%s)
 if [ -z "${SKIP_BUILD:-}" ]; then
-  unset SIMBA_NO_CUDA
+  unset SIMBA_NO_CUDA; export SIMBA_CUDA=1  # the CUDA backend is opt-in (cmake/cuda.cmake)
   b0=$(date +%s)
   npx cmake-js compile --log-level error
   echo "gpu.sh: native build (CPU addon + libsimba_cuda.so) took $(( $(date +%s) - b0 )) s"

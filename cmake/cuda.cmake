@@ -2,8 +2,11 @@
 # that the addon dlopen()s when a model asks for device 'cuda' (native/engine/cuda_loader.cc). The addon
 # itself never links the CUDA runtime: it always builds and loads, with or without nvcc.
 #
-#   SIMBA_NO_CUDA=1 (environment) or -DSIMBA_CUDA=OFF   build the CPU engine only (faster builds)
-#   no CUDA compiler found                               the same, with a status message
+#   default                                              the CPU engine only (no surprise CUDA build
+#                                                        on machines that merely have nvcc)
+#   SIMBA_CUDA=1 (environment) or -DSIMBA_CUDA=ON        also build the CUDA backend, when nvcc is found
+#   SIMBA_NO_CUDA=1 (environment)                        CPU only, whatever else is set
+#   no CUDA compiler found                               CPU only, with a status message
 #
 # The library is built for sm_80 (A100) and sm_90 (H100/H200) machine code plus compute_90 PTX,
 # links the CUDA runtime statically (it then needs only the NVIDIA driver at run time) and uses no
@@ -16,13 +19,16 @@ if(NOT SIMBA_GPU_CHECK_ONLY)
   target_link_libraries(${PROJECT_NAME} PRIVATE ${CMAKE_DL_LIBS})
 endif()
 
-option(SIMBA_CUDA "Build the CUDA backend (libsimba_cuda.so) when a CUDA compiler is found" ON)
+option(SIMBA_CUDA "Build the CUDA backend (libsimba_cuda.so) when a CUDA compiler is found" OFF)
+if(DEFINED ENV{SIMBA_CUDA} AND NOT "$ENV{SIMBA_CUDA}" STREQUAL "" AND NOT "$ENV{SIMBA_CUDA}" STREQUAL "0")
+  set(SIMBA_CUDA ON)
+endif()
 if(DEFINED ENV{SIMBA_NO_CUDA} AND NOT "$ENV{SIMBA_NO_CUDA}" STREQUAL "" AND NOT "$ENV{SIMBA_NO_CUDA}" STREQUAL "0")
   set(SIMBA_CUDA OFF)
 endif()
 
 if(NOT SIMBA_CUDA)
-  message(STATUS "simba-ssm: CUDA backend disabled (SIMBA_NO_CUDA / SIMBA_CUDA=OFF), building the CPU engine only")
+  message(STATUS "simba-ssm: building the CPU engine only (set SIMBA_CUDA=1 to also build the CUDA backend)")
   return()
 endif()
 

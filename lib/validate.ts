@@ -18,6 +18,11 @@ export const is = {
   /** A plain options-like object: not null, not an array, not a typed array. */
   object: (v: unknown): v is Record<string, unknown> =>
     typeof v === 'object' && v !== null && !Array.isArray(v) && !ArrayBuffer.isView(v),
+  /** An object literal (or Object.create(null)), not a class instance such as a Map or a boxed value. */
+  plain: (v: object): boolean => {
+    const proto: unknown = Object.getPrototypeOf(v);
+    return proto === Object.prototype || proto === null;
+  },
   bool: (v: unknown): v is boolean => typeof v === 'boolean',
   string: (v: unknown): v is string => typeof v === 'string',
   /** A finite number. */
@@ -88,7 +93,7 @@ export function nearest(key: string, known: readonly string[]): string | undefin
  */
 export function options<K extends string>(where: string, v: unknown, known: readonly K[], name = 'options'): Partial<Record<K, unknown>> {
   if (v === undefined) return {};
-  if (!is.object(v)) throw argError(where, `${name} must be an object, got ${describeType(v)}`);
+  if (!is.object(v) || !is.plain(v)) throw argError(where, `${name} must be an object, got ${describeType(v)}`);
   for (const k of Object.keys(v)) {
     if ((known as readonly string[]).includes(k)) continue;
     const near = nearest(k, known);

@@ -14,8 +14,8 @@ import { planSimba, validateSimbaOptions } from '../lib/engine/simba';
 import { SimbaError } from '../lib/errors';
 import { generate } from '../lib/generate/generate';
 import { evalChoice, evalLambada, perplexity, scoreContinuations } from '../lib/measure/eval';
-import { runBench } from '../lib/measure/bench';
-import { highwayMap } from '../lib/measure/inspect';
+import { budgetOptions, runBench } from '../lib/measure/bench';
+import { highwayMap, renderHighwaySvg, type HighwayMap } from '../lib/measure/inspect';
 import { describeType, editDistance, nearest } from '../lib/validate';
 import { randomConfig } from './reference/random_model';
 import { testSeed } from './helpers/util';
@@ -48,10 +48,12 @@ interface EntryCases {
 
 let model: MambaModel;
 let tiny: MambaModel;
+let tinyMap: HighwayMap;
 const tinyCfg = randomConfig();
 beforeAll(async () => {
   model = await loadModel(SHIPPED);
   tiny = await randomModel(tinyCfg, { seed: 1 });
+  tinyMap = await highwayMap(tiny, [1, 2, 3, 4], { rLast: 0.5 });
 });
 afterAll(() => {
   model?.dispose();
@@ -138,6 +140,11 @@ const entries: Record<string, () => EntryCases> = {
     wrongType: [() => runBench(tiny, { flops: [0.9], simba: { criterion: 7 } } as never), /simba\.criterion must be one of .*got the number 7/],
     nullOptions: () => runBench(tiny, { simba: N }),
   }),
+  budgetOptions: () => ({
+    unknown: [() => budgetOptions(6, 64, 0.7, { strat: 1 } as never), /^budgetOptions: unknown simba option 'strat' \(did you mean 'start'\?\)$/],
+    wrongType: [() => budgetOptions(6, '64' as never, 0.7), /^budgetOptions: T \(prompt length\) must be an integer >= 1, got the string '64'$/],
+    nullOptions: () => budgetOptions(6, 64, 0.7, N),
+  }),
   perplexity: () => ({
     unknown: [() => perplexity(model, [1, 2, 3], { ctx: 2, bach: 2 } as never), /^perplexity: unknown option 'bach' \(did you mean 'batch'\?\)$/],
     wrongType: [() => perplexity(model, [1, 2, 3], { ctx: '256' } as never), /^perplexity: ctx must be an integer in \[2, 65536\], got the string '256'$/],
@@ -180,6 +187,16 @@ const entries: Record<string, () => EntryCases> = {
     wrongType: [() => parseConfig({}, 'config.json', { allowUnknownKeys: 1 } as never), /^parseConfig: allowUnknownKeys must be true or false, got the number 1$/],
     nullOptions: () => parseConfig({}, 'config.json', N),
   }),
+  'Tokenizer.encode/decode': () => ({
+    unknown: [() => model.tokenizer!.encode('The', { addSpecialToken: true } as never), /^encode: unknown option 'addSpecialToken' \(did you mean 'addSpecialTokens'\?\)$/],
+    wrongType: [() => model.tokenizer!.decode([1], { skipSpecialTokens: 'yes' } as never), /^decode: skipSpecialTokens must be true or false, got the string 'yes'$/],
+    nullOptions: () => model.tokenizer!.createStreamDecoder(N),
+  }),
+  renderHighwaySvg: () => ({
+    unknown: [() => renderHighwaySvg(tinyMap, { titel: 'x' } as never), /^renderHighwaySvg: unknown option 'titel' \(did you mean 'title'\?\)$/],
+    wrongType: [() => renderHighwaySvg(tinyMap, { title: 5 } as never), /^renderHighwaySvg: title must be a string, got the number 5$/],
+    nullOptions: () => renderHighwaySvg(tinyMap, N),
+  }),
   loadConfig: () => ({
     unknown: [() => loadConfig(SHIPPED, { onwarning: () => {} } as never), /^loadConfig: unknown option 'onwarning' \(did you mean 'onWarning'\?\)$/],
     wrongType: [() => loadConfig(SHIPPED, { onWarning: 1 } as never), /^loadConfig: onWarning must be a function, got the number 1$/],
@@ -217,7 +234,16 @@ describe('the vocabulary', () => {
     expect(nearest('banana', ['maxTokens', 'seed'])).toBeUndefined();
   });
 
-  test('a far-off unknown key lists the known ones instead of guessing', async () => {
+  test('options must be plain objects: a Map, an array or a boxed value is refused, Object.create(null) is fine', async () => {
+    await expectArg(() => model.prefill([{ tokens: [1] }], new Map() as never), /^prefill: options must be an object, got a Map$/);
+    await expectArg(() => model.decode([model.newSequence()], [1], [] as never), /^decode: options must be an object, got an array of 0$/);
+    await expectArg(() => generate(model, 'The', Object(5)).next(), /^generate: options must be an object, got a Number$/);
+    const bare = Object.assign(Object.create(null) as object, { logits: 'all' as const });
+    const [r] = await model.prefill([{ tokens: [1, 2] }], bare);
+    expect(r.positions).toEqual([0, 1]);
+  });
+
+    test('a far-off unknown key lists the known ones instead of guessing', async () => {
     await expectArg(() => generate(model, 'The', { banana: 1 } as never).next(), /unknown option 'banana' \(known: maxTokens, temperature, .*signal\)/);
   });
 

@@ -177,7 +177,8 @@ export class Tokenizer {
   }
 
   /** Text -> token ids. */
-  encode(text: string, opts: EncodeOptions = {}): number[] {
+  encode(text: string, options?: EncodeOptions): number[] {
+    const opts: EncodeOptions = { addSpecialTokens: v.bool('encode', 'addSpecialTokens', v.options('encode', options, ['addSpecialTokens'] as const).addSpecialTokens) };
     if (typeof text !== 'string') throw new SimbaError('E_ARG', `encode: expected a string, found ${describeValue(text)}`);
     if (text.length === 0) return [];
     const ids = this.hf.encode(text, { add_special_tokens: opts.addSpecialTokens ?? false }).ids;
@@ -200,7 +201,9 @@ export class Tokenizer {
   }
 
   /** Token ids -> text. Invalid UTF-8 byte sequences become U+FFFD. */
-  decode(ids: ArrayLike<number>, opts: DecodeOptions = {}): string {
+  decode(ids: ArrayLike<number>, options?: DecodeOptions): string {
+    const opts = checkDecodeOptions('decode', options);
+    if (!v.is.arrayLike(ids)) throw v.argError('decode', `ids must be an array of token ids, got ${v.describeType(ids)}`);
     let list = this.checkIds(ids);
     if (opts.skipSpecialTokens) list = list.filter((id) => !this.special.has(id));
     if (list.length === 0) return '';
@@ -221,9 +224,15 @@ export class Tokenizer {
   }
 
   /** A decoder for generated ids that holds back incomplete UTF-8 characters. */
-  createStreamDecoder(opts: DecodeOptions = {}): StreamDecoder {
+  createStreamDecoder(options?: DecodeOptions): StreamDecoder {
+    const opts = checkDecodeOptions('createStreamDecoder', options);
     return this.byteLevelDecoder ? new ByteLevelStreamDecoder(this, this.added, opts) : new GenericStreamDecoder(this, opts);
   }
+}
+
+function checkDecodeOptions(where: string, options: unknown): DecodeOptions {
+  const o = v.options(where, options, ['skipSpecialTokens'] as const);
+  return { skipSpecialTokens: v.bool(where, 'skipSpecialTokens', o.skipSpecialTokens) };
 }
 
 /** ByteLevel decoding, byte by byte: tokens -> bytes -> TextDecoder in streaming mode. */

@@ -12,6 +12,7 @@
  *   simba eval ppl --file heldout.txt --ctx 256 [--flops 0.6]
  *   simba eval choice --file task.jsonl
  *   simba inspect --prompt "..." --flops 0.6 --svg map.svg
+ *   simba doctor [--json]
  *
  * Exit codes: 0 success; 2 the command line is wrong (unknown flag, bad number, token id out of
  * range, invalid Simba settings); 1 the command could not run (missing model folder or file,
@@ -25,6 +26,7 @@ import { Command, CommanderError } from 'commander';
 import { SimbaError } from '../errors';
 import { CliError } from './args';
 import { addBenchCommand } from './bench';
+import { addDoctorCommand } from './doctor';
 import { addEvalCommand } from './eval';
 import { addGenerateCommand } from './generate';
 import { addInfoCommand } from './info';
@@ -53,7 +55,7 @@ function buildProgram(): Command {
     .showSuggestionAfterError(true)
     .allowExcessArguments(false);
 
-  for (const add of [addGenerateCommand, addLogitsCommand, addInfoCommand, addBenchCommand, addEvalCommand, addInspectCommand]) add(program);
+  for (const add of [addGenerateCommand, addLogitsCommand, addInfoCommand, addBenchCommand, addEvalCommand, addInspectCommand, addDoctorCommand]) add(program);
   return program;
 }
 

@@ -154,7 +154,10 @@ function steep(L: number, T: number, slope: number): number[] {
  * Simba options reaching a relative-FLOPs budget for a prompt of T tokens: the trapezoid when it
  * can (flops: budget), else the steep schedule as explicit keep counts (see the module comment).
  */
-export function budgetOptions(L: number, T: number, budget: number, mods: SimbaModifiers = {}): { options: SimbaOptions; schedule: 'trapezoid' | 'steep' } {
+export function budgetOptions(L: number, T: number, budget: number, modifiers?: SimbaModifiers): { options: SimbaOptions; schedule: 'trapezoid' | 'steep' } {
+  const mods = v.options('budgetOptions', modifiers, MODIFIER_KEYS, 'simba') as SimbaModifiers;
+  v.int('budgetOptions', 'L (layers)', L, 1);
+  v.int('budgetOptions', 'T (prompt length)', T, 1);
   if (!(budget > 0 && budget <= 1)) throw new SimbaError('E_ARG', `bench: a FLOPs budget must be in (0, 1], got ${String(budget)}`);
   const start = mods.start ?? 0;
   if (budget >= trapezoidFloor(L, T, start) - 1e-9) {

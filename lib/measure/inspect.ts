@@ -86,7 +86,10 @@ export const TOKENS_PER_PANEL = 96;
  * The map as a standalone SVG document. Each processed (token, layer) cell is one
  * `<rect class="on" .../>`; prompts longer than TOKENS_PER_PANEL (+ a little) wrap onto panels.
  */
-export function renderHighwaySvg(map: HighwayMap, opts: SvgOptions = {}): string {
+export function renderHighwaySvg(map: HighwayMap, options?: SvgOptions): string {
+  const o = v.options('renderHighwaySvg', options, ['title'] as const);
+  const opts: SvgOptions = { title: v.string('renderHighwaySvg', 'title', o.title) };
+  if (!v.is.object(map) || !Array.isArray(map.ids)) throw v.argError('renderHighwaySvg', `map must be a HighwayMap (from highwayMap()), got ${v.describeType(map)}`);
   const T = map.ids.length, L = map.nLayer;
   const perPanel = T <= TOKENS_PER_PANEL + 24 ? T : TOKENS_PER_PANEL;
   const panels = Math.ceil(T / perPanel);

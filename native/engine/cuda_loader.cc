@@ -41,10 +41,22 @@ void load() {
   std::vector<std::string> candidates;
   if (const char* env = std::getenv("SIMBA_CUDA_LIB"); env && *env) candidates.push_back(env);
   candidates.push_back(addon_dir() + "/libsimba_cuda.so");
+  const size_t own_dir = candidates.size() - 1;
+  // More folders, ':'-separated: the TS loader passes the @simba-ssm/<platform>-cuda package here.
+  if (const char* dirs = std::getenv("SIMBA_CUDA_LIB_DIRS"); dirs && *dirs) {
+    std::string list = dirs;
+    for (size_t at = 0, end; at < list.size(); at = end + 1) {
+      end = list.find(':', at);
+      if (end == std::string::npos) end = list.size();
+      if (end > at) candidates.push_back(list.substr(at, end - at) + "/libsimba_cuda.so");
+    }
+  }
   std::string tried;
-  for (const std::string& path : candidates) {
+  for (size_t i = 0; i < candidates.size(); i++) {
+    const std::string& path = candidates[i];
     if (!exists(path)) {
-      tried += "\n  " + path + ": not found (the CUDA backend was not built: no CUDA compiler at build time, or SIMBA_NO_CUDA set)";
+      tried += "\n  " + path + (i == own_dir ? ": not found (no CUDA backend built next to the addon: no CUDA compiler or SIMBA_CUDA unset at build time)"
+                                              : ": not found");
       continue;
     }
     void* h = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);

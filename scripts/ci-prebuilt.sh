@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# CI check of the prebuilt install path, end to end: pack the main package and @simba-ssm/linux-x64
+# (with the host-toolchain build in build/Release; the release binaries come from
+# `npm run prebuild:release`), install both tarballs into a fresh project whose PATH holds only
+# node, npm, npx and sh (cmake, cc, c++, gcc, g++, make, ninja and nvcc are stand-ins that record
+# any call and fail), then run `simba generate` and `simba doctor` there. Fails if the install
+# compiled anything, called a compiler, or the addon does not come from the platform package.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+t0=$(date +%s)
+[ -f build/Release/simba_ssm.node ] || SIMBA_NO_CUDA=1 npx cmake-js compile --log-level error
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+node scripts/pack.js --stage-local-build --out "$work/packages" main linux-x64
+version="$(node -p "require('./package.json').version")"
+main_tgz="$work/packages/simba-ssm-$version.tgz"
+plat_tgz="$work/packages/simba-ssm-linux-x64-$version.tgz"
+mkdir -p "$work/bin" "$work/app"
+for t in node npm npx sh; do ln -s "$(readlink -f "$(command -v "$t")")" "$work/bin/$t"; done
+for t in cmake cc c++ gcc g++ make ninja nvcc; do
+  printf '#!/bin/sh\necho "$0 $*" >> %s/compiler-calls\nexit 127\n' "$work" > "$work/bin/$t"
+  chmod +x "$work/bin/$t"
+done
+fail() { echo "ci-prebuilt: FAIL: $*" >&2; exit 1; }
+cd "$work/app"
+echo '{ "name": "ci-app", "version": "1.0.0", "private": true }' > package.json
+t1=$(date +%s)
+env -u CC -u CXX -u CUDACXX PATH="$work/bin" npm install --no-audit --no-fund --foreground-scripts "$main_tgz" "$plat_tgz" 2>&1 | tee "$work/install.log"
+echo "ci-prebuilt: npm install took $(( $(date +%s) - t1 )) s"
+run() { env -u CC -u CXX -u CUDACXX PATH="$work/bin" "$@"; }
+run npx simba generate --prompt "The jury" --max-tokens 8 | tee "$work/generate.log"; echo
+run npx simba doctor | tee "$work/doctor.log"
+
+grep -q 'nothing to compile' "$work/install.log" || fail "the install did not use the prebuilt addon"
+grep -q 'building the addon from source' "$work/install.log" && fail "the install fell back to a source build"
+[ -e "$work/compiler-calls" ] && fail "a compiler was called: $(cat "$work/compiler-calls")"
+[ -e node_modules/simba-ssm/build ] && fail "node_modules/simba-ssm/build exists: something was compiled"
+grep -qE "^from +platform package @simba-ssm/linux-x64@$version\$" "$work/doctor.log" || fail "doctor does not report the platform package"
+[ -s "$work/generate.log" ] || fail "simba generate printed nothing"
+echo "ci-prebuilt: ok in $(( $(date +%s) - t0 )) s ($(du -k "$main_tgz" | cut -f1) KiB + $(du -k "$plat_tgz" | cut -f1) KiB tarballs)"
