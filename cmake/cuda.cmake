@@ -27,6 +27,11 @@ if(DEFINED ENV{SIMBA_NO_CUDA} AND NOT "$ENV{SIMBA_NO_CUDA}" STREQUAL "" AND NOT 
   set(SIMBA_CUDA OFF)
 endif()
 
+# -DSIMBA_GPU_CHECK_ONLY=ON (bench/gpu_check.sh) exists to build the CUDA backend and its check.
+if(SIMBA_GPU_CHECK_ONLY)
+  set(SIMBA_CUDA ON)
+endif()
+
 if(NOT SIMBA_CUDA)
   message(STATUS "simba-ssm: building the CPU engine only (set SIMBA_CUDA=1 to also build the CUDA backend)")
   return()
