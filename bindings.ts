@@ -89,13 +89,21 @@ export interface NativeEngine {
                     padTo?: number; checkFinite?: boolean }): Promise<{ firstBad: number; badValue: number }>;
   randomize(seed: number): Promise<void>;
   finalize(): void;
-  forward(tokens: Int32Array, lengths: Int32Array, states: Float32Array[], want: Int32Array,
+  /** states: host arrays updated in place, or (device 'cuda') the sequences' device state slots. */
+  forward(tokens: Int32Array, lengths: Int32Array, states: Float32Array[] | Int32Array, want: Int32Array,
           simba?: NativeSimbaOptions): Promise<NativeForwardResult>;
   /** forward + native sampling of the wanted rows (logits stay native: the result's logits is empty). */
   forward(tokens: Int32Array, lengths: Int32Array, states: Float32Array[], want: Int32Array,
           simba: NativeSimbaOptions | undefined, sampling: NativeSampling): Promise<NativeForwardResult & NativeSampleResult>;
   info(): NativeEngineInfo;
   dispose(): void;
+  /** Device-resident states (device 'cuda' only; throws on the CPU): a zeroed slot of stateFloats floats. */
+  allocState(): Promise<number>;
+  freeState(slot: number): Promise<void>;
+  /** Copies that slot only into out (stateFloats floats): a snapshot. */
+  readState(slot: number, out: Float32Array): Promise<void>;
+  /** Restores a slot from src (null: zeros). */
+  writeState(slot: number, src: Float32Array | null): Promise<void>;
 }
 
 /** Single-kernel entry points (synchronous, small inputs), used by the kernel tests. */

@@ -12,9 +12,12 @@
 # links the CUDA runtime statically (it then needs only the NVIDIA driver at run time) and uses no
 # other CUDA library (its GEMMs are its own kernels).
 
-# The loader and the N-API surface of the CUDA engine are part of the addon in every build.
-target_sources(${PROJECT_NAME} PRIVATE native/engine/cuda_loader.cc native/napi/cuda_bindings.cc)
-target_link_libraries(${PROJECT_NAME} PRIVATE ${CMAKE_DL_LIBS})
+# The loader and the N-API surface of the CUDA engine are part of the addon in every build
+# (with SIMBA_GPU_CHECK_ONLY the loader is in simba_engine, and there is no addon).
+if(NOT SIMBA_GPU_CHECK_ONLY)
+  target_sources(${PROJECT_NAME} PRIVATE native/engine/cuda_loader.cc native/napi/cuda_bindings.cc)
+  target_link_libraries(${PROJECT_NAME} PRIVATE ${CMAKE_DL_LIBS})
+endif()
 
 option(SIMBA_CUDA "Build the CUDA backend (libsimba_cuda.so) when a CUDA compiler is found" OFF)
 if(DEFINED ENV{SIMBA_CUDA} AND NOT "$ENV{SIMBA_CUDA}" STREQUAL "" AND NOT "$ENV{SIMBA_CUDA}" STREQUAL "0")
@@ -22,6 +25,11 @@ if(DEFINED ENV{SIMBA_CUDA} AND NOT "$ENV{SIMBA_CUDA}" STREQUAL "" AND NOT "$ENV{
 endif()
 if(DEFINED ENV{SIMBA_NO_CUDA} AND NOT "$ENV{SIMBA_NO_CUDA}" STREQUAL "" AND NOT "$ENV{SIMBA_NO_CUDA}" STREQUAL "0")
   set(SIMBA_CUDA OFF)
+endif()
+
+# -DSIMBA_GPU_CHECK_ONLY=ON (bench/gpu_check.sh) exists to build the CUDA backend and its check.
+if(SIMBA_GPU_CHECK_ONLY)
+  set(SIMBA_CUDA ON)
 endif()
 
 if(NOT SIMBA_CUDA)
@@ -89,3 +97,30 @@ target_link_libraries(simba_cuda PRIVATE CUDA::cudart_static ${CMAKE_DL_LIBS} Th
 # Only simba_backend_v1 is exported; keep the static runtime's symbols to ourselves.
 target_link_options(simba_cuda PRIVATE -Wl,--exclude-libs,ALL)
 message(STATUS "simba-ssm: building the CUDA backend (libsimba_cuda.so) with ${CMAKE_CUDA_COMPILER}")
+
+# ---- simba_gpu_check (native/tools/gpu_check, bench/gpu_check.sh): CPU engine vs the CUDA backend,
+# loaded through the addon's loader. Only with -DSIMBA_GPU_CHECK_ONLY=ON (it links simba_engine).
+# libsimba_cuda_emu.so: the same backend sources compiled as host code under native/cuda/emu/emu.h
+# (g++, no GPU), so `simba_gpu_check --emulate` exercises the whole program on any machine.
+if(SIMBA_GPU_CHECK_ONLY)
+  set(SIMBA_EMU_SOURCES)
+  foreach(cu gemm rmsnorm conv1d selective_scan simba_score gather bench)
+    set(wrapper ${CMAKE_BINARY_DIR}/emu_src/${cu}.cc)
+    file(CONFIGURE OUTPUT ${wrapper} CONTENT "#include \"${CMAKE_SOURCE_DIR}/native/cuda/${cu}.cu\"\n")
+    list(APPEND SIMBA_EMU_SOURCES ${wrapper})
+  endforeach()
+  add_library(simba_cuda_emu SHARED ${SIMBA_EMU_SOURCES} native/cuda/model_cuda.cc native/cuda/backend.cc native/cuda/emu/emu.cc)
+  set_target_properties(simba_cuda_emu PROPERTIES CXX_STANDARD 20 CXX_VISIBILITY_PRESET hidden VISIBILITY_INLINES_HIDDEN ON)
+  target_compile_definitions(simba_cuda_emu PRIVATE SIMBA_EMU)
+  target_compile_options(simba_cuda_emu PRIVATE -O2 -Wall -Wno-unused-function -Wno-unknown-pragmas -fno-strict-aliasing)
+  target_include_directories(simba_cuda_emu PRIVATE native)
+  target_link_libraries(simba_cuda_emu PRIVATE Threads::Threads ${CMAKE_DL_LIBS})
+
+  add_executable(simba_gpu_check
+    native/tools/gpu_check/main.cc
+    native/tools/gpu_check/checks.cc
+    native/tools/gpu_check/timing.cc
+    native/tools/gpu_check/safetensors_reader.cc)
+  target_compile_options(simba_gpu_check PRIVATE -O2 -Wall)
+  target_link_libraries(simba_gpu_check PRIVATE simba_engine)
+endif()

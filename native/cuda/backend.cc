@@ -207,13 +207,47 @@ simba_status_t bench_scan_c(int n_seq, int T, int E, int N, int iters, double* s
   });
 }
 
+simba_status_t kernel_rmsnorm(float* h, const float* delta, const float* w, float* y, int rows, int d, float eps, char* err,
+                              size_t err_len) {
+  return guard(err, err_len, [&] {
+    check(cudaSetDevice(0), "cudaSetDevice");
+    const size_t HB = (size_t)rows * d * 4;
+    DevBuf dh = to_dev(h, HB, "h"), dw = to_dev(w, (size_t)d * 4, "w"), dy = to_dev(nullptr, HB, "y"), ddl;
+    if (delta) ddl = to_dev(delta, HB, "delta");
+    add_rmsnorm(dh.f(), delta ? ddl.f() : nullptr, dw.f(), dy.f(), rows, d, eps, 0);
+    check(cudaDeviceSynchronize(), "rmsnorm");
+    to_host(y, dy, HB, "y");
+    to_host(h, dh, HB, "h");
+  });
+}
+
+simba_status_t state_alloc(simba_model* m, int32_t* slot, char* err, size_t err_len) {
+  return guard(err, err_len, [&] { *slot = m->m->state_alloc(); });
+}
+simba_status_t state_free(simba_model* m, int32_t slot, char* err, size_t err_len) {
+  return guard(err, err_len, [&] { m->m->state_free(slot); });
+}
+simba_status_t state_read(simba_model* m, int32_t slot, float* dst, char* err, size_t err_len) {
+  return guard(err, err_len, [&] { m->m->state_read(slot, dst); });
+}
+simba_status_t state_write(simba_model* m, int32_t slot, const float* src, char* err, size_t err_len) {
+  return guard(err, err_len, [&] { m->m->state_write(slot, src); });
+}
+simba_status_t forward_slots(simba_model* m, const simba_forward_t* req, const int32_t* slots, simba_result_t* res, char* err,
+                             size_t err_len) {
+  return guard(err, err_len, [&] { m->m->forward_slots(*req, slots, *res); });
+}
+
 const simba_backend_v1_t kTable = {
     .abi_version = 2, .name = "cuda", .probe = probe, .create = create, .set_tensor = set_tensor,
     .randomize = randomize, .finalize = finalize, .forward = forward, .weight_bytes = weight_bytes, .destroy = destroy,
     .kernel_gemm = kernel_gemm, .kernel_scan = kernel_scan, .kernel_score = kernel_score,
     .kernel_conv1d = kernel_conv1d, .bench_scan = bench_scan_c,
+    .kernel_rmsnorm = kernel_rmsnorm, .state_alloc = state_alloc, .state_free = state_free,
+    .state_read = state_read, .state_write = state_write, .forward_slots = forward_slots,
 };
 
 }  // namespace
 
 extern "C" __attribute__((visibility("default"))) const simba_backend_v1_t* simba_backend_v1(void) { return &kTable; }
+extern "C" __attribute__((visibility("default"))) size_t simba_backend_v1_size(void) { return sizeof kTable; }

@@ -42,11 +42,13 @@ struct SeqInfo {
 };
 
 // Recurrent state addressing on the device: sequence s's state for this layer starts at
-// base + s * stride (conv state [E, K-1], or SSM state [E, N]).
+// base + i * stride (conv state [E, K-1], or SSM state [E, N]), i = slot[s] when a slot table
+// (device memory, one entry per sequence) is given (the device-resident pool), else i = s.
 struct StateRef {
   float* base;
   size_t stride;
-  __host__ __device__ float* at(int s) const { return base + (size_t)s * stride; }
+  const int* slot = nullptr;
+  __host__ __device__ float* at(int s) const { return base + (size_t)(slot ? slot[s] : s) * stride; }
 };
 
 #if defined(__CUDACC__) || defined(SIMBA_EMU)

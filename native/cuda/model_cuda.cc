@@ -160,14 +160,25 @@ size_t DeviceModel::weight_bytes() const {
 
 // ---------------------------------------------------------------- forward
 
-// The shared checks (tensor_table.h), then the CUDA engine's own limits (grid dimensions).
-void DeviceModel::check_request(const simba_forward_t& r) const {
+// The shared checks (tensor_table.h), then the CUDA engine's own limits (grid dimensions). With
+// slots: every slot allocated and used by one sequence only (their pool addresses stand in for
+// the host states in the shared checks).
+void DeviceModel::check_request(const simba_forward_t& r, const int32_t* slots) const {
   loader_.require_ready();
   if (r.n_tokens < 0 || r.n_want < 0 || r.n_seq < 0) fail(SIMBA_E_ARG, "negative token, sequence or logits-position count");
   const size_t nseq = (size_t)r.n_seq;
+  std::vector<float*> in_pool;
+  if (slots) {
+    std::vector<char> seen(pool_cap_, 0);
+    for (size_t s = 0; s < nseq; s++) {
+      check_slot(slots[s]);
+      if (seen[slots[s]]++) fail(SIMBA_E_ARG, "state slot " + std::to_string(slots[s]) + " is given to two sequences of one call");
+      in_pool.push_back(pool_.f() + (size_t)slots[s] * state_floats());
+    }
+  }
   simba::check_request(cfg_, {.tokens = r.tokens, .n_tokens = (size_t)r.n_tokens,
                               .lengths = r.lengths, .n_seq = nseq,
-                              .states = r.states, .n_states = nseq,
+                              .states = slots ? in_pool.data() : r.states, .n_states = nseq,
                               .want = r.want, .n_want = (size_t)r.n_want,
                               .simba = r.simba_enabled != 0, .n_keep = r.keep ? nseq * cfg_.L : 0,
                               .criterion = r.criterion});
@@ -195,7 +206,18 @@ int must_keep(int T, int pf, int pl) {
 
 void DeviceModel::forward(const simba_forward_t& req, simba_result_t& res) {
   std::lock_guard<std::mutex> lock(mu_);
-  check_request(req);
+  run_forward(req, nullptr, res);
+}
+
+void DeviceModel::forward_slots(const simba_forward_t& req, const int32_t* slots, simba_result_t& res) {
+  if (!slots) fail(SIMBA_E_ARG, "forward_slots: no slot table given");
+  std::lock_guard<std::mutex> lock(mu_);
+  run_forward(req, slots, res);
+}
+
+// slots null: states from / to the host pointers req.states; else the pool slots slots[s].
+void DeviceModel::run_forward(const simba_forward_t& req, const int32_t* slots, simba_result_t& res) {
+  check_request(req, slots);
   select_device();
   const ModelConfig& c = cfg_;
   const int d = c.d, E = c.E, N = c.N, R = c.R, K = c.K, L = c.L, V = c.vocab;
@@ -255,7 +277,8 @@ void DeviceModel::forward(const simba_forward_t& req, simba_result_t& res) {
                o_xc = carve(T_ * E * 4), o_dbc = carve(T_ * ldbc * 4), o_dt = carve(T_ * E * 4), o_y = carve(T_ * E * 4),
                o_out = carve(T_ * d * 4), o_score = carve(prune ? T_ * 4 : 0),
                o_part = carve(prune ? (size_t)groups * T_ * 4 : 0), o_fin = carve((size_t)nw * d * 4),
-               o_fn = carve((size_t)nw * d * 4), o_logits = carve((size_t)nw * V * 4), o_states = carve((size_t)nseq * SF * 4),
+               o_fn = carve((size_t)nw * d * 4), o_logits = carve((size_t)nw * V * 4), o_states = carve(slots ? 0 : (size_t)nseq * SF * 4),
+               o_sidx = carve(slots ? (size_t)nseq * 4 : 0),
                o_tok = carve(T_ * 4), o_orig = carve(T_ * 4), o_orig2 = carve(T_ * 4), o_exit = carve(T_ * 4),
                o_slot = carve(T_ * 4), o_dest = carve(T_ * 4), o_tab = carve(tables.size() * sizeof(SeqInfo));
   char* w = workspace(off);
@@ -263,7 +286,8 @@ void DeviceModel::forward(const simba_forward_t& req, simba_result_t& res) {
   auto I = [&](size_t o) { return reinterpret_cast<int*>(w + o); };
   float *h = F(o_h), *h2 = F(o_h2), *xn = F(o_xn), *xz = F(o_xz), *xc = F(o_xc), *dbc = F(o_dbc), *dt = F(o_dt), *y = F(o_y),
         *out = F(o_out), *score = F(o_score), *partial = F(o_part), *fin = F(o_fin), *fn = F(o_fn), *logits = F(o_logits),
-        *states = F(o_states);
+        *states = slots ? pool_.f() : F(o_states);
+  int* sidx = slots ? I(o_sidx) : nullptr;  // device copy of the slot table
   int *tok = I(o_tok), *orig = I(o_orig), *orig2 = I(o_orig2), *exit_l = I(o_exit), *slot = I(o_slot), *dest = I(o_dest);
   SeqInfo* tab = reinterpret_cast<SeqInfo*>(w + o_tab);
   cudaStream_t st = stream_;
@@ -272,8 +296,11 @@ void DeviceModel::forward(const simba_forward_t& req, simba_result_t& res) {
   check(cudaMemcpyAsync(tok, req.tokens, T_ * 4, cudaMemcpyHostToDevice, st), "copying tokens");
   check(cudaMemcpyAsync(slot, want_slot.data(), T_ * 4, cudaMemcpyHostToDevice, st), "copying wanted positions");
   check(cudaMemcpyAsync(tab, tables.data(), tables.size() * sizeof(SeqInfo), cudaMemcpyHostToDevice, st), "copying sequence tables");
-  for (int s = 0; s < nseq; s++)
-    check(cudaMemcpyAsync(states + (size_t)s * SF, req.states[s], SF * 4, cudaMemcpyHostToDevice, st), "copying states in");
+  if (slots)
+    check(cudaMemcpyAsync(sidx, slots, (size_t)nseq * 4, cudaMemcpyHostToDevice, st), "copying the slot table");
+  else
+    for (int s = 0; s < nseq; s++)
+      check(cudaMemcpyAsync(states + (size_t)s * SF, req.states[s], SF * 4, cudaMemcpyHostToDevice, st), "copying states in");
   iota(orig, total, st);
   fill(exit_l, total, L, st);
 
@@ -286,8 +313,8 @@ void DeviceModel::forward(const simba_forward_t& req, simba_result_t& res) {
     DevLayer& l = w_.layers[li];
     const SeqInfo* seqs = tab + (size_t)li * nseq;
     const int maxT = max_t[li];
-    const StateRef conv{states + (size_t)li * LSF, SF};
-    const StateRef ssm{states + (size_t)li * LSF + (size_t)E * (K - 1), SF};
+    const StateRef conv{states + (size_t)li * LSF, SF, sidx};
+    const StateRef ssm{states + (size_t)li * LSF + (size_t)E * (K - 1), SF, sidx};
     M = rows_in[li];
     // h += out (previous layer); xn = rmsnorm(h) * norm             [M, d]
     add_rmsnorm(h, pending ? out : nullptr, l.norm.f(), xn, M, d, c.eps, st);
@@ -347,9 +374,75 @@ void DeviceModel::forward(const simba_forward_t& req, simba_result_t& res) {
   check(cudaStreamSynchronize(st), "forward");
   if (nw > 0) check(cudaMemcpyAsync(res.logits, logits, (size_t)nw * V * 4, cudaMemcpyDeviceToHost, st), "copying logits out");
   check(cudaMemcpyAsync(res.exit_layer, exit_l, T_ * 4, cudaMemcpyDeviceToHost, st), "copying exit layers out");
-  for (int s = 0; s < nseq; s++)
-    check(cudaMemcpyAsync(req.states[s], states + (size_t)s * SF, SF * 4, cudaMemcpyDeviceToHost, st), "copying states out");
+  if (!slots)
+    for (int s = 0; s < nseq; s++)
+      check(cudaMemcpyAsync(req.states[s], states + (size_t)s * SF, SF * 4, cudaMemcpyDeviceToHost, st), "copying states out");
   check(cudaStreamSynchronize(st), "forward (copy out)");
+}
+
+}  // namespace cuda
+}  // namespace simba
+
+// ---------------------------------------------------------------- device-resident states
+
+namespace simba {
+namespace cuda {
+
+void DeviceModel::check_slot(int slot) const {
+  if (slot < 0 || slot >= pool_cap_ || !slot_live_[slot]) fail(SIMBA_E_ARG, "state slot " + std::to_string(slot) + " is not allocated");
+}
+
+int DeviceModel::state_alloc() {
+  std::lock_guard<std::mutex> lock(mu_);
+  select_device();
+  const size_t SB = state_floats() * 4;
+  if (free_slots_.empty()) {
+    // Grow by doubling: a new pool, the old slots copied over on the device.
+    const int cap = std::max(8, pool_cap_ * 2);
+    DevBuf grown;
+    grown.alloc((size_t)cap * SB, "state slots (" + std::to_string(cap) + " sequences)");
+    if (pool_cap_)
+      check(cudaMemcpyAsync(grown.get(), pool_.get(), (size_t)pool_cap_ * SB, cudaMemcpyDeviceToDevice, stream_), "growing the state pool");
+    check(cudaStreamSynchronize(stream_), "growing the state pool");
+    pool_ = std::move(grown);
+    for (int i = cap - 1; i >= pool_cap_; i--) free_slots_.push_back(i);
+    slot_live_.resize(cap, 0);
+    pool_cap_ = cap;
+  }
+  const int slot = free_slots_.back();
+  check(cudaMemsetAsync(pool_.f() + (size_t)slot * state_floats(), 0, SB, stream_), "zeroing a state slot");
+  check(cudaStreamSynchronize(stream_), "zeroing a state slot");
+  free_slots_.pop_back();
+  slot_live_[slot] = 1;
+  return slot;
+}
+
+void DeviceModel::state_free(int slot) {
+  std::lock_guard<std::mutex> lock(mu_);
+  check_slot(slot);
+  slot_live_[slot] = 0;
+  free_slots_.push_back(slot);
+}
+
+void DeviceModel::state_read(int slot, float* dst) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  check_slot(slot);
+  if (!dst) fail(SIMBA_E_ARG, "state_read: no destination given");
+  select_device();
+  const size_t SF = state_floats();
+  check(cudaMemcpyAsync(dst, pool_.f() + (size_t)slot * SF, SF * 4, cudaMemcpyDeviceToHost, stream_), "reading a state slot");
+  check(cudaStreamSynchronize(stream_), "reading a state slot");
+}
+
+void DeviceModel::state_write(int slot, const float* src) {
+  std::lock_guard<std::mutex> lock(mu_);
+  check_slot(slot);
+  select_device();
+  const size_t SF = state_floats();
+  float* d = pool_.f() + (size_t)slot * SF;
+  if (src) check(cudaMemcpyAsync(d, src, SF * 4, cudaMemcpyHostToDevice, stream_), "writing a state slot");
+  else check(cudaMemsetAsync(d, 0, SF * 4, stream_), "zeroing a state slot");
+  check(cudaStreamSynchronize(stream_), "writing a state slot");
 }
 
 }  // namespace cuda

@@ -4,7 +4,9 @@
 // processed / exit_layer) and errors (simba::Error with a code, engine/errors.h).
 //
 // Weights live on the device (matrices f32 or bf16, row-major [N, K]; vectors f32). The recurrent
-// states live in the caller's host memory: each forward copies them in, runs, and copies them back.
+// states live either in the caller's host memory (forward: copied in, run, copied back) or in
+// device slots (forward_slots: a pool of per-sequence states that never leaves the device; a
+// snapshot or restore copies one slot).
 // Activations are token-major, in one workspace allocation that grows with the largest call.
 #pragma once
 #include <cstdint>
@@ -63,13 +65,23 @@ class DeviceModel {
   void forward(const simba_forward_t& req, simba_result_t& res);
   size_t weight_bytes() const;
 
+  // Device-resident states (a slot pool, [capacity][state_floats] floats, grown by doubling).
+  int state_alloc();                             // a zeroed slot
+  void state_free(int slot);
+  void state_read(int slot, float* dst) const;   // copies this slot only
+  void state_write(int slot, const float* src);  // src null: zeros
+  // forward() with slots[req.n_seq] (distinct, allocated) holding the states; req.states is ignored.
+  void forward_slots(const simba_forward_t& req, const int32_t* slots, simba_result_t& res);
+
   size_t layer_state_floats() const { return simba::layer_state_floats(cfg_); }
   size_t state_floats() const { return simba::state_floats(cfg_); }
 
  private:
   struct Store;  // how set_tensor stores (model_cuda.cc)
   void select_device() const;
-  void check_request(const simba_forward_t& r) const;
+  void check_request(const simba_forward_t& r, const int32_t* slots) const;
+  void check_slot(int slot) const;
+  void run_forward(const simba_forward_t& req, const int32_t* slots, simba_result_t& res);
   // Workspace of at least `bytes`, grown (reallocated) when needed.
   char* workspace(size_t bytes);
 
@@ -80,7 +92,11 @@ class DeviceModel {
   cudaStream_t stream_ = nullptr;
   DevWeights w_;
   DevBuf work_;
-  std::mutex mu_;  // one forward at a time (stream, workspace)
+  DevBuf pool_;                  // [pool_cap_][state_floats()] device-resident states
+  int pool_cap_ = 0;
+  std::vector<char> slot_live_;  // [pool_cap_]
+  std::vector<int> free_slots_;  // free slot indices (the last is used next)
+  mutable std::mutex mu_;        // one forward / slot operation at a time (stream, workspace, pool)
 };
 
 // The device this process's CUDA runtime sees: count and a description of device 0.

@@ -87,9 +87,27 @@ typedef struct {
    * (n_seq sequences of T tokens) and a device-to-device copy; scan_bytes is what one scan moves. */
   simba_status_t (*bench_scan)(int n_seq, int T, int E, int N, int iters, double* scan_ms, double* scan_bytes,
                     double* copy_gbs, char* err, size_t err_len);
+  /* Appended (simba_gpu_check): per row r < rows of width d, h[r] += delta[r] (delta may be null),
+   * then y[r] = h[r] / sqrt(mean(h[r]^2) + eps) * w; h is updated in place. */
+  simba_status_t (*kernel_rmsnorm)(float* h, const float* delta, const float* w, float* y, int rows, int d, float eps, char* err,
+                        size_t err_len);
+  /* Appended: device-resident recurrent states. A slot holds one sequence's whole state (L*(E*(K-1)+E*N)
+   * floats, the layout of simba_forward_t.states) in device memory, in a pool that grows as needed.
+   * state_alloc gives a zeroed slot; state_read / state_write copy that one slot to / from the host
+   * (snapshot / restore; src null writes zeros); forward_slots is forward with slots[n_seq] (distinct,
+   * allocated) instead of req->states (ignored): states stay on the device between calls. */
+  simba_status_t (*state_alloc)(simba_model* m, int32_t* slot, char* err, size_t err_len);
+  simba_status_t (*state_free)(simba_model* m, int32_t slot, char* err, size_t err_len);
+  simba_status_t (*state_read)(simba_model* m, int32_t slot, float* dst, char* err, size_t err_len);
+  simba_status_t (*state_write)(simba_model* m, int32_t slot, const float* src, char* err, size_t err_len);
+  simba_status_t (*forward_slots)(simba_model* m, const simba_forward_t* req, const int32_t* slots, simba_result_t* res, char* err,
+                       size_t err_len);
 } simba_backend_v1_t;
 
 typedef const simba_backend_v1_t* (*simba_backend_v1_fn)(void);
+/* Libraries with appended entries also export simba_backend_v1_size(): sizeof their table. A loader
+ * uses an appended entry only when the table is long enough to hold it (older builds lack it). */
+typedef size_t (*simba_backend_v1_size_fn)(void);
 
 #ifdef __cplusplus
 }

@@ -4,6 +4,7 @@
 #include <dlfcn.h>
 #include <sys/stat.h>
 
+#include <cstddef>
 #include <cstdlib>
 #include <mutex>
 #include <vector>
@@ -83,6 +84,8 @@ void load() {
       tried += "\n  " + path + ": loaded, but " + err;
       continue;  // keep the library loaded: its static runtime may not unload cleanly
     }
+    auto size_fn = reinterpret_cast<simba_backend_v1_size_fn>(dlsym(h, "simba_backend_v1_size"));
+    g_status.table_bytes = size_fn ? size_fn() : offsetof(simba_backend_v1_t, bench_scan) + sizeof(b->bench_scan);
     g_backend = b;
     g_status.available = true;
     g_status.reason = "ok";
@@ -147,14 +150,66 @@ void CudaModel::finalize() {
 
 size_t CudaModel::weight_bytes() const { return b_->weight_bytes(m_); }
 
-ForwardResult CudaModel::forward(const ForwardRequest& req) {
-  // The keep counts cross the C ABI without their length: check them (and the rest) here.
-  check_request(cfg_, request_view(req));
+ForwardResult CudaModel::forward(const ForwardRequest& req) { return run(req, nullptr); }
+
+ForwardResult CudaModel::forward_slots(const ForwardRequest& req, const std::vector<int32_t>& slots) {
+  need_device_states();
+  if (slots.size() != req.lengths.size()) fail(SIMBA_E_ARG, "one state slot per sequence is required");
+  return run(req, slots.data());
+}
+
+bool CudaModel::has_device_states() const { return cuda_backend_has(&simba_backend_v1_t::forward_slots); }
+
+void CudaModel::need_device_states() const {
+  if (!has_device_states())
+    fail(SIMBA_E_CUDA, "the loaded CUDA library (" + cuda_status().library + ") predates device-resident states; rebuild it");
+}
+
+int CudaModel::alloc_state() {
+  need_device_states();
+  int32_t slot = -1;
+  char err[1024] = {0};
+  check(b_->state_alloc(m_, &slot, err, sizeof err), err);
+  return slot;
+}
+
+void CudaModel::free_state(int slot) {
+  need_device_states();
+  char err[1024] = {0};
+  check(b_->state_free(m_, slot, err, sizeof err), err);
+}
+
+void CudaModel::read_state(int slot, float* dst) const {
+  need_device_states();
+  char err[1024] = {0};
+  check(b_->state_read(m_, slot, dst, err, sizeof err), err);
+}
+
+void CudaModel::write_state(int slot, const float* src) {
+  need_device_states();
+  char err[1024] = {0};
+  check(b_->state_write(m_, slot, src, err, sizeof err), err);
+}
+
+// slots null: host states (req.states); else device slots, whose addresses the library checks.
+ForwardResult CudaModel::run(const ForwardRequest& req, const int32_t* slots) {
+  // The keep counts cross the C ABI without their length: check them (and the rest) here. With
+  // slots there are no host states: placeholders (never read) pass the one-state-per-sequence rule,
+  // and the library checks the slots themselves.
+  static float no_host_state;
+  std::vector<float*> placeholders;
+  if (slots) placeholders.assign(req.lengths.size(), &no_host_state);
+  check_request(cfg_, {.tokens = req.tokens.data(), .n_tokens = req.tokens.size(),
+                       .lengths = req.lengths.data(), .n_seq = req.lengths.size(),
+                       .states = slots ? placeholders.data() : req.states.data(),
+                       .n_states = slots ? placeholders.size() : req.states.size(),
+                       .want = req.want.data(), .n_want = req.want.size(),
+                       .simba = req.simba.enabled, .n_keep = req.simba.keep.size(), .criterion = (int)req.simba.criterion});
   const size_t nseq = req.lengths.size();
   const simba_forward_t f{
       .tokens = req.tokens.data(), .n_tokens = (int)req.tokens.size(),
       .lengths = req.lengths.data(), .n_seq = (int)nseq,
-      .states = req.states.data(),
+      .states = slots ? nullptr : req.states.data(),
       .want = req.want.data(), .n_want = (int)req.want.size(),
       .simba_enabled = req.simba.enabled,
       .keep = req.simba.keep.empty() ? nullptr : req.simba.keep.data(),
@@ -170,7 +225,7 @@ ForwardResult CudaModel::forward(const ForwardRequest& req) {
   res.exit_layer.resize(req.tokens.size());
   simba_result_t r{.logits = res.logits.data(), .processed = res.processed.data(), .exit_layer = res.exit_layer.data()};
   char err[1024] = {0};
-  check(b_->forward(m_, &f, &r, err, sizeof err), err);
+  check(slots ? b_->forward_slots(m_, &f, slots, &r, err, sizeof err) : b_->forward(m_, &f, &r, err, sizeof err), err);
   return res;
 }
 

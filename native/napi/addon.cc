@@ -108,7 +108,9 @@ class Engine : public Napi::ObjectWrap<Engine> {
                        {InstanceMethod("setTensor", &Engine::SetTensor), InstanceMethod("setTensorFromFile", &Engine::SetTensorFromFile),
                         InstanceMethod("randomize", &Engine::Randomize),
                         InstanceMethod("finalize", &Engine::Finalize), InstanceMethod("forward", &Engine::Forward),
-                        InstanceMethod("info", &Engine::Info), InstanceMethod("dispose", &Engine::Dispose)});
+                        InstanceMethod("info", &Engine::Info), InstanceMethod("dispose", &Engine::Dispose),
+                        InstanceMethod("allocState", &Engine::AllocState), InstanceMethod("freeState", &Engine::FreeState),
+                        InstanceMethod("readState", &Engine::ReadState), InstanceMethod("writeState", &Engine::WriteState)});
   }
 
   // new Engine(config, {bf16, device?: 'cpu' | 'cuda'})
@@ -260,13 +262,71 @@ class Engine : public Napi::ObjectWrap<Engine> {
     return o;
   }
 
-  // forward(tokens: Int32Array, lengths: Int32Array, states: Float32Array[], want: Int32Array,
+  // ---- Device-resident states (device 'cuda' only): a slot per running sequence, kept on the GPU
+  // between forward calls (pass the slots as an Int32Array in place of the states array).
+  std::shared_ptr<CudaModel> Device(Napi::Env env, const char* what) {
+    if (!cuda_) throw CodedError(env, model_ ? "E_ARG" : "E_DISPOSED", model_ ? std::string(what) + ": device states exist only on device 'cuda'" : "the model has been disposed");
+    if (!cuda_->has_device_states()) throw CodedError(env, "E_CUDA", std::string(what) + ": the loaded CUDA library predates device states; rebuild it");
+    return cuda_;
+  }
+  static int SlotArg(const Napi::CallbackInfo& info, const char* what) {
+    if (info.Length() < 1 || !info[0].IsNumber()) throw ArgError(info.Env(), std::string(what) + "(slot: number)");
+    return info[0].As<Napi::Number>().Int32Value();
+  }
+
+  // allocState() -> Promise<number>: a zeroed state slot on the device
+  Napi::Value AllocState(const Napi::CallbackInfo& info) {
+    auto m = Device(info.Env(), "allocState");
+    auto slot = std::make_shared<int>(-1);
+    auto* w = new PromiseWorker(info.Env(), [m, slot] { *slot = m->alloc_state(); },
+                                [slot](Napi::Env e) -> Napi::Value { return Napi::Number::New(e, *slot); });
+    w->Queue();
+    return w->Promise();
+  }
+
+  // freeState(slot) -> Promise<void>
+  Napi::Value FreeState(const Napi::CallbackInfo& info) {
+    auto m = Device(info.Env(), "freeState");
+    const int slot = SlotArg(info, "freeState");
+    auto* w = new PromiseWorker(info.Env(), [m, slot] { m->free_state(slot); }, nullptr);
+    w->Queue();
+    return w->Promise();
+  }
+
+  // readState(slot, out: Float32Array[stateFloats]) -> Promise<void>: copies that slot only (snapshot)
+  // writeState(slot, src: Float32Array | null) -> Promise<void>: restore (null: zeros)
+  Napi::Value ReadState(const Napi::CallbackInfo& info) { return CopyState(info, true); }
+  Napi::Value WriteState(const Napi::CallbackInfo& info) { return CopyState(info, false); }
+  Napi::Value CopyState(const Napi::CallbackInfo& info, bool read) {
+    Napi::Env env = info.Env();
+    const char* what = read ? "readState" : "writeState";
+    auto m = Device(env, what);
+    const int slot = SlotArg(info, what);
+    float* p = nullptr;
+    Napi::Value arr;
+    if (read || (info.Length() > 1 && !info[1].IsNull() && !info[1].IsUndefined())) {
+      auto a = ExpectArray<float>(info.Length() > 1 ? info[1] : env.Undefined(), "state");
+      if (a.ElementLength() != m->state_floats())
+        throw ArgError(env, std::string(what) + ": the state has " + std::to_string(a.ElementLength()) +
+                                             " floats; this model's state has " + std::to_string(m->state_floats()));
+      p = a.Data();
+      arr = a;
+    }
+    auto* w = new PromiseWorker(env, [m, slot, p, read] { if (read) m->read_state(slot, p); else m->write_state(slot, p); }, nullptr);
+    if (p) w->Keep(arr);
+    w->Queue();
+    return w->Promise();
+  }
+
+  // forward(tokens: Int32Array, lengths: Int32Array, states: Float32Array[] | slots: Int32Array, want: Int32Array,
   //         simba?: {keep: Int32Array, criterion: number, reduceSum: boolean, protectFirst, protectLast, seed},
   //         sampling?: see sampling_bindings.h)
   //   -> Promise<{logits: Float32Array, processed: Int32Array, exitLayer: Int32Array}>; with sampling,
   //      logits is empty and the sampled tokens are added (SetSampleResult)
+  // States are host arrays read and updated in place, or (device 'cuda') device slots (allocState).
   Napi::Value Forward(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
+    if (info.Length() > 2 && info[2].IsTypedArray()) return ForwardSlots(info);
     return Visit(env, [&](auto m) -> Napi::Value {
     if (info.Length() < 4 || !info[2].IsArray()) throw ArgError(env, "forward(tokens, lengths, states[], want, simba?)");
     auto req = std::make_shared<ForwardRequest>();
@@ -286,9 +346,55 @@ class Engine : public Napi::ObjectWrap<Engine> {
       req->states.push_back(s.Data());
       keep.push_back(s);
     }
+    ReadSimba(info, *req);
+    std::shared_ptr<SampleBatch> samp;
+    if (info.Length() > 5 && info[5].IsObject()) samp = ParseSampleBatch(info[5], req->want.size());
+    auto res = std::make_shared<ForwardResult>();
+    const int V = m->config().vocab;
+    auto* w = new PromiseWorker(
+        env, [m, req, res, samp, V] {
+          *res = m->forward(*req);
+          if (samp) { RunSampleBatch(*samp, res->logits.data(), req->want.size(), V); res->logits.clear(); }
+        },
+        [res, samp](Napi::Env e) {
+          Napi::Value o = ResultObject(e, *res);
+          if (samp) SetSampleResult(e, *samp, o.As<Napi::Object>());
+          return o;
+        });
+    for (auto& v : keep) w->Keep(v);
+    w->Queue();
+    return w->Promise();
+    });
+  }
+
+  // forward with slots (Int32Array, one per sequence) in place of the states: device 'cuda' only.
+  Napi::Value ForwardSlots(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto m = Device(env, "forward with state slots");
+    if (info.Length() < 4) throw ArgError(env, "forward(tokens, lengths, slots: Int32Array, want, simba?)");
+    auto req = std::make_shared<ForwardRequest>();
+    auto tokens = ExpectArray<int32_t>(info[0], "tokens");
+    auto lengths = ExpectArray<int32_t>(info[1], "lengths");
+    auto slots_arr = ExpectArray<int32_t>(info[2], "state slots");
+    auto want = ExpectArray<int32_t>(info[3], "want");
+    req->tokens.assign(tokens.Data(), tokens.Data() + tokens.ElementLength());
+    req->lengths.assign(lengths.Data(), lengths.Data() + lengths.ElementLength());
+    req->want.assign(want.Data(), want.Data() + want.ElementLength());
+    auto slots = std::make_shared<std::vector<int32_t>>(slots_arr.Data(), slots_arr.Data() + slots_arr.ElementLength());
+    ReadSimba(info, *req);
+    auto res = std::make_shared<ForwardResult>();
+    auto* w = new PromiseWorker(env, [m, req, slots, res] { *res = m->forward_slots(*req, *slots); },
+                                [res](Napi::Env e) { return ResultObject(e, *res); });
+    w->Queue();
+    return w->Promise();
+  }
+
+  // forward's optional 5th argument: the Simba options.
+  static void ReadSimba(const Napi::CallbackInfo& info, ForwardRequest& req) {
+    Napi::Env env = info.Env();
     if (info.Length() > 4 && info[4].IsObject()) {
       Napi::Object so = info[4].As<Napi::Object>();
-      SimbaOptions& o = req->simba;
+      SimbaOptions& o = req.simba;
       o.enabled = true;
       auto kc = ExpectArray<int32_t>(so.Get("keep"), "simba.keep");
       o.keep.assign(kc.Data(), kc.Data() + kc.ElementLength());
@@ -300,33 +406,20 @@ class Engine : public Napi::ObjectWrap<Engine> {
       o.protect_last = so.Get("protectLast").ToNumber().Int32Value();
       o.seed = (uint64_t)so.Get("seed").ToNumber().Int64Value();
     }
-    std::shared_ptr<SampleBatch> samp;
-    if (info.Length() > 5 && info[5].IsObject()) samp = ParseSampleBatch(info[5], req->want.size());
-    auto res = std::make_shared<ForwardResult>();
-    const int V = m->config().vocab;
-    auto* w = new PromiseWorker(
-        env, [m, req, res, samp, V] {
-          *res = m->forward(*req);
-          if (samp) { RunSampleBatch(*samp, res->logits.data(), req->want.size(), V); res->logits.clear(); }
-        },
-        [res, samp](Napi::Env e) {
-          Napi::Object o = Napi::Object::New(e);
-          if (samp) SetSampleResult(e, *samp, o);
-          auto lg = Napi::Float32Array::New(e, res->logits.size());
-          std::copy(res->logits.begin(), res->logits.end(), lg.Data());
-          auto pr = Napi::Int32Array::New(e, res->processed.size());
-          std::copy(res->processed.begin(), res->processed.end(), pr.Data());
-          auto ex = Napi::Int32Array::New(e, res->exit_layer.size());
-          std::copy(res->exit_layer.begin(), res->exit_layer.end(), ex.Data());
-          o.Set("logits", lg);
-          o.Set("processed", pr);
-          o.Set("exitLayer", ex);
-          return o;
-        });
-    for (auto& v : keep) w->Keep(v);
-    w->Queue();
-    return w->Promise();
-    });
+  }
+
+  static Napi::Value ResultObject(Napi::Env e, const ForwardResult& res) {
+    Napi::Object o = Napi::Object::New(e);
+    auto lg = Napi::Float32Array::New(e, res.logits.size());
+    std::copy(res.logits.begin(), res.logits.end(), lg.Data());
+    auto pr = Napi::Int32Array::New(e, res.processed.size());
+    std::copy(res.processed.begin(), res.processed.end(), pr.Data());
+    auto ex = Napi::Int32Array::New(e, res.exit_layer.size());
+    std::copy(res.exit_layer.begin(), res.exit_layer.end(), ex.Data());
+    o.Set("logits", lg);
+    o.Set("processed", pr);
+    o.Set("exitLayer", ex);
+    return o;
   }
 
   // Frees the weights once no call is in flight (in-flight workers hold their own reference).

@@ -2,15 +2,16 @@
 // (indexing, barriers, shuffles, carries, selection) can be run and compared with the CPU engine on
 // a machine with no GPU. Not part of the package build: native/cuda/emu/run.sh builds and runs it.
 //
-// A launch runs its blocks one after another; each block's threads are real std::threads, so
-// __syncthreads (a std::barrier; exited threads drop out as on the GPU), warp shuffles and
-// __syncwarp (a per-warp barrier and exchange buffer) behave as on the device. __shared__ variables
+// A launch runs its blocks one after another; each block's threads are fibers (own stacks, switched
+// cooperatively in the launching thread, emu.cc), so __syncthreads (a barrier; exited threads drop
+// out as on the GPU), warp shuffles and __syncwarp (a per-warp barrier and exchange buffer) behave
+// as on the device, at the cost of a context switch rather than an OS thread wake-up. __shared__ variables
 // become function statics (shared by the block's threads; blocks do not overlap). WMMA fragments
 // hold the whole 16x16 tile in every lane (redundant, exact). Device memory is host memory.
 // What it cannot show: speed, races between blocks, memory-model subtleties, and code generation.
 #pragma once
 #include <algorithm>
-#include <barrier>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -93,12 +94,52 @@ inline cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, int) { *s = nullpt
 inline cudaError_t cudaStreamDestroy(cudaStream_t) { return cudaSuccess; }
 inline cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
 inline cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
+// Events: host clock readings (launches run synchronously, so a recorded time is when the work ended).
+inline cudaError_t cudaEventCreate(cudaEvent_t* e) { *e = new std::chrono::steady_clock::time_point(); return cudaSuccess; }
+inline cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t = nullptr) {
+  *static_cast<std::chrono::steady_clock::time_point*>(e) = std::chrono::steady_clock::now();
+  return cudaSuccess;
+}
+inline cudaError_t cudaEventSynchronize(cudaEvent_t) { return cudaSuccess; }
+inline cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t a, cudaEvent_t b) {
+  using tp = std::chrono::steady_clock::time_point;
+  *ms = std::chrono::duration<float, std::milli>(*static_cast<tp*>(b) - *static_cast<tp*>(a)).count();
+  return cudaSuccess;
+}
+inline cudaError_t cudaEventDestroy(cudaEvent_t e) { delete static_cast<std::chrono::steady_clock::time_point*>(e); return cudaSuccess; }
 
 namespace emu {
 
+// Gives the CPU to the next fiber of the block (emu.cc).
+void fiber_yield();
+
+// A barrier among the fibers of a block (or a warp): the last to arrive goes on, the others yield
+// until the phase changes. A fiber that finishes drops out (expected shrinks).
+struct FiberBarrier {
+  int expected;
+  int arrived = 0;
+  uint64_t phase = 0;
+  explicit FiberBarrier(int n) : expected(n) {}
+  void arrive_and_wait() {
+    if (++arrived >= expected) {
+      arrived = 0;
+      phase++;
+      return;
+    }
+    const uint64_t p = phase;
+    while (phase == p) fiber_yield();
+  }
+  void arrive_and_drop() {
+    if (--expected > 0 && arrived >= expected) {
+      arrived = 0;
+      phase++;
+    }
+  }
+};
+
 struct Block {
-  std::unique_ptr<std::barrier<>> bar;
-  std::vector<std::unique_ptr<std::barrier<>>> warp_bars;
+  std::unique_ptr<FiberBarrier> bar;
+  std::vector<std::unique_ptr<FiberBarrier>> warp_bars;
   std::vector<double> xch;  // per-thread shuffle slots
   std::vector<char> dyn;
 };

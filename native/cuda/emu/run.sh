@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 obj=build/CMakeFiles
-out=${TMPDIR:-/tmp}/simba-emu
+out=${TMPDIR:-/tmp}/simba-emu-$(pwd | cksum | cut -d" " -f1)  # per checkout: several may build at once
 mkdir -p "$out"
 cpu_objs=("$obj"/simba_ssm.dir/native/engine/model.cc.o "$obj"/simba_ssm.dir/native/cpu/dispatch.cc.o "$obj"/simba_ssm.dir/native/cpu/threadpool.cc.o
           "$obj"/simba_cpu_*.dir/native/cpu/*.o)

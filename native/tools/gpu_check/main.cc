@@ -1,0 +1,189 @@
+// main.cc — simba_gpu_check: proves the CUDA backend in one call on a bare GPU machine (no Node).
+// Loads libsimba_cuda.so through the addon's loader (engine/cuda_loader.h), compares it with the CPU
+// engine (kernels, whole models dense and Simba-pruned, prefill then decode, batched decode on
+// device-resident state slots), prints the comparison table and then the timings.
+//
+//   simba_gpu_check [--emulate] [--quick] [--no-timing | --timing] [--models LIST] [--model-dir DIR] [--lib PATH]
+//     --emulate     load libsimba_cuda_emu.so (the backend compiled as host code, native/cuda/emu/)
+//                   from next to this program: runs anywhere, no GPU; implies --no-timing
+//     --quick       small inputs and few steps (CI)
+//     --timing      timings on every model, also under --emulate (tests the timing code; numbers mean nothing)
+//     --models      comma list of brown-mamba-s, mamba-130m, mamba-1.4b, tiny
+//                   (default: brown-mamba-s,mamba-130m,mamba-1.4b; --emulate: tiny,brown-mamba-s)
+//     --model-dir   the brown-mamba-s folder (default models/brown-mamba-s, from the repo root)
+//     --lib         the backend library to load (sets SIMBA_CUDA_LIB)
+// Exit status: 0 every comparison within its limit, 1 some failed, 2 could not run.
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <sstream>
+#include <string>
+#include <unistd.h>
+
+#include "cpu/dispatch.h"
+#include "tools/gpu_check/checks.h"
+
+namespace simba {
+namespace tools {
+
+// ---------------------------------------------------------------- the table
+
+void Report::add(const std::string& section, const std::string& name, double err, double limit, const std::string& note) {
+  Row r{section, name, err, limit, err <= limit, note};
+  rows_.push_back(r);
+  std::fprintf(stderr, "  %-4s %-22s %-62s %.2e (limit %.0e)\n", r.pass ? "ok" : "FAIL", section.c_str(), name.c_str(), err, limit);
+}
+
+void Report::add_bool(const std::string& section, const std::string& name, bool ok, const std::string& note) {
+  rows_.push_back(Row{section, name, ok ? 0.0 : 1.0, -1, ok, note});
+  std::fprintf(stderr, "  %-4s %-22s %s\n", ok ? "ok" : "FAIL", section.c_str(), name.c_str());
+}
+
+void Report::add_timing(const std::string& section, const std::string& name, double value, const std::string& unit,
+                        const std::string& note) {
+  timings_.push_back(Timing{section, name, value, unit, note});
+  std::fprintf(stderr, "  time %-22s %-50s %.4g %s\n", section.c_str(), name.c_str(), value, unit.c_str());
+}
+
+int Report::failures() const {
+  int n = 0;
+  for (const Row& r : rows_) n += !r.pass;
+  return n;
+}
+
+int Report::print() const {
+  std::printf("\n| section | check | rel. error (device vs CPU) | limit | result | note |\n|---|---|---|---|---|---|\n");
+  for (const Row& r : rows_) {
+    if (r.limit < 0) std::printf("| %s | %s | - | yes/no | %s | %s |\n", r.section.c_str(), r.name.c_str(), r.pass ? "ok" : "FAIL", r.note.c_str());
+    else
+      std::printf("| %s | %s | %.2e | %.0e | %s | %s |\n", r.section.c_str(), r.name.c_str(), r.err, r.limit, r.pass ? "ok" : "FAIL",
+                  r.note.c_str());
+  }
+  if (!timings_.empty()) {
+    std::printf("\n| section | timing | value | unit | note |\n|---|---|---|---|---|\n");
+    for (const Timing& t : timings_)
+      std::printf("| %s | %s | %.4g | %s | %s |\n", t.section.c_str(), t.name.c_str(), t.value, t.unit.c_str(), t.note.c_str());
+  }
+  const int f = failures();
+  std::printf("\n%zu comparisons, %d failed\n", rows_.size(), f);
+  return f;
+}
+
+// ---------------------------------------------------------------- shapes
+
+ModelConfig shape(const std::string& name) {
+  ModelConfig c;
+  if (name == "tiny") {  // the emulation's model (native/cuda/emu/emu_test.cc "base")
+    c.vocab = 61; c.d = 24; c.L = 3; c.E = 48; c.N = 16; c.R = 2; c.K = 4;
+    return c;
+  }
+  const int d = name == "mamba-130m" ? 768 : name == "mamba-1.4b" ? 2048 : 0;
+  const int L = name == "mamba-130m" ? 24 : 48;
+  if (!d) throw std::invalid_argument("unknown model '" + name + "' (known: brown-mamba-s, mamba-130m, mamba-1.4b, tiny)");
+  c.vocab = 50280; c.d = d; c.L = L; c.E = 2 * d; c.N = 16; c.R = (d + 15) / 16; c.K = 4;
+  return c;
+}
+
+double elapsed_s() {
+  static const auto t0 = std::chrono::steady_clock::now();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+std::string exe_dir() {
+  char buf[4096];
+  ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
+  if (n <= 0) return ".";
+  std::string p(buf, n);
+  return p.substr(0, p.rfind('/'));
+}
+
+int run(int argc, char** argv) {
+  elapsed_s();
+  bool emulate = false, quick = false, timing = true, force_timing = false;
+  std::string models, model_dir = "models/brown-mamba-s", lib;
+  for (int i = 1; i < argc; i++) {
+    std::string a = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) throw std::invalid_argument(a + " needs a value");
+      return argv[++i];
+    };
+    if (a == "--emulate") emulate = true;
+    else if (a == "--quick") quick = true;
+    else if (a == "--no-timing") timing = false;
+    else if (a == "--timing") force_timing = true;
+    else if (a == "--models") models = value();
+    else if (a == "--model-dir") model_dir = value();
+    else if (a == "--lib") lib = value();
+    else if (a == "--help" || a == "-h") {
+      std::printf("usage: simba_gpu_check [--emulate] [--quick] [--no-timing | --timing] [--models LIST] [--model-dir DIR] [--lib PATH]\n");
+      return 0;
+    } else throw std::invalid_argument("unknown argument '" + a + "' (see --help)");
+  }
+  if (emulate) {
+    timing = force_timing;
+    if (lib.empty()) lib = exe_dir() + "/libsimba_cuda_emu.so";
+    if (models.empty()) models = "tiny,brown-mamba-s";
+  }
+  if (models.empty()) models = quick ? "brown-mamba-s,mamba-130m" : "brown-mamba-s,mamba-130m,mamba-1.4b";
+  if (!lib.empty()) setenv("SIMBA_CUDA_LIB", lib.c_str(), 1);
+  else if (!std::getenv("SIMBA_CUDA_LIB")) setenv("SIMBA_CUDA_LIB", (exe_dir() + "/libsimba_cuda.so").c_str(), 1);
+
+  const CudaStatus& st = cuda_status();
+  std::fprintf(stderr, "simba_gpu_check: CPU kernels %s; backend %s\n", cpu::active().name,
+               st.available ? (st.library + " (" + st.device + ")").c_str() : "unavailable");
+  if (!st.available) {
+    std::fprintf(stderr, "simba_gpu_check: %s\n", st.reason.c_str());
+    return 2;
+  }
+  const simba_backend_v1_t& b = cuda_backend();
+  Sizes sz{quick || emulate, emulate};
+  Report rep;
+  std::fprintf(stderr, "simba_gpu_check: kernels\n");
+  check_kernels(rep, b, sz, 12345);
+  if (timing) time_scan(rep, b, sz);
+
+  std::stringstream list(models);
+  std::string name;
+  LoadedModel brown;
+  while (std::getline(list, name, ',')) {
+    ModelSpec spec;
+    spec.label = name;
+    if (name == "brown-mamba-s") {
+      brown = load_model_dir(model_dir);
+      spec.cfg = brown.cfg;
+      spec.loaded = &brown;
+      spec.simba_all_criteria = !emulate;  // emulation: the tiny model covers every criterion
+    } else {
+      spec.cfg = shape(name);
+      spec.seed = 7;
+      spec.simba_all_criteria = name == "tiny";
+    }
+    for (bool bf16 : {false, true}) {
+      if (bf16 && emulate && name != "tiny") continue;  // emulation is slow: bf16 on the tiny model only
+      std::fprintf(stderr, "simba_gpu_check: %s %s (at %.1f s)\n", name.c_str(), bf16 ? "bf16" : "f32", elapsed_s());
+      auto dev = make_cuda_model(spec, bf16);
+      {
+        auto cpu = make_cpu_model(spec, bf16);
+        check_model(rep, spec, *cpu, *dev, sz);
+      }
+      if (timing && (force_timing || (name != "tiny" && name != "brown-mamba-s"))) time_model(rep, name, *dev, sz);
+    }
+  }
+  std::printf("simba_gpu_check: %s%s, backend %s (%s)\n", emulate ? "emulation" : "device", quick ? ", quick" : "",
+              st.library.c_str(), st.device.c_str());
+  return rep.print() ? 1 : 0;
+}
+
+}  // namespace tools
+}  // namespace simba
+
+int main(int argc, char** argv) {
+  setvbuf(stderr, nullptr, _IONBF, 0);
+  try {
+    return simba::tools::run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "simba_gpu_check: %s\n", e.what());
+    return 2;
+  }
+}
