@@ -114,7 +114,7 @@ function check(json: Record<string, unknown>, allowUnknownKeys: boolean): 'error
   try {
     c = parseConfig(json, SOURCE, { allowUnknownKeys, onWarning: (m) => warnings.push(m) });
   } catch (e) {
-    if (!(e instanceof SimbaError)) throw new Error(`expected a SimbaError, got ${String(e)}\n${(e as Error)?.stack ?? ''}`);
+    if (!(e instanceof SimbaError)) throw new Error(`expected a SimbaError, got ${String(e)}\n${(e as Error)?.stack ?? ''}`, { cause: e });
     expect(e.code).toBe('E_CONFIG');
     expect(e.message.startsWith(`${SOURCE}: `)).toBe(true);
     expect(e.message).not.toMatch(/\[native code\]|\[object Object\]|function \w*\(/);

@@ -114,7 +114,7 @@ describe('planSimba on random schedules', () => {
       try {
         validateSimbaOptions(cfg, o as SimbaOptions);
       } catch (e) {
-        if (!(e instanceof SimbaError)) throw new Error(`expected a SimbaError, got ${String(e)}`);
+        if (!(e instanceof SimbaError)) throw new Error(`expected a SimbaError, got ${String(e)}`, { cause: e });
         expect(e.code).toBe('E_ARG');
         expect(e.message).toMatch(/simba/);
         return;
