@@ -14,8 +14,10 @@ import { SimbaError } from './lib/errors';
 import type { EngineTensorSpec, MambaConfig } from './lib/types';
 
 /** Config fields the native engine needs (a subset of MambaConfig, same names). */
-export type NativeConfig = Pick<MambaConfig,
-  'vocabSize' | 'dModel' | 'nLayer' | 'dInner' | 'dState' | 'dtRank' | 'dConv' | 'convBias' | 'projBias' | 'tieEmbeddings' | 'eps'>;
+export type NativeConfig = Pick<
+  MambaConfig,
+  'vocabSize' | 'dModel' | 'nLayer' | 'dInner' | 'dState' | 'dtRank' | 'dConv' | 'convBias' | 'projBias' | 'tieEmbeddings' | 'eps'
+>;
 
 export interface NativeSimbaOptions {
   /** [sequences * layers]: tokens kept after layer l of sequence s at keep[s * L + l]. */
@@ -85,16 +87,38 @@ export interface NativeEngineInfo {
 export interface NativeEngine {
   setTensor(name: string, layer: number, data: Float32Array): Promise<void>;
   /** The tensor read by the engine through mmap; firstBad >= 0 (nothing set) when a NaN / Inf was found. */
-  setTensorFromFile(name: string, layer: number, t: { file: string; offset: number; bytes: number; dtype: 'F32' | 'F16' | 'BF16'; count: number;
-                    padTo?: number; checkFinite?: boolean }): Promise<{ firstBad: number; badValue: number }>;
+  setTensorFromFile(
+    name: string,
+    layer: number,
+    t: {
+      file: string;
+      offset: number;
+      bytes: number;
+      dtype: 'F32' | 'F16' | 'BF16';
+      count: number;
+      padTo?: number;
+      checkFinite?: boolean;
+    },
+  ): Promise<{ firstBad: number; badValue: number }>;
   randomize(seed: number): Promise<void>;
   finalize(): void;
   /** states: host arrays updated in place, or (device 'cuda') the sequences' device state slots. */
-  forward(tokens: Int32Array, lengths: Int32Array, states: Float32Array[] | Int32Array, want: Int32Array,
-          simba?: NativeSimbaOptions): Promise<NativeForwardResult>;
+  forward(
+    tokens: Int32Array,
+    lengths: Int32Array,
+    states: Float32Array[] | Int32Array,
+    want: Int32Array,
+    simba?: NativeSimbaOptions,
+  ): Promise<NativeForwardResult>;
   /** forward + native sampling of the wanted rows (logits stay native: the result's logits is empty). */
-  forward(tokens: Int32Array, lengths: Int32Array, states: Float32Array[], want: Int32Array,
-          simba: NativeSimbaOptions | undefined, sampling: NativeSampling): Promise<NativeForwardResult & NativeSampleResult>;
+  forward(
+    tokens: Int32Array,
+    lengths: Int32Array,
+    states: Float32Array[],
+    want: Int32Array,
+    simba: NativeSimbaOptions | undefined,
+    sampling: NativeSampling,
+  ): Promise<NativeForwardResult & NativeSampleResult>;
   info(): NativeEngineInfo;
   dispose(): void;
   /** Device-resident states (device 'cuda' only; throws on the CPU): a zeroed slot of stateFloats floats. */
@@ -109,21 +133,62 @@ export interface NativeEngine {
 /** Single-kernel entry points (synchronous, small inputs), used by the kernel tests. */
 export interface NativeKernels {
   /** format (default from bf16): 'f32' | 'bf16' | 'int8' weights. */
-  gemm(a: { A: Float32Array; W: Float32Array; bias?: Float32Array | null; M: number; N: number; K: number; bf16?: boolean;
-            format?: 'f32' | 'bf16' | 'int8' }): Float32Array;
+  gemm(a: {
+    A: Float32Array;
+    W: Float32Array;
+    bias?: Float32Array | null;
+    M: number;
+    N: number;
+    K: number;
+    bf16?: boolean;
+    format?: 'f32' | 'bf16' | 'int8';
+  }): Float32Array;
   rmsnorm(a: { x: Float32Array; w: Float32Array; rows: number; d: number; eps: number }): Float32Array;
-  conv1d(a: { x: Float32Array; w: Float32Array; bias: Float32Array | null; state: Float32Array; T: number; E: number; K: number }):
-    { out: Float32Array; state: Float32Array };
-  scan(a: { x: Float32Array; dt: Float32Array; A_log: Float32Array; B: Float32Array; C: Float32Array; D: Float32Array;
-            z: Float32Array; state: Float32Array; T: number; E: number; N: number }):
-    { y: Float32Array; dt: Float32Array; state: Float32Array };
-  score(a: { x: Float32Array; dt: Float32Array; A_log: Float32Array; B: Float32Array; C: Float32Array;
-             T: number; E: number; N: number; local: boolean; reduceSum: boolean }): Float32Array;
+  conv1d(a: {
+    x: Float32Array;
+    w: Float32Array;
+    bias: Float32Array | null;
+    state: Float32Array;
+    T: number;
+    E: number;
+    K: number;
+  }): { out: Float32Array; state: Float32Array };
+  scan(a: {
+    x: Float32Array;
+    dt: Float32Array;
+    A_log: Float32Array;
+    B: Float32Array;
+    C: Float32Array;
+    D: Float32Array;
+    z: Float32Array;
+    state: Float32Array;
+    T: number;
+    E: number;
+    N: number;
+  }): { y: Float32Array; dt: Float32Array; state: Float32Array };
+  score(a: {
+    x: Float32Array;
+    dt: Float32Array;
+    A_log: Float32Array;
+    B: Float32Array;
+    C: Float32Array;
+    T: number;
+    E: number;
+    N: number;
+    local: boolean;
+    reduceSum: boolean;
+  }): Float32Array;
   /** The machine's bounds (seconds of work, on a worker thread): streaming read GB/s and FMA GFLOP/s. */
   limits(a?: { reps?: number; bufferMB?: number }): Promise<NativeLimits>;
   /** Best seconds of one C = A W^T on random inputs, and which kernel ran. */
-  gemmTime(a: { M: number; N: number; K: number; format: 'f32' | 'bf16' | 'int8'; reps?: number; minSeconds?: number }):
-    Promise<{ seconds: number; path: string }>;
+  gemmTime(a: {
+    M: number;
+    N: number;
+    K: number;
+    format: 'f32' | 'bf16' | 'int8';
+    reps?: number;
+    minSeconds?: number;
+  }): Promise<{ seconds: number; path: string }>;
 }
 
 export interface NativeLimits {
@@ -154,7 +219,11 @@ export interface NativeCudaKernels {
   scan: NativeKernels['scan'];
   score: NativeKernels['score'];
   /** Times the selective scan alone on device-resident data and a 1 GiB device copy (bench/gpu.sh). */
-  benchScan(a: { nSeq: number; T: number; E: number; N: number; iters: number }): { scanMs: number; scanBytes: number; copyGBs: number };
+  benchScan(a: { nSeq: number; T: number; E: number; N: number; iters: number }): {
+    scanMs: number;
+    scanBytes: number;
+    copyGBs: number;
+  };
 }
 
 /**
@@ -242,7 +311,8 @@ function readJson(file: string): Record<string, unknown> | null {
 
 /** Compares dotted versions ('2.31' < '2.36'); missing parts count as 0. */
 export function compareVersions(a: string, b: string): number {
-  const pa = a.split('.').map(Number), pb = b.split('.').map(Number);
+  const pa = a.split('.').map(Number),
+    pb = b.split('.').map(Number);
   for (let i = 0; i < Math.max(pa.length, pb.length); i++) {
     const d = (pa[i] || 0) - (pb[i] || 0);
     if (d !== 0) return d < 0 ? -1 : 1;
@@ -267,7 +337,8 @@ function runtimeGlibc(): string | null {
   const m = /ldd \([^)]*\) ([0-9]+\.[0-9]+)/.exec(ldd);
   if (m) glibcSeen = m[1];
   else if (/musl/i.test(ldd)) glibcSeen = null;
-  else glibcSeen = (process.report.getReport() as { header?: { glibcVersionRuntime?: string } }).header?.glibcVersionRuntime ?? null;
+  else
+    glibcSeen = (process.report.getReport() as { header?: { glibcVersionRuntime?: string } }).header?.glibcVersionRuntime ?? null;
   return glibcSeen;
 }
 
@@ -280,21 +351,38 @@ export function platformInfo(): PlatformInfo {
     libc = glibc ? 'glibc' : 'musl';
   }
   const id = `${process.platform}-${process.arch}${libc === 'musl' ? '-musl' : ''}`;
-  return { id, platform: process.platform, arch: process.arch, libc, glibc, node: process.version, napi: process.versions.napi ?? '?' };
+  return {
+    id,
+    platform: process.platform,
+    arch: process.arch,
+    libc,
+    glibc,
+    node: process.version,
+    napi: process.versions.napi ?? '?',
+  };
 }
 
 /** Resolves a platform package from `root` and checks its version and glibc floor against ours. */
-function platformPackage(name: string, root: string, version: string, plat: PlatformInfo): { dir?: string; label: string; skip?: string } {
+function platformPackage(
+  name: string,
+  root: string,
+  version: string,
+  plat: PlatformInfo,
+): { dir?: string; label: string; skip?: string } {
   let pkgJson: string;
   try {
     pkgJson = require.resolve(`${name}/package.json`, { paths: [root] });
   } catch {
-    return { label: name, skip: 'not installed (an optional dependency: npm skips it with --omit=optional, or when no matching version is on the registry)' };
+    return {
+      label: name,
+      skip: 'not installed (an optional dependency: npm skips it with --omit=optional, or when no matching version is on the registry)',
+    };
   }
   const pkg = readJson(pkgJson) ?? {};
   const dir = path.dirname(pkgJson);
   const label = `${name}@${String(pkg.version)}`;
-  if (pkg.version !== version) return { dir, label, skip: `version ${String(pkg.version)} does not match simba-ssm ${version} (reinstall so both match)` };
+  if (pkg.version !== version)
+    return { dir, label, skip: `version ${String(pkg.version)} does not match simba-ssm ${version} (reinstall so both match)` };
   const floor = (pkg.config as { glibc?: string } | undefined)?.glibc;
   if (floor && plat.glibc && compareVersions(plat.glibc, floor) < 0) {
     return { dir, label, skip: `needs glibc >= ${floor}, this system has ${plat.glibc}` };
@@ -307,8 +395,11 @@ function platformPackage(name: string, root: string, version: string, plat: Plat
  * build/Release/simba_ssm.node, then the platform package @simba-ssm/<platform> (only when its version
  * equals simba-ssm's).
  */
-export function addonCandidates(root: string = packageRoot(), env: NodeJS.ProcessEnv = process.env,
-                                plat: PlatformInfo = platformInfo()): AddonCandidate[] {
+export function addonCandidates(
+  root: string = packageRoot(),
+  env: NodeJS.ProcessEnv = process.env,
+  plat: PlatformInfo = platformInfo(),
+): AddonCandidate[] {
   if (env.SIMBA_ADDON_PATH) return [{ path: path.resolve(env.SIMBA_ADDON_PATH), from: 'SIMBA_ADDON_PATH' }];
   const version = String(readJson(path.join(root, 'package.json'))?.version);
   const out: AddonCandidate[] = [{ path: path.join(root, 'build', 'Release', 'simba_ssm.node'), from: 'local build' }];
@@ -323,7 +414,8 @@ export function cudaPackage(root: string = packageRoot(), plat: PlatformInfo = p
   const name = `${PLATFORM_SCOPE}/${plat.id}-cuda`;
   const p = platformPackage(name, root, version, plat);
   if (p.skip) return { name: p.label, skip: p.skip };
-  if (!fs.existsSync(path.join(p.dir!, 'libsimba_cuda.so'))) return { name: p.label, skip: `${p.dir}/libsimba_cuda.so: not found` };
+  if (!fs.existsSync(path.join(p.dir!, 'libsimba_cuda.so')))
+    return { name: p.label, skip: `${p.dir}/libsimba_cuda.so: not found` };
   return { name: p.label, dir: p.dir };
 }
 
@@ -345,18 +437,28 @@ export function candidateProblem(c: AddonCandidate): string | null {
 export function loadFailureMessage(tried: string[], plat: PlatformInfo = platformInfo(), buildError?: string): string {
   const lines = ['simba-ssm: could not load the native addon (simba_ssm.node).', 'Tried:', ...tried.map((t) => `  - ${t}`)];
   if (buildError) lines.push(`  - source build: ${buildError}`);
-  lines.push(`Platform: ${plat.id}, libc ${plat.libc}${plat.glibc ? ` ${plat.glibc}` : ''}, node ${plat.node} (N-API ${plat.napi})`);
+  lines.push(
+    `Platform: ${plat.id}, libc ${plat.libc}${plat.glibc ? ` ${plat.glibc}` : ''}, node ${plat.node} (N-API ${plat.napi})`,
+  );
   lines.push('Possible solutions:');
   if (PREBUILT_PLATFORMS.includes(plat.id)) {
-    lines.push(`  - Install the prebuilt binary with the optional dependencies: \`npm install --include=optional simba-ssm\``,
-               `    (it is ${PLATFORM_SCOPE}/${plat.id}; --omit=optional, --no-optional or a lockfile made on another platform skip it).`);
+    lines.push(
+      `  - Install the prebuilt binary with the optional dependencies: \`npm install --include=optional simba-ssm\``,
+      `    (it is ${PLATFORM_SCOPE}/${plat.id}; --omit=optional, --no-optional or a lockfile made on another platform skip it).`,
+    );
   } else {
-    lines.push(`  - There is no prebuilt binary for ${plat.id} (prebuilt: ${PREBUILT_PLATFORMS.join(', ')}, glibc >= ${GLIBC_FLOOR}).`);
+    lines.push(
+      `  - There is no prebuilt binary for ${plat.id} (prebuilt: ${PREBUILT_PLATFORMS.join(', ')}, glibc >= ${GLIBC_FLOOR}).`,
+    );
   }
-  lines.push('  - Build from source: `SIMBA_BUILD_FROM_SOURCE=1 npm install simba-ssm`',
-             '    (needs cmake >= 3.18, make or ninja and a C++17 compiler; add SIMBA_CUDA=1 to also build the CUDA backend with nvcc).');
+  lines.push(
+    '  - Build from source: `SIMBA_BUILD_FROM_SOURCE=1 npm install simba-ssm`',
+    '    (needs cmake >= 3.18, make or ninja and a C++17 compiler; add SIMBA_CUDA=1 to also build the CUDA backend with nvcc).',
+  );
   if (plat.libc === 'glibc' && plat.glibc && compareVersions(plat.glibc, GLIBC_FLOOR) < 0) {
-    lines.push(`  - The prebuilt binaries need glibc >= ${GLIBC_FLOOR} and this system has ${plat.glibc}: upgrade the OS, or build from source.`);
+    lines.push(
+      `  - The prebuilt binaries need glibc >= ${GLIBC_FLOOR} and this system has ${plat.glibc}: upgrade the OS, or build from source.`,
+    );
   }
   lines.push('  - Or point SIMBA_ADDON_PATH at a simba_ssm.node you built.');
   return lines.join('\n');
@@ -374,8 +476,13 @@ function loadError(e: unknown): string {
 export function probeAddon(file: string, timeoutMs = 60_000): { ok: true; isa: string } | { ok: false; reason: string } {
   const code = 'const a = require(process.argv[1]); process.stdout.write(JSON.stringify({ isa: a.activeIsa() }));';
   const r = spawnSync(process.execPath, ['-e', code, file], { encoding: 'utf8', timeout: timeoutMs });
-  const lastErr = (r.stderr || '').split('\n').map((l) => l.trim()).filter((l) => /error/i.test(l)).slice(-1)[0];
-  if ((r.error as NodeJS.ErrnoException | undefined)?.code === 'ETIMEDOUT') return { ok: false, reason: `timed out after ${timeoutMs / 1000} s while loading` };
+  const lastErr = (r.stderr || '')
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => /error/i.test(l))
+    .slice(-1)[0];
+  if ((r.error as NodeJS.ErrnoException | undefined)?.code === 'ETIMEDOUT')
+    return { ok: false, reason: `timed out after ${timeoutMs / 1000} s while loading` };
   if (r.error) return { ok: false, reason: `the check process failed: ${r.error.message}` };
   if (r.signal) return { ok: false, reason: `crashed on load (signal ${r.signal})${lastErr ? `: ${lastErr}` : ''}` };
   if (r.status !== 0) return { ok: false, reason: `failed to load (exit ${r.status})${lastErr ? `: ${lastErr}` : ''}` };
@@ -398,7 +505,8 @@ function passCudaDirs(root: string, plat: PlatformInfo): Pick<AddonOrigin, 'cuda
 /** Loads the addon once; throws a SimbaError (E_NATIVE) listing each place tried and why it failed (loadFailureMessage). */
 export function loadAddon(): NativeAddon {
   if (cached) return cached;
-  const root = packageRoot(), plat = platformInfo();
+  const root = packageRoot(),
+    plat = platformInfo();
   const tried: string[] = [];
   for (const c of addonCandidates(root, process.env, plat)) {
     const problem = candidateProblem(c);

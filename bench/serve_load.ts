@@ -34,18 +34,31 @@ const ROOT = path.resolve(__dirname, '..', '..');
 const shape = arg('shape', process.argv.includes('--model') ? '' : 'mamba-130m');
 const modelDir = arg('model', '');
 const fixture = path.join(ROOT, 'test', 'fixtures', 'gpt-neox-20b-tokenizer.json');
-const tokenizerPath = arg('tokenizer', shape ? (fs.existsSync(fixture) ? fixture : path.join(ROOT, 'models', 'brown-mamba-s')) : '');
-const concurrency = arg('concurrency', quick ? '1,4' : '1,8,32').split(',').map(Number);
+const tokenizerPath = arg(
+  'tokenizer',
+  shape ? (fs.existsSync(fixture) ? fixture : path.join(ROOT, 'models', 'brown-mamba-s')) : '',
+);
+const concurrency = arg('concurrency', quick ? '1,4' : '1,8,32')
+  .split(',')
+  .map(Number);
 const requests = Number(arg('requests', quick ? '1' : '2'));
 const scenarios = quick
-  ? [{ name: 'short-long', words: 16, tokens: 16 }, { name: 'long-short', words: 128, tokens: 4 }]
-  : [{ name: 'short-long', words: 16, tokens: 128 }, { name: 'long-short', words: 1024, tokens: 16 }];
+  ? [
+      { name: 'short-long', words: 16, tokens: 16 },
+      { name: 'long-short', words: 128, tokens: 4 },
+    ]
+  : [
+      { name: 'short-long', words: 16, tokens: 128 },
+      { name: 'long-short', words: 1024, tokens: 16 },
+    ];
 const log = (s: string) => process.stderr.write(`${s}\n`);
 
-const WORDS = ('the of and to a in that is was he for it with as his on be at by i had not are but from or have an they which one you were her ' +
+const WORDS = (
+  'the of and to a in that is was he for it with as his on be at by i had not are but from or have an they which one you were her ' +
   'all she there would their we him been has when who will more no if out so said what up its about into than them can only other new some ' +
   'could time these two may then do first any my now such like our over man me even most made after also did many before must through back ' +
-  'years where much your way well down should because each just those people how too little state good very make world still own see men work').split(' ');
+  'years where much your way well down should because each just those people how too little state good very make world still own see men work'
+).split(' ');
 
 function prompt(words: number, seed: number): string {
   const r = mulberry32(seed);
@@ -62,7 +75,10 @@ const pct = (xs: number[], p: number) => {
 async function rawDecode(model: MambaModel, B: number, steps: number): Promise<{ plain: number; sampled: number }> {
   const runOnce = async (sample: boolean) => {
     const seqs = Array.from({ length: B }, () => model.newSequence());
-    await model.prefill(seqs.map((sequence, i) => ({ sequence, tokens: Array.from({ length: 16 }, (_, j) => (i * 131 + j * 7) % 4000) })), { logits: 'none' });
+    await model.prefill(
+      seqs.map((sequence, i) => ({ sequence, tokens: Array.from({ length: 16 }, (_, j) => (i * 131 + j * 7) % 4000) })),
+      { logits: 'none' },
+    );
     const params = seqs.map((_, i) => ({ temperature: 0.8, topP: 0.95, rng: rngFromSeed(i) }));
     let toks = seqs.map((_, i) => i + 1);
     const t0 = performance.now();
@@ -72,23 +88,42 @@ async function rawDecode(model: MambaModel, B: number, steps: number): Promise<{
     }
     return (B * steps) / ((performance.now() - t0) / 1000);
   };
-  await runOnce(true);  // warm-up
-  return { plain: Math.max(await runOnce(false), await runOnce(false)), sampled: Math.max(await runOnce(true), await runOnce(true)) };
+  await runOnce(true); // warm-up
+  return {
+    plain: Math.max(await runOnce(false), await runOnce(false)),
+    sampled: Math.max(await runOnce(true), await runOnce(true)),
+  };
 }
 
-interface StreamStat { ttft: number; gaps: number[]; tokens: number; start: number; end: number }
+interface StreamStat {
+  ttft: number;
+  gaps: number[];
+  tokens: number;
+  start: number;
+  end: number;
+}
 
 async function stream(client: OpenAI, model: string, text: string, maxTokens: number): Promise<StreamStat> {
   const start = performance.now();
   const s = await client.completions.create({
-    model, prompt: text, max_tokens: maxTokens, temperature: 0.8, top_p: 0.95, logit_bias: { 0: -100 }, stream: true, stream_options: { include_usage: true },
+    model,
+    prompt: text,
+    max_tokens: maxTokens,
+    temperature: 0.8,
+    top_p: 0.95,
+    logit_bias: { 0: -100 },
+    stream: true,
+    stream_options: { include_usage: true },
   });
-  let first = 0, last = 0, tokens = 0;
+  let first = 0,
+    last = 0,
+    tokens = 0;
   const gaps: number[] = [];
   for await (const c of s) {
     const t = performance.now();
     if (c.choices.length && c.choices[0].text) {
-      if (first === 0) first = t; else gaps.push(t - last);
+      if (first === 0) first = t;
+      else gaps.push(t - last);
       last = t;
     }
     if (c.usage) tokens = c.usage.completion_tokens;
@@ -108,7 +143,8 @@ async function main(): Promise<void> {
 
   const cli = path.join(ROOT, 'dist', 'lib', 'cli', 'main.js');
   const serveArgs = [cli, 'serve', '--port', '0', '--max-running', String(Math.max(...concurrency)), '--model-name', 'bench'];
-  if (shape) serveArgs.push('--shape', shape); else serveArgs.push('--model', modelDir);
+  if (shape) serveArgs.push('--shape', shape);
+  else serveArgs.push('--model', modelDir);
   if (tokenizerPath) serveArgs.push('--tokenizer', tokenizerPath);
   const child = spawn(process.execPath, serveArgs, { stdio: ['ignore', 'ignore', 'pipe'] });
   let err = '';
@@ -121,27 +157,45 @@ async function main(): Promise<void> {
     child.on('exit', (code) => rej(new Error(`simba serve exited (${code}): ${err}`)));
   });
   const client = new OpenAI({ baseURL: `${url}/v1`, apiKey: 'bench', maxRetries: 0, timeout: 600000 });
-  await stream(client, 'bench', prompt(16, 0), 4);  // warm-up
+  await stream(client, 'bench', prompt(16, 0), 4); // warm-up
   const rows: Record<string, unknown>[] = [];
   for (const sc of scenarios) {
     for (const c of concurrency) {
       const t0 = performance.now();
-      const stats = (await Promise.all(Array.from({ length: c }, async (_, i) => {
-        const out: StreamStat[] = [];
-        for (let r = 0; r < requests; r++) out.push(await stream(client, 'bench', prompt(sc.words, 1000 * r + i + 1), sc.tokens));
-        return out;
-      }))).flat();
+      const stats = (
+        await Promise.all(
+          Array.from({ length: c }, async (_, i) => {
+            const out: StreamStat[] = [];
+            for (let r = 0; r < requests; r++)
+              out.push(await stream(client, 'bench', prompt(sc.words, 1000 * r + i + 1), sc.tokens));
+            return out;
+          }),
+        )
+      ).flat();
       const wall = (performance.now() - t0) / 1000;
       const tokens = stats.reduce((a, s) => a + s.tokens, 0);
-      const ttft = stats.map((s) => s.ttft), gaps = stats.flatMap((s) => s.gaps);
+      const ttft = stats.map((s) => s.ttft),
+        gaps = stats.flatMap((s) => s.gaps);
       const row = {
-        scenario: sc.name, concurrency: c, streams: stats.length, tokens, seconds: wall, tokPerS: tokens / wall,
-        ttftP50: pct(ttft, 50), ttftP99: pct(ttft, 99), itlP50: pct(gaps, 50), itlP99: pct(gaps, 99),
-        rawDecodeTokPerS: raw[c].plain, rawSampledTokPerS: raw[c].sampled, ratio: tokens / wall / raw[c].plain,
+        scenario: sc.name,
+        concurrency: c,
+        streams: stats.length,
+        tokens,
+        seconds: wall,
+        tokPerS: tokens / wall,
+        ttftP50: pct(ttft, 50),
+        ttftP99: pct(ttft, 99),
+        itlP50: pct(gaps, 50),
+        itlP99: pct(gaps, 99),
+        rawDecodeTokPerS: raw[c].plain,
+        rawSampledTokPerS: raw[c].sampled,
+        ratio: tokens / wall / raw[c].plain,
         lost: stats.filter((s) => s.tokens !== sc.tokens).length,
       };
       rows.push(row);
-      log(`${sc.name} C=${c}: ${row.tokPerS.toFixed(1)} tok/s (${(100 * row.ratio).toFixed(0)}% of raw decode B=${c}), TTFT p50 ${row.ttftP50.toFixed(0)} ms p99 ${row.ttftP99.toFixed(0)} ms, ITL p50 ${row.itlP50.toFixed(1)} ms p99 ${row.itlP99.toFixed(1)} ms, lost ${row.lost}`);
+      log(
+        `${sc.name} C=${c}: ${row.tokPerS.toFixed(1)} tok/s (${(100 * row.ratio).toFixed(0)}% of raw decode B=${c}), TTFT p50 ${row.ttftP50.toFixed(0)} ms p99 ${row.ttftP99.toFixed(0)} ms, ITL p50 ${row.itlP50.toFixed(1)} ms p99 ${row.itlP99.toFixed(1)} ms, lost ${row.lost}`,
+      );
     }
   }
   const metrics = await (await fetch(`${url}/metrics`)).text();
@@ -149,13 +203,28 @@ async function main(): Promise<void> {
   const stepSum = Number(/^simba_step_seconds_sum (\S+)/m.exec(metrics)?.[1] ?? NaN);
   child.kill('SIGTERM');
   await new Promise((res) => child.on('exit', res));
-  const result = { shape: shape || modelDir, tokenizer: tokenizerPath, requestsPerClient: requests, samplingShareOfSteps: sampling / stepSum, rows };
+  const result = {
+    shape: shape || modelDir,
+    tokenizer: tokenizerPath,
+    requestsPerClient: requests,
+    samplingShareOfSteps: sampling / stepSum,
+    rows,
+  };
   if (arg('json', '')) fs.writeFileSync(arg('json', ''), JSON.stringify(result, null, 2));
   const f = (x: unknown, d = 1) => (typeof x === 'number' ? x.toFixed(d) : String(x));
-  process.stdout.write(`simba serve load, ${result.shape}; native sampling ${(100 * result.samplingShareOfSteps).toFixed(2)}% of the server's step time\n\n`);
-  process.stdout.write('| scenario | C | streams | tok/s | raw decode B=C tok/s | served / raw | TTFT p50 / p99 ms | ITL p50 / p99 ms | lost |\n|---|---|---|---|---|---|---|---|---|\n');
+  process.stdout.write(
+    `simba serve load, ${result.shape}; native sampling ${(100 * result.samplingShareOfSteps).toFixed(2)}% of the server's step time\n\n`,
+  );
+  process.stdout.write(
+    '| scenario | C | streams | tok/s | raw decode B=C tok/s | served / raw | TTFT p50 / p99 ms | ITL p50 / p99 ms | lost |\n|---|---|---|---|---|---|---|---|---|\n',
+  );
   for (const r of rows)
-    process.stdout.write(`| ${r.scenario} | ${r.concurrency} | ${r.streams} | ${f(r.tokPerS)} | ${f(r.rawDecodeTokPerS)} | ${f(100 * (r.ratio as number), 0)}% | ${f(r.ttftP50, 0)} / ${f(r.ttftP99, 0)} | ${f(r.itlP50)} / ${f(r.itlP99)} | ${r.lost} |\n`);
+    process.stdout.write(
+      `| ${r.scenario} | ${r.concurrency} | ${r.streams} | ${f(r.tokPerS)} | ${f(r.rawDecodeTokPerS)} | ${f(100 * (r.ratio as number), 0)}% | ${f(r.ttftP50, 0)} / ${f(r.ttftP99, 0)} | ${f(r.itlP50)} / ${f(r.itlP99)} | ${r.lost} |\n`,
+    );
 }
 
-void main().catch((e: unknown) => { process.stderr.write(`serve_load: ${e instanceof Error ? e.message : String(e)}\n`); process.exit(1); });
+void main().catch((e: unknown) => {
+  process.stderr.write(`serve_load: ${e instanceof Error ? e.message : String(e)}\n`);
+  process.exit(1);
+});

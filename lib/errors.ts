@@ -23,8 +23,20 @@
  * simba_status_t) and sets them as `code` on what it throws.
  */
 export const SIMBA_ERROR_CODES = [
-  'E_CONFIG', 'E_SAFETENSORS', 'E_SHAPE', 'E_WEIGHTS', 'E_TOKENIZER', 'E_TOKEN', 'E_ARG', 'E_IO',
-  'E_DISPOSED', 'E_BUSY', 'E_OOM', 'E_CUDA', 'E_NATIVE', 'E_ABORTED',
+  'E_CONFIG',
+  'E_SAFETENSORS',
+  'E_SHAPE',
+  'E_WEIGHTS',
+  'E_TOKENIZER',
+  'E_TOKEN',
+  'E_ARG',
+  'E_IO',
+  'E_DISPOSED',
+  'E_BUSY',
+  'E_OOM',
+  'E_CUDA',
+  'E_NATIVE',
+  'E_ABORTED',
 ] as const;
 export type SimbaErrorCode = (typeof SIMBA_ERROR_CODES)[number];
 

@@ -12,8 +12,18 @@ export { loadModel, randomModel, SHAPES, DEFAULT_MODEL_DIR } from './engine/load
 export type { LoadModelOptions, RandomModelOptions } from './engine/load';
 export { MambaModel } from './engine/model';
 export type {
-  LanguageModel, PrefillInput, PrefillOptions, PrefillResult, DecodeOptions, ModelInfo, LogitsPositions,
-  SamplingParams, SampledToken, SamplerRng, StepInput, StepResult,
+  LanguageModel,
+  PrefillInput,
+  PrefillOptions,
+  PrefillResult,
+  DecodeOptions,
+  ModelInfo,
+  LogitsPositions,
+  SamplingParams,
+  SampledToken,
+  SamplerRng,
+  StepInput,
+  StepResult,
 } from './engine/lm';
 export { rngFromSeed } from './engine/lm';
 export { Sequence } from './engine/sequence';
@@ -34,8 +44,19 @@ export type { BenchOptions, BenchResult, BenchProgress } from './measure/bench';
 export { GENERATE_DEFAULTS, BENCH_DEFAULTS, EVAL_DEFAULTS, LIMITS } from './limits';
 export { perplexity, evalChoice, evalLambada, scoreContinuations, parseTaskFile, choiceTokens } from './measure/eval';
 export type {
-  PerplexityOptions, PerplexityResult, ScoreOptions, ScoreResult, ChoiceItem, LambadaItem, TaskFile, ChoiceResult, ChoiceLineResult,
-  ChoiceScore, LambadaResult, LambadaLineResult, EvalProgress,
+  PerplexityOptions,
+  PerplexityResult,
+  ScoreOptions,
+  ScoreResult,
+  ChoiceItem,
+  LambadaItem,
+  TaskFile,
+  ChoiceResult,
+  ChoiceLineResult,
+  ChoiceScore,
+  LambadaResult,
+  LambadaLineResult,
+  EvalProgress,
 } from './measure/eval';
 export { highwayMap, renderHighwaySvg, formatHighwaySummary } from './measure/inspect';
 export type { HighwayMap, SvgOptions } from './measure/inspect';

@@ -51,9 +51,21 @@ export const WEIGHT_FORMATS: readonly WeightFormat[] = ['f32', 'bf16', 'int8'];
  *   dt_proj_w [E, R], dt_proj_b [E], A_log [E, N], D [E], out_proj [d, E], out_proj_bias [d]
  */
 export type EngineTensorName =
-  | 'embedding' | 'norm_f' | 'lm_head'
-  | 'norm' | 'in_proj' | 'in_proj_bias' | 'conv_w' | 'conv_b' | 'x_proj'
-  | 'dt_proj_w' | 'dt_proj_b' | 'A_log' | 'D' | 'out_proj' | 'out_proj_bias';
+  | 'embedding'
+  | 'norm_f'
+  | 'lm_head'
+  | 'norm'
+  | 'in_proj'
+  | 'in_proj_bias'
+  | 'conv_w'
+  | 'conv_b'
+  | 'x_proj'
+  | 'dt_proj_w'
+  | 'dt_proj_b'
+  | 'A_log'
+  | 'D'
+  | 'out_proj'
+  | 'out_proj_bias';
 
 /**
  * One row of the engine's tensor table (native/engine/tensor_table.h, read through the addon's

@@ -46,11 +46,16 @@ export function describeType(v: unknown): string {
       const s = v.length > 40 ? `${v.slice(0, 37)}...` : v;
       return `the string ${JSON.stringify(s).replace(/^"|"$/g, "'")}`;
     }
-    case 'number': return `the number ${String(v)}`;
-    case 'boolean': return `the boolean ${String(v)}`;
-    case 'bigint': return `the bigint ${String(v)}n`;
-    case 'symbol': return 'a symbol';
-    case 'function': return 'a function';
+    case 'number':
+      return `the number ${String(v)}`;
+    case 'boolean':
+      return `the boolean ${String(v)}`;
+    case 'bigint':
+      return `the bigint ${String(v)}n`;
+    case 'symbol':
+      return 'a symbol';
+    case 'function':
+      return 'a function';
   }
   if (Array.isArray(v)) return `an array of ${v.length}`;
   if (ArrayBuffer.isView(v)) return `a ${v.constructor.name}`;
@@ -78,10 +83,14 @@ export function editDistance(a: string, b: string): number {
 
 /** The known name closest to `key` (case-insensitive), when it is close enough to be a typo. */
 export function nearest(key: string, known: readonly string[]): string | undefined {
-  let best: string | undefined, bestD = Infinity;
+  let best: string | undefined,
+    bestD = Infinity;
   for (const k of known) {
     const d = editDistance(key.toLowerCase(), k.toLowerCase());
-    if (d < bestD) { best = k; bestD = d; }
+    if (d < bestD) {
+      best = k;
+      bestD = d;
+    }
   }
   return best !== undefined && bestD <= Math.max(2, Math.floor(key.length / 3)) ? best : undefined;
 }
@@ -91,7 +100,12 @@ export function nearest(key: string, known: readonly string[]): string | undefin
  * own key must be in `known` (else E_ARG naming it and the nearest valid key). `name` is what the
  * object is called in messages ('options', 'simba', 'simba.protect', ...).
  */
-export function options<K extends string>(where: string, v: unknown, known: readonly K[], name = 'options'): Partial<Record<K, unknown>> {
+export function options<K extends string>(
+  where: string,
+  v: unknown,
+  known: readonly K[],
+  name = 'options',
+): Partial<Record<K, unknown>> {
   if (v === undefined) return {};
   if (!is.object(v) || !is.plain(v)) throw argError(where, `${name} must be an object, got ${describeType(v)}`);
   for (const k of Object.keys(v)) {
@@ -104,7 +118,13 @@ export function options<K extends string>(where: string, v: unknown, known: read
 }
 
 /** An optional integer in [min, max]. */
-export function int(where: string, name: string, v: unknown, min: number, max: number = Number.MAX_SAFE_INTEGER): number | undefined {
+export function int(
+  where: string,
+  name: string,
+  v: unknown,
+  min: number,
+  max: number = Number.MAX_SAFE_INTEGER,
+): number | undefined {
   if (v === undefined) return undefined;
   if (!is.integer(v) || !is.inRange(v, min, max)) {
     const range = max === Number.MAX_SAFE_INTEGER ? ` >= ${min}` : ` in [${min}, ${max}]`;
@@ -141,8 +161,7 @@ export function oneOf<T extends string>(where: string, name: string, v: unknown,
     const near = typeof v === 'string' ? nearest(v, list) : undefined;
     const quoted = list.map((x) => `'${x}'`);
     const expected = quoted.length <= 2 ? quoted.join(' or ') : `one of ${quoted.join(', ')}`;
-    throw argError(where, `${name} must be ${expected}, got ${describeType(v)}` +
-      (near ? ` (did you mean '${near}'?)` : ''));
+    throw argError(where, `${name} must be ${expected}, got ${describeType(v)}` + (near ? ` (did you mean '${near}'?)` : ''));
   }
   return v;
 }
@@ -171,10 +190,19 @@ export function stringArray(where: string, name: string, v: unknown, nonEmpty = 
 }
 
 /** An optional array of numbers, each checked by `item` (given `${name}[i]`). */
-export function arrayOf<T>(where: string, name: string, v: unknown, item: (name: string, x: unknown) => T, minLength = 0): T[] | undefined {
+export function arrayOf<T>(
+  where: string,
+  name: string,
+  v: unknown,
+  item: (name: string, x: unknown) => T,
+  minLength = 0,
+): T[] | undefined {
   if (v === undefined) return undefined;
   if (!is.arrayLike(v)) throw argError(where, `${name} must be an array, got ${describeType(v)}`);
   if (v.length < minLength)
-    throw argError(where, `${name} must be a ${minLength === 1 ? 'non-empty list' : `list of at least ${minLength}`}, got ${describeType(v)}`);
+    throw argError(
+      where,
+      `${name} must be a ${minLength === 1 ? 'non-empty list' : `list of at least ${minLength}`}, got ${describeType(v)}`,
+    );
   return Array.from(v, (x, i) => item(`${name}[${i}]`, x));
 }

@@ -36,10 +36,14 @@ function abortSoon(ac: AbortController, reason: unknown): void {
 
 describe('abort', () => {
   let m: MambaModel;
-  beforeAll(async () => { m = await loadModel(SHIPPED); });
+  beforeAll(async () => {
+    m = await loadModel(SHIPPED);
+  });
   afterAll(() => m.dispose());
 
-  const prefix = randTokens(40, 4096, 1), prompt = randTokens(3000, 4096, 2), next = randTokens(5, 4096, 3);
+  const prefix = randTokens(40, 4096, 1),
+    prompt = randTokens(3000, 4096, 2),
+    next = randTokens(5, 4096, 3);
 
   /** A sequence after `prefix`, and its state and position. */
   async function started(): Promise<{ seq: Sequence; state: Float32Array; position: number }> {
@@ -48,8 +52,10 @@ describe('abort', () => {
   }
 
   test('a single-chunk prefill aborted mid-way rejects E_ABORTED and the sequence continues exactly', async () => {
-    const ref = await started(), hit = await started();
-    const ac = new AbortController(), reason = new Error('user pressed stop');
+    const ref = await started(),
+      hit = await started();
+    const ac = new AbortController(),
+      reason = new Error('user pressed stop');
     const call = m.prefill([{ sequence: hit.seq, tokens: prompt }], { logits: 'all', signal: ac.signal });
     abortSoon(ac, reason);
     const e = await rejection(call);
@@ -80,7 +86,8 @@ describe('abort', () => {
   });
 
   test('an aborted decode rejects E_ABORTED and leaves the sequence as it was', async () => {
-    const ref = await started(), hit = await started();
+    const ref = await started(),
+      hit = await started();
     const ac = new AbortController();
     const call = m.decode([hit.seq], [7], { signal: ac.signal });
     ac.abort('now'); // after the native call was queued
@@ -94,7 +101,8 @@ describe('abort', () => {
   });
 
   test('a signal that never fires changes nothing (bitwise)', async () => {
-    const ref = await started(), hit = await started();
+    const ref = await started(),
+      hit = await started();
     const ac = new AbortController();
     const [a] = await m.prefill([{ sequence: ref.seq, tokens: next }], { logits: 'all' });
     const [b] = await m.prefill([{ sequence: hit.seq, tokens: next }], { logits: 'all', signal: ac.signal });
@@ -123,7 +131,9 @@ describe('chunked prefill (more than MAX_CHUNK_TOKENS)', () => {
     const m = await randomModel(cfg, { seed: 3 });
     try {
       const [p] = await m.prefill([{ tokens: prefix }], { logits: 'none' });
-      const seq = p.sequence, before = seq.state.slice(), pos = seq.position;
+      const seq = p.sequence,
+        before = seq.state.slice(),
+        pos = seq.position;
       const ac = new AbortController();
       const call = m.prefill([{ sequence: seq, tokens: long }], { logits: 'last', signal: ac.signal });
       setTimeout(() => ac.abort('late'), ms);
@@ -166,7 +176,9 @@ describe('chunked prefill (more than MAX_CHUNK_TOKENS)', () => {
   test('dispose() during a chunked prefill rejects it with E_DISPOSED and leaves its sequence as before', async () => {
     const m = await randomModel(cfg, { seed: 3 });
     const [p] = await m.prefill([{ tokens: prefix }], { logits: 'none' });
-    const seq = p.sequence, before = seq.state.slice(), pos = seq.position;
+    const seq = p.sequence,
+      before = seq.state.slice(),
+      pos = seq.position;
     const call = m.prefill([{ sequence: seq, tokens: long }]);
     setImmediate(() => m.dispose());
     const e = await rejection(call);

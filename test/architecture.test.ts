@@ -42,13 +42,17 @@ test('the checker fails on a back edge, a bindings import, a generate -> model e
     return g;
   };
   expect(layeringViolations(with_('lib/engine/model.ts', 'lib/cli/main.ts'))).toEqual([
-    'lib/engine/model.ts -> lib/cli/main.ts: back edge (engine must not depend on cli)']);
+    'lib/engine/model.ts -> lib/cli/main.ts: back edge (engine must not depend on cli)',
+  ]);
   expect(layeringViolations(with_('lib/checkpoint/config.ts', 'lib/engine/simba.ts'))).toEqual([
-    'lib/checkpoint/config.ts -> lib/engine/simba.ts: back edge (checkpoint must not depend on engine)']);
+    'lib/checkpoint/config.ts -> lib/engine/simba.ts: back edge (checkpoint must not depend on engine)',
+  ]);
   expect(layeringViolations(with_('lib/cli/main.ts', 'bindings.ts'))).toEqual([
-    'lib/cli/main.ts -> bindings.ts: only lib/engine/ may import bindings.ts']);
+    'lib/cli/main.ts -> bindings.ts: only lib/engine/ may import bindings.ts',
+  ]);
   expect(layeringViolations(with_('lib/generate/generate.ts', 'lib/engine/model.ts'))).toEqual([
-    'lib/generate/generate.ts -> lib/engine/model.ts: generate/ may see the engine only through lib/engine/lm.ts']);
+    'lib/generate/generate.ts -> lib/engine/model.ts: generate/ may see the engine only through lib/engine/lm.ts',
+  ]);
   expect(layeringViolations(with_('lib/engine/model.ts', 'lib/index.ts'))[0]).toMatch(/nothing imports lib\/index.ts/);
   // a cycle inside one part is not a layering violation, but is reported as a cycle
   const cyc = with_('lib/engine/sequence.ts', 'lib/engine/model.ts');

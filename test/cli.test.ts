@@ -17,16 +17,24 @@ const ROOT = path.resolve(__dirname, '..');
 const CLI = path.join(ROOT, 'dist', 'lib', 'cli', 'main.js');
 const MODEL = path.join(ROOT, 'models', 'brown-mamba-s');
 
-interface Run { code: number; stdout: string; stderr: string }
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
 
 /** Runs the CLI with `input` on its stdin (a pipe, closed after it: never a terminal). */
 function simba(args: string[], input = ''): Promise<Run> {
   return new Promise((resolve) => {
-    const child = execFile(process.execPath, [CLI, ...args], { cwd: ROOT, maxBuffer: 64 << 20, env: { ...process.env, SIMBA_DEBUG: '' } },
+    const child = execFile(
+      process.execPath,
+      [CLI, ...args],
+      { cwd: ROOT, maxBuffer: 64 << 20, env: { ...process.env, SIMBA_DEBUG: '' } },
       (err, stdout, stderr) => {
         const code = err ? (typeof err.code === 'number' ? err.code : -1) : 0;
         resolve({ code, stdout, stderr });
-      });
+      },
+    );
     child.stdin?.end(input);
   });
 }
@@ -65,14 +73,26 @@ describe('simba logits', () => {
     let mismatches = 0;
     got.logits.forEach((row, i) => {
       expect(row).toHaveLength(model.config.vocabSize);
-      row.forEach((x, j) => { if (x !== want.logits[i][j] || Math.fround(x) !== x) mismatches++; });
+      row.forEach((x, j) => {
+        if (x !== want.logits[i][j] || Math.fround(x) !== x) mismatches++;
+      });
     });
     expect(mismatches).toBe(0);
   });
 
   test('--json with Simba flags matches the API and reports kept tokens per layer', async () => {
-    const r = await simba(['logits', '--ids', ids.join(','), '--positions', '0,3,6', '--keep-counts', '5,4,3,2,1',
-                           '--criterion', 'local', '--json']);
+    const r = await simba([
+      'logits',
+      '--ids',
+      ids.join(','),
+      '--positions',
+      '0,3,6',
+      '--keep-counts',
+      '5,4,3,2,1',
+      '--criterion',
+      'local',
+      '--json',
+    ]);
     expect(r.code).toBe(0);
     const got = JSON.parse(r.stdout) as { positions: number[]; logits: number[][]; kept: number[] };
     const want = await model.logits(ids, [0, 3, 6], { simba: { keepCounts: [5, 4, 3, 2, 1], criterion: 'local' } });
@@ -98,7 +118,11 @@ describe('simba generate', () => {
 
   test('is deterministic for a seed, and the seed matters', async () => {
     const args = ['generate', '--model', MODEL, '--prompt', prompt, '--max-tokens', '20'];
-    const [a, b, c] = await Promise.all([simba([...args, '--seed', '7']), simba([...args, '--seed', '7']), simba([...args, '--seed', '8'])]);
+    const [a, b, c] = await Promise.all([
+      simba([...args, '--seed', '7']),
+      simba([...args, '--seed', '7']),
+      simba([...args, '--seed', '8']),
+    ]);
     expect(a.code).toBe(0);
     expect(a.stderr).toBe('');
     expect(a.stdout.length).toBeGreaterThan(0);
@@ -112,7 +136,11 @@ describe('simba generate', () => {
     expect(r.code).toBe(0);
     const tok = model.tokenizer!;
     const seq = model.newSequence();
-    let [{ logits: [logits] }] = await model.prefill([{ sequence: seq, tokens: tok.encode(prompt) }]);
+    let [
+      {
+        logits: [logits],
+      },
+    ] = await model.prefill([{ sequence: seq, tokens: tok.encode(prompt) }]);
     const out: number[] = [];
     for (let i = 0; i < n; i++) {
       const next = argmax(logits);
@@ -139,15 +167,26 @@ describe('simba generate', () => {
       const file = path.join(dir, 'prompt.txt');
       fs.writeFileSync(file, prompt + '\n');
       const [direct, fromFile, fromStdin] = await Promise.all([
-        simba([...args, '--prompt', prompt]), simba([...args, '--prompt-file', file]), simba(args, prompt + '\n')]);
+        simba([...args, '--prompt', prompt]),
+        simba([...args, '--prompt-file', file]),
+        simba(args, prompt + '\n'),
+      ]);
       expect(direct.code).toBe(0);
       expect(direct.stdout.length).toBeGreaterThan(1);
       expect(fromFile).toEqual(direct);
       expect(fromStdin).toEqual(direct);
       fs.writeFileSync(file, '');
       expectCleanError(await simba([...args, '--prompt-file', file]), 2, /the prompt file '.*prompt\.txt' is empty/);
-      expectCleanError(await simba([...args, '--prompt-file', path.join(dir, 'none.txt')]), 1, /cannot read prompt file .*: no such file/);
-      expectCleanError(await simba([...args, '--prompt', 'a', '--prompt-file', file]), 2, /give --prompt or --prompt-file, not both/);
+      expectCleanError(
+        await simba([...args, '--prompt-file', path.join(dir, 'none.txt')]),
+        1,
+        /cannot read prompt file .*: no such file/,
+      );
+      expectCleanError(
+        await simba([...args, '--prompt', 'a', '--prompt-file', file]),
+        2,
+        /give --prompt or --prompt-file, not both/,
+      );
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
@@ -180,7 +219,8 @@ describe('progress bar', () => {
   }
 
   test('Ctrl-C while a bar runs shows the cursor again and exits 130', async () => {
-    const tty = fakeTty(), exits: number[] = [];
+    const tty = fakeTty(),
+      exits: number[] = [];
     const before = process.listenerCount('SIGINT');
     const bar = progress('loading', tty, (code) => exits.push(code));
     bar.update(1, 10, 'x');
@@ -189,14 +229,16 @@ describe('progress bar', () => {
     await new Promise((r) => setImmediate(r));
     expect(exits).toEqual([130]);
     const text = tty.text();
-    expect(text).toContain('\x1b[?25l');                                  // hidden while running
+    expect(text).toContain('\x1b[?25l'); // hidden while running
     expect(text.lastIndexOf('\x1b[?25h')).toBeGreaterThan(text.lastIndexOf('\x1b[?25l')); // shown at the end
     expect(process.listenerCount('SIGINT')).toBe(before);
   });
 
   test('a bar that stops normally leaves no SIGINT handler behind; no terminal, no bar', () => {
     const before = process.listenerCount('SIGINT');
-    const bar = progress('x', fakeTty(), () => { throw new Error('must not exit'); });
+    const bar = progress('x', fakeTty(), () => {
+      throw new Error('must not exit');
+    });
     bar.update(1, 2);
     bar.stop();
     expect(process.listenerCount('SIGINT')).toBe(before);
@@ -234,13 +276,32 @@ describe('simba info', () => {
 
 describe('simba bench', () => {
   test('--json with tiny settings has the documented structure and positive numbers', async () => {
-    const r = await simba(['bench', '--model', MODEL, '--json', '--lengths', '16', '--batches', '1,2', '--runs', '1',
-                           '--decode-tokens', '2', '--flops', '0.25,0.8']);
+    const r = await simba([
+      'bench',
+      '--model',
+      MODEL,
+      '--json',
+      '--lengths',
+      '16',
+      '--batches',
+      '1,2',
+      '--runs',
+      '1',
+      '--decode-tokens',
+      '2',
+      '--flops',
+      '0.25,0.8',
+    ]);
     expect(r.code).toBe(0);
-    expect(r.stderr).toBe('');   // no progress bar off a terminal
+    expect(r.stderr).toBe(''); // no progress bar off a terminal
     const j = JSON.parse(r.stdout);
-    expect(j.machine).toMatchObject({ cpu: expect.any(String), cores: expect.any(Number), isa: model.info().isa,
-                                      threads: model.info().threads, node: process.version });
+    expect(j.machine).toMatchObject({
+      cpu: expect.any(String),
+      cores: expect.any(Number),
+      isa: model.info().isa,
+      threads: model.info().threads,
+      node: process.version,
+    });
     expect(Date.parse(j.machine.date)).not.toBeNaN();
     expect(j.settings).toMatchObject({ runs: 1, lengths: [16], batches: [1, 2], decodeTokens: 2, flops: [0.25, 0.8] });
     const positive = (s: { median: number; min: number; max: number; samples: number[] }) => {
@@ -253,7 +314,10 @@ describe('simba bench', () => {
     expect(j.prefill[0].length).toBe(16);
     positive(j.prefill[0].tokensPerSec);
     expect(j.decode.map((d: { batch: number }) => d.batch)).toEqual([1, 2]);
-    j.decode.forEach((d: { steps: number; tokensPerSec: never }) => { expect(d.steps).toBe(2); positive(d.tokensPerSec); });
+    j.decode.forEach((d: { steps: number; tokensPerSec: never }) => {
+      expect(d.steps).toBe(2);
+      positive(d.tokensPerSec);
+    });
     expect(j.simba).toHaveLength(2);
     const [low, high] = j.simba;
     expect(low).toMatchObject({ length: 16, budget: 0.25, schedule: 'steep' });
@@ -277,7 +341,9 @@ describe('simba bench', () => {
 
 describe('simba eval and inspect', () => {
   let dir: string;
-  beforeAll(() => { dir = fs.mkdtempSync(path.join(os.tmpdir(), 'simba-cli-')); });
+  beforeAll(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'simba-cli-'));
+  });
   afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
   test('eval ppl --json reports the windows and a perplexity', async () => {
@@ -289,7 +355,14 @@ describe('simba eval and inspect', () => {
     expect(r.code).toBe(0);
     const j = JSON.parse(r.stdout);
     const windows = Math.floor(n / 128) + (n % 128 >= 2 ? 1 : 0);
-    expect(j).toMatchObject({ tokens: n, ctx: 128, windows, scored: n - windows - (n % 128 === 1 ? 1 : 0), relFlops: 1, simba: null });
+    expect(j).toMatchObject({
+      tokens: n,
+      ctx: 128,
+      windows,
+      scored: n - windows - (n % 128 === 1 ? 1 : 0),
+      relFlops: 1,
+      simba: null,
+    });
     expect(j.ppl).toBeCloseTo(Math.exp(j.meanNll), 10);
     expect(j.ppl).toBeGreaterThan(10);
     expect(j.ppl).toBeLessThan(1000);
@@ -303,14 +376,26 @@ describe('simba eval and inspect', () => {
   test('eval choice names the line of a malformed task', async () => {
     const file = path.join(dir, 'bad.jsonl');
     fs.writeFileSync(file, '{"context":"A","choices":[" b"," c"],"label":1}\n\n{"context":"A","choices":[" b"],"label":0}\n');
-    expectCleanError(await simba(['eval', 'choice', '--file', file]), 1, /bad\.jsonl line 3: "choices" must be an array of at least 2 strings/);
+    expectCleanError(
+      await simba(['eval', 'choice', '--file', file]),
+      1,
+      /bad\.jsonl line 3: "choices" must be an array of at least 2 strings/,
+    );
     fs.writeFileSync(file, '{"context":"A","choices":[" b"," c"],"label":2}\n');
     expectCleanError(await simba(['eval', 'choice', '--file', file]), 1, /line 1: "label" must be an integer in \[0, 1\]/);
   });
 
   test('inspect writes an SVG and prints kept tokens per layer', async () => {
     const svg = path.join(dir, 'map.svg');
-    const r = await simba(['inspect', '--prompt', 'The jury said it did not find any evidence.', '--keep-last', '0.2', '--svg', svg]);
+    const r = await simba([
+      'inspect',
+      '--prompt',
+      'The jury said it did not find any evidence.',
+      '--keep-last',
+      '0.2',
+      '--svg',
+      svg,
+    ]);
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/layer {2}0 {2}#+\s+\d+ \/ \d+/);
     const doc = fs.readFileSync(svg, 'utf8');
@@ -321,11 +406,19 @@ describe('simba eval and inspect', () => {
 
 describe('bad input: a one-line message, an exit code, no stack trace', () => {
   test('a missing model folder (runtime error, exit 1)', async () => {
-    expectCleanError(await simba(['generate', '--model', '/no/such/model', '--prompt', 'Hi']), 1, /model folder '\/no\/such\/model' does not exist/);
+    expectCleanError(
+      await simba(['generate', '--model', '/no/such/model', '--prompt', 'Hi']),
+      1,
+      /model folder '\/no\/such\/model' does not exist/,
+    );
   });
 
   test('a token id outside the vocabulary (exit 2)', async () => {
-    expectCleanError(await simba(['logits', '--ids', '1,99999', '--json']), 2, /token id 99999 \(index 1\) is outside the vocabulary \[0, 4096\)/);
+    expectCleanError(
+      await simba(['logits', '--ids', '1,99999', '--json']),
+      2,
+      /token id 99999 \(index 1\) is outside the vocabulary \[0, 4096\)/,
+    );
   });
 
   test('a negative --max-tokens (exit 2)', async () => {
@@ -352,7 +445,11 @@ describe('bad input: a one-line message, an exit code, no stack trace', () => {
   });
 
   test('a missing input file (exit 1)', async () => {
-    expectCleanError(await simba(['eval', 'ppl', '--file', '/no/such/file.txt']), 1, /cannot read text file '\/no\/such\/file.txt': no such file/);
+    expectCleanError(
+      await simba(['eval', 'ppl', '--file', '/no/such/file.txt']),
+      1,
+      /cannot read text file '\/no\/such\/file.txt': no such file/,
+    );
   });
 
   test('--help works for every command', async () => {
@@ -382,19 +479,30 @@ describe('README', () => {
       const file = path.join(dir, 'example.ts');
       fs.writeFileSync(file, src);
       const program = ts.createProgram([file], {
-        noEmit: true, strict: true, target: ts.ScriptTarget.ES2022, module: ts.ModuleKind.ES2022, moduleResolution: ts.ModuleResolutionKind.Node10,
-        types: ['node'], typeRoots: [path.join(ROOT, 'node_modules', '@types')], skipLibCheck: true,
-        baseUrl: ROOT, paths: { 'simba-ssm': ['lib/index.ts'] },
+        noEmit: true,
+        strict: true,
+        target: ts.ScriptTarget.ES2022,
+        module: ts.ModuleKind.ES2022,
+        moduleResolution: ts.ModuleResolutionKind.Node10,
+        types: ['node'],
+        typeRoots: [path.join(ROOT, 'node_modules', '@types')],
+        skipLibCheck: true,
+        baseUrl: ROOT,
+        paths: { 'simba-ssm': ['lib/index.ts'] },
       });
       const diags = ts.getPreEmitDiagnostics(program).map((d) => ts.flattenDiagnosticMessageText(d.messageText, '\n'));
       expect(diags).toEqual([]);
       // run it (CommonJS, the body in an async function, against dist/)
-      const js = ts.transpileModule(src, { compilerOptions: { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2022 } }).outputText
-        .replace(/require\("simba-ssm"\)/, `require(${JSON.stringify(path.join(ROOT, 'dist', 'lib', 'index.js'))})`);
+      const js = ts
+        .transpileModule(src, { compilerOptions: { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2022 } })
+        .outputText.replace(/require\("simba-ssm"\)/, `require(${JSON.stringify(path.join(ROOT, 'dist', 'lib', 'index.js'))})`);
       const run = path.join(dir, 'example.js');
       fs.writeFileSync(run, `(async () => {\n${js}\n})().catch((e) => { console.error(e); process.exit(1); });\n`);
-      const r = await new Promise<Run>((resolve) => execFile(process.execPath, [run], { cwd: dir }, (err, stdout, stderr) =>
-        resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr })));
+      const r = await new Promise<Run>((resolve) =>
+        execFile(process.execPath, [run], { cwd: dir }, (err, stdout, stderr) =>
+          resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr }),
+        ),
+      );
       expect(r.stderr).toBe('');
       expect(r.code).toBe(0);
       expect(r.stdout).toContain('19 4096');
@@ -407,7 +515,10 @@ describe('README', () => {
   });
 
   test('every CLI example that needs no extra file runs (exit 0, output on stdout)', async () => {
-    const lines = block('sh').split('\n').map((l) => l.replace(/\s+#.*$/, '').trim()).filter((l) => l.includes('npx simba'));
+    const lines = block('sh')
+      .split('\n')
+      .map((l) => l.replace(/\s+#.*$/, '').trim())
+      .filter((l) => l.includes('npx simba'));
     expect(lines.length).toBeGreaterThan(8);
     // bench on a 130m-parameter shape takes minutes; eval needs the user's text or task file
     const runnable = lines.filter((l) => !/ simba (bench|eval) /.test(l));
@@ -415,8 +526,11 @@ describe('README', () => {
     try {
       for (const line of runnable) {
         const cmd = line.replace(/npx simba/g, `${JSON.stringify(process.execPath)} ${JSON.stringify(CLI)}`);
-        const r = await new Promise<Run>((resolve) => execFile('bash', ['-c', cmd], { cwd: dir }, (err, stdout, stderr) =>
-          resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr })));
+        const r = await new Promise<Run>((resolve) =>
+          execFile('bash', ['-c', cmd], { cwd: dir }, (err, stdout, stderr) =>
+            resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr }),
+          ),
+        );
         expect({ line, code: r.code, stderr: r.stderr }).toEqual({ line, code: 0, stderr: '' });
         expect(r.stdout.length).toBeGreaterThan(0);
       }

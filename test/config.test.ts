@@ -8,20 +8,53 @@ const SHIPPED = path.join(__dirname, '..', 'models', 'brown-mamba-s');
 
 /** state-spaces/mamba-130m config.json (original layout). */
 const SS_130M = {
-  d_model: 768, n_layer: 24, vocab_size: 50277, ssm_cfg: {}, rms_norm: true,
-  residual_in_fp32: true, fused_add_norm: true, pad_vocab_size_multiple: 8,
+  d_model: 768,
+  n_layer: 24,
+  vocab_size: 50277,
+  ssm_cfg: {},
+  rms_norm: true,
+  residual_in_fp32: true,
+  fused_add_norm: true,
+  pad_vocab_size_multiple: 8,
 };
 
 /** state-spaces/mamba-130m-hf config.json (HF layout with state-spaces leftovers). */
 const HF_130M = {
-  architectures: ['MambaForCausalLM'], bos_token_id: 0, conv_kernel: 4, d_inner: 1536, d_model: 768,
-  eos_token_id: 0, expand: 2, fused_add_norm: true, hidden_act: 'silu', hidden_size: 768,
-  initializer_range: 0.1, intermediate_size: 1536, layer_norm_epsilon: 1e-5, model_type: 'mamba',
-  n_layer: 24, num_hidden_layers: 24, pad_token_id: 0, pad_vocab_size_multiple: 8,
-  rescale_prenorm_residual: false, residual_in_fp32: true, rms_norm: true, ssm_cfg: {}, state_size: 16,
-  time_step_floor: 0.0001, time_step_init_scheme: 'random', time_step_max: 0.1, time_step_min: 0.001,
-  time_step_rank: 48, time_step_scale: 1.0, torch_dtype: 'float32', transformers_version: '4.39.0.dev0',
-  use_bias: false, use_cache: true, use_conv_bias: true, vocab_size: 50280,
+  architectures: ['MambaForCausalLM'],
+  bos_token_id: 0,
+  conv_kernel: 4,
+  d_inner: 1536,
+  d_model: 768,
+  eos_token_id: 0,
+  expand: 2,
+  fused_add_norm: true,
+  hidden_act: 'silu',
+  hidden_size: 768,
+  initializer_range: 0.1,
+  intermediate_size: 1536,
+  layer_norm_epsilon: 1e-5,
+  model_type: 'mamba',
+  n_layer: 24,
+  num_hidden_layers: 24,
+  pad_token_id: 0,
+  pad_vocab_size_multiple: 8,
+  rescale_prenorm_residual: false,
+  residual_in_fp32: true,
+  rms_norm: true,
+  ssm_cfg: {},
+  state_size: 16,
+  time_step_floor: 0.0001,
+  time_step_init_scheme: 'random',
+  time_step_max: 0.1,
+  time_step_min: 0.001,
+  time_step_rank: 48,
+  time_step_scale: 1.0,
+  torch_dtype: 'float32',
+  transformers_version: '4.39.0.dev0',
+  use_bias: false,
+  use_cache: true,
+  use_conv_bias: true,
+  vocab_size: 50280,
 };
 
 function expectConfigError(json: unknown, ...patterns: RegExp[]): SimbaError {
@@ -42,9 +75,20 @@ function expectConfigError(json: unknown, ...patterns: RegExp[]): SimbaError {
 describe('parseConfig: HF layout', () => {
   it('loads the shipped brown-mamba-s config', () => {
     expect(loadConfig(SHIPPED)).toEqual({
-      vocabSize: 4096, dModel: 128, nLayer: 6, dInner: 256, dState: 16, dtRank: 8, dConv: 4,
-      convBias: true, projBias: false, eps: 1e-5, tieEmbeddings: true,
-      bosTokenId: 0, eosTokenId: 0, padTokenId: 1,
+      vocabSize: 4096,
+      dModel: 128,
+      nLayer: 6,
+      dInner: 256,
+      dState: 16,
+      dtRank: 8,
+      dConv: 4,
+      convBias: true,
+      projBias: false,
+      eps: 1e-5,
+      tieEmbeddings: true,
+      bosTokenId: 0,
+      eosTokenId: 0,
+      padTokenId: 1,
     });
   });
 
@@ -55,11 +99,23 @@ describe('parseConfig: HF layout', () => {
 
   it('parses the official mamba-130m-hf config (with state-spaces leftovers)', () => {
     const c = parseConfig(HF_130M, 'x');
-    expect(c).toMatchObject({ vocabSize: 50280, dModel: 768, nLayer: 24, dInner: 1536, dState: 16, dtRank: 48, dConv: 4, tieEmbeddings: true });
+    expect(c).toMatchObject({
+      vocabSize: 50280,
+      dModel: 768,
+      nLayer: 24,
+      dInner: 1536,
+      dState: 16,
+      dtRank: 48,
+      dConv: 4,
+      tieEmbeddings: true,
+    });
   });
 
   it("resolves time_step_rank 'auto' to ceil(hidden/16) and defaults intermediate to expand*hidden", () => {
-    const c = parseConfig({ model_type: 'mamba', hidden_size: 100, num_hidden_layers: 2, vocab_size: 10, time_step_rank: 'auto', expand: 3 }, 'x');
+    const c = parseConfig(
+      { model_type: 'mamba', hidden_size: 100, num_hidden_layers: 2, vocab_size: 10, time_step_rank: 'auto', expand: 3 },
+      'x',
+    );
     expect(c.dtRank).toBe(7);
     expect(c.dInner).toBe(300);
     expect(c.dState).toBe(16);
@@ -72,7 +128,11 @@ describe('parseConfig: HF layout', () => {
   });
 
   it('rejects intermediate_size inconsistent with expand * hidden_size', () => {
-    expectConfigError({ ...HF_130M, d_inner: undefined, intermediate_size: 1000 }, /'intermediate_size' = 1000/, /expand.*hidden_size.*1536/);
+    expectConfigError(
+      { ...HF_130M, d_inner: undefined, intermediate_size: 1000 },
+      /'intermediate_size' = 1000/,
+      /expand.*hidden_size.*1536/,
+    );
   });
 
   it('rejects leftover keys that disagree', () => {
@@ -92,8 +152,17 @@ describe('parseConfig: HF layout', () => {
     ['num_hidden_layers', '24'],
     ['state_size', true],
   ])('rejects a bad size %s = %p', (key, value) => {
-    const json: Record<string, unknown> = { model_type: 'mamba', hidden_size: 64, num_hidden_layers: 2, vocab_size: 10, [key]: value };
-    expectConfigError(json, new RegExp(`'${key}' must be a positive integer, found ${JSON.stringify(value).replace(/[.]/g, '\\.')}`));
+    const json: Record<string, unknown> = {
+      model_type: 'mamba',
+      hidden_size: 64,
+      num_hidden_layers: 2,
+      vocab_size: 10,
+      [key]: value,
+    };
+    expectConfigError(
+      json,
+      new RegExp(`'${key}' must be a positive integer, found ${JSON.stringify(value).replace(/[.]/g, '\\.')}`),
+    );
   });
 
   it('treats null as absent (defaults apply)', () => {
@@ -114,7 +183,11 @@ describe('parseConfig: HF layout', () => {
   });
 
   it('rejects unknown keys by default, listing them', () => {
-    expectConfigError({ ...HF_130M, zeta: 1, alpha_key: true }, /unknown config key\(s\) 'alpha_key', 'zeta'/, /allowUnknownKeys/);
+    expectConfigError(
+      { ...HF_130M, zeta: 1, alpha_key: true },
+      /unknown config key\(s\) 'alpha_key', 'zeta'/,
+      /allowUnknownKeys/,
+    );
   });
 
   it('turns unknown keys into warnings with allowUnknownKeys', () => {
@@ -135,18 +208,45 @@ describe('parseConfig: state-spaces layout', () => {
   it('parses mamba-130m and pads the vocabulary', () => {
     expect(detectLayout(SS_130M)).toBe('state-spaces');
     expect(parseConfig(SS_130M, 'x')).toEqual({
-      vocabSize: 50280, dModel: 768, nLayer: 24, dInner: 1536, dState: 16, dtRank: 48, dConv: 4,
-      convBias: true, projBias: false, eps: 1e-5, tieEmbeddings: true,
-      bosTokenId: null, eosTokenId: null, padTokenId: null,
+      vocabSize: 50280,
+      dModel: 768,
+      nLayer: 24,
+      dInner: 1536,
+      dState: 16,
+      dtRank: 48,
+      dConv: 4,
+      convBias: true,
+      projBias: false,
+      eps: 1e-5,
+      tieEmbeddings: true,
+      bosTokenId: null,
+      eosTokenId: null,
+      padTokenId: null,
     });
   });
 
   it('reads ssm_cfg and tie_embeddings', () => {
-    const c = parseConfig({
-      d_model: 64, n_layer: 3, vocab_size: 100, pad_vocab_size_multiple: 16, tie_embeddings: false,
-      ssm_cfg: { d_state: 8, d_conv: 3, expand: 3, dt_rank: 5, conv_bias: false, bias: true },
-    }, 'x');
-    expect(c).toMatchObject({ vocabSize: 112, dInner: 192, dState: 8, dConv: 3, dtRank: 5, convBias: false, projBias: true, tieEmbeddings: false });
+    const c = parseConfig(
+      {
+        d_model: 64,
+        n_layer: 3,
+        vocab_size: 100,
+        pad_vocab_size_multiple: 16,
+        tie_embeddings: false,
+        ssm_cfg: { d_state: 8, d_conv: 3, expand: 3, dt_rank: 5, conv_bias: false, bias: true },
+      },
+      'x',
+    );
+    expect(c).toMatchObject({
+      vocabSize: 112,
+      dInner: 192,
+      dState: 8,
+      dConv: 3,
+      dtRank: 5,
+      convBias: false,
+      projBias: true,
+      tieEmbeddings: false,
+    });
   });
 
   it('pad_vocab_size_multiple 1 keeps the vocabulary', () => {
@@ -188,7 +288,9 @@ describe('loadConfig', () => {
   it('reports garbled JSON with the file name', () => {
     const dir = fs.mkdtempSync(path.join(tmp, 'bad-'));
     fs.writeFileSync(path.join(dir, 'config.json'), '{"hidden_size": 12,');
-    expect(() => loadConfig(dir)).toThrow(expect.objectContaining({ code: 'E_CONFIG', message: expect.stringMatching(/config\.json: not valid JSON/) }));
+    expect(() => loadConfig(dir)).toThrow(
+      expect.objectContaining({ code: 'E_CONFIG', message: expect.stringMatching(/config\.json: not valid JSON/) }),
+    );
   });
 
   it('accepts a path to the file itself', () => {

@@ -39,36 +39,60 @@ describe('CUDA availability', () => {
     else expect(status.reason).toMatch(/Tried:/);
   });
 
-  (status.available ? test.skip : test)("without a GPU, device 'cuda' fails with the reason and 'auto' picks the CPU", async () => {
-    await expect(randomModel(randomConfig(), { device: 'cuda' })).rejects.toThrow(/device 'cuda' is not available/);
-    await expect(loadModel(SHIPPED, { device: 'cuda' })).rejects.toThrow(/Tried:/);
-    const m = await randomModel(randomConfig(), { device: 'auto' });
-    try {
-      expect(m.info().device).toBe('cpu');
-    } finally {
-      m.dispose();
-    }
-  });
+  (status.available ? test.skip : test)(
+    "without a GPU, device 'cuda' fails with the reason and 'auto' picks the CPU",
+    async () => {
+      await expect(randomModel(randomConfig(), { device: 'cuda' })).rejects.toThrow(/device 'cuda' is not available/);
+      await expect(loadModel(SHIPPED, { device: 'cuda' })).rejects.toThrow(/Tried:/);
+      const m = await randomModel(randomConfig(), { device: 'auto' });
+      try {
+        expect(m.info().device).toBe('cpu');
+      } finally {
+        m.dispose();
+      }
+    },
+  );
 });
 
 const d = status.available ? describe : describe.skip;
 
 d(`CUDA kernels vs CPU kernels (seed ${seed0})`, () => {
-  const cpu = addon.kernels, gpu = addon.cudaKernels;
+  const cpu = addon.kernels,
+    gpu = addon.cudaKernels;
 
-  test.each([[1, 5, 3], [8, 64, 40], [7, 33, 17], [100, 70, 50], [13, 100, 64], [130, 65, 200], [300, 257, 96]])(
-    'gemm M=%i N=%i K=%i, f32 and bf16 weights', (M, N, K) => {
-      const A = randArray(M * K, seed0 + M), W = randArray(N * K, seed0 + N), bias = randArray(N, seed0 + K);
-      for (const bf16 of [false, true]) {
-        const want = cpu.gemm({ A, W, bias, M, N, K, bf16 });
-        expect(relErr(gpu.gemm({ A, W, bias, M, N, K, bf16 }), want)).toBeLessThan(bf16 ? 2e-2 : 1e-4);
-        expect(relErr(gpu.gemm({ A, W, bias: null, M, N, K, bf16 }), cpu.gemm({ A, W, bias: null, M, N, K, bf16 }))).toBeLessThan(bf16 ? 2e-2 : 1e-4);
-      }
-    });
+  test.each([
+    [1, 5, 3],
+    [8, 64, 40],
+    [7, 33, 17],
+    [100, 70, 50],
+    [13, 100, 64],
+    [130, 65, 200],
+    [300, 257, 96],
+  ])('gemm M=%i N=%i K=%i, f32 and bf16 weights', (M, N, K) => {
+    const A = randArray(M * K, seed0 + M),
+      W = randArray(N * K, seed0 + N),
+      bias = randArray(N, seed0 + K);
+    for (const bf16 of [false, true]) {
+      const want = cpu.gemm({ A, W, bias, M, N, K, bf16 });
+      expect(relErr(gpu.gemm({ A, W, bias, M, N, K, bf16 }), want)).toBeLessThan(bf16 ? 2e-2 : 1e-4);
+      expect(relErr(gpu.gemm({ A, W, bias: null, M, N, K, bf16 }), cpu.gemm({ A, W, bias: null, M, N, K, bf16 }))).toBeLessThan(
+        bf16 ? 2e-2 : 1e-4,
+      );
+    }
+  });
 
-  test.each([[2, 1], [3, 5], [4, 1], [4, 40], [4, 300]])('conv1d K=%i T=%i, continuing from a state', (K, T) => {
+  test.each([
+    [2, 1],
+    [3, 5],
+    [4, 1],
+    [4, 40],
+    [4, 300],
+  ])('conv1d K=%i T=%i, continuing from a state', (K, T) => {
     const E = 37;
-    const x = randArray(T * E, seed0 + 3), w = randArray(E * K, seed0 + 4), b = randArray(E, seed0 + 5), st = randArray(E * (K - 1), seed0 + 6);
+    const x = randArray(T * E, seed0 + 3),
+      w = randArray(E * K, seed0 + 4),
+      b = randArray(E, seed0 + 5),
+      st = randArray(E * (K - 1), seed0 + 6);
     for (const bias of [b, null]) {
       const want = cpu.conv1d({ x, w, bias, state: st.slice(), T, E, K });
       const got = gpu.conv1d({ x, w, bias, state: st.slice(), T, E, K });
@@ -78,27 +102,47 @@ d(`CUDA kernels vs CPU kernels (seed ${seed0})`, () => {
   });
 
   // T <= 4 takes the sequential (decode) kernel, longer sequences the chunked parallel scan.
-  test.each([[16, 1, 37], [16, 4, 37], [16, 33, 37], [16, 200, 100], [5, 70, 37], [12, 7, 64], [64, 130, 40], [24, 1000, 33]])(
-    'selective scan N=%i T=%i E=%i', (N, T, E) => {
-      const x = randArray(T * E, seed0 + 7), dtRaw = randArray(T * E, seed0 + 8, 4), Alog = randArray(E * N, seed0 + 9);
-      const B = randArray(T * N, seed0 + 10), C = randArray(T * N, seed0 + 11), D = randArray(E, seed0 + 12);
-      const z = randArray(T * E, seed0 + 13, 3), s0 = randArray(E * N, seed0 + 14);
-      const args = { x, A_log: Alog, B, C, D, z, T, E, N };
-      const want = cpu.scan({ ...args, dt: dtRaw.slice(), state: s0.slice() });
-      const got = gpu.scan({ ...args, dt: dtRaw.slice(), state: s0.slice() });
-      expect(relErr(got.dt, want.dt)).toBeLessThan(1e-5);
-      expect(relErr(got.y, want.y)).toBeLessThan(1e-4);
-      expect(relErr(got.state, want.state)).toBeLessThan(1e-4);
-    });
+  test.each([
+    [16, 1, 37],
+    [16, 4, 37],
+    [16, 33, 37],
+    [16, 200, 100],
+    [5, 70, 37],
+    [12, 7, 64],
+    [64, 130, 40],
+    [24, 1000, 33],
+  ])('selective scan N=%i T=%i E=%i', (N, T, E) => {
+    const x = randArray(T * E, seed0 + 7),
+      dtRaw = randArray(T * E, seed0 + 8, 4),
+      Alog = randArray(E * N, seed0 + 9);
+    const B = randArray(T * N, seed0 + 10),
+      C = randArray(T * N, seed0 + 11),
+      D = randArray(E, seed0 + 12);
+    const z = randArray(T * E, seed0 + 13, 3),
+      s0 = randArray(E * N, seed0 + 14);
+    const args = { x, A_log: Alog, B, C, D, z, T, E, N };
+    const want = cpu.scan({ ...args, dt: dtRaw.slice(), state: s0.slice() });
+    const got = gpu.scan({ ...args, dt: dtRaw.slice(), state: s0.slice() });
+    expect(relErr(got.dt, want.dt)).toBeLessThan(1e-5);
+    expect(relErr(got.y, want.y)).toBeLessThan(1e-4);
+    expect(relErr(got.state, want.state)).toBeLessThan(1e-4);
+  });
 
   test.each([
-    ['simba', 'max', 16, 50], ['simba', 'sum', 16, 50], ['simba', 'max', 7, 23], ['simba', 'sum', 3, 1],
-    ['simba', 'max', 16, 700], ['local', 'max', 16, 50], ['local', 'sum', 5, 90],
+    ['simba', 'max', 16, 50],
+    ['simba', 'sum', 16, 50],
+    ['simba', 'max', 7, 23],
+    ['simba', 'sum', 3, 1],
+    ['simba', 'max', 16, 700],
+    ['local', 'max', 16, 50],
+    ['local', 'sum', 5, 90],
   ] as const)('score %s reduce=%s N=%i T=%i', (crit, reduce, N, T) => {
     const E = 37;
-    const x = randArray(T * E, seed0 + 15), Alog = randArray(E * N, seed0 + 16);
+    const x = randArray(T * E, seed0 + 15),
+      Alog = randArray(E * N, seed0 + 16);
     const dt = randArray(T * E, seed0 + 17, 3).map((v) => Math.log1p(Math.exp(v)));
-    const B = randArray(T * N, seed0 + 18), C = randArray(T * N, seed0 + 19);
+    const B = randArray(T * N, seed0 + 18),
+      C = randArray(T * N, seed0 + 19);
     const args = { x, dt, A_log: Alog, B, C, T, E, N, local: crit === 'local', reduceSum: reduce === 'sum' };
     expect(relErr(gpu.score(args), cpu.score(args))).toBeLessThan(1e-4);
   });
@@ -139,14 +183,26 @@ d(`CUDA model vs CPU model (seed ${seed0})`, () => {
       try {
         expect(g.info().device).toBe('cuda');
         expect(g.info().paramCount).toBe(c.info().paramCount);
-        const prompts = [randTokens(1, cfg.vocabSize, seed0 + 1), randTokens(17, cfg.vocabSize, seed0 + 2), randTokens(130, cfg.vocabSize, seed0 + 3)];
-        const want = await c.prefill(prompts.map((tokens) => ({ tokens })), { logits: 'all' });
-        const got = await g.prefill(prompts.map((tokens) => ({ tokens })), { logits: 'all' });
+        const prompts = [
+          randTokens(1, cfg.vocabSize, seed0 + 1),
+          randTokens(17, cfg.vocabSize, seed0 + 2),
+          randTokens(130, cfg.vocabSize, seed0 + 3),
+        ];
+        const want = await c.prefill(
+          prompts.map((tokens) => ({ tokens })),
+          { logits: 'all' },
+        );
+        const got = await g.prefill(
+          prompts.map((tokens) => ({ tokens })),
+          { logits: 'all' },
+        );
         compareResults(got, want, tol, true);
-        const cs = want.map((r) => r.sequence), gs = got.map((r) => r.sequence);
+        const cs = want.map((r) => r.sequence),
+          gs = got.map((r) => r.sequence);
         for (let step = 0; step < 3; step++) {
           const next = randTokens(3, cfg.vocabSize, seed0 + 10 + step);
-          const a = await c.decode(cs, next), b = await g.decode(gs, next);
+          const a = await c.decode(cs, next),
+            b = await g.decode(gs, next);
           expect(maxRowErr(b, a)).toBeLessThan(tol);
         }
         for (let i = 0; i < cs.length; i++) expect(relErr(gs[i].state, cs[i].state)).toBeLessThan(tol);
@@ -162,8 +218,14 @@ d(`CUDA model vs CPU model (seed ${seed0})`, () => {
     const [c, g] = await pair(cfg, 'f32', 3);
     try {
       const ids = randTokens(300, cfg.vocabSize, seed0 + 4);
-      const sc = c.newSequence(), sg = g.newSequence();
-      for (const [a, b] of [[0, 5], [5, 6], [6, 70], [70, 300]]) {
+      const sc = c.newSequence(),
+        sg = g.newSequence();
+      for (const [a, b] of [
+        [0, 5],
+        [5, 6],
+        [6, 70],
+        [70, 300],
+      ]) {
         const [x] = await c.prefill([{ sequence: sc, tokens: ids.slice(a, b) }], { logits: 'all' });
         const [y] = await g.prefill([{ sequence: sg, tokens: ids.slice(a, b) }], { logits: 'all' });
         expect(maxRowErr(y.logits, x.logits)).toBeLessThan(1e-4);
@@ -176,30 +238,48 @@ d(`CUDA model vs CPU model (seed ${seed0})`, () => {
   });
 
   test.each(['simba', 'local', 'norm', 'uniform', 'random'] as const)(
-    'Simba criterion %s: kept sets (exit layers), processed counts, early-exit logits and states', async (criterion) => {
+    'Simba criterion %s: kept sets (exit layers), processed counts, early-exit logits and states',
+    async (criterion) => {
       const cfg = randomConfig({ dModel: 48, dState: 16, nLayer: 4 });
       const [c, g] = await pair(cfg, 'f32', 5);
       try {
-        const prompts = [randTokens(40, cfg.vocabSize, seed0 + 5), randTokens(9, cfg.vocabSize, seed0 + 6), randTokens(150, cfg.vocabSize, seed0 + 7)];
+        const prompts = [
+          randTokens(40, cfg.vocabSize, seed0 + 5),
+          randTokens(9, cfg.vocabSize, seed0 + 6),
+          randTokens(150, cfg.vocabSize, seed0 + 7),
+        ];
         const options: SimbaOptions[] = [
           { rLast: 0.1, criterion, reduce: 'max' },
           { flops: 0.5, criterion, reduce: 'sum', protect: { first: 2, last: 3 }, seed: 11 },
           { keepCounts: [30, 12, 5], criterion, seed: 3 },
         ];
         for (const simba of options) {
-          const want = await c.prefill(prompts.map((tokens) => ({ tokens })), { logits: 'all', simba });
-          const got = await g.prefill(prompts.map((tokens) => ({ tokens })), { logits: 'all', simba });
+          const want = await c.prefill(
+            prompts.map((tokens) => ({ tokens })),
+            { logits: 'all', simba },
+          );
+          const got = await g.prefill(
+            prompts.map((tokens) => ({ tokens })),
+            { logits: 'all', simba },
+          );
           compareResults(got, want, 1e-4, true);
           // decode continues densely from the pruned states
-          const a = await c.decode(want.map((r) => r.sequence), [1, 2, 3]);
-          const b = await g.decode(got.map((r) => r.sequence), [1, 2, 3]);
+          const a = await c.decode(
+            want.map((r) => r.sequence),
+            [1, 2, 3],
+          );
+          const b = await g.decode(
+            got.map((r) => r.sequence),
+            [1, 2, 3],
+          );
           expect(maxRowErr(b, a)).toBeLessThan(1e-4);
         }
       } finally {
         c.dispose();
         g.dispose();
       }
-    });
+    },
+  );
 });
 
 d('shipped brown-mamba-s on CUDA', () => {
@@ -208,7 +288,10 @@ d('shipped brown-mamba-s on CUDA', () => {
     c = await loadModel(SHIPPED);
     g = await loadModel(SHIPPED, { device: 'cuda' });
   });
-  afterAll(() => { c?.dispose(); g?.dispose(); });
+  afterAll(() => {
+    c?.dispose();
+    g?.dispose();
+  });
 
   test('info reports the device', () => {
     expect(g.info().device).toBe('cuda');
@@ -216,8 +299,11 @@ d('shipped brown-mamba-s on CUDA', () => {
   });
 
   test('logits at every position and with Simba (flops 0.5) match the CPU', async () => {
-    const ids = c.tokenizer!.encode('The Fulton County Grand Jury said Friday an investigation of recent primary elections produced no evidence that any irregularities took place.');
-    const a = await c.logits(ids, 'all'), b = await g.logits(ids, 'all');
+    const ids = c.tokenizer!.encode(
+      'The Fulton County Grand Jury said Friday an investigation of recent primary elections produced no evidence that any irregularities took place.',
+    );
+    const a = await c.logits(ids, 'all'),
+      b = await g.logits(ids, 'all');
     expect(maxRowErr(b.logits, a.logits)).toBeLessThan(1e-4);
     for (const criterion of ['simba', 'norm'] as const) {
       const sa = await c.logits(ids, 'all', { simba: { flops: 0.5, criterion } });
@@ -230,7 +316,8 @@ d('shipped brown-mamba-s on CUDA', () => {
 
   test('greedy generation gives the same text', async () => {
     const opts = { maxTokens: 24, temperature: 0 };
-    let a = '', b = '';
+    let a = '',
+      b = '';
     for await (const p of generate(c, 'It was a cold morning in the city', opts)) a += p.text;
     for await (const p of generate(g, 'It was a cold morning in the city', opts)) b += p.text;
     expect(b).toBe(a);
@@ -241,7 +328,8 @@ d('shipped brown-mamba-s on CUDA', () => {
     const g16 = await loadModel(SHIPPED, { weights: 'bf16', device: 'cuda' });
     try {
       const ids = c.tokenizer!.encode('He said that the committee would meet again next week.');
-      const a = await c16.logits(ids, 'all'), b = await g16.logits(ids, 'all');
+      const a = await c16.logits(ids, 'all'),
+        b = await g16.logits(ids, 'all');
       expect(maxRowErr(b.logits, a.logits)).toBeLessThan(2e-2);
     } finally {
       c16.dispose();

@@ -94,7 +94,9 @@ describe('loading', () => {
 
 describe('calls', () => {
   let m: MambaModel;
-  beforeAll(async () => { m = await loadModel(SHIPPED); });
+  beforeAll(async () => {
+    m = await loadModel(SHIPPED);
+  });
   afterAll(() => m.dispose());
 
   test.each([[-1], [4096], [1.5], [NaN], [1e12]])('token id %p out of range', async (bad) => {
@@ -206,7 +208,9 @@ test('generation never samples padded vocabulary ids the tokenizer cannot decode
   const first = (await shipped.logits(shipped.tokenizer!.encode('The jury'))).logits[0];
   shipped.dispose();
   let top = 0;
-  first.forEach((v, i) => { if (v > first[top]) top = i; });
+  first.forEach((v, i) => {
+    if (v > first[top]) top = i;
+  });
   expect(first[top]).toBeGreaterThan(0);
   const padded = new Float32Array(4104 * 128);
   padded.set(emb.data);
@@ -217,10 +221,13 @@ test('generation never samples padded vocabulary ids the tokenizer cannot decode
   try {
     const { logits } = await m.logits(m.tokenizer!.encode('The jury'));
     let best = 0;
-    logits[0].forEach((v, i) => { if (v > logits[0][best]) best = i; });
+    logits[0].forEach((v, i) => {
+      if (v > logits[0][best]) best = i;
+    });
     expect(best).toBeGreaterThanOrEqual(4096); // the padded rows do win the raw argmax
     const ids: number[] = [];
-    for await (const p of generate(m, 'The jury', { maxTokens: 5, temperature: 0, stopAtEos: false })) if (p.token >= 0) ids.push(p.token);
+    for await (const p of generate(m, 'The jury', { maxTokens: 5, temperature: 0, stopAtEos: false }))
+      if (p.token >= 0) ids.push(p.token);
     expect(ids).toHaveLength(5);
     expect(Math.max(...ids)).toBeLessThan(4096);
   } finally {

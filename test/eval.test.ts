@@ -8,7 +8,14 @@ import * as path from 'path';
 
 import { budgetOptions, runBench } from '../lib/measure/bench';
 import {
-  choiceTokens, evalChoice, evalLambada, parseTaskFile, perplexity, scoreContinuations, splitLastWord, windows,
+  choiceTokens,
+  evalChoice,
+  evalLambada,
+  parseTaskFile,
+  perplexity,
+  scoreContinuations,
+  splitLastWord,
+  windows,
 } from '../lib/measure/eval';
 import { formatHighwaySummary, highwayMap, renderHighwaySvg, TOKENS_PER_PANEL } from '../lib/measure/inspect';
 import { loadModel } from '../lib/engine/load';
@@ -40,8 +47,14 @@ function argmax(row: Float32Array): number {
 }
 
 /** exp(mean NLL) over non-overlapping windows, each window through model.logits(window, 'all'). */
-async function refPerplexity(tokens: number[], ctx: number, simba?: SimbaOptions): Promise<{ ppl: number; scored: number; windows: number }> {
-  let nll = 0, scored = 0, n = 0;
+async function refPerplexity(
+  tokens: number[],
+  ctx: number,
+  simba?: SimbaOptions,
+): Promise<{ ppl: number; scored: number; windows: number }> {
+  let nll = 0,
+    scored = 0,
+    n = 0;
   for (let s = 0; s < tokens.length; s += ctx) {
     const w = tokens.slice(s, s + ctx);
     if (w.length < 2) continue;
@@ -56,13 +69,20 @@ async function refPerplexity(tokens: number[], ctx: number, simba?: SimbaOptions
 describe('perplexity', () => {
   test('windows: non-overlapping, the last partial one kept from 2 tokens', () => {
     const t = Array.from({ length: 10 }, (_, i) => i);
-    expect(windows(t, 4)).toEqual([[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]);
-    expect(windows(t.slice(0, 9), 4)).toEqual([[0, 1, 2, 3], [4, 5, 6, 7]]);
+    expect(windows(t, 4)).toEqual([
+      [0, 1, 2, 3],
+      [4, 5, 6, 7],
+      [8, 9],
+    ]);
+    expect(windows(t.slice(0, 9), 4)).toEqual([
+      [0, 1, 2, 3],
+      [4, 5, 6, 7],
+    ]);
     expect(() => windows(t, 1)).toThrow(/ctx must be an integer >= 2/);
   });
 
   test('equals exp(mean NLL) computed from model.logits(), batched or not', async () => {
-    const tokens = ids.slice(0, 4 * 64 + 30);   // 4 full windows of 64 + a partial one of 30
+    const tokens = ids.slice(0, 4 * 64 + 30); // 4 full windows of 64 + a partial one of 30
     const ref = await refPerplexity(tokens, 64);
     expect(ref).toMatchObject({ windows: 5, scored: tokens.length - 5 });
     for (const batch of [1, 3]) {
@@ -74,7 +94,7 @@ describe('perplexity', () => {
     }
   });
 
-  test('under Simba: the early-exit logits of model.logits() and the plans\' FLOPs', async () => {
+  test("under Simba: the early-exit logits of model.logits() and the plans' FLOPs", async () => {
     const tokens = ids.slice(0, 3 * 80 + 30);
     const simba: SimbaOptions = { flops: 0.7 };
     const ref = await refPerplexity(tokens, 80, simba);
@@ -92,13 +112,13 @@ describe('perplexity', () => {
   test('reports progress and rejects too little text', async () => {
     const seen: number[] = [];
     await perplexity(model, ids.slice(0, 50), { ctx: 16, batch: 2, onProgress: (p) => seen.push(p.done) });
-    expect(seen).toEqual([0, 2, 4]);   // windows of 16, 16, 16 and 2 tokens
+    expect(seen).toEqual([0, 2, 4]); // windows of 16, 16, 16 and 2 tokens
     await expect(perplexity(model, ids.slice(0, 1), { ctx: 16 })).rejects.toThrow(/at least 2 are needed/);
   });
 });
 
 describe('multiple choice', () => {
-  test('the context\'s trailing whitespace moves to the continuation; a space is added otherwise', () => {
+  test("the context's trailing whitespace moves to the continuation; a space is added otherwise", () => {
     const tok = model.tokenizer!;
     const a = choiceTokens(tok, 'The jury said it did ', 'not');
     const b = choiceTokens(tok, 'The jury said it did', ' not');
@@ -139,7 +159,10 @@ describe('multiple choice', () => {
 
   test('scoreContinuations under Simba matches model.logits() with the same options', async () => {
     const simba: SimbaOptions = { keepCounts: [6, 5, 4, 3, 2], criterion: 'norm' };
-    const pairs = [{ ctx: ids.slice(0, 5), cont: ids.slice(5, 8) }, { ctx: ids.slice(20, 22), cont: ids.slice(22, 30) }];
+    const pairs = [
+      { ctx: ids.slice(0, 5), cont: ids.slice(5, 8) },
+      { ctx: ids.slice(20, 22), cont: ids.slice(22, 30) },
+    ];
     const r = await scoreContinuations(model, pairs, { simba, batch: 8 });
     for (const [k, p] of pairs.entries()) {
       const { logits } = await model.logits([...p.ctx, ...p.cont], 'all', { simba });
@@ -151,10 +174,22 @@ describe('multiple choice', () => {
   });
 
   test('task files: the first line sets the mode; errors name the line', () => {
-    expect(parseTaskFile('{"context":"a","choices":["b","c"],"label":1}\n\n{"context":"d","choices":["e","f","g"],"label":0}\n'))
-      .toEqual({ mode: 'choice', items: [{ line: 1, context: 'a', choices: ['b', 'c'], label: 1 }, { line: 3, context: 'd', choices: ['e', 'f', 'g'], label: 0 }] });
-    expect(parseTaskFile('{"text":"one two"}\n{"text":"three four five"}', 't.jsonl'))
-      .toEqual({ mode: 'lambada', items: [{ line: 1, text: 'one two' }, { line: 2, text: 'three four five' }] });
+    expect(
+      parseTaskFile('{"context":"a","choices":["b","c"],"label":1}\n\n{"context":"d","choices":["e","f","g"],"label":0}\n'),
+    ).toEqual({
+      mode: 'choice',
+      items: [
+        { line: 1, context: 'a', choices: ['b', 'c'], label: 1 },
+        { line: 3, context: 'd', choices: ['e', 'f', 'g'], label: 0 },
+      ],
+    });
+    expect(parseTaskFile('{"text":"one two"}\n{"text":"three four five"}', 't.jsonl')).toEqual({
+      mode: 'lambada',
+      items: [
+        { line: 1, text: 'one two' },
+        { line: 2, text: 'three four five' },
+      ],
+    });
     const bad: [string, RegExp][] = [
       ['{"context":"a","choices":["b","c"],"label":0}\n{oops', /^t\.jsonl line 2: not valid JSON/],
       ['[1,2]', /^t\.jsonl line 1: expected a JSON object/],
@@ -178,7 +213,11 @@ describe('LAMBADA', () => {
   });
 
   test('3 lines: accuracy in [0, 1] and per-line greedy predictions, as greedy decoding through the API gives', async () => {
-    const texts = ['He said that he would go to the United States', 'The jury said it did not find any evidence', 'It was a long time ago'];
+    const texts = [
+      'He said that he would go to the United States',
+      'The jury said it did not find any evidence',
+      'It was a long time ago',
+    ];
     const items = texts.map((text, i) => ({ line: i + 1, text }));
     const r = await evalLambada(model, items, { batch: 2 });
     expect(r.items).toBe(3);
@@ -191,7 +230,11 @@ describe('LAMBADA', () => {
       const { context, word } = splitLastWord(text)!;
       const target = tok.encode(' ' + word);
       const seq = model.newSequence();
-      let [{ logits: [logits] }] = await model.prefill([{ sequence: seq, tokens: tok.encode(context) }]);
+      let [
+        {
+          logits: [logits],
+        },
+      ] = await model.prefill([{ sequence: seq, tokens: tok.encode(context) }]);
       const greedy: number[] = [];
       for (let k = 0; k < target.length; k++) {
         greedy.push(argmax(logits));
@@ -202,7 +245,7 @@ describe('LAMBADA', () => {
       expect(r.lines[i]).toEqual({ line: i + 1, target: word, predicted: tok.decode(greedy).replace(/^ /, ''), correct });
     }
     expect(r.accuracy).toBe(right / 3);
-    expect(r.lines.some((l) => l.correct)).toBe(true);   // "States" after "the United" is easy even for this model
+    expect(r.lines.some((l) => l.correct)).toBe(true); // "States" after "the United" is easy even for this model
   });
 });
 
@@ -223,22 +266,24 @@ function checkWellFormed(doc: string): void {
 }
 
 describe('inspect: the highway map', () => {
-  test.each([[40, { flops: 0.6 } as SimbaOptions], [TOKENS_PER_PANEL + 60, { rLast: 0.1, criterion: 'uniform' } as SimbaOptions]])(
-    '%i tokens: one filled cell per processed (token, layer), layer counts match the engine', async (T, simba) => {
-      const map = await highwayMap(model, ids.slice(0, T), simba);
-      const [r] = await model.prefill([{ tokens: ids.slice(0, T) }], { logits: 'none', simba });
-      expect(map.processed).toEqual(r.processed);
-      expect(map.exitLayer).toEqual(Array.from(r.exitLayer));
-      for (let l = 0; l < 6; l++) expect(map.processed[l]).toBe(map.exitLayer.filter((e) => e > l).length);
-      const svg = renderHighwaySvg(map, { title: 'brown-mamba-s <test> & co' });
-      expect(svg.startsWith('<svg xmlns="http://www.w3.org/2000/svg"')).toBe(true);
-      checkWellFormed(svg);
-      const filled = svg.match(/<rect class="on" x="\d+(\.\d+)?" y="\d+(\.\d+)?"/g) ?? [];
-      expect(filled.length - 1).toBe(map.processed.reduce((a, b) => a + b, 0));   // - 1: the legend swatch
-      expect(svg).toContain('brown-mamba-s &lt;test&gt; &amp; co');
-      expect((svg.match(/<text class="tk"/g) ?? []).length).toBe(T);   // every column labelled
-      expect(formatHighwaySummary(map).split('\n')).toHaveLength(1 + 6);
-    });
+  test.each([
+    [40, { flops: 0.6 } as SimbaOptions],
+    [TOKENS_PER_PANEL + 60, { rLast: 0.1, criterion: 'uniform' } as SimbaOptions],
+  ])('%i tokens: one filled cell per processed (token, layer), layer counts match the engine', async (T, simba) => {
+    const map = await highwayMap(model, ids.slice(0, T), simba);
+    const [r] = await model.prefill([{ tokens: ids.slice(0, T) }], { logits: 'none', simba });
+    expect(map.processed).toEqual(r.processed);
+    expect(map.exitLayer).toEqual(Array.from(r.exitLayer));
+    for (let l = 0; l < 6; l++) expect(map.processed[l]).toBe(map.exitLayer.filter((e) => e > l).length);
+    const svg = renderHighwaySvg(map, { title: 'brown-mamba-s <test> & co' });
+    expect(svg.startsWith('<svg xmlns="http://www.w3.org/2000/svg"')).toBe(true);
+    checkWellFormed(svg);
+    const filled = svg.match(/<rect class="on" x="\d+(\.\d+)?" y="\d+(\.\d+)?"/g) ?? [];
+    expect(filled.length - 1).toBe(map.processed.reduce((a, b) => a + b, 0)); // - 1: the legend swatch
+    expect(svg).toContain('brown-mamba-s &lt;test&gt; &amp; co');
+    expect((svg.match(/<text class="tk"/g) ?? []).length).toBe(T); // every column labelled
+    expect(formatHighwaySummary(map).split('\n')).toHaveLength(1 + 6);
+  });
 
   test('refuses prompts too long to draw', async () => {
     await expect(highwayMap(model, new Array(1025).fill(5), { flops: 0.8 })).rejects.toThrow(/at most 1024/);
@@ -262,13 +307,18 @@ describe('bench', () => {
 
   test('runBench from code, with progress', async () => {
     const seen: string[] = [];
-    const r = await runBench(model, { runs: 2, lengths: [8, 12], batches: [3], decodeTokens: 2, flops: [0.7] }, (p) => seen.push(`${p.done}/${p.total}`));
+    const r = await runBench(model, { runs: 2, lengths: [8, 12], batches: [3], decodeTokens: 2, flops: [0.7] }, (p) =>
+      seen.push(`${p.done}/${p.total}`),
+    );
     expect(seen[0]).toBe('0/15');
     expect(seen[seen.length - 1]).toBe('15/15');
     expect(r.prefill.map((p) => p.length)).toEqual([8, 12]);
     expect(r.prefill.every((p) => p.tokensPerSec.samples.length === 2 && p.tokensPerSec.min > 0)).toBe(true);
     expect(r.decode).toEqual([expect.objectContaining({ batch: 3, steps: 2 })]);
-    expect(r.simba.map((s) => [s.length, s.budget])).toEqual([[8, 0.7], [12, 0.7]]);
+    expect(r.simba.map((s) => [s.length, s.budget])).toEqual([
+      [8, 0.7],
+      [12, 0.7],
+    ]);
     await expect(runBench(model, { lengths: [] })).rejects.toThrow(/lengths must be a non-empty list/);
   });
 });

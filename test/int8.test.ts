@@ -31,10 +31,10 @@ test('shipped brown-mamba-s: int8 logits within 6e-2 of float64, a quarter of th
   const m32 = await loadModel(SHIPPED, { tokenizer: false });
   try {
     const ids = m8.tokenizer!.encode('It was a cold morning in the city, and the men went to work at the mill by the river.');
-    const { logits } = await m8.logits(ids, 'all');  // prefill: M = ids.length rows
+    const { logits } = await m8.logits(ids, 'all'); // prefill: M = ids.length rows
     const err = maxRowErr(logits, refForward(cfg, ref, ids).logits);
     expect(err).toBeLessThan(INT8_TOL);
-    expect(err).toBeGreaterThan(1e-4);  // the int8 path really quantizes
+    expect(err).toBeGreaterThan(1e-4); // the int8 path really quantizes
     expect(m8.info().weights).toBe('int8');
     expect(m8.info().weightBytes).toBeLessThan(m32.info().weightBytes * 0.27);
   } finally {
@@ -65,12 +65,17 @@ describe.each(variants)('random config, int8: %s', (_name, over) => {
       const rows = [p.logits[0]];
       for (let t = 1; t < ids.length; t++) rows.push((await m.decode([seq], [ids[t]]))[0]);
       expect(maxRowErr(rows, expected)).toBeLessThan(INT8_TOL);
-    } finally { m.dispose(); }
+    } finally {
+      m.dispose();
+    }
   });
 });
 
 test('randomModel and loadModel refuse an unknown weights format, and int8 on CUDA, with E_ARG', async () => {
-  await expect(randomModel('mamba-130m', { weights: 'int4' as never })).rejects.toMatchObject({ code: 'E_ARG', message: expect.stringMatching(/'f32', 'bf16', 'int8'.*int4/) });
+  await expect(randomModel('mamba-130m', { weights: 'int4' as never })).rejects.toMatchObject({
+    code: 'E_ARG',
+    message: expect.stringMatching(/'f32', 'bf16', 'int8'.*int4/),
+  });
   await expect(loadModel(SHIPPED, { weights: 'q8' as never })).rejects.toMatchObject({ code: 'E_ARG' });
   await expect(randomModel('mamba-130m', { weights: 'int8', device: 'cuda' })).rejects.toMatchObject({ code: 'E_ARG' });
 });

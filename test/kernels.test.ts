@@ -8,7 +8,13 @@ import * as fs from 'fs';
 
 import { loadAddon } from '../bindings';
 import {
-  refConv1d, refRmsNorm, refScoresBruteForce, refLocalScores, refSelectiveScan, silu, softplus,
+  refConv1d,
+  refRmsNorm,
+  refScoresBruteForce,
+  refLocalScores,
+  refSelectiveScan,
+  silu,
+  softplus,
 } from './reference/mamba_ref';
 import { f64, randArray, relErr, testSeed } from './helpers/util';
 
@@ -16,52 +22,73 @@ const addon = loadAddon();
 const isas = addon.availableIsas();
 const seed0 = testSeed(20251); // fixed (SIMBA_TEST_SEED overrides); the seed is in the test names
 
-afterAll(() => { addon.setIsa(isas[0]); });
+afterAll(() => {
+  addon.setIsa(isas[0]);
+});
 
 describe.each(isas)('kernels on %s', (isa) => {
-  beforeAll(() => { addon.setIsa(isa); });
+  beforeAll(() => {
+    addon.setIsa(isa);
+  });
 
-  test.each([[1, 5, 3], [7, 33, 17], [100, 70, 50], [13, 100, 64], [130, 65, 200]])(
-    `gemm M=%i N=%i K=%i (seed ${seed0})`, (M, N, K) => {
-      const A = randArray(M * K, seed0 + M), W = randArray(N * K, seed0 + N), bias = randArray(N, seed0 + K);
-      const ref = new Float64Array(M * N);
-      for (let m = 0; m < M; m++) for (let n = 0; n < N; n++) {
+  test.each([
+    [1, 5, 3],
+    [7, 33, 17],
+    [100, 70, 50],
+    [13, 100, 64],
+    [130, 65, 200],
+  ])(`gemm M=%i N=%i K=%i (seed ${seed0})`, (M, N, K) => {
+    const A = randArray(M * K, seed0 + M),
+      W = randArray(N * K, seed0 + N),
+      bias = randArray(N, seed0 + K);
+    const ref = new Float64Array(M * N);
+    for (let m = 0; m < M; m++)
+      for (let n = 0; n < N; n++) {
         let s = bias[n];
         for (let k = 0; k < K; k++) s += A[m * K + k] * W[n * K + k];
         ref[m * N + n] = s;
       }
-      expect(relErr(addon.kernels.gemm({ A, W, bias, M, N, K, bf16: false }), ref)).toBeLessThan(1e-6);
-      // bf16 weights: 8 mantissa bits, relative rounding 2^-9 per weight.
-      const eb = relErr(addon.kernels.gemm({ A, W, bias, M, N, K, bf16: true }), ref);
-      expect(eb).toBeLessThan(5e-3);
-      expect(eb).toBeGreaterThan(1e-5); // the bf16 path really rounds
-      // int8 weights (scale per output feature) and int8 activations (scale per row): two
-      // roundings of 1/254 of the row's largest magnitude, ~6e-3 relative on uniform inputs.
-      const e8 = relErr(addon.kernels.gemm({ A, W, bias, M, N, K, format: 'int8' }), ref);
-      expect(e8).toBeLessThan(1.5e-2);
-      expect(e8).toBeGreaterThan(1e-4);
-    });
+    expect(relErr(addon.kernels.gemm({ A, W, bias, M, N, K, bf16: false }), ref)).toBeLessThan(1e-6);
+    // bf16 weights: 8 mantissa bits, relative rounding 2^-9 per weight.
+    const eb = relErr(addon.kernels.gemm({ A, W, bias, M, N, K, bf16: true }), ref);
+    expect(eb).toBeLessThan(5e-3);
+    expect(eb).toBeGreaterThan(1e-5); // the bf16 path really rounds
+    // int8 weights (scale per output feature) and int8 activations (scale per row): two
+    // roundings of 1/254 of the row's largest magnitude, ~6e-3 relative on uniform inputs.
+    const e8 = relErr(addon.kernels.gemm({ A, W, bias, M, N, K, format: 'int8' }), ref);
+    expect(e8).toBeLessThan(1.5e-2);
+    expect(e8).toBeGreaterThan(1e-4);
+  });
 
   // Shapes past the k-slices of every kernel (256 f32, 512 bf16, 1024 int8 k per slice) with odd
   // and non-multiple-of-4 K, and M past the 96-row blocks (threaded, and the vdpbf16ps path for
   // bf16 weights on AVX512-BF16 CPUs).
-  test.each([[200, 45, 1031], [33, 64, 1300], [17, 130, 515]])(`gemm across k-slices M=%i N=%i K=%i (seed ${seed0})`, (M, N, K) => {
-    const A = randArray(M * K, seed0 + 7 * M), W = randArray(N * K, seed0 + 7 * N), bias = randArray(N, seed0 + 7 * K);
+  test.each([
+    [200, 45, 1031],
+    [33, 64, 1300],
+    [17, 130, 515],
+  ])(`gemm across k-slices M=%i N=%i K=%i (seed ${seed0})`, (M, N, K) => {
+    const A = randArray(M * K, seed0 + 7 * M),
+      W = randArray(N * K, seed0 + 7 * N),
+      bias = randArray(N, seed0 + 7 * K);
     const ref = new Float64Array(M * N);
-    for (let m = 0; m < M; m++) for (let n = 0; n < N; n++) {
-      let s = bias[n];
-      for (let k = 0; k < K; k++) s += A[m * K + k] * W[n * K + k];
-      ref[m * N + n] = s;
-    }
+    for (let m = 0; m < M; m++)
+      for (let n = 0; n < N; n++) {
+        let s = bias[n];
+        for (let k = 0; k < K; k++) s += A[m * K + k] * W[n * K + k];
+        ref[m * N + n] = s;
+      }
     expect(relErr(addon.kernels.gemm({ A, W, bias, M, N, K, format: 'f32' }), ref)).toBeLessThan(1e-6);
     expect(relErr(addon.kernels.gemm({ A, W, bias, M, N, K, format: 'bf16' }), ref)).toBeLessThan(5e-3);
     expect(relErr(addon.kernels.gemm({ A, W, bias, M, N, K, format: 'int8' }), ref)).toBeLessThan(1.5e-2);
   });
 
   test('int8 gemm: a row of zeros gives the bias, and the largest weights are exact', () => {
-    const M = 2, N = 3, K = 5;
+    const M = 2,
+      N = 3,
+      K = 5;
     const A = new Float32Array([0, 0, 0, 0, 0, 1, -2, 0.5, 4, -4]);
-    const W = new Float32Array([1, 0, 0, 0, 0, 0, -3, 0, 0, 0, 0, 0, 0, 0, 2]);  // one nonzero per row: exact in int8
+    const W = new Float32Array([1, 0, 0, 0, 0, 0, -3, 0, 0, 0, 0, 0, 0, 0, 2]); // one nonzero per row: exact in int8
     const bias = new Float32Array([0.5, -1, 2]);
     const C = addon.kernels.gemm({ A, W, bias, M, N, K, format: 'int8' });
     expect(Array.from(C.subarray(0, 3))).toEqual([0.5, -1, 2]);
@@ -72,27 +99,50 @@ describe.each(isas)('kernels on %s', (isa) => {
   });
 
   test('rmsnorm', () => {
-    const rows = 9, d = 37, eps = 1e-5;
-    const x = randArray(rows * d, seed0 + 1, 3), w = randArray(d, seed0 + 2);
+    const rows = 9,
+      d = 37,
+      eps = 1e-5;
+    const x = randArray(rows * d, seed0 + 1, 3),
+      w = randArray(d, seed0 + 2);
     const y = addon.kernels.rmsnorm({ x, w, rows, d, eps });
     for (let r = 0; r < rows; r++)
-      expect(relErr(y.subarray(r * d, (r + 1) * d), refRmsNorm(f64(x.subarray(r * d, (r + 1) * d)), f64(w), eps))).toBeLessThan(1e-6);
+      expect(relErr(y.subarray(r * d, (r + 1) * d), refRmsNorm(f64(x.subarray(r * d, (r + 1) * d)), f64(w), eps))).toBeLessThan(
+        1e-6,
+      );
   });
 
-  test.each([[2, 1], [3, 5], [4, 40], [4, 1]])('conv1d K=%i T=%i, continuing from a state', (K, T) => {
+  test.each([
+    [2, 1],
+    [3, 5],
+    [4, 40],
+    [4, 1],
+  ])('conv1d K=%i T=%i, continuing from a state', (K, T) => {
     const E = 37;
-    const x = randArray(T * E, seed0 + 3), w = randArray(E * K, seed0 + 4), b = randArray(E, seed0 + 5), st = randArray(E * (K - 1), seed0 + 6);
+    const x = randArray(T * E, seed0 + 3),
+      w = randArray(E * K, seed0 + 4),
+      b = randArray(E, seed0 + 5),
+      st = randArray(E * (K - 1), seed0 + 6);
     const r = addon.kernels.conv1d({ x, w, bias: b, state: st, T, E, K });
     const ref = refConv1d(f64(x), f64(st), f64(w), f64(b), T, E, K);
     expect(relErr(r.out, ref.y.map(silu))).toBeLessThan(1e-6);
     if (K > 1) expect(relErr(r.state, ref.state)).toBeLessThan(1e-7);
   });
 
-  test.each([[16, 1], [16, 33], [5, 20], [12, 7]])('selective scan N=%i T=%i', (N, T) => {
+  test.each([
+    [16, 1],
+    [16, 33],
+    [5, 20],
+    [12, 7],
+  ])('selective scan N=%i T=%i', (N, T) => {
     const E = 37; // not a multiple of any vector width
-    const x = randArray(T * E, seed0 + 7), dtRaw = randArray(T * E, seed0 + 8, 4), Alog = randArray(E * N, seed0 + 9);
-    const B = randArray(T * N, seed0 + 10), C = randArray(T * N, seed0 + 11), D = randArray(E, seed0 + 12);
-    const z = randArray(T * E, seed0 + 13, 3), s0 = randArray(E * N, seed0 + 14);
+    const x = randArray(T * E, seed0 + 7),
+      dtRaw = randArray(T * E, seed0 + 8, 4),
+      Alog = randArray(E * N, seed0 + 9);
+    const B = randArray(T * N, seed0 + 10),
+      C = randArray(T * N, seed0 + 11),
+      D = randArray(E, seed0 + 12);
+    const z = randArray(T * E, seed0 + 13, 3),
+      s0 = randArray(E * N, seed0 + 14);
     const r = addon.kernels.scan({ x, dt: dtRaw.slice(), A_log: Alog, B, C, D, z, state: s0.slice(), T, E, N });
     const dt = f64(dtRaw).map(softplus);
     const A = f64(Alog).map((v) => -Math.exp(v));
@@ -103,32 +153,74 @@ describe.each(isas)('kernels on %s', (isa) => {
   });
 
   test('softplus is accurate across its range (incl. the threshold at 20 and tiny values)', () => {
-    const T = 1, E = 64, N = 1;
+    const T = 1,
+      E = 64,
+      N = 1;
     const dtRaw = Float32Array.from({ length: E }, (_, i) => -30 + i * 0.85);
-    const r = addon.kernels.scan({ x: new Float32Array(E), dt: dtRaw.slice(), A_log: new Float32Array(E), B: new Float32Array(1),
-      C: new Float32Array(1), D: new Float32Array(E), z: new Float32Array(E), state: new Float32Array(E), T, E, N });
+    const r = addon.kernels.scan({
+      x: new Float32Array(E),
+      dt: dtRaw.slice(),
+      A_log: new Float32Array(E),
+      B: new Float32Array(1),
+      C: new Float32Array(1),
+      D: new Float32Array(E),
+      z: new Float32Array(E),
+      state: new Float32Array(E),
+      T,
+      E,
+      N,
+    });
     for (let i = 0; i < E; i++) expect(Math.abs(r.dt[i] - softplus(dtRaw[i])) / softplus(dtRaw[i])).toBeLessThan(3e-7);
   });
 
-  test.each([['max', 16, 50], ['sum', 16, 50], ['max', 7, 23], ['sum', 3, 1]] as const)(
-    'Simba fused reverse-pass score equals the O(T^2) brute force (reduce=%s N=%i T=%i)', (reduce, N, T) => {
-      const E = 37;
-      const x = randArray(T * E, seed0 + 15), Alog = randArray(E * N, seed0 + 16);
-      const dt = f64(randArray(T * E, seed0 + 17, 3)).map(softplus);
-      const B = randArray(T * N, seed0 + 18), C = randArray(T * N, seed0 + 19);
-      const s = addon.kernels.score({ x, dt: Float32Array.from(dt), A_log: Alog, B, C, T, E, N, local: false, reduceSum: reduce === 'sum' });
-      const A = f64(Alog).map((v) => -Math.exp(v));
-      const ref = refScoresBruteForce(f64(x), f64(Float32Array.from(dt)), A, f64(B), f64(C), T, E, N, reduce);
-      expect(relErr(s, ref)).toBeLessThan(1e-5);
-      const loc = addon.kernels.score({ x, dt: Float32Array.from(dt), A_log: Alog, B, C, T, E, N, local: true, reduceSum: reduce === 'sum' });
-      expect(relErr(loc, refLocalScores(f64(x), f64(Float32Array.from(dt)), f64(B), f64(C), T, E, N, reduce))).toBeLessThan(1e-5);
+  test.each([
+    ['max', 16, 50],
+    ['sum', 16, 50],
+    ['max', 7, 23],
+    ['sum', 3, 1],
+  ] as const)('Simba fused reverse-pass score equals the O(T^2) brute force (reduce=%s N=%i T=%i)', (reduce, N, T) => {
+    const E = 37;
+    const x = randArray(T * E, seed0 + 15),
+      Alog = randArray(E * N, seed0 + 16);
+    const dt = f64(randArray(T * E, seed0 + 17, 3)).map(softplus);
+    const B = randArray(T * N, seed0 + 18),
+      C = randArray(T * N, seed0 + 19);
+    const s = addon.kernels.score({
+      x,
+      dt: Float32Array.from(dt),
+      A_log: Alog,
+      B,
+      C,
+      T,
+      E,
+      N,
+      local: false,
+      reduceSum: reduce === 'sum',
     });
+    const A = f64(Alog).map((v) => -Math.exp(v));
+    const ref = refScoresBruteForce(f64(x), f64(Float32Array.from(dt)), A, f64(B), f64(C), T, E, N, reduce);
+    expect(relErr(s, ref)).toBeLessThan(1e-5);
+    const loc = addon.kernels.score({
+      x,
+      dt: Float32Array.from(dt),
+      A_log: Alog,
+      B,
+      C,
+      T,
+      E,
+      N,
+      local: true,
+      reduceSum: reduce === 'sum',
+    });
+    expect(relErr(loc, refLocalScores(f64(x), f64(Float32Array.from(dt)), f64(B), f64(C), T, E, N, reduce))).toBeLessThan(1e-5);
+  });
 });
 
 test('gemm kernel choice: int8 uses vpdpbusd with AVX512-VNNI, bf16 prefill vdpbf16ps with AVX512-BF16, decode keeps the fma kernels', async () => {
   const flags = fs.readFileSync('/proc/cpuinfo', 'utf8');
   addon.setIsa(isas[0]);
-  const path = async (M: number, format: 'f32' | 'bf16' | 'int8') => (await addon.kernels.gemmTime({ M, N: 64, K: 64, format, reps: 1, minSeconds: 0 })).path;
+  const path = async (M: number, format: 'f32' | 'bf16' | 'int8') =>
+    (await addon.kernels.gemmTime({ M, N: 64, K: 64, format, reps: 1, minSeconds: 0 })).path;
   expect(await path(32, 'f32')).toBe('f32 fma');
   expect(await path(1, 'bf16')).toBe('bf16 weights, f32 fma');
   const avx512 = isas[0] === 'avx512';
@@ -138,9 +230,16 @@ test('gemm kernel choice: int8 uses vpdpbusd with AVX512-VNNI, bf16 prefill vdpb
 });
 
 test('int8 gemm gives the same numbers on every build (vpdpbusd and pmaddwd compute the same integers)', () => {
-  const M = 37, N = 70, K = 300;  // one k-slice: the float epilogues then match exactly
-  const A = randArray(M * K, seed0 + 91), W = randArray(N * K, seed0 + 92), bias = randArray(N, seed0 + 93);
-  const outs = isas.map((isa) => { addon.setIsa(isa); return addon.kernels.gemm({ A, W, bias, M, N, K, format: 'int8' }); });
+  const M = 37,
+    N = 70,
+    K = 300; // one k-slice: the float epilogues then match exactly
+  const A = randArray(M * K, seed0 + 91),
+    W = randArray(N * K, seed0 + 92),
+    bias = randArray(N, seed0 + 93);
+  const outs = isas.map((isa) => {
+    addon.setIsa(isa);
+    return addon.kernels.gemm({ A, W, bias, M, N, K, format: 'int8' });
+  });
   addon.setIsa(isas[0]);
   for (const o of outs.slice(1)) expect(Array.from(o)).toEqual(Array.from(outs[0]));
 });

@@ -94,13 +94,14 @@ describe('1000 prefill / decode / snapshot / restore cycles', () => {
     // heap settling, hence the warm-up), then ~0.6 MiB per 1000. Leaking one logits row (8 KiB) per
     // call, 4 calls a cycle, would add ~31 MiB; one state (38 KiB) a cycle ~37 MiB.
     const growth = rss[4] - rss[0];
-    if (checkRss && growth >= 4 * MiB) throw new Error(`RSS grew ${(growth / MiB).toFixed(1)} MiB over 1000 cycles (bound 4); ${msg}`);
+    if (checkRss && growth >= 4 * MiB)
+      throw new Error(`RSS grew ${(growth / MiB).toFixed(1)} MiB over 1000 cycles (bound 4); ${msg}`);
     if (before) expect(notAbove(stats!(), before)).toBe(true);
   });
 });
 
 describe('50 load / dispose cycles of the shipped model', () => {
-  test('RSS stays flat and every model\'s native memory is freed', async () => {
+  test("RSS stays flat and every model's native memory is freed", async () => {
     const base = await baseline();
     const load = async () => {
       const m = await loadModel(MODEL_DIR);
@@ -116,10 +117,13 @@ describe('50 load / dispose cycles of the shipped model', () => {
     }
     // One leaked model is 4.9 MB of f32 weights: 10 of them (a block) ~47 MiB, 50 ~234 MiB. Bounds:
     // 32 MiB over the 50 cycles (the allocator and V8's heap may still settle), 12 MiB over the last 30.
-    const all = rss[5] - rss[0], late = rss[5] - rss[2];
+    const all = rss[5] - rss[0],
+      late = rss[5] - rss[2];
     const msg = `RSS after GC (MiB) every 10 loads: ${rss.map((r) => (r / MiB).toFixed(1)).join(', ')}`;
     if (checkRss && (all >= 32 * MiB || late >= 12 * MiB))
-      throw new Error(`RSS grew ${(all / MiB).toFixed(1)} MiB over 50 loads (bound 32), ${(late / MiB).toFixed(1)} over the last 30 (bound 12); ${msg}`);
+      throw new Error(
+        `RSS grew ${(all / MiB).toFixed(1)} MiB over 50 loads (bound 32), ${(late / MiB).toFixed(1)} over the last 30 (bound 12); ${msg}`,
+      );
   });
 
   test('a model disposed during a call is freed when the call ends', async () => {

@@ -21,7 +21,19 @@ const LOAD = `try { const a = bindings.loadAddon(); console.log(JSON.stringify({
 function load(pkg: ReturnType<typeof makeFakePackage>, env: NodeJS.ProcessEnv = {}) {
   const r = pkg.runNode(LOAD, env);
   expect(r.status).toBe(0);
-  return JSON.parse(r.stdout) as { error?: string; code?: string; isa?: string; origin?: { path: string; from: string; package?: string; cudaDirs: string[]; cudaPackage: { name: string; dir?: string; skip?: string } }; cuda?: { available: boolean; reason: string } };
+  return JSON.parse(r.stdout) as {
+    error?: string;
+    code?: string;
+    isa?: string;
+    origin?: {
+      path: string;
+      from: string;
+      package?: string;
+      cudaDirs: string[];
+      cudaPackage: { name: string; dir?: string; skip?: string };
+    };
+    cuda?: { available: boolean; reason: string };
+  };
 }
 
 describe('loadAddon search order', () => {
@@ -43,7 +55,11 @@ describe('loadAddon search order', () => {
     const dir = pkg.addPlatformPackage('linux-x64', { glibc: GLIBC_FLOOR, files: { 'simba_ssm.node': { copy: realAddon } } });
     const r = load(pkg);
     expect(r.error).toBeUndefined();
-    expect(r.origin).toMatchObject({ from: 'platform package', package: `@simba-ssm/linux-x64@${mainVersion}`, path: path.join(fs.realpathSync(dir), 'simba_ssm.node') });
+    expect(r.origin).toMatchObject({
+      from: 'platform package',
+      package: `@simba-ssm/linux-x64@${mainVersion}`,
+      path: path.join(fs.realpathSync(dir), 'simba_ssm.node'),
+    });
     // the CUDA library's absence never stops the CPU addon
     expect(r.origin!.cudaPackage).toEqual({ name: '@simba-ssm/linux-x64-cuda', skip: expect.stringMatching(/^not installed/) });
     expect(r.cuda!.available).toBe(false);
@@ -52,7 +68,9 @@ describe('loadAddon search order', () => {
   itPrebuilt('skips a platform package of another version, or one that needs a newer glibc', () => {
     const pkg = makeFakePackage();
     pkg.addPlatformPackage('linux-x64', { version: '0.0.9', files: { 'simba_ssm.node': { copy: realAddon } } });
-    expect(load(pkg).error).toContain(`@simba-ssm/linux-x64@0.0.9 (${path.join(pkg.root, 'node_modules', '@simba-ssm', 'linux-x64')}/simba_ssm.node): version 0.0.9 does not match simba-ssm ${mainVersion}`);
+    expect(load(pkg).error).toContain(
+      `@simba-ssm/linux-x64@0.0.9 (${path.join(pkg.root, 'node_modules', '@simba-ssm', 'linux-x64')}/simba_ssm.node): version 0.0.9 does not match simba-ssm ${mainVersion}`,
+    );
     const newer = makeFakePackage();
     newer.addPlatformPackage('linux-x64', { glibc: '99.1', files: { 'simba_ssm.node': { copy: realAddon } } });
     expect(load(newer).error).toContain(`needs glibc >= 99.1, this system has ${plat.glibc}`);
@@ -63,7 +81,10 @@ describe('loadAddon search order', () => {
     pkg.addPlatformPackage('linux-x64', { files: { 'simba_ssm.node': { copy: realAddon } } });
     fs.mkdirSync(path.join(pkg.root, 'build', 'Release'), { recursive: true });
     fs.copyFileSync(realAddon, path.join(pkg.root, 'build', 'Release', 'simba_ssm.node'));
-    expect(load(pkg).origin).toMatchObject({ from: 'local build', path: path.join(pkg.root, 'build', 'Release', 'simba_ssm.node') });
+    expect(load(pkg).origin).toMatchObject({
+      from: 'local build',
+      path: path.join(pkg.root, 'build', 'Release', 'simba_ssm.node'),
+    });
   });
 
   itPrebuilt('SIMBA_ADDON_PATH is used alone: a broken one is an error, not a silent fallback', () => {
@@ -81,13 +102,15 @@ describe('loadAddon search order', () => {
   itPrebuilt('passes the CUDA platform package folder to the native CUDA loader, which tries it', () => {
     const pkg = makeFakePackage();
     pkg.addPlatformPackage('linux-x64', { files: { 'simba_ssm.node': { copy: realAddon } } });
-    const cudaDir = fs.realpathSync(pkg.addPlatformPackage('linux-x64-cuda', { files: { 'libsimba_cuda.so': 'not a shared library' } }));
+    const cudaDir = fs.realpathSync(
+      pkg.addPlatformPackage('linux-x64-cuda', { files: { 'libsimba_cuda.so': 'not a shared library' } }),
+    );
     const r = load(pkg);
     expect(r.origin!.cudaPackage).toEqual({ name: `@simba-ssm/linux-x64-cuda@${mainVersion}`, dir: cudaDir });
     expect(r.origin!.cudaDirs).toEqual([cudaDir]);
     expect(r.cuda!.available).toBe(false);
     expect(r.cuda!.reason).toContain(`${cudaDir}/libsimba_cuda.so: cannot be loaded`);
-    expect(r.isa).toMatch(/^(avx512|avx2|sse2)$/);  // the CPU addon works regardless
+    expect(r.isa).toMatch(/^(avx512|avx2|sse2)$/); // the CPU addon works regardless
   });
 });
 
@@ -113,7 +136,10 @@ describe('probeAddon (the install-time check in a child process)', () => {
   it('reports a file that is not a shared library', () => {
     const bogus = path.join(dir, 'text.node');
     fs.writeFileSync(bogus, 'hello');
-    expect(probeAddon(bogus)).toEqual({ ok: false, reason: expect.stringMatching(/^failed to load \(exit 1\): .*(invalid ELF header|file too short)/) });
+    expect(probeAddon(bogus)).toEqual({
+      ok: false,
+      reason: expect.stringMatching(/^failed to load \(exit 1\): .*(invalid ELF header|file too short)/),
+    });
   });
 
   it('reports a binary that hangs on load as timed out', () => {

@@ -28,7 +28,9 @@ describe('shipped brown-mamba-s', () => {
   afterAll(() => model.dispose());
 
   test('logits at every position match float64 (<= 1e-5 per position)', async () => {
-    const ids = model.tokenizer!.encode('The Fulton County Grand Jury said Friday an investigation of recent primary elections produced no evidence.');
+    const ids = model.tokenizer!.encode(
+      'The Fulton County Grand Jury said Friday an investigation of recent primary elections produced no evidence.',
+    );
     const { logits } = await model.logits(ids, 'all');
     const r = refForward(cfg, ref, ids);
     expect(logits).toHaveLength(ids.length);
@@ -74,14 +76,18 @@ describe.each(variants)('random config: %s', (_name, over) => {
     const m = await loadModel(dir);
     try {
       expect(maxRowErr((await m.logits(ids, 'all')).logits, expected)).toBeLessThan(1e-5);
-    } finally { m.dispose(); }
+    } finally {
+      m.dispose();
+    }
   });
 
   test('bf16 storage within 2e-2', async () => {
     const m = await loadModel(dir, { weights: 'bf16' });
     try {
       expect(maxRowErr((await m.logits(ids, 'all')).logits, expected)).toBeLessThan(2e-2);
-    } finally { m.dispose(); }
+    } finally {
+      m.dispose();
+    }
   });
 });
 
@@ -89,7 +95,11 @@ test('bf16 and f16 checkpoints, and the state-spaces layout, load and match floa
   const cfg = randomConfig({ vocabSize: 61, dModel: 16 });
   const tensors = randomEngineTensors(cfg, 3);
   const ids = randTokens(9, cfg.vocabSize, 8);
-  for (const [layout, dtype] of [['hf', 'BF16'], ['hf', 'F16'], ['state-spaces', 'F32']] as const) {
+  for (const [layout, dtype] of [
+    ['hf', 'BF16'],
+    ['hf', 'F16'],
+    ['state-spaces', 'F32'],
+  ] as const) {
     const dir = writeCheckpoint(cfg, tensors, { layout, dtype });
     const m = await loadModel(dir);
     try {
@@ -97,7 +107,9 @@ test('bf16 and f16 checkpoints, and the state-spaces layout, load and match floa
       const stored = [...loadWeights(dir, loadConfig(dir), tensorTable(loadConfig(dir)))];
       const expected = refForward(loadConfig(dir), refWeightsFromEngineTensors(loadConfig(dir), stored), ids).logits;
       expect(maxRowErr((await m.logits(ids, 'all')).logits, expected)).toBeLessThan(1e-5);
-    } finally { m.dispose(); }
+    } finally {
+      m.dispose();
+    }
   }
 });
 
@@ -106,7 +118,9 @@ describe('sequences', () => {
   const tensors = randomEngineTensors(cfg, 21);
   const dir = writeCheckpoint(cfg, tensors);
   let m: MambaModel;
-  beforeAll(async () => { m = await loadModel(dir); });
+  beforeAll(async () => {
+    m = await loadModel(dir);
+  });
   afterAll(() => m.dispose());
 
   test('prefill [0,n) then decode [n,m) gives the logits of prefill [0,m)', async () => {
@@ -124,14 +138,20 @@ describe('sequences', () => {
 
   test('a batch of prompts of different lengths gives what each prompt gives alone', async () => {
     const prompts = [randTokens(1, cfg.vocabSize, 2), randTokens(17, cfg.vocabSize, 3), randTokens(5, cfg.vocabSize, 4)];
-    const batch = await m.prefill(prompts.map((tokens) => ({ tokens })), { logits: 'all' });
+    const batch = await m.prefill(
+      prompts.map((tokens) => ({ tokens })),
+      { logits: 'all' },
+    );
     for (let i = 0; i < prompts.length; i++) {
       const alone = (await m.logits(prompts[i], 'all')).logits;
       expect(maxRowErr(batch[i].logits, alone)).toBeLessThan(1e-6);
     }
     // ... and a batched decode step equals single decodes.
     const next = [3, 7, 11];
-    const batched = await m.decode(batch.map((b) => b.sequence), next);
+    const batched = await m.decode(
+      batch.map((b) => b.sequence),
+      next,
+    );
     for (let i = 0; i < prompts.length; i++) {
       const alone = (await m.logits([...prompts[i], next[i]], 'last')).logits[0];
       expect(relErr(batched[i], alone)).toBeLessThan(1e-5);

@@ -22,11 +22,20 @@ function fakeCmakeJs(pkg: FakePackage, code: number): string {
   fs.mkdirSync(bin, { recursive: true });
   fs.writeFileSync(path.join(bin, '..', 'package.json'), JSON.stringify({ name: 'cmake-js', version: '0.0.0' }));
   const record = path.join(pkg.root, 'cmake-js.json');
-  fs.writeFileSync(path.join(bin, 'cmake-js'), `require('fs').writeFileSync(${JSON.stringify(record)}, JSON.stringify({ argv: process.argv.slice(2), cwd: process.cwd(),
-    SIMBA_NO_CUDA: process.env.SIMBA_NO_CUDA ?? null, SIMBA_CUDA: process.env.SIMBA_CUDA ?? null }));\nprocess.exit(${code});\n`);
+  fs.writeFileSync(
+    path.join(bin, 'cmake-js'),
+    `require('fs').writeFileSync(${JSON.stringify(record)}, JSON.stringify({ argv: process.argv.slice(2), cwd: process.cwd(),
+    SIMBA_NO_CUDA: process.env.SIMBA_NO_CUDA ?? null, SIMBA_CUDA: process.env.SIMBA_CUDA ?? null }));\nprocess.exit(${code});\n`,
+  );
   return record;
 }
-const recorded = (file: string) => JSON.parse(fs.readFileSync(file, 'utf8')) as { argv: string[]; cwd: string; SIMBA_NO_CUDA: string | null; SIMBA_CUDA: string | null };
+const recorded = (file: string) =>
+  JSON.parse(fs.readFileSync(file, 'utf8')) as {
+    argv: string[];
+    cwd: string;
+    SIMBA_NO_CUDA: string | null;
+    SIMBA_CUDA: string | null;
+  };
 
 describe('scripts/install.js', () => {
   itPrebuilt('uses a platform package that loads and compiles nothing', () => {
@@ -35,26 +44,39 @@ describe('scripts/install.js', () => {
     const record = fakeCmakeJs(pkg, 0);
     const r = pkg.runInstall();
     expect(r.status).toBe(0);
-    expect(r.stderr).toMatch(new RegExp(`using the platform package @simba-ssm/linux-x64@${mainVersion.replace(/\./g, '\\.')} \\(.*\\), kernels (avx512|avx2|sse2); nothing to compile`));
+    expect(r.stderr).toMatch(
+      new RegExp(
+        `using the platform package @simba-ssm/linux-x64@${mainVersion.replace(/\./g, '\\.')} \\(.*\\), kernels (avx512|avx2|sse2); nothing to compile`,
+      ),
+    );
     expect(fs.existsSync(record)).toBe(false);
     expect(fs.existsSync(path.join(pkg.root, 'build'))).toBe(false);
   });
 
   itPrebuilt('a platform package that crashes on load: reported, then a CPU-only source build', () => {
     const pkg = makeFakePackage();
-    pkg.addPlatformPackage('linux-x64', { files: { 'simba_ssm.node': { copy: crashingLibrary(tmpDir('simba-crash-'), 'aborts', 'abort();') } } });
+    pkg.addPlatformPackage('linux-x64', {
+      files: { 'simba_ssm.node': { copy: crashingLibrary(tmpDir('simba-crash-'), 'aborts', 'abort();') } },
+    });
     const record = fakeCmakeJs(pkg, 0);
     const r = pkg.runInstall();
     expect(r.signal).toBeNull();
     expect(r.status).toBe(0);
     expect(r.stderr).toMatch(/platform package @simba-ssm\/linux-x64@[\d.]+ \(.*\): crashed on load \(signal SIGABRT\)/);
     expect(r.stderr).toContain('building the addon from source (CPU only; SIMBA_CUDA=1 adds the CUDA backend)');
-    expect(recorded(record)).toEqual({ argv: ['compile', '--log-level', 'error'], cwd: fs.realpathSync(pkg.root), SIMBA_NO_CUDA: '1', SIMBA_CUDA: null });
+    expect(recorded(record)).toEqual({
+      argv: ['compile', '--log-level', 'error'],
+      cwd: fs.realpathSync(pkg.root),
+      SIMBA_NO_CUDA: '1',
+      SIMBA_CUDA: null,
+    });
   });
 
   itPrebuilt('crashing prebuilt and a failing build: the install fails cleanly with the full message', () => {
     const pkg = makeFakePackage();
-    pkg.addPlatformPackage('linux-x64', { files: { 'simba_ssm.node': { copy: crashingLibrary(tmpDir('simba-crash-'), 'segv', 'volatile int* p = 0; *p = 1;') } } });
+    pkg.addPlatformPackage('linux-x64', {
+      files: { 'simba_ssm.node': { copy: crashingLibrary(tmpDir('simba-crash-'), 'segv', 'volatile int* p = 0; *p = 1;') } },
+    });
     fakeCmakeJs(pkg, 3);
     const r = pkg.runInstall();
     expect(r.signal).toBeNull();
@@ -85,7 +107,10 @@ describe('scripts/install.js', () => {
     expect(r.stderr).toContain('- source build: cmake-js is not installed');
   });
 
-  for (const [name, env] of [['SIMBA_BUILD_FROM_SOURCE=1', { SIMBA_BUILD_FROM_SOURCE: '1' }], ['npm_config_build_from_source=true', { npm_config_build_from_source: 'true' }]] as const) {
+  for (const [name, env] of [
+    ['SIMBA_BUILD_FROM_SOURCE=1', { SIMBA_BUILD_FROM_SOURCE: '1' }],
+    ['npm_config_build_from_source=true', { npm_config_build_from_source: 'true' }],
+  ] as const) {
     itPrebuilt(`${name} builds even when a prebuilt loads; SIMBA_CUDA=1 keeps the CUDA backend`, () => {
       const pkg = makeFakePackage();
       pkg.addPlatformPackage('linux-x64', { files: { 'simba_ssm.node': { copy: realAddon } } });
@@ -117,18 +142,32 @@ describe('scripts/install.js', () => {
 
 describe('platform packages (npm/)', () => {
   interface PackageJson {
-    name: string; version: string; os?: string[]; cpu?: string[]; libc?: string[]; files: string[]; config?: Record<string, string>;
-    scripts: Record<string, string>; optionalDependencies: Record<string, string>;
+    name: string;
+    version: string;
+    os?: string[];
+    cpu?: string[];
+    libc?: string[];
+    files: string[];
+    config?: Record<string, string>;
+    scripts: Record<string, string>;
+    optionalDependencies: Record<string, string>;
   }
   const read = (f: string) => JSON.parse(fs.readFileSync(f, 'utf8')) as PackageJson;
   const main = read(path.join(repoRoot, 'package.json'));
 
-  it('declare os, cpu, libc and the glibc floor, and are the main package\'s optional dependencies at its version', () => {
+  it("declare os, cpu, libc and the glibc floor, and are the main package's optional dependencies at its version", () => {
     const dirs = fs.readdirSync(path.join(repoRoot, 'npm')).sort();
     expect(dirs).toEqual(['linux-x64', 'linux-x64-cuda']);
     for (const d of dirs) {
       const p = read(path.join(repoRoot, 'npm', d, 'package.json'));
-      expect(p).toMatchObject({ name: `@simba-ssm/${d}`, version: main.version, os: ['linux'], cpu: ['x64'], libc: ['glibc'], config: { glibc: GLIBC_FLOOR } });
+      expect(p).toMatchObject({
+        name: `@simba-ssm/${d}`,
+        version: main.version,
+        os: ['linux'],
+        cpu: ['x64'],
+        libc: ['glibc'],
+        config: { glibc: GLIBC_FLOOR },
+      });
       expect(p.files).toContain(d.endsWith('-cuda') ? 'libsimba_cuda.so' : 'simba_ssm.node');
       expect(fs.existsSync(path.join(repoRoot, 'npm', d, 'README.md'))).toBe(true);
       expect(main.optionalDependencies[p.name]).toBe(main.version);
@@ -142,16 +181,22 @@ describe('platform packages (npm/)', () => {
     fs.cpSync(path.join(repoRoot, 'npm'), path.join(copy, 'npm'), { recursive: true, filter: (s) => !/\.(node|so)$/.test(s) });
     fs.cpSync(path.join(repoRoot, 'scripts'), path.join(copy, 'scripts'), { recursive: true });
     fs.writeFileSync(path.join(copy, 'package.json'), JSON.stringify({ ...main, version: '9.8.7' }));
-    const sync = (...a: string[]) => spawnSync(process.execPath, [path.join(copy, 'scripts', 'sync-versions.js'), ...a], { encoding: 'utf8' });
+    const sync = (...a: string[]) =>
+      spawnSync(process.execPath, [path.join(copy, 'scripts', 'sync-versions.js'), ...a], { encoding: 'utf8' });
     const check = sync('--check');
     expect(check.status).toBe(1);
     expect(check.stderr).toContain('npm/linux-x64/package.json: version');
     expect(sync().status).toBe(0);
     expect(sync('--check').status).toBe(0);
     expect(read(path.join(copy, 'npm', 'linux-x64-cuda', 'package.json')).version).toBe('9.8.7');
-    expect(read(path.join(copy, 'package.json')).optionalDependencies).toEqual({ '@simba-ssm/linux-x64': '9.8.7', '@simba-ssm/linux-x64-cuda': '9.8.7' });
+    expect(read(path.join(copy, 'package.json')).optionalDependencies).toEqual({
+      '@simba-ssm/linux-x64': '9.8.7',
+      '@simba-ssm/linux-x64-cuda': '9.8.7',
+    });
     // the repository itself is in sync
-    expect(spawnSync(process.execPath, [path.join(repoRoot, 'scripts', 'sync-versions.js'), '--check'], { encoding: 'utf8' }).status).toBe(0);
+    expect(
+      spawnSync(process.execPath, [path.join(repoRoot, 'scripts', 'sync-versions.js'), '--check'], { encoding: 'utf8' }).status,
+    ).toBe(0);
   });
 });
 
@@ -160,8 +205,11 @@ test('cmake: the CUDA backend is opt-in (SIMBA_CUDA=1), even where nvcc exists',
   const env = { ...process.env };
   delete env.SIMBA_CUDA;
   delete env.SIMBA_NO_CUDA;
-  const r = spawnSync('cmake', ['-S', repoRoot, '-B', build, '-DCMAKE_JS_INC=' + path.join(repoRoot, 'node_modules', 'node-api-headers', 'include')],
-    { env, encoding: 'utf8' });
+  const r = spawnSync(
+    'cmake',
+    ['-S', repoRoot, '-B', build, '-DCMAKE_JS_INC=' + path.join(repoRoot, 'node_modules', 'node-api-headers', 'include')],
+    { env, encoding: 'utf8' },
+  );
   expect(r.status).toBe(0);
   expect(r.stdout).toContain('simba-ssm: building the CPU engine only (set SIMBA_CUDA=1 to also build the CUDA backend)');
   expect(r.stdout).not.toContain('building the CUDA backend (libsimba_cuda.so)');
@@ -179,7 +227,11 @@ describe('simba doctor', () => {
     const r = doctor(['--json'], { SIMBA_THREADS: '3' });
     expect(r.status).toBe(0);
     const rep = JSON.parse(r.stdout);
-    expect(rep.addon).toMatchObject({ from: 'local build', path: path.join(repoRoot, 'build', 'Release', 'simba_ssm.node'), bytes: fs.statSync(realAddon).size });
+    expect(rep.addon).toMatchObject({
+      from: 'local build',
+      path: path.join(repoRoot, 'build', 'Release', 'simba_ssm.node'),
+      bytes: fs.statSync(realAddon).size,
+    });
     expect(rep.isas).toContain(rep.isa);
     expect(rep.threads).toBe(3);
     expect(rep.platform).toMatchObject({ id: 'linux-x64', libc: 'glibc', glibc: platformInfo().glibc });
@@ -194,7 +246,7 @@ describe('simba doctor', () => {
     expect(text.stdout).toMatch(/^threads +3$/m);
   });
 
-  it('without a loadable addon: exit 1 and the loader\'s message with possible solutions', () => {
+  it("without a loadable addon: exit 1 and the loader's message with possible solutions", () => {
     const r = doctor([], { SIMBA_ADDON_PATH: path.join(tmpDir('simba-none-'), 'missing.node') });
     expect(r.status).toBe(1);
     expect(r.stdout).toMatch(/^addon +not loaded/m);
@@ -208,10 +260,14 @@ describe('simba doctor', () => {
 describe('scripts/check-glibc.sh', () => {
   const dir = tmpDir('simba-glibc-');
   const check = (files: string[], env: NodeJS.ProcessEnv = {}) =>
-    spawnSync('bash', [path.join(repoRoot, 'scripts', 'check-glibc.sh'), ...files], { encoding: 'utf8', env: { ...process.env, ...env } });
+    spawnSync('bash', [path.join(repoRoot, 'scripts', 'check-glibc.sh'), ...files], {
+      encoding: 'utf8',
+      env: { ...process.env, ...env },
+    });
   /** A C++ shared library that uses std::string (GLIBCXX symbols unless libstdc++ is static). */
   const cxxLib = (name: string, flags: string[]) => {
-    const src = path.join(dir, 'lib.cc'), out = path.join(dir, name);
+    const src = path.join(dir, 'lib.cc'),
+      out = path.join(dir, name);
     fs.writeFileSync(src, '#include <string>\nextern "C" int length_of(const char* s) { return (int)std::string(s).size(); }\n');
     const r = spawnSync('c++', ['-shared', '-fPIC', '-O1', ...flags, '-o', out, src], { encoding: 'utf8' });
     if (r.status !== 0) throw new Error(r.stderr);
@@ -219,7 +275,7 @@ describe('scripts/check-glibc.sh', () => {
   };
 
   it('prints the highest GLIBC / GLIBCXX a binary needs and fails above the floors', () => {
-    const aborts = crashingLibrary(dir, 'aborts', 'abort();');  // needs abort@GLIBC_2.2.5 only
+    const aborts = crashingLibrary(dir, 'aborts', 'abort();'); // needs abort@GLIBC_2.2.5 only
     const ok = check([aborts]);
     expect(ok.status).toBe(0);
     expect(ok.stdout).toMatch(/aborts\.node +GLIBC 2\.2\.5 +GLIBCXX none .* ok$/m);
@@ -231,7 +287,9 @@ describe('scripts/check-glibc.sh', () => {
   it('counts GLIBCXX from a dynamic libstdc++, and none when it is linked statically', () => {
     const dynamic = check([cxxLib('dynamic.so', [])], { GLIBCXX_FLOOR: '3.4' });
     expect(dynamic.status).toBe(1);
-    expect(dynamic.stdout).toMatch(/dynamic\.so +GLIBC [\d.]+ +GLIBCXX 3\.4\.\d+ .*libstdc\+\+\.so\.6.*FAIL: GLIBCXX_3\.4\.\d+ > 3\.4$/m);
+    expect(dynamic.stdout).toMatch(
+      /dynamic\.so +GLIBC [\d.]+ +GLIBCXX 3\.4\.\d+ .*libstdc\+\+\.so\.6.*FAIL: GLIBCXX_3\.4\.\d+ > 3\.4$/m,
+    );
     const fixed = check([cxxLib('static.so', ['-static-libstdc++', '-static-libgcc'])], { GLIBCXX_FLOOR: '3.4' });
     expect(fixed.stdout).toMatch(/static\.so +GLIBC [\d.]+ +GLIBCXX none /);
     expect(fixed.stdout).not.toContain('libstdc++');

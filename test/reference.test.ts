@@ -9,14 +9,39 @@ import { Tokenizer } from '@huggingface/tokenizers';
 
 import type { MambaConfig } from '../lib/types';
 import {
-  cloneState, refConv1d, refContributionsBruteForce, refForward, refHead, refLocalScores, refMixer,
-  refNormScores, refReduceAbs, refScoresBruteForce, refSelectKeep, refSelectiveScan, refUniformIndices,
-  refWeightsFromEngineTensors, softplus, zeroState,
-  type RefSimbaOptions, type RefState, type RefWeights,
+  cloneState,
+  refConv1d,
+  refContributionsBruteForce,
+  refForward,
+  refHead,
+  refLocalScores,
+  refMixer,
+  refNormScores,
+  refReduceAbs,
+  refScoresBruteForce,
+  refSelectKeep,
+  refSelectiveScan,
+  refUniformIndices,
+  refWeightsFromEngineTensors,
+  softplus,
+  zeroState,
+  type RefSimbaOptions,
+  type RefState,
+  type RefWeights,
 } from './reference/mamba_ref';
 import {
-  bf16BitsToF32, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits, fromHfTensors, hfConfigJson, makeRng, randn,
-  randomConfig, randomEngineTensors, stateSpacesConfigJson, toHfTensors,
+  bf16BitsToF32,
+  f16BitsToF32,
+  f32ToBf16Bits,
+  f32ToF16Bits,
+  fromHfTensors,
+  hfConfigJson,
+  makeRng,
+  randn,
+  randomConfig,
+  randomEngineTensors,
+  stateSpacesConfigJson,
+  toHfTensors,
 } from './reference/random_model';
 
 // ---------------------------------------------------------------------------------------------
@@ -87,8 +112,15 @@ describe('building blocks', () => {
 
   test('conv1d and selective scan: chunked with state equals whole', () => {
     const rng = makeRng(11);
-    const T = 13, E = 5, N = 4, K = 4, cut = 6;
-    const x = randn(rng, T * E), w = randn(rng, E * K), b = randn(rng, E), s0c = randn(rng, E * (K - 1));
+    const T = 13,
+      E = 5,
+      N = 4,
+      K = 4,
+      cut = 6;
+    const x = randn(rng, T * E),
+      w = randn(rng, E * K),
+      b = randn(rng, E),
+      s0c = randn(rng, E * (K - 1));
     const whole = refConv1d(x, s0c, w, b, T, E, K);
     const p1 = refConv1d(x.slice(0, cut * E), s0c, w, b, cut, E, K);
     const p2 = refConv1d(x.slice(cut * E), p1.state, w, b, T - cut, E, K);
@@ -97,19 +129,53 @@ describe('building blocks', () => {
 
     const dt = randn(rng, T * E).map((v) => softplus(v - 2));
     const A = randn(rng, E * N).map((v) => -Math.exp(v));
-    const B = randn(rng, T * N), C = randn(rng, T * N), D = randn(rng, E), z = randn(rng, T * E), s0 = randn(rng, E * N);
+    const B = randn(rng, T * N),
+      C = randn(rng, T * N),
+      D = randn(rng, E),
+      z = randn(rng, T * E),
+      s0 = randn(rng, E * N);
     const full = refSelectiveScan(x, dt, A, B, C, D, z, s0, T, E, N);
-    const a = refSelectiveScan(x.slice(0, cut * E), dt.slice(0, cut * E), A, B.slice(0, cut * N), C.slice(0, cut * N), D, z.slice(0, cut * E), s0, cut, E, N);
-    const c = refSelectiveScan(x.slice(cut * E), dt.slice(cut * E), A, B.slice(cut * N), C.slice(cut * N), D, z.slice(cut * E), a.sFinal, T - cut, E, N);
+    const a = refSelectiveScan(
+      x.slice(0, cut * E),
+      dt.slice(0, cut * E),
+      A,
+      B.slice(0, cut * N),
+      C.slice(0, cut * N),
+      D,
+      z.slice(0, cut * E),
+      s0,
+      cut,
+      E,
+      N,
+    );
+    const c = refSelectiveScan(
+      x.slice(cut * E),
+      dt.slice(cut * E),
+      A,
+      B.slice(cut * N),
+      C.slice(cut * N),
+      D,
+      z.slice(cut * E),
+      a.sFinal,
+      T - cut,
+      E,
+      N,
+    );
     expect(maxAbsDiff(full.y, Float64Array.from([...a.y, ...c.y]))).toBe(0);
     expect(maxAbsDiff(full.sFinal, c.sFinal)).toBe(0);
   });
 
   test('selective scan equals the closed form y_t = sum_{j<=t} C_t exp(A sum_{k=j+1..t} dt_k) dt_j B_j x_j + D x_t', () => {
     const rng = makeRng(12);
-    const T = 7, E = 3, N = 4;
-    const x = randn(rng, T * E), dt = randn(rng, T * E).map((v) => softplus(v - 1));
-    const A = randn(rng, E * N).map((v) => -Math.exp(v)), B = randn(rng, T * N), C = randn(rng, T * N), D = randn(rng, E);
+    const T = 7,
+      E = 3,
+      N = 4;
+    const x = randn(rng, T * E),
+      dt = randn(rng, T * E).map((v) => softplus(v - 1));
+    const A = randn(rng, E * N).map((v) => -Math.exp(v)),
+      B = randn(rng, T * N),
+      C = randn(rng, T * N),
+      D = randn(rng, E);
     const { y } = refSelectiveScan(x, dt, A, B, C, D, null, new Float64Array(E * N), T, E, N);
     for (let t = 0; t < T; t++) {
       for (let e = 0; e < E; e++) {
@@ -117,7 +183,8 @@ describe('building blocks', () => {
         for (let j = 0; j <= t; j++) {
           let dtSum = 0;
           for (let k = j + 1; k <= t; k++) dtSum += dt[k * E + e];
-          for (let n = 0; n < N; n++) acc += C[t * N + n] * Math.exp(A[e * N + n] * dtSum) * dt[j * E + e] * B[j * N + n] * x[j * E + e];
+          for (let n = 0; n < N; n++)
+            acc += C[t * N + n] * Math.exp(A[e * N + n] * dtSum) * dt[j * E + e] * B[j * N + n] * x[j * E + e];
         }
         expect(Math.abs(y[t * E + e] - acc)).toBeLessThanOrEqual(1e-12 * (1 + Math.abs(acc)));
       }
@@ -171,7 +238,9 @@ describe('(a) dense forward is consistent with its recurrent state', () => {
     const tokens = [3, 9, 27, 4, 8];
     const all = refForward(cfg, w, tokens);
     // layer 0's input is the embedding rows, so its pre-conv x is computable directly
-    const d = cfg.dModel, E = cfg.dInner, K = cfg.dConv;
+    const d = cfg.dModel,
+      E = cfg.dInner,
+      K = cfg.dConv;
     const h = new Float64Array(tokens.length * d);
     tokens.forEach((tk, i) => h.set(w.embedding.subarray(tk * d, (tk + 1) * d), i * d));
     const mix = refMixer(cfg, w.layers[0], h, tokens.length, zeroState(cfg)[0]);
@@ -192,13 +261,18 @@ describe('(a) dense forward is consistent with its recurrent state', () => {
 
 describe('(b) Simba score by brute force', () => {
   test.each([
-    [1, 1, 1], [9, 4, 3], [23, 6, 8], [40, 5, 16],
+    [1, 1, 1],
+    [9, 4, 3],
+    [23, 6, 8],
+    [40, 5, 16],
   ])('T=%i E=%i N=%i', (T, E, N) => {
     const rng = makeRng(1000 + T);
     const x = randn(rng, T * E);
     const dt = randn(rng, T * E).map((v) => softplus(v - 2)); // ~0.01 .. 1
     const A = new Float64Array(E * N).map((_, i) => -((i % N) + 1) * Math.exp(0.1 * rng.normal()));
-    const B = randn(rng, T * N), C = randn(rng, T * N), D = randn(rng, E);
+    const B = randn(rng, T * N),
+      C = randn(rng, T * N),
+      D = randn(rng, E);
 
     const c = refContributionsBruteForce(x, dt, A, B, C, T, E, N);
     // full scan from s0 = 0, no gate: y_T - D x_T = sum_t c(t, :)
@@ -231,14 +305,28 @@ describe('(b) Simba score by brute force', () => {
 
   test('local score is the last-token contribution formula applied to each token alone', () => {
     const rng = makeRng(77);
-    const T = 6, E = 4, N = 3;
-    const x = randn(rng, T * E), dt = randn(rng, T * E).map(softplus), B = randn(rng, T * N), C = randn(rng, T * N);
+    const T = 6,
+      E = 4,
+      N = 3;
+    const x = randn(rng, T * E),
+      dt = randn(rng, T * E).map(softplus),
+      B = randn(rng, T * N),
+      C = randn(rng, T * N);
     const A = randn(rng, E * N).map((v) => -Math.exp(v));
     const local = refLocalScores(x, dt, B, C, T, E, N, 'sum');
     for (let t = 0; t < T; t++) {
       // the token's own contribution to its own output = brute force on the 1-token sequence [t] with C(t)
-      const one = refScoresBruteForce(x.slice(t * E, (t + 1) * E), dt.slice(t * E, (t + 1) * E), A,
-        B.slice(t * N, (t + 1) * N), C.slice(t * N, (t + 1) * N), 1, E, N, 'sum');
+      const one = refScoresBruteForce(
+        x.slice(t * E, (t + 1) * E),
+        dt.slice(t * E, (t + 1) * E),
+        A,
+        B.slice(t * N, (t + 1) * N),
+        C.slice(t * N, (t + 1) * N),
+        1,
+        E,
+        N,
+        'sum',
+      );
       expect(local[t]).toBeCloseTo(one[0], 12);
     }
   });
@@ -250,7 +338,11 @@ describe('(b) Simba score by brute force', () => {
 
 const CRITERIA = ['simba', 'local', 'norm', 'uniform', 'random'] as const;
 
-function simbaOpts(criterion: (typeof CRITERIA)[number], keepCounts: number[], extra: Partial<RefSimbaOptions> = {}): RefSimbaOptions {
+function simbaOpts(
+  criterion: (typeof CRITERIA)[number],
+  keepCounts: number[],
+  extra: Partial<RefSimbaOptions> = {},
+): RefSimbaOptions {
   return {
     keepCounts,
     criterion,
@@ -271,7 +363,9 @@ describe('(c) keeping every token gives exactly the dense result', () => {
     const dense = refForward(cfg, w, tokens);
     for (const keep of [T, T + 5]) {
       for (const reduce of ['max', 'sum'] as const) {
-        const r = refForward(cfg, w, tokens, undefined, { simba: simbaOpts(criterion, Array(cfg.nLayer).fill(keep), { reduce }) });
+        const r = refForward(cfg, w, tokens, undefined, {
+          simba: simbaOpts(criterion, Array(cfg.nLayer).fill(keep), { reduce }),
+        });
         for (let t = 0; t < T; t++) expect(maxAbsDiff(r.logits[t], dense.logits[t])).toBe(0);
         expectStatesClose(r.state, dense.state, 0);
         for (let l = 0; l < cfg.nLayer; l++) {
@@ -289,8 +383,14 @@ describe('(d) kept sets are nested, ordered, and contain the last and protected 
     const T = 30;
     const tokens = randomTokens(42, T, cfg.vocabSize);
     const keepCounts = [24, 15, 9, 4];
-    for (const [pf, pl] of [[0, 0], [2, 3], [4, 4]]) {
-      const r = refForward(cfg, w, tokens, undefined, { simba: simbaOpts(criterion, keepCounts, { protectFirst: pf, protectLast: pl }) });
+    for (const [pf, pl] of [
+      [0, 0],
+      [2, 3],
+      [4, 4],
+    ]) {
+      const r = refForward(cfg, w, tokens, undefined, {
+        simba: simbaOpts(criterion, keepCounts, { protectFirst: pf, protectLast: pl }),
+      });
       const protectedPos = new Set<number>([T - 1]);
       for (let i = 0; i < pf; i++) protectedPos.add(i);
       for (let i = T - pl; i < T; i++) protectedPos.add(i);
@@ -321,11 +421,13 @@ describe('(d) kept sets are nested, ordered, and contain the last and protected 
     expect(refSelectKeep(s, 7)).toEqual([0, 1, 2, 3, 4, 5, 6]);
   });
 
-  test('scores inside refForward are the criteria applied to that layer\'s mixer', () => {
+  test("scores inside refForward are the criteria applied to that layer's mixer", () => {
     const { cfg, w } = model(CONFIGS[0], 51);
     const T = 12;
     const tokens = randomTokens(52, T, cfg.vocabSize);
-    const d = cfg.dModel, E = cfg.dInner, N = cfg.dState;
+    const d = cfg.dModel,
+      E = cfg.dInner,
+      N = cfg.dState;
     const h = new Float64Array(T * d);
     tokens.forEach((tk, i) => h.set(w.embedding.subarray(tk * d, (tk + 1) * d), i * d));
     const mix = refMixer(cfg, w.layers[0], h, T, zeroState(cfg)[0]);
@@ -362,7 +464,8 @@ describe('(e) uniform keeps the evenly strided indices', () => {
     const r = refForward(cfg, w, tokens, undefined, { simba: simbaOpts('uniform', keepCounts) });
     let present = tokens.map((_, i) => i);
     for (let l = 0; l < cfg.nLayer; l++) {
-      const n = present.length, k = keepCounts[l];
+      const n = present.length,
+        k = keepCounts[l];
       const want = k >= n ? present : Array.from({ length: k }, (_, i) => present[Math.round(((i + 1) * n) / k) - 1]);
       expect(r.kept[l]).toEqual(want);
       present = want;
@@ -390,8 +493,14 @@ describe('pruned forward against dense runs', () => {
       const S = r.kept[0];
       expect(S.length).toBe(9);
       expect(r.kept[2]).toEqual(S);
-      const sub = refForward(cfg, w, S.map((p) => tokens[p]));
-      S.forEach((p, j) => expect(maxAbsDiff(r.logits[p], sub.logits[j])).toBeLessThanOrEqual(1e-12 * (1 + maxAbs(sub.logits[j]))));
+      const sub = refForward(
+        cfg,
+        w,
+        S.map((p) => tokens[p]),
+      );
+      S.forEach((p, j) =>
+        expect(maxAbsDiff(r.logits[p], sub.logits[j])).toBeLessThanOrEqual(1e-12 * (1 + maxAbs(sub.logits[j]))),
+      );
       for (let l = 1; l < cfg.nLayer; l++) {
         expect(maxAbsDiff(r.state[l].ssm, sub.state[l].ssm)).toBeLessThanOrEqual(1e-12);
         expect(maxAbsDiff(r.state[l].conv, sub.state[l].conv)).toBeLessThanOrEqual(1e-12);
@@ -413,7 +522,10 @@ describe('pruned forward against dense runs', () => {
     const tensors = randomEngineTensors(full, 81);
     const w = refWeightsFromEngineTensors(full, tensors);
     const one = { ...full, nLayer: 1 };
-    const w1 = refWeightsFromEngineTensors(one, tensors.filter((t) => t.layer <= 0));
+    const w1 = refWeightsFromEngineTensors(
+      one,
+      tensors.filter((t) => t.layer <= 0),
+    );
     const T = 15;
     const tokens = randomTokens(82, T, full.vocabSize);
     const r = refForward(full, w, tokens, undefined, { simba: simbaOpts('simba', [5, 3, 2], { reduce: 'sum' }) });
@@ -442,7 +554,9 @@ describe('pruned forward against dense runs', () => {
 describe('random models', () => {
   test('deterministic, sanely scaled', () => {
     const cfg = randomConfig({ dModel: 24, nLayer: 4, dState: 16, vocabSize: 64, dtRank: 2 });
-    const a = randomEngineTensors(cfg, 5), b = randomEngineTensors(cfg, 5), c = randomEngineTensors(cfg, 6);
+    const a = randomEngineTensors(cfg, 5),
+      b = randomEngineTensors(cfg, 5),
+      c = randomEngineTensors(cfg, 6);
     expect(a.map((t) => Array.from(t.data))).toEqual(b.map((t) => Array.from(t.data)));
     expect(Array.from(a[0].data)).not.toEqual(Array.from(c[0].data));
     for (const t of a) {
@@ -474,7 +588,9 @@ describe('random models', () => {
         expect(names.includes('lm_head.weight')).toBe(!tie || layout === 'state-spaces');
         expect(ck.find((t) => t.name === 'backbone.layers.1.mixer.conv1d.weight')!.shape).toEqual([cfg.dInner, 1, cfg.dConv]);
         const f32 = ck.find((t) => t.name === 'backbone.layers.0.mixer.A_log')!;
-        expect(Array.from(new Float32Array(f32.bytes.buffer, f32.bytes.byteOffset, f32.data.length))).toEqual(Array.from(f32.data));
+        expect(Array.from(new Float32Array(f32.bytes.buffer, f32.bytes.byteOffset, f32.data.length))).toEqual(
+          Array.from(f32.data),
+        );
         const back = fromHfTensors(cfg, ck, layout);
         const key = (t: { name: string; layer: number }) => `${t.name}@${t.layer}`;
         const want = new Map(eng.map((t) => [key(t), t]));
@@ -485,17 +601,40 @@ describe('random models', () => {
         }
       }
       const hf = hfConfigJson(cfg);
-      expect(hf).toMatchObject({ model_type: 'mamba', hidden_size: 8, intermediate_size: 16, state_size: cfg.dState, num_hidden_layers: 2,
-        conv_kernel: cfg.dConv, time_step_rank: cfg.dtRank, use_bias: !tie, use_conv_bias: true, tie_word_embeddings: tie, torch_dtype: 'float32' });
-      expect(stateSpacesConfigJson(cfg)).toMatchObject({ d_model: 8, n_layer: 2, vocab_size: 16, ssm_cfg: { d_state: cfg.dState, expand: 2 } });
+      expect(hf).toMatchObject({
+        model_type: 'mamba',
+        hidden_size: 8,
+        intermediate_size: 16,
+        state_size: cfg.dState,
+        num_hidden_layers: 2,
+        conv_kernel: cfg.dConv,
+        time_step_rank: cfg.dtRank,
+        use_bias: !tie,
+        use_conv_bias: true,
+        tie_word_embeddings: tie,
+        torch_dtype: 'float32',
+      });
+      expect(stateSpacesConfigJson(cfg)).toMatchObject({
+        d_model: 8,
+        n_layer: 2,
+        vocab_size: 16,
+        ssm_cfg: { d_state: cfg.dState, expand: 2 },
+      });
     }
   });
 
   test('f16 / bf16 rounding', () => {
     const cases: [number, number, number][] = [
       // value, f16 bits, bf16 bits
-      [1, 0x3c00, 0x3f80], [-2, 0xc000, 0xc000], [0, 0, 0], [65504, 0x7bff, 0x4780], [1e6, 0x7c00, 0x4974],
-      [2 ** -24, 0x0001, 0x3380], [2 ** -14, 0x0400, 0x3880], [1 + 2 ** -11, 0x3c00, 0x3f80], [1 + 3 * 2 ** -11, 0x3c02, 0x3f80],
+      [1, 0x3c00, 0x3f80],
+      [-2, 0xc000, 0xc000],
+      [0, 0, 0],
+      [65504, 0x7bff, 0x4780],
+      [1e6, 0x7c00, 0x4974],
+      [2 ** -24, 0x0001, 0x3380],
+      [2 ** -14, 0x0400, 0x3880],
+      [1 + 2 ** -11, 0x3c00, 0x3f80],
+      [1 + 3 * 2 ** -11, 0x3c02, 0x3f80],
     ];
     for (const [v, h, b] of cases) {
       expect(f32ToF16Bits(v)).toBe(h);
@@ -509,7 +648,12 @@ describe('random models', () => {
       expect(Math.abs(h - v)).toBeLessThanOrEqual(Math.max(Math.abs(v) * 2 ** -11, 2 ** -25)); // half ulp
       expect(Math.abs(bf - v)).toBeLessThanOrEqual(Math.abs(v) * 2 ** -8);
     }
-    const ck = toHfTensors(randomConfig({ dModel: 8, nLayer: 1, vocabSize: 8 }), randomEngineTensors(randomConfig({ dModel: 8, nLayer: 1, vocabSize: 8 }), 1), 'hf', 'BF16');
+    const ck = toHfTensors(
+      randomConfig({ dModel: 8, nLayer: 1, vocabSize: 8 }),
+      randomEngineTensors(randomConfig({ dModel: 8, nLayer: 1, vocabSize: 8 }), 1),
+      'hf',
+      'BF16',
+    );
     for (const t of ck) {
       expect(t.bytes.length).toBe(2 * t.data.length);
       for (let i = 0; i < t.data.length; i++) expect(t.data[i]).toBe(bf16BitsToF32(t.bytes[2 * i] | (t.bytes[2 * i + 1] << 8)));
@@ -525,7 +669,10 @@ describe('random models', () => {
 function readSafetensorsF32(file: string): { name: string; shape: number[]; data: Float32Array }[] {
   const buf = fs.readFileSync(file);
   const n = Number(buf.readBigUInt64LE(0));
-  const header = JSON.parse(buf.subarray(8, 8 + n).toString('utf8')) as Record<string, { dtype: string; shape: number[]; data_offsets: [number, number] }>;
+  const header = JSON.parse(buf.subarray(8, 8 + n).toString('utf8')) as Record<
+    string,
+    { dtype: string; shape: number[]; data_offsets: [number, number] }
+  >;
   const out: { name: string; shape: number[]; data: Float32Array }[] = [];
   for (const [name, info] of Object.entries(header)) {
     if (name === '__metadata__') continue;
@@ -542,10 +689,20 @@ function readSafetensorsF32(file: string): { name: string; shape: number[]; data
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- a parsed config.json, read field by field
 function configFromHfJson(j: Record<string, any>): MambaConfig {
   return {
-    vocabSize: j.vocab_size, dModel: j.hidden_size, nLayer: j.num_hidden_layers, dInner: j.intermediate_size,
-    dState: j.state_size, dtRank: j.time_step_rank, dConv: j.conv_kernel, convBias: j.use_conv_bias,
-    projBias: j.use_bias, eps: j.layer_norm_epsilon, tieEmbeddings: j.tie_word_embeddings ?? true,
-    bosTokenId: j.bos_token_id ?? null, eosTokenId: j.eos_token_id ?? null, padTokenId: j.pad_token_id ?? null,
+    vocabSize: j.vocab_size,
+    dModel: j.hidden_size,
+    nLayer: j.num_hidden_layers,
+    dInner: j.intermediate_size,
+    dState: j.state_size,
+    dtRank: j.time_step_rank,
+    dConv: j.conv_kernel,
+    convBias: j.use_conv_bias,
+    projBias: j.use_bias,
+    eps: j.layer_norm_epsilon,
+    tieEmbeddings: j.tie_word_embeddings ?? true,
+    bosTokenId: j.bos_token_id ?? null,
+    eosTokenId: j.eos_token_id ?? null,
+    padTokenId: j.pad_token_id ?? null,
   };
 }
 
@@ -599,7 +756,7 @@ describe('(f) shipped model models/brown-mamba-s', () => {
     expect(Math.abs(nll / (ids.length - 1) - 4.2365354098582664)).toBeLessThan(1e-9);
     // a Simba-pruned prefill stays sane on real weights
     const T = ids.length;
-    const keep = Array.from({ length: cfg.nLayer }, (_, l) => Math.max(1, Math.ceil(T * (1 - 0.9 * l / (cfg.nLayer - 1)))));
+    const keep = Array.from({ length: cfg.nLayer }, (_, l) => Math.max(1, Math.ceil(T * (1 - (0.9 * l) / (cfg.nLayer - 1)))));
     const p = refForward(cfg, w, ids, undefined, { simba: simbaOpts('simba', keep) });
     expect(p.logits[T - 1].every(Number.isFinite)).toBe(true);
     expect(p.kept[cfg.nLayer - 1].length).toBe(keep[cfg.nLayer - 1]);

@@ -2,7 +2,13 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import {
-  openSafetensors, openCheckpoint, encodeSafetensors, f32ToF16Bits, f16BitsToF32, f32ToBf16Bits, bf16BitsToF32,
+  openSafetensors,
+  openCheckpoint,
+  encodeSafetensors,
+  f32ToF16Bits,
+  f16BitsToF32,
+  f32ToBf16Bits,
+  bf16BitsToF32,
 } from '../lib/checkpoint/safetensors';
 import { SimbaError } from '../lib/errors';
 // eslint-disable-next-line @typescript-eslint/no-require-imports -- the module object itself, so jest can spy on its functions
@@ -47,10 +53,24 @@ const f32 = (...v: number[]): Float32Array => Float32Array.from(v);
 describe('f16 / bf16 conversion', () => {
   it('f16: known values, round to nearest even', () => {
     const cases: Array<[number, number]> = [
-      [1, 0x3c00], [-2, 0xc000], [0.1, 0x2e66], [1 / 3, 0x3555], [65504, 0x7bff],
-      [65519.99, 0x7bff], [65520, 0x7c00], [1e6, 0x7c00], [-Infinity, 0xfc00], [-0, 0x8000],
-      [2 ** -24, 0x0001], [2 ** -25, 0x0000], [1.5 * 2 ** -25, 0x0001], [3 * 2 ** -25, 0x0002],
-      [2 ** -14, 0x0400], [1 + 2 ** -11, 0x3c00], [1 + 3 * 2 ** -11, 0x3c02], [1 + 2 ** -11 + 2 ** -20, 0x3c01],
+      [1, 0x3c00],
+      [-2, 0xc000],
+      [0.1, 0x2e66],
+      [1 / 3, 0x3555],
+      [65504, 0x7bff],
+      [65519.99, 0x7bff],
+      [65520, 0x7c00],
+      [1e6, 0x7c00],
+      [-Infinity, 0xfc00],
+      [-0, 0x8000],
+      [2 ** -24, 0x0001],
+      [2 ** -25, 0x0000],
+      [1.5 * 2 ** -25, 0x0001],
+      [3 * 2 ** -25, 0x0002],
+      [2 ** -14, 0x0400],
+      [1 + 2 ** -11, 0x3c00],
+      [1 + 3 * 2 ** -11, 0x3c02],
+      [1 + 2 ** -11 + 2 ** -20, 0x3c01],
     ];
     for (const [v, bits] of cases) expect([v, f32ToF16Bits(v)]).toEqual([v, bits]);
     expect(f32ToF16Bits(NaN) & 0x7c00).toBe(0x7c00);
@@ -71,8 +91,15 @@ describe('f16 / bf16 conversion', () => {
 
   it('bf16: known values, round to nearest even', () => {
     const cases: Array<[number, number]> = [
-      [1, 0x3f80], [-1.5, 0xbfc0], [Math.PI, 0x4049], [1 + 2 ** -8, 0x3f80], [1 + 3 * 2 ** -8, 0x3f82],
-      [1 + 2 ** -8 + 2 ** -20, 0x3f81], [3.4028234663852886e38, 0x7f80], [-0, 0x8000], [Infinity, 0x7f80],
+      [1, 0x3f80],
+      [-1.5, 0xbfc0],
+      [Math.PI, 0x4049],
+      [1 + 2 ** -8, 0x3f80],
+      [1 + 3 * 2 ** -8, 0x3f82],
+      [1 + 2 ** -8 + 2 ** -20, 0x3f81],
+      [3.4028234663852886e38, 0x7f80],
+      [-0, 0x8000],
+      [Infinity, 0x7f80],
     ];
     for (const [v, bits] of cases) expect([v, f32ToBf16Bits(v)]).toEqual([v, bits]);
     expect(Number.isNaN(bf16BitsToF32(f32ToBf16Bits(NaN)))).toBe(true);
@@ -87,12 +114,17 @@ describe('f16 / bf16 conversion', () => {
 describe('encodeSafetensors + openSafetensors', () => {
   it('round-trips F32 / F16 / BF16 tensors with metadata', () => {
     const vals = f32(1, -2, 0.1, 1 / 3, 65504, 2 ** -24);
-    const file = write(encodeSafetensors({
-      'b.f32': { dtype: 'F32', shape: [2, 3], data: vals },
-      'a.f16': { dtype: 'F16', shape: [6], data: vals },
-      'c.bf16': { dtype: 'BF16', shape: [3, 2], data: vals },
-      'empty': { dtype: 'F32', shape: [0, 4], data: new Float32Array(0) },
-    }, { format: 'pt' }));
+    const file = write(
+      encodeSafetensors(
+        {
+          'b.f32': { dtype: 'F32', shape: [2, 3], data: vals },
+          'a.f16': { dtype: 'F16', shape: [6], data: vals },
+          'c.bf16': { dtype: 'BF16', shape: [3, 2], data: vals },
+          empty: { dtype: 'F32', shape: [0, 4], data: new Float32Array(0) },
+        },
+        { format: 'pt' },
+      ),
+    );
     const st = openSafetensors(file);
     try {
       expect(st.names()).toEqual(['a.f16', 'b.f32', 'c.bf16', 'empty']);
@@ -110,7 +142,10 @@ describe('encodeSafetensors + openSafetensors', () => {
   });
 
   it('writes a space-padded, 8-byte aligned header with names in sorted order', () => {
-    const buf = encodeSafetensors({ z: { dtype: 'F32', shape: [1], data: f32(1) }, a: { dtype: 'F16', shape: [1], data: f32(2) } });
+    const buf = encodeSafetensors({
+      z: { dtype: 'F32', shape: [1], data: f32(1) },
+      a: { dtype: 'F16', shape: [1], data: f32(2) },
+    });
     const n = Number(buf.readBigUInt64LE(0));
     expect(n % 8).toBe(0);
     const text = buf.subarray(8, 8 + n).toString('utf8');
@@ -122,13 +157,20 @@ describe('encodeSafetensors + openSafetensors', () => {
   });
 
   it('rejects bad encoder input', () => {
-    expect(() => encodeSafetensors({ t: { dtype: 'F32', shape: [2, 2], data: f32(1, 2, 3) } })).toThrow(/'t'.*needs 4 values, found 3/);
+    expect(() => encodeSafetensors({ t: { dtype: 'F32', shape: [2, 2], data: f32(1, 2, 3) } })).toThrow(
+      /'t'.*needs 4 values, found 3/,
+    );
     expect(() => encodeSafetensors({ t: { dtype: 'F64' as 'F32', shape: [1], data: f32(1) } })).toThrow(/dtype "F64"/);
   });
 
   it('reads only the requested tensor bytes (positioned reads, not the whole file)', () => {
     const big = new Float32Array(1 << 20); // 4 MiB
-    const file = write(encodeSafetensors({ big: { dtype: 'F32', shape: [big.length], data: big }, small: { dtype: 'F32', shape: [3], data: f32(7, 8, 9) } }));
+    const file = write(
+      encodeSafetensors({
+        big: { dtype: 'F32', shape: [big.length], data: big },
+        small: { dtype: 'F32', shape: [3], data: f32(7, 8, 9) },
+      }),
+    );
     const st = openSafetensors(file);
     const spy = jest.spyOn(fsModule, 'readSync');
     const readFile = jest.spyOn(fsModule, 'readFileSync');
@@ -184,30 +226,57 @@ describe('openSafetensors: malformed files', () => {
   });
 
   it('unknown dtype, named', () => {
-    expectOpenError(raw({ w: { dtype: 'F12', shape: [2], data_offsets: [0, 8] } }, Buffer.alloc(8)), /tensor 'w': unknown dtype 'F12'/);
+    expectOpenError(
+      raw({ w: { dtype: 'F12', shape: [2], data_offsets: [0, 8] } }, Buffer.alloc(8)),
+      /tensor 'w': unknown dtype 'F12'/,
+    );
   });
 
   it('shape x dtype size disagreeing with the byte range', () => {
-    expectOpenError(raw({ w: { dtype: 'F32', shape: [2, 3], data_offsets: [0, 8] } }, Buffer.alloc(8)), /tensor 'w'.*needs 24 bytes but data_offsets \[0, 8\] span 8/);
+    expectOpenError(
+      raw({ w: { dtype: 'F32', shape: [2, 3], data_offsets: [0, 8] } }, Buffer.alloc(8)),
+      /tensor 'w'.*needs 24 bytes but data_offsets \[0, 8\] span 8/,
+    );
   });
 
   it('offsets outside the data section (incl. truncated data)', () => {
-    expectOpenError(raw({ w: { dtype: 'F32', shape: [2], data_offsets: [8, 16] } }, Buffer.alloc(12)), /tensor 'w': data_offsets \[8, 16\] lie outside the data section \(12 bytes\)/);
+    expectOpenError(
+      raw({ w: { dtype: 'F32', shape: [2], data_offsets: [8, 16] } }, Buffer.alloc(12)),
+      /tensor 'w': data_offsets \[8, 16\] lie outside the data section \(12 bytes\)/,
+    );
   });
 
   it('overlapping ranges', () => {
-    expectOpenError(raw({
-      a: { dtype: 'F32', shape: [2], data_offsets: [0, 8] },
-      b: { dtype: 'F32', shape: [2], data_offsets: [4, 12] },
-    }, Buffer.alloc(12)), /tensors 'a' \[0, 8\] and 'b' \[4, 12\] overlap/);
+    expectOpenError(
+      raw(
+        {
+          a: { dtype: 'F32', shape: [2], data_offsets: [0, 8] },
+          b: { dtype: 'F32', shape: [2], data_offsets: [4, 12] },
+        },
+        Buffer.alloc(12),
+      ),
+      /tensors 'a' \[0, 8\] and 'b' \[4, 12\] overlap/,
+    );
   });
 
   it('non-integer, negative or reversed offsets; bad shapes', () => {
-    expectOpenError(raw({ w: { dtype: 'F32', shape: [2], data_offsets: [0.5, 8.5] } }, Buffer.alloc(9)), /'w': data_offsets must be non-negative integers/);
-    expectOpenError(raw({ w: { dtype: 'F32', shape: [2], data_offsets: ['0', 8] } }, Buffer.alloc(8)), /'w': data_offsets must be non-negative integers/);
+    expectOpenError(
+      raw({ w: { dtype: 'F32', shape: [2], data_offsets: [0.5, 8.5] } }, Buffer.alloc(9)),
+      /'w': data_offsets must be non-negative integers/,
+    );
+    expectOpenError(
+      raw({ w: { dtype: 'F32', shape: [2], data_offsets: ['0', 8] } }, Buffer.alloc(8)),
+      /'w': data_offsets must be non-negative integers/,
+    );
     expectOpenError(raw({ w: { dtype: 'F32', shape: [0], data_offsets: [8, 0] } }, Buffer.alloc(8)), /end 0 is before begin 8/);
-    expectOpenError(raw({ w: { dtype: 'F32', shape: [2], data_offsets: [0] } }, Buffer.alloc(8)), /'data_offsets' must be \[begin, end\]/);
-    expectOpenError(raw({ w: { dtype: 'F32', shape: [-2], data_offsets: [0, 8] } }, Buffer.alloc(8)), /'shape' must be a list of non-negative integers/);
+    expectOpenError(
+      raw({ w: { dtype: 'F32', shape: [2], data_offsets: [0] } }, Buffer.alloc(8)),
+      /'data_offsets' must be \[begin, end\]/,
+    );
+    expectOpenError(
+      raw({ w: { dtype: 'F32', shape: [-2], data_offsets: [0, 8] } }, Buffer.alloc(8)),
+      /'shape' must be a list of non-negative integers/,
+    );
     expectOpenError(raw({ w: 5 }), /'w': header entry must be an object/);
   });
 
@@ -229,16 +298,24 @@ describe('openSafetensors: malformed files', () => {
 describe('openCheckpoint', () => {
   function shardedDir(opts: { dropShard?: boolean; lieAbout?: string; traversal?: boolean } = {}): string {
     const dir = fs.mkdtempSync(path.join(tmp, 'sharded-'));
-    const s1 = encodeSafetensors({ a: { dtype: 'F32', shape: [2], data: f32(1, 2) }, b: { dtype: 'BF16', shape: [1], data: f32(3) } });
+    const s1 = encodeSafetensors({
+      a: { dtype: 'F32', shape: [2], data: f32(1, 2) },
+      b: { dtype: 'BF16', shape: [1], data: f32(3) },
+    });
     const s2 = encodeSafetensors({ c: { dtype: 'F16', shape: [2], data: f32(4, 5) } });
     fs.writeFileSync(path.join(dir, 'model-00001-of-00002.safetensors'), s1);
     if (!opts.dropShard) fs.writeFileSync(path.join(dir, 'model-00002-of-00002.safetensors'), s2);
     const weightMap: Record<string, string> = {
-      a: 'model-00001-of-00002.safetensors', b: 'model-00001-of-00002.safetensors', c: 'model-00002-of-00002.safetensors',
+      a: 'model-00001-of-00002.safetensors',
+      b: 'model-00001-of-00002.safetensors',
+      c: 'model-00002-of-00002.safetensors',
     };
     if (opts.lieAbout) weightMap[opts.lieAbout] = 'model-00002-of-00002.safetensors';
     if (opts.traversal) weightMap['a'] = '../elsewhere.safetensors';
-    fs.writeFileSync(path.join(dir, 'model.safetensors.index.json'), JSON.stringify({ metadata: { total_size: 14 }, weight_map: weightMap }));
+    fs.writeFileSync(
+      path.join(dir, 'model.safetensors.index.json'),
+      JSON.stringify({ metadata: { total_size: 14 }, weight_map: weightMap }),
+    );
     return dir;
   }
 
@@ -246,7 +323,10 @@ describe('openCheckpoint', () => {
     const ck = openCheckpoint(shardedDir());
     try {
       expect(ck.names()).toEqual(['a', 'b', 'c']);
-      expect(ck.files.map((f) => path.basename(f))).toEqual(['model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors']);
+      expect(ck.files.map((f) => path.basename(f))).toEqual([
+        'model-00001-of-00002.safetensors',
+        'model-00002-of-00002.safetensors',
+      ]);
       expect(Array.from(ck.readTensorF32('a'))).toEqual([1, 2]);
       expect(Array.from(ck.readTensorF32('b'))).toEqual([3]);
       expect(Array.from(ck.readTensorF32('c'))).toEqual([4, 5]);
@@ -258,11 +338,15 @@ describe('openCheckpoint', () => {
   });
 
   it('names a missing shard', () => {
-    expect(() => openCheckpoint(shardedDir({ dropShard: true }))).toThrow(/shard 'model-00002-of-00002.safetensors' listed in weight_map is missing/);
+    expect(() => openCheckpoint(shardedDir({ dropShard: true }))).toThrow(
+      /shard 'model-00002-of-00002.safetensors' listed in weight_map is missing/,
+    );
   });
 
   it('names a tensor listed in the index but absent from its shard', () => {
-    expect(() => openCheckpoint(shardedDir({ lieAbout: 'zz' }))).toThrow(/tensor 'zz' is listed in weight_map for shard 'model-00002-of-00002.safetensors' but is absent/);
+    expect(() => openCheckpoint(shardedDir({ lieAbout: 'zz' }))).toThrow(
+      /tensor 'zz' is listed in weight_map for shard 'model-00002-of-00002.safetensors' but is absent/,
+    );
   });
 
   it('refuses shard paths outside the directory', () => {
@@ -290,7 +374,9 @@ describe('openCheckpoint', () => {
   it('explains a directory without a checkpoint', () => {
     const dir = fs.mkdtempSync(path.join(tmp, 'none-'));
     fs.writeFileSync(path.join(dir, 'weights.safetensors'), encodeSafetensors({}));
-    expect(() => openCheckpoint(dir)).toThrow(/no model\.safetensors or model\.safetensors\.index\.json \(found weights\.safetensors/);
+    expect(() => openCheckpoint(dir)).toThrow(
+      /no model\.safetensors or model\.safetensors\.index\.json \(found weights\.safetensors/,
+    );
     const dir2 = fs.mkdtempSync(path.join(tmp, 'bin-'));
     fs.writeFileSync(path.join(dir2, 'pytorch_model.bin'), 'x');
     expect(() => openCheckpoint(dir2)).toThrow(/pytorch_model\.bin: convert them to safetensors/);

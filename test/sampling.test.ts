@@ -28,14 +28,27 @@ function randLogits(rows: number, V: number, seed: number, scale = 4): Float32Ar
 
 function toParams(p: RefParams, seed: number): SamplingParams {
   return {
-    temperature: p.temperature, topK: p.topK, topP: p.topP, minP: p.minP, presencePenalty: p.presence, frequencyPenalty: p.frequency,
-    repetitionPenalty: p.repetition, logitBias: p.bias, history: p.history, logprobs: p.logprobs ?? -1, limit: p.limit, rng: rngFromSeed(seed),
+    temperature: p.temperature,
+    topK: p.topK,
+    topP: p.topP,
+    minP: p.minP,
+    presencePenalty: p.presence,
+    frequencyPenalty: p.frequency,
+    repetitionPenalty: p.repetition,
+    logitBias: p.bias,
+    history: p.history,
+    logprobs: p.logprobs ?? -1,
+    limit: p.limit,
+    rng: rngFromSeed(seed),
   };
 }
 
 /** Samples row r of logits [rows, V] natively with each params (one job per params). */
 function native(logits: Float32Array, V: number, jobs: { row: number; params: SamplingParams }[]) {
-  return unpackSampling(addon.sampleLogits(logits, V, packSampling(jobs, V)), jobs.map((j) => j.params));
+  return unpackSampling(
+    addon.sampleLogits(logits, V, packSampling(jobs, V)),
+    jobs.map((j) => j.params),
+  );
 }
 
 const stateOf = (p: SamplingParams) => BigInt(p.rng.lo) | (BigInt(p.rng.hi) << 32n);
@@ -45,7 +58,8 @@ describe('native sampling vs the float64 reference', () => {
 
   test('temperature 0 is the argmax (lowest id on ties) and does not draw', () => {
     const lg = randLogits(8, V, 11);
-    lg[3 * V + 17] = 50; lg[3 * V + 5] = 50;   // a tie in row 3
+    lg[3 * V + 17] = 50;
+    lg[3 * V + 5] = 50; // a tie in row 3
     const jobs = Array.from({ length: 8 }, (_, row) => ({ row, params: toParams({ temperature: 0 }, row) }));
     const got = native(lg, V, jobs);
     for (let r = 0; r < 8; r++) {
@@ -59,9 +73,15 @@ describe('native sampling vs the float64 reference', () => {
   });
 
   const configs: RefParams[] = [
-    { temperature: 1 }, { temperature: 0.7, topK: 40 }, { temperature: 1.3, topP: 0.9 }, { temperature: 0.8, topK: 50, topP: 0.95 },
-    { temperature: 1, minP: 0.2 }, { temperature: 0.5, topK: 100, minP: 0.05, topP: 0.8 }, { temperature: 2, topP: 0.3 },
-    { temperature: 1, topK: 1 }, { temperature: 0.9, topP: 0.999, limit: 1500 },
+    { temperature: 1 },
+    { temperature: 0.7, topK: 40 },
+    { temperature: 1.3, topP: 0.9 },
+    { temperature: 0.8, topK: 50, topP: 0.95 },
+    { temperature: 1, minP: 0.2 },
+    { temperature: 0.5, topK: 100, minP: 0.05, topP: 0.8 },
+    { temperature: 2, topP: 0.3 },
+    { temperature: 1, topK: 1 },
+    { temperature: 0.9, topP: 0.999, limit: 1500 },
   ];
 
   test.each(configs)('the chosen token equals the reference for 40 seeds: %j', (cfg) => {
@@ -74,7 +94,7 @@ describe('native sampling vs the float64 reference', () => {
       expect(want.support).not.toBeNull();
       expect(want.support).toContain(got.token);
       expect(got.token).toBe(want.token);
-      expect(stateOf(params)).toBe(want.state);   // one draw, splitmix64
+      expect(stateOf(params)).toBe(want.state); // one draw, splitmix64
     }
   });
 
@@ -83,24 +103,37 @@ describe('native sampling vs the float64 reference', () => {
     const cfg: RefParams = { temperature: 1, topK: 5 };
     const counts = new Map<number, number>();
     // 4000 jobs on one row, each with its own seed
-    const got = native(lg, V, Array.from({ length: 4000 }, (_, i) => ({ row: 0, params: toParams(cfg, 77 + i) })));
+    const got = native(
+      lg,
+      V,
+      Array.from({ length: 4000 }, (_, i) => ({ row: 0, params: toParams(cfg, 77 + i) })),
+    );
     for (const g of got) counts.set(g.token, (counts.get(g.token) ?? 0) + 1);
     const { support } = refSample(lg, cfg, 0n);
     const w = support!.map((i) => Math.exp(lg[i]));
     const z = w.reduce((a, b) => a + b, 0);
     let chi = 0;
-    support!.forEach((id, j) => { const e = (4000 * w[j]) / z; chi += ((counts.get(id) ?? 0) - e) ** 2 / e; });
+    support!.forEach((id, j) => {
+      const e = (4000 * w[j]) / z;
+      chi += ((counts.get(id) ?? 0) - e) ** 2 / e;
+    });
     expect([...counts.keys()].every((k) => support!.includes(k))).toBe(true);
-    expect(chi).toBeLessThan(18.5);   // 4 degrees of freedom, p = 0.001
+    expect(chi).toBeLessThan(18.5); // 4 degrees of freedom, p = 0.001
   });
 
   test('penalties and logit bias match the reference (tokens and logprobs)', () => {
     const lg = randLogits(2, V, 31, 1);
     const history = [3, 3, 3, 7, 9, 9, 1999, 42];
-    const bias = new Map([[5, 8], [3, 2.5], [100, -100]]);
+    const bias = new Map([
+      [5, 8],
+      [3, 2.5],
+      [100, -100],
+    ]);
     const cfgs: RefParams[] = [
-      { temperature: 0, presence: 1.5, history, logprobs: 3 }, { temperature: 0, frequency: -2, history, logprobs: 3 },
-      { temperature: 0, repetition: 1.7, history, logprobs: 3 }, { temperature: 0, bias, logprobs: 3 },
+      { temperature: 0, presence: 1.5, history, logprobs: 3 },
+      { temperature: 0, frequency: -2, history, logprobs: 3 },
+      { temperature: 0, repetition: 1.7, history, logprobs: 3 },
+      { temperature: 0, bias, logprobs: 3 },
       { temperature: 0.8, topK: 20, presence: 0.5, frequency: 0.3, repetition: 1.2, bias, history, logprobs: 5 },
     ];
     for (const cfg of cfgs) {
@@ -137,12 +170,20 @@ describe('native sampling vs the float64 reference', () => {
   test('a row samples the same alone or in a batch of 32, and the RNG advances per draw', () => {
     const lg = randLogits(32, V, 51);
     const cfg: RefParams = { temperature: 1, topP: 0.9 };
-    const batch = native(lg, V, Array.from({ length: 32 }, (_, row) => ({ row, params: toParams(cfg, row) })));
+    const batch = native(
+      lg,
+      V,
+      Array.from({ length: 32 }, (_, row) => ({ row, params: toParams(cfg, row) })),
+    );
     for (const row of [0, 13, 31]) expect(native(lg, V, [{ row, params: toParams(cfg, row) }])[0]).toEqual(batch[row]);
     const p = toParams(cfg, 5);
     const a = [0, 1, 2].map(() => native(lg, V, [{ row: 0, params: p }])[0].token);
     let st = 5n;
-    const b = [0, 1, 2].map(() => { const r = refSample(lg.subarray(0, V), cfg, st); st = r.state; return r.token; });
+    const b = [0, 1, 2].map(() => {
+      const r = refSample(lg.subarray(0, V), cfg, st);
+      st = r.state;
+      return r.token;
+    });
     expect(a).toEqual(b);
     expect(splitmix(5n).state).toBe(5n + 0x9e3779b97f4a7c15n);
   });
@@ -152,14 +193,20 @@ describe('native sampling vs the float64 reference', () => {
     const ok = packSampling([{ row: 0, params: toParams({ temperature: 1 }, 1) }], 10);
     expect(() => addon.sampleLogits(lg, 10, { ...ok, rows: Int32Array.of(1) })).toThrow(/not one of the 1 logits rows/);
     expect(() => addon.sampleLogits(lg, 10, { ...ok, params: new Float64Array(3) })).toThrow(/params: expected 9 values/);
-    expect(() => addon.sampleLogits(lg, 10, { ...ok, params: Float64Array.of(-1, 0, 1, 0, 0, 0, 1, -1, 0) })).toThrow(/out of range/);
-    expect(() => packSampling([{ row: 0, params: { ...toParams({ temperature: 1 }, 1), logitBias: new Map([[10, 1]]) } }], 10)).toThrow(/outside the vocabulary/);
+    expect(() => addon.sampleLogits(lg, 10, { ...ok, params: Float64Array.of(-1, 0, 1, 0, 0, 0, 1, -1, 0) })).toThrow(
+      /out of range/,
+    );
+    expect(() =>
+      packSampling([{ row: 0, params: { ...toParams({ temperature: 1 }, 1), logitBias: new Map([[10, 1]]) } }], 10),
+    ).toThrow(/outside the vocabulary/);
   });
 });
 
 describe('native sampling in the engine', () => {
   let model: MambaModel;
-  beforeAll(async () => { model = await loadModel(); });
+  beforeAll(async () => {
+    model = await loadModel();
+  });
   afterAll(() => model.dispose());
 
   test('decodeSample at temperature 0 is the argmax of decode() logits; step mixes prompts and decode tokens', async () => {
@@ -167,7 +214,8 @@ describe('native sampling in the engine', () => {
     const [a] = await model.prefill([{ tokens: ids }]);
     const [b] = await model.prefill([{ tokens: ids }]);
     const argmax = (r: Float32Array) => r.indexOf(Math.max(...r));
-    let tokA = argmax(a.logits[0]), tokB = tokA;
+    let tokA = argmax(a.logits[0]),
+      tokB = tokA;
     for (let i = 0; i < 6; i++) {
       const [lg] = await model.decode([a.sequence], [tokA]);
       const [s] = await model.decodeSample([b.sequence], [tokB], [{ temperature: 0, rng: rngFromSeed(0), logprobs: 2 }]);
@@ -176,12 +224,22 @@ describe('native sampling in the engine', () => {
       const lse = m + Math.log(lg.reduce((acc, v) => acc + Math.exp(v - m), 0));
       expect(Math.abs(s.logprob - (lg[s.token] - lse))).toBeLessThan(1e-5);
       expect(s.top[0]).toEqual({ token: s.token, logprob: s.logprob });
-      tokA = argmax(lg); tokB = s.token;
+      tokA = argmax(lg);
+      tokB = s.token;
     }
     // a fresh prompt and a decode token in one call
     const c = model.newSequence();
-    const r = await model.step([{ sequence: c, tokens: ids, sample: [{ temperature: 0, rng: rngFromSeed(0) }, { temperature: 0, rng: rngFromSeed(1) }] },
-                                { sequence: b.sequence, tokens: [tokB] }]);
+    const r = await model.step([
+      {
+        sequence: c,
+        tokens: ids,
+        sample: [
+          { temperature: 0, rng: rngFromSeed(0) },
+          { temperature: 0, rng: rngFromSeed(1) },
+        ],
+      },
+      { sequence: b.sequence, tokens: [tokB] },
+    ]);
     expect(r.samples[0].map((s) => s.token)).toEqual([argmax(a.logits[0]), argmax(a.logits[0])]);
     expect(r.samples[1]).toEqual([]);
     expect(c.position).toBe(ids.length);
@@ -190,7 +248,8 @@ describe('native sampling in the engine', () => {
   test('generate() at temperature 0 equals a greedy loop over prefill/decode logits', async () => {
     const ids = model.tokenizer!.encode('The jury said');
     const got: number[] = [];
-    for await (const p of generate(model, ids, { maxTokens: 12, temperature: 0, stopAtEos: false })) if (p.token >= 0) got.push(p.token);
+    for await (const p of generate(model, ids, { maxTokens: 12, temperature: 0, stopAtEos: false }))
+      if (p.token >= 0) got.push(p.token);
     const [r] = await model.prefill([{ tokens: ids }]);
     const argmax = (row: Float32Array) => row.indexOf(Math.max(...row));
     const want = [argmax(r.logits[0])];
@@ -201,8 +260,20 @@ describe('native sampling in the engine', () => {
   test('generate() with a seed is reproducible, different seeds differ, logprobs are reported', async () => {
     const run = async (seed: number) => {
       const out: number[] = [];
-      for await (const p of generate(model, 'The jury said', { maxTokens: 16, temperature: 1, topK: 0, topP: 1, seed, stopAtEos: false, logprobs: 1 })) {
-        if (p.token >= 0) { out.push(p.token); expect(p.logprob).toBeLessThanOrEqual(0); expect(p.top).toHaveLength(1); }
+      for await (const p of generate(model, 'The jury said', {
+        maxTokens: 16,
+        temperature: 1,
+        topK: 0,
+        topP: 1,
+        seed,
+        stopAtEos: false,
+        logprobs: 1,
+      })) {
+        if (p.token >= 0) {
+          out.push(p.token);
+          expect(p.logprob).toBeLessThanOrEqual(0);
+          expect(p.top).toHaveLength(1);
+        }
       }
       return out;
     };
@@ -215,18 +286,30 @@ describe('native sampling in the engine', () => {
 test('junk sampling options of generate() give a result or a SimbaError, nothing else', async () => {
   const model = await loadModel();
   try {
-    const keys = ['minP', 'presencePenalty', 'frequencyPenalty', 'repetitionPenalty', 'logitBias', 'logprobs', 'temperature', 'topP'];
-    await fc.assert(fc.asyncProperty(fc.constantFrom(...keys), fc.anything({ maxDepth: 2 }), async (k, x) => {
-      const it = generate(model, [1, 2, 3], { maxTokens: 2, [k]: x });
-      try {
-        await it.next();
-      } catch (e) {
-        if (!(e instanceof SimbaError)) throw e;
-      } finally {
-        await it.return(undefined);
-      }
-      return true;
-    }), { seed: 5, numRuns: 80 });
+    const keys = [
+      'minP',
+      'presencePenalty',
+      'frequencyPenalty',
+      'repetitionPenalty',
+      'logitBias',
+      'logprobs',
+      'temperature',
+      'topP',
+    ];
+    await fc.assert(
+      fc.asyncProperty(fc.constantFrom(...keys), fc.anything({ maxDepth: 2 }), async (k, x) => {
+        const it = generate(model, [1, 2, 3], { maxTokens: 2, [k]: x });
+        try {
+          await it.next();
+        } catch (e) {
+          if (!(e instanceof SimbaError)) throw e;
+        } finally {
+          await it.return(undefined);
+        }
+        return true;
+      }),
+      { seed: 5, numRuns: 80 },
+    );
   } finally {
     model.dispose();
   }

@@ -19,18 +19,24 @@ describe('schedules', () => {
     expect(p.processed[11]).toBe(10);
     for (let l = 1; l < 12; l++) expect(p.processed[l]).toBeLessThanOrEqual(p.processed[l - 1]);
     // linear: r_l = 1 - 0.9 (l - 2) / 9
-    for (let l = 3; l < 12; l++) expect(p.processed[l]).toBe(Math.ceil(100 * (1 - 0.9 * (l - 2) / 9) - 1e-9));
+    for (let l = 3; l < 12; l++) expect(p.processed[l]).toBe(Math.ceil(100 * (1 - (0.9 * (l - 2)) / 9) - 1e-9));
     expect(p.keep).toEqual([...p.processed.slice(1), p.processed[11]]);
   });
 
-  test.each([[12, 2048, 0.75], [12, 2048, 0.6], [24, 512, 0.55], [6, 100, 0.9], [48, 2048, 0.51], [12, 97, 0.7]])(
-    'budget solver (L=%i, T=%i, target %f) lands within one token per layer', (L, T, target) => {
-      const c = randomConfig({ nLayer: L });
-      const p = planSimba(c, T, { flops: target });
-      const tokens = p.processed.reduce((a, b) => a + b, 0);
-      expect(Math.abs(tokens - target * L * T)).toBeLessThanOrEqual(L);
-      expect(p.relFlops).toBeCloseTo(tokens / (L * T), 12);
-    });
+  test.each([
+    [12, 2048, 0.75],
+    [12, 2048, 0.6],
+    [24, 512, 0.55],
+    [6, 100, 0.9],
+    [48, 2048, 0.51],
+    [12, 97, 0.7],
+  ])('budget solver (L=%i, T=%i, target %f) lands within one token per layer', (L, T, target) => {
+    const c = randomConfig({ nLayer: L });
+    const p = planSimba(c, T, { flops: target });
+    const tokens = p.processed.reduce((a, b) => a + b, 0);
+    expect(Math.abs(tokens - target * L * T)).toBeLessThanOrEqual(L);
+    expect(p.relFlops).toBeCloseTo(tokens / (L * T), 12);
+  });
 
   test('budgets below the trapezoid floor are refused with the reason', () => {
     const floor = trapezoidFloor(12, 2048, 0);
@@ -51,8 +57,16 @@ describe('schedules', () => {
     expect(() => validateSimbaOptions(cfg, { flops: 0.5, rLast: 0.2 })).toThrow(/exactly one/);
     expect(() => validateSimbaOptions(cfg, { flops: 1.5 })).toThrow(/simba.flops must be a number in \(0, 1\]/);
     expect(() => validateSimbaOptions(cfg, { keepCounts: [3, 2] })).toThrow(/needs 11 or 12 entries/);
-    expect(() => validateSimbaOptions(cfg, { keepCounts: Array(11).fill(5).map((v, i) => (i === 3 ? 9 : v)) })).toThrow(/must not increase/);
-    expect(() => validateSimbaOptions(cfg, { rLast: 0.5, criterion: 'bogus' as SimbaCriterion })).toThrow(/criterion must be one of/);
+    expect(() =>
+      validateSimbaOptions(cfg, {
+        keepCounts: Array(11)
+          .fill(5)
+          .map((v, i) => (i === 3 ? 9 : v)),
+      }),
+    ).toThrow(/must not increase/);
+    expect(() => validateSimbaOptions(cfg, { rLast: 0.5, criterion: 'bogus' as SimbaCriterion })).toThrow(
+      /criterion must be one of/,
+    );
   });
 });
 
@@ -62,7 +76,9 @@ describe('pruned prefill', () => {
   const ref: RefWeights = refWeightsFromEngineTensors(cfg, tensors);
   const dir = writeCheckpoint(cfg, tensors);
   let m: MambaModel;
-  beforeAll(async () => { m = await loadModel(dir); });
+  beforeAll(async () => {
+    m = await loadModel(dir);
+  });
   afterAll(() => m.dispose());
   const ids = randTokens(26, cfg.vocabSize, 77);
 
@@ -74,7 +90,8 @@ describe('pruned prefill', () => {
   });
 
   test.each(['simba', 'local', 'norm', 'uniform'] as const)(
-    'criterion %s: kept sets and logits at every position (early exit) match float64', async (criterion) => {
+    'criterion %s: kept sets and logits at every position (early exit) match float64',
+    async (criterion) => {
       for (const reduce of criterion === 'simba' || criterion === 'local' ? (['max', 'sum'] as const) : (['max'] as const)) {
         const simba = { keepCounts: [20, 13, 7, 7], criterion, reduce };
         const got = await m.logits(ids, 'all', { simba });
@@ -88,12 +105,16 @@ describe('pruned prefill', () => {
         expect(got.processed).toEqual([26, 20, 13, 7]);
         expect(maxRowErr(got.logits, want.logits)).toBeLessThan(1e-5);
       }
-    });
+    },
+  );
 
   test('kept sets are nested, ordered, hold the last token and the protected ones (every criterion)', async () => {
     for (const criterion of ['simba', 'local', 'norm', 'uniform', 'random'] as const) {
-      const r = await m.logits(ids, 'last', { simba: { keepCounts: [15, 9, 4], criterion, protect: { first: 2, last: 3 }, seed: 5 } });
-      const L = cfg.nLayer, T = ids.length;
+      const r = await m.logits(ids, 'last', {
+        simba: { keepCounts: [15, 9, 4], criterion, protect: { first: 2, last: 3 }, seed: 5 },
+      });
+      const L = cfg.nLayer,
+        T = ids.length;
       let prev = ids.map((_, t) => t);
       for (let l = 0; l < L - 1; l++) {
         const kept = prev.filter((t) => r.exitLayer[t] > l + 1); // kept after layer l = processed by layer l+1
@@ -133,7 +154,10 @@ describe('pruned prefill', () => {
   test('a batch with Simba gives what each prompt gives alone', async () => {
     const prompts = [ids, ids.slice(0, 11), ids.slice(5)];
     const simba = { flops: 0.7 };
-    const batch = await m.prefill(prompts.map((tokens) => ({ tokens })), { simba, logits: 'all' });
+    const batch = await m.prefill(
+      prompts.map((tokens) => ({ tokens })),
+      { simba, logits: 'all' },
+    );
     for (let i = 0; i < prompts.length; i++) {
       const alone = await m.logits(prompts[i], 'all', { simba });
       expect(batch[i].processed).toEqual(alone.processed);

@@ -148,7 +148,12 @@ describe('decode', () => {
 
   it('rejects ids outside the vocabulary, accepts empty input', () => {
     expect(neox.decode([])).toBe('');
-    expect(() => neox.decode([5, 50277])).toThrow(expect.objectContaining({ code: 'E_TOKEN', message: expect.stringMatching(/token id 50277 at position 1 is not in the vocabulary/) }));
+    expect(() => neox.decode([5, 50277])).toThrow(
+      expect.objectContaining({
+        code: 'E_TOKEN',
+        message: expect.stringMatching(/token id 50277 at position 1 is not in the vocabulary/),
+      }),
+    );
     expect(() => shipped.decode([4096])).toThrow(/valid ids 0\.\.4095/);
     expect(() => shipped.decode([1.5])).toThrow(SimbaError);
     expect(() => shipped.decode([-1])).toThrow(SimbaError);
@@ -197,7 +202,12 @@ describe('stream decoder', () => {
   it('matches one-shot decode on invalid and truncated byte sequences', () => {
     const f0 = shipped.tokenToId('ð')!;
     const a = shipped.tokenToId('a')!;
-    for (const ids of [[f0, a], [a, f0], [f0, 0, a], [f0, f0, a]]) {
+    for (const ids of [
+      [f0, a],
+      [a, f0],
+      [f0, 0, a],
+      [f0, f0, a],
+    ]) {
       expect(streamAll(shipped, ids).join('')).toBe(shipped.decode(ids));
     }
   });
@@ -213,8 +223,13 @@ describe('stream decoder', () => {
     const vocab: Record<string, number> = { '<unk>': 0, '▁': 1, a: 2, b: 3, '▁a': 4, '<0xE2>': 5, '<0x82>': 6, '<0xAC>': 7 };
     const json = {
       added_tokens: [{ id: 0, content: '<unk>', special: true, normalized: false }],
-      normalizer: null, pre_tokenizer: null, post_processor: null,
-      decoder: { type: 'Sequence', decoders: [{ type: 'Replace', pattern: { String: '▁' }, content: ' ' }, { type: 'ByteFallback' }, { type: 'Fuse' }] },
+      normalizer: null,
+      pre_tokenizer: null,
+      post_processor: null,
+      decoder: {
+        type: 'Sequence',
+        decoders: [{ type: 'Replace', pattern: { String: '▁' }, content: ' ' }, { type: 'ByteFallback' }, { type: 'Fuse' }],
+      },
       model: { type: 'BPE', vocab, merges: ['▁ a'], byte_fallback: true, unk_token: '<unk>' },
     };
     const tok = new Tokenizer(json, {}, 'tiny');
@@ -234,21 +249,35 @@ describe('errors', () => {
   afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
   it('missing tokenizer.json', () => {
-    expect(() => loadTokenizer(tmp)).toThrow(expect.objectContaining({ code: 'E_TOKENIZER', message: expect.stringMatching(/no tokenizer\.json/) }));
+    expect(() => loadTokenizer(tmp)).toThrow(
+      expect.objectContaining({ code: 'E_TOKENIZER', message: expect.stringMatching(/no tokenizer\.json/) }),
+    );
     expect(() => loadTokenizer(path.join(tmp, 'nope', 'tokenizer.json'))).toThrow(expect.objectContaining({ code: 'E_IO' }));
   });
 
   it('garbled tokenizer.json', () => {
     const dir = fs.mkdtempSync(path.join(tmp, 'g-'));
-    fs.writeFileSync(path.join(dir, 'tokenizer.json'), fs.readFileSync(path.join(SHIPPED_DIR, 'tokenizer.json'), 'utf8').slice(0, 5000));
-    expect(() => loadTokenizer(dir)).toThrow(expect.objectContaining({ code: 'E_TOKENIZER', message: expect.stringMatching(/tokenizer\.json: tokenizer\.json is not valid JSON/) }));
+    fs.writeFileSync(
+      path.join(dir, 'tokenizer.json'),
+      fs.readFileSync(path.join(SHIPPED_DIR, 'tokenizer.json'), 'utf8').slice(0, 5000),
+    );
+    expect(() => loadTokenizer(dir)).toThrow(
+      expect.objectContaining({
+        code: 'E_TOKENIZER',
+        message: expect.stringMatching(/tokenizer\.json: tokenizer\.json is not valid JSON/),
+      }),
+    );
   });
 
   it('structurally wrong tokenizer.json', () => {
     expect(() => new Tokenizer([1], {}, 'arr.json')).toThrow(/arr\.json: expected a JSON object/);
     expect(() => new Tokenizer({ added_tokens: [] }, {}, 't.json')).toThrow(/t\.json: missing or invalid 'model' section/);
-    expect(() => new Tokenizer({ model: { type: 'Unigram', vocab: [] } }, {}, 't.json')).toThrow(/model type "Unigram" is not supported/);
-    expect(() => new Tokenizer({ model: { type: 'BPE', vocab: {}, merges: [] }, added_tokens: [{ id: 'x' }] }, {}, 't.json')).toThrow(/malformed added token/);
+    expect(() => new Tokenizer({ model: { type: 'Unigram', vocab: [] } }, {}, 't.json')).toThrow(
+      /model type "Unigram" is not supported/,
+    );
+    expect(
+      () => new Tokenizer({ model: { type: 'BPE', vocab: {}, merges: [] }, added_tokens: [{ id: 'x' }] }, {}, 't.json'),
+    ).toThrow(/malformed added token/);
   });
 
   it('a byte-level vocabulary missing byte symbols is refused', () => {

@@ -31,16 +31,33 @@ function values(n: number, seed: number): Float32Array {
 }
 
 interface Dims {
-  vocab: number; d: number; layers: number; e: number; n: number; r: number; k: number;
-  convBias?: boolean; projBias?: boolean;
+  vocab: number;
+  d: number;
+  layers: number;
+  e: number;
+  n: number;
+  r: number;
+  k: number;
+  convBias?: boolean;
+  projBias?: boolean;
 }
 const DIMS: Dims = { vocab: 24, d: 8, layers: 2, e: 16, n: 4, r: 2, k: 3 };
 
 /** The checkpoint tensors of a tiny Mamba, HF names (or state-spaces embedding name). */
-function tinyTensors(dm: Dims, opts: { stateSpaces?: boolean; lmHead?: boolean; embRows?: number; dtype?: TensorDType } = {}): Record<string, TensorToEncode> {
+function tinyTensors(
+  dm: Dims,
+  opts: { stateSpaces?: boolean; lmHead?: boolean; embRows?: number; dtype?: TensorDType } = {},
+): Record<string, TensorToEncode> {
   const dtype = opts.dtype ?? 'F32';
   let seed = 1;
-  const t = (shape: number[]): TensorToEncode => ({ dtype, shape, data: values(shape.reduce((a, b) => a * b, 1), seed++) });
+  const t = (shape: number[]): TensorToEncode => ({
+    dtype,
+    shape,
+    data: values(
+      shape.reduce((a, b) => a * b, 1),
+      seed++,
+    ),
+  });
   const out: Record<string, TensorToEncode> = {};
   const rows = opts.embRows ?? dm.vocab;
   out[opts.stateSpaces ? 'backbone.embedding.weight' : 'backbone.embeddings.weight'] = t([rows, dm.d]);
@@ -66,10 +83,20 @@ function tinyTensors(dm: Dims, opts: { stateSpaces?: boolean; lmHead?: boolean; 
 
 function hfConfig(dm: Dims, extra: Record<string, unknown> = {}): Record<string, unknown> {
   return {
-    model_type: 'mamba', architectures: ['MambaForCausalLM'], vocab_size: dm.vocab, hidden_size: dm.d,
-    num_hidden_layers: dm.layers, intermediate_size: dm.e, expand: dm.e / dm.d, state_size: dm.n,
-    time_step_rank: dm.r, conv_kernel: dm.k, use_bias: dm.projBias ?? false, use_conv_bias: dm.convBias ?? true,
-    tie_word_embeddings: true, ...extra,
+    model_type: 'mamba',
+    architectures: ['MambaForCausalLM'],
+    vocab_size: dm.vocab,
+    hidden_size: dm.d,
+    num_hidden_layers: dm.layers,
+    intermediate_size: dm.e,
+    expand: dm.e / dm.d,
+    state_size: dm.n,
+    time_step_rank: dm.r,
+    conv_kernel: dm.k,
+    use_bias: dm.projBias ?? false,
+    use_conv_bias: dm.convBias ?? true,
+    tie_word_embeddings: true,
+    ...extra,
   };
 }
 
@@ -87,10 +114,12 @@ function modelDir(config: Record<string, unknown>, tensors: Record<string, Tenso
   for (let s = 0; s < shards; s++) {
     const file = `model-0000${s + 1}-of-0000${shards}.safetensors`;
     const part: Record<string, TensorToEncode> = {};
-    names.filter((_, i) => i % shards === s).forEach((n) => {
-      part[n] = tensors[n];
-      weightMap[n] = file;
-    });
+    names
+      .filter((_, i) => i % shards === s)
+      .forEach((n) => {
+        part[n] = tensors[n];
+        weightMap[n] = file;
+      });
     fs.writeFileSync(path.join(dir, file), encodeSafetensors(part));
   }
   fs.writeFileSync(path.join(dir, 'model.safetensors.index.json'), JSON.stringify({ metadata: {}, weight_map: weightMap }));
@@ -124,8 +153,16 @@ describe('loadWeights: shipped brown-mamba-s', () => {
     expect(ts[ts.length - 1]).toMatchObject({ name: 'norm_f', layer: -1, shape: [128] });
     expect(ts.some((t) => t.name === 'lm_head')).toBe(false);
     const expected: Record<string, number[]> = {
-      norm: [128], in_proj: [512, 128], conv_w: [256, 4], conv_b: [256], x_proj: [40, 256], dt_proj_w: [256, 8],
-      dt_proj_b: [256], A_log: [256, 16], D: [256], out_proj: [128, 256],
+      norm: [128],
+      in_proj: [512, 128],
+      conv_w: [256, 4],
+      conv_b: [256],
+      x_proj: [40, 256],
+      dt_proj_w: [256, 8],
+      dt_proj_b: [256],
+      A_log: [256, 16],
+      D: [256],
+      out_proj: [128, 256],
     };
     for (let i = 0; i < 6; i++) {
       const layer = ts.filter((t) => t.layer === i);
@@ -139,7 +176,9 @@ describe('loadWeights: shipped brown-mamba-s', () => {
     try {
       const conv = byKey(ts).get('conv_w@3')!;
       expect(Array.from(conv.data)).toEqual(Array.from(ck.readTensorF32('backbone.layers.3.mixer.conv1d.weight')));
-      expect(Array.from(byKey(ts).get('embedding@-1')!.data.subarray(0, 256))).toEqual(Array.from(ck.readTensorF32('backbone.embeddings.weight').subarray(0, 256)));
+      expect(Array.from(byKey(ts).get('embedding@-1')!.data.subarray(0, 256))).toEqual(
+        Array.from(ck.readTensorF32('backbone.embeddings.weight').subarray(0, 256)),
+      );
     } finally {
       ck.close();
     }
@@ -170,7 +209,8 @@ describe('loadWeights: synthetic checkpoints', () => {
     const table = tensorTable(config);
     // yields exactly the required rows of the table, in its order
     expect(collect(dir, config).map((t) => `${t.name}@${t.layer}`)).toEqual(
-      table.filter((t) => t.required).map((t) => `${t.name}@${t.layer}`));
+      table.filter((t) => t.required).map((t) => `${t.name}@${t.layer}`),
+    );
     // a table that wants another shape makes the checkpoint's tensor a mismatch (E_SHAPE) ...
     const other = table.map((t) => (t.name === 'D' && t.layer === 1 ? { ...t, shape: [t.shape[0] + 1] } : t));
     const e1 = catchError(() => planWeights(openCheckpoint(dir), config, other));
@@ -186,8 +226,14 @@ describe('loadWeights: synthetic checkpoints', () => {
   it('state-spaces layout (bf16, padded vocabulary from pad_vocab_size_multiple)', () => {
     const tensors = tinyTensors(DIMS, { stateSpaces: true, dtype: 'BF16' });
     const ssConfig = {
-      d_model: 8, n_layer: 2, vocab_size: 21, pad_vocab_size_multiple: 8, rms_norm: true, residual_in_fp32: true,
-      fused_add_norm: true, ssm_cfg: { d_state: 4, d_conv: 3, expand: 2, dt_rank: 2 },
+      d_model: 8,
+      n_layer: 2,
+      vocab_size: 21,
+      pad_vocab_size_multiple: 8,
+      rms_norm: true,
+      residual_in_fp32: true,
+      fused_add_norm: true,
+      ssm_cfg: { d_state: 4, d_conv: 3, expand: 2, dt_rank: 2 },
     };
     const dir = modelDir(ssConfig, tensors);
     const config = loadConfig(dir);
@@ -241,19 +287,37 @@ describe('loadWeights: synthetic checkpoints', () => {
       expect(t.data.length).toBe(24 * 8);
       expect(Array.from(t.data.subarray(21 * 8)).every((v) => v === 0)).toBe(true);
     }
-    expect(Array.from(ts.get('embedding@-1')!.data.subarray(0, 21 * 8))).toEqual(Array.from(tensors['backbone.embeddings.weight'].data));
+    expect(Array.from(ts.get('embedding@-1')!.data.subarray(0, 21 * 8))).toEqual(
+      Array.from(tensors['backbone.embeddings.weight'].data),
+    );
 
     const tooMany = modelDir(hfConfig(DIMS), tinyTensors(DIMS, { embRows: 25 }));
     const err = catchError(() => collect(tooMany, loadConfig(tooMany)));
     expect(err.code).toBe('E_SHAPE');
-    expect(err.message).toMatch(/'backbone\.embeddings\.weight' expected \[24, 8\], found \[25, 8\] \(more rows than the config's vocab_size 24\)/);
+    expect(err.message).toMatch(
+      /'backbone\.embeddings\.weight' expected \[24, 8\], found \[25, 8\] \(more rows than the config's vocab_size 24\)/,
+    );
   });
 
   it('projection biases and no conv bias', () => {
     const dm = { ...DIMS, projBias: true, convBias: false };
     const dir = modelDir(hfConfig(dm), tinyTensors(dm));
-    const names = collect(dir, loadConfig(dir)).filter((t) => t.layer === 0).map((t) => t.name);
-    expect(names).toEqual(['norm', 'in_proj', 'in_proj_bias', 'conv_w', 'x_proj', 'dt_proj_w', 'dt_proj_b', 'A_log', 'D', 'out_proj', 'out_proj_bias']);
+    const names = collect(dir, loadConfig(dir))
+      .filter((t) => t.layer === 0)
+      .map((t) => t.name);
+    expect(names).toEqual([
+      'norm',
+      'in_proj',
+      'in_proj_bias',
+      'conv_w',
+      'x_proj',
+      'dt_proj_w',
+      'dt_proj_b',
+      'A_log',
+      'D',
+      'out_proj',
+      'out_proj_bias',
+    ]);
   });
 
   it('a NaN / Inf value names the tensor and index; nonFinite: allow loads it', () => {
@@ -263,14 +327,18 @@ describe('loadWeights: synthetic checkpoints', () => {
     const config = loadConfig(dir);
     const err = catchError(() => collect(dir, config));
     expect(err.code).toBe('E_WEIGHTS');
-    expect(err.message).toMatch(/tensor 'backbone\.layers\.1\.mixer\.A_log' has a non-finite value NaN at flat index 14 \(index \[3, 2\]\)/);
+    expect(err.message).toMatch(
+      /tensor 'backbone\.layers\.1\.mixer\.A_log' has a non-finite value NaN at flat index 14 \(index \[3, 2\]\)/,
+    );
     const ts = byKey(collect(dir, config, { nonFinite: 'allow' }));
     expect(Number.isNaN(ts.get('A_log@1')!.data[14])).toBe(true);
 
     const inf = tinyTensors(DIMS);
     inf['backbone.norm_f.weight'].data[7] = -Infinity;
     const dir2 = modelDir(hfConfig(DIMS), inf);
-    expect(() => collect(dir2, loadConfig(dir2))).toThrow(/'backbone\.norm_f\.weight' has a non-finite value -Infinity at flat index 7/);
+    expect(() => collect(dir2, loadConfig(dir2))).toThrow(
+      /'backbone\.norm_f\.weight' has a non-finite value -Infinity at flat index 7/,
+    );
   });
 
   it('a config inconsistent with the shapes names tensor, expected and found', () => {
@@ -293,7 +361,9 @@ describe('loadWeights: synthetic checkpoints', () => {
     delete t2['backbone.layers.1.mixer.D'];
     delete t2['backbone.norm_f.weight'];
     const dir2 = modelDir(hfConfig(DIMS), t2);
-    expect(() => collect(dir2, loadConfig(dir2))).toThrow(/missing tensor\(s\) 'backbone\.layers\.1\.mixer\.D', 'backbone\.norm_f\.weight'/);
+    expect(() => collect(dir2, loadConfig(dir2))).toThrow(
+      /missing tensor\(s\) 'backbone\.layers\.1\.mixer\.D', 'backbone\.norm_f\.weight'/,
+    );
   });
 
   it('fails before yielding anything, and closes files when abandoned', () => {
@@ -322,7 +392,9 @@ describe('loadWeights: synthetic checkpoints', () => {
     try {
       expect([...loadWeights(ck, loadConfig(dir), tensorTable(loadConfig(dir)))]).toHaveLength(22);
       expect(ck.readTensorF32('backbone.norm_f.weight').length).toBe(8);
-      expect(planWeights(ck, parseConfig(hfConfig(DIMS), 'x'), tensorTable(parseConfig(hfConfig(DIMS), 'x'))).entries).toHaveLength(22);
+      expect(
+        planWeights(ck, parseConfig(hfConfig(DIMS), 'x'), tensorTable(parseConfig(hfConfig(DIMS), 'x'))).entries,
+      ).toHaveLength(22);
     } finally {
       ck.close();
     }
@@ -332,19 +404,29 @@ describe('loadWeights: synthetic checkpoints', () => {
     const dir = modelDir(hfConfig(DIMS), tinyTensors(DIMS));
     const ck = openCheckpoint(dir);
     const fake = {
-      ...ck, dir, files: ck.files, metadata: {},
-      names: () => ck.names(), has: (n: string) => ck.has(n), readTensorF32: (n: string) => ck.readTensorF32(n),
-      readTensorBytes: (n: string) => ck.readTensorBytes(n), close: () => ck.close(),
+      ...ck,
+      dir,
+      files: ck.files,
+      metadata: {},
+      names: () => ck.names(),
+      has: (n: string) => ck.has(n),
+      readTensorF32: (n: string) => ck.readTensorF32(n),
+      readTensorBytes: (n: string) => ck.readTensorBytes(n),
+      close: () => ck.close(),
       info: (n: string) => (n === 'backbone.layers.0.mixer.D' ? { ...ck.info(n), dtype: 'I32' } : ck.info(n)),
     };
     try {
-      expect(() => planWeights(fake, loadConfig(dir), tensorTable(loadConfig(dir)))).toThrow(/'backbone\.layers\.0\.mixer\.D' has dtype I32/);
+      expect(() => planWeights(fake, loadConfig(dir), tensorTable(loadConfig(dir)))).toThrow(
+        /'backbone\.layers\.0\.mixer\.D' has dtype I32/,
+      );
     } finally {
       ck.close();
     }
     const both = tinyTensors(DIMS);
     both['backbone.embedding.weight'] = both['backbone.embeddings.weight'];
     const dir2 = modelDir(hfConfig(DIMS), both);
-    expect(() => collect(dir2, loadConfig(dir2))).toThrow(/both 'backbone\.embeddings\.weight' and 'backbone\.embedding\.weight'/);
+    expect(() => collect(dir2, loadConfig(dir2))).toThrow(
+      /both 'backbone\.embeddings\.weight' and 'backbone\.embedding\.weight'/,
+    );
   });
 });

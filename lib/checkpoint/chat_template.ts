@@ -19,7 +19,11 @@ export const PLAIN_CHAT_TEMPLATE =
   '{% for message in messages %}{{ message.role | capitalize }}: {{ message.content }}\n{% endfor %}' +
   '{% if add_generation_prompt %}Assistant:{% endif %}';
 
-export interface ChatMessage { role: string; content: string; name?: string }
+export interface ChatMessage {
+  role: string;
+  content: string;
+  name?: string;
+}
 
 export interface ChatTemplate {
   /** 'tokenizer_config.json' or 'plain'. */
@@ -30,7 +34,8 @@ export interface ChatTemplate {
 
 function tokenText(v: unknown): string {
   if (typeof v === 'string') return v;
-  if (v && typeof v === 'object' && typeof (v as { content?: unknown }).content === 'string') return (v as { content: string }).content;
+  if (v && typeof v === 'object' && typeof (v as { content?: unknown }).content === 'string')
+    return (v as { content: string }).content;
   return '';
 }
 
@@ -65,7 +70,8 @@ export function loadChatTemplate(dir: string | null): ChatTemplate {
     throw new SimbaError('E_TOKENIZER', `${file}: not valid JSON (${(e as Error).message})`);
   }
   let text = cfg.chat_template;
-  if (Array.isArray(text)) {  // [{name, template}]: the 'default' one
+  if (Array.isArray(text)) {
+    // [{name, template}]: the 'default' one
     const named = text as { name?: unknown; template?: unknown }[];
     text = (named.find((x) => x?.name === 'default') ?? named[0])?.template;
   }

@@ -39,43 +39,138 @@ export type ConfigLayout = 'hf' | 'state-spaces';
  * configs written with `use_diff=False` or by older versions). None affects Mamba inference.
  */
 const HF_GENERIC_CONFIG_KEYS: readonly string[] = [
-  '_name_or_path', '_commit_hash', '_attn_implementation_autoset', 'architectures', 'model_type',
-  'transformers_version', 'torch_dtype', 'dtype', 'use_cache', 'return_dict', 'output_hidden_states',
-  'output_attentions', 'torchscript', 'use_bfloat16', 'tf_legacy_loss', 'pruned_heads',
-  'chunk_size_feed_forward', 'is_encoder_decoder', 'is_decoder', 'cross_attention_hidden_size',
-  'add_cross_attention', 'tie_encoder_decoder', 'max_length', 'min_length', 'do_sample',
-  'early_stopping', 'num_beams', 'num_beam_groups', 'diversity_penalty', 'temperature', 'top_k',
-  'top_p', 'typical_p', 'repetition_penalty', 'length_penalty', 'no_repeat_ngram_size',
-  'encoder_no_repeat_ngram_size', 'bad_words_ids', 'num_return_sequences', 'output_scores',
-  'return_dict_in_generate', 'forced_bos_token_id', 'forced_eos_token_id', 'remove_invalid_values',
-  'exponential_decay_length_penalty', 'suppress_tokens', 'begin_suppress_tokens', 'finetuning_task',
-  'id2label', 'label2id', 'num_labels', 'tokenizer_class', 'prefix', 'sep_token_id',
-  'decoder_start_token_id', 'task_specific_params', 'problem_type', 'n_positions',
-  'bos_token_id', 'eos_token_id', 'pad_token_id', 'tie_word_embeddings',
+  '_name_or_path',
+  '_commit_hash',
+  '_attn_implementation_autoset',
+  'architectures',
+  'model_type',
+  'transformers_version',
+  'torch_dtype',
+  'dtype',
+  'use_cache',
+  'return_dict',
+  'output_hidden_states',
+  'output_attentions',
+  'torchscript',
+  'use_bfloat16',
+  'tf_legacy_loss',
+  'pruned_heads',
+  'chunk_size_feed_forward',
+  'is_encoder_decoder',
+  'is_decoder',
+  'cross_attention_hidden_size',
+  'add_cross_attention',
+  'tie_encoder_decoder',
+  'max_length',
+  'min_length',
+  'do_sample',
+  'early_stopping',
+  'num_beams',
+  'num_beam_groups',
+  'diversity_penalty',
+  'temperature',
+  'top_k',
+  'top_p',
+  'typical_p',
+  'repetition_penalty',
+  'length_penalty',
+  'no_repeat_ngram_size',
+  'encoder_no_repeat_ngram_size',
+  'bad_words_ids',
+  'num_return_sequences',
+  'output_scores',
+  'return_dict_in_generate',
+  'forced_bos_token_id',
+  'forced_eos_token_id',
+  'remove_invalid_values',
+  'exponential_decay_length_penalty',
+  'suppress_tokens',
+  'begin_suppress_tokens',
+  'finetuning_task',
+  'id2label',
+  'label2id',
+  'num_labels',
+  'tokenizer_class',
+  'prefix',
+  'sep_token_id',
+  'decoder_start_token_id',
+  'task_specific_params',
+  'problem_type',
+  'n_positions',
+  'bos_token_id',
+  'eos_token_id',
+  'pad_token_id',
+  'tie_word_embeddings',
 ];
 
 /** Keys of transformers' MambaConfig (plus keys the official *-hf conversions left behind). */
 const HF_MAMBA_CONFIG_KEYS: readonly string[] = [
-  'vocab_size', 'hidden_size', 'num_hidden_layers', 'intermediate_size', 'state_size',
-  'time_step_rank', 'conv_kernel', 'expand', 'use_bias', 'use_conv_bias', 'layer_norm_epsilon',
-  'hidden_act', 'initializer_range', 'residual_in_fp32', 'time_step_scale', 'time_step_min',
-  'time_step_max', 'time_step_init_scheme', 'time_step_floor', 'rescale_prenorm_residual',
-  'use_mambapy', 'use_associative_scan',
+  'vocab_size',
+  'hidden_size',
+  'num_hidden_layers',
+  'intermediate_size',
+  'state_size',
+  'time_step_rank',
+  'conv_kernel',
+  'expand',
+  'use_bias',
+  'use_conv_bias',
+  'layer_norm_epsilon',
+  'hidden_act',
+  'initializer_range',
+  'residual_in_fp32',
+  'time_step_scale',
+  'time_step_min',
+  'time_step_max',
+  'time_step_init_scheme',
+  'time_step_floor',
+  'rescale_prenorm_residual',
+  'use_mambapy',
+  'use_associative_scan',
   // leftovers of the state-spaces layout in state-spaces/mamba-*-hf (cross-checked when present)
-  'd_model', 'd_inner', 'n_layer', 'fused_add_norm', 'rms_norm', 'pad_vocab_size_multiple', 'ssm_cfg',
+  'd_model',
+  'd_inner',
+  'n_layer',
+  'fused_add_norm',
+  'rms_norm',
+  'pad_vocab_size_multiple',
+  'ssm_cfg',
 ];
 
 /** Top-level keys of the state-spaces (mamba_ssm) MambaConfig. */
 const STATE_SPACES_CONFIG_KEYS: readonly string[] = [
-  'd_model', 'd_intermediate', 'n_layer', 'vocab_size', 'ssm_cfg', 'attn_layer_idx', 'attn_cfg',
-  'rms_norm', 'residual_in_fp32', 'fused_add_norm', 'pad_vocab_size_multiple', 'tie_embeddings',
-  'norm_epsilon', 'initializer_cfg',
+  'd_model',
+  'd_intermediate',
+  'n_layer',
+  'vocab_size',
+  'ssm_cfg',
+  'attn_layer_idx',
+  'attn_cfg',
+  'rms_norm',
+  'residual_in_fp32',
+  'fused_add_norm',
+  'pad_vocab_size_multiple',
+  'tie_embeddings',
+  'norm_epsilon',
+  'initializer_cfg',
 ];
 
 /** Keys of `ssm_cfg` (arguments of mamba_ssm's Mamba module). */
 const SSM_CFG_KEYS: readonly string[] = [
-  'layer', 'd_state', 'd_conv', 'expand', 'dt_rank', 'dt_min', 'dt_max', 'dt_init', 'dt_scale',
-  'dt_init_floor', 'conv_bias', 'bias', 'use_fast_path', 'layer_idx',
+  'layer',
+  'd_state',
+  'd_conv',
+  'expand',
+  'dt_rank',
+  'dt_min',
+  'dt_max',
+  'dt_init',
+  'dt_scale',
+  'dt_init_floor',
+  'conv_bias',
+  'bias',
+  'use_fast_path',
+  'layer_idx',
 ];
 
 /** The full allowlists, per layout. */
@@ -109,7 +204,11 @@ function fail(source: string, msg: string): never {
 
 /** A reader of typed keys of one JSON object, producing errors that name the key and the file. */
 class Keys {
-  constructor(private readonly obj: Json, private readonly source: string, private readonly prefix = '') {}
+  constructor(
+    private readonly obj: Json,
+    private readonly source: string,
+    private readonly prefix = '',
+  ) {}
 
   has(key: string): boolean {
     return this.obj[key] !== undefined && this.obj[key] !== null;
@@ -181,10 +280,10 @@ class Keys {
   }
 }
 
-function checkUnknownKeys(
-  obj: Json, known: ReadonlySet<string>, source: string, what: string, opts: ParseConfigOptions,
-): void {
-  const unknown = Object.keys(obj).filter((k) => !known.has(k)).sort();
+function checkUnknownKeys(obj: Json, known: ReadonlySet<string>, source: string, what: string, opts: ParseConfigOptions): void {
+  const unknown = Object.keys(obj)
+    .filter((k) => !known.has(k))
+    .sort();
   if (unknown.length === 0) return;
   const msg = `${source}: unknown ${what} key(s) ${unknown.map((k) => `'${k}'`).join(', ')}`;
   if (opts.allowUnknownKeys) {
@@ -265,7 +364,10 @@ function parseHf(json: Json, source: string, opts: ParseConfigOptions): MambaCon
   if (k.has('intermediate_size')) {
     dInner = k.posInt('intermediate_size');
     if (expandGiven && dInner !== expand * dModel) {
-      fail(source, `inconsistent config: 'intermediate_size' = ${dInner} but 'expand' * 'hidden_size' = ${expand} * ${dModel} = ${expand * dModel}`);
+      fail(
+        source,
+        `inconsistent config: 'intermediate_size' = ${dInner} but 'expand' * 'hidden_size' = ${expand} * ${dModel} = ${expand * dModel}`,
+      );
     }
   } else {
     dInner = derived(source, `'expand' * 'hidden_size' (${expand} * ${dModel})`, expand * dModel);
@@ -318,8 +420,10 @@ function parseStateSpaces(json: Json, source: string, opts: ParseConfigOptions):
   const nLayer = k.posInt('n_layer');
   const rawVocab = k.posInt('vocab_size');
   const multiple = k.nonNegInt('pad_vocab_size_multiple', 8);
-  const vocabSize = multiple > 1
-    ? derived(source, `'vocab_size' ${rawVocab} padded to a multiple of ${multiple}`, Math.ceil(rawVocab / multiple) * multiple) : rawVocab;
+  const vocabSize =
+    multiple > 1
+      ? derived(source, `'vocab_size' ${rawVocab} padded to a multiple of ${multiple}`, Math.ceil(rawVocab / multiple) * multiple)
+      : rawVocab;
 
   if (k.nonNegInt('d_intermediate', 0) !== 0) {
     fail(source, `'d_intermediate' = ${describeValue(json['d_intermediate'])}: blocks with an MLP are not supported; expected 0`);
@@ -367,7 +471,8 @@ function parseStateSpaces(json: Json, source: string, opts: ParseConfigOptions):
  * `source` names the file in error messages.
  */
 export function parseConfig(json: unknown, source: string, options?: ParseConfigOptions): MambaConfig {
-  if (typeof source !== 'string') throw v.argError('parseConfig', `source must be a string (a file name for messages), got ${v.describeType(source)}`);
+  if (typeof source !== 'string')
+    throw v.argError('parseConfig', `source must be a string (a file name for messages), got ${v.describeType(source)}`);
   const opts = checkParseConfigOptions('parseConfig', options);
   if (!isObject(json)) {
     fail(source, `expected a JSON object, found ${Array.isArray(json) ? 'an array' : describeValue(json)}`);
@@ -379,7 +484,8 @@ export function parseConfig(json: unknown, source: string, options?: ParseConfig
 /** Read and parse `config.json` from a model directory (or the given .json file). */
 export function loadConfig(dirOrFile: string, options?: ParseConfigOptions): MambaConfig {
   const opts = checkParseConfigOptions('loadConfig', options);
-  if (typeof dirOrFile !== 'string') throw v.argError('loadConfig', `the path must be a string, got ${v.describeType(dirOrFile)}`);
+  if (typeof dirOrFile !== 'string')
+    throw v.argError('loadConfig', `the path must be a string, got ${v.describeType(dirOrFile)}`);
   let file = dirOrFile;
   try {
     if (fs.statSync(dirOrFile).isDirectory()) file = path.join(dirOrFile, 'config.json');

@@ -14,10 +14,22 @@ import { SimbaError, describeValue } from '../errors';
 
 /** Every dtype the safetensors format defines (with its element size), readable or not. */
 const SAFETENSORS_DTYPE_SIZES: Readonly<Record<string, number>> = {
-  BOOL: 1, U8: 1, I8: 1, F8_E5M2: 1, F8_E4M3: 1, F8_E8M0: 1,
-  I16: 2, U16: 2, F16: 2, BF16: 2,
-  I32: 4, U32: 4, F32: 4,
-  I64: 8, U64: 8, F64: 8,
+  BOOL: 1,
+  U8: 1,
+  I8: 1,
+  F8_E5M2: 1,
+  F8_E4M3: 1,
+  F8_E8M0: 1,
+  I16: 2,
+  U16: 2,
+  F16: 2,
+  BF16: 2,
+  I32: 4,
+  U32: 4,
+  F32: 4,
+  I64: 8,
+  U64: 8,
+  F64: 8,
 };
 
 /** The dtypes readTensorF32 converts. */
@@ -193,7 +205,8 @@ function readFully(fd: number, target: Uint8Array, position: number, file: strin
   while (done < target.length) {
     const want = Math.min(CHUNK, target.length - done);
     const n = fs.readSync(fd, target, done, want, position + done);
-    if (n <= 0) bad(file, `unexpected end of file while reading ${what} (${done} of ${target.length} bytes at offset ${position})`);
+    if (n <= 0)
+      bad(file, `unexpected end of file while reading ${what} (${done} of ${target.length} bytes at offset ${position})`);
     done += n;
   }
 }
@@ -216,7 +229,14 @@ function parseHeaderEntry(file: string, name: string, entry: unknown, dataLength
     bad(file, `${t}: 'data_offsets' must be [begin, end], found ${describeValue(offs)}`);
   }
   const [begin, end] = offs as unknown[];
-  if (typeof begin !== 'number' || typeof end !== 'number' || !Number.isSafeInteger(begin) || !Number.isSafeInteger(end) || begin < 0 || end < 0) {
+  if (
+    typeof begin !== 'number' ||
+    typeof end !== 'number' ||
+    !Number.isSafeInteger(begin) ||
+    !Number.isSafeInteger(end) ||
+    begin < 0 ||
+    end < 0
+  ) {
     bad(file, `${t}: data_offsets must be non-negative integers, found ${describeValue(offs)}`);
   }
   if (end < begin) bad(file, `${t}: data_offsets end ${end} is before begin ${begin}`);
@@ -225,14 +245,23 @@ function parseHeaderEntry(file: string, name: string, entry: unknown, dataLength
   for (const d of dims) numel *= d;
   if (!Number.isSafeInteger(numel * size)) bad(file, `${t}: shape ${describeValue(dims)} is too large`);
   if (numel * size !== end - begin) {
-    bad(file, `${t}: shape ${describeValue(dims)} x ${dtype} (${size} bytes) needs ${numel * size} bytes but data_offsets [${begin}, ${end}] span ${end - begin}`);
+    bad(
+      file,
+      `${t}: shape ${describeValue(dims)} x ${dtype} (${size} bytes) needs ${numel * size} bytes but data_offsets [${begin}, ${end}] span ${end - begin}`,
+    );
   }
   if (end > dataLength) {
     bad(file, `${t}: data_offsets [${begin}, ${end}] lie outside the data section (${dataLength} bytes)`);
   }
   return {
-    name, dtype, shape: dims.slice(), numel, dataOffsets: [begin, end],
-    byteOffset: dataStart + begin, byteLength: end - begin, file,
+    name,
+    dtype,
+    shape: dims.slice(),
+    numel,
+    dataOffsets: [begin, end],
+    byteOffset: dataStart + begin,
+    byteLength: end - begin,
+    file,
   };
 }
 
@@ -241,8 +270,12 @@ class SafetensorsReader implements SafetensorsFile {
   private fd: number | null;
 
   constructor(
-    readonly path: string, fd: number, readonly size: number, readonly headerLength: number,
-    tensors: Map<string, TensorInfo>, readonly metadata: Record<string, string>,
+    readonly path: string,
+    fd: number,
+    readonly size: number,
+    readonly headerLength: number,
+    tensors: Map<string, TensorInfo>,
+    readonly metadata: Record<string, string>,
   ) {
     this.fd = fd;
     this.tensors = tensors;
@@ -311,7 +344,8 @@ export function openSafetensors(file: string): SafetensorsFile {
       bad(file, `header length ${n} runs past the end of the file (${size} bytes, so at most ${size - 8} header bytes)`);
     }
     const headerLength = Number(n);
-    if (headerLength > MAX_HEADER_BYTES) bad(file, `header length ${headerLength} exceeds the limit of ${MAX_HEADER_BYTES} bytes`);
+    if (headerLength > MAX_HEADER_BYTES)
+      bad(file, `header length ${headerLength} exceeds the limit of ${MAX_HEADER_BYTES} bytes`);
     if (headerLength < 2) bad(file, `header length ${headerLength} is too small for a JSON object`);
     const headerBuf = Buffer.alloc(headerLength);
     readFully(fd, headerBuf, 8, file, 'the header');
@@ -321,7 +355,8 @@ export function openSafetensors(file: string): SafetensorsFile {
     } catch (e) {
       bad(file, `header (${headerLength} bytes at offset 8) is not valid UTF-8 JSON: ${(e as Error).message}`);
     }
-    if (!isObject(header)) bad(file, `header must be a JSON object, found ${Array.isArray(header) ? 'an array' : describeValue(header)}`);
+    if (!isObject(header))
+      bad(file, `header must be a JSON object, found ${Array.isArray(header) ? 'an array' : describeValue(header)}`);
 
     const dataStart = 8 + headerLength;
     const dataLength = size - dataStart;
@@ -338,13 +373,15 @@ export function openSafetensors(file: string): SafetensorsFile {
       tensors.set(name, parseHeaderEntry(file, name, entry, dataLength, dataStart));
     }
     // No two non-empty tensors may share bytes.
-    const byStart = [...tensors.values()].filter((t) => t.byteLength > 0)
-      .sort((a, b) => a.dataOffsets[0] - b.dataOffsets[0]);
+    const byStart = [...tensors.values()].filter((t) => t.byteLength > 0).sort((a, b) => a.dataOffsets[0] - b.dataOffsets[0]);
     for (let i = 1; i < byStart.length; i++) {
       const prev = byStart[i - 1];
       const cur = byStart[i];
       if (cur.dataOffsets[0] < prev.dataOffsets[1]) {
-        bad(file, `tensors '${prev.name}' [${prev.dataOffsets.join(', ')}] and '${cur.name}' [${cur.dataOffsets.join(', ')}] overlap`);
+        bad(
+          file,
+          `tensors '${prev.name}' [${prev.dataOffsets.join(', ')}] and '${cur.name}' [${cur.dataOffsets.join(', ')}] overlap`,
+        );
       }
     }
     return new SafetensorsReader(file, fd, size, headerLength, tensors, metadata);
@@ -364,8 +401,11 @@ class ShardedCheckpoint implements Checkpoint {
   private readonly where = new Map<string, SafetensorsFile>();
 
   constructor(
-    readonly dir: string, private readonly shards: SafetensorsFile[], readonly metadata: Record<string, unknown>,
-    weightMap: Map<string, SafetensorsFile> | null, source: string,
+    readonly dir: string,
+    private readonly shards: SafetensorsFile[],
+    readonly metadata: Record<string, unknown>,
+    weightMap: Map<string, SafetensorsFile> | null,
+    source: string,
   ) {
     if (weightMap) {
       for (const [name, shard] of weightMap) this.where.set(name, shard);
@@ -376,7 +416,8 @@ class ShardedCheckpoint implements Checkpoint {
       for (const name of shard.tensors.keys()) {
         if (this.where.has(name)) continue;
         const other = extra.get(name);
-        if (other) bad(source, `tensor '${name}' is stored in both ${path.basename(other.path)} and ${path.basename(shard.path)}`);
+        if (other)
+          bad(source, `tensor '${name}' is stored in both ${path.basename(other.path)} and ${path.basename(shard.path)}`);
         extra.set(name, shard);
       }
     }
@@ -431,7 +472,8 @@ function openIndexed(dir: string, indexFile: string): Checkpoint {
   const meta = json['metadata'];
   const shardNames: string[] = [];
   for (const [name, f] of Object.entries(wm)) {
-    if (typeof f !== 'string' || f.length === 0) bad(indexFile, `weight_map['${name}'] must be a file name, found ${describeValue(f)}`);
+    if (typeof f !== 'string' || f.length === 0)
+      bad(indexFile, `weight_map['${name}'] must be a file name, found ${describeValue(f)}`);
     if (path.isAbsolute(f) || f.split(/[\\/]/).includes('..')) {
       bad(indexFile, `weight_map['${name}'] = '${f}' points outside the checkpoint directory`);
     }
@@ -448,7 +490,8 @@ function openIndexed(dir: string, indexFile: string): Checkpoint {
     const weightMap = new Map<string, SafetensorsFile>();
     for (const [name, f] of Object.entries(wm as Record<string, string>)) {
       const shard = shards.get(f)!;
-      if (!shard.has(name)) bad(indexFile, `tensor '${name}' is listed in weight_map for shard '${f}' but is absent from that shard`);
+      if (!shard.has(name))
+        bad(indexFile, `tensor '${name}' is listed in weight_map for shard '${f}' but is absent from that shard`);
       weightMap.set(name, shard);
     }
     return new ShardedCheckpoint(dir, [...shards.values()], isObject(meta) ? meta : {}, weightMap, indexFile);
@@ -510,7 +553,8 @@ export function encodeSafetensors(tensors: Record<string, TensorToEncode>, metad
   const header: Record<string, unknown> = {};
   if (metadata) {
     for (const [k, v] of Object.entries(metadata)) {
-      if (typeof v !== 'string') throw new SimbaError('E_ARG', `encodeSafetensors: metadata '${k}' must be a string, found ${describeValue(v)}`);
+      if (typeof v !== 'string')
+        throw new SimbaError('E_ARG', `encodeSafetensors: metadata '${k}' must be a string, found ${describeValue(v)}`);
     }
     header['__metadata__'] = metadata;
   }
@@ -521,14 +565,20 @@ export function encodeSafetensors(tensors: Record<string, TensorToEncode>, metad
     const { dtype, shape, data } = tensors[name];
     const size = SAFETENSORS_DTYPE_SIZES[dtype];
     if (!(READABLE_DTYPES as readonly string[]).includes(dtype)) {
-      throw new SimbaError('E_ARG', `encodeSafetensors: tensor '${name}': dtype ${describeValue(dtype)} not one of ${READABLE_DTYPES.join(', ')}`);
+      throw new SimbaError(
+        'E_ARG',
+        `encodeSafetensors: tensor '${name}': dtype ${describeValue(dtype)} not one of ${READABLE_DTYPES.join(', ')}`,
+      );
     }
     if (!shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
       throw new SimbaError('E_ARG', `encodeSafetensors: tensor '${name}': bad shape ${describeValue(shape)}`);
     }
     const numel = shape.reduce((a, b) => a * b, 1);
     if (data.length !== numel) {
-      throw new SimbaError('E_ARG', `encodeSafetensors: tensor '${name}': shape ${describeValue(shape)} needs ${numel} values, found ${data.length}`);
+      throw new SimbaError(
+        'E_ARG',
+        `encodeSafetensors: tensor '${name}': shape ${describeValue(shape)} needs ${numel} values, found ${data.length}`,
+      );
     }
     const bytes = Buffer.alloc(numel * size);
     if (dtype === 'F32') {

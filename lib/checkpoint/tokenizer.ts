@@ -99,7 +99,13 @@ export class Tokenizer {
    * @param source label for error messages
    * @param modelConfig parsed config.json of the model (optional; eos/bos/pad id fallback)
    */
-  constructor(json: unknown, config: unknown = {}, source = 'tokenizer.json', modelConfig: unknown = {}, opts: LoadTokenizerOptions = {}) {
+  constructor(
+    json: unknown,
+    config: unknown = {},
+    source = 'tokenizer.json',
+    modelConfig: unknown = {},
+    opts: LoadTokenizerOptions = {},
+  ) {
     this.source = source;
     if (!isObject(json)) bad(source, `expected a JSON object, found ${describeValue(json)}`);
     const model = json['model'];
@@ -119,7 +125,14 @@ export class Tokenizer {
     const cfg: Json = isObject(config) ? { ...config } : {};
     cfg['clean_up_tokenization_spaces'] = false;
     try {
-      const full = { normalizer: null, pre_tokenizer: null, post_processor: null, decoder: null, ...json, added_tokens: addedList };
+      const full = {
+        normalizer: null,
+        pre_tokenizer: null,
+        post_processor: null,
+        decoder: null,
+        ...json,
+        added_tokens: addedList,
+      };
       this.hf = new HfTokenizer(full, cfg);
     } catch (e) {
       bad(source, `cannot build tokenizer: ${(e as Error).message}`, e);
@@ -155,7 +168,11 @@ export class Tokenizer {
         if (b === 0xc0 || b === 0xc1) continue;
         if (this.hf.token_to_id(BYTE_TO_CHAR.get(b)!) === undefined) missing.push(`0x${b.toString(16).padStart(2, '0')}`);
       }
-      if (missing.length > 0) bad(source, `byte-level vocabulary lacks the symbol(s) of byte(s) ${missing.slice(0, 16).join(', ')}${missing.length > 16 ? '...' : ''}`);
+      if (missing.length > 0)
+        bad(
+          source,
+          `byte-level vocabulary lacks the symbol(s) of byte(s) ${missing.slice(0, 16).join(', ')}${missing.length > 16 ? '...' : ''}`,
+        );
     }
 
     const mc: Json = isObject(modelConfig) ? modelConfig : {};
@@ -178,12 +195,19 @@ export class Tokenizer {
 
   /** Text -> token ids. */
   encode(text: string, options?: EncodeOptions): number[] {
-    const opts: EncodeOptions = { addSpecialTokens: v.bool('encode', 'addSpecialTokens', v.options('encode', options, ['addSpecialTokens'] as const).addSpecialTokens) };
+    const opts: EncodeOptions = {
+      addSpecialTokens: v.bool(
+        'encode',
+        'addSpecialTokens',
+        v.options('encode', options, ['addSpecialTokens'] as const).addSpecialTokens,
+      ),
+    };
     if (typeof text !== 'string') throw new SimbaError('E_ARG', `encode: expected a string, found ${describeValue(text)}`);
     if (text.length === 0) return [];
     const ids = this.hf.encode(text, { add_special_tokens: opts.addSpecialTokens ?? false }).ids;
     for (const id of ids) {
-      if (typeof id !== 'number') throw new SimbaError('E_TOKEN', `${this.source}: encode produced an unknown token for ${describeValue(text)}`);
+      if (typeof id !== 'number')
+        throw new SimbaError('E_TOKEN', `${this.source}: encode produced an unknown token for ${describeValue(text)}`);
     }
     return ids;
   }
@@ -193,7 +217,10 @@ export class Tokenizer {
     for (let i = 0; i < ids.length; i++) {
       const id = ids[i];
       if (!Number.isInteger(id) || id < 0 || id >= this.vocabSize || this.idToTok[id] === undefined) {
-        throw new SimbaError('E_TOKEN', `${this.source}: token id ${describeValue(id)} at position ${i} is not in the vocabulary (valid ids 0..${this.vocabSize - 1})`);
+        throw new SimbaError(
+          'E_TOKEN',
+          `${this.source}: token id ${describeValue(id)} at position ${i} is not in the vocabulary (valid ids 0..${this.vocabSize - 1})`,
+        );
       }
       out[i] = id;
     }
@@ -239,7 +266,11 @@ function checkDecodeOptions(where: string, options: unknown): DecodeOptions {
 class ByteLevelStreamDecoder implements StreamDecoder {
   private td = new TextDecoder('utf-8', { fatal: false, ignoreBOM: true });
 
-  constructor(private readonly tok: Tokenizer, private readonly added: Map<number, string>, private readonly opts: DecodeOptions) {}
+  constructor(
+    private readonly tok: Tokenizer,
+    private readonly added: Map<number, string>,
+    private readonly opts: DecodeOptions,
+  ) {}
 
   push(ids: number | ArrayLike<number>): string {
     const list = typeof ids === 'number' ? [ids] : ids;
@@ -249,7 +280,10 @@ class ByteLevelStreamDecoder implements StreamDecoder {
       const id = list[i];
       const token = this.tok.idToToken(id);
       if (token === undefined) {
-        throw new SimbaError('E_TOKEN', `${this.tok.source}: token id ${describeValue(id)} is not in the vocabulary (valid ids 0..${this.tok.vocabSize - 1})`);
+        throw new SimbaError(
+          'E_TOKEN',
+          `${this.tok.source}: token id ${describeValue(id)} is not in the vocabulary (valid ids 0..${this.tok.vocabSize - 1})`,
+        );
       }
       const addedContent = this.added.get(id);
       if (addedContent !== undefined) {
@@ -283,7 +317,10 @@ class GenericStreamDecoder implements StreamDecoder {
   private pending: number[] = [];
   private emitted = 0;
 
-  constructor(private readonly tok: Tokenizer, private readonly opts: DecodeOptions) {}
+  constructor(
+    private readonly tok: Tokenizer,
+    private readonly opts: DecodeOptions,
+  ) {}
 
   push(ids: number | ArrayLike<number>): string {
     const list = typeof ids === 'number' ? [ids] : Array.from(ids);
@@ -328,7 +365,8 @@ function readJson(file: string, what: string): unknown {
 export function loadTokenizer(dirOrFile: string, options?: LoadTokenizerOptions): Tokenizer {
   const o = v.options('loadTokenizer', options, ['eosTokenId'] as const);
   const opts: LoadTokenizerOptions = { eosTokenId: v.int('loadTokenizer', 'eosTokenId', o.eosTokenId, 0) };
-  if (typeof dirOrFile !== 'string') throw v.argError('loadTokenizer', `the path must be a string, got ${v.describeType(dirOrFile)}`);
+  if (typeof dirOrFile !== 'string')
+    throw v.argError('loadTokenizer', `the path must be a string, got ${v.describeType(dirOrFile)}`);
   let file = dirOrFile;
   try {
     if (fs.statSync(dirOrFile).isDirectory()) file = path.join(dirOrFile, 'tokenizer.json');

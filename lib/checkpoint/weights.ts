@@ -48,10 +48,18 @@ const LM_HEAD = 'lm_head.weight';
 
 /** Checkpoint key suffix after `backbone.layers.{i}.` of each per-layer engine tensor. */
 const LAYER_KEYS: Partial<Record<EngineTensorName, string>> = {
-  norm: 'norm.weight', in_proj: 'mixer.in_proj.weight', in_proj_bias: 'mixer.in_proj.bias',
-  conv_w: 'mixer.conv1d.weight', conv_b: 'mixer.conv1d.bias', x_proj: 'mixer.x_proj.weight',
-  dt_proj_w: 'mixer.dt_proj.weight', dt_proj_b: 'mixer.dt_proj.bias', A_log: 'mixer.A_log', D: 'mixer.D',
-  out_proj: 'mixer.out_proj.weight', out_proj_bias: 'mixer.out_proj.bias',
+  norm: 'norm.weight',
+  in_proj: 'mixer.in_proj.weight',
+  in_proj_bias: 'mixer.in_proj.bias',
+  conv_w: 'mixer.conv1d.weight',
+  conv_b: 'mixer.conv1d.bias',
+  x_proj: 'mixer.x_proj.weight',
+  dt_proj_w: 'mixer.dt_proj.weight',
+  dt_proj_b: 'mixer.dt_proj.bias',
+  A_log: 'mixer.A_log',
+  D: 'mixer.D',
+  out_proj: 'mixer.out_proj.weight',
+  out_proj_bias: 'mixer.out_proj.bias',
 };
 
 /** The checkpoint key of an engine tensor (the embedding key depends on the checkpoint's layout). */
@@ -60,7 +68,8 @@ function checkpointKey(t: EngineTensorSpec, layout: WeightPlan['layout']): strin
   if (t.name === 'norm_f') return 'backbone.norm_f.weight';
   if (t.name === 'lm_head') return LM_HEAD;
   const suffix = LAYER_KEYS[t.name];
-  if (suffix === undefined || t.layer < 0) throw new SimbaError('E_NATIVE', `tensor table: no checkpoint key for '${t.name}' (layer ${t.layer})`);
+  if (suffix === undefined || t.layer < 0)
+    throw new SimbaError('E_NATIVE', `tensor table: no checkpoint key for '${t.name}' (layer ${t.layer})`);
   return `backbone.layers.${t.layer}.${suffix}`;
 }
 
@@ -78,7 +87,10 @@ function fmt(shape: number[]): string {
 }
 
 function listNames(names: string[], max = 20): string {
-  const shown = names.slice(0, max).map((n) => `'${n}'`).join(', ');
+  const shown = names
+    .slice(0, max)
+    .map((n) => `'${n}'`)
+    .join(', ');
   return names.length > max ? `${shown} and ${names.length - max} more` : shown;
 }
 
@@ -89,7 +101,12 @@ function listNames(names: string[], max = 20): string {
  * Throws one SimbaError listing every problem: E_WEIGHTS for missing / unexpected tensors or
  * unreadable dtypes, E_SHAPE when the only problems are shape mismatches.
  */
-export function planWeights(ckpt: TensorSource, config: MambaConfig, table: readonly EngineTensorSpec[], source = 'checkpoint'): WeightPlan {
+export function planWeights(
+  ckpt: TensorSource,
+  config: MambaConfig,
+  table: readonly EngineTensorSpec[],
+  source = 'checkpoint',
+): WeightPlan {
   const missing: string[] = [];
   const shapeErrors: string[] = [];
   const dtypeErrors: string[] = [];
@@ -100,11 +117,20 @@ export function planWeights(ckpt: TensorSource, config: MambaConfig, table: read
   const hasHf = ckpt.has(HF_EMBEDDING);
   const hasSs = ckpt.has(SS_EMBEDDING);
   if (hasHf && hasSs) {
-    throw new SimbaError('E_WEIGHTS', `${source}: both '${HF_EMBEDDING}' and '${SS_EMBEDDING}' are present; expected one embedding`);
+    throw new SimbaError(
+      'E_WEIGHTS',
+      `${source}: both '${HF_EMBEDDING}' and '${SS_EMBEDDING}' are present; expected one embedding`,
+    );
   }
   const layout = hasSs ? 'state-spaces' : 'hf';
 
-  const add = (name: EngineTensorName, layer: number, src: string, shape: number[], opts: { sourceShape?: number[]; vocabRows?: boolean } = {}): void => {
+  const add = (
+    name: EngineTensorName,
+    layer: number,
+    src: string,
+    shape: number[],
+    opts: { sourceShape?: number[]; vocabRows?: boolean } = {},
+  ): void => {
     if (!ckpt.has(src)) {
       missing.push(src);
       return;
@@ -134,7 +160,7 @@ export function planWeights(ckpt: TensorSource, config: MambaConfig, table: read
       const vocabRows = t.name === 'embedding' || t.name === 'lm_head';
       add(t.name, t.layer, checkpointKey(t, layout), t.shape, { sourceShape: checkpointShape(t), vocabRows });
     } else if (t.name === 'lm_head' && ckpt.has(LM_HEAD)) {
-      ignored.push(LM_HEAD);  // a stored copy of the tied head
+      ignored.push(LM_HEAD); // a stored copy of the tied head
       used.add(LM_HEAD);
     }
   }
@@ -177,7 +203,10 @@ export function nonFiniteError(source: string, e: WeightPlanEntry, bad: number, 
     idx.unshift(rest % e.sourceShape[d]);
     rest = Math.floor(rest / e.sourceShape[d]);
   }
-  return new SimbaError('E_WEIGHTS', `${source}: tensor '${e.source}' has a non-finite value ${value} at flat index ${bad} (index ${fmt(idx)}); pass { nonFinite: 'allow' } to load it anyway`);
+  return new SimbaError(
+    'E_WEIGHTS',
+    `${source}: tensor '${e.source}' has a non-finite value ${value} at flat index ${bad} (index ${fmt(idx)}); pass { nonFinite: 'allow' } to load it anyway`,
+  );
 }
 
 function readEntry(ckpt: TensorSource, e: WeightPlanEntry, opts: LoadWeightsOptions, source: string): EngineTensor {
@@ -204,7 +233,10 @@ function readEntry(ckpt: TensorSource, e: WeightPlanEntry, opts: LoadWeightsOpti
  * Files opened here are closed when the generator finishes, throws, or is abandoned via return().
  */
 export function* loadWeights(
-  dirOrCheckpoint: string | Checkpoint, config: MambaConfig, table: readonly EngineTensorSpec[], opts: LoadWeightsOptions = {},
+  dirOrCheckpoint: string | Checkpoint,
+  config: MambaConfig,
+  table: readonly EngineTensorSpec[],
+  opts: LoadWeightsOptions = {},
 ): Generator<EngineTensor, void, undefined> {
   if (opts.nonFinite !== undefined && opts.nonFinite !== 'error' && opts.nonFinite !== 'allow') {
     throw new SimbaError('E_ARG', `loadWeights: nonFinite must be 'error' or 'allow', found ${describeValue(opts.nonFinite)}`);

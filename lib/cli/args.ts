@@ -17,7 +17,10 @@ import { WEIGHT_FORMATS, type WeightFormat } from '../types';
 
 /** An error with its own exit code (2: usage, 1: runtime). */
 export class CliError extends Error {
-  constructor(message: string, readonly exitCode: 1 | 2 = 2) {
+  constructor(
+    message: string,
+    readonly exitCode: 1 | 2 = 2,
+  ) {
     super(message);
   }
 }
@@ -32,7 +35,9 @@ export function parseIntStrict(v: string, min: number, max = Number.MAX_SAFE_INT
   const s = v.trim();
   const n = INT_RE.test(s) ? Number(s) : NaN;
   if (!Number.isSafeInteger(n) || n < min || n > max)
-    throw new InvalidArgumentError(max === Number.MAX_SAFE_INTEGER ? `expected an integer >= ${min}` : `expected an integer in [${min}, ${max}]`);
+    throw new InvalidArgumentError(
+      max === Number.MAX_SAFE_INTEGER ? `expected an integer >= ${min}` : `expected an integer in [${min}, ${max}]`,
+    );
   return n;
 }
 
@@ -45,12 +50,16 @@ export function parseFloatStrict(v: string, lo: number, hi: number, openLo = fal
 }
 
 export const intArg = (min: number, max?: number) => (v: string) => parseIntStrict(v, min, max);
-export const floatArg = (lo: number, hi: number, openLo = false) => (v: string) => parseFloatStrict(v, lo, hi, openLo);
+export const floatArg =
+  (lo: number, hi: number, openLo = false) =>
+  (v: string) =>
+    parseFloatStrict(v, lo, hi, openLo);
 
 export function listArg<T>(item: (s: string) => T, what: string) {
   return (v: string): T[] => {
     const parts = v.split(',').map((s) => s.trim());
-    if (parts.length === 0 || parts.some((s) => s === '')) throw new InvalidArgumentError(`expected a comma-separated list of ${what}`);
+    if (parts.length === 0 || parts.some((s) => s === ''))
+      throw new InvalidArgumentError(`expected a comma-separated list of ${what}`);
     return parts.map((s) => {
       try {
         return item(s);
@@ -65,19 +74,33 @@ export const collect = (v: string, prev: string[]) => [...prev, v];
 
 // Shared option groups
 
-export interface ModelFlags { model?: string; shape?: string; weights?: WeightFormat }
+export interface ModelFlags {
+  model?: string;
+  shape?: string;
+  weights?: WeightFormat;
+}
 
 export function addModelOptions(cmd: Command, opts: { shape?: boolean } = {}): Command {
-  cmd.option('--model <dir>', 'model folder with config.json, *.safetensors, tokenizer.json (default: the shipped brown-mamba-s)')
-     .addOption(new Option('--weights <type>', 'weight storage').choices([...WEIGHT_FORMATS]).default('f32'));
+  cmd
+    .option('--model <dir>', 'model folder with config.json, *.safetensors, tokenizer.json (default: the shipped brown-mamba-s)')
+    .addOption(new Option('--weights <type>', 'weight storage').choices([...WEIGHT_FORMATS]).default('f32'));
   if (opts.shape)
-    cmd.addOption(new Option('--shape <name>', 'random weights of a standard shape instead of --model').choices(Object.keys(SHAPES)));
+    cmd.addOption(
+      new Option('--shape <name>', 'random weights of a standard shape instead of --model').choices(Object.keys(SHAPES)),
+    );
   return cmd;
 }
 
 export interface SimbaFlags {
-  flops?: number; keepLast?: number; keepCounts?: number[]; start?: number; criterion?: SimbaCriterion;
-  reduce?: 'max' | 'sum'; protectFirst?: number; protectLast?: number; pruneSeed?: number;
+  flops?: number;
+  keepLast?: number;
+  keepCounts?: number[];
+  start?: number;
+  criterion?: SimbaCriterion;
+  reduce?: 'max' | 'sum';
+  protectFirst?: number;
+  protectLast?: number;
+  pruneSeed?: number;
 }
 
 export function addSimbaModifiers(cmd: Command): Command {
@@ -91,9 +114,14 @@ export function addSimbaModifiers(cmd: Command): Command {
 }
 
 export function addSimbaOptions(cmd: Command): Command {
-  cmd.option('--flops <f>', 'Simba: target prefill FLOPs relative to dense (0 < f <= 1)', floatArg(0, 1, true))
-     .option('--keep-last <r>', 'Simba: keep ratio at the last layer of the trapezoid (0..1)', floatArg(0, 1))
-     .option('--keep-counts <n0,n1,...>', 'Simba: tokens kept after each layer', listArg((s) => parseIntStrict(s, 1), 'integers >= 1'));
+  cmd
+    .option('--flops <f>', 'Simba: target prefill FLOPs relative to dense (0 < f <= 1)', floatArg(0, 1, true))
+    .option('--keep-last <r>', 'Simba: keep ratio at the last layer of the trapezoid (0..1)', floatArg(0, 1))
+    .option(
+      '--keep-counts <n0,n1,...>',
+      'Simba: tokens kept after each layer',
+      listArg((s) => parseIntStrict(s, 1), 'integers >= 1'),
+    );
   return addSimbaModifiers(cmd);
 }
 
@@ -109,9 +137,16 @@ export function simbaModifiers(f: Omit<SimbaFlags, 'flops'>): SimbaModifiers {
 
 /** The Simba flags as SimbaOptions (undefined when no budget flag is given: dense). */
 export function simbaFromFlags(f: SimbaFlags): SimbaOptions | undefined {
-  const budgets = ([['--flops', f.flops], ['--keep-last', f.keepLast], ['--keep-counts', f.keepCounts]] as const).filter(([, v]) => v !== undefined);
+  const budgets = (
+    [
+      ['--flops', f.flops],
+      ['--keep-last', f.keepLast],
+      ['--keep-counts', f.keepCounts],
+    ] as const
+  ).filter(([, v]) => v !== undefined);
   const mods = simbaModifiers(f);
-  if (budgets.length > 1) throw usage(`give only one of --flops, --keep-last, --keep-counts (got ${budgets.map(([k]) => k).join(' and ')})`);
+  if (budgets.length > 1)
+    throw usage(`give only one of --flops, --keep-last, --keep-counts (got ${budgets.map(([k]) => k).join(' and ')})`);
   if (budgets.length === 0) {
     if (Object.keys(mods).length)
       throw usage('--start, --criterion, --reduce, --protect-* and --prune-seed need one of --flops, --keep-last, --keep-counts');
@@ -122,19 +157,31 @@ export function simbaFromFlags(f: SimbaFlags): SimbaOptions | undefined {
 
 // Helpers
 
-export interface Progress { update(done: number, total: number, what?: string): void; stop(): void }
+export interface Progress {
+  update(done: number, total: number, what?: string): void;
+  stop(): void;
+}
 
 /**
  * A progress bar on `stream` (stderr) when it is a terminal, else nothing. The bar hides the cursor
  * while it runs; Ctrl-C (SIGINT) then stops it, shows the cursor again and exits with 130.
  */
-export function progress(label: string, stream: NodeJS.WriteStream = process.stderr,
-                         exit: (code: number) => void = (code) => process.exit(code)): Progress {
+export function progress(
+  label: string,
+  stream: NodeJS.WriteStream = process.stderr,
+  exit: (code: number) => void = (code) => process.exit(code),
+): Progress {
   if (!stream.isTTY) return { update() {}, stop() {} };
-  const bar = new cliProgress.SingleBar({
-    stream, format: `${label} [{bar}] {value}/{total} {eta_formatted} {what}`,
-    clearOnComplete: true, hideCursor: true, etaBuffer: 20,
-  }, cliProgress.Presets.shades_classic);
+  const bar = new cliProgress.SingleBar(
+    {
+      stream,
+      format: `${label} [{bar}] {value}/{total} {eta_formatted} {what}`,
+      clearOnComplete: true,
+      hideCursor: true,
+      etaBuffer: 20,
+    },
+    cliProgress.Presets.shades_classic,
+  );
   let started = false;
   const stop = () => {
     if (started) bar.stop();
@@ -214,4 +261,3 @@ export function modelName(m: MambaModel): string {
   const src = m.info().source;
   return src.startsWith('random') ? src : path.basename(src);
 }
-

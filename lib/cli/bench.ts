@@ -6,12 +6,32 @@ import { formatBench, runBench } from '../measure/bench';
 import { boundRows, formatBounds, formatGemmTable, formatLimits, gemmTable } from '../measure/limits';
 import { measureLimits } from '../engine/machine';
 import { WEIGHT_FORMATS } from '../types';
-import { addModelOptions, addSimbaModifiers, intArg, listArg, out, parseFloatStrict, parseIntStrict, progress, simbaModifiers, usage, withModel, type ModelFlags, type SimbaFlags } from './args';
+import {
+  addModelOptions,
+  addSimbaModifiers,
+  intArg,
+  listArg,
+  out,
+  parseFloatStrict,
+  parseIntStrict,
+  progress,
+  simbaModifiers,
+  usage,
+  withModel,
+  type ModelFlags,
+  type SimbaFlags,
+} from './args';
 
 interface BenchFlags extends ModelFlags, Omit<SimbaFlags, 'flops'> {
-  json?: boolean; runs: number; lengths?: number[]; batches?: number[]; decodeTokens?: number; decodePrompt?: number;
+  json?: boolean;
+  runs: number;
+  lengths?: number[];
+  batches?: number[];
+  decodeTokens?: number;
+  decodePrompt?: number;
   /** Budgets (a list here, unlike the other commands' --flops). */
-  flops?: number[]; seed?: number;
+  flops?: number[];
+  seed?: number;
   /** Measure the machine's bounds and print each row as a fraction of its bound. */
   limits?: boolean;
   /** Instead of the model benchmark: the GEMM table of --shape (default mamba-130m), all weight formats. */
@@ -22,9 +42,18 @@ async function cmdGemm(f: BenchFlags): Promise<void> {
   const bar = progress('gemm');
   try {
     const limits = await measureLimits();
-    const rows = await gemmTable(f.shape ?? 'mamba-130m', [...WEIGHT_FORMATS], limits, undefined, Math.min(f.runs, 5), (d, t, l) => bar.update(d, t, l));
+    const rows = await gemmTable(
+      f.shape ?? 'mamba-130m',
+      [...WEIGHT_FORMATS],
+      limits,
+      undefined,
+      Math.min(f.runs, 5),
+      (d, t, l) => bar.update(d, t, l),
+    );
     bar.stop();
-    out(f.json ? JSON.stringify({ limits, gemm: rows }, null, 2) + '\n' : `${formatLimits(limits)}\n\n${formatGemmTable(rows)}\n`);
+    out(
+      f.json ? JSON.stringify({ limits, gemm: rows }, null, 2) + '\n' : `${formatLimits(limits)}\n\n${formatGemmTable(rows)}\n`,
+    );
   } finally {
     bar.stop();
   }
@@ -36,15 +65,26 @@ async function cmdBench(f: BenchFlags): Promise<void> {
     return cmdGemm(f);
   }
   const mods = simbaModifiers(f);
-  if (Object.keys(mods).length && !f.flops) throw usage('--start, --criterion, --reduce, --protect-* and --prune-seed need --flops');
+  if (Object.keys(mods).length && !f.flops)
+    throw usage('--start, --criterion, --reduce, --protect-* and --prune-seed need --flops');
   await withModel(f, async (model) => {
     const bar = progress('bench');
     let r;
     try {
-      r = await runBench(model, {
-        runs: f.runs, lengths: f.lengths, batches: f.batches, decodeTokens: f.decodeTokens, decodePrompt: f.decodePrompt,
-        flops: f.flops, simba: mods, seed: f.seed,
-      }, (p) => bar.update(p.done, p.total, p.label));
+      r = await runBench(
+        model,
+        {
+          runs: f.runs,
+          lengths: f.lengths,
+          batches: f.batches,
+          decodeTokens: f.decodeTokens,
+          decodePrompt: f.decodePrompt,
+          flops: f.flops,
+          simba: mods,
+          seed: f.seed,
+        },
+        (p) => bar.update(p.done, p.total, p.label),
+      );
     } finally {
       bar.stop();
     }
@@ -54,8 +94,11 @@ async function cmdBench(f: BenchFlags): Promise<void> {
     }
     const limits = await measureLimits();
     const bounds = boundRows(r, limits);
-    out(f.json ? JSON.stringify({ ...r, limits, bounds }, null, 2) + '\n'
-               : `${formatBench(r)}\n\n${formatLimits(limits)}\n${formatBounds(bounds)}\n`);
+    out(
+      f.json
+        ? JSON.stringify({ ...r, limits, bounds }, null, 2) + '\n'
+        : `${formatBench(r)}\n\n${formatLimits(limits)}\n${formatBounds(bounds)}\n`,
+    );
   });
 }
 
@@ -65,14 +108,31 @@ export function addBenchCommand(program: Command): void {
   addModelOptions(bench, { shape: true })
     .option('--json', 'print one JSON document at the end')
     .option('--runs <n>', 'timed runs per row, after one warm-up', intArg(1), d.runs)
-    .option('--lengths <list>', `prefill lengths (default ${d.lengths.join(',')})`, listArg((s) => parseIntStrict(s, 1, LIMITS.requestTokens), 'integers >= 1'))
-    .option('--batches <list>', `decode batch sizes (default ${d.batches.join(',')})`, listArg((s) => parseIntStrict(s, 1), 'integers >= 1'))
+    .option(
+      '--lengths <list>',
+      `prefill lengths (default ${d.lengths.join(',')})`,
+      listArg((s) => parseIntStrict(s, 1, LIMITS.requestTokens), 'integers >= 1'),
+    )
+    .option(
+      '--batches <list>',
+      `decode batch sizes (default ${d.batches.join(',')})`,
+      listArg((s) => parseIntStrict(s, 1), 'integers >= 1'),
+    )
     .option('--decode-tokens <n>', `decode steps per run (default ${d.decodeTokens})`, intArg(1))
     .option('--decode-prompt <n>', `prompt tokens prefilled before decoding (default ${d.decodePrompt})`, intArg(1))
-    .option('--flops <list>', 'Simba FLOPs budgets for extra prefill rows, e.g. 0.25,0.5,0.75',
-            listArg((s) => parseFloatStrict(s, 0, 1, true), 'numbers in (0, 1]'))
+    .option(
+      '--flops <list>',
+      'Simba FLOPs budgets for extra prefill rows, e.g. 0.25,0.5,0.75',
+      listArg((s) => parseFloatStrict(s, 0, 1, true), 'numbers in (0, 1]'),
+    )
     .option('--seed <n>', `seed of the random token ids (default ${d.seed})`, intArg(0, LIMITS.seed))
-    .option('--limits', "also measure this machine's read bandwidth and FMA peak (a few seconds) and print each row as a fraction of its bound")
-    .option('--gemm', 'instead: GFLOP/s of every GEMM shape of --shape (default mamba-130m) for M = 1, 8, 32, 512, 2048 and each weight format');
+    .option(
+      '--limits',
+      "also measure this machine's read bandwidth and FMA peak (a few seconds) and print each row as a fraction of its bound",
+    )
+    .option(
+      '--gemm',
+      'instead: GFLOP/s of every GEMM shape of --shape (default mamba-130m) for M = 1, 8, 32, 512, 2048 and each weight format',
+    );
   addSimbaModifiers(bench).action((o: BenchFlags) => cmdBench(o));
 }

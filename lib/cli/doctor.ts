@@ -23,16 +23,20 @@ export function formatReport(r: AddonReport): string {
   ];
   if (r.addon) {
     const a = r.addon;
-    lines.push(['addon', `${a.path} (${mb(a.bytes)})`],
-               ['from', `${a.from}${a.package ? ` ${a.package}` : ''}`],
-               ['kernels', `${r.isa} (this CPU supports: ${(r.isas ?? []).join(', ')})`],
-               ['threads', r.threads === undefined ? 'unknown' : String(r.threads)]);
+    lines.push(
+      ['addon', `${a.path} (${mb(a.bytes)})`],
+      ['from', `${a.from}${a.package ? ` ${a.package}` : ''}`],
+      ['kernels', `${r.isa} (this CPU supports: ${(r.isas ?? []).join(', ')})`],
+      ['threads', r.threads === undefined ? 'unknown' : String(r.threads)],
+    );
   } else {
     lines.push(['addon', 'not loaded (see below)']);
   }
   const c = r.cuda;
-  lines.push(['cuda', c.available ? `available: ${c.device}` : 'not available'],
-             ['cuda library', c.library ?? (r.addon ? 'none loaded' : '-')]);
+  lines.push(
+    ['cuda', c.available ? `available: ${c.device}` : 'not available'],
+    ['cuda library', c.library ?? (r.addon ? 'none loaded' : '-')],
+  );
   if (r.addon) {
     const pkg = r.addon.cudaPackage;
     lines.push(['cuda package', `${pkg.name}${pkg.dir ? ` (${pkg.dir})` : `: ${pkg.skip}`}`]);
@@ -54,7 +58,9 @@ function cmdDoctor(f: { json?: boolean }): void {
 }
 
 export function addDoctorCommand(program: Command): void {
-  program.command('doctor').description('which native addon loaded and from where, kernels, threads, glibc, CUDA')
+  program
+    .command('doctor')
+    .description('which native addon loaded and from where, kernels, threads, glibc, CUDA')
     .option('--json', 'print JSON')
     .action((o: { json?: boolean }) => cmdDoctor(o));
 }

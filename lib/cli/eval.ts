@@ -3,9 +3,27 @@ import type { Command } from 'commander';
 
 import { EVAL_DEFAULTS, LIMITS } from '../limits';
 import { evalChoice, evalLambada, parseTaskFile, perplexity } from '../measure/eval';
-import { addModelOptions, addSimbaOptions, CliError, intArg, out, progress, readText, simbaFromFlags, usage, withModel, type ModelFlags, type SimbaFlags } from './args';
+import {
+  addModelOptions,
+  addSimbaOptions,
+  CliError,
+  intArg,
+  out,
+  progress,
+  readText,
+  simbaFromFlags,
+  usage,
+  withModel,
+  type ModelFlags,
+  type SimbaFlags,
+} from './args';
 
-interface PplFlags extends ModelFlags, SimbaFlags { file: string; ctx: number; batch?: number; json?: boolean }
+interface PplFlags extends ModelFlags, SimbaFlags {
+  file: string;
+  ctx: number;
+  batch?: number;
+  json?: boolean;
+}
 
 async function cmdPpl(f: PplFlags): Promise<void> {
   const simba = simbaFromFlags(f);
@@ -18,25 +36,47 @@ async function cmdPpl(f: PplFlags): Promise<void> {
     const bar = progress('ppl');
     let r;
     try {
-      r = await perplexity(model, ids, { ctx: f.ctx, simba, batch: f.batch, onProgress: (p) => bar.update(p.done, p.total, 'windows') });
+      r = await perplexity(model, ids, {
+        ctx: f.ctx,
+        simba,
+        batch: f.batch,
+        onProgress: (p) => bar.update(p.done, p.total, 'windows'),
+      });
     } finally {
       bar.stop();
     }
     const seconds = (performance.now() - t0) / 1000;
     if (f.json) {
-      out(JSON.stringify({ file: f.file, model: model.info().source, weights: f.weights, ...r, simba: simba ?? null, seconds }, null, 2) + '\n');
+      out(
+        JSON.stringify(
+          { file: f.file, model: model.info().source, weights: f.weights, ...r, simba: simba ?? null, seconds },
+          null,
+          2,
+        ) + '\n',
+      );
       return;
     }
-    out([
-      `perplexity  ${r.ppl.toFixed(3)}  (mean NLL ${r.meanNll.toFixed(4)} nats)`,
-      `scored      ${r.scored.toLocaleString('en-US')} predictions in ${r.windows} window(s) of ${r.ctx} tokens (${r.tokens.toLocaleString('en-US')} tokens)`,
-      simba ? `simba       relFlops ${r.relFlops.toFixed(4)}; ${(r.flopsPerToken / 1e6).toFixed(3)} MFLOP/token vs dense ${(r.denseFlopsPerToken / 1e6).toFixed(3)} (layers + head)` : null,
-      `time        ${seconds.toFixed(1)} s`,
-    ].filter((x) => x !== null).join('\n') + '\n');
+    out(
+      [
+        `perplexity  ${r.ppl.toFixed(3)}  (mean NLL ${r.meanNll.toFixed(4)} nats)`,
+        `scored      ${r.scored.toLocaleString('en-US')} predictions in ${r.windows} window(s) of ${r.ctx} tokens (${r.tokens.toLocaleString('en-US')} tokens)`,
+        simba
+          ? `simba       relFlops ${r.relFlops.toFixed(4)}; ${(r.flopsPerToken / 1e6).toFixed(3)} MFLOP/token vs dense ${(r.denseFlopsPerToken / 1e6).toFixed(3)} (layers + head)`
+          : null,
+        `time        ${seconds.toFixed(1)} s`,
+      ]
+        .filter((x) => x !== null)
+        .join('\n') + '\n',
+    );
   });
 }
 
-interface ChoiceFlags extends ModelFlags, SimbaFlags { file: string; batch?: number; json?: boolean; verbose?: boolean }
+interface ChoiceFlags extends ModelFlags, SimbaFlags {
+  file: string;
+  batch?: number;
+  json?: boolean;
+  verbose?: boolean;
+}
 
 async function cmdChoice(f: ChoiceFlags): Promise<void> {
   const simba = simbaFromFlags(f);
@@ -52,7 +92,11 @@ async function cmdChoice(f: ChoiceFlags): Promise<void> {
     const bar = progress(task.mode);
     let r;
     try {
-      const opts = { simba, batch: f.batch, onProgress: (p: { done: number; total: number }) => bar.update(p.done, p.total, 'items') };
+      const opts = {
+        simba,
+        batch: f.batch,
+        onProgress: (p: { done: number; total: number }) => bar.update(p.done, p.total, 'items'),
+      };
       r = task.mode === 'choice' ? await evalChoice(model, task.items, opts) : await evalLambada(model, task.items, opts);
     } finally {
       bar.stop();
@@ -64,13 +108,25 @@ async function cmdChoice(f: ChoiceFlags): Promise<void> {
     }
     const lines: string[] = [];
     if (r.mode === 'choice') {
-      lines.push(`accuracy       ${r.accuracy.toFixed(4)}  (${r.lines.filter((l) => l.correct).length} / ${r.items})`,
-                 `accuracy_norm  ${r.accuracyNorm.toFixed(4)}  (log-likelihood per character)`);
-      if (f.verbose) for (const l of r.lines)
-        lines.push(`line ${l.line}: label ${l.label}, pred ${l.pred}${l.correct ? '' : ' (wrong)'}; ` + l.scores.map((s) => s.logLik.toFixed(3)).join(' '));
+      lines.push(
+        `accuracy       ${r.accuracy.toFixed(4)}  (${r.lines.filter((l) => l.correct).length} / ${r.items})`,
+        `accuracy_norm  ${r.accuracyNorm.toFixed(4)}  (log-likelihood per character)`,
+      );
+      if (f.verbose)
+        for (const l of r.lines)
+          lines.push(
+            `line ${l.line}: label ${l.label}, pred ${l.pred}${l.correct ? '' : ' (wrong)'}; ` +
+              l.scores.map((s) => s.logLik.toFixed(3)).join(' '),
+          );
     } else {
-      lines.push(`accuracy  ${r.accuracy.toFixed(4)}  (${r.lines.filter((l) => l.correct).length} / ${r.items} last words reproduced greedily)`);
-      if (f.verbose) for (const l of r.lines) lines.push(`line ${l.line}: ${l.correct ? 'ok   ' : 'wrong'} ${JSON.stringify(l.target)} -> ${JSON.stringify(l.predicted)}`);
+      lines.push(
+        `accuracy  ${r.accuracy.toFixed(4)}  (${r.lines.filter((l) => l.correct).length} / ${r.items} last words reproduced greedily)`,
+      );
+      if (f.verbose)
+        for (const l of r.lines)
+          lines.push(
+            `line ${l.line}: ${l.correct ? 'ok   ' : 'wrong'} ${JSON.stringify(l.target)} -> ${JSON.stringify(l.predicted)}`,
+          );
     }
     if (simba) lines.push(`simba     relFlops ${r.relFlops.toFixed(4)}`);
     lines.push(`time      ${seconds.toFixed(1)} s`);
@@ -88,7 +144,9 @@ export function addEvalCommand(program: Command): void {
     .option('--json', 'print JSON');
   addSimbaOptions(ppl).action((o: PplFlags) => cmdPpl(o));
 
-  const choice = ev.command('choice').description('multiple choice ({context, choices, label}) or LAMBADA ({text}) accuracy from a JSONL file');
+  const choice = ev
+    .command('choice')
+    .description('multiple choice ({context, choices, label}) or LAMBADA ({text}) accuracy from a JSONL file');
   addModelOptions(choice)
     .requiredOption('--file <path>', 'JSONL task file')
     .option('--batch <n>', `sequences per prefill call (default ${EVAL_DEFAULTS.choiceBatch})`, intArg(1))

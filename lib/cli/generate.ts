@@ -8,13 +8,32 @@ import type { Command } from 'commander';
 import { generate } from '../generate/generate';
 import { GENERATE_DEFAULTS, LIMITS } from '../limits';
 import {
-  addModelOptions, addSimbaOptions, collect, floatArg, intArg, nonEmpty, out, readText, simbaFromFlags, usage, withModel,
-  type ModelFlags, type SimbaFlags,
+  addModelOptions,
+  addSimbaOptions,
+  collect,
+  floatArg,
+  intArg,
+  nonEmpty,
+  out,
+  readText,
+  simbaFromFlags,
+  usage,
+  withModel,
+  type ModelFlags,
+  type SimbaFlags,
 } from './args';
 
 interface GenerateFlags extends ModelFlags, SimbaFlags {
-  prompt?: string; promptFile?: string; maxTokens: number; temperature?: number; topK?: number; topP?: number; seed?: number;
-  stop: string[]; eos: boolean; verbose?: boolean;
+  prompt?: string;
+  promptFile?: string;
+  maxTokens: number;
+  temperature?: number;
+  topK?: number;
+  topP?: number;
+  seed?: number;
+  stop: string[];
+  eos: boolean;
+  verbose?: boolean;
 }
 
 async function readStdin(): Promise<string> {
@@ -47,9 +66,17 @@ async function cmdGenerate(f: GenerateFlags): Promise<void> {
   await withModel(f, async (model) => {
     if (!model.tokenizer) throw usage('this model has no tokenizer.json; generate needs one to read --prompt');
     const t0 = performance.now();
-    let n = 0, tFirst = 0;
+    let n = 0,
+      tFirst = 0;
     for await (const piece of generate(model, prompt, {
-      maxTokens: f.maxTokens, temperature: f.temperature, topK: f.topK, topP: f.topP, seed: f.seed, stop: f.stop, stopAtEos: f.eos, simba,
+      maxTokens: f.maxTokens,
+      temperature: f.temperature,
+      topK: f.topK,
+      topP: f.topP,
+      seed: f.seed,
+      stop: f.stop,
+      stopAtEos: f.eos,
+      simba,
     })) {
       if (n === 0) tFirst = performance.now();
       if (piece.token >= 0) n++;
@@ -58,8 +85,10 @@ async function cmdGenerate(f: GenerateFlags): Promise<void> {
     out('\n');
     if (f.verbose) {
       const t1 = performance.now();
-      process.stderr.write(`simba: ${n} tokens; prefill ${((tFirst - t0) / 1000).toFixed(3)} s; ` +
-        `decode ${n > 1 ? ((n - 1) / ((t1 - tFirst) / 1000)).toFixed(1) : '-'} tokens/s\n`);
+      process.stderr.write(
+        `simba: ${n} tokens; prefill ${((tFirst - t0) / 1000).toFixed(3)} s; ` +
+          `decode ${n > 1 ? ((n - 1) / ((t1 - tFirst) / 1000)).toFixed(1) : '-'} tokens/s\n`,
+      );
     }
   });
 }

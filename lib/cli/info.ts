@@ -3,29 +3,38 @@ import type { Command } from 'commander';
 
 import { addModelOptions, out, withModel, type ModelFlags } from './args';
 
-interface InfoFlags extends ModelFlags { json?: boolean }
+interface InfoFlags extends ModelFlags {
+  json?: boolean;
+}
 
 async function cmdInfo(f: InfoFlags): Promise<void> {
   await withModel(f, async (model) => {
-    const info = model.info(), c = info.config, tok = model.tokenizer;
-    const tokenizer = tok ? { vocabSize: tok.vocabSize, eosTokenId: tok.eosTokenId, bosTokenId: tok.bosTokenId, padTokenId: tok.padTokenId } : null;
+    const info = model.info(),
+      c = info.config,
+      tok = model.tokenizer;
+    const tokenizer = tok
+      ? { vocabSize: tok.vocabSize, eosTokenId: tok.eosTokenId, bosTokenId: tok.bosTokenId, padTokenId: tok.padTokenId }
+      : null;
     if (f.json) {
       out(JSON.stringify({ ...info, tokenizer }, null, 2) + '\n');
       return;
     }
-    const mb = (b: number) => (b >= 1e9 ? `${(b / 1e9).toFixed(2)} GB` : b >= 1e6 ? `${(b / 1e6).toFixed(2)} MB` : `${(b / 1e3).toFixed(1)} kB`);
+    const mb = (b: number) =>
+      b >= 1e9 ? `${(b / 1e9).toFixed(2)} GB` : b >= 1e6 ? `${(b / 1e6).toFixed(2)} MB` : `${(b / 1e3).toFixed(1)} kB`;
     const fl = (x: number) => (x >= 1e9 ? `${(x / 1e9).toFixed(3)} GFLOP` : `${(x / 1e6).toFixed(3)} MFLOP`);
-    out([
-      `model       ${info.source}`,
-      `config      d_model ${c.dModel}, layers ${c.nLayer}, d_inner ${c.dInner}, d_state ${c.dState}, dt_rank ${c.dtRank}, d_conv ${c.dConv}, vocab ${c.vocabSize}` +
-        `${c.tieEmbeddings ? ', tied head' : ''}${c.projBias ? ', proj bias' : ''}${c.convBias ? '' : ', no conv bias'}, eps ${c.eps}`,
-      `parameters  ${info.paramCount.toLocaleString('en-US')}`,
-      `FLOPs/token ${fl(info.flopsPerToken)} (${c.nLayer} layers x ${info.layerFlops.toLocaleString('en-US')} + head ${info.headFlops.toLocaleString('en-US')})`,
-      `weights     ${info.weights}, ${mb(info.weightBytes)}`,
-      `state       ${mb(info.stateBytes)} per sequence (independent of context length)`,
-      `engine      ${info.device}, ${info.isa}, ${info.threads} threads`,
-      `tokenizer   ${tok ? `${tok.vocabSize} ids, eos ${tok.eosTokenId}` : 'none'}`,
-    ].join('\n') + '\n');
+    out(
+      [
+        `model       ${info.source}`,
+        `config      d_model ${c.dModel}, layers ${c.nLayer}, d_inner ${c.dInner}, d_state ${c.dState}, dt_rank ${c.dtRank}, d_conv ${c.dConv}, vocab ${c.vocabSize}` +
+          `${c.tieEmbeddings ? ', tied head' : ''}${c.projBias ? ', proj bias' : ''}${c.convBias ? '' : ', no conv bias'}, eps ${c.eps}`,
+        `parameters  ${info.paramCount.toLocaleString('en-US')}`,
+        `FLOPs/token ${fl(info.flopsPerToken)} (${c.nLayer} layers x ${info.layerFlops.toLocaleString('en-US')} + head ${info.headFlops.toLocaleString('en-US')})`,
+        `weights     ${info.weights}, ${mb(info.weightBytes)}`,
+        `state       ${mb(info.stateBytes)} per sequence (independent of context length)`,
+        `engine      ${info.device}, ${info.isa}, ${info.threads} threads`,
+        `tokenizer   ${tok ? `${tok.vocabSize} ids, eos ${tok.eosTokenId}` : 'none'}`,
+      ].join('\n') + '\n',
+    );
   });
 }
 

@@ -4,9 +4,26 @@ import type { Command } from 'commander';
 import * as fs from 'fs';
 
 import { formatHighwaySummary, highwayMap, renderHighwaySvg } from '../measure/inspect';
-import { addModelOptions, addSimbaOptions, CliError, modelName, nonEmpty, out, readText, simbaFromFlags, usage, withModel, type ModelFlags, type SimbaFlags } from './args';
+import {
+  addModelOptions,
+  addSimbaOptions,
+  CliError,
+  modelName,
+  nonEmpty,
+  out,
+  readText,
+  simbaFromFlags,
+  usage,
+  withModel,
+  type ModelFlags,
+  type SimbaFlags,
+} from './args';
 
-interface InspectFlags extends ModelFlags, SimbaFlags { prompt?: string; promptFile?: string; svg?: string }
+interface InspectFlags extends ModelFlags, SimbaFlags {
+  prompt?: string;
+  promptFile?: string;
+  svg?: string;
+}
 
 async function cmdInspect(f: InspectFlags): Promise<void> {
   if ((f.prompt === undefined) === (f.promptFile === undefined)) throw usage('give exactly one of --prompt and --prompt-file');
@@ -30,7 +47,9 @@ async function cmdInspect(f: InspectFlags): Promise<void> {
 }
 
 export function addInspectCommand(program: Command): void {
-  const inspect = program.command('inspect').description('draw the Simba highway map of a prompt (SVG) and print kept tokens per layer');
+  const inspect = program
+    .command('inspect')
+    .description('draw the Simba highway map of a prompt (SVG) and print kept tokens per layer');
   addModelOptions(inspect)
     .option('--prompt <text>', 'the prompt (a few hundred tokens at most)')
     .option('--prompt-file <path>', 'read the prompt from a file')

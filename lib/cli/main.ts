@@ -56,15 +56,31 @@ function buildProgram(): Command {
     .showSuggestionAfterError(true)
     .allowExcessArguments(false);
 
-  for (const add of [addGenerateCommand, addLogitsCommand, addInfoCommand, addBenchCommand, addEvalCommand, addInspectCommand, addDoctorCommand, addServeCommand]) add(program);
+  for (const add of [
+    addGenerateCommand,
+    addLogitsCommand,
+    addInfoCommand,
+    addBenchCommand,
+    addEvalCommand,
+    addInspectCommand,
+    addDoctorCommand,
+    addServeCommand,
+  ])
+    add(program);
   return program;
 }
 
 /** API option names in engine messages -> the CLI's flags. */
 const FLAG_NAMES: [RegExp, string][] = [
-  [/\bsimba\.flops\b/g, '--flops'], [/\bsimba\.rLast\b/g, '--keep-last'], [/\b(simba\.)?keepCounts\b/g, '--keep-counts'],
-  [/\bsimba\.start\b/g, '--start'], [/\bsimba\.criterion\b/g, '--criterion'], [/\bsimba\.reduce\b/g, '--reduce'],
-  [/\bsimba\.protect\.first\b/g, '--protect-first'], [/\bsimba\.protect\.last\b/g, '--protect-last'], [/\bsimba\.seed\b/g, '--prune-seed'],
+  [/\bsimba\.flops\b/g, '--flops'],
+  [/\bsimba\.rLast\b/g, '--keep-last'],
+  [/\b(simba\.)?keepCounts\b/g, '--keep-counts'],
+  [/\bsimba\.start\b/g, '--start'],
+  [/\bsimba\.criterion\b/g, '--criterion'],
+  [/\bsimba\.reduce\b/g, '--reduce'],
+  [/\bsimba\.protect\.first\b/g, '--protect-first'],
+  [/\bsimba\.protect\.last\b/g, '--protect-last'],
+  [/\bsimba\.seed\b/g, '--prune-seed'],
   [/\bUse explicit --keep-counts\b/g, 'Use --keep-counts'],
 ];
 
@@ -82,14 +98,17 @@ export async function main(argv: string[]): Promise<number> {
     await buildProgram().parseAsync(argv, { from: 'user' });
     return 0;
   } catch (e) {
-    if (e instanceof CommanderError) return e.exitCode === 0 ? 0 : 2;  // commander printed it already
+    if (e instanceof CommanderError) return e.exitCode === 0 ? 0 : 2; // commander printed it already
     let code: number, msg: string;
     if (e instanceof CliError) {
-      code = e.exitCode; msg = e.message;
+      code = e.exitCode;
+      msg = e.message;
     } else if (e instanceof SimbaError) {
-      code = e.code === 'E_ARG' || e.code === 'E_TOKEN' ? 2 : 1; msg = cliNames(e.message);
+      code = e.code === 'E_ARG' || e.code === 'E_TOKEN' ? 2 : 1;
+      msg = cliNames(e.message);
     } else {
-      code = 1; msg = `internal error: ${e instanceof Error ? e.message : String(e)}`;
+      code = 1;
+      msg = `internal error: ${e instanceof Error ? e.message : String(e)}`;
     }
     process.stderr.write(`simba: ${oneLine(msg)}\n`);
     if (process.env.SIMBA_DEBUG && e instanceof Error && e.stack) process.stderr.write(e.stack + '\n');
@@ -102,5 +121,7 @@ if (require.main === module) {
     if (e.code === 'EPIPE') process.exit(0);
     throw e;
   });
-  void main(process.argv.slice(2)).then((code) => { process.exitCode = code; });
+  void main(process.argv.slice(2)).then((code) => {
+    process.exitCode = code;
+  });
 }

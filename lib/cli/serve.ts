@@ -18,25 +18,43 @@ import { createServer } from '../serve/server';
 import { addModelOptions, CliError, floatArg, intArg, openModel, type ModelFlags } from './args';
 
 interface ServeFlags extends ModelFlags {
-  host: string; port: number; maxRunning: number; maxQueue: number; prefillBudget: number; cacheMb: number;
-  apiKey?: string; simbaFlops?: number; tokenizer?: string; modelName?: string; maxPromptTokens: number; grace: number;
+  host: string;
+  port: number;
+  maxRunning: number;
+  maxQueue: number;
+  prefillBudget: number;
+  cacheMb: number;
+  apiKey?: string;
+  simbaFlops?: number;
+  tokenizer?: string;
+  modelName?: string;
+  maxPromptTokens: number;
+  grace: number;
 }
 
 async function cmdServe(f: ServeFlags): Promise<void> {
   if (f.prefillBudget + f.maxRunning > 8192) throw new CliError('--prefill-budget + --max-running must be at most 8192', 2);
-  const dir = f.shape !== undefined ? null : f.model ?? DEFAULT_MODEL_DIR;
+  const dir = f.shape !== undefined ? null : (f.model ?? DEFAULT_MODEL_DIR);
   if (dir !== null && !fs.existsSync(dir)) throw new CliError(`model folder '${dir}' does not exist`, 1);
   // A random-weight shape has no tokenizer: --tokenizer, else the shipped model's (its ids are a
   // subset of the vocabulary; sampling is limited to them).
   let tokenizer: Tokenizer | null | undefined;
   if (f.tokenizer !== undefined) tokenizer = loadTokenizer(f.tokenizer);
   else if (dir === null) tokenizer = loadTokenizer(DEFAULT_MODEL_DIR);
-  const name = f.modelName ?? (f.shape ?? path.basename(path.resolve(dir!)));
+  const name = f.modelName ?? f.shape ?? path.basename(path.resolve(dir!));
   const apiKey = f.apiKey ?? process.env.SIMBA_API_KEY;
   const loading = openModel(f);
   const server = createServer({
-    model: loading, modelName: name, tokenizer, chatTemplate: loadChatTemplate(dir), maxRunning: f.maxRunning, maxQueue: f.maxQueue,
-    prefillBudget: f.prefillBudget, cacheMb: f.cacheMb, apiKey: apiKey || undefined, simba: f.simbaFlops !== undefined ? { flops: f.simbaFlops } : undefined,
+    model: loading,
+    modelName: name,
+    tokenizer,
+    chatTemplate: loadChatTemplate(dir),
+    maxRunning: f.maxRunning,
+    maxQueue: f.maxQueue,
+    prefillBudget: f.prefillBudget,
+    cacheMb: f.cacheMb,
+    apiKey: apiKey || undefined,
+    simba: f.simbaFlops !== undefined ? { flops: f.simbaFlops } : undefined,
     maxPromptTokens: f.maxPromptTokens,
   });
   const url = await server.listen(f.port, f.host);
@@ -63,14 +81,18 @@ async function cmdServe(f: ServeFlags): Promise<void> {
   }
   if (!stopping) {
     const info = server.model!.info();
-    process.stderr.write(`simba serve: ready (model '${name}', ${info.config.nLayer} layers, ${info.isa}, ${info.threads} threads)\n`);
+    process.stderr.write(
+      `simba serve: ready (model '${name}', ${info.config.nLayer} layers, ${info.isa}, ${info.threads} threads)\n`,
+    );
   }
   await stopped;
   process.stderr.write('simba serve: stopped\n');
 }
 
 export function addServeCommand(program: Command): void {
-  const cmd = program.command('serve').description('OpenAI-compatible HTTP server (completions, chat, streaming) with continuous batching');
+  const cmd = program
+    .command('serve')
+    .description('OpenAI-compatible HTTP server (completions, chat, streaming) with continuous batching');
   addModelOptions(cmd, { shape: true })
     .option('--host <addr>', 'address to listen on', '127.0.0.1')
     .option('--port <n>', 'port (0: any free port)', intArg(0, 65535), 8080)
@@ -80,9 +102,11 @@ export function addServeCommand(program: Command): void {
     .option('--cache-mb <n>', 'prefix-state cache budget in MiB (0 = off)', intArg(0), 512)
     .option('--api-key <key>', 'require Authorization: Bearer <key> on /v1 (or SIMBA_API_KEY)')
     .option('--simba-flops <f>', 'Simba: prune every prompt to this fraction of dense prefill FLOPs', floatArg(0, 1, true))
-    .option('--tokenizer <path>', 'tokenizer.json (or its folder) for --shape or to override the model\'s')
+    .option('--tokenizer <path>', "tokenizer.json (or its folder) for --shape or to override the model's")
     .option('--model-name <id>', 'the model id clients send (default: the folder or shape name)')
     .option('--max-prompt-tokens <n>', 'longest prompt accepted (422 beyond)', intArg(1), 65536)
-    .addOption(new Option('--grace <s>', 'seconds running requests get to finish on SIGTERM').argParser(floatArg(0, 3600)).default(30))
+    .addOption(
+      new Option('--grace <s>', 'seconds running requests get to finish on SIGTERM').argParser(floatArg(0, 3600)).default(30),
+    )
     .action((f: ServeFlags) => cmdServe(f));
 }

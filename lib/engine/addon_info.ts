@@ -11,7 +11,15 @@
 import * as fs from 'fs';
 import * as path from 'path';
 
-import { addonOrigin, GLIBC_FLOOR, loadAddon, packageRoot, platformInfo, type AddonOrigin, type PlatformInfo } from '../../bindings';
+import {
+  addonOrigin,
+  GLIBC_FLOOR,
+  loadAddon,
+  packageRoot,
+  platformInfo,
+  type AddonOrigin,
+  type PlatformInfo,
+} from '../../bindings';
 
 export interface AddonReport {
   /** simba-ssm's version (its package.json). */
@@ -51,7 +59,19 @@ function nvidiaDriver(): string | null {
 
 /** Engine threads, read from a minimal engine (the pool is process-wide). */
 function engineThreads(addon: ReturnType<typeof loadAddon>): number | undefined {
-  const tiny = { vocabSize: 4, dModel: 4, nLayer: 1, dInner: 8, dState: 2, dtRank: 1, dConv: 2, convBias: true, projBias: false, tieEmbeddings: true, eps: 1e-5 };
+  const tiny = {
+    vocabSize: 4,
+    dModel: 4,
+    nLayer: 1,
+    dInner: 8,
+    dState: 2,
+    dtRank: 1,
+    dConv: 2,
+    convBias: true,
+    projBias: false,
+    tieEmbeddings: true,
+    eps: 1e-5,
+  };
   try {
     const engine = new addon.Engine(tiny, { bf16: false, device: 'cpu' });
     const threads = engine.info().threads;
@@ -64,7 +84,9 @@ function engineThreads(addon: ReturnType<typeof loadAddon>): number | undefined 
 
 function packageVersion(): string {
   try {
-    return String((JSON.parse(fs.readFileSync(path.join(packageRoot(), 'package.json'), 'utf8')) as { version?: string }).version);
+    return String(
+      (JSON.parse(fs.readFileSync(path.join(packageRoot(), 'package.json'), 'utf8')) as { version?: string }).version,
+    );
   } catch {
     return 'unknown';
   }
@@ -79,7 +101,14 @@ export function addonReport(): AddonReport {
   try {
     addon = loadAddon();
   } catch (e) {
-    return { version, platform, glibcFloor: GLIBC_FLOOR, addon: null, error: (e as Error).message, cuda: { available: false, reason: 'the addon did not load', driver } };
+    return {
+      version,
+      platform,
+      glibcFloor: GLIBC_FLOOR,
+      addon: null,
+      error: (e as Error).message,
+      cuda: { available: false, reason: 'the addon did not load', driver },
+    };
   }
   const origin = addonOrigin()!;
   const cuda = addon.cudaAvailable();

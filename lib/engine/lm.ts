@@ -97,7 +97,10 @@ export interface SamplingParams {
 }
 
 /** A splitmix64 state as two uint32 halves (mutable: sampling advances it). */
-export interface SamplerRng { lo: number; hi: number }
+export interface SamplerRng {
+  lo: number;
+  hi: number;
+}
 
 /** A splitmix64 state from a seed (an integer in [0, 2^53)). */
 export function rngFromSeed(seed: number): SamplerRng {
@@ -164,7 +167,12 @@ export interface LanguageModel {
    */
   step(inputs: StepInput[], opts?: { simba?: SimbaOptions; signal?: AbortSignal }): Promise<StepResult>;
   /** A batched decode step with native sampling: feeds tokens[i] to sequences[i], samples with params[i]. */
-  decodeSample(sequences: Sequence[], tokens: ArrayLike<number>, params: SamplingParams[], opts?: DecodeOptions): Promise<SampledToken[]>;
+  decodeSample(
+    sequences: Sequence[],
+    tokens: ArrayLike<number>,
+    params: SamplingParams[],
+    opts?: DecodeOptions,
+  ): Promise<SampledToken[]>;
   info(): ModelInfo;
   /**
    * Frees the model; later calls throw E_DISPOSED. A call that is one native call finishes normally;

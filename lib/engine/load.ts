@@ -62,11 +62,15 @@ export interface RandomModelOptions {
  * tokenizer.json). Without a folder, loads the shipped demo model brown-mamba-s.
  */
 export async function loadModel(dir: string = DEFAULT_MODEL_DIR, options?: LoadModelOptions): Promise<MambaModel> {
-  const w = 'loadModel', o = v.options(w, options, LOAD_KEYS);
+  const w = 'loadModel',
+    o = v.options(w, options, LOAD_KEYS);
   const opts: LoadModelOptions = {
-    weights: v.oneOf(w, 'weights', o.weights, WEIGHTS), device: v.oneOf(w, 'device', o.device, DEVICES),
-    config: o.config === undefined ? undefined : checkParseConfigOptions(w, o.config, 'config'), nonFinite: v.oneOf(w, 'nonFinite', o.nonFinite, ['error', 'allow'] as const),
-    tokenizer: v.bool(w, 'tokenizer', o.tokenizer), onProgress: v.func(w, 'onProgress', o.onProgress),
+    weights: v.oneOf(w, 'weights', o.weights, WEIGHTS),
+    device: v.oneOf(w, 'device', o.device, DEVICES),
+    config: o.config === undefined ? undefined : checkParseConfigOptions(w, o.config, 'config'),
+    nonFinite: v.oneOf(w, 'nonFinite', o.nonFinite, ['error', 'allow'] as const),
+    tokenizer: v.bool(w, 'tokenizer', o.tokenizer),
+    onProgress: v.func(w, 'onProgress', o.onProgress),
   };
   const weights = opts.weights ?? 'f32';
   if (typeof dir !== 'string') throw v.argError(w, `the model folder must be a path string, got ${v.describeType(dir)}`);
@@ -98,7 +102,13 @@ export async function loadModel(dir: string = DEFAULT_MODEL_DIR, options?: LoadM
  * engine/mapped_tensor.h): JavaScript parses the headers and plans the mapping (planWeights), the
  * bytes never pass through it. F32 tensors are packed straight from the mapped file.
  */
-async function uploadMapped(engine: NativeEngine, dir: string, config: MambaConfig, table: readonly EngineTensorSpec[], opts: LoadModelOptions): Promise<void> {
+async function uploadMapped(
+  engine: NativeEngine,
+  dir: string,
+  config: MambaConfig,
+  table: readonly EngineTensorSpec[],
+  opts: LoadModelOptions,
+): Promise<void> {
   const ckpt = openCheckpoint(dir);
   try {
     const plan = planWeights(ckpt, config, table, dir);
@@ -110,8 +120,13 @@ async function uploadMapped(engine: NativeEngine, dir: string, config: MambaConf
       let r;
       try {
         r = await engine.setTensorFromFile(e.name, e.layer, {
-          file: t.file, offset: t.byteOffset, bytes: t.byteLength, dtype: t.dtype as 'F32' | 'F16' | 'BF16', count: t.numel,
-          padTo: count, checkFinite: opts.nonFinite !== 'allow',
+          file: t.file,
+          offset: t.byteOffset,
+          bytes: t.byteLength,
+          dtype: t.dtype as 'F32' | 'F16' | 'BF16',
+          count: t.numel,
+          padTo: count,
+          checkFinite: opts.nonFinite !== 'allow',
         });
       } catch (err) {
         throw fromNative(err);
@@ -127,20 +142,48 @@ async function uploadMapped(engine: NativeEngine, dir: string, config: MambaConf
 
 /** Standard state-spaces Mamba-1 shapes (vocabulary padded to 50280), for speed tests without downloads. */
 export const SHAPES: Readonly<Record<string, MambaConfig>> = Object.fromEntries(
-  ([['mamba-130m', 768, 24], ['mamba-370m', 1024, 48], ['mamba-790m', 1536, 48], ['mamba-1.4b', 2048, 48], ['mamba-2.8b', 2560, 64]] as const)
-    .map(([name, d, L]) => [name, {
-      vocabSize: 50280, dModel: d, nLayer: L, dInner: 2 * d, dState: 16, dtRank: Math.ceil(d / 16), dConv: 4,
-      convBias: true, projBias: false, eps: 1e-5, tieEmbeddings: true, bosTokenId: 0, eosTokenId: 0, padTokenId: null,
-    } satisfies MambaConfig]));
+  (
+    [
+      ['mamba-130m', 768, 24],
+      ['mamba-370m', 1024, 48],
+      ['mamba-790m', 1536, 48],
+      ['mamba-1.4b', 2048, 48],
+      ['mamba-2.8b', 2560, 64],
+    ] as const
+  ).map(([name, d, L]) => [
+    name,
+    {
+      vocabSize: 50280,
+      dModel: d,
+      nLayer: L,
+      dInner: 2 * d,
+      dState: 16,
+      dtRank: Math.ceil(d / 16),
+      dConv: 4,
+      convBias: true,
+      projBias: false,
+      eps: 1e-5,
+      tieEmbeddings: true,
+      bosTokenId: 0,
+      eosTokenId: 0,
+      padTokenId: null,
+    } satisfies MambaConfig,
+  ]),
+);
 
 /** A model with random, sanely scaled weights of the given config or named shape (no tokenizer). */
 export async function randomModel(shape: string | MambaConfig, options?: RandomModelOptions): Promise<MambaModel> {
-  const w = 'randomModel', o = v.options(w, options, RANDOM_KEYS);
+  const w = 'randomModel',
+    o = v.options(w, options, RANDOM_KEYS);
   let config: MambaConfig | undefined;
   if (typeof shape === 'string') {
     config = Object.hasOwn(SHAPES, shape) ? SHAPES[shape] : undefined;
     const near = v.nearest(shape, Object.keys(SHAPES));
-    if (!config) throw new SimbaError('E_ARG', `unknown shape '${shape}' (${near ? `did you mean '${near}'? ` : ''}known: ${Object.keys(SHAPES).join(', ')})`);
+    if (!config)
+      throw new SimbaError(
+        'E_ARG',
+        `unknown shape '${shape}' (${near ? `did you mean '${near}'? ` : ''}known: ${Object.keys(SHAPES).join(', ')})`,
+      );
   } else {
     config = checkConfig(w, shape);
   }
@@ -163,7 +206,8 @@ export async function randomModel(shape: string | MambaConfig, options?: RandomM
 }
 
 function engineOptions(weights: WeightFormat, device: 'cpu' | 'cuda') {
-  if (weights === 'int8' && device === 'cuda') throw new SimbaError('E_ARG', "weights 'int8' run on the CPU only (use 'bf16' with device 'cuda')");
+  if (weights === 'int8' && device === 'cuda')
+    throw new SimbaError('E_ARG', "weights 'int8' run on the CPU only (use 'bf16' with device 'cuda')");
   return { bf16: weights === 'bf16', int8: weights === 'int8', device };
 }
 
@@ -180,8 +224,10 @@ const CONFIG_ID_KEYS = ['bosTokenId', 'eosTokenId', 'padTokenId'] as const;
 function checkConfig(where: string, c: unknown): MambaConfig {
   if (!v.is.object(c)) throw v.argError(where, `shape must be a shape name or a MambaConfig, got ${v.describeType(c)}`);
   const o = v.options(where, c, [...CONFIG_INT_KEYS, ...CONFIG_BOOL_KEYS, ...CONFIG_ID_KEYS, 'eps'], 'config');
-  for (const k of CONFIG_INT_KEYS) if (v.int(where, `config.${k}`, o[k], 1) === undefined) throw v.argError(where, `config.${k} is required`);
-  for (const k of CONFIG_BOOL_KEYS) if (v.bool(where, `config.${k}`, o[k]) === undefined) throw v.argError(where, `config.${k} is required`);
+  for (const k of CONFIG_INT_KEYS)
+    if (v.int(where, `config.${k}`, o[k], 1) === undefined) throw v.argError(where, `config.${k} is required`);
+  for (const k of CONFIG_BOOL_KEYS)
+    if (v.bool(where, `config.${k}`, o[k]) === undefined) throw v.argError(where, `config.${k} is required`);
   for (const k of CONFIG_ID_KEYS) if (o[k] !== null) v.int(where, `config.${k}`, o[k], 0);
   if (v.number(where, 'config.eps', o.eps, 0, 1, true) === undefined) throw v.argError(where, 'config.eps is required');
   const cfg = c as unknown as MambaConfig;
@@ -218,7 +264,16 @@ function checkDevice(device: unknown): 'cpu' | 'cuda' {
 
 function nativeConfig(c: MambaConfig) {
   return {
-    vocabSize: c.vocabSize, dModel: c.dModel, nLayer: c.nLayer, dInner: c.dInner, dState: c.dState, dtRank: c.dtRank,
-    dConv: c.dConv, convBias: c.convBias, projBias: c.projBias, tieEmbeddings: c.tieEmbeddings, eps: c.eps,
+    vocabSize: c.vocabSize,
+    dModel: c.dModel,
+    nLayer: c.nLayer,
+    dInner: c.dInner,
+    dState: c.dState,
+    dtRank: c.dtRank,
+    dConv: c.dConv,
+    convBias: c.convBias,
+    projBias: c.projBias,
+    tieEmbeddings: c.tieEmbeddings,
+    eps: c.eps,
   };
 }

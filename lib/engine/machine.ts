@@ -22,12 +22,18 @@ export async function measureLimits(opts: { reps?: number; bufferMB?: number } =
   }
 }
 
-export interface GemmShape { M: number; N: number; K: number; format: WeightFormat }
+export interface GemmShape {
+  M: number;
+  N: number;
+  K: number;
+  format: WeightFormat;
+}
 
 /** Best seconds of C[M,N] = A[M,K] W^T with random inputs (each run repeated to >= 50 ms), and the kernel used. */
 export async function timeGemm(shape: GemmShape, reps = 5): Promise<{ seconds: number; path: string }> {
   for (const k of ['M', 'N', 'K'] as const)
-    if (!Number.isInteger(shape[k]) || shape[k] < 1) throw new SimbaError('E_ARG', `timeGemm: ${k} must be an integer >= 1, got ${String(shape[k])}`);
+    if (!Number.isInteger(shape[k]) || shape[k] < 1)
+      throw new SimbaError('E_ARG', `timeGemm: ${k} must be an integer >= 1, got ${String(shape[k])}`);
   try {
     return await loadAddon().kernels.gemmTime({ ...shape, reps });
   } catch (e) {

@@ -18,14 +18,29 @@ import { LIMITS } from '../limits';
 import type { MambaConfig, WeightFormat } from '../types';
 import * as v from '../validate';
 import type {
-  DecodeOptions, LanguageModel, LogitsPositions, ModelInfo, PrefillInput, PrefillOptions, PrefillResult,
-  SampledToken, SamplingParams, StepInput, StepResult,
+  DecodeOptions,
+  LanguageModel,
+  LogitsPositions,
+  ModelInfo,
+  PrefillInput,
+  PrefillOptions,
+  PrefillResult,
+  SampledToken,
+  SamplingParams,
+  StepInput,
+  StepResult,
 } from './lm';
 import { packSampling, unpackSampling } from './sampling';
 import { Sequence, stateFingerprint } from './sequence';
 import {
-  criterionCode, flopsPerToken, headFlops, layerFlops, planSimba, validateSimbaOptions,
-  type SimbaOptions, type SimbaPlan,
+  criterionCode,
+  flopsPerToken,
+  headFlops,
+  layerFlops,
+  planSimba,
+  validateSimbaOptions,
+  type SimbaOptions,
+  type SimbaPlan,
 } from './simba';
 
 /** The largest number of tokens one native call processes; longer dense prompts are chunked. */
@@ -48,8 +63,13 @@ export class MambaModel implements LanguageModel {
   private readonly source: string;
 
   /** @internal use loadModel() or randomModel() */
-  constructor(engine: NativeEngine, readonly config: MambaConfig, readonly tokenizer: Tokenizer | null,
-              private readonly weights: WeightFormat, source: string) {
+  constructor(
+    engine: NativeEngine,
+    readonly config: MambaConfig,
+    readonly tokenizer: Tokenizer | null,
+    private readonly weights: WeightFormat,
+    source: string,
+  ) {
     this.engine = engine;
     this.stateFloats = engine.info().stateFloats;
     const c = config;
@@ -71,9 +91,17 @@ export class MambaModel implements LanguageModel {
   info(): ModelInfo {
     const ni = this.live('info').info();
     return {
-      config: { ...this.config }, paramCount: ni.paramCount, flopsPerToken: flopsPerToken(this.config),
-      layerFlops: layerFlops(this.config), headFlops: headFlops(this.config), weights: this.weights,
-      weightBytes: ni.weightBytes, stateBytes: this.stateFloats * 4, device: ni.device ?? 'cpu', isa: ni.isa, threads: ni.threads,
+      config: { ...this.config },
+      paramCount: ni.paramCount,
+      flopsPerToken: flopsPerToken(this.config),
+      layerFlops: layerFlops(this.config),
+      headFlops: headFlops(this.config),
+      weights: this.weights,
+      weightBytes: ni.weightBytes,
+      stateBytes: this.stateFloats * 4,
+      device: ni.device ?? 'cpu',
+      isa: ni.isa,
+      threads: ni.threads,
       source: this.source,
     };
   }
@@ -125,21 +153,31 @@ export class MambaModel implements LanguageModel {
     const ins = inputs.map((inp, i) => v.options('prefill', inp, INPUT_KEYS, `inputs[${i}]`));
     const toks = ins.map((inp, i) => this.tokenArray(inp.tokens as ArrayLike<number>, `prefill input ${i}`));
     const positions = toks.map((t, i) =>
-      this.positionsFor((ins[i].logits ?? o.logits ?? 'last') as LogitsPositions, t.length, `prefill input ${i}`));
+      this.positionsFor((ins[i].logits ?? o.logits ?? 'last') as LogitsPositions, t.length, `prefill input ${i}`),
+    );
     const rows = positions.reduce((a, p) => a + p.length, 0);
     if (rows * this.config.vocabSize > MAX_LOGITS_FLOATS)
-      throw new SimbaError('E_ARG', `prefill: ${rows} logit rows of ${this.config.vocabSize} would take ` +
-        `${((rows * this.config.vocabSize * 4) / 2 ** 30).toFixed(1)} GiB (limit ${MAX_LOGITS_FLOATS * 4 / 2 ** 30} GiB); ask for fewer positions or split the batch`);
+      throw new SimbaError(
+        'E_ARG',
+        `prefill: ${rows} logit rows of ${this.config.vocabSize} would take ` +
+          `${((rows * this.config.vocabSize * 4) / 2 ** 30).toFixed(1)} GiB (limit ${(MAX_LOGITS_FLOATS * 4) / 2 ** 30} GiB); ask for fewer positions or split the batch`,
+      );
     const simba = o.simba as SimbaOptions | undefined;
     if (simba !== undefined) validateSimbaOptions(this.config, simba, 'prefill');
-    const seqs = ins.map((inp, i) => (inp.sequence === undefined ? this.newSequence() : this.ownSequence(inp.sequence, `prefill: inputs[${i}].sequence`)));
-    if (new Set(seqs).size !== seqs.length) throw new SimbaError('E_ARG', 'prefill: the same sequence appears twice in one batch');
+    const seqs = ins.map((inp, i) =>
+      inp.sequence === undefined ? this.newSequence() : this.ownSequence(inp.sequence, `prefill: inputs[${i}].sequence`),
+    );
+    if (new Set(seqs).size !== seqs.length)
+      throw new SimbaError('E_ARG', 'prefill: the same sequence appears twice in one batch');
     checkAbort(signal, 'prefill');
     const total = toks.reduce((a, t) => a + t.length, 0);
     const chunked = simba === undefined && total > MAX_CHUNK_TOKENS;
     const acquired: Sequence[] = [];
     try {
-      for (const s of seqs) { s.acquire('prefill'); acquired.push(s); }
+      for (const s of seqs) {
+        s.acquire('prefill');
+        acquired.push(s);
+      }
       // The native calls update `work`: the states themselves, or copies when the call may be abandoned
       // (an abort signal, or a chunked prefill that dispose() can stop between chunks). Copies are
       // committed to the sequences only when the whole call completes.
@@ -147,7 +185,11 @@ export class MambaModel implements LanguageModel {
       let out: PrefillResult[];
       if (simba !== undefined) {
         for (const t of toks)
-          if (t.length > MAX_SIMBA_TOKENS) throw new SimbaError('E_ARG', `prefill: a Simba prefill takes at most ${MAX_SIMBA_TOKENS} tokens per prompt (got ${t.length})`);
+          if (t.length > MAX_SIMBA_TOKENS)
+            throw new SimbaError(
+              'E_ARG',
+              `prefill: a Simba prefill takes at most ${MAX_SIMBA_TOKENS} tokens per prompt (got ${t.length})`,
+            );
         const plans = toks.map((t) => planSimba(this.config, t.length, simba));
         out = await this.run(engine, seqs, work, toks, positions, plans, simba, signal);
       } else if (!chunked) {
@@ -181,15 +223,25 @@ export class MambaModel implements LanguageModel {
 
   /** A sequence argument: a Sequence of a model with this state layout. */
   private ownSequence(s: unknown, what: string): Sequence {
-    if (!(s instanceof Sequence)) throw v.argError(what, `must be a Sequence (from model.newSequence()), got ${v.describeType(s)}`);
+    if (!(s instanceof Sequence))
+      throw v.argError(what, `must be a Sequence (from model.newSequence()), got ${v.describeType(s)}`);
     if (s.state.length !== this.stateFloats) throw v.argError(what, 'belongs to a model of another shape');
     return s;
   }
 
   /** One native forward over `states` (updated in place); the sequences' positions are not touched. */
-  private async run(engine: NativeEngine, seqs: Sequence[], states: Float32Array[], toks: Int32Array[], positions: number[][],
-                    plans: SimbaPlan[] | null, simba: SimbaOptions | undefined, signal: AbortSignal | undefined): Promise<PrefillResult[]> {
-    const L = this.config.nLayer, V = this.config.vocabSize;
+  private async run(
+    engine: NativeEngine,
+    seqs: Sequence[],
+    states: Float32Array[],
+    toks: Int32Array[],
+    positions: number[][],
+    plans: SimbaPlan[] | null,
+    simba: SimbaOptions | undefined,
+    signal: AbortSignal | undefined,
+  ): Promise<PrefillResult[]> {
+    const L = this.config.nLayer,
+      V = this.config.vocabSize;
     const lengths = Int32Array.from(toks, (t) => t.length);
     const all = new Int32Array(lengths.reduce((a, b) => a + b, 0));
     // Each asked token once (the engine fills one logits row per distinct token; a repeat would stay zero).
@@ -198,7 +250,11 @@ export class MambaModel implements LanguageModel {
     let off = 0;
     toks.forEach((t, i) => {
       all.set(t, off);
-      for (const p of positions[i]) if (!rowOf.has(off + p)) { rowOf.set(off + p, want.length); want.push(off + p); }
+      for (const p of positions[i])
+        if (!rowOf.has(off + p)) {
+          rowOf.set(off + p, want.length);
+          want.push(off + p);
+        }
       off += t.length;
     });
     const native = plans && simba ? this.nativeSimba(plans, simba) : undefined;
@@ -213,11 +269,19 @@ export class MambaModel implements LanguageModel {
     off = 0;
     for (let i = 0; i < seqs.length; i++) {
       const processed = Array.from(r.processed.subarray(i * L, (i + 1) * L));
-      const logits = positions[i].map((p) => { const k = rowOf.get(off + p)!; return r.logits.slice(k * V, (k + 1) * V); });
+      const logits = positions[i].map((p) => {
+        const k = rowOf.get(off + p)!;
+        return r.logits.slice(k * V, (k + 1) * V);
+      });
       const sum = processed.reduce((a, b) => a + b, 0);
       results.push({
-        sequence: seqs[i], positions: positions[i], logits, processed,
-        exitLayer: r.exitLayer.slice(off, off + toks[i].length), flops: sum * lf, relFlops: sum / (L * toks[i].length),
+        sequence: seqs[i],
+        positions: positions[i],
+        logits,
+        processed,
+        exitLayer: r.exitLayer.slice(off, off + toks[i].length),
+        flops: sum * lf,
+        relFlops: sum / (L * toks[i].length),
       });
       off += toks[i].length;
     }
@@ -238,17 +302,31 @@ export class MambaModel implements LanguageModel {
     const ids = this.tokenArray(tokens, 'decode');
     if (ids.length !== sequences.length)
       throw new SimbaError('E_ARG', `decode: ${sequences.length} sequences but ${ids.length} tokens (one token per sequence)`);
-    if (new Set(sequences).size !== sequences.length) throw new SimbaError('E_ARG', 'decode: the same sequence appears twice in one batch');
+    if (new Set(sequences).size !== sequences.length)
+      throw new SimbaError('E_ARG', 'decode: the same sequence appears twice in one batch');
     checkAbort(signal, 'decode');
     const acquired: Sequence[] = [];
     try {
-      for (const s of sequences) { s.acquire('decode'); acquired.push(s); }
-      const n = sequences.length, V = this.config.vocabSize;
+      for (const s of sequences) {
+        s.acquire('decode');
+        acquired.push(s);
+      }
+      const n = sequences.length,
+        V = this.config.vocabSize;
       // With a signal the step runs on copies of the states, committed only when it was not aborted.
       const work = sequences.map((s) => (signal ? s.state.slice() : s.state));
       let r;
       try {
-        r = await abortable(engine.forward(ids, new Int32Array(n).fill(1), work, Int32Array.from({ length: n }, (_, i) => i)), signal, 'decode');
+        r = await abortable(
+          engine.forward(
+            ids,
+            new Int32Array(n).fill(1),
+            work,
+            Int32Array.from({ length: n }, (_, i) => i),
+          ),
+          signal,
+          'decode',
+        );
       } catch (e) {
         throw fromNative(e);
       }
@@ -280,14 +358,21 @@ export class MambaModel implements LanguageModel {
     const signal = v.signal('step', 'signal', o.signal);
     const simba = o.simba as SimbaOptions | undefined;
     if (!Array.isArray(inputs) || inputs.length === 0)
-      throw v.argError('step', `give at least one input (an array of {sequence, tokens, sample?}), got ${v.describeType(inputs)}`);
+      throw v.argError(
+        'step',
+        `give at least one input (an array of {sequence, tokens, sample?}), got ${v.describeType(inputs)}`,
+      );
     const seqs = inputs.map((inp, i) => this.ownSequence((inp as StepInput | null)?.sequence, `step: inputs[${i}].sequence`));
     const toks = inputs.map((inp, i) => this.tokenArray(inp.tokens, `step: inputs[${i}]`));
     const total = toks.reduce((a, t) => a + t.length, 0);
     if (simba !== undefined) {
       validateSimbaOptions(this.config, simba);
       for (const t of toks)
-        if (t.length > MAX_SIMBA_TOKENS) throw new SimbaError('E_ARG', `step: a Simba prefill takes at most ${MAX_SIMBA_TOKENS} tokens per prompt (got ${t.length})`);
+        if (t.length > MAX_SIMBA_TOKENS)
+          throw new SimbaError(
+            'E_ARG',
+            `step: a Simba prefill takes at most ${MAX_SIMBA_TOKENS} tokens per prompt (got ${t.length})`,
+          );
     } else if (total > MAX_CHUNK_TOKENS) {
       throw new SimbaError('E_ARG', `step: ${total} tokens exceed ${MAX_CHUNK_TOKENS} per call (prefill long prompts in chunks)`);
     }
@@ -297,7 +382,8 @@ export class MambaModel implements LanguageModel {
     let off = 0;
     toks.forEach((t, i) => {
       const sample = inputs[i].sample ?? [];
-      if (!Array.isArray(sample)) throw v.argError('step', `inputs[${i}].sample must be an array of sampling params, got ${v.describeType(sample)}`);
+      if (!Array.isArray(sample))
+        throw v.argError('step', `inputs[${i}].sample must be an array of sampling params, got ${v.describeType(sample)}`);
       if (sample.length > 0) {
         for (const params of sample) jobs.push({ row: want.length, params });
         want.push(off + t.length - 1);
@@ -308,16 +394,39 @@ export class MambaModel implements LanguageModel {
     checkAbort(signal, 'step');
     const acquired: Sequence[] = [];
     try {
-      for (const s of seqs) { s.acquire('step'); acquired.push(s); }
+      for (const s of seqs) {
+        s.acquire('step');
+        acquired.push(s);
+      }
       const all = new Int32Array(total);
       off = 0;
-      for (const t of toks) { all.set(t, off); off += t.length; }
-      const native = simba !== undefined ? this.nativeSimba(toks.map((t) => planSimba(this.config, t.length, simba)), simba) : undefined;
+      for (const t of toks) {
+        all.set(t, off);
+        off += t.length;
+      }
+      const native =
+        simba !== undefined
+          ? this.nativeSimba(
+              toks.map((t) => planSimba(this.config, t.length, simba)),
+              simba,
+            )
+          : undefined;
       // With a signal the step runs on copies of the states, committed only when it was not aborted.
       const work = seqs.map((s) => (signal ? s.state.slice() : s.state));
       let r;
       try {
-        r = await abortable(engine.forward(all, Int32Array.from(toks, (t) => t.length), work, Int32Array.from(want), native, packed), signal, 'step');
+        r = await abortable(
+          engine.forward(
+            all,
+            Int32Array.from(toks, (t) => t.length),
+            work,
+            Int32Array.from(want),
+            native,
+            packed,
+          ),
+          signal,
+          'step',
+        );
       } catch (e) {
         throw fromNative(e);
       }
@@ -326,7 +435,10 @@ export class MambaModel implements LanguageModel {
         if (work[i] !== s.state) s.state.set(work[i]);
         s.position += toks[i].length;
       });
-      const sampled = unpackSampling(r, jobs.map((j) => j.params));
+      const sampled = unpackSampling(
+        r,
+        jobs.map((j) => j.params),
+      );
       let k = 0;
       const samples = inputs.map((inp) => (inp.sample ?? []).map(() => sampled[k++]));
       return { samples, sampleMs: r.sampleMs };
@@ -340,11 +452,24 @@ export class MambaModel implements LanguageModel {
    * next token with params[i].
    * @example const [t] = await model.decodeSample([seq], [last], [{ temperature: 0, rng: rngFromSeed(0) }]);
    */
-  async decodeSample(sequences: Sequence[], tokens: ArrayLike<number>, params: SamplingParams[], opts?: DecodeOptions): Promise<SampledToken[]> {
-    if (!Array.isArray(sequences) || !Array.isArray(params) || params.length !== sequences.length || tokens?.length !== sequences.length)
+  async decodeSample(
+    sequences: Sequence[],
+    tokens: ArrayLike<number>,
+    params: SamplingParams[],
+    opts?: DecodeOptions,
+  ): Promise<SampledToken[]> {
+    if (
+      !Array.isArray(sequences) ||
+      !Array.isArray(params) ||
+      params.length !== sequences.length ||
+      tokens?.length !== sequences.length
+    )
       throw new SimbaError('E_ARG', 'decodeSample: give one token and one sampling params object per sequence');
     const o = v.options('decodeSample', opts, DECODE_KEYS);
-    const r = await this.step(sequences.map((sequence, i) => ({ sequence, tokens: [tokens[i]], sample: [params[i]] })), { signal: o.signal as AbortSignal | undefined });
+    const r = await this.step(
+      sequences.map((sequence, i) => ({ sequence, tokens: [tokens[i]], sample: [params[i]] })),
+      { signal: o.signal as AbortSignal | undefined },
+    );
     return r.samples.map((x) => x[0]);
   }
 
@@ -353,8 +478,12 @@ export class MambaModel implements LanguageModel {
     const keep = new Int32Array(plans.length * L);
     plans.forEach((p, s) => keep.set(p.keep, s * L));
     return {
-      keep, criterion: criterionCode(simba.criterion), reduceSum: simba.reduce === 'sum',
-      protectFirst: simba.protect?.first ?? 0, protectLast: simba.protect?.last ?? 0, seed: simba.seed ?? 0,
+      keep,
+      criterion: criterionCode(simba.criterion),
+      reduceSum: simba.reduce === 'sum',
+      protectFirst: simba.protect?.first ?? 0,
+      protectLast: simba.protect?.last ?? 0,
+      seed: simba.seed ?? 0,
     };
   }
 
@@ -362,11 +491,32 @@ export class MambaModel implements LanguageModel {
    * Logits of a token sequence from an empty state, at the asked positions.
    * @example const { logits } = await model.logits([1, 2, 3], 'all'); // 3 rows of vocabSize
    */
-  async logits(ids: ArrayLike<number>, positions: LogitsPositions = 'last', opts?: { simba?: SimbaOptions; signal?: AbortSignal }):
-      Promise<{ positions: number[]; logits: Float32Array[]; processed: number[]; relFlops: number; flops: number; exitLayer: Int32Array }> {
+  async logits(
+    ids: ArrayLike<number>,
+    positions: LogitsPositions = 'last',
+    opts?: { simba?: SimbaOptions; signal?: AbortSignal },
+  ): Promise<{
+    positions: number[];
+    logits: Float32Array[];
+    processed: number[];
+    relFlops: number;
+    flops: number;
+    exitLayer: Int32Array;
+  }> {
     const o = v.options('logits', opts, LOGITS_KEYS);
-    const [r] = await this.prefill([{ tokens: ids }], { logits: positions, simba: o.simba as SimbaOptions | undefined, signal: o.signal as AbortSignal | undefined });
-    return { positions: r.positions, logits: r.logits, processed: r.processed, relFlops: r.relFlops, flops: r.flops, exitLayer: r.exitLayer };
+    const [r] = await this.prefill([{ tokens: ids }], {
+      logits: positions,
+      simba: o.simba as SimbaOptions | undefined,
+      signal: o.signal as AbortSignal | undefined,
+    });
+    return {
+      positions: r.positions,
+      logits: r.logits,
+      processed: r.processed,
+      relFlops: r.relFlops,
+      flops: r.flops,
+      exitLayer: r.exitLayer,
+    };
   }
 
   /**
@@ -388,13 +538,17 @@ export class MambaModel implements LanguageModel {
 function mergeChunks(parts: PrefillResult[], chunk: number, nLayer: number): PrefillResult {
   const exit = new Int32Array(parts.reduce((a, p) => a + p.exitLayer.length, 0));
   let off = 0;
-  for (const p of parts) { exit.set(p.exitLayer, off); off += p.exitLayer.length; }
+  for (const p of parts) {
+    exit.set(p.exitLayer, off);
+    off += p.exitLayer.length;
+  }
   const processed = parts[0].processed.map((_, l) => parts.reduce((a, p) => a + p.processed[l], 0));
   return {
     sequence: parts[0].sequence,
     positions: parts.flatMap((p, i) => p.positions.map((q) => q + i * chunk)),
     logits: parts.flatMap((p) => p.logits),
-    processed, exitLayer: exit,
+    processed,
+    exitLayer: exit,
     flops: parts.reduce((a, p) => a + p.flops, 0),
     relFlops: processed.reduce((a, n) => a + n, 0) / (nLayer * exit.length),
   };
@@ -402,7 +556,10 @@ function mergeChunks(parts: PrefillResult[], chunk: number, nLayer: number): Pre
 
 function checkDisposedBetweenChunks(engine: NativeEngine | null): void {
   if (engine === null)
-    throw new SimbaError('E_DISPOSED', 'prefill: the model was disposed during a chunked prefill (it stopped between chunks; the sequence is left as before the call)');
+    throw new SimbaError(
+      'E_DISPOSED',
+      'prefill: the model was disposed during a chunked prefill (it stopped between chunks; the sequence is left as before the call)',
+    );
 }
 
 function abortError(signal: AbortSignal, what: string): SimbaError {
@@ -424,8 +581,14 @@ function abortable<T>(p: Promise<T>, signal: AbortSignal | undefined, what: stri
     if (signal.aborted) onAbort();
     else signal.addEventListener('abort', onAbort, { once: true });
     p.then(
-      (x) => { signal.removeEventListener('abort', onAbort); resolve(x); },
-      (e: unknown) => { signal.removeEventListener('abort', onAbort); reject(e instanceof Error ? e : new Error(String(e))); },
+      (x) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(x);
+      },
+      (e: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(e instanceof Error ? e : new Error(String(e)));
+      },
     );
   });
 }

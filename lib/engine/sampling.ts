@@ -18,27 +18,40 @@ export function packSampling(jobs: { row: number; params: SamplingParams }[], vo
   const J = jobs.length;
   const params = new Float64Array(J * PARAMS);
   const rng = new Uint32Array(J * 2);
-  const historyOffsets = new Int32Array(J + 1), biasOffsets = new Int32Array(J + 1);
-  let nh = 0, nb = 0;
+  const historyOffsets = new Int32Array(J + 1),
+    biasOffsets = new Int32Array(J + 1);
+  let nh = 0,
+    nb = 0;
   for (const { params: p } of jobs) {
     if (penalised(p)) nh += p.history?.length ?? 0;
     nb += p.logitBias?.size ?? 0;
   }
-  const history = new Int32Array(nh), biasIds = new Int32Array(nb), biasValues = new Float32Array(nb);
-  nh = 0; nb = 0;
+  const history = new Int32Array(nh),
+    biasIds = new Int32Array(nb),
+    biasValues = new Float32Array(nb);
+  nh = 0;
+  nb = 0;
   jobs.forEach(({ params: p }, j) => {
     const q = j * PARAMS;
-    params[q] = p.temperature; params[q + 1] = p.topK ?? 0; params[q + 2] = p.topP ?? 1; params[q + 3] = p.minP ?? 0;
-    params[q + 4] = p.presencePenalty ?? 0; params[q + 5] = p.frequencyPenalty ?? 0; params[q + 6] = p.repetitionPenalty ?? 1;
-    params[q + 7] = p.logprobs ?? -1; params[q + 8] = p.limit ?? 0;
-    rng[2 * j] = p.rng.lo; rng[2 * j + 1] = p.rng.hi;
+    params[q] = p.temperature;
+    params[q + 1] = p.topK ?? 0;
+    params[q + 2] = p.topP ?? 1;
+    params[q + 3] = p.minP ?? 0;
+    params[q + 4] = p.presencePenalty ?? 0;
+    params[q + 5] = p.frequencyPenalty ?? 0;
+    params[q + 6] = p.repetitionPenalty ?? 1;
+    params[q + 7] = p.logprobs ?? -1;
+    params[q + 8] = p.limit ?? 0;
+    rng[2 * j] = p.rng.lo;
+    rng[2 * j + 1] = p.rng.hi;
     if (penalised(p) && p.history) for (let i = 0; i < p.history.length; i++) history[nh++] = p.history[i];
     historyOffsets[j + 1] = nh;
     if (p.logitBias)
       for (const [id, v] of p.logitBias) {
         if (!Number.isInteger(id) || id < 0 || id >= vocabSize)
           throw new SimbaError('E_TOKEN', `logit bias: token id ${id} is outside the vocabulary [0, ${vocabSize})`);
-        biasIds[nb] = id; biasValues[nb++] = v;
+        biasIds[nb] = id;
+        biasValues[nb++] = v;
       }
     biasOffsets[j + 1] = nb;
   });
@@ -52,7 +65,8 @@ function penalised(p: SamplingParams): boolean {
 /** The sampled tokens of a native result, one per job; advances each params.rng. */
 export function unpackSampling(r: NativeSampleResult, params: SamplingParams[]): SampledToken[] {
   return params.map((p, j) => {
-    p.rng.lo = r.rng[2 * j]; p.rng.hi = r.rng[2 * j + 1];
+    p.rng.lo = r.rng[2 * j];
+    p.rng.hi = r.rng[2 * j + 1];
     const top: { token: number; logprob: number }[] = [];
     for (let i = 0; i < r.topN; i++) {
       const id = r.topIds[j * r.topN + i];

@@ -14,7 +14,7 @@ import { SimbaError } from '../errors';
 import * as v from '../validate';
 
 const MAGIC = 0x53424d53; // "SMBS"
-const HEADER_BYTES = 16;  // magic, model fingerprint, position, float count (u32 each)
+const HEADER_BYTES = 16; // magic, model fingerprint, position, float count (u32 each)
 
 export class Sequence {
   /** Tokens consumed so far (prefill + decode). */
@@ -24,7 +24,10 @@ export class Sequence {
   private disposed = false;
 
   /** @internal created by MambaModel.newSequence() */
-  constructor(readonly state: Float32Array, private readonly fingerprint: number) {}
+  constructor(
+    readonly state: Float32Array,
+    private readonly fingerprint: number,
+  ) {}
 
   /** @internal marks the sequence in use by a native call; concurrent calls are rejected. */
   acquire(what: string): void {
@@ -74,7 +77,10 @@ export class Sequence {
       if (b.readUInt32LE(4) !== this.fingerprint || b.readUInt32LE(12) !== this.state.length)
         throw new SimbaError('E_ARG', 'restore: the snapshot was taken from a model of another shape');
       if (b.length !== HEADER_BYTES + this.state.byteLength)
-        throw new SimbaError('E_ARG', `restore: snapshot truncated (${b.length} bytes, expected ${HEADER_BYTES + this.state.byteLength})`);
+        throw new SimbaError(
+          'E_ARG',
+          `restore: snapshot truncated (${b.length} bytes, expected ${HEADER_BYTES + this.state.byteLength})`,
+        );
       const floats = new Float32Array(this.state.length);
       Buffer.from(floats.buffer).set(b.subarray(HEADER_BYTES));
       this.state.set(floats);

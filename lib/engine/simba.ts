@@ -61,12 +61,14 @@ export interface SimbaPlan {
 /** FLOPs of one token through one Mamba block (multiply-add = 2). */
 export function layerFlops(c: MambaConfig): number {
   const { dModel: d, dInner: E, dtRank: R, dState: N, dConv: K } = c;
-  return 2 * d * 2 * E   // in_proj
-    + 2 * K * E          // causal conv1d
-    + 2 * E * (R + 2 * N) // x_proj
-    + 2 * R * E          // dt_proj
-    + 7 * E * N          // selective scan: dt*A, exp, 2 mul + add for the state, mul + add for y
-    + 2 * E * d;         // out_proj
+  return (
+    2 * d * 2 * E + // in_proj
+    2 * K * E + // causal conv1d
+    2 * E * (R + 2 * N) + // x_proj
+    2 * R * E + // dt_proj
+    7 * E * N + // selective scan: dt*A, exp, 2 mul + add for the state, mul + add for y
+    2 * E * d
+  ); // out_proj
 }
 
 /** FLOPs of the LM head for one position. */
@@ -99,7 +101,17 @@ export function trapezoidFloor(L: number, T: number, start = 0): number {
 }
 
 /** The keys of SimbaOptions and of SimbaOptions.protect. */
-const SIMBA_OPTION_KEYS = ['flops', 'rLast', 'keepCounts', 'keepRatios', 'start', 'criterion', 'reduce', 'protect', 'seed'] as const;
+const SIMBA_OPTION_KEYS = [
+  'flops',
+  'rLast',
+  'keepCounts',
+  'keepRatios',
+  'start',
+  'criterion',
+  'reduce',
+  'protect',
+  'seed',
+] as const;
 const PROTECT_KEYS = ['first', 'last'] as const;
 
 /**
@@ -111,7 +123,10 @@ export function validateSimbaOptions(c: MambaConfig, opts: SimbaOptions, where =
   const o = v.options(where, opts, SIMBA_OPTION_KEYS, 'simba');
   const given = (['flops', 'rLast', 'keepCounts', 'keepRatios'] as const).filter((k) => o[k] !== undefined);
   if (given.length !== 1)
-    throw new SimbaError('E_ARG', `simba: give exactly one of flops, rLast, keepCounts, keepRatios (got ${given.length ? given.join(', ') : 'none'})`);
+    throw new SimbaError(
+      'E_ARG',
+      `simba: give exactly one of flops, rLast, keepCounts, keepRatios (got ${given.length ? given.join(', ') : 'none'})`,
+    );
   const L = c.nLayer;
   // Messages start with the option's own name (simba.start ...), which the CLI maps to its flags.
   v.int('', 'simba.start', o.start, 0, L - 1);
@@ -124,10 +139,12 @@ export function validateSimbaOptions(c: MambaConfig, opts: SimbaOptions, where =
     if (arr === undefined) continue;
     if (!Array.isArray(arr) || (arr.length !== L && arr.length !== L - 1))
       throw new SimbaError('E_ARG', `simba.${key} needs ${L - 1} or ${L} entries (one per layer), got ${v.describeType(arr)}`);
-    arr.forEach((x: unknown, i) => key === 'keepCounts' ? v.int('', `simba.keepCounts[${i}]`, x, 1)
-                                                       : v.number('', `simba.keepRatios[${i}]`, x, 0, 1, true));
+    arr.forEach((x: unknown, i) =>
+      key === 'keepCounts' ? v.int('', `simba.keepCounts[${i}]`, x, 1) : v.number('', `simba.keepRatios[${i}]`, x, 0, 1, true),
+    );
     for (let i = 1; i < arr.length; i++)
-      if (arr[i] > arr[i - 1]) throw new SimbaError('E_ARG', `simba.${key} must not increase with depth (entry ${i} > entry ${i - 1})`);
+      if (arr[i] > arr[i - 1])
+        throw new SimbaError('E_ARG', `simba.${key} must not increase with depth (entry ${i} > entry ${i - 1})`);
   }
   if (o.protect !== undefined) {
     const p = v.options(where, o.protect, PROTECT_KEYS, 'simba.protect');
@@ -141,26 +158,33 @@ export function validateSimbaOptions(c: MambaConfig, opts: SimbaOptions, where =
 export function solveRLast(L: number, T: number, target: number, start = 0): { rLast: number; relFlops: number } {
   const floor = trapezoidFloor(L, T, start);
   if (target < floor - 1e-9)
-    throw new SimbaError('E_ARG',
+    throw new SimbaError(
+      'E_ARG',
       `simba.flops ${target} is below what the trapezoid can reach: with ${L} layers, start ${start} and T=${T} ` +
-      `it costs at least ${floor.toFixed(4)} of dense (rLast = 0). Use explicit keepCounts for lower budgets.`);
-  let lo = 0, hi = 1;
+        `it costs at least ${floor.toFixed(4)} of dense (rLast = 0). Use explicit keepCounts for lower budgets.`,
+    );
+  let lo = 0,
+    hi = 1;
   for (let i = 0; i < 60; i++) {
     const mid = (lo + hi) / 2;
-    if (relFlopsOf(trapezoid(L, T, mid, start), T) < target) lo = mid; else hi = mid;
+    if (relFlopsOf(trapezoid(L, T, mid, start), T) < target) lo = mid;
+    else hi = mid;
   }
   // Both ends are candidates; ceil() makes the curve a staircase, take the closer one.
-  const a = relFlopsOf(trapezoid(L, T, lo, start), T), b = relFlopsOf(trapezoid(L, T, hi, start), T);
+  const a = relFlopsOf(trapezoid(L, T, lo, start), T),
+    b = relFlopsOf(trapezoid(L, T, hi, start), T);
   return Math.abs(a - target) <= Math.abs(b - target) ? { rLast: lo, relFlops: a } : { rLast: hi, relFlops: b };
 }
 
 /** The plan for one prompt of T tokens (the options are validated: SimbaError E_ARG). */
 export function planSimba(c: MambaConfig, T: number, o: SimbaOptions): SimbaPlan {
-  if (!v.is.object(c) || !v.is.integer(c.nLayer)) throw v.argError('planSimba', `config must be a MambaConfig, got ${v.describeType(c)}`);
+  if (!v.is.object(c) || !v.is.integer(c.nLayer))
+    throw v.argError('planSimba', `config must be a MambaConfig, got ${v.describeType(c)}`);
   v.int('planSimba', 'T (the prompt length)', T, 1);
   if (T === undefined) throw v.argError('planSimba', 'T (the prompt length) is required');
   validateSimbaOptions(c, o, 'planSimba');
-  const L = c.nLayer, start = o.start ?? 0;
+  const L = c.nLayer,
+    start = o.start ?? 0;
   let processed: number[];
   let rLast: number | null = null;
   if (o.flops !== undefined) {

@@ -42,7 +42,9 @@ const GENERATE_KEYS = ['maxTokens', ...SAMPLER_KEYS, 'stop', 'stopAtEos', 'simba
  * the native sampling params (vocabSize checks logitBias ids; limit: ids the tokenizer can decode).
  */
 export function resolveGenerateOptions(opts: GenerateOptions | undefined, vocabSize = 2 ** 31 - 1, limit = 0) {
-  const w = 'generate', o = v.options(w, opts, GENERATE_KEYS), d = GENERATE_DEFAULTS;
+  const w = 'generate',
+    o = v.options(w, opts, GENERATE_KEYS),
+    d = GENERATE_DEFAULTS;
   return {
     maxTokens: v.int(w, 'maxTokens', o.maxTokens, 0, LIMITS.generateTokens) ?? d.maxTokens,
     sampling: samplingParams(o, w, vocabSize, limit),
@@ -58,8 +60,11 @@ export function resolveGenerateOptions(opts: GenerateOptions | undefined, vocabS
  * @example
  *   for await (const p of generate(model, 'Once', { maxTokens: 16, temperature: 0.8, seed: 1 })) out += p.text;
  */
-export async function* generate(model: LanguageModel, prompt: string | ArrayLike<number>, opts?: GenerateOptions):
-    AsyncGenerator<GeneratedPiece, void, undefined> {
+export async function* generate(
+  model: LanguageModel,
+  prompt: string | ArrayLike<number>,
+  opts?: GenerateOptions,
+): AsyncGenerator<GeneratedPiece, void, undefined> {
   if (model.disposed) throw new SimbaError('E_DISPOSED', 'generate: the model has been disposed');
   const tok = model.tokenizer;
   // Checkpoints pad the vocabulary (e.g. 50280 rows for GPT-NeoX's 50277 ids): never sample an id
@@ -72,7 +77,8 @@ export async function* generate(model: LanguageModel, prompt: string | ArrayLike
     if (prompt.length === 0) throw new SimbaError('E_ARG', 'generate: empty prompt');
     ids = tok.encode(prompt);
   } else {
-    if (!v.is.arrayLike(prompt)) throw v.argError('generate', `prompt must be a string or an array of token ids, got ${v.describeType(prompt)}`);
+    if (!v.is.arrayLike(prompt))
+      throw v.argError('generate', `prompt must be a string or an array of token ids, got ${v.describeType(prompt)}`);
     ids = prompt;
   }
   if (o.maxTokens === 0) return;
@@ -88,10 +94,15 @@ export async function* generate(model: LanguageModel, prompt: string | ArrayLike
     const n = ids.length;
     let next: SampledToken;
     if (o.simba === undefined && n > MAX_STEP_TOKENS) {
-      await model.prefill([{ sequence: seq, tokens: Array.prototype.slice.call(ids, 0, n - 1) as number[] }], { logits: 'none', signal: o.signal });
+      await model.prefill([{ sequence: seq, tokens: Array.prototype.slice.call(ids, 0, n - 1) as number[] }], {
+        logits: 'none',
+        signal: o.signal,
+      });
       [[next]] = (await model.step([{ sequence: seq, tokens: [ids[n - 1]], sample: [params] }], { signal: o.signal })).samples;
     } else {
-      [[next]] = (await model.step([{ sequence: seq, tokens: ids, sample: [params] }], { simba: o.simba, signal: o.signal })).samples;
+      [[next]] = (
+        await model.step([{ sequence: seq, tokens: ids, sample: [params] }], { simba: o.simba, signal: o.signal })
+      ).samples;
     }
     const stop = new StopMatcher(o.stop);
     for (let i = 0; i < o.maxTokens; i++) {
@@ -99,8 +110,10 @@ export async function* generate(model: LanguageModel, prompt: string | ArrayLike
       if (o.stopAtEos && eos !== null && next.token === eos) break;
       history.push(next.token);
       const { emit, stopped } = stop.push(decoder ? decoder.push(next.token) : '');
-      const piece: GeneratedPiece = (params.logprobs ?? -1) >= 0
-        ? { token: next.token, text: emit, logprob: next.logprob, top: next.top } : { token: next.token, text: emit };
+      const piece: GeneratedPiece =
+        (params.logprobs ?? -1) >= 0
+          ? { token: next.token, text: emit, logprob: next.logprob, top: next.top }
+          : { token: next.token, text: emit };
       if (stopped) {
         if (emit) yield piece;
         return;

@@ -49,7 +49,16 @@ export interface SamplerOptions {
 
 /** The option names of SamplerOptions (generate() accepts them). */
 export const SAMPLER_KEYS = [
-  'temperature', 'topK', 'topP', 'minP', 'presencePenalty', 'frequencyPenalty', 'repetitionPenalty', 'logitBias', 'logprobs', 'seed',
+  'temperature',
+  'topK',
+  'topP',
+  'minP',
+  'presencePenalty',
+  'frequencyPenalty',
+  'repetitionPenalty',
+  'logitBias',
+  'logprobs',
+  'seed',
 ] as const;
 
 /** The logit bias as a Map of token id -> bias (ids checked against the vocabulary). */
@@ -57,7 +66,8 @@ export function logitBiasMap(bias: unknown, vocabSize: number, where: string): M
   if (bias === undefined) return undefined;
   if (bias === null || typeof bias !== 'object' || Array.isArray(bias))
     throw v.argError(where, `logitBias must be a Map or an object of token id -> bias, got ${v.describeType(bias)}`);
-  const entries: [unknown, unknown][] = bias instanceof Map ? [...(bias as Map<unknown, unknown>).entries()] : Object.entries(bias);
+  const entries: [unknown, unknown][] =
+    bias instanceof Map ? [...(bias as Map<unknown, unknown>).entries()] : Object.entries(bias);
   const out = new Map<number, number>();
   for (const [k, val] of entries) {
     const id = typeof k === 'number' ? k : /^\d+$/.test(String(k)) ? Number(k) : NaN;
@@ -72,7 +82,12 @@ export function logitBiasMap(bias: unknown, vocabSize: number, where: string): M
  * Validated native sampling params (with a fresh RNG from the seed) for already-keyed options
  * (see GENERATE_DEFAULTS for the defaults).
  */
-export function samplingParams(o: Partial<Record<(typeof SAMPLER_KEYS)[number], unknown>>, where: string, vocabSize: number, limit = 0): SamplingParams & { seed: number } {
+export function samplingParams(
+  o: Partial<Record<(typeof SAMPLER_KEYS)[number], unknown>>,
+  where: string,
+  vocabSize: number,
+  limit = 0,
+): SamplingParams & { seed: number } {
   const d = GENERATE_DEFAULTS;
   const seed = v.int(where, 'seed', o.seed, 0, LIMITS.seed) ?? Math.floor(Math.random() * 2 ** 31);
   return {
@@ -85,6 +100,8 @@ export function samplingParams(o: Partial<Record<(typeof SAMPLER_KEYS)[number], 
     repetitionPenalty: v.number(where, 'repetitionPenalty', o.repetitionPenalty, 0.01, 10) ?? 1,
     logitBias: logitBiasMap(o.logitBias, vocabSize, where),
     logprobs: v.int(where, 'logprobs', o.logprobs, 0, 20) ?? -1,
-    limit, seed, rng: rngFromSeed(seed),
+    limit,
+    seed,
+    rng: rngFromSeed(seed),
   };
 }

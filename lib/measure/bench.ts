@@ -117,9 +117,16 @@ export interface MachineInfo {
 export interface BenchResult {
   machine: MachineInfo;
   model: {
-    source: string; weights: WeightFormat; paramCount: number; nLayer: number; dModel: number; vocabSize: number; flopsPerToken: number;
+    source: string;
+    weights: WeightFormat;
+    paramCount: number;
+    nLayer: number;
+    dModel: number;
+    vocabSize: number;
+    flopsPerToken: number;
     /** FLOPs of one token through one layer, and the bytes of all weights (what one decode step reads). */
-    layerFlops: number; weightBytes: number;
+    layerFlops: number;
+    weightBytes: number;
   };
   settings: Required<Omit<BenchOptions, 'signal' | 'simba'>> & { simba: SimbaModifiers };
   prefill: PrefillRow[];
@@ -133,16 +140,25 @@ const BENCH_KEYS = ['runs', 'lengths', 'batches', 'decodeTokens', 'decodePrompt'
 const MODIFIER_KEYS = ['start', 'criterion', 'reduce', 'protect', 'seed'] as const;
 
 function machineInfo(model: LanguageModel): MachineInfo {
-  const info = model.info(), cpus = os.cpus();
+  const info = model.info(),
+    cpus = os.cpus();
   return {
-    cpu: cpus[0]?.model?.trim() ?? 'unknown', cores: cpus.length, isa: info.isa, threads: info.threads,
-    node: process.version, os: `${os.type()} ${os.release()}`, arch: os.arch(), memoryBytes: os.totalmem(), date: new Date().toISOString(),
+    cpu: cpus[0]?.model?.trim() ?? 'unknown',
+    cores: cpus.length,
+    isa: info.isa,
+    threads: info.threads,
+    node: process.version,
+    os: `${os.type()} ${os.release()}`,
+    arch: os.arch(),
+    memoryBytes: os.totalmem(),
+    date: new Date().toISOString(),
   };
 }
 
 /** Median (mean of the middle two for an even count), min, max. */
 export function stat(samples: number[]): Stat {
-  const s = [...samples].sort((a, b) => a - b), n = s.length;
+  const s = [...samples].sort((a, b) => a - b),
+    n = s.length;
   const median = n % 2 ? s[(n - 1) / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
   return { median, min: s[0], max: s[n - 1], samples: [...samples] };
 }
@@ -152,18 +168,26 @@ function relOf(processed: number[], T: number): number {
 }
 
 function steep(L: number, T: number, slope: number): number[] {
-  return Array.from({ length: L }, (_, l) => Math.min(T, Math.max(1, Math.ceil(T * (l === 0 ? 1 : Math.max(0, 1 - slope * l)) - 1e-9))));
+  return Array.from({ length: L }, (_, l) =>
+    Math.min(T, Math.max(1, Math.ceil(T * (l === 0 ? 1 : Math.max(0, 1 - slope * l)) - 1e-9))),
+  );
 }
 
 /**
  * Simba options reaching a relative-FLOPs budget for a prompt of T tokens: the trapezoid when it
  * can (flops: budget), else the steep schedule as explicit keep counts (see the module comment).
  */
-export function budgetOptions(L: number, T: number, budget: number, modifiers?: SimbaModifiers): { options: SimbaOptions; schedule: 'trapezoid' | 'steep' } {
+export function budgetOptions(
+  L: number,
+  T: number,
+  budget: number,
+  modifiers?: SimbaModifiers,
+): { options: SimbaOptions; schedule: 'trapezoid' | 'steep' } {
   const mods = v.options('budgetOptions', modifiers, MODIFIER_KEYS, 'simba') as SimbaModifiers;
   v.int('budgetOptions', 'L (layers)', L, 1);
   v.int('budgetOptions', 'T (prompt length)', T, 1);
-  if (!(budget > 0 && budget <= 1)) throw new SimbaError('E_ARG', `bench: a FLOPs budget must be in (0, 1], got ${String(budget)}`);
+  if (!(budget > 0 && budget <= 1))
+    throw new SimbaError('E_ARG', `bench: a FLOPs budget must be in (0, 1], got ${String(budget)}`);
   const start = mods.start ?? 0;
   if (budget >= trapezoidFloor(L, T, start) - 1e-9) {
     solveRLast(L, T, budget, start); // throws if unreachable
@@ -171,20 +195,32 @@ export function budgetOptions(L: number, T: number, budget: number, modifiers?: 
   }
   const least = relOf(steep(L, T, Infinity), T);
   if (budget < least - 1e-9)
-    throw new SimbaError('E_ARG', `bench: FLOPs budget ${budget} is below ${least.toFixed(4)}, the least a ${L}-layer model can spend on T=${T} (the first layer sees every token)`);
-  let lo = 1 / Math.max(1, L - 1), hi = 1e6;
+    throw new SimbaError(
+      'E_ARG',
+      `bench: FLOPs budget ${budget} is below ${least.toFixed(4)}, the least a ${L}-layer model can spend on T=${T} (the first layer sees every token)`,
+    );
+  let lo = 1 / Math.max(1, L - 1),
+    hi = 1e6;
   for (let i = 0; i < 100; i++) {
     const mid = Math.sqrt(lo * hi);
-    if (relOf(steep(L, T, mid), T) > budget) lo = mid; else hi = mid;
+    if (relOf(steep(L, T, mid), T) > budget) lo = mid;
+    else hi = mid;
   }
-  const a = steep(L, T, lo), b = steep(L, T, hi);
+  const a = steep(L, T, lo),
+    b = steep(L, T, hi);
   const best = Math.abs(relOf(a, T) - budget) <= Math.abs(relOf(b, T) - budget) ? a : b;
   return { options: { ...mods, start: undefined, keepCounts: best.slice(1) }, schedule: 'steep' };
 }
 
 /** Runs the benchmark; onProgress is called before each run with the number of runs done. */
-export async function runBench(model: LanguageModel, options?: BenchOptions, onProgress?: (p: BenchProgress) => void): Promise<BenchResult> {
-  const w = 'runBench', o = v.options(w, options, BENCH_KEYS), d = BENCH_DEFAULTS;
+export async function runBench(
+  model: LanguageModel,
+  options?: BenchOptions,
+  onProgress?: (p: BenchProgress) => void,
+): Promise<BenchResult> {
+  const w = 'runBench',
+    o = v.options(w, options, BENCH_KEYS),
+    d = BENCH_DEFAULTS;
   v.func(w, 'onProgress', onProgress);
   const signal = v.signal(w, 'signal', o.signal);
   const runs = v.int(w, 'runs', o.runs, 1) ?? d.runs;
@@ -195,23 +231,30 @@ export async function runBench(model: LanguageModel, options?: BenchOptions, onP
   const flops = v.arrayOf(w, 'flops', o.flops, (n, x) => v.number(w, n, x, 0, 1, true)!) ?? [];
   const seed = v.int(w, 'seed', o.seed, 0, LIMITS.seed) ?? d.seed;
   for (const k of ['flops', 'rLast', 'keepCounts', 'keepRatios'])
-    if (v.is.object(o.simba) && o.simba[k] !== undefined) throw new SimbaError('E_ARG', `bench: give budgets through flops, not simba.${k}`);
+    if (v.is.object(o.simba) && o.simba[k] !== undefined)
+      throw new SimbaError('E_ARG', `bench: give budgets through flops, not simba.${k}`);
   const mods = { ...v.options(w, o.simba, MODIFIER_KEYS, 'simba') } as SimbaModifiers;
   if (Object.keys(mods).length) validateSimbaOptions(model.config, { ...mods, rLast: 1 }, w);
 
-  const cfg = model.config, L = cfg.nLayer, V = cfg.vocabSize;
+  const cfg = model.config,
+    L = cfg.nLayer,
+    V = cfg.vocabSize;
   // Plans first, so a bad budget fails before minutes of measuring.
-  const simbaPlans = lengths.flatMap((T) => flops.map((budget) => {
-    const { options, schedule } = budgetOptions(L, T, budget, mods);
-    return { T, budget, options, schedule, plan: planSimba(cfg, T, options) };
-  }));
+  const simbaPlans = lengths.flatMap((T) =>
+    flops.map((budget) => {
+      const { options, schedule } = budgetOptions(L, T, budget, mods);
+      return { T, budget, options, schedule, plan: planSimba(cfg, T, options) };
+    }),
+  );
   const rand = mulberry32(seed);
   const randomIds = (n: number) => Int32Array.from({ length: n }, () => Math.floor(rand() * V));
   const total = (runs + 1) * (lengths.length + batches.length + simbaPlans.length);
   let done = 0;
   const t0 = performance.now();
   const tick = (label: string) => onProgress?.({ done: done++, total, label });
-  const abort = () => { if (signal?.aborted) throw new SimbaError('E_ABORTED', 'bench: aborted', { cause: signal.reason }); };
+  const abort = () => {
+    if (signal?.aborted) throw new SimbaError('E_ABORTED', 'bench: aborted', { cause: signal.reason });
+  };
 
   /** Warm-up + timed runs of fn (which returns seconds); returns tokens/s per run. */
   async function measure(label: string, tokens: number, fn: () => Promise<number>): Promise<Stat> {
@@ -246,7 +289,10 @@ export async function runBench(model: LanguageModel, options?: BenchOptions, onP
   for (const B of batches) {
     const steps = Array.from({ length: decodeTokens }, () => randomIds(B));
     const s = await measure(`decode B=${B}`, B * decodeTokens, async () => {
-      const res = await model.prefill(Array.from({ length: B }, () => ({ tokens: randomIds(decodePrompt) })), { logits: 'none' });
+      const res = await model.prefill(
+        Array.from({ length: B }, () => ({ tokens: randomIds(decodePrompt) })),
+        { logits: 'none' },
+      );
       const seqs = res.map((r) => r.sequence);
       const t = performance.now();
       for (const ids of steps) await model.decode(seqs, ids);
@@ -263,8 +309,15 @@ export async function runBench(model: LanguageModel, options?: BenchOptions, onP
     const s = await measure(`simba T=${p.T} flops=${p.budget}`, p.T, () => prefillOnce(ids, p.options));
     const dense = prefill.find((r) => r.length === p.T)!.tokensPerSec.median;
     simba.push({
-      length: p.T, budget: p.budget, schedule: p.schedule, relFlops: p.plan.relFlops, processed: p.plan.processed,
-      tokensPerSec: s, ms: (1000 * p.T) / s.median, speedup: s.median / dense, theoreticalSpeedup: 1 / p.plan.relFlops,
+      length: p.T,
+      budget: p.budget,
+      schedule: p.schedule,
+      relFlops: p.plan.relFlops,
+      processed: p.plan.processed,
+      tokensPerSec: s,
+      ms: (1000 * p.T) / s.median,
+      speedup: s.median / dense,
+      theoreticalSpeedup: 1 / p.plan.relFlops,
     });
   }
   onProgress?.({ done: total, total, label: 'done' });
@@ -272,10 +325,22 @@ export async function runBench(model: LanguageModel, options?: BenchOptions, onP
   const info = model.info();
   return {
     machine: machineInfo(model),
-    model: { source: info.source, weights: info.weights, paramCount: info.paramCount, nLayer: L, dModel: cfg.dModel, vocabSize: V, flopsPerToken: info.flopsPerToken,
-             layerFlops: info.layerFlops, weightBytes: info.weightBytes },
+    model: {
+      source: info.source,
+      weights: info.weights,
+      paramCount: info.paramCount,
+      nLayer: L,
+      dModel: cfg.dModel,
+      vocabSize: V,
+      flopsPerToken: info.flopsPerToken,
+      layerFlops: info.layerFlops,
+      weightBytes: info.weightBytes,
+    },
     settings: { runs, lengths, batches, decodeTokens, decodePrompt, flops, seed, simba: mods },
-    prefill, decode, simba, seconds: (performance.now() - t0) / 1000,
+    prefill,
+    decode,
+    simba,
+    seconds: (performance.now() - t0) / 1000,
   };
 }
 
@@ -300,17 +365,45 @@ export function formatBench(r: BenchResult): string {
     `machine  ${m.cpu}, ${m.cores} cores; engine ${m.isa}, ${m.threads} threads; node ${m.node}; ${m.os}`,
     `runs     ${r.settings.runs} timed (+1 warm-up) per row; tokens/s median [min - max]`,
     '',
-    table(['prefill', 'tokens/s', 'min', 'max', 'ms'],
-          r.prefill.map((p) => [`T=${p.length}`, fmt(p.tokensPerSec.median), fmt(p.tokensPerSec.min), fmt(p.tokensPerSec.max), fmt(p.ms)])),
+    table(
+      ['prefill', 'tokens/s', 'min', 'max', 'ms'],
+      r.prefill.map((p) => [
+        `T=${p.length}`,
+        fmt(p.tokensPerSec.median),
+        fmt(p.tokensPerSec.min),
+        fmt(p.tokensPerSec.max),
+        fmt(p.ms),
+      ]),
+    ),
     '',
-    table(['decode', 'tokens/s', 'min', 'max', 'ms/step'],
-          r.decode.map((d) => [`B=${d.batch} x ${d.steps}`, fmt(d.tokensPerSec.median), fmt(d.tokensPerSec.min), fmt(d.tokensPerSec.max), fmt(d.msPerStep)])),
+    table(
+      ['decode', 'tokens/s', 'min', 'max', 'ms/step'],
+      r.decode.map((d) => [
+        `B=${d.batch} x ${d.steps}`,
+        fmt(d.tokensPerSec.median),
+        fmt(d.tokensPerSec.min),
+        fmt(d.tokensPerSec.max),
+        fmt(d.msPerStep),
+      ]),
+    ),
   ];
   if (r.simba.length) {
-    out.push('', table(['simba prefill', 'budget', 'relFlops', 'tokens/s', 'min', 'max', 'speedup', 'theory'],
-      r.simba.map((s) => [`T=${s.length}${s.schedule === 'steep' ? ' (steep)' : ''}`, String(s.budget), s.relFlops.toFixed(3),
-                          fmt(s.tokensPerSec.median), fmt(s.tokensPerSec.min), fmt(s.tokensPerSec.max),
-                          `${s.speedup.toFixed(2)}x`, `${s.theoreticalSpeedup.toFixed(2)}x`])));
+    out.push(
+      '',
+      table(
+        ['simba prefill', 'budget', 'relFlops', 'tokens/s', 'min', 'max', 'speedup', 'theory'],
+        r.simba.map((s) => [
+          `T=${s.length}${s.schedule === 'steep' ? ' (steep)' : ''}`,
+          String(s.budget),
+          s.relFlops.toFixed(3),
+          fmt(s.tokensPerSec.median),
+          fmt(s.tokensPerSec.min),
+          fmt(s.tokensPerSec.max),
+          `${s.speedup.toFixed(2)}x`,
+          `${s.theoreticalSpeedup.toFixed(2)}x`,
+        ]),
+      ),
+    );
   }
   out.push('', `total ${r.seconds.toFixed(1)} s`);
   return out.join('\n');

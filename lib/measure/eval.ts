@@ -111,28 +111,46 @@ function checkEvalOptions<K extends string>(where: string, options: unknown, key
 
 /** Windows per call: up to 8, fewer when their logits (ctx x vocab float32 each) would pass ~256 MB. */
 function defaultBatch(ctx: number, vocab: number): number {
-  return Math.max(1, Math.min(EVAL_DEFAULTS.pplBatch, Math.floor(LIMITS.chunkTokens / ctx), Math.floor((256 << 20) / (ctx * vocab * 4))));
+  return Math.max(
+    1,
+    Math.min(EVAL_DEFAULTS.pplBatch, Math.floor(LIMITS.chunkTokens / ctx), Math.floor((256 << 20) / (ctx * vocab * 4))),
+  );
 }
 
 /** Perplexity of a token sequence (see the module comment for the protocol). */
-export async function perplexity(model: LanguageModel, ids: ArrayLike<number>, options: PerplexityOptions): Promise<PerplexityResult> {
+export async function perplexity(
+  model: LanguageModel,
+  ids: ArrayLike<number>,
+  options: PerplexityOptions,
+): Promise<PerplexityResult> {
   const opts = checkEvalOptions('perplexity', options, PERPLEXITY_KEYS);
   const ctx = v.int('perplexity', 'ctx', (options as { ctx?: unknown }).ctx, LIMITS.ctxMin, LIMITS.ctxMax);
   if (ctx === undefined) throw v.argError('perplexity', `ctx (the window length, e.g. ${EVAL_DEFAULTS.ctx}) is required`);
   if (!v.is.arrayLike(ids)) throw v.argError('perplexity', `ids must be an array of token ids, got ${v.describeType(ids)}`);
   const wins = windows(ids, ctx);
   if (wins.length === 0) throw new SimbaError('E_ARG', `perplexity: the text has ${ids.length} token(s); at least 2 are needed`);
-  const cfg = model.config, L = cfg.nLayer;
+  const cfg = model.config,
+    L = cfg.nLayer;
   const batch = opts.batch ?? defaultBatch(ctx, cfg.vocabSize);
   // Fail before any work when a window length cannot take the Simba options (e.g. below the floor).
   if (opts.simba) for (const T of new Set(wins.map((w) => w.length))) planSimba(cfg, T, opts.simba);
 
-  let nll = 0, scored = 0, tokens = 0;
+  let nll = 0,
+    scored = 0,
+    tokens = 0;
   const processed = new Array<number>(L).fill(0);
   opts.onProgress?.({ done: 0, total: wins.length });
   // The next group's prefill runs natively while this one's log-softmax runs in JS.
-  const run = (b: number) => model.prefill(wins.slice(b, b + batch).map((w) => ({ tokens: w })), { logits: 'all', simba: opts.simba, signal: opts.signal });
-  const start = (b: number) => { const p = run(b); p.catch(() => {}); return p; };  // awaited below; no unhandled rejection meanwhile
+  const run = (b: number) =>
+    model.prefill(
+      wins.slice(b, b + batch).map((w) => ({ tokens: w })),
+      { logits: 'all', simba: opts.simba, signal: opts.signal },
+    );
+  const start = (b: number) => {
+    const p = run(b);
+    p.catch(() => {});
+    return p;
+  }; // awaited below; no unhandled rejection meanwhile
   let pending: Promise<PrefillResult[]> | null = start(0);
   for (let b = 0; b < wins.length; b += batch) {
     const res: PrefillResult[] = await pending!;
@@ -142,17 +160,28 @@ export async function perplexity(model: LanguageModel, ids: ArrayLike<number>, o
       for (let i = 0; i + 1 < w.length; i++) nll -= logProb(r.logits[i], w[i + 1]);
       scored += w.length - 1;
       tokens += w.length;
-      r.processed.forEach((n, l) => { processed[l] += n; });
+      r.processed.forEach((n, l) => {
+        processed[l] += n;
+      });
       r.sequence.dispose();
     });
     opts.onProgress?.({ done: Math.min(wins.length, b + batch), total: wins.length });
   }
   const meanNll = nll / scored;
   const relFlops = processed.reduce((a, n) => a + n, 0) / (L * tokens);
-  const lf = layerFlops(cfg), hf = headFlops(cfg);
+  const lf = layerFlops(cfg),
+    hf = headFlops(cfg);
   return {
-    ppl: Math.exp(meanNll), meanNll, tokens: ids.length, scored, windows: wins.length, ctx, processed, relFlops,
-    flopsPerToken: relFlops * L * lf + hf, denseFlopsPerToken: L * lf + hf,
+    ppl: Math.exp(meanNll),
+    meanNll,
+    tokens: ids.length,
+    scored,
+    windows: wins.length,
+    ctx,
+    processed,
+    relFlops,
+    flopsPerToken: relFlops * L * lf + hf,
+    denseFlopsPerToken: L * lf + hf,
   };
 }
 
@@ -184,7 +213,8 @@ function lineError(file: string, line: number, msg: string): SimbaError {
  * Throws SimbaError E_ARG naming the line of the first problem.
  */
 export function parseTaskFile(text: string, file = 'task file'): TaskFile {
-  const choice: ChoiceItem[] = [], lambada: LambadaItem[] = [];
+  const choice: ChoiceItem[] = [],
+    lambada: LambadaItem[] = [];
   let mode: 'choice' | 'lambada' | null = null;
   const lines = text.split(/\r?\n/);
   lines.forEach((raw, i) => {
@@ -201,8 +231,13 @@ export function parseTaskFile(text: string, file = 'task file'): TaskFile {
     const kind = 'text' in o && !('choices' in o) ? 'lambada' : 'choice';
     if (mode === null) mode = kind;
     else if (kind !== mode)
-      throw lineError(file, line, mode === 'choice' ? 'expected {"context", "choices", "label"} like the first line'
-                                                     : 'expected {"text"} like the first line');
+      throw lineError(
+        file,
+        line,
+        mode === 'choice'
+          ? 'expected {"context", "choices", "label"} like the first line'
+          : 'expected {"text"} like the first line',
+      );
     if (kind === 'lambada') {
       if (typeof o.text !== 'string') throw lineError(file, line, '"text" must be a string');
       if (!splitLastWord(o.text)) throw lineError(file, line, '"text" needs at least two words (a context and a last word)');
@@ -210,9 +245,12 @@ export function parseTaskFile(text: string, file = 'task file'): TaskFile {
       return;
     }
     for (const k of Object.keys(o))
-      if (k !== 'context' && k !== 'choices' && k !== 'label') throw lineError(file, line, `unknown key "${k}" (expected context, choices, label)`);
-    if (typeof o.context !== 'string' || o.context.trim() === '') throw lineError(file, line, '"context" must be a non-empty string');
-    if (!Array.isArray(o.choices) || o.choices.length < 2) throw lineError(file, line, '"choices" must be an array of at least 2 strings');
+      if (k !== 'context' && k !== 'choices' && k !== 'label')
+        throw lineError(file, line, `unknown key "${k}" (expected context, choices, label)`);
+    if (typeof o.context !== 'string' || o.context.trim() === '')
+      throw lineError(file, line, '"context" must be a non-empty string');
+    if (!Array.isArray(o.choices) || o.choices.length < 2)
+      throw lineError(file, line, '"choices" must be an array of at least 2 strings');
     o.choices.forEach((c, j) => {
       if (typeof c !== 'string' || c.trim() === '') throw lineError(file, line, `choice ${j} must be a non-empty string`);
     });
@@ -234,7 +272,11 @@ export function parseTaskFile(text: string, file = 'task file'): TaskFile {
  *   ctx  = encode(context without trailing whitespace)
  *   cont = encode((choice starts with whitespace ? '' : trailing whitespace || ' ') + choice)
  */
-export function choiceTokens(tok: Tokenizer, context: string, choice: string): { ctx: number[]; cont: number[]; contText: string } {
+export function choiceTokens(
+  tok: Tokenizer,
+  context: string,
+  choice: string,
+): { ctx: number[]; cont: number[]; contText: string } {
   const head = context.replace(/\s+$/u, '');
   const ws = context.slice(head.length);
   const contText = /^\s/u.test(choice) ? choice : (ws || ' ') + choice;
@@ -262,15 +304,20 @@ export interface ScoreResult {
  * Log-likelihood of continuations given their contexts, from token ids: each pair runs as one
  * sequence ctx ++ cont from a zero state, and cont[j] is scored by the logits at ctx.length-1+j.
  */
-export async function scoreContinuations(model: LanguageModel, pairs: { ctx: ArrayLike<number>; cont: ArrayLike<number> }[],
-                                         options?: ScoreOptions): Promise<ScoreResult> {
+export async function scoreContinuations(
+  model: LanguageModel,
+  pairs: { ctx: ArrayLike<number>; cont: ArrayLike<number> }[],
+  options?: ScoreOptions,
+): Promise<ScoreResult> {
   const opts = checkEvalOptions('scoreContinuations', options, SCORE_KEYS);
   const batch = opts.batch ?? EVAL_DEFAULTS.choiceBatch;
-  if (!Array.isArray(pairs)) throw v.argError('scoreContinuations', `pairs must be an array of { ctx, cont }, got ${v.describeType(pairs)}`);
+  if (!Array.isArray(pairs))
+    throw v.argError('scoreContinuations', `pairs must be an array of { ctx, cont }, got ${v.describeType(pairs)}`);
   pairs.forEach((p, i) => {
     const o = v.options('scoreContinuations', p, ['ctx', 'cont'] as const, `pairs[${i}]`);
     for (const k of ['ctx', 'cont'] as const)
-      if (!v.is.arrayLike(o[k])) throw v.argError('scoreContinuations', `pairs[${i}].${k} must be an array of token ids, got ${v.describeType(o[k])}`);
+      if (!v.is.arrayLike(o[k]))
+        throw v.argError('scoreContinuations', `pairs[${i}].${k} must be an array of token ids, got ${v.describeType(o[k])}`);
     if (p.ctx.length === 0) throw new SimbaError('E_ARG', `score: pair ${i} has an empty context`);
     if (p.cont.length === 0) throw new SimbaError('E_ARG', `score: pair ${i} has an empty continuation`);
   });
@@ -281,22 +328,28 @@ export async function scoreContinuations(model: LanguageModel, pairs: { ctx: Arr
   const maxFloats = (256 << 20) / 4 / model.config.vocabSize;
   opts.onProgress?.({ done: 0, total: pairs.length });
   for (let b = 0; b < pairs.length;) {
-    let e = b, n = 0;
+    let e = b,
+      n = 0;
     while (e < pairs.length && e - b < batch && (e === b || n + pairs[e].ctx.length + pairs[e].cont.length <= maxFloats))
       n += pairs[e].ctx.length + pairs[e++].cont.length;
     const group = pairs.slice(b, e);
     b = e;
     // Logits only where a continuation token is predicted (the head is a large share of the FLOPs).
-    const res = await model.prefill(group.map((p) => ({
-      tokens: [...Array.from(p.ctx), ...Array.from(p.cont)],
-      logits: Array.from({ length: p.cont.length }, (_, j) => p.ctx.length - 1 + j),
-    })), { simba: opts.simba, signal: opts.signal });
+    const res = await model.prefill(
+      group.map((p) => ({
+        tokens: [...Array.from(p.ctx), ...Array.from(p.cont)],
+        logits: Array.from({ length: p.cont.length }, (_, j) => p.ctx.length - 1 + j),
+      })),
+      { simba: opts.simba, signal: opts.signal },
+    );
     res.forEach((r, k) => {
       const { ctx, cont } = group[k];
       let ll = 0;
       for (let j = 0; j < cont.length; j++) ll += logProb(r.logits[j], cont[j]);
       logLik.push(ll);
-      r.processed.forEach((n, l) => { processed[l] += n; });
+      r.processed.forEach((n, l) => {
+        processed[l] += n;
+      });
       tokens += ctx.length + cont.length;
       r.sequence.dispose();
     });
@@ -344,7 +397,8 @@ function needTokenizer(model: LanguageModel, what: string): Tokenizer {
 /** Scores every choice of every item (see choiceTokens) and reports accuracy. */
 export async function evalChoice(model: LanguageModel, items: ChoiceItem[], options?: ScoreOptions): Promise<ChoiceResult> {
   const opts = checkEvalOptions('evalChoice', options, SCORE_KEYS);
-  if (!Array.isArray(items)) throw v.argError('evalChoice', `items must be an array of { context, choices, label }, got ${v.describeType(items)}`);
+  if (!Array.isArray(items))
+    throw v.argError('evalChoice', `items must be an array of { context, choices, label }, got ${v.describeType(items)}`);
   const tok = needTokenizer(model, 'eval choice');
   if (items.length === 0) throw new SimbaError('E_ARG', 'eval choice: no items');
   const pairs: { ctx: number[]; cont: number[] }[] = [];
@@ -357,18 +411,33 @@ export async function evalChoice(model: LanguageModel, items: ChoiceItem[], opti
       meta.push({ tokens: t.cont.length, chars: t.contText.length });
     }
   const s = await scoreContinuations(model, pairs, opts);
-  let k = 0, right = 0, rightNorm = 0;
+  let k = 0,
+    right = 0,
+    rightNorm = 0;
   const lines = items.map((it) => {
     const scores = it.choices.map(() => ({ logLik: s.logLik[k], ...meta[k++] }));
     const best = (f: (x: ChoiceScore) => number) => scores.reduce((bi, x, i) => (f(x) > f(scores[bi]) ? i : bi), 0);
-    const pred = best((x) => x.logLik), predNorm = best((x) => x.logLik / x.chars);
+    const pred = best((x) => x.logLik),
+      predNorm = best((x) => x.logLik / x.chars);
     if (pred === it.label) right++;
     if (predNorm === it.label) rightNorm++;
-    return { line: it.line, label: it.label, pred, predNorm, correct: pred === it.label, correctNorm: predNorm === it.label, scores };
+    return {
+      line: it.line,
+      label: it.label,
+      pred,
+      predNorm,
+      correct: pred === it.label,
+      correctNorm: predNorm === it.label,
+      scores,
+    };
   });
   return {
-    mode: 'choice', items: items.length, accuracy: right / items.length, accuracyNorm: rightNorm / items.length,
-    relFlops: s.processed.reduce((a, n) => a + n, 0) / (model.config.nLayer * s.tokens), lines,
+    mode: 'choice',
+    items: items.length,
+    accuracy: right / items.length,
+    accuracyNorm: rightNorm / items.length,
+    relFlops: s.processed.reduce((a, n) => a + n, 0) / (model.config.nLayer * s.tokens),
+    lines,
   };
 }
 
@@ -411,28 +480,45 @@ export async function evalLambada(model: LanguageModel, items: LambadaItem[], op
   const prepared = items.map((it) => {
     const sp = splitLastWord(it.text);
     if (!sp) throw new SimbaError('E_ARG', `line ${it.line}: "text" needs at least two words`);
-    const ctx = tok.encode(sp.context), target = tok.encode(' ' + sp.word);
+    const ctx = tok.encode(sp.context),
+      target = tok.encode(' ' + sp.word);
     if (ctx.length === 0) throw new SimbaError('E_ARG', `line ${it.line}: the context has no tokens`);
     return { it, word: sp.word, ctx, target };
   });
   const lines: LambadaLineResult[] = [];
   const processed = new Array<number>(model.config.nLayer).fill(0);
-  let tokens = 0, right = 0;
+  let tokens = 0,
+    right = 0;
   opts.onProgress?.({ done: 0, total: items.length });
   for (let b = 0; b < prepared.length; b += batch) {
     const group = prepared.slice(b, b + batch);
-    const res = await model.prefill(group.map((g) => ({ tokens: g.ctx })), { logits: 'last', simba: opts.simba, signal: opts.signal });
+    const res = await model.prefill(
+      group.map((g) => ({ tokens: g.ctx })),
+      { logits: 'last', simba: opts.simba, signal: opts.signal },
+    );
     const preds: number[][] = group.map(() => []);
     let next = res.map((r) => argmax(r.logits[0]));
     next.forEach((t, i) => preds[i].push(t));
-    res.forEach((r, i) => { r.processed.forEach((n, l) => { processed[l] += n; }); tokens += group[i].ctx.length; });
+    res.forEach((r, i) => {
+      r.processed.forEach((n, l) => {
+        processed[l] += n;
+      });
+      tokens += group[i].ctx.length;
+    });
     // Lockstep greedy decoding of the sequences that still need tokens.
     for (let step = 1; ; step++) {
       const active = group.map((g, i) => i).filter((i) => group[i].target.length > step);
       if (active.length === 0) break;
-      const logits = await model.decode(active.map((i) => res[i].sequence), active.map((i) => next[i]), { signal: opts.signal });
+      const logits = await model.decode(
+        active.map((i) => res[i].sequence),
+        active.map((i) => next[i]),
+        { signal: opts.signal },
+      );
       next = [...next];
-      active.forEach((i, k) => { next[i] = argmax(logits[k]); preds[i].push(next[i]); });
+      active.forEach((i, k) => {
+        next[i] = argmax(logits[k]);
+        preds[i].push(next[i]);
+      });
     }
     group.forEach((g, i) => {
       res[i].sequence.dispose();
@@ -443,7 +529,10 @@ export async function evalLambada(model: LanguageModel, items: LambadaItem[], op
     opts.onProgress?.({ done: Math.min(items.length, b + batch), total: items.length });
   }
   return {
-    mode: 'lambada', items: items.length, accuracy: right / items.length,
-    relFlops: processed.reduce((a, n) => a + n, 0) / (model.config.nLayer * tokens), lines,
+    mode: 'lambada',
+    items: items.length,
+    accuracy: right / items.length,
+    relFlops: processed.reduce((a, n) => a + n, 0) / (model.config.nLayer * tokens),
+    lines,
   };
 }

@@ -9,11 +9,22 @@
 import { SimbaError } from '../errors';
 
 export type ApiErrorType =
-  | 'invalid_request_error' | 'authentication_error' | 'not_found_error' | 'rate_limit_error' | 'server_error' | 'service_unavailable';
+  | 'invalid_request_error'
+  | 'authentication_error'
+  | 'not_found_error'
+  | 'rate_limit_error'
+  | 'server_error'
+  | 'service_unavailable';
 
 export class ApiError extends Error {
-  constructor(readonly status: number, message: string, readonly type: ApiErrorType, readonly param: string | null = null,
-              readonly code: string | null = null, readonly headers: Record<string, string> = {}) {
+  constructor(
+    readonly status: number,
+    message: string,
+    readonly type: ApiErrorType,
+    readonly param: string | null = null,
+    readonly code: string | null = null,
+    readonly headers: Record<string, string> = {},
+  ) {
     super(message);
   }
 
@@ -41,7 +52,8 @@ export function toApiError(e: unknown): ApiError {
   const fe = e as { statusCode?: unknown; code?: unknown; message?: unknown } | null;
   const status = typeof fe?.statusCode === 'number' ? fe.statusCode : 500;
   const message = typeof fe?.message === 'string' ? fe.message : String(e);
-  if (fe?.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return new ApiError(413, 'the request body is too large', 'invalid_request_error', null, 'body_too_large');
+  if (fe?.code === 'FST_ERR_CTP_BODY_TOO_LARGE')
+    return new ApiError(413, 'the request body is too large', 'invalid_request_error', null, 'body_too_large');
   if (status >= 400 && status < 500) {
     const code = typeof fe?.code === 'string' ? fe.code : null;
     const msg = /JSON/i.test(message) || code === 'FST_ERR_CTP_EMPTY_JSON_BODY' ? `malformed JSON body: ${message}` : message;

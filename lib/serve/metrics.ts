@@ -32,24 +32,83 @@ export class Metrics {
   constructor(source: () => MetricsSource) {
     const r = [this.registry];
     const gauge = (name: string, help: string, read: () => number) =>
-      new Gauge({ name, help, registers: r, collect() { this.set(read()); } });
+      new Gauge({
+        name,
+        help,
+        registers: r,
+        collect() {
+          this.set(read());
+        },
+      });
     gauge('simba_num_requests_running', 'Requests holding decode slots (prefilling or decoding).', () => source().running);
     gauge('simba_num_requests_waiting', 'Requests waiting for a slot.', () => source().waiting);
     gauge('simba_num_sequences_running', 'Sequences (choices) holding slots.', () => source().slots);
     gauge('simba_prefix_cache_entries', 'States held by the prefix cache.', () => source().cache?.entries ?? 0);
     gauge('simba_prefix_cache_bytes', 'Bytes held by the prefix cache.', () => source().cache?.bytes ?? 0);
-    const cacheQueries = new Counter({ name: 'simba_prefix_cache_queries_total', help: 'Prompt tokens looked up in the prefix cache.', registers: r });
-    const cacheHits = new Counter({ name: 'simba_prefix_cache_hits_total', help: 'Prompt tokens found in the prefix cache (prefill saved).', registers: r });
-    const cacheReqs = new Counter({ name: 'simba_prefix_cache_requests_total', help: 'Prefix cache lookups by outcome.', labelNames: ['hit'], registers: r });
-    const promptTokens = new Counter({ name: 'simba_prompt_tokens_total', help: 'Prompt tokens of finished requests.', registers: r });
+    const cacheQueries = new Counter({
+      name: 'simba_prefix_cache_queries_total',
+      help: 'Prompt tokens looked up in the prefix cache.',
+      registers: r,
+    });
+    const cacheHits = new Counter({
+      name: 'simba_prefix_cache_hits_total',
+      help: 'Prompt tokens found in the prefix cache (prefill saved).',
+      registers: r,
+    });
+    const cacheReqs = new Counter({
+      name: 'simba_prefix_cache_requests_total',
+      help: 'Prefix cache lookups by outcome.',
+      labelNames: ['hit'],
+      registers: r,
+    });
+    const promptTokens = new Counter({
+      name: 'simba_prompt_tokens_total',
+      help: 'Prompt tokens of finished requests.',
+      registers: r,
+    });
     const genTokens = new Counter({ name: 'simba_generation_tokens_total', help: 'Generated tokens.', registers: r });
-    this.finished = new Counter({ name: 'simba_request_success_total', help: 'Finished requests by outcome (done, cancelled, error) and finish reason.', labelNames: ['outcome', 'finished_reason'], registers: r });
-    const ttft = new Histogram({ name: 'simba_time_to_first_token_seconds', help: 'Time from arrival to the first generated token.', buckets: LATENCY, registers: r });
-    const itl = new Histogram({ name: 'simba_inter_token_latency_seconds', help: 'Time between two tokens of a choice.', buckets: TOKEN_LATENCY, registers: r });
-    const e2e = new Histogram({ name: 'simba_e2e_request_latency_seconds', help: 'Time from arrival to the end of a request.', buckets: LATENCY, registers: r });
-    const queue = new Histogram({ name: 'simba_request_queue_time_seconds', help: 'Time a request waited for a slot.', buckets: LATENCY, registers: r });
-    const batch = new Histogram({ name: 'simba_batch_size', help: 'Sequences in one native step (decode tokens and prompt chunks).', buckets: [1, 2, 4, 8, 16, 24, 32, 48, 64, 128, 256], registers: r });
-    const stepTime = new Histogram({ name: 'simba_step_seconds', help: 'Time of one native step (forward and sampling).', buckets: TOKEN_LATENCY, registers: r });
+    this.finished = new Counter({
+      name: 'simba_request_success_total',
+      help: 'Finished requests by outcome (done, cancelled, error) and finish reason.',
+      labelNames: ['outcome', 'finished_reason'],
+      registers: r,
+    });
+    const ttft = new Histogram({
+      name: 'simba_time_to_first_token_seconds',
+      help: 'Time from arrival to the first generated token.',
+      buckets: LATENCY,
+      registers: r,
+    });
+    const itl = new Histogram({
+      name: 'simba_inter_token_latency_seconds',
+      help: 'Time between two tokens of a choice.',
+      buckets: TOKEN_LATENCY,
+      registers: r,
+    });
+    const e2e = new Histogram({
+      name: 'simba_e2e_request_latency_seconds',
+      help: 'Time from arrival to the end of a request.',
+      buckets: LATENCY,
+      registers: r,
+    });
+    const queue = new Histogram({
+      name: 'simba_request_queue_time_seconds',
+      help: 'Time a request waited for a slot.',
+      buckets: LATENCY,
+      registers: r,
+    });
+    const batch = new Histogram({
+      name: 'simba_batch_size',
+      help: 'Sequences in one native step (decode tokens and prompt chunks).',
+      buckets: [1, 2, 4, 8, 16, 24, 32, 48, 64, 128, 256],
+      registers: r,
+    });
+    const stepTime = new Histogram({
+      name: 'simba_step_seconds',
+      help: 'Time of one native step (forward and sampling).',
+      buckets: TOKEN_LATENCY,
+      registers: r,
+    });
     const sampling = new Counter({ name: 'simba_sampling_seconds_total', help: 'Native sampling time.', registers: r });
     this.observer = {
       admitted: (s) => queue.observe(s),
@@ -59,7 +118,10 @@ export class Metrics {
         e2e.observe(s);
         promptTokens.inc(prompt);
         genTokens.inc(completion);
-        this.finished.inc({ outcome, finished_reason: outcome === 'done' ? (reasons.includes('length') ? 'length' : 'stop') : 'none' });
+        this.finished.inc({
+          outcome,
+          finished_reason: outcome === 'done' ? (reasons.includes('length') ? 'length' : 'stop') : 'none',
+        });
       },
       step: (sequences, _tokens, s, sampleMs) => {
         batch.observe(sequences);

@@ -53,11 +53,27 @@ type Body = Record<string, unknown>;
 
 const isObj = (v: unknown): v is Body => typeof v === 'object' && v !== null && !Array.isArray(v);
 
-function optNumber(b: Body, key: string, lo: number, hi: number, def: number, opts: { int?: boolean; openLo?: boolean } = {}): number {
+function optNumber(
+  b: Body,
+  key: string,
+  lo: number,
+  hi: number,
+  def: number,
+  opts: { int?: boolean; openLo?: boolean } = {},
+): number {
   const v = b[key];
   if (v === undefined || v === null) return def;
-  const ok = typeof v === 'number' && Number.isFinite(v) && (opts.openLo ? v > lo : v >= lo) && v <= hi && (!opts.int || Number.isInteger(v));
-  if (!ok) throw badParam(key, `must be ${opts.int ? 'an integer' : 'a number'} in ${opts.openLo ? '(' : '['}${lo}, ${hi}], got ${short(v)}`);
+  const ok =
+    typeof v === 'number' &&
+    Number.isFinite(v) &&
+    (opts.openLo ? v > lo : v >= lo) &&
+    v <= hi &&
+    (!opts.int || Number.isInteger(v));
+  if (!ok)
+    throw badParam(
+      key,
+      `must be ${opts.int ? 'an integer' : 'a number'} in ${opts.openLo ? '(' : '['}${lo}, ${hi}], got ${short(v)}`,
+    );
   return v as number;
 }
 
@@ -80,7 +96,8 @@ function short(v: unknown): string {
 
 function tokenIds(v: unknown[], param: string, V: number): number[] {
   for (const t of v)
-    if (typeof t !== 'number' || !Number.isInteger(t) || t < 0 || t >= V) throw badParam(param, `holds ${short(t)}, not a token id in [0, ${V})`, 'invalid_token');
+    if (typeof t !== 'number' || !Number.isInteger(t) || t < 0 || t >= V)
+      throw badParam(param, `holds ${short(t)}, not a token id in [0, ${V})`, 'invalid_token');
   return v as number[];
 }
 
@@ -95,8 +112,13 @@ function checkLength(ids: number[], ctx: ParseContext, param: string, simba: Sim
   if (ids.length === 0) throw badParam(param, 'must not be empty');
   const limit = simba ? Math.min(ctx.maxPromptTokens, MAX_SIMBA_TOKENS) : ctx.maxPromptTokens;
   if (ids.length > limit)
-    throw new ApiError(422, `the prompt has ${ids.length} tokens; this server takes at most ${limit}${simba ? ' with Simba pruning' : ''}`,
-      'invalid_request_error', param, 'context_length_exceeded');
+    throw new ApiError(
+      422,
+      `the prompt has ${ids.length} tokens; this server takes at most ${limit}${simba ? ' with Simba pruning' : ''}`,
+      'invalid_request_error',
+      param,
+      'context_length_exceeded',
+    );
   if (simba) {
     try {
       planSimba(ctx.config, ids.length, simba);
@@ -110,9 +132,19 @@ function checkLength(ids: number[], ctx: ParseContext, param: string, simba: Sim
 /** The fields both routes share. */
 function common(b: Body, ctx: ParseContext, kind: 'completion' | 'chat'): Omit<GenerationSpec, 'prompts' | 'logprobs' | 'kind'> {
   if (typeof b.model !== 'string') throw badParam('model', 'is required (a string: see GET /v1/models)', 'missing_model');
-  if (b.model !== ctx.modelName) throw notFound(`the model '${b.model.slice(0, 100)}' does not exist (this server serves '${ctx.modelName}')`, 'model_not_found', 'model');
-  const maxKey = kind === 'chat' && b.max_completion_tokens !== undefined && b.max_completion_tokens !== null ? 'max_completion_tokens' : 'max_tokens';
-  const maxTokens = optNumber(b, maxKey, 1, ctx.maxTokensLimit, Math.min(kind === 'chat' ? 256 : 16, ctx.maxTokensLimit), { int: true });
+  if (b.model !== ctx.modelName)
+    throw notFound(
+      `the model '${b.model.slice(0, 100)}' does not exist (this server serves '${ctx.modelName}')`,
+      'model_not_found',
+      'model',
+    );
+  const maxKey =
+    kind === 'chat' && b.max_completion_tokens !== undefined && b.max_completion_tokens !== null
+      ? 'max_completion_tokens'
+      : 'max_tokens';
+  const maxTokens = optNumber(b, maxKey, 1, ctx.maxTokensLimit, Math.min(kind === 'chat' ? 256 : 16, ctx.maxTokensLimit), {
+    int: true,
+  });
   const temperature = optNumber(b, 'temperature', 0, 2, 1);
   const topP = optNumber(b, 'top_p', 0, 1, 1, { openLo: true });
   const topK = optNumber(b, 'top_k', -1, 1e9, 0, { int: true });
@@ -125,7 +157,8 @@ function common(b: Body, ctx: ParseContext, kind: 'completion' | 'chat'): Omit<G
   if (seedV !== undefined && seedV !== null && !(typeof seedV === 'number' && Number.isSafeInteger(seedV) && seedV >= 0))
     throw badParam('seed', `must be an integer in [0, ${Number.MAX_SAFE_INTEGER}], got ${short(seedV)}`);
   const seed = typeof seedV === 'number' ? seedV : null;
-  if (b.best_of !== undefined && b.best_of !== null && b.best_of !== n) throw badParam('best_of', 'is not supported (other than equal to n)', 'unsupported');
+  if (b.best_of !== undefined && b.best_of !== null && b.best_of !== n)
+    throw badParam('best_of', 'is not supported (other than equal to n)', 'unsupported');
   if (b.echo === true) throw badParam('echo', 'is not supported', 'unsupported');
   if (b.suffix !== undefined && b.suffix !== null) throw badParam('suffix', 'is not supported', 'unsupported');
   let stop: string[] = [];
@@ -146,8 +179,10 @@ function common(b: Body, ctx: ParseContext, kind: 'completion' | 'chat'): Omit<G
     bias = new Map();
     for (const [k, v] of Object.entries(b.logit_bias)) {
       const id = /^\d{1,10}$/.test(k) ? Number(k) : NaN;
-      if (!Number.isInteger(id) || id >= ctx.config.vocabSize) throw badParam('logit_bias', `key ${short(k)} is not a token id in [0, ${ctx.config.vocabSize})`, 'invalid_token');
-      if (typeof v !== 'number' || !Number.isFinite(v) || v < -100 || v > 100) throw badParam('logit_bias', `value for ${k} must be a number in [-100, 100]`);
+      if (!Number.isInteger(id) || id >= ctx.config.vocabSize)
+        throw badParam('logit_bias', `key ${short(k)} is not a token id in [0, ${ctx.config.vocabSize})`, 'invalid_token');
+      if (typeof v !== 'number' || !Number.isFinite(v) || v < -100 || v > 100)
+        throw badParam('logit_bias', `value for ${k} must be a number in [-100, 100]`);
       bias.set(id, v);
     }
   }
@@ -167,26 +202,45 @@ function common(b: Body, ctx: ParseContext, kind: 'completion' | 'chat'): Omit<G
   const limit = ctx.tokenizer ? Math.min(ctx.tokenizer.vocabSize, ctx.config.vocabSize) : 0;
   const base = Math.floor(Math.random() * 2 ** 48);
   return {
-    n, maxTokens, stream, includeUsage, stop, simba,
+    n,
+    maxTokens,
+    stream,
+    includeUsage,
+    stop,
+    simba,
     sampling: (j) => ({
-      temperature, topK: topK < 0 ? 0 : topK, topP, minP, presencePenalty: presence, frequencyPenalty: frequency, repetitionPenalty: repetition,
-      logitBias: bias, limit, logprobs: -1, rng: rngFromSeed((seed ?? base) + j),
+      temperature,
+      topK: topK < 0 ? 0 : topK,
+      topP,
+      minP,
+      presencePenalty: presence,
+      frequencyPenalty: frequency,
+      repetitionPenalty: repetition,
+      logitBias: bias,
+      limit,
+      logprobs: -1,
+      rng: rngFromSeed((seed ?? base) + j),
     }),
   };
 }
 
 /** Validates a /v1/completions body. */
 export function parseCompletion(body: unknown, ctx: ParseContext): GenerationSpec {
-  if (!isObj(body)) throw new ApiError(400, 'the request body must be a JSON object', 'invalid_request_error', null, 'invalid_body');
+  if (!isObj(body))
+    throw new ApiError(400, 'the request body must be a JSON object', 'invalid_request_error', null, 'invalid_body');
   const c = common(body, ctx, 'completion');
   const p = body.prompt;
   let prompts: number[][];
   if (typeof p === 'string') prompts = [encode(p, ctx, 'prompt')];
-  else if (Array.isArray(p) && p.length > 0 && p.every((x) => typeof x === 'string')) prompts = (p as string[]).map((s) => encode(s, ctx, 'prompt'));
-  else if (Array.isArray(p) && p.length > 0 && p.every((x) => typeof x === 'number')) prompts = [tokenIds(p, 'prompt', ctx.config.vocabSize)];
-  else if (Array.isArray(p) && p.length > 0 && p.every((x) => Array.isArray(x))) prompts = (p as unknown[][]).map((x) => tokenIds(x, 'prompt', ctx.config.vocabSize));
+  else if (Array.isArray(p) && p.length > 0 && p.every((x) => typeof x === 'string'))
+    prompts = (p as string[]).map((s) => encode(s, ctx, 'prompt'));
+  else if (Array.isArray(p) && p.length > 0 && p.every((x) => typeof x === 'number'))
+    prompts = [tokenIds(p, 'prompt', ctx.config.vocabSize)];
+  else if (Array.isArray(p) && p.length > 0 && p.every((x) => Array.isArray(x)))
+    prompts = (p as unknown[][]).map((x) => tokenIds(x, 'prompt', ctx.config.vocabSize));
   else throw badParam('prompt', 'is required: a string, an array of strings, an array of token ids or an array of such arrays');
-  if (prompts.length * c.n > ctx.maxN) throw badParam('prompt', `gives ${prompts.length * c.n} choices (prompts x n); at most ${ctx.maxN}`);
+  if (prompts.length * c.n > ctx.maxN)
+    throw badParam('prompt', `gives ${prompts.length * c.n} choices (prompts x n); at most ${ctx.maxN}`);
   prompts.forEach((ids) => checkLength(ids, ctx, 'prompt', c.simba));
   const lp = optNumber(body, 'logprobs', 0, 20, -1, { int: true });
   return { ...c, kind: 'completion', prompts, logprobs: lp < 0 ? null : lp, sampling: withLogprobs(c.sampling, lp) };
@@ -194,7 +248,8 @@ export function parseCompletion(body: unknown, ctx: ParseContext): GenerationSpe
 
 /** Validates a /v1/chat/completions body and renders its messages with the chat template. */
 export function parseChat(body: unknown, ctx: ParseContext): GenerationSpec {
-  if (!isObj(body)) throw new ApiError(400, 'the request body must be a JSON object', 'invalid_request_error', null, 'invalid_body');
+  if (!isObj(body))
+    throw new ApiError(400, 'the request body must be a JSON object', 'invalid_request_error', null, 'invalid_body');
   const c = common(body, ctx, 'chat');
   const m = body.messages;
   if (!Array.isArray(m) || m.length === 0) throw badParam('messages', 'is required: a non-empty array of {role, content}');
@@ -211,7 +266,8 @@ export function parseChat(body: unknown, ctx: ParseContext): GenerationSpec {
   });
   const lp = optBool(body, 'logprobs', false);
   const top = optNumber(body, 'top_logprobs', 0, 20, 0, { int: true });
-  if (body.top_logprobs !== undefined && body.top_logprobs !== null && !lp) throw badParam('top_logprobs', 'needs logprobs: true');
+  if (body.top_logprobs !== undefined && body.top_logprobs !== null && !lp)
+    throw badParam('top_logprobs', 'needs logprobs: true');
   const ids = checkLength(encode(ctx.chatTemplate.render(messages), ctx, 'messages'), ctx, 'messages', c.simba);
   return { ...c, kind: 'chat', prompts: [ids], logprobs: lp ? top : null, sampling: withLogprobs(c.sampling, lp ? top : -1) };
 }
@@ -228,10 +284,20 @@ export interface ChoiceOutput {
   tokens: { token: number; logprob: number; top: { token: number; logprob: number }[] }[];
 }
 
-export interface Usage { prompt_tokens: number; completion_tokens: number; total_tokens: number; prompt_tokens_details?: { cached_tokens: number } }
+export interface Usage {
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+  prompt_tokens_details?: { cached_tokens: number };
+}
 
 export function usageOf(prompt: number, completion: number, cached: number): Usage {
-  return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion, prompt_tokens_details: { cached_tokens: cached } };
+  return {
+    prompt_tokens: prompt,
+    completion_tokens: completion,
+    total_tokens: prompt + completion,
+    prompt_tokens_details: { cached_tokens: cached },
+  };
 }
 
 const tokenStr = (tok: Tokenizer | null, id: number) => (tok ? tok.decode([id]) : `<${id}>`);
@@ -244,7 +310,11 @@ export function completionLogprobs(tok: Tokenizer | null, tokens: ChoiceOutput['
     tokens: strs,
     token_logprobs: tokens.map((t) => t.logprob),
     top_logprobs: tokens.map((t) => Object.fromEntries(t.top.map((x) => [tokenStr(tok, x.token), x.logprob]))),
-    text_offset: strs.map((s) => { const o = off; off += s.length; return o; }),
+    text_offset: strs.map((s) => {
+      const o = off;
+      off += s.length;
+      return o;
+    }),
   };
 }
 
@@ -254,5 +324,7 @@ export function chatLogprobs(tok: Tokenizer | null, tokens: ChoiceOutput['tokens
     const token = tokenStr(tok, id);
     return { token, logprob, bytes: [...Buffer.from(token, 'utf8')] };
   };
-  return { content: tokens.map((t) => ({ ...entry(t.token, t.logprob), top_logprobs: t.top.map((x) => entry(x.token, x.logprob)) })) };
+  return {
+    content: tokens.map((t) => ({ ...entry(t.token, t.logprob), top_logprobs: t.top.map((x) => entry(x.token, x.logprob)) })),
+  };
 }

@@ -47,12 +47,13 @@ function step(h: [number, number], t: number): void {
 }
 
 const seedHash = (): [number, number] => [0x811c9dc5, 0x9747b28c];
-const keyOf = (ns: string, length: number, h: [number, number]) => `${ns}\u0000${length}\u0000${h[0].toString(36)}.${h[1].toString(36)}`;
+const keyOf = (ns: string, length: number, h: [number, number]) =>
+  `${ns}\u0000${length}\u0000${h[0].toString(36)}.${h[1].toString(36)}`;
 
 export class PrefixCache {
   readonly maxBytes: number;
   readonly blockTokens: number;
-  private readonly entries = new Map<string, Entry>();  // insertion order = recency (oldest first)
+  private readonly entries = new Map<string, Entry>(); // insertion order = recency (oldest first)
   /** Per namespace: cached prefix lengths -> how many entries have that length. */
   private readonly lengths = new Map<string, Map<number, number>>();
   private bytes = 0;
@@ -80,7 +81,9 @@ export class PrefixCache {
   lookup(ns: string, tokens: ArrayLike<number>, maxLength: number): { length: number; state: Buffer } | null {
     if (!this.enabled) return null;
     this.counts.queries++;
-    const lens = [...(this.lengths.get(ns)?.keys() ?? [])].filter((l) => l <= maxLength && l <= tokens.length).sort((a, b) => b - a);
+    const lens = [...(this.lengths.get(ns)?.keys() ?? [])]
+      .filter((l) => l <= maxLength && l <= tokens.length)
+      .sort((a, b) => b - a);
     if (lens.length > 0) {
       // one pass over the prompt gives the hash of every candidate length
       const want = new Set(lens);
@@ -93,7 +96,7 @@ export class PrefixCache {
       for (const len of lens) {
         const e = this.entries.get(keys.get(len)!);
         if (!e || !samePrefix(e.tokens, tokens)) continue;
-        this.entries.delete(keys.get(len)!);   // most recently used
+        this.entries.delete(keys.get(len)!); // most recently used
         this.entries.set(keys.get(len)!, e);
         this.counts.hits++;
         this.counts.tokensSaved += len;

@@ -63,7 +63,10 @@ export interface RequestHandle {
 
 /** Rejections of submit(): the HTTP layer maps them to 429 / 503. */
 export class SchedulerRejection extends Error {
-  constructor(readonly kind: 'queue_full' | 'shutting_down', message: string) {
+  constructor(
+    readonly kind: 'queue_full' | 'shutting_down',
+    message: string,
+  ) {
     super(message);
   }
 }
@@ -73,7 +76,13 @@ export interface SchedulerObserver {
   admitted?(queueSeconds: number): void;
   firstToken?(ttftSeconds: number): void;
   interToken?(seconds: number): void;
-  finished?(outcome: RequestOutcome, e2eSeconds: number, promptTokens: number, completionTokens: number, reasons: FinishReason[]): void;
+  finished?(
+    outcome: RequestOutcome,
+    e2eSeconds: number,
+    promptTokens: number,
+    completionTokens: number,
+    reasons: FinishReason[],
+  ): void;
   step?(sequences: number, tokens: number, seconds: number, sampleMs: number): void;
   cacheLookup?(hit: boolean, promptTokens: number, savedTokens: number): void;
 }
@@ -143,15 +152,22 @@ export class Scheduler {
   /** Ticks run and sequences stepped (for tests and the bench). */
   readonly counters = { ticks: 0, steppedSequences: 0, sampleMs: 0, stepSeconds: 0 };
 
-  constructor(private readonly model: LanguageModel, opts: SchedulerOptions = {}) {
+  constructor(
+    private readonly model: LanguageModel,
+    opts: SchedulerOptions = {},
+  ) {
     this.maxRunning = opts.maxRunning ?? 32;
     this.maxQueue = opts.maxQueue ?? 256;
     this.prefillBudget = opts.prefillBudget ?? 512;
     if (!Number.isInteger(this.maxRunning) || this.maxRunning < 1 || this.maxRunning > 1024)
       throw new SimbaError('E_ARG', `scheduler: maxRunning must be an integer in [1, 1024], got ${this.maxRunning}`);
-    if (!Number.isInteger(this.maxQueue) || this.maxQueue < 0) throw new SimbaError('E_ARG', `scheduler: maxQueue must be an integer >= 0, got ${this.maxQueue}`);
+    if (!Number.isInteger(this.maxQueue) || this.maxQueue < 0)
+      throw new SimbaError('E_ARG', `scheduler: maxQueue must be an integer >= 0, got ${this.maxQueue}`);
     if (!Number.isInteger(this.prefillBudget) || this.prefillBudget < 1 || this.prefillBudget + this.maxRunning > 8192)
-      throw new SimbaError('E_ARG', `scheduler: prefillBudget must be an integer >= 1 with prefillBudget + maxRunning <= 8192, got ${this.prefillBudget}`);
+      throw new SimbaError(
+        'E_ARG',
+        `scheduler: prefillBudget must be an integer >= 1 with prefillBudget + maxRunning <= 8192, got ${this.prefillBudget}`,
+      );
     this.cache = opts.cache ?? null;
     this.tokenizer = opts.tokenizer ?? null;
     this.eos = opts.eosTokenId !== undefined ? opts.eosTokenId : (this.tokenizer?.eosTokenId ?? model.config.eosTokenId);
@@ -177,24 +193,50 @@ export class Scheduler {
     const n = Array.isArray(r.sampling) ? r.sampling.length : 1;
     const pending = this.slotsUsed + this.waiting.reduce((a, w) => a + w.choices.length, 0);
     if (pending + n > this.maxRunning && this.waiting.length >= this.maxQueue)
-      throw new SchedulerRejection('queue_full', `the queue is full (${this.waiting.length} requests waiting, all ${this.maxRunning} slots busy); retry later`);
-    if (!Array.isArray(r.prompt) || r.prompt.length === 0) throw new SimbaError('E_ARG', 'scheduler: the prompt needs at least one token');
+      throw new SchedulerRejection(
+        'queue_full',
+        `the queue is full (${this.waiting.length} requests waiting, all ${this.maxRunning} slots busy); retry later`,
+      );
+    if (!Array.isArray(r.prompt) || r.prompt.length === 0)
+      throw new SimbaError('E_ARG', 'scheduler: the prompt needs at least one token');
     if (!Array.isArray(r.sampling) || r.sampling.length === 0 || r.sampling.length > this.maxRunning)
       throw new SimbaError('E_ARG', `scheduler: n must be in [1, ${this.maxRunning}] (max running sequences)`);
-    if (!Number.isInteger(r.maxTokens) || r.maxTokens < 1) throw new SimbaError('E_ARG', 'scheduler: maxTokens must be an integer >= 1');
+    if (!Number.isInteger(r.maxTokens) || r.maxTokens < 1)
+      throw new SimbaError('E_ARG', 'scheduler: maxTokens must be an integer >= 1');
     const V = this.model.config.vocabSize;
     for (let i = 0; i < r.prompt.length; i++) {
       const t = r.prompt[i];
-      if (!Number.isInteger(t) || t < 0 || t >= V) throw new SimbaError('E_TOKEN', `scheduler: prompt token ${String(t)} at index ${i} is outside the vocabulary [0, ${V})`);
+      if (!Number.isInteger(t) || t < 0 || t >= V)
+        throw new SimbaError('E_TOKEN', `scheduler: prompt token ${String(t)} at index ${i} is outside the vocabulary [0, ${V})`);
     }
     let resolve!: (o: RequestOutcome) => void;
-    const done = new Promise<RequestOutcome>((res) => { resolve = res; });
+    const done = new Promise<RequestOutcome>((res) => {
+      resolve = res;
+    });
     const req: Req = {
-      id: this.nextId++, r, seq: null, pos: 0, cached: 0, phase: 'waiting', cancelled: false, arrival: now(), firstTokenAt: 0,
-      completionTokens: 0, resolve,
+      id: this.nextId++,
+      r,
+      seq: null,
+      pos: 0,
+      cached: 0,
+      phase: 'waiting',
+      cancelled: false,
+      arrival: now(),
+      firstTokenAt: 0,
+      completionTokens: 0,
+      resolve,
       choices: r.sampling.map((params, index) => ({
-        index, seq: null, params, history: [], decoder: this.tokenizer ? this.tokenizer.createStreamDecoder() : null,
-        stop: new StopMatcher(r.stop ?? []), generated: 0, last: -1, finished: false, reason: null, lastTime: 0,
+        index,
+        seq: null,
+        params,
+        history: [],
+        decoder: this.tokenizer ? this.tokenizer.createStreamDecoder() : null,
+        stop: new StopMatcher(r.stop ?? []),
+        generated: 0,
+        last: -1,
+        finished: false,
+        reason: null,
+        lastTime: 0,
       })),
     };
     for (const c of req.choices) c.params.history = c.history;
@@ -207,7 +249,8 @@ export class Scheduler {
     if (req.phase === 'done' || req.cancelled) return;
     req.cancelled = true;
     const w = this.waiting.indexOf(req);
-    if (w >= 0) {  // never admitted: leaves right away
+    if (w >= 0) {
+      // never admitted: leaves right away
       this.waiting.splice(w, 1);
       this.finish(req, 'cancelled');
     }
@@ -226,7 +269,9 @@ export class Scheduler {
   async close(graceMs: number): Promise<void> {
     this.accepting = false;
     let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<void>((res) => { timer = setTimeout(res, Math.max(0, graceMs)); });
+    const timeout = new Promise<void>((res) => {
+      timer = setTimeout(res, Math.max(0, graceMs));
+    });
     await Promise.race([this.idle(), timeout]);
     clearTimeout(timer);
     for (const r of [...this.waiting, ...this.running]) this.cancel(r);
@@ -266,7 +311,10 @@ export class Scheduler {
     for (const req of this.running)
       if (req.phase === 'decode')
         for (const c of req.choices)
-          if (!c.finished) { inputs.push({ sequence: c.seq!, tokens: [c.last], sample: [c.params] }); plan.push({ kind: 'decode', req, choice: c }); }
+          if (!c.finished) {
+            inputs.push({ sequence: c.seq!, tokens: [c.last], sample: [c.params] });
+            plan.push({ kind: 'decode', req, choice: c });
+          }
     let budget = this.prefillBudget;
     for (const req of this.running) {
       if (budget <= 0) break;
@@ -275,17 +323,24 @@ export class Scheduler {
     let simbaReq: Req | null = null;
     let slots = this.slotsUsed;
     while (budget > 0 && this.waiting.length > 0 && slots + this.waiting[0].choices.length <= this.maxRunning) {
-      if (this.waiting[0].r.simba && simbaReq) break;  // one pruned prefill per tick, in order
+      if (this.waiting[0].r.simba && simbaReq) break; // one pruned prefill per tick, in order
       const req = this.waiting.shift()!;
       this.admit(req);
       slots += req.choices.length;
-      if (req.r.simba) { simbaReq = req; budget -= req.r.prompt.length; } else budget -= this.addChunk(req, budget, inputs, plan);
+      if (req.r.simba) {
+        simbaReq = req;
+        budget -= req.r.prompt.length;
+      } else budget -= this.addChunk(req, budget, inputs, plan);
     }
     const t0 = now();
     if (inputs.length > 0) await this.runStep(inputs, plan, undefined);
     if (simbaReq) {
       const p: Planned[] = [{ kind: 'prefill', req: simbaReq, end: simbaReq.r.prompt.length, final: true }];
-      await this.runStep([{ sequence: simbaReq.seq!, tokens: simbaReq.r.prompt, sample: simbaReq.choices.map((c) => c.params) }], p, simbaReq.r.simba);
+      await this.runStep(
+        [{ sequence: simbaReq.seq!, tokens: simbaReq.r.prompt, sample: simbaReq.choices.map((c) => c.params) }],
+        p,
+        simbaReq.r.simba,
+      );
     }
     this.counters.stepSeconds += now() - t0;
     this.counters.ticks++;
@@ -318,7 +373,11 @@ export class Scheduler {
       if (aligned > req.pos) end = aligned;
     }
     const final = end === n;
-    inputs.push({ sequence: req.seq!, tokens: req.r.prompt.slice(req.pos, end), sample: final ? req.choices.map((c) => c.params) : undefined });
+    inputs.push({
+      sequence: req.seq!,
+      tokens: req.r.prompt.slice(req.pos, end),
+      sample: final ? req.choices.map((c) => c.params) : undefined,
+    });
     plan.push({ kind: 'prefill', req, end, final });
     return end - req.pos;
   }
@@ -331,7 +390,12 @@ export class Scheduler {
       samples = r.samples;
       this.counters.sampleMs += r.sampleMs;
       this.counters.steppedSequences += inputs.length;
-      this.observer.step?.(inputs.length, inputs.reduce((a, i) => a + i.tokens.length, 0), now() - t0, r.sampleMs);
+      this.observer.step?.(
+        inputs.length,
+        inputs.reduce((a, i) => a + i.tokens.length, 0),
+        now() - t0,
+        r.sampleMs,
+      );
     } catch (e) {
       const err = e instanceof Error ? e : new Error(String(e));
       for (const req of new Set(plan.map((p) => p.req))) this.fail(req, err);
@@ -343,12 +407,16 @@ export class Scheduler {
       const req = p.req;
       req.pos = p.end;
       const K = this.cache?.blockTokens ?? 0;
-      if (this.cache?.enabled && !req.r.simba && (p.final || p.end % K === 0)) this.cache.insert('dense', req.r.prompt.slice(0, p.end), req.seq!.snapshot());
+      if (this.cache?.enabled && !req.r.simba && (p.final || p.end % K === 0))
+        this.cache.insert('dense', req.r.prompt.slice(0, p.end), req.seq!.snapshot());
       if (!p.final) return;
       req.phase = 'decode';
       if (req.choices.length > 1) {
         const snap = req.seq!.snapshot();
-        for (const c of req.choices.slice(1)) { c.seq = this.model.newSequence(); c.seq.restore(snap); }
+        for (const c of req.choices.slice(1)) {
+          c.seq = this.model.newSequence();
+          c.seq.restore(snap);
+        }
       }
       req.choices.forEach((c, j) => this.handleToken(req, c, samples[i][j]));
     });
@@ -364,7 +432,10 @@ export class Scheduler {
 
   private handleToken(req: Req, c: Choice, s: SampledToken): void {
     const t = now();
-    if (req.firstTokenAt === 0) { req.firstTokenAt = t; this.observer.firstToken?.(t - req.arrival); } else if (c.lastTime > 0) this.observer.interToken?.(t - c.lastTime);
+    if (req.firstTokenAt === 0) {
+      req.firstTokenAt = t;
+      this.observer.firstToken?.(t - req.arrival);
+    } else if (c.lastTime > 0) this.observer.interToken?.(t - c.lastTime);
     c.lastTime = t;
     if (req.r.stopAtEos !== false && this.eos !== null && s.token === this.eos) return this.finishChoice(req, c, 'stop', true);
     c.history.push(s.token);
@@ -383,7 +454,10 @@ export class Scheduler {
     c.reason = reason;
     this.emit(req, { type: 'finish', choice: c.index, reason, text });
     if (req.choices.every((x) => x.finished)) {
-      this.emit(req, { type: 'done', usage: { promptTokens: req.r.prompt.length, completionTokens: req.completionTokens, cachedTokens: req.cached } });
+      this.emit(req, {
+        type: 'done',
+        usage: { promptTokens: req.r.prompt.length, completionTokens: req.completionTokens, cachedTokens: req.cached },
+      });
       this.finish(req, 'done');
     }
   }
@@ -399,8 +473,13 @@ export class Scheduler {
     if (req.phase === 'done') return;
     req.phase = 'done';
     for (const c of req.choices) c.seq?.dispose();
-    this.observer.finished?.(outcome, now() - req.arrival, req.r.prompt.length, req.completionTokens,
-      req.choices.map((c) => c.reason).filter((x): x is FinishReason => x !== null));
+    this.observer.finished?.(
+      outcome,
+      now() - req.arrival,
+      req.r.prompt.length,
+      req.completionTokens,
+      req.choices.map((c) => c.reason).filter((x): x is FinishReason => x !== null),
+    );
     req.resolve(outcome);
   }
 

@@ -22,8 +22,14 @@ import type { LanguageModel, SimbaOptions, Tokenizer } from '../engine/lm';
 import { ApiError, notFound, toApiError, unavailable } from './errors';
 import { Metrics } from './metrics';
 import {
-  chatLogprobs, completionLogprobs, parseChat, parseCompletion, usageOf,
-  type ChoiceOutput, type GenerationSpec, type ParseContext,
+  chatLogprobs,
+  completionLogprobs,
+  parseChat,
+  parseCompletion,
+  usageOf,
+  type ChoiceOutput,
+  type GenerationSpec,
+  type ParseContext,
 } from './openai';
 import { PrefixCache } from './prefix_cache';
 import { Scheduler, SchedulerRejection, type RequestEvent, type RequestHandle } from './scheduler';
@@ -79,16 +85,21 @@ export class SimbaServer {
     this.modelName = opts.modelName ?? 'simba';
     this.keyDigest = opts.apiKey ? digest(opts.apiKey) : null;
     this.metrics = new Metrics(() => ({
-      running: this.scheduler?.runningCount ?? 0, waiting: this.scheduler?.waitingCount ?? 0,
-      slots: this.scheduler?.slotsUsed ?? 0, cache: this.cache?.stats() ?? null,
+      running: this.scheduler?.runningCount ?? 0,
+      waiting: this.scheduler?.waitingCount ?? 0,
+      slots: this.scheduler?.slotsUsed ?? 0,
+      cache: this.cache?.stats() ?? null,
     }));
     this.app = Fastify({ logger: false, bodyLimit: opts.bodyLimit ?? 4 << 20, forceCloseConnections: 'idle' });
     this.routes();
-    this.ready = Promise.resolve(opts.model).then((m) => this.start(m), (e: unknown) => {
-      this.state = 'failed';
-      this.loadError = e instanceof Error ? e.message : String(e);
-      throw e;
-    });
+    this.ready = Promise.resolve(opts.model).then(
+      (m) => this.start(m),
+      (e: unknown) => {
+        this.state = 'failed';
+        this.loadError = e instanceof Error ? e.message : String(e);
+        throw e;
+      },
+    );
     this.ready.catch(() => undefined);
   }
 
@@ -99,11 +110,22 @@ export class SimbaServer {
     const maxRunning = o.maxRunning ?? 32;
     this.cache = new PrefixCache({ maxBytes: (o.cacheMb ?? 512) * 2 ** 20, blockTokens: o.cacheBlockTokens ?? 256 });
     this.scheduler = new Scheduler(model, {
-      tokenizer, maxRunning, maxQueue: o.maxQueue ?? 256, prefillBudget: o.prefillBudget ?? 512, cache: this.cache, observer: this.metrics.observer,
+      tokenizer,
+      maxRunning,
+      maxQueue: o.maxQueue ?? 256,
+      prefillBudget: o.prefillBudget ?? 512,
+      cache: this.cache,
+      observer: this.metrics.observer,
     });
     this.ctx = {
-      modelName: this.modelName, config: model.config, tokenizer, chatTemplate: o.chatTemplate ?? chatTemplate('plain', PLAIN_CHAT_TEMPLATE),
-      maxPromptTokens: o.maxPromptTokens ?? 65536, maxTokensLimit: o.maxTokens ?? 65536, maxN: Math.min(16, maxRunning), defaultSimba: o.simba,
+      modelName: this.modelName,
+      config: model.config,
+      tokenizer,
+      chatTemplate: o.chatTemplate ?? chatTemplate('plain', PLAIN_CHAT_TEMPLATE),
+      maxPromptTokens: o.maxPromptTokens ?? 65536,
+      maxTokensLimit: o.maxTokens ?? 65536,
+      maxN: Math.min(16, maxRunning),
+      defaultSimba: o.simba,
     };
     this.model = model;
     this.state = 'ready';
@@ -144,8 +166,16 @@ export class SimbaServer {
       if (!this.keyDigest || !req.url.startsWith('/v1/')) return;
       const h = req.headers.authorization;
       const m = typeof h === 'string' ? /^Bearer\s+(.+)$/i.exec(h.trim()) : null;
-      if (!m) throw new ApiError(401, 'missing bearer token: send Authorization: Bearer <key>', 'authentication_error', null, 'missing_api_key');
-      if (!timingSafeEqual(digest(m[1]), this.keyDigest)) throw new ApiError(401, 'incorrect API key provided', 'authentication_error', null, 'invalid_api_key');
+      if (!m)
+        throw new ApiError(
+          401,
+          'missing bearer token: send Authorization: Bearer <key>',
+          'authentication_error',
+          null,
+          'missing_api_key',
+        );
+      if (!timingSafeEqual(digest(m[1]), this.keyDigest))
+        throw new ApiError(401, 'incorrect API key provided', 'authentication_error', null, 'invalid_api_key');
     });
     app.get('/health', async (_req, reply) => {
       this.live();
@@ -170,11 +200,16 @@ export class SimbaServer {
     const handles: RequestHandle[] = [];
     try {
       spec.prompts.forEach((prompt, pi) => {
-        handles.push(sched.submit({
-          prompt, maxTokens: spec.maxTokens, stop: spec.stop, simba: spec.simba,
-          sampling: Array.from({ length: spec.n }, (_, j) => spec.sampling(j)),
-          onEvent: (ev) => run.event(pi * spec.n, ev),
-        }));
+        handles.push(
+          sched.submit({
+            prompt,
+            maxTokens: spec.maxTokens,
+            stop: spec.stop,
+            simba: spec.simba,
+            sampling: Array.from({ length: spec.n }, (_, j) => spec.sampling(j)),
+            onEvent: (ev) => run.event(pi * spec.n, ev),
+          }),
+        );
       });
     } catch (e) {
       for (const h of handles) h.cancel();
@@ -187,10 +222,20 @@ export class SimbaServer {
       }
       throw e;
     }
-    const cancelAll = () => { for (const h of handles) h.cancel(); };
+    const cancelAll = () => {
+      for (const h of handles) h.cancel();
+    };
     // a client that goes away cancels its request; a request cancelled by shutdown ends the response
-    reply.raw.on('close', () => { if (!run.ended) { cancelAll(); run.abort('the client closed the connection'); } });
-    for (const h of handles) void h.done.then((o) => { if (o === 'cancelled') run.abort('the request was cancelled (the server is shutting down)'); });
+    reply.raw.on('close', () => {
+      if (!run.ended) {
+        cancelAll();
+        run.abort('the client closed the connection');
+      }
+    });
+    for (const h of handles)
+      void h.done.then((o) => {
+        if (o === 'cancelled') run.abort('the request was cancelled (the server is shutting down)');
+      });
     if (spec.stream) {
       reply.hijack();
       run.startStream(reply.raw);
@@ -223,12 +268,18 @@ class Run {
   readonly finished: Promise<boolean>;
   private resolve!: (ok: boolean) => void;
 
-  constructor(private readonly kind: 'completion' | 'chat', private readonly spec: GenerationSpec, private readonly model: string,
-              private readonly tok: Tokenizer | null) {
+  constructor(
+    private readonly kind: 'completion' | 'chat',
+    private readonly spec: GenerationSpec,
+    private readonly model: string,
+    private readonly tok: Tokenizer | null,
+  ) {
     this.id = `${kind === 'chat' ? 'chatcmpl' : 'cmpl'}-${randomBytes(12).toString('hex')}`;
     this.outs = Array.from({ length: spec.prompts.length * spec.n }, () => ({ text: '', finishReason: null, tokens: [] }));
     this.remaining = spec.prompts.length;
-    this.finished = new Promise((res) => { this.resolve = res; });
+    this.finished = new Promise((res) => {
+      this.resolve = res;
+    });
   }
 
   private get object(): string {
@@ -237,14 +288,27 @@ class Run {
 
   startStream(raw: ServerResponse): void {
     this.raw = raw;
-    raw.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' });
+    raw.writeHead(200, {
+      'content-type': 'text/event-stream; charset=utf-8',
+      'cache-control': 'no-cache',
+      connection: 'keep-alive',
+      'x-accel-buffering': 'no',
+    });
     if (this.kind === 'chat')
-      this.outs.forEach((_, index) => this.send({ index, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }));
+      this.outs.forEach((_, index) =>
+        this.send({ index, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }),
+      );
   }
 
   private send(choice: Record<string, unknown> | null, usage?: unknown): void {
     if (!this.raw || this.raw.writableEnded || this.raw.destroyed) return;
-    const chunk: Record<string, unknown> = { id: this.id, object: this.object, created: this.created, model: this.model, choices: choice ? [choice] : [] };
+    const chunk: Record<string, unknown> = {
+      id: this.id,
+      object: this.object,
+      created: this.created,
+      model: this.model,
+      choices: choice ? [choice] : [],
+    };
     if (usage !== undefined) chunk.usage = usage;
     else if (this.spec.includeUsage) chunk.usage = null;
     this.raw.write(`data: ${JSON.stringify(chunk)}\n\n`);
@@ -271,7 +335,13 @@ class Run {
     return this.kind === 'chat' ? chatLogprobs(this.tok, tokens) : completionLogprobs(this.tok, tokens, offset);
   }
 
-  private piece(index: number, text: string, tokens: ChoiceOutput['tokens'], offset: number, finish: string | null): Record<string, unknown> {
+  private piece(
+    index: number,
+    text: string,
+    tokens: ChoiceOutput['tokens'],
+    offset: number,
+    finish: string | null,
+  ): Record<string, unknown> {
     const logprobs = tokens.length > 0 ? this.logprobsOf(tokens, offset) : null;
     if (this.kind === 'chat') return { index, delta: text ? { content: text } : {}, logprobs, finish_reason: finish };
     return { index, text, logprobs, finish_reason: finish };
@@ -288,7 +358,8 @@ class Run {
         const t = { token: ev.token, logprob: ev.logprob, top: ev.top };
         out.tokens.push(t);
         out.text += ev.text;
-        if (ev.text || this.spec.logprobs !== null) this.send(this.piece(index, ev.text, this.spec.logprobs !== null ? [t] : [], offset, null));
+        if (ev.text || this.spec.logprobs !== null)
+          this.send(this.piece(index, ev.text, this.spec.logprobs !== null ? [t] : [], offset, null));
       } else {
         out.text += ev.text;
         out.finishReason = ev.reason;
@@ -315,10 +386,24 @@ class Run {
   /** The non-streaming JSON body. */
   response(): unknown {
     const usage = usageOf(this.usage.prompt, this.usage.completion, this.usage.cached);
-    const choices = this.outs.map((o, index) => this.kind === 'chat'
-      ? { index, message: { role: 'assistant', content: o.text }, logprobs: this.logprobsOf(o.tokens, 0), finish_reason: o.finishReason }
-      : { index, text: o.text, logprobs: this.logprobsOf(o.tokens, 0), finish_reason: o.finishReason });
-    return { id: this.id, object: this.kind === 'chat' ? 'chat.completion' : 'text_completion', created: this.created, model: this.model, choices, usage };
+    const choices = this.outs.map((o, index) =>
+      this.kind === 'chat'
+        ? {
+            index,
+            message: { role: 'assistant', content: o.text },
+            logprobs: this.logprobsOf(o.tokens, 0),
+            finish_reason: o.finishReason,
+          }
+        : { index, text: o.text, logprobs: this.logprobsOf(o.tokens, 0), finish_reason: o.finishReason },
+    );
+    return {
+      id: this.id,
+      object: this.kind === 'chat' ? 'chat.completion' : 'text_completion',
+      created: this.created,
+      model: this.model,
+      choices,
+      usage,
+    };
   }
 }
 

@@ -38,7 +38,8 @@ void conv1d_slice(const Conv1dArgs& a, int begin, int end) {
         for (int j = 0; j + 1 < H; j++) hist[j] = hist[j + 1];
         if (H > 0) hist[H - 1] = cur;
         vf o = vsilu(acc);
-        if (n == W) vstore(a.out + row * a.ldo + e0, o); else vstore_n(a.out + row * a.ldo + e0, o, n);
+        if (n == W) vstore(a.out + row * a.ldo + e0, o);
+        else vstore_n(a.out + row * a.ldo + e0, o, n);
       }
       for (int j = 0; j < H; j++) vstore(tile + j * W, hist[j]);
       for (int l = 0; l < n; l++)

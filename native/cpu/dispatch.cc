@@ -78,7 +78,10 @@ static void parallel(int items, double flops, F&& f) {
 
 // The AVX-512 extensions this CPU has (used only while the active build is avx512).
 static bool has_vnni() {
-  static const bool v = [] { __builtin_cpu_init(); return (bool)__builtin_cpu_supports("avx512vnni"); }();
+  static const bool v = [] {
+    __builtin_cpu_init();
+    return (bool)__builtin_cpu_supports("avx512vnni");
+  }();
   return v;
 }
 static bool has_bf16dp() {
@@ -95,7 +98,10 @@ static bool has_bf16dp() {
   return v;
 }
 static bool ext_allowed() {
-  static const bool off = [] { const char* e = std::getenv("SIMBA_NO_EXT"); return e && *e && *e != '0'; }();
+  static const bool off = [] {
+    const char* e = std::getenv("SIMBA_NO_EXT");
+    return e && *e && *e != '0';
+  }();
   return !off;
 }
 
@@ -118,8 +124,8 @@ const char* gemm_path_name(GemmPath p) {
   return "?";
 }
 
-void gemm(const float* A, int lda, const PackedWeight& W, const float* bias, float* C, int ldc,
-          int M, bool accumulate) {
+void gemm(const float* A, int lda, const PackedWeight& W, const float* bias, float* C, int ldc, int M,
+          bool accumulate) {
   if (M <= 0) return;
   const KernelTable& k = active();
   GemmArgs g{A, lda, &W, bias, C, ldc, M, accumulate, kRowBlock, (M + kRowBlock - 1) / kRowBlock};

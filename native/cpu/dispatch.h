@@ -27,8 +27,8 @@ GemmPath gemm_path(const PackedWeight& W, int M);
 const char* gemm_path_name(GemmPath p);
 
 // Parallel wrappers. Shapes as in kernels.h.
-void gemm(const float* A, int lda, const PackedWeight& W, const float* bias, float* C, int ldc,
-          int M, bool accumulate = false);
+void gemm(const float* A, int lda, const PackedWeight& W, const float* bias, float* C, int ldc, int M,
+          bool accumulate = false);
 void rmsnorm(const float* x, int ldx, const float* w, float* y, int ldy, int rows, int d, float eps);
 void conv1d(const Conv1dArgs& a);
 void scan(const ScanArgs& a);

@@ -14,11 +14,11 @@ namespace SIMBA_ISA {
 
 constexpr int NV = kPanel / W;  // vectors per panel row
 #if SIMBA_W == 16
-constexpr int MR = 8;   // 16 accumulators of 32 zmm registers
+constexpr int MR = 8;  // 16 accumulators of 32 zmm registers
 #elif SIMBA_W == 8
-constexpr int MR = 3;   // 12 accumulators of 16 ymm registers
+constexpr int MR = 3;  // 12 accumulators of 16 ymm registers
 #else
-constexpr int MR = 1;   // 8 accumulators of 16 xmm registers
+constexpr int MR = 1;  // 8 accumulators of 16 xmm registers
 #endif
 constexpr int kKC = 256;  // k-slice: 256 x 32 floats = 32 KB of panel, L1-resident
 
@@ -38,15 +38,16 @@ static inline void store_tile(vf (&acc)[R][NV], float* C, int ldc, int ncols, co
       } else if (bias) {
         out += n == W ? vload(bias + n0) : vload_n(bias + n0, n);
       }
-      if (n == W) vstore(c + n0, out); else vstore_n(c + n0, out, n);
+      if (n == W) vstore(c + n0, out);
+      else vstore_n(c + n0, out, n);
     }
   }
 }
 
 // C[R, 32] (+)= A[R, K] panel^T, f32 panel [K][32].
 template <int R>
-static inline void micro_f32(int K, const float* A, int lda, const float* pf, float* C, int ldc,
-                             int ncols, const float* bias, bool accumulate) {
+static inline void micro_f32(int K, const float* A, int lda, const float* pf, float* C, int ldc, int ncols,
+                             const float* bias, bool accumulate) {
   vf acc[R][NV] = {};
   for (int k = 0; k < K; k++) {
     // Few rows (decode): the kernel streams the panel from memory; prefetch well ahead of the
@@ -69,8 +70,8 @@ static inline void micro_f32(int K, const float* A, int lda, const float* pf, fl
 // W[n, k] in its low and W[n, k+1] in its high half. K may be odd (the last pair's high half is
 // zero padding; A is not read past K).
 template <int R>
-static inline void micro_bf16(int K, const float* A, int lda, const uint16_t* ph, float* C, int ldc,
-                              int ncols, const float* bias, bool accumulate) {
+static inline void micro_bf16(int K, const float* A, int lda, const uint16_t* ph, float* C, int ldc, int ncols,
+                              const float* bias, bool accumulate) {
   vf acc[R][NV] = {};
   const uint32_t* pw = reinterpret_cast<const uint32_t*>(ph);
   for (int k = 0; k < K; k += 2) {
@@ -97,8 +98,8 @@ static inline void micro_bf16(int K, const float* A, int lda, const uint16_t* ph
 }
 
 template <int R, bool BF16>
-static inline void micro(int K, const float* A, int lda, const void* panel, float* C, int ldc,
-                         int ncols, const float* bias, bool accumulate) {
+static inline void micro(int K, const float* A, int lda, const void* panel, float* C, int ldc, int ncols,
+                         const float* bias, bool accumulate) {
   if (BF16) micro_bf16<R>(K, A, lda, static_cast<const uint16_t*>(panel), C, ldc, ncols, bias, accumulate);
   else micro_f32<R>(K, A, lda, static_cast<const float*>(panel), C, ldc, ncols, bias, accumulate);
 }
@@ -120,9 +121,11 @@ static void tile(const GemmArgs& g, int m0, int rows, int p) {
     const float* bias = (k0 == 0 && g.bias) ? g.bias + n0 : nullptr;
     int m = m0;
     for (; m + MR <= m0 + rows; m += MR)
-      micro<MR, BF16>(kc, g.A + (size_t)m * g.lda + k0, g.lda, panel, g.C + (size_t)m * g.ldc + n0, g.ldc, ncols, bias, acc);
+      micro<MR, BF16>(kc, g.A + (size_t)m * g.lda + k0, g.lda, panel, g.C + (size_t)m * g.ldc + n0, g.ldc, ncols, bias,
+                      acc);
     for (; m < m0 + rows; m++)
-      micro<1, BF16>(kc, g.A + (size_t)m * g.lda + k0, g.lda, panel, g.C + (size_t)m * g.ldc + n0, g.ldc, ncols, bias, acc);
+      micro<1, BF16>(kc, g.A + (size_t)m * g.lda + k0, g.lda, panel, g.C + (size_t)m * g.ldc + n0, g.ldc, ncols, bias,
+                     acc);
   }
 }
 
@@ -132,7 +135,8 @@ void gemm_slice(const GemmArgs& g, int begin, int end) {
     int mb = item / np, p = item % np;
     int m0 = mb * g.mblock;
     int rows = g.M - m0 < g.mblock ? g.M - m0 : g.mblock;
-    if (g.W->bf16) tile<true>(g, m0, rows, p); else tile<false>(g, m0, rows, p);
+    if (g.W->bf16) tile<true>(g, m0, rows, p);
+    else tile<false>(g, m0, rows, p);
   }
 }
 

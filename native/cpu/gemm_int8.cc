@@ -15,7 +15,7 @@ namespace SIMBA_ISA {
 
 constexpr int NV = kPanel / W;  // int32 vectors per 32 output features
 constexpr int MR8 = W == 16 ? 6 : W == 8 ? 3 : 1;
-constexpr int kKC8 = 1024;      // k-slice: 1024 x 32 bytes = 32 KB of panel
+constexpr int kKC8 = 1024;  // k-slice: 1024 x 32 bytes = 32 KB of panel
 
 // Per 32-bit lane: a.lo16 * b.lo16 + a.hi16 * b.hi16 (signed 16-bit products summed in int32):
 // pmaddwd, in every build (SSE2, AVX2, AVX-512 BW).
@@ -62,7 +62,8 @@ static void tile_rows(const GemmArgs& g, int m, int p, int k0, int kc, int ncols
   const int n0 = p * kPanel;
   const int8_t* panel = Wt.q8 + (size_t)p * Wt.Kp * kPanel + (size_t)k0 * kPanel;
   vi acc[R][NV];
-  for (int r = 0; r < R; r++) for (int v = 0; v < NV; v++) acc[r][v] = vi{};
+  for (int r = 0; r < R; r++)
+    for (int v = 0; v < NV; v++) acc[r][v] = vi{};
   micro_q8<R>((kc + 3) / 4, g.aq->q + (size_t)m * g.aq->ldq + k0, g.aq->ldq, panel, acc);
   const bool acc_c = g.accumulate || !first;
   const float* bias = first && g.bias && !g.accumulate ? g.bias + n0 : nullptr;
@@ -76,7 +77,8 @@ static void tile_rows(const GemmArgs& g, int m, int p, int k0, int kc, int ncols
       vf out = __builtin_convertvector(acc[r][v], vf) * (vload(Wt.scale + n0 + c0) * sa);
       if (acc_c) out += n == W ? vload(c + c0) : vload_n(c + c0, n);
       else if (bias) out += n == W ? vload(bias + c0) : vload_n(bias + c0, n);
-      if (n == W) vstore(c + c0, out); else vstore_n(c + c0, out, n);
+      if (n == W) vstore(c + c0, out);
+      else vstore_n(c + c0, out, n);
     }
   }
 }

@@ -22,9 +22,19 @@ float read_sum(const float*, size_t);
 #define SIMBA_STR(x) SIMBA_STR2(x)
 
 const KernelTable* table() {
-  static const KernelTable t = {SIMBA_STR(SIMBA_ISA), W, gemm_mr(), gemm_slice, rmsnorm_slice,
-                                conv1d_slice, scan_slice, score_slice, gemm_q8_slice, quantize_slice,
-                                fma_loop, fma_flops_per_iter(), read_sum};
+  static const KernelTable t = {SIMBA_STR(SIMBA_ISA),
+                                W,
+                                gemm_mr(),
+                                gemm_slice,
+                                rmsnorm_slice,
+                                conv1d_slice,
+                                scan_slice,
+                                score_slice,
+                                gemm_q8_slice,
+                                quantize_slice,
+                                fma_loop,
+                                fma_flops_per_iter(),
+                                read_sum};
   return &t;
 }
 

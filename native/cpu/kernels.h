@@ -34,12 +34,12 @@ constexpr int kMaxConv = 8, kMaxState = 256;
 struct PackedWeight {
   int N = 0, K = 0, npanels = 0;
   WeightFormat format = WeightFormat::F32;
-  bool bf16 = false;              // format == BF16
-  int Kp = 0;                     // K padded: K (F32), K2 (BF16), K4 (Q8)
-  const float* f32 = nullptr;     // F32 panels
-  const uint16_t* h16 = nullptr;  // BF16 panels
-  const int8_t* q8 = nullptr;     // Q8 panels
-  const float* scale = nullptr;   // Q8: [npanels * 32] per output feature
+  bool bf16 = false;                // format == BF16
+  int Kp = 0;                       // K padded: K (F32), K2 (BF16), K4 (Q8)
+  const float* f32 = nullptr;       // F32 panels
+  const uint16_t* h16 = nullptr;    // BF16 panels
+  const int8_t* q8 = nullptr;       // Q8 panels
+  const float* scale = nullptr;     // Q8: [npanels * 32] per output feature
   const int32_t* colsum = nullptr;  // Q8: [npanels * 32] sum over k of the int8 values
   // Element W[n, k] (for embedding lookups from a tied, packed matrix), dequantized.
   float at(int n, int k) const {
@@ -58,22 +58,26 @@ struct PackedWeight {
 // (vpdpbusd multiplies unsigned by signed bytes), scale = max_k |A[m, k]| / 127; rows of Kp bytes
 // (padding 128, i.e. zero).
 struct QuantRows {
-  const uint8_t* q; int ldq;
+  const uint8_t* q;
+  int ldq;
   const float* scale;  // [M]
 };
 struct QuantizeArgs {
-  const float* A; int lda;
+  const float* A;
+  int lda;
   int K, Kp;
-  uint8_t* q;       // [M][Kp]
-  float* scale;     // [M]
+  uint8_t* q;    // [M][Kp]
+  float* scale;  // [M]
 };
 
 // C[M, N] = A[M, K] W^T (+ bias[N]) ; with accumulate, C += A W^T (bias ignored).
 struct GemmArgs {
-  const float* A; int lda;
+  const float* A;
+  int lda;
   const PackedWeight* W;
   const float* bias;  // may be null
-  float* C; int ldc;
+  float* C;
+  int ldc;
   int M;
   bool accumulate;
   // Work items: (row block, panel) pairs, row-block-major. Set by dispatch.cc.
@@ -81,36 +85,42 @@ struct GemmArgs {
   // Q8 weights: the quantized A (dispatch.cc quantizes it first). BF16 with vdpbf16ps: A rounded
   // to bfloat16 pairs, [M][K2/2] 32-bit words (lda2 words per row). Null otherwise.
   const QuantRows* aq = nullptr;
-  const uint32_t* abf = nullptr; int lda2 = 0;
+  const uint32_t* abf = nullptr;
+  int lda2 = 0;
 };
 
 // y[t] = x[t] / sqrt(mean(x[t]^2) + eps) * w, over rows t in [begin, end).
 struct RmsNormArgs {
-  const float* x; int ldx;
+  const float* x;
+  int ldx;
   const float* w;
-  float* y; int ldy;
+  float* y;
+  int ldy;
   int d;
   float eps;
 };
 
 // One sequence's slice of a token-major batch, and its recurrent state for one layer.
 struct SeqSlice {
-  int row0;        // first row of this sequence in the activations
-  int T;           // tokens of this sequence present in this layer
-  float* conv;     // [E, K-1] last K-1 conv inputs, oldest first (updated in place)
-  float* ssm;      // [E, N] SSM state (updated in place)
+  int row0;     // first row of this sequence in the activations
+  int T;        // tokens of this sequence present in this layer
+  float* conv;  // [E, K-1] last K-1 conv inputs, oldest first (updated in place)
+  float* ssm;   // [E, N] SSM state (updated in place)
 };
 
 // Causal depthwise conv1d over time + bias + SiLU, per sequence, continuing from the conv state.
 // xin rows: [.., E] pre-conv x (stride ldx); out rows: [.., E] silu(conv(x)) (stride ldo).
 // Work items: groups of W channels.
 struct Conv1dArgs {
-  const float* xin; int ldx;
-  float* out; int ldo;
+  const float* xin;
+  int ldx;
+  float* out;
+  int ldo;
   const float* wT;    // [K][E] conv weights transposed (tap-major)
   const float* bias;  // [E] or null
   int E, K;
-  const SeqSlice* seqs; int nseq;
+  const SeqSlice* seqs;
+  int nseq;
 };
 
 // Selective scan (Mamba-1), per sequence, continuing from the SSM state:
@@ -118,15 +128,22 @@ struct Conv1dArgs {
 //   s[e,n] = exp(dt[e] A[e,n]) s[e,n] + dt[e] B[n] x[e];  y[e] = (sum_n C[n] s[e,n] + D[e] x[e]) * silu(z[e])
 // Work items: groups of W channels.
 struct ScanArgs {
-  const float* x; int ldx;    // [.., E] post-conv activation
-  float* dt; int lddt;        // [.., E] dt before softplus in, after softplus out
-  const float* B; const float* C; int ldbc;  // [.., N] rows (views into x_proj output)
-  const float* z; int ldz;    // [.., E] gate
-  const float* AT;            // [N][E] A = -exp(A_log), transposed (state-major)
-  const float* D;             // [E]
-  float* y; int ldy;          // [.., E] output
+  const float* x;
+  int ldx;  // [.., E] post-conv activation
+  float* dt;
+  int lddt;  // [.., E] dt before softplus in, after softplus out
+  const float* B;
+  const float* C;
+  int ldbc;  // [.., N] rows (views into x_proj output)
+  const float* z;
+  int ldz;          // [.., E] gate
+  const float* AT;  // [N][E] A = -exp(A_log), transposed (state-major)
+  const float* D;   // [E]
+  float* y;
+  int ldy;  // [.., E] output
   int E, N;
-  const SeqSlice* seqs; int nseq;
+  const SeqSlice* seqs;
+  int nseq;
 };
 
 // Simba token scores, per sequence, from what the scan leaves (x, softplus'd dt, B, C):
@@ -138,27 +155,32 @@ struct ScanArgs {
 // partial[row * width + lane] (a per-thread buffer the caller zeroes, then reduces over lanes and
 // threads: no atomics).
 struct ScoreArgs {
-  const float* x; int ldx;
-  const float* dt; int lddt;
-  const float* B; const float* C; int ldbc;
+  const float* x;
+  int ldx;
+  const float* dt;
+  int lddt;
+  const float* B;
+  const float* C;
+  int ldbc;
   const float* AT;  // [N][E]
   int E, N;
-  bool local;       // local criterion instead of simba
+  bool local;  // local criterion instead of simba
   bool reduce_sum;
-  const SeqSlice* seqs; int nseq;
-  float* partial;   // [total_rows][width] this slice's lane-wise partial reductions
+  const SeqSlice* seqs;
+  int nseq;
+  float* partial;  // [total_rows][width] this slice's lane-wise partial reductions
 };
 
 struct KernelTable {
-  const char* name;  // "avx512", "avx2", "sse2"
-  int width;         // floats per vector
-  int gemm_mr;       // rows per GEMM microkernel tile
-  void (*gemm)(const GemmArgs&, int begin, int end);  // items: nmblocks * W->npanels
-  void (*rmsnorm)(const RmsNormArgs&, int begin, int end);  // items: rows
-  void (*conv1d)(const Conv1dArgs&, int begin, int end);    // items: channel groups
-  void (*scan)(const ScanArgs&, int begin, int end);        // items: channel groups
-  void (*score)(const ScoreArgs&, int begin, int end);      // items: channel groups
-  void (*gemm_q8)(const GemmArgs&, int begin, int end);     // Q8 weights, g.aq set (gemm_int8.cc)
+  const char* name;                                           // "avx512", "avx2", "sse2"
+  int width;                                                  // floats per vector
+  int gemm_mr;                                                // rows per GEMM microkernel tile
+  void (*gemm)(const GemmArgs&, int begin, int end);          // items: nmblocks * W->npanels
+  void (*rmsnorm)(const RmsNormArgs&, int begin, int end);    // items: rows
+  void (*conv1d)(const Conv1dArgs&, int begin, int end);      // items: channel groups
+  void (*scan)(const ScanArgs&, int begin, int end);          // items: channel groups
+  void (*score)(const ScoreArgs&, int begin, int end);        // items: channel groups
+  void (*gemm_q8)(const GemmArgs&, int begin, int end);       // Q8 weights, g.aq set (gemm_int8.cc)
   void (*quantize)(const QuantizeArgs&, int begin, int end);  // items: rows (quantize.cc)
   // Machine-limit probes (limits_kernels.cc, timed by limits.cc).
   float (*fma_loop)(long iters);
@@ -173,12 +195,18 @@ namespace avx512_ext {
 void gemm_q8_vnni(const GemmArgs& g, int begin, int end);
 void gemm_bf16_dp(const GemmArgs& g, int begin, int end);
 void round_bf16_pairs(const float* A, int lda, int K, uint32_t* out, int ld2, int begin, int end);  // items: rows
-}
+}  // namespace avx512_ext
 
 // Per-ISA tables (defined in kernel_table.cc, compiled once per ISA).
-namespace avx512 { const KernelTable* table(); }
-namespace avx2 { const KernelTable* table(); }
-namespace sse2 { const KernelTable* table(); }
+namespace avx512 {
+const KernelTable* table();
+}
+namespace avx2 {
+const KernelTable* table();
+}
+namespace sse2 {
+const KernelTable* table();
+}
 
 }  // namespace cpu
 }  // namespace simba

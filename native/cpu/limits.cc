@@ -49,23 +49,34 @@ MachineLimits measure_limits(int reps, int buffer_mb) {
   const double flops = (double)iters * k.fma_flops_per_iter;
   k.fma_loop(iters / 10);  // warm up (clock ramp)
   out.fma_gflops_1 = flops / best_of(reps, [&] { g_sink = k.fma_loop(iters); }) / 1e9;
-  out.fma_gflops_all = nt * flops / best_of(reps, [&] {
-    pool.run(nt, [&](int, int b, int e) { for (int i = b; i < e; i++) g_sink = k.fma_loop(iters); });
-  }) / 1e9;
+  out.fma_gflops_all = nt * flops /
+                       best_of(reps,
+                               [&] {
+                                 pool.run(nt, [&](int, int b, int e) {
+                                   for (int i = b; i < e; i++) g_sink = k.fma_loop(iters);
+                                 });
+                               }) /
+                       1e9;
 
   // ---- Read bandwidth: a buffer far larger than the last-level cache, touched once first (so
   // the pages exist), then read front to back.
   const size_t n = ((size_t)buffer_mb << 20) / sizeof(float) / 1024 * 1024;
-  std::unique_ptr<float, void (*)(void*)> buf(static_cast<float*>(std::aligned_alloc(64, n * sizeof(float))), std::free);
+  std::unique_ptr<float, void (*)(void*)> buf(static_cast<float*>(std::aligned_alloc(64, n * sizeof(float))),
+                                              std::free);
   if (!buf) throw std::bad_alloc();
   float* x = buf.get();
   for (size_t i = 0; i < n; i++) x[i] = (float)(i & 1023) * 1e-3f;
   out.buffer_bytes = (double)n * sizeof(float);
   out.read_gbs_1 = out.buffer_bytes / best_of(reps, [&] { g_sink = k.read_sum(x, n); }) / 1e9;
   const size_t part = n / nt / 1024 * 1024;
-  out.read_gbs_all = (double)part * nt * sizeof(float) / best_of(reps, [&] {
-    pool.run(nt, [&](int, int b, int e) { for (int i = b; i < e; i++) g_sink = k.read_sum(x + (size_t)i * part, part); });
-  }) / 1e9;
+  out.read_gbs_all = (double)part * nt * sizeof(float) /
+                     best_of(reps,
+                             [&] {
+                               pool.run(nt, [&](int, int b, int e) {
+                                 for (int i = b; i < e; i++) g_sink = k.read_sum(x + (size_t)i * part, part);
+                               });
+                             }) /
+                     1e9;
   return out;
 }
 

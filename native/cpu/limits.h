@@ -6,13 +6,13 @@ namespace simba {
 namespace cpu {
 
 struct MachineLimits {
-  int threads;              // thread-pool size used for the "all" figures
-  const char* isa;          // kernel build the FMA peak was measured with
-  double read_gbs_1;        // GB/s (1e9 bytes/s), one thread, buffer far larger than the caches
-  double read_gbs_all;      // GB/s, every pool thread reading its own part
-  double fma_gflops_1;      // GFLOP/s (an FMA = 2 flops), one thread
-  double fma_gflops_all;    // GFLOP/s, every pool thread
-  double buffer_bytes;      // size of the streamed buffer
+  int threads;            // thread-pool size used for the "all" figures
+  const char* isa;        // kernel build the FMA peak was measured with
+  double read_gbs_1;      // GB/s (1e9 bytes/s), one thread, buffer far larger than the caches
+  double read_gbs_all;    // GB/s, every pool thread reading its own part
+  double fma_gflops_1;    // GFLOP/s (an FMA = 2 flops), one thread
+  double fma_gflops_all;  // GFLOP/s, every pool thread
+  double buffer_bytes;    // size of the streamed buffer
 };
 
 // Best (shortest-time) of `reps` runs of each probe; buffer_mb MiB streamed per read run.

@@ -15,7 +15,10 @@ void rmsnorm_slice(const RmsNormArgs& a, int begin, int end) {
     float* y = a.y + (size_t)t * a.ldy;
     vf ss = {};
     int i = 0;
-    for (; i + W <= d; i += W) { vf v = vload(x + i); ss += v * v; }
+    for (; i + W <= d; i += W) {
+      vf v = vload(x + i);
+      ss += v * v;
+    }
     float s = hsum(ss);
     for (; i < d; i++) s += x[i] * x[i];
     const float inv = 1.0f / std::sqrt(s / d + a.eps);

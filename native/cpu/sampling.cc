@@ -50,7 +50,12 @@ SIMBA_CLONES void exp_row(const float* x, int n, float xmax, float inv_t, float*
 double sum_row(const float* w, int n) {
   double a0 = 0, a1 = 0, a2 = 0, a3 = 0;
   int i = 0;
-  for (; i + 4 <= n; i += 4) { a0 += w[i]; a1 += w[i + 1]; a2 += w[i + 2]; a3 += w[i + 3]; }
+  for (; i + 4 <= n; i += 4) {
+    a0 += w[i];
+    a1 += w[i + 1];
+    a2 += w[i + 2];
+    a3 += w[i + 3];
+  }
   for (; i < n; i++) a0 += w[i];
   return (a0 + a1) + (a2 + a3);
 }
@@ -135,7 +140,10 @@ size_t top_p_cut(const float* x, float xmax, const float* w, std::vector<int32_t
   double cum = 0;
   int bb = -1;
   for (int b = 0; b < NB; b++) {
-    if (cum + s.mass[b] >= target) { bb = b; break; }
+    if (cum + s.mass[b] >= target) {
+      bb = b;
+      break;
+    }
     cum += s.mass[b];
   }
   if (bb < 0) return m;
@@ -149,7 +157,10 @@ size_t top_p_cut(const float* x, float xmax, const float* w, std::vector<int32_t
   int32_t last = E.back();
   for (int32_t e : E) {
     cum += w[e];
-    if (cum >= target) { last = e; break; }
+    if (cum >= target) {
+      last = e;
+      break;
+    }
   }
   size_t k = 0;
   for (size_t j = 0; j < m; j++) {
@@ -200,7 +211,10 @@ void sample_row(const float* logits, int V, SampleParams& p, SampleOut& out, Sam
       top_n(x, n, p.top_k, C, ids);  // C is scratch here; ids = top-k in order
       C.swap(ids);
       wk.resize(C.size());
-      for (size_t j = 0; j < C.size(); j++) { wk[j] = (float)std::exp(((double)x[C[j]] - xmax) / T); zc += wk[j]; }
+      for (size_t j = 0; j < C.size(); j++) {
+        wk[j] = (float)std::exp(((double)x[C[j]] - xmax) / T);
+        zc += wk[j];
+      }
     } else {
       w_store.resize(n);
       exp_row(x, n, xmax, (float)(1.0 / T), w_store.data());
@@ -209,7 +223,8 @@ void sample_row(const float* logits, int V, SampleParams& p, SampleOut& out, Sam
     }
     auto weight = [&](size_t j) -> double { return topk ? wk[j] : w_all[C[j]]; };
     // min-p: a threshold on x (a prefix of the order)
-    const double thr = p.min_p > 0 ? (double)xmax + T * std::log((double)p.min_p) : -std::numeric_limits<double>::infinity();
+    const double thr =
+        p.min_p > 0 ? (double)xmax + T * std::log((double)p.min_p) : -std::numeric_limits<double>::infinity();
     if (!topk) {
       C.clear();
       for (int i = 0; i < n; i++)
@@ -226,7 +241,13 @@ void sample_row(const float* logits, int V, SampleParams& p, SampleOut& out, Sam
       const double target = (double)p.top_p * zc;
       if (topk) {  // C is already in order
         double acc = 0;
-        for (size_t j = 0; j < C.size(); j++) { acc += weight(j); if (acc >= target) { cut = j + 1; break; } }
+        for (size_t j = 0; j < C.size(); j++) {
+          acc += weight(j);
+          if (acc >= target) {
+            cut = j + 1;
+            break;
+          }
+        }
       } else {
         cut = top_p_cut(x, xmax, w_all, C, target, s);
         id_order = true;  // top_p_cut keeps C in id order
@@ -241,7 +262,10 @@ void sample_row(const float* logits, int V, SampleParams& p, SampleOut& out, Sam
       out.token = C[cut - 1];
       for (size_t j = 0; j < cut; j++) {
         acc += w_all[C[j]];
-        if (r < acc) { out.token = C[j]; break; }
+        if (r < acc) {
+          out.token = C[j];
+          break;
+        }
       }
     } else {
       std::vector<std::pair<int32_t, double>>& sup = s.support;
@@ -255,7 +279,10 @@ void sample_row(const float* logits, int V, SampleParams& p, SampleOut& out, Sam
       out.token = sup.back().first;
       for (auto& e : sup) {
         acc += e.second;
-        if (r < acc) { out.token = e.first; break; }
+        if (r < acc) {
+          out.token = e.first;
+          break;
+        }
       }
     }
   }

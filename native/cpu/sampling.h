@@ -31,9 +31,9 @@ struct SampleParams {
   float top_p = 1;        // 1 = off
   float min_p = 0;        // 0 = off
   float presence = 0, frequency = 0, repetition = 1;
-  int logprobs = -1;      // -1: none; n >= 0: the chosen token's logprob and the n most likely
-  int limit = 0;          // sample only ids < limit (0 = all V)
-  uint64_t rng = 0;       // splitmix64 state, advanced by each sampled token
+  int logprobs = -1;                 // -1: none; n >= 0: the chosen token's logprob and the n most likely
+  int limit = 0;                     // sample only ids < limit (0 = all V)
+  uint64_t rng = 0;                  // splitmix64 state, advanced by each sampled token
   const int32_t* history = nullptr;  // the sequence's generated tokens (for the penalties)
   int history_len = 0;
   const int32_t* bias_ids = nullptr;  // logit_bias: ids (< V) and values
@@ -43,8 +43,8 @@ struct SampleParams {
 
 struct SampleOut {
   int32_t token = -1;
-  float logprob = 0;                  // of token (when logprobs >= 0)
-  std::vector<int32_t> top_ids;       // [logprobs] most likely ids, most likely first
+  float logprob = 0;             // of token (when logprobs >= 0)
+  std::vector<int32_t> top_ids;  // [logprobs] most likely ids, most likely first
   std::vector<float> top_logprobs;
 };
 

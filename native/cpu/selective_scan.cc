@@ -43,7 +43,8 @@ static void scan_group(const ScanArgs& a, int g) {
       const float* Bp = a.B + row * a.ldbc;
       const float* Cp = a.C + row * a.ldbc;
       vf dt = vsoftplus(full ? vload(dtp) : vload_n(dtp, n));
-      if (full) vstore(dtp, dt); else vstore_n(dtp, dt, n);
+      if (full) vstore(dtp, dt);
+      else vstore_n(dtp, dt, n);
       vf x = full ? vload(xp) : vload_n(xp, n);
       vf dtx = dt * x;
       vf y = Dv * x;
@@ -55,7 +56,8 @@ static void scan_group(const ScanArgs& a, int g) {
       vf z = full ? vload(zp) : vload_n(zp, n);
       y *= vsilu(z);
       float* yp = a.y + row * a.ldy + e0;
-      if (full) vstore(yp, y); else vstore_n(yp, y, n);
+      if (full) vstore(yp, y);
+      else vstore_n(yp, y, n);
     }
     for (int k = 0; k < N; k++) vstore(tile + k * W, s[k]);
     float* dst = sq.ssm + (size_t)e0 * N;
@@ -67,7 +69,8 @@ static void scan_group(const ScanArgs& a, int g) {
 void scan_slice(const ScanArgs& a, int begin, int end) {
   FlushDenormals ftz;
   for (int g = begin; g < end; g++) {
-    if (a.N == 16) scan_group<16>(a, g); else scan_group<0>(a, g);
+    if (a.N == 16) scan_group<16>(a, g);
+    else scan_group<0>(a, g);
   }
 }
 

@@ -73,7 +73,8 @@ static void score_group(const ScoreArgs& a, int g, float* part) {
 void score_slice(const ScoreArgs& a, int begin, int end) {
   FlushDenormals ftz;
   for (int g = begin; g < end; g++) {
-    if (a.N == 16) score_group<16>(a, g, a.partial); else score_group<0>(a, g, a.partial);
+    if (a.N == 16) score_group<16>(a, g, a.partial);
+    else score_group<0>(a, g, a.partial);
   }
 }
 

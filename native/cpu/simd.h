@@ -46,7 +46,9 @@ typedef uint16_t vh_u __attribute__((vector_size(W * 2), aligned(2)));
 // Broadcast written as a {a, a, ...} initializer: compiles to one vbroadcastss (or a {1to16}
 // memory operand), where `vf{} + a` would cost an extra add.
 template <size_t... I>
-static inline vf vbroadcast_(float a, std::index_sequence<I...>) { return vf{((void)I, a)...}; }
+static inline vf vbroadcast_(float a, std::index_sequence<I...>) {
+  return vf{((void)I, a)...};
+}
 static inline vf vset1(float a) { return vbroadcast_(a, std::make_index_sequence<W>{}); }
 static inline vf vload(const float* p) { return *reinterpret_cast<const vf_u*>(p); }
 static inline void vstore(float* p, vf v) { *reinterpret_cast<vf_u*>(p) = v; }
@@ -109,7 +111,8 @@ static inline vf vexp_poly(vf r) {
 #if SIMBA_W == 16
 static inline vf vexp(vf x) {
   __m512 xv = reinterpret_cast<__m512&>(x);
-  __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(xv, _mm512_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(xv, _mm512_set1_ps(1.44269504088896341f)),
+                                  _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   vf kv = reinterpret_cast<vf&>(k);
   vf r = x - kv * 0.693359375f;  // ln2 high part (exact in float)
   r = r - kv * -2.12194440e-4f;  // ln2 low part
@@ -120,7 +123,8 @@ static inline vf vexp(vf x) {
 #else
 static inline vf vexp(vf x) {
   x = vmin(vmax(x, vset1(-87.3f)), vset1(88.7f));
-  vf k = __builtin_convertvector(__builtin_convertvector(x * 1.44269504088896341f + vset1(0.5f) - (x < 0 ? vset1(1.f) : vset1(0.f)), vi), vf);
+  vf k = __builtin_convertvector(
+      __builtin_convertvector(x * 1.44269504088896341f + vset1(0.5f) - (x < 0 ? vset1(1.f) : vset1(0.f)), vi), vf);
   vf r = x - k * 0.693359375f;
   r = r - k * -2.12194440e-4f;
   vf p = vexp_poly(r);
@@ -136,9 +140,9 @@ static inline vf vlog(vf x) {
   vi e = ((xi >> 23) & 0xff) - 127;
   vi mi = (xi & 0x007fffff) | 0x3f800000;  // mantissa in [1, 2)
   vf m = reinterpret_cast<vf&>(mi);
-  vi big = m > 1.41421356f;                // fold [sqrt2, 2) into [sqrt2/2, 1)
+  vi big = m > 1.41421356f;  // fold [sqrt2, 2) into [sqrt2/2, 1)
   m = big ? m * 0.5f : m;
-  e = e - big;                             // big is -1 (true) or 0
+  e = e - big;  // big is -1 (true) or 0
   vf f = (m - 1.f) / (m + 1.f);
   vf f2 = f * f;
   vf s = vset1(2.f / 9.f);

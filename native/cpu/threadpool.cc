@@ -59,7 +59,8 @@ void ThreadPool::run(int items, const Job& fn) {
   if (b < e) fn(0, b, e);
   // Wait for the workers; past a short spin, yield so a worker sharing this core can run.
   for (unsigned spins = 0; pending_.load(std::memory_order_acquire) != 0; spins++) {
-    if (spins < 4096) SIMBA_PAUSE(); else std::this_thread::yield();
+    if (spins < 4096) SIMBA_PAUSE();
+    else std::this_thread::yield();
   }
   job_ = nullptr;
 }

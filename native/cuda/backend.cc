@@ -44,9 +44,7 @@ simba_status_t guard(char* err, size_t len, F f) {
   } catch (const std::exception& e) {
     put(err, len, e.what());
     return simba::status_of(e);
-  } catch (...) {
-    put(err, len, "unknown error in the CUDA backend");
-  }
+  } catch (...) { put(err, len, "unknown error in the CUDA backend"); }
   return SIMBA_E_NATIVE;
 }
 
@@ -80,7 +78,9 @@ simba_status_t probe(int* n_devices, char* desc, size_t desc_len, char* err, siz
     if (e != cudaSuccess) {
       cudaGetLastError();
       void* drv = dlopen("libcuda.so.1", RTLD_LAZY | RTLD_LOCAL);
-      if (!drv) simba::fail(SIMBA_E_CUDA, std::string("no NVIDIA driver: libcuda.so.1 cannot be loaded (") + cudaGetErrorString(e) + ")");
+      if (!drv)
+        simba::fail(SIMBA_E_CUDA,
+                    std::string("no NVIDIA driver: libcuda.so.1 cannot be loaded (") + cudaGetErrorString(e) + ")");
       dlclose(drv);
       simba::fail(SIMBA_E_CUDA, std::string("the NVIDIA driver reports no usable device: ") + cudaGetErrorString(e));
     }
@@ -100,7 +100,8 @@ simba_status_t create(const simba_config_t* cfg, int bf16, int device, simba_mod
   });
 }
 
-simba_status_t set_tensor(simba_model* m, const char* name, int layer, const float* data, size_t count, char* err, size_t err_len) {
+simba_status_t set_tensor(simba_model* m, const char* name, int layer, const float* data, size_t count, char* err,
+                          size_t err_len) {
   return guard(err, err_len, [&] { m->m->set_tensor(name, layer, data, count); });
 }
 simba_status_t randomize(simba_model* m, uint64_t seed, char* err, size_t err_len) {
@@ -116,12 +117,11 @@ size_t weight_bytes(simba_model* m) { return m ? m->m->weight_bytes() : 0; }
 void destroy(simba_model* m) {
   try {
     delete m;
-  } catch (...) {
-  }
+  } catch (...) {}
 }
 
-simba_status_t kernel_gemm(const float* A, const float* W, const float* bias, float* C, int M, int N, int K, int bf16, char* err,
-                size_t err_len) {
+simba_status_t kernel_gemm(const float* A, const float* W, const float* bias, float* C, int M, int N, int K, int bf16,
+                           char* err, size_t err_len) {
   return guard(err, err_len, [&] {
     check(cudaSetDevice(0), "cudaSetDevice");
     DevBuf dA = to_dev(A, (size_t)M * K * 4, "A"), dC = to_dev(nullptr, (size_t)M * N * 4, "C");
@@ -141,8 +141,9 @@ simba_status_t kernel_gemm(const float* A, const float* W, const float* bias, fl
   });
 }
 
-simba_status_t kernel_scan(const float* x, float* dt, const float* A_log, const float* B, const float* C, const float* D,
-                const float* z, float* state, float* y, int T, int E, int N, char* err, size_t err_len) {
+simba_status_t kernel_scan(const float* x, float* dt, const float* A_log, const float* B, const float* C,
+                           const float* D, const float* z, float* state, float* y, int T, int E, int N, char* err,
+                           size_t err_len) {
   return guard(err, err_len, [&] {
     check(cudaSetDevice(0), "cudaSetDevice");
     const size_t TE = (size_t)T * E * 4, TN = (size_t)T * N * 4;
@@ -150,10 +151,26 @@ simba_status_t kernel_scan(const float* x, float* dt, const float* A_log, const 
     DevBuf dx = to_dev(x, TE, "x"), ddt = to_dev(dt, TE, "dt"), dB = to_dev(B, TN, "B"), dC = to_dev(C, TN, "C"),
            dz = to_dev(z, TE, "z"), dAT = to_dev(AT.data(), AT.size() * 4, "A"), dD = to_dev(D, (size_t)E * 4, "D"),
            ds = to_dev(state, (size_t)E * N * 4, "state"), dy = to_dev(nullptr, TE, "y"), tab = one_seq(T);
-    selective_scan({.x = dx.f(), .ldx = E, .dt = ddt.f(), .lddt = E, .B = dB.f(), .C = dC.f(), .ldbc = N, .z = dz.f(),
-                    .ldz = E, .AT = dAT.f(), .D = dD.f(), .y = dy.f(), .ldy = E, .E = E, .N = N, .write_dt = true,
-                    .ssm = {.base = ds.f(), .stride = (size_t)E * N}, .seqs = static_cast<const SeqInfo*>(tab.get()),
-                    .nseq = 1, .maxT = T},
+    selective_scan({.x = dx.f(),
+                    .ldx = E,
+                    .dt = ddt.f(),
+                    .lddt = E,
+                    .B = dB.f(),
+                    .C = dC.f(),
+                    .ldbc = N,
+                    .z = dz.f(),
+                    .ldz = E,
+                    .AT = dAT.f(),
+                    .D = dD.f(),
+                    .y = dy.f(),
+                    .ldy = E,
+                    .E = E,
+                    .N = N,
+                    .write_dt = true,
+                    .ssm = {.base = ds.f(), .stride = (size_t)E * N},
+                    .seqs = static_cast<const SeqInfo*>(tab.get()),
+                    .nseq = 1,
+                    .maxT = T},
                    0);
     check(cudaDeviceSynchronize(), "selective scan");
     to_host(y, dy, TE, "y");
@@ -162,8 +179,8 @@ simba_status_t kernel_scan(const float* x, float* dt, const float* A_log, const 
   });
 }
 
-simba_status_t kernel_score(const float* x, const float* dt, const float* A_log, const float* B, const float* C, float* score, int T,
-                 int E, int N, int local, int reduce_sum, char* err, size_t err_len) {
+simba_status_t kernel_score(const float* x, const float* dt, const float* A_log, const float* B, const float* C,
+                            float* score, int T, int E, int N, int local, int reduce_sum, char* err, size_t err_len) {
   return guard(err, err_len, [&] {
     check(cudaSetDevice(0), "cudaSetDevice");
     const size_t TE = (size_t)T * E * 4, TN = (size_t)T * N * 4;
@@ -172,9 +189,23 @@ simba_status_t kernel_score(const float* x, const float* dt, const float* A_log,
     DevBuf dx = to_dev(x, TE, "x"), ddt = to_dev(dt, TE, "dt"), dB = to_dev(B, TN, "B"), dC = to_dev(C, TN, "C"),
            dAT = to_dev(AT.data(), AT.size() * 4, "A"), dpart = to_dev(nullptr, (size_t)groups * T * 4, "partial"),
            dsc = to_dev(nullptr, (size_t)T * 4, "score"), tab = one_seq(T);
-    simba_score({.x = dx.f(), .ldx = E, .dt = ddt.f(), .lddt = E, .B = dB.f(), .C = dC.f(), .ldbc = N, .AT = dAT.f(),
-                 .E = E, .N = N, .local = local != 0, .reduce_sum = reduce_sum != 0,
-                 .seqs = static_cast<const SeqInfo*>(tab.get()), .nseq = 1, .maxT = T, .rows = T, .partial = dpart.f(),
+    simba_score({.x = dx.f(),
+                 .ldx = E,
+                 .dt = ddt.f(),
+                 .lddt = E,
+                 .B = dB.f(),
+                 .C = dC.f(),
+                 .ldbc = N,
+                 .AT = dAT.f(),
+                 .E = E,
+                 .N = N,
+                 .local = local != 0,
+                 .reduce_sum = reduce_sum != 0,
+                 .seqs = static_cast<const SeqInfo*>(tab.get()),
+                 .nseq = 1,
+                 .maxT = T,
+                 .rows = T,
+                 .partial = dpart.f(),
                  .score = dsc.f()},
                 0);
     check(cudaDeviceSynchronize(), "simba score");
@@ -182,8 +213,8 @@ simba_status_t kernel_score(const float* x, const float* dt, const float* A_log,
   });
 }
 
-simba_status_t kernel_conv1d(const float* x, const float* w, const float* bias, float* state, float* out, int T, int E, int K,
-                  char* err, size_t err_len) {
+simba_status_t kernel_conv1d(const float* x, const float* w, const float* bias, float* state, float* out, int T, int E,
+                             int K, char* err, size_t err_len) {
   return guard(err, err_len, [&] {
     check(cudaSetDevice(0), "cudaSetDevice");
     auto wT = relayout(simba::Layout::kTransposed, w, E, K);
@@ -199,16 +230,16 @@ simba_status_t kernel_conv1d(const float* x, const float* w, const float* bias, 
   });
 }
 
-simba_status_t bench_scan_c(int n_seq, int T, int E, int N, int iters, double* scan_ms, double* scan_bytes, double* copy_gbs,
-                 char* err, size_t err_len) {
+simba_status_t bench_scan_c(int n_seq, int T, int E, int N, int iters, double* scan_ms, double* scan_bytes,
+                            double* copy_gbs, char* err, size_t err_len) {
   return guard(err, err_len, [&] {
     check(cudaSetDevice(0), "cudaSetDevice");
     simba::cuda::bench_scan(n_seq, T, E, N, iters, scan_ms, scan_bytes, copy_gbs);
   });
 }
 
-simba_status_t kernel_rmsnorm(float* h, const float* delta, const float* w, float* y, int rows, int d, float eps, char* err,
-                              size_t err_len) {
+simba_status_t kernel_rmsnorm(float* h, const float* delta, const float* w, float* y, int rows, int d, float eps,
+                              char* err, size_t err_len) {
   return guard(err, err_len, [&] {
     check(cudaSetDevice(0), "cudaSetDevice");
     const size_t HB = (size_t)rows * d * 4;
@@ -233,18 +264,33 @@ simba_status_t state_read(simba_model* m, int32_t slot, float* dst, char* err, s
 simba_status_t state_write(simba_model* m, int32_t slot, const float* src, char* err, size_t err_len) {
   return guard(err, err_len, [&] { m->m->state_write(slot, src); });
 }
-simba_status_t forward_slots(simba_model* m, const simba_forward_t* req, const int32_t* slots, simba_result_t* res, char* err,
-                             size_t err_len) {
+simba_status_t forward_slots(simba_model* m, const simba_forward_t* req, const int32_t* slots, simba_result_t* res,
+                             char* err, size_t err_len) {
   return guard(err, err_len, [&] { m->m->forward_slots(*req, slots, *res); });
 }
 
 const simba_backend_v1_t kTable = {
-    .abi_version = 2, .name = "cuda", .probe = probe, .create = create, .set_tensor = set_tensor,
-    .randomize = randomize, .finalize = finalize, .forward = forward, .weight_bytes = weight_bytes, .destroy = destroy,
-    .kernel_gemm = kernel_gemm, .kernel_scan = kernel_scan, .kernel_score = kernel_score,
-    .kernel_conv1d = kernel_conv1d, .bench_scan = bench_scan_c,
-    .kernel_rmsnorm = kernel_rmsnorm, .state_alloc = state_alloc, .state_free = state_free,
-    .state_read = state_read, .state_write = state_write, .forward_slots = forward_slots,
+    .abi_version = 2,
+    .name = "cuda",
+    .probe = probe,
+    .create = create,
+    .set_tensor = set_tensor,
+    .randomize = randomize,
+    .finalize = finalize,
+    .forward = forward,
+    .weight_bytes = weight_bytes,
+    .destroy = destroy,
+    .kernel_gemm = kernel_gemm,
+    .kernel_scan = kernel_scan,
+    .kernel_score = kernel_score,
+    .kernel_conv1d = kernel_conv1d,
+    .bench_scan = bench_scan_c,
+    .kernel_rmsnorm = kernel_rmsnorm,
+    .state_alloc = state_alloc,
+    .state_free = state_free,
+    .state_read = state_read,
+    .state_write = state_write,
+    .forward_slots = forward_slots,
 };
 
 }  // namespace

@@ -12,8 +12,8 @@
 #define SIMBA_LAUNCH(grid, block, smem, stream, ...) ::emu::launch(grid, block, smem, __VA_ARGS__)
 #define SIMBA_DYN_SMEM(type, name) type* name = ::emu::dyn_smem<type>()
 #else
-#include <cuda_runtime.h>
 #include <cuda_bf16.h>
+#include <cuda_runtime.h>
 // kernel<<<grid, block, smem, stream>>>(args) written SIMBA_LAUNCH(grid, block, smem, stream, kernel)(args)
 #define SIMBA_LAUNCH(grid, block, smem, stream, ...) __VA_ARGS__<<<grid, block, smem, stream>>>
 #define SIMBA_DYN_SMEM(type, name) extern __shared__ __align__(16) type name[]

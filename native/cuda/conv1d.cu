@@ -18,10 +18,11 @@ constexpr int kMaxConv = 8;
 constexpr int kThreads = 128;
 constexpr int kRowsPerBlock = 8;
 
-__global__ __launch_bounds__(kThreads) void conv1d_kernel(const float* __restrict__ xin, int ldx, float* __restrict__ out,
-                                                          int ldo, const float* __restrict__ wT,
-                                                          const float* __restrict__ bias, int E, int K,
-                                                          const SeqInfo* __restrict__ seqs, StateRef conv) {
+__global__ __launch_bounds__(kThreads) void conv1d_kernel(const float* __restrict__ xin, int ldx,
+                                                          float* __restrict__ out, int ldo,
+                                                          const float* __restrict__ wT, const float* __restrict__ bias,
+                                                          int E, int K, const SeqInfo* __restrict__ seqs,
+                                                          StateRef conv) {
   const int e = blockIdx.x * kThreads + threadIdx.x;
   const SeqInfo sq = seqs[blockIdx.z];
   const int t0 = blockIdx.y * kRowsPerBlock;
@@ -38,7 +39,8 @@ __global__ __launch_bounds__(kThreads) void conv1d_kernel(const float* __restric
     const size_t row = (size_t)sq.row0 + t;
     float wl = 0.f;  // w[H] without a run-time register index
 #pragma unroll
-    for (int j = 0; j < kMaxConv; j++) if (j == H) wl = w[j];
+    for (int j = 0; j < kMaxConv; j++)
+      if (j == H) wl = w[j];
     float acc = b + wl * xin[row * ldx + e];
 #pragma unroll
     for (int j = 0; j < kMaxConv - 1; j++) {
@@ -72,7 +74,8 @@ __global__ __launch_bounds__(kThreads) void conv_state_kernel(const float* __res
 void conv1d(const float* xin, int ldx, float* out, int ldo, const float* wT, const float* bias, int E, int K,
             const SeqInfo* seqs, int nseq, int maxT, StateRef conv, cudaStream_t st) {
   if (nseq <= 0 || maxT <= 0) return;
-  SIMBA_ASSERT(xin && out && wT && seqs && E > 0 && K >= 1 && K <= kMaxConv && ldx >= E && ldo >= E && (K == 1 || conv.base));
+  SIMBA_ASSERT(xin && out && wT && seqs && E > 0 && K >= 1 && K <= kMaxConv && ldx >= E && ldo >= E &&
+               (K == 1 || conv.base));
   const dim3 grid(ceil_div(E, kThreads), ceil_div(maxT, kRowsPerBlock), nseq);
   SIMBA_LAUNCH(grid, kThreads, 0, st, conv1d_kernel)(xin, ldx, out, ldo, wT, bias, E, K, seqs, conv);
   check_launch("conv1d");

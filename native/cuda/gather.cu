@@ -16,7 +16,7 @@ __global__ void embed_kernel(const int32_t* __restrict__ tokens, const void* __r
   const size_t t = blockIdx.x;
   const size_t src = (size_t)tokens[t] * d;
   for (int k = threadIdx.x; k < d; k += blockDim.x) {
-    h[t * d + k] = bf16 ? __uint_as_float((uint32_t)static_cast<const uint16_t*>(W)[src + k] << 16)
+    h[t * d + k] = bf16 ? __uint_as_float((uint32_t) static_cast<const uint16_t*>(W)[src + k] << 16)
                         : static_cast<const float*>(W)[src + k];
   }
 }
@@ -36,8 +36,8 @@ constexpr int kSelThreads = 512;
 // counts), keep every key > tau and the earliest (need - count(> tau)) keys == tau. Then a block scan
 // over the keep flags, in position order, gives each kept token its new row.
 __global__ __launch_bounds__(kSelThreads) void select_kernel(const float* __restrict__ score,
-                                                            const SeqInfo* __restrict__ seqs, int pf, int pl,
-                                                            int* __restrict__ dest) {
+                                                             const SeqInfo* __restrict__ seqs, int pf, int pl,
+                                                             int* __restrict__ dest) {
   using Scan = cub::BlockScan<int, kSelThreads>;
   __shared__ typename Scan::TempStorage scan_tmp;
   __shared__ unsigned int cnt;
@@ -104,10 +104,11 @@ __global__ __launch_bounds__(kSelThreads) void select_kernel(const float* __rest
 constexpr int kRowThreads = 128;
 
 __global__ __launch_bounds__(kRowThreads) void compact_kernel(const float* __restrict__ h, const int* __restrict__ orig,
-                                                              const int* __restrict__ dest, int d, float* __restrict__ h2,
-                                                              int* __restrict__ orig2, int32_t* __restrict__ exit_layer,
-                                                              const int* __restrict__ want_slot, float* __restrict__ fin,
-                                                              int layer) {
+                                                              const int* __restrict__ dest, int d,
+                                                              float* __restrict__ h2, int* __restrict__ orig2,
+                                                              int32_t* __restrict__ exit_layer,
+                                                              const int* __restrict__ want_slot,
+                                                              float* __restrict__ fin, int layer) {
   const size_t row = blockIdx.x;
   const int o = orig[row], to = dest[row];
   float* dst = nullptr;
@@ -123,8 +124,9 @@ __global__ __launch_bounds__(kRowThreads) void compact_kernel(const float* __res
   for (int i = threadIdx.x; i < d; i += kRowThreads) dst[i] = h[row * d + i];
 }
 
-__global__ __launch_bounds__(kRowThreads) void final_kernel(const float* __restrict__ h, const int* __restrict__ orig, int d,
-                                                            const int* __restrict__ want_slot, float* __restrict__ fin) {
+__global__ __launch_bounds__(kRowThreads) void final_kernel(const float* __restrict__ h, const int* __restrict__ orig,
+                                                            int d, const int* __restrict__ want_slot,
+                                                            float* __restrict__ fin) {
   const size_t row = blockIdx.x;
   const int slot = want_slot[orig[row]];
   if (slot < 0) return;
@@ -158,7 +160,8 @@ void select_keep(const float* score, const SeqInfo* seqs, int nseq, int protect_
 void compact_rows(const float* h, const int* orig, const int* dest, int rows, int d, float* h2, int* orig2,
                   int32_t* exit_layer, const int* want_slot, float* fin, int layer, cudaStream_t st) {
   if (rows <= 0) return;
-  SIMBA_LAUNCH(rows, kRowThreads, 0, st, compact_kernel)(h, orig, dest, d, h2, orig2, exit_layer, want_slot, fin, layer);
+  SIMBA_LAUNCH(rows, kRowThreads, 0, st, compact_kernel)
+  (h, orig, dest, d, h2, orig2, exit_layer, want_slot, fin, layer);
   check_launch("compact_rows");
 }
 

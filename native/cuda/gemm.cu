@@ -33,9 +33,9 @@ constexpr int kGemvMaxM = 8;
 // VEC: rows of W start 16-byte aligned and K is a multiple of the vector (8 bf16 or 4 f32).
 template <bool BF16, bool VEC>
 __global__ __launch_bounds__(kGemvWarps * 32) void gemv_kernel(const float* __restrict__ A, int lda,
-                                                              const void* __restrict__ Wv, int K,
-                                                              const float* __restrict__ bias, float* __restrict__ C,
-                                                              int ldc, int M, int N) {
+                                                               const void* __restrict__ Wv, int K,
+                                                               const float* __restrict__ bias, float* __restrict__ C,
+                                                               int ldc, int M, int N) {
   const int lane = threadIdx.x & 31;
   const int n = blockIdx.x * kGemvWarps + (threadIdx.x >> 5);
   if (n >= N) return;  // whole warp leaves together; no block-level sync in this kernel
@@ -56,7 +56,10 @@ __global__ __launch_bounds__(kGemvWarps * 32) void gemv_kernel(const float* __re
           w[2 * i + 1] = __uint_as_float(u[i] & 0xffff0000u);
         }
       } else {
-        w[0] = __uint_as_float(q.x); w[1] = __uint_as_float(q.y); w[2] = __uint_as_float(q.z); w[3] = __uint_as_float(q.w);
+        w[0] = __uint_as_float(q.x);
+        w[1] = __uint_as_float(q.y);
+        w[2] = __uint_as_float(q.z);
+        w[3] = __uint_as_float(q.w);
       }
       const int k0 = c * V;
 #pragma unroll
@@ -163,8 +166,8 @@ __global__ __launch_bounds__(256) void sgemm_f32(const float* __restrict__ A, in
 
 // ---------------------------------------------------------------- bf16 tensor-core tiles
 
-constexpr int kHB = 128;  // block tile (M and N)
-constexpr int kHK = 32;   // k per tile
+constexpr int kHB = 128;       // block tile (M and N)
+constexpr int kHK = 32;        // k per tile
 constexpr int kHLd = kHK + 8;  // smem row stride in bf16 (80 bytes: ldmatrix rows hit distinct banks)
 
 // VECA: A rows 16-byte aligned (lda % 4 == 0, A aligned); VECW: K % 8 == 0.
@@ -192,7 +195,10 @@ __global__ __launch_bounds__(256) void wmma_bf16(const float* __restrict__ A, in
 #pragma unroll
       for (int q = 0; q < 4; q++) {
         const float4 v = __ldg(reinterpret_cast<const float4*>(Ap + kb) + q);
-        ra[4 * q] = v.x; ra[4 * q + 1] = v.y; ra[4 * q + 2] = v.z; ra[4 * q + 3] = v.w;
+        ra[4 * q] = v.x;
+        ra[4 * q + 1] = v.y;
+        ra[4 * q + 2] = v.z;
+        ra[4 * q + 3] = v.w;
       }
     } else {
 #pragma unroll
@@ -201,7 +207,14 @@ __global__ __launch_bounds__(256) void wmma_bf16(const float* __restrict__ A, in
     if (VECW && wrow && kb + 16 <= K) {
       const uint4 v0 = __ldg(reinterpret_cast<const uint4*>(Wp + kb));
       const uint4 v1 = __ldg(reinterpret_cast<const uint4*>(Wp + kb) + 1);
-      rw[0] = v0.x; rw[1] = v0.y; rw[2] = v0.z; rw[3] = v0.w; rw[4] = v1.x; rw[5] = v1.y; rw[6] = v1.z; rw[7] = v1.w;
+      rw[0] = v0.x;
+      rw[1] = v0.y;
+      rw[2] = v0.z;
+      rw[3] = v0.w;
+      rw[4] = v1.x;
+      rw[5] = v1.y;
+      rw[6] = v1.z;
+      rw[7] = v1.w;
     } else {
 #pragma unroll
       for (int q = 0; q < 8; q++) {
@@ -242,7 +255,7 @@ __global__ __launch_bounds__(256) void wmma_bf16(const float* __restrict__ A, in
       wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> bf[2];
 #pragma unroll
       for (int i = 0; i < 4; i++) wmma::load_matrix_sync(af[i], &As[wm * 64 + i * 16][kk], kHLd);
-      // B = W^T (K x N): element (k, n) is Ws[n][k], i.e. column-major with leading dimension kHLd.
+        // B = W^T (K x N): element (k, n) is Ws[n][k], i.e. column-major with leading dimension kHLd.
 #pragma unroll
       for (int j = 0; j < 2; j++) wmma::load_matrix_sync(bf[j], &Ws[wn * 32 + j * 16][kk], kHLd);
 #pragma unroll
@@ -277,10 +290,12 @@ void gemm(const float* A, int lda, const DevLinear& W, float* C, int ldc, int M,
     const dim3 grid(ceil_div(N, kGemvWarps));
     const bool vec = K % (W.bf16 ? 8 : 4) == 0;
     if (W.bf16) {
-      if (vec) SIMBA_LAUNCH(grid, kGemvWarps * 32, 0, st, gemv_kernel<true, true>)(A, lda, W.w, K, W.bias, C, ldc, M, N);
+      if (vec)
+        SIMBA_LAUNCH(grid, kGemvWarps * 32, 0, st, gemv_kernel<true, true>)(A, lda, W.w, K, W.bias, C, ldc, M, N);
       else SIMBA_LAUNCH(grid, kGemvWarps * 32, 0, st, gemv_kernel<true, false>)(A, lda, W.w, K, W.bias, C, ldc, M, N);
     } else {
-      if (vec) SIMBA_LAUNCH(grid, kGemvWarps * 32, 0, st, gemv_kernel<false, true>)(A, lda, W.w, K, W.bias, C, ldc, M, N);
+      if (vec)
+        SIMBA_LAUNCH(grid, kGemvWarps * 32, 0, st, gemv_kernel<false, true>)(A, lda, W.w, K, W.bias, C, ldc, M, N);
       else SIMBA_LAUNCH(grid, kGemvWarps * 32, 0, st, gemv_kernel<false, false>)(A, lda, W.w, K, W.bias, C, ldc, M, N);
     }
     check_launch("gemv");

@@ -41,17 +41,25 @@ void conv1d(const float* xin, int ldx, float* out, int ldo, const float* wT, con
 // dt = softplus(dt_raw) (written back when write_dt); s = exp(dt A) s + dt B x;
 // y = (sum_n C s + D x) * silu(z). The SSM state [E, N] of each sequence is read and written back.
 struct ScanParams {
-  const float* x; int ldx;
-  float* dt; int lddt;
-  const float* B; const float* C; int ldbc;
-  const float* z; int ldz;
+  const float* x;
+  int ldx;
+  float* dt;
+  int lddt;
+  const float* B;
+  const float* C;
+  int ldbc;
+  const float* z;
+  int ldz;
   const float* AT;  // [N][E], A = -exp(A_log)
   const float* D;   // [E]
-  float* y; int ldy;
+  float* y;
+  int ldy;
   int E, N;
   bool write_dt;
   StateRef ssm;
-  const SeqInfo* seqs; int nseq; int maxT;
+  const SeqInfo* seqs;
+  int nseq;
+  int maxT;
 };
 void selective_scan(const ScanParams& p, cudaStream_t st);
 
@@ -59,13 +67,19 @@ void selective_scan(const ScanParams& p, cudaStream_t st);
 // score[row] for the rows [0, rows) covered by seqs; see native/cpu/simba_score.cc.
 // dt is after softplus. partial: [ceil(E/32), rows] scratch.
 struct ScoreParams {
-  const float* x; int ldx;
-  const float* dt; int lddt;
-  const float* B; const float* C; int ldbc;
+  const float* x;
+  int ldx;
+  const float* dt;
+  int lddt;
+  const float* B;
+  const float* C;
+  int ldbc;
   const float* AT;
   int E, N;
   bool local, reduce_sum;
-  const SeqInfo* seqs; int nseq; int maxT;
+  const SeqInfo* seqs;
+  int nseq;
+  int maxT;
   int rows;
   float* partial;
   float* score;

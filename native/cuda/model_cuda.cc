@@ -87,8 +87,8 @@ void probe_devices(int* n, std::string* desc) {
     cudaDeviceProp p;
     check(cudaGetDeviceProperties(&p, 0), "cudaGetDeviceProperties");
     char b[320];
-    std::snprintf(b, sizeof b, "%s, %.0f GiB, sm_%d%d, %d SMs", p.name, p.totalGlobalMem / 1073741824.0, p.major, p.minor,
-                  p.multiProcessorCount);
+    std::snprintf(b, sizeof b, "%s, %.0f GiB, sm_%d%d, %d SMs", p.name, p.totalGlobalMem / 1073741824.0, p.major,
+                  p.minor, p.multiProcessorCount);
     *desc = b;
   }
 }
@@ -99,7 +99,8 @@ namespace {
 size_t align256(size_t b) { return (b + 255) / 256 * 256; }
 }  // namespace
 
-DeviceModel::DeviceModel(const ModelConfig& c, bool bf16, int device) : cfg_(c), bf16_(bf16), device_(device), loader_(c) {
+DeviceModel::DeviceModel(const ModelConfig& c, bool bf16, int device)
+    : cfg_(c), bf16_(bf16), device_(device), loader_(c) {
   int n = 0;
   check(cudaGetDeviceCount(&n), "cudaGetDeviceCount");
   if (device < 0 || device >= n)
@@ -165,26 +166,35 @@ size_t DeviceModel::weight_bytes() const {
 // the host states in the shared checks).
 void DeviceModel::check_request(const simba_forward_t& r, const int32_t* slots) const {
   loader_.require_ready();
-  if (r.n_tokens < 0 || r.n_want < 0 || r.n_seq < 0) fail(SIMBA_E_ARG, "negative token, sequence or logits-position count");
+  if (r.n_tokens < 0 || r.n_want < 0 || r.n_seq < 0)
+    fail(SIMBA_E_ARG, "negative token, sequence or logits-position count");
   const size_t nseq = (size_t)r.n_seq;
   std::vector<float*> in_pool;
   if (slots) {
     std::vector<char> seen(pool_cap_, 0);
     for (size_t s = 0; s < nseq; s++) {
       check_slot(slots[s]);
-      if (seen[slots[s]]++) fail(SIMBA_E_ARG, "state slot " + std::to_string(slots[s]) + " is given to two sequences of one call");
+      if (seen[slots[s]]++)
+        fail(SIMBA_E_ARG, "state slot " + std::to_string(slots[s]) + " is given to two sequences of one call");
       in_pool.push_back(pool_.f() + (size_t)slots[s] * state_floats());
     }
   }
-  simba::check_request(cfg_, {.tokens = r.tokens, .n_tokens = (size_t)r.n_tokens,
-                              .lengths = r.lengths, .n_seq = nseq,
-                              .states = slots ? in_pool.data() : r.states, .n_states = nseq,
-                              .want = r.want, .n_want = (size_t)r.n_want,
-                              .simba = r.simba_enabled != 0, .n_keep = r.keep ? nseq * cfg_.L : 0,
+  simba::check_request(cfg_, {.tokens = r.tokens,
+                              .n_tokens = (size_t)r.n_tokens,
+                              .lengths = r.lengths,
+                              .n_seq = nseq,
+                              .states = slots ? in_pool.data() : r.states,
+                              .n_states = nseq,
+                              .want = r.want,
+                              .n_want = (size_t)r.n_want,
+                              .simba = r.simba_enabled != 0,
+                              .n_keep = r.keep ? nseq * cfg_.L : 0,
                               .criterion = r.criterion});
-  if (nseq > 65535) fail(SIMBA_E_ARG, "the CUDA engine takes at most 65535 sequences per call (got " + std::to_string(nseq) + ")");
+  if (nseq > 65535)
+    fail(SIMBA_E_ARG, "the CUDA engine takes at most 65535 sequences per call (got " + std::to_string(nseq) + ")");
   for (size_t s = 0; s < nseq; s++)
-    if (r.lengths[s] > 65535 * 8) fail(SIMBA_E_ARG, "the CUDA engine takes at most 524280 tokens per sequence and call");
+    if (r.lengths[s] > 65535 * 8)
+      fail(SIMBA_E_ARG, "the CUDA engine takes at most 524280 tokens per sequence and call");
 }
 
 char* DeviceModel::workspace(size_t bytes) {
@@ -198,8 +208,8 @@ char* DeviceModel::workspace(size_t bytes) {
 namespace {
 // Tokens select_keep keeps unconditionally: the last one and the protected first / last ones.
 int must_keep(int T, int pf, int pl) {
-  const int a = std::min(std::max(pf, 0), T);                           // [0, a)
-  const int c = std::min(std::max(0, T - std::max(pl, 0)), T - 1);      // [c, T) (includes T-1)
+  const int a = std::min(std::max(pf, 0), T);                       // [0, a)
+  const int c = std::min(std::max(0, T - std::max(pl, 0)), T - 1);  // [c, T) (includes T-1)
   return a >= c ? T : a + (T - c);
 }
 }  // namespace
@@ -271,36 +281,44 @@ void DeviceModel::run_forward(const simba_forward_t& req, const int32_t* slots, 
   // ---- Workspace (one allocation, carved).
   const int groups = ceil_div(E, 32);
   size_t off = 0;
-  auto carve = [&](size_t bytes) { size_t o = off; off += align256(bytes); return o; };
+  auto carve = [&](size_t bytes) {
+    size_t o = off;
+    off += align256(bytes);
+    return o;
+  };
   const size_t T_ = total;
-  const size_t o_h = carve(T_ * d * 4), o_h2 = carve(T_ * d * 4), o_xn = carve(T_ * d * 4), o_xz = carve(T_ * 2 * E * 4),
-               o_xc = carve(T_ * E * 4), o_dbc = carve(T_ * ldbc * 4), o_dt = carve(T_ * E * 4), o_y = carve(T_ * E * 4),
-               o_out = carve(T_ * d * 4), o_score = carve(prune ? T_ * 4 : 0),
-               o_part = carve(prune ? (size_t)groups * T_ * 4 : 0), o_fin = carve((size_t)nw * d * 4),
-               o_fn = carve((size_t)nw * d * 4), o_logits = carve((size_t)nw * V * 4), o_states = carve(slots ? 0 : (size_t)nseq * SF * 4),
-               o_sidx = carve(slots ? (size_t)nseq * 4 : 0),
-               o_tok = carve(T_ * 4), o_orig = carve(T_ * 4), o_orig2 = carve(T_ * 4), o_exit = carve(T_ * 4),
-               o_slot = carve(T_ * 4), o_dest = carve(T_ * 4), o_tab = carve(tables.size() * sizeof(SeqInfo));
+  const size_t o_h = carve(T_ * d * 4), o_h2 = carve(T_ * d * 4), o_xn = carve(T_ * d * 4),
+               o_xz = carve(T_ * 2 * E * 4), o_xc = carve(T_ * E * 4), o_dbc = carve(T_ * ldbc * 4),
+               o_dt = carve(T_ * E * 4), o_y = carve(T_ * E * 4), o_out = carve(T_ * d * 4),
+               o_score = carve(prune ? T_ * 4 : 0), o_part = carve(prune ? (size_t)groups * T_ * 4 : 0),
+               o_fin = carve((size_t)nw * d * 4), o_fn = carve((size_t)nw * d * 4),
+               o_logits = carve((size_t)nw * V * 4), o_states = carve(slots ? 0 : (size_t)nseq * SF * 4),
+               o_sidx = carve(slots ? (size_t)nseq * 4 : 0), o_tok = carve(T_ * 4), o_orig = carve(T_ * 4),
+               o_orig2 = carve(T_ * 4), o_exit = carve(T_ * 4), o_slot = carve(T_ * 4), o_dest = carve(T_ * 4),
+               o_tab = carve(tables.size() * sizeof(SeqInfo));
   char* w = workspace(off);
   auto F = [&](size_t o) { return reinterpret_cast<float*>(w + o); };
   auto I = [&](size_t o) { return reinterpret_cast<int*>(w + o); };
-  float *h = F(o_h), *h2 = F(o_h2), *xn = F(o_xn), *xz = F(o_xz), *xc = F(o_xc), *dbc = F(o_dbc), *dt = F(o_dt), *y = F(o_y),
-        *out = F(o_out), *score = F(o_score), *partial = F(o_part), *fin = F(o_fin), *fn = F(o_fn), *logits = F(o_logits),
-        *states = slots ? pool_.f() : F(o_states);
+  float *h = F(o_h), *h2 = F(o_h2), *xn = F(o_xn), *xz = F(o_xz), *xc = F(o_xc), *dbc = F(o_dbc), *dt = F(o_dt),
+        *y = F(o_y), *out = F(o_out), *score = F(o_score), *partial = F(o_part), *fin = F(o_fin), *fn = F(o_fn),
+        *logits = F(o_logits), *states = slots ? pool_.f() : F(o_states);
   int* sidx = slots ? I(o_sidx) : nullptr;  // device copy of the slot table
-  int *tok = I(o_tok), *orig = I(o_orig), *orig2 = I(o_orig2), *exit_l = I(o_exit), *slot = I(o_slot), *dest = I(o_dest);
+  int *tok = I(o_tok), *orig = I(o_orig), *orig2 = I(o_orig2), *exit_l = I(o_exit), *slot = I(o_slot),
+      *dest = I(o_dest);
   SeqInfo* tab = reinterpret_cast<SeqInfo*>(w + o_tab);
   cudaStream_t st = stream_;
 
   // ---- Inputs to the device.
   check(cudaMemcpyAsync(tok, req.tokens, T_ * 4, cudaMemcpyHostToDevice, st), "copying tokens");
   check(cudaMemcpyAsync(slot, want_slot.data(), T_ * 4, cudaMemcpyHostToDevice, st), "copying wanted positions");
-  check(cudaMemcpyAsync(tab, tables.data(), tables.size() * sizeof(SeqInfo), cudaMemcpyHostToDevice, st), "copying sequence tables");
+  check(cudaMemcpyAsync(tab, tables.data(), tables.size() * sizeof(SeqInfo), cudaMemcpyHostToDevice, st),
+        "copying sequence tables");
   if (slots)
     check(cudaMemcpyAsync(sidx, slots, (size_t)nseq * 4, cudaMemcpyHostToDevice, st), "copying the slot table");
   else
     for (int s = 0; s < nseq; s++)
-      check(cudaMemcpyAsync(states + (size_t)s * SF, req.states[s], SF * 4, cudaMemcpyHostToDevice, st), "copying states in");
+      check(cudaMemcpyAsync(states + (size_t)s * SF, req.states[s], SF * 4, cudaMemcpyHostToDevice, st),
+            "copying states in");
   iota(orig, total, st);
   fill(exit_l, total, L, st);
 
@@ -329,9 +347,26 @@ void DeviceModel::run_forward(const simba_forward_t& req, const int32_t* slots, 
     gemm(dbc, ldbc, l.dt_proj.view, dt, E, M, st);
     // y = scan(...) * silu(z)                    [M, E]; state updated
     const bool scored = prunes[li] && (crit == 0 || crit == 1);
-    selective_scan({.x = xc, .ldx = E, .dt = dt, .lddt = E, .B = dbc + R, .C = dbc + R + N, .ldbc = ldbc, .z = xz + E,
-                    .ldz = 2 * E, .AT = l.AT.f(), .D = l.D.f(), .y = y, .ldy = E, .E = E, .N = N, .write_dt = scored,
-                    .ssm = ssm, .seqs = seqs, .nseq = nseq, .maxT = maxT},
+    selective_scan({.x = xc,
+                    .ldx = E,
+                    .dt = dt,
+                    .lddt = E,
+                    .B = dbc + R,
+                    .C = dbc + R + N,
+                    .ldbc = ldbc,
+                    .z = xz + E,
+                    .ldz = 2 * E,
+                    .AT = l.AT.f(),
+                    .D = l.D.f(),
+                    .y = y,
+                    .ldy = E,
+                    .E = E,
+                    .N = N,
+                    .write_dt = scored,
+                    .ssm = ssm,
+                    .seqs = seqs,
+                    .nseq = nseq,
+                    .maxT = maxT},
                    st);
     // out = y out_proj^T (+b)                    [M, d]
     gemm(y, E, l.out_proj.view, out, d, M, st);
@@ -342,9 +377,24 @@ void DeviceModel::run_forward(const simba_forward_t& req, const int32_t* slots, 
     add_rmsnorm(h, out, nullptr, nullptr, M, d, c.eps, st);
     pending = false;
     if (crit == 0 || crit == 1) {
-      simba_score({.x = xc, .ldx = E, .dt = dt, .lddt = E, .B = dbc + R, .C = dbc + R + N, .ldbc = ldbc, .AT = l.AT.f(),
-                   .E = E, .N = N, .local = crit == 1, .reduce_sum = req.reduce_sum != 0, .seqs = seqs, .nseq = nseq,
-                   .maxT = maxT, .rows = M, .partial = partial, .score = score},
+      simba_score({.x = xc,
+                   .ldx = E,
+                   .dt = dt,
+                   .lddt = E,
+                   .B = dbc + R,
+                   .C = dbc + R + N,
+                   .ldbc = ldbc,
+                   .AT = l.AT.f(),
+                   .E = E,
+                   .N = N,
+                   .local = crit == 1,
+                   .reduce_sum = req.reduce_sum != 0,
+                   .seqs = seqs,
+                   .nseq = nseq,
+                   .maxT = maxT,
+                   .rows = M,
+                   .partial = partial,
+                   .score = score},
                   st);
     } else if (crit == 2) {
       norm_score(out, d, M, score, st);
@@ -372,11 +422,13 @@ void DeviceModel::run_forward(const simba_forward_t& req, const int32_t* slots, 
   }
   // Everything ran? Only then hand results (and the new states) back.
   check(cudaStreamSynchronize(st), "forward");
-  if (nw > 0) check(cudaMemcpyAsync(res.logits, logits, (size_t)nw * V * 4, cudaMemcpyDeviceToHost, st), "copying logits out");
+  if (nw > 0)
+    check(cudaMemcpyAsync(res.logits, logits, (size_t)nw * V * 4, cudaMemcpyDeviceToHost, st), "copying logits out");
   check(cudaMemcpyAsync(res.exit_layer, exit_l, T_ * 4, cudaMemcpyDeviceToHost, st), "copying exit layers out");
   if (!slots)
     for (int s = 0; s < nseq; s++)
-      check(cudaMemcpyAsync(req.states[s], states + (size_t)s * SF, SF * 4, cudaMemcpyDeviceToHost, st), "copying states out");
+      check(cudaMemcpyAsync(req.states[s], states + (size_t)s * SF, SF * 4, cudaMemcpyDeviceToHost, st),
+            "copying states out");
   check(cudaStreamSynchronize(st), "forward (copy out)");
 }
 
@@ -389,7 +441,8 @@ namespace simba {
 namespace cuda {
 
 void DeviceModel::check_slot(int slot) const {
-  if (slot < 0 || slot >= pool_cap_ || !slot_live_[slot]) fail(SIMBA_E_ARG, "state slot " + std::to_string(slot) + " is not allocated");
+  if (slot < 0 || slot >= pool_cap_ || !slot_live_[slot])
+    fail(SIMBA_E_ARG, "state slot " + std::to_string(slot) + " is not allocated");
 }
 
 int DeviceModel::state_alloc() {
@@ -402,7 +455,8 @@ int DeviceModel::state_alloc() {
     DevBuf grown;
     grown.alloc((size_t)cap * SB, "state slots (" + std::to_string(cap) + " sequences)");
     if (pool_cap_)
-      check(cudaMemcpyAsync(grown.get(), pool_.get(), (size_t)pool_cap_ * SB, cudaMemcpyDeviceToDevice, stream_), "growing the state pool");
+      check(cudaMemcpyAsync(grown.get(), pool_.get(), (size_t)pool_cap_ * SB, cudaMemcpyDeviceToDevice, stream_),
+            "growing the state pool");
     check(cudaStreamSynchronize(stream_), "growing the state pool");
     pool_ = std::move(grown);
     for (int i = cap - 1; i >= pool_cap_; i--) free_slots_.push_back(i);
@@ -430,7 +484,8 @@ void DeviceModel::state_read(int slot, float* dst) const {
   if (!dst) fail(SIMBA_E_ARG, "state_read: no destination given");
   select_device();
   const size_t SF = state_floats();
-  check(cudaMemcpyAsync(dst, pool_.f() + (size_t)slot * SF, SF * 4, cudaMemcpyDeviceToHost, stream_), "reading a state slot");
+  check(cudaMemcpyAsync(dst, pool_.f() + (size_t)slot * SF, SF * 4, cudaMemcpyDeviceToHost, stream_),
+        "reading a state slot");
   check(cudaStreamSynchronize(stream_), "reading a state slot");
 }
 

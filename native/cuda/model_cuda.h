@@ -27,10 +27,13 @@ class DevBuf {
   DevBuf() = default;
   DevBuf(const DevBuf&) = delete;
   DevBuf& operator=(const DevBuf&) = delete;
-  DevBuf(DevBuf&& o) noexcept : p_(o.p_), bytes_(o.bytes_) { o.p_ = nullptr; o.bytes_ = 0; }
+  DevBuf(DevBuf&& o) noexcept : p_(o.p_), bytes_(o.bytes_) {
+    o.p_ = nullptr;
+    o.bytes_ = 0;
+  }
   DevBuf& operator=(DevBuf&& o) noexcept;
   ~DevBuf() { release(); }
-  void alloc(size_t bytes, const std::string& what);  // frees the old allocation first
+  void alloc(size_t bytes, const std::string& what);                    // frees the old allocation first
   void upload(const void* src, size_t bytes, const std::string& what);  // alloc + synchronous copy
   void release();
   void* get() const { return p_; }
@@ -66,7 +69,7 @@ class DeviceModel {
   size_t weight_bytes() const;
 
   // Device-resident states (a slot pool, [capacity][state_floats] floats, grown by doubling).
-  int state_alloc();                             // a zeroed slot
+  int state_alloc();  // a zeroed slot
   void state_free(int slot);
   void state_read(int slot, float* dst) const;   // copies this slot only
   void state_write(int slot, const float* src);  // src null: zeros
@@ -92,7 +95,7 @@ class DeviceModel {
   cudaStream_t stream_ = nullptr;
   DevWeights w_;
   DevBuf work_;
-  DevBuf pool_;                  // [pool_cap_][state_floats()] device-resident states
+  DevBuf pool_;  // [pool_cap_][state_floats()] device-resident states
   int pool_cap_ = 0;
   std::vector<char> slot_live_;  // [pool_cap_]
   std::vector<int> free_slots_;  // free slot indices (the last is used next)

@@ -41,7 +41,7 @@ __global__ __launch_bounds__(kWarps * 32) void scan_chunked(const ScanParams p) 
   const int N = p.N, E = p.E;
   float* Bs = sm;
   float* Cs = Bs + kTile * N;
-  float* carry = Cs + kTile * N;                             // [2][N][32]
+  float* carry = Cs + kTile * N;                                  // [2][N][32]
   float2* pairs = reinterpret_cast<float2*>(carry + 2 * N * 32);  // [2][kWarps][32]
   const int lane = threadIdx.x, warp = threadIdx.y, tid = warp * 32 + lane;
   const int g0 = blockIdx.x * 32;
@@ -171,7 +171,8 @@ void selective_scan(const ScanParams& p, cudaStream_t st) {
   const size_t smem = chunked_smem_bytes(p.N);
   int dev = 0, optin = 0;
   check(cudaGetDevice(&dev), "selective scan: cudaGetDevice");
-  check(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev), "selective scan: device attribute");
+  check(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev),
+        "selective scan: device attribute");
   if (smem > (size_t)optin) {  // a very large d_state on a smaller part: the sequential kernel works for any T
     SIMBA_LAUNCH(dim3(ceil_div(p.E, kShortThreads), p.nseq), kShortThreads, 0, st, scan_short)(p);
     check_launch("scan_short");

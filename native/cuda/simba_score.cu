@@ -41,9 +41,9 @@ __device__ __forceinline__ float warp_reduce(float v, bool sum) {
 __global__ __launch_bounds__(kWarps * 32) void score_chunked(const ScoreParams p) {
   SIMBA_DYN_SMEM(float, sm);
   const int N = p.N, E = p.E;
-  float* Bs = sm;                       // [kTile][N]
-  float* carry = Bs + kTile * N;        // [2][N][32]
-  float* prods = carry + 2 * N * 32;    // [2][kWarps][32]
+  float* Bs = sm;                     // [kTile][N]
+  float* carry = Bs + kTile * N;      // [2][N][32]
+  float* prods = carry + 2 * N * 32;  // [2][kWarps][32]
   const int lane = threadIdx.x, warp = threadIdx.y, tid = warp * 32 + lane;
   const int e = blockIdx.x * 32 + lane;
   const bool ev = e < E;
@@ -110,7 +110,8 @@ __global__ __launch_bounds__(kWarps * 32) void score_chunked(const ScoreParams p
 }
 
 // score[row] = reduce over groups g (in order) of partial[g][row].
-__global__ void reduce_groups(const float* __restrict__ partial, int groups, int rows, bool sum, float* __restrict__ score) {
+__global__ void reduce_groups(const float* __restrict__ partial, int groups, int rows, bool sum,
+                              float* __restrict__ score) {
   const int r = blockIdx.x * blockDim.x + threadIdx.x;
   if (r >= rows) return;
   float v = 0.f;
@@ -153,7 +154,8 @@ __global__ __launch_bounds__(kRowThreads) void local_score(const ScoreParams p) 
   if (threadIdx.x == 0) p.score[row] = v;
 }
 
-__global__ __launch_bounds__(kRowThreads) void norm_kernel(const float* __restrict__ out, int d, float* __restrict__ score) {
+__global__ __launch_bounds__(kRowThreads) void norm_kernel(const float* __restrict__ out, int d,
+                                                           float* __restrict__ score) {
   const size_t row = blockIdx.x;
   __shared__ double red[kRowThreads / 32];
   double ss = 0;

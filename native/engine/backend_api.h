@@ -26,14 +26,14 @@ extern "C" {
  * `code` of the JS error (the same names without the SIMBA_ prefix). */
 typedef enum {
   SIMBA_OK = 0,
-  SIMBA_E_ARG = 1,      /* a bad argument: request lengths, wanted positions, keep counts, options */
-  SIMBA_E_TOKEN = 2,    /* a token id outside the vocabulary */
-  SIMBA_E_SHAPE = 3,    /* a tensor whose size disagrees with the config */
-  SIMBA_E_WEIGHTS = 4,  /* an unknown, unexpected or missing tensor; weights not finalized */
-  SIMBA_E_CONFIG = 5,   /* a model config the engine cannot run */
-  SIMBA_E_OOM = 6,      /* host or device memory exhausted */
-  SIMBA_E_CUDA = 7,     /* the CUDA runtime or driver failed, or CUDA is not available */
-  SIMBA_E_NATIVE = 8    /* anything else (a bug: please report it) */
+  SIMBA_E_ARG = 1,     /* a bad argument: request lengths, wanted positions, keep counts, options */
+  SIMBA_E_TOKEN = 2,   /* a token id outside the vocabulary */
+  SIMBA_E_SHAPE = 3,   /* a tensor whose size disagrees with the config */
+  SIMBA_E_WEIGHTS = 4, /* an unknown, unexpected or missing tensor; weights not finalized */
+  SIMBA_E_CONFIG = 5,  /* a model config the engine cannot run */
+  SIMBA_E_OOM = 6,     /* host or device memory exhausted */
+  SIMBA_E_CUDA = 7,    /* the CUDA runtime or driver failed, or CUDA is not available */
+  SIMBA_E_NATIVE = 8   /* anything else (a bug: please report it) */
 } simba_status_t;
 
 typedef struct {
@@ -43,32 +43,37 @@ typedef struct {
 } simba_config_t;
 
 typedef struct {
-  const int32_t* tokens; int n_tokens;     /* all sequences' tokens, concatenated */
-  const int32_t* lengths; int n_seq;       /* tokens per sequence (>= 1) */
-  float* const* states;                    /* n_seq host pointers, each L*(E*(K-1)+E*N) floats, updated in place */
-  const int32_t* want; int n_want;         /* global token indices that get logits */
+  const int32_t* tokens;
+  int n_tokens; /* all sequences' tokens, concatenated */
+  const int32_t* lengths;
+  int n_seq;            /* tokens per sequence (>= 1) */
+  float* const* states; /* n_seq host pointers, each L*(E*(K-1)+E*N) floats, updated in place */
+  const int32_t* want;
+  int n_want; /* global token indices that get logits */
   int simba_enabled;
-  const int32_t* keep;                     /* [n_seq * L] tokens kept after each layer */
-  int criterion;                           /* 0 simba 1 local 2 norm 3 uniform 4 random */
+  const int32_t* keep; /* [n_seq * L] tokens kept after each layer */
+  int criterion;       /* 0 simba 1 local 2 norm 3 uniform 4 random */
   int reduce_sum, protect_first, protect_last;
   uint64_t seed;
 } simba_forward_t;
 
 typedef struct {
-  float* logits;        /* [n_want * vocab], caller-allocated */
-  int32_t* processed;   /* [n_seq * L], caller-allocated */
-  int32_t* exit_layer;  /* [n_tokens], caller-allocated */
+  float* logits;       /* [n_want * vocab], caller-allocated */
+  int32_t* processed;  /* [n_seq * L], caller-allocated */
+  int32_t* exit_layer; /* [n_tokens], caller-allocated */
 } simba_result_t;
 
 typedef struct simba_model simba_model;
 
 typedef struct {
-  int abi_version; /* 2 (1: functions returned 0 / 1 instead of a simba_status_t) */
+  int abi_version;  /* 2 (1: functions returned 0 / 1 instead of a simba_status_t) */
   const char* name; /* "cuda" */
   /* Device count and a description of device 0 (e.g. "NVIDIA H200, 139 GiB, sm_90"). */
   simba_status_t (*probe)(int* n_devices, char* desc, size_t desc_len, char* err, size_t err_len);
-  simba_status_t (*create)(const simba_config_t* cfg, int bf16, int device, simba_model** out, char* err, size_t err_len);
-  simba_status_t (*set_tensor)(simba_model* m, const char* name, int layer, const float* data, size_t count, char* err, size_t err_len);
+  simba_status_t (*create)(const simba_config_t* cfg, int bf16, int device, simba_model** out, char* err,
+                           size_t err_len);
+  simba_status_t (*set_tensor)(simba_model* m, const char* name, int layer, const float* data, size_t count, char* err,
+                               size_t err_len);
   simba_status_t (*randomize)(simba_model* m, uint64_t seed, char* err, size_t err_len);
   simba_status_t (*finalize)(simba_model* m, char* err, size_t err_len);
   simba_status_t (*forward)(simba_model* m, const simba_forward_t* req, simba_result_t* res, char* err, size_t err_len);
@@ -76,21 +81,24 @@ typedef struct {
   void (*destroy)(simba_model* m);
   /* Kernel test hooks (device vs CPU comparisons): run one kernel on host inputs, results to host.
    * Arguments mirror native/napi/kernel_bindings.cc (gemm: C[M,N] = A[M,K] W^T + bias). */
-  simba_status_t (*kernel_gemm)(const float* A, const float* W, const float* bias, float* C, int M, int N, int K, int bf16, char* err, size_t err_len);
-  simba_status_t (*kernel_scan)(const float* x, float* dt, const float* A_log, const float* B, const float* C, const float* D,
-                     const float* z, float* state, float* y, int T, int E, int N, char* err, size_t err_len);
+  simba_status_t (*kernel_gemm)(const float* A, const float* W, const float* bias, float* C, int M, int N, int K,
+                                int bf16, char* err, size_t err_len);
+  simba_status_t (*kernel_scan)(const float* x, float* dt, const float* A_log, const float* B, const float* C,
+                                const float* D, const float* z, float* state, float* y, int T, int E, int N, char* err,
+                                size_t err_len);
   simba_status_t (*kernel_score)(const float* x, const float* dt, const float* A_log, const float* B, const float* C,
-                      float* score, int T, int E, int N, int local, int reduce_sum, char* err, size_t err_len);
-  simba_status_t (*kernel_conv1d)(const float* x, const float* w, const float* bias, float* state, float* out,
-                       int T, int E, int K, char* err, size_t err_len);
+                                 float* score, int T, int E, int N, int local, int reduce_sum, char* err,
+                                 size_t err_len);
+  simba_status_t (*kernel_conv1d)(const float* x, const float* w, const float* bias, float* state, float* out, int T,
+                                  int E, int K, char* err, size_t err_len);
   /* Appended (bench/gpu.sh): time the selective scan alone on device-resident random inputs
    * (n_seq sequences of T tokens) and a device-to-device copy; scan_bytes is what one scan moves. */
   simba_status_t (*bench_scan)(int n_seq, int T, int E, int N, int iters, double* scan_ms, double* scan_bytes,
-                    double* copy_gbs, char* err, size_t err_len);
+                               double* copy_gbs, char* err, size_t err_len);
   /* Appended (simba_gpu_check): per row r < rows of width d, h[r] += delta[r] (delta may be null),
    * then y[r] = h[r] / sqrt(mean(h[r]^2) + eps) * w; h is updated in place. */
-  simba_status_t (*kernel_rmsnorm)(float* h, const float* delta, const float* w, float* y, int rows, int d, float eps, char* err,
-                        size_t err_len);
+  simba_status_t (*kernel_rmsnorm)(float* h, const float* delta, const float* w, float* y, int rows, int d, float eps,
+                                   char* err, size_t err_len);
   /* Appended: device-resident recurrent states. A slot holds one sequence's whole state (L*(E*(K-1)+E*N)
    * floats, the layout of simba_forward_t.states) in device memory, in a pool that grows as needed.
    * state_alloc gives a zeroed slot; state_read / state_write copy that one slot to / from the host
@@ -100,8 +108,8 @@ typedef struct {
   simba_status_t (*state_free)(simba_model* m, int32_t slot, char* err, size_t err_len);
   simba_status_t (*state_read)(simba_model* m, int32_t slot, float* dst, char* err, size_t err_len);
   simba_status_t (*state_write)(simba_model* m, int32_t slot, const float* src, char* err, size_t err_len);
-  simba_status_t (*forward_slots)(simba_model* m, const simba_forward_t* req, const int32_t* slots, simba_result_t* res, char* err,
-                       size_t err_len);
+  simba_status_t (*forward_slots)(simba_model* m, const simba_forward_t* req, const int32_t* slots, simba_result_t* res,
+                                  char* err, size_t err_len);
 } simba_backend_v1_t;
 
 typedef const simba_backend_v1_t* (*simba_backend_v1_fn)(void);

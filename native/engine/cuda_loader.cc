@@ -55,8 +55,10 @@ void load() {
   for (size_t i = 0; i < candidates.size(); i++) {
     const std::string& path = candidates[i];
     if (!exists(path)) {
-      tried += "\n  " + path + (i == own_dir ? ": not found (no CUDA backend built next to the addon: no CUDA compiler or SIMBA_CUDA unset at build time)"
-                                              : ": not found");
+      tried += "\n  " + path +
+               (i == own_dir ? ": not found (no CUDA backend built next to the addon: no CUDA compiler or SIMBA_CUDA "
+                               "unset at build time)"
+                             : ": not found");
       continue;
     }
     void* h = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
@@ -162,7 +164,8 @@ bool CudaModel::has_device_states() const { return cuda_backend_has(&simba_backe
 
 void CudaModel::need_device_states() const {
   if (!has_device_states())
-    fail(SIMBA_E_CUDA, "the loaded CUDA library (" + cuda_status().library + ") predates device-resident states; rebuild it");
+    fail(SIMBA_E_CUDA,
+         "the loaded CUDA library (" + cuda_status().library + ") predates device-resident states; rebuild it");
 }
 
 int CudaModel::alloc_state() {
@@ -199,18 +202,26 @@ ForwardResult CudaModel::run(const ForwardRequest& req, const int32_t* slots) {
   static float no_host_state;
   std::vector<float*> placeholders;
   if (slots) placeholders.assign(req.lengths.size(), &no_host_state);
-  check_request(cfg_, {.tokens = req.tokens.data(), .n_tokens = req.tokens.size(),
-                       .lengths = req.lengths.data(), .n_seq = req.lengths.size(),
+  check_request(cfg_, {.tokens = req.tokens.data(),
+                       .n_tokens = req.tokens.size(),
+                       .lengths = req.lengths.data(),
+                       .n_seq = req.lengths.size(),
                        .states = slots ? placeholders.data() : req.states.data(),
                        .n_states = slots ? placeholders.size() : req.states.size(),
-                       .want = req.want.data(), .n_want = req.want.size(),
-                       .simba = req.simba.enabled, .n_keep = req.simba.keep.size(), .criterion = (int)req.simba.criterion});
+                       .want = req.want.data(),
+                       .n_want = req.want.size(),
+                       .simba = req.simba.enabled,
+                       .n_keep = req.simba.keep.size(),
+                       .criterion = (int)req.simba.criterion});
   const size_t nseq = req.lengths.size();
   const simba_forward_t f{
-      .tokens = req.tokens.data(), .n_tokens = (int)req.tokens.size(),
-      .lengths = req.lengths.data(), .n_seq = (int)nseq,
+      .tokens = req.tokens.data(),
+      .n_tokens = (int)req.tokens.size(),
+      .lengths = req.lengths.data(),
+      .n_seq = (int)nseq,
       .states = slots ? nullptr : req.states.data(),
-      .want = req.want.data(), .n_want = (int)req.want.size(),
+      .want = req.want.data(),
+      .n_want = (int)req.want.size(),
       .simba_enabled = req.simba.enabled,
       .keep = req.simba.keep.empty() ? nullptr : req.simba.keep.data(),
       .criterion = (int)req.simba.criterion,

@@ -14,21 +14,24 @@ namespace simba {
 
 struct CudaStatus {
   bool available = false;
-  std::string reason;  // why not (or "ok")
-  std::string device;  // device 0, e.g. "NVIDIA H200, 140 GiB, sm_90, 132 SMs"
-  std::string library; // the path loaded
-  size_t table_bytes = 0; // sizeof the library's function table (simba_backend_v1_size; older builds: up to bench_scan)
+  std::string reason;   // why not (or "ok")
+  std::string device;   // device 0, e.g. "NVIDIA H200, 140 GiB, sm_90, 132 SMs"
+  std::string library;  // the path loaded
+  size_t table_bytes =
+      0;  // sizeof the library's function table (simba_backend_v1_size; older builds: up to bench_scan)
 };
 
 // Loads and probes once per process (thread-safe); never throws.
 const CudaStatus& cuda_status();
 // The backend's function table; throws an E_CUDA simba::Error with the reason when it is not available.
 const simba_backend_v1_t& cuda_backend();
-// Whether the loaded table holds the appended entry `member` (e.g. cuda_backend_has(&simba_backend_v1_t::forward_slots)).
+// Whether the loaded table holds the appended entry `member` (e.g.
+// cuda_backend_has(&simba_backend_v1_t::forward_slots)).
 template <typename F>
 bool cuda_backend_has(F simba_backend_v1_t::*member) {
   static const simba_backend_v1_t probe{};
-  const size_t end = (size_t)(reinterpret_cast<const char*>(&(probe.*member)) - reinterpret_cast<const char*>(&probe)) + sizeof(F);
+  const size_t end =
+      (size_t)(reinterpret_cast<const char*>(&(probe.*member)) - reinterpret_cast<const char*>(&probe)) + sizeof(F);
   return cuda_status().available && cuda_status().table_bytes >= end;
 }
 
@@ -49,10 +52,10 @@ class CudaModel {
   // Device-resident states (the library's slot pool; see backend_api.h). has_device_states() is
   // false for a library built before the pool existed; the others then throw.
   bool has_device_states() const;
-  int alloc_state();                                // a zeroed state on the device
+  int alloc_state();  // a zeroed state on the device
   void free_state(int slot);
-  void read_state(int slot, float* dst) const;      // snapshot: state_floats() floats of this slot only
-  void write_state(int slot, const float* src);     // restore (src null: zeros)
+  void read_state(int slot, float* dst) const;   // snapshot: state_floats() floats of this slot only
+  void write_state(int slot, const float* src);  // restore (src null: zeros)
   // forward() with the states in slots[s] (req.states is ignored): nothing but tokens, logits and
   // exit layers cross to the host.
   ForwardResult forward_slots(const ForwardRequest& req, const std::vector<int32_t>& slots);

@@ -51,9 +51,9 @@ inline const char* status_name(simba_status_t code) {
 // Precondition of a kernel entry point (in the style of GGML_ASSERT, but throwing an E_NATIVE
 // simba::Error naming the file, line and condition instead of aborting: the addon lives inside a
 // Node.js process). Callers validate user input before; a failing assert is a bug in the caller.
-#define SIMBA_ASSERT(cond)                                                                                      \
-  do {                                                                                                          \
-    if (!(cond))                                                                                                \
-      ::simba::fail(SIMBA_E_NATIVE, std::string(__FILE__) + ":" + std::to_string(__LINE__) +                    \
-                                        ": precondition failed: " #cond);                                         \
+#define SIMBA_ASSERT(cond)                                                                                     \
+  do {                                                                                                         \
+    if (!(cond))                                                                                               \
+      ::simba::fail(SIMBA_E_NATIVE,                                                                            \
+                    std::string(__FILE__) + ":" + std::to_string(__LINE__) + ": precondition failed: " #cond); \
   } while (0)

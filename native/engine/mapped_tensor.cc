@@ -6,9 +6,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
-#include <algorithm>
 #include <cstring>
 #include <stdexcept>
 #include <vector>
@@ -28,7 +28,10 @@ float half_to_f32(uint16_t h) {  // IEEE binary16 -> float, subnormals included
   else {  // subnormal: normalise
     int e = -1;
     uint32_t m = man;
-    do { m <<= 1; e++; } while (!(m & 0x400));
+    do {
+      m <<= 1;
+      e++;
+    } while (!(m & 0x400));
     u = sign | ((uint32_t)(112 - e) << 23) | ((m & 0x3ff) << 13);
   }
   float f;
@@ -52,19 +55,28 @@ class Mapping {
     struct stat st;
     if (::fstat(fd, &st) != 0 || (uint64_t)st.st_size < offset + bytes) {
       ::close(fd);
-      fail(SIMBA_E_WEIGHTS, file + ": file is shorter than the tensor data it declares (" + std::to_string(offset + bytes) + " bytes)");
+      fail(SIMBA_E_WEIGHTS,
+           file + ": file is shorter than the tensor data it declares (" + std::to_string(offset + bytes) + " bytes)");
     }
     const uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
     base_off_ = offset / page * page;
     len_ = (size_t)(offset + bytes - base_off_);
-    if (len_ == 0) { ::close(fd); return; }
+    if (len_ == 0) {
+      ::close(fd);
+      return;
+    }
     base_ = ::mmap(nullptr, len_, PROT_READ, MAP_PRIVATE, fd, (off_t)base_off_);
     ::close(fd);  // the mapping keeps the file
-    if (base_ == MAP_FAILED) { base_ = nullptr; fail(SIMBA_E_WEIGHTS, file + ": mmap failed (" + std::strerror(errno) + ")"); }
+    if (base_ == MAP_FAILED) {
+      base_ = nullptr;
+      fail(SIMBA_E_WEIGHTS, file + ": mmap failed (" + std::strerror(errno) + ")");
+    }
     ::madvise(base_, len_, MADV_SEQUENTIAL | MADV_WILLNEED);
     data_ = static_cast<const char*>(base_) + (offset - base_off_);
   }
-  ~Mapping() { if (base_) ::munmap(base_, len_); }
+  ~Mapping() {
+    if (base_) ::munmap(base_, len_);
+  }
   Mapping(const Mapping&) = delete;
   Mapping& operator=(const Mapping&) = delete;
   const char* data() const { return data_; }
@@ -80,7 +92,8 @@ class Mapping {
 
 MappedTensorCheck with_mapped_tensor(const MappedTensorRef& t, const std::function<void(const float*, size_t)>& use) {
   const size_t esize = t.dtype == FileDType::F32 ? 4 : 2;
-  if (t.bytes != (uint64_t)t.count * esize) fail(SIMBA_E_ARG, t.file + ": tensor byte length does not match its element count");
+  if (t.bytes != (uint64_t)t.count * esize)
+    fail(SIMBA_E_ARG, t.file + ": tensor byte length does not match its element count");
   const size_t n = t.pad_to > t.count ? t.pad_to : t.count;
   Mapping map(t.file, t.offset, t.bytes);
   const char* p = map.data();
@@ -112,7 +125,11 @@ MappedTensorCheck with_mapped_tensor(const MappedTensorRef& t, const std::functi
       for (size_t i = c0; i < c1; i++) any |= (uint32_t)((u[i] & 0x7f800000u) == 0x7f800000u);
       if (!any) continue;
       for (size_t i = c0; i < c1; i++)
-        if (!std::isfinite(f[i])) { r.first_bad = (int64_t)i; r.bad_value = f[i]; return r; }
+        if (!std::isfinite(f[i])) {
+          r.first_bad = (int64_t)i;
+          r.bad_value = f[i];
+          return r;
+        }
     }
   }
   use(f, n);

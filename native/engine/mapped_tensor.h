@@ -14,11 +14,11 @@ enum class FileDType { F32, F16, BF16 };
 
 struct MappedTensorRef {
   std::string file;
-  uint64_t offset = 0;     // absolute byte offset of the tensor in the file
-  uint64_t bytes = 0;      // its byte length (count * dtype size)
+  uint64_t offset = 0;  // absolute byte offset of the tensor in the file
+  uint64_t bytes = 0;   // its byte length (count * dtype size)
   FileDType dtype = FileDType::F32;
-  size_t count = 0;        // elements stored
-  size_t pad_to = 0;       // hand over this many elements, zeros appended (padded vocabulary); 0 = count
+  size_t count = 0;   // elements stored
+  size_t pad_to = 0;  // hand over this many elements, zeros appended (padded vocabulary); 0 = count
   bool check_finite = true;
 };
 

@@ -61,7 +61,10 @@ void pack_linear(Linear& lin, const float* W, int N, int K, cpu::WeightFormat fo
   const size_t elems = (size_t)p.npanels * p.Kp * kPanel;
   const size_t nfeat = (size_t)p.npanels * kPanel;
   // Without W the panels stay zero; with W the packing below writes every byte (padding included).
-  lin.store = AlignedBuf(elems * (format == WeightFormat::F32 ? 4 : format == WeightFormat::BF16 ? 2 : 1), W == nullptr);
+  lin.store = AlignedBuf(elems * (format == WeightFormat::F32    ? 4
+                                  : format == WeightFormat::BF16 ? 2
+                                                                 : 1),
+                         W == nullptr);
   void* dst = lin.store.data();
   if (format == WeightFormat::F32) p.f32 = static_cast<const float*>(dst);
   else if (format == WeightFormat::BF16) p.h16 = static_cast<const uint16_t*>(dst);
@@ -113,7 +116,9 @@ void pack_linear(Linear& lin, const float* W, int N, int K, cpu::WeightFormat fo
         }
     }
   };
-  cpu::ThreadPool::global().run(p.npanels, [&](int, int b, int e) { for (int pi = b; pi < e; pi++) pack_panel(pi); });
+  cpu::ThreadPool::global().run(p.npanels, [&](int, int b, int e) {
+    for (int pi = b; pi < e; pi++) pack_panel(pi);
+  });
 }
 
 // ---------------------------------------------------------------- construction
@@ -164,7 +169,12 @@ uint64_t splitmix(uint64_t x) {
 std::vector<int> select_keep(const float* score, int T, int k, const SimbaOptions& o) {
   std::vector<char> keep(T, 0);
   int have = 0;
-  auto take = [&](int t) { if (!keep[t]) { keep[t] = 1; have++; } };
+  auto take = [&](int t) {
+    if (!keep[t]) {
+      keep[t] = 1;
+      have++;
+    }
+  };
   take(T - 1);
   for (int t = 0; t < std::min(o.protect_first, T); t++) take(t);
   for (int t = std::max(0, T - o.protect_last); t < T; t++) take(t);
@@ -179,7 +189,8 @@ std::vector<int> select_keep(const float* score, int T, int k, const SimbaOption
   }
   std::vector<int> out;
   out.reserve(have);
-  for (int t = 0; t < T; t++) if (keep[t]) out.push_back(t);
+  for (int t = 0; t < T; t++)
+    if (keep[t]) out.push_back(t);
   return out;
 }
 
@@ -214,7 +225,11 @@ ForwardResult Model::forward(const ForwardRequest& req) {
   std::vector<cpu::SeqSlice> seqs(nseq);
   std::vector<int> orig(total);
   std::iota(orig.begin(), orig.end(), 0);
-  for (int s = 0, r = 0; s < nseq; s++) { seqs[s].row0 = r; seqs[s].T = req.lengths[s]; r += req.lengths[s]; }
+  for (int s = 0, r = 0; s < nseq; s++) {
+    seqs[s].row0 = r;
+    seqs[s].T = req.lengths[s];
+    r += req.lengths[s];
+  }
 
   // Wanted positions: where their final hidden state lands (row of `fin`), filled on exit.
   std::vector<int> want_slot(total, -1);
@@ -224,7 +239,11 @@ ForwardResult Model::forward(const ForwardRequest& req) {
   // Activations (token-major), carved from the reused scratch. M shrinks as tokens are pruned.
   const size_t rows = (size_t)total;  // activation rows before any pruning
   float* p = scratch(rows * (3 * (size_t)d + 2 * (size_t)E + 3 * (size_t)E + ldbc) + (prune ? rows : 0));
-  auto carve = [&p](size_t n) { float* q = p; p += n; return q; };
+  auto carve = [&p](size_t n) {
+    float* q = p;
+    p += n;
+    return q;
+  };
   float* h = carve(rows * d);
   float* xn = carve(rows * d);
   float* xz = carve(rows * 2 * E);
@@ -253,16 +272,38 @@ ForwardResult Model::forward(const ForwardRequest& req) {
     // xz = xn in_proj^T (+b)                     [M, 2E]: x = xz[:, :E], z = xz[:, E:]
     cpu::gemm(xn, d, l.in_proj.w, l.in_proj.bias.empty() ? nullptr : l.in_proj.bias.data(), xz, 2 * E, M);
     // xc = silu(conv1d(x) + conv_b)              [M, E]
-    cpu::conv1d({.xin = xz, .ldx = 2 * E, .out = xc, .ldo = E, .wT = l.conv_wT.data(),
-                 .bias = l.conv_b.empty() ? nullptr : l.conv_b.data(), .E = E, .K = K, .seqs = seqs.data(), .nseq = nseq});
+    cpu::conv1d({.xin = xz,
+                 .ldx = 2 * E,
+                 .out = xc,
+                 .ldo = E,
+                 .wT = l.conv_wT.data(),
+                 .bias = l.conv_b.empty() ? nullptr : l.conv_b.data(),
+                 .E = E,
+                 .K = K,
+                 .seqs = seqs.data(),
+                 .nseq = nseq});
     // dbc = xc x_proj^T                          [M, R+2N]: dt_low | B | C
     cpu::gemm(xc, E, l.x_proj.w, nullptr, dbc, ldbc, M);
     // dt = dt_low dt_proj^T + dt_b               [M, E] (softplus inside the scan)
     cpu::gemm(dbc, ldbc, l.dt_proj.w, l.dt_proj.bias.data(), dt, E, M);
     // y = scan(...) * silu(z)                    [M, E]; state updated
-    cpu::scan({.x = xc, .ldx = E, .dt = dt, .lddt = E, .B = dbc + R, .C = dbc + R + N, .ldbc = ldbc, .z = xz + E,
-               .ldz = 2 * E, .AT = l.AT.data(), .D = l.D.data(), .y = y, .ldy = E, .E = E, .N = N,
-               .seqs = seqs.data(), .nseq = nseq});
+    cpu::scan({.x = xc,
+               .ldx = E,
+               .dt = dt,
+               .lddt = E,
+               .B = dbc + R,
+               .C = dbc + R + N,
+               .ldbc = ldbc,
+               .z = xz + E,
+               .ldz = 2 * E,
+               .AT = l.AT.data(),
+               .D = l.D.data(),
+               .y = y,
+               .ldy = E,
+               .E = E,
+               .N = N,
+               .seqs = seqs.data(),
+               .nseq = nseq});
     // h += y out_proj^T (+b)                     [M, d]
     cpu::gemm(y, E, l.out_proj.w, l.out_proj.bias.empty() ? nullptr : l.out_proj.bias.data(), out, d, M);
     for (size_t i = 0; i < (size_t)M * d; i++) h[i] += out[i];
@@ -274,9 +315,21 @@ ForwardResult Model::forward(const ForwardRequest& req) {
     if (!any) continue;
     const Criterion crit = req.simba.criterion;
     if (crit == Criterion::Simba || crit == Criterion::Local) {
-      cpu::score({.x = xc, .ldx = E, .dt = dt, .lddt = E, .B = dbc + R, .C = dbc + R + N, .ldbc = ldbc,
-                  .AT = l.AT.data(), .E = E, .N = N, .local = crit == Criterion::Local,
-                  .reduce_sum = req.simba.reduce_sum, .seqs = seqs.data(), .nseq = nseq, .partial = nullptr},
+      cpu::score({.x = xc,
+                  .ldx = E,
+                  .dt = dt,
+                  .lddt = E,
+                  .B = dbc + R,
+                  .C = dbc + R + N,
+                  .ldbc = ldbc,
+                  .AT = l.AT.data(),
+                  .E = E,
+                  .N = N,
+                  .local = crit == Criterion::Local,
+                  .reduce_sum = req.simba.reduce_sum,
+                  .seqs = seqs.data(),
+                  .nseq = nseq,
+                  .partial = nullptr},
                  score_buf, M);
     } else if (crit == Criterion::Norm) {
       for (int r = 0; r < M; r++) {
@@ -300,7 +353,9 @@ ForwardResult Model::forward(const ForwardRequest& req) {
         for (int t = 0; t < T; t++) {
           if (crit == Criterion::Uniform) sc[t] = 0.f;
           else if (crit == Criterion::Random)
-            sc[t] = (float)(splitmix(req.simba.seed ^ splitmix(((uint64_t)li << 40) ^ ((uint64_t)s << 20) ^ (uint64_t)orig[sq.row0 + t])) >> 40);
+            sc[t] = (float)(splitmix(req.simba.seed ^ splitmix(((uint64_t)li << 40) ^ ((uint64_t)s << 20) ^
+                                                               (uint64_t)orig[sq.row0 + t])) >>
+                            40);
           else sc[t] = score_buf[sq.row0 + t];
         }
         if (crit == Criterion::Uniform)  // evenly strided: positions round((i+1) T / k) - 1
@@ -311,7 +366,10 @@ ForwardResult Model::forward(const ForwardRequest& req) {
       size_t ki = 0;
       for (int t = 0; t < T; t++) {
         const int row = sq.row0 + t;
-        if (ki < kept.size() && kept[ki] == t) { ki++; continue; }
+        if (ki < kept.size() && kept[ki] == t) {
+          ki++;
+          continue;
+        }
         res.exit_layer[orig[row]] = li + 1;
         const int slot = want_slot[orig[row]];
         if (slot >= 0) std::memcpy(&fin[(size_t)slot * d], &h[(size_t)row * d], sizeof(float) * d);

@@ -24,8 +24,12 @@ class AlignedBuf {
   explicit AlignedBuf(size_t bytes, bool zero = true);
   void* data() const { return p_.get(); }
   size_t bytes() const { return bytes_; }
+
  private:
-  struct Free { size_t bytes; void operator()(void* p) const; };  // bytes: value-initialised (0) when empty
+  struct Free {
+    size_t bytes;
+    void operator()(void* p) const;
+  };  // bytes: value-initialised (0) when empty
   std::unique_ptr<void, Free> p_;
   size_t bytes_ = 0;
 };
@@ -72,19 +76,29 @@ struct ForwardRequest {
 
 // The request as request_check.h checks it.
 inline RequestView request_view(const ForwardRequest& r) {
-  return {.tokens = r.tokens.data(), .n_tokens = r.tokens.size(), .lengths = r.lengths.data(), .n_seq = r.lengths.size(),
-          .states = r.states.data(), .n_states = r.states.size(), .want = r.want.data(), .n_want = r.want.size(),
-          .simba = r.simba.enabled, .n_keep = r.simba.keep.size(), .criterion = (int)r.simba.criterion};
+  return {.tokens = r.tokens.data(),
+          .n_tokens = r.tokens.size(),
+          .lengths = r.lengths.data(),
+          .n_seq = r.lengths.size(),
+          .states = r.states.data(),
+          .n_states = r.states.size(),
+          .want = r.want.data(),
+          .n_want = r.want.size(),
+          .simba = r.simba.enabled,
+          .n_keep = r.simba.keep.size(),
+          .criterion = (int)r.simba.criterion};
 }
 
 struct ForwardResult {
-  std::vector<float> logits;     // [want.size(), V]
-  std::vector<int> processed;    // [nseq * L]: tokens each layer processed, per sequence
+  std::vector<float> logits;        // [want.size(), V]
+  std::vector<int> processed;       // [nseq * L]: tokens each layer processed, per sequence
   std::vector<int32_t> exit_layer;  // [tokens]: number of layers the token went through (L = all)
 };
 
 // Process-wide counters for leak checks (addon memoryStats()): live Models, bytes in AlignedBufs.
-struct NativeMemoryStats { int64_t models, aligned_bytes; };
+struct NativeMemoryStats {
+  int64_t models, aligned_bytes;
+};
 NativeMemoryStats native_memory_stats();
 
 class Model {
@@ -118,7 +132,7 @@ class Model {
   ModelConfig cfg_;
   cpu::WeightFormat format_;
   WeightLoader loader_;
-  Weights w_;  // the embedding rows are read from its packed layout, and it is the tied head
+  Weights w_;      // the embedding rows are read from its packed layout, and it is the tied head
   std::mutex mu_;  // one forward at a time (scratch, thread pool)
   // Activation scratch, reused across calls (grow-only, uninitialised: every buffer carved from it
   // is written before it is read).

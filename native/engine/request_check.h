@@ -15,13 +15,17 @@ namespace simba {
 
 // A forward request as both engines receive it (CPU: ForwardRequest's vectors; CUDA: simba_forward_t).
 struct RequestView {
-  const int32_t* tokens; size_t n_tokens;  // all sequences' tokens, concatenated
-  const int32_t* lengths; size_t n_seq;    // tokens per sequence
-  float* const* states; size_t n_states;   // one per sequence
-  const int32_t* want; size_t n_want;      // global token indices that get logits
-  bool simba;                              // Simba pruning on: keep counts and criterion below
-  size_t n_keep;                           // keep counts given (n_seq * L expected)
-  int criterion;                           // 0 simba 1 local 2 norm 3 uniform 4 random
+  const int32_t* tokens;
+  size_t n_tokens;  // all sequences' tokens, concatenated
+  const int32_t* lengths;
+  size_t n_seq;  // tokens per sequence
+  float* const* states;
+  size_t n_states;  // one per sequence
+  const int32_t* want;
+  size_t n_want;  // global token indices that get logits
+  bool simba;     // Simba pruning on: keep counts and criterion below
+  size_t n_keep;  // keep counts given (n_seq * L expected)
+  int criterion;  // 0 simba 1 local 2 norm 3 uniform 4 random
 };
 
 // Throws unless the request fits config c: E_ARG for the sequence layout, states, wanted positions,
@@ -42,7 +46,8 @@ inline void check_request(const ModelConfig& c, const RequestView& r) {
                               " is outside the vocabulary [0, " + std::to_string(c.vocab) + ")");
   for (size_t i = 0; i < r.n_want; i++)
     if (r.want[i] < 0 || (size_t)r.want[i] >= total)
-      fail(SIMBA_E_ARG, "logits position " + std::to_string(r.want[i]) + " is outside the " + std::to_string(total) + " tokens");
+      fail(SIMBA_E_ARG,
+           "logits position " + std::to_string(r.want[i]) + " is outside the " + std::to_string(total) + " tokens");
   if (!r.simba) return;
   if (r.n_keep != r.n_seq * c.L)
     fail(SIMBA_E_ARG, "simba keep counts: expected " + std::to_string(r.n_seq * c.L) + " (sequences x layers)");

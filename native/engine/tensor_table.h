@@ -30,23 +30,51 @@ struct ModelConfig {
 };
 
 inline ModelConfig from_abi(const simba_config_t& c) {
-  return {.vocab = c.vocab, .d = c.d, .L = c.L, .E = c.E, .N = c.N, .R = c.R, .K = c.K,
-          .conv_bias = c.conv_bias != 0, .proj_bias = c.proj_bias != 0, .tie = c.tie != 0, .eps = c.eps};
+  return {.vocab = c.vocab,
+          .d = c.d,
+          .L = c.L,
+          .E = c.E,
+          .N = c.N,
+          .R = c.R,
+          .K = c.K,
+          .conv_bias = c.conv_bias != 0,
+          .proj_bias = c.proj_bias != 0,
+          .tie = c.tie != 0,
+          .eps = c.eps};
 }
 inline simba_config_t to_abi(const ModelConfig& c) {
-  return {.vocab = c.vocab, .d = c.d, .L = c.L, .E = c.E, .N = c.N, .R = c.R, .K = c.K,
-          .conv_bias = c.conv_bias, .proj_bias = c.proj_bias, .tie = c.tie, .eps = c.eps};
+  return {.vocab = c.vocab,
+          .d = c.d,
+          .L = c.L,
+          .E = c.E,
+          .N = c.N,
+          .R = c.R,
+          .K = c.K,
+          .conv_bias = c.conv_bias,
+          .proj_bias = c.proj_bias,
+          .tie = c.tie,
+          .eps = c.eps};
 }
 
 // Throws E_CONFIG naming the first size the engines cannot run.
 inline void check_config(const ModelConfig& c) {
   auto positive = [](int v, const char* what) {
-    if (v <= 0) fail(SIMBA_E_CONFIG, std::string("config: ") + what + " must be a positive integer, got " + std::to_string(v));
+    if (v <= 0)
+      fail(SIMBA_E_CONFIG, std::string("config: ") + what + " must be a positive integer, got " + std::to_string(v));
   };
-  positive(c.vocab, "vocabSize"); positive(c.d, "dModel"); positive(c.L, "nLayer");
-  positive(c.E, "dInner"); positive(c.N, "dState"); positive(c.R, "dtRank"); positive(c.K, "dConv");
-  if (c.K > kMaxConv) fail(SIMBA_E_CONFIG, "config: dConv " + std::to_string(c.K) + " is larger than the supported " + std::to_string(kMaxConv));
-  if (c.N > kMaxState) fail(SIMBA_E_CONFIG, "config: dState " + std::to_string(c.N) + " is larger than the supported " + std::to_string(kMaxState));
+  positive(c.vocab, "vocabSize");
+  positive(c.d, "dModel");
+  positive(c.L, "nLayer");
+  positive(c.E, "dInner");
+  positive(c.N, "dState");
+  positive(c.R, "dtRank");
+  positive(c.K, "dConv");
+  if (c.K > kMaxConv)
+    fail(SIMBA_E_CONFIG,
+         "config: dConv " + std::to_string(c.K) + " is larger than the supported " + std::to_string(kMaxConv));
+  if (c.N > kMaxState)
+    fail(SIMBA_E_CONFIG,
+         "config: dState " + std::to_string(c.N) + " is larger than the supported " + std::to_string(kMaxState));
   if (!(c.eps > 0) || !std::isfinite(c.eps)) fail(SIMBA_E_CONFIG, "config: eps must be a positive number");
 }
 
@@ -79,15 +107,28 @@ inline void apply_layout(Layout l, const float* x, int rows, int cols, float* ou
 
 // Every tensor a Mamba-1 model can have: the globals, then the per-layer ones in checkpoint order.
 enum class TensorId {
-  kEmbedding, kNormF, kLmHead,
-  kNorm, kInProj, kInProjBias, kConvW, kConvB, kXProj, kDtProjW, kDtProjB, kALog, kD, kOutProj, kOutProjBias,
+  kEmbedding,
+  kNormF,
+  kLmHead,
+  kNorm,
+  kInProj,
+  kInProjBias,
+  kConvW,
+  kConvB,
+  kXProj,
+  kDtProjW,
+  kDtProjB,
+  kALog,
+  kD,
+  kOutProj,
+  kOutProjBias,
 };
 constexpr int kNumGlobalTensors = 3, kNumLayerTensors = 12;
 
 inline const char* tensor_name(TensorId id) {
-  static const char* const names[] = {"embedding", "norm_f", "lm_head", "norm", "in_proj", "in_proj_bias",
-                                      "conv_w", "conv_b", "x_proj", "dt_proj_w", "dt_proj_b", "A_log", "D",
-                                      "out_proj", "out_proj_bias"};
+  static const char* const names[] = {"embedding",    "norm_f", "lm_head", "norm",     "in_proj",
+                                      "in_proj_bias", "conv_w", "conv_b",  "x_proj",   "dt_proj_w",
+                                      "dt_proj_b",    "A_log",  "D",       "out_proj", "out_proj_bias"};
   return names[(int)id];
 }
 
@@ -101,7 +142,9 @@ struct TensorSpec {
 
   const char* name() const { return tensor_name(id); }
   size_t count() const { return (size_t)rows * (cols ? cols : 1); }
-  std::string shape() const { return "[" + std::to_string(rows) + (cols ? ", " + std::to_string(cols) : std::string()) + "]"; }
+  std::string shape() const {
+    return "[" + std::to_string(rows) + (cols ? ", " + std::to_string(cols) : std::string()) + "]";
+  }
   std::string label() const {  // "tensor 'x_proj' of layer 3"
     return std::string("tensor '") + name() + "'" + (layer >= 0 ? " of layer " + std::to_string(layer) : std::string());
   }
@@ -208,16 +251,20 @@ class WeightLoader {
   const TensorSpec& check(const std::string& name, int layer, size_t count) const {
     if (ready_) fail(SIMBA_E_ARG, "model is finalized; tensors can no longer be set");
     if (layer >= c_.L)
-      fail(SIMBA_E_WEIGHTS, "tensor '" + name + "': layer " + std::to_string(layer) + " out of range (model has " + std::to_string(c_.L) + ")");
+      fail(SIMBA_E_WEIGHTS, "tensor '" + name + "': layer " + std::to_string(layer) + " out of range (model has " +
+                                std::to_string(c_.L) + ")");
     const bool global = layer < 0;
     int id = -1;
-    for (int i = global ? 0 : kNumGlobalTensors; i < (global ? kNumGlobalTensors : kNumGlobalTensors + kNumLayerTensors); i++)
+    for (int i = global ? 0 : kNumGlobalTensors;
+         i < (global ? kNumGlobalTensors : kNumGlobalTensors + kNumLayerTensors); i++)
       if (name == tensor_name((TensorId)i)) id = i;
-    if (id < 0) fail(SIMBA_E_WEIGHTS, std::string(global ? "unknown global tensor '" : "unknown layer tensor '") + name + "'");
+    if (id < 0)
+      fail(SIMBA_E_WEIGHTS, std::string(global ? "unknown global tensor '" : "unknown layer tensor '") + name + "'");
     const TensorSpec& t = table_[table_index(c_, (TensorId)id, layer)];
     if (!t.required) fail(SIMBA_E_WEIGHTS, t.label() + " given but " + absent_reason(t.id));
     if (count != t.count())
-      fail(SIMBA_E_SHAPE, t.label() + ": expected " + t.shape() + " = " + std::to_string(t.count()) + " values, got " + std::to_string(count));
+      fail(SIMBA_E_SHAPE, t.label() + ": expected " + t.shape() + " = " + std::to_string(t.count()) + " values, got " +
+                              std::to_string(count));
     return t;
   }
 
@@ -257,7 +304,8 @@ class WeightLoader {
   void finalize() {
     for (size_t i = 0; i < table_.size(); i++)
       if (table_[i].required && !have_[i])
-        fail(SIMBA_E_WEIGHTS, "missing " + table_[i].label() + (table_[i].id == TensorId::kLmHead ? " (the config has an untied head)" : ""));
+        fail(SIMBA_E_WEIGHTS, "missing " + table_[i].label() +
+                                  (table_[i].id == TensorId::kLmHead ? " (the config has an untied head)" : ""));
     ready_ = true;
   }
 
@@ -299,7 +347,9 @@ template <typename Emit>
 void random_weights(const ModelConfig& c, uint64_t seed, Emit&& emit) {
   uint64_t s = seed * 0x9E3779B97F4A7C15ull + 0x1234567ull;
   auto uni = [&]() {  // xorshift64*, uniform in [-1, 1)
-    s ^= s >> 12; s ^= s << 25; s ^= s >> 27;
+    s ^= s >> 12;
+    s ^= s << 25;
+    s ^= s >> 27;
     return (float)((s * 2685821657736338717ull) >> 40) * (2.0f / 16777216.0f) - 1.0f;
   };
   std::vector<float> tmp;
@@ -310,7 +360,10 @@ void random_weights(const ModelConfig& c, uint64_t seed, Emit&& emit) {
     for (auto& x : tmp) x = mean + sd * 1.7320508f * uni();
   };
   auto put = [&]() { emit(std::string(t.name()), t.layer, tmp.data(), tmp.size()); };
-  auto rand = [&](TensorId id, int layer, float mean, float sd) { fill(id, layer, mean, sd); put(); };
+  auto rand = [&](TensorId id, int layer, float mean, float sd) {
+    fill(id, layer, mean, sd);
+    put();
+  };
   rand(TensorId::kEmbedding, -1, 0.f, 0.02f);
   if (!c.tie) rand(TensorId::kLmHead, -1, 0.f, 0.02f);
   rand(TensorId::kNormF, -1, 1.f, 0.05f);
@@ -330,7 +383,8 @@ void random_weights(const ModelConfig& c, uint64_t seed, Emit&& emit) {
     put();
     t = tensor_spec(c, TensorId::kALog, l);
     tmp.resize(t.count());
-    for (int e = 0; e < c.E; e++) for (int n = 0; n < c.N; n++) tmp[(size_t)e * c.N + n] = std::log((float)(n + 1));
+    for (int e = 0; e < c.E; e++)
+      for (int n = 0; n < c.N; n++) tmp[(size_t)e * c.N + n] = std::log((float)(n + 1));
     put();
     rand(TensorId::kD, l, 1.f, 0.f);
     rand(TensorId::kOutProj, l, 0.f, 1.f / std::sqrt((float)c.E) / std::sqrt(2.f * c.L));
@@ -344,7 +398,8 @@ void random_weights(const ModelConfig& c, uint64_t seed, Emit&& emit) {
 // Fills an engine (CPU Model or CUDA DeviceModel) with random_weights(seed) through its set_tensor.
 template <typename Engine>
 void randomize_engine(Engine& m, const ModelConfig& c, uint64_t seed) {
-  random_weights(c, seed, [&m](const std::string& name, int layer, const float* x, size_t n) { m.set_tensor(name, layer, x, n); });
+  random_weights(
+      c, seed, [&m](const std::string& name, int layer, const float* x, size_t n) { m.set_tensor(name, layer, x, n); });
 }
 
 }  // namespace simba

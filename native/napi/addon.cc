@@ -18,8 +18,8 @@
 
 namespace simba {
 
-void register_kernel_bindings(Napi::Env env, Napi::Object exports);  // kernel_bindings.cc
-void register_cuda_bindings(Napi::Env env, Napi::Object exports);    // cuda_bindings.cc
+void register_kernel_bindings(Napi::Env env, Napi::Object exports);    // kernel_bindings.cc
+void register_cuda_bindings(Napi::Env env, Napi::Object exports);      // cuda_bindings.cc
 void register_sampling_bindings(Napi::Env env, Napi::Object exports);  // sampling_bindings.cc
 
 namespace {
@@ -30,7 +30,10 @@ class PromiseWorker : public Napi::AsyncWorker {
   using Work = std::function<void()>;
   using Make = std::function<Napi::Value(Napi::Env)>;
   PromiseWorker(Napi::Env env, Work work, Make make)
-      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), work_(std::move(work)), make_(std::move(make)) {}
+      : Napi::AsyncWorker(env),
+        deferred_(Napi::Promise::Deferred::New(env)),
+        work_(std::move(work)),
+        make_(std::move(make)) {}
   Napi::Promise Promise() { return deferred_.Promise(); }
   // Keep JS values (typed arrays whose memory the work reads or writes) alive until done.
   void Keep(Napi::Value v) { kept_.push_back(Napi::Persistent(v.As<Napi::Object>())); }
@@ -42,17 +45,13 @@ class PromiseWorker : public Napi::AsyncWorker {
     } catch (const std::exception& e) {
       code_ = status_of(e);
       SetError(e.what());
-    } catch (...) {
-      SetError("unknown native error");
-    }
+    } catch (...) { SetError("unknown native error"); }
   }
   void OnOK() override {
     Napi::Env env = Env();
     try {
       deferred_.Resolve(make_ ? make_(env) : env.Undefined());
-    } catch (const Napi::Error& e) {
-      deferred_.Reject(e.Value());
-    }
+    } catch (const Napi::Error& e) { deferred_.Reject(e.Value()); }
   }
   void OnError(const Napi::Error& e) override {
     e.Value().Set("code", Napi::String::New(Env(), status_name(code_)));
@@ -86,37 +85,51 @@ ModelConfig ReadConfig(const Napi::Value& v) {
   Napi::Object c = v.As<Napi::Object>();
   Napi::Value eps = c.Get("eps");
   if (!eps.IsNumber()) throw ArgError(v.Env(), "config.eps must be a number");
-  return {.vocab = GetInt(c, "vocabSize"), .d = GetInt(c, "dModel"), .L = GetInt(c, "nLayer"), .E = GetInt(c, "dInner"),
-          .N = GetInt(c, "dState"), .R = GetInt(c, "dtRank"), .K = GetInt(c, "dConv"), .conv_bias = GetBool(c, "convBias"),
-          .proj_bias = GetBool(c, "projBias"), .tie = GetBool(c, "tieEmbeddings"), .eps = eps.As<Napi::Number>().FloatValue()};
+  return {.vocab = GetInt(c, "vocabSize"),
+          .d = GetInt(c, "dModel"),
+          .L = GetInt(c, "nLayer"),
+          .E = GetInt(c, "dInner"),
+          .N = GetInt(c, "dState"),
+          .R = GetInt(c, "dtRank"),
+          .K = GetInt(c, "dConv"),
+          .conv_bias = GetBool(c, "convBias"),
+          .proj_bias = GetBool(c, "projBias"),
+          .tie = GetBool(c, "tieEmbeddings"),
+          .eps = eps.As<Napi::Number>().FloatValue()};
 }
 
-template <typename T> constexpr napi_typedarray_type kArrayType = napi_float32_array;
-template <> constexpr napi_typedarray_type kArrayType<int32_t> = napi_int32_array;
+template <typename T>
+constexpr napi_typedarray_type kArrayType = napi_float32_array;
+template <>
+constexpr napi_typedarray_type kArrayType<int32_t> = napi_int32_array;
 
 template <typename T>
 Napi::TypedArrayOf<T> ExpectArray(const Napi::Value& v, const char* what) {
   if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != kArrayType<T>)
-    throw ArgError(v.Env(), std::string(what) + (kArrayType<T> == napi_int32_array ? " must be an Int32Array" : " must be a Float32Array"));
+    throw ArgError(v.Env(), std::string(what) + (kArrayType<T> == napi_int32_array ? " must be an Int32Array"
+                                                                                   : " must be a Float32Array"));
   return v.As<Napi::TypedArrayOf<T>>();
 }
 
 class Engine : public Napi::ObjectWrap<Engine> {
  public:
   static Napi::Function Define(Napi::Env env) {
-    return DefineClass(env, "Engine",
-                       {InstanceMethod("setTensor", &Engine::SetTensor), InstanceMethod("setTensorFromFile", &Engine::SetTensorFromFile),
-                        InstanceMethod("randomize", &Engine::Randomize),
-                        InstanceMethod("finalize", &Engine::Finalize), InstanceMethod("forward", &Engine::Forward),
-                        InstanceMethod("info", &Engine::Info), InstanceMethod("dispose", &Engine::Dispose),
-                        InstanceMethod("allocState", &Engine::AllocState), InstanceMethod("freeState", &Engine::FreeState),
-                        InstanceMethod("readState", &Engine::ReadState), InstanceMethod("writeState", &Engine::WriteState)});
+    return DefineClass(
+        env, "Engine",
+        {InstanceMethod("setTensor", &Engine::SetTensor),
+         InstanceMethod("setTensorFromFile", &Engine::SetTensorFromFile),
+         InstanceMethod("randomize", &Engine::Randomize), InstanceMethod("finalize", &Engine::Finalize),
+         InstanceMethod("forward", &Engine::Forward), InstanceMethod("info", &Engine::Info),
+         InstanceMethod("dispose", &Engine::Dispose), InstanceMethod("allocState", &Engine::AllocState),
+         InstanceMethod("freeState", &Engine::FreeState), InstanceMethod("readState", &Engine::ReadState),
+         InstanceMethod("writeState", &Engine::WriteState)});
   }
 
   // new Engine(config, {bf16, device?: 'cpu' | 'cuda'})
   explicit Engine(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Engine>(info) {
     Napi::Env env = info.Env();
-    if (info.Length() < 1 || !info[0].IsObject()) throw ArgError(env, "Engine(config, options): config object required");
+    if (info.Length() < 1 || !info[0].IsObject())
+      throw ArgError(env, "Engine(config, options): config object required");
     const ModelConfig cfg = ReadConfig(info[0]);
     bool bf16 = false, int8 = false, cuda = false;
     if (info.Length() > 1 && info[1].IsObject()) {
@@ -134,10 +147,11 @@ class Engine : public Napi::ObjectWrap<Engine> {
     try {
       if (cuda && int8) fail(SIMBA_E_ARG, "int8 weights run on the CPU only (use weights 'bf16' with device 'cuda')");
       if (cuda) cuda_ = std::make_shared<CudaModel>(cfg, bf16);  // throws the reason CUDA is not available
-      else model_ = std::make_shared<Model>(cfg, int8 ? cpu::WeightFormat::Q8 : bf16 ? cpu::WeightFormat::BF16 : cpu::WeightFormat::F32);
-    } catch (const std::exception& e) {
-      throw NativeError(env, e);
-    }
+      else
+        model_ = std::make_shared<Model>(cfg, int8   ? cpu::WeightFormat::Q8
+                                              : bf16 ? cpu::WeightFormat::BF16
+                                                     : cpu::WeightFormat::F32);
+    } catch (const std::exception& e) { throw NativeError(env, e); }
   }
 
  private:
@@ -157,17 +171,18 @@ class Engine : public Napi::ObjectWrap<Engine> {
   Napi::Value SetTensor(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     return Visit(env, [&](auto m) -> Napi::Value {
-    if (info.Length() < 3 || !info[0].IsString() || !info[1].IsNumber())
-      throw ArgError(env, "setTensor(name, layer, data: Float32Array)");
-    auto data = ExpectArray<float>(info[2], "tensor data");
-    std::string name = info[0].As<Napi::String>();
-    int layer = info[1].As<Napi::Number>().Int32Value();
-    const float* p = data.Data();
-    size_t n = data.ElementLength();
-    auto* w = new PromiseWorker(env, [m, name, layer, p, n] { m->set_tensor(name, layer, p, n); }, nullptr);
-    w->Keep(data);
-    w->Queue();
-    return w->Promise();
+      if (info.Length() < 3 || !info[0].IsString() || !info[1].IsNumber())
+        throw ArgError(env, "setTensor(name, layer, data: Float32Array)");
+      auto data = ExpectArray<float>(info[2], "tensor data");
+      std::string name = info[0].As<Napi::String>();
+      int layer = info[1].As<Napi::Number>().Int32Value();
+      const float* p = data.Data();
+      size_t n = data.ElementLength();
+      auto* w = new PromiseWorker(
+          env, [m, name, layer, p, n] { m->set_tensor(name, layer, p, n); }, nullptr);
+      w->Keep(data);
+      w->Queue();
+      return w->Promise();
     });
   }
 
@@ -177,40 +192,44 @@ class Engine : public Napi::ObjectWrap<Engine> {
   Napi::Value SetTensorFromFile(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     return Visit(env, [&](auto m) -> Napi::Value {
-    if (info.Length() < 3 || !info[0].IsString() || !info[1].IsNumber() || !info[2].IsObject())
-      throw ArgError(env, "setTensorFromFile(name, layer, {file, offset, bytes, dtype, count})");
-    Napi::Object o = info[2].As<Napi::Object>();
-    auto num = [&](const char* k) -> double {
-      Napi::Value v = o.Get(k);
-      if (!v.IsNumber() || v.As<Napi::Number>().DoubleValue() < 0) throw ArgError(env, std::string("setTensorFromFile: ") + k + " must be a number >= 0");
-      return v.As<Napi::Number>().DoubleValue();
-    };
-    MappedTensorRef t;
-    if (!o.Get("file").IsString()) throw ArgError(env, "setTensorFromFile: file must be a string");
-    t.file = o.Get("file").As<Napi::String>().Utf8Value();
-    t.offset = (uint64_t)num("offset");
-    t.bytes = (uint64_t)num("bytes");
-    t.count = (size_t)num("count");
-    t.pad_to = o.Get("padTo").IsNumber() ? (size_t)num("padTo") : 0;
-    t.check_finite = !o.Get("checkFinite").IsBoolean() || o.Get("checkFinite").As<Napi::Boolean>().Value();
-    const std::string dt = o.Get("dtype").IsString() ? o.Get("dtype").As<Napi::String>().Utf8Value() : "";
-    if (dt == "F32") t.dtype = FileDType::F32;
-    else if (dt == "F16") t.dtype = FileDType::F16;
-    else if (dt == "BF16") t.dtype = FileDType::BF16;
-    else throw ArgError(env, "setTensorFromFile: dtype must be 'F32', 'F16' or 'BF16', got '" + dt + "'");
-    std::string name = info[0].As<Napi::String>();
-    int layer = info[1].As<Napi::Number>().Int32Value();
-    auto check = std::make_shared<MappedTensorCheck>();
-    auto* w = new PromiseWorker(env, [m, name, layer, t, check] {
-      *check = with_mapped_tensor(t, [&](const float* p, size_t n) { m->set_tensor(name, layer, p, n); });
-    }, [check](Napi::Env e) -> Napi::Value {
-      Napi::Object r = Napi::Object::New(e);
-      r.Set("firstBad", (double)check->first_bad);
-      r.Set("badValue", check->bad_value);
-      return r;
-    });
-    w->Queue();
-    return w->Promise();
+      if (info.Length() < 3 || !info[0].IsString() || !info[1].IsNumber() || !info[2].IsObject())
+        throw ArgError(env, "setTensorFromFile(name, layer, {file, offset, bytes, dtype, count})");
+      Napi::Object o = info[2].As<Napi::Object>();
+      auto num = [&](const char* k) -> double {
+        Napi::Value v = o.Get(k);
+        if (!v.IsNumber() || v.As<Napi::Number>().DoubleValue() < 0)
+          throw ArgError(env, std::string("setTensorFromFile: ") + k + " must be a number >= 0");
+        return v.As<Napi::Number>().DoubleValue();
+      };
+      MappedTensorRef t;
+      if (!o.Get("file").IsString()) throw ArgError(env, "setTensorFromFile: file must be a string");
+      t.file = o.Get("file").As<Napi::String>().Utf8Value();
+      t.offset = (uint64_t)num("offset");
+      t.bytes = (uint64_t)num("bytes");
+      t.count = (size_t)num("count");
+      t.pad_to = o.Get("padTo").IsNumber() ? (size_t)num("padTo") : 0;
+      t.check_finite = !o.Get("checkFinite").IsBoolean() || o.Get("checkFinite").As<Napi::Boolean>().Value();
+      const std::string dt = o.Get("dtype").IsString() ? o.Get("dtype").As<Napi::String>().Utf8Value() : "";
+      if (dt == "F32") t.dtype = FileDType::F32;
+      else if (dt == "F16") t.dtype = FileDType::F16;
+      else if (dt == "BF16") t.dtype = FileDType::BF16;
+      else throw ArgError(env, "setTensorFromFile: dtype must be 'F32', 'F16' or 'BF16', got '" + dt + "'");
+      std::string name = info[0].As<Napi::String>();
+      int layer = info[1].As<Napi::Number>().Int32Value();
+      auto check = std::make_shared<MappedTensorCheck>();
+      auto* w = new PromiseWorker(
+          env,
+          [m, name, layer, t, check] {
+            *check = with_mapped_tensor(t, [&](const float* p, size_t n) { m->set_tensor(name, layer, p, n); });
+          },
+          [check](Napi::Env e) -> Napi::Value {
+            Napi::Object r = Napi::Object::New(e);
+            r.Set("firstBad", (double)check->first_bad);
+            r.Set("badValue", check->bad_value);
+            return r;
+          });
+      w->Queue();
+      return w->Promise();
     });
   }
 
@@ -218,21 +237,25 @@ class Engine : public Napi::ObjectWrap<Engine> {
   Napi::Value Randomize(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     return Visit(env, [&](auto m) -> Napi::Value {
-    uint64_t seed = info.Length() > 0 && info[0].IsNumber() ? (uint64_t)info[0].As<Napi::Number>().Int64Value() : 0;
-    auto* w = new PromiseWorker(env, [m, seed] { m->randomize(seed); m->finalize(); }, nullptr);
-    w->Queue();
-    return w->Promise();
+      uint64_t seed = info.Length() > 0 && info[0].IsNumber() ? (uint64_t)info[0].As<Napi::Number>().Int64Value() : 0;
+      auto* w = new PromiseWorker(
+          env,
+          [m, seed] {
+            m->randomize(seed);
+            m->finalize();
+          },
+          nullptr);
+      w->Queue();
+      return w->Promise();
     });
   }
 
   Napi::Value Finalize(const Napi::CallbackInfo& info) {
     return Visit(info.Env(), [&](auto m) -> Napi::Value {
-    try {
-      m->finalize();
-    } catch (const std::exception& e) {
-      throw NativeError(info.Env(), e);
-    }
-    return info.Env().Undefined();
+      try {
+        m->finalize();
+      } catch (const std::exception& e) { throw NativeError(info.Env(), e); }
+      return info.Env().Undefined();
     });
   }
 
@@ -265,8 +288,13 @@ class Engine : public Napi::ObjectWrap<Engine> {
   // ---- Device-resident states (device 'cuda' only): a slot per running sequence, kept on the GPU
   // between forward calls (pass the slots as an Int32Array in place of the states array).
   std::shared_ptr<CudaModel> Device(Napi::Env env, const char* what) {
-    if (!cuda_) throw CodedError(env, model_ ? "E_ARG" : "E_DISPOSED", model_ ? std::string(what) + ": device states exist only on device 'cuda'" : "the model has been disposed");
-    if (!cuda_->has_device_states()) throw CodedError(env, "E_CUDA", std::string(what) + ": the loaded CUDA library predates device states; rebuild it");
+    if (!cuda_)
+      throw CodedError(
+          env, model_ ? "E_ARG" : "E_DISPOSED",
+          model_ ? std::string(what) + ": device states exist only on device 'cuda'" : "the model has been disposed");
+    if (!cuda_->has_device_states())
+      throw CodedError(env, "E_CUDA",
+                       std::string(what) + ": the loaded CUDA library predates device states; rebuild it");
     return cuda_;
   }
   static int SlotArg(const Napi::CallbackInfo& info, const char* what) {
@@ -278,8 +306,9 @@ class Engine : public Napi::ObjectWrap<Engine> {
   Napi::Value AllocState(const Napi::CallbackInfo& info) {
     auto m = Device(info.Env(), "allocState");
     auto slot = std::make_shared<int>(-1);
-    auto* w = new PromiseWorker(info.Env(), [m, slot] { *slot = m->alloc_state(); },
-                                [slot](Napi::Env e) -> Napi::Value { return Napi::Number::New(e, *slot); });
+    auto* w = new PromiseWorker(
+        info.Env(), [m, slot] { *slot = m->alloc_state(); },
+        [slot](Napi::Env e) -> Napi::Value { return Napi::Number::New(e, *slot); });
     w->Queue();
     return w->Promise();
   }
@@ -288,7 +317,8 @@ class Engine : public Napi::ObjectWrap<Engine> {
   Napi::Value FreeState(const Napi::CallbackInfo& info) {
     auto m = Device(info.Env(), "freeState");
     const int slot = SlotArg(info, "freeState");
-    auto* w = new PromiseWorker(info.Env(), [m, slot] { m->free_state(slot); }, nullptr);
+    auto* w = new PromiseWorker(
+        info.Env(), [m, slot] { m->free_state(slot); }, nullptr);
     w->Queue();
     return w->Promise();
   }
@@ -308,11 +338,17 @@ class Engine : public Napi::ObjectWrap<Engine> {
       auto a = ExpectArray<float>(info.Length() > 1 ? info[1] : env.Undefined(), "state");
       if (a.ElementLength() != m->state_floats())
         throw ArgError(env, std::string(what) + ": the state has " + std::to_string(a.ElementLength()) +
-                                             " floats; this model's state has " + std::to_string(m->state_floats()));
+                                " floats; this model's state has " + std::to_string(m->state_floats()));
       p = a.Data();
       arr = a;
     }
-    auto* w = new PromiseWorker(env, [m, slot, p, read] { if (read) m->read_state(slot, p); else m->write_state(slot, p); }, nullptr);
+    auto* w = new PromiseWorker(
+        env,
+        [m, slot, p, read] {
+          if (read) m->read_state(slot, p);
+          else m->write_state(slot, p);
+        },
+        nullptr);
     if (p) w->Keep(arr);
     w->Queue();
     return w->Promise();
@@ -328,42 +364,47 @@ class Engine : public Napi::ObjectWrap<Engine> {
     Napi::Env env = info.Env();
     if (info.Length() > 2 && info[2].IsTypedArray()) return ForwardSlots(info);
     return Visit(env, [&](auto m) -> Napi::Value {
-    if (info.Length() < 4 || !info[2].IsArray()) throw ArgError(env, "forward(tokens, lengths, states[], want, simba?)");
-    auto req = std::make_shared<ForwardRequest>();
-    auto tokens = ExpectArray<int32_t>(info[0], "tokens");
-    auto lengths = ExpectArray<int32_t>(info[1], "lengths");
-    auto want = ExpectArray<int32_t>(info[3], "want");
-    req->tokens.assign(tokens.Data(), tokens.Data() + tokens.ElementLength());
-    req->lengths.assign(lengths.Data(), lengths.Data() + lengths.ElementLength());
-    req->want.assign(want.Data(), want.Data() + want.ElementLength());
-    Napi::Array states = info[2].As<Napi::Array>();
-    std::vector<Napi::Value> keep;
-    for (uint32_t i = 0; i < states.Length(); i++) {
-      auto s = ExpectArray<float>(states.Get(i), "state");
-      if (s.ElementLength() != m->state_floats())
-        throw ArgError(env, "state " + std::to_string(i) + " has " + std::to_string(s.ElementLength()) +
-                                             " floats; this model's state has " + std::to_string(m->state_floats()));
-      req->states.push_back(s.Data());
-      keep.push_back(s);
-    }
-    ReadSimba(info, *req);
-    std::shared_ptr<SampleBatch> samp;
-    if (info.Length() > 5 && info[5].IsObject()) samp = ParseSampleBatch(info[5], req->want.size());
-    auto res = std::make_shared<ForwardResult>();
-    const int V = m->config().vocab;
-    auto* w = new PromiseWorker(
-        env, [m, req, res, samp, V] {
-          *res = m->forward(*req);
-          if (samp) { RunSampleBatch(*samp, res->logits.data(), req->want.size(), V); res->logits.clear(); }
-        },
-        [res, samp](Napi::Env e) {
-          Napi::Value o = ResultObject(e, *res);
-          if (samp) SetSampleResult(e, *samp, o.As<Napi::Object>());
-          return o;
-        });
-    for (auto& v : keep) w->Keep(v);
-    w->Queue();
-    return w->Promise();
+      if (info.Length() < 4 || !info[2].IsArray())
+        throw ArgError(env, "forward(tokens, lengths, states[], want, simba?)");
+      auto req = std::make_shared<ForwardRequest>();
+      auto tokens = ExpectArray<int32_t>(info[0], "tokens");
+      auto lengths = ExpectArray<int32_t>(info[1], "lengths");
+      auto want = ExpectArray<int32_t>(info[3], "want");
+      req->tokens.assign(tokens.Data(), tokens.Data() + tokens.ElementLength());
+      req->lengths.assign(lengths.Data(), lengths.Data() + lengths.ElementLength());
+      req->want.assign(want.Data(), want.Data() + want.ElementLength());
+      Napi::Array states = info[2].As<Napi::Array>();
+      std::vector<Napi::Value> keep;
+      for (uint32_t i = 0; i < states.Length(); i++) {
+        auto s = ExpectArray<float>(states.Get(i), "state");
+        if (s.ElementLength() != m->state_floats())
+          throw ArgError(env, "state " + std::to_string(i) + " has " + std::to_string(s.ElementLength()) +
+                                  " floats; this model's state has " + std::to_string(m->state_floats()));
+        req->states.push_back(s.Data());
+        keep.push_back(s);
+      }
+      ReadSimba(info, *req);
+      std::shared_ptr<SampleBatch> samp;
+      if (info.Length() > 5 && info[5].IsObject()) samp = ParseSampleBatch(info[5], req->want.size());
+      auto res = std::make_shared<ForwardResult>();
+      const int V = m->config().vocab;
+      auto* w = new PromiseWorker(
+          env,
+          [m, req, res, samp, V] {
+            *res = m->forward(*req);
+            if (samp) {
+              RunSampleBatch(*samp, res->logits.data(), req->want.size(), V);
+              res->logits.clear();
+            }
+          },
+          [res, samp](Napi::Env e) {
+            Napi::Value o = ResultObject(e, *res);
+            if (samp) SetSampleResult(e, *samp, o.As<Napi::Object>());
+            return o;
+          });
+      for (auto& v : keep) w->Keep(v);
+      w->Queue();
+      return w->Promise();
     });
   }
 
@@ -383,8 +424,9 @@ class Engine : public Napi::ObjectWrap<Engine> {
     auto slots = std::make_shared<std::vector<int32_t>>(slots_arr.Data(), slots_arr.Data() + slots_arr.ElementLength());
     ReadSimba(info, *req);
     auto res = std::make_shared<ForwardResult>();
-    auto* w = new PromiseWorker(env, [m, req, slots, res] { *res = m->forward_slots(*req, *slots); },
-                                [res](Napi::Env e) { return ResultObject(e, *res); });
+    auto* w = new PromiseWorker(
+        env, [m, req, slots, res] { *res = m->forward_slots(*req, *slots); },
+        [res](Napi::Env e) { return ResultObject(e, *res); });
     w->Queue();
     return w->Promise();
   }
@@ -470,9 +512,7 @@ Napi::Value TensorTable(const Napi::CallbackInfo& info) {
   try {
     check_config(cfg);
     table = tensor_table(cfg);
-  } catch (const std::exception& e) {
-    throw NativeError(env, e);
-  }
+  } catch (const std::exception& e) { throw NativeError(env, e); }
   Napi::Array out = Napi::Array::New(env, table.size());
   for (size_t i = 0; i < table.size(); i++) {
     const TensorSpec& t = table[i];

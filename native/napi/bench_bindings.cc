@@ -53,7 +53,8 @@ int IntOr(const Napi::Object& o, const char* key, int dflt, int lo, int hi) {
   if (!v.IsNumber()) throw ArgError(o.Env(), std::string(key) + " must be a number");
   const double d = v.As<Napi::Number>().DoubleValue();
   if (d != (double)(int)d || d < lo || d > hi)
-    throw ArgError(o.Env(), std::string(key) + " must be an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+    throw ArgError(
+        o.Env(), std::string(key) + " must be an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
   return (int)d;
 }
 
@@ -63,17 +64,19 @@ Napi::Value Limits(const Napi::CallbackInfo& info) {
   Napi::Object o = info.Length() > 0 && info[0].IsObject() ? info[0].As<Napi::Object>() : Napi::Object::New(env);
   const int reps = IntOr(o, "reps", 5, 1, 100), mb = IntOr(o, "bufferMB", 256, 16, 4096);
   auto res = std::make_shared<cpu::MachineLimits>();
-  auto* w = new Job(env, [res, reps, mb] { *res = cpu::measure_limits(reps, mb); }, [res](Napi::Env e) -> Napi::Value {
-    Napi::Object r = Napi::Object::New(e);
-    r.Set("threads", res->threads);
-    r.Set("isa", res->isa);
-    r.Set("readGBs1", res->read_gbs_1);
-    r.Set("readGBsAll", res->read_gbs_all);
-    r.Set("fmaGflops1", res->fma_gflops_1);
-    r.Set("fmaGflopsAll", res->fma_gflops_all);
-    r.Set("bufferBytes", res->buffer_bytes);
-    return r;
-  });
+  auto* w = new Job(
+      env, [res, reps, mb] { *res = cpu::measure_limits(reps, mb); },
+      [res](Napi::Env e) -> Napi::Value {
+        Napi::Object r = Napi::Object::New(e);
+        r.Set("threads", res->threads);
+        r.Set("isa", res->isa);
+        r.Set("readGBs1", res->read_gbs_1);
+        r.Set("readGBsAll", res->read_gbs_all);
+        r.Set("fmaGflops1", res->fma_gflops_1);
+        r.Set("fmaGflopsAll", res->fma_gflops_all);
+        r.Set("bufferBytes", res->buffer_bytes);
+        return r;
+      });
   w->Queue();
   return w->Promise();
 }
@@ -95,39 +98,47 @@ Napi::Value GemmTime(const Napi::CallbackInfo& info) {
   const int M = IntOr(o, "M", 1, 1, 1 << 16), N = IntOr(o, "N", 1, 1, 1 << 20), K = IntOr(o, "K", 1, 1, 1 << 16);
   const int reps = IntOr(o, "reps", 5, 1, 1000);
   const cpu::WeightFormat fmt = FormatOf(env, o.Get("format"));
-  const double minSec = o.Has("minSeconds") && o.Get("minSeconds").IsNumber() ? o.Get("minSeconds").As<Napi::Number>().DoubleValue() : 0.05;
+  const double minSec = o.Has("minSeconds") && o.Get("minSeconds").IsNumber()
+                            ? o.Get("minSeconds").As<Napi::Number>().DoubleValue()
+                            : 0.05;
   if ((double)M * K + (double)N * K + (double)M * N > 4e8) throw ArgError(env, "gemmTime: shape too large");
   auto best = std::make_shared<double>(0);
   auto path = std::make_shared<std::string>();
-  auto* w = new Job(env, [=] {
-    std::vector<float> A((size_t)M * K), W((size_t)N * K), C((size_t)M * N);
-    uint32_t s = 12345;
-    auto rnd = [&s] { s = s * 1664525u + 1013904223u; return (float)(s >> 8) * (2.f / 16777216.f) - 1.f; };
-    for (auto& x : A) x = rnd();
-    for (auto& x : W) x = rnd();
-    Linear lin;
-    pack_linear(lin, W.data(), N, K, fmt);
-    *path = cpu::gemm_path_name(cpu::gemm_path(lin.w, M));
-    cpu::gemm(A.data(), K, lin.w, nullptr, C.data(), N, M);  // warm-up
-    double b = 1e30;
-    for (int r = 0; r < reps; r++) {
-      int calls = 0;
-      const auto t0 = std::chrono::steady_clock::now();
-      double t = 0;
-      do {
-        cpu::gemm(A.data(), K, lin.w, nullptr, C.data(), N, M);
-        calls++;
-        t = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      } while (t < minSec);
-      b = std::min(b, t / calls);
-    }
-    *best = b;
-  }, [best, path](Napi::Env e) -> Napi::Value {
-    Napi::Object r = Napi::Object::New(e);
-    r.Set("seconds", *best);
-    r.Set("path", *path);
-    return r;
-  });
+  auto* w = new Job(
+      env,
+      [=] {
+        std::vector<float> A((size_t)M * K), W((size_t)N * K), C((size_t)M * N);
+        uint32_t s = 12345;
+        auto rnd = [&s] {
+          s = s * 1664525u + 1013904223u;
+          return (float)(s >> 8) * (2.f / 16777216.f) - 1.f;
+        };
+        for (auto& x : A) x = rnd();
+        for (auto& x : W) x = rnd();
+        Linear lin;
+        pack_linear(lin, W.data(), N, K, fmt);
+        *path = cpu::gemm_path_name(cpu::gemm_path(lin.w, M));
+        cpu::gemm(A.data(), K, lin.w, nullptr, C.data(), N, M);  // warm-up
+        double b = 1e30;
+        for (int r = 0; r < reps; r++) {
+          int calls = 0;
+          const auto t0 = std::chrono::steady_clock::now();
+          double t = 0;
+          do {
+            cpu::gemm(A.data(), K, lin.w, nullptr, C.data(), N, M);
+            calls++;
+            t = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+          } while (t < minSec);
+          b = std::min(b, t / calls);
+        }
+        *best = b;
+      },
+      [best, path](Napi::Env e) -> Napi::Value {
+        Napi::Object r = Napi::Object::New(e);
+        r.Set("seconds", *best);
+        r.Set("path", *path);
+        return r;
+      });
   w->Queue();
   return w->Promise();
 }

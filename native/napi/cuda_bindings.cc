@@ -17,9 +17,7 @@ namespace {
 const simba_backend_v1_t& Backend(Napi::Env env) {
   try {
     return cuda_backend();
-  } catch (const std::exception& e) {
-    throw NativeError(env, e);
-  }
+  } catch (const std::exception& e) { throw NativeError(env, e); }
 }
 
 void Check(Napi::Env env, simba_status_t rc, const char* err) {
@@ -57,8 +55,10 @@ Napi::Value Gemm(const Napi::CallbackInfo& info) {
   if (o.Has("bias") && o.Get("bias").IsTypedArray()) bias = F32(o.Get("bias"), N, "bias");
   std::vector<float> C((size_t)M * N);
   char err[1024] = {0};
-  Check(env, b.kernel_gemm(A.data(), W.data(), bias.empty() ? nullptr : bias.data(), C.data(), M, N, K,
-                           o.Get("bf16").ToBoolean() ? 1 : 0, err, sizeof err), err);
+  Check(env,
+        b.kernel_gemm(A.data(), W.data(), bias.empty() ? nullptr : bias.data(), C.data(), M, N, K,
+                      o.Get("bf16").ToBoolean() ? 1 : 0, err, sizeof err),
+        err);
   return Out(env, C);
 }
 
@@ -76,8 +76,10 @@ Napi::Value Conv1d(const Napi::CallbackInfo& info) {
   if (o.Get("bias").IsTypedArray()) bias = F32(o.Get("bias"), E, "bias");
   std::vector<float> out((size_t)T * E);
   char err[1024] = {0};
-  Check(env, b.kernel_conv1d(x.data(), w.data(), bias.empty() ? nullptr : bias.data(), state.data(), out.data(), T, E, K,
-                             err, sizeof err), err);
+  Check(env,
+        b.kernel_conv1d(x.data(), w.data(), bias.empty() ? nullptr : bias.data(), state.data(), out.data(), T, E, K,
+                        err, sizeof err),
+        err);
   Napi::Object r = Napi::Object::New(env);
   r.Set("out", Out(env, out));
   r.Set("state", Out(env, state));
@@ -97,8 +99,10 @@ Napi::Value Scan(const Napi::CallbackInfo& info) {
   auto state = F32(o.Get("state"), (size_t)E * N, "state");
   std::vector<float> y((size_t)T * E);
   char err[1024] = {0};
-  Check(env, b.kernel_scan(x.data(), dt.data(), alog.data(), B.data(), C.data(), D.data(), z.data(), state.data(), y.data(),
-                           T, E, N, err, sizeof err), err);
+  Check(env,
+        b.kernel_scan(x.data(), dt.data(), alog.data(), B.data(), C.data(), D.data(), z.data(), state.data(), y.data(),
+                      T, E, N, err, sizeof err),
+        err);
   Napi::Object r = Napi::Object::New(env);
   r.Set("y", Out(env, y));
   r.Set("dt", Out(env, dt));
@@ -116,8 +120,10 @@ Napi::Value Score(const Napi::CallbackInfo& info) {
   auto &x = s.x, &dt = s.dt, &alog = s.A_log, &B = s.B, &C = s.C;
   std::vector<float> out(T);
   char err[1024] = {0};
-  Check(env, b.kernel_score(x.data(), dt.data(), alog.data(), B.data(), C.data(), out.data(), T, E, N,
-                            o.Get("local").ToBoolean() ? 1 : 0, o.Get("reduceSum").ToBoolean() ? 1 : 0, err, sizeof err), err);
+  Check(env,
+        b.kernel_score(x.data(), dt.data(), alog.data(), B.data(), C.data(), out.data(), T, E, N,
+                       o.Get("local").ToBoolean() ? 1 : 0, o.Get("reduceSum").ToBoolean() ? 1 : 0, err, sizeof err),
+        err);
   return Out(env, out);
 }
 
@@ -128,8 +134,10 @@ Napi::Value BenchScan(const Napi::CallbackInfo& info) {
   Napi::Object o = info[0].As<Napi::Object>();
   double ms = 0, bytes = 0, gbs = 0;
   char err[1024] = {0};
-  Check(env, b.bench_scan(Int(o, "nSeq"), Int(o, "T"), Int(o, "E"), Int(o, "N"), Int(o, "iters"), &ms, &bytes, &gbs, err,
-                          sizeof err), err);
+  Check(env,
+        b.bench_scan(Int(o, "nSeq"), Int(o, "T"), Int(o, "E"), Int(o, "N"), Int(o, "iters"), &ms, &bytes, &gbs, err,
+                     sizeof err),
+        err);
   Napi::Object r = Napi::Object::New(env);
   r.Set("scanMs", ms);
   r.Set("scanBytes", bytes);

@@ -13,7 +13,7 @@
 
 namespace simba {
 
-void register_bench_bindings(Napi::Env env, Napi::Object kernels);        // bench_bindings.cc
+void register_bench_bindings(Napi::Env env, Napi::Object kernels);         // bench_bindings.cc
 cpu::WeightFormat weight_format_arg(Napi::Env env, const Napi::Value& v);  // bench_bindings.cc
 
 namespace {
@@ -24,9 +24,7 @@ template <Napi::Value (*F)(const Napi::CallbackInfo&)>
 Napi::Value Guarded(const Napi::CallbackInfo& info) {
   try {
     return F(info);
-  } catch (const Napi::Error&) {
-    throw;
-  } catch (const std::exception& e) {
+  } catch (const Napi::Error&) { throw; } catch (const std::exception& e) {
     throw NativeError(info.Env(), e);
   }
 }
@@ -40,8 +38,9 @@ Napi::Value Gemm(const Napi::CallbackInfo& info) {
   auto W = F32(o.Get("W"), (size_t)N * K, "W");
   std::vector<float> bias;
   if (o.Has("bias") && o.Get("bias").IsTypedArray()) bias = F32(o.Get("bias"), N, "bias");
-  const cpu::WeightFormat format = o.Has("format") ? weight_format_arg(env, o.Get("format"))
-                                   : o.Get("bf16").ToBoolean() ? cpu::WeightFormat::BF16 : cpu::WeightFormat::F32;
+  const cpu::WeightFormat format = o.Has("format")             ? weight_format_arg(env, o.Get("format"))
+                                   : o.Get("bf16").ToBoolean() ? cpu::WeightFormat::BF16
+                                                               : cpu::WeightFormat::F32;
   Linear lin;
   pack_linear(lin, W.data(), N, K, format);
   std::vector<float> C((size_t)M * N);
@@ -74,8 +73,16 @@ Napi::Value Conv1d(const Napi::CallbackInfo& info) {
   std::vector<float> wT((size_t)K * E), out((size_t)T * E);
   apply_layout(Layout::kTransposed, w.data(), E, K, wT.data());  // conv_w's layout (tensor_table.h)
   cpu::SeqSlice sq{.row0 = 0, .T = T, .conv = state.data(), .ssm = nullptr};
-  cpu::conv1d({.xin = x.data(), .ldx = E, .out = out.data(), .ldo = E, .wT = wT.data(),
-               .bias = bias.empty() ? nullptr : bias.data(), .E = E, .K = K, .seqs = &sq, .nseq = 1});
+  cpu::conv1d({.xin = x.data(),
+               .ldx = E,
+               .out = out.data(),
+               .ldo = E,
+               .wT = wT.data(),
+               .bias = bias.empty() ? nullptr : bias.data(),
+               .E = E,
+               .K = K,
+               .seqs = &sq,
+               .nseq = 1});
   Napi::Object r = Napi::Object::New(env);
   r.Set("out", Out(env, out));
   r.Set("state", Out(env, state));
@@ -104,9 +111,23 @@ Napi::Value Scan(const Napi::CallbackInfo& info) {
   auto state = F32(o.Get("state"), (size_t)s.E * s.N, "state");
   std::vector<float> y((size_t)s.T * s.E);
   cpu::SeqSlice sq{.row0 = 0, .T = s.T, .conv = nullptr, .ssm = state.data()};
-  cpu::scan({.x = s.x.data(), .ldx = s.E, .dt = s.dt.data(), .lddt = s.E, .B = s.B.data(), .C = s.C.data(), .ldbc = s.N,
-             .z = z.data(), .ldz = s.E, .AT = s.AT.data(), .D = D.data(), .y = y.data(), .ldy = s.E, .E = s.E, .N = s.N,
-             .seqs = &sq, .nseq = 1});
+  cpu::scan({.x = s.x.data(),
+             .ldx = s.E,
+             .dt = s.dt.data(),
+             .lddt = s.E,
+             .B = s.B.data(),
+             .C = s.C.data(),
+             .ldbc = s.N,
+             .z = z.data(),
+             .ldz = s.E,
+             .AT = s.AT.data(),
+             .D = D.data(),
+             .y = y.data(),
+             .ldy = s.E,
+             .E = s.E,
+             .N = s.N,
+             .seqs = &sq,
+             .nseq = 1});
   Napi::Object r = Napi::Object::New(env);
   r.Set("y", Out(env, y));
   r.Set("dt", Out(env, s.dt));
@@ -121,9 +142,21 @@ Napi::Value Score(const Napi::CallbackInfo& info) {
   ScanInputs s = ReadScan(o);
   cpu::SeqSlice sq{.row0 = 0, .T = s.T, .conv = nullptr, .ssm = nullptr};
   std::vector<float> out(s.T);
-  cpu::score({.x = s.x.data(), .ldx = s.E, .dt = s.dt.data(), .lddt = s.E, .B = s.B.data(), .C = s.C.data(), .ldbc = s.N,
-              .AT = s.AT.data(), .E = s.E, .N = s.N, .local = o.Get("local").ToBoolean(),
-              .reduce_sum = o.Get("reduceSum").ToBoolean(), .seqs = &sq, .nseq = 1, .partial = nullptr},
+  cpu::score({.x = s.x.data(),
+              .ldx = s.E,
+              .dt = s.dt.data(),
+              .lddt = s.E,
+              .B = s.B.data(),
+              .C = s.C.data(),
+              .ldbc = s.N,
+              .AT = s.AT.data(),
+              .E = s.E,
+              .N = s.N,
+              .local = o.Get("local").ToBoolean(),
+              .reduce_sum = o.Get("reduceSum").ToBoolean(),
+              .seqs = &sq,
+              .nseq = 1,
+              .partial = nullptr},
              out.data(), s.T);
   return Out(env, out);
 }

@@ -16,7 +16,8 @@ inline std::vector<float> F32(const Napi::Value& v, size_t n, const char* what) 
     throw ArgError(v.Env(), std::string(what) + " must be a Float32Array");
   auto a = v.As<Napi::Float32Array>();
   if (a.ElementLength() != n)
-    throw ArgError(v.Env(), std::string(what) + ": expected " + std::to_string(n) + " values, got " + std::to_string(a.ElementLength()));
+    throw ArgError(v.Env(), std::string(what) + ": expected " + std::to_string(n) + " values, got " +
+                                std::to_string(a.ElementLength()));
   return std::vector<float>(a.Data(), a.Data() + n);
 }
 
@@ -43,7 +44,9 @@ struct ScanTensors {
 
 inline ScanTensors ReadScanTensors(const Napi::Object& o) {
   ScanTensors s;
-  s.T = Int(o, "T"); s.E = Int(o, "E"); s.N = Int(o, "N");
+  s.T = Int(o, "T");
+  s.E = Int(o, "E");
+  s.N = Int(o, "N");
   if (s.T <= 0 || s.E <= 0 || s.N <= 0) throw ArgError(o.Env(), "sizes must be positive integers");
   s.x = F32(o.Get("x"), (size_t)s.T * s.E, "x");
   s.dt = F32(o.Get("dt"), (size_t)s.T * s.E, "dt");

@@ -25,13 +25,15 @@ A Typed(const Napi::Object& o, const char* key, napi_typedarray_type type, const
 
 void CheckLen(Napi::Env env, size_t got, size_t want, const char* key) {
   if (got != want)
-    throw ArgError(env, std::string("sampling.") + key + ": expected " + std::to_string(want) + " values, got " + std::to_string(got));
+    throw ArgError(env, std::string("sampling.") + key + ": expected " + std::to_string(want) + " values, got " +
+                            std::to_string(got));
 }
 
 // offsets [J+1] into an array of `total` values: non-decreasing, from 0 to total.
 void CheckOffsets(Napi::Env env, const Napi::Int32Array& off, size_t J, size_t total, const char* key) {
   CheckLen(env, off.ElementLength(), J + 1, key);
-  if (off[0] != 0 || (size_t)off[J] != total) throw ArgError(env, std::string("sampling.") + key + " must run from 0 to the array length");
+  if (off[0] != 0 || (size_t)off[J] != total)
+    throw ArgError(env, std::string("sampling.") + key + " must run from 0 to the array length");
   for (size_t j = 0; j < J; j++)
     if (off[j + 1] < off[j]) throw ArgError(env, std::string("sampling.") + key + " must be non-decreasing");
 }
@@ -67,15 +69,23 @@ std::shared_ptr<SampleBatch> ParseSampleBatch(const Napi::Value& v, size_t nrows
   b->outs.resize(J);
   for (size_t j = 0; j < J; j++) {
     if (rows[j] < 0 || (size_t)rows[j] >= nrows)
-      throw ArgError(env, "sampling.rows[" + std::to_string(j) + "] = " + std::to_string(rows[j]) + " is not one of the " +
-                                           std::to_string(nrows) + " logits rows");
+      throw ArgError(env, "sampling.rows[" + std::to_string(j) + "] = " + std::to_string(rows[j]) +
+                              " is not one of the " + std::to_string(nrows) + " logits rows");
     b->rows[j] = rows[j];
     const double* q = params.Data() + j * kParams;
     cpu::SampleParams& p = b->params[j];
-    p.temperature = (float)q[0]; p.top_k = (int)q[1]; p.top_p = (float)q[2]; p.min_p = (float)q[3];
-    p.presence = (float)q[4]; p.frequency = (float)q[5]; p.repetition = (float)q[6]; p.logprobs = (int)q[7]; p.limit = (int)q[8];
+    p.temperature = (float)q[0];
+    p.top_k = (int)q[1];
+    p.top_p = (float)q[2];
+    p.min_p = (float)q[3];
+    p.presence = (float)q[4];
+    p.frequency = (float)q[5];
+    p.repetition = (float)q[6];
+    p.logprobs = (int)q[7];
+    p.limit = (int)q[8];
     if (!(p.temperature >= 0) || p.top_k < 0 || !(p.top_p >= 0 && p.top_p <= 1) || !(p.min_p >= 0 && p.min_p <= 1) ||
-        !(p.repetition > 0) || p.logprobs < -1 || p.logprobs > 1000 || p.limit < 0 || !std::isfinite(p.presence) || !std::isfinite(p.frequency))
+        !(p.repetition > 0) || p.logprobs < -1 || p.logprobs > 1000 || p.limit < 0 || !std::isfinite(p.presence) ||
+        !std::isfinite(p.frequency))
       throw ArgError(env, "sampling.params of job " + std::to_string(j) + " are out of range");
     p.rng = (uint64_t)rng[2 * j] | ((uint64_t)rng[2 * j + 1] << 32);
     p.history = b->history.data() + hoff[j];
@@ -94,7 +104,8 @@ void RunSampleBatch(SampleBatch& b, const float* logits, size_t nrows, int V) {
   auto& pool = cpu::ThreadPool::global();
   std::vector<cpu::SampleScratch> scratch(pool.size());
   pool.run(J, [&](int tid, int begin, int end) {
-    for (int j = begin; j < end; j++) cpu::sample_row(logits + (size_t)b.rows[j] * V, V, b.params[j], b.outs[j], scratch[tid]);
+    for (int j = begin; j < end; j++)
+      cpu::sample_row(logits + (size_t)b.rows[j] * V, V, b.params[j], b.outs[j], scratch[tid]);
   });
   b.ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
 }
@@ -133,11 +144,13 @@ namespace {
 // sampleLogits(logits: Float32Array [rows * V], V, sampling) -> the sampling result (synchronous)
 Napi::Value SampleLogits(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 3 || !info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array || !info[1].IsNumber())
+  if (info.Length() < 3 || !info[0].IsTypedArray() ||
+      info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array || !info[1].IsNumber())
     throw ArgError(env, "sampleLogits(logits: Float32Array, V, sampling)");
   auto lg = info[0].As<Napi::Float32Array>();
   const int V = info[1].As<Napi::Number>().Int32Value();
-  if (V <= 0 || lg.ElementLength() % (size_t)V != 0) throw ArgError(env, "sampleLogits: logits length must be a multiple of V");
+  if (V <= 0 || lg.ElementLength() % (size_t)V != 0)
+    throw ArgError(env, "sampleLogits: logits length must be a multiple of V");
   const size_t nrows = lg.ElementLength() / V;
   auto b = ParseSampleBatch(info[2], nrows);
   RunSampleBatch(*b, lg.Data(), nrows, V);

@@ -12,12 +12,12 @@
 namespace simba {
 
 struct SampleBatch {
-  std::vector<int> rows;                 // [J]: the logits row each job samples from
-  std::vector<cpu::SampleParams> params; // [J] (pointers into the vectors below)
+  std::vector<int> rows;                  // [J]: the logits row each job samples from
+  std::vector<cpu::SampleParams> params;  // [J] (pointers into the vectors below)
   std::vector<int32_t> history, bias_ids;
   std::vector<float> bias_vals;
-  std::vector<cpu::SampleOut> outs;      // [J]
-  double ms = 0;                         // time spent sampling
+  std::vector<cpu::SampleOut> outs;  // [J]
+  double ms = 0;                     // time spent sampling
 };
 
 // Reads {rows, params, rng, history, historyOffsets, biasIds, biasValues, biasOffsets} (see

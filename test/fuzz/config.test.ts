@@ -20,9 +20,18 @@ const INT32_MAX = 2 ** 31 - 1;
 const shipped = JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', 'models', 'brown-mamba-s', 'config.json'), 'utf8'));
 /** A state-spaces (mamba_ssm) layout config, as state-spaces/mamba-130m ships it. */
 const stateSpaces = {
-  d_model: 768, d_intermediate: 0, n_layer: 24, vocab_size: 50277, ssm_cfg: { layer: 'Mamba1', d_state: 16 },
-  attn_layer_idx: [], attn_cfg: {}, rms_norm: true, residual_in_fp32: true, fused_add_norm: true,
-  pad_vocab_size_multiple: 8, tie_embeddings: true,
+  d_model: 768,
+  d_intermediate: 0,
+  n_layer: 24,
+  vocab_size: 50277,
+  ssm_cfg: { layer: 'Mamba1', d_state: 16 },
+  attn_layer_idx: [],
+  attn_cfg: {},
+  rms_norm: true,
+  residual_in_fp32: true,
+  fused_add_norm: true,
+  pad_vocab_size_multiple: 8,
+  tie_embeddings: true,
 };
 
 /** Invariants of every config parseConfig returns. */
@@ -38,11 +47,17 @@ function checkInvariants(c: MambaConfig, json: Record<string, unknown>): void {
     expect(v === null || (Number.isSafeInteger(v) && v >= 0)).toBe(true);
   }
   // Derived sizes follow the keys that define them.
-  if ('hidden_size' in json || 'model_type' in json || 'architectures' in json || 'state_size' in json || 'num_hidden_layers' in json) {
+  if (
+    'hidden_size' in json ||
+    'model_type' in json ||
+    'architectures' in json ||
+    'state_size' in json ||
+    'num_hidden_layers' in json
+  ) {
     expect(c.dModel).toBe(json['hidden_size']);
     expect(c.nLayer).toBe(json['num_hidden_layers']);
     expect(c.vocabSize).toBe(json['vocab_size']);
-    const inner = json['intermediate_size'] ?? (json['expand'] ?? 2) as number * c.dModel;
+    const inner = json['intermediate_size'] ?? ((json['expand'] ?? 2) as number) * c.dModel;
     expect(c.dInner).toBe(inner);
     const rank = json['time_step_rank'];
     expect(c.dtRank).toBe(typeof rank === 'number' ? rank : Math.ceil(c.dModel / 16));
@@ -84,7 +99,11 @@ const configOp: fc.Arbitrary<ConfigOp> = fc.oneof(
   fc.record({ op: fc.constant('delete' as const), pick: fc.nat() }),
   fc.record({ op: fc.constant('set' as const), key: keyName, value: nasty }),
   fc.record({ op: fc.constant('swap' as const), pick: fc.nat(), value: nasty }),
-  fc.record({ op: fc.constant('ssm' as const), key: fc.constantFrom('d_state', 'd_conv', 'expand', 'dt_rank', 'layer', 'bias', 'conv_bias', 'constructor'), value: nasty }),
+  fc.record({
+    op: fc.constant('ssm' as const),
+    key: fc.constantFrom('d_state', 'd_conv', 'expand', 'dt_rank', 'layer', 'bias', 'conv_bias', 'constructor'),
+    value: nasty,
+  }),
 );
 
 /** Applies the ops to a deep copy (own data properties only, so '__proto__' is an ordinary key, as JSON.parse makes it). */
@@ -102,7 +121,8 @@ function apply(base: Record<string, unknown>, ops: ConfigOp[]): Record<string, u
       set(j, 'ssm_cfg', obj);
     } else if (keys.length > 0) {
       const k = keys[o.pick % keys.length];
-      if (o.op === 'delete') delete j[k]; else set(j, k, o.value);
+      if (o.op === 'delete') delete j[k];
+      else set(j, k, o.value);
     }
   }
   return j;
@@ -114,7 +134,8 @@ function check(json: Record<string, unknown>, allowUnknownKeys: boolean): 'error
   try {
     c = parseConfig(json, SOURCE, { allowUnknownKeys, onWarning: (m) => warnings.push(m) });
   } catch (e) {
-    if (!(e instanceof SimbaError)) throw new Error(`expected a SimbaError, got ${String(e)}\n${(e as Error)?.stack ?? ''}`, { cause: e });
+    if (!(e instanceof SimbaError))
+      throw new Error(`expected a SimbaError, got ${String(e)}\n${(e as Error)?.stack ?? ''}`, { cause: e });
     expect(e.code).toBe('E_CONFIG');
     expect(e.message.startsWith(`${SOURCE}: `)).toBe(true);
     expect(e.message).not.toMatch(/\[native code\]|\[object Object\]|function \w*\(/);
@@ -132,35 +153,48 @@ describe('parseConfig under random edits', () => {
     expect(parseConfig(stateSpaces, SOURCE).vocabSize).toBe(50280);
   });
 
-  for (const [label, base, offset] of [['HF (shipped brown-mamba-s)', shipped, 10], ['state-spaces', stateSpaces, 11]] as const) {
+  for (const [label, base, offset] of [
+    ['HF (shipped brown-mamba-s)', shipped, 10],
+    ['state-spaces', stateSpaces, 11],
+  ] as const) {
     test(`${label}: E_CONFIG or a config satisfying the invariants`, () => {
       const seen = { error: 0, parsed: 0 };
-      fc.assert(fc.property(fc.array(configOp, { minLength: 1, maxLength: 5 }), fc.boolean(), (ops, allowUnknown) => {
-        seen[check(apply(base, ops), allowUnknown)]++;
-      }), fuzzParams(400, { offset }));
+      fc.assert(
+        fc.property(fc.array(configOp, { minLength: 1, maxLength: 5 }), fc.boolean(), (ops, allowUnknown) => {
+          seen[check(apply(base, ops), allowUnknown)]++;
+        }),
+        fuzzParams(400, { offset }),
+      );
       expect(seen.error).toBeGreaterThan(0);
       expect(seen.parsed).toBeGreaterThan(0);
     });
   }
 
   test('any JSON value at all', () => {
-    fc.assert(fc.property(fc.jsonValue({ maxDepth: 3 }), (v) => {
-      if (typeof v === 'object' && v !== null && !Array.isArray(v)) check(v as Record<string, unknown>, true);
-      else expect(() => parseConfig(v, SOURCE)).toThrow(SimbaError);
-    }), fuzzParams(200, { offset: 12 }));
+    fc.assert(
+      fc.property(fc.jsonValue({ maxDepth: 3 }), (v) => {
+        if (typeof v === 'object' && v !== null && !Array.isArray(v)) check(v as Record<string, unknown>, true);
+        else expect(() => parseConfig(v, SOURCE)).toThrow(SimbaError);
+      }),
+      fuzzParams(200, { offset: 12 }),
+    );
   });
 });
 
 describe('regressions found by the fuzzer', () => {
-  test('sizes beyond the engine\'s int32 (or whose product is) are E_CONFIG, not an unsafe dInner', () => {
-    expect(() => parseConfig({ ...shipped, hidden_size: 2 ** 52, intermediate_size: undefined, time_step_rank: undefined }, SOURCE))
-      .toThrow(/hidden_size.*2147483647|2147483647.*hidden_size/);
-    expect(() => parseConfig({ ...shipped, intermediate_size: undefined, expand: 2 ** 30 }, SOURCE)).toThrow(/dInner|intermediate|expand/);
+  test("sizes beyond the engine's int32 (or whose product is) are E_CONFIG, not an unsafe dInner", () => {
+    expect(() =>
+      parseConfig({ ...shipped, hidden_size: 2 ** 52, intermediate_size: undefined, time_step_rank: undefined }, SOURCE),
+    ).toThrow(/hidden_size.*2147483647|2147483647.*hidden_size/);
+    expect(() => parseConfig({ ...shipped, intermediate_size: undefined, expand: 2 ** 30 }, SOURCE)).toThrow(
+      /dInner|intermediate|expand/,
+    );
     expect(() => parseConfig({ ...stateSpaces, vocab_size: 2 ** 31 - 3 }, SOURCE)).toThrow(/vocab/);
   });
 
   test('a model_type named like an Object.prototype member is reported as itself', () => {
-    expect(() => parseConfig({ ...shipped, model_type: 'constructor' }, SOURCE))
-      .toThrow(new SimbaError('E_CONFIG', `${SOURCE}: model_type 'constructor' is not supported; expected 'mamba' (Mamba-1)`));
+    expect(() => parseConfig({ ...shipped, model_type: 'constructor' }, SOURCE)).toThrow(
+      new SimbaError('E_CONFIG', `${SOURCE}: model_type 'constructor' is not supported; expected 'mamba' (Mamba-1)`),
+    );
   });
 });

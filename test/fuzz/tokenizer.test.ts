@@ -31,11 +31,38 @@ const text = fc.oneof(
   fc.string({ unit: 'binary', maxLength: 40 }),
   fc.string({ unit: 'grapheme', maxLength: 20 }),
   fc.string({ unit: 'grapheme-composite', maxLength: 20 }),
-  fc.array(fc.oneof(
-    fc.constantFrom(' ', '  ', '\t', '\n', '\r\n', '\u00a0', '\u0085', '\u2028', '\ufeff', '\u3000', '<|endoftext|>', '<|padding|>',
-      "'s", "'ll", 'e\u0301', '\u1100\u1161', '\ud83d\udc68\u200d\ud83d\udc69', '\u0000', '\ud800', '\udfff', '123', 'The'),
-    fc.string({ unit: 'binary-ascii', maxLength: 4 }),
-  ), { maxLength: 12 }).map((parts) => parts.join('')),
+  fc
+    .array(
+      fc.oneof(
+        fc.constantFrom(
+          ' ',
+          '  ',
+          '\t',
+          '\n',
+          '\r\n',
+          '\u00a0',
+          '\u0085',
+          '\u2028',
+          '\ufeff',
+          '\u3000',
+          '<|endoftext|>',
+          '<|padding|>',
+          "'s",
+          "'ll",
+          'e\u0301',
+          '\u1100\u1161',
+          '\ud83d\udc68\u200d\ud83d\udc69',
+          '\u0000',
+          '\ud800',
+          '\udfff',
+          '123',
+          'The',
+        ),
+        fc.string({ unit: 'binary-ascii', maxLength: 4 }),
+      ),
+      { maxLength: 12 },
+    )
+    .map((parts) => parts.join('')),
 );
 
 /** Splits ids into consecutive chunks of random sizes. */
@@ -54,26 +81,35 @@ function chunks(ids: number[], cuts: number[]): number[][] {
 
 describe.each(tokenizers)('tokenizer %s', (label, tok) => {
   test('decode(encode(s)) gives s back, up to NFC and lone surrogates; streaming decodes the same', () => {
-    fc.assert(fc.property(text, fc.array(fc.nat(), { maxLength: 16 }), (s, cuts) => {
-      const ids = tok.encode(s);
-      for (const id of ids) expect(Number.isInteger(id) && id >= 0 && id < tok.vocabSize).toBe(true);
-      expect(tok.decode(ids)).toBe(expectedRoundTrip(s));
-      const stream = tok.createStreamDecoder();
-      let streamed = '';
-      for (const part of chunks(ids, cuts)) streamed += stream.push(part);
-      streamed += stream.flush();
-      expect(streamed).toBe(expectedRoundTrip(s));
-    }), fuzzParams(150, { offset: label.length }));
+    fc.assert(
+      fc.property(text, fc.array(fc.nat(), { maxLength: 16 }), (s, cuts) => {
+        const ids = tok.encode(s);
+        for (const id of ids) expect(Number.isInteger(id) && id >= 0 && id < tok.vocabSize).toBe(true);
+        expect(tok.decode(ids)).toBe(expectedRoundTrip(s));
+        const stream = tok.createStreamDecoder();
+        let streamed = '';
+        for (const part of chunks(ids, cuts)) streamed += stream.push(part);
+        streamed += stream.flush();
+        expect(streamed).toBe(expectedRoundTrip(s));
+      }),
+      fuzzParams(150, { offset: label.length }),
+    );
   });
 
   test('special tokens in the text round-trip, and skipSpecialTokens drops exactly them', () => {
-    fc.assert(fc.property(fc.array(fc.oneof(fc.string({ unit: 'grapheme', maxLength: 6 }), fc.constant('<|endoftext|>')), { maxLength: 6 }), (parts) => {
-      const s = parts.join('');
-      const ids = tok.encode(s);
-      expect(tok.decode(ids)).toBe(expectedRoundTrip(s));
-      const kept = ids.filter((id) => !tok.isSpecial(id));
-      expect(tok.decode(ids, { skipSpecialTokens: true })).toBe(tok.decode(kept));
-    }), fuzzParams(80, { offset: 20 + label.length }));
+    fc.assert(
+      fc.property(
+        fc.array(fc.oneof(fc.string({ unit: 'grapheme', maxLength: 6 }), fc.constant('<|endoftext|>')), { maxLength: 6 }),
+        (parts) => {
+          const s = parts.join('');
+          const ids = tok.encode(s);
+          expect(tok.decode(ids)).toBe(expectedRoundTrip(s));
+          const kept = ids.filter((id) => !tok.isSpecial(id));
+          expect(tok.decode(ids, { skipSpecialTokens: true })).toBe(tok.decode(kept));
+        },
+      ),
+      fuzzParams(80, { offset: 20 + label.length }),
+    );
   });
 
   test('random id lists: a string (stream decoder agreeing) or E_TOKEN, never another error', () => {
@@ -81,29 +117,39 @@ describe.each(tokenizers)('tokenizer %s', (label, tok) => {
       fc.integer({ min: 0, max: tok.vocabSize - 1 }),
       fc.constantFrom(-1, tok.vocabSize, 2 ** 31, 0.5, NaN, Infinity, -0),
     );
-    fc.assert(fc.property(fc.array(id, { maxLength: 24 }), fc.array(fc.nat(), { maxLength: 8 }), (ids, cuts) => {
-      let one: string;
-      try {
-        one = tok.decode(ids);
-      } catch (e) {
-        expect(e).toBeInstanceOf(SimbaError);
-        expect((e as SimbaError).code).toBe('E_TOKEN');
-        return;
-      }
-      expect(typeof one).toBe('string');
-      const stream = tok.createStreamDecoder();
-      let streamed = '';
-      for (const part of chunks(ids, cuts)) streamed += stream.push(part);
-      expect(streamed + stream.flush()).toBe(one);
-    }), fuzzParams(150, { offset: 40 + label.length }));
+    fc.assert(
+      fc.property(fc.array(id, { maxLength: 24 }), fc.array(fc.nat(), { maxLength: 8 }), (ids, cuts) => {
+        let one: string;
+        try {
+          one = tok.decode(ids);
+        } catch (e) {
+          expect(e).toBeInstanceOf(SimbaError);
+          expect((e as SimbaError).code).toBe('E_TOKEN');
+          return;
+        }
+        expect(typeof one).toBe('string');
+        const stream = tok.createStreamDecoder();
+        let streamed = '';
+        for (const part of chunks(ids, cuts)) streamed += stream.push(part);
+        expect(streamed + stream.flush()).toBe(one);
+      }),
+      fuzzParams(150, { offset: 40 + label.length }),
+    );
   });
 
   test('non-string input to encode is E_ARG', () => {
-    fc.assert(fc.property(fc.oneof(fc.integer(), fc.constant(null), fc.constant(undefined), fc.object(), fc.array(fc.string())), (v) => {
-      let err: unknown = null;
-      try { tok.encode(v as unknown as string); } catch (e) { err = e; }
-      expect(err).toBeInstanceOf(SimbaError);
-      expect((err as SimbaError).code).toBe('E_ARG');
-    }), fuzzParams(50, { offset: 60 }));
+    fc.assert(
+      fc.property(fc.oneof(fc.integer(), fc.constant(null), fc.constant(undefined), fc.object(), fc.array(fc.string())), (v) => {
+        let err: unknown = null;
+        try {
+          tok.encode(v as unknown as string);
+        } catch (e) {
+          err = e;
+        }
+        expect(err).toBeInstanceOf(SimbaError);
+        expect((err as SimbaError).code).toBe('E_ARG');
+      }),
+      fuzzParams(50, { offset: 60 }),
+    );
   });
 });

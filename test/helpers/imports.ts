@@ -15,7 +15,14 @@ export type Graph = Map<string, string[]>;
 
 /** Parts from the bottom up; a part may import only parts at or below its own rank. */
 export const PART_RANK: Record<string, number> = {
-  leaf: 0, checkpoint: 1, engine: 2, generate: 3, measure: 4, serve: 5, cli: 6, index: 7,
+  leaf: 0,
+  checkpoint: 1,
+  engine: 2,
+  generate: 3,
+  measure: 4,
+  serve: 5,
+  cli: 6,
+  index: 7,
 };
 const LEAVES = new Set(['lib/errors.ts', 'lib/types.ts', 'lib/validate.ts', 'lib/limits.ts']);
 
@@ -29,7 +36,8 @@ export function partOf(file: string): string {
   return `unknown(${file})`;
 }
 
-const IMPORT_RE = /(?:^|\n)\s*(?:import|export)\s[^'";]*?from\s+['"]([^'"]+)['"]|(?:^|\n)\s*import\s+['"]([^'"]+)['"]|\brequire\(\s*['"]([^'"]+)['"]\s*\)|\bimport\(\s*['"]([^'"]+)['"]\s*\)/g;
+const IMPORT_RE =
+  /(?:^|\n)\s*(?:import|export)\s[^'";]*?from\s+['"]([^'"]+)['"]|(?:^|\n)\s*import\s+['"]([^'"]+)['"]|\brequire\(\s*['"]([^'"]+)['"]\s*\)|\bimport\(\s*['"]([^'"]+)['"]\s*\)/g;
 
 /** Relative imports of a TypeScript source (package imports are not part of the graph). */
 export function importsOf(src: string): string[] {

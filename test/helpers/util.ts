@@ -10,7 +10,8 @@ import { hfConfigJson, makeRng, stateSpacesConfigJson, toHfTensors, type Checkpo
 /** ||a - b|| / ||b|| (b is the reference). */
 export function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
   if (a.length !== b.length) throw new Error(`length mismatch ${a.length} vs ${b.length}`);
-  let num = 0, den = 0;
+  let num = 0,
+    den = 0;
   for (let i = 0; i < a.length; i++) {
     num += (a[i] - b[i]) ** 2;
     den += b[i] ** 2;
@@ -29,8 +30,13 @@ export function tmpDir(prefix = 'simba-test-'): string {
 }
 
 /** Writes an HF (or state-spaces) checkpoint folder for engine tensors; returns the folder. */
-export function writeCheckpoint(cfg: MambaConfig, tensors: EngineTensor[], opts: { layout?: CheckpointLayout; dtype?: TensorDType; dir?: string } = {}): string {
-  const layout = opts.layout ?? 'hf', dtype = opts.dtype ?? 'F32';
+export function writeCheckpoint(
+  cfg: MambaConfig,
+  tensors: EngineTensor[],
+  opts: { layout?: CheckpointLayout; dtype?: TensorDType; dir?: string } = {},
+): string {
+  const layout = opts.layout ?? 'hf',
+    dtype = opts.dtype ?? 'F32';
   const dir = opts.dir ?? tmpDir();
   const hf = toHfTensors(cfg, tensors, layout, dtype);
   const enc: Record<string, { dtype: TensorDType; shape: number[]; data: Float32Array }> = {};

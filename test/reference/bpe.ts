@@ -100,7 +100,8 @@ function splitOnLiterals(text: string, toks: AddedTok[]): Array<[string, number 
   while (i < text.length) {
     let best: AddedTok | null = null;
     for (const t of toks) {
-      if (t.content.length > 0 && text.startsWith(t.content, i) && (best === null || t.content.length > best.content.length)) best = t;
+      if (t.content.length > 0 && text.startsWith(t.content, i) && (best === null || t.content.length > best.content.length))
+        best = t;
     }
     if (best) {
       if (i > start) out.push([text.slice(start, i), null]);
@@ -139,7 +140,8 @@ export class ReferenceBPE {
       this.added.push({ id: t['id'] as number, content: t['content'] as string, normalized: t['normalized'] === true });
     }
     const norm = json['normalizer'] as Json | null;
-    if (norm !== null && norm !== undefined && norm['type'] !== 'NFC') throw new Error(`reference: normalizer ${String(norm['type'])}`);
+    if (norm !== null && norm !== undefined && norm['type'] !== 'NFC')
+      throw new Error(`reference: normalizer ${String(norm['type'])}`);
     this.nfc = norm !== null && norm !== undefined;
     const pre = json['pre_tokenizer'] as Json;
     if (pre['type'] !== 'ByteLevel') throw new Error(`reference: pre_tokenizer ${String(pre['type'])}`);

@@ -183,7 +183,13 @@ export function refRmsNorm(x: Float64Array, w: Float64Array, eps: number): Float
  *      state [E, K-1]: the last K-1 inputs of the concatenation [state, x].
  */
 export function refConv1d(
-  x: Float64Array, state: Float64Array, w: Float64Array, b: Float64Array | null, T: number, E: number, K: number,
+  x: Float64Array,
+  state: Float64Array,
+  w: Float64Array,
+  b: Float64Array | null,
+  T: number,
+  E: number,
+  K: number,
 ): { y: Float64Array; state: Float64Array } {
   const W = K - 1; // state width
   const input = (j: number, e: number): number => (j >= 0 ? x[j * E + e] : state[e * W + (W + j)]);
@@ -211,8 +217,17 @@ export function refConv1d(
  *   -> y [T, E], sFinal [E, N]
  */
 export function refSelectiveScan(
-  x: Float64Array, dt: Float64Array, A: Float64Array, B: Float64Array, C: Float64Array,
-  D: Float64Array, z: Float64Array | null, s0: Float64Array, T: number, E: number, N: number,
+  x: Float64Array,
+  dt: Float64Array,
+  A: Float64Array,
+  B: Float64Array,
+  C: Float64Array,
+  D: Float64Array,
+  z: Float64Array | null,
+  s0: Float64Array,
+  T: number,
+  E: number,
+  N: number,
 ): { y: Float64Array; sFinal: Float64Array } {
   const s = Float64Array.from(s0); // [E, N]
   const y = new Float64Array(T * E);
@@ -239,8 +254,14 @@ export function refSelectiveScan(
  * With s0 = 0, sum_t c(t, e) = y_{T-1}(e) - D(e) x(T-1, e) (before the z gate).
  */
 export function refContributionsBruteForce(
-  x: Float64Array, dt: Float64Array, A: Float64Array, B: Float64Array, C: Float64Array,
-  T: number, E: number, N: number,
+  x: Float64Array,
+  dt: Float64Array,
+  A: Float64Array,
+  B: Float64Array,
+  C: Float64Array,
+  T: number,
+  E: number,
+  N: number,
 ): Float64Array {
   const c = new Float64Array(T * E);
   const last = T - 1;
@@ -277,8 +298,15 @@ export function refReduceAbs(c: Float64Array, T: number, E: number, reduce: 'max
  *   x [T, E], dt [T, E], A [E, N], B [T, N], C [T, N] -> score [T] = reduce_e |c(t, e)|
  */
 export function refScoresBruteForce(
-  x: Float64Array, dt: Float64Array, A: Float64Array, B: Float64Array, C: Float64Array,
-  T: number, E: number, N: number, reduce: 'max' | 'sum',
+  x: Float64Array,
+  dt: Float64Array,
+  A: Float64Array,
+  B: Float64Array,
+  C: Float64Array,
+  T: number,
+  E: number,
+  N: number,
+  reduce: 'max' | 'sum',
 ): Float64Array {
   return refReduceAbs(refContributionsBruteForce(x, dt, A, B, C, T, E, N), T, E, reduce);
 }
@@ -289,8 +317,14 @@ export function refScoresBruteForce(
  *   x [T, E], dt [T, E], B [T, N], C [T, N] -> [T]
  */
 export function refLocalScores(
-  x: Float64Array, dt: Float64Array, B: Float64Array, C: Float64Array,
-  T: number, E: number, N: number, reduce: 'max' | 'sum',
+  x: Float64Array,
+  dt: Float64Array,
+  B: Float64Array,
+  C: Float64Array,
+  T: number,
+  E: number,
+  N: number,
+  reduce: 'max' | 'sum',
 ): Float64Array {
   const c = new Float64Array(T * E);
   for (let t = 0; t < T; t++) {
@@ -447,7 +481,12 @@ export interface RefForwardResult {
 
 /** Scores of the T tokens present in layer l under a pruning criterion. */
 function criterionScores(
-  cfg: MambaConfig, simba: RefSimbaOptions, layer: number, mix: RefMixerResult, T: number, k: number,
+  cfg: MambaConfig,
+  simba: RefSimbaOptions,
+  layer: number,
+  mix: RefMixerResult,
+  T: number,
+  k: number,
 ): Float64Array {
   const { dModel: d, dInner: E, dState: N } = cfg;
   switch (simba.criterion) {
@@ -480,7 +519,11 @@ function criterionScores(
  *   tokens [T0] -> logits T0 x [V], state, kept, scores (see RefForwardResult)
  */
 export function refForward(
-  cfg: MambaConfig, w: RefWeights, tokens: number[], state?: RefState, opts?: RefForwardOptions,
+  cfg: MambaConfig,
+  w: RefWeights,
+  tokens: number[],
+  state?: RefState,
+  opts?: RefForwardOptions,
 ): RefForwardResult {
   const { dModel: d, nLayer: L, vocabSize: V } = cfg;
   const simba = opts?.simba;

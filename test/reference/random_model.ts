@@ -240,21 +240,36 @@ export interface HfTensor {
 function checkpointName(name: EngineTensorName, layer: number, layout: CheckpointLayout): string {
   const p = `backbone.layers.${layer}.`;
   switch (name) {
-    case 'embedding': return layout === 'hf' ? 'backbone.embeddings.weight' : 'backbone.embedding.weight';
-    case 'norm_f': return 'backbone.norm_f.weight';
-    case 'lm_head': return 'lm_head.weight';
-    case 'norm': return p + 'norm.weight';
-    case 'in_proj': return p + 'mixer.in_proj.weight';
-    case 'in_proj_bias': return p + 'mixer.in_proj.bias';
-    case 'conv_w': return p + 'mixer.conv1d.weight';
-    case 'conv_b': return p + 'mixer.conv1d.bias';
-    case 'x_proj': return p + 'mixer.x_proj.weight';
-    case 'dt_proj_w': return p + 'mixer.dt_proj.weight';
-    case 'dt_proj_b': return p + 'mixer.dt_proj.bias';
-    case 'A_log': return p + 'mixer.A_log';
-    case 'D': return p + 'mixer.D';
-    case 'out_proj': return p + 'mixer.out_proj.weight';
-    case 'out_proj_bias': return p + 'mixer.out_proj.bias';
+    case 'embedding':
+      return layout === 'hf' ? 'backbone.embeddings.weight' : 'backbone.embedding.weight';
+    case 'norm_f':
+      return 'backbone.norm_f.weight';
+    case 'lm_head':
+      return 'lm_head.weight';
+    case 'norm':
+      return p + 'norm.weight';
+    case 'in_proj':
+      return p + 'mixer.in_proj.weight';
+    case 'in_proj_bias':
+      return p + 'mixer.in_proj.bias';
+    case 'conv_w':
+      return p + 'mixer.conv1d.weight';
+    case 'conv_b':
+      return p + 'mixer.conv1d.bias';
+    case 'x_proj':
+      return p + 'mixer.x_proj.weight';
+    case 'dt_proj_w':
+      return p + 'mixer.dt_proj.weight';
+    case 'dt_proj_b':
+      return p + 'mixer.dt_proj.bias';
+    case 'A_log':
+      return p + 'mixer.A_log';
+    case 'D':
+      return p + 'mixer.D';
+    case 'out_proj':
+      return p + 'mixer.out_proj.weight';
+    case 'out_proj_bias':
+      return p + 'mixer.out_proj.bias';
   }
 }
 
@@ -287,7 +302,9 @@ export function toHfTensors(cfg: MambaConfig, tensors: EngineTensor[], layout: C
  * (e.g. loading the shipped model without lib/weights.ts); not a validating loader.
  */
 export function fromHfTensors(
-  cfg: MambaConfig, tensors: { name: string; shape: number[]; data: Float32Array }[], layout: CheckpointLayout,
+  cfg: MambaConfig,
+  tensors: { name: string; shape: number[]; data: Float32Array }[],
+  layout: CheckpointLayout,
 ): EngineTensor[] {
   const byName = new Map(tensors.map((t) => [t.name, t]));
   const out: EngineTensor[] = [];
@@ -301,7 +318,8 @@ export function fromHfTensors(
   take('norm_f', -1);
   if (!cfg.tieEmbeddings) take('lm_head', -1);
   for (let l = 0; l < cfg.nLayer; l++) {
-    for (const n of ['norm', 'in_proj', 'conv_w', 'x_proj', 'dt_proj_w', 'dt_proj_b', 'A_log', 'D', 'out_proj'] as const) take(n, l);
+    for (const n of ['norm', 'in_proj', 'conv_w', 'x_proj', 'dt_proj_w', 'dt_proj_b', 'A_log', 'D', 'out_proj'] as const)
+      take(n, l);
     if (cfg.projBias) {
       take('in_proj_bias', l);
       take('out_proj_bias', l);
@@ -359,7 +377,8 @@ export function hfConfigJson(cfg: MambaConfig, dtype: TensorDType = 'F32'): Reco
  */
 export function stateSpacesConfigJson(cfg: MambaConfig): Record<string, unknown> {
   const expand = cfg.dInner / cfg.dModel;
-  if (!Number.isInteger(expand)) throw new Error(`state-spaces layout needs dInner a multiple of dModel, got ${cfg.dInner}/${cfg.dModel}`);
+  if (!Number.isInteger(expand))
+    throw new Error(`state-spaces layout needs dInner a multiple of dModel, got ${cfg.dInner}/${cfg.dModel}`);
   return {
     d_model: cfg.dModel,
     n_layer: cfg.nLayer,

@@ -3,9 +3,17 @@
  * from the C++: full sorts, exact exp, BigInt splitmix64. Used by test/sampling.test.ts.
  */
 export interface RefParams {
-  temperature: number; topK?: number; topP?: number; minP?: number;
-  presence?: number; frequency?: number; repetition?: number;
-  bias?: Map<number, number>; history?: number[]; logprobs?: number; limit?: number;
+  temperature: number;
+  topK?: number;
+  topP?: number;
+  minP?: number;
+  presence?: number;
+  frequency?: number;
+  repetition?: number;
+  bias?: Map<number, number>;
+  history?: number[];
+  logprobs?: number;
+  limit?: number;
 }
 
 const MASK = (1n << 64n) - 1n;
@@ -26,7 +34,9 @@ export function adjusted(logits: ArrayLike<number>, p: RefParams): number[] {
   const f = Math.fround;
   const x = Array.from({ length: n }, (_, i) => logits[i]);
   for (const [id, b] of p.bias ?? []) if (id < n) x[id] = f(x[id] + f(b));
-  const rep = f(p.repetition ?? 1), fr = f(p.frequency ?? 0), pr = f(p.presence ?? 0);
+  const rep = f(p.repetition ?? 1),
+    fr = f(p.frequency ?? 0),
+    pr = f(p.presence ?? 0);
   if ((p.history?.length ?? 0) > 0 && (rep !== 1 || fr !== 0 || pr !== 0)) {
     const counts = new Map<number, number>();
     for (const t of p.history!) counts.set(t, (counts.get(t) ?? 0) + 1);
@@ -62,13 +72,22 @@ export function support(x: number[], p: RefParams): number[] | null {
     let acc = 0;
     for (let j = 0; j < k; j++) {
       acc += w(order[j]);
-      if (acc >= target) { cut = Math.min(cut, j + 1); break; }
+      if (acc >= target) {
+        cut = Math.min(cut, j + 1);
+        break;
+      }
     }
   }
   return order.slice(0, cut);
 }
 
-export interface RefResult { token: number; logprob: number; top: { token: number; logprob: number }[]; state: bigint; support: number[] | null }
+export interface RefResult {
+  token: number;
+  logprob: number;
+  top: { token: number; logprob: number }[];
+  state: bigint;
+  support: number[] | null;
+}
 
 export function refSample(logits: ArrayLike<number>, p: RefParams, state: bigint): RefResult {
   const x = adjusted(logits, p);
@@ -89,13 +108,21 @@ export function refSample(logits: ArrayLike<number>, p: RefParams, state: bigint
     let acc = 0;
     for (let j = 0; j < ids.length; j++) {
       acc += ws[j];
-      if (target < acc) { token = ids[j]; break; }
+      if (target < acc) {
+        token = ids[j];
+        break;
+      }
     }
   }
   const xm = Math.max(...x);
   const lse = xm + Math.log(x.reduce((a, v) => a + Math.exp(v - xm), 0));
-  const top = (p.logprobs ?? 0) > 0
-    ? x.map((_, i) => i).sort((a, b) => x[b] - x[a] || a - b).slice(0, p.logprobs).map((i) => ({ token: i, logprob: x[i] - lse }))
-    : [];
+  const top =
+    (p.logprobs ?? 0) > 0
+      ? x
+          .map((_, i) => i)
+          .sort((a, b) => x[b] - x[a] || a - b)
+          .slice(0, p.logprobs)
+          .map((i) => ({ token: i, logprob: x[i] - lse }))
+      : [];
   return { token, logprob: x[token] - lse, top, state, support: sup };
 }

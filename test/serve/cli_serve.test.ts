@@ -11,7 +11,10 @@ const ROOT = path.resolve(__dirname, '..', '..');
 const CLI = path.join(ROOT, 'dist', 'lib', 'cli', 'main.js');
 
 test('SIGTERM drains the running stream, then exits 0', async () => {
-  const child = spawn(process.execPath, [CLI, 'serve', '--port', '0', '--grace', '20', '--model-name', 'm'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [CLI, 'serve', '--port', '0', '--grace', '20', '--model-name', 'm'], {
+    cwd: ROOT,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let stderr = '';
   const exited = new Promise<number | null>((res) => child.on('exit', (code) => res(code)));
   try {
@@ -20,13 +23,24 @@ test('SIGTERM drains the running stream, then exits 0', async () => {
       child.stderr.on('data', (d: Buffer) => {
         stderr += d.toString();
         const m = /listening on (http:\/\/[^\s]+)[\s\S]*ready/.exec(stderr);
-        if (m) { clearTimeout(t); res(m[1]); }
+        if (m) {
+          clearTimeout(t);
+          res(m[1]);
+        }
       });
     });
     expect((await fetch(`${url}/health`)).status).toBe(200);
     const r = await fetch(`${url}/v1/completions`, {
-      method: 'POST', headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ model: 'm', prompt: 'The jury', max_tokens: 300, stream: true, logit_bias: { 0: -100 }, stream_options: { include_usage: true } }),
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({
+        model: 'm',
+        prompt: 'The jury',
+        max_tokens: 300,
+        stream: true,
+        logit_bias: { 0: -100 },
+        stream_options: { include_usage: true },
+      }),
     });
     const reader = r.body!.getReader();
     const first = await reader.read();

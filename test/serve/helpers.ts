@@ -1,7 +1,10 @@
 /** Helpers of the server tests: a server on 127.0.0.1:0, metrics parsing, polling, raw POSTs. */
 import { createServer, type ServerOptions, type SimbaServer } from '../../lib/serve/server';
 
-export interface Running { server: SimbaServer; url: string }
+export interface Running {
+  server: SimbaServer;
+  url: string;
+}
 
 export async function start(opts: ServerOptions): Promise<Running> {
   const server = createServer(opts);
@@ -37,13 +40,30 @@ export async function until(cond: () => Promise<boolean> | boolean, ms = 5000): 
 }
 
 /** A response body as the tests read it: an OpenAI error, or anything else. */
-export interface ApiJson { error?: { message: string; type: string; param: string | null; code: string | null }; [key: string]: unknown }
+export interface ApiJson {
+  error?: { message: string; type: string; param: string | null; code: string | null };
+  [key: string]: unknown;
+}
 
-export async function post(url: string, path: string, body: string, headers: Record<string, string> = {}): Promise<{ status: number; json: ApiJson; headers: Headers }> {
-  const r = await fetch(`${url}${path}`, { method: 'POST', body, headers: { 'content-type': 'application/json', ...headers }, signal: AbortSignal.timeout(20000) });
+export async function post(
+  url: string,
+  path: string,
+  body: string,
+  headers: Record<string, string> = {},
+): Promise<{ status: number; json: ApiJson; headers: Headers }> {
+  const r = await fetch(`${url}${path}`, {
+    method: 'POST',
+    body,
+    headers: { 'content-type': 'application/json', ...headers },
+    signal: AbortSignal.timeout(20000),
+  });
   const text = await r.text();
   let json: ApiJson;
-  try { json = JSON.parse(text) as ApiJson; } catch { json = { text }; }
+  try {
+    json = JSON.parse(text) as ApiJson;
+  } catch {
+    json = { text };
+  }
   return { status: r.status, json, headers: r.headers };
 }
 
@@ -51,7 +71,13 @@ export async function post(url: string, path: string, body: string, headers: Rec
 export function isOpenAIError(j: unknown): boolean {
   if (!j || typeof j !== 'object' || Object.keys(j).join() !== 'error') return false;
   const e = (j as { error: { message?: unknown; type?: unknown; param?: unknown; code?: unknown } | null }).error;
-  return !!e && typeof e.message === 'string' && e.message.length > 0 && typeof e.type === 'string' &&
-    (e.param === null || typeof e.param === 'string') && (e.code === null || typeof e.code === 'string') &&
-    Object.keys(e).sort().join() === 'code,message,param,type';
+  return (
+    !!e &&
+    typeof e.message === 'string' &&
+    e.message.length > 0 &&
+    typeof e.type === 'string' &&
+    (e.param === null || typeof e.param === 'string') &&
+    (e.code === null || typeof e.code === 'string') &&
+    Object.keys(e).sort().join() === 'code,message,param,type'
+  );
 }

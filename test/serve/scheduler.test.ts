@@ -10,31 +10,66 @@ import { Scheduler, SchedulerRejection, type RequestEvent } from '../../lib/serv
 import { maxRowErr } from '../helpers/util';
 
 let model: MambaModel;
-beforeAll(async () => { model = await loadModel(); });
+beforeAll(async () => {
+  model = await loadModel();
+});
 afterAll(() => model.dispose());
 
 const greedy = (): SamplingParams => ({ temperature: 0, rng: rngFromSeed(0) });
 
-interface Collected { tokens: number[][]; text: string[]; reasons: string[]; events: RequestEvent[] }
+interface Collected {
+  tokens: number[][];
+  text: string[];
+  reasons: string[];
+  events: RequestEvent[];
+}
 
-function run(s: Scheduler, prompt: number[], maxTokens: number, sampling: SamplingParams[] = [greedy()], extra: { stop?: string[] } = {}) {
+function run(
+  s: Scheduler,
+  prompt: number[],
+  maxTokens: number,
+  sampling: SamplingParams[] = [greedy()],
+  extra: { stop?: string[] } = {},
+) {
   const out: Collected = { tokens: sampling.map(() => []), text: sampling.map(() => ''), reasons: [], events: [] };
   const h = s.submit({
-    prompt, maxTokens, sampling, stop: extra.stop, stopAtEos: false,
+    prompt,
+    maxTokens,
+    sampling,
+    stop: extra.stop,
+    stopAtEos: false,
     onEvent: (e) => {
       out.events.push(e);
-      if (e.type === 'token') { out.tokens[e.choice].push(e.token); out.text[e.choice] += e.text; }
-      if (e.type === 'finish') { out.text[e.choice] += e.text; out.reasons[e.choice] = e.reason; }
+      if (e.type === 'token') {
+        out.tokens[e.choice].push(e.token);
+        out.text[e.choice] += e.text;
+      }
+      if (e.type === 'finish') {
+        out.text[e.choice] += e.text;
+        out.reasons[e.choice] = e.reason;
+      }
     },
   });
   return { h, out, done: h.done.then((o) => ({ o, out })) };
 }
 
 const prompts = [
-  'The jury said', 'It was a cold morning in the city', 'He', 'The committee of the state legislature',
-  'She looked at the', 'In the year', 'A number of', 'They went to the church on Sunday and',
-  'The man who', 'For the first time', 'What is', 'We have been', 'Mr. Kennedy', 'The president of the',
-  'After the war', 'Nothing',
+  'The jury said',
+  'It was a cold morning in the city',
+  'He',
+  'The committee of the state legislature',
+  'She looked at the',
+  'In the year',
+  'A number of',
+  'They went to the church on Sunday and',
+  'The man who',
+  'For the first time',
+  'What is',
+  'We have been',
+  'Mr. Kennedy',
+  'The president of the',
+  'After the war',
+  'Nothing',
 ];
 
 test('temperature-0 outputs of 16 concurrent requests equal each request alone', async () => {
@@ -49,7 +84,7 @@ test('temperature-0 outputs of 16 concurrent requests equal each request alone',
     expect(r.o).toBe('done');
     expect(r.out.tokens[0].slice(0, 24)).toEqual(alone[i]);
   });
-  expect(s.counters.ticks).toBeLessThan(16 * 30);   // batched, not one by one
+  expect(s.counters.ticks).toBeLessThan(16 * 30); // batched, not one by one
 }, 60000);
 
 test('n = 2 prefills once and each choice equals its own seed alone; stop strings cut the text', async () => {
@@ -73,16 +108,16 @@ test('n = 2 prefills once and each choice equals its own seed alone; stop string
 test('a cancelled request stops within one tick and frees its slot; the queue limit rejects', async () => {
   const s = new Scheduler(model, { tokenizer: model.tokenizer, maxRunning: 2, maxQueue: 2 });
   const p = model.tokenizer!.encode('The jury');
-  const a = run(s, p, 100000);                  // admitted at once (the loop starts on submit)
-  const b = run(s, p, 100000);                  // admitted at the next tick
-  const c = run(s, p, 3);                       // waits: both slots are taken
+  const a = run(s, p, 100000); // admitted at once (the loop starts on submit)
+  const b = run(s, p, 100000); // admitted at the next tick
+  const c = run(s, p, 3); // waits: both slots are taken
   expect(() => run(s, p, 3)).toThrow(SchedulerRejection);
   while (a.out.tokens[0].length < 3) await new Promise((r) => setTimeout(r, 5));
   const ticksAtCancel = s.counters.ticks;
   a.h.cancel();
   expect(await a.h.done).toBe('cancelled');
   expect(s.counters.ticks - ticksAtCancel).toBeLessThanOrEqual(1);
-  expect((await c.done).o).toBe('done');        // got a's slot
+  expect((await c.done).o).toBe('done'); // got a's slot
   b.h.cancel();
   expect(await b.h.done).toBe('cancelled');
   await s.idle();
@@ -99,7 +134,7 @@ test('chunked prefill: a long prompt is admitted in chunks while a running reque
   const ticks0 = s.counters.ticks;
   const l = run(s, long, 1);
   await l.done;
-  expect(s.counters.ticks - ticks0).toBeGreaterThanOrEqual(600 / 64);     // ten chunks
+  expect(s.counters.ticks - ticks0).toBeGreaterThanOrEqual(600 / 64); // ten chunks
   expect(running.out.tokens[0].length - before).toBeGreaterThanOrEqual(9); // one decode token per tick meanwhile
   await running.done;
 });
@@ -108,7 +143,7 @@ test('a prefix-cache hit gives the cold logits (<= 1e-6) and saves the prefix', 
   const cache = new PrefixCache({ maxBytes: 64 << 20, blockTokens: 32 });
   const s = new Scheduler(model, { tokenizer: model.tokenizer, cache, prefillBudget: 50 });
   const base = Array.from({ length: 100 }, (_, i) => 50 + ((i * 37) % 3000));
-  await run(s, base, 2).done;                          // chunks end on blocks: snapshots at 32, 64 and 100
+  await run(s, base, 2).done; // chunks end on blocks: snapshots at 32, 64 and 100
   expect(cache.stats().entries).toBe(3);
   const ext = [...base, 7, 8, 9];
   const hit = cache.lookup('dense', ext, ext.length - 1)!;
@@ -130,9 +165,9 @@ test('a prefix-cache hit gives the cold logits (<= 1e-6) and saves the prefix', 
   const tiny = new PrefixCache({ maxBytes: hit.state.byteLength * 2 + 100 * 4 + 200 * 4 });
   tiny.insert('dense', base.slice(0, 100), hit.state);
   tiny.insert('dense', base.slice(0, 50), hit.state);
-  expect(tiny.lookup('dense', base, 100)!.length).toBe(100);   // touches the 100-token entry
-  tiny.insert('dense', base.slice(0, 10), hit.state);  // evicts the 50-token one
+  expect(tiny.lookup('dense', base, 100)!.length).toBe(100); // touches the 100-token entry
+  tiny.insert('dense', base.slice(0, 10), hit.state); // evicts the 50-token one
   expect(tiny.stats()).toMatchObject({ entries: 2, evictions: 1 });
   expect(tiny.lookup('dense', base.slice(0, 60), 59)!.length).toBe(10);
-  expect(tiny.lookup('simba', base, 99)).toBeNull();   // other namespace
+  expect(tiny.lookup('simba', base, 99)).toBeNull(); // other namespace
 });

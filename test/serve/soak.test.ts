@@ -27,18 +27,27 @@ afterAll(async () => {
 });
 
 async function round(r: number): Promise<{ ok: number; tokens: number[] }> {
-  const results = await Promise.all(Array.from({ length: 64 }, async (_, i) => {
-    const stream = await client.completions.create({
-      model: NAME, prompt: `Round ${r} stream ${i}: the jury said`, max_tokens: 32, temperature: 0.9, seed: i,
-      logit_bias: { 0: -100 }, stream: true, stream_options: { include_usage: true },
-    });
-    let usage = -1, finish = '';
-    for await (const c of stream) {
-      if (c.usage) usage = c.usage.completion_tokens;
-      if (c.choices[0]?.finish_reason) finish = c.choices[0].finish_reason;
-    }
-    return usage === 32 && finish === 'length' ? usage : -1;
-  }));
+  const results = await Promise.all(
+    Array.from({ length: 64 }, async (_, i) => {
+      const stream = await client.completions.create({
+        model: NAME,
+        prompt: `Round ${r} stream ${i}: the jury said`,
+        max_tokens: 32,
+        temperature: 0.9,
+        seed: i,
+        logit_bias: { 0: -100 },
+        stream: true,
+        stream_options: { include_usage: true },
+      });
+      let usage = -1,
+        finish = '';
+      for await (const c of stream) {
+        if (c.usage) usage = c.usage.completion_tokens;
+        if (c.choices[0]?.finish_reason) finish = c.choices[0].finish_reason;
+      }
+      return usage === 32 && finish === 'length' ? usage : -1;
+    }),
+  );
   return { ok: results.filter((x) => x === 32).length, tokens: results };
 }
 
@@ -51,7 +60,9 @@ test('64 streams x 32 tokens, twice: 0 lost requests, RSS growth < 64 MiB', asyn
   expect(b.ok).toBe(64);
   global.gc?.();
   const rss2 = process.memoryUsage().rss;
-  console.log(`soak: RSS ${(rss1 / 2 ** 20).toFixed(0)} MiB after round 1, growth over round 2 ${((rss2 - rss1) / 2 ** 20).toFixed(1)} MiB (bound 64)`);
+  console.log(
+    `soak: RSS ${(rss1 / 2 ** 20).toFixed(0)} MiB after round 1, growth over round 2 ${((rss2 - rss1) / 2 ** 20).toFixed(1)} MiB (bound 64)`,
+  );
   expect(rss2 - rss1).toBeLessThan(64 * 2 ** 20);
   await s.server.scheduler!.idle();
   expect(s.server.scheduler!.slotsUsed).toBe(0);

@@ -6,9 +6,9 @@
 // Switching: a fiber is entered the first time through makecontext/setcontext, afterwards with
 // _setjmp/_longjmp between its stack and the scheduler's (no signal-mask system call per switch).
 #undef _FORTIFY_SOURCE  // its longjmp check rejects jumps between stacks, which is what fibers do
-#include <csetjmp>
 #include <sys/mman.h>
 #include <ucontext.h>
+#include <csetjmp>
 
 #include "emu.h"
 
@@ -87,7 +87,8 @@ void run_grid(dim3 grid, dim3 block, size_t smem, const std::function<void()>& b
   const int n = block.x * block.y * block.z;
   if (n == 0) return;
   for (int t = 0; t < n; t++) fiber(t).idx = dim3(t % block.x, (t / block.x) % block.y, t / (block.x * block.y));
-  const std::function<void()>* outer = sched.body;  // (launches do not nest, but stay correct if they did not return here)
+  const std::function<void()>* outer =
+      sched.body;  // (launches do not nest, but stay correct if they did not return here)
   sched.body = &body;
   blockDim = block;
   gridDim = grid;
@@ -98,7 +99,8 @@ void run_grid(dim3 grid, dim3 block, size_t smem, const std::function<void()>& b
       for (unsigned bx = 0; bx < grid.x; bx++) {
         b.bar = std::make_unique<FiberBarrier>(n);
         b.warp_bars.clear();
-        for (int w = 0; w < (n + 31) / 32; w++) b.warp_bars.push_back(std::make_unique<FiberBarrier>(std::min(32, n - 32 * w)));
+        for (int w = 0; w < (n + 31) / 32; w++)
+          b.warp_bars.push_back(std::make_unique<FiberBarrier>(std::min(32, n - 32 * w)));
         b.xch.assign(n, 0.0);
         b.dyn.assign(smem + 16, 0x7f);  // garbage-ish fill: reads before writes show up
         blockIdx = dim3(bx, by, bz);

@@ -25,7 +25,9 @@ Vec rnd(std::mt19937& rng, size_t n, float lo = -1.f, float hi = 1.f) {
   return v;
 }
 
-double rel(const Vec& a, const Vec& b) { return a.size() == b.size() ? rel_err(a.data(), b.data(), a.size()) : INFINITY; }
+double rel(const Vec& a, const Vec& b) {
+  return a.size() == b.size() ? rel_err(a.data(), b.data(), a.size()) : INFINITY;
+}
 
 void backend_ok(int rc, const char* err, const std::string& what) {
   if (rc != 0) throw std::runtime_error(what + ": " + err);
@@ -34,7 +36,8 @@ void backend_ok(int rc, const char* err, const std::string& what) {
 // A_log [E, N] -> AT [N][E] = -exp(A_log), the layout both engines' scans read.
 Vec a_transposed(const Vec& alog, int E, int N) {
   Vec AT((size_t)N * E);
-  for (int e = 0; e < E; e++) for (int n = 0; n < N; n++) AT[(size_t)n * E + e] = -std::exp(alog[(size_t)e * N + n]);
+  for (int e = 0; e < E; e++)
+    for (int n = 0; n < N; n++) AT[(size_t)n * E + e] = -std::exp(alog[(size_t)e * N + n]);
   return AT;
 }
 
@@ -52,13 +55,15 @@ std::string dims(std::initializer_list<int> v, const char* names) {
 // ---------------------------------------------------------------- kernels
 
 void gemm_case(Report& rep, const simba_backend_v1_t& b, std::mt19937& rng, int M, int N, int K, bool bf16) {
-  Vec A = rnd(rng, (size_t)M * K), W = rnd(rng, (size_t)N * K), bias = rnd(rng, N), ref((size_t)M * N), got((size_t)M * N);
+  Vec A = rnd(rng, (size_t)M * K), W = rnd(rng, (size_t)N * K), bias = rnd(rng, N), ref((size_t)M * N),
+      got((size_t)M * N);
   Linear lin;
   pack_linear(lin, W.data(), N, K, bf16);
   cpu::gemm(A.data(), K, lin.w, bias.data(), ref.data(), N, M);
   char err[1024] = {0};
   backend_ok(b.kernel_gemm(A.data(), W.data(), bias.data(), got.data(), M, N, K, bf16, err, sizeof err), err, "gemm");
-  rep.add("kernels", std::string("gemm ") + (bf16 ? "bf16 " : "f32 ") + dims({M, N, K}, "MNK"), rel(got, ref), bf16 ? 2e-2 : 1e-4);
+  rep.add("kernels", std::string("gemm ") + (bf16 ? "bf16 " : "f32 ") + dims({M, N, K}, "MNK"), rel(got, ref),
+          bf16 ? 2e-2 : 1e-4);
 }
 
 void rmsnorm_case(Report& rep, const simba_backend_v1_t& b, std::mt19937& rng, int rows, int d) {
@@ -71,20 +76,24 @@ void rmsnorm_case(Report& rep, const simba_backend_v1_t& b, std::mt19937& rng, i
     rep.add_bool("kernels", "rmsnorm (+residual)", false, "library has no kernel_rmsnorm (stale build)");
     return;
   }
-  backend_ok(b.kernel_rmsnorm(h.data(), delta.data(), w.data(), got.data(), rows, d, 1e-5f, err, sizeof err), err, "rmsnorm");
+  backend_ok(b.kernel_rmsnorm(h.data(), delta.data(), w.data(), got.data(), rows, d, 1e-5f, err, sizeof err), err,
+             "rmsnorm");
   rep.add("kernels", "rmsnorm+residual " + dims({rows, d}, "Md"), std::max(rel(got, ref), rel(h, sum)), 1e-4);
 }
 
 void conv_case(Report& rep, const simba_backend_v1_t& b, std::mt19937& rng, int T, int E, int K) {
   Vec x = rnd(rng, (size_t)T * E), w = rnd(rng, (size_t)E * K), bias = rnd(rng, E), st = rnd(rng, (size_t)E * (K - 1));
   Vec wT((size_t)K * E);
-  for (int e = 0; e < E; e++) for (int j = 0; j < K; j++) wT[(size_t)j * E + e] = w[(size_t)e * K + j];
+  for (int e = 0; e < E; e++)
+    for (int j = 0; j < K; j++) wT[(size_t)j * E + e] = w[(size_t)e * K + j];
   Vec st_cpu = st, out_cpu((size_t)T * E), out((size_t)T * E);
   cpu::SeqSlice sq{0, T, st_cpu.data(), nullptr};
   cpu::conv1d(cpu::Conv1dArgs{x.data(), E, out_cpu.data(), E, wT.data(), bias.data(), E, K, &sq, 1});
   char err[1024] = {0};
-  backend_ok(b.kernel_conv1d(x.data(), w.data(), bias.data(), st.data(), out.data(), T, E, K, err, sizeof err), err, "conv1d");
-  rep.add("kernels", "conv1d " + dims({T, E, K}, "TEK") + " out+state", std::max(rel(out, out_cpu), rel(st, st_cpu)), 1e-4);
+  backend_ok(b.kernel_conv1d(x.data(), w.data(), bias.data(), st.data(), out.data(), T, E, K, err, sizeof err), err,
+             "conv1d");
+  rep.add("kernels", "conv1d " + dims({T, E, K}, "TEK") + " out+state", std::max(rel(out, out_cpu), rel(st, st_cpu)),
+          1e-4);
 }
 
 void scan_case(Report& rep, const simba_backend_v1_t& b, std::mt19937& rng, int T, int E, int N) {
@@ -93,27 +102,32 @@ void scan_case(Report& rep, const simba_backend_v1_t& b, std::mt19937& rng, int 
       st = rnd(rng, (size_t)E * N);
   Vec AT = a_transposed(alog, E, N), dt_cpu = dt, st_cpu = st, y_cpu((size_t)T * E), y((size_t)T * E);
   cpu::SeqSlice sq{0, T, nullptr, st_cpu.data()};
-  cpu::scan(cpu::ScanArgs{x.data(), E, dt_cpu.data(), E, B.data(), C.data(), N, z.data(), E, AT.data(), D.data(), y_cpu.data(),
-                          E, E, N, &sq, 1});
+  cpu::scan(cpu::ScanArgs{x.data(), E, dt_cpu.data(), E, B.data(), C.data(), N, z.data(), E, AT.data(), D.data(),
+                          y_cpu.data(), E, E, N, &sq, 1});
   char err[1024] = {0};
-  backend_ok(b.kernel_scan(x.data(), dt.data(), alog.data(), B.data(), C.data(), D.data(), z.data(), st.data(), y.data(), T, E, N,
-                           err, sizeof err), err, "scan");
+  backend_ok(b.kernel_scan(x.data(), dt.data(), alog.data(), B.data(), C.data(), D.data(), z.data(), st.data(),
+                           y.data(), T, E, N, err, sizeof err),
+             err, "scan");
   const std::string name = "scan " + dims({T, E, N}, "TEN");
   rep.add("kernels", name + " y", rel(y, y_cpu), 1e-4);
   rep.add("kernels", name + " dt+state", std::max(rel(dt, dt_cpu), rel(st, st_cpu)), 1e-4);
 }
 
-void score_case(Report& rep, const simba_backend_v1_t& b, std::mt19937& rng, int T, int E, int N, bool local, bool sum) {
+void score_case(Report& rep, const simba_backend_v1_t& b, std::mt19937& rng, int T, int E, int N, bool local,
+                bool sum) {
   Vec x = rnd(rng, (size_t)T * E), dt = rnd(rng, (size_t)T * E, 0.001f, 0.5f), alog = rnd(rng, (size_t)E * N, -1, 1),
       B = rnd(rng, (size_t)T * N), C = rnd(rng, (size_t)T * N);
   Vec AT = a_transposed(alog, E, N), ref(T), got(T);
   cpu::SeqSlice sq{0, T, nullptr, nullptr};
-  cpu::score(cpu::ScoreArgs{x.data(), E, dt.data(), E, B.data(), C.data(), N, AT.data(), E, N, local, sum, &sq, 1, nullptr},
-             ref.data(), T);
+  cpu::score(
+      cpu::ScoreArgs{x.data(), E, dt.data(), E, B.data(), C.data(), N, AT.data(), E, N, local, sum, &sq, 1, nullptr},
+      ref.data(), T);
   char err[1024] = {0};
-  backend_ok(b.kernel_score(x.data(), dt.data(), alog.data(), B.data(), C.data(), got.data(), T, E, N, local, sum, err, sizeof err),
+  backend_ok(b.kernel_score(x.data(), dt.data(), alog.data(), B.data(), C.data(), got.data(), T, E, N, local, sum, err,
+                            sizeof err),
              err, "score");
-  rep.add("kernels", std::string("score ") + (local ? "local " : "simba ") + (sum ? "sum " : "max ") + dims({T, E, N}, "TEN"),
+  rep.add("kernels",
+          std::string("score ") + (local ? "local " : "simba ") + (sum ? "sum " : "max ") + dims({T, E, N}, "TEN"),
           rel(got, ref), 1e-4);
 }
 
@@ -184,8 +198,7 @@ template <typename M>
 static void load_into(M& m, const ModelSpec& spec) {
   if (spec.loaded)
     for (const EngineTensor& t : spec.loaded->tensors) m.set_tensor(t.name, t.layer, t.data.data(), t.data.size());
-  else
-    m.randomize(spec.seed);
+  else m.randomize(spec.seed);
   m.finalize();
 }
 
@@ -205,16 +218,19 @@ void check_kernels(Report& rep, const simba_backend_v1_t& b, const Sizes& sz, ui
   std::mt19937 rng((uint32_t)seed);
   for (bool bf16 : {false, true}) {
     if (sz.quick) {
-      for (auto [M, N, K] : {std::array<int, 3>{1, 96, 64}, {9, 70, 50}, {130, 65, 200}}) gemm_case(rep, b, rng, M, N, K, bf16);
+      for (auto [M, N, K] : {std::array<int, 3>{1, 96, 64}, {9, 70, 50}, {130, 65, 200}})
+        gemm_case(rep, b, rng, M, N, K, bf16);
     } else {
-      for (auto [M, N, K] : {std::array<int, 3>{1, 3072, 768}, {7, 1536, 48}, {256, 1536, 768}, {1000, 768, 1536}, {64, 50280, 768}})
+      for (auto [M, N, K] :
+           {std::array<int, 3>{1, 3072, 768}, {7, 1536, 48}, {256, 1536, 768}, {1000, 768, 1536}, {64, 50280, 768}})
         gemm_case(rep, b, rng, M, N, K, bf16);
     }
   }
   rmsnorm_case(rep, b, rng, sz.quick ? 7 : 300, sz.quick ? 96 : 768);
   const int E = sz.quick ? 37 : 1536;
   for (int T : sz.quick ? std::vector<int>{1, 5, 40} : std::vector<int>{1, 5, 700}) conv_case(rep, b, rng, T, E, 4);
-  for (int T : sz.quick ? std::vector<int>{1, 3, 150} : std::vector<int>{1, 3, 64, 700}) scan_case(rep, b, rng, T, E, 16);
+  for (int T : sz.quick ? std::vector<int>{1, 3, 150} : std::vector<int>{1, 3, 64, 700})
+    scan_case(rep, b, rng, T, E, 16);
   for (bool local : {false, true})
     for (bool sum : {false, true}) score_case(rep, b, rng, sz.quick ? 40 : 700, E, 16, local, sum);
 }
@@ -227,7 +243,9 @@ void check_model(Report& rep, const ModelSpec& spec, Model& cpu, CudaModel& dev,
   const size_t SF = cpu.state_floats();
   std::mt19937 rng((uint32_t)spec.seed * 7919u + (bf16 ? 1 : 0));
   const bool big = (size_t)c.vocab * c.d > 20000000;  // 1.4b-class: fewer, shorter sequences
-  const std::vector<int> lens = sz.quick ? std::vector<int>{9, 40, 1} : big ? std::vector<int>{13, 256, 1} : std::vector<int>{13, 333, 1, 64};
+  const std::vector<int> lens = sz.quick ? std::vector<int>{9, 40, 1}
+                                : big    ? std::vector<int>{13, 256, 1}
+                                         : std::vector<int>{13, 333, 1, 64};
   auto prompts = random_tokens(rng, lens, c.vocab);
   const size_t total = std::accumulate(lens.begin(), lens.end(), (size_t)0);
   const bool all = total * (size_t)c.vocab <= ((size_t)16 << 20);  // logits of every position when they fit in 64 MiB
@@ -236,7 +254,8 @@ void check_model(Report& rep, const ModelSpec& spec, Model& cpu, CudaModel& dev,
   std::vector<Vec> st_cpu(lens.size(), Vec(SF, 0.f)), st_dev = st_cpu;
   {
     Out a = run(cpu, request(prompts, &st_cpu, all)), d = run(dev, request(prompts, &st_dev, all));
-    rep.add(sec, std::string("prefill logits (") + (all ? "all" : "last") + " positions, T=" + std::to_string(total) + ")",
+    rep.add(sec,
+            std::string("prefill logits (") + (all ? "all" : "last") + " positions, T=" + std::to_string(total) + ")",
             rel(d.logits, a.logits), tol);
     rep.add(sec, "prefill states", max_state_err(st_dev, st_cpu), tol);
   }
@@ -266,7 +285,8 @@ void check_model(Report& rep, const ModelSpec& spec, Model& cpu, CudaModel& dev,
         r->simba.protect_last = variant == 1 ? 3 : 0;
         r->simba.seed = 99;
         for (int T : lens)
-          for (int l = 0; l < c.L; l++) r->simba.keep.push_back(std::max(1, (int)std::ceil(T * (1.0 - 0.8 * (l + 1) / c.L))));
+          for (int l = 0; l < c.L; l++)
+            r->simba.keep.push_back(std::max(1, (int)std::ceil(T * (1.0 - 0.8 * (l + 1) / c.L))));
       }
       Out a = run(cpu, r1), d = run(dev, r2);
       const std::string tag = std::string("simba ") + kCriteria[crit] + (variant ? " sum+protect" : " max");
@@ -325,7 +345,9 @@ void check_model(Report& rep, const ModelSpec& spec, Model& cpu, CudaModel& dev,
     el = std::max(el, rel(d.logits, a.logits));
     if (step == steps - 1) last_dev = d;
   }
-  rep.add(sec, "batched decode B=" + std::to_string(B) + " on slots: logits (prefill + " + std::to_string(steps) + " steps)", el, tol);
+  rep.add(sec,
+          "batched decode B=" + std::to_string(B) + " on slots: logits (prefill + " + std::to_string(steps) + " steps)",
+          el, tol);
   std::vector<Vec> ds(B, Vec(SF));
   for (int i = 0; i < B; i++) dev.read_state(slots[i], ds[i].data());
   rep.add(sec, "batched decode: slot states (read back one by one)", max_state_err(ds, hs), tol);

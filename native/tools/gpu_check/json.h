@@ -27,7 +27,8 @@ struct Json {
     return it->second;
   }
   int as_int(const std::string& what) const {
-    if (kind != Number || num != (double)(long long)num) throw std::runtime_error("JSON: '" + what + "' is not an integer");
+    if (kind != Number || num != (double)(long long)num)
+      throw std::runtime_error("JSON: '" + what + "' is not an integer");
     return (int)num;
   }
   static Json parse(const std::string& text);
@@ -40,7 +41,9 @@ struct JsonParser {
   [[noreturn]] void fail(const char* what) const {
     throw std::runtime_error(std::string("JSON: ") + what + " at byte " + std::to_string(i));
   }
-  void ws() { while (i < s.size() && (s[i] == ' ' || s[i] == '\n' || s[i] == '\r' || s[i] == '\t')) i++; }
+  void ws() {
+    while (i < s.size() && (s[i] == ' ' || s[i] == '\n' || s[i] == '\r' || s[i] == '\t')) i++;
+  }
   bool lit(const char* w) {
     size_t n = std::char_traits<char>::length(w);
     if (s.compare(i, n, w) != 0) return false;
@@ -53,7 +56,10 @@ struct JsonParser {
     std::string out;
     while (i < s.size() && s[i] != '"') {
       char c = s[i++];
-      if (c != '\\') { out += c; continue; }
+      if (c != '\\') {
+        out += c;
+        continue;
+      }
       if (i >= s.size()) fail("bad escape");
       char e = s[i++];
       switch (e) {
@@ -85,7 +91,10 @@ struct JsonParser {
       v.kind = Json::Object;
       i++;
       ws();
-      if (s[i] == '}') { i++; return v; }
+      if (s[i] == '}') {
+        i++;
+        return v;
+      }
       for (;;) {
         ws();
         std::string k = string();
@@ -94,8 +103,14 @@ struct JsonParser {
         i++;
         v.keys[k] = value();
         ws();
-        if (s[i] == ',') { i++; continue; }
-        if (s[i] == '}') { i++; return v; }
+        if (s[i] == ',') {
+          i++;
+          continue;
+        }
+        if (s[i] == '}') {
+          i++;
+          return v;
+        }
         fail("expected ',' or '}'");
       }
     }
@@ -103,18 +118,38 @@ struct JsonParser {
       v.kind = Json::Array;
       i++;
       ws();
-      if (s[i] == ']') { i++; return v; }
+      if (s[i] == ']') {
+        i++;
+        return v;
+      }
       for (;;) {
         v.items.push_back(value());
         ws();
-        if (s[i] == ',') { i++; continue; }
-        if (s[i] == ']') { i++; return v; }
+        if (s[i] == ',') {
+          i++;
+          continue;
+        }
+        if (s[i] == ']') {
+          i++;
+          return v;
+        }
         fail("expected ',' or ']'");
       }
     }
-    if (c == '"') { v.kind = Json::String; v.str = string(); return v; }
-    if (lit("true")) { v.kind = Json::Bool; v.b = true; return v; }
-    if (lit("false")) { v.kind = Json::Bool; return v; }
+    if (c == '"') {
+      v.kind = Json::String;
+      v.str = string();
+      return v;
+    }
+    if (lit("true")) {
+      v.kind = Json::Bool;
+      v.b = true;
+      return v;
+    }
+    if (lit("false")) {
+      v.kind = Json::Bool;
+      return v;
+    }
     if (lit("null")) return v;
     char* end = nullptr;
     v.num = std::strtod(s.c_str() + i, &end);

@@ -13,13 +13,13 @@
 //     --model-dir   the brown-mamba-s folder (default models/brown-mamba-s, from the repo root)
 //     --lib         the backend library to load (sets SIMBA_CUDA_LIB)
 // Exit status: 0 every comparison within its limit, 1 some failed, 2 could not run.
+#include <unistd.h>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <sstream>
 #include <string>
-#include <unistd.h>
 
 #include "cpu/dispatch.h"
 #include "tools/gpu_check/checks.h"
@@ -29,10 +29,12 @@ namespace tools {
 
 // ---------------------------------------------------------------- the table
 
-void Report::add(const std::string& section, const std::string& name, double err, double limit, const std::string& note) {
+void Report::add(const std::string& section, const std::string& name, double err, double limit,
+                 const std::string& note) {
   Row r{section, name, err, limit, err <= limit, note};
   rows_.push_back(r);
-  std::fprintf(stderr, "  %-4s %-22s %-62s %.2e (limit %.0e)\n", r.pass ? "ok" : "FAIL", section.c_str(), name.c_str(), err, limit);
+  std::fprintf(stderr, "  %-4s %-22s %-62s %.2e (limit %.0e)\n", r.pass ? "ok" : "FAIL", section.c_str(), name.c_str(),
+               err, limit);
 }
 
 void Report::add_bool(const std::string& section, const std::string& name, bool ok, const std::string& note) {
@@ -53,17 +55,21 @@ int Report::failures() const {
 }
 
 int Report::print() const {
-  std::printf("\n| section | check | rel. error (device vs CPU) | limit | result | note |\n|---|---|---|---|---|---|\n");
+  std::printf(
+      "\n| section | check | rel. error (device vs CPU) | limit | result | note |\n|---|---|---|---|---|---|\n");
   for (const Row& r : rows_) {
-    if (r.limit < 0) std::printf("| %s | %s | - | yes/no | %s | %s |\n", r.section.c_str(), r.name.c_str(), r.pass ? "ok" : "FAIL", r.note.c_str());
-    else
-      std::printf("| %s | %s | %.2e | %.0e | %s | %s |\n", r.section.c_str(), r.name.c_str(), r.err, r.limit, r.pass ? "ok" : "FAIL",
+    if (r.limit < 0)
+      std::printf("| %s | %s | - | yes/no | %s | %s |\n", r.section.c_str(), r.name.c_str(), r.pass ? "ok" : "FAIL",
                   r.note.c_str());
+    else
+      std::printf("| %s | %s | %.2e | %.0e | %s | %s |\n", r.section.c_str(), r.name.c_str(), r.err, r.limit,
+                  r.pass ? "ok" : "FAIL", r.note.c_str());
   }
   if (!timings_.empty()) {
     std::printf("\n| section | timing | value | unit | note |\n|---|---|---|---|---|\n");
     for (const Timing& t : timings_)
-      std::printf("| %s | %s | %.4g | %s | %s |\n", t.section.c_str(), t.name.c_str(), t.value, t.unit.c_str(), t.note.c_str());
+      std::printf("| %s | %s | %.4g | %s | %s |\n", t.section.c_str(), t.name.c_str(), t.value, t.unit.c_str(),
+                  t.note.c_str());
   }
   const int f = failures();
   std::printf("\n%zu comparisons, %d failed\n", rows_.size(), f);
@@ -75,13 +81,26 @@ int Report::print() const {
 ModelConfig shape(const std::string& name) {
   ModelConfig c;
   if (name == "tiny") {  // the emulation's model (native/cuda/emu/emu_test.cc "base")
-    c.vocab = 61; c.d = 24; c.L = 3; c.E = 48; c.N = 16; c.R = 2; c.K = 4;
+    c.vocab = 61;
+    c.d = 24;
+    c.L = 3;
+    c.E = 48;
+    c.N = 16;
+    c.R = 2;
+    c.K = 4;
     return c;
   }
   const int d = name == "mamba-130m" ? 768 : name == "mamba-1.4b" ? 2048 : 0;
   const int L = name == "mamba-130m" ? 24 : 48;
-  if (!d) throw std::invalid_argument("unknown model '" + name + "' (known: brown-mamba-s, mamba-130m, mamba-1.4b, tiny)");
-  c.vocab = 50280; c.d = d; c.L = L; c.E = 2 * d; c.N = 16; c.R = (d + 15) / 16; c.K = 4;
+  if (!d)
+    throw std::invalid_argument("unknown model '" + name + "' (known: brown-mamba-s, mamba-130m, mamba-1.4b, tiny)");
+  c.vocab = 50280;
+  c.d = d;
+  c.L = L;
+  c.E = 2 * d;
+  c.N = 16;
+  c.R = (d + 15) / 16;
+  c.K = 4;
   return c;
 }
 
@@ -116,7 +135,9 @@ int run(int argc, char** argv) {
     else if (a == "--model-dir") model_dir = value();
     else if (a == "--lib") lib = value();
     else if (a == "--help" || a == "-h") {
-      std::printf("usage: simba_gpu_check [--emulate] [--quick] [--no-timing | --timing] [--models LIST] [--model-dir DIR] [--lib PATH]\n");
+      std::printf(
+          "usage: simba_gpu_check [--emulate] [--quick] [--no-timing | --timing] [--models LIST] [--model-dir DIR] "
+          "[--lib PATH]\n");
       return 0;
     } else throw std::invalid_argument("unknown argument '" + a + "' (see --help)");
   }

@@ -41,7 +41,9 @@ float half_to_float(uint16_t h) {  // IEEE binary16 -> f32
 ModelConfig parse_config(const Json& j, const std::string& path) {
   ModelConfig c;
   auto get_int = [&](const Json& o, const char* k) { return o.at(k).as_int(k); };
-  auto opt_bool = [&](const Json& o, const char* k, bool dflt) { return o.has(k) && o.at(k).kind == Json::Bool ? o.at(k).b : dflt; };
+  auto opt_bool = [&](const Json& o, const char* k, bool dflt) {
+    return o.has(k) && o.at(k).kind == Json::Bool ? o.at(k).b : dflt;
+  };
   try {
     if (j.has("model_type") && j.at("model_type").str != "mamba")
       throw std::runtime_error("model_type '" + j.at("model_type").str + "' is not Mamba-1");
@@ -75,9 +77,7 @@ ModelConfig parse_config(const Json& j, const std::string& path) {
       c.tie = opt_bool(j, "tie_embeddings", true);
       if (j.has("norm_epsilon")) c.eps = (float)j.at("norm_epsilon").num;
     }
-  } catch (const std::exception& e) {
-    throw std::runtime_error(path + ": " + e.what());
-  }
+  } catch (const std::exception& e) { throw std::runtime_error(path + ": " + e.what()); }
   return c;
 }
 
@@ -99,7 +99,8 @@ LoadedModel load_model_dir(const std::string& dir) {
   if (blob.size() < 8) throw std::runtime_error(st_path + ": too short for a safetensors file");
   uint64_t hlen;
   std::memcpy(&hlen, blob.data(), 8);
-  if (hlen > blob.size() - 8) throw std::runtime_error(st_path + ": header length " + std::to_string(hlen) + " exceeds the file");
+  if (hlen > blob.size() - 8)
+    throw std::runtime_error(st_path + ": header length " + std::to_string(hlen) + " exceeds the file");
   Json header = Json::parse(blob.substr(8, hlen));
   const size_t data0 = 8 + hlen;
   std::map<std::string, Stored> stored;
@@ -110,7 +111,8 @@ LoadedModel load_model_dir(const std::string& dir) {
     for (const Json& d : v.at("shape").items) s.shape.push_back((int64_t)d.num);
     s.begin = (size_t)v.at("data_offsets").items.at(0).num;
     s.end = (size_t)v.at("data_offsets").items.at(1).num;
-    if (s.end < s.begin || data0 + s.end > blob.size()) throw std::runtime_error(st_path + ": tensor '" + name + "' lies outside the file");
+    if (s.end < s.begin || data0 + s.end > blob.size())
+      throw std::runtime_error(st_path + ": tensor '" + name + "' lies outside the file");
     stored[name] = s;
   }
   // Reads tensor `src` as f32, checking its element count (rows of a padded vocabulary: zeros appended).
@@ -121,10 +123,14 @@ LoadedModel load_model_dir(const std::string& dir) {
     size_t n = 1;
     for (int64_t d : s.shape) n *= (size_t)d;
     const size_t esize = s.dtype == "F32" ? 4 : (s.dtype == "F16" || s.dtype == "BF16") ? 2 : 0;
-    if (!esize) throw std::runtime_error(st_path + ": tensor '" + src + "' has dtype " + s.dtype + " (expected F32, F16 or BF16)");
-    if (n * esize != s.end - s.begin) throw std::runtime_error(st_path + ": tensor '" + src + "' size does not match its shape");
+    if (!esize)
+      throw std::runtime_error(st_path + ": tensor '" + src + "' has dtype " + s.dtype +
+                               " (expected F32, F16 or BF16)");
+    if (n * esize != s.end - s.begin)
+      throw std::runtime_error(st_path + ": tensor '" + src + "' size does not match its shape");
     if (n != count && !(row && n < count && n % row == 0))
-      throw std::runtime_error(st_path + ": tensor '" + src + "' has " + std::to_string(n) + " values, the config expects " + std::to_string(count));
+      throw std::runtime_error(st_path + ": tensor '" + src + "' has " + std::to_string(n) +
+                               " values, the config expects " + std::to_string(count));
     EngineTensor t{engine, layer, std::vector<float>(count, 0.f)};
     const char* p = blob.data() + data0 + s.begin;
     for (size_t i = 0; i < n; i++) {
@@ -142,7 +148,8 @@ LoadedModel load_model_dir(const std::string& dir) {
     out.tensors.push_back(std::move(t));
   };
   const size_t V = c.vocab, d = c.d, E = c.E, N = c.N, R = c.R, K = c.K;
-  const std::string emb = stored.count("backbone.embedding.weight") ? "backbone.embedding.weight" : "backbone.embeddings.weight";
+  const std::string emb =
+      stored.count("backbone.embedding.weight") ? "backbone.embedding.weight" : "backbone.embeddings.weight";
   take(emb, V * d, "embedding", -1, d);
   take("backbone.norm_f.weight", d, "norm_f", -1);
   if (!c.tie) take("lm_head.weight", V * d, "lm_head", -1, d);

@@ -56,7 +56,8 @@ void time_scan(Report& rep, const simba_backend_v1_t& b, const Sizes& sz) {
     throw std::runtime_error(std::string("bench_scan: ") + err);
   const double gbs = bytes / (ms * 1e-3) / 1e9;
   const std::string shape = std::to_string(nseq) + " x " + std::to_string(T) + " tokens, E=1536 N=16";
-  rep.add_timing("scan", "selective scan (" + shape + ")", gbs, "GB/s", std::to_string(ms).substr(0, 6) + " ms per scan");
+  rep.add_timing("scan", "selective scan (" + shape + ")", gbs, "GB/s",
+                 std::to_string(ms).substr(0, 6) + " ms per scan");
   rep.add_timing("scan", "device-to-device copy (read + write)", copy_gbs, "GB/s");
   rep.add_timing("scan", "scan / copy bandwidth", 100.0 * gbs / copy_gbs, "%");
 }
@@ -118,7 +119,8 @@ void time_model(Report& rep, const std::string& label, CudaModel& dev, const Siz
       const double t0 = now_s();
       for (int i = 0; i < steps; i++) step(1);
       const double dt = now_s() - t0;
-      rep.add_timing(sec, "decode B=" + std::to_string(batch) + (host ? " (host states, for contrast)" : " (device states)"),
+      rep.add_timing(sec,
+                     "decode B=" + std::to_string(batch) + (host ? " (host states, for contrast)" : " (device states)"),
                      (double)batch * steps / dt, "tok/s", std::to_string(steps) + " steps");
       for (int32_t s : slots) dev.free_state(s);
     }
