@@ -167,6 +167,44 @@ describe('native sampling vs the float64 reference', () => {
     }
   });
 
+  // At V = 50280 the sampler takes its fast paths: top-k through block maxima (4 k <= V / 64), top-p
+  // through the histogram of weights and the walk through block sums. Rows with many exact ties
+  // (logits rounded to 1/4) check the order (x desc, id asc) across block boundaries.
+  test.each([
+    { temperature: 0.8, topK: 40 },
+    { temperature: 0.8, topK: 40, topP: 0.95 },
+    { temperature: 1, topP: 0.95 },
+    { temperature: 0.7, topP: 0.5, minP: 0.02 },
+    { temperature: 1.2, minP: 0.1 },
+    { temperature: 1 },
+  ] as RefParams[])('at V = 50280, smooth and tied rows, the token equals the reference for 12 seeds: %j', (cfg) => {
+    const BV = 50280;
+    const lg = randLogits(2, BV, 61, 5);
+    for (let i = BV; i < 2 * BV; i++) lg[i] = Math.round(lg[i] * 4) / 4;
+    for (let seed = 0; seed < 12; seed++) {
+      const row = seed % 2;
+      const params = toParams(cfg, 300 + seed);
+      const [got] = native(lg, BV, [{ row, params }]);
+      const want = refSample(lg.subarray(row * BV, (row + 1) * BV), cfg, BigInt(300 + seed));
+      expect(got.token).toBe(want.token);
+      expect(stateOf(params)).toBe(want.state);
+    }
+  });
+
+  test('a row holding NaN or infinities gives an id in range, never a crash', () => {
+    const BV = 5000;
+    const lg = randLogits(3, BV, 71);
+    for (let i = 0; i < BV; i += 7) lg[i] = NaN;
+    lg[BV + 3] = Infinity;
+    for (let i = 2 * BV; i < 3 * BV; i++) lg[i] = NaN;
+    for (const cfg of [{ temperature: 1 }, { temperature: 1, topK: 10 }, { temperature: 1, topP: 0.9 }, { temperature: 0 }])
+      for (let row = 0; row < 3; row++) {
+        const [got] = native(lg, BV, [{ row, params: toParams({ ...cfg, logprobs: 3 }, row) }]);
+        expect(got.token).toBeGreaterThanOrEqual(0);
+        expect(got.token).toBeLessThan(BV);
+      }
+  });
+
   test('a row samples the same alone or in a batch of 32, and the RNG advances per draw', () => {
     const lg = randLogits(32, V, 51);
     const cfg: RefParams = { temperature: 1, topP: 0.9 };

@@ -15,8 +15,9 @@
 //      u = next uniform of the sequence's RNG (splitmix64, one draw per sampled token), and the
 //      token is the first support id, walked in ascending id order, where the running sum of p
 //      exceeds u * (sum of p over the support).
-// No full sort: top-k by a bounded heap, min-p by a threshold pass, top-p by a histogram of the
-// logits (only the bucket where the mass crosses top_p is sorted).
+// No full sort: top-k by a bounded heap (blocks that cannot enter it skipped), min-p by a threshold,
+// top-p by a histogram of the weights (only the bucket where the mass crosses top_p is sorted); the
+// passes over V are vectorised, and the walk goes through block sums of 64 weights.
 #pragma once
 #include <cstdint>
 #include <utility>
@@ -50,12 +51,15 @@ struct SampleOut {
 
 // Working memory reused across rows (one per thread).
 struct SampleScratch {
-  std::vector<float> x;
-  std::vector<int32_t> idx;
-  std::vector<int32_t> hist;
-  std::vector<float> w;
-  std::vector<uint16_t> bucket;
-  std::vector<double> mass;
+  std::vector<float> x;    // adjusted logits [V]
+  std::vector<float> w;    // weights [V rounded up to 64]
+  std::vector<float> x2;   // weights of the crossing bucket; block maxima (top-k)
+  std::vector<float> sel;  // block maxima, partly ordered
+  std::vector<int32_t> idx, ids, hist;
+  std::vector<double> wk;        // weights of the top-k set
+  std::vector<double> blocks;    // block sums of w [V / 64]
+  std::vector<uint16_t> bucket;  // top-p bucket per id [V]
+  std::vector<double> mass;      // top-p histograms
   std::vector<std::pair<int32_t, double>> support;
 };
 
