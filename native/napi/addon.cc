@@ -270,6 +270,9 @@ class Engine : public Napi::ObjectWrap<Engine> {
       o.Set("threads", 1);
       o.Set("device", "cuda");
       o.Set("deviceName", cuda_->device_name());
+      // State bytes copied between host and device so far (host-state forwards, readState, writeState).
+      o.Set("stateBytesToDevice", (double)cuda_->state_bytes_to_device());
+      o.Set("stateBytesToHost", (double)cuda_->state_bytes_to_host());
       return o;
     }
     auto m = Live(info.Env());
@@ -408,11 +411,12 @@ class Engine : public Napi::ObjectWrap<Engine> {
     });
   }
 
-  // forward with slots (Int32Array, one per sequence) in place of the states: device 'cuda' only.
+  // forward with slots (Int32Array, one per sequence) in place of the states: device 'cuda' only;
+  // simba and sampling as for host states (no state crosses to the host).
   Napi::Value ForwardSlots(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     auto m = Device(env, "forward with state slots");
-    if (info.Length() < 4) throw ArgError(env, "forward(tokens, lengths, slots: Int32Array, want, simba?)");
+    if (info.Length() < 4) throw ArgError(env, "forward(tokens, lengths, slots: Int32Array, want, simba?, sampling?)");
     auto req = std::make_shared<ForwardRequest>();
     auto tokens = ExpectArray<int32_t>(info[0], "tokens");
     auto lengths = ExpectArray<int32_t>(info[1], "lengths");
@@ -423,10 +427,24 @@ class Engine : public Napi::ObjectWrap<Engine> {
     req->want.assign(want.Data(), want.Data() + want.ElementLength());
     auto slots = std::make_shared<std::vector<int32_t>>(slots_arr.Data(), slots_arr.Data() + slots_arr.ElementLength());
     ReadSimba(info, *req);
+    std::shared_ptr<SampleBatch> samp;
+    if (info.Length() > 5 && info[5].IsObject()) samp = ParseSampleBatch(info[5], req->want.size());
     auto res = std::make_shared<ForwardResult>();
+    const int V = m->config().vocab;
     auto* w = new PromiseWorker(
-        env, [m, req, slots, res] { *res = m->forward_slots(*req, *slots); },
-        [res](Napi::Env e) { return ResultObject(e, *res); });
+        env,
+        [m, req, slots, res, samp, V] {
+          *res = m->forward_slots(*req, *slots);
+          if (samp) {
+            RunSampleBatch(*samp, res->logits.data(), req->want.size(), V);
+            res->logits.clear();
+          }
+        },
+        [res, samp](Napi::Env e) {
+          Napi::Value o = ResultObject(e, *res);
+          if (samp) SetSampleResult(e, *samp, o.As<Napi::Object>());
+          return o;
+        });
     w->Queue();
     return w->Promise();
   }
