@@ -137,6 +137,9 @@ export class MambaModel implements LanguageModel {
       weightBytes: ni.weightBytes,
       stateBytes: this.stateFloats * 4,
       device: ni.device ?? 'cpu',
+      ...(ni.stateBytesToDevice !== undefined
+        ? { stateBytesToDevice: ni.stateBytesToDevice, stateBytesToHost: ni.stateBytesToHost ?? 0 }
+        : {}),
       isa: ni.isa,
       threads: ni.threads,
       source: this.source,
@@ -283,10 +286,10 @@ export class MambaModel implements LanguageModel {
     if (s.slots !== this.slots)
       throw v.argError(
         what,
-        s.slots
-          ? "belongs to another model on device 'cuda' (its state lives in that model's device slots)"
+        !s.slots
+          ? "is a CPU sequence; this model runs on device 'cuda' (move it with snapshotAsync() / restoreAsync())"
           : this.slots
-            ? "is a CPU sequence; this model runs on device 'cuda' (move it with snapshotAsync() / restoreAsync())"
+            ? "belongs to another model on device 'cuda' (its state lives in that model's device slots)"
             : "belongs to a model on device 'cuda' (move it with snapshotAsync() / restoreAsync())",
       );
     return s;
