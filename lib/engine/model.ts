@@ -259,9 +259,7 @@ export class MambaModel implements LanguageModel {
       };
       let out: PrefillResult[];
       if (this.slots) {
-        out = await this.onSlots(engine, seqs, !!signal || chunked, (slots) =>
-          body(slots, (i) => Int32Array.of(slots[i])),
-        );
+        out = await this.onSlots(engine, seqs, !!signal || chunked, (slots) => body(slots, (i) => Int32Array.of(slots[i])));
       } else {
         const work = seqs.map((s) => (signal || chunked ? s.state.slice() : s.state));
         out = await body(work, (i) => [work[i]]);
