@@ -294,6 +294,37 @@ export class MambaModel implements LanguageModel {
   }
 
   /**
+   * One native call (decode, step) on the sequences' states: CPU, the states themselves, or with a
+   * signal copies committed only when it was not aborted; device, their slots (see onSlots). Positions
+   * are the caller's.
+   */
+  private async forwardOn<R>(
+    engine: NativeEngine,
+    seqs: Sequence[],
+    signal: AbortSignal | undefined,
+    what: string,
+    call: (states: Float32Array[] | Int32Array) => Promise<R>,
+  ): Promise<R> {
+    const body = async (states: Float32Array[] | Int32Array) => {
+      let r;
+      try {
+        r = await abortable(call(states), signal, what, !Array.isArray(states));
+      } catch (e) {
+        throw fromNative(e);
+      }
+      checkAbort(signal, what);
+      return r;
+    };
+    if (this.slots) return this.onSlots(engine, seqs, !!signal, body);
+    const work = seqs.map((s) => (signal ? s.state.slice() : s.state));
+    const r = await body(work);
+    seqs.forEach((s, i) => {
+      if (work[i] !== s.state) s.state.set(work[i]);
+    });
+    return r;
+  }
+
+  /**
    * Device 'cuda': runs body on the sequences' slots (allocated on first use). With `guard` (an abort
    * signal, or a chunked prefill) their states are first copied to the host and written back when body
    * fails, so an aborted call leaves them as they were (the forward in flight is awaited first, see
@@ -420,36 +451,14 @@ export class MambaModel implements LanguageModel {
       }
       const n = sequences.length,
         V = this.config.vocabSize;
-      const body = async (states: Float32Array[] | Int32Array) => {
-        let r;
-        try {
-          r = await abortable(
-            engine.forward(
-              ids,
-              new Int32Array(n).fill(1),
-              states,
-              Int32Array.from({ length: n }, (_, i) => i),
-            ),
-            signal,
-            'decode',
-            !Array.isArray(states),
-          );
-        } catch (e) {
-          throw fromNative(e);
-        }
-        checkAbort(signal, 'decode');
-        return r;
-      };
-      let r;
-      if (this.slots) r = await this.onSlots(engine, sequences, !!signal, body);
-      else {
-        // With a signal the step runs on copies of the states, committed only when it was not aborted.
-        const work = sequences.map((s) => (signal ? s.state.slice() : s.state));
-        r = await body(work);
-        sequences.forEach((s, i) => {
-          if (work[i] !== s.state) s.state.set(work[i]);
-        });
-      }
+      const r = await this.forwardOn(engine, sequences, signal, 'decode', (states) =>
+        engine.forward(
+          ids,
+          new Int32Array(n).fill(1),
+          states,
+          Int32Array.from({ length: n }, (_, i) => i),
+        ),
+      );
       for (const s of sequences) s.position += 1;
       const logits = r.logits;
       return sequences.map((_, i) => logits.slice(i * V, (i + 1) * V));
@@ -528,38 +537,16 @@ export class MambaModel implements LanguageModel {
               simba,
             )
           : undefined;
-      const body = async (states: Float32Array[] | Int32Array) => {
-        let r;
-        try {
-          r = await abortable(
-            engine.forward(
-              all,
-              Int32Array.from(toks, (t) => t.length),
-              states,
-              Int32Array.from(want),
-              native,
-              packed,
-            ),
-            signal,
-            'step',
-            !Array.isArray(states),
-          );
-        } catch (e) {
-          throw fromNative(e);
-        }
-        checkAbort(signal, 'step');
-        return r;
-      };
-      let r;
-      if (this.slots) r = await this.onSlots(engine, seqs, !!signal, body);
-      else {
-        // With a signal the step runs on copies of the states, committed only when it was not aborted.
-        const work = seqs.map((s) => (signal ? s.state.slice() : s.state));
-        r = await body(work);
-        seqs.forEach((s, i) => {
-          if (work[i] !== s.state) s.state.set(work[i]);
-        });
-      }
+      const r = await this.forwardOn(engine, seqs, signal, 'step', (states) =>
+        engine.forward(
+          all,
+          Int32Array.from(toks, (t) => t.length),
+          states,
+          Int32Array.from(want),
+          native,
+          packed,
+        ),
+      );
       seqs.forEach((s, i) => {
         s.position += toks[i].length;
       });
