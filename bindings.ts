@@ -82,6 +82,10 @@ export interface NativeEngineInfo {
   device?: 'cpu' | 'cuda';
   /** The GPU, e.g. "NVIDIA H200, 140 GiB, sm_90, 132 SMs" (device 'cuda'). */
   deviceName?: string;
+  /** Device 'cuda': recurrent-state bytes copied host -> device and device -> host so far (forwards with
+   *  host states, readState, writeState); forwards on state slots copy none. */
+  stateBytesToDevice?: number;
+  stateBytesToHost?: number;
 }
 
 export interface NativeEngine {
@@ -114,7 +118,7 @@ export interface NativeEngine {
   forward(
     tokens: Int32Array,
     lengths: Int32Array,
-    states: Float32Array[],
+    states: Float32Array[] | Int32Array,
     want: Int32Array,
     simba: NativeSimbaOptions | undefined,
     sampling: NativeSampling,

@@ -142,6 +142,10 @@ export interface ModelInfo {
   weightBytes: number;
   stateBytes: number;
   device: 'cpu' | 'cuda';
+  /** Device 'cuda': recurrent-state bytes copied host -> device and device -> host so far (snapshotAsync,
+   *  restoreAsync, the saved states of calls with an abort signal); decode steps on the device slots copy none. */
+  stateBytesToDevice?: number;
+  stateBytesToHost?: number;
   isa: string;
   threads: number;
   source: string;

@@ -10,6 +10,12 @@
  *   const [r] = await model.prefill([{ tokens: [1, 2, 3] }]);
  *   const [next] = await model.decode([r.sequence], [4]);
  *   model.dispose();
+ *
+ * On device 'cuda' every sequence's state stays in a device slot of the model (allocated at the
+ * sequence's first call, freed by its dispose() or the model's): prefill, decode, step and logits
+ * pass slots, so no state crosses to the host between steps; snapshotAsync() / restoreAsync() copy
+ * one sequence's state. With an abort signal (or a chunked prefill) the states of the call's
+ * sequences are copied to the host first and written back when the call is abandoned.
  */
 import type { NativeEngine, NativeSimbaOptions } from '../../bindings';
 import type { Tokenizer } from '../checkpoint/tokenizer';
@@ -31,7 +37,7 @@ import type {
   StepResult,
 } from './lm';
 import { packSampling, unpackSampling } from './sampling';
-import { Sequence, stateFingerprint } from './sequence';
+import { Sequence, stateFingerprint, type SlotStore } from './sequence';
 import {
   criterionCode,
   flopsPerToken,
@@ -61,6 +67,8 @@ export class MambaModel implements LanguageModel {
   private readonly stateFloats: number;
   private readonly fingerprint: number;
   private readonly source: string;
+  /** Device 'cuda': the engine's state slots, which this model's sequences use; null on the CPU. */
+  private readonly slots: SlotStore | null;
 
   /** @internal use loadModel() or randomModel() */
   constructor(
@@ -75,6 +83,34 @@ export class MambaModel implements LanguageModel {
     const c = config;
     this.fingerprint = stateFingerprint([c.nLayer, c.dInner, c.dState, c.dConv, c.dModel, c.vocabSize]);
     this.source = source;
+    this.slots = engine.info().device === 'cuda' ? this.slotStore() : null;
+  }
+
+  private slotStore(): SlotStore {
+    const call = async (what: string, f: (e: NativeEngine) => Promise<void>) => {
+      const e = this.live(what);
+      try {
+        await f(e);
+      } catch (err) {
+        throw fromNative(err);
+      }
+    };
+    return {
+      alloc: async () => {
+        const e = this.live('allocState');
+        try {
+          return await e.allocState();
+        } catch (err) {
+          throw fromNative(err);
+        }
+      },
+      free: (slot) => {
+        // The model's dispose frees the whole pool; a slot outlives neither.
+        if (this.engine) this.engine.freeState(slot).catch(() => undefined);
+      },
+      read: (slot, out, what) => call(what, (e) => e.readState(slot, out)),
+      write: (slot, src, what) => call(what, (e) => e.writeState(slot, src)),
+    };
   }
 
   private live(what: string): NativeEngine {
@@ -82,9 +118,10 @@ export class MambaModel implements LanguageModel {
     return this.engine;
   }
 
-  /** A new, empty sequence (zero state). */
+  /** A new, empty sequence (zero state; on device 'cuda' its slot is taken at its first call). */
   newSequence(): Sequence {
     this.live('newSequence');
+    if (this.slots) return new Sequence(null, this.fingerprint, { floats: this.stateFloats, slots: this.slots });
     return new Sequence(new Float32Array(this.stateFloats), this.fingerprint);
   }
 
@@ -100,6 +137,9 @@ export class MambaModel implements LanguageModel {
       weightBytes: ni.weightBytes,
       stateBytes: this.stateFloats * 4,
       device: ni.device ?? 'cpu',
+      ...(ni.stateBytesToDevice !== undefined
+        ? { stateBytesToDevice: ni.stateBytesToDevice, stateBytesToHost: ni.stateBytesToHost ?? 0 }
+        : {}),
       isa: ni.isa,
       threads: ni.threads,
       source: this.source,
@@ -178,41 +218,56 @@ export class MambaModel implements LanguageModel {
         s.acquire('prefill');
         acquired.push(s);
       }
-      // The native calls update `work`: the states themselves, or copies when the call may be abandoned
-      // (an abort signal, or a chunked prefill that dispose() can stop between chunks). Copies are
-      // committed to the sequences only when the whole call completes.
-      const work = seqs.map((s) => (signal || chunked ? s.state.slice() : s.state));
-      let out: PrefillResult[];
-      if (simba !== undefined) {
-        for (const t of toks)
-          if (t.length > MAX_SIMBA_TOKENS)
-            throw new SimbaError(
-              'E_ARG',
-              `prefill: a Simba prefill takes at most ${MAX_SIMBA_TOKENS} tokens per prompt (got ${t.length})`,
-            );
-        const plans = toks.map((t) => planSimba(this.config, t.length, simba));
-        out = await this.run(engine, seqs, work, toks, positions, plans, simba, signal);
-      } else if (!chunked) {
-        out = await this.run(engine, seqs, work, toks, positions, null, undefined, signal);
-      } else {
-        // Long dense prompts: one sequence at a time, in chunks that continue from the state.
-        out = [];
-        for (let i = 0; i < toks.length; i++) {
-          const parts: PrefillResult[] = [];
-          for (let c0 = 0; c0 < toks[i].length; c0 += MAX_CHUNK_TOKENS) {
-            checkAbort(signal, 'prefill');
-            checkDisposedBetweenChunks(this.engine);
-            const chunk = toks[i].subarray(c0, c0 + MAX_CHUNK_TOKENS);
-            const pos = positions[i].filter((p) => p >= c0 && p < c0 + chunk.length).map((p) => p - c0);
-            parts.push((await this.run(engine, [seqs[i]], [work[i]], [chunk], [pos], null, undefined, signal))[0]);
+      // CPU: the native calls update `work`: the states themselves, or copies when the call may be
+      // abandoned (an abort signal, or a chunked prefill that dispose() can stop between chunks); copies
+      // are committed to the sequences only when the whole call completes. Device: the slots themselves
+      // (saved first and written back on failure in those cases, see onSlots).
+      const body = async (
+        states: Float32Array[] | Int32Array,
+        one: (i: number) => Float32Array[] | Int32Array,
+      ): Promise<PrefillResult[]> => {
+        let out: PrefillResult[];
+        if (simba !== undefined) {
+          for (const t of toks)
+            if (t.length > MAX_SIMBA_TOKENS)
+              throw new SimbaError(
+                'E_ARG',
+                `prefill: a Simba prefill takes at most ${MAX_SIMBA_TOKENS} tokens per prompt (got ${t.length})`,
+              );
+          const plans = toks.map((t) => planSimba(this.config, t.length, simba));
+          out = await this.run(engine, seqs, states, toks, positions, plans, simba, signal);
+        } else if (!chunked) {
+          out = await this.run(engine, seqs, states, toks, positions, null, undefined, signal);
+        } else {
+          // Long dense prompts: one sequence at a time, in chunks that continue from the state.
+          out = [];
+          for (let i = 0; i < toks.length; i++) {
+            const parts: PrefillResult[] = [];
+            for (let c0 = 0; c0 < toks[i].length; c0 += MAX_CHUNK_TOKENS) {
+              checkAbort(signal, 'prefill');
+              checkDisposedBetweenChunks(this.engine);
+              const chunk = toks[i].subarray(c0, c0 + MAX_CHUNK_TOKENS);
+              const pos = positions[i].filter((p) => p >= c0 && p < c0 + chunk.length).map((p) => p - c0);
+              parts.push((await this.run(engine, [seqs[i]], one(i), [chunk], [pos], null, undefined, signal))[0]);
+            }
+            out.push(mergeChunks(parts, MAX_CHUNK_TOKENS, this.config.nLayer));
           }
-          out.push(mergeChunks(parts, MAX_CHUNK_TOKENS, this.config.nLayer));
+          checkDisposedBetweenChunks(this.engine);
         }
-        checkDisposedBetweenChunks(this.engine);
+        checkAbort(signal, 'prefill');
+        return out;
+      };
+      let out: PrefillResult[];
+      if (this.slots) {
+        out = await this.onSlots(engine, seqs, !!signal || chunked, (slots) => body(slots, (i) => Int32Array.of(slots[i])));
+      } else {
+        const work = seqs.map((s) => (signal || chunked ? s.state.slice() : s.state));
+        out = await body(work, (i) => [work[i]]);
+        seqs.forEach((s, i) => {
+          if (work[i] !== s.state) s.state.set(work[i]);
+        });
       }
-      checkAbort(signal, 'prefill');
       seqs.forEach((s, i) => {
-        if (work[i] !== s.state) s.state.set(work[i]);
         s.position += toks[i].length;
       });
       return out;
@@ -221,19 +276,97 @@ export class MambaModel implements LanguageModel {
     }
   }
 
-  /** A sequence argument: a Sequence of a model with this state layout. */
+  /** A sequence argument: a Sequence of a model with this state layout (on device 'cuda': of this model). */
   private ownSequence(s: unknown, what: string): Sequence {
     if (!(s instanceof Sequence))
       throw v.argError(what, `must be a Sequence (from model.newSequence()), got ${v.describeType(s)}`);
-    if (s.state.length !== this.stateFloats) throw v.argError(what, 'belongs to a model of another shape');
+    if (s.stateFloats !== this.stateFloats) throw v.argError(what, 'belongs to a model of another shape');
+    if (s.slots !== this.slots)
+      throw v.argError(
+        what,
+        !s.slots
+          ? "is a CPU sequence; this model runs on device 'cuda' (move it with snapshotAsync() / restoreAsync())"
+          : this.slots
+            ? "belongs to another model on device 'cuda' (its state lives in that model's device slots)"
+            : "belongs to a model on device 'cuda' (move it with snapshotAsync() / restoreAsync())",
+      );
     return s;
   }
 
-  /** One native forward over `states` (updated in place); the sequences' positions are not touched. */
+  /**
+   * One native call (decode, step) on the sequences' states: CPU, the states themselves, or with a
+   * signal copies committed only when it was not aborted; device, their slots (see onSlots). Positions
+   * are the caller's.
+   */
+  private async forwardOn<R>(
+    engine: NativeEngine,
+    seqs: Sequence[],
+    signal: AbortSignal | undefined,
+    what: string,
+    call: (states: Float32Array[] | Int32Array) => Promise<R>,
+  ): Promise<R> {
+    const body = async (states: Float32Array[] | Int32Array) => {
+      let r;
+      try {
+        r = await abortable(call(states), signal, what, !Array.isArray(states));
+      } catch (e) {
+        throw fromNative(e);
+      }
+      checkAbort(signal, what);
+      return r;
+    };
+    if (this.slots) return this.onSlots(engine, seqs, !!signal, body);
+    const work = seqs.map((s) => (signal ? s.state.slice() : s.state));
+    const r = await body(work);
+    seqs.forEach((s, i) => {
+      if (work[i] !== s.state) s.state.set(work[i]);
+    });
+    return r;
+  }
+
+  /**
+   * Device 'cuda': runs body on the sequences' slots (allocated on first use). With `guard` (an abort
+   * signal, or a chunked prefill) their states are first copied to the host and written back when body
+   * fails, so an aborted call leaves them as they were (the forward in flight is awaited first, see
+   * abortable). Without it nothing but the slot numbers crosses to the device.
+   */
+  private async onSlots<T>(
+    engine: NativeEngine,
+    seqs: Sequence[],
+    guard: boolean,
+    body: (slots: Int32Array) => Promise<T>,
+  ): Promise<T> {
+    const slots = Int32Array.from(await Promise.all(seqs.map((s) => s.deviceSlot())));
+    let saved: Float32Array[] | null = null;
+    if (guard)
+      try {
+        saved = await Promise.all(
+          Array.from(slots, async (slot) => {
+            const f = new Float32Array(this.stateFloats);
+            await engine.readState(slot, f);
+            return f;
+          }),
+        );
+      } catch (e) {
+        throw fromNative(e);
+      }
+    try {
+      return await body(slots);
+    } catch (e) {
+      // Disposed: the pool is gone with the model, nothing to write back.
+      if (saved && this.engine) {
+        const keep = saved;
+        await Promise.all(Array.from(slots, (slot, i) => engine.writeState(slot, keep[i]))).catch(() => undefined);
+      }
+      throw e;
+    }
+  }
+
+  /** One native forward over `states` (host states or device slots, updated in place); the sequences' positions are not touched. */
   private async run(
     engine: NativeEngine,
     seqs: Sequence[],
-    states: Float32Array[],
+    states: Float32Array[] | Int32Array,
     toks: Int32Array[],
     positions: number[][],
     plans: SimbaPlan[] | null,
@@ -260,7 +393,12 @@ export class MambaModel implements LanguageModel {
     const native = plans && simba ? this.nativeSimba(plans, simba) : undefined;
     let r;
     try {
-      r = await abortable(engine.forward(all, lengths, states, Int32Array.from(want), native), signal, 'prefill');
+      r = await abortable(
+        engine.forward(all, lengths, states, Int32Array.from(want), native),
+        signal,
+        'prefill',
+        !Array.isArray(states),
+      );
     } catch (e) {
       throw fromNative(e);
     }
@@ -313,29 +451,17 @@ export class MambaModel implements LanguageModel {
       }
       const n = sequences.length,
         V = this.config.vocabSize;
-      // With a signal the step runs on copies of the states, committed only when it was not aborted.
-      const work = sequences.map((s) => (signal ? s.state.slice() : s.state));
-      let r;
-      try {
-        r = await abortable(
-          engine.forward(
-            ids,
-            new Int32Array(n).fill(1),
-            work,
-            Int32Array.from({ length: n }, (_, i) => i),
-          ),
-          signal,
-          'decode',
-        );
-      } catch (e) {
-        throw fromNative(e);
-      }
-      checkAbort(signal, 'decode');
-      sequences.forEach((s, i) => {
-        if (work[i] !== s.state) s.state.set(work[i]);
-        s.position += 1;
-      });
-      return sequences.map((_, i) => r.logits.slice(i * V, (i + 1) * V));
+      const r = await this.forwardOn(engine, sequences, signal, 'decode', (states) =>
+        engine.forward(
+          ids,
+          new Int32Array(n).fill(1),
+          states,
+          Int32Array.from({ length: n }, (_, i) => i),
+        ),
+      );
+      for (const s of sequences) s.position += 1;
+      const logits = r.logits;
+      return sequences.map((_, i) => logits.slice(i * V, (i + 1) * V));
     } finally {
       for (const s of acquired) s.release();
     }
@@ -411,28 +537,17 @@ export class MambaModel implements LanguageModel {
               simba,
             )
           : undefined;
-      // With a signal the step runs on copies of the states, committed only when it was not aborted.
-      const work = seqs.map((s) => (signal ? s.state.slice() : s.state));
-      let r;
-      try {
-        r = await abortable(
-          engine.forward(
-            all,
-            Int32Array.from(toks, (t) => t.length),
-            work,
-            Int32Array.from(want),
-            native,
-            packed,
-          ),
-          signal,
-          'step',
-        );
-      } catch (e) {
-        throw fromNative(e);
-      }
-      checkAbort(signal, 'step');
+      const r = await this.forwardOn(engine, seqs, signal, 'step', (states) =>
+        engine.forward(
+          all,
+          Int32Array.from(toks, (t) => t.length),
+          states,
+          Int32Array.from(want),
+          native,
+          packed,
+        ),
+      );
       seqs.forEach((s, i) => {
-        if (work[i] !== s.state) s.state.set(work[i]);
         s.position += toks[i].length;
       });
       const sampled = unpackSampling(
@@ -572,12 +687,18 @@ function checkAbort(signal: AbortSignal | undefined, what: string): void {
 
 /**
  * `p`, or an E_ABORTED rejection as soon as the signal fires. The native work behind `p` cannot stop
- * mid-way: it runs to its end on its own buffers and its result is dropped.
+ * mid-way: it runs to its end on its own buffers and its result is dropped. With `settle` (device
+ * slots, which that work updates) the rejection waits for the work to end, so that the caller can
+ * write the saved states back after it.
  */
-function abortable<T>(p: Promise<T>, signal: AbortSignal | undefined, what: string): Promise<T> {
+function abortable<T>(p: Promise<T>, signal: AbortSignal | undefined, what: string, settle = false): Promise<T> {
   if (!signal) return p;
   return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(abortError(signal, what));
+    const onAbort = () => {
+      if (!settle) return reject(abortError(signal, what));
+      const fail = () => reject(abortError(signal, what));
+      p.then(fail, fail);
+    };
     if (signal.aborted) onAbort();
     else signal.addEventListener('abort', onAbort, { once: true });
     p.then(

@@ -1,14 +1,21 @@
 /**
  * A sequence: one stream of tokens and its recurrent state (per layer, conv [E, K-1] and SSM
- * [E, N], in a Float32Array the native engine reads and updates in place). The state's size is
- * fixed, whatever the context length, so it can be snapshotted, restored and cached.
+ * [E, N]). The state's size is fixed, whatever the context length, so it can be snapshotted,
+ * restored and cached.
+ *
+ * Where the state lives follows the model's device. On the CPU it is a Float32Array (`state`) the
+ * native engine reads and updates in place. On device 'cuda' it is a slot of the model's pool in
+ * GPU memory (allocated at the sequence's first call, freed by dispose() or with the model), so
+ * decode steps copy no state between host and device; only `snapshotAsync()` / `restoreAsync()`
+ * copy it, this sequence's alone. The synchronous `snapshot()` / `restore()` (and `state`) work on
+ * CPU sequences only; the async forms work on both.
  *
  * @example
  *   const seq = model.newSequence();
  *   await model.prefill([{ sequence: seq, tokens: ids }]);
- *   const saved = seq.snapshot();          // Buffer
+ *   const saved = await seq.snapshotAsync();   // Buffer (any device; seq.snapshot() on the CPU only)
  *   const other = model.newSequence();
- *   other.restore(saved);                  // continues exactly where seq was
+ *   await other.restoreAsync(saved);           // continues exactly where seq was
  */
 import { SimbaError } from '../errors';
 import * as v from '../validate';
@@ -16,18 +23,55 @@ import * as v from '../validate';
 const MAGIC = 0x53424d53; // "SMBS"
 const HEADER_BYTES = 16; // magic, model fingerprint, position, float count (u32 each)
 
+/** @internal How a device sequence reaches its model's state slots (MambaModel on device 'cuda'). */
+export interface SlotStore {
+  /** A zeroed slot. */
+  alloc(): Promise<number>;
+  /** Frees a slot (in the background; nothing when the model is gone, its pool with it). */
+  free(slot: number): void;
+  /** Copies one slot to / from the host (src null: zeros). */
+  read(slot: number, out: Float32Array, what: string): Promise<void>;
+  write(slot: number, src: Float32Array | null, what: string): Promise<void>;
+}
+
 export class Sequence {
   /** Tokens consumed so far (prefill + decode). */
   position = 0;
   /** True while a native call uses the state. */
   busy = false;
+  /** Floats in the state (the model's stateBytes / 4). */
+  readonly stateFloats: number;
   private disposed = false;
+  private readonly host: Float32Array | null;
+  /** @internal the model's slot pool (device 'cuda'), null for a host state */
+  readonly slots: SlotStore | null;
+  private slot: number | null = null;
 
-  /** @internal created by MambaModel.newSequence() */
+  /** @internal created by MambaModel.newSequence(): a host state, or (device) null and the model's slots */
   constructor(
-    readonly state: Float32Array,
+    state: Float32Array | null,
     private readonly fingerprint: number,
-  ) {}
+    device?: { floats: number; slots: SlotStore },
+  ) {
+    this.host = state;
+    this.slots = state ? null : (device?.slots ?? null);
+    this.stateFloats = state ? state.length : (device?.floats ?? 0);
+    if (!state && !device) throw new SimbaError('E_ARG', 'Sequence: a host state or a device slot store is required');
+  }
+
+  /** Where the state lives: 'cpu' (host memory, `state`) or 'cuda' (a device slot). */
+  get device(): 'cpu' | 'cuda' {
+    return this.host ? 'cpu' : 'cuda';
+  }
+
+  /**
+   * The state itself (CPU sequences): the engine reads and updates it in place. A device sequence's
+   * state lives on the GPU: this throws E_ARG there (read a copy with `await seq.snapshotAsync()`).
+   */
+  get state(): Float32Array {
+    if (!this.host) throw this.onDevice('state', 'snapshotAsync()');
+    return this.host;
+  }
 
   /** @internal marks the sequence in use by a native call; concurrent calls are rejected. */
   acquire(what: string): void {
@@ -39,61 +83,140 @@ export class Sequence {
   /** @internal */
   release(): void {
     this.busy = false;
+    if (this.disposed) this.freeSlot();
   }
 
-  /** Clears the state (back to an empty context). */
+  /** @internal (device, while acquired) this sequence's slot, allocated (zeroed) on first use. */
+  async deviceSlot(): Promise<number> {
+    if (!this.slots) throw new SimbaError('E_NATIVE', 'deviceSlot: a CPU sequence has no device slot');
+    if (this.slot === null) this.slot = await this.slots.alloc();
+    return this.slot;
+  }
+
+  /** Clears the state (back to an empty context). On a device, the slot is given back; the next call takes a zeroed one. */
   reset(): void {
     this.acquire('reset');
-    this.state.fill(0);
+    if (this.host) this.host.fill(0);
+    else this.freeSlot();
     this.position = 0;
     this.release();
   }
 
-  /** A copy of the state with a header tying it to this model's shape. */
+  /** A copy of the state with a header tying it to this model's shape (CPU sequences; any device: snapshotAsync). */
   snapshot(): Buffer {
+    if (!this.host) throw this.onDevice('snapshot', 'snapshotAsync()');
     this.acquire('snapshot');
     try {
-      const buf = Buffer.alloc(HEADER_BYTES + this.state.byteLength);
-      buf.writeUInt32LE(MAGIC, 0);
-      buf.writeUInt32LE(this.fingerprint, 4);
-      buf.writeUInt32LE(this.position >>> 0, 8);
-      buf.writeUInt32LE(this.state.length, 12);
-      Buffer.from(this.state.buffer, this.state.byteOffset, this.state.byteLength).copy(buf, HEADER_BYTES);
-      return buf;
+      return this.pack(this.host);
     } finally {
       this.release();
     }
   }
 
-  /** Restores a snapshot taken from a sequence of a model with the same shape. */
+  /** Restores a snapshot taken from a sequence of a model with the same shape (CPU sequences; any device: restoreAsync). */
   restore(buf: Uint8Array): void {
-    if (!(buf instanceof Uint8Array))
-      throw v.argError('restore', `the snapshot must be a Buffer or Uint8Array (from snapshot()), got ${v.describeType(buf)}`);
+    if (!this.host) throw this.onDevice('restore', 'restoreAsync(buf)');
+    checkSnapshotType(buf, 'restore');
     this.acquire('restore');
     try {
-      const b = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
-      if (b.length < HEADER_BYTES || b.readUInt32LE(0) !== MAGIC)
-        throw new SimbaError('E_ARG', 'restore: not a simba-ssm sequence snapshot');
-      if (b.readUInt32LE(4) !== this.fingerprint || b.readUInt32LE(12) !== this.state.length)
-        throw new SimbaError('E_ARG', 'restore: the snapshot was taken from a model of another shape');
-      if (b.length !== HEADER_BYTES + this.state.byteLength)
-        throw new SimbaError(
-          'E_ARG',
-          `restore: snapshot truncated (${b.length} bytes, expected ${HEADER_BYTES + this.state.byteLength})`,
-        );
-      const floats = new Float32Array(this.state.length);
-      Buffer.from(floats.buffer).set(b.subarray(HEADER_BYTES));
-      this.state.set(floats);
-      this.position = b.readUInt32LE(8);
+      const { floats, position } = this.unpack(buf, 'restore');
+      this.host.set(floats);
+      this.position = position;
     } finally {
       this.release();
     }
   }
 
-  /** Marks the sequence unusable. */
+  /**
+   * snapshot() on any device: a copy of the state with a header tying it to this model's shape.
+   * A device sequence copies its own slot only (stateBytes) to the host.
+   * @example
+   *   const saved = await seq.snapshotAsync();
+   *   await model.decode([seq], [7]);
+   *   await seq.restoreAsync(saved);   // back to where it was, position included
+   */
+  async snapshotAsync(): Promise<Buffer> {
+    if (this.host) return this.snapshot();
+    this.acquire('snapshotAsync');
+    try {
+      const floats = new Float32Array(this.stateFloats);
+      if (this.slot !== null) await this.slots!.read(this.slot, floats, 'snapshotAsync');
+      return this.pack(floats);
+    } finally {
+      this.release();
+    }
+  }
+
+  /**
+   * restore() on any device: the state and position of a snapshot (from snapshot() or snapshotAsync()
+   * of a sequence of a model with the same shape, on any device). A device sequence writes its own slot only.
+   * @example
+   *   const copy = model.newSequence();
+   *   await copy.restoreAsync(await seq.snapshotAsync());
+   */
+  async restoreAsync(buf: Uint8Array): Promise<void> {
+    if (this.host) return this.restore(buf);
+    checkSnapshotType(buf, 'restoreAsync');
+    this.acquire('restoreAsync');
+    try {
+      const { floats, position } = this.unpack(buf, 'restoreAsync');
+      await this.slots!.write(await this.deviceSlot(), floats, 'restoreAsync');
+      this.position = position;
+    } finally {
+      this.release();
+    }
+  }
+
+  /** Marks the sequence unusable (a device sequence's slot is freed, once no call uses it). */
   dispose(): void {
     this.disposed = true;
+    if (!this.busy) this.freeSlot();
   }
+
+  private freeSlot(): void {
+    if (this.slot === null) return;
+    const s = this.slot;
+    this.slot = null;
+    this.slots!.free(s);
+  }
+
+  private onDevice(what: string, instead: string): SimbaError {
+    return new SimbaError(
+      'E_ARG',
+      `${what}: this sequence's state lives on the GPU (device 'cuda'); use await seq.${instead} instead`,
+    );
+  }
+
+  private pack(state: Float32Array): Buffer {
+    const buf = Buffer.alloc(HEADER_BYTES + state.byteLength);
+    buf.writeUInt32LE(MAGIC, 0);
+    buf.writeUInt32LE(this.fingerprint, 4);
+    buf.writeUInt32LE(this.position >>> 0, 8);
+    buf.writeUInt32LE(state.length, 12);
+    Buffer.from(state.buffer, state.byteOffset, state.byteLength).copy(buf, HEADER_BYTES);
+    return buf;
+  }
+
+  private unpack(buf: Uint8Array, what: string): { floats: Float32Array; position: number } {
+    const b = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
+    if (b.length < HEADER_BYTES || b.readUInt32LE(0) !== MAGIC)
+      throw new SimbaError('E_ARG', `${what}: not a simba-ssm sequence snapshot`);
+    if (b.readUInt32LE(4) !== this.fingerprint || b.readUInt32LE(12) !== this.stateFloats)
+      throw new SimbaError('E_ARG', `${what}: the snapshot was taken from a model of another shape`);
+    if (b.length !== HEADER_BYTES + this.stateFloats * 4)
+      throw new SimbaError(
+        'E_ARG',
+        `${what}: snapshot truncated (${b.length} bytes, expected ${HEADER_BYTES + this.stateFloats * 4})`,
+      );
+    const floats = new Float32Array(this.stateFloats);
+    Buffer.from(floats.buffer).set(b.subarray(HEADER_BYTES));
+    return { floats, position: b.readUInt32LE(8) };
+  }
+}
+
+function checkSnapshotType(buf: unknown, what: string): asserts buf is Uint8Array {
+  if (!(buf instanceof Uint8Array))
+    throw v.argError(what, `the snapshot must be a Buffer or Uint8Array (from snapshot()), got ${v.describeType(buf)}`);
 }
 
 /** A 32-bit FNV-1a hash of the numbers that define a state's layout. */

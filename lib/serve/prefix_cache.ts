@@ -9,9 +9,9 @@
  *
  * @example
  *   const cache = new PrefixCache({ maxBytes: 512 << 20 });
- *   cache.insert('dense', prompt.slice(0, 128), seq.snapshot());
+ *   cache.insert('dense', prompt.slice(0, 128), await seq.snapshotAsync());
  *   const hit = cache.lookup('dense', prompt, prompt.length - 1);   // { length: 128, state } or null
- *   if (hit) other.restore(hit.state);
+ *   if (hit) await other.restoreAsync(hit.state);                   // any device (restore(): CPU only)
  */
 
 interface Entry {

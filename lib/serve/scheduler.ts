@@ -15,7 +15,8 @@
  * any batch (test/serve/scheduler.test.ts).
  *
  * n > 1: the prompt is prefilled once; its n first tokens are sampled from the same logits row,
- * then the state is copied (snapshot / restore) into one sequence per choice.
+ * then the state is copied (snapshotAsync / restoreAsync: on device 'cuda' one slot to the host and
+ * back into each new slot) into one sequence per choice.
  *
  * @example
  *   const s = new Scheduler(model, { tokenizer: model.tokenizer, maxRunning: 32 });
@@ -325,7 +326,7 @@ export class Scheduler {
     while (budget > 0 && this.waiting.length > 0 && slots + this.waiting[0].choices.length <= this.maxRunning) {
       if (this.waiting[0].r.simba && simbaReq) break; // one pruned prefill per tick, in order
       const req = this.waiting.shift()!;
-      this.admit(req);
+      await this.admit(req);
       slots += req.choices.length;
       if (req.r.simba) {
         simbaReq = req;
@@ -347,7 +348,7 @@ export class Scheduler {
     this.reap();
   }
 
-  private admit(req: Req): void {
+  private async admit(req: Req): Promise<void> {
     req.phase = 'prefill';
     req.seq = this.model.newSequence();
     req.choices[0].seq = req.seq;
@@ -356,8 +357,13 @@ export class Scheduler {
     if (this.cache?.enabled && !req.r.simba) {
       const hit = this.cache.lookup('dense', req.r.prompt, req.r.prompt.length - 1);
       if (hit) {
-        req.seq.restore(hit.state);
-        req.pos = req.cached = hit.length;
+        try {
+          await req.seq.restoreAsync(hit.state);
+          req.pos = req.cached = hit.length;
+        } catch (e) {
+          this.fail(req, e instanceof Error ? e : new Error(String(e)));
+          return;
+        }
       }
       this.observer.cacheLookup?.(hit !== null, req.r.prompt.length, hit?.length ?? 0);
     }
@@ -401,25 +407,42 @@ export class Scheduler {
       for (const req of new Set(plan.map((p) => p.req))) this.fail(req, err);
       return;
     }
-    plan.forEach((p, i) => {
-      if (p.req.phase === 'done' || p.req.cancelled) return;
-      if (p.kind === 'decode') return this.handleToken(p.req, p.choice, samples[i][0]);
+    for (let i = 0; i < plan.length; i++) {
+      const p = plan[i];
+      if (p.req.phase === 'done' || p.req.cancelled) continue;
+      if (p.kind === 'decode') {
+        this.handleToken(p.req, p.choice, samples[i][0]);
+        continue;
+      }
       const req = p.req;
       req.pos = p.end;
-      const K = this.cache?.blockTokens ?? 0;
-      if (this.cache?.enabled && !req.r.simba && (p.final || p.end % K === 0))
-        this.cache.insert('dense', req.r.prompt.slice(0, p.end), req.seq!.snapshot());
-      if (!p.final) return;
-      req.phase = 'decode';
-      if (req.choices.length > 1) {
-        const snap = req.seq!.snapshot();
-        for (const c of req.choices.slice(1)) {
-          c.seq = this.model.newSequence();
-          c.seq.restore(snap);
-        }
+      try {
+        await this.afterPrefill(req, p.end, p.final);
+      } catch (e) {
+        this.fail(req, e instanceof Error ? e : new Error(String(e)));
+        continue;
       }
-      req.choices.forEach((c, j) => this.handleToken(req, c, samples[i][j]));
-    });
+      if (p.final) req.choices.forEach((c, j) => this.handleToken(req, c, samples[i][j]));
+    }
+  }
+
+  /** A prompt chunk ran: cache its state; after the last one, copy the state into the other choices' sequences. */
+  private async afterPrefill(req: Req, end: number, final: boolean): Promise<void> {
+    const K = this.cache?.blockTokens ?? 0;
+    let snap: Buffer | null = null;
+    if (this.cache?.enabled && !req.r.simba && (final || end % K === 0)) {
+      snap = await req.seq!.snapshotAsync();
+      this.cache.insert('dense', req.r.prompt.slice(0, end), snap);
+    }
+    if (!final) return;
+    req.phase = 'decode';
+    if (req.choices.length > 1) {
+      snap ??= await req.seq!.snapshotAsync();
+      for (const c of req.choices.slice(1)) {
+        c.seq = this.model.newSequence();
+        await c.seq.restoreAsync(snap);
+      }
+    }
   }
 
   private emit(req: Req, ev: RequestEvent): void {

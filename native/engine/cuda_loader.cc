@@ -186,12 +186,14 @@ void CudaModel::read_state(int slot, float* dst) const {
   need_device_states();
   char err[1024] = {0};
   check(b_->state_read(m_, slot, dst, err, sizeof err), err);
+  to_host_ += state_floats_ * sizeof(float);
 }
 
 void CudaModel::write_state(int slot, const float* src) {
   need_device_states();
   char err[1024] = {0};
   check(b_->state_write(m_, slot, src, err, sizeof err), err);
+  if (src) to_device_ += state_floats_ * sizeof(float);
 }
 
 // slots null: host states (req.states); else device slots, whose addresses the library checks.
@@ -237,6 +239,10 @@ ForwardResult CudaModel::run(const ForwardRequest& req, const int32_t* slots) {
   simba_result_t r{.logits = res.logits.data(), .processed = res.processed.data(), .exit_layer = res.exit_layer.data()};
   char err[1024] = {0};
   check(slots ? b_->forward_slots(m_, &f, slots, &r, err, sizeof err) : b_->forward(m_, &f, &r, err, sizeof err), err);
+  if (!slots) {
+    to_device_ += nseq * state_floats_ * sizeof(float);
+    to_host_ += nseq * state_floats_ * sizeof(float);
+  }
   return res;
 }
 

@@ -4,6 +4,7 @@
 // Nothing here links CUDA: without the library, a driver or a device, cuda_status() says which,
 // and CudaModel's constructor throws that reason (listing every path tried).
 #pragma once
+#include <atomic>
 #include <cstdint>
 #include <string>
 
@@ -66,6 +67,11 @@ class CudaModel {
   size_t param_count() const { return param_count_; }
   size_t weight_bytes() const;
   const std::string& device_name() const { return cuda_status().device; }
+  // Recurrent-state bytes this model asked the backend to copy host -> device and device -> host:
+  // forward() with host states (every state in and out), read_state, write_state (not zeroing).
+  // forward_slots copies none; a test asserts that decode steps on slots leave these unchanged.
+  uint64_t state_bytes_to_device() const { return to_device_.load(); }
+  uint64_t state_bytes_to_host() const { return to_host_.load(); }
 
  private:
   ForwardResult run(const ForwardRequest& req, const int32_t* slots);
@@ -76,6 +82,7 @@ class CudaModel {
   ModelConfig cfg_;
   bool bf16_;
   size_t state_floats_ = 0, param_count_ = 0;
+  mutable std::atomic<uint64_t> to_device_{0}, to_host_{0};
 };
 
 }  // namespace simba

@@ -4,6 +4,7 @@
 // the exception's message and its class as err.code (napi_errors.h).
 #include <napi.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -270,6 +271,9 @@ class Engine : public Napi::ObjectWrap<Engine> {
       o.Set("threads", 1);
       o.Set("device", "cuda");
       o.Set("deviceName", cuda_->device_name());
+      // State bytes copied between host and device so far (host-state forwards, readState, writeState).
+      o.Set("stateBytesToDevice", (double)cuda_->state_bytes_to_device());
+      o.Set("stateBytesToHost", (double)cuda_->state_bytes_to_host());
       return o;
     }
     auto m = Live(info.Env());
@@ -384,35 +388,44 @@ class Engine : public Napi::ObjectWrap<Engine> {
         keep.push_back(s);
       }
       ReadSimba(info, *req);
-      std::shared_ptr<SampleBatch> samp;
-      if (info.Length() > 5 && info[5].IsObject()) samp = ParseSampleBatch(info[5], req->want.size());
-      auto res = std::make_shared<ForwardResult>();
-      const int V = m->config().vocab;
-      auto* w = new PromiseWorker(
-          env,
-          [m, req, res, samp, V] {
-            *res = m->forward(*req);
-            if (samp) {
-              RunSampleBatch(*samp, res->logits.data(), req->want.size(), V);
-              res->logits.clear();
-            }
-          },
-          [res, samp](Napi::Env e) {
-            Napi::Value o = ResultObject(e, *res);
-            if (samp) SetSampleResult(e, *samp, o.As<Napi::Object>());
-            return o;
-          });
-      for (auto& v : keep) w->Keep(v);
-      w->Queue();
-      return w->Promise();
+      return QueueForward(
+          info, *req, m->config().vocab, [m, req] { return m->forward(*req); }, keep);
     });
   }
 
-  // forward with slots (Int32Array, one per sequence) in place of the states: device 'cuda' only.
+  // Queues run() (a forward of req) on a worker, then the native sampling of forward's optional 6th
+  // argument (the logits then stay native); keep: arrays the work uses.
+  static Napi::Value QueueForward(const Napi::CallbackInfo& info, const ForwardRequest& req, int V,
+                                  std::function<ForwardResult()> run, const std::vector<Napi::Value>& keep) {
+    std::shared_ptr<SampleBatch> samp;
+    if (info.Length() > 5 && info[5].IsObject()) samp = ParseSampleBatch(info[5], req.want.size());
+    auto res = std::make_shared<ForwardResult>();
+    const size_t rows = req.want.size();
+    auto* w = new PromiseWorker(
+        info.Env(),
+        [run, res, samp, rows, V] {
+          *res = run();
+          if (samp) {
+            RunSampleBatch(*samp, res->logits.data(), rows, V);
+            res->logits.clear();
+          }
+        },
+        [res, samp](Napi::Env e) {
+          Napi::Value o = ResultObject(e, *res);
+          if (samp) SetSampleResult(e, *samp, o.As<Napi::Object>());
+          return o;
+        });
+    for (auto& v : keep) w->Keep(v);
+    w->Queue();
+    return w->Promise();
+  }
+
+  // forward with slots (Int32Array, one per sequence) in place of the states: device 'cuda' only;
+  // simba and sampling as for host states (no state crosses to the host).
   Napi::Value ForwardSlots(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     auto m = Device(env, "forward with state slots");
-    if (info.Length() < 4) throw ArgError(env, "forward(tokens, lengths, slots: Int32Array, want, simba?)");
+    if (info.Length() < 4) throw ArgError(env, "forward(tokens, lengths, slots: Int32Array, want, simba?, sampling?)");
     auto req = std::make_shared<ForwardRequest>();
     auto tokens = ExpectArray<int32_t>(info[0], "tokens");
     auto lengths = ExpectArray<int32_t>(info[1], "lengths");
@@ -423,12 +436,7 @@ class Engine : public Napi::ObjectWrap<Engine> {
     req->want.assign(want.Data(), want.Data() + want.ElementLength());
     auto slots = std::make_shared<std::vector<int32_t>>(slots_arr.Data(), slots_arr.Data() + slots_arr.ElementLength());
     ReadSimba(info, *req);
-    auto res = std::make_shared<ForwardResult>();
-    auto* w = new PromiseWorker(
-        env, [m, req, slots, res] { *res = m->forward_slots(*req, *slots); },
-        [res](Napi::Env e) { return ResultObject(e, *res); });
-    w->Queue();
-    return w->Promise();
+    return QueueForward(info, *req, m->config().vocab, [m, req, slots] { return m->forward_slots(*req, *slots); }, {});
   }
 
   // forward's optional 5th argument: the Simba options.

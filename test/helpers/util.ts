@@ -4,6 +4,7 @@ import * as os from 'os';
 import * as path from 'path';
 
 import { encodeSafetensors } from '../../lib/checkpoint/safetensors';
+import type { Sequence } from '../../lib/engine/sequence';
 import type { EngineTensor, MambaConfig, TensorDType } from '../../lib/types';
 import { hfConfigJson, makeRng, stateSpacesConfigJson, toHfTensors, type CheckpointLayout } from '../reference/random_model';
 
@@ -73,4 +74,11 @@ export function testSeed(fallback: number): number {
   const n = Number(env);
   if (!Number.isSafeInteger(n) || n < 0) throw new Error(`SIMBA_TEST_SEED must be a non-negative integer, got '${env}'`);
   return n;
+}
+
+/** A sequence's state as floats on any device (CPU: the state itself; 'cuda': read through snapshotAsync). */
+export async function stateOf(seq: Sequence): Promise<Float32Array> {
+  if (seq.device === 'cpu') return seq.state;
+  const b = await seq.snapshotAsync();
+  return new Float32Array(b.buffer.slice(b.byteOffset + 16, b.byteOffset + b.byteLength));
 }
