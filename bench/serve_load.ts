@@ -7,13 +7,17 @@
  *
  * at concurrency 1, 8 and 32: aggregate generated tokens/s, time to first token and inter-token
  * latency (between streamed text chunks) p50 / p99, and the ratio served / raw decode at B = the
- * concurrency. EOS is suppressed (logit_bias) so every stream generates exactly its max_tokens.
+ * concurrency. Each served row is bracketed by a raw plain decode (48 steps at B = C) just before
+ * and just after it, and the ratio uses their mean (this kind of machine drifts by 20% within
+ * minutes). Each row also says where the cores went: the clients (this process), the server's JS
+ * thread, the server's engine and other threads, and the share of the wall spent in native steps. EOS is suppressed (logit_bias) so every stream generates exactly its max_tokens.
  *
  * --shape (random weights) needs a tokenizer for text prompts: --tokenizer, default the GPT-NeoX
  * tokenizer of test/fixtures (the real 50277-id vocabulary of the state-spaces models), else the
  * shipped model's.
  *
- *   node dist/bench/serve_load.js --shape mamba-130m [--concurrency 1,8,32] [--requests 2] [--quick] [--json out.json]
+ *   node dist/bench/serve_load.js --shape mamba-130m [--concurrency 1,8,32] [--requests 2] [--scenario short-long,long-short]
+ *     [--quick] [--json out.json]
  */
 import { spawn } from 'child_process';
 import * as fs from 'fs';
@@ -42,7 +46,7 @@ const concurrency = arg('concurrency', quick ? '1,4' : '1,8,32')
   .split(',')
   .map(Number);
 const requests = Number(arg('requests', quick ? '1' : '2'));
-const scenarios = quick
+const allScenarios = quick
   ? [
       { name: 'short-long', words: 16, tokens: 16 },
       { name: 'long-short', words: 128, tokens: 4 },
@@ -51,6 +55,9 @@ const scenarios = quick
       { name: 'short-long', words: 16, tokens: 128 },
       { name: 'long-short', words: 1024, tokens: 16 },
     ];
+const only = arg('scenario', '');
+const scenarios = only ? allScenarios.filter((s) => only.split(',').includes(s.name)) : allScenarios;
+if (scenarios.length === 0) throw new Error(`--scenario: none of ${allScenarios.map((s) => s.name).join(', ')}`);
 const log = (s: string) => process.stderr.write(`${s}\n`);
 
 const WORDS = (
@@ -72,7 +79,7 @@ const pct = (xs: number[], p: number) => {
 };
 
 /** Raw engine: B sequences (16-token prompts), `steps` lockstep steps; tokens/s of plain decode and decode+native sampling. */
-async function rawDecode(model: MambaModel, B: number, steps: number): Promise<{ plain: number; sampled: number }> {
+async function rawDecode(model: MambaModel, B: number, steps: number, both = true): Promise<{ plain: number; sampled: number }> {
   const runOnce = async (sample: boolean) => {
     const seqs = Array.from({ length: B }, () => model.newSequence());
     await model.prefill(
@@ -88,11 +95,45 @@ async function rawDecode(model: MambaModel, B: number, steps: number): Promise<{
     }
     return (B * steps) / ((performance.now() - t0) / 1000);
   };
+  if (!both) return { plain: await runOnce(false), sampled: NaN };
   await runOnce(true); // warm-up
   return {
     plain: Math.max(await runOnce(false), await runOnce(false)),
     sampled: Math.max(await runOnce(true), await runOnce(true)),
   };
+}
+
+/** CPU seconds of each thread of process pid (Linux /proc; empty elsewhere). */
+function threadCpu(pid: number): Map<number, number> {
+  const out = new Map<number, number>();
+  const tick = 100; // USER_HZ
+  try {
+    for (const tid of fs.readdirSync(`/proc/${pid}/task`)) {
+      const stat = fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      out.set(Number(tid), (Number(f[11]) + Number(f[12])) / tick); // utime, stime
+    }
+  } catch {
+    // not Linux, or the process is gone
+  }
+  return out;
+}
+
+/** Server CPU between two threadCpu() readings: its main (JS) thread and all other threads. */
+function serverCpuDelta(pid: number, a: Map<number, number>, b: Map<number, number>): { main: number; others: number } {
+  let main = 0,
+    others = 0;
+  for (const [tid, t] of b) {
+    const d = t - (a.get(tid) ?? 0);
+    if (tid === pid) main += d;
+    else others += d;
+  }
+  return { main, others };
+}
+
+async function stepSecondsSum(url: string): Promise<number> {
+  const m = await (await fetch(`${url}/metrics`)).text();
+  return Number(/^simba_step_seconds_sum (\S+)/m.exec(m)?.[1] ?? NaN);
 }
 
 interface StreamStat {
@@ -139,7 +180,10 @@ async function main(): Promise<void> {
     raw[c] = await rawDecode(model, c, steps);
     log(`raw decode B=${c}: ${raw[c].plain.toFixed(1)} tok/s plain, ${raw[c].sampled.toFixed(1)} tok/s with native sampling`);
   }
-  model.dispose();
+  // this machine's speed drifts (shared hosts): each served row is bracketed by a raw plain decode
+  // at B = C just before and just after it, and compared with their mean
+  const rawSteps = Math.min(steps, 48);
+  const plainOnce = async (c: number) => (await rawDecode(model, c, rawSteps, false)).plain;
 
   const cli = path.join(ROOT, 'dist', 'lib', 'cli', 'main.js');
   const serveArgs = [cli, 'serve', '--port', '0', '--max-running', String(Math.max(...concurrency)), '--model-name', 'bench'];
@@ -161,6 +205,10 @@ async function main(): Promise<void> {
   const rows: Record<string, unknown>[] = [];
   for (const sc of scenarios) {
     for (const c of concurrency) {
+      const before = await plainOnce(c);
+      const cpu0 = process.cpuUsage();
+      const srv0 = threadCpu(child.pid!);
+      const step0 = await stepSecondsSum(url);
       const t0 = performance.now();
       const stats = (
         await Promise.all(
@@ -173,6 +221,11 @@ async function main(): Promise<void> {
         )
       ).flat();
       const wall = (performance.now() - t0) / 1000;
+      const cpu1 = process.cpuUsage(cpu0);
+      const srv = serverCpuDelta(child.pid!, srv0, threadCpu(child.pid!));
+      const stepShare = ((await stepSecondsSum(url)) - step0) / wall;
+      const after = await plainOnce(c);
+      const bracket = (before + after) / 2;
       const tokens = stats.reduce((a, s) => a + s.tokens, 0);
       const ttft = stats.map((s) => s.ttft),
         gaps = stats.flatMap((s) => s.gaps);
@@ -187,20 +240,30 @@ async function main(): Promise<void> {
         ttftP99: pct(ttft, 99),
         itlP50: pct(gaps, 50),
         itlP99: pct(gaps, 99),
-        rawDecodeTokPerS: raw[c].plain,
+        rawDecodeTokPerS: bracket,
+        rawBefore: before,
+        rawAfter: after,
+        rawAtStartTokPerS: raw[c].plain,
         rawSampledTokPerS: raw[c].sampled,
-        ratio: tokens / wall / raw[c].plain,
+        ratio: tokens / wall / bracket,
         lost: stats.filter((s) => s.tokens !== sc.tokens).length,
+        // where the 2 cores went, as a fraction of the wall time: the benchmark's clients (this
+        // process), the server's JS thread, the server's other threads (engine, libuv, GC)
+        clientCores: (cpu1.user + cpu1.system) / 1e6 / wall,
+        serverJsCores: srv.main / wall,
+        serverOtherCores: srv.others / wall,
+        stepShare,
       };
       rows.push(row);
       log(
-        `${sc.name} C=${c}: ${row.tokPerS.toFixed(1)} tok/s (${(100 * row.ratio).toFixed(0)}% of raw decode B=${c}), TTFT p50 ${row.ttftP50.toFixed(0)} ms p99 ${row.ttftP99.toFixed(0)} ms, ITL p50 ${row.itlP50.toFixed(1)} ms p99 ${row.itlP99.toFixed(1)} ms, lost ${row.lost}`,
+        `${sc.name} C=${c}: ${row.tokPerS.toFixed(1)} tok/s (${(100 * row.ratio).toFixed(0)}% of raw decode B=${c}: ${before.toFixed(1)} before, ${after.toFixed(1)} after), TTFT p50 ${row.ttftP50.toFixed(0)} ms p99 ${row.ttftP99.toFixed(0)} ms, ITL p50 ${row.itlP50.toFixed(1)} ms p99 ${row.itlP99.toFixed(1)} ms, lost ${row.lost}; cores: clients ${row.clientCores.toFixed(2)}, server JS ${row.serverJsCores.toFixed(2)}, server engine+other ${row.serverOtherCores.toFixed(2)}; native steps ${(100 * row.stepShare).toFixed(0)}% of the wall`,
       );
     }
   }
   const metrics = await (await fetch(`${url}/metrics`)).text();
   const sampling = Number(/^simba_sampling_seconds_total (\S+)/m.exec(metrics)?.[1] ?? NaN);
   const stepSum = Number(/^simba_step_seconds_sum (\S+)/m.exec(metrics)?.[1] ?? NaN);
+  model.dispose();
   child.kill('SIGTERM');
   await new Promise((res) => child.on('exit', res));
   const result = {
@@ -216,11 +279,11 @@ async function main(): Promise<void> {
     `simba serve load, ${result.shape}; native sampling ${(100 * result.samplingShareOfSteps).toFixed(2)}% of the server's step time\n\n`,
   );
   process.stdout.write(
-    '| scenario | C | streams | tok/s | raw decode B=C tok/s | served / raw | TTFT p50 / p99 ms | ITL p50 / p99 ms | lost |\n|---|---|---|---|---|---|---|---|---|\n',
+    '| scenario | C | streams | tok/s | raw decode B=C tok/s (before+after)/2 | served / raw | TTFT p50 / p99 ms | ITL p50 / p99 ms | lost | cores: clients / server JS / engine | in native steps |\n|---|---|---|---|---|---|---|---|---|---|---|\n',
   );
   for (const r of rows)
     process.stdout.write(
-      `| ${r.scenario} | ${r.concurrency} | ${r.streams} | ${f(r.tokPerS)} | ${f(r.rawDecodeTokPerS)} | ${f(100 * (r.ratio as number), 0)}% | ${f(r.ttftP50, 0)} / ${f(r.ttftP99, 0)} | ${f(r.itlP50)} / ${f(r.itlP99)} | ${r.lost} |\n`,
+      `| ${r.scenario} | ${r.concurrency} | ${r.streams} | ${f(r.tokPerS)} | ${f(r.rawDecodeTokPerS)} | ${f(100 * (r.ratio as number), 0)}% | ${f(r.ttftP50, 0)} / ${f(r.ttftP99, 0)} | ${f(r.itlP50)} / ${f(r.itlP99)} | ${r.lost} | ${f(r.clientCores, 2)} / ${f(r.serverJsCores, 2)} / ${f(r.serverOtherCores, 2)} | ${f(100 * (r.stepShare as number), 0)}% |\n`,
     );
 }
 

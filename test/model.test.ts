@@ -173,6 +173,35 @@ describe('sequences', () => {
     expect(() => b.restore(Buffer.from('garbage garbage garbage'))).toThrow(/not a simba-ssm sequence snapshot/);
   });
 
+  test('a recycled sequence hands its zeroed state array to the next newSequence(), which runs as a fresh one', async () => {
+    const ids = randTokens(8, cfg.vocabSize, 13);
+    const a = m.newSequence();
+    await m.prefill([{ sequence: a, tokens: ids }]);
+    const arr = a.state;
+    expect(arr.some((x) => x !== 0)).toBe(true);
+    a.recycle();
+    expect(() => a.state).toThrow(expect.objectContaining({ code: 'E_DISPOSED' }));
+    await expect(m.decode([a], [1])).rejects.toMatchObject({ code: 'E_DISPOSED' });
+    a.recycle(); // twice is harmless
+    const b = m.newSequence();
+    expect(b.state).toBe(arr); // the same memory, zeroed
+    expect(arr.every((x) => x === 0)).toBe(true);
+    expect(b.position).toBe(0);
+    const [rb] = await m.prefill([{ sequence: b, tokens: ids }], { logits: 'all' });
+    const fresh = (await m.logits(ids, 'all')).logits;
+    expect(maxRowErr(rb.logits, fresh)).toBe(0);
+    // a sequence in use by a native call cannot be recycled
+    const c = m.newSequence();
+    const running = m.prefill([{ sequence: c, tokens: ids }]);
+    expect(() => c.recycle()).toThrow(expect.objectContaining({ code: 'E_BUSY' }));
+    await running;
+    // a disposed (not recycled) sequence keeps its array: the pool does not take it
+    const d = m.newSequence();
+    const dArr = d.state;
+    d.dispose();
+    expect(m.newSequence().state).not.toBe(dArr);
+  });
+
   test(`prompts longer than ${MAX_CHUNK_TOKENS} tokens are chunked transparently`, async () => {
     const ids = randTokens(MAX_CHUNK_TOKENS + 300, cfg.vocabSize, 12);
     const [r] = await m.prefill([{ tokens: ids }], { logits: [5, MAX_CHUNK_TOKENS + 299] });

@@ -62,6 +62,10 @@ const DECODE_KEYS = ['signal'] as const;
 const LOGITS_KEYS = ['simba', 'signal'] as const;
 const STEP_KEYS = ['simba', 'signal'] as const;
 
+/** Bounds of the pool of recycled host states (Sequence.recycle()). */
+const POOL_BYTES = 512 * 1024 * 1024;
+const POOL_STATES = 64;
+
 export class MambaModel implements LanguageModel {
   private engine: NativeEngine | null;
   private readonly stateFloats: number;
@@ -118,12 +122,26 @@ export class MambaModel implements LanguageModel {
     return this.engine;
   }
 
-  /** A new, empty sequence (zero state; on device 'cuda' its slot is taken at its first call). */
+  /**
+   * A new, empty sequence (zero state; on device 'cuda' its slot is taken at its first call). Its
+   * host state reuses the array of a recycled sequence when one is pooled (see Sequence.recycle()).
+   */
   newSequence(): Sequence {
     this.live('newSequence');
     if (this.slots) return new Sequence(null, this.fingerprint, { floats: this.stateFloats, slots: this.slots });
-    return new Sequence(new Float32Array(this.stateFloats), this.fingerprint);
+    const reused = this.statePool.pop();
+    if (reused) reused.fill(0);
+    return new Sequence(reused ?? new Float32Array(this.stateFloats), this.fingerprint, undefined, this.pool);
   }
+
+  // Recycled host states, at most POOL_BYTES of them (and at most POOL_STATES).
+  private readonly statePool: Float32Array[] = [];
+  private readonly pool = {
+    give: (state: Float32Array) => {
+      const max = Math.min(POOL_STATES, Math.floor(POOL_BYTES / state.byteLength));
+      if (this.engine && this.statePool.length < max) this.statePool.push(state);
+    },
+  };
 
   info(): ModelInfo {
     const ni = this.live('info').info();
@@ -641,6 +659,7 @@ export class MambaModel implements LanguageModel {
    * chunk and leaves its sequence's state and position as they were before the call.
    */
   dispose(): void {
+    this.statePool.length = 0;
     if (this.engine) this.engine.dispose();
     this.engine = null;
   }

@@ -34,6 +34,11 @@ export interface SlotStore {
   write(slot: number, src: Float32Array | null, what: string): Promise<void>;
 }
 
+/** @internal host state arrays kept by the model for reuse (MambaModel's pool). */
+export interface StatePool {
+  give(state: Float32Array): void;
+}
+
 export class Sequence {
   /** Tokens consumed so far (prefill + decode). */
   position = 0;
@@ -42,6 +47,7 @@ export class Sequence {
   /** Floats in the state (the model's stateBytes / 4). */
   readonly stateFloats: number;
   private disposed = false;
+  private recycled = false;
   private readonly host: Float32Array | null;
   /** @internal the model's slot pool (device 'cuda'), null for a host state */
   readonly slots: SlotStore | null;
@@ -52,6 +58,7 @@ export class Sequence {
     state: Float32Array | null,
     private readonly fingerprint: number,
     device?: { floats: number; slots: SlotStore },
+    private readonly pool: StatePool | null = null,
   ) {
     this.host = state;
     this.slots = state ? null : (device?.slots ?? null);
@@ -70,6 +77,8 @@ export class Sequence {
    */
   get state(): Float32Array {
     if (!this.host) throw this.onDevice('state', 'snapshotAsync()');
+    if (this.recycled)
+      throw new SimbaError('E_DISPOSED', 'state: the sequence has been recycled (its array now serves another one)');
     return this.host;
   }
 
@@ -171,6 +180,27 @@ export class Sequence {
   dispose(): void {
     this.disposed = true;
     if (!this.busy) this.freeSlot();
+  }
+
+  /**
+   * Disposes the sequence and hands its state array back to the model, which reuses it (zeroed) for a
+   * later newSequence(): a new sequence then costs no allocation and no page faults (2.8 MB for the
+   * 130m shape; allocating 32 fresh ones cost about 250 ms on a 2-core machine). Use it only when
+   * nothing else holds `seq.state`: the array will serve another sequence. A device sequence frees
+   * its slot, as dispose() does. The server's scheduler recycles the sequences it creates.
+   * @example
+   *   const seq = model.newSequence();
+   *   await model.prefill([{ sequence: seq, tokens: ids }]);
+   *   seq.recycle();                     // the next model.newSequence() reuses its memory
+   */
+  recycle(): void {
+    if (this.disposed) return;
+    if (this.busy) throw new SimbaError('E_BUSY', 'recycle: the sequence is in use by a native call (await it first)');
+    this.dispose();
+    if (this.host && this.pool) {
+      this.recycled = true;
+      this.pool.give(this.host);
+    }
   }
 
   private freeSlot(): void {

@@ -136,6 +136,12 @@ type Planned = { kind: 'decode'; req: Req; choice: Choice } | { kind: 'prefill';
 
 const now = () => performance.now() / 1000;
 
+/** Recycles a sequence when it is idle and its model pools states (MambaModel), else disposes it. */
+function recycle(seq: Sequence): void {
+  if (!seq.busy && typeof seq.recycle === 'function') seq.recycle();
+  else seq.dispose();
+}
+
 export class Scheduler {
   readonly maxRunning: number;
   readonly maxQueue: number;
@@ -495,7 +501,8 @@ export class Scheduler {
   private finish(req: Req, outcome: RequestOutcome): void {
     if (req.phase === 'done') return;
     req.phase = 'done';
-    for (const c of req.choices) c.seq?.dispose();
+    // the scheduler's sequences never leave it: their state arrays go back to the model's pool
+    for (const c of req.choices) if (c.seq) recycle(c.seq);
     this.observer.finished?.(
       outcome,
       now() - req.arrival,

@@ -73,6 +73,17 @@ static void parallel(int items, double flops, F&& f) {
     if (items > 0) f(0, 0, items);
     return;
   }
+  ThreadPool::global().run_dynamic(items, f);
+}
+
+// As parallel(), but each thread gets one fixed contiguous range (kernels that keep per-thread
+// partial results, reduced in thread order afterwards, so the result does not depend on timing).
+template <typename F>
+static void parallel_static(int items, double flops, F&& f) {
+  if (flops < kParallelMinFlops) {
+    if (items > 0) f(0, 0, items);
+    return;
+  }
   ThreadPool::global().run(items, f);
 }
 
@@ -216,7 +227,7 @@ void score(ScoreArgs a, float* out, int total_rows) {
   ThreadPool& pool = ThreadPool::global();
   const size_t per = (size_t)total_rows * k.width;  // one vector per row and thread
   std::vector<float> part((size_t)pool.size() * per, 0.f);
-  parallel(groups(a.E), 20.0 * a.E * a.N * rows_of(a.seqs, a.nseq), [&](int tid, int b, int e) {
+  parallel_static(groups(a.E), 20.0 * a.E * a.N * rows_of(a.seqs, a.nseq), [&](int tid, int b, int e) {
     ScoreArgs mine = a;
     mine.partial = part.data() + (size_t)tid * per;
     k.score(mine, b, e);

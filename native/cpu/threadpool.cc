@@ -39,7 +39,25 @@ void ThreadPool::range(int tid, int items, int* b, int* e) const {
   *e = *b + q + (tid < r ? 1 : 0);
 }
 
-void ThreadPool::run(int items, const Job& fn) {
+void ThreadPool::run(int items, const Job& fn) { post(items, fn, false); }
+void ThreadPool::run_dynamic(int items, const Job& fn) { post(items, fn, true); }
+
+void ThreadPool::work(int tid) {
+  if (!dynamic_) {
+    int b, e;
+    range(tid, items_, &b, &e);
+    if (b < e) (*job_)(tid, b, e);
+    return;
+  }
+  for (;;) {
+    const int c = next_.fetch_add(1, std::memory_order_relaxed);
+    if (c >= nchunks_) return;
+    const int b = (int)((long long)c * items_ / nchunks_), e = (int)((long long)(c + 1) * items_ / nchunks_);
+    if (b < e) (*job_)(tid, b, e);
+  }
+}
+
+void ThreadPool::post(int items, const Job& fn, bool dynamic) {
   if (items <= 0) return;
   std::lock_guard<std::mutex> run_lock(run_mu_);
   if (nthreads_ == 1 || items == 1) {
@@ -48,15 +66,16 @@ void ThreadPool::run(int items, const Job& fn) {
   }
   job_ = &fn;
   items_ = items;
+  dynamic_ = dynamic;
+  nchunks_ = items < 4 * nthreads_ ? items : 4 * nthreads_;
+  next_.store(0, std::memory_order_relaxed);
   pending_.store(nthreads_ - 1, std::memory_order_relaxed);
   {
     std::lock_guard<std::mutex> lk(mu_);
     generation_.fetch_add(1, std::memory_order_release);
   }
   cv_.notify_all();
-  int b, e;
-  range(0, items, &b, &e);
-  if (b < e) fn(0, b, e);
+  work(0);
   // Wait for the workers; past a short spin, yield so a worker sharing this core can run.
   for (unsigned spins = 0; pending_.load(std::memory_order_acquire) != 0; spins++) {
     if (spins < 4096) SIMBA_PAUSE();
@@ -64,7 +83,6 @@ void ThreadPool::run(int items, const Job& fn) {
   }
   job_ = nullptr;
 }
-
 void ThreadPool::worker(int tid) {
   // Generation 0 is the state at construction. Reading generation_ here instead would race with a
   // job posted before this thread got to run: the worker would skip it and run() would wait forever.
@@ -83,9 +101,7 @@ void ThreadPool::worker(int tid) {
     }
     seen = generation_.load(std::memory_order_acquire);
     if (stop_.load()) return;
-    int b, e;
-    range(tid, items_, &b, &e);
-    if (b < e) (*job_)(tid, b, e);
+    work(tid);
     pending_.fetch_sub(1, std::memory_order_acq_rel);
   }
 }

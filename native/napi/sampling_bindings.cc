@@ -103,7 +103,7 @@ void RunSampleBatch(SampleBatch& b, const float* logits, size_t nrows, int V) {
   const int J = (int)b.rows.size();
   auto& pool = cpu::ThreadPool::global();
   std::vector<cpu::SampleScratch> scratch(pool.size());
-  pool.run(J, [&](int tid, int begin, int end) {
+  pool.run_dynamic(J, [&](int tid, int begin, int end) {
     for (int j = begin; j < end; j++)
       cpu::sample_row(logits + (size_t)b.rows[j] * V, V, b.params[j], b.outs[j], scratch[tid]);
   });
