@@ -136,10 +136,10 @@ type Planned = { kind: 'decode'; req: Req; choice: Choice } | { kind: 'prefill';
 
 const now = () => performance.now() / 1000;
 
-/** Recycles a sequence when it is idle and its model pools states (MambaModel), else disposes it. */
+/** Recycles a sequence when no native call holds it (recycle() refuses a busy one), else disposes it. */
 function recycle(seq: Sequence): void {
-  if (!seq.busy && typeof seq.recycle === 'function') seq.recycle();
-  else seq.dispose();
+  if (seq.busy) seq.dispose();
+  else seq.recycle();
 }
 
 export class Scheduler {

@@ -67,24 +67,17 @@ static constexpr int kRowBlock = 96;
 // more than they take, and on a loaded machine a descheduled worker would stall the whole job.
 static constexpr double kParallelMinFlops = 4e5;
 
-template <typename F>
+// Dynamic (ThreadPool::run_dynamic) unless a kernel keeps per-thread partial results, reduced in
+// thread order afterwards: those take one fixed range per thread, so results do not depend on timing.
+enum class Split { Dynamic, Fixed };
+template <Split split = Split::Dynamic, typename F>
 static void parallel(int items, double flops, F&& f) {
   if (flops < kParallelMinFlops) {
     if (items > 0) f(0, 0, items);
     return;
   }
-  ThreadPool::global().run_dynamic(items, f);
-}
-
-// As parallel(), but each thread gets one fixed contiguous range (kernels that keep per-thread
-// partial results, reduced in thread order afterwards, so the result does not depend on timing).
-template <typename F>
-static void parallel_static(int items, double flops, F&& f) {
-  if (flops < kParallelMinFlops) {
-    if (items > 0) f(0, 0, items);
-    return;
-  }
-  ThreadPool::global().run(items, f);
+  if (split == Split::Dynamic) ThreadPool::global().run_dynamic(items, f);
+  else ThreadPool::global().run(items, f);
 }
 
 // The AVX-512 extensions this CPU has (used only while the active build is avx512).
@@ -227,7 +220,7 @@ void score(ScoreArgs a, float* out, int total_rows) {
   ThreadPool& pool = ThreadPool::global();
   const size_t per = (size_t)total_rows * k.width;  // one vector per row and thread
   std::vector<float> part((size_t)pool.size() * per, 0.f);
-  parallel_static(groups(a.E), 20.0 * a.E * a.N * rows_of(a.seqs, a.nseq), [&](int tid, int b, int e) {
+  parallel<Split::Fixed>(groups(a.E), 20.0 * a.E * a.N * rows_of(a.seqs, a.nseq), [&](int tid, int b, int e) {
     ScoreArgs mine = a;
     mine.partial = part.data() + (size_t)tid * per;
     k.score(mine, b, e);

@@ -108,26 +108,20 @@ SIMBA_CLONES double block_sums(const float* w, int nb, double* bs) {
   return total;
 }
 
-// max and min of x [n] (n >= 1); NaNs are skipped unless all are NaN
-SIMBA_CLONES void max_min_row(const float* x, int n, float& mx, float& mn) {
-  float a = x[0], b = x[0];
+// min of x [n] (n >= 1); NaNs are skipped unless all are NaN
+SIMBA_CLONES float min_row(const float* x, int n) {
+  float b = x[0];
   int i = 0;
   if (n >= L) {
-    f16v M = load16(x), m = M;
+    f16v m = load16(x);
     for (i = L; i + L <= n; i += L) {
       const f16v v = load16(x + i);
-      M = v > M ? v : M;
       m = v < m ? v : m;
     }
-    a = hmax16(M);
     b = -hmax16(-m);
   }
-  for (; i < n; i++) {
-    a = x[i] > a ? x[i] : a;
-    b = x[i] < b ? x[i] : b;
-  }
-  mx = a;
-  mn = b;
+  for (; i < n; i++) b = x[i] < b ? x[i] : b;
+  return b;
 }
 
 // argmax of x [n], lowest id on ties: one pass keeping each lane's max and its first id.
@@ -281,17 +275,16 @@ void top_n(const float* x, int n, int k, SampleScratch& s, std::vector<int32_t>&
   idx.clear();
   const int nb = (n + 63) / 64;
   if (4 * k <= nb) {
-    std::vector<float>& bm = s.x2;
+    std::vector<float>& bm = s.x2;  // block maxima, NaN as -inf
     bm.resize(nb);
-    for (int b = 0; b < nb; b++) bm[b] = block_max_row(x, b * 64, n);
+    for (int b = 0; b < nb; b++) bm[b] = Better::key(block_max_row(x, b * 64, n));
     std::vector<float>& sel = s.sel;
-    sel.resize(nb);
-    for (int b = 0; b < nb; b++) sel[b] = Better::key(bm[b]);
+    sel.assign(bm.begin(), bm.end());
     std::nth_element(sel.begin(), sel.begin() + (k - 1), sel.end(), std::greater<float>());
     const float t = sel[k - 1];
     if (t > -std::numeric_limits<float>::infinity()) {
       for (int b = 0; b < nb; b++) {
-        if (!(bm[b] >= t)) continue;
+        if (bm[b] < t) continue;
         const int end = std::min(n, b * 64 + 64);
         for (int i = b * 64; i < end; i++)
           if (x[i] >= t) idx.push_back(i);
@@ -342,8 +335,7 @@ void support_weights(const float* x, int n, float xmax, double T, float thr, flo
     return;
   }
   constexpr int NB = 1024;
-  float mx, lo;
-  max_min_row(x, n, mx, lo);
+  float lo = min_row(x, n);  // (the max is xmax, from the argmax)
   if (thr > lo) lo = thr;
   float range = std::min((float)(xmax - lo), (float)(16.0 * T));
   const float scale = range > 0 ? (float)(NB - 1) / range : 0.0f;
