@@ -61,7 +61,7 @@ describe.each(isas)('kernels on %s', (isa) => {
   });
 
   // Shapes past the k-slices of every kernel (256 f32, 512 bf16, 1024 int8 k per slice) with odd
-  // and non-multiple-of-4 K, and M past the 96-row blocks (threaded, and the vdpbf16ps path for
+  // and non-multiple-of-4 K, and M past the 84-row blocks (threaded, and the vdpbf16ps path for
   // bf16 weights on AVX512-BF16 CPUs).
   test.each([
     [200, 45, 1031],
@@ -81,6 +81,22 @@ describe.each(isas)('kernels on %s', (isa) => {
     expect(relErr(addon.kernels.gemm({ A, W, bias, M, N, K, format: 'f32' }), ref)).toBeLessThan(1e-6);
     expect(relErr(addon.kernels.gemm({ A, W, bias, M, N, K, format: 'bf16' }), ref)).toBeLessThan(5e-3);
     expect(relErr(addon.kernels.gemm({ A, W, bias, M, N, K, format: 'int8' }), ref)).toBeLessThan(1.5e-2);
+  });
+
+  // The packed-A tiles (M >= 14 rows on AVX-512), the row remainders and the one-row decode kernel
+  // sum over k in the same order, so a row's result does not depend on how many rows share its GEMM.
+  test.each([
+    [45, 70, 1031],
+    [100, 33, 300],
+  ])(`f32 gemm: each row of M=%i equals the same row computed alone (N=%i K=%i)`, (M, N, K) => {
+    const A = randArray(M * K, seed0 + 11 * M),
+      W = randArray(N * K, seed0 + 11 * N),
+      bias = randArray(N, seed0 + 11 * K);
+    const all = addon.kernels.gemm({ A, W, bias, M, N, K, format: 'f32' });
+    for (const m of [0, 13, 14, 27, M - 1]) {
+      const one = addon.kernels.gemm({ A: A.subarray(m * K, (m + 1) * K), W, bias, M: 1, N, K, format: 'f32' });
+      expect(Array.from(all.subarray(m * N, (m + 1) * N))).toEqual(Array.from(one));
+    }
   });
 
   test('int8 gemm: a row of zeros gives the bias, and the largest weights are exact', () => {

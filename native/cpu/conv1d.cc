@@ -3,13 +3,17 @@
 // same code: a decode step is a sequence of length 1.
 //   out[t, e] = silu(bias[e] + sum_{j<K} w[e, j] * in[t - (K-1) + j, e])
 // where in[-1], in[-2], ... come from the state. Channels are split into groups of W lanes; a
-// group keeps its K-1 previous inputs in registers while it walks the sequence.
+// group keeps its K-1 previous inputs in registers while it walks the sequence. Consecutive rows
+// are on different pages (no hardware prefetch across them), so the walk prefetches kAhead rows
+// ahead.
 #include "kernels.h"
 #include "simd.h"
 
 namespace simba {
 namespace cpu {
 namespace SIMBA_ISA {
+
+constexpr int kAhead = 8;
 
 void conv1d_slice(const Conv1dArgs& a, int begin, int end) {
   const int E = a.E, K = a.K, H = K - 1;
@@ -32,6 +36,10 @@ void conv1d_slice(const Conv1dArgs& a, int begin, int end) {
       for (int j = 0; j < H; j++) hist[j] = vload(tile + j * W);
       for (int t = 0; t < sq.T; t++) {
         const size_t row = (size_t)(sq.row0 + t);
+        if (t + kAhead < sq.T) {
+          __builtin_prefetch(a.xin + (row + kAhead) * a.ldx + e0);
+          __builtin_prefetch(a.out + (row + kAhead) * a.ldo + e0, 1);
+        }
         vf cur = n == W ? vload(a.xin + row * a.ldx + e0) : vload_n(a.xin + row * a.ldx + e0, n);
         vf acc = bias + w[H] * cur;
         for (int j = 0; j < H; j++) acc += w[j] * hist[j];

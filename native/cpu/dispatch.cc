@@ -61,7 +61,9 @@ const KernelTable& active() {
   return *t;
 }
 
-static constexpr int kRowBlock = 96;
+// Rows per GEMM work item: a multiple of every build's tile heights (avx512 14 / 12, avx2 3), and
+// small enough that a packed block (kRowBlock x K floats, 516 KB at K = 1536) stays in L2.
+static constexpr int kRowBlock = 84;
 
 // Jobs below this many floating-point operations run on the calling thread: waking a worker costs
 // more than they take, and on a loaded machine a descheduled worker would stall the whole job.
