@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 
 import { BENCH_DEFAULTS, LIMITS } from '../limits';
 import { formatBench, runBench } from '../measure/bench';
-import { boundRows, formatBounds, formatGemmTable, formatLimits, gemmTable } from '../measure/limits';
+import { boundRows, formatBounds, formatGemmTable, formatLimits, gemmTable, kernelsOf } from '../measure/limits';
 import { measureLimits } from '../engine/machine';
 import { WEIGHT_FORMATS } from '../types';
 import {
@@ -93,7 +93,7 @@ async function cmdBench(f: BenchFlags): Promise<void> {
       return;
     }
     const limits = await measureLimits();
-    const bounds = boundRows(r, limits);
+    const bounds = boundRows(r, limits, await kernelsOf(r));
     out(
       f.json
         ? JSON.stringify({ ...r, limits, bounds }, null, 2) + '\n'

@@ -29,6 +29,22 @@ export interface GemmShape {
   format: WeightFormat;
 }
 
+/**
+ * The GEMM kernel this machine runs for `format` weights on M rows (the `path` of timeGemm:
+ * 'f32 fma', 'bf16 weights, f32 fma', 'bf16 vdpbf16ps', 'int8 vpdpbusd', 'int8 (portable)').
+ *
+ * @example
+ *   await gemmKernel('int8', 2048);  // 'int8 vpdpbusd' on a CPU with AVX512-VNNI
+ */
+export async function gemmKernel(format: WeightFormat, M: number): Promise<string> {
+  if (!Number.isInteger(M) || M < 1) throw new SimbaError('E_ARG', `gemmKernel: M must be an integer >= 1, got ${String(M)}`);
+  try {
+    return (await loadAddon().kernels.gemmTime({ M, N: 32, K: 32, format, reps: 1, minSeconds: 0 })).path;
+  } catch (e) {
+    throw fromNative(e);
+  }
+}
+
 /** Best seconds of C[M,N] = A[M,K] W^T with random inputs (each run repeated to >= 50 ms), and the kernel used. */
 export async function timeGemm(shape: GemmShape, reps = 5): Promise<{ seconds: number; path: string }> {
   for (const k of ['M', 'N', 'K'] as const)

@@ -2,21 +2,24 @@
  * How close the engine runs to this machine's physical limits (the CLI's `simba bench --limits`
  * and `--gemm`).
  *
- *   prefill  bound = FMA peak (all threads) / layer FLOPs per token  (the head runs once: ignored)
- *   decode   bound = min(B x read bandwidth / weight bytes, FMA peak / FLOPs per token):
+ *   prefill  bound = compute peak (all threads) / layer FLOPs per token  (the head runs once: ignored)
+ *   decode   bound = min(B x read bandwidth / weight bytes, compute peak / FLOPs per token):
  *            a decode step reads every weight once, whatever B; large B become compute-bound.
- * The FMA peak is f32 FMAs with the active kernel build; bf16 (vdpbf16ps) and int8 (vpdpbusd)
- * do 2x and 4x the multiply-adds per instruction, so their prefill fraction can pass 1.
+ * The compute peak is the one of the GEMM kernel that runs on those rows (kernelPeak): the measured
+ * f32 FMA peak, times 2 for bf16 vdpbf16ps and int8 pmaddwd and 4 for int8 vpdpbusd (the
+ * multiply-adds each instruction does, against 16 f32 FMAs for a 512-bit vector). bf16 weights
+ * on a CPU without AVX512-BF16 are widened and multiplied with f32 FMAs: the f32 peak.
  *
  * @example
  *   const limits = await measureLimits();
  *   const r = await runBench(model, { lengths: [512] });
- *   console.log(formatBounds(boundRows(r, limits), limits));
+ *   const kernels = await kernelsOf(r);
+ *   console.log(formatBounds(boundRows(r, limits, kernels)));
  *   console.log(formatGemmTable(await gemmTable('mamba-130m', ['f32', 'int8'], limits), limits));
  */
 import { SimbaError } from '../errors';
 import { SHAPES } from '../engine/load';
-import { timeGemm, type MachineLimits } from '../engine/machine';
+import { gemmKernel, timeGemm, type MachineLimits } from '../engine/machine';
 import type { WeightFormat } from '../types';
 import type { BenchResult } from './bench';
 
@@ -26,36 +29,67 @@ export interface BoundRow {
   tokensPerSec: number;
   /** The physical bound (tokens/s) and which one it is. */
   bound: number;
-  boundBy: 'fma peak' | 'read bandwidth';
+  boundBy: PeakName | 'read bandwidth';
   /** tokensPerSec / bound. */
   fraction: number;
 }
 
-/** Each prefill and decode row of a benchmark against its bound (see the module comment). */
-export function boundRows(r: BenchResult, limits: MachineLimits): BoundRow[] {
-  const fma = limits.fmaGflopsAll * 1e9,
-    read = limits.readGBsAll * 1e9;
+export type PeakName = 'fma peak' | 'bf16 dot peak' | 'int8 dot peak';
+
+/**
+ * The compute peak of a GEMM kernel (its `path`, see gemmKernel) in GFLOP/s, from the measured f32
+ * FMA peak: a multiply-add counts 2 FLOPs in every format.
+ *
+ * @example
+ *   kernelPeak('int8 vpdpbusd', limits);  // { gflops: 4 * limits.fmaGflopsAll, name: 'int8 dot peak' }
+ */
+export function kernelPeak(path: string, limits: MachineLimits): { gflops: number; name: PeakName } {
+  const f32 = limits.fmaGflopsAll;
+  if (path.includes('vpdpbusd')) return { gflops: 4 * f32, name: 'int8 dot peak' };
+  if (path.startsWith('int8')) return { gflops: 2 * f32, name: 'int8 dot peak' };
+  if (path.includes('vdpbf16ps')) return { gflops: 2 * f32, name: 'bf16 dot peak' };
+  return { gflops: f32, name: 'fma peak' };
+}
+
+/** The GEMM kernel of each row count a benchmark ran (prefill lengths and decode batches). */
+export async function kernelsOf(r: BenchResult): Promise<Map<number, string>> {
+  const Ms = new Set([...r.prefill.map((p) => p.length), ...r.decode.map((d) => d.batch)]);
+  const out = new Map<number, string>();
+  for (const M of Ms) out.set(M, await gemmKernel(r.model.weights, M));
+  return out;
+}
+
+/**
+ * Each prefill and decode row of a benchmark against its bound (see the module comment). `kernels`
+ * (from kernelsOf) names the GEMM kernel per row count; without it every row is held to the f32
+ * FMA peak.
+ */
+export function boundRows(r: BenchResult, limits: MachineLimits, kernels?: Map<number, string>): BoundRow[] {
+  const read = limits.readGBsAll * 1e9;
+  const peak = (M: number) => kernelPeak(kernels?.get(M) ?? 'f32 fma', limits);
   const layerFlops = r.model.layerFlops * r.model.nLayer;
   const rows: BoundRow[] = [];
   for (const p of r.prefill) {
-    const bound = fma / layerFlops;
+    const k = peak(p.length);
+    const bound = (k.gflops * 1e9) / layerFlops;
     rows.push({
       label: `prefill T=${p.length}`,
       tokensPerSec: p.tokensPerSec.median,
       bound,
-      boundBy: 'fma peak',
+      boundBy: k.name,
       fraction: p.tokensPerSec.median / bound,
     });
   }
   for (const d of r.decode) {
+    const k = peak(d.batch);
     const byRead = (d.batch * read) / r.model.weightBytes,
-      byFma = fma / r.model.flopsPerToken;
-    const bound = Math.min(byRead, byFma);
+      byPeak = (k.gflops * 1e9) / r.model.flopsPerToken;
+    const bound = Math.min(byRead, byPeak);
     rows.push({
       label: `decode B=${d.batch}`,
       tokensPerSec: d.tokensPerSec.median,
       bound,
-      boundBy: byRead <= byFma ? 'read bandwidth' : 'fma peak',
+      boundBy: byRead <= byPeak ? 'read bandwidth' : k.name,
       fraction: d.tokensPerSec.median / bound,
     });
   }
@@ -71,8 +105,8 @@ export interface GemmRow {
   path: string;
   seconds: number;
   gflops: number;
-  /** gflops / FMA peak (all threads). */
-  fmaFraction: number;
+  /** gflops / the compute peak of the kernel that ran (kernelPeak, all threads). */
+  peakFraction: number;
   /** Weight bytes / seconds, GB/s (what bounds M = 1). */
   weightGBs: number;
   /** weightGBs / read bandwidth (all threads). */
@@ -125,7 +159,7 @@ export async function gemmTable(
       path: t.path,
       seconds: t.seconds,
       gflops,
-      fmaFraction: gflops / limits.fmaGflopsAll,
+      peakFraction: gflops / kernelPeak(t.path, limits).gflops,
       weightGBs,
       readFraction: weightGBs / limits.readGBsAll,
     });
@@ -159,7 +193,7 @@ export function formatBounds(rows: BoundRow[]): string {
   );
 }
 
-/** The GEMM table (GFLOP/s per shape, fraction of the FMA peak, and of read bandwidth at M = 1). */
+/** The GEMM table (GFLOP/s per shape, fraction of its kernel's compute peak, and of read bandwidth at M = 1). */
 export function formatGemmTable(rows: GemmRow[]): string {
   return table(
     ['gemm', 'M', 'N', 'K', 'weights', 'kernel', 'ms', 'GFLOP/s', 'of peak', 'weight GB/s', 'of read bw'],
@@ -172,7 +206,7 @@ export function formatGemmTable(rows: GemmRow[]): string {
       r.path,
       (r.seconds * 1e3).toFixed(3),
       f1(r.gflops),
-      pct(r.fmaFraction),
+      pct(r.peakFraction),
       f1(r.weightGBs),
       pct(r.readFraction),
     ]),

@@ -1,0 +1,65 @@
+/**
+ * lib/measure/limits.ts: each benchmark row is held to the compute peak of the GEMM kernel that ran
+ * for its rows (f32 FMA, bf16 / int8 dot products) or to read bandwidth, computed here by hand from
+ * a synthetic result; gemmKernel names the kernel the dispatcher picks.
+ */
+import { gemmKernel } from '../lib/engine/machine';
+import type { BenchResult } from '../lib/measure/bench';
+import { boundRows, kernelPeak, kernelsOf } from '../lib/measure/limits';
+import type { MachineLimits } from '../lib/engine/machine';
+
+const limits = { threads: 2, isa: 'avx512', readGBs1: 10, readGBsAll: 20, fmaGflops1: 100, fmaGflopsAll: 200 } as MachineLimits;
+
+const stat = (median: number) => ({ median, min: median, max: median, mean: median, runs: [median] });
+function result(weights: 'f32' | 'bf16' | 'int8'): BenchResult {
+  return {
+    model: { weights, layerFlops: 1e6, nLayer: 10, flopsPerToken: 2e7, weightBytes: 1e9 },
+    prefill: [{ length: 512, tokensPerSec: stat(5000), ms: 0 }],
+    decode: [
+      { batch: 1, tokensPerSec: stat(10) },
+      { batch: 32, tokensPerSec: stat(100) },
+    ],
+  } as unknown as BenchResult;
+}
+
+test('kernelPeak: f32 FMA peak times the multiply-adds per instruction of each kernel', () => {
+  expect(kernelPeak('f32 fma', limits)).toEqual({ gflops: 200, name: 'fma peak' });
+  expect(kernelPeak('bf16 weights, f32 fma', limits)).toEqual({ gflops: 200, name: 'fma peak' });
+  expect(kernelPeak('bf16 vdpbf16ps', limits)).toEqual({ gflops: 400, name: 'bf16 dot peak' });
+  expect(kernelPeak('int8 (portable)', limits)).toEqual({ gflops: 400, name: 'int8 dot peak' });
+  expect(kernelPeak('int8 vpdpbusd', limits)).toEqual({ gflops: 800, name: 'int8 dot peak' });
+});
+
+test('boundRows: prefill against the kernel peak, decode against min(read bandwidth, kernel peak)', () => {
+  const kernels = new Map([
+    [512, 'int8 vpdpbusd'],
+    [1, 'int8 vpdpbusd'],
+    [32, 'int8 vpdpbusd'],
+  ]);
+  const rows = boundRows(result('int8'), limits, kernels);
+  // prefill: 800 GFLOP/s / (1e6 x 10 FLOPs per token) = 80,000 tokens/s
+  expect(rows[0]).toMatchObject({ label: 'prefill T=512', bound: 80000, boundBy: 'int8 dot peak' });
+  expect(rows[0].fraction).toBeCloseTo(5000 / 80000, 12);
+  // decode B=1: 20 GB/s / 1 GB = 20 tokens/s < 800e9 / 2e7 = 40,000
+  expect(rows[1]).toMatchObject({ label: 'decode B=1', bound: 20, boundBy: 'read bandwidth', fraction: 0.5 });
+  // B=32: 640 by bandwidth, still under the peak
+  expect(rows[2]).toMatchObject({ bound: 640, boundBy: 'read bandwidth' });
+  // without kernels every row is held to the f32 FMA peak (the old behaviour)
+  expect(boundRows(result('int8'), limits)[0]).toMatchObject({ bound: 20000, boundBy: 'fma peak' });
+  // a compute-bound decode row names the kernel's peak
+  const big = { ...result('bf16'), model: { ...result('bf16').model, flopsPerToken: 1e10 } } as BenchResult;
+  const r = boundRows(big, limits, new Map([[32, 'bf16 vdpbf16ps']]));
+  expect(r[2]).toMatchObject({ bound: 40, boundBy: 'bf16 dot peak' });
+});
+
+test('gemmKernel and kernelsOf name the dispatcher kernel for each format and row count', async () => {
+  expect(await gemmKernel('f32', 1)).toBe('f32 fma');
+  expect(await gemmKernel('f32', 2048)).toBe('f32 fma');
+  expect(await gemmKernel('bf16', 1)).toBe('bf16 weights, f32 fma');
+  expect(['bf16 weights, f32 fma', 'bf16 vdpbf16ps']).toContain(await gemmKernel('bf16', 2048));
+  expect(['int8 vpdpbusd', 'int8 (portable)']).toContain(await gemmKernel('int8', 8));
+  await expect(gemmKernel('f32', 0)).rejects.toThrow(/M must be an integer >= 1/);
+  const k = await kernelsOf(result('f32'));
+  expect([...k.keys()].sort((a, b) => a - b)).toEqual([1, 32, 512]);
+  expect([...k.values()]).toEqual(['f32 fma', 'f32 fma', 'f32 fma']);
+});
