@@ -143,6 +143,7 @@ void gemm(const float* A, int lda, const PackedWeight& W, const float* bias, flo
   thread_local std::vector<uint8_t> qbuf;
   thread_local std::vector<float> qscale;
   thread_local std::vector<uint32_t> bfbuf;
+  thread_local std::vector<float> apack;
   QuantRows qr{};
   if (path == GemmPath::Q8 || path == GemmPath::Q8Vnni) {
     // A [M, K] -> unsigned bytes [M, Kp] + a scale per row
@@ -160,6 +161,13 @@ void gemm(const float* A, int lda, const PackedWeight& W, const float* bias, flo
     parallel(M, 4.0 * M * W.K, [&](int, int b, int e) { avx512_ext::round_bf16_pairs(A, lda, W.K, abf, ld2, b, e); });
     g.abf = abf;
     g.lda2 = ld2;
+  } else if (M >= k.gemm_mr && k.gemm_mr > 1) {
+    // A [M, K] -> row blocks of tiles [Kpack][MR] (gemm.cc), packed once for all panels
+    const size_t need = k.gemm_pack_floats(g);
+    if (apack.size() < need) apack.resize(need);
+    float* ap = apack.data();  // (as above: the lambda must not name the thread_local)
+    parallel(g.nmblocks, 2.0 * M * W.K, [&](int, int b, int e) { k.gemm_pack(g, ap, b, e); });
+    g.apack = ap;
   }
   switch (path) {
     case GemmPath::Q8Vnni: parallel(items, flops, [&](int, int b, int e) { avx512_ext::gemm_q8_vnni(g, b, e); }); break;

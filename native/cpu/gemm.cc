@@ -1,8 +1,9 @@
 // gemm.cc — C[M,N] = A[M,K] W^T (+bias), W packed in 32-wide panels (kernels.h).
 //
 // Blocking (the GotoBLAS / BLIS scheme, with W already packed at load time):
-//   - Rows are cut into blocks of g.mblock rows. With at least one full tile of rows, a thread
-//     packs its row block once per GEMM call into tiles [K][MR] (MR rows interleaved per k), so
+//   - Rows are cut into blocks of g.mblock rows. Blocks with at least one full tile of rows are
+//     packed once per GEMM call (gemm_pack, all blocks in parallel, before the GEMM) into tiles
+//     [K][MR] (MR rows interleaved per k), so
 //     the microkernel's MR broadcasts per k read one sequential, L1/L2-resident stream instead
 //     of MR strided rows. The packed block (mblock x K floats, <= 516 KB for K = 1536) stays in L2
 //     while the panels stream past it.
@@ -237,31 +238,37 @@ static void tile(const GemmArgs& g, int m0, int rows, int p, const float* packed
   }
 }
 
+// Packed A: each row block with at least one full tile, its full tiles [Kpack][R] back to back,
+// at block * mblock * Kpack (rows past the full tiles are read from A directly).
+static int kpack_of(const PackedWeight& W) { return W.bf16 ? W.K + (W.K & 1) : W.K; }
+
+size_t gemm_pack_floats(const GemmArgs& g) { return (size_t)g.nmblocks * g.mblock * kpack_of(*g.W); }
+
+void gemm_pack(const GemmArgs& g, float* out, int begin, int end) {
+  const bool bf16 = g.W->bf16;
+  const int R = bf16 ? MR_BF16 : MR, K = g.W->K, Kpack = kpack_of(*g.W);
+  for (int mb = begin; mb < end; mb++) {
+    const int m0 = mb * g.mblock, rows = g.M - m0 < g.mblock ? g.M - m0 : g.mblock;
+    const int ntile = R > 1 ? rows / R : 0;
+    float* o = out + (size_t)mb * g.mblock * Kpack;
+    if (bf16) pack_rows<MR_BF16>(g.A, g.lda, m0, ntile, K, Kpack, o);
+    else pack_rows<MR>(g.A, g.lda, m0, ntile, K, Kpack, o);
+  }
+}
+
 void gemm_slice(const GemmArgs& g, int begin, int end) {
   const int np = g.W->npanels;
   const bool bf16 = g.W->bf16;
   const int R = bf16 ? MR_BF16 : MR;
-  const int K = g.W->K, Kpack = bf16 ? K + (K & 1) : K;
-  // This thread's packed row block, grow-only (one GEMM at a time per thread).
-  thread_local std::vector<float> pack;
-  int packed_block = -1;
+  const int Kpack = kpack_of(*g.W);
   for (int item = begin; item < end; item++) {
     const int mb = item / np, p = item % np;
     const int m0 = mb * g.mblock;
     const int rows = g.M - m0 < g.mblock ? g.M - m0 : g.mblock;
-    const int ntile = R > 1 ? rows / R : 0;
-    float* packed = nullptr;
-    if (ntile > 0) {
-      if (pack.size() < (size_t)ntile * R * Kpack) pack.resize((size_t)ntile * R * Kpack);
-      packed = pack.data();
-      if (packed_block != mb) {
-        if (bf16) pack_rows<MR_BF16>(g.A, g.lda, m0, ntile, K, Kpack, packed);
-        else pack_rows<MR>(g.A, g.lda, m0, ntile, K, Kpack, packed);
-        packed_block = mb;
-      }
-    }
-    if (bf16) tile<true>(g, m0, rows, p, packed);
-    else tile<false>(g, m0, rows, p, packed);
+    const bool packed = g.apack && R > 1 && rows >= R;
+    const float* ap = packed ? g.apack + (size_t)mb * g.mblock * Kpack : nullptr;
+    if (bf16) tile<true>(g, m0, rows, p, ap);
+    else tile<false>(g, m0, rows, p, ap);
   }
 }
 

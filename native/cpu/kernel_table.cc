@@ -7,6 +7,8 @@ namespace cpu {
 namespace SIMBA_ISA {
 
 void gemm_slice(const GemmArgs&, int, int);
+void gemm_pack(const GemmArgs&, float*, int, int);
+size_t gemm_pack_floats(const GemmArgs&);
 int gemm_mr();
 void rmsnorm_slice(const RmsNormArgs&, int, int);
 void conv1d_slice(const Conv1dArgs&, int, int);
@@ -26,6 +28,8 @@ const KernelTable* table() {
                                 W,
                                 gemm_mr(),
                                 gemm_slice,
+                                gemm_pack,
+                                gemm_pack_floats,
                                 rmsnorm_slice,
                                 conv1d_slice,
                                 scan_slice,

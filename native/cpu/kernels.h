@@ -87,6 +87,10 @@ struct GemmArgs {
   const QuantRows* aq = nullptr;
   const uint32_t* abf = nullptr;
   int lda2 = 0;
+  // F32 / BF16 weights (the fma kernels): A packed by KernelTable::gemm_pack, row block mb at
+  // apack + mb * mblock * Kpack (null: gemm_slice reads A directly; blocks below the tile
+  // height always do).
+  const float* apack = nullptr;
 };
 
 // y[t] = x[t] / sqrt(mean(x[t]^2) + eps) * w, over rows t in [begin, end).
@@ -172,16 +176,18 @@ struct ScoreArgs {
 };
 
 struct KernelTable {
-  const char* name;                                           // "avx512", "avx2", "sse2"
-  int width;                                                  // floats per vector
-  int gemm_mr;                                                // rows per GEMM microkernel tile
-  void (*gemm)(const GemmArgs&, int begin, int end);          // items: nmblocks * W->npanels
-  void (*rmsnorm)(const RmsNormArgs&, int begin, int end);    // items: rows
-  void (*conv1d)(const Conv1dArgs&, int begin, int end);      // items: channel groups
-  void (*scan)(const ScanArgs&, int begin, int end);          // items: channel groups
-  void (*score)(const ScoreArgs&, int begin, int end);        // items: channel groups
-  void (*gemm_q8)(const GemmArgs&, int begin, int end);       // Q8 weights, g.aq set (gemm_int8.cc)
-  void (*quantize)(const QuantizeArgs&, int begin, int end);  // items: rows (quantize.cc)
+  const char* name;                                                    // "avx512", "avx2", "sse2"
+  int width;                                                           // floats per vector
+  int gemm_mr;                                                         // rows per GEMM microkernel tile
+  void (*gemm)(const GemmArgs&, int begin, int end);                   // items: nmblocks * W->npanels
+  void (*gemm_pack)(const GemmArgs&, float* out, int begin, int end);  // items: row blocks (gemm.cc)
+  size_t (*gemm_pack_floats)(const GemmArgs&);                         // buffer gemm_pack needs
+  void (*rmsnorm)(const RmsNormArgs&, int begin, int end);             // items: rows
+  void (*conv1d)(const Conv1dArgs&, int begin, int end);               // items: channel groups
+  void (*scan)(const ScanArgs&, int begin, int end);                   // items: channel groups
+  void (*score)(const ScoreArgs&, int begin, int end);                 // items: channel groups
+  void (*gemm_q8)(const GemmArgs&, int begin, int end);                // Q8 weights, g.aq set (gemm_int8.cc)
+  void (*quantize)(const QuantizeArgs&, int begin, int end);           // items: rows (quantize.cc)
   // Machine-limit probes (limits_kernels.cc, timed by limits.cc).
   float (*fma_loop)(long iters);
   int fma_flops_per_iter;
