@@ -15,6 +15,38 @@ namespace SIMBA_ISA {
 
 constexpr int kAhead = 8;
 
+// The window of W channels of an [E][3] conv state (d_conv = 4, every Mamba checkpoint) is 3W
+// contiguous floats, channel-major; the kernel wants one vector per tap. Both directions are two
+// two-vector shuffles per vector (vpermt2ps on AVX-512) instead of 6W scalar moves through the
+// stack, which were most of a decode step's conv time.
+//   h[j][l] = st[3 l + j]
+static inline void load_taps3(const float* st, vf (&h)[kMaxConv]) {
+  const vf v0 = vload(st), v1 = vload(st + W), v2 = vload(st + 2 * W);
+#pragma GCC unroll 3
+  for (int j = 0; j < 3; j++) {
+    vi ma, mb;
+    for (int l = 0; l < W; l++) {
+      const int i = 3 * l + j;
+      ma[l] = i < 2 * W ? i : 0;      // from v0 | v1
+      mb[l] = i < 2 * W ? l : i - W;  // keep, or take v2[i - 2W] (index W + i - 2W)
+    }
+    h[j] = __builtin_shuffle(__builtin_shuffle(v0, v1, ma), v2, mb);
+  }
+}
+//   st[q W + l] = h[(q W + l) % 3][(q W + l) / 3]
+static inline void store_taps3(float* st, const vf (&h)[kMaxConv]) {
+#pragma GCC unroll 3
+  for (int q = 0; q < 3; q++) {
+    vi ma, mb;
+    for (int l = 0; l < W; l++) {
+      const int i = q * W + l, j = i % 3, c = i / 3;
+      ma[l] = j < 2 ? j * W + c : 0;  // from h0 | h1
+      mb[l] = j < 2 ? l : W + c;      // keep, or take h2[c]
+    }
+    vstore(st + q * W, __builtin_shuffle(__builtin_shuffle(h[0], h[1], ma), h[2], mb));
+  }
+}
+
 void conv1d_slice(const Conv1dArgs& a, int begin, int end) {
   const int E = a.E, K = a.K, H = K - 1;
   for (int g = begin; g < end; g++) {
@@ -30,10 +62,15 @@ void conv1d_slice(const Conv1dArgs& a, int begin, int end) {
       // plain float buffer (per-lane access to vector registers goes through the stack).
       vf hist[kMaxConv];
       float tile[kMaxConv * W];
-      if (n < W) std::memset(tile, 0, sizeof(tile));  // lanes past E stay zero
-      for (int l = 0; l < n; l++)
-        for (int j = 0; j < H; j++) tile[j * W + l] = sq.conv[(size_t)(e0 + l) * H + j];
-      for (int j = 0; j < H; j++) hist[j] = vload(tile + j * W);
+      const bool taps3 = H == 3 && n == W;
+      if (taps3) {
+        load_taps3(sq.conv + (size_t)e0 * 3, hist);
+      } else {
+        if (n < W) std::memset(tile, 0, sizeof(tile));  // lanes past E stay zero
+        for (int l = 0; l < n; l++)
+          for (int j = 0; j < H; j++) tile[j * W + l] = sq.conv[(size_t)(e0 + l) * H + j];
+        for (int j = 0; j < H; j++) hist[j] = vload(tile + j * W);
+      }
       for (int t = 0; t < sq.T; t++) {
         const size_t row = (size_t)(sq.row0 + t);
         if (t + kAhead < sq.T) {
@@ -48,6 +85,10 @@ void conv1d_slice(const Conv1dArgs& a, int begin, int end) {
         vf o = vsilu(acc);
         if (n == W) vstore(a.out + row * a.ldo + e0, o);
         else vstore_n(a.out + row * a.ldo + e0, o, n);
+      }
+      if (taps3) {
+        store_taps3(sq.conv + (size_t)e0 * 3, hist);
+        continue;
       }
       for (int j = 0; j < H; j++) vstore(tile + j * W, hist[j]);
       for (int l = 0; l < n; l++)
