@@ -3,10 +3,9 @@
 // Blocking (the GotoBLAS / BLIS scheme, with W already packed at load time):
 //   - Rows are cut into blocks of g.mblock rows. Blocks with at least one full tile of rows are
 //     packed once per GEMM call (gemm_pack, all blocks in parallel, before the GEMM) into tiles
-//     [K][MR] (MR rows interleaved per k), so
-//     the microkernel's MR broadcasts per k read one sequential, L1/L2-resident stream instead
-//     of MR strided rows. The packed block (mblock x K floats, <= 516 KB for K = 1536) stays in L2
-//     while the panels stream past it.
+//     [K][MR] (MR rows interleaved per k), so the microkernel's MR broadcasts per k read one
+//     sequential, L1/L2-resident stream instead of MR strided rows. The packed block (mblock x K floats, <= 516 KB for
+//     K = 1536) stays in L2 while the panels stream past it.
 //   - K is cut into slices of kKC: the panel slice being multiplied (kKC x 32 floats, 32 KB) stays
 //     in L1 while every row tile of the block passes over it; partial sums accumulate in C.
 //   - While the tiles of one slice run, they prefetch the next slice (the next 32 KB of the panel
@@ -153,7 +152,7 @@ static inline void micro(int K, ARows<R, PACKED> A, const void* panel, float* C,
 }
 
 // The rows left after the full tiles (fewer than the tile height), unpacked, in one kernel of
-// exactly that height (rows in 1 .. 15).
+// exactly that height (rows in 1 .. MR - 1; narrower builds: row by row).
 template <bool BF16>
 static void micro_rest(int rows, int K, const float* A, int lda, const void* panel, float* C, int ldc, int ncols,
                        const float* bias, bool accumulate) {
@@ -184,6 +183,9 @@ static void micro_rest(int rows, int K, const float* A, int lda, const void* pan
   }
 #undef SIMBA_REST
 }
+
+// K of the packed A: bf16 kernels read k pairs, so an odd K gets one zero row.
+static int kpack_of(const PackedWeight& W) { return W.bf16 ? W.K + (W.K & 1) : W.K; }
 
 // Packs rows [m0, m0 + ntile * R) of A into ntile tiles of [Kpack][R] (k-major, R rows
 // interleaved); k in [K, Kpack) is zero (the bf16 kernel's padding pair).
@@ -229,7 +231,7 @@ static void tile(const GemmArgs& g, int m0, int rows, int p, const float* packed
     for (int t = 0; t < ntile; t++, m += R) {
       const int l0 = t * per;
       const Prefetch next{next_base + 64 * (size_t)l0, lines - l0 < per ? (lines - l0 > 0 ? lines - l0 : 0) : per};
-      const float* ap = packed + (size_t)t * (BF16 ? K + (K & 1) : K) * R + (size_t)k0 * R;
+      const float* ap = packed + (size_t)t * kpack_of(Wt) * R + (size_t)k0 * R;
       micro<R, BF16, true>(kc, {ap, 0}, panel, g.C + (size_t)m * g.ldc + n0, g.ldc, ncols, bias, acc, next);
     }
     if (m < m0 + rows)
@@ -240,8 +242,6 @@ static void tile(const GemmArgs& g, int m0, int rows, int p, const float* packed
 
 // Packed A: each row block with at least one full tile, its full tiles [Kpack][R] back to back,
 // at block * mblock * Kpack (rows past the full tiles are read from A directly).
-static int kpack_of(const PackedWeight& W) { return W.bf16 ? W.K + (W.K & 1) : W.K; }
-
 size_t gemm_pack_floats(const GemmArgs& g) { return (size_t)g.nmblocks * g.mblock * kpack_of(*g.W); }
 
 void gemm_pack(const GemmArgs& g, float* out, int begin, int end) {
