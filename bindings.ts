@@ -90,11 +90,15 @@ export interface NativeEngineInfo {
 
 export interface NativeEngine {
   setTensor(name: string, layer: number, data: Float32Array): Promise<void>;
-  /** The tensor read by the engine through mmap; firstBad >= 0 (nothing set) when a NaN / Inf was found. */
-  setTensorFromFile(
-    name: string,
-    layer: number,
-    t: {
+  /**
+   * The tensors read by the engine through mmap, in order, in one job off the JS thread. onDone(n) is
+   * queued after each tensor (calls may arrive after the promise settles). index >= 0: tensor `index`
+   * holds a NaN / Inf at flat position firstBad, and it and the tensors after it were not set.
+   */
+  setTensorsFromFiles(
+    tensors: ReadonlyArray<{
+      name: string;
+      layer: number;
       file: string;
       offset: number;
       bytes: number;
@@ -102,8 +106,9 @@ export interface NativeEngine {
       count: number;
       padTo?: number;
       checkFinite?: boolean;
-    },
-  ): Promise<{ firstBad: number; badValue: number }>;
+    }>,
+    onDone?: (done: number) => void,
+  ): Promise<{ index: number; firstBad: number; badValue: number }>;
   randomize(seed: number): Promise<void>;
   finalize(): void;
   /** states: host arrays updated in place, or (device 'cuda') the sequences' device state slots. */

@@ -11,6 +11,12 @@ import type { MambaModel } from '../lib/engine/model';
 import { SimbaError } from '../lib/errors';
 import { randomConfig, randomEngineTensors } from './reference/random_model';
 import { tmpDir, writeCheckpoint } from './helpers/util';
+import { loadAddon } from '../bindings';
+
+/** Live native models and weight bytes (the addon's leak counters). */
+function addonStats(): { models: number; alignedBytes: number } {
+  return loadAddon().memoryStats!();
+}
 
 const SHIPPED = path.join(__dirname, '..', 'models', 'brown-mamba-s');
 
@@ -82,6 +88,63 @@ describe('loading', () => {
     const m = await loadModel(dir, { nonFinite: 'allow' });
     const { logits } = await m.logits([1, 2, 3]);
     expect(Number.isNaN(logits[0][0])).toBe(true);
+    m.dispose();
+  });
+
+  // The embedding [5000, 64] is 78 chunks of 4096 values and a tail: the chunks are checked on the
+  // thread pool, and the first bad value is reported wherever the later ones are.
+  test('NaN / Inf in a large tensor: the first one is named, in a parallel chunk or in the tail', async () => {
+    const cfg = randomConfig({ vocabSize: 5000, dModel: 64 });
+    const tensors = randomEngineTensors(cfg, 2);
+    const embed = tensors.find((t) => t.name === 'embedding')!.data;
+    embed[300001] = NaN;
+    embed[150003] = Infinity;
+    await rejects(
+      loadModel(writeCheckpoint(cfg, tensors)),
+      'E_WEIGHTS',
+      /embeddings\.weight' has a non-finite value Infinity at flat index 150003 \(index \[2343, 51\]\)/,
+    );
+    embed[300001] = embed[150003] = 0.5;
+    embed[319999] = -Infinity; // past the last full chunk
+    await rejects(loadModel(writeCheckpoint(cfg, tensors)), 'E_WEIGHTS', /-Infinity at flat index 319999/);
+  });
+
+  test('onProgress sees every tensor once, in order, before loadModel resolves; its error fails the load', async () => {
+    const before = addonStats();
+    const seen: { done: number; total: number; tensor: string }[] = [];
+    const m = await loadModel(SHIPPED, { onProgress: (p) => seen.push(p) });
+    const total = seen[0].total;
+    expect(total).toBe(2 + 10 * m.config.nLayer); // embedding, norm_f (the head is tied), 10 per layer
+    expect(seen.map((p) => p.done)).toEqual(Array.from({ length: total }, (_, i) => i + 1));
+    expect(seen.every((p) => p.total === total)).toBe(true);
+    expect(seen[0].tensor).toBe('embedding');
+    expect(seen[1].tensor).toBe('layers.0.norm');
+    m.dispose();
+    const after: number[] = [];
+    await expect(
+      loadModel(SHIPPED, {
+        onProgress: (p) => {
+          after.push(p.done);
+          if (p.done === 3) throw new Error('progress bar broke');
+        },
+      }),
+    ).rejects.toThrow('progress bar broke');
+    expect(after).toEqual([1, 2, 3]); // no calls after the one that threw
+    expect(addonStats()).toEqual(before); // the half-loaded engine was disposed
+  });
+
+  test('a broken tokenizer.json fails the load (the weights upload running meanwhile is disposed)', async () => {
+    const dir = copyShipped();
+    const before = addonStats();
+    const tok = JSON.parse(fs.readFileSync(path.join(dir, 'tokenizer.json'), 'utf8'));
+    tok.model.type = 'WordPiece';
+    fs.writeFileSync(path.join(dir, 'tokenizer.json'), JSON.stringify(tok));
+    await rejects(loadModel(dir), 'E_TOKENIZER', /model type "WordPiece" is not supported/);
+    fs.writeFileSync(path.join(dir, 'tokenizer.json'), '{"model": ');
+    await rejects(loadModel(dir), 'E_TOKENIZER', /tokenizer\.json is not valid JSON/);
+    expect(addonStats()).toEqual(before);
+    const m = await loadModel(dir, { tokenizer: false }); // the weights themselves are fine
+    expect(m.tokenizer).toBeNull();
     m.dispose();
   });
 

@@ -12,7 +12,7 @@ import * as path from 'path';
 
 import { loadAddon, type NativeEngine } from '../../bindings';
 import { checkParseConfigOptions, loadConfig, type ParseConfigOptions } from '../checkpoint/config';
-import { loadTokenizer } from '../checkpoint/tokenizer';
+import { loadTokenizer, type Tokenizer } from '../checkpoint/tokenizer';
 import { openCheckpoint } from '../checkpoint/safetensors';
 import { nonFiniteError, planWeights } from '../checkpoint/weights';
 import { SimbaError, fromNative } from '../errors';
@@ -78,7 +78,6 @@ export async function loadModel(dir: string = DEFAULT_MODEL_DIR, options?: LoadM
   if (!fs.existsSync(dir)) throw new SimbaError('E_IO', `loadModel: model folder '${dir}' does not exist`);
   const config = loadConfig(dir, opts.config);
   const wantTok = opts.tokenizer ?? fs.existsSync(path.join(dir, 'tokenizer.json'));
-  const tokenizer = wantTok ? loadTokenizer(dir) : null;
   const addon = loadAddon();
   const table = tensorTable(config);
   let engine: NativeEngine;
@@ -87,20 +86,37 @@ export async function loadModel(dir: string = DEFAULT_MODEL_DIR, options?: LoadM
   } catch (e) {
     throw fromNative(e);
   }
+  // The weights upload runs off the JS thread; the tokenizer is built on it meanwhile.
+  let tokenizer: Tokenizer | null = null;
+  let failure: { error: unknown } | null = null;
+  const upload = uploadMapped(engine, dir, config, table, opts).catch((error: unknown) => {
+    failure ??= { error };
+  });
   try {
-    await uploadMapped(engine, dir, config, table, opts);
-    engine.finalize();
-  } catch (e) {
+    if (wantTok) tokenizer = loadTokenizer(dir);
+  } catch (error) {
+    failure = { error };
+  }
+  await upload;
+  if (!failure) {
+    try {
+      engine.finalize();
+    } catch (error) {
+      failure = { error: fromNative(error) };
+    }
+  }
+  if (failure) {
     engine.dispose();
-    throw e;
+    throw failure.error;
   }
   return new MambaModel(engine, config, tokenizer, weights, path.resolve(dir));
 }
 
 /**
  * Every engine tensor of the checkpoint, read by the engine itself through mmap (native
- * engine/mapped_tensor.h): JavaScript parses the headers and plans the mapping (planWeights), the
- * bytes never pass through it. F32 tensors are packed straight from the mapped file.
+ * engine/mapped_tensor.h) in one native job: JavaScript parses the headers and plans the mapping
+ * (planWeights), the bytes never pass through it. F32 tensors are packed straight from the mapped file.
+ * onProgress sees every tensor once, in order, before this resolves.
  */
 async function uploadMapped(
   engine: NativeEngine,
@@ -110,34 +126,67 @@ async function uploadMapped(
   opts: LoadModelOptions,
 ): Promise<void> {
   const ckpt = openCheckpoint(dir);
+  let entries, jobs;
   try {
-    const plan = planWeights(ckpt, config, table, dir);
-    const total = plan.entries.length;
-    let done = 0;
-    for (const e of plan.entries) {
+    entries = planWeights(ckpt, config, table, dir).entries;
+    jobs = entries.map((e) => {
       const t = ckpt.info(e.source);
-      const count = e.shape.reduce((a, b) => a * b, 1);
-      let r;
-      try {
-        r = await engine.setTensorFromFile(e.name, e.layer, {
-          file: t.file,
-          offset: t.byteOffset,
-          bytes: t.byteLength,
-          dtype: t.dtype as 'F32' | 'F16' | 'BF16',
-          count: t.numel,
-          padTo: count,
-          checkFinite: opts.nonFinite !== 'allow',
-        });
-      } catch (err) {
-        throw fromNative(err);
-      }
-      if (r.firstBad >= 0) throw nonFiniteError(dir, e, r.firstBad, r.badValue);
-      done++;
-      opts.onProgress?.({ done, total, tensor: e.layer >= 0 ? `layers.${e.layer}.${e.name}` : e.name });
-    }
+      return {
+        name: e.name,
+        layer: e.layer,
+        file: t.file,
+        offset: t.byteOffset,
+        bytes: t.byteLength,
+        dtype: t.dtype as 'F32' | 'F16' | 'BF16',
+        count: t.numel,
+        padTo: e.shape.reduce((a, b) => a * b, 1),
+        checkFinite: opts.nonFinite !== 'allow',
+      };
+    });
   } finally {
-    ckpt.close();
+    ckpt.close(); // the engine maps the files itself
   }
+  // Progress: native reports each finished tensor; calls that arrive after the job settled are dropped
+  // and the missing ones are made up below, so the caller sees each tensor once, in order. An error
+  // thrown by onProgress fails the load once the job is over.
+  let reported = 0;
+  let settled = false;
+  const progress: { failed: boolean; error?: unknown } = { failed: false };
+  const report = (upTo: number): void => {
+    const cb = opts.onProgress;
+    for (; reported < upTo; reported++) {
+      const e = entries[reported];
+      if (!cb || progress.failed) continue;
+      try {
+        cb({ done: reported + 1, total: entries.length, tensor: e.layer >= 0 ? `layers.${e.layer}.${e.name}` : e.name });
+      } catch (error) {
+        progress.failed = true;
+        progress.error = error;
+      }
+    }
+  };
+  let r;
+  try {
+    r = await engine.setTensorsFromFiles(
+      jobs,
+      opts.onProgress
+        ? (done) => {
+            if (!settled) report(done);
+          }
+        : undefined,
+    );
+  } catch (err) {
+    throw fromNative(err);
+  } finally {
+    settled = true;
+  }
+  if (r.index >= 0) {
+    report(r.index);
+    if (progress.failed) throw progress.error;
+    throw nonFiniteError(dir, entries[r.index], r.firstBad, r.badValue);
+  }
+  report(entries.length);
+  if (progress.failed) throw progress.error;
 }
 
 /** Standard state-spaces Mamba-1 shapes (vocabulary padded to 50280), for speed tests without downloads. */

@@ -19,26 +19,30 @@ void quantize_slice(const QuantizeArgs&, int, int);
 float fma_loop(long);
 int fma_flops_per_iter();
 float read_sum(const float*, size_t);
+void pack_f32(const float*, int, int, float*, int, int);
 
 #define SIMBA_STR2(x) #x
 #define SIMBA_STR(x) SIMBA_STR2(x)
 
 const KernelTable* table() {
-  static const KernelTable t = {SIMBA_STR(SIMBA_ISA),
-                                W,
-                                gemm_mr(),
-                                gemm_slice,
-                                gemm_pack,
-                                gemm_pack_floats,
-                                rmsnorm_slice,
-                                conv1d_slice,
-                                scan_slice,
-                                score_slice,
-                                gemm_q8_slice,
-                                quantize_slice,
-                                fma_loop,
-                                fma_flops_per_iter(),
-                                read_sum};
+  static const KernelTable t = {
+      .name = SIMBA_STR(SIMBA_ISA),
+      .width = W,
+      .gemm_mr = gemm_mr(),
+      .gemm = gemm_slice,
+      .gemm_pack = gemm_pack,
+      .gemm_pack_floats = gemm_pack_floats,
+      .rmsnorm = rmsnorm_slice,
+      .conv1d = conv1d_slice,
+      .scan = scan_slice,
+      .score = score_slice,
+      .gemm_q8 = gemm_q8_slice,
+      .quantize = quantize_slice,
+      .pack_f32 = pack_f32,
+      .fma_loop = fma_loop,
+      .fma_flops_per_iter = fma_flops_per_iter(),
+      .read_sum = read_sum,
+  };
   return &t;
 }
 

@@ -188,6 +188,8 @@ struct KernelTable {
   void (*score)(const ScoreArgs&, int begin, int end);                 // items: channel groups
   void (*gemm_q8)(const GemmArgs&, int begin, int end);                // Q8 weights, g.aq set (gemm_int8.cc)
   void (*quantize)(const QuantizeArgs&, int begin, int end);           // items: rows (quantize.cc)
+  // W [N, K] row-major -> F32 panels (weight_pack.cc); items: panels.
+  void (*pack_f32)(const float* W, int N, int K, float* out, int begin, int end);
   // Machine-limit probes (limits_kernels.cc, timed by limits.cc).
   float (*fma_loop)(long iters);
   int fma_flops_per_iter;

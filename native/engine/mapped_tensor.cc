@@ -7,12 +7,15 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
+#include <climits>
 #include <cmath>
 #include <cstring>
 #include <stdexcept>
 #include <vector>
 
+#include "cpu/threadpool.h"
 #include "engine/errors.h"
 
 namespace simba {
@@ -44,6 +47,42 @@ float bf16_to_f32(uint16_t b) {
   float f;
   std::memcpy(&f, &u, 4);
   return f;
+}
+
+// Whether a chunk of kChunk floats holds a NaN / Inf (all exponent bits set). A constant trip
+// count and a branch-free test, so -O2 vectorises it.
+constexpr size_t kChunk = 4096;
+bool chunk_has_nonfinite(const uint32_t* u) {
+  uint32_t any = 0;
+  for (size_t i = 0; i < kChunk; i++) any |= (u[i] & 0x7f800000u) == 0x7f800000u ? 1u : 0u;
+  return any != 0;
+}
+
+// Index of the first NaN / Inf in x[0, n), or -1. Chunks are tested on the thread pool (the read
+// of a large tensor is bound by memory bandwidth, which one core does not reach); only a chunk
+// that has one is searched element by element.
+int64_t first_nonfinite(const float* x, size_t n) {
+  const uint32_t* u = reinterpret_cast<const uint32_t*>(x);
+  const size_t full = n / kChunk;
+  std::atomic<size_t> first_chunk{SIZE_MAX};  // lowest chunk found to hold one
+  auto scan = [&](size_t c0, size_t c1) {
+    for (size_t c = c0; c < c1 && c < first_chunk.load(std::memory_order_relaxed); c++)
+      if (chunk_has_nonfinite(u + c * kChunk)) {
+        size_t cur = first_chunk.load();
+        while (c < cur && !first_chunk.compare_exchange_weak(cur, c)) {}
+        return;
+      }
+  };
+  if (full >= 64 && full <= (size_t)INT32_MAX) {
+    cpu::ThreadPool::global().run_dynamic((int)full, [&](int, int b, int e) { scan((size_t)b, (size_t)e); });
+  } else {
+    scan(0, full);
+  }
+  const size_t from = first_chunk.load() == SIZE_MAX ? full * kChunk : first_chunk.load() * kChunk;
+  const size_t to = first_chunk.load() == SIZE_MAX ? n : from + kChunk;
+  for (size_t i = from; i < to; i++)
+    if (!std::isfinite(x[i])) return (int64_t)i;
+  return -1;
 }
 
 // Read-only mapping of [offset, offset + bytes) of a file, page-aligned underneath.
@@ -116,20 +155,11 @@ MappedTensorCheck with_mapped_tensor(const MappedTensorRef& t, const std::functi
   }
   MappedTensorCheck r;
   if (t.check_finite) {
-    // NaN / Inf have all exponent bits set. Chunks of 4096 with a branch-free test (vectorises);
-    // only a chunk that has one is searched.
-    const uint32_t* u = reinterpret_cast<const uint32_t*>(f);
-    for (size_t c0 = 0; c0 < t.count; c0 += 4096) {
-      const size_t c1 = std::min(t.count, c0 + 4096);
-      uint32_t any = 0;
-      for (size_t i = c0; i < c1; i++) any |= (uint32_t)((u[i] & 0x7f800000u) == 0x7f800000u);
-      if (!any) continue;
-      for (size_t i = c0; i < c1; i++)
-        if (!std::isfinite(f[i])) {
-          r.first_bad = (int64_t)i;
-          r.bad_value = f[i];
-          return r;
-        }
+    const int64_t i = first_nonfinite(f, t.count);
+    if (i >= 0) {
+      r.first_bad = i;
+      r.bad_value = f[i];
+      return r;
     }
   }
   use(f, n);

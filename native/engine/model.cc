@@ -86,9 +86,7 @@ void pack_linear(Linear& lin, const float* W, int N, int K, cpu::WeightFormat fo
     const size_t pbase = (size_t)pi * Kp * kPanel;
     // Features past N (c >= nc) and k past K are zero padding.
     if (format == WeightFormat::F32) {
-      float* d = reinterpret_cast<float*>(out) + pbase;
-      for (int k = 0; k < K; k++)
-        for (int c = 0; c < kPanel; c++) d[(size_t)k * kPanel + c] = c < nc ? W[(size_t)(n0 + c) * K + k] : 0.f;
+      cpu::active().pack_f32(W, N, K, reinterpret_cast<float*>(out), pi, pi + 1);
     } else if (format == WeightFormat::BF16) {
       uint16_t* d = reinterpret_cast<uint16_t*>(out) + pbase;
       for (int k = 0; k < Kp; k++)
@@ -116,7 +114,7 @@ void pack_linear(Linear& lin, const float* W, int N, int K, cpu::WeightFormat fo
         }
     }
   };
-  cpu::ThreadPool::global().run(p.npanels, [&](int, int b, int e) {
+  cpu::ThreadPool::global().run_dynamic(p.npanels, [&](int, int b, int e) {
     for (int pi = b; pi < e; pi++) pack_panel(pi);
   });
 }

@@ -118,7 +118,7 @@ class Engine : public Napi::ObjectWrap<Engine> {
     return DefineClass(
         env, "Engine",
         {InstanceMethod("setTensor", &Engine::SetTensor),
-         InstanceMethod("setTensorFromFile", &Engine::SetTensorFromFile),
+         InstanceMethod("setTensorsFromFiles", &Engine::SetTensorsFromFiles),
          InstanceMethod("randomize", &Engine::Randomize), InstanceMethod("finalize", &Engine::Finalize),
          InstanceMethod("forward", &Engine::Forward), InstanceMethod("info", &Engine::Info),
          InstanceMethod("dispose", &Engine::Dispose), InstanceMethod("allocState", &Engine::AllocState),
@@ -187,46 +187,95 @@ class Engine : public Napi::ObjectWrap<Engine> {
     });
   }
 
-  // setTensorFromFile(name, layer, {file, offset, bytes, dtype: 'F32'|'F16'|'BF16', count, padTo?, checkFinite?})
-  //   -> Promise<{firstBad, badValue}>: the tensor read through mmap (engine/mapped_tensor.h);
-  //   firstBad >= 0 (and nothing set) when a NaN / Inf was found.
-  Napi::Value SetTensorFromFile(const Napi::CallbackInfo& info) {
+  // setTensorsFromFiles([{name, layer, file, offset, bytes, dtype: 'F32'|'F16'|'BF16', count, padTo?,
+  //   checkFinite?}], onDone?: (done) => void) -> Promise<{index, firstBad, badValue}>: the tensors
+  //   read through mmap (engine/mapped_tensor.h), in order, by one job off the JS thread (so the JS
+  //   thread can build the tokenizer meanwhile). onDone(n) is queued after each tensor (calls may
+  //   arrive after the promise settles). index >= 0 when tensor `index` holds a NaN / Inf at flat
+  //   position firstBad (that tensor and those after it are not set); else index = -1.
+  Napi::Value SetTensorsFromFiles(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     return Visit(env, [&](auto m) -> Napi::Value {
-      if (info.Length() < 3 || !info[0].IsString() || !info[1].IsNumber() || !info[2].IsObject())
-        throw ArgError(env, "setTensorFromFile(name, layer, {file, offset, bytes, dtype, count})");
-      Napi::Object o = info[2].As<Napi::Object>();
-      auto num = [&](const char* k) -> double {
-        Napi::Value v = o.Get(k);
-        if (!v.IsNumber() || v.As<Napi::Number>().DoubleValue() < 0)
-          throw ArgError(env, std::string("setTensorFromFile: ") + k + " must be a number >= 0");
-        return v.As<Napi::Number>().DoubleValue();
+      const char* sig = "setTensorsFromFiles(tensors: [{name, layer, file, offset, bytes, dtype, count}], onDone?)";
+      if (info.Length() < 1 || !info[0].IsArray() ||
+          (info.Length() > 1 && !info[1].IsUndefined() && !info[1].IsFunction()))
+        throw ArgError(env, sig);
+      Napi::Array list = info[0].As<Napi::Array>();
+      struct Job {
+        std::string name;
+        int layer;
+        MappedTensorRef ref;
       };
-      MappedTensorRef t;
-      if (!o.Get("file").IsString()) throw ArgError(env, "setTensorFromFile: file must be a string");
-      t.file = o.Get("file").As<Napi::String>().Utf8Value();
-      t.offset = (uint64_t)num("offset");
-      t.bytes = (uint64_t)num("bytes");
-      t.count = (size_t)num("count");
-      t.pad_to = o.Get("padTo").IsNumber() ? (size_t)num("padTo") : 0;
-      t.check_finite = !o.Get("checkFinite").IsBoolean() || o.Get("checkFinite").As<Napi::Boolean>().Value();
-      const std::string dt = o.Get("dtype").IsString() ? o.Get("dtype").As<Napi::String>().Utf8Value() : "";
-      if (dt == "F32") t.dtype = FileDType::F32;
-      else if (dt == "F16") t.dtype = FileDType::F16;
-      else if (dt == "BF16") t.dtype = FileDType::BF16;
-      else throw ArgError(env, "setTensorFromFile: dtype must be 'F32', 'F16' or 'BF16', got '" + dt + "'");
-      std::string name = info[0].As<Napi::String>();
-      int layer = info[1].As<Napi::Number>().Int32Value();
-      auto check = std::make_shared<MappedTensorCheck>();
+      std::vector<Job> jobs;
+      jobs.reserve(list.Length());
+      for (uint32_t i = 0; i < list.Length(); i++) {
+        if (!list.Get(i).IsObject()) throw ArgError(env, sig);
+        Napi::Object o = list.Get(i).As<Napi::Object>();
+        const std::string at = "setTensorsFromFiles: tensors[" + std::to_string(i) + "].";
+        auto num = [&](const char* k) -> double {
+          Napi::Value v = o.Get(k);
+          if (!v.IsNumber() || v.As<Napi::Number>().DoubleValue() < 0)
+            throw ArgError(env, at + k + " must be a number >= 0");
+          return v.As<Napi::Number>().DoubleValue();
+        };
+        Job j;
+        if (!o.Get("name").IsString() || !o.Get("layer").IsNumber() || !o.Get("file").IsString())
+          throw ArgError(env, at + "name and file must be strings, layer a number");
+        j.name = o.Get("name").As<Napi::String>().Utf8Value();
+        j.layer = o.Get("layer").As<Napi::Number>().Int32Value();
+        MappedTensorRef& t = j.ref;
+        t.file = o.Get("file").As<Napi::String>().Utf8Value();
+        t.offset = (uint64_t)num("offset");
+        t.bytes = (uint64_t)num("bytes");
+        t.count = (size_t)num("count");
+        t.pad_to = o.Get("padTo").IsNumber() ? (size_t)num("padTo") : 0;
+        t.check_finite = !o.Get("checkFinite").IsBoolean() || o.Get("checkFinite").As<Napi::Boolean>().Value();
+        const std::string dt = o.Get("dtype").IsString() ? o.Get("dtype").As<Napi::String>().Utf8Value() : "";
+        if (dt == "F32") t.dtype = FileDType::F32;
+        else if (dt == "F16") t.dtype = FileDType::F16;
+        else if (dt == "BF16") t.dtype = FileDType::BF16;
+        else throw ArgError(env, at + "dtype must be 'F32', 'F16' or 'BF16', got '" + dt + "'");
+        jobs.push_back(std::move(j));
+      }
+      std::shared_ptr<Napi::ThreadSafeFunction> progress;
+      if (info.Length() > 1 && info[1].IsFunction())
+        progress = std::make_shared<Napi::ThreadSafeFunction>(
+            Napi::ThreadSafeFunction::New(env, info[1].As<Napi::Function>(), "simba-load-progress", 0, 1));
+      struct Found {
+        int64_t index = -1;
+        MappedTensorCheck check;
+      };
+      auto found = std::make_shared<Found>();
       auto* w = new PromiseWorker(
           env,
-          [m, name, layer, t, check] {
-            *check = with_mapped_tensor(t, [&](const float* p, size_t n) { m->set_tensor(name, layer, p, n); });
+          [m, jobs = std::move(jobs), found, progress] {
+            struct Release {  // the progress function is released however the job ends
+              std::shared_ptr<Napi::ThreadSafeFunction> f;
+              ~Release() {
+                if (f) f->Release();
+              }
+            } release{progress};
+            for (size_t i = 0; i < jobs.size(); i++) {
+              const Job& j = jobs[i];
+              MappedTensorCheck c =
+                  with_mapped_tensor(j.ref, [&](const float* p, size_t n) { m->set_tensor(j.name, j.layer, p, n); });
+              if (c.first_bad >= 0) {
+                found->index = (int64_t)i;
+                found->check = c;
+                return;
+              }
+              if (progress) {
+                const double done = (double)(i + 1);
+                progress->NonBlockingCall(
+                    [done](Napi::Env e, Napi::Function fn) { fn.Call({Napi::Number::New(e, done)}); });
+              }
+            }
           },
-          [check](Napi::Env e) -> Napi::Value {
+          [found](Napi::Env e) -> Napi::Value {
             Napi::Object r = Napi::Object::New(e);
-            r.Set("firstBad", (double)check->first_bad);
-            r.Set("badValue", check->bad_value);
+            r.Set("index", (double)found->index);
+            r.Set("firstBad", (double)found->check.first_bad);
+            r.Set("badValue", found->check.bad_value);
             return r;
           });
       w->Queue();
