@@ -14,6 +14,7 @@ namespace cpu {
 namespace SIMBA_ISA {
 
 constexpr int kAhead = 8;
+constexpr int kSeqAhead = 1;
 
 // The window of W channels of an [E][3] conv state (d_conv = 4, every Mamba checkpoint) is 3W
 // contiguous floats, channel-major; the kernel wants one vector per tap. Both directions are two
@@ -49,14 +50,25 @@ static inline void store_taps3(float* st, const vf (&h)[kMaxConv]) {
 
 void conv1d_slice(const Conv1dArgs& a, int begin, int end) {
   const int E = a.E, K = a.K, H = K - 1;
-  for (int g = begin; g < end; g++) {
-    const int e0 = g * W;
-    const int n = E - e0 < W ? E - e0 : W;  // lanes in this group
-    vf w[kMaxConv], bias;
-    for (int j = 0; j < K; j++) w[j] = vload_n(a.wT + (size_t)j * E + e0, n);
-    bias = a.bias ? vload_n(a.bias + e0, n) : vf{};
-    for (int s = 0; s < a.nseq; s++) {
-      const SeqSlice& sq = a.seqs[s];
+  for (int s = 0; s < a.nseq; s++) {
+    const SeqSlice& sq = a.seqs[s];
+    // Sequence-major: this slice's window of the state, [begin W, end W) x H floats, is one
+    // contiguous run per sequence. Each sequence's state is a separate allocation that the rest
+    // of the step has pushed out of cache, so each group prefetches its window kSeqAhead
+    // sequences ahead (decode B=32: the state loads were most of the conv's time).
+    const SeqSlice* ahead = s + kSeqAhead < a.nseq ? &a.seqs[s + kSeqAhead] : nullptr;
+    for (int g = begin; g < end; g++) {
+      const int e0 = g * W;
+      const int n = E - e0 < W ? E - e0 : W;  // lanes in this group
+      vf w[kMaxConv], bias;
+      for (int j = 0; j < K; j++) w[j] = vload_n(a.wT + (size_t)j * E + e0, n);
+      bias = a.bias ? vload_n(a.bias + e0, n) : vf{};
+      if (ahead) {
+        for (int o = 0; o < n * H; o += 64 / (int)sizeof(float))
+          __builtin_prefetch(ahead->conv + (size_t)e0 * H + o, 1);
+        __builtin_prefetch(a.xin + (size_t)ahead->row0 * a.ldx + e0);
+        __builtin_prefetch(a.out + (size_t)ahead->row0 * a.ldo + e0, 1);
+      }
       // hist[j] = input at time t-H+j, j < H (oldest first), gathered from the [E, H] state.
       // The group's window is a contiguous [n][H] block of the [E, H] state: transpose it through a
       // plain float buffer (per-lane access to vector registers goes through the stack).
