@@ -128,12 +128,14 @@ describe.each(isas)('kernels on %s', (isa) => {
   });
 
   test.each([
-    [2, 1],
-    [3, 5],
-    [4, 40],
-    [4, 1],
-  ])('conv1d K=%i T=%i, continuing from a state', (K, T) => {
-    const E = 37;
+    [2, 1, 37],
+    [3, 5, 37],
+    [4, 40, 37],
+    [4, 1, 37],
+    // several blocks of channel groups walked together, the last group partial
+    [4, 40, 16 * 8 * 2 + 5],
+    [2, 9, 16 * 8 * 2 + 5],
+  ])('conv1d K=%i T=%i E=%i, continuing from a state', (K, T, E) => {
     const x = randArray(T * E, seed0 + 3),
       w = randArray(E * K, seed0 + 4),
       b = randArray(E, seed0 + 5),
