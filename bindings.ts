@@ -207,6 +207,12 @@ export interface NativeLimits {
   readGBsAll: number;
   fmaGflops1: number;
   fmaGflopsAll: number;
+  /** vpdpbusd peak (GFLOP/s, a multiply-add = 2), present only where the int8 VNNI kernel runs. */
+  int8DotGflops1?: number;
+  int8DotGflopsAll?: number;
+  /** vdpbf16ps peak (GFLOP/s), present only where the bf16 dot-product kernel runs. */
+  bf16DotGflops1?: number;
+  bf16DotGflopsAll?: number;
   bufferBytes: number;
 }
 

@@ -262,7 +262,7 @@ test('int8 gemm gives the same numbers on every build (vpdpbusd and pmaddwd comp
   for (const o of outs.slice(1)) expect(Array.from(o)).toEqual(Array.from(outs[0]));
 });
 
-test('machine limits: positive, finite bandwidth and FMA peak', async () => {
+test('machine limits: positive, finite bandwidth, FMA peak and the dot-product peaks where they run', async () => {
   const l = await addon.kernels.limits({ reps: 1, bufferMB: 32 });
   for (const k of ['readGBs1', 'readGBsAll', 'fmaGflops1', 'fmaGflopsAll'] as const) {
     expect(Number.isFinite(l[k])).toBe(true);
@@ -270,6 +270,24 @@ test('machine limits: positive, finite bandwidth and FMA peak', async () => {
   }
   expect(l.threads).toBeGreaterThanOrEqual(1);
   expect(l.bufferBytes).toBe(32 * 2 ** 20);
+  // each dot-product peak exactly where its kernel runs
+  const path = async (format: 'int8' | 'bf16', M: number) =>
+    (await addon.kernels.gemmTime({ M, N: 32, K: 32, format, reps: 1, minSeconds: 0 })).path;
+  const dots = [
+    [(await path('int8', 8)) === 'int8 vpdpbusd', l.int8DotGflops1, l.int8DotGflopsAll],
+    [(await path('bf16', 2048)) === 'bf16 vdpbf16ps', l.bf16DotGflops1, l.bf16DotGflopsAll],
+  ] as const;
+  for (const [runs, one, all] of dots) {
+    if (!runs) {
+      expect(one).toBeUndefined();
+      expect(all).toBeUndefined();
+      continue;
+    }
+    for (const v of [one, all]) {
+      expect(Number.isFinite(v)).toBe(true);
+      expect(v).toBeGreaterThan(0.1);
+    }
+  }
   expect(() => addon.kernels.limits({ reps: 0 })).toThrow(/reps must be an integer/);
 });
 

@@ -30,6 +30,17 @@ test('kernelPeak: f32 FMA peak times the multiply-adds per instruction of each k
   expect(kernelPeak('int8 vpdpbusd', limits)).toEqual({ gflops: 800, name: 'int8 dot peak' });
 });
 
+test('kernelPeak: the dot-product kernels use their measured peaks where --limits has them', () => {
+  const measured = { ...limits, int8DotGflopsAll: 380, bf16DotGflopsAll: 390 } as MachineLimits;
+  expect(kernelPeak('int8 vpdpbusd', measured)).toEqual({ gflops: 380, name: 'int8 dot peak' });
+  expect(kernelPeak('bf16 vdpbf16ps', measured)).toEqual({ gflops: 390, name: 'bf16 dot peak' });
+  // the kernels without a probe of their own keep the FMA-based figures
+  expect(kernelPeak('int8 (portable)', measured)).toEqual({ gflops: 400, name: 'int8 dot peak' });
+  expect(kernelPeak('f32 fma', measured)).toEqual({ gflops: 200, name: 'fma peak' });
+  const rows = boundRows(result('int8'), measured, new Map([[512, 'int8 vpdpbusd']]));
+  expect(rows[0]).toMatchObject({ bound: 38000, boundBy: 'int8 dot peak' });
+});
+
 test('boundRows: prefill against the kernel peak, decode against min(read bandwidth, kernel peak)', () => {
   const kernels = new Map([
     [512, 'int8 vpdpbusd'],

@@ -128,7 +128,7 @@ export function addBenchCommand(program: Command): void {
     .option('--seed <n>', `seed of the random token ids (default ${d.seed})`, intArg(0, LIMITS.seed))
     .option(
       '--limits',
-      "also measure this machine's read bandwidth and FMA peak (a few seconds) and print each row as a fraction of its bound",
+      "also measure this machine's read bandwidth and FMA / dot-product peaks (a few seconds) and print each row as a fraction of its bound",
     )
     .option(
       '--gemm',

@@ -13,7 +13,10 @@ import type { WeightFormat } from '../types';
 
 export type MachineLimits = NativeLimits;
 
-/** Streaming-read bandwidth (GB/s, 1 thread and the whole pool) and FMA peak (GFLOP/s); best of `reps`. */
+/**
+ * Streaming-read bandwidth (GB/s, 1 thread and the whole pool), FMA peak and, where those kernels run,
+ * the vpdpbusd / vdpbf16ps peaks (GFLOP/s); best of `reps`.
+ */
 export async function measureLimits(opts: { reps?: number; bufferMB?: number } = {}): Promise<MachineLimits> {
   try {
     return await loadAddon().kernels.limits(opts);

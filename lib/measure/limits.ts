@@ -37,17 +37,21 @@ export interface BoundRow {
 export type PeakName = 'fma peak' | 'bf16 dot peak' | 'int8 dot peak';
 
 /**
- * The compute peak of a GEMM kernel (its `path`, see gemmKernel) in GFLOP/s, from the measured f32
- * FMA peak: a multiply-add counts 2 FLOPs in every format.
+ * The compute peak of a GEMM kernel (its `path`, see gemmKernel) in GFLOP/s; a multiply-add counts 2
+ * FLOPs in every format. The dot-product kernels use their own measured peaks (`--limits` times
+ * vpdpbusd and vdpbf16ps where they run: their throughput is not a fixed multiple of the FMA's, e.g.
+ * Ice Lake runs one 512-bit vpdpbusd per cycle against two FMAs, 2x the FMA's multiply-adds, not
+ * 4x). Without a measurement they fall back to the multiply-adds per instruction times the FMA
+ * peak, an upper bound: 4x for vpdpbusd, 2x for vdpbf16ps and the portable int8 kernel.
  *
  * @example
- *   kernelPeak('int8 vpdpbusd', limits);  // { gflops: 4 * limits.fmaGflopsAll, name: 'int8 dot peak' }
+ *   kernelPeak('int8 vpdpbusd', limits);  // { gflops: limits.int8DotGflopsAll, name: 'int8 dot peak' }
  */
 export function kernelPeak(path: string, limits: MachineLimits): { gflops: number; name: PeakName } {
   const f32 = limits.fmaGflopsAll;
-  if (path.includes('vpdpbusd')) return { gflops: 4 * f32, name: 'int8 dot peak' };
+  if (path.includes('vpdpbusd')) return { gflops: limits.int8DotGflopsAll ?? 4 * f32, name: 'int8 dot peak' };
   if (path.startsWith('int8')) return { gflops: 2 * f32, name: 'int8 dot peak' };
-  if (path.includes('vdpbf16ps')) return { gflops: 2 * f32, name: 'bf16 dot peak' };
+  if (path.includes('vdpbf16ps')) return { gflops: limits.bf16DotGflopsAll ?? 2 * f32, name: 'bf16 dot peak' };
   return { gflops: f32, name: 'fma peak' };
 }
 
@@ -179,9 +183,14 @@ const pct = (x: number) => `${(100 * x).toFixed(0)}%`;
 
 /** The measured limits, one block. */
 export function formatLimits(l: MachineLimits): string {
+  const peak = (name: string, one: number | undefined, all: number | undefined) =>
+    one === undefined || all === undefined ? '' : `; ${name} ${f1(one)} / ${f1(all)} GFLOP/s (1 / ${l.threads} threads)`;
   return [
     `limits   read ${f1(l.readGBs1)} GB/s (1 thread), ${f1(l.readGBsAll)} GB/s (${l.threads} threads); ` +
-      `FMA peak ${f1(l.fmaGflops1)} GFLOP/s (1 thread), ${f1(l.fmaGflopsAll)} GFLOP/s (${l.threads} threads, ${l.isa}); best of N runs`,
+      `FMA peak ${f1(l.fmaGflops1)} GFLOP/s (1 thread), ${f1(l.fmaGflopsAll)} GFLOP/s (${l.threads} threads, ${l.isa})` +
+      peak('int8 dot (vpdpbusd) peak', l.int8DotGflops1, l.int8DotGflopsAll) +
+      peak('bf16 dot (vdpbf16ps) peak', l.bf16DotGflops1, l.bf16DotGflopsAll) +
+      '; best of N runs',
   ].join('\n');
 }
 

@@ -111,11 +111,13 @@ static bool ext_allowed() {
   return !off;
 }
 
+static bool ext_usable() { return std::string(active().name) == "avx512" && ext_allowed(); }
+bool vnni_usable() { return ext_usable() && has_vnni(); }
+bool bf16dp_usable() { return ext_usable() && has_bf16dp(); }
+
 GemmPath gemm_path(const PackedWeight& W, int M) {
-  const bool avx512 = std::string(active().name) == "avx512" && ext_allowed();
-  if (W.format == WeightFormat::Q8) return avx512 && has_vnni() ? GemmPath::Q8Vnni : GemmPath::Q8;
-  if (W.format == WeightFormat::BF16)
-    return avx512 && has_bf16dp() && M >= kBf16DpMinRows ? GemmPath::Bf16Dp : GemmPath::Bf16;
+  if (W.format == WeightFormat::Q8) return vnni_usable() ? GemmPath::Q8Vnni : GemmPath::Q8;
+  if (W.format == WeightFormat::BF16) return bf16dp_usable() && M >= kBf16DpMinRows ? GemmPath::Bf16Dp : GemmPath::Bf16;
   return GemmPath::F32;
 }
 

@@ -24,6 +24,10 @@ void set_isa(const std::string& name);
 enum class GemmPath { F32, Bf16, Bf16Dp, Q8, Q8Vnni };
 constexpr int kBf16DpMinRows = 16;
 GemmPath gemm_path(const PackedWeight& W, int M);
+// Whether the vpdpbusd / vdpbf16ps kernels can run now (the condition gemm_path uses): the avx512
+// build active, extensions allowed, and the CPU has them.
+bool vnni_usable();
+bool bf16dp_usable();
 const char* gemm_path_name(GemmPath p);
 
 // Parallel wrappers. Shapes as in kernels.h.

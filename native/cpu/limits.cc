@@ -1,6 +1,7 @@
 // limits.cc — see limits.h. Times the active kernel build's fma_loop / read_sum (limits_kernels.cc)
-// on the calling thread and on every thread of the pool; the best of N runs counts (on a shared
-// machine the slowest runs measure the neighbours, not the hardware).
+// and, where they run, the dot-product loops (limits_ext.cc), on the calling thread and on every
+// thread of the pool; the best of N runs counts (on a shared machine the slowest runs measure the
+// neighbours, not the hardware).
 #include "limits.h"
 
 #include <chrono>
@@ -57,6 +58,27 @@ MachineLimits measure_limits(int reps, int buffer_mb) {
                                  });
                                }) /
                        1e9;
+
+  // ---- Dot-product peaks, the same way (~0.05 s per thread per run each).
+  auto peak = [&](float (*loop)(long), int ops_per_iter, double* one, double* all) {
+    const long n = 2000000;
+    const double ops = (double)n * ops_per_iter;
+    loop(n / 10);
+    *one = ops / best_of(reps, [&] { g_sink = loop(n); }) / 1e9;
+    *all = nt * ops /
+           best_of(reps,
+                   [&] {
+                     pool.run(nt, [&](int, int b, int e) {
+                       for (int i = b; i < e; i++) g_sink = loop(n);
+                     });
+                   }) /
+           1e9;
+  };
+  if (vnni_usable())
+    peak(avx512_ext::vnni_loop, avx512_ext::vnni_ops_per_iter(), &out.int8_dot_gops_1, &out.int8_dot_gops_all);
+  if (bf16dp_usable())
+    peak(avx512_ext::bf16dp_loop, avx512_ext::bf16dp_flops_per_iter(), &out.bf16_dot_gflops_1,
+         &out.bf16_dot_gflops_all);
 
   // ---- Read bandwidth: a buffer far larger than the last-level cache, touched once first (so
   // the pages exist), then read front to back.

@@ -1,5 +1,6 @@
 // limits.h — this machine's physical bounds, measured (simba bench --limits): streaming read
-// bandwidth and FMA peak, each with one thread and with the whole thread pool.
+// bandwidth, FMA peak and the peaks of the int8 / bf16 dot-product kernels where they run, each
+// with one thread and with the whole thread pool.
 #pragma once
 
 namespace simba {
@@ -12,7 +13,11 @@ struct MachineLimits {
   double read_gbs_all;    // GB/s, every pool thread reading its own part
   double fma_gflops_1;    // GFLOP/s (an FMA = 2 flops), one thread
   double fma_gflops_all;  // GFLOP/s, every pool thread
-  double buffer_bytes;    // size of the streamed buffer
+  // The dot-product kernels' peaks (a multiply-add = 2 operations, as for the FMA), 0 where the
+  // kernel cannot run on this CPU / build (dispatch.h: vnni_usable, bf16dp_usable).
+  double int8_dot_gops_1, int8_dot_gops_all;      // vpdpbusd
+  double bf16_dot_gflops_1, bf16_dot_gflops_all;  // vdpbf16ps
+  double buffer_bytes;                            // size of the streamed buffer
 };
 
 // Best (shortest-time) of `reps` runs of each probe; buffer_mb MiB streamed per read run.

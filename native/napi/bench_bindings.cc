@@ -1,5 +1,5 @@
 // bench_bindings.cc — asynchronous probes for `simba bench --limits` and `--gemm`: the machine's
-// read bandwidth and FMA peak (cpu/limits.h), and the best time of one GEMM shape. Both run for
+// read bandwidth, FMA and dot-product peaks (cpu/limits.h), and the best time of one GEMM shape. Both run for
 // seconds, so they run on a libuv worker thread and resolve a Promise.
 #include <napi.h>
 
@@ -58,7 +58,8 @@ int IntOr(const Napi::Object& o, const char* key, int dflt, int lo, int hi) {
   return (int)d;
 }
 
-// limits({reps?, bufferMB?}) -> Promise<{threads, isa, readGBs1, readGBsAll, fmaGflops1, fmaGflopsAll, bufferBytes}>
+// limits({reps?, bufferMB?}) -> Promise<{threads, isa, readGBs1, readGBsAll, fmaGflops1, fmaGflopsAll,
+//   int8DotGflops1?, int8DotGflopsAll?, bf16DotGflops1?, bf16DotGflopsAll?, bufferBytes}>
 Napi::Value Limits(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object o = info.Length() > 0 && info[0].IsObject() ? info[0].As<Napi::Object>() : Napi::Object::New(env);
@@ -74,6 +75,15 @@ Napi::Value Limits(const Napi::CallbackInfo& info) {
         r.Set("readGBsAll", res->read_gbs_all);
         r.Set("fmaGflops1", res->fma_gflops_1);
         r.Set("fmaGflopsAll", res->fma_gflops_all);
+        // dot-product peaks only where their kernels run
+        if (res->int8_dot_gops_all > 0) {
+          r.Set("int8DotGflops1", res->int8_dot_gops_1);
+          r.Set("int8DotGflopsAll", res->int8_dot_gops_all);
+        }
+        if (res->bf16_dot_gflops_all > 0) {
+          r.Set("bf16DotGflops1", res->bf16_dot_gflops_1);
+          r.Set("bf16DotGflopsAll", res->bf16_dot_gflops_all);
+        }
         r.Set("bufferBytes", res->buffer_bytes);
         return r;
       });
