@@ -203,10 +203,10 @@ namespace avx512_ext {
 void gemm_q8_vnni(const GemmArgs& g, int begin, int end);
 void gemm_bf16_dp(const GemmArgs& g, int begin, int end);
 void round_bf16_pairs(const float* A, int lda, int K, uint32_t* out, int ld2, int begin, int end);  // items: rows
-// Peak probes (limits_ext.cc): iters x *_per_iter() operations (a multiply-add = 2) of chain-free
+// Peak probes (limits_ext.cc): iters x *_flops_per_iter() operations (a multiply-add = 2) of chain-free
 // dot products; the result depends on every accumulator.
 float vnni_loop(long iters);
-int vnni_ops_per_iter();
+int vnni_flops_per_iter();
 float bf16dp_loop(long iters);
 int bf16dp_flops_per_iter();
 }  // namespace avx512_ext

@@ -45,39 +45,27 @@ MachineLimits measure_limits(int reps, int buffer_mb) {
   out.threads = nt;
   out.isa = k.name;
 
-  // ---- FMA peak: ~0.05 s of FMAs per thread per run.
-  const long iters = 4000000;  // x 2*W*16 flops: 2 GFLOP at W=16
-  const double flops = (double)iters * k.fma_flops_per_iter;
-  k.fma_loop(iters / 10);  // warm up (clock ramp)
-  out.fma_gflops_1 = flops / best_of(reps, [&] { g_sink = k.fma_loop(iters); }) / 1e9;
-  out.fma_gflops_all = nt * flops /
-                       best_of(reps,
-                               [&] {
-                                 pool.run(nt, [&](int, int b, int e) {
-                                   for (int i = b; i < e; i++) g_sink = k.fma_loop(iters);
-                                 });
-                               }) /
-                       1e9;
-
-  // ---- Dot-product peaks, the same way (~0.05 s per thread per run each).
-  auto peak = [&](float (*loop)(long), int ops_per_iter, double* one, double* all) {
-    const long n = 2000000;
-    const double ops = (double)n * ops_per_iter;
-    loop(n / 10);
-    *one = ops / best_of(reps, [&] { g_sink = loop(n); }) / 1e9;
-    *all = nt * ops /
+  // ---- Compute peaks, ~0.05 s per thread per run each: the FMA (2 GFLOP per call at W = 16) and,
+  // where they run, the dot products.
+  auto peak = [&](float (*loop)(long), long iters, int flops_per_iter, double* one, double* all) {
+    const double flops = (double)iters * flops_per_iter;
+    loop(iters / 10);  // warm up (clock ramp)
+    *one = flops / best_of(reps, [&] { g_sink = loop(iters); }) / 1e9;
+    *all = nt * flops /
            best_of(reps,
                    [&] {
                      pool.run(nt, [&](int, int b, int e) {
-                       for (int i = b; i < e; i++) g_sink = loop(n);
+                       for (int i = b; i < e; i++) g_sink = loop(iters);
                      });
                    }) /
            1e9;
   };
+  peak(k.fma_loop, 4000000, k.fma_flops_per_iter, &out.fma_gflops_1, &out.fma_gflops_all);
   if (vnni_usable())
-    peak(avx512_ext::vnni_loop, avx512_ext::vnni_ops_per_iter(), &out.int8_dot_gops_1, &out.int8_dot_gops_all);
+    peak(avx512_ext::vnni_loop, 2000000, avx512_ext::vnni_flops_per_iter(), &out.int8_dot_gflops_1,
+         &out.int8_dot_gflops_all);
   if (bf16dp_usable())
-    peak(avx512_ext::bf16dp_loop, avx512_ext::bf16dp_flops_per_iter(), &out.bf16_dot_gflops_1,
+    peak(avx512_ext::bf16dp_loop, 2000000, avx512_ext::bf16dp_flops_per_iter(), &out.bf16_dot_gflops_1,
          &out.bf16_dot_gflops_all);
 
   // ---- Read bandwidth: a buffer far larger than the last-level cache, touched once first (so

@@ -13,9 +13,9 @@ struct MachineLimits {
   double read_gbs_all;    // GB/s, every pool thread reading its own part
   double fma_gflops_1;    // GFLOP/s (an FMA = 2 flops), one thread
   double fma_gflops_all;  // GFLOP/s, every pool thread
-  // The dot-product kernels' peaks (a multiply-add = 2 operations, as for the FMA), 0 where the
+  // The dot-product kernels' peaks (GFLOP/s: a multiply-add = 2, as for the FMA), 0 where the
   // kernel cannot run on this CPU / build (dispatch.h: vnni_usable, bf16dp_usable).
-  double int8_dot_gops_1, int8_dot_gops_all;      // vpdpbusd
+  double int8_dot_gflops_1, int8_dot_gflops_all;  // vpdpbusd
   double bf16_dot_gflops_1, bf16_dot_gflops_all;  // vdpbf16ps
   double buffer_bytes;                            // size of the streamed buffer
 };

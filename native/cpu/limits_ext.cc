@@ -28,7 +28,7 @@ float vnni_loop(long iters) {
   return (float)_mm512_reduce_add_epi32(s);
 }
 // 16 lanes x 4 byte products per instruction, a multiply-add = 2 operations
-int vnni_ops_per_iter() { return kChains * 16 * 4 * 2; }
+int vnni_flops_per_iter() { return kChains * 16 * 4 * 2; }
 
 float bf16dp_loop(long iters) {
   __m512 acc[kChains];

@@ -1,6 +1,6 @@
 // bench_bindings.cc — asynchronous probes for `simba bench --limits` and `--gemm`: the machine's
-// read bandwidth, FMA and dot-product peaks (cpu/limits.h), and the best time of one GEMM shape. Both run for
-// seconds, so they run on a libuv worker thread and resolve a Promise.
+// read bandwidth, FMA and dot-product peaks (cpu/limits.h), and the best time of one GEMM shape.
+// Both run for seconds, so they run on a libuv worker thread and resolve a Promise.
 #include <napi.h>
 
 #include <chrono>
@@ -76,9 +76,9 @@ Napi::Value Limits(const Napi::CallbackInfo& info) {
         r.Set("fmaGflops1", res->fma_gflops_1);
         r.Set("fmaGflopsAll", res->fma_gflops_all);
         // dot-product peaks only where their kernels run
-        if (res->int8_dot_gops_all > 0) {
-          r.Set("int8DotGflops1", res->int8_dot_gops_1);
-          r.Set("int8DotGflopsAll", res->int8_dot_gops_all);
+        if (res->int8_dot_gflops_all > 0) {
+          r.Set("int8DotGflops1", res->int8_dot_gflops_1);
+          r.Set("int8DotGflopsAll", res->int8_dot_gflops_all);
         }
         if (res->bf16_dot_gflops_all > 0) {
           r.Set("bf16DotGflops1", res->bf16_dot_gflops_1);
