@@ -213,6 +213,11 @@ export interface NativeLimits {
   /** vdpbf16ps peak (GFLOP/s), present only where the bf16 dot-product kernel runs. */
   bf16DotGflops1?: number;
   bf16DotGflopsAll?: number;
+  /** AMX tile peaks (GFLOP/s: tdpbf16ps and tdpbusd), present only where the AMX kernels run. */
+  amxBf16Gflops1?: number;
+  amxBf16GflopsAll?: number;
+  amxInt8Gflops1?: number;
+  amxInt8GflopsAll?: number;
   bufferBytes: number;
 }
 
@@ -251,6 +256,12 @@ export interface NativeAddon {
   tensorTable(config: NativeConfig): EngineTensorSpec[];
   availableIsas(): string[];
   setIsa(name: string): string;
+  /** Whether this CPU and OS run the AMX tile GEMMs (AMX-TILE/BF16/INT8 and, on Linux, the tile data granted). */
+  amxAvailable(): boolean;
+  /** Turns the AMX GEMMs on or off for this process (on by default unless SIMBA_NO_AMX=1); returns whether they now run. */
+  setAmx(on: boolean): boolean;
+  /** Whether the AMX GEMMs run now (available, switched on, the avx512 build active, extensions allowed). */
+  amxActive(): boolean;
   activeIsa(): string;
   kernels: NativeKernels;
   cudaAvailable(): CudaStatus;

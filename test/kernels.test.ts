@@ -26,6 +26,18 @@ afterAll(() => {
   addon.setIsa(isas[0]);
 });
 
+/** C[M, N] = A[M, K] W[N, K]^T + bias, in float64. */
+function refGemm(A: Float32Array, W: Float32Array, bias: Float32Array, M: number, N: number, K: number): Float64Array {
+  const ref = new Float64Array(M * N);
+  for (let m = 0; m < M; m++)
+    for (let n = 0; n < N; n++) {
+      let s = bias[n];
+      for (let k = 0; k < K; k++) s += A[m * K + k] * W[n * K + k];
+      ref[m * N + n] = s;
+    }
+  return ref;
+}
+
 describe.each(isas)('kernels on %s', (isa) => {
   beforeAll(() => {
     addon.setIsa(isa);
@@ -41,13 +53,7 @@ describe.each(isas)('kernels on %s', (isa) => {
     const A = randArray(M * K, seed0 + M),
       W = randArray(N * K, seed0 + N),
       bias = randArray(N, seed0 + K);
-    const ref = new Float64Array(M * N);
-    for (let m = 0; m < M; m++)
-      for (let n = 0; n < N; n++) {
-        let s = bias[n];
-        for (let k = 0; k < K; k++) s += A[m * K + k] * W[n * K + k];
-        ref[m * N + n] = s;
-      }
+    const ref = refGemm(A, W, bias, M, N, K);
     expect(relErr(addon.kernels.gemm({ A, W, bias, M, N, K, bf16: false }), ref)).toBeLessThan(1e-6);
     // bf16 weights: 8 mantissa bits, relative rounding 2^-9 per weight.
     const eb = relErr(addon.kernels.gemm({ A, W, bias, M, N, K, bf16: true }), ref);
@@ -71,13 +77,7 @@ describe.each(isas)('kernels on %s', (isa) => {
     const A = randArray(M * K, seed0 + 7 * M),
       W = randArray(N * K, seed0 + 7 * N),
       bias = randArray(N, seed0 + 7 * K);
-    const ref = new Float64Array(M * N);
-    for (let m = 0; m < M; m++)
-      for (let n = 0; n < N; n++) {
-        let s = bias[n];
-        for (let k = 0; k < K; k++) s += A[m * K + k] * W[n * K + k];
-        ref[m * N + n] = s;
-      }
+    const ref = refGemm(A, W, bias, M, N, K);
     expect(relErr(addon.kernels.gemm({ A, W, bias, M, N, K, format: 'f32' }), ref)).toBeLessThan(1e-6);
     expect(relErr(addon.kernels.gemm({ A, W, bias, M, N, K, format: 'bf16' }), ref)).toBeLessThan(5e-3);
     expect(relErr(addon.kernels.gemm({ A, W, bias, M, N, K, format: 'int8' }), ref)).toBeLessThan(1.5e-2);
@@ -234,7 +234,7 @@ describe.each(isas)('kernels on %s', (isa) => {
   });
 });
 
-test('gemm kernel choice: int8 uses vpdpbusd with AVX512-VNNI, bf16 prefill vdpbf16ps with AVX512-BF16, decode keeps the fma kernels', async () => {
+test('gemm kernel choice: AMX tiles for prefill where the CPU has them, else int8 vpdpbusd with AVX512-VNNI and bf16 vdpbf16ps with AVX512-BF16; decode keeps the vector kernels', async () => {
   const flags = fs.readFileSync('/proc/cpuinfo', 'utf8');
   addon.setIsa(isas[0]);
   const path = async (M: number, format: 'f32' | 'bf16' | 'int8') =>
@@ -242,8 +242,35 @@ test('gemm kernel choice: int8 uses vpdpbusd with AVX512-VNNI, bf16 prefill vdpb
   expect(await path(32, 'f32')).toBe('f32 fma');
   expect(await path(1, 'bf16')).toBe('bf16 weights, f32 fma');
   const avx512 = isas[0] === 'avx512';
-  expect(await path(32, 'bf16')).toBe(avx512 && / avx512_bf16/.test(flags) ? 'bf16 vdpbf16ps' : 'bf16 weights, f32 fma');
-  expect(await path(1, 'int8')).toBe(avx512 && / avx512_vnni/.test(flags) ? 'int8 vpdpbusd' : 'int8 (portable)');
+  const amx = avx512 && addon.amxAvailable();
+  expect(amx).toBe(avx512 && [' amx_tile', ' amx_bf16', ' amx_int8'].every((f) => flags.includes(f)) && addon.amxAvailable());
+  const bf16Prefill = avx512 && / avx512_bf16/.test(flags) ? 'bf16 vdpbf16ps' : 'bf16 weights, f32 fma';
+  const int8Vector = avx512 && / avx512_vnni/.test(flags) ? 'int8 vpdpbusd' : 'int8 (portable)';
+  expect(await path(32, 'bf16')).toBe(amx ? 'bf16 amx' : bf16Prefill);
+  expect(await path(1, 'int8')).toBe(int8Vector); // decode rows stay on the vector kernel
+  expect(await path(15, 'int8')).toBe(int8Vector);
+  expect(await path(16, 'int8')).toBe(amx ? 'int8 amx' : int8Vector);
+  expect(addon.amxActive()).toBe(amx);
+  if (amx) {
+    // the switch tests and SIMBA_NO_AMX use: off gives the vector kernels back
+    expect(addon.setAmx(false)).toBe(false);
+    expect(addon.amxActive()).toBe(false);
+    try {
+      expect(await path(32, 'bf16')).toBe(bf16Prefill);
+      expect(await path(32, 'int8')).toBe(int8Vector);
+    } finally {
+      expect(addon.setAmx(true)).toBe(true);
+    }
+  } else {
+    expect(() => addon.setAmx(true)).toThrow(/does not support AMX/);
+    expect(addon.setAmx(false)).toBe(false);
+  }
+  expect(() => addon.setAmx('yes' as never)).toThrow(/setAmx\(on: boolean\)/);
+  // SIMBA_NO_AMX=1 starts a process with AMX off
+  const script = `const a = require(${JSON.stringify(process.env.SIMBA_ADDON_PATH || require.resolve('../build/Release/simba_ssm.node'))});
+    a.kernels.gemmTime({ M: 32, N: 64, K: 64, format: 'bf16', reps: 1, minSeconds: 0 }).then((r) => console.log(r.path));`;
+  const child = spawnSync(process.execPath, ['-e', script], { env: { ...process.env, SIMBA_NO_AMX: '1' }, timeout: 20000 });
+  expect(child.stdout.toString().trim()).toBe(bf16Prefill);
   expect(() => addon.kernels.gemmTime({ M: 1, N: 1, K: 1, format: 'int4' as never })).toThrow(/format must be/);
 });
 
@@ -262,6 +289,50 @@ test('int8 gemm gives the same numbers on every build (vpdpbusd and pmaddwd comp
   for (const o of outs.slice(1)) expect(Array.from(o)).toEqual(Array.from(outs[0]));
 });
 
+// AMX tiles (16 x 16 results, 32 bf16 / 64 int8 k per tile) against float64 and against the vector
+// kernels, on shapes with row, column and k tails, one and several k-slices; skipped where the CPU
+// or OS has no AMX.
+const amxDescribe = isas[0] === 'avx512' && addon.amxAvailable() ? describe : describe.skip;
+amxDescribe('AMX gemm', () => {
+  beforeAll(() => addon.setIsa(isas[0]));
+  afterAll(() => addon.setAmx(true));
+  const shapes = [
+    [16, 32, 64],
+    [17, 45, 48],
+    [33, 64, 1300],
+    [200, 45, 1031],
+    [129, 17, 2049],
+  ];
+  test.each(shapes)(`M=%i N=%i K=%i against float64 and the vector kernels (seed ${seed0})`, async (M, N, K) => {
+    const A = randArray(M * K, seed0 + 13 * M),
+      W = randArray(N * K, seed0 + 13 * N),
+      bias = randArray(N, seed0 + 13 * K);
+    const ref = refGemm(A, W, bias, M, N, K);
+    const run = (format: 'bf16' | 'int8') => addon.kernels.gemm({ A, W, bias, M, N, K, format });
+    const pathOf = async (format: 'bf16' | 'int8') =>
+      (await addon.kernels.gemmTime({ M, N, K, format, reps: 1, minSeconds: 0 })).path;
+    addon.setAmx(true);
+    expect(await pathOf('bf16')).toBe('bf16 amx');
+    expect(await pathOf('int8')).toBe('int8 amx');
+    const bfAmx = run('bf16'),
+      q8Amx = run('int8');
+    addon.setAmx(false);
+    const bfVec = run('bf16'),
+      q8Vec = run('int8');
+    addon.setAmx(true);
+    // bf16: A and W rounded to 8 mantissa bits, f32 accumulation in both kernels
+    const ebA = relErr(bfAmx, ref),
+      ebV = relErr(bfVec, ref);
+    expect(ebA).toBeLessThan(5e-3);
+    expect(ebA).toBeLessThan(1.5 * ebV + 1e-6);
+    expect(relErr(bfAmx, Float64Array.from(bfVec))).toBeLessThan(1e-5); // same roundings, other summation order
+    // int8: the same integer dot products and the same epilogue; one k-slice (K <= 1024) is exact
+    expect(relErr(q8Amx, ref)).toBeLessThan(1.5e-2);
+    if (K <= 1024) expect(Array.from(q8Amx)).toEqual(Array.from(q8Vec));
+    else expect(relErr(q8Amx, Float64Array.from(q8Vec))).toBeLessThan(1e-6);
+  });
+});
+
 test('machine limits: positive, finite bandwidth, FMA peak and the dot-product peaks where they run', async () => {
   const l = await addon.kernels.limits({ reps: 1, bufferMB: 32 });
   for (const k of ['readGBs1', 'readGBsAll', 'fmaGflops1', 'fmaGflopsAll'] as const) {
@@ -273,9 +344,16 @@ test('machine limits: positive, finite bandwidth, FMA peak and the dot-product p
   // each dot-product peak exactly where its kernel runs
   const path = async (format: 'int8' | 'bf16', M: number) =>
     (await addon.kernels.gemmTime({ M, N: 32, K: 32, format, reps: 1, minSeconds: 0 })).path;
+  const amx = (await path('bf16', 2048)) === 'bf16 amx';
+  expect(amx).toBe((await path('int8', 2048)) === 'int8 amx');
+  if (amx) addon.setAmx(false); // which vector kernels run under AMX
+  const bf16Dot = (await path('bf16', 2048)) === 'bf16 vdpbf16ps';
+  if (amx) addon.setAmx(true);
   const dots = [
     [(await path('int8', 8)) === 'int8 vpdpbusd', l.int8DotGflops1, l.int8DotGflopsAll],
-    [(await path('bf16', 2048)) === 'bf16 vdpbf16ps', l.bf16DotGflops1, l.bf16DotGflopsAll],
+    [bf16Dot, l.bf16DotGflops1, l.bf16DotGflopsAll],
+    [amx, l.amxBf16Gflops1, l.amxBf16GflopsAll],
+    [amx, l.amxInt8Gflops1, l.amxInt8GflopsAll],
   ] as const;
   for (const [runs, one, all] of dots) {
     if (!runs) {

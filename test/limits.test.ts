@@ -1,6 +1,6 @@
 /**
  * lib/measure/limits.ts: each benchmark row is held to the compute peak of the GEMM kernel that ran
- * for its rows (f32 FMA, bf16 / int8 dot products) or to read bandwidth, computed here by hand from
+ * for its rows (f32 FMA, bf16 / int8 dot products, AMX tiles) or to read bandwidth, computed here by hand from
  * a synthetic result; gemmKernel names the kernel the dispatcher picks.
  */
 import { gemmKernel } from '../lib/engine/machine';
@@ -41,6 +41,17 @@ test('kernelPeak: the dot-product kernels use their measured peaks where --limit
   expect(rows[0]).toMatchObject({ bound: 38000, boundBy: 'int8 dot peak' });
 });
 
+test('kernelPeak: the AMX kernels use the measured tile peaks, else 16x / 32x the FMA peak', () => {
+  expect(kernelPeak('bf16 amx', limits)).toEqual({ gflops: 3200, name: 'bf16 amx peak' });
+  expect(kernelPeak('int8 amx', limits)).toEqual({ gflops: 6400, name: 'int8 amx peak' });
+  const measured = { ...limits, amxBf16GflopsAll: 5000, amxInt8GflopsAll: 9000 } as MachineLimits;
+  expect(kernelPeak('bf16 amx', measured)).toEqual({ gflops: 5000, name: 'bf16 amx peak' });
+  expect(kernelPeak('int8 amx', measured)).toEqual({ gflops: 9000, name: 'int8 amx peak' });
+  // prefill T=512 on AMX int8: 9000 GFLOP/s / 1e7 FLOPs per token
+  const rows = boundRows(result('int8'), measured, new Map([[512, 'int8 amx']]));
+  expect(rows[0]).toMatchObject({ bound: 900000, boundBy: 'int8 amx peak' });
+});
+
 test('boundRows: prefill against the kernel peak, decode against min(read bandwidth, kernel peak)', () => {
   const kernels = new Map([
     [512, 'int8 vpdpbusd'],
@@ -67,8 +78,9 @@ test('gemmKernel and kernelsOf name the dispatcher kernel for each format and ro
   expect(await gemmKernel('f32', 1)).toBe('f32 fma');
   expect(await gemmKernel('f32', 2048)).toBe('f32 fma');
   expect(await gemmKernel('bf16', 1)).toBe('bf16 weights, f32 fma');
-  expect(['bf16 weights, f32 fma', 'bf16 vdpbf16ps']).toContain(await gemmKernel('bf16', 2048));
+  expect(['bf16 weights, f32 fma', 'bf16 vdpbf16ps', 'bf16 amx']).toContain(await gemmKernel('bf16', 2048));
   expect(['int8 vpdpbusd', 'int8 (portable)']).toContain(await gemmKernel('int8', 8));
+  expect(['int8 vpdpbusd', 'int8 (portable)', 'int8 amx']).toContain(await gemmKernel('int8', 2048));
   await expect(gemmKernel('f32', 0)).rejects.toThrow(/M must be an integer >= 1/);
   const k = await kernelsOf(result('f32'));
   expect([...k.keys()].sort((a, b) => a - b)).toEqual([1, 32, 512]);

@@ -10,7 +10,7 @@ import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 
-import { GLIBC_FLOOR, platformInfo } from '../bindings';
+import { GLIBC_FLOOR, loadAddon, platformInfo } from '../bindings';
 import { crashingLibrary, makeFakePackage, mainVersion, realAddon, repoRoot, type FakePackage } from './helpers/fake_package';
 import { tmpDir } from './helpers/util';
 
@@ -244,6 +244,13 @@ describe('simba doctor', () => {
     expect(text.stdout).toMatch(/^from +local build$/m);
     expect(text.stdout).toMatch(new RegExp(`^kernels +${rep.isa} \\(this CPU supports: `, 'm'));
     expect(text.stdout).toMatch(/^threads +3$/m);
+    // AMX: what the CPU has, on unless SIMBA_NO_AMX=1
+    const addon = loadAddon();
+    const amx = addon.amxAvailable() && rep.isa === 'avx512';
+    expect(rep.amx).toEqual({ available: addon.amxAvailable(), on: amx });
+    expect(text.stdout).toMatch(amx ? /^amx +on \(/m : /^amx +(not available|available, off)$/m);
+    const off = JSON.parse(doctor(['--json'], { SIMBA_NO_AMX: '1' }).stdout);
+    expect(off.amx).toEqual({ available: addon.amxAvailable(), on: false });
   });
 
   it("without a loadable addon: exit 1 and the loader's message with possible solutions", () => {

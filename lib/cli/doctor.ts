@@ -27,6 +27,7 @@ export function formatReport(r: AddonReport): string {
       ['addon', `${a.path} (${mb(a.bytes)})`],
       ['from', `${a.from}${a.package ? ` ${a.package}` : ''}`],
       ['kernels', `${r.isa} (this CPU supports: ${(r.isas ?? []).join(', ')})`],
+      ['amx', !r.amx?.available ? 'not available' : r.amx.on ? 'on (bf16 and int8 prefill GEMMs)' : 'available, off'],
       ['threads', r.threads === undefined ? 'unknown' : String(r.threads)],
     );
   } else {

@@ -33,6 +33,8 @@ export interface AddonReport {
   /** Kernel build in use and the ones this CPU supports, e.g. 'avx2' of ['avx2', 'sse2']. */
   isa?: string;
   isas?: string[];
+  /** AMX tile GEMMs: whether the CPU and OS have them, and whether they run (SIMBA_NO_AMX=1 turns them off). */
+  amx?: { available: boolean; on: boolean };
   /** Worker threads of the engine (SIMBA_THREADS, else one per hardware thread). */
   threads?: number;
   cuda: {
@@ -119,6 +121,7 @@ export function addonReport(): AddonReport {
     addon: { ...origin, bytes: fs.statSync(origin.path).size },
     isa: addon.activeIsa(),
     isas: addon.availableIsas(),
+    amx: { available: addon.amxAvailable(), on: addon.amxActive() },
     threads: engineThreads(addon),
     cuda: { available: cuda.available, reason: cuda.reason, library: cuda.library, device: cuda.device, driver },
   };

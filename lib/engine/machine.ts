@@ -15,7 +15,7 @@ export type MachineLimits = NativeLimits;
 
 /**
  * Streaming-read bandwidth (GB/s, 1 thread and the whole pool), FMA peak and, where those kernels run,
- * the vpdpbusd / vdpbf16ps peaks (GFLOP/s); best of `reps`.
+ * the vpdpbusd / vdpbf16ps and AMX tile peaks (GFLOP/s); best of `reps`.
  */
 export async function measureLimits(opts: { reps?: number; bufferMB?: number } = {}): Promise<MachineLimits> {
   try {
@@ -34,7 +34,8 @@ export interface GemmShape {
 
 /**
  * The GEMM kernel this machine runs for `format` weights on M rows (the `path` of timeGemm:
- * 'f32 fma', 'bf16 weights, f32 fma', 'bf16 vdpbf16ps', 'int8 vpdpbusd', 'int8 (portable)').
+ * 'f32 fma', 'bf16 weights, f32 fma', 'bf16 vdpbf16ps', 'bf16 amx', 'int8 vpdpbusd', 'int8 amx',
+ * 'int8 (portable)').
  *
  * @example
  *   await gemmKernel('int8', 2048);  // 'int8 vpdpbusd' on a CPU with AVX512-VNNI

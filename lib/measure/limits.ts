@@ -34,7 +34,7 @@ export interface BoundRow {
   fraction: number;
 }
 
-export type PeakName = 'fma peak' | 'bf16 dot peak' | 'int8 dot peak';
+export type PeakName = 'fma peak' | 'bf16 dot peak' | 'int8 dot peak' | 'bf16 amx peak' | 'int8 amx peak';
 
 /**
  * The compute peak of a GEMM kernel (its `path`, see gemmKernel) in GFLOP/s; a multiply-add counts 2
@@ -42,13 +42,18 @@ export type PeakName = 'fma peak' | 'bf16 dot peak' | 'int8 dot peak';
  * vpdpbusd and vdpbf16ps where they run: their throughput is not a fixed multiple of the FMA's, e.g.
  * Ice Lake runs one 512-bit vpdpbusd per cycle against two FMAs, 2x the FMA's multiply-adds, not
  * 4x). Without a measurement they fall back to the multiply-adds per instruction times the FMA
- * peak, an upper bound: 4x for vpdpbusd, 2x for vdpbf16ps and the portable int8 kernel.
+ * peak, an upper bound: 4x for vpdpbusd, 2x for vdpbf16ps and the portable int8 kernel. The AMX
+ * kernels ('bf16 amx', 'int8 amx') use the tile peaks `--limits` measures; without them, 16x and 32x
+ * the FMA peak (Sapphire Rapids: 1024 bf16 / 2048 int8 multiply-adds per cycle per core against
+ * two 16-wide FMAs).
  *
  * @example
  *   kernelPeak('int8 vpdpbusd', limits);  // { gflops: limits.int8DotGflopsAll, name: 'int8 dot peak' }
  */
 export function kernelPeak(path: string, limits: MachineLimits): { gflops: number; name: PeakName } {
   const f32 = limits.fmaGflopsAll;
+  if (path === 'bf16 amx') return { gflops: limits.amxBf16GflopsAll ?? 16 * f32, name: 'bf16 amx peak' };
+  if (path === 'int8 amx') return { gflops: limits.amxInt8GflopsAll ?? 32 * f32, name: 'int8 amx peak' };
   if (path.includes('vpdpbusd')) return { gflops: limits.int8DotGflopsAll ?? 4 * f32, name: 'int8 dot peak' };
   if (path.startsWith('int8')) return { gflops: 2 * f32, name: 'int8 dot peak' };
   if (path.includes('vdpbf16ps')) return { gflops: limits.bf16DotGflopsAll ?? 2 * f32, name: 'bf16 dot peak' };
@@ -190,6 +195,8 @@ export function formatLimits(l: MachineLimits): string {
       `FMA peak ${f1(l.fmaGflops1)} GFLOP/s (1 thread), ${f1(l.fmaGflopsAll)} GFLOP/s (${l.threads} threads, ${l.isa})` +
       peak('int8 dot (vpdpbusd) peak', l.int8DotGflops1, l.int8DotGflopsAll) +
       peak('bf16 dot (vdpbf16ps) peak', l.bf16DotGflops1, l.bf16DotGflopsAll) +
+      peak('bf16 AMX peak', l.amxBf16Gflops1, l.amxBf16GflopsAll) +
+      peak('int8 AMX peak', l.amxInt8Gflops1, l.amxInt8GflopsAll) +
       '; best of N runs',
   ].join('\n');
 }

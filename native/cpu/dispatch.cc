@@ -5,6 +5,11 @@
 
 #include <atomic>
 #include <cstdlib>
+#include <cstring>
+#if defined(__linux__) && defined(__x86_64__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 #include <stdexcept>
 #include <string>
 
@@ -64,6 +69,9 @@ const KernelTable& active() {
 // Rows per GEMM work item: a multiple of every build's tile heights (avx512 14 / 12, avx2 3), and
 // small enough that a packed block (kRowBlock x K floats, 516 KB at K = 1536) stays in L2.
 static constexpr int kRowBlock = 84;
+// Rows per AMX work item: a multiple of the 32-row tile pair; the block's A (128 x K bf16, 384 KB
+// at K = 1536) stays in L2 while its panel passes over it four times.
+static constexpr int kAmxRowBlock = 128;
 
 // Jobs below this many floating-point operations run on the calling thread: waking a worker costs
 // more than they take, and on a loaded machine a descheduled worker would stall the whole job.
@@ -115,9 +123,52 @@ static bool ext_usable() { return std::string(active().name) == "avx512" && ext_
 bool vnni_usable() { return ext_usable() && has_vnni(); }
 bool bf16dp_usable() { return ext_usable() && has_bf16dp(); }
 
+// AMX: CPUID leaf 7 EDX bits 22 (AMX-BF16), 24 (AMX-TILE), 25 (AMX-INT8); the OS enables the tile
+// state in XCR0 (bits 17, 18); Linux hands the tile data to a process only on request
+// (ARCH_REQ_XCOMP_PERM for XFEATURE_XTILEDATA, once per process, for all its threads).
+bool amx_available() {
+  static const bool v = [] {
+#if defined(__linux__) && defined(__x86_64__)
+    unsigned a = 7, b, c = 0, d;
+    __asm__ volatile("cpuid" : "+a"(a), "=b"(b), "+c"(c), "=d"(d));
+    const unsigned need = (1u << 22) | (1u << 24) | (1u << 25);
+    if ((d & need) != need) return false;
+    unsigned a1 = 1, b1, c1 = 0, d1;
+    __asm__ volatile("cpuid" : "+a"(a1), "=b"(b1), "+c"(c1), "=d"(d1));
+    if (!((c1 >> 27) & 1u)) return false;  // OSXSAVE: xgetbv usable
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    if (((lo >> 17) & 3u) != 3u) return false;
+    constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+    return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+#else
+    return false;
+#endif
+  }();
+  return v;
+}
+static std::atomic<bool> g_amx_on{[] {
+  const char* e = std::getenv("SIMBA_NO_AMX");
+  return !(e && *e && *e != '0');
+}()};
+void set_amx(bool on) {
+  if (on && !amx_available())
+    throw std::invalid_argument(
+        "this CPU or OS does not support AMX (AMX-TILE, AMX-BF16, AMX-INT8 and the tile state)");
+  g_amx_on.store(on);
+}
+bool amx_usable() { return g_amx_on.load() && ext_usable() && amx_available(); }
+
 GemmPath gemm_path(const PackedWeight& W, int M) {
-  if (W.format == WeightFormat::Q8) return vnni_usable() ? GemmPath::Q8Vnni : GemmPath::Q8;
-  if (W.format == WeightFormat::BF16) return bf16dp_usable() && M >= kBf16DpMinRows ? GemmPath::Bf16Dp : GemmPath::Bf16;
+  if (W.format == WeightFormat::Q8) {
+    if (M >= kAmxMinRows && amx_usable()) return GemmPath::Q8Amx;
+    return vnni_usable() ? GemmPath::Q8Vnni : GemmPath::Q8;
+  }
+  if (W.format == WeightFormat::BF16) {
+    if (M < kBf16DpMinRows) return GemmPath::Bf16;
+    if (M >= kAmxMinRows && amx_usable()) return GemmPath::Bf16Amx;
+    return bf16dp_usable() ? GemmPath::Bf16Dp : GemmPath::Bf16;
+  }
   return GemmPath::F32;
 }
 
@@ -126,8 +177,10 @@ const char* gemm_path_name(GemmPath p) {
     case GemmPath::F32: return "f32 fma";
     case GemmPath::Bf16: return "bf16 weights, f32 fma";
     case GemmPath::Bf16Dp: return "bf16 vdpbf16ps";
+    case GemmPath::Bf16Amx: return "bf16 amx";
     case GemmPath::Q8: return "int8 (portable)";
     case GemmPath::Q8Vnni: return "int8 vpdpbusd";
+    case GemmPath::Q8Amx: return "int8 amx";
   }
   return "?";
 }
@@ -138,7 +191,6 @@ void gemm(const float* A, int lda, const PackedWeight& W, const float* bias, flo
   const KernelTable& k = active();
   GemmArgs g{A, lda, &W, bias, C, ldc, M, accumulate, kRowBlock, (M + kRowBlock - 1) / kRowBlock};
   const double flops = 2.0 * M * W.N * W.K;
-  const int items = g.nmblocks * W.npanels;
   const GemmPath path = gemm_path(W, M);
   // Per-thread scratch for the converted activations (grow-only; one GEMM at a time per thread).
   // The worker lambdas below must only see pointers into it, never the thread_local names.
@@ -147,20 +199,39 @@ void gemm(const float* A, int lda, const PackedWeight& W, const float* bias, flo
   thread_local std::vector<uint32_t> bfbuf;
   thread_local std::vector<float> apack;
   QuantRows qr{};
-  if (path == GemmPath::Q8 || path == GemmPath::Q8Vnni) {
-    // A [M, K] -> unsigned bytes [M, Kp] + a scale per row
-    if (qbuf.size() < (size_t)M * W.Kp) qbuf.resize((size_t)M * W.Kp);
-    if (qscale.size() < (size_t)M) qscale.resize(M);
-    QuantizeArgs qa{A, lda, W.K, W.Kp, qbuf.data(), qscale.data()};
+  const bool amx = path == GemmPath::Q8Amx || path == GemmPath::Bf16Amx;
+  // AMX tiles read A as 16-row x 64-byte blocks: rows padded to a multiple of 32 (zeros), row
+  // width to a multiple of 64 bytes (zeros), and a row stride off multiples of 1 KB (16 rows at a
+  // 4 KB stride would share one L1 set).
+  const int Mpad = amx ? (M + 31) / 32 * 32 : M;
+  auto amx_ld = [](int bytes) {
+    int ld = (bytes + 63) / 64 * 64;
+    return ld % 1024 == 0 ? ld + 64 : ld;
+  };
+  if (amx) g.mblock = kAmxRowBlock, g.nmblocks = (M + kAmxRowBlock - 1) / kAmxRowBlock;
+  const int items = g.nmblocks * W.npanels;
+  if (path == GemmPath::Q8 || path == GemmPath::Q8Vnni || path == GemmPath::Q8Amx) {
+    // A [M, K] -> unsigned bytes [M, ldq] (padding 128 = zero) + a scale per row
+    const int ldq = amx ? amx_ld(W.Kp) : W.Kp;
+    if (qbuf.size() < (size_t)Mpad * ldq) qbuf.resize((size_t)Mpad * ldq);
+    if (qscale.size() < (size_t)Mpad) qscale.resize(Mpad);
+    QuantizeArgs qa{A, lda, W.K, ldq, qbuf.data(), qscale.data()};
     parallel(M, 4.0 * M * W.K, [&](int, int b, int e) { k.quantize(qa, b, e); });
-    qr = QuantRows{qbuf.data(), W.Kp, qscale.data()};
+    if (Mpad > M) std::memset(qbuf.data() + (size_t)M * ldq, 128, (size_t)(Mpad - M) * ldq);
+    qr = QuantRows{qbuf.data(), ldq, qscale.data()};
     g.aq = &qr;
-  } else if (path == GemmPath::Bf16Dp) {
-    // A [M, K] -> bf16 pairs [M, Kp/2]
-    const int ld2 = W.Kp / 2;
-    if (bfbuf.size() < (size_t)M * ld2) bfbuf.resize((size_t)M * ld2);
+  } else if (path == GemmPath::Bf16Dp || path == GemmPath::Bf16Amx) {
+    // A [M, K] -> bf16 pairs [M, ld2] (AMX: zero past K and past M)
+    const int ld2 = amx ? amx_ld(W.Kp * 2) / 4 : W.Kp / 2;
+    if (bfbuf.size() < (size_t)Mpad * ld2) bfbuf.resize((size_t)Mpad * ld2);
     uint32_t* abf = bfbuf.data();  // (a lambda naming bfbuf would see the worker thread's own)
-    parallel(M, 4.0 * M * W.K, [&](int, int b, int e) { avx512_ext::round_bf16_pairs(A, lda, W.K, abf, ld2, b, e); });
+    const int kw = (W.K + 1) / 2;  // words round_bf16_pairs writes per row
+    parallel(M, 4.0 * M * W.K, [&](int, int b, int e) {
+      avx512_ext::round_bf16_pairs(A, lda, W.K, abf, ld2, b, e);
+      if (ld2 > kw)
+        for (int r = b; r < e; r++) std::memset(abf + (size_t)r * ld2 + kw, 0, (size_t)(ld2 - kw) * 4);
+    });
+    if (Mpad > M) std::memset(abf + (size_t)M * ld2, 0, (size_t)(Mpad - M) * ld2 * 4);
     g.abf = abf;
     g.lda2 = ld2;
   } else if (M >= k.gemm_mr && k.gemm_mr > 1) {
@@ -172,8 +243,10 @@ void gemm(const float* A, int lda, const PackedWeight& W, const float* bias, flo
     g.apack = ap;
   }
   switch (path) {
+    case GemmPath::Q8Amx: parallel(items, flops, [&](int, int b, int e) { amx::gemm_q8_amx(g, b, e); }); break;
     case GemmPath::Q8Vnni: parallel(items, flops, [&](int, int b, int e) { avx512_ext::gemm_q8_vnni(g, b, e); }); break;
     case GemmPath::Q8: parallel(items, flops, [&](int, int b, int e) { k.gemm_q8(g, b, e); }); break;
+    case GemmPath::Bf16Amx: parallel(items, flops, [&](int, int b, int e) { amx::gemm_bf16_amx(g, b, e); }); break;
     case GemmPath::Bf16Dp: parallel(items, flops, [&](int, int b, int e) { avx512_ext::gemm_bf16_dp(g, b, e); }); break;
     default: parallel(items, flops, [&](int, int b, int e) { k.gemm(g, b, e); });
   }

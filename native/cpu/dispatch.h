@@ -18,16 +18,26 @@ const KernelTable& active();
 void set_isa(const std::string& name);
 
 // Which GEMM kernel runs for a weight format and row count on this CPU and active build:
-// BF16 weights with M >= kBf16DpMinRows use vdpbf16ps when the CPU has AVX512-BF16 (below that, a
-// decode GEMM streams the weights and gains nothing from rounding A); Q8 uses vpdpbusd with
-// AVX512-VNNI. SIMBA_NO_EXT=1 turns both extensions off (the portable kernels of each build run).
-enum class GemmPath { F32, Bf16, Bf16Dp, Q8, Q8Vnni };
+// BF16 weights with M >= kBf16DpMinRows use AMX tiles (tdpbf16ps) where the CPU has AMX and the OS
+// grants it, else vdpbf16ps with AVX512-BF16 (below that row count, a decode GEMM streams the
+// weights and gains nothing from rounding A); Q8 uses AMX (tdpbusd) for M >= kAmxMinRows, else
+// vpdpbusd with AVX512-VNNI. SIMBA_NO_EXT=1 turns every extension off (the portable kernels of
+// each build run); SIMBA_NO_AMX=1 only AMX.
+enum class GemmPath { F32, Bf16, Bf16Dp, Bf16Amx, Q8, Q8Vnni, Q8Amx };
 constexpr int kBf16DpMinRows = 16;
+constexpr int kAmxMinRows = 16;
 GemmPath gemm_path(const PackedWeight& W, int M);
-// Whether the vpdpbusd / vdpbf16ps kernels can run now (the condition gemm_path uses): the avx512
-// build active, extensions allowed, and the CPU has them.
+// Whether the vpdpbusd / vdpbf16ps / AMX kernels can run now (the condition gemm_path uses): the
+// avx512 build active, extensions allowed, and the CPU has them.
 bool vnni_usable();
 bool bf16dp_usable();
+bool amx_usable();
+// AMX on this CPU and OS (AMX-TILE, -BF16, -INT8; on Linux the tile data permission granted by
+// arch_prctl), whatever the switches below.
+bool amx_available();
+// Turns the AMX kernels on or off for this process (tests run both paths); on by default unless
+// SIMBA_NO_AMX is set. Throws std::invalid_argument when turning on where AMX is not available.
+void set_amx(bool on);
 const char* gemm_path_name(GemmPath p);
 
 // Parallel wrappers. Shapes as in kernels.h.

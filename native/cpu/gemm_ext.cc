@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "gemm_items.h"
+#include "gemm_store_avx512.h"
 #include "kernels.h"
 
 namespace simba {
@@ -20,21 +21,6 @@ namespace avx512_ext {
 namespace {
 
 constexpr int MR = 8;  // 16 accumulators of 32 zmm registers
-
-// Rows r < R of C[., n0 .. n0+ncols) (+)= scale_r(lane) * v[r][*] (+ bias).
-inline void store2(float* c, __m512 v0, __m512 v1, int ncols, const float* bias, bool acc) {
-  const __mmask16 m0 = ncols >= 16 ? 0xffff : (__mmask16)((1u << ncols) - 1);
-  const __mmask16 m1 = ncols >= 32 ? 0xffff : ncols <= 16 ? 0 : (__mmask16)((1u << (ncols - 16)) - 1);
-  if (acc) {
-    v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, c));
-    v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, c + 16));
-  } else if (bias) {
-    v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, bias));
-    v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, bias + 16));
-  }
-  _mm512_mask_storeu_ps(c, m0, v0);
-  _mm512_mask_storeu_ps(c + 16, m1, v1);
-}
 
 // ---- Q8 x u8 -> int32 (vpdpbusd)
 
@@ -74,7 +60,7 @@ inline void q8_rows(const GemmArgs& g, int m, int p, int k0, int kc, int ncols, 
     const __m512 sa = _mm512_set1_ps(g.aq->scale[m + r]);
     __m512 v0 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc[r][0], off0)), _mm512_mul_ps(sw0, sa));
     __m512 v1 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc[r][1], off1)), _mm512_mul_ps(sw1, sa));
-    store2(g.C + (size_t)(m + r) * g.ldc + n0, v0, v1, ncols, bias, g.accumulate || !first);
+    store_row32(g.C + (size_t)(m + r) * g.ldc + n0, v0, v1, ncols, bias, g.accumulate || !first);
   }
 }
 
@@ -103,7 +89,7 @@ inline void bf16_rows(const GemmArgs& g, int m, int p, int k0, int kc, int ncols
   }
   const float* bias = first && g.bias && !g.accumulate ? g.bias + n0 : nullptr;
   for (int r = 0; r < R; r++)
-    store2(g.C + (size_t)(m + r) * g.ldc + n0, acc[r][0], acc[r][1], ncols, bias, g.accumulate || !first);
+    store_row32(g.C + (size_t)(m + r) * g.ldc + n0, acc[r][0], acc[r][1], ncols, bias, g.accumulate || !first);
 }
 
 inline uint32_t bf16_bits(float f) {  // round to nearest even (finite inputs; NaN stays NaN)

@@ -211,6 +211,20 @@ float bf16dp_loop(long iters);
 int bf16dp_flops_per_iter();
 }  // namespace avx512_ext
 
+// Intel AMX tiles (gemm_amx.cc: simba_cpu_amx, the tile instructions as inline assembly),
+// used when the CPU has AMX and the OS granted the tile data (dispatch.cc: amx_usable). A as for
+// the AVX-512 extension kernels (g.abf / g.aq), its rows padded with zeros to a multiple of 32
+// and to a multiple of 64 bytes per row (dispatch.cc); g.mblock a multiple of 32.
+namespace amx {
+void gemm_bf16_amx(const GemmArgs& g, int begin, int end);
+void gemm_q8_amx(const GemmArgs& g, int begin, int end);
+// Peak probes: iters x *_flops_per_iter() operations of tile products on constant tiles.
+float bf16_loop(long iters);
+int bf16_flops_per_iter();
+float int8_loop(long iters);
+int int8_flops_per_iter();
+}  // namespace amx
+
 // Per-ISA tables (defined in kernel_table.cc, compiled once per ISA).
 namespace avx512 {
 const KernelTable* table();

@@ -1,6 +1,6 @@
 // limits.cc — see limits.h. Times the active kernel build's fma_loop / read_sum (limits_kernels.cc)
-// and, where they run, the dot-product loops (limits_ext.cc), on the calling thread and on every
-// thread of the pool; the best of N runs counts (on a shared machine the slowest runs measure the
+// and, where they run, the dot-product loops (limits_ext.cc) and the AMX tile loops (gemm_amx.cc), on the calling
+// thread and on every thread of the pool; the best of N runs counts (on a shared machine the slowest runs measure the
 // neighbours, not the hardware).
 #include "limits.h"
 
@@ -67,6 +67,10 @@ MachineLimits measure_limits(int reps, int buffer_mb) {
   if (bf16dp_usable())
     peak(avx512_ext::bf16dp_loop, 2000000, avx512_ext::bf16dp_flops_per_iter(), &out.bf16_dot_gflops_1,
          &out.bf16_dot_gflops_all);
+  if (amx_usable()) {
+    peak(amx::bf16_loop, 1000000, amx::bf16_flops_per_iter(), &out.amx_bf16_gflops_1, &out.amx_bf16_gflops_all);
+    peak(amx::int8_loop, 1000000, amx::int8_flops_per_iter(), &out.amx_int8_gflops_1, &out.amx_int8_gflops_all);
+  }
 
   // ---- Read bandwidth: a buffer far larger than the last-level cache, touched once first (so
   // the pages exist), then read front to back.

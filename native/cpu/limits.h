@@ -1,5 +1,5 @@
 // limits.h — this machine's physical bounds, measured (simba bench --limits): streaming read
-// bandwidth, FMA peak and the peaks of the int8 / bf16 dot-product kernels where they run, each
+// bandwidth, FMA peak and the peaks of the int8 / bf16 dot-product and AMX kernels where they run, each
 // with one thread and with the whole thread pool.
 #pragma once
 
@@ -17,7 +17,11 @@ struct MachineLimits {
   // kernel cannot run on this CPU / build (dispatch.h: vnni_usable, bf16dp_usable).
   double int8_dot_gflops_1, int8_dot_gflops_all;  // vpdpbusd
   double bf16_dot_gflops_1, bf16_dot_gflops_all;  // vdpbf16ps
-  double buffer_bytes;                            // size of the streamed buffer
+  // AMX tile peaks (tdpbf16ps / tdpbusd on four 16 x 16 accumulators), 0 where AMX does not run
+  // (dispatch.h: amx_usable).
+  double amx_bf16_gflops_1, amx_bf16_gflops_all;
+  double amx_int8_gflops_1, amx_int8_gflops_all;
+  double buffer_bytes;  // size of the streamed buffer
 };
 
 // Best (shortest-time) of `reps` runs of each probe; buffer_mb MiB streamed per read run.

@@ -549,6 +549,24 @@ Napi::Value SetIsa(const Napi::CallbackInfo& info) {
   return Napi::String::New(info.Env(), cpu::active().name);
 }
 
+// amxAvailable() -> whether this CPU and OS run the AMX GEMMs; amxActive() -> whether they run now;
+// setAmx(on) -> whether they now run.
+Napi::Value AmxAvailable(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), cpu::amx_available());
+}
+
+Napi::Value AmxActive(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), cpu::amx_usable()); }
+
+Napi::Value SetAmx(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsBoolean()) throw ArgError(info.Env(), "setAmx(on: boolean)");
+  try {
+    cpu::set_amx(info[0].As<Napi::Boolean>());
+  } catch (const std::exception& e) {  // turning on where AMX cannot run
+    throw CodedError(info.Env(), "E_ARG", e.what());
+  }
+  return Napi::Boolean::New(info.Env(), cpu::amx_usable());
+}
+
 Napi::Value ActiveIsa(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), cpu::active().name); }
 
 // memoryStats() -> {models, alignedBytes}: live CPU models and their weight storage (leak checks).
@@ -593,6 +611,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Engine", Engine::Define(env));
   exports.Set("availableIsas", Napi::Function::New(env, AvailableIsas));
   exports.Set("setIsa", Napi::Function::New(env, SetIsa));
+  exports.Set("amxAvailable", Napi::Function::New(env, AmxAvailable));
+  exports.Set("setAmx", Napi::Function::New(env, SetAmx));
+  exports.Set("amxActive", Napi::Function::New(env, AmxActive));
   exports.Set("activeIsa", Napi::Function::New(env, ActiveIsa));
   exports.Set("memoryStats", Napi::Function::New(env, MemoryStats));
   exports.Set("tensorTable", Napi::Function::New(env, TensorTable));

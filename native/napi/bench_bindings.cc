@@ -59,7 +59,8 @@ int IntOr(const Napi::Object& o, const char* key, int dflt, int lo, int hi) {
 }
 
 // limits({reps?, bufferMB?}) -> Promise<{threads, isa, readGBs1, readGBsAll, fmaGflops1, fmaGflopsAll,
-//   int8DotGflops1?, int8DotGflopsAll?, bf16DotGflops1?, bf16DotGflopsAll?, bufferBytes}>
+//   int8DotGflops1?, int8DotGflopsAll?, bf16DotGflops1?, bf16DotGflopsAll?, amxBf16Gflops1?,
+//   amxBf16GflopsAll?, amxInt8Gflops1?, amxInt8GflopsAll?, bufferBytes}>
 Napi::Value Limits(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object o = info.Length() > 0 && info[0].IsObject() ? info[0].As<Napi::Object>() : Napi::Object::New(env);
@@ -83,6 +84,12 @@ Napi::Value Limits(const Napi::CallbackInfo& info) {
         if (res->bf16_dot_gflops_all > 0) {
           r.Set("bf16DotGflops1", res->bf16_dot_gflops_1);
           r.Set("bf16DotGflopsAll", res->bf16_dot_gflops_all);
+        }
+        if (res->amx_bf16_gflops_all > 0) {
+          r.Set("amxBf16Gflops1", res->amx_bf16_gflops_1);
+          r.Set("amxBf16GflopsAll", res->amx_bf16_gflops_all);
+          r.Set("amxInt8Gflops1", res->amx_int8_gflops_1);
+          r.Set("amxInt8GflopsAll", res->amx_int8_gflops_all);
         }
         r.Set("bufferBytes", res->buffer_bytes);
         return r;
