@@ -161,13 +161,12 @@ bool amx_usable() { return g_amx_on.load() && ext_usable() && amx_available(); }
 
 GemmPath gemm_path(const PackedWeight& W, int M) {
   if (W.format == WeightFormat::Q8) {
-    if (M >= kAmxMinRows && amx_usable()) return GemmPath::Q8Amx;
+    if (M >= kAmxMinRowsQ8 && amx_usable()) return GemmPath::Q8Amx;
     return vnni_usable() ? GemmPath::Q8Vnni : GemmPath::Q8;
   }
   if (W.format == WeightFormat::BF16) {
-    if (M < kBf16DpMinRows) return GemmPath::Bf16;
-    if (M >= kAmxMinRows && amx_usable()) return GemmPath::Bf16Amx;
-    return bf16dp_usable() ? GemmPath::Bf16Dp : GemmPath::Bf16;
+    if (M >= kAmxMinRowsBf16 && amx_usable()) return GemmPath::Bf16Amx;
+    return M >= kBf16DpMinRows && bf16dp_usable() ? GemmPath::Bf16Dp : GemmPath::Bf16;
   }
   return GemmPath::F32;
 }
@@ -200,10 +199,10 @@ void gemm(const float* A, int lda, const PackedWeight& W, const float* bias, flo
   thread_local std::vector<float> apack;
   QuantRows qr{};
   const bool amx = path == GemmPath::Q8Amx || path == GemmPath::Bf16Amx;
-  // AMX tiles read A as 16-row x 64-byte blocks: rows padded to a multiple of 32 (zeros), row
+  // AMX tiles read A as 16-row x 64-byte blocks: rows padded to a multiple of 16 (zeros), row
   // width to a multiple of 64 bytes (zeros), and a row stride off multiples of 1 KB (16 rows at a
   // 4 KB stride would share one L1 set).
-  const int Mpad = amx ? (M + 31) / 32 * 32 : M;
+  const int Mpad = amx ? (M + 15) / 16 * 16 : M;
   auto amx_ld = [](int bytes) {
     int ld = (bytes + 63) / 64 * 64;
     return ld % 1024 == 0 ? ld + 64 : ld;

@@ -18,14 +18,17 @@ const KernelTable& active();
 void set_isa(const std::string& name);
 
 // Which GEMM kernel runs for a weight format and row count on this CPU and active build:
-// BF16 weights with M >= kBf16DpMinRows use AMX tiles (tdpbf16ps) where the CPU has AMX and the OS
-// grants it, else vdpbf16ps with AVX512-BF16 (below that row count, a decode GEMM streams the
-// weights and gains nothing from rounding A); Q8 uses AMX (tdpbusd) for M >= kAmxMinRows, else
-// vpdpbusd with AVX512-VNNI. SIMBA_NO_EXT=1 turns every extension off (the portable kernels of
+// BF16 weights with M >= kAmxMinRowsBf16 use AMX tiles (tdpbf16ps) where the CPU has AMX and the
+// OS grants it, else from kBf16DpMinRows vdpbf16ps with AVX512-BF16 (below that row count, a
+// decode GEMM streams the weights and gains nothing from rounding A); Q8 uses AMX (tdpbusd) for
+// M >= kAmxMinRowsQ8, else vpdpbusd with AVX512-VNNI. SIMBA_NO_EXT=1 turns every extension off (the portable kernels of
 // each build run); SIMBA_NO_AMX=1 only AMX.
 enum class GemmPath { F32, Bf16, Bf16Dp, Bf16Amx, Q8, Q8Vnni, Q8Amx };
 constexpr int kBf16DpMinRows = 16;
-constexpr int kAmxMinRows = 16;
+// AMX rows: bf16 from 4 rows (tdpbf16ps on 16-row tiles, padded, still beats the widening FMA
+// kernel at decode batch 8: 1.22x), int8 from 16 (at batch 8 vpdpbusd keeps up with the stream).
+constexpr int kAmxMinRowsBf16 = 4;
+constexpr int kAmxMinRowsQ8 = 16;
 GemmPath gemm_path(const PackedWeight& W, int M);
 // Whether the vpdpbusd / vdpbf16ps / AMX kernels can run now (the condition gemm_path uses): the
 // avx512 build active, extensions allowed, and the CPU has them.

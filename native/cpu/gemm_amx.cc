@@ -11,8 +11,9 @@
 //
 // Tiles: C 0-3 (a 32 x 32 block of C as 2 x 2 tiles of 16 x 16 f32 / int32), A 4-5 (rows 0-15,
 // 16-31), B 6-7 (columns 0-15, 16-31): each A and B tile feeds two products per k step.
-// Preconditions (dispatch.cc): A's rows padded with zeros to a multiple of 32 rows and to a
-// multiple of one k step (64 bytes) per row; the last partial k step of a panel is copied into a
+// Preconditions (dispatch.cc): A's rows padded with zeros to a multiple of 16 (a block of both row
+// tiles runs only where more than 16 rows remain, so its 32 rows exist) and to a multiple of one
+// k step (64 bytes) per row; the last partial k step of a panel is copied into a
 // zero-padded scratch tile, so no tile reads past the panel. Work items: (row block, panel) pairs
 // with mblock a multiple of 32.
 #include <immintrin.h>
@@ -119,7 +120,12 @@ inline void block(const char* a, int lda, const char* panel, int kbytes, void* a
     AMX_ZERO(3);
   }
   const int full = kbytes / kKStepBytes;
-  for (int s = 0; s < full; s++) kstep<RT, INT8>(a + (size_t)s * kKStepBytes, lda, panel + (size_t)s * kBTileBytes);
+  for (int s = 0; s < full; s++) {
+    const char* b = panel + (size_t)s * kBTileBytes;
+    if (RT == 1)  // decode-sized blocks stream the panel from memory: 3 k steps (6 KB) ahead into L2
+      for (int l = 0; l < kBTileBytes; l += 64) _mm_prefetch(b + 3 * kBTileBytes + l, _MM_HINT_T1);
+    kstep<RT, INT8>(a + (size_t)s * kKStepBytes, lda, b);
+  }
   const int rest = kbytes % kKStepBytes;  // bytes of the last A tile row; B rows: 4 bytes of A each
   if (rest) {
     alignas(64) char scratch[kBTileBytes];

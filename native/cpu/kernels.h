@@ -213,7 +213,7 @@ int bf16dp_flops_per_iter();
 
 // Intel AMX tiles (gemm_amx.cc: simba_cpu_amx, the tile instructions as inline assembly),
 // used when the CPU has AMX and the OS granted the tile data (dispatch.cc: amx_usable). A as for
-// the AVX-512 extension kernels (g.abf / g.aq), its rows padded with zeros to a multiple of 32
+// the AVX-512 extension kernels (g.abf / g.aq), its rows padded with zeros to a multiple of 16
 // and to a multiple of 64 bytes per row (dispatch.cc); g.mblock a multiple of 32.
 namespace amx {
 void gemm_bf16_amx(const GemmArgs& g, int begin, int end);
