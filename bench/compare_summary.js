@@ -2,8 +2,8 @@
 // The side-by-side table of bench/compare_peer.sh's outputs (markdown on stdout): per weight format
 // (ours f32 / bf16 / int8 against the peer's f32 / f16 / Q8_0), prefill 512 and 2048 and decode
 // B = 1, 8, 32 in tokens/s, the ratio, and ours as a fraction of this machine's bound (simba bench
-// --limits: prefill vs the compute peak of the GEMM kernel that ran for those rows, i.e. the f32 FMA
-// peak, 2x it for bf16 vdpbf16ps and 4x for int8 vpdpbusd; decode vs read bandwidth or that peak,
+// --limits: prefill vs the measured compute peak of the GEMM kernel that ran for those rows: the f32
+// FMA, the bf16 / int8 dot products or the AMX tiles; decode vs read bandwidth or that peak,
 // each format against its own weight bytes). The peer's number is
 // its best over 1 and 2 threads (its decode is faster at 1 thread); peer lines measured under
 // foreign load (foreign_cores_max > 0.2) are marked with '*'.
