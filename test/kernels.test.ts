@@ -9,6 +9,7 @@ import * as fs from 'fs';
 import { loadAddon } from '../bindings';
 import {
   refConv1d,
+  refGemm,
   refRmsNorm,
   refScoresBruteForce,
   refLocalScores,
@@ -25,18 +26,6 @@ const seed0 = testSeed(20251); // fixed (SIMBA_TEST_SEED overrides); the seed is
 afterAll(() => {
   addon.setIsa(isas[0]);
 });
-
-/** C[M, N] = A[M, K] W[N, K]^T + bias, in float64. */
-function refGemm(A: Float32Array, W: Float32Array, bias: Float32Array, M: number, N: number, K: number): Float64Array {
-  const ref = new Float64Array(M * N);
-  for (let m = 0; m < M; m++)
-    for (let n = 0; n < N; n++) {
-      let s = bias[n];
-      for (let k = 0; k < K; k++) s += A[m * K + k] * W[n * K + k];
-      ref[m * N + n] = s;
-    }
-  return ref;
-}
 
 describe.each(isas)('kernels on %s', (isa) => {
   beforeAll(() => {

@@ -111,15 +111,18 @@ static bool has_bf16dp() {
   }();
   return v;
 }
+// A switch variable set to anything but empty or "0" (SIMBA_NO_EXT, SIMBA_NO_AMX).
+static bool env_flag(const char* name) {
+  const char* e = std::getenv(name);
+  return e && *e && *e != '0';
+}
 static bool ext_allowed() {
-  static const bool off = [] {
-    const char* e = std::getenv("SIMBA_NO_EXT");
-    return e && *e && *e != '0';
-  }();
+  static const bool off = env_flag("SIMBA_NO_EXT");
   return !off;
 }
 
-static bool ext_usable() { return std::string(active().name) == "avx512" && ext_allowed(); }
+// (called per GEMM: compares the build name without building a string)
+static bool ext_usable() { return std::strcmp(active().name, "avx512") == 0 && ext_allowed(); }
 bool vnni_usable() { return ext_usable() && has_vnni(); }
 bool bf16dp_usable() { return ext_usable() && has_bf16dp(); }
 
@@ -147,10 +150,7 @@ bool amx_available() {
   }();
   return v;
 }
-static std::atomic<bool> g_amx_on{[] {
-  const char* e = std::getenv("SIMBA_NO_AMX");
-  return !(e && *e && *e != '0');
-}()};
+static std::atomic<bool> g_amx_on{!env_flag("SIMBA_NO_AMX")};
 void set_amx(bool on) {
   if (on && !amx_available())
     throw std::invalid_argument(

@@ -21,8 +21,8 @@ void set_isa(const std::string& name);
 // BF16 weights with M >= kAmxMinRowsBf16 use AMX tiles (tdpbf16ps) where the CPU has AMX and the
 // OS grants it, else from kBf16DpMinRows vdpbf16ps with AVX512-BF16 (below that row count, a
 // decode GEMM streams the weights and gains nothing from rounding A); Q8 uses AMX (tdpbusd) for
-// M >= kAmxMinRowsQ8, else vpdpbusd with AVX512-VNNI. SIMBA_NO_EXT=1 turns every extension off (the portable kernels of
-// each build run); SIMBA_NO_AMX=1 only AMX.
+// M >= kAmxMinRowsQ8, else vpdpbusd with AVX512-VNNI. SIMBA_NO_EXT=1 turns every extension off
+// (the portable kernels of each build run); SIMBA_NO_AMX=1 only AMX.
 enum class GemmPath { F32, Bf16, Bf16Dp, Bf16Amx, Q8, Q8Vnni, Q8Amx };
 constexpr int kBf16DpMinRows = 16;
 // AMX rows: bf16 from 4 rows (tdpbf16ps on 16-row tiles, padded, still beats the widening FMA

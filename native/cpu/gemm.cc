@@ -94,13 +94,8 @@ static inline void micro_f32(int K, ARows<R, PACKED> A, const float* pf, float* 
   vf acc[R][NV];
   zero_tile<R>(acc);
   for (int k = 0; k < K; k++) {
-    // Unpacked rows (decode: M below the tile height): the kernel streams the panel from memory;
-    // prefetch both lines of the row 6 KB ahead into L2 (an L2 prefetch does not hold one of
-    // L1's few fill buffers, so a thread keeps more misses in flight; bench/RESULTS.md).
-    if (!PACKED) {
-      __builtin_prefetch((const char*)(pf + (size_t)k * kPanel) + 6144, 0, 1);
-      __builtin_prefetch((const char*)(pf + (size_t)k * kPanel) + 6144 + 64, 0, 1);
-    }
+    // Unpacked rows (decode: M below the tile height) stream the panel from memory.
+    if (!PACKED) prefetch_stream_row(pf + (size_t)k * kPanel);
     if (PACKED && k < next.nl) __builtin_prefetch(next.pn + 64 * k, 0, 2);
     vf b[NV];
 #pragma GCC unroll 8
@@ -126,10 +121,7 @@ static inline void micro_bf16(int K, ARows<R, PACKED> A, const uint16_t* ph, flo
   const uint32_t* pw = reinterpret_cast<const uint32_t*>(ph);
   for (int k = 0; k < K; k += 2) {
     const uint32_t* row = pw + (size_t)(k / 2) * kPanel;
-    if (!PACKED) {  // as micro_f32
-      __builtin_prefetch((const char*)row + 6144, 0, 1);
-      __builtin_prefetch((const char*)row + 6144 + 64, 0, 1);
-    }
+    if (!PACKED) prefetch_stream_row(row);  // as micro_f32
     if (PACKED && k / 2 < next.nl) __builtin_prefetch(next.pn + 64 * (k / 2), 0, 2);
     vf b0[NV], b1[NV];
 #pragma GCC unroll 8

@@ -122,8 +122,8 @@ inline void block(const char* a, int lda, const char* panel, int kbytes, void* a
   const int full = kbytes / kKStepBytes;
   for (int s = 0; s < full; s++) {
     const char* b = panel + (size_t)s * kBTileBytes;
-    if (RT == 1)  // decode-sized blocks stream the panel from memory: 3 k steps (6 KB) ahead into L2
-      for (int l = 0; l < kBTileBytes; l += 64) _mm_prefetch(b + 3 * kBTileBytes + l, _MM_HINT_T1);
+    if (RT == 1)  // decode-sized blocks stream the panel from memory (3 k steps ahead)
+      for (int l = 0; l < kBTileBytes; l += 2 * 64) prefetch_stream_row(b + l);
     kstep<RT, INT8>(a + (size_t)s * kKStepBytes, lda, b);
   }
   const int rest = kbytes % kKStepBytes;  // bytes of the last A tile row; B rows: 4 bytes of A each

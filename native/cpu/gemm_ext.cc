@@ -38,10 +38,7 @@ inline void q8_rows(const GemmArgs& g, int m, int p, int k0, int kc, int ncols, 
   const int ng = (kc + 3) / 4;
   for (int gi = 0; gi < ng; gi++) {
     const int8_t* w = panel + (size_t)gi * 4 * kPanel;
-    if (g.M <= MR) {  // decode: both lines of the group 6 KB ahead into L2 (as gemm.cc's micro_f32)
-      _mm_prefetch((const char*)w + 6144, _MM_HINT_T1);
-      _mm_prefetch((const char*)w + 6144 + 64, _MM_HINT_T1);
-    }
+    if (g.M <= MR) prefetch_stream_row(w);  // decode
     const __m512i w0 = _mm512_load_si512(w), w1 = _mm512_load_si512(w + 64);
 #pragma GCC unroll 8
     for (int r = 0; r < R; r++) {

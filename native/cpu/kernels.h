@@ -26,6 +26,16 @@ namespace cpu {
 //         output feature, 4 consecutive k — the operand layout of vpdpbusd. W[n,k] ~= q * scale[n]
 //         (symmetric, per output channel: scale = max_k |W[n,k]| / 127), and colsum[n] = sum_k q.
 constexpr int kPanel = 32;
+// Decode GEMMs (few rows) stream the panels from memory: each kernel prefetches the panel this far
+// ahead into L2 (an L2 prefetch does not hold one of L1's few fill buffers, so a thread keeps more
+// misses in flight; bench/RESULTS.md, "AMX tile GEMMs and decode prefetch").
+constexpr int kStreamPrefetchBytes = 6144;
+// Both 64-byte lines of a 128-byte panel row at p, kStreamPrefetchBytes ahead, into L2.
+inline void prefetch_stream_row(const void* p) {
+  const char* c = static_cast<const char*>(p) + kStreamPrefetchBytes;
+  __builtin_prefetch(c, 0, 1);
+  __builtin_prefetch(c + 64, 0, 1);
+}
 enum class WeightFormat { F32 = 0, BF16 = 1, Q8 = 2 };
 
 // Largest conv width and state size the kernels hold in registers / stack arrays (conv1d.cc,

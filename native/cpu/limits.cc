@@ -1,7 +1,7 @@
 // limits.cc — see limits.h. Times the active kernel build's fma_loop / read_sum (limits_kernels.cc)
-// and, where they run, the dot-product loops (limits_ext.cc) and the AMX tile loops (gemm_amx.cc), on the calling
-// thread and on every thread of the pool; the best of N runs counts (on a shared machine the slowest runs measure the
-// neighbours, not the hardware).
+// and, where they run, the dot-product loops (limits_ext.cc) and the AMX tile loops (gemm_amx.cc),
+// on the calling thread and on every thread of the pool; the best of N runs counts (on a shared
+// machine the slowest runs measure the neighbours, not the hardware).
 #include "limits.h"
 
 #include <chrono>

@@ -164,6 +164,15 @@ export function refLinear(W: Float64Array, rows: number, cols: number, x: Float6
   return y;
 }
 
+/** C = A W^T + bias, row by row with refLinear.   A [M, K], W [N, K], bias [N] -> C [M, N] */
+export function refGemm(A: Float32Array, W: Float32Array, bias: Float32Array, M: number, N: number, K: number): Float64Array {
+  const W64 = Float64Array.from(W),
+    b64 = Float64Array.from(bias);
+  const C = new Float64Array(M * N);
+  for (let m = 0; m < M; m++) C.set(refLinear(W64, N, K, Float64Array.from(A.subarray(m * K, (m + 1) * K)), b64), m * N);
+  return C;
+}
+
 /** RMSNorm: x / sqrt(mean(x^2) + eps) * w.   x [d], w [d] -> [d] */
 export function refRmsNorm(x: Float64Array, w: Float64Array, eps: number): Float64Array {
   const n = x.length;
