@@ -321,4 +321,27 @@ describe('bench', () => {
     ]);
     await expect(runBench(model, { lengths: [] })).rejects.toThrow(/lengths must be a non-empty list/);
   });
+
+  test('runBench decode rows time native greedy steps (what generation runs), not logits to JS', async () => {
+    const step = jest.spyOn(model, 'step');
+    const decode = jest.spyOn(model, 'decode');
+    try {
+      await runBench(model, { runs: 2, lengths: [4], batches: [3], decodeTokens: 2 });
+      expect(decode).not.toHaveBeenCalled();
+      // one warm-up and two timed runs of two steps each
+      expect(step).toHaveBeenCalledTimes(6);
+      for (const [inputs] of step.mock.calls) {
+        expect(inputs).toHaveLength(3);
+        for (const inp of inputs) {
+          expect(Array.from(inp.tokens)).toHaveLength(1);
+          expect(inp.sample).toEqual([expect.objectContaining({ temperature: 0 })]);
+        }
+      }
+      const r = await step.mock.results[0].value;
+      expect(r.samples.map((s: unknown[]) => s.length)).toEqual([1, 1, 1]);
+    } finally {
+      step.mockRestore();
+      decode.mockRestore();
+    }
+  });
 });

@@ -4,8 +4,10 @@
  *   prefill  one prompt of T random token ids from a zero state, logits at the last position;
  *            tokens/s = T / time.
  *   decode   B sequences, each prefilled (untimed) with a short random prompt, then `decodeTokens`
- *            lockstep steps of model.decode(B sequences, B random ids); tokens/s = B * steps / time.
- *            The fed ids are random (no sampling), so the figure is the engine's, not the sampler's.
+ *            lockstep steps of model.step(B sequences, one random id each, a greedy native sample
+ *            each): the call generation and the server make, and what the peer's bench times
+ *            (greedy sampling, only tokens back to JS). tokens/s = B * steps / time. The fed ids
+ *            are the random ones, not the samples, so every run does the same work.
  *   simba    prefill rows under Simba for each length and FLOPs budget: tokens/s, the plan's
  *            relFlops (layers only), the measured speedup over the dense median of the same run,
  *            and the theoretical 1 / relFlops.
@@ -27,7 +29,7 @@ import { SimbaError } from '../errors';
 import { BENCH_DEFAULTS, LIMITS } from '../limits';
 import * as v from '../validate';
 import { mulberry32 } from '../generate/sampler';
-import type { LanguageModel } from '../engine/lm';
+import { rngFromSeed, type LanguageModel, type SamplingParams } from '../engine/lm';
 import type { WeightFormat } from '../types';
 import { planSimba, solveRLast, trapezoidFloor, validateSimbaOptions, type SimbaOptions } from '../engine/simba';
 
@@ -285,6 +287,8 @@ export async function runBench(
     prefill.push({ length: T, tokensPerSec: s, ms: (1000 * T) / s.median });
   }
 
+  // Greedy: the rng is never drawn from.
+  const greedy: SamplingParams = { temperature: 0, rng: rngFromSeed(0) };
   const decode: DecodeRow[] = [];
   for (const B of batches) {
     const steps = Array.from({ length: decodeTokens }, () => randomIds(B));
@@ -295,7 +299,7 @@ export async function runBench(
       );
       const seqs = res.map((r) => r.sequence);
       const t = performance.now();
-      for (const ids of steps) await model.decode(seqs, ids);
+      for (const ids of steps) await model.step(seqs.map((sequence, i) => ({ sequence, tokens: [ids[i]], sample: [greedy] })));
       const sec = (performance.now() - t) / 1000;
       for (const q of seqs) q.dispose();
       return sec;
