@@ -189,6 +189,8 @@ export interface NativeKernels {
   }): Float32Array;
   /** The machine's bounds (seconds of work, on a worker thread): streaming read GB/s and FMA GFLOP/s. */
   limits(a?: { reps?: number; bufferMB?: number }): Promise<NativeLimits>;
+  /** The streaming-read probe of limits() alone, over a buffer of about `bytes` (4 KiB - 16 GiB). */
+  readBandwidth(a: { bytes: number; reps?: number }): Promise<{ readGBs1: number; readGBsAll: number; bufferBytes: number }>;
   /** Best seconds of one C = A W^T on random inputs, and which kernel ran. */
   gemmTime(a: {
     M: number;

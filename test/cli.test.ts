@@ -331,6 +331,34 @@ describe('simba bench', () => {
     }
   });
 
+  test('--limits --json: decode B=1 is held to the read bandwidth over a buffer of the weights size', async () => {
+    const r = await simba([
+      'bench',
+      '--json',
+      '--limits',
+      '--lengths',
+      '8',
+      '--batches',
+      '1',
+      '--runs',
+      '1',
+      '--decode-tokens',
+      '1',
+    ]);
+    expect(r.code).toBe(0);
+    const j = JSON.parse(r.stdout);
+    const w = j.model.weightBytes;
+    // the buffer: the weights' bytes rounded down to 4 KiB per thread
+    expect(j.readAtWeights.bufferBytes).toBeLessThanOrEqual(Math.max(w, 4096 * j.limits.threads));
+    expect(j.readAtWeights.bufferBytes).toBeGreaterThan(w - 4096 * j.limits.threads);
+    expect(j.limits.bufferBytes).toBe(256 * 2 ** 20);
+    const dec = j.bounds.find((b: { label: string }) => b.label === 'decode B=1');
+    const byRead = (j.readAtWeights.readGBsAll * 1e9) / w;
+    if (dec.boundBy === 'read at weight size') expect(dec.bound).toBeCloseTo(byRead, 6);
+    else expect(dec.bound).toBeLessThan(byRead);
+    expect(dec.fraction).toBeCloseTo(j.decode[0].tokensPerSec.median / dec.bound, 9);
+  });
+
   test('human mode prints tables', async () => {
     const r = await simba(['bench', '--lengths', '8', '--batches', '1', '--runs', '1', '--decode-tokens', '1']);
     expect(r.code).toBe(0);

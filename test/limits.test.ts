@@ -3,7 +3,7 @@
  * for its rows (f32 FMA, bf16 / int8 dot products, AMX tiles) or to read bandwidth, computed here by hand from
  * a synthetic result; gemmKernel names the kernel the dispatcher picks.
  */
-import { gemmKernel } from '../lib/engine/machine';
+import { gemmKernel, measureReadBandwidth } from '../lib/engine/machine';
 import type { BenchResult } from '../lib/measure/bench';
 import { boundRows, kernelPeak, kernelsOf } from '../lib/measure/limits';
 import type { MachineLimits } from '../lib/engine/machine';
@@ -72,6 +72,31 @@ test('boundRows: prefill against the kernel peak, decode against min(read bandwi
   const big = { ...result('bf16'), model: { ...result('bf16').model, flopsPerToken: 1e10 } } as BenchResult;
   const r = boundRows(big, limits, new Map([[32, 'bf16 vdpbf16ps']]));
   expect(r[2]).toMatchObject({ bound: 40, boundBy: 'bf16 dot peak' });
+});
+
+test('boundRows: with the read bandwidth at the weights size, decode is held to that one, by name', () => {
+  const atWeights = { readGBs1: 20, readGBsAll: 45, bufferBytes: 1e9 };
+  const rows = boundRows(result('int8'), limits, new Map([[1, 'int8 vpdpbusd']]), atWeights);
+  // 45 GB/s / 1 GB = 45 tokens/s; prefill rows do not change
+  expect(rows[1]).toMatchObject({ label: 'decode B=1', bound: 45, boundBy: 'read at weight size' });
+  expect(rows[1].fraction).toBeCloseTo(10 / 45, 12);
+  expect(rows[0]).toEqual(boundRows(result('int8'), limits, new Map([[1, 'int8 vpdpbusd']]))[0]);
+});
+
+test('measureReadBandwidth streams a buffer of the asked size (to 4 KiB per thread) and checks its arguments', async () => {
+  const r = await measureReadBandwidth(3 << 20, 2);
+  expect(r.bufferBytes).toBeLessThanOrEqual(3 << 20);
+  expect(r.bufferBytes).toBeGreaterThan((3 << 20) - 4096 * 64);
+  expect(r.bufferBytes % 4096).toBe(0);
+  // a few MB read in a few ms: positive and finite
+  for (const v of [r.readGBs1, r.readGBsAll]) expect(Number.isFinite(v) && v > 0.1).toBe(true);
+  const tiny = await measureReadBandwidth(5000, 1);
+  expect(tiny.bufferBytes).toBeGreaterThanOrEqual(4096);
+  await expect(measureReadBandwidth(100)).rejects.toThrow(
+    /measureReadBandwidth: bytes must be a number in \[4096, 2\^34\], got 100/,
+  );
+  await expect(measureReadBandwidth('1e6' as never)).rejects.toThrow(/bytes must be a number/);
+  await expect(measureReadBandwidth(1e6, 0)).rejects.toThrow(/reps must be an integer in \[1, 100\], got 0/);
 });
 
 test('gemmKernel and kernelsOf name the dispatcher kernel for each format and row count', async () => {

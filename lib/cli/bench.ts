@@ -4,7 +4,7 @@ import type { Command } from 'commander';
 import { BENCH_DEFAULTS, LIMITS } from '../limits';
 import { formatBench, runBench } from '../measure/bench';
 import { boundRows, formatBounds, formatGemmTable, formatLimits, gemmTable, kernelsOf } from '../measure/limits';
-import { measureLimits } from '../engine/machine';
+import { measureLimits, measureReadBandwidth } from '../engine/machine';
 import { WEIGHT_FORMATS } from '../types';
 import {
   addModelOptions,
@@ -93,11 +93,12 @@ async function cmdBench(f: BenchFlags): Promise<void> {
       return;
     }
     const limits = await measureLimits();
-    const bounds = boundRows(r, limits, await kernelsOf(r));
+    const atWeights = await measureReadBandwidth(Math.max(4096, r.model.weightBytes));
+    const bounds = boundRows(r, limits, await kernelsOf(r), atWeights);
     out(
       f.json
-        ? JSON.stringify({ ...r, limits, bounds }, null, 2) + '\n'
-        : `${formatBench(r)}\n\n${formatLimits(limits)}\n${formatBounds(bounds)}\n`,
+        ? JSON.stringify({ ...r, limits, readAtWeights: atWeights, bounds }, null, 2) + '\n'
+        : `${formatBench(r)}\n\n${formatLimits(limits, atWeights)}\n${formatBounds(bounds)}\n`,
     );
   });
 }
@@ -128,7 +129,7 @@ export function addBenchCommand(program: Command): void {
     .option('--seed <n>', `seed of the random token ids (default ${d.seed})`, intArg(0, LIMITS.seed))
     .option(
       '--limits',
-      "also measure this machine's read bandwidth and FMA / dot-product peaks (a few seconds) and print each row as a fraction of its bound",
+      "also measure this machine's read bandwidth (over a buffer far larger than the caches, and over one of the weights' size) and FMA / dot-product peaks (a few seconds) and print each row as a fraction of its bound",
     )
     .option(
       '--gemm',

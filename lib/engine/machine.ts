@@ -25,6 +25,35 @@ export async function measureLimits(opts: { reps?: number; bufferMB?: number } =
   }
 }
 
+/** Streaming-read bandwidth over one buffer of about `bytes`. */
+export interface ReadBandwidth {
+  /** GB/s (1e9 bytes/s), one thread and every pool thread. */
+  readGBs1: number;
+  readGBsAll: number;
+  /** The buffer streamed (bytes rounded down to 4 KiB per thread). */
+  bufferBytes: number;
+}
+
+/**
+ * The read-bandwidth probe of measureLimits alone, over a buffer of about `bytes`: given a model's
+ * weight bytes, what a decode step that reads every weight once can get on this machine, caches
+ * included (a model smaller than the last-level cache reads partly from it). Best of `reps`.
+ *
+ * @example
+ *   const r = await measureReadBandwidth(model.info().weightBytes);  // { readGBsAll: 47.5, ... }
+ */
+export async function measureReadBandwidth(bytes: number, reps = 5): Promise<ReadBandwidth> {
+  if (typeof bytes !== 'number' || !(bytes >= 4096 && bytes <= 2 ** 34))
+    throw new SimbaError('E_ARG', `measureReadBandwidth: bytes must be a number in [4096, 2^34], got ${String(bytes)}`);
+  if (!Number.isInteger(reps) || reps < 1 || reps > 100)
+    throw new SimbaError('E_ARG', `measureReadBandwidth: reps must be an integer in [1, 100], got ${String(reps)}`);
+  try {
+    return await loadAddon().kernels.readBandwidth({ bytes, reps });
+  } catch (e) {
+    throw fromNative(e);
+  }
+}
+
 export interface GemmShape {
   M: number;
   N: number;

@@ -4,7 +4,10 @@
  *
  *   prefill  bound = compute peak (all threads) / layer FLOPs per token  (the head runs once: ignored)
  *   decode   bound = min(B x read bandwidth / weight bytes, compute peak / FLOPs per token):
- *            a decode step reads every weight once, whatever B; large B become compute-bound.
+ *            a decode step reads every weight once, whatever B; large B become compute-bound. The
+ *            read bandwidth is the one measured over a buffer of the weights' size when given
+ *            (measureReadBandwidth: a model that fits the last-level cache in part reads from it
+ *            faster than from memory), else the machine's (a buffer far larger than the caches).
  * The compute peak is the one of the GEMM kernel that runs on those rows (kernelPeak): the measured
  * f32 FMA peak, times 2 for bf16 vdpbf16ps and int8 pmaddwd and 4 for int8 vpdpbusd (the
  * multiply-adds each instruction does, against 16 f32 FMAs for a 512-bit vector). bf16 weights
@@ -14,12 +17,13 @@
  *   const limits = await measureLimits();
  *   const r = await runBench(model, { lengths: [512] });
  *   const kernels = await kernelsOf(r);
- *   console.log(formatBounds(boundRows(r, limits, kernels)));
+ *   const atWeights = await measureReadBandwidth(r.model.weightBytes);
+ *   console.log(formatBounds(boundRows(r, limits, kernels, atWeights)));
  *   console.log(formatGemmTable(await gemmTable('mamba-130m', ['f32', 'int8'], limits), limits));
  */
 import { SimbaError } from '../errors';
 import { SHAPES } from '../engine/load';
-import { gemmKernel, timeGemm, type MachineLimits } from '../engine/machine';
+import { gemmKernel, timeGemm, type MachineLimits, type ReadBandwidth } from '../engine/machine';
 import type { WeightFormat } from '../types';
 import type { BenchResult } from './bench';
 
@@ -29,7 +33,7 @@ export interface BoundRow {
   tokensPerSec: number;
   /** The physical bound (tokens/s) and which one it is. */
   bound: number;
-  boundBy: PeakName | 'read bandwidth';
+  boundBy: PeakName | 'read bandwidth' | 'read at weight size';
   /** tokensPerSec / bound. */
   fraction: number;
 }
@@ -71,10 +75,17 @@ export async function kernelsOf(r: BenchResult): Promise<Map<number, string>> {
 /**
  * Each prefill and decode row of a benchmark against its bound (see the module comment). `kernels`
  * (from kernelsOf) names the GEMM kernel per row count; without it every row is held to the f32
- * FMA peak.
+ * FMA peak. `atWeights` (measureReadBandwidth of the model's weight bytes) bounds decode by the
+ * read bandwidth at the weights' size ('read at weight size') instead of the machine's.
  */
-export function boundRows(r: BenchResult, limits: MachineLimits, kernels?: Map<number, string>): BoundRow[] {
-  const read = limits.readGBsAll * 1e9;
+export function boundRows(
+  r: BenchResult,
+  limits: MachineLimits,
+  kernels?: Map<number, string>,
+  atWeights?: ReadBandwidth,
+): BoundRow[] {
+  const read = (atWeights ?? limits).readGBsAll * 1e9;
+  const readName = atWeights ? 'read at weight size' : 'read bandwidth';
   const peak = (M: number) => kernelPeak(kernels?.get(M) ?? 'f32 fma', limits);
   const layerFlops = r.model.layerFlops * r.model.nLayer;
   const rows: BoundRow[] = [];
@@ -98,7 +109,7 @@ export function boundRows(r: BenchResult, limits: MachineLimits, kernels?: Map<n
       label: `decode B=${d.batch}`,
       tokensPerSec: d.tokensPerSec.median,
       bound,
-      boundBy: byRead <= byPeak ? 'read bandwidth' : k.name,
+      boundBy: byRead <= byPeak ? readName : k.name,
       fraction: d.tokensPerSec.median / bound,
     });
   }
@@ -185,9 +196,10 @@ function table(head: string[], rows: string[][]): string {
 
 const f1 = (x: number) => (x >= 100 ? x.toFixed(0) : x.toFixed(1));
 const pct = (x: number) => `${(100 * x).toFixed(0)}%`;
+const mib = (bytes: number) => `${(bytes / 2 ** 20).toFixed(bytes < 2 ** 24 ? 1 : 0)} MiB`;
 
 /** The measured limits, one block. */
-export function formatLimits(l: MachineLimits): string {
+export function formatLimits(l: MachineLimits, atWeights?: ReadBandwidth): string {
   const peak = (name: string, one: number | undefined, all: number | undefined) =>
     one === undefined || all === undefined ? '' : `; ${name} ${f1(one)} / ${f1(all)} GFLOP/s (1 / ${l.threads} threads)`;
   return [
@@ -198,6 +210,12 @@ export function formatLimits(l: MachineLimits): string {
       peak('bf16 AMX peak', l.amxBf16Gflops1, l.amxBf16GflopsAll) +
       peak('int8 AMX peak', l.amxInt8Gflops1, l.amxInt8GflopsAll) +
       '; best of N runs',
+    ...(atWeights
+      ? [
+          `         read over ${mib(atWeights.bufferBytes)} (the weights' size) ${f1(atWeights.readGBs1)} GB/s (1 thread), ` +
+            `${f1(atWeights.readGBsAll)} GB/s (${l.threads} threads), against ${mib(l.bufferBytes)} above`,
+        ]
+      : []),
   ].join('\n');
 }
 

@@ -4,6 +4,7 @@
 // machine the slowest runs measure the neighbours, not the hardware).
 #include "limits.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -36,6 +37,39 @@ double best_of(int reps, F&& run) {
 volatile float g_sink;  // keeps the probes' results alive
 
 }  // namespace
+
+ReadBandwidth measure_read(int reps, double bytes) {
+  const KernelTable& k = active();
+  ThreadPool& pool = ThreadPool::global();
+  const int nt = pool.size();
+  // each thread's part a whole number of 4 KiB (1024 floats), so both figures read the same buffer
+  const size_t part = std::max<size_t>(1, (size_t)(bytes / sizeof(float)) / nt / 1024) * 1024, n = part * nt;
+  std::unique_ptr<float, void (*)(void*)> buf(static_cast<float*>(std::aligned_alloc(64, n * sizeof(float))),
+                                              std::free);
+  if (!buf) throw std::bad_alloc();
+  float* x = buf.get();
+  for (size_t i = 0; i < n; i++) x[i] = (float)(i & 1023) * 1e-3f;  // the pages exist before timing
+  ReadBandwidth out{};
+  out.buffer_bytes = (double)n * sizeof(float);
+  // small buffers run many times per timing, so that each lasts well above the clock's resolution
+  const int inner = (int)std::max<double>(1, (64.0 * (1 << 20)) / out.buffer_bytes);
+  out.read_gbs_1 = inner * out.buffer_bytes /
+                   best_of(reps,
+                           [&] {
+                             for (int j = 0; j < inner; j++) g_sink = k.read_sum(x, n);
+                           }) /
+                   1e9;
+  out.read_gbs_all = inner * out.buffer_bytes /
+                     best_of(reps,
+                             [&] {
+                               pool.run(nt, [&](int, int b, int e) {
+                                 for (int j = 0; j < inner; j++)
+                                   for (int i = b; i < e; i++) g_sink = k.read_sum(x + (size_t)i * part, part);
+                               });
+                             }) /
+                     1e9;
+  return out;
+}
 
 MachineLimits measure_limits(int reps, int buffer_mb) {
   const KernelTable& k = active();
@@ -72,25 +106,11 @@ MachineLimits measure_limits(int reps, int buffer_mb) {
     peak(amx::int8_loop, 1000000, amx::int8_flops_per_iter(), &out.amx_int8_gflops_1, &out.amx_int8_gflops_all);
   }
 
-  // ---- Read bandwidth: a buffer far larger than the last-level cache, touched once first (so
-  // the pages exist), then read front to back.
-  const size_t n = ((size_t)buffer_mb << 20) / sizeof(float) / 1024 * 1024;
-  std::unique_ptr<float, void (*)(void*)> buf(static_cast<float*>(std::aligned_alloc(64, n * sizeof(float))),
-                                              std::free);
-  if (!buf) throw std::bad_alloc();
-  float* x = buf.get();
-  for (size_t i = 0; i < n; i++) x[i] = (float)(i & 1023) * 1e-3f;
-  out.buffer_bytes = (double)n * sizeof(float);
-  out.read_gbs_1 = out.buffer_bytes / best_of(reps, [&] { g_sink = k.read_sum(x, n); }) / 1e9;
-  const size_t part = n / nt / 1024 * 1024;
-  out.read_gbs_all = (double)part * nt * sizeof(float) /
-                     best_of(reps,
-                             [&] {
-                               pool.run(nt, [&](int, int b, int e) {
-                                 for (int i = b; i < e; i++) g_sink = k.read_sum(x + (size_t)i * part, part);
-                               });
-                             }) /
-                     1e9;
+  // ---- Read bandwidth: a buffer far larger than the last-level cache.
+  const ReadBandwidth r = measure_read(reps, (double)((size_t)buffer_mb << 20));
+  out.read_gbs_1 = r.read_gbs_1;
+  out.read_gbs_all = r.read_gbs_all;
+  out.buffer_bytes = r.buffer_bytes;
   return out;
 }
 

@@ -24,6 +24,16 @@ struct MachineLimits {
   double buffer_bytes;  // size of the streamed buffer
 };
 
+// Streaming-read bandwidth over one buffer of about `bytes` (rounded down to 4 KiB per thread part,
+// at least 4 KiB), touched once first: far larger than the last-level cache it measures memory;
+// the size of a model's weights, what a decode step reading them once gets (part may stay cached).
+struct ReadBandwidth {
+  double read_gbs_1;    // GB/s, one thread
+  double read_gbs_all;  // GB/s, every pool thread reading its own part
+  double buffer_bytes;  // size of the streamed buffer
+};
+ReadBandwidth measure_read(int reps, double bytes);
+
 // Best (shortest-time) of `reps` runs of each probe; buffer_mb MiB streamed per read run.
 // Takes about reps * (0.1 s + buffer read time) per figure. Throws std::bad_alloc on no memory.
 MachineLimits measure_limits(int reps = 5, int buffer_mb = 256);

@@ -98,6 +98,31 @@ Napi::Value Limits(const Napi::CallbackInfo& info) {
   return w->Promise();
 }
 
+// readBandwidth({bytes, reps?}) -> Promise<{readGBs1, readGBsAll, bufferBytes}>: the streaming-read
+// probe of limits() over a buffer of about `bytes` (4 KiB to 16 GiB), e.g. a model's weight bytes.
+Napi::Value ReadBandwidth(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsObject()) throw ArgError(env, "readBandwidth({bytes, reps?})");
+  Napi::Object o = info[0].As<Napi::Object>();
+  const Napi::Value b = o.Get("bytes");
+  const double bytes = b.IsNumber() ? b.As<Napi::Number>().DoubleValue() : -1;
+  if (!(bytes >= 4096 && bytes <= 16.0 * (1 << 30)))
+    throw ArgError(env, "readBandwidth: bytes must be a number in [4096, 16 GiB]");
+  const int reps = IntOr(o, "reps", 5, 1, 100);
+  auto res = std::make_shared<cpu::ReadBandwidth>();
+  auto* w = new Job(
+      env, [res, reps, bytes] { *res = cpu::measure_read(reps, bytes); },
+      [res](Napi::Env e) -> Napi::Value {
+        Napi::Object r = Napi::Object::New(e);
+        r.Set("readGBs1", res->read_gbs_1);
+        r.Set("readGBsAll", res->read_gbs_all);
+        r.Set("bufferBytes", res->buffer_bytes);
+        return r;
+      });
+  w->Queue();
+  return w->Promise();
+}
+
 cpu::WeightFormat FormatOf(Napi::Env env, const Napi::Value& v) {
   const std::string f = v.IsString() ? v.As<Napi::String>().Utf8Value() : std::string("f32");
   if (f == "f32") return cpu::WeightFormat::F32;
@@ -164,6 +189,7 @@ Napi::Value GemmTime(const Napi::CallbackInfo& info) {
 
 void register_bench_bindings(Napi::Env env, Napi::Object kernels) {
   kernels.Set("limits", Napi::Function::New(env, Limits));
+  kernels.Set("readBandwidth", Napi::Function::New(env, ReadBandwidth));
   kernels.Set("gemmTime", Napi::Function::New(env, GemmTime));
 }
 
