@@ -136,12 +136,13 @@ describe.each(isas)('kernels on %s', (isa) => {
   });
 
   test.each([
-    [16, 1],
-    [16, 33],
-    [5, 20],
-    [12, 7],
-  ])('selective scan N=%i T=%i', (N, T) => {
-    const E = 37; // not a multiple of any vector width
+    [16, 1, 37],
+    [16, 1, 200], // the decode step on 12 full groups of 16 channels, then a tail of 8
+    [16, 33, 37],
+    [5, 20, 37],
+    [12, 7, 37],
+  ])('selective scan N=%i T=%i E=%i', (N, T, E) => {
+    // E not a multiple of any vector width
     const x = randArray(T * E, seed0 + 7),
       dtRaw = randArray(T * E, seed0 + 8, 4),
       Alog = randArray(E * N, seed0 + 9);

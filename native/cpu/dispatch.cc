@@ -287,7 +287,8 @@ void conv1d(const Conv1dArgs& a) {
 }
 
 void scan(const ScanArgs& a) {
-  SIMBA_ASSERT(a.x && a.dt && a.B && a.C && a.z && a.AT && a.D && a.y && a.E > 0 && a.N >= 1 && a.N <= kMaxState);
+  SIMBA_ASSERT(a.x && a.dt && a.B && a.C && a.z && a.AT && a.A && a.D && a.y && a.E > 0 && a.N >= 1 &&
+               a.N <= kMaxState);
   SIMBA_ASSERT(a.ldx >= a.E && a.lddt >= a.E && a.ldz >= a.E && a.ldy >= a.E && a.ldbc >= a.N);
   assert_seqs(a.seqs, a.nseq);
   for (int i = 0; i < a.nseq; i++) SIMBA_ASSERT(a.seqs[i].ssm);

@@ -152,6 +152,7 @@ struct ScanArgs {
   const float* z;
   int ldz;          // [.., E] gate
   const float* AT;  // [N][E] A = -exp(A_log), transposed (state-major)
+  const float* A;   // [E][N] the same A in the state's layout (the AVX-512 decode step reads it)
   const float* D;   // [E]
   float* y;
   int ldy;  // [.., E] output

@@ -127,6 +127,7 @@ constexpr size_t kKeepScratchFloats = (size_t)64 << 20;  // 256 MB of activation
 
 Model::Model(const ModelConfig& c, cpu::WeightFormat format) : cfg_(c), format_(format), loader_(c) {
   w_.layers.resize(c.L);
+  a_state_.resize(c.L);
   g_models++;  // in the body: a constructor that throws counts nothing
 }
 
@@ -143,6 +144,14 @@ Model::~Model() { g_models--; }
 
 void Model::set_tensor(const std::string& name, int layer, const float* x, size_t count) {
   loader_.set(w_, name, layer, x, count, Store{format_});
+  if (layer >= 0 && name == tensor_name(TensorId::kALog)) {  // A^T [N][E] -> A [E][N]
+    const std::vector<float>& AT = w_.layers[layer].AT;
+    std::vector<float>& A = a_state_[layer];
+    const int E = cfg_.E, N = cfg_.N;
+    A.resize((size_t)E * N);
+    for (int n = 0; n < N; n++)
+      for (int e = 0; e < E; e++) A[(size_t)e * N + n] = AT[(size_t)n * E + e];
+  }
 }
 
 void Model::randomize(uint64_t seed) { randomize_engine(*this, cfg_, seed); }
@@ -295,6 +304,7 @@ ForwardResult Model::forward(const ForwardRequest& req) {
                .z = xz + E,
                .ldz = 2 * E,
                .AT = l.AT.data(),
+               .A = a_state_[li].data(),
                .D = l.D.data(),
                .y = y,
                .ldy = E,

@@ -132,7 +132,9 @@ class Model {
   ModelConfig cfg_;
   cpu::WeightFormat format_;
   WeightLoader loader_;
-  Weights w_;      // the embedding rows are read from its packed layout, and it is the tied head
+  Weights w_;  // the embedding rows are read from its packed layout, and it is the tied head
+  // Per layer, A = -exp(A_log) in the state's [E][N] layout (the decode scan's; w_ holds A^T).
+  std::vector<std::vector<float>> a_state_;
   std::mutex mu_;  // one forward at a time (scratch, thread pool)
   // Activation scratch, reused across calls (grow-only, uninitialised: every buffer carved from it
   // is written before it is read).

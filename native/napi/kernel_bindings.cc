@@ -90,14 +90,18 @@ Napi::Value Conv1d(const Napi::CallbackInfo& info) {
 }
 
 // Scan/score inputs with A = -exp(A_log) transposed to [N][E], as the kernels take it.
+// And A itself in the state's [E][N] layout (the decode scan reads that one).
 struct ScanInputs : ScanTensors {
-  std::vector<float> AT;
+  std::vector<float> AT, A;
 };
 ScanInputs ReadScan(const Napi::Object& o) {
   ScanInputs s;
   static_cast<ScanTensors&>(s) = ReadScanTensors(o);
   s.AT.resize((size_t)s.N * s.E);
   apply_layout(Layout::kNegExpTransposed, s.A_log.data(), s.E, s.N, s.AT.data());  // A_log's layout (tensor_table.h)
+  s.A.resize((size_t)s.E * s.N);
+  for (int e = 0; e < s.E; e++)
+    for (int n = 0; n < s.N; n++) s.A[(size_t)e * s.N + n] = s.AT[(size_t)n * s.E + e];
   return s;
 }
 
@@ -121,6 +125,7 @@ Napi::Value Scan(const Napi::CallbackInfo& info) {
              .z = z.data(),
              .ldz = s.E,
              .AT = s.AT.data(),
+             .A = s.A.data(),
              .D = D.data(),
              .y = y.data(),
              .ldy = s.E,

@@ -100,10 +100,12 @@ void scan_case(Report& rep, const simba_backend_v1_t& b, std::mt19937& rng, int 
   Vec x = rnd(rng, (size_t)T * E), dt = rnd(rng, (size_t)T * E, -4, 1), alog = rnd(rng, (size_t)E * N, -1, 1),
       B = rnd(rng, (size_t)T * N), C = rnd(rng, (size_t)T * N), D = rnd(rng, E), z = rnd(rng, (size_t)T * E, -3, 3),
       st = rnd(rng, (size_t)E * N);
-  Vec AT = a_transposed(alog, E, N), dt_cpu = dt, st_cpu = st, y_cpu((size_t)T * E), y((size_t)T * E);
+  Vec AT = a_transposed(alog, E, N), A((size_t)E * N), dt_cpu = dt, st_cpu = st, y_cpu((size_t)T * E), y((size_t)T * E);
+  for (int e = 0; e < E; e++)
+    for (int n = 0; n < N; n++) A[(size_t)e * N + n] = AT[(size_t)n * E + e];  // the state's layout
   cpu::SeqSlice sq{0, T, nullptr, st_cpu.data()};
-  cpu::scan(cpu::ScanArgs{x.data(), E, dt_cpu.data(), E, B.data(), C.data(), N, z.data(), E, AT.data(), D.data(),
-                          y_cpu.data(), E, E, N, &sq, 1});
+  cpu::scan(cpu::ScanArgs{x.data(), E, dt_cpu.data(), E, B.data(), C.data(), N, z.data(), E, AT.data(), A.data(),
+                          D.data(), y_cpu.data(), E, E, N, &sq, 1});
   char err[1024] = {0};
   backend_ok(b.kernel_scan(x.data(), dt.data(), alog.data(), B.data(), C.data(), D.data(), z.data(), st.data(),
                            y.data(), T, E, N, err, sizeof err),
