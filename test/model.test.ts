@@ -37,6 +37,28 @@ describe('shipped brown-mamba-s', () => {
     expect(maxRowErr(logits, r.logits)).toBeLessThan(1e-5);
   });
 
+  test('a decode step of many sequences (conv and scan split it by sequence) matches float64', async () => {
+    // 6 sequences: at least two per thread, so the conv and scan give each thread whole sequences
+    const prompts = [1, 4, 9, 2, 13, 6].map((n, i) => randTokens(n, cfg.vocabSize, 20 + i));
+    const seqs = (
+      await model.prefill(
+        prompts.map((tokens) => ({ tokens })),
+        { logits: 'none' },
+      )
+    ).map((r) => r.sequence);
+    const steps = [
+      [5, 8, 13, 21, 34, 55],
+      [89, 144, 233, 377, 610, 987],
+    ];
+    let batched: Float32Array[] = [];
+    for (const ids of steps) batched = await model.decode(seqs, ids);
+    for (let i = 0; i < prompts.length; i++) {
+      const r = refForward(cfg, ref, [...prompts[i], steps[0][i], steps[1][i]]);
+      expect(maxRowErr([batched[i]], [r.logits[r.logits.length - 1]])).toBeLessThan(1e-5);
+    }
+    for (const q of seqs) q.dispose();
+  });
+
   test('bf16 weight storage stays within 2e-2 of float64', async () => {
     const m16 = await loadModel(SHIPPED, { weights: 'bf16' });
     try {

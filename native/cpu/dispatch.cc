@@ -277,13 +277,39 @@ static int groups(int E) {
   return (E + w - 1) / w;
 }
 
+// A decode step of several sequences (one token each, at least two per thread): the per-sequence
+// kernels (conv, scan) split it by sequence, so that each thread streams whole sequences' states
+// (contiguous) instead of a few KB of every one (B = 32, 130m: scan 8.0 -> 7.1 ms per step). The
+// same bits either way; prompts keep the channel split, which balances sequences of different
+// lengths.
+static bool split_by_sequence(const SeqSlice* s, int n) {
+  if (n < 2 * ThreadPool::global().size()) return false;
+  for (int i = 0; i < n; i++)
+    if (s[i].T != 1) return false;
+  return true;
+}
+template <typename Args, typename Kernel>
+static void per_sequence(const Args& a, double flops, Kernel kernel) {
+  const int G = groups(a.E);
+  if (split_by_sequence(a.seqs, a.nseq)) {
+    parallel(a.nseq, flops, [&](int, int b, int e) {
+      Args sub = a;
+      sub.seqs = a.seqs + b;
+      sub.nseq = e - b;
+      kernel(sub, 0, G);
+    });
+    return;
+  }
+  parallel(G, flops, [&](int, int b, int e) { kernel(a, b, e); });
+}
+
 void conv1d(const Conv1dArgs& a) {
   SIMBA_ASSERT(a.xin && a.out && a.wT && a.E > 0 && a.K >= 1 && a.K <= kMaxConv && a.ldx >= a.E && a.ldo >= a.E);
   assert_seqs(a.seqs, a.nseq);
   for (int i = 0; i < a.nseq; i++) SIMBA_ASSERT(a.K == 1 || a.seqs[i].conv);
   const KernelTable& k = active();
-  parallel(groups(a.E), 2.0 * a.K * a.E * rows_of(a.seqs, a.nseq) + 20.0 * a.E * rows_of(a.seqs, a.nseq),
-           [&](int, int b, int e) { k.conv1d(a, b, e); });
+  per_sequence(a, 2.0 * a.K * a.E * rows_of(a.seqs, a.nseq) + 20.0 * a.E * rows_of(a.seqs, a.nseq),
+               [&](const Conv1dArgs& s, int b, int e) { k.conv1d(s, b, e); });
 }
 
 void scan(const ScanArgs& a) {
@@ -293,7 +319,8 @@ void scan(const ScanArgs& a) {
   assert_seqs(a.seqs, a.nseq);
   for (int i = 0; i < a.nseq; i++) SIMBA_ASSERT(a.seqs[i].ssm);
   const KernelTable& k = active();
-  parallel(groups(a.E), 20.0 * a.E * a.N * rows_of(a.seqs, a.nseq), [&](int, int b, int e) { k.scan(a, b, e); });
+  per_sequence(a, 20.0 * a.E * a.N * rows_of(a.seqs, a.nseq),
+               [&](const ScanArgs& s, int b, int e) { k.scan(s, b, e); });
 }
 
 void score(ScoreArgs a, float* out, int total_rows) {
