@@ -6,7 +6,8 @@
 // FMA, the bf16 / int8 dot products or the AMX tiles; decode vs read bandwidth or that peak,
 // each format against its own weight bytes). The peer's number is
 // its best over 1 and 2 threads (its decode is faster at 1 thread); peer lines measured under
-// foreign load (foreign_cores_max > 0.2) are marked with '*'.
+// foreign load (foreign_cores_max > 0.2) are marked with '*', lines from the peer's fallback CPU
+// build (compare_peer.sh: its default build crashed on that row) with '†'.
 //   node bench/compare_summary.js OUT_DIR
 'use strict';
 const fs = require('fs');
@@ -32,11 +33,11 @@ function ours(r, kind, n) {
 
 function peer(t, kind, n) {
   const all = [...lines(`peer-${t}-prefill-2t.jsonl`), ...lines(`peer-${t}-decode-1t.jsonl`), ...lines(`peer-${t}-decode-2t.jsonl`)];
-  const hits = all.filter((l) => (kind === 'prefill' ? l.measure === 'prefill' && l.n_tokens === n
+  const hits = all.filter((l) => l.measure && !l.error && (kind === 'prefill' ? l.measure === 'prefill' && l.n_tokens === n
     : n === 1 ? l.measure === 'decode' && l.sequences === 1 : l.measure === 'batch_decode' && l.mode === 'lockstep' && l.sequences === n));
   if (!hits.length) return {};
   const best = hits.reduce((a, b) => (b.tok_s_median > a.tok_s_median ? b : a));
-  return { tps: best.tok_s_median, threads: best.threads, loaded: best.foreign_cores_max > 0.2 };
+  return { tps: best.tok_s_median, threads: best.threads, loaded: best.foreign_cores_max > 0.2, fallback: best.fallback };
 }
 
 const r0 = json('ours-2t.json');
@@ -53,7 +54,14 @@ for (const [kind, n] of rows)
     if (o.tps === undefined && p.tps === undefined) continue;
     const label = kind === 'prefill' ? `prefill ${n}, 2 threads` : `decode B=${n}, 2 threads${n > 1 ? ' (total)' : ''}`;
     const of = o.fraction === undefined ? '' : `${(100 * o.fraction).toFixed(0)}% (${o.boundBy})`;
-    const pp = p.tps === undefined ? '' : `${fmt(p.tps)}${p.threads ? ` (${p.threads}t)` : ''}${p.loaded ? ' *' : ''}`;
+    const pp = p.tps === undefined ? '' : `${fmt(p.tps)}${p.threads ? ` (${p.threads}t)` : ''}${p.loaded ? ' *' : ''}${p.fallback ? ' †' : ''}`;
     const ratio = o.tps !== undefined && p.tps ? `${(o.tps / p.tps).toFixed(2)}x` : '';
     console.log(`| ${label} | ${w} / ${t} | ${fmt(o.tps)} | ${of} | ${pp} | ${ratio} |`);
   }
+const crashes = ['f32', 'f16', 'q8_0'].flatMap((t) =>
+  ['prefill-2t', 'decode-1t', 'decode-2t'].flatMap((k) => lines(`peer-${t}-${k}.jsonl`).filter((l) => l.crashed !== undefined)));
+const fallbacks = [...new Set(['f32', 'f16', 'q8_0'].flatMap((t) =>
+  ['prefill-2t', 'decode-1t', 'decode-2t'].flatMap((k) => lines(`peer-${t}-${k}.jsonl`).filter((l) => l.fallback).map((l) => l.fallback))))];
+if (crashes.length)
+  console.log(`\nThe peer crashed in ${crashes.map((c) => `${c.label} (exit ${c.crashed})`).join(', ')}; ` +
+              (fallbacks.length ? `† rows are from its run with ${fallbacks.join(', ')} (its next-best CPU build).` : 'no fallback rows.'));
