@@ -37,6 +37,8 @@ inline void prefetch_stream_row(const void* p) {
   __builtin_prefetch(c + 64, 0, 1);
 }
 enum class WeightFormat { F32 = 0, BF16 = 1, Q8 = 2 };
+// Bytes of one stored weight.
+constexpr int weight_bytes(WeightFormat f) { return f == WeightFormat::F32 ? 4 : f == WeightFormat::BF16 ? 2 : 1; }
 
 // Largest conv width and state size the kernels hold in registers / stack arrays (conv1d.cc,
 // selective_scan.cc); the engines reject larger configs first (engine/tensor_table.h).

@@ -61,10 +61,7 @@ void pack_linear(Linear& lin, const float* W, int N, int K, cpu::WeightFormat fo
   const size_t elems = (size_t)p.npanels * p.Kp * kPanel;
   const size_t nfeat = (size_t)p.npanels * kPanel;
   // Without W the panels stay zero; with W the packing below writes every byte (padding included).
-  lin.store = AlignedBuf(elems * (format == WeightFormat::F32    ? 4
-                                  : format == WeightFormat::BF16 ? 2
-                                                                 : 1),
-                         W == nullptr);
+  lin.store = AlignedBuf(elems * cpu::weight_bytes(format), W == nullptr);
   void* dst = lin.store.data();
   if (format == WeightFormat::F32) p.f32 = static_cast<const float*>(dst);
   else if (format == WeightFormat::BF16) p.h16 = static_cast<const uint16_t*>(dst);
