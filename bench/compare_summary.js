@@ -59,9 +59,10 @@ for (const [kind, n] of rows)
     console.log(`| ${label} | ${w} / ${t} | ${fmt(o.tps)} | ${of} | ${pp} | ${ratio} |`);
   }
 const crashes = ['f32', 'f16', 'q8_0'].flatMap((t) =>
-  ['prefill-2t', 'decode-1t', 'decode-2t'].flatMap((k) => lines(`peer-${t}-${k}.jsonl`).filter((l) => l.crashed !== undefined)));
+  ['prefill-2t', 'decode-1t', 'decode-2t'].flatMap((k) =>
+    lines(`peer-${t}-${k}.jsonl`).filter((l) => l.crashed !== undefined).map((l) => ({ ...l, run: `${t} ${k}` }))));
 const fallbacks = [...new Set(['f32', 'f16', 'q8_0'].flatMap((t) =>
   ['prefill-2t', 'decode-1t', 'decode-2t'].flatMap((k) => lines(`peer-${t}-${k}.jsonl`).filter((l) => l.fallback).map((l) => l.fallback))))];
 if (crashes.length)
-  console.log(`\nThe peer crashed in ${crashes.map((c) => `${c.label} (exit ${c.crashed})`).join(', ')}; ` +
+  console.log(`\nThe peer crashed in ${crashes.map((c) => `${c.run} (exit ${c.crashed})`).join(', ')}; ` +
               (fallbacks.length ? `† rows are from its run with ${fallbacks.join(', ')} (its next-best CPU build).` : 'no fallback rows.'));
