@@ -88,6 +88,29 @@ describe.each(isas)('kernels on %s', (isa) => {
     }
   });
 
+  // The int8 kernels tile rows by 8 (vpdpbusd) or 6 / 3 (pmaddwd), then 4, 2 and 1: integer sums,
+  // so a row's result does not depend on its tile (AMX off: its tiles start at 16 rows).
+  test('int8 gemm: each row of M = 2..15 equals the same row computed alone (every tile size)', () => {
+    const N = 45,
+      K = 300;
+    const amx = addon.amxAvailable() && addon.amxActive();
+    if (amx) addon.setAmx(false);
+    try {
+      for (let M = 2; M <= 15; M++) {
+        const A = randArray(M * K, seed0 + 131 * M),
+          W = randArray(N * K, seed0 + 132),
+          bias = randArray(N, seed0 + 133);
+        const all = addon.kernels.gemm({ A, W, bias, M, N, K, format: 'int8' });
+        for (let m = 0; m < M; m++) {
+          const one = addon.kernels.gemm({ A: A.subarray(m * K, (m + 1) * K), W, bias, M: 1, N, K, format: 'int8' });
+          expect(Array.from(all.subarray(m * N, (m + 1) * N))).toEqual(Array.from(one));
+        }
+      }
+    } finally {
+      if (amx) addon.setAmx(true);
+    }
+  });
+
   test('int8 gemm: a row of zeros gives the bias, and the largest weights are exact', () => {
     const M = 2,
       N = 3,

@@ -38,7 +38,7 @@ inline void q8_rows(const GemmArgs& g, int m, int p, int k0, int kc, int ncols, 
   const int ng = (kc + 3) / 4;
   for (int gi = 0; gi < ng; gi++) {
     const int8_t* w = panel + (size_t)gi * 4 * kPanel;
-    if (g.M <= MR) prefetch_stream_row(w);  // decode
+    if (g.M <= 2 * MR) prefetch_stream_row(w);  // decode batches: the first tile streams the panel
     const __m512i w0 = _mm512_load_si512(w), w1 = _mm512_load_si512(w + 64);
 #pragma GCC unroll 8
     for (int r = 0; r < R; r++) {
@@ -104,6 +104,8 @@ inline uint32_t bf16_bits(float f) {  // round to nearest even (finite inputs; N
 void gemm_q8_vnni(const GemmArgs& g, int begin, int end) {
   for_gemm_items<MR, kKC8>(g, begin, end, [&](int m, int rows, int p, int k0, int kc, int nc, bool f) {
     if (rows == MR) q8_rows<MR>(g, m, p, k0, kc, nc, f);
+    else if (rows == 4) q8_rows<4>(g, m, p, k0, kc, nc, f);
+    else if (rows == 2) q8_rows<2>(g, m, p, k0, kc, nc, f);
     else q8_rows<1>(g, m, p, k0, kc, nc, f);
   });
 }
@@ -111,6 +113,8 @@ void gemm_q8_vnni(const GemmArgs& g, int begin, int end) {
 void gemm_bf16_dp(const GemmArgs& g, int begin, int end) {
   for_gemm_items<MR, kKCbf>(g, begin, end, [&](int m, int rows, int p, int k0, int kc, int nc, bool f) {
     if (rows == MR) bf16_rows<MR>(g, m, p, k0, kc, nc, f);
+    else if (rows == 4) bf16_rows<4>(g, m, p, k0, kc, nc, f);
+    else if (rows == 2) bf16_rows<2>(g, m, p, k0, kc, nc, f);
     else bf16_rows<1>(g, m, p, k0, kc, nc, f);
   });
 }

@@ -87,6 +87,8 @@ void gemm_q8_slice(const GemmArgs& g, int begin, int end) {
   // kKC8 a multiple of 4: slices start on a group boundary
   for_gemm_items<MR8, kKC8>(g, begin, end, [&](int m, int rows, int p, int k0, int kc, int ncols, bool first) {
     if (rows == MR8) tile_rows<MR8>(g, m, p, k0, kc, ncols, first);
+    else if (rows == 4) tile_rows<(MR8 > 4 ? 4 : 1)>(g, m, p, k0, kc, ncols, first);
+    else if (rows == 2) tile_rows<(MR8 > 2 ? 2 : 1)>(g, m, p, k0, kc, ncols, first);
     else tile_rows<1>(g, m, p, k0, kc, ncols, first);
   });
 }
