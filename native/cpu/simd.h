@@ -105,18 +105,20 @@ static inline float hmax(vf v) {
   return m;
 }
 
-// exp(x): x = k ln2 + r with |r| <= ln2/2 (Cody-Waite split of ln2), e^r by a degree-6
-// polynomial (Taylor coefficients; relative error < 2e-7 on the interval), times 2^k.
+// exp(x): x = k ln2 + r with |r| <= ln2/2 (Cody-Waite split of ln2), e^r by a degree-5
+// polynomial 1 + r + c2 r^2 + ... + c5 r^5, times 2^k. The c's minimise the largest relative error
+// on the interval (fitted by iteratively reweighted least squares on 20001 points, float64:
+// 1.05e-7; evaluated in float as below: 1.8e-7, where the degree-6 Taylor polynomial it replaces
+// reached 2.4e-7 with one FMA more, and the scan runs one exp per state element).
 // AVX-512 rounds with vrndscaleps and applies 2^k with vscalefps, which also saturates to 0 / inf
-// outside the float range (11 instructions). Elsewhere 2^k is built in the exponent bits, with the
+// outside the float range (10 instructions). Elsewhere 2^k is built in the exponent bits, with the
 // input clamped to [-87.3, 88.7] so it stays a normal float: exp of very negative numbers then
 // returns ~1e-38 instead of 0, below every tolerance we use.
 static inline vf vexp_poly(vf r) {
-  vf p = vset1(1.f / 720.f);
-  p = p * r + 1.f / 120.f;
-  p = p * r + 1.f / 24.f;
-  p = p * r + 1.f / 6.f;
-  p = p * r + 0.5f;
+  vf p = vset1(0.00831251f);
+  p = p * r + 0.04189009f;
+  p = p * r + 0.16667115f;
+  p = p * r + 0.49999232f;
   p = p * r + 1.f;
   return p * r + 1.f;
 }
