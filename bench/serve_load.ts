@@ -7,17 +7,18 @@
  *
  * at concurrency 1, 8 and 32: aggregate generated tokens/s, time to first token and inter-token
  * latency (between streamed text chunks) p50 / p99, and the ratio served / raw decode at B = the
- * concurrency. Each served row is bracketed by a raw plain decode (48 steps at B = C) just before
- * and just after it, and the ratio uses their mean (this kind of machine drifts by 20% within
- * minutes). Each row also says where the cores went: the clients (this process), the server's JS
+ * concurrency. Each served row is bracketed by a raw decode with native sampling (the server's own
+ * call: 48 steps at B = C, temperature 0.8, top-p 0.95) just before and just after it, and the
+ * ratio uses their mean (this kind of machine drifts by 20% within minutes; until 2026-12-04 the
+ * bracket was a plain `model.decode`, which also copies every row of logits to JS). Each row also says where the cores went: the clients (this process), the server's JS
  * thread, the server's engine and other threads, and the share of the wall spent in native steps. EOS is suppressed (logit_bias) so every stream generates exactly its max_tokens.
  *
  * --shape (random weights) needs a tokenizer for text prompts: --tokenizer, default the GPT-NeoX
  * tokenizer of test/fixtures (the real 50277-id vocabulary of the state-spaces models), else the
  * shipped model's.
  *
- *   node dist/bench/serve_load.js --shape mamba-130m [--concurrency 1,8,32] [--requests 2] [--scenario short-long,long-short]
- *     [--quick] [--json out.json]
+ *   node dist/bench/serve_load.js --shape mamba-130m [--weights f32|bf16|int8] [--concurrency 1,8,32] [--requests 2]
+ *     [--scenario short-long,long-short] [--quick] [--json out.json]
  */
 import { spawn } from 'child_process';
 import * as fs from 'fs';
@@ -38,6 +39,8 @@ const ROOT = path.resolve(__dirname, '..', '..');
 const shape = arg('shape', process.argv.includes('--model') ? '' : 'mamba-130m');
 const modelDir = arg('model', '');
 const fixture = path.join(ROOT, 'test', 'fixtures', 'gpt-neox-20b-tokenizer.json');
+const weights = arg('weights', 'f32');
+if (!['f32', 'bf16', 'int8'].includes(weights)) throw new Error(`--weights must be f32, bf16 or int8, got '${weights}'`);
 const tokenizerPath = arg(
   'tokenizer',
   shape ? (fs.existsSync(fixture) ? fixture : path.join(ROOT, 'models', 'brown-mamba-s')) : '',
@@ -78,7 +81,7 @@ const pct = (xs: number[], p: number) => {
   return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
 };
 
-/** Raw engine: B sequences (16-token prompts), `steps` lockstep steps; tokens/s of plain decode and decode+native sampling. */
+/** Raw engine: B sequences (16-token prompts), `steps` lockstep steps; tokens/s of plain decode and decode+native sampling (both = false: the latter only). */
 async function rawDecode(model: MambaModel, B: number, steps: number, both = true): Promise<{ plain: number; sampled: number }> {
   const runOnce = async (sample: boolean) => {
     const seqs = Array.from({ length: B }, () => model.newSequence());
@@ -95,7 +98,7 @@ async function rawDecode(model: MambaModel, B: number, steps: number, both = tru
     }
     return (B * steps) / ((performance.now() - t0) / 1000);
   };
-  if (!both) return { plain: await runOnce(false), sampled: NaN };
+  if (!both) return { plain: NaN, sampled: await runOnce(true) };
   await runOnce(true); // warm-up
   return {
     plain: Math.max(await runOnce(false), await runOnce(false)),
@@ -173,20 +176,22 @@ async function stream(client: OpenAI, model: string, text: string, maxTokens: nu
 }
 
 async function main(): Promise<void> {
-  const model = shape ? await randomModel(shape, { seed: 1 }) : await loadModel(modelDir);
+  const w = weights as 'f32' | 'bf16' | 'int8';
+  const model = shape ? await randomModel(shape, { seed: 1, weights: w }) : await loadModel(modelDir, { weights: w });
   const steps = scenarios[0].tokens;
   const raw: Record<number, { plain: number; sampled: number }> = {};
   for (const c of concurrency) {
     raw[c] = await rawDecode(model, c, steps);
     log(`raw decode B=${c}: ${raw[c].plain.toFixed(1)} tok/s plain, ${raw[c].sampled.toFixed(1)} tok/s with native sampling`);
   }
-  // this machine's speed drifts (shared hosts): each served row is bracketed by a raw plain decode
-  // at B = C just before and just after it, and compared with their mean
+  // this machine's speed drifts (shared hosts): each served row is bracketed by a raw decode with
+  // native sampling at B = C just before and just after it, and compared with their mean
   const rawSteps = Math.min(steps, 48);
-  const plainOnce = async (c: number) => (await rawDecode(model, c, rawSteps, false)).plain;
+  const sampledOnce = async (c: number) => (await rawDecode(model, c, rawSteps, false)).sampled;
 
   const cli = path.join(ROOT, 'dist', 'lib', 'cli', 'main.js');
   const serveArgs = [cli, 'serve', '--port', '0', '--max-running', String(Math.max(...concurrency)), '--model-name', 'bench'];
+  serveArgs.push('--weights', weights);
   if (shape) serveArgs.push('--shape', shape);
   else serveArgs.push('--model', modelDir);
   if (tokenizerPath) serveArgs.push('--tokenizer', tokenizerPath);
@@ -205,7 +210,7 @@ async function main(): Promise<void> {
   const rows: Record<string, unknown>[] = [];
   for (const sc of scenarios) {
     for (const c of concurrency) {
-      const before = await plainOnce(c);
+      const before = await sampledOnce(c);
       const cpu0 = process.cpuUsage();
       const srv0 = threadCpu(child.pid!);
       const step0 = await stepSecondsSum(url);
@@ -224,7 +229,7 @@ async function main(): Promise<void> {
       const cpu1 = process.cpuUsage(cpu0);
       const srv = serverCpuDelta(child.pid!, srv0, threadCpu(child.pid!));
       const stepShare = ((await stepSecondsSum(url)) - step0) / wall;
-      const after = await plainOnce(c);
+      const after = await sampledOnce(c);
       const bracket = (before + after) / 2;
       const tokens = stats.reduce((a, s) => a + s.tokens, 0);
       const ttft = stats.map((s) => s.ttft),
@@ -279,7 +284,7 @@ async function main(): Promise<void> {
     `simba serve load, ${result.shape}; native sampling ${(100 * result.samplingShareOfSteps).toFixed(2)}% of the server's step time\n\n`,
   );
   process.stdout.write(
-    '| scenario | C | streams | tok/s | raw decode B=C tok/s (before+after)/2 | served / raw | TTFT p50 / p99 ms | ITL p50 / p99 ms | lost | cores: clients / server JS / engine | in native steps |\n|---|---|---|---|---|---|---|---|---|---|---|\n',
+    '| scenario | C | streams | tok/s | raw sampled decode B=C tok/s (before+after)/2 | served / raw | TTFT p50 / p99 ms | ITL p50 / p99 ms | lost | cores: clients / server JS / engine | in native steps |\n|---|---|---|---|---|---|---|---|---|---|---|\n',
   );
   for (const r of rows)
     process.stdout.write(
