@@ -6,11 +6,19 @@
 namespace simba {
 namespace cpu {
 
+// Streaming-read bandwidth over one buffer of about `bytes` (rounded down to 4 KiB per thread part,
+// at least 4 KiB), touched once first: far larger than the last-level cache it measures memory;
+// the size of a model's weights, what a decode step reading them once gets (part may stay cached).
+struct ReadBandwidth {
+  double read_gbs_1;    // GB/s (1e9 bytes/s), one thread
+  double read_gbs_all;  // GB/s, every pool thread reading its own part
+  double buffer_bytes;  // size of the streamed buffer
+};
+
 struct MachineLimits {
   int threads;            // thread-pool size used for the "all" figures
   const char* isa;        // kernel build the FMA peak was measured with
-  double read_gbs_1;      // GB/s (1e9 bytes/s), one thread, buffer far larger than the caches
-  double read_gbs_all;    // GB/s, every pool thread reading its own part
+  ReadBandwidth read;     // over a buffer far larger than the caches
   double fma_gflops_1;    // GFLOP/s (an FMA = 2 flops), one thread
   double fma_gflops_all;  // GFLOP/s, every pool thread
   // The dot-product kernels' peaks (GFLOP/s: a multiply-add = 2, as for the FMA), 0 where the
@@ -21,17 +29,8 @@ struct MachineLimits {
   // (dispatch.h: amx_usable).
   double amx_bf16_gflops_1, amx_bf16_gflops_all;
   double amx_int8_gflops_1, amx_int8_gflops_all;
-  double buffer_bytes;  // size of the streamed buffer
 };
 
-// Streaming-read bandwidth over one buffer of about `bytes` (rounded down to 4 KiB per thread part,
-// at least 4 KiB), touched once first: far larger than the last-level cache it measures memory;
-// the size of a model's weights, what a decode step reading them once gets (part may stay cached).
-struct ReadBandwidth {
-  double read_gbs_1;    // GB/s, one thread
-  double read_gbs_all;  // GB/s, every pool thread reading its own part
-  double buffer_bytes;  // size of the streamed buffer
-};
 ReadBandwidth measure_read(int reps, double bytes);
 
 // Best (shortest-time) of `reps` runs of each probe; buffer_mb MiB streamed per read run.

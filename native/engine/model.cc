@@ -142,12 +142,8 @@ Model::~Model() { g_models--; }
 void Model::set_tensor(const std::string& name, int layer, const float* x, size_t count) {
   loader_.set(w_, name, layer, x, count, Store{format_});
   if (layer >= 0 && name == tensor_name(TensorId::kALog)) {  // A^T [N][E] -> A [E][N]
-    const std::vector<float>& AT = w_.layers[layer].AT;
-    std::vector<float>& A = a_state_[layer];
-    const int E = cfg_.E, N = cfg_.N;
-    A.resize((size_t)E * N);
-    for (int n = 0; n < N; n++)
-      for (int e = 0; e < E; e++) A[(size_t)e * N + n] = AT[(size_t)n * E + e];
+    a_state_[layer].resize((size_t)cfg_.E * cfg_.N);
+    apply_layout(Layout::kTransposed, w_.layers[layer].AT.data(), cfg_.N, cfg_.E, a_state_[layer].data());
   }
 }
 

@@ -58,6 +58,13 @@ int IntOr(const Napi::Object& o, const char* key, int dflt, int lo, int hi) {
   return (int)d;
 }
 
+// The read-bandwidth fields of limits() and readBandwidth().
+void SetRead(Napi::Object& r, const cpu::ReadBandwidth& b) {
+  r.Set("readGBs1", b.read_gbs_1);
+  r.Set("readGBsAll", b.read_gbs_all);
+  r.Set("bufferBytes", b.buffer_bytes);
+}
+
 // limits({reps?, bufferMB?}) -> Promise<{threads, isa, readGBs1, readGBsAll, fmaGflops1, fmaGflopsAll,
 //   int8DotGflops1?, int8DotGflopsAll?, bf16DotGflops1?, bf16DotGflopsAll?, amxBf16Gflops1?,
 //   amxBf16GflopsAll?, amxInt8Gflops1?, amxInt8GflopsAll?, bufferBytes}>
@@ -72,8 +79,7 @@ Napi::Value Limits(const Napi::CallbackInfo& info) {
         Napi::Object r = Napi::Object::New(e);
         r.Set("threads", res->threads);
         r.Set("isa", res->isa);
-        r.Set("readGBs1", res->read_gbs_1);
-        r.Set("readGBsAll", res->read_gbs_all);
+        SetRead(r, res->read);
         r.Set("fmaGflops1", res->fma_gflops_1);
         r.Set("fmaGflopsAll", res->fma_gflops_all);
         // dot-product peaks only where their kernels run
@@ -91,7 +97,6 @@ Napi::Value Limits(const Napi::CallbackInfo& info) {
           r.Set("amxInt8Gflops1", res->amx_int8_gflops_1);
           r.Set("amxInt8GflopsAll", res->amx_int8_gflops_all);
         }
-        r.Set("bufferBytes", res->buffer_bytes);
         return r;
       });
   w->Queue();
@@ -114,9 +119,7 @@ Napi::Value ReadBandwidth(const Napi::CallbackInfo& info) {
       env, [res, reps, bytes] { *res = cpu::measure_read(reps, bytes); },
       [res](Napi::Env e) -> Napi::Value {
         Napi::Object r = Napi::Object::New(e);
-        r.Set("readGBs1", res->read_gbs_1);
-        r.Set("readGBsAll", res->read_gbs_all);
-        r.Set("bufferBytes", res->buffer_bytes);
+        SetRead(r, *res);
         return r;
       });
   w->Queue();

@@ -100,8 +100,7 @@ ScanInputs ReadScan(const Napi::Object& o) {
   s.AT.resize((size_t)s.N * s.E);
   apply_layout(Layout::kNegExpTransposed, s.A_log.data(), s.E, s.N, s.AT.data());  // A_log's layout (tensor_table.h)
   s.A.resize((size_t)s.E * s.N);
-  for (int e = 0; e < s.E; e++)
-    for (int n = 0; n < s.N; n++) s.A[(size_t)e * s.N + n] = s.AT[(size_t)n * s.E + e];
+  apply_layout(Layout::kTransposed, s.AT.data(), s.N, s.E, s.A.data());  // back to [E][N]
   return s;
 }
 

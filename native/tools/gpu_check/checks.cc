@@ -10,6 +10,7 @@
 #include <random>
 
 #include "cpu/dispatch.h"
+#include "engine/tensor_table.h"
 
 namespace simba {
 namespace tools {
@@ -101,8 +102,7 @@ void scan_case(Report& rep, const simba_backend_v1_t& b, std::mt19937& rng, int 
       B = rnd(rng, (size_t)T * N), C = rnd(rng, (size_t)T * N), D = rnd(rng, E), z = rnd(rng, (size_t)T * E, -3, 3),
       st = rnd(rng, (size_t)E * N);
   Vec AT = a_transposed(alog, E, N), A((size_t)E * N), dt_cpu = dt, st_cpu = st, y_cpu((size_t)T * E), y((size_t)T * E);
-  for (int e = 0; e < E; e++)
-    for (int n = 0; n < N; n++) A[(size_t)e * N + n] = AT[(size_t)n * E + e];  // the state's layout
+  apply_layout(Layout::kTransposed, AT.data(), N, E, A.data());  // back to [E][N], the state's layout
   cpu::SeqSlice sq{0, T, nullptr, st_cpu.data()};
   cpu::scan(cpu::ScanArgs{x.data(), E, dt_cpu.data(), E, B.data(), C.data(), N, z.data(), E, AT.data(), A.data(),
                           D.data(), y_cpu.data(), E, E, N, &sq, 1});
