@@ -31,8 +31,12 @@ function ours(r, kind, n) {
   return { tps: row.tokensPerSec.median, fraction: b?.fraction, boundBy: b?.boundBy };
 }
 
+// Every line of the peer's runs for its format t, each tagged with its run ('f16 decode-1t').
+const peerLines = (t) => ['prefill-2t', 'decode-1t', 'decode-2t'].flatMap((k) =>
+  lines(`peer-${t}-${k}.jsonl`).map((l) => ({ ...l, run: `${t} ${k}` })));
+
 function peer(t, kind, n) {
-  const all = [...lines(`peer-${t}-prefill-2t.jsonl`), ...lines(`peer-${t}-decode-1t.jsonl`), ...lines(`peer-${t}-decode-2t.jsonl`)];
+  const all = peerLines(t);
   const hits = all.filter((l) => l.measure && !l.error && (kind === 'prefill' ? l.measure === 'prefill' && l.n_tokens === n
     : n === 1 ? l.measure === 'decode' && l.sequences === 1 : l.measure === 'batch_decode' && l.mode === 'lockstep' && l.sequences === n));
   if (!hits.length) return {};
@@ -58,11 +62,9 @@ for (const [kind, n] of rows)
     const ratio = o.tps !== undefined && p.tps ? `${(o.tps / p.tps).toFixed(2)}x` : '';
     console.log(`| ${label} | ${w} / ${t} | ${fmt(o.tps)} | ${of} | ${pp} | ${ratio} |`);
   }
-const crashes = ['f32', 'f16', 'q8_0'].flatMap((t) =>
-  ['prefill-2t', 'decode-1t', 'decode-2t'].flatMap((k) =>
-    lines(`peer-${t}-${k}.jsonl`).filter((l) => l.crashed !== undefined).map((l) => ({ ...l, run: `${t} ${k}` }))));
-const fallbacks = [...new Set(['f32', 'f16', 'q8_0'].flatMap((t) =>
-  ['prefill-2t', 'decode-1t', 'decode-2t'].flatMap((k) => lines(`peer-${t}-${k}.jsonl`).filter((l) => l.fallback).map((l) => l.fallback))))];
+const peerAll = formats.flatMap(([, , t]) => peerLines(t));
+const crashes = peerAll.filter((l) => l.crashed !== undefined);
+const fallbacks = [...new Set(peerAll.filter((l) => l.fallback).map((l) => l.fallback))];
 if (crashes.length)
   console.log(`\nThe peer crashed in ${crashes.map((c) => `${c.run} (exit ${c.crashed})`).join(', ')}; ` +
               (fallbacks.length ? `† rows are from its run with ${fallbacks.join(', ')} (its next-best CPU build).` : 'no fallback rows.'));
