@@ -21,23 +21,9 @@
 #include <cstdint>
 #include <cstring>
 
+#include "amx_insn.h"
 #include "gemm_store_avx512.h"
 #include "kernels.h"
-
-// The AMX instructions as inline assembly (AT&T operand order: sources first), so this file needs
-// no -mamx-* flags: GCC 10 (the bullseye release build root) lacks them, its assembler (binutils
-// >= 2.34) has the instructions. Loads and stores clobber memory, so the compiler keeps the
-// scratch-tile copies before them. T: a tile register number 0-7.
-#define AMX_LOADCONFIG(cfg) __asm__ volatile("ldtilecfg %0" ::"m"(*(const TileConfig*)(cfg)))
-#define AMX_RELEASE() __asm__ volatile("tilerelease" ::)
-#define AMX_ZERO(T) __asm__ volatile("tilezero %%tmm" #T ::)
-#define AMX_LOAD(T, base, stride) \
-  __asm__ volatile("tileloadd (%0,%1,1), %%tmm" #T ::"r"((const void*)(base)), "r"((long)(stride)) : "memory")
-#define AMX_STORE(T, base, stride) \
-  __asm__ volatile("tilestored %%tmm" #T ", (%0,%1,1)" ::"r"((void*)(base)), "r"((long)(stride)) : "memory")
-// C += A B: tile C (f32) += A (bf16 pairs) x B (bf16 pairs); tile C (int32) += A (u8) x B (s8).
-#define AMX_DPBF16PS(C, A, B) __asm__ volatile("tdpbf16ps %%tmm" #B ", %%tmm" #A ", %%tmm" #C ::)
-#define AMX_DPBUSD(C, A, B) __asm__ volatile("tdpbusd %%tmm" #B ", %%tmm" #A ", %%tmm" #C ::)
 
 namespace simba {
 namespace cpu {
