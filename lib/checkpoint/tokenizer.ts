@@ -19,6 +19,18 @@ export interface EncodeOptions {
   addSpecialTokens?: boolean;
 }
 
+export interface EncodeAsyncOptions extends EncodeOptions {
+  /**
+   * Stop once the text is known to have more than this many tokens: the result is then its first
+   * maxTokens + 1 ids (so `ids.length > maxTokens` tells), and the rest of the text is not tokenized.
+   */
+  maxTokens?: number;
+  /** Checked between slices: an aborted signal rejects with E_ABORTED. */
+  signal?: AbortSignal;
+  /** Characters per slice (default 4096, about 4 ms of work); mostly for tests. */
+  sliceChars?: number;
+}
+
 export interface DecodeOptions {
   /** Drop special tokens (e.g. `<|endoftext|>`). Default false. */
   skipSpecialTokens?: boolean;
@@ -63,6 +75,47 @@ const BYTE_LEVEL_PATTERN =
 
 type Json = Record<string, unknown>;
 
+const WHITE_SPACE = /\p{White_Space}/u;
+/** encodeAsync's default slice: a few milliseconds of tokenizer work between event-loop turns. */
+const SLICE_CHARS = 4096;
+const ENCODE_ASYNC_KEYS = ['addSpecialTokens', 'maxTokens', 'signal', 'sliceChars'] as const;
+
+/**
+ * Whether tokenizing a text in slices cut right before an ASCII space, tab, CR or LF that follows
+ * a non-white-space character gives exactly the ids of the whole text. That holds when:
+ *   - the normalizer is none or NFC: a white-space character is a starter that composes with
+ *     nothing before it, so NFC(a + b) = NFC(a) + NFC(b) at such a cut;
+ *   - the pre-tokenizer is ByteLevel without a prefix space: no match of its split pattern holds a
+ *     non-white-space character followed by a white-space one, so a match ends at the cut, and the
+ *     pattern looks only ahead, so matching from the cut is the same in the slice as in the text;
+ *   - every added token is either all white space or has none (none spans the cut: the splitter
+ *     is a left-to-right longest match and restarts at the cut either way), and none has `rstrip`
+ *     (it would strip the white space after the cut only when the two sides are tokenized together).
+ */
+function sliceable(json: Json, addedList: unknown[]): boolean {
+  const norm = json['normalizer'];
+  if (!(norm === null || norm === undefined || (isObject(norm) && norm['type'] === 'NFC'))) return false;
+  const pre = json['pre_tokenizer'];
+  if (!isObject(pre) || pre['type'] !== 'ByteLevel' || pre['add_prefix_space'] === true || pre['use_regex'] === false)
+    return false;
+  return addedList.every((t) => {
+    const content = (t as Json)['content'] as string;
+    const ws = [...content].filter((c) => WHITE_SPACE.test(c)).length;
+    return (t as Json)['rstrip'] !== true && (ws === 0 || ws === [...content].length);
+  });
+}
+
+/** The first cut at or after `from` (see sliceable), or text.length. */
+function nextCut(text: string, from: number): number {
+  for (let p = Math.max(from, 1); p < text.length; p++) {
+    const c = text.charCodeAt(p);
+    if ((c === 32 || c === 10 || c === 9 || c === 13) && !WHITE_SPACE.test(text[p - 1])) return p;
+  }
+  return text.length;
+}
+
+const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
 function isObject(v: unknown): v is Json {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
@@ -92,6 +145,7 @@ export class Tokenizer {
   private readonly special: Set<number>;
   private readonly added: Map<number, string>;
   private readonly byteLevelDecoder: boolean;
+  private readonly sliceable: boolean;
 
   /**
    * @param json parsed tokenizer.json
@@ -122,6 +176,7 @@ export class Tokenizer {
         bad(source, `malformed added token ${describeValue(t)}`);
       }
     }
+    this.sliceable = sliceable(json, addedList);
     const cfg: Json = isObject(config) ? { ...config } : {};
     cfg['clean_up_tokenization_spaces'] = false;
     try {
@@ -203,8 +258,48 @@ export class Tokenizer {
       ),
     };
     if (typeof text !== 'string') throw new SimbaError('E_ARG', `encode: expected a string, found ${describeValue(text)}`);
+    return this.encodeChecked(text, opts.addSpecialTokens ?? false);
+  }
+
+  /**
+   * Text -> token ids without holding the event loop: a long text is tokenized in slices cut at
+   * white space where the ids are provably those of the whole text (see `sliceable`), with a turn
+   * of the event loop between slices, and tokenizing stops once `maxTokens` is passed. Tokenizers
+   * of another kind (other normalizers or pre-tokenizers) tokenize the whole text in one go.
+   * @example
+   *   const ids = await tok.encodeAsync(text, { maxTokens: 65536 });
+   *   if (ids.length > 65536) throw new Error('prompt too long');
+   */
+  async encodeAsync(text: string, options?: EncodeAsyncOptions): Promise<number[]> {
+    const w = 'encodeAsync',
+      o = v.options(w, options, ENCODE_ASYNC_KEYS);
+    const special = v.bool(w, 'addSpecialTokens', o.addSpecialTokens) ?? false;
+    const maxTokens = v.int(w, 'maxTokens', o.maxTokens, 0) ?? Infinity;
+    const signal = v.signal(w, 'signal', o.signal);
+    const sliceChars = v.int(w, 'sliceChars', o.sliceChars, 1) ?? SLICE_CHARS;
+    if (typeof text !== 'string') throw new SimbaError('E_ARG', `${w}: expected a string, found ${describeValue(text)}`);
+    const aborted = () => {
+      if (signal?.aborted) throw new SimbaError('E_ABORTED', `${w}: aborted`, { cause: signal.reason });
+    };
+    aborted();
+    if (!this.sliceable || special || text.length <= sliceChars) return this.encodeChecked(text, special);
+    const ids: number[] = [];
+    for (let at = 0; at < text.length && ids.length <= maxTokens;) {
+      if (at > 0) {
+        await nextTurn();
+        aborted();
+      }
+      const end = nextCut(text, at + sliceChars);
+      for (const id of this.encodeChecked(text.slice(at, end), false)) ids.push(id);
+      at = end;
+    }
+    if (ids.length > maxTokens) ids.length = maxTokens + 1;
+    return ids;
+  }
+
+  private encodeChecked(text: string, addSpecialTokens: boolean): number[] {
     if (text.length === 0) return [];
-    const ids = this.hf.encode(text, { add_special_tokens: opts.addSpecialTokens ?? false }).ids;
+    const ids = this.hf.encode(text, { add_special_tokens: addSpecialTokens }).ids;
     for (const id of ids) {
       if (typeof id !== 'number')
         throw new SimbaError('E_TOKEN', `${this.source}: encode produced an unknown token for ${describeValue(text)}`);
@@ -245,6 +340,25 @@ export class Tokenizer {
     return Number.isInteger(id) && id >= 0 ? this.idToTok[id] : undefined;
   }
 
+  /**
+   * The bytes token `id` stands for in the decoded text: a byte-level token's own bytes (which may
+   * be part of a UTF-8 character, so the bytes of consecutive tokens concatenate to the text's
+   * UTF-8), an added token's UTF-8; with other decoders, the UTF-8 of decode([id]).
+   */
+  tokenBytes(id: number): number[] {
+    const token = this.idToToken(id);
+    if (token === undefined)
+      throw new SimbaError(
+        'E_TOKEN',
+        `${this.source}: token id ${describeValue(id)} is not in the vocabulary (valid ids 0..${this.vocabSize - 1})`,
+      );
+    const added = this.added.get(id);
+    if (!this.byteLevelDecoder || added !== undefined) return [...utf8.encode(added ?? this.decode([id]))];
+    const out: number[] = [];
+    pushSymbolBytes(token, out);
+    return out;
+  }
+
   /** True for special added tokens (e.g. `<|endoftext|>`). */
   isSpecial(id: number): boolean {
     return this.special.has(id);
@@ -260,6 +374,21 @@ export class Tokenizer {
 function checkDecodeOptions(where: string, options: unknown): DecodeOptions {
   const o = v.options(where, options, ['skipSpecialTokens'] as const);
   return { skipSpecialTokens: v.bool(where, 'skipSpecialTokens', o.skipSpecialTokens) };
+}
+
+const utf8 = new TextEncoder();
+
+/** Appends the bytes of a byte-level token's symbols to `out`. */
+function pushSymbolBytes(token: string, out: number[]): void {
+  for (const ch of token) {
+    const b = CHAR_TO_BYTE.get(ch);
+    if (b === undefined) {
+      // Not a byte-level symbol: pass its UTF-8 through.
+      for (const x of utf8.encode(ch)) out.push(x);
+    } else {
+      out.push(b);
+    }
+  }
 }
 
 /** ByteLevel decoding, byte by byte: tokens -> bytes -> TextDecoder in streaming mode. */
@@ -293,15 +422,7 @@ class ByteLevelStreamDecoder implements StreamDecoder {
         out += addedContent;
         continue;
       }
-      for (const ch of token) {
-        const b = CHAR_TO_BYTE.get(ch);
-        if (b === undefined) {
-          // Not a byte-level symbol: pass its UTF-8 through.
-          for (const x of new TextEncoder().encode(ch)) bytes.push(x);
-        } else {
-          bytes.push(b);
-        }
-      }
+      pushSymbolBytes(token, bytes);
     }
     if (bytes.length > 0) out += this.td.decode(Uint8Array.from(bytes), { stream: true });
     return out;

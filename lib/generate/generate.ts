@@ -5,7 +5,7 @@
  * half a UTF-8 character.
  */
 import type { LanguageModel, SampledToken, SimbaOptions } from '../engine/lm';
-import { SimbaError } from '../errors';
+import { isSimbaError, SimbaError } from '../errors';
 import { GENERATE_DEFAULTS, LIMITS } from '../limits';
 import * as v from '../validate';
 import { samplingParams, SAMPLER_KEYS, type SamplerOptions } from './sampler';
@@ -75,7 +75,13 @@ export async function* generate(
   if (typeof prompt === 'string') {
     if (!tok) throw new SimbaError('E_ARG', 'generate: this model has no tokenizer; pass token ids instead of text');
     if (prompt.length === 0) throw new SimbaError('E_ARG', 'generate: empty prompt');
-    ids = tok.encode(prompt);
+    // In slices with event-loop turns between them (a long text is hundreds of ms of tokenizing),
+    // and no further than the request limit.
+    ids = await tok.encodeAsync(prompt, { maxTokens: LIMITS.requestTokens, signal: o.signal }).catch((e: unknown) => {
+      throw isSimbaError(e, 'E_ABORTED') ? new SimbaError('E_ABORTED', 'generate: aborted', { cause: e.cause }) : e;
+    });
+    if (ids.length > LIMITS.requestTokens)
+      throw new SimbaError('E_ARG', `generate: the prompt has more than ${LIMITS.requestTokens} tokens, the limit per request`);
   } else {
     if (!v.is.arrayLike(prompt))
       throw v.argError('generate', `prompt must be a string or an array of token ids, got ${v.describeType(prompt)}`);
