@@ -68,6 +68,21 @@ export interface NativeSampleResult {
   sampleMs: number;
 }
 
+/** What a CPU engine of a config will hold (native plan_memory). */
+export interface NativeMemoryPlan {
+  /** The packed matrices: the engine's weightBytes once loaded. */
+  weightBytes: number;
+  /** Vectors, biases, A in the state's layout. */
+  otherBytes: number;
+  /** The largest tensor held in f32 on its way to the engine. */
+  stagingBytes: number;
+  /** One sequence's state. */
+  stateBytes: number;
+  /** Activations per token of a forward. */
+  tokenBytes: number;
+  logitsRowBytes: number;
+}
+
 export interface NativeEngineInfo {
   stateFloats: number;
   paramCount: number;
@@ -111,13 +126,19 @@ export interface NativeEngine {
   ): Promise<{ index: number; firstBad: number; badValue: number }>;
   randomize(seed: number): Promise<void>;
   finalize(): void;
-  /** states: host arrays updated in place, or (device 'cuda') the sequences' device state slots. */
+  /**
+   * states: host arrays updated in place, or (device 'cuda') the sequences' device state slots.
+   * cancel: setting cancel[0] to non-zero stops the forward at its next layer (rejects E_ABORTED; the
+   * states are then partly updated).
+   */
   forward(
     tokens: Int32Array,
     lengths: Int32Array,
     states: Float32Array[] | Int32Array,
     want: Int32Array,
     simba?: NativeSimbaOptions,
+    sampling?: undefined,
+    cancel?: Int32Array,
   ): Promise<NativeForwardResult>;
   /** forward + native sampling of the wanted rows (logits stay native: the result's logits is empty). */
   forward(
@@ -127,6 +148,7 @@ export interface NativeEngine {
     want: Int32Array,
     simba: NativeSimbaOptions | undefined,
     sampling: NativeSampling,
+    cancel?: Int32Array,
   ): Promise<NativeForwardResult & NativeSampleResult>;
   info(): NativeEngineInfo;
   dispose(): void;
@@ -200,6 +222,15 @@ export interface NativeKernels {
     reps?: number;
     minSeconds?: number;
   }): Promise<{ seconds: number; path: string }>;
+  /**
+   * The thread pool's contract on a pool of its own (synchronous): ids[i] is the id the job got for
+   * item i (dynamic: the thread that ran it; fixed: its range). With hold, worker 1 stops as it wakes
+   * for the first job until that job has returned (at most 5 s); returnedWhileHeld says whether it did.
+   */
+  poolCheck(a: { threads: number; items: number; dynamic: boolean; hold: boolean }): {
+    ids: Int32Array;
+    returnedWhileHeld: boolean;
+  };
 }
 
 export interface NativeLimits {
@@ -256,6 +287,8 @@ export interface NativeAddon {
   Engine: new (config: NativeConfig, options: { bf16: boolean; int8?: boolean; device?: 'cpu' | 'cuda' }) => NativeEngine;
   /** Every tensor of a config (tensor_table.h): names, shapes, which the config has, storage layout. */
   tensorTable(config: NativeConfig): EngineTensorSpec[];
+  /** The bytes the CPU engine needs for a config, computed without allocating anything. */
+  memoryPlan(config: NativeConfig, format: 'f32' | 'bf16' | 'int8'): NativeMemoryPlan;
   availableIsas(): string[];
   setIsa(name: string): string;
   /** Whether this CPU and OS run the AMX tile GEMMs (AMX-TILE/BF16/INT8 and, on Linux, the tile data granted). */

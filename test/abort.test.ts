@@ -1,7 +1,8 @@
 /**
  * Abort and dispose semantics. An aborted prefill or decode rejects with E_ABORTED (the signal's
  * reason as `cause`) even while its native call runs, and leaves the sequence exactly as before the
- * call: continuing it gives bitwise the logits of a sequence that never saw the aborted call.
+ * call: continuing it gives bitwise the logits of a sequence that never saw the aborted call. The
+ * abort also stops the native work itself (at its next layer), so the engine is free for the next call.
  * dispose() during a chunked prefill rejects it with E_DISPOSED (never E_NATIVE) and leaves its
  * sequence as before; a prefill that is one native call finishes normally.
  */
@@ -74,13 +75,13 @@ describe('abort', () => {
     expect(hit.seq.position).toBe(ref.seq.position);
   });
 
-  test('the native call of an aborted prefill finishes in the background without touching the sequence', async () => {
+  test('the native call of an aborted prefill stops in the background without touching the sequence', async () => {
     const hit = await started();
     const ac = new AbortController();
     const call = m.prefill([{ sequence: hit.seq, tokens: prompt }], { signal: ac.signal });
     abortSoon(ac, 'stop');
     expect((await rejection(call)).cause).toBe('stop');
-    // the model serialises native calls: this one runs after the abandoned one has finished
+    // the model serialises native calls: this one runs after the abandoned one has stopped
     await m.prefill([{ tokens: [1] }]);
     expect(sameBits(hit.seq.state, hit.state)).toBe(true);
   });
@@ -197,5 +198,58 @@ describe('chunked prefill (more than MAX_CHUNK_TOKENS)', () => {
     const [r] = await call;
     expect(r.sequence.position).toBe(MAX_CHUNK_TOKENS);
     expect(r.logits[0].every(Number.isFinite)).toBe(true);
+  });
+});
+
+describe('an abort stops the native work', () => {
+  // 16 layers: the native forward checks its cancel flag between layers, so an abort frees the
+  // engine within about 1/16 of a long prefill.
+  const cfg = randomConfig({ dModel: 128, nLayer: 16, vocabSize: 256 });
+  const long = randTokens(MAX_CHUNK_TOKENS, cfg.vocabSize, 6);
+
+  test('after four aborted long prefills, a 2-token prefill does not wait for their native work', async () => {
+    const m = await randomModel(cfg, { seed: 1 });
+    try {
+      await m.prefill([{ tokens: [1, 2] }]);
+      let t0 = performance.now();
+      await m.prefill([{ tokens: long }], { logits: 'none' }); // one native call
+      const full = performance.now() - t0;
+      const acs = Array.from({ length: 4 }, () => new AbortController());
+      const calls = acs.map((ac) => m.prefill([{ tokens: long }], { logits: 'none', signal: ac.signal }));
+      await new Promise((res) => setTimeout(res, Math.min(50, full / 8))); // the first is running, three wait
+      for (const ac of acs) ac.abort('stop');
+      for (const c of calls) {
+        const e = await rejection(c);
+        expect([e.code, e.cause]).toEqual(['E_ABORTED', 'stop']);
+      }
+      t0 = performance.now();
+      const [r] = await m.prefill([{ tokens: [1, 2] }]);
+      const small = performance.now() - t0;
+      expect(r.logits[0].every(Number.isFinite)).toBe(true);
+      // Without cancellation it waits for the running prefill and the three queued ones (~3-4x full).
+      expect(small).toBeLessThan(full / 2);
+    } finally {
+      m.dispose();
+    }
+  });
+
+  test('an aborted generation step (decode with native sampling) stops too, and the model stays usable', async () => {
+    const m = await randomModel(cfg, { seed: 1 });
+    try {
+      const seq = m.newSequence();
+      const ac = new AbortController();
+      const call = m.step([{ sequence: seq, tokens: long, sample: [{ temperature: 0, rng: { lo: 1, hi: 0 } }] }], {
+        signal: ac.signal,
+      });
+      setImmediate(() => ac.abort('bye'));
+      const e = await rejection(call);
+      expect([e.code, e.cause]).toEqual(['E_ABORTED', 'bye']);
+      expect(seq.position).toBe(0);
+      expect(seq.state.every((x) => x === 0)).toBe(true);
+      const r = await m.step([{ sequence: seq, tokens: [1, 2, 3], sample: [{ temperature: 0, rng: { lo: 1, hi: 0 } }] }]);
+      expect(r.samples[0][0].token).toBeGreaterThanOrEqual(0);
+    } finally {
+      m.dispose();
+    }
   });
 });

@@ -231,9 +231,21 @@ describe('native sampling vs the float64 reference', () => {
     const ok = packSampling([{ row: 0, params: toParams({ temperature: 1 }, 1) }], 10);
     expect(() => addon.sampleLogits(lg, 10, { ...ok, rows: Int32Array.of(1) })).toThrow(/not one of the 1 logits rows/);
     expect(() => addon.sampleLogits(lg, 10, { ...ok, params: new Float64Array(3) })).toThrow(/params: expected 9 values/);
+    // a range error names the job, the parameter, its range and the value
     expect(() => addon.sampleLogits(lg, 10, { ...ok, params: Float64Array.of(-1, 0, 1, 0, 0, 0, 1, -1, 0) })).toThrow(
-      /out of range/,
+      'sampling job 0: temperature must be a finite number >= 0, got -1',
     );
+    expect(() => addon.sampleLogits(lg, 10, { ...ok, params: Float64Array.of(1, 0, NaN, 0, 0, 0, 1, -1, 0) })).toThrow(
+      'sampling job 0: topP must be a finite number >= 0 and <= 1, got NaN',
+    );
+    expect(() => addon.sampleLogits(lg, 10, { ...ok, params: Float64Array.of(1, 2.5, 1, 0, 0, 0, 1, -1, 0) })).toThrow(
+      'sampling job 0: topK must be an integer >= 0, got 2.5',
+    );
+    expect(() => addon.sampleLogits(lg, 10, { ...ok, params: Float64Array.of(1, 0, 1, 0, 0, 0, 0, -1, 0) })).toThrow(
+      'sampling job 0: repetitionPenalty must be a finite number > 0, got 0',
+    );
+    const nanBias = { ...ok, biasIds: Int32Array.of(3), biasValues: Float32Array.of(NaN), biasOffsets: Int32Array.of(0, 1) };
+    expect(() => addon.sampleLogits(lg, 10, nanBias)).toThrow('sampling job 0: logit bias of token 3 must be finite, got NaN');
     expect(() =>
       packSampling([{ row: 0, params: { ...toParams({ temperature: 1 }, 1), logitBias: new Map([[10, 1]]) } }], 10),
     ).toThrow(/outside the vocabulary/);

@@ -33,7 +33,8 @@ typedef enum {
   SIMBA_E_CONFIG = 5,  /* a model config the engine cannot run */
   SIMBA_E_OOM = 6,     /* host or device memory exhausted */
   SIMBA_E_CUDA = 7,    /* the CUDA runtime or driver failed, or CUDA is not available */
-  SIMBA_E_NATIVE = 8   /* anything else (a bug: please report it) */
+  SIMBA_E_NATIVE = 8,  /* anything else (a bug: please report it) */
+  SIMBA_E_ABORTED = 9  /* the caller cancelled the call (the host engine's cancel flag; never from the library) */
 } simba_status_t;
 
 typedef struct {

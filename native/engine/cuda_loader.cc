@@ -198,6 +198,7 @@ void CudaModel::write_state(int slot, const float* src) {
 
 // slots null: host states (req.states); else device slots, whose addresses the library checks.
 ForwardResult CudaModel::run(const ForwardRequest& req, const int32_t* slots) {
+  check_cancel(req);  // the library runs a forward whole: a cancelled call is dropped before it starts
   // The keep counts cross the C ABI without their length: check them (and the rest) here. With
   // slots there are no host states: placeholders (never read) pass the one-state-per-sequence rule,
   // and the library checks the slots themselves.

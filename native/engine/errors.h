@@ -42,6 +42,7 @@ inline const char* status_name(simba_status_t code) {
     case SIMBA_E_CONFIG: return "E_CONFIG";
     case SIMBA_E_OOM: return "E_OOM";
     case SIMBA_E_CUDA: return "E_CUDA";
+    case SIMBA_E_ABORTED: return "E_ABORTED";
     default: return "E_NATIVE";
   }
 }

@@ -46,28 +46,69 @@ static uint16_t to_bf16(float f) {  // round to nearest even; NaN stays NaN
   return (uint16_t)(u >> 16);
 }
 
+namespace {
+// A packed [N, K] matrix: panels of kPanel features, K padded to the format's group (kernels.h).
+struct PackedSize {
+  int npanels, Kp;
+  size_t store_bytes, meta_bytes;
+};
+PackedSize packed_size(int N, int K, cpu::WeightFormat format) {
+  using cpu::kPanel;
+  using cpu::WeightFormat;
+  PackedSize z;
+  z.npanels = (N + kPanel - 1) / kPanel;
+  z.Kp = format == WeightFormat::F32 ? K : format == WeightFormat::BF16 ? (K + 1) / 2 * 2 : (K + 3) / 4 * 4;
+  z.store_bytes = (size_t)z.npanels * z.Kp * kPanel * cpu::weight_bytes(format);
+  z.meta_bytes = format == WeightFormat::Q8 ? (size_t)z.npanels * kPanel * 8 : 0;
+  return z;
+}
+}  // namespace
+
+MemoryPlan plan_memory(const ModelConfig& c, cpu::WeightFormat format) {
+  MemoryPlan m{};
+  for (const TensorSpec& t : tensor_table(c)) {
+    if (!t.required) continue;
+    m.staging_bytes = std::max(m.staging_bytes, t.count() * sizeof(float));
+    const bool matrix =
+        t.cols && (t.id == TensorId::kEmbedding || t.id == TensorId::kLmHead || t.id == TensorId::kInProj ||
+                   t.id == TensorId::kXProj || t.id == TensorId::kDtProjW || t.id == TensorId::kOutProj);
+    if (matrix) {
+      const PackedSize z = packed_size(t.rows, t.cols, format);
+      m.weight_bytes += z.store_bytes + z.meta_bytes;
+    } else {
+      m.other_bytes += t.count() * sizeof(float);
+      if (t.id == TensorId::kALog) m.other_bytes += t.count() * sizeof(float);  // A in the state's layout too
+    }
+  }
+  m.state_bytes = state_floats(c) * sizeof(float);
+  const size_t ldbc = (size_t)c.R + 2 * (size_t)c.N;
+  m.token_bytes = (3 * (size_t)c.d + 5 * (size_t)c.E + ldbc + 1) * sizeof(float);
+  m.logits_row_bytes = (size_t)c.vocab * sizeof(float);
+  return m;
+}
+
 // W [N, K] row-major -> panels (kernels.h): f32 [np][K][32], bf16 [np][K2/2][32][2], int8 [np][K4/4][32][4].
 void pack_linear(Linear& lin, const float* W, int N, int K, cpu::WeightFormat format) {
   using cpu::kPanel;
   using cpu::WeightFormat;
   cpu::PackedWeight& p = lin.w;
   p = cpu::PackedWeight{};
+  const PackedSize z = packed_size(N, K, format);
   p.N = N;
   p.K = K;
-  p.npanels = (N + kPanel - 1) / kPanel;
+  p.npanels = z.npanels;
   p.format = format;
   p.bf16 = format == WeightFormat::BF16;
-  p.Kp = format == WeightFormat::F32 ? K : format == WeightFormat::BF16 ? (K + 1) / 2 * 2 : (K + 3) / 4 * 4;
-  const size_t elems = (size_t)p.npanels * p.Kp * kPanel;
+  p.Kp = z.Kp;
   const size_t nfeat = (size_t)p.npanels * kPanel;
   // Without W the panels stay zero; with W the packing below writes every byte (padding included).
-  lin.store = AlignedBuf(elems * cpu::weight_bytes(format), W == nullptr);
+  lin.store = AlignedBuf(z.store_bytes, W == nullptr);
   void* dst = lin.store.data();
   if (format == WeightFormat::F32) p.f32 = static_cast<const float*>(dst);
   else if (format == WeightFormat::BF16) p.h16 = static_cast<const uint16_t*>(dst);
   else {
     p.q8 = static_cast<const int8_t*>(dst);
-    lin.qmeta = AlignedBuf(nfeat * 8);
+    lin.qmeta = AlignedBuf(z.meta_bytes);
     p.scale = static_cast<const float*>(lin.qmeta.data());
     p.colsum = reinterpret_cast<const int32_t*>(static_cast<const float*>(lin.qmeta.data()) + nfeat);
   }
@@ -196,6 +237,11 @@ std::vector<int> select_keep(const float* score, int T, int k, const SimbaOption
 
 }  // namespace
 
+void check_cancel(const ForwardRequest& req) {
+  if (req.cancel && std::atomic_ref<int32_t>(*req.cancel).load(std::memory_order_relaxed) != 0)
+    fail(SIMBA_E_ABORTED, "forward: cancelled by the caller");
+}
+
 float* Model::scratch(size_t floats) {
   if (floats > scratch_floats_) {
     scratch_.reset();  // free first: peak memory stays at one buffer
@@ -206,9 +252,20 @@ float* Model::scratch(size_t floats) {
 }
 
 ForwardResult Model::forward(const ForwardRequest& req) {
+  check_cancel(req);  // before waiting for the lock: a cancelled call queued behind another one
   std::lock_guard<std::mutex> lock(mu_);
   loader_.require_ready();
   check_request(cfg_, request_view(req));
+  check_cancel(req);
+  struct TrimScratch {  // on every exit, a cancelled one included: do not hold a long prompt's activations
+    Model* m;
+    ~TrimScratch() {
+      if (m->scratch_floats_ > kKeepScratchFloats) {
+        m->scratch_.reset();
+        m->scratch_floats_ = 0;
+      }
+    }
+  } trim{this};
   const ModelConfig& c = cfg_;
   const int d = c.d, E = c.E, N = c.N, R = c.R, K = c.K, L = c.L, V = c.vocab;
   const int nseq = (int)req.lengths.size();
@@ -260,6 +317,7 @@ ForwardResult Model::forward(const ForwardRequest& req) {
 
   int M = total;
   for (int li = 0; li < L; li++) {
+    if (li > 0) check_cancel(req);
     Layer& l = w_.layers[li];
     for (int s = 0; s < nseq; s++) {
       float* st = req.states[s] + (size_t)li * layer_state_floats();
@@ -399,10 +457,6 @@ ForwardResult Model::forward(const ForwardRequest& req) {
     cpu::rmsnorm(fin.data(), d, w_.norm_f.data(), fn.data(), d, nw, d, c.eps);
     res.logits.resize((size_t)nw * V);
     cpu::gemm(fn.data(), d, c.tie ? w_.embed.w : w_.head.w, nullptr, res.logits.data(), V, nw);
-  }
-  if (scratch_floats_ > kKeepScratchFloats) {  // do not hold a long prompt's activations
-    scratch_.reset();
-    scratch_floats_ = 0;
   }
   return res;
 }

@@ -72,7 +72,14 @@ struct ForwardRequest {
   // Which positions get logits: global indices into tokens (sequence offset + position).
   std::vector<int> want;
   SimbaOptions simba;
+  // The caller's cancel flag (optional): once it holds a non-zero value the forward stops at its
+  // next layer with E_ABORTED. The states are then partly updated: a caller that cancels works on
+  // copies it drops. Written by another thread, read here atomically.
+  int32_t* cancel = nullptr;
 };
+
+// Throws E_ABORTED when the request's cancel flag is set.
+void check_cancel(const ForwardRequest& req);
 
 // The request as request_check.h checks it.
 inline RequestView request_view(const ForwardRequest& r) {
@@ -94,6 +101,17 @@ struct ForwardResult {
   std::vector<int> processed;       // [nseq * L]: tokens each layer processed, per sequence
   std::vector<int32_t> exit_layer;  // [tokens]: number of layers the token went through (L = all)
 };
+
+// The bytes the CPU engine needs for a config, computed without allocating anything.
+struct MemoryPlan {
+  size_t weight_bytes;      // the packed matrices: what Model::weight_bytes() reports once loaded
+  size_t other_bytes;       // vectors, biases, A in the state's layout
+  size_t staging_bytes;     // the largest tensor held in f32 on its way to the engine (load, randomize)
+  size_t state_bytes;       // one sequence's recurrent state
+  size_t token_bytes;       // activations per token of a forward (the scratch grows with the prompt)
+  size_t logits_row_bytes;  // one row of logits
+};
+MemoryPlan plan_memory(const ModelConfig& c, cpu::WeightFormat format);
 
 // Process-wide counters for leak checks (addon memoryStats()): live Models, bytes in AlignedBufs.
 struct NativeMemoryStats {

@@ -437,6 +437,7 @@ class Engine : public Napi::ObjectWrap<Engine> {
         keep.push_back(s);
       }
       ReadSimba(info, *req);
+      ReadCancel(info, *req, keep);
       return QueueForward(
           info, *req, m->config().vocab, [m, req] { return m->forward(*req); }, keep);
     });
@@ -485,7 +486,20 @@ class Engine : public Napi::ObjectWrap<Engine> {
     req->want.assign(want.Data(), want.Data() + want.ElementLength());
     auto slots = std::make_shared<std::vector<int32_t>>(slots_arr.Data(), slots_arr.Data() + slots_arr.ElementLength());
     ReadSimba(info, *req);
-    return QueueForward(info, *req, m->config().vocab, [m, req, slots] { return m->forward_slots(*req, *slots); }, {});
+    std::vector<Napi::Value> keep;
+    ReadCancel(info, *req, keep);
+    return QueueForward(
+        info, *req, m->config().vocab, [m, req, slots] { return m->forward_slots(*req, *slots); }, keep);
+  }
+
+  // forward's optional 7th argument: a cancel flag, an Int32Array whose element 0 the caller sets
+  // to stop the forward at its next layer (ForwardRequest::cancel); kept alive with the call.
+  static void ReadCancel(const Napi::CallbackInfo& info, ForwardRequest& req, std::vector<Napi::Value>& keep) {
+    if (info.Length() < 7 || info[6].IsUndefined() || info[6].IsNull()) return;
+    auto flag = ExpectArray<int32_t>(info[6], "cancel flag");
+    if (flag.ElementLength() < 1) throw ArgError(info.Env(), "cancel flag must hold at least one element");
+    req.cancel = flag.Data();
+    keep.push_back(flag);
   }
 
   // forward's optional 5th argument: the Simba options.
@@ -578,6 +592,33 @@ Napi::Value MemoryStats(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// memoryPlan(config, format: 'f32' | 'bf16' | 'int8') -> the bytes the CPU engine needs for the
+// config (MemoryPlan), computed without allocating: weightBytes, otherBytes, stagingBytes,
+// stateBytes, tokenBytes, logitsRowBytes.
+Napi::Value MemoryPlanOf(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[1].IsString()) throw ArgError(env, "memoryPlan(config, format)");
+  const ModelConfig cfg = ReadConfig(info[0]);
+  const std::string f = info[1].As<Napi::String>();
+  if (f != "f32" && f != "bf16" && f != "int8")
+    throw ArgError(env, "memoryPlan: format must be 'f32', 'bf16' or 'int8'");
+  MemoryPlan m;
+  try {
+    check_config(cfg);
+    m = plan_memory(cfg, f == "int8"   ? cpu::WeightFormat::Q8
+                         : f == "bf16" ? cpu::WeightFormat::BF16
+                                       : cpu::WeightFormat::F32);
+  } catch (const std::exception& e) { throw NativeError(env, e); }
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("weightBytes", (double)m.weight_bytes);
+  o.Set("otherBytes", (double)m.other_bytes);
+  o.Set("stagingBytes", (double)m.staging_bytes);
+  o.Set("stateBytes", (double)m.state_bytes);
+  o.Set("tokenBytes", (double)m.token_bytes);
+  o.Set("logitsRowBytes", (double)m.logits_row_bytes);
+  return o;
+}
+
 // tensorTable(config) -> [{name, layer, shape, required, layout}]: every tensor of the config, in
 // the order checkpoints are read (tensor_table.h); required false for those the config lacks.
 Napi::Value TensorTable(const Napi::CallbackInfo& info) {
@@ -617,6 +658,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("activeIsa", Napi::Function::New(env, ActiveIsa));
   exports.Set("memoryStats", Napi::Function::New(env, MemoryStats));
   exports.Set("tensorTable", Napi::Function::New(env, TensorTable));
+  exports.Set("memoryPlan", Napi::Function::New(env, MemoryPlanOf));
   register_kernel_bindings(env, exports);
   register_cuda_bindings(env, exports);
   register_sampling_bindings(env, exports);

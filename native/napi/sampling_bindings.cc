@@ -40,6 +40,44 @@ void CheckOffsets(Napi::Env env, const Napi::Int32Array& off, size_t J, size_t t
 
 constexpr int kParams = 9;  // temperature, topK, topP, minP, presence, frequency, repetition, logprobs, limit
 
+std::string Num(double x) {
+  if (std::isnan(x)) return "NaN";
+  if (std::isinf(x)) return x > 0 ? "Infinity" : "-Infinity";
+  std::string s = std::to_string(x);
+  s.erase(s.find_last_not_of('0') + 1);
+  if (!s.empty() && s.back() == '.') s.pop_back();
+  return s;
+}
+
+// Each of a job's params in its range, or an E_ARG naming the parameter, the range and the value.
+void CheckParams(Napi::Env env, const double* q, size_t j) {
+  struct Range {
+    const char* name;
+    double lo, hi;
+    bool open_lo, integer;
+  };
+  static const Range kRanges[kParams] = {{"temperature", 0, HUGE_VAL, false, false},
+                                         {"topK", 0, 2147483647.0, false, true},
+                                         {"topP", 0, 1, false, false},
+                                         {"minP", 0, 1, false, false},
+                                         {"presencePenalty", -HUGE_VAL, HUGE_VAL, false, false},
+                                         {"frequencyPenalty", -HUGE_VAL, HUGE_VAL, false, false},
+                                         {"repetitionPenalty", 0, HUGE_VAL, true, false},
+                                         {"logprobs", -1, 1000, false, true},
+                                         {"limit", 0, 2147483647.0, false, true}};
+  for (int i = 0; i < kParams; i++) {
+    const Range& r = kRanges[i];
+    const double x = q[i];
+    const bool ok =
+        std::isfinite(x) && (r.open_lo ? x > r.lo : x >= r.lo) && x <= r.hi && (!r.integer || x == std::floor(x));
+    if (!ok)
+      throw ArgError(env, "sampling job " + std::to_string(j) + ": " + r.name + " must be " +
+                              (r.integer ? "an integer" : "a finite number") +
+                              (std::isinf(r.lo) ? "" : std::string(r.open_lo ? " > " : " >= ") + Num(r.lo)) +
+                              (std::isinf(r.hi) || r.hi > 1e9 ? "" : " and <= " + Num(r.hi)) + ", got " + Num(x));
+  }
+}
+
 }  // namespace
 
 std::shared_ptr<SampleBatch> ParseSampleBatch(const Napi::Value& v, size_t nrows) {
@@ -83,13 +121,14 @@ std::shared_ptr<SampleBatch> ParseSampleBatch(const Napi::Value& v, size_t nrows
     p.repetition = (float)q[6];
     p.logprobs = (int)q[7];
     p.limit = (int)q[8];
-    if (!(p.temperature >= 0) || p.top_k < 0 || !(p.top_p >= 0 && p.top_p <= 1) || !(p.min_p >= 0 && p.min_p <= 1) ||
-        !(p.repetition > 0) || p.logprobs < -1 || p.logprobs > 1000 || p.limit < 0 || !std::isfinite(p.presence) ||
-        !std::isfinite(p.frequency))
-      throw ArgError(env, "sampling.params of job " + std::to_string(j) + " are out of range");
+    CheckParams(env, q, j);
     p.rng = (uint64_t)rng[2 * j] | ((uint64_t)rng[2 * j + 1] << 32);
     p.history = b->history.data() + hoff[j];
     p.history_len = hoff[j + 1] - hoff[j];
+    for (int32_t i = boff[j]; i < boff[j + 1]; i++)
+      if (!std::isfinite(b->bias_vals[i]))
+        throw ArgError(env, "sampling job " + std::to_string(j) + ": logit bias of token " +
+                                std::to_string(b->bias_ids[i]) + " must be finite, got " + Num(b->bias_vals[i]));
     p.bias_ids = b->bias_ids.data() + boff[j];
     p.bias_vals = b->bias_vals.data() + boff[j];
     p.nbias = boff[j + 1] - boff[j];
