@@ -13,6 +13,8 @@ import * as path from 'path';
 import { GLIBC_FLOOR, loadAddon, platformInfo } from '../bindings';
 import { crashingLibrary, makeFakePackage, mainVersion, realAddon, repoRoot, type FakePackage } from './helpers/fake_package';
 import { tmpDir } from './helpers/util';
+import { DECODE_ROWS, PREFILL_ROWS } from '../lib/cli/doctor';
+import { gemmKernel } from '../lib/engine/machine';
 
 const itPrebuilt = platformInfo().id === 'linux-x64' ? it : it.skip;
 
@@ -223,7 +225,7 @@ describe('simba doctor', () => {
     return spawnSync(process.execPath, [cli, 'doctor', ...args], { encoding: 'utf8', env: e });
   };
 
-  itPrebuilt('reports the loaded addon, where it came from, kernels, threads, glibc and CUDA', () => {
+  itPrebuilt('reports the loaded addon, where it came from, kernels, threads, GEMM kernels, glibc and CUDA', async () => {
     const r = doctor(['--json'], { SIMBA_THREADS: '3' });
     expect(r.status).toBe(0);
     const rep = JSON.parse(r.stdout);
@@ -249,6 +251,15 @@ describe('simba doctor', () => {
     const amx = addon.amxAvailable() && rep.isa === 'avx512';
     expect(rep.amx).toEqual({ available: addon.amxAvailable(), on: amx });
     expect(text.stdout).toMatch(amx ? /^amx +on \(/m : /^amx +(not available|available, off)$/m);
+    // the GEMM kernel of each format for decode and prefill, as the engine reports it
+    for (const f of ['f32', 'bf16', 'int8'] as const) {
+      const want = { decode: await gemmKernel(f, DECODE_ROWS), prefill: await gemmKernel(f, PREFILL_ROWS) };
+      expect(rep.gemm[f]).toEqual(want);
+      expect(text.stdout.split('\n')).toContainEqual(
+        expect.stringMatching(new RegExp(`^gemm ${f} +decode: ${want.decode}; prefill: ${want.prefill}$`)),
+      );
+    }
+    expect(rep.gemm.f32).toEqual({ decode: 'f32 fma', prefill: 'f32 fma' });
     const off = JSON.parse(doctor(['--json'], { SIMBA_NO_AMX: '1' }).stdout);
     expect(off.amx).toEqual({ available: addon.amxAvailable(), on: false });
   });

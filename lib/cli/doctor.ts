@@ -1,6 +1,7 @@
 /**
- * `simba doctor`: which addon file loaded and from where, the kernels and threads, the platform and
- * glibc, and whether the CUDA library loaded (driver, device, compute capability) or why not.
+ * `simba doctor`: which addon file loaded and from where, the kernels and threads, the GEMM kernel
+ * each weight format runs for decode (1 row) and prefill (512 rows), the platform and glibc, and
+ * whether the CUDA library loaded (driver, device, compute capability) or why not.
  * Exit 1 when no addon loads (the loader's message, with possible solutions, goes to stderr).
  *
  *   simba doctor [--json]
@@ -8,14 +9,29 @@
 import type { Command } from 'commander';
 
 import { addonReport, type AddonReport } from '../engine/addon_info';
+import { gemmKernel } from '../engine/machine';
+import { WEIGHT_FORMATS, type WeightFormat } from '../types';
 import { CliError, out } from './args';
 
 function mb(bytes: number): string {
   return `${(bytes / 1e6).toFixed(1)} MB`;
 }
 
+/** The GEMM kernel of each weight format, for a decode step (1 row) and a prefill (512 rows). */
+export type GemmReport = Record<WeightFormat, { decode: string; prefill: string }>;
+
+export const DECODE_ROWS = 1;
+export const PREFILL_ROWS = 512;
+
+async function gemmReport(): Promise<GemmReport> {
+  const out = {} as GemmReport;
+  for (const f of WEIGHT_FORMATS)
+    out[f] = { decode: await gemmKernel(f, DECODE_ROWS), prefill: await gemmKernel(f, PREFILL_ROWS) };
+  return out;
+}
+
 /** The report as aligned "key  value" lines. */
-export function formatReport(r: AddonReport): string {
+export function formatReport(r: AddonReport & { gemm?: GemmReport }): string {
   const p = r.platform;
   const lines: [string, string][] = [
     ['simba-ssm', `${r.version}, node ${p.node} (N-API ${p.napi})`],
@@ -30,6 +46,8 @@ export function formatReport(r: AddonReport): string {
       ['amx', !r.amx?.available ? 'not available' : r.amx.on ? 'on (bf16 and int8 prefill GEMMs)' : 'available, off'],
       ['threads', r.threads === undefined ? 'unknown' : String(r.threads)],
     );
+    for (const f of WEIGHT_FORMATS)
+      if (r.gemm) lines.push([`gemm ${f}`, `decode: ${r.gemm[f].decode}; prefill: ${r.gemm[f].prefill}`]);
   } else {
     lines.push(['addon', 'not loaded (see below)']);
   }
@@ -49,8 +67,9 @@ export function formatReport(r: AddonReport): string {
   return text;
 }
 
-function cmdDoctor(f: { json?: boolean }): void {
-  const r = addonReport();
+async function cmdDoctor(f: { json?: boolean }): Promise<void> {
+  const base = addonReport();
+  const r = base.addon ? { ...base, gemm: await gemmReport() } : base;
   out(f.json ? JSON.stringify(r, null, 2) + '\n' : formatReport(r));
   if (!r.addon) {
     if (!f.json) process.stderr.write(`${r.error}\n`);
@@ -63,5 +82,5 @@ export function addDoctorCommand(program: Command): void {
     .command('doctor')
     .description('which native addon loaded and from where, kernels, threads, glibc, CUDA')
     .option('--json', 'print JSON')
-    .action((o: { json?: boolean }) => cmdDoctor(o));
+    .action(async (o: { json?: boolean }) => cmdDoctor(o));
 }
