@@ -223,12 +223,14 @@ export interface NativeKernels {
     minSeconds?: number;
   }): Promise<{ seconds: number; path: string }>;
   /**
-   * The thread pool's contract on a pool of its own (synchronous): ids[i] is the id the job got for
-   * item i (dynamic: the thread that ran it; fixed: its range). With hold, worker 1 stops as it wakes
-   * for the first job until that job has returned (at most 5 s); returnedWhileHeld says whether it did.
+   * The thread pool's contract on a pool of its own (synchronous; 4 jobs): ids[i] is the id the last
+   * job got for item i (dynamic: the thread that ran it; fixed: its range), runs[i] how often item i
+   * ran. With hold, worker 1 stops as it wakes for the first job until that job has returned (at most
+   * 5 s); returnedWhileHeld says whether it did.
    */
   poolCheck(a: { threads: number; items: number; dynamic: boolean; hold: boolean }): {
     ids: Int32Array;
+    runs: Int32Array;
     returnedWhileHeld: boolean;
   };
 }

@@ -3,9 +3,13 @@
 // Both run for seconds, so they run on a libuv worker thread and resolve a Promise.
 #include <napi.h>
 
+#include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <functional>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "cpu/dispatch.h"
@@ -188,9 +192,72 @@ Napi::Value GemmTime(const Napi::CallbackInfo& info) {
   return w->Promise();
 }
 
+// poolCheck({threads, items, dynamic, hold}) -> {ids, runs: Int32Array [items], returnedWhileHeld}:
+// runs 4 jobs of `items` items on a pool of its own (test/threadpool.test.ts); ids[i] is the id the
+// last job's function got for item i (dynamic: the thread; fixed: the range), runs[i] how often
+// item i ran in all. With hold, worker 1 stops as it
+// wakes for the first job, until that job has returned (at most 5 s), standing for a worker the OS
+// does not schedule; returnedWhileHeld says whether the job came back without it. Synchronous.
+Napi::Value PoolCheck(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsObject()) throw ArgError(env, "poolCheck: give {threads, items, dynamic, hold}");
+  Napi::Object o = info[0].As<Napi::Object>();
+  const int threads = IntOr(o, "threads", 2, 1, 64), items = IntOr(o, "items", 100, 1, 1 << 20);
+  const bool dynamic = o.Get("dynamic").ToBoolean(), hold = o.Get("hold").ToBoolean();
+  constexpr auto kBound = std::chrono::seconds(5);
+  std::mutex mu;
+  std::condition_variable cv;
+  bool entered = false, held = false, released = false;
+  auto hook = [&](int tid) {
+    std::unique_lock<std::mutex> lk(mu);
+    if (!hold || tid != 1 || entered) return;
+    entered = held = true;
+    cv.notify_all();
+    cv.wait_for(lk, kBound, [&] { return released; });
+    held = false;
+  };
+  std::vector<int> ids(items, -1);
+  std::vector<std::atomic<int>> runs(items);
+  bool returned_while_held = false;
+  {
+    cpu::ThreadPool pool(threads, hook);
+    const std::thread::id caller = std::this_thread::get_id();
+    bool first = true;
+    const cpu::ThreadPool::Job fn = [&](int id, int b, int e) {
+      if (hold && first && std::this_thread::get_id() == caller) {
+        first = false;
+        std::unique_lock<std::mutex> lk(mu);
+        cv.wait_for(lk, kBound, [&] { return entered; });
+      }
+      for (int i = b; i < e; i++) {
+        ids[i] = id;
+        runs[i].fetch_add(1, std::memory_order_relaxed);
+      }
+    };
+    dynamic ? pool.run_dynamic(items, fn) : pool.run(items, fn);
+    {
+      std::lock_guard<std::mutex> lk(mu);
+      returned_while_held = held;
+      released = true;
+    }
+    cv.notify_all();
+    // the pool goes on working once the late worker has woken
+    for (int r = 0; r < 3; r++) dynamic ? pool.run_dynamic(items, fn) : pool.run(items, fn);
+  }
+  auto out = Napi::Int32Array::New(env, items), nruns = Napi::Int32Array::New(env, items);
+  std::copy(ids.begin(), ids.end(), out.Data());
+  for (int i = 0; i < items; i++) nruns[i] = runs[i].load();
+  Napi::Object r = Napi::Object::New(env);
+  r.Set("ids", out);
+  r.Set("runs", nruns);
+  r.Set("returnedWhileHeld", returned_while_held);
+  return r;
+}
+
 }  // namespace
 
 void register_bench_bindings(Napi::Env env, Napi::Object kernels) {
+  kernels.Set("poolCheck", Napi::Function::New(env, PoolCheck));
   kernels.Set("limits", Napi::Function::New(env, Limits));
   kernels.Set("readBandwidth", Napi::Function::New(env, ReadBandwidth));
   kernels.Set("gemmTime", Napi::Function::New(env, GemmTime));
