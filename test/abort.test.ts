@@ -13,22 +13,12 @@ import { MAX_CHUNK_TOKENS, type MambaModel } from '../lib/engine/model';
 import type { Sequence } from '../lib/engine/sequence';
 import { SimbaError } from '../lib/errors';
 import { randomConfig } from './reference/random_model';
-import { randTokens } from './helpers/util';
+import { randTokens, rejection } from './helpers/util';
 
 const SHIPPED = path.join(__dirname, '..', 'models', 'brown-mamba-s');
 
 const bytes = (a: Float32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
 const sameBits = (a: Float32Array, b: Float32Array) => a.length === b.length && bytes(a).equals(bytes(b));
-
-async function rejection(p: Promise<unknown>): Promise<SimbaError> {
-  try {
-    await p;
-  } catch (e) {
-    expect(e).toBeInstanceOf(SimbaError);
-    return e as SimbaError;
-  }
-  throw new Error('expected a rejection');
-}
 
 /** Aborts `ac` once the native call has started (the next turn of the event loop). */
 function abortSoon(ac: AbortController, reason: unknown): void {

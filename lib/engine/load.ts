@@ -19,7 +19,10 @@ import { SimbaError, fromNative } from '../errors';
 import { LIMITS } from '../limits';
 import * as v from '../validate';
 import { WEIGHT_FORMATS, type EngineTensorSpec, type MambaConfig, type WeightFormat } from '../types';
+import type { ModelInfo } from './lm';
+import { checkMemory, memoryNeed } from './memory';
 import { MambaModel } from './model';
+import { flopsPerToken, headFlops, layerFlops } from './simba';
 
 /** Where the package keeps its shipped demo model. */
 export const DEFAULT_MODEL_DIR = path.join(packageRoot(), 'models', 'brown-mamba-s');
@@ -80,6 +83,7 @@ export async function loadModel(dir: string = DEFAULT_MODEL_DIR, options?: LoadM
   const wantTok = opts.tokenizer ?? fs.existsSync(path.join(dir, 'tokenizer.json'));
   const addon = loadAddon();
   const table = tensorTable(config);
+  if (device === 'cpu') checkMemory(w, memoryNeed(nativeConfig(config), weights), `'${dir}' with ${weights} weights`);
   let engine: NativeEngine;
   try {
     engine = new addon.Engine(nativeConfig(config), engineOptions(weights, device));
@@ -224,21 +228,16 @@ export const SHAPES: Readonly<Record<string, MambaConfig>> = Object.fromEntries(
 export async function randomModel(shape: string | MambaConfig, options?: RandomModelOptions): Promise<MambaModel> {
   const w = 'randomModel',
     o = v.options(w, options, RANDOM_KEYS);
-  let config: MambaConfig | undefined;
-  if (typeof shape === 'string') {
-    config = Object.hasOwn(SHAPES, shape) ? SHAPES[shape] : undefined;
-    const near = v.nearest(shape, Object.keys(SHAPES));
-    if (!config)
-      throw new SimbaError(
-        'E_ARG',
-        `unknown shape '${shape}' (${near ? `did you mean '${near}'? ` : ''}known: ${Object.keys(SHAPES).join(', ')})`,
-      );
-  } else {
-    config = checkConfig(w, shape);
-  }
+  const config = resolveShape(w, shape);
   const weights = v.oneOf(w, 'weights', o.weights, WEIGHTS) ?? 'f32';
   const seed = v.int(w, 'seed', o.seed, 0, LIMITS.seed) ?? 0;
   const device = checkDevice(v.oneOf(w, 'device', o.device, DEVICES));
+  if (device === 'cpu')
+    checkMemory(
+      w,
+      memoryNeed(nativeConfig(config), weights),
+      `${typeof shape === 'string' ? shape : 'this shape'} with ${weights} weights`,
+    );
   let engine: NativeEngine;
   try {
     engine = new (loadAddon().Engine)(nativeConfig(config), engineOptions(weights, device));
@@ -252,6 +251,53 @@ export async function randomModel(shape: string | MambaConfig, options?: RandomM
     throw fromNative(e);
   }
   return new MambaModel(engine, { ...config }, null, weights, typeof shape === 'string' ? `random ${shape}` : 'random');
+}
+
+/** A named shape (SHAPES) or a MambaConfig given in code, checked. */
+function resolveShape(where: string, shape: unknown): MambaConfig {
+  if (typeof shape !== 'string') return checkConfig(where, shape);
+  const config = Object.hasOwn(SHAPES, shape) ? SHAPES[shape] : undefined;
+  if (config) return config;
+  const near = v.nearest(shape, Object.keys(SHAPES));
+  throw new SimbaError(
+    'E_ARG',
+    `unknown shape '${shape}' (${near ? `did you mean '${near}'? ` : ''}known: ${Object.keys(SHAPES).join(', ')})`,
+  );
+}
+
+/**
+ * What randomModel(shape).info() reports, computed from the config alone: no weights are allocated,
+ * so it works for shapes larger than this machine's memory (`simba info --shape`).
+ * @example shapeInfo('mamba-2.8b', { weights: 'bf16' }).weightBytes
+ */
+export function shapeInfo(shape: string | MambaConfig, options?: { weights?: WeightFormat }): ModelInfo {
+  const w = 'shapeInfo',
+    o = v.options(w, options, ['weights'] as const);
+  const config = resolveShape(w, shape);
+  const weights = v.oneOf(w, 'weights', o.weights, WEIGHTS) ?? 'f32';
+  let ni;
+  try {
+    // An engine without weights: its constructor allocates only the tensor table.
+    const engine = new (loadAddon().Engine)(nativeConfig(config), engineOptions(weights, 'cpu'));
+    ni = engine.info();
+    engine.dispose();
+  } catch (e) {
+    throw fromNative(e);
+  }
+  return {
+    config: { ...config },
+    paramCount: ni.paramCount,
+    flopsPerToken: flopsPerToken(config),
+    layerFlops: layerFlops(config),
+    headFlops: headFlops(config),
+    weights,
+    weightBytes: memoryNeed(nativeConfig(config), weights).weights,
+    stateBytes: ni.stateFloats * 4,
+    device: 'cpu',
+    isa: ni.isa,
+    threads: ni.threads,
+    source: typeof shape === 'string' ? `random ${shape}` : 'random',
+  };
 }
 
 function engineOptions(weights: WeightFormat, device: 'cpu' | 'cuda') {
@@ -273,8 +319,9 @@ const CONFIG_ID_KEYS = ['bosTokenId', 'eosTokenId', 'padTokenId'] as const;
 function checkConfig(where: string, c: unknown): MambaConfig {
   if (!v.is.object(c)) throw v.argError(where, `shape must be a shape name or a MambaConfig, got ${v.describeType(c)}`);
   const o = v.options(where, c, [...CONFIG_INT_KEYS, ...CONFIG_BOOL_KEYS, ...CONFIG_ID_KEYS, 'eps'], 'config');
+  // The engine holds sizes as 32-bit integers (in_proj has 2 dInner rows).
   for (const k of CONFIG_INT_KEYS)
-    if (v.int(where, `config.${k}`, o[k], 1) === undefined) throw v.argError(where, `config.${k} is required`);
+    if (v.int(where, `config.${k}`, o[k], 1, 2 ** 30 - 1) === undefined) throw v.argError(where, `config.${k} is required`);
   for (const k of CONFIG_BOOL_KEYS)
     if (v.bool(where, `config.${k}`, o[k]) === undefined) throw v.argError(where, `config.${k} is required`);
   for (const k of CONFIG_ID_KEYS) if (o[k] !== null) v.int(where, `config.${k}`, o[k], 0);

@@ -5,6 +5,7 @@ import * as path from 'path';
 
 import { encodeSafetensors } from '../../lib/checkpoint/safetensors';
 import type { Sequence } from '../../lib/engine/sequence';
+import { SimbaError } from '../../lib/errors';
 import type { EngineTensor, MambaConfig, TensorDType } from '../../lib/types';
 import { hfConfigJson, makeRng, stateSpacesConfigJson, toHfTensors, type CheckpointLayout } from '../reference/random_model';
 
@@ -81,4 +82,15 @@ export async function stateOf(seq: Sequence): Promise<Float32Array> {
   if (seq.device === 'cpu') return seq.state;
   const b = await seq.snapshotAsync();
   return new Float32Array(b.buffer.slice(b.byteOffset + 16, b.byteOffset + b.byteLength));
+}
+
+/** The SimbaError a promise rejects with (fails the test when it resolves or rejects with anything else). */
+export async function rejection(p: Promise<unknown>): Promise<SimbaError> {
+  try {
+    await p;
+  } catch (e) {
+    expect(e).toBeInstanceOf(SimbaError);
+    return e as SimbaError;
+  }
+  throw new Error('expected a rejection');
 }
