@@ -308,9 +308,7 @@ export class MambaModel implements LanguageModel {
           if (work[i] !== s.state) s.state.set(work[i]);
         });
       }
-      seqs.forEach((s, i) => {
-        s.position += toks[i].length;
-      });
+      seqs.forEach((s, i) => s.advance(toks[i].length));
       return out;
     } finally {
       for (const s of acquired) s.release();
@@ -506,7 +504,7 @@ export class MambaModel implements LanguageModel {
           cancel,
         ),
       );
-      for (const s of sequences) s.position += 1;
+      for (const s of sequences) s.advance(1);
       const logits = r.logits;
       return sequences.map((_, i) => logits.subarray(i * V, (i + 1) * V));
     } finally {
@@ -595,9 +593,7 @@ export class MambaModel implements LanguageModel {
           cancel,
         ),
       );
-      seqs.forEach((s, i) => {
-        s.position += toks[i].length;
-      });
+      seqs.forEach((s, i) => s.advance(toks[i].length));
       const sampled = unpackSampling(
         r,
         jobs.map((j) => j.params),

@@ -20,8 +20,18 @@
 import { SimbaError } from '../errors';
 import * as v from '../validate';
 
+/**
+ * Snapshot layout (little-endian u32 words): magic "SMBS", format version, the model's state
+ * fingerprint, the float count, the position (low and high words), a checksum of the header words
+ * before it and of the state, and a reserved word; then the state's floats. The checksum makes a
+ * snapshot damaged in storage or in transit (a Redis tier, a file) an error on restore instead of a
+ * state that decodes NaN.
+ */
 const MAGIC = 0x53424d53; // "SMBS"
-const HEADER_BYTES = 16; // magic, model fingerprint, position, float count (u32 each)
+const VERSION = 2;
+const HEADER_WORDS = 8;
+const HEADER_BYTES = HEADER_WORDS * 4;
+const H = { magic: 0, version: 1, fingerprint: 2, floats: 3, posLo: 4, posHi: 5, checksum: 6, reserved: 7 } as const;
 
 /** @internal How a device sequence reaches its model's state slots (MambaModel on device 'cuda'). */
 export interface SlotStore {
@@ -40,10 +50,8 @@ export interface StatePool {
 }
 
 export class Sequence {
-  /** Tokens consumed so far (prefill + decode). */
-  position = 0;
-  /** True while a native call uses the state. */
-  busy = false;
+  #position = 0;
+  #busy = false;
   /** Floats in the state (the model's stateBytes / 4). */
   readonly stateFloats: number;
   private disposed = false;
@@ -66,6 +74,21 @@ export class Sequence {
     if (!state && !device) throw new SimbaError('E_ARG', 'Sequence: a host state or a device slot store is required');
   }
 
+  /** Tokens consumed so far (prefill + decode); read-only (the model advances it, restore sets it). */
+  get position(): number {
+    return this.#position;
+  }
+
+  /** True while a native call uses the state; read-only. */
+  get busy(): boolean {
+    return this.#busy;
+  }
+
+  /** @internal the model has fed `n` more tokens to the state */
+  advance(n: number): void {
+    this.#position += n;
+  }
+
   /** Where the state lives: 'cpu' (host memory, `state`) or 'cuda' (a device slot). */
   get device(): 'cpu' | 'cuda' {
     return this.host ? 'cpu' : 'cuda';
@@ -85,13 +108,13 @@ export class Sequence {
   /** @internal marks the sequence in use by a native call; concurrent calls are rejected. */
   acquire(what: string): void {
     if (this.disposed) throw new SimbaError('E_DISPOSED', `${what}: the sequence has been disposed`);
-    if (this.busy) throw new SimbaError('E_BUSY', `${what}: the sequence is already in use by another call (await it first)`);
-    this.busy = true;
+    if (this.#busy) throw new SimbaError('E_BUSY', `${what}: the sequence is already in use by another call (await it first)`);
+    this.#busy = true;
   }
 
   /** @internal */
   release(): void {
-    this.busy = false;
+    this.#busy = false;
     if (this.disposed) this.freeSlot();
   }
 
@@ -107,7 +130,7 @@ export class Sequence {
     this.acquire('reset');
     if (this.host) this.host.fill(0);
     else this.freeSlot();
-    this.position = 0;
+    this.#position = 0;
     this.release();
   }
 
@@ -130,7 +153,7 @@ export class Sequence {
     try {
       const { floats, position } = this.unpack(buf, 'restore');
       this.host.set(floats);
-      this.position = position;
+      this.#position = position;
     } finally {
       this.release();
     }
@@ -170,7 +193,7 @@ export class Sequence {
     try {
       const { floats, position } = this.unpack(buf, 'restoreAsync');
       await this.slots!.write(await this.deviceSlot(), floats, 'restoreAsync');
-      this.position = position;
+      this.#position = position;
     } finally {
       this.release();
     }
@@ -179,7 +202,7 @@ export class Sequence {
   /** Marks the sequence unusable (a device sequence's slot is freed, once no call uses it). */
   dispose(): void {
     this.disposed = true;
-    if (!this.busy) this.freeSlot();
+    if (!this.#busy) this.freeSlot();
   }
 
   /**
@@ -195,7 +218,7 @@ export class Sequence {
    */
   recycle(): void {
     if (this.disposed) return;
-    if (this.busy) throw new SimbaError('E_BUSY', 'recycle: the sequence is in use by a native call (await it first)');
+    if (this.#busy) throw new SimbaError('E_BUSY', 'recycle: the sequence is in use by a native call (await it first)');
     this.dispose();
     if (this.host && this.pool) {
       this.recycled = true;
@@ -219,29 +242,92 @@ export class Sequence {
 
   private pack(state: Float32Array): Buffer {
     const buf = Buffer.alloc(HEADER_BYTES + state.byteLength);
-    buf.writeUInt32LE(MAGIC, 0);
-    buf.writeUInt32LE(this.fingerprint, 4);
-    buf.writeUInt32LE(this.position >>> 0, 8);
-    buf.writeUInt32LE(state.length, 12);
+    const head = new Uint32Array(HEADER_WORDS);
+    head[H.magic] = MAGIC;
+    head[H.version] = VERSION;
+    head[H.fingerprint] = this.fingerprint;
+    head[H.floats] = state.length;
+    head[H.posLo] = this.#position >>> 0;
+    head[H.posHi] = Math.floor(this.#position / 2 ** 32);
+    head[H.checksum] = snapshotChecksum(head, new Uint32Array(state.buffer, state.byteOffset, state.length));
+    head.forEach((w, i) => buf.writeUInt32LE(w, 4 * i));
     Buffer.from(state.buffer, state.byteOffset, state.byteLength).copy(buf, HEADER_BYTES);
     return buf;
   }
 
+  /** The state and position of a snapshot, after checking its header, its length and its checksum (E_ARG). */
   private unpack(buf: Uint8Array, what: string): { floats: Float32Array; position: number } {
     const b = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
-    if (b.length < HEADER_BYTES || b.readUInt32LE(0) !== MAGIC)
-      throw new SimbaError('E_ARG', `${what}: not a simba-ssm sequence snapshot`);
-    if (b.readUInt32LE(4) !== this.fingerprint || b.readUInt32LE(12) !== this.stateFloats)
-      throw new SimbaError('E_ARG', `${what}: the snapshot was taken from a model of another shape`);
-    if (b.length !== HEADER_BYTES + this.stateFloats * 4)
+    if (b.length < 8 || b.readUInt32LE(0) !== MAGIC)
+      throw new SimbaError('E_ARG', `${what}: not a simba-ssm sequence snapshot (no SMBS header)`);
+    const version = b.readUInt32LE(4);
+    if (version !== VERSION)
       throw new SimbaError(
         'E_ARG',
-        `${what}: snapshot truncated (${b.length} bytes, expected ${HEADER_BYTES + this.stateFloats * 4})`,
+        `${what}: snapshot format version ${version} is not supported (this simba-ssm reads version ${VERSION}; ` +
+          'snapshots taken before version 2 have no checksum: take them again)',
+      );
+    if (b.length < HEADER_BYTES)
+      throw new SimbaError(
+        'E_ARG',
+        `${what}: snapshot truncated (${b.length} bytes, shorter than its ${HEADER_BYTES}-byte header)`,
+      );
+    const head = Uint32Array.from({ length: HEADER_WORDS }, (_, i) => b.readUInt32LE(4 * i));
+    if (head[H.fingerprint] !== this.fingerprint || head[H.floats] !== this.stateFloats)
+      throw new SimbaError(
+        'E_ARG',
+        `${what}: the snapshot was taken from a model of another shape (${head[H.floats]} state floats, ` +
+          `this model's state has ${this.stateFloats})`,
+      );
+    const expected = HEADER_BYTES + this.stateFloats * 4;
+    if (b.length !== expected)
+      throw new SimbaError(
+        'E_ARG',
+        `${what}: snapshot ${b.length < expected ? 'truncated' : 'too long'} (${b.length} bytes, expected ${expected})`,
       );
     const floats = new Float32Array(this.stateFloats);
     Buffer.from(floats.buffer).set(b.subarray(HEADER_BYTES));
-    return { floats, position: b.readUInt32LE(8) };
+    const sum = snapshotChecksum(head, new Uint32Array(floats.buffer));
+    if (sum !== head[H.checksum])
+      throw new SimbaError(
+        'E_ARG',
+        `${what}: the snapshot is corrupt (checksum ${hex(head[H.checksum])} stored, ${hex(sum)} computed): ` +
+          'its header or state was changed after it was taken',
+      );
+    return { floats, position: head[H.posLo] + head[H.posHi] * 2 ** 32 };
   }
+}
+
+const hex = (x: number) => `0x${x.toString(16).padStart(8, '0')}`;
+
+/**
+ * The checksum of a snapshot: the header words before the checksum, then the state's words, through
+ * four interleaved 32-bit FNV-1a-style lanes (xor a word, multiply by the FNV prime: a bijection, so
+ * any one changed word changes the result), folded together: a 25 MB state (mamba-2.8b) in about 3 ms.
+ */
+export function snapshotChecksum(head: Uint32Array, body: Uint32Array): number {
+  const P = 0x01000193;
+  let a = 0x811c9dc5,
+    b = 0x050c5d1f,
+    c = 0x1b873593,
+    d = 0x2c1b3c6d;
+  for (let i = 0; i < H.checksum; i++) a = Math.imul(a ^ head[i], P);
+  const n = body.length,
+    n4 = n - (n % 4);
+  let i = 0;
+  for (; i < n4; i += 4) {
+    a = Math.imul(a ^ body[i], P);
+    b = Math.imul(b ^ body[i + 1], P);
+    c = Math.imul(c ^ body[i + 2], P);
+    d = Math.imul(d ^ body[i + 3], P);
+  }
+  for (; i < n; i++) a = Math.imul(a ^ body[i], P);
+  let h = Math.imul(a ^ (n >>> 0), P);
+  h = Math.imul(h ^ b, P);
+  h = Math.imul(h ^ c, P);
+  h = Math.imul(h ^ d, P);
+  h ^= h >>> 15;
+  return h >>> 0;
 }
 
 function checkSnapshotType(buf: unknown, what: string): asserts buf is Uint8Array {
