@@ -199,7 +199,7 @@ function decodeToF32(bytes: Uint8Array, dtype: TensorDType, numel: number): Floa
 // ---------------------------------------------------------------------------------------------
 // reading
 
-function readFully(fd: number, target: Uint8Array, position: number, file: string, what: string): void {
+export function readFully(fd: number, target: Uint8Array, position: number, file: string, what: string): void {
   const CHUNK = 1 << 30;
   let done = 0;
   while (done < target.length) {
@@ -265,20 +265,20 @@ function parseHeaderEntry(file: string, name: string, entry: unknown, dataLength
   };
 }
 
-class SafetensorsReader implements SafetensorsFile {
-  readonly tensors: Map<string, TensorInfo>;
+/**
+ * The tensors of one open file, read in place: names, info, bytes and f32 values. Shared by the
+ * safetensors and torch.save readers; `fail` throws that format's error.
+ */
+export class TensorFileReader implements TensorSource {
   private fd: number | null;
 
   constructor(
     readonly path: string,
     fd: number,
-    readonly size: number,
-    readonly headerLength: number,
-    tensors: Map<string, TensorInfo>,
-    readonly metadata: Record<string, string>,
+    readonly tensors: Map<string, TensorInfo>,
+    private readonly fail: (file: string, msg: string) => never,
   ) {
     this.fd = fd;
-    this.tensors = tensors;
   }
 
   names(): string[] {
@@ -291,27 +291,31 @@ class SafetensorsReader implements SafetensorsFile {
 
   info(name: string): TensorInfo {
     const t = this.tensors.get(name);
-    if (!t) bad(this.path, `no tensor named '${name}'`);
+    if (!t) this.fail(this.path, `no tensor named '${name}'`);
     return t;
+  }
+
+  /** The open descriptor (throws once closed). */
+  private open(name: string): number {
+    if (this.fd === null) this.fail(this.path, `file is closed (reading tensor '${name}')`);
+    return this.fd;
   }
 
   readTensorBytes(name: string): Buffer {
     const t = this.info(name);
-    if (this.fd === null) bad(this.path, `file is closed (reading tensor '${name}')`);
     const buf = Buffer.alloc(t.byteLength);
-    readFully(this.fd, buf, t.byteOffset, this.path, `tensor '${name}'`);
+    readFully(this.open(name), buf, t.byteOffset, this.path, `tensor '${name}'`);
     return buf;
   }
 
   readTensorF32(name: string): Float32Array {
     const t = this.info(name);
     if (!(READABLE_DTYPES as readonly string[]).includes(t.dtype)) {
-      bad(this.path, `tensor '${name}' has dtype ${t.dtype}; only ${READABLE_DTYPES.join(', ')} can be read as float32`);
+      this.fail(this.path, `tensor '${name}' has dtype ${t.dtype}; only ${READABLE_DTYPES.join(', ')} can be read as float32`);
     }
-    if (this.fd === null) bad(this.path, `file is closed (reading tensor '${name}')`);
     if (t.dtype === 'F32' && LITTLE_ENDIAN) {
       const out = new Float32Array(t.numel);
-      readFully(this.fd, new Uint8Array(out.buffer), t.byteOffset, this.path, `tensor '${name}'`);
+      readFully(this.open(name), new Uint8Array(out.buffer), t.byteOffset, this.path, `tensor '${name}'`);
       return out;
     }
     return decodeToF32(this.readTensorBytes(name), t.dtype as TensorDType, t.numel);
@@ -323,6 +327,19 @@ class SafetensorsReader implements SafetensorsFile {
       this.fd = null;
       fs.closeSync(fd);
     }
+  }
+}
+
+class SafetensorsReader extends TensorFileReader implements SafetensorsFile {
+  constructor(
+    path: string,
+    fd: number,
+    readonly size: number,
+    readonly headerLength: number,
+    tensors: Map<string, TensorInfo>,
+    readonly metadata: Record<string, string>,
+  ) {
+    super(path, fd, tensors, bad);
   }
 }
 
