@@ -43,6 +43,8 @@ describe('CUDA availability', () => {
     "without a GPU, device 'cuda' fails with the reason and 'auto' picks the CPU",
     async () => {
       await expect(randomModel(randomConfig(), { device: 'cuda' })).rejects.toThrow(/device 'cuda' is not available/);
+      // the documented class: CUDA (or a GPU) is not available, not a bad argument
+      await expect(randomModel(randomConfig(), { device: 'cuda' })).rejects.toMatchObject({ code: 'E_CUDA' });
       await expect(loadModel(SHIPPED, { device: 'cuda' })).rejects.toThrow(/Tried:/);
       const m = await randomModel(randomConfig(), { device: 'auto' });
       try {

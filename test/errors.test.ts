@@ -10,7 +10,7 @@ import { generate } from '../lib/generate/generate';
 import type { MambaModel } from '../lib/engine/model';
 import { SimbaError } from '../lib/errors';
 import { randomConfig, randomEngineTensors } from './reference/random_model';
-import { tmpDir, writeCheckpoint } from './helpers/util';
+import { copyShipped, writeCheckpoint } from './helpers/util';
 import { loadAddon } from '../bindings';
 
 /** Live native models and weight bytes (the addon's leak counters). */
@@ -30,12 +30,6 @@ async function rejects(p: Promise<unknown> | (() => unknown), code: string, msg:
   expect(err).toBeInstanceOf(SimbaError);
   expect((err as SimbaError).code).toBe(code);
   expect((err as SimbaError).message).toMatch(msg);
-}
-
-function copyShipped(): string {
-  const dir = tmpDir();
-  for (const f of fs.readdirSync(SHIPPED)) fs.copyFileSync(path.join(SHIPPED, f), path.join(dir, f));
-  return dir;
 }
 
 describe('loading', () => {

@@ -100,7 +100,7 @@ const entries: Record<string, () => EntryCases> = {
     unknown: [() => randomModel('mamba-130', {}), /unknown shape 'mamba-130' \(did you mean 'mamba-130m'\?/],
     wrongType: [
       () => randomModel({ ...tinyCfg, dModel: '16' } as never),
-      /config\.dModel must be an integer >= 1, got the string '16'/,
+      /config\.dModel must be an integer in \[1, 1073741823\], got the string '16'/,
     ],
     nullOptions: () => randomModel(N),
   }),

@@ -352,7 +352,13 @@ export function openSafetensors(file: string): SafetensorsFile {
     throw new SimbaError('E_IO', `${file}: cannot open safetensors file (${(e as Error).message})`, { cause: e });
   }
   try {
-    const size = fs.fstatSync(fd).size;
+    const st = fs.fstatSync(fd);
+    if (!st.isFile())
+      throw new SimbaError(
+        'E_IO',
+        `${file}: ${st.isDirectory() ? 'is a directory' : 'is not a regular file'}, not a safetensors file`,
+      );
+    const size = st.size;
     if (size < 8) bad(file, `file too short (${size} bytes) to hold the 8-byte header length`);
     const lenBuf = Buffer.alloc(8);
     readFully(fd, lenBuf, 0, file, 'the header length');

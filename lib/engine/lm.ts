@@ -11,9 +11,15 @@
  *   }
  */
 import type { Tokenizer } from '../checkpoint/tokenizer';
+import { SimbaError } from '../errors';
+import { LIMITS } from '../limits';
 import type { MambaConfig, WeightFormat } from '../types';
+import * as v from '../validate';
 import type { Sequence } from './sequence';
 import type { SimbaOptions } from './simba';
+
+/** The Simba option check, for generate() (which sees the engine only through this module). */
+export { validateSimbaOptions } from './simba';
 
 export type { Sequence } from './sequence';
 export type { SimbaOptions, SimbaCriterion, SimbaPlan } from './simba';
@@ -183,4 +189,43 @@ export interface LanguageModel {
    * a chunked prefill rejects with E_DISPOSED at its next chunk, its sequence left as before the call.
    */
   dispose(): void;
+}
+
+/**
+ * `m` as a LanguageModel, or E_ARG naming what was given (null, {}, a string: a TypeError deep in
+ * the call otherwise); E_DISPOSED for a disposed one.
+ */
+export function checkModel(where: string, m: unknown): LanguageModel {
+  const lm = m as Partial<LanguageModel> | null;
+  const ok =
+    v.is.object(m) &&
+    v.is.fn(lm!.newSequence) &&
+    v.is.fn(lm!.step) &&
+    v.is.fn(lm!.prefill) &&
+    v.is.object(lm!.config) &&
+    v.is.integer(lm!.config.vocabSize);
+  if (!ok) throw v.argError(where, `model must be a loaded model (from loadModel() or randomModel()), got ${v.describeType(m)}`);
+  if (lm!.disposed) throw new SimbaError('E_DISPOSED', `${where}: the model has been disposed`);
+  return m as unknown as LanguageModel;
+}
+
+/**
+ * Token ids checked against a vocabulary of `vocabSize` ids, as an Int32Array: E_ARG for anything but
+ * an array (or typed array) of integers, an empty one or one over the request limit; E_TOKEN for an
+ * id outside the vocabulary. `what` starts the messages ('generate', 'prefill input 0', ...).
+ */
+export function tokenIds(what: string, tokens: unknown, vocabSize: number): Int32Array {
+  if (!v.is.arrayLike(tokens)) throw v.argError(what, `tokens must be an array of token ids, got ${v.describeType(tokens)}`);
+  if (tokens.length === 0) throw new SimbaError('E_ARG', `${what}: empty prompt (at least one token is needed)`);
+  if (tokens.length > LIMITS.requestTokens)
+    throw new SimbaError('E_ARG', `${what}: ${tokens.length} tokens exceed the limit of ${LIMITS.requestTokens} per request`);
+  const out = new Int32Array(tokens.length);
+  for (let i = 0; i < tokens.length; i++) {
+    const t: unknown = tokens[i];
+    if (typeof t !== 'number') throw v.argError(what, `tokens[${i}] must be an integer, got ${v.describeType(t)}`);
+    if (!Number.isInteger(t) || t < 0 || t >= vocabSize)
+      throw new SimbaError('E_TOKEN', `${what}: token id ${String(t)} at index ${i} is outside the vocabulary [0, ${vocabSize})`);
+    out[i] = t;
+  }
+  return out;
 }

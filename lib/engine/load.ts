@@ -79,6 +79,8 @@ export async function loadModel(dir: string = DEFAULT_MODEL_DIR, options?: LoadM
   if (typeof dir !== 'string') throw v.argError(w, `the model folder must be a path string, got ${v.describeType(dir)}`);
   const device = checkDevice(opts.device);
   if (!fs.existsSync(dir)) throw new SimbaError('E_IO', `loadModel: model folder '${dir}' does not exist`);
+  if (!fs.statSync(dir).isDirectory())
+    throw new SimbaError('E_IO', `loadModel: '${dir}' is not a folder (give the folder holding config.json and the weights)`);
   const config = loadConfig(dir, opts.config);
   const wantTok = opts.tokenizer ?? fs.existsSync(path.join(dir, 'tokenizer.json'));
   const addon = loadAddon();
@@ -98,6 +100,7 @@ export async function loadModel(dir: string = DEFAULT_MODEL_DIR, options?: LoadM
   });
   try {
     if (wantTok) tokenizer = loadTokenizer(dir);
+    if (tokenizer) checkTokenizerFits(w, tokenizer, config);
   } catch (error) {
     failure = { error };
   }
@@ -114,6 +117,20 @@ export async function loadModel(dir: string = DEFAULT_MODEL_DIR, options?: LoadM
     throw failure.error;
   }
   return new MambaModel(engine, config, tokenizer, weights, path.resolve(dir));
+}
+
+/**
+ * E_TOKENIZER when the tokenizer has ids the model's vocabulary does not (a tokenizer of another
+ * model). A vocabulary padded beyond the tokenizer's ids (50280 rows for GPT-NeoX's 50277) is fine.
+ */
+export function checkTokenizerFits(where: string, tokenizer: Tokenizer, config: MambaConfig): void {
+  if (tokenizer.vocabSize <= config.vocabSize) return;
+  throw new SimbaError(
+    'E_TOKENIZER',
+    `${where}: the tokenizer ${tokenizer.source} has ${tokenizer.vocabSize} token ids but the model's vocabulary ` +
+      `has ${config.vocabSize} (ids ${config.vocabSize}..${tokenizer.vocabSize - 1} have no embedding): ` +
+      'it is the tokenizer of another model',
+  );
 }
 
 /**
@@ -352,7 +369,7 @@ function checkDevice(device: unknown): 'cpu' | 'cuda' {
   if (device === 'auto') return loadAddon().cudaAvailable().available ? 'cuda' : 'cpu';
   if (device === 'cuda') {
     const s = loadAddon().cudaAvailable();
-    if (!s.available) throw new SimbaError('E_ARG', `device 'cuda' is not available: ${s.reason}`);
+    if (!s.available) throw new SimbaError('E_CUDA', `device 'cuda' is not available: ${s.reason}`);
     return 'cuda';
   }
   throw new SimbaError('E_ARG', `device must be 'cpu', 'cuda' or 'auto', got '${String(device)}'`);

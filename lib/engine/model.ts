@@ -23,18 +23,19 @@ import { SimbaError, fromNative } from '../errors';
 import { LIMITS } from '../limits';
 import type { MambaConfig, WeightFormat } from '../types';
 import * as v from '../validate';
-import type {
-  DecodeOptions,
-  LanguageModel,
-  LogitsPositions,
-  ModelInfo,
-  PrefillInput,
-  PrefillOptions,
-  PrefillResult,
-  SampledToken,
-  SamplingParams,
-  StepInput,
-  StepResult,
+import {
+  tokenIds,
+  type DecodeOptions,
+  type LanguageModel,
+  type LogitsPositions,
+  type ModelInfo,
+  type PrefillInput,
+  type PrefillOptions,
+  type PrefillResult,
+  type SampledToken,
+  type SamplingParams,
+  type StepInput,
+  type StepResult,
 } from './lm';
 import { packSampling, unpackSampling } from './sampling';
 import { Sequence, stateFingerprint, type SlotStore } from './sequence';
@@ -51,7 +52,6 @@ import {
 
 /** The largest number of tokens one native call processes; longer dense prompts are chunked. */
 export const MAX_CHUNK_TOKENS = LIMITS.chunkTokens;
-const MAX_REQUEST_TOKENS = LIMITS.requestTokens;
 const MAX_SIMBA_TOKENS = LIMITS.simbaTokens;
 /** Most logits one call returns (1 GiB of float32): a prompt's every position times the vocabulary adds up fast. */
 const MAX_LOGITS_FLOATS = LIMITS.logitsFloats;
@@ -166,20 +166,7 @@ export class MambaModel implements LanguageModel {
 
   /** Validates token ids; returns them as an Int32Array. */
   private tokenArray(tokens: ArrayLike<number>, what: string): Int32Array {
-    if (!v.is.arrayLike(tokens)) throw v.argError(what, `tokens must be an array of token ids, got ${v.describeType(tokens)}`);
-    if (tokens.length === 0) throw new SimbaError('E_ARG', `${what}: empty prompt (at least one token is needed)`);
-    if (tokens.length > MAX_REQUEST_TOKENS)
-      throw new SimbaError('E_ARG', `${what}: ${tokens.length} tokens exceed the limit of ${MAX_REQUEST_TOKENS} per request`);
-    const out = new Int32Array(tokens.length);
-    const V = this.config.vocabSize;
-    for (let i = 0; i < tokens.length; i++) {
-      const t: unknown = tokens[i];
-      if (typeof t !== 'number') throw v.argError(what, `tokens[${i}] must be an integer, got ${v.describeType(t)}`);
-      if (!Number.isInteger(t) || t < 0 || t >= V)
-        throw new SimbaError('E_TOKEN', `${what}: token id ${String(t)} at index ${i} is outside the vocabulary [0, ${V})`);
-      out[i] = t;
-    }
-    return out;
+    return tokenIds(what, tokens, this.config.vocabSize);
   }
 
   private positionsFor(spec: LogitsPositions, n: number, what: string): number[] {
@@ -524,49 +511,55 @@ export class MambaModel implements LanguageModel {
    *   r.samples[0][0].token;
    */
   async step(inputs: StepInput[], opts?: { simba?: SimbaOptions; signal?: AbortSignal }): Promise<StepResult> {
-    const engine = this.live('step');
-    const o = v.options('step', opts, STEP_KEYS);
-    const signal = v.signal('step', 'signal', o.signal);
+    return this.stepAs('step', inputs, opts);
+  }
+
+  /** step(), its messages starting with `w` (decodeSample is a step too). */
+  private async stepAs(
+    w: string,
+    inputs: StepInput[],
+    opts?: { simba?: SimbaOptions; signal?: AbortSignal },
+  ): Promise<StepResult> {
+    const engine = this.live(w);
+    const o = v.options(w, opts, STEP_KEYS);
+    const signal = v.signal(w, 'signal', o.signal);
     const simba = o.simba as SimbaOptions | undefined;
     if (!Array.isArray(inputs) || inputs.length === 0)
-      throw v.argError(
-        'step',
-        `give at least one input (an array of {sequence, tokens, sample?}), got ${v.describeType(inputs)}`,
-      );
-    const seqs = inputs.map((inp, i) => this.ownSequence((inp as StepInput | null)?.sequence, `step: inputs[${i}].sequence`));
-    const toks = inputs.map((inp, i) => this.tokenArray(inp.tokens, `step: inputs[${i}]`));
+      throw v.argError(w, `give at least one input (an array of {sequence, tokens, sample?}), got ${v.describeType(inputs)}`);
+    const seqs = inputs.map((inp, i) => this.ownSequence((inp as StepInput | null)?.sequence, `${w}: inputs[${i}].sequence`));
+    const toks = inputs.map((inp, i) => this.tokenArray(inp.tokens, `${w}: inputs[${i}]`));
     const total = toks.reduce((a, t) => a + t.length, 0);
     if (simba !== undefined) {
-      validateSimbaOptions(this.config, simba);
+      validateSimbaOptions(this.config, simba, w);
       for (const t of toks)
         if (t.length > MAX_SIMBA_TOKENS)
           throw new SimbaError(
             'E_ARG',
-            `step: a Simba prefill takes at most ${MAX_SIMBA_TOKENS} tokens per prompt (got ${t.length})`,
+            `${w}: a Simba prefill takes at most ${MAX_SIMBA_TOKENS} tokens per prompt (got ${t.length})`,
           );
     } else if (total > MAX_CHUNK_TOKENS) {
-      throw new SimbaError('E_ARG', `step: ${total} tokens exceed ${MAX_CHUNK_TOKENS} per call (prefill long prompts in chunks)`);
+      throw new SimbaError('E_ARG', `${w}: ${total} tokens exceed ${MAX_CHUNK_TOKENS} per call (prefill long prompts in chunks)`);
     }
-    if (new Set(seqs).size !== seqs.length) throw new SimbaError('E_ARG', 'step: the same sequence appears twice in one batch');
+    if (new Set(seqs).size !== seqs.length) throw new SimbaError('E_ARG', `${w}: the same sequence appears twice in one batch`);
     const want: number[] = [];
     const jobs: { row: number; params: SamplingParams }[] = [];
     let off = 0;
     toks.forEach((t, i) => {
       const sample = inputs[i].sample ?? [];
       if (!Array.isArray(sample))
-        throw v.argError('step', `inputs[${i}].sample must be an array of sampling params, got ${v.describeType(sample)}`);
+        throw v.argError(w, `inputs[${i}].sample must be an array of sampling params, got ${v.describeType(sample)}`);
       if (sample.length > 0) {
         for (const params of sample) jobs.push({ row: want.length, params });
         want.push(off + t.length - 1);
       }
       off += t.length;
     });
-    const packed = packSampling(jobs, this.config.vocabSize);
-    checkAbort(signal, 'step');
+    const packed = packSampling(jobs, this.config.vocabSize, w);
+    checkAbort(signal, w);
     const acquired: Sequence[] = [];
     try {
       for (const s of seqs) {
-        s.acquire('step');
+        s.acquire(w);
         acquired.push(s);
       }
       const all = new Int32Array(total);
@@ -582,7 +575,7 @@ export class MambaModel implements LanguageModel {
               simba,
             )
           : undefined;
-      const r = await this.forwardOn(engine, seqs, signal, 'step', (states, cancel) =>
+      const r = await this.forwardOn(engine, seqs, signal, w, (states, cancel) =>
         engine.forward(
           all,
           Int32Array.from(toks, (t) => t.length),
@@ -625,7 +618,8 @@ export class MambaModel implements LanguageModel {
     )
       throw new SimbaError('E_ARG', 'decodeSample: give one token and one sampling params object per sequence');
     const o = v.options('decodeSample', opts, DECODE_KEYS);
-    const r = await this.step(
+    const r = await this.stepAs(
+      'decodeSample',
       sequences.map((sequence, i) => ({ sequence, tokens: [tokens[i]], sample: [params[i]] })),
       { signal: o.signal as AbortSignal | undefined },
     );

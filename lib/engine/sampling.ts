@@ -9,12 +9,62 @@
  */
 import type { NativeSampleResult, NativeSampling } from '../../bindings';
 import { SimbaError } from '../errors';
+import { LIMITS } from '../limits';
+import * as v from '../validate';
 import type { SampledToken, SamplingParams } from './lm';
 
 const PARAMS = 9;
 
-/** jobs[j] samples logits row jobs[j].row with jobs[j].params. */
-export function packSampling(jobs: { row: number; params: SamplingParams }[], vocabSize: number): NativeSampling {
+/** Most history ids a params object may carry: a whole request and a whole generation. */
+const MAX_HISTORY = LIMITS.requestTokens + LIMITS.generateTokens;
+const BIG = Number.MAX_VALUE;
+
+/**
+ * Checks one job's params (E_ARG naming `params[j].<field>`): every number finite and in its range,
+ * the RNG two uint32 halves, the history an array of at most MAX_HISTORY ids, the bias a Map of finite
+ * values. SamplingParams come from code (the server, generate, callers of step), so nothing is assumed.
+ */
+function checkParams(where: string, j: number, p: SamplingParams, vocabSize: number): void {
+  const n = `params[${j}]`;
+  if (!v.is.object(p)) throw v.argError(where, `${n} must be a sampling params object, got ${v.describeType(p)}`);
+  if (v.number(where, `${n}.temperature`, p.temperature, 0, LIMITS.temperature) === undefined)
+    throw v.argError(where, `${n}.temperature is required`);
+  v.int(where, `${n}.topK`, p.topK, 0);
+  v.number(where, `${n}.topP`, p.topP, 0, 1);
+  v.number(where, `${n}.minP`, p.minP, 0, 1);
+  v.number(where, `${n}.presencePenalty`, p.presencePenalty, -BIG, BIG);
+  v.number(where, `${n}.frequencyPenalty`, p.frequencyPenalty, -BIG, BIG);
+  v.number(where, `${n}.repetitionPenalty`, p.repetitionPenalty, 0, BIG, true);
+  v.int(where, `${n}.logprobs`, p.logprobs, -1, 1000);
+  v.int(where, `${n}.limit`, p.limit, 0, vocabSize);
+  if (!v.is.object(p.rng))
+    throw v.argError(where, `${n}.rng must be {lo, hi} (from rngFromSeed()), got ${v.describeType(p.rng)}`);
+  if (
+    v.int(where, `${n}.rng.lo`, p.rng.lo, 0, 2 ** 32 - 1) === undefined ||
+    v.int(where, `${n}.rng.hi`, p.rng.hi, 0, 2 ** 32 - 1) === undefined
+  )
+    throw v.argError(where, `${n}.rng must hold two integers lo and hi in [0, 2^32 - 1]`);
+  const h: unknown = p.history;
+  if (h !== undefined) {
+    if (!v.is.arrayLike(h)) throw v.argError(where, `${n}.history must be an array of token ids, got ${v.describeType(h)}`);
+    if (h.length > MAX_HISTORY)
+      throw v.argError(where, `${n}.history has ${h.length} ids, more than the ${MAX_HISTORY} a request can generate`);
+  }
+  const bias: unknown = p.logitBias;
+  if (bias !== undefined) {
+    if (!(bias instanceof Map))
+      throw v.argError(where, `${n}.logitBias must be a Map of token id -> bias, got ${v.describeType(bias)}`);
+    for (const [id, x] of bias as Map<unknown, unknown>) v.number(where, `${n}.logitBias.get(${String(id)})`, x, -BIG, BIG);
+  }
+}
+
+/** jobs[j] samples logits row jobs[j].row with jobs[j].params (checked: E_ARG / E_TOKEN starting with `where`). */
+export function packSampling(
+  jobs: { row: number; params: SamplingParams }[],
+  vocabSize: number,
+  where = 'sampling',
+): NativeSampling {
+  jobs.forEach(({ params }, j) => checkParams(where, j, params, vocabSize));
   const J = jobs.length;
   const params = new Float64Array(J * PARAMS);
   const rng = new Uint32Array(J * 2);
@@ -44,12 +94,21 @@ export function packSampling(jobs: { row: number; params: SamplingParams }[], vo
     params[q + 8] = p.limit ?? 0;
     rng[2 * j] = p.rng.lo;
     rng[2 * j + 1] = p.rng.hi;
-    if (penalised(p) && p.history) for (let i = 0; i < p.history.length; i++) history[nh++] = p.history[i];
+    if (penalised(p) && p.history)
+      for (let i = 0; i < p.history.length; i++) {
+        const id = p.history[i];
+        if (!Number.isInteger(id) || id < 0 || id >= vocabSize)
+          throw new SimbaError(
+            'E_TOKEN',
+            `${where}: params[${j}].history[${i}] = ${String(id)} is not a token id in [0, ${vocabSize})`,
+          );
+        history[nh++] = id;
+      }
     historyOffsets[j + 1] = nh;
     if (p.logitBias)
       for (const [id, v] of p.logitBias) {
         if (!Number.isInteger(id) || id < 0 || id >= vocabSize)
-          throw new SimbaError('E_TOKEN', `logit bias: token id ${id} is outside the vocabulary [0, ${vocabSize})`);
+          throw new SimbaError('E_TOKEN', `${where}: logit bias: token id ${id} is outside the vocabulary [0, ${vocabSize})`);
         biasIds[nb] = id;
         biasValues[nb++] = v;
       }

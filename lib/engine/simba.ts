@@ -156,6 +156,12 @@ export function validateSimbaOptions(c: MambaConfig, opts: SimbaOptions, where =
 
 /** Solves rLast so that the trapezoid's relative FLOPs is as close to the target as possible. */
 export function solveRLast(L: number, T: number, target: number, start = 0): { rLast: number; relFlops: number } {
+  const w = 'solveRLast';
+  if (L === undefined || T === undefined || target === undefined) throw v.argError(w, 'L, T and the target are required');
+  v.int(w, 'L (the layer count)', L, 1);
+  v.int(w, 'T (the prompt length)', T, 1);
+  v.int(w, 'start', start, 0, L - 1);
+  v.number(w, 'the target (relative FLOPs)', target, 0, 1, true);
   const floor = trapezoidFloor(L, T, start);
   if (target < floor - 1e-9)
     throw new SimbaError(

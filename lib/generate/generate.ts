@@ -4,7 +4,14 @@
  * per token; text streams through the tokenizer's incremental decoder, so a piece never ends in
  * half a UTF-8 character.
  */
-import type { LanguageModel, SampledToken, SimbaOptions } from '../engine/lm';
+import {
+  checkModel,
+  tokenIds,
+  validateSimbaOptions,
+  type LanguageModel,
+  type SampledToken,
+  type SimbaOptions,
+} from '../engine/lm';
 import { isSimbaError, SimbaError } from '../errors';
 import { GENERATE_DEFAULTS, LIMITS } from '../limits';
 import * as v from '../validate';
@@ -65,12 +72,13 @@ export async function* generate(
   prompt: string | ArrayLike<number>,
   opts?: GenerateOptions,
 ): AsyncGenerator<GeneratedPiece, void, undefined> {
-  if (model.disposed) throw new SimbaError('E_DISPOSED', 'generate: the model has been disposed');
+  checkModel('generate', model);
   const tok = model.tokenizer;
   // Checkpoints pad the vocabulary (e.g. 50280 rows for GPT-NeoX's 50277 ids): never sample an id
   // the tokenizer cannot decode.
   const limit = tok ? Math.min(tok.vocabSize, model.config.vocabSize) : model.config.vocabSize;
   const o = resolveGenerateOptions(opts, model.config.vocabSize, limit);
+  if (o.simba !== undefined) validateSimbaOptions(model.config, o.simba, 'generate');
   let ids: ArrayLike<number>;
   if (typeof prompt === 'string') {
     if (!tok) throw new SimbaError('E_ARG', 'generate: this model has no tokenizer; pass token ids instead of text');
@@ -85,8 +93,13 @@ export async function* generate(
   } else {
     if (!v.is.arrayLike(prompt))
       throw v.argError('generate', `prompt must be a string or an array of token ids, got ${v.describeType(prompt)}`);
-    ids = prompt;
+    ids = tokenIds('generate', prompt, model.config.vocabSize);
   }
+  if (o.simba !== undefined && ids.length > LIMITS.simbaTokens)
+    throw new SimbaError(
+      'E_ARG',
+      `generate: a Simba prefill takes at most ${LIMITS.simbaTokens} tokens per prompt (got ${ids.length})`,
+    );
   if (o.maxTokens === 0) return;
   const seq = model.newSequence();
   const decoder = tok?.createStreamDecoder();

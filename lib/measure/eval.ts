@@ -24,7 +24,7 @@
 import { SimbaError } from '../errors';
 import { EVAL_DEFAULTS, LIMITS } from '../limits';
 import * as v from '../validate';
-import type { LanguageModel, PrefillResult } from '../engine/lm';
+import { checkModel, type LanguageModel, type PrefillResult } from '../engine/lm';
 import { headFlops, layerFlops, planSimba, type SimbaOptions } from '../engine/simba';
 import type { Tokenizer } from '../checkpoint/tokenizer';
 
@@ -99,7 +99,8 @@ const PERPLEXITY_KEYS = ['ctx', 'simba', 'batch', 'onProgress', 'signal'] as con
 const SCORE_KEYS = ['simba', 'batch', 'onProgress', 'signal'] as const;
 
 /** Checks the options shared by the evaluations (unknown keys, types). */
-function checkEvalOptions<K extends string>(where: string, options: unknown, keys: readonly K[]) {
+function checkEvalOptions<K extends string>(where: string, model: unknown, options: unknown, keys: readonly K[]) {
+  checkModel(where, model);
   const o = v.options(where, options, keys) as Partial<Record<string, unknown>>;
   return {
     simba: o.simba as SimbaOptions | undefined,
@@ -123,8 +124,8 @@ export async function perplexity(
   ids: ArrayLike<number>,
   options: PerplexityOptions,
 ): Promise<PerplexityResult> {
-  const opts = checkEvalOptions('perplexity', options, PERPLEXITY_KEYS);
-  const ctx = v.int('perplexity', 'ctx', (options as { ctx?: unknown }).ctx, LIMITS.ctxMin, LIMITS.ctxMax);
+  const opts = checkEvalOptions('perplexity', model, options, PERPLEXITY_KEYS);
+  const ctx = v.int('perplexity', 'ctx', (options as { ctx?: unknown } | undefined)?.ctx, LIMITS.ctxMin, LIMITS.ctxMax);
   if (ctx === undefined) throw v.argError('perplexity', `ctx (the window length, e.g. ${EVAL_DEFAULTS.ctx}) is required`);
   if (!v.is.arrayLike(ids)) throw v.argError('perplexity', `ids must be an array of token ids, got ${v.describeType(ids)}`);
   const wins = windows(ids, ctx);
@@ -309,7 +310,7 @@ export async function scoreContinuations(
   pairs: { ctx: ArrayLike<number>; cont: ArrayLike<number> }[],
   options?: ScoreOptions,
 ): Promise<ScoreResult> {
-  const opts = checkEvalOptions('scoreContinuations', options, SCORE_KEYS);
+  const opts = checkEvalOptions('scoreContinuations', model, options, SCORE_KEYS);
   const batch = opts.batch ?? EVAL_DEFAULTS.choiceBatch;
   if (!Array.isArray(pairs))
     throw v.argError('scoreContinuations', `pairs must be an array of { ctx, cont }, got ${v.describeType(pairs)}`);
@@ -396,7 +397,7 @@ function needTokenizer(model: LanguageModel, what: string): Tokenizer {
 
 /** Scores every choice of every item (see choiceTokens) and reports accuracy. */
 export async function evalChoice(model: LanguageModel, items: ChoiceItem[], options?: ScoreOptions): Promise<ChoiceResult> {
-  const opts = checkEvalOptions('evalChoice', options, SCORE_KEYS);
+  const opts = checkEvalOptions('evalChoice', model, options, SCORE_KEYS);
   if (!Array.isArray(items))
     throw v.argError('evalChoice', `items must be an array of { context, choices, label }, got ${v.describeType(items)}`);
   const tok = needTokenizer(model, 'eval choice');
@@ -472,7 +473,7 @@ export interface LambadaResult {
  * for as many tokens as encode(' ' + word) has; correct when every greedy token equals the target's.
  */
 export async function evalLambada(model: LanguageModel, items: LambadaItem[], options?: ScoreOptions): Promise<LambadaResult> {
-  const opts = checkEvalOptions('evalLambada', options, SCORE_KEYS);
+  const opts = checkEvalOptions('evalLambada', model, options, SCORE_KEYS);
   if (!Array.isArray(items)) throw v.argError('evalLambada', `items must be an array of { text }, got ${v.describeType(items)}`);
   const tok = needTokenizer(model, 'eval lambada');
   if (items.length === 0) throw new SimbaError('E_ARG', 'eval lambada: no items');

@@ -94,3 +94,11 @@ export async function rejection(p: Promise<unknown>): Promise<SimbaError> {
   }
   throw new Error('expected a rejection');
 }
+
+/** A copy of the shipped brown-mamba-s folder in a fresh temporary folder (to damage or change). */
+export function copyShipped(): string {
+  const shipped = path.join(__dirname, '..', '..', 'models', 'brown-mamba-s');
+  const dir = tmpDir();
+  for (const f of fs.readdirSync(shipped)) fs.copyFileSync(path.join(shipped, f), path.join(dir, f));
+  return dir;
+}
