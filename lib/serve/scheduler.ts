@@ -126,6 +126,8 @@ interface Req {
   choices: Choice[];
   phase: 'waiting' | 'prefill' | 'decode' | 'done';
   cancelled: boolean;
+  /** Set while the request's own Simba prefill runs: cancel() aborts that native call. */
+  abort: AbortController | null;
   arrival: number;
   firstTokenAt: number;
   completionTokens: number;
@@ -228,6 +230,7 @@ export class Scheduler {
       cached: 0,
       phase: 'waiting',
       cancelled: false,
+      abort: null,
       arrival: now(),
       firstTokenAt: 0,
       completionTokens: 0,
@@ -255,6 +258,7 @@ export class Scheduler {
   private cancel(req: Req): void {
     if (req.phase === 'done' || req.cancelled) return;
     req.cancelled = true;
+    req.abort?.abort('the request was cancelled'); // stops its native prefill at the next layer
     const w = this.waiting.indexOf(req);
     if (w >= 0) {
       // never admitted: leaves right away
@@ -343,11 +347,16 @@ export class Scheduler {
     if (inputs.length > 0) await this.runStep(inputs, plan, undefined);
     if (simbaReq) {
       const p: Planned[] = [{ kind: 'prefill', req: simbaReq, end: simbaReq.r.prompt.length, final: true }];
+      // The only call of this request alone, and the longest (up to 65,536 tokens): a client that goes
+      // away meanwhile stops it (dense prefill runs in chunks of prefillBudget tokens, within a tick).
+      simbaReq.abort = new AbortController();
       await this.runStep(
         [{ sequence: simbaReq.seq!, tokens: simbaReq.r.prompt, sample: simbaReq.choices.map((c) => c.params) }],
         p,
         simbaReq.r.simba,
+        simbaReq.abort.signal,
       );
+      simbaReq.abort = null;
     }
     this.counters.stepSeconds += now() - t0;
     this.counters.ticks++;
@@ -394,11 +403,16 @@ export class Scheduler {
     return end - req.pos;
   }
 
-  private async runStep(inputs: StepInput[], plan: Planned[], simba: SimbaOptions | undefined): Promise<void> {
+  private async runStep(
+    inputs: StepInput[],
+    plan: Planned[],
+    simba: SimbaOptions | undefined,
+    signal?: AbortSignal,
+  ): Promise<void> {
     const t0 = now();
     let samples: SampledToken[][];
     try {
-      const r = await this.model.step(inputs, { simba });
+      const r = await this.model.step(inputs, { simba, signal });
       samples = r.samples;
       this.counters.sampleMs += r.sampleMs;
       this.counters.steppedSequences += inputs.length;
@@ -410,7 +424,8 @@ export class Scheduler {
       );
     } catch (e) {
       const err = e instanceof Error ? e : new Error(String(e));
-      for (const req of new Set(plan.map((p) => p.req))) this.fail(req, err);
+      // a cancelled request (its step aborted) ends as cancelled at the next reap
+      for (const req of new Set(plan.map((p) => p.req))) if (!req.cancelled) this.fail(req, err);
       return;
     }
     for (let i = 0; i < plan.length; i++) {
