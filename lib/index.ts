@@ -8,7 +8,9 @@
  *   const model = await loadModel();   // shipped brown-mamba-s, or loadModel('/path/to/hf-folder')
  *   for await (const { text } of generate(model, 'The jury said', { maxTokens: 32, seed: 1 })) process.stdout.write(text);
  */
-export { loadModel, randomModel, SHAPES, DEFAULT_MODEL_DIR } from './engine/load';
+export { loadModel, randomModel, shapeInfo, SHAPES, DEFAULT_MODEL_DIR } from './engine/load';
+export { memoryNeed, availableMemory } from './engine/memory';
+export type { MemoryNeed, AvailableMemory } from './engine/memory';
 export type { LoadModelOptions, RandomModelOptions } from './engine/load';
 export { MambaModel } from './engine/model';
 export type {
