@@ -5,7 +5,8 @@
  * halves prefilled apart.
  */
 import { randomModel } from '../lib/engine/load';
-import { MAX_CHUNK_TOKENS, type MambaModel, type PrefillResult } from '../lib/engine/model';
+import { MAX_CHUNK_TOKENS, type MambaModel } from '../lib/engine/model';
+import type { PrefillResult } from '../lib/engine/lm';
 import { randomConfig } from './reference/random_model';
 import { randTokens } from './helpers/util';
 
