@@ -14,6 +14,7 @@
  *   const json = completionResponse(spec, id, created, choices, usage);
  */
 import { rngFromSeed, type SamplingParams, type SimbaOptions, type Tokenizer } from '../engine/lm';
+import type { StreamDecoder } from '../checkpoint/tokenizer';
 import { planSimba, validateSimbaOptions } from '../engine/simba';
 import type { ChatMessage, ChatTemplate } from '../checkpoint/chat_template';
 import type { MambaConfig } from '../types';
@@ -45,6 +46,10 @@ export interface GenerationSpec {
   /** Completions: top logprobs per token (0..5), null = no logprobs. Chat: top_logprobs (0..20) or null. */
   logprobs: number | null;
   simba?: SimbaOptions;
+  /** The Simba options each prompt runs with (the server-wide default leaves out prompts it cannot prune). */
+  promptSimba: (SimbaOptions | undefined)[];
+  /** With a server-wide Simba default: what each prompt got ("pruned", "dense (prompt too short)"), for the x-simba header. */
+  simbaNote: string | null;
   /** Fresh sampling params of choice j (seed + j when a seed was given). */
   sampling(j: number): SamplingParams;
 }
@@ -84,14 +89,25 @@ function optBool(b: Body, key: string, def: boolean): boolean {
   return v;
 }
 
+/** The received value as the error message shows it: at most 60 characters, never recursing deeper than 3 levels. */
 function short(v: unknown): string {
-  let s: string;
-  try {
-    s = JSON.stringify(v) ?? String(v);
-  } catch {
-    s = String(v);
-  }
+  const s = describe(v, 3);
   return s.length > 60 ? `${s.slice(0, 57)}...` : s;
+}
+
+// Not JSON.stringify: a number that JSON cannot carry (1e999 parses to Infinity) would read "null",
+// and a value nested thousands deep would overflow the stack.
+function describe(v: unknown, depth: number): string {
+  if (typeof v === 'string') return JSON.stringify(v.length > 60 ? v.slice(0, 60) : v);
+  if (v === null || typeof v !== 'object') return String(v);
+  if (depth === 0) return Array.isArray(v) ? '[...]' : '{...}';
+  const items = Array.isArray(v)
+    ? v.slice(0, 4).map((x) => describe(x, depth - 1))
+    : Object.keys(v)
+        .slice(0, 4)
+        .map((k) => `${JSON.stringify(k.slice(0, 60))}:${describe((v as Body)[k], depth - 1)}`);
+  if ((Array.isArray(v) ? v.length : Object.keys(v).length) > 4) items.push('...');
+  return Array.isArray(v) ? `[${items.join(',')}]` : `{${items.join(',')}}`;
 }
 
 function tokenIds(v: unknown[], param: string, V: number): number[] {
@@ -101,36 +117,72 @@ function tokenIds(v: unknown[], param: string, V: number): number[] {
   return v as number[];
 }
 
-function encode(text: string, ctx: ParseContext, param: string): number[] {
+/** Tokenizes in slices between event-loop turns, and only up to the first token past the limit. */
+async function encode(text: string, ctx: ParseContext, param: string, limit: number): Promise<number[]> {
   if (!ctx.tokenizer) throw badParam(param, 'must be token ids: this model has no tokenizer');
-  return ctx.tokenizer.encode(text);
+  return ctx.tokenizer.encodeAsync(text, { maxTokens: limit });
 }
 
 const MAX_SIMBA_TOKENS = 65536;
 
-function checkLength(ids: number[], ctx: ParseContext, param: string, simba: SimbaOptions | undefined): number[] {
+/** The most prompt tokens a request takes (fewer with the client's own Simba pruning). */
+function promptLimit(ctx: ParseContext, simba: SimbaOptions | undefined, fromServer: boolean): number {
+  return simba && !fromServer ? Math.min(ctx.maxPromptTokens, MAX_SIMBA_TOKENS) : ctx.maxPromptTokens;
+}
+
+interface PromptSimba {
+  simba: SimbaOptions | undefined;
+  note: string | null;
+}
+
+/**
+ * 422 when the prompt is too long; the Simba options it runs with. A client's own `simba` that
+ * cannot prune the prompt is a 400; the server-wide default applies only where it can (a prompt
+ * too short or too long for it runs dense, and the note says so).
+ */
+function checkLength(
+  ids: number[],
+  ctx: ParseContext,
+  param: string,
+  simba: SimbaOptions | undefined,
+  fromServer: boolean,
+): PromptSimba {
   if (ids.length === 0) throw badParam(param, 'must not be empty');
-  const limit = simba ? Math.min(ctx.maxPromptTokens, MAX_SIMBA_TOKENS) : ctx.maxPromptTokens;
+  const clientSimba = simba && !fromServer;
+  const limit = promptLimit(ctx, simba, fromServer);
+  // A text prompt is tokenized only up to limit + 1 tokens: its length is then a lower bound.
+  const count = ids.length > limit + 1 ? String(ids.length) : `more than ${limit}`;
   if (ids.length > limit)
     throw new ApiError(
       422,
-      `the prompt has ${ids.length} tokens; this server takes at most ${limit}${simba ? ' with Simba pruning' : ''}`,
+      `the prompt has ${count} tokens; this server takes at most ${limit}${clientSimba ? ' with Simba pruning' : ''}`,
       'invalid_request_error',
       param,
       'context_length_exceeded',
     );
-  if (simba) {
-    try {
-      planSimba(ctx.config, ids.length, simba);
-    } catch (e) {
-      throw badParam('simba', `cannot prune this prompt: ${(e as Error).message}`);
-    }
+  if (!simba) return { simba, note: null };
+  if (fromServer && ids.length > MAX_SIMBA_TOKENS) return { simba: undefined, note: 'dense (prompt too long)' };
+  try {
+    planSimba(ctx.config, ids.length, simba);
+  } catch (e) {
+    if (fromServer) return { simba: undefined, note: 'dense (prompt too short)' };
+    throw badParam('simba', `cannot prune this prompt: ${(e as Error).message}`);
   }
-  return ids;
+  return { simba, note: fromServer ? 'pruned' : null };
+}
+
+/** The spec's per-prompt Simba fields. */
+function simbaFields(runs: PromptSimba[]): Pick<GenerationSpec, 'promptSimba' | 'simbaNote'> {
+  const notes = runs.map((r) => r.note);
+  return { promptSimba: runs.map((r) => r.simba), simbaNote: notes.every((x) => x !== null) ? notes.join(', ') : null };
 }
 
 /** The fields both routes share. */
-function common(b: Body, ctx: ParseContext, kind: 'completion' | 'chat'): Omit<GenerationSpec, 'prompts' | 'logprobs' | 'kind'> {
+function common(
+  b: Body,
+  ctx: ParseContext,
+  kind: 'completion' | 'chat',
+): Omit<GenerationSpec, 'prompts' | 'logprobs' | 'kind' | 'promptSimba' | 'simbaNote'> & { simbaFromServer: boolean } {
   if (typeof b.model !== 'string') throw badParam('model', 'is required (a string: see GET /v1/models)', 'missing_model');
   if (b.model !== ctx.modelName)
     throw notFound(
@@ -208,6 +260,7 @@ function common(b: Body, ctx: ParseContext, kind: 'completion' | 'chat'): Omit<G
     includeUsage,
     stop,
     simba,
+    simbaFromServer: simba !== undefined && b.simba === undefined,
     sampling: (j) => ({
       temperature,
       topK: topK < 0 ? 0 : topK,
@@ -225,29 +278,31 @@ function common(b: Body, ctx: ParseContext, kind: 'completion' | 'chat'): Omit<G
 }
 
 /** Validates a /v1/completions body. */
-export function parseCompletion(body: unknown, ctx: ParseContext): GenerationSpec {
+export async function parseCompletion(body: unknown, ctx: ParseContext): Promise<GenerationSpec> {
   if (!isObj(body))
     throw new ApiError(400, 'the request body must be a JSON object', 'invalid_request_error', null, 'invalid_body');
   const c = common(body, ctx, 'completion');
   const p = body.prompt;
   let prompts: number[][];
-  if (typeof p === 'string') prompts = [encode(p, ctx, 'prompt')];
-  else if (Array.isArray(p) && p.length > 0 && p.every((x) => typeof x === 'string'))
-    prompts = (p as string[]).map((s) => encode(s, ctx, 'prompt'));
-  else if (Array.isArray(p) && p.length > 0 && p.every((x) => typeof x === 'number'))
+  const limit = promptLimit(ctx, c.simba, c.simbaFromServer);
+  if (typeof p === 'string') prompts = [await encode(p, ctx, 'prompt', limit)];
+  else if (Array.isArray(p) && p.length > 0 && p.every((x) => typeof x === 'string')) {
+    prompts = [];
+    for (const s of p as string[]) prompts.push(await encode(s, ctx, 'prompt', limit));
+  } else if (Array.isArray(p) && p.length > 0 && p.every((x) => typeof x === 'number'))
     prompts = [tokenIds(p, 'prompt', ctx.config.vocabSize)];
   else if (Array.isArray(p) && p.length > 0 && p.every((x) => Array.isArray(x)))
     prompts = (p as unknown[][]).map((x) => tokenIds(x, 'prompt', ctx.config.vocabSize));
   else throw badParam('prompt', 'is required: a string, an array of strings, an array of token ids or an array of such arrays');
   if (prompts.length * c.n > ctx.maxN)
     throw badParam('prompt', `gives ${prompts.length * c.n} choices (prompts x n); at most ${ctx.maxN}`);
-  prompts.forEach((ids) => checkLength(ids, ctx, 'prompt', c.simba));
+  const simba = simbaFields(prompts.map((ids) => checkLength(ids, ctx, 'prompt', c.simba, c.simbaFromServer)));
   const lp = optNumber(body, 'logprobs', 0, 20, -1, { int: true });
-  return { ...c, kind: 'completion', prompts, logprobs: lp < 0 ? null : lp, sampling: withLogprobs(c.sampling, lp) };
+  return { ...c, ...simba, kind: 'completion', prompts, logprobs: lp < 0 ? null : lp, sampling: withLogprobs(c.sampling, lp) };
 }
 
 /** Validates a /v1/chat/completions body and renders its messages with the chat template. */
-export function parseChat(body: unknown, ctx: ParseContext): GenerationSpec {
+export async function parseChat(body: unknown, ctx: ParseContext): Promise<GenerationSpec> {
   if (!isObj(body))
     throw new ApiError(400, 'the request body must be a JSON object', 'invalid_request_error', null, 'invalid_body');
   const c = common(body, ctx, 'chat');
@@ -268,8 +323,16 @@ export function parseChat(body: unknown, ctx: ParseContext): GenerationSpec {
   const top = optNumber(body, 'top_logprobs', 0, 20, 0, { int: true });
   if (body.top_logprobs !== undefined && body.top_logprobs !== null && !lp)
     throw badParam('top_logprobs', 'needs logprobs: true');
-  const ids = checkLength(encode(ctx.chatTemplate.render(messages), ctx, 'messages'), ctx, 'messages', c.simba);
-  return { ...c, kind: 'chat', prompts: [ids], logprobs: lp ? top : null, sampling: withLogprobs(c.sampling, lp ? top : -1) };
+  const ids = await encode(ctx.chatTemplate.render(messages), ctx, 'messages', promptLimit(ctx, c.simba, c.simbaFromServer));
+  const simba = simbaFields([checkLength(ids, ctx, 'messages', c.simba, c.simbaFromServer)]);
+  return {
+    ...c,
+    ...simba,
+    kind: 'chat',
+    prompts: [ids],
+    logprobs: lp ? top : null,
+    sampling: withLogprobs(c.sampling, lp ? top : -1),
+  };
 }
 
 function withLogprobs(f: (j: number) => SamplingParams, n: number): (j: number) => SamplingParams {
@@ -281,7 +344,8 @@ function withLogprobs(f: (j: number) => SamplingParams, n: number): (j: number) 
 export interface ChoiceOutput {
   text: string;
   finishReason: 'stop' | 'length' | null;
-  tokens: { token: number; logprob: number; top: { token: number; logprob: number }[] }[];
+  /** offset: the token's text_offset (see TextOffsets). */
+  tokens: { token: number; logprob: number; top: { token: number; logprob: number }[]; offset: number }[];
 }
 
 export interface Usage {
@@ -302,27 +366,49 @@ export function usageOf(prompt: number, completion: number, cached: number): Usa
 
 const tokenStr = (tok: Tokenizer | null, id: number) => (tok ? tok.decode([id]) : `<${id}>`);
 
+/**
+ * The text_offset of each generated token, computed as tokens arrive so that a streamed response
+ * and a whole one carry the same numbers: the index in the choice's text (UTF-16 code units, as in
+ * a JS string) of the first character the token holds bytes of. A token that ends in part of a
+ * character split across tokens does not advance the offset past it, so the next token, which
+ * completes that character, gets the character's start too. The returned text is what counts,
+ * not the token's own decoding (lone pieces of a character decode to U+FFFD each).
+ */
+export class TextOffsets {
+  private readonly choices = new Map<number, { decoder: StreamDecoder; length: number }>();
+
+  constructor(private readonly tok: Tokenizer | null) {}
+
+  /** The offset of the next token of choice `choice` (0 without a tokenizer: the text is empty). */
+  next(choice: number, token: number): number {
+    if (!this.tok) return 0;
+    let c = this.choices.get(choice);
+    if (!c) this.choices.set(choice, (c = { decoder: this.tok.createStreamDecoder(), length: 0 }));
+    const offset = c.length;
+    c.length += c.decoder.push(token).length;
+    return offset;
+  }
+}
+
 /** Completions logprobs: {tokens, token_logprobs, top_logprobs, text_offset}. */
-export function completionLogprobs(tok: Tokenizer | null, tokens: ChoiceOutput['tokens'], offset0: number) {
-  let off = offset0;
-  const strs = tokens.map((t) => tokenStr(tok, t.token));
+export function completionLogprobs(tok: Tokenizer | null, tokens: ChoiceOutput['tokens']) {
   return {
-    tokens: strs,
+    tokens: tokens.map((t) => tokenStr(tok, t.token)),
     token_logprobs: tokens.map((t) => t.logprob),
     top_logprobs: tokens.map((t) => Object.fromEntries(t.top.map((x) => [tokenStr(tok, x.token), x.logprob]))),
-    text_offset: strs.map((s) => {
-      const o = off;
-      off += s.length;
-      return o;
-    }),
+    text_offset: tokens.map((t) => t.offset),
   };
 }
 
-/** Chat logprobs: {content: [{token, logprob, bytes, top_logprobs}]}. */
+/**
+ * Chat logprobs: {content: [{token, logprob, bytes, top_logprobs}]}. `bytes` are the token's own
+ * bytes (tokenBytes), so the bytes of all tokens join to the content's UTF-8 even where a
+ * character is split across tokens (whose `token` strings then hold U+FFFD).
+ */
 export function chatLogprobs(tok: Tokenizer | null, tokens: ChoiceOutput['tokens']) {
   const entry = (id: number, logprob: number) => {
     const token = tokenStr(tok, id);
-    return { token, logprob, bytes: [...Buffer.from(token, 'utf8')] };
+    return { token, logprob, bytes: tok ? tok.tokenBytes(id) : [...Buffer.from(token, 'utf8')] };
   };
   return {
     content: tokens.map((t) => ({ ...entry(t.token, t.logprob), top_logprobs: t.top.map((x) => entry(x.token, x.logprob)) })),

@@ -59,6 +59,12 @@ export interface RequestHandle {
   readonly id: number;
   /** Cancels the request: it stops within one tick and frees its slot. */
   cancel(): void;
+  /**
+   * Stops stepping the request (its sequences keep their slots and state) until resume(): the
+   * HTTP layer pauses a stream whose client does not read.
+   */
+  pause(): void;
+  resume(): void;
   readonly done: Promise<RequestOutcome>;
 }
 
@@ -128,6 +134,7 @@ interface Req {
   cancelled: boolean;
   /** Set while the request's own Simba prefill runs: cancel() aborts that native call. */
   abort: AbortController | null;
+  paused: boolean;
   arrival: number;
   firstTokenAt: number;
   completionTokens: number;
@@ -158,6 +165,10 @@ export class Scheduler {
   private looping = false;
   private accepting = true;
   private idleWaiters: (() => void)[] = [];
+  /** Set while the loop sleeps because every request it holds is paused or waits for their slots. */
+  private wake: (() => void) | null = null;
+  /** A submit, cancel or resume since the current tick began (the loop must not sleep through it). */
+  private kicked = false;
   /** Ticks run and sequences stepped (for tests and the bench). */
   readonly counters = { ticks: 0, steppedSequences: 0, sampleMs: 0, stepSeconds: 0 };
 
@@ -194,17 +205,33 @@ export class Scheduler {
   get slotsUsed(): number {
     return this.running.reduce((a, r) => a + r.choices.length, 0);
   }
+  /** Requests paused (see RequestHandle.pause). */
+  get pausedCount(): number {
+    return this.running.filter((r) => r.paused).length + this.waiting.filter((r) => r.paused).length;
+  }
+
+  /**
+   * The waiting requests that the next admission (first come, first served) leaves waiting, and the
+   * slots used once it admitted the others: only those left waiting count against maxQueue.
+   */
+  private queueState(): { queued: number; slots: number } {
+    let slots = this.slotsUsed;
+    let i = 0;
+    while (i < this.waiting.length && slots + this.waiting[i].choices.length <= this.maxRunning)
+      slots += this.waiting[i++].choices.length;
+    return { queued: this.waiting.length - i, slots };
+  }
 
   /** Queues a request; throws SchedulerRejection when the queue is full or the scheduler is closing. */
   submit(r: GenerationRequest): RequestHandle {
     if (!this.accepting) throw new SchedulerRejection('shutting_down', 'the server is shutting down');
     // a request that fits in the free slots is admitted at the next tick; others queue (up to maxQueue)
     const n = Array.isArray(r.sampling) ? r.sampling.length : 1;
-    const pending = this.slotsUsed + this.waiting.reduce((a, w) => a + w.choices.length, 0);
-    if (pending + n > this.maxRunning && this.waiting.length >= this.maxQueue)
+    const { queued, slots } = this.queueState();
+    if ((queued > 0 || slots + n > this.maxRunning) && queued >= this.maxQueue)
       throw new SchedulerRejection(
         'queue_full',
-        `the queue is full (${this.waiting.length} requests waiting, all ${this.maxRunning} slots busy); retry later`,
+        `the queue is full (${queued} requests waiting for a slot, all ${this.maxRunning} slots taken); retry later`,
       );
     if (!Array.isArray(r.prompt) || r.prompt.length === 0)
       throw new SimbaError('E_ARG', 'scheduler: the prompt needs at least one token');
@@ -231,6 +258,7 @@ export class Scheduler {
       phase: 'waiting',
       cancelled: false,
       abort: null,
+      paused: false,
       arrival: now(),
       firstTokenAt: 0,
       completionTokens: 0,
@@ -252,7 +280,19 @@ export class Scheduler {
     for (const c of req.choices) c.params.history = c.history;
     this.waiting.push(req);
     this.kick();
-    return { id: req.id, done, cancel: () => this.cancel(req) };
+    return {
+      id: req.id,
+      done,
+      cancel: () => this.cancel(req),
+      pause: () => {
+        req.paused = true;
+      },
+      resume: () => {
+        if (!req.paused) return;
+        req.paused = false;
+        this.kick();
+      },
+    };
   }
 
   private cancel(req: Req): void {
@@ -265,6 +305,7 @@ export class Scheduler {
       this.waiting.splice(w, 1);
       this.finish(req, 'cancelled');
     }
+    this.kick(); // a sleeping loop reaps it now
   }
 
   /** Resolves when no request is running or waiting. */
@@ -294,6 +335,10 @@ export class Scheduler {
   }
 
   private kick(): void {
+    this.kicked = true;
+    const wake = this.wake;
+    this.wake = null;
+    wake?.();
     if (this.looping) return;
     this.looping = true;
     void this.loop();
@@ -302,7 +347,15 @@ export class Scheduler {
   private async loop(): Promise<void> {
     try {
       while (this.running.length > 0 || this.waiting.length > 0) {
-        await this.tick();
+        const stepped = await this.tick();
+        if (!stepped && !this.kicked && (this.running.length > 0 || this.waiting.length > 0)) {
+          // nothing to step (every request paused, or waiting for their slots): sleep until a
+          // submit, cancel or resume instead of spinning
+          await new Promise<void>((res) => {
+            this.wake = res;
+          });
+          continue;
+        }
         // let I/O (new requests, disconnects) in between ticks
         await new Promise<void>((res) => setImmediate(res));
       }
@@ -314,13 +367,14 @@ export class Scheduler {
     }
   }
 
-  /** One tick: reap cancelled requests, plan one batched step, run it, hand out the tokens. */
-  private async tick(): Promise<void> {
+  /** One tick: reap cancelled requests, plan one batched step, run it, hand out the tokens; false when nothing ran. */
+  private async tick(): Promise<boolean> {
+    this.kicked = false;
     this.reap();
     const inputs: StepInput[] = [];
     const plan: Planned[] = [];
     for (const req of this.running)
-      if (req.phase === 'decode')
+      if (req.phase === 'decode' && !req.paused)
         for (const c of req.choices)
           if (!c.finished) {
             inputs.push({ sequence: c.seq!, tokens: [c.last], sample: [c.params] });
@@ -329,7 +383,7 @@ export class Scheduler {
     let budget = this.prefillBudget;
     for (const req of this.running) {
       if (budget <= 0) break;
-      if (req.phase === 'prefill' && !req.r.simba) budget -= this.addChunk(req, budget, inputs, plan);
+      if (req.phase === 'prefill' && !req.r.simba && !req.paused) budget -= this.addChunk(req, budget, inputs, plan);
     }
     let simbaReq: Req | null = null;
     let slots = this.slotsUsed;
@@ -361,6 +415,7 @@ export class Scheduler {
     this.counters.stepSeconds += now() - t0;
     this.counters.ticks++;
     this.reap();
+    return inputs.length > 0 || simbaReq !== null;
   }
 
   private async admit(req: Req): Promise<void> {

@@ -19,13 +19,14 @@ import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest }
 import type { ChatTemplate } from '../checkpoint/chat_template';
 import { chatTemplate, PLAIN_CHAT_TEMPLATE } from '../checkpoint/chat_template';
 import type { LanguageModel, SimbaOptions, Tokenizer } from '../engine/lm';
-import { ApiError, notFound, toApiError, unavailable } from './errors';
+import { ApiError, clientError, notFound, rawErrorResponse, toApiError, unavailable } from './errors';
 import { Metrics } from './metrics';
 import {
   chatLogprobs,
   completionLogprobs,
   parseChat,
   parseCompletion,
+  TextOffsets,
   usageOf,
   type ChoiceOutput,
   type GenerationSpec,
@@ -60,6 +61,17 @@ export interface ServerOptions {
   maxTokens?: number;
   /** Largest request body in bytes (413 beyond; default 4 MiB). */
   bodyLimit?: number;
+  /**
+   * After an error answered before the body was read (413), the server still reads and discards up
+   * to this many body bytes so that the client, still sending, reads the answer instead of a reset
+   * connection (default 64 MiB; beyond it the connection is closed).
+   */
+  drainLimit?: number;
+  /**
+   * A stream whose client reads nothing is paused (no tokens are generated for it while its socket
+   * buffer is full); after this many ms without the client reading, it is dropped (default 60000).
+   */
+  streamStallMs?: number;
   /** Seconds a 429 asks the client to wait (default 1). */
   retryAfter?: number;
 }
@@ -90,7 +102,22 @@ export class SimbaServer {
       slots: this.scheduler?.slotsUsed ?? 0,
       cache: this.cache?.stats() ?? null,
     }));
-    this.app = Fastify({ logger: false, bodyLimit: opts.bodyLimit ?? 4 << 20, forceCloseConnections: 'idle' });
+    this.app = Fastify({
+      logger: false,
+      bodyLimit: opts.bodyLimit ?? 4 << 20,
+      forceCloseConnections: 'idle',
+      // errors raised before routing (a malformed URL, a malformed HTTP request) are OpenAI-shaped too
+      frameworkErrors: (err, _req, reply) => {
+        const a = toApiError(err);
+        void (reply as FastifyReply).code(a.status).headers(a.headers).send(a.body());
+      },
+      clientErrorHandler: (err: NodeJS.ErrnoException, socket) => {
+        if (err.code === 'ECONNRESET' || socket.destroyed) return;
+        if (socket.writable) socket.end(rawErrorResponse(clientError(err)));
+        // the FIN goes out first; a client that never closes its side is cut off
+        setTimeout(() => socket.destroy(), 2000).unref();
+      },
+    });
     this.routes();
     this.ready = Promise.resolve(opts.model).then(
       (m) => this.start(m),
@@ -155,15 +182,35 @@ export class SimbaServer {
 
   private routes(): void {
     const app = this.app;
-    app.setErrorHandler((err, _req, reply) => {
+    app.setErrorHandler((err, req, reply) => {
       const a = toApiError(err);
+      if (!req.raw.complete && reply.getHeader('connection') === 'close') return this.answerThenClose(req.raw, reply, a);
       void reply.code(a.status).headers(a.headers).send(a.body());
+    });
+    // JSON bodies nested beyond MAX_JSON_DEPTH are a 400 before JSON.parse builds them
+    const parseJson = app.getDefaultJsonParser('error', 'error');
+    app.removeContentTypeParser('application/json');
+    app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => {
+      if (jsonDepthExceeds(body as string, MAX_JSON_DEPTH))
+        return done(
+          new ApiError(
+            400,
+            `malformed JSON body: nested deeper than ${MAX_JSON_DEPTH} levels`,
+            'invalid_request_error',
+            null,
+            'invalid_json',
+          ),
+          undefined,
+        );
+      parseJson(req, body as string, done);
     });
     app.setNotFoundHandler((req, reply) => {
       void reply.code(404).send(notFound(`no route ${req.method} ${req.url.split('?')[0].slice(0, 200)}`, 'unknown_url').body());
     });
+    // The key is required on every route but those marked public, decided on the route the router
+    // matched (not on the raw URL, which may spell the same path percent-encoded); unknown routes too.
     app.addHook('onRequest', async (req) => {
-      if (!this.keyDigest || !req.url.startsWith('/v1/')) return;
+      if (!this.keyDigest || (req.routeOptions.config as { public?: boolean } | undefined)?.public === true) return;
       const h = req.headers.authorization;
       const m = typeof h === 'string' ? /^Bearer\s+(.+)$/i.exec(h.trim()) : null;
       if (!m)
@@ -177,11 +224,13 @@ export class SimbaServer {
       if (!timingSafeEqual(digest(m[1]), this.keyDigest))
         throw new ApiError(401, 'incorrect API key provided', 'authentication_error', null, 'invalid_api_key');
     });
-    app.get('/health', async (_req, reply) => {
+    app.get('/health', { config: { public: true } }, async (_req, reply) => {
       this.live();
       return reply.send({ status: 'ok', model: this.modelName });
     });
-    app.get('/metrics', async (_req, reply) => reply.type(this.metrics.contentType).send(await this.metrics.render()));
+    app.get('/metrics', { config: { public: true } }, async (_req, reply) =>
+      reply.type(this.metrics.contentType).send(await this.metrics.render()),
+    );
     const modelObj = () => ({ id: this.modelName, object: 'model', created: this.created, owned_by: 'simba-ssm' });
     app.get('/v1/models', async () => ({ object: 'list', data: [modelObj()] }));
     app.get('/v1/models/:id', async (req) => {
@@ -193,9 +242,42 @@ export class SimbaServer {
     app.post('/v1/chat/completions', (req, reply) => this.generate('chat', req, reply));
   }
 
+  /**
+   * An error answered while the client may still be sending its body (413: fastify closes such
+   * connections): closing the socket with unread data resets the connection, and the reset
+   * discards the answer before the client reads it. So the answer goes out with Connection: close,
+   * the rest of the body is read and discarded (up to drainLimit bytes, for at most 30 s), and only
+   * then is the connection closed.
+   */
+  private answerThenClose(raw: FastifyRequest['raw'], reply: FastifyReply, a: ApiError): void {
+    reply.hijack();
+    const socket = raw.socket;
+    const limit = this.opts.drainLimit ?? 64 << 20;
+    const cut = () => socket.destroy();
+    const timer = setTimeout(cut, 30000).unref();
+    socket.once('close', () => clearTimeout(timer));
+    socket.write(rawErrorResponse(a));
+    if (Number(raw.headers['content-length']) > limit) {
+      // more than we are willing to read: the client may see a reset instead of the answer
+      socket.end();
+      return;
+    }
+    let seen = 0;
+    raw.on('data', (chunk: Buffer) => {
+      seen += chunk.length;
+      if (seen > limit) cut();
+    });
+    raw.once('end', () => {
+      socket.end();
+      // a client that never closes its side is cut off
+      setTimeout(cut, 2000).unref();
+    });
+    raw.resume();
+  }
+
   private async generate(kind: 'completion' | 'chat', req: FastifyRequest, reply: FastifyReply): Promise<unknown> {
     const { sched, ctx } = this.live();
-    const spec = kind === 'chat' ? parseChat(req.body, ctx) : parseCompletion(req.body, ctx);
+    const spec = await (kind === 'chat' ? parseChat(req.body, ctx) : parseCompletion(req.body, ctx));
     const run = new Run(kind, spec, this.modelName, ctx.tokenizer);
     const handles: RequestHandle[] = [];
     try {
@@ -205,7 +287,7 @@ export class SimbaServer {
             prompt,
             maxTokens: spec.maxTokens,
             stop: spec.stop,
-            simba: spec.simba,
+            simba: spec.promptSimba[pi],
             sampling: Array.from({ length: spec.n }, (_, j) => spec.sampling(j)),
             onEvent: (ev) => run.event(pi * spec.n, ev),
           }),
@@ -236,10 +318,14 @@ export class SimbaServer {
       void h.done.then((o) => {
         if (o === 'cancelled') run.abort('the request was cancelled (the server is shutting down)');
       });
+    // with a server-wide Simba default, says per prompt whether it was pruned or ran dense
+    if (spec.simbaNote !== null) reply.raw.setHeader('x-simba', spec.simbaNote);
     if (spec.stream) {
       reply.hijack();
+      const release = this.backpressure(reply.raw, run, handles, cancelAll);
       run.startStream(reply.raw);
       await run.finished;
+      release();
       return undefined;
     }
     const ok = await run.finished;
@@ -249,6 +335,58 @@ export class SimbaServer {
     }
     return reply.send(run.response());
   }
+
+  /**
+   * Backpressure on a stream: when the client's socket is full (write() returned false) the
+   * request is paused in the scheduler (its sequences keep their slots, no tokens are generated)
+   * until the socket drains, so what is buffered for a slow client stays about one socket buffer.
+   * A client that reads nothing for streamStallMs is dropped. Returns the cleanup.
+   */
+  private backpressure(raw: ServerResponse, run: Run, handles: RequestHandle[], cancelAll: () => void): () => void {
+    const stallMs = this.opts.streamStallMs ?? 60000;
+    let stall: NodeJS.Timeout | null = null;
+    const drained = () => {
+      if (stall) clearTimeout(stall);
+      stall = null;
+      for (const h of handles) h.resume();
+    };
+    run.onFull = () => {
+      if (stall) return;
+      for (const h of handles) h.pause();
+      stall = setTimeout(() => {
+        stall = null;
+        cancelAll();
+        run.abort(`the client read nothing for ${stallMs} ms`);
+        raw.destroy();
+      }, stallMs);
+      raw.once('drain', drained);
+    };
+    return () => {
+      if (stall) clearTimeout(stall);
+      raw.removeListener('drain', drained);
+    };
+  }
+}
+
+/** Request bodies nested deeper than this are a 400 (OpenAI bodies nest 4 levels). */
+const MAX_JSON_DEPTH = 64;
+
+/** Whether JSON text nests arrays / objects deeper than max (a scan that needs no stack). */
+function jsonDepthExceeds(text: string, max: number): boolean {
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 0x5c)
+        i++; // backslash: skip the escaped character
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) inString = true;
+    else if (c === 0x5b || c === 0x7b) {
+      if (++depth > max) return true;
+    } else if (c === 0x5d || c === 0x7d) depth--;
+  }
+  return false;
 }
 
 function digest(s: string): Buffer {
@@ -263,10 +401,13 @@ class Run {
   private remaining: number;
   private usage = { prompt: 0, completion: 0, cached: 0 };
   private raw: ServerResponse | null = null;
+  /** Called when a write leaves the client's socket buffer full. */
+  onFull: (() => void) | null = null;
   ended = false;
   error: ApiError | null = null;
   readonly finished: Promise<boolean>;
   private resolve!: (ok: boolean) => void;
+  private readonly offsets: TextOffsets;
 
   constructor(
     private readonly kind: 'completion' | 'chat',
@@ -277,6 +418,7 @@ class Run {
     this.id = `${kind === 'chat' ? 'chatcmpl' : 'cmpl'}-${randomBytes(12).toString('hex')}`;
     this.outs = Array.from({ length: spec.prompts.length * spec.n }, () => ({ text: '', finishReason: null, tokens: [] }));
     this.remaining = spec.prompts.length;
+    this.offsets = new TextOffsets(tok);
     this.finished = new Promise((res) => {
       this.resolve = res;
     });
@@ -311,7 +453,7 @@ class Run {
     };
     if (usage !== undefined) chunk.usage = usage;
     else if (this.spec.includeUsage) chunk.usage = null;
-    this.raw.write(`data: ${JSON.stringify(chunk)}\n\n`);
+    if (!this.raw.write(`data: ${JSON.stringify(chunk)}\n\n`)) this.onFull?.();
   }
 
   private end(ok: boolean): void {
@@ -330,19 +472,13 @@ class Run {
     this.resolve(ok);
   }
 
-  private logprobsOf(tokens: ChoiceOutput['tokens'], offset: number): unknown {
+  private logprobsOf(tokens: ChoiceOutput['tokens']): unknown {
     if (this.spec.logprobs === null) return null;
-    return this.kind === 'chat' ? chatLogprobs(this.tok, tokens) : completionLogprobs(this.tok, tokens, offset);
+    return this.kind === 'chat' ? chatLogprobs(this.tok, tokens) : completionLogprobs(this.tok, tokens);
   }
 
-  private piece(
-    index: number,
-    text: string,
-    tokens: ChoiceOutput['tokens'],
-    offset: number,
-    finish: string | null,
-  ): Record<string, unknown> {
-    const logprobs = tokens.length > 0 ? this.logprobsOf(tokens, offset) : null;
+  private piece(index: number, text: string, tokens: ChoiceOutput['tokens'], finish: string | null): Record<string, unknown> {
+    const logprobs = tokens.length > 0 ? this.logprobsOf(tokens) : null;
     if (this.kind === 'chat') return { index, delta: text ? { content: text } : {}, logprobs, finish_reason: finish };
     return { index, text, logprobs, finish_reason: finish };
   }
@@ -353,17 +489,17 @@ class Run {
     if (ev.type === 'token' || ev.type === 'finish') {
       const index = base + ev.choice;
       const out = this.outs[index];
-      const offset = out.text.length;
       if (ev.type === 'token') {
-        const t = { token: ev.token, logprob: ev.logprob, top: ev.top };
+        const withLogprobs = this.spec.logprobs !== null;
+        const offset = withLogprobs ? this.offsets.next(index, ev.token) : 0;
+        const t = { token: ev.token, logprob: ev.logprob, top: ev.top, offset };
         out.tokens.push(t);
         out.text += ev.text;
-        if (ev.text || this.spec.logprobs !== null)
-          this.send(this.piece(index, ev.text, this.spec.logprobs !== null ? [t] : [], offset, null));
+        if (ev.text || withLogprobs) this.send(this.piece(index, ev.text, withLogprobs ? [t] : [], null));
       } else {
         out.text += ev.text;
         out.finishReason = ev.reason;
-        this.send(this.piece(index, ev.text, [], offset, ev.reason));
+        this.send(this.piece(index, ev.text, [], ev.reason));
       }
     } else if (ev.type === 'done') {
       this.usage.prompt += ev.usage.promptTokens;
@@ -391,10 +527,10 @@ class Run {
         ? {
             index,
             message: { role: 'assistant', content: o.text },
-            logprobs: this.logprobsOf(o.tokens, 0),
+            logprobs: this.logprobsOf(o.tokens),
             finish_reason: o.finishReason,
           }
-        : { index, text: o.text, logprobs: this.logprobsOf(o.tokens, 0), finish_reason: o.finishReason },
+        : { index, text: o.text, logprobs: this.logprobsOf(o.tokens), finish_reason: o.finishReason },
     );
     return {
       id: this.id,

@@ -111,6 +111,8 @@ test('a cancelled request stops within one tick and frees its slot; the queue li
   const a = run(s, p, 100000); // admitted at once (the loop starts on submit)
   const b = run(s, p, 100000); // admitted at the next tick
   const c = run(s, p, 3); // waits: both slots are taken
+  const d = run(s, p, 3); // waits too: b takes the free slot, so only c and d count against maxQueue
+  expect(s.waitingCount + s.runningCount).toBe(4);
   expect(() => run(s, p, 3)).toThrow(SchedulerRejection);
   while (a.out.tokens[0].length < 3) await new Promise((r) => setTimeout(r, 5));
   const ticksAtCancel = s.counters.ticks;
@@ -118,6 +120,7 @@ test('a cancelled request stops within one tick and frees its slot; the queue li
   expect(await a.h.done).toBe('cancelled');
   expect(s.counters.ticks - ticksAtCancel).toBeLessThanOrEqual(1);
   expect((await c.done).o).toBe('done'); // got a's slot
+  expect((await d.done).o).toBe('done');
   b.h.cancel();
   expect(await b.h.done).toBe('cancelled');
   await s.idle();
