@@ -12,9 +12,10 @@
  * Everything after `--` goes to `simba bench` (with --json added). Each round runs the bench once per
  * build (SIMBA_ADDON_PATH), each a fresh process: load, one warm-up and --runs timed runs per row.
  */
-import { execFileSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
+
+import { benchJson } from './bench_json';
 
 interface Row {
   label: string;
@@ -47,17 +48,7 @@ function parse(argv: string[]): { a: string; b: string; rounds: number; bench: s
 
 /** One `simba bench --json` run with the given addon; its prefill / decode / simba rows. */
 function runOnce(addon: string, benchArgs: string[]): Row[] {
-  const cli = path.join(__dirname, '..', 'lib', 'cli', 'main.js');
-  const out = execFileSync(process.execPath, [cli, 'bench', ...benchArgs, '--json'], {
-    env: { ...process.env, SIMBA_ADDON_PATH: addon },
-    stdio: ['ignore', 'pipe', 'inherit'],
-    maxBuffer: 64 << 20,
-  }).toString();
-  const r = JSON.parse(out) as {
-    prefill: { length: number; tokensPerSec: { median: number } }[];
-    decode: { batch: number; tokensPerSec: { median: number } }[];
-    simba?: { length: number; budget: number; tokensPerSec: { median: number } }[];
-  };
+  const r = benchJson(benchArgs, { ...process.env, SIMBA_ADDON_PATH: addon });
   return [
     ...r.prefill.map((p) => ({ label: `prefill T=${p.length}`, tps: p.tokensPerSec.median })),
     ...r.decode.map((d) => ({ label: `decode B=${d.batch}`, tps: d.tokensPerSec.median })),

@@ -436,6 +436,8 @@ class Run {
       connection: 'keep-alive',
       'x-accel-buffering': 'no',
     });
+    // the head goes out now, not with the first token: a queued request's client knows it was accepted
+    raw.flushHeaders();
     if (this.kind === 'chat')
       this.outs.forEach((_, index) =>
         this.send({ index, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }),
