@@ -19,6 +19,7 @@ import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest }
 import type { ChatTemplate } from '../checkpoint/chat_template';
 import { chatTemplate, PLAIN_CHAT_TEMPLATE } from '../checkpoint/chat_template';
 import type { LanguageModel, SimbaOptions, Tokenizer } from '../engine/lm';
+import * as v from '../validate';
 import { ApiError, clientError, notFound, rawErrorResponse, toApiError, unavailable } from './errors';
 import { Metrics } from './metrics';
 import {
@@ -94,6 +95,7 @@ export class SimbaServer {
   readonly ready: Promise<void>;
 
   constructor(private readonly opts: ServerOptions) {
+    checkServerOptions(opts);
     this.modelName = opts.modelName ?? 'simba';
     this.keyDigest = opts.apiKey ? digest(opts.apiKey) : null;
     this.metrics = new Metrics(() => ({
@@ -546,6 +548,44 @@ class Run {
 }
 
 /** Creates the server (not yet listening). */
+const SERVER_OPTIONS = [
+  'model',
+  'modelName',
+  'tokenizer',
+  'chatTemplate',
+  'maxRunning',
+  'maxQueue',
+  'prefillBudget',
+  'cacheMb',
+  'cacheBlockTokens',
+  'apiKey',
+  'simba',
+  'maxPromptTokens',
+  'maxTokens',
+  'bodyLimit',
+  'drainLimit',
+  'streamStallMs',
+  'retryAfter',
+] as const;
+
+/**
+ * The options the server itself uses (the scheduler, the cache and the Simba planner check theirs):
+ * unknown keys and out-of-range values are E_ARG naming them.
+ */
+function checkServerOptions(opts: ServerOptions): void {
+  const where = 'createServer';
+  const o = v.options(where, opts, SERVER_OPTIONS);
+  if (o.model === undefined) throw v.argError(where, 'model is required (a model or a promise of one)');
+  v.string(where, 'modelName', o.modelName, true);
+  v.string(where, 'apiKey', o.apiKey, true);
+  v.int(where, 'maxPromptTokens', o.maxPromptTokens, 1);
+  v.int(where, 'maxTokens', o.maxTokens, 1);
+  v.int(where, 'bodyLimit', o.bodyLimit, 1);
+  v.int(where, 'drainLimit', o.drainLimit, 0);
+  v.int(where, 'streamStallMs', o.streamStallMs, 1, 2 ** 31 - 1);
+  v.int(where, 'retryAfter', o.retryAfter, 0);
+}
+
 export function createServer(opts: ServerOptions): SimbaServer {
   return new SimbaServer(opts);
 }

@@ -14,6 +14,7 @@ import * as path from 'path';
 
 import { loadModel } from '../../lib/engine/load';
 import type { MambaModel } from '../../lib/engine/model';
+import { createServer, type ServerOptions } from '../../lib/serve/server';
 import { isOpenAIError, post, start, until, type ApiJson, type Running } from './helpers';
 
 const NAME = 'brown-mamba-s';
@@ -368,5 +369,17 @@ describe('item 8: a server-wide Simba default', () => {
     expect(own.json.error?.param).toBe('simba');
     const plain = await server({});
     expect((await post(plain.url, '/v1/completions', completion())).headers.get('x-simba')).toBeNull();
+  });
+});
+
+describe('server options', () => {
+  test('unknown keys and out-of-range values are E_ARG naming them', () => {
+    expect(() => createServer({ model, bodylimit: 10 } as unknown as ServerOptions)).toThrow(
+      /unknown option 'bodylimit' \(did you mean 'bodyLimit'\?\)/,
+    );
+    expect(() => createServer({ model, streamStallMs: -1 })).toThrow(/streamStallMs must be an integer in \[1, /);
+    expect(() => createServer({ model, drainLimit: 1.5 })).toThrow(/drainLimit must be an integer >= 0/);
+    expect(() => createServer({ model, apiKey: '' })).toThrow(/apiKey/);
+    expect(() => createServer({} as ServerOptions)).toThrow(expect.objectContaining({ code: 'E_ARG' }));
   });
 });
