@@ -77,7 +77,7 @@ export async function loadModel(dir: string = DEFAULT_MODEL_DIR, options?: LoadM
   };
   const weights = opts.weights ?? 'f32';
   if (typeof dir !== 'string') throw v.argError(w, `the model folder must be a path string, got ${v.describeType(dir)}`);
-  const device = checkDevice(opts.device);
+  const device = checkDevice(opts.device, weights);
   if (!fs.existsSync(dir)) throw new SimbaError('E_IO', `loadModel: model folder '${dir}' does not exist`);
   if (!fs.statSync(dir).isDirectory())
     throw new SimbaError('E_IO', `loadModel: '${dir}' is not a folder (give the folder holding config.json and the weights)`);
@@ -248,7 +248,7 @@ export async function randomModel(shape: string | MambaConfig, options?: RandomM
   const config = resolveShape(w, shape);
   const weights = v.oneOf(w, 'weights', o.weights, WEIGHTS) ?? 'f32';
   const seed = v.int(w, 'seed', o.seed, 0, LIMITS.seed) ?? 0;
-  const device = checkDevice(v.oneOf(w, 'device', o.device, DEVICES));
+  const device = checkDevice(v.oneOf(w, 'device', o.device, DEVICES), weights);
   if (device === 'cpu')
     checkMemory(
       w,
@@ -363,9 +363,13 @@ export function tensorTable(config: MambaConfig): EngineTensorSpec[] {
   }
 }
 
-/** Resolves the device option: 'cpu' (default), 'cuda' (throws why it is unavailable), 'auto' (cuda when available). */
-function checkDevice(device: unknown): 'cpu' | 'cuda' {
+/**
+ * Resolves the device option: 'cpu' (default), 'cuda' (throws why it is unavailable), 'auto' (cuda
+ * when available). int8 on 'cuda' is an E_ARG whether or not a GPU is there: the combination is wrong.
+ */
+function checkDevice(device: unknown, weights: WeightFormat): 'cpu' | 'cuda' {
   if (device === undefined || device === 'cpu') return 'cpu';
+  if (device === 'cuda' && weights === 'int8') engineOptions(weights, device);
   if (device === 'auto') return loadAddon().cudaAvailable().available ? 'cuda' : 'cpu';
   if (device === 'cuda') {
     const s = loadAddon().cudaAvailable();
