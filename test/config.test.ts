@@ -177,9 +177,10 @@ describe('parseConfig: HF layout', () => {
   });
 
   it('rejects mamba2 and other architectures with a clear message', () => {
-    expectConfigError({ ...HF_130M, model_type: 'mamba2' }, /model_type 'mamba2' is not supported/, /Mamba-2/);
+    expectConfigError({ ...HF_130M, model_type: 'mamba2' }, /Mamba-2 is not supported yet/, /Mamba2ForCausalLM/);
     expectConfigError({ ...HF_130M, model_type: 'falcon_mamba' }, /not supported/);
-    expectConfigError({ ...HF_130M, architectures: ['Mamba2ForCausalLM'] }, /'Mamba2ForCausalLM' not supported/);
+    expectConfigError({ ...HF_130M, architectures: ['Mamba2ForCausalLM'] }, /Mamba-2 is not supported yet/);
+    expectConfigError({ ...HF_130M, architectures: ['JambaForCausalLM'] }, /'JambaForCausalLM' not supported/);
   });
 
   it('rejects unknown keys by default, listing them', () => {
@@ -254,7 +255,8 @@ describe('parseConfig: state-spaces layout', () => {
   });
 
   it('rejects Mamba-2 layers, hybrids and MLPs', () => {
-    expectConfigError({ ...SS_130M, ssm_cfg: { layer: 'Mamba2' } }, /ssm_cfg.layer "Mamba2" is not supported/);
+    expectConfigError({ ...SS_130M, ssm_cfg: { layer: 'Mamba2' } }, /Mamba-2 is not supported yet/, /ssm_cfg\.layer "Mamba2"/);
+    expectConfigError({ ...SS_130M, ssm_cfg: { layer: 'Mamba3' } }, /ssm_cfg.layer "Mamba3" is not supported/);
     expectConfigError({ ...SS_130M, attn_layer_idx: [3] }, /hybrid attention/);
     expectConfigError({ ...SS_130M, d_intermediate: 2048 }, /MLP/);
     expectConfigError({ ...SS_130M, rms_norm: false }, /LayerNorm/);

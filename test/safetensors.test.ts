@@ -375,10 +375,11 @@ describe('openCheckpoint', () => {
     const dir = fs.mkdtempSync(path.join(tmp, 'none-'));
     fs.writeFileSync(path.join(dir, 'weights.safetensors'), encodeSafetensors({}));
     expect(() => openCheckpoint(dir)).toThrow(
-      /no model\.safetensors or model\.safetensors\.index\.json \(found weights\.safetensors/,
+      /no checkpoint file \(looked for model\.safetensors\.index\.json, .*\) \(found weights\.safetensors; sharded/,
     );
+    // a pytorch_model.bin is read (test/checkpoint_formats.test.ts); one that is not a torch.save file says so
     const dir2 = fs.mkdtempSync(path.join(tmp, 'bin-'));
     fs.writeFileSync(path.join(dir2, 'pytorch_model.bin'), 'x');
-    expect(() => openCheckpoint(dir2)).toThrow(/pytorch_model\.bin: convert them to safetensors/);
+    expect(() => openCheckpoint(dir2)).toThrow(/pytorch_model\.bin: not a PyTorch checkpoint: no ZIP header/);
   });
 });

@@ -3,10 +3,16 @@
  *   - Hugging Face `MambaForCausalLM` (hidden_size, num_hidden_layers, state_size, ...)
  *   - the original state-spaces/mamba layout (d_model, n_layer, ssm_cfg, pad_vocab_size_multiple, ...)
  *
+ * Mamba-2 configs are recognised in all three layouts they come in (HF `Mamba2ForCausalLM`,
+ * state-spaces with `ssm_cfg.layer: "Mamba2"`, and Mistral's `params.json` of Mamba-Codestral),
+ * parsed into a Mamba2Config (parseMamba2Config), and refused by parseConfig with an E_CONFIG
+ * naming the family: the engine runs Mamba-1 only.
+ *
  * Validation is strict: missing required keys, wrongly typed or non-positive sizes, inconsistent
  * duplicates (HF configs often carry both intermediate_size and expand, or leftover d_model / n_layer),
  * unsupported architectures (mamba2, falcon_mamba, hybrids) and unknown keys are errors. Unknown keys
- * become warnings with `{ allowUnknownKeys: true }`.
+ * become warnings with `{ allowUnknownKeys: true }`. The files are read as Python's json.dump
+ * writes them: JSON plus the bare values NaN, Infinity and -Infinity (parsePythonJson).
  */
 import * as fs from 'fs';
 import * as path from 'path';
@@ -32,7 +38,8 @@ export function checkParseConfigOptions(where: string, opts: unknown, name = 'op
   };
 }
 
-export type ConfigLayout = 'hf' | 'state-spaces';
+/** Which file a config comes from: HF config.json, state-spaces (mamba_ssm) config.json, or Mistral's params.json. */
+export type ConfigLayout = 'hf' | 'state-spaces' | 'mistral';
 
 /**
  * Keys that transformers' generic PretrainedConfig may serialise into any config.json (seen in
@@ -173,10 +180,81 @@ const SSM_CFG_KEYS: readonly string[] = [
   'layer_idx',
 ];
 
+/** Keys of transformers' Mamba2Config (the Mamba-2 counterpart of HF_MAMBA_CONFIG_KEYS). */
+const HF_MAMBA2_CONFIG_KEYS: readonly string[] = [
+  'vocab_size',
+  'hidden_size',
+  'num_hidden_layers',
+  'num_heads',
+  'head_dim',
+  'n_groups',
+  'state_size',
+  'expand',
+  'intermediate_size',
+  'conv_kernel',
+  'chunk_size',
+  'use_bias',
+  'use_conv_bias',
+  'hidden_act',
+  'initializer_range',
+  'residual_in_fp32',
+  'time_step_rank',
+  'time_step_min',
+  'time_step_max',
+  'time_step_floor',
+  'time_step_limit',
+  'time_step_init_scheme',
+  'time_step_scale',
+  'rescale_prenorm_residual',
+  'rms_norm',
+  'norm_before_gate',
+  'layer_norm_epsilon',
+];
+
+/** Keys of `ssm_cfg` for `layer: "Mamba2"` (arguments of mamba_ssm's Mamba2 module). */
+const MAMBA2_SSM_CFG_KEYS: readonly string[] = [
+  'layer',
+  'd_state',
+  'd_conv',
+  'conv_init',
+  'expand',
+  'headdim',
+  'd_ssm',
+  'ngroups',
+  'A_init_range',
+  'D_has_hdim',
+  'rmsnorm',
+  'norm_before_gate',
+  'dt_min',
+  'dt_max',
+  'dt_init_floor',
+  'dt_limit',
+  'bias',
+  'conv_bias',
+  'chunk_size',
+  'use_mem_eff_path',
+  'layer_idx',
+];
+
+/** Keys of Mistral's params.json for Mamba (mistral_inference's MambaArgs). */
+const MISTRAL_MAMBA_KEYS: readonly string[] = [
+  'dim',
+  'n_layers',
+  'vocab_size',
+  'n_groups',
+  'rms_norm',
+  'residual_in_fp32',
+  'fused_add_norm',
+  'pad_vocab_size_multiple',
+  'tie_embeddings',
+  'model_type',
+];
+
 /** The full allowlists, per layout. */
 export const KNOWN_CONFIG_KEYS: Readonly<Record<ConfigLayout, ReadonlySet<string>>> = {
   hf: new Set([...HF_GENERIC_CONFIG_KEYS, ...HF_MAMBA_CONFIG_KEYS]),
   'state-spaces': new Set(STATE_SPACES_CONFIG_KEYS),
+  mistral: new Set(MISTRAL_MAMBA_KEYS),
 };
 
 const UNSUPPORTED_MODEL_TYPES: Record<string, string> = {
@@ -293,12 +371,28 @@ function checkUnknownKeys(obj: Json, known: ReadonlySet<string>, source: string,
   throw new SimbaError('E_CONFIG', `${msg}; pass { allowUnknownKeys: true } to ignore them`);
 }
 
-/** Which layout a parsed config.json uses. */
+/** Which layout a parsed config.json (or params.json) uses. */
 export function detectLayout(json: Json): ConfigLayout {
   const hfMarkers = ['hidden_size', 'num_hidden_layers', 'model_type', 'architectures', 'state_size'];
+  // Mistral's params.json carries model_type too, so its own keys decide first.
+  if ('dim' in json && 'n_layers' in json) return 'mistral';
   if (hfMarkers.some((k) => k in json)) return 'hf';
   if ('d_model' in json || 'n_layer' in json || 'ssm_cfg' in json) return 'state-spaces';
   return 'hf';
+}
+
+/** Which model family a config describes: Mamba-1 ('mamba') or Mamba-2 ('mamba2'). */
+export function detectFamily(json: Json): 'mamba' | 'mamba2' {
+  const layout = detectLayout(json);
+  // mistral_inference builds every Mamba of a params.json as mamba_ssm's Mamba2
+  if (layout === 'mistral') return 'mamba2';
+  if (layout === 'state-spaces') {
+    const ssm = json['ssm_cfg'];
+    return isObject(ssm) && ssm['layer'] === 'Mamba2' ? 'mamba2' : 'mamba';
+  }
+  const arch = json['architectures'];
+  const mamba2Arch = Array.isArray(arch) && arch.some((a) => a === 'Mamba2ForCausalLM' || a === 'Mamba2Model');
+  return json['model_type'] === 'mamba2' || mamba2Arch ? 'mamba2' : 'mamba';
 }
 
 function checkArchitecture(json: Json, source: string): void {
@@ -413,17 +507,19 @@ function parseHf(json: Json, source: string, opts: ParseConfigOptions): MambaCon
   };
 }
 
-function parseStateSpaces(json: Json, source: string, opts: ParseConfigOptions): MambaConfig {
+/** A vocabulary padded up to a multiple, as mamba_ssm's MambaLMHeadModel pads its embedding. */
+function paddedVocab(source: string, key: string, raw: number, multiple: number): number {
+  if (multiple <= 1) return raw;
+  return derived(source, `'${key}' ${raw} padded to a multiple of ${multiple}`, Math.ceil(raw / multiple) * multiple);
+}
+
+/** The top level of a state-spaces (mamba_ssm MambaConfig) config, shared by Mamba-1 and Mamba-2. */
+function stateSpacesTop(json: Json, source: string, opts: ParseConfigOptions) {
   checkUnknownKeys(json, KNOWN_CONFIG_KEYS['state-spaces'], source, 'config', opts);
   const k = new Keys(json, source);
   const dModel = k.posInt('d_model');
   const nLayer = k.posInt('n_layer');
-  const rawVocab = k.posInt('vocab_size');
-  const multiple = k.nonNegInt('pad_vocab_size_multiple', 8);
-  const vocabSize =
-    multiple > 1
-      ? derived(source, `'vocab_size' ${rawVocab} padded to a multiple of ${multiple}`, Math.ceil(rawVocab / multiple) * multiple)
-      : rawVocab;
+  const vocabSize = paddedVocab(source, 'vocab_size', k.posInt('vocab_size'), k.nonNegInt('pad_vocab_size_multiple', 8));
 
   if (k.nonNegInt('d_intermediate', 0) !== 0) {
     fail(source, `'d_intermediate' = ${describeValue(json['d_intermediate'])}: blocks with an MLP are not supported; expected 0`);
@@ -441,7 +537,26 @@ function parseStateSpaces(json: Json, source: string, opts: ParseConfigOptions):
   }
   k.bool('residual_in_fp32', true);
   k.bool('fused_add_norm', true);
+  return {
+    dModel,
+    nLayer,
+    vocabSize,
+    eps: k.posFloat('norm_epsilon', 1e-5),
+    tieEmbeddings: k.bool('tie_embeddings', true),
+    // mamba_ssm's config names no special tokens
+    bosTokenId: null,
+    eosTokenId: null,
+    padTokenId: null,
+  };
+}
 
+/** The biases of a state-spaces ssm_cfg (the Mamba and Mamba2 modules name them alike). */
+function ssmBiases(s: Keys): { convBias: boolean; projBias: boolean } {
+  return { convBias: s.bool('conv_bias', true), projBias: s.bool('bias', false) };
+}
+
+function parseStateSpaces(json: Json, source: string, opts: ParseConfigOptions): MambaConfig {
+  const top = stateSpacesTop(json, source, opts);
   const s = readSsmCfg(json['ssm_cfg'], source, opts);
   const dState = s.posInt('d_state', 16);
   const dConv = s.posInt('d_conv', 4);
@@ -449,16 +564,189 @@ function parseStateSpaces(json: Json, source: string, opts: ParseConfigOptions):
   const rank = s.rankOrAuto('dt_rank');
 
   return {
-    vocabSize,
-    dModel,
-    nLayer,
-    dInner: derived(source, `'ssm_cfg.expand' * 'd_model' (${expand} * ${dModel})`, expand * dModel),
+    ...top,
+    dInner: derived(source, `'ssm_cfg.expand' * 'd_model' (${expand} * ${top.dModel})`, expand * top.dModel),
     dState,
-    dtRank: rank === 'auto' ? Math.ceil(dModel / 16) : rank,
+    dtRank: rank === 'auto' ? Math.ceil(top.dModel / 16) : rank,
     dConv,
-    convBias: s.bool('conv_bias', true),
-    projBias: s.bool('bias', false),
-    eps: k.posFloat('norm_epsilon', 1e-5),
+    ...ssmBiases(s),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Mamba-2
+
+/**
+ * A Mamba-2 (SSD) model's shape, from any of the three layouts its configs come in. The fields it
+ * shares with MambaConfig mean the same; dInner = nHeads * headDim (= expand * dModel), eps is the
+ * RMSNorm epsilon of the block norms and norm_f, and dt has one value per head (no dtRank).
+ */
+export interface Mamba2Config extends Omit<MambaConfig, 'dtRank'> {
+  /** The file layout it was read from. */
+  layout: ConfigLayout;
+  nHeads: number;
+  headDim: number;
+  /** Groups of B and C; head h reads group floor(h / (nHeads / nGroups)). */
+  nGroups: number;
+  /** The SSD chunk length the config names (chunk_size); the outputs do not depend on it. */
+  chunkSize: number;
+  /** dt is clamped to [low, high] after the softplus (time_step_limit / dt_limit). */
+  dtLimit: [number, number];
+}
+
+/** A [low, high] clamp of dt: 0 <= low <= high, high may be Infinity (the Python configs write it so). */
+function readDtLimit(v: unknown, key: string, source: string): [number, number] {
+  if (v === undefined || v === null) return [0, Infinity];
+  const ok =
+    Array.isArray(v) &&
+    v.length === 2 &&
+    v.every((x) => typeof x === 'number' && !Number.isNaN(x)) &&
+    v[0] >= 0 &&
+    v[0] < Infinity &&
+    v[1] >= v[0];
+  if (!ok) {
+    const shown = Array.isArray(v) && v.every((x) => typeof x === 'number') ? `[${v.join(', ')}]` : describeValue(v);
+    fail(source, `key '${key}' must be [low, high] with 0 <= low <= high (high may be Infinity), found ${shown}`);
+  }
+  return [v[0] as number, v[1] as number];
+}
+
+/** Heads from the inner width and head_dim, and their grouping, checked. */
+function heads(source: string, dInner: number, headDim: number, nGroups: number, names: [string, string, string]): number {
+  const [inner, hd, ng] = names;
+  if (dInner % headDim !== 0) fail(source, `${inner} = ${dInner} is not a multiple of '${hd}' = ${headDim}`);
+  const nHeads = dInner / headDim;
+  if (nHeads % nGroups !== 0) fail(source, `the ${nHeads} heads do not split into '${ng}' = ${nGroups} groups`);
+  return nHeads;
+}
+
+function parseHfMamba2(json: Json, source: string, opts: ParseConfigOptions): Mamba2Config {
+  checkUnknownKeys(json, new Set([...HF_GENERIC_CONFIG_KEYS, ...HF_MAMBA2_CONFIG_KEYS]), source, 'config', opts);
+  const mt = json['model_type'];
+  if (mt !== undefined && mt !== 'mamba2')
+    fail(source, `model_type ${describeValue(mt)} with a Mamba-2 architecture; expected 'mamba2'`);
+  const arch = json['architectures'];
+  if (arch !== undefined && arch !== null) {
+    const bad = Array.isArray(arch) ? arch.filter((a) => a !== 'Mamba2ForCausalLM' && a !== 'Mamba2Model') : [arch];
+    if (bad.length > 0)
+      fail(source, `architecture(s) ${describeValue(bad)} with model_type 'mamba2'; expected 'Mamba2ForCausalLM'`);
+  }
+  const act = json['hidden_act'];
+  if (act !== undefined && act !== 'silu' && act !== 'swish') {
+    fail(source, `hidden_act ${describeValue(act)} is not supported; expected "silu"`);
+  }
+  const k = new Keys(json, source);
+  const dModel = k.posInt('hidden_size');
+  const expand = k.posInt('expand', 2);
+  const dInner = derived(source, `'expand' * 'hidden_size' (${expand} * ${dModel})`, expand * dModel);
+  if (k.has('intermediate_size'))
+    agree(source, 'intermediate_size', k.posInt('intermediate_size'), 'expand * hidden_size', dInner);
+  // transformers' defaults where a key is absent
+  const headDim = k.posInt('head_dim', 64);
+  const nGroups = k.posInt('n_groups', 8);
+  const nHeads = k.posInt('num_heads');
+  agree(source, 'num_heads * head_dim', nHeads * headDim, 'expand * hidden_size', dInner);
+  heads(source, dInner, headDim, nGroups, ["'expand' * 'hidden_size'", 'head_dim', 'n_groups']);
+  if (!k.bool('rms_norm', true)) fail(source, `'rms_norm' = false (no gated RMSNorm) is not supported`);
+  k.bool('residual_in_fp32', true);
+  k.bool('norm_before_gate', false); // transformers ignores it: the gate always comes first
+  k.rankOrAuto('time_step_rank'); // unused by Mamba-2 (dt has one value per head)
+  return {
+    layout: 'hf',
+    vocabSize: k.posInt('vocab_size'),
+    dModel,
+    nLayer: k.posInt('num_hidden_layers'),
+    dInner,
+    nHeads,
+    headDim,
+    nGroups,
+    dState: k.posInt('state_size', 128),
+    dConv: k.posInt('conv_kernel', 4),
+    chunkSize: k.posInt('chunk_size', 256),
+    dtLimit: readDtLimit(json['time_step_limit'], 'time_step_limit', source),
+    convBias: k.bool('use_conv_bias', true),
+    projBias: k.bool('use_bias', false),
+    eps: k.posFloat('layer_norm_epsilon', 1e-5),
+    tieEmbeddings: k.bool('tie_word_embeddings', false),
+    bosTokenId: k.tokenId('bos_token_id'),
+    eosTokenId: k.tokenId('eos_token_id'),
+    padTokenId: k.tokenId('pad_token_id'),
+  };
+}
+
+/** The parts of mamba_ssm's Mamba2 module outside the reference (modules/mamba2.py) are refused by name. */
+function parseStateSpacesMamba2(json: Json, source: string, opts: ParseConfigOptions): Mamba2Config {
+  const top = stateSpacesTop(json, source, opts);
+  const ssm = json['ssm_cfg'] as Json; // an object: detectFamily saw its layer
+  checkUnknownKeys(ssm, new Set(MAMBA2_SSM_CFG_KEYS), source, "'ssm_cfg'", opts);
+  const s = new Keys(ssm, source, 'ssm_cfg.');
+  const expand = s.posInt('expand', 2);
+  const dInner = derived(source, `'ssm_cfg.expand' * 'd_model' (${expand} * ${top.dModel})`, expand * top.dModel);
+  if (s.has('d_ssm') && s.posInt('d_ssm') !== dInner)
+    fail(
+      source,
+      `'ssm_cfg.d_ssm' = ${describeValue(ssm['d_ssm'])}: a gated MLP beside the SSM is not supported; expected ${dInner} or null`,
+    );
+  if (s.bool('D_has_hdim', false)) fail(source, `'ssm_cfg.D_has_hdim' = true (D per channel) is not supported; expected false`);
+  if (!s.bool('rmsnorm', true)) fail(source, `'ssm_cfg.rmsnorm' = false (no gated RMSNorm) is not supported`);
+  if (s.bool('norm_before_gate', false))
+    fail(source, `'ssm_cfg.norm_before_gate' = true is not supported; expected false (the gate before the norm)`);
+  s.bool('use_mem_eff_path', true);
+  const headDim = s.posInt('headdim', 64);
+  const nGroups = s.posInt('ngroups', 1);
+  return {
+    ...top,
+    layout: 'state-spaces',
+    dInner,
+    nHeads: heads(source, dInner, headDim, nGroups, ["'ssm_cfg.expand' * 'd_model'", 'ssm_cfg.headdim', 'ssm_cfg.ngroups']),
+    headDim,
+    nGroups,
+    dState: s.posInt('d_state', 128),
+    dConv: s.posInt('d_conv', 4),
+    chunkSize: s.posInt('chunk_size', 256),
+    dtLimit: readDtLimit(ssm['dt_limit'], 'ssm_cfg.dt_limit', source),
+    ...ssmBiases(s),
+  };
+}
+
+/** A Mistral params.json of a transformer (Mistral 7B, Mixtral, ...) is named as such. */
+function notATransformer(json: Json, source: string): void {
+  const transformer = ['n_heads', 'n_kv_heads', 'head_dim', 'hidden_dim'].filter((key) => key in json);
+  if (transformer.length === 0) return;
+  const keys = transformer.map((key) => `'${key}'`).join(', ');
+  fail(source, `a Mistral transformer's params.json (${keys}), not a Mamba model; simba-ssm runs Mamba models only`);
+}
+
+/** Mistral's params.json (Mamba-Codestral): mistral_inference hands it to mamba_ssm's Mamba2 with its defaults. */
+function parseMistralMamba(json: Json, source: string, opts: ParseConfigOptions): Mamba2Config {
+  notATransformer(json, source);
+  checkUnknownKeys(json, KNOWN_CONFIG_KEYS.mistral, source, 'params.json', opts);
+  const mt = json['model_type'];
+  if (mt !== undefined && mt !== 'mamba')
+    fail(source, `model_type ${describeValue(mt)} in a Mamba params.json; expected 'mamba'`);
+  const k = new Keys(json, source);
+  const dModel = k.posInt('dim');
+  const nGroups = k.posInt('n_groups');
+  if (!k.bool('rms_norm', true)) fail(source, `'rms_norm' = false (LayerNorm) is not supported; Mamba uses RMSNorm`);
+  k.bool('residual_in_fp32', true);
+  k.bool('fused_add_norm', true);
+  const dInner = derived(source, `2 * 'dim' (2 * ${dModel})`, 2 * dModel);
+  return {
+    layout: 'mistral',
+    vocabSize: paddedVocab(source, 'vocab_size', k.posInt('vocab_size'), k.nonNegInt('pad_vocab_size_multiple', 1)),
+    dModel,
+    nLayer: k.posInt('n_layers'),
+    dInner,
+    nHeads: heads(source, dInner, 64, nGroups, ["2 * 'dim'", 'head_dim 64', 'n_groups']),
+    headDim: 64,
+    nGroups,
+    dState: 128,
+    dConv: 4,
+    chunkSize: 256,
+    dtLimit: [0, Infinity],
+    convBias: true,
+    projBias: false,
+    eps: 1e-5,
     tieEmbeddings: k.bool('tie_embeddings', true),
     bosTokenId: null,
     eosTokenId: null,
@@ -467,8 +755,51 @@ function parseStateSpaces(json: Json, source: string, opts: ParseConfigOptions):
 }
 
 /**
+ * A Mamba-2 config (HF Mamba2ForCausalLM config.json, a state-spaces config.json with
+ * `ssm_cfg.layer: "Mamba2"`, or Mistral's params.json) as a Mamba2Config, validated as strictly
+ * as parseConfig validates Mamba-1 configs. E_CONFIG for a config of another family.
+ * @example parseMamba2Config(JSON.parse(paramsJson), 'params.json').nHeads  // 128 for Mamba-Codestral-7B
+ */
+export function parseMamba2Config(json: unknown, source: string, options?: ParseConfigOptions): Mamba2Config {
+  const opts = checkParseConfigOptions('parseMamba2Config', options);
+  if (!isObject(json)) fail(source, `expected a JSON object, found ${Array.isArray(json) ? 'an array' : describeValue(json)}`);
+  if (detectFamily(json) !== 'mamba2') fail(source, 'not a Mamba-2 config (a Mamba-1 config: read it with parseConfig)');
+  const layout = detectLayout(json);
+  if (layout === 'mistral') return parseMistralMamba(json, source, opts);
+  return layout === 'hf' ? parseHfMamba2(json, source, opts) : parseStateSpacesMamba2(json, source, opts);
+}
+
+const MAMBA2_ORIGIN: Record<ConfigLayout, string> = {
+  hf: "Hugging Face Mamba2ForCausalLM (model_type 'mamba2')",
+  'state-spaces': 'a state-spaces (mamba_ssm) config with ssm_cfg.layer "Mamba2"',
+  mistral: "Mistral's params.json, as Mamba-Codestral ships it",
+};
+
+/** The E_CONFIG for a recognised Mamba-2 config: the family, what was read of it, and what to do. */
+function mamba2Unsupported(json: Json, source: string, opts: ParseConfigOptions): SimbaError {
+  let shape: string;
+  try {
+    const c = parseMamba2Config(json, source, opts);
+    shape = `${c.nLayer} layers, d_model ${c.dModel}, ${c.nHeads} heads of ${c.headDim}, ${c.nGroups} group(s), d_state ${c.dState}, vocabulary ${c.vocabSize}`;
+  } catch (e) {
+    if (!(e instanceof SimbaError)) throw e;
+    shape = `and its config has a problem too: ${e.message.startsWith(`${source}: `) ? e.message.slice(source.length + 2) : e.message}`;
+  }
+  return new SimbaError(
+    'E_CONFIG',
+    [
+      `${source}: Mamba-2 is not supported yet: this is a Mamba-2 (SSD) model, ${MAMBA2_ORIGIN[detectLayout(json)]} (${shape}); ` +
+        'this version of simba-ssm runs Mamba-1 models (MambaForCausalLM, state-spaces/mamba-*) only.',
+      'Possible solutions:',
+      '  - Use a Mamba-1 checkpoint: state-spaces/mamba-130m-hf ... mamba-2.8b-hf, or the original state-spaces/mamba-130m ... mamba-2.8b folders.',
+      "  - Run this model with an engine that has Mamba-2: transformers (Mamba2ForCausalLM), mamba_ssm, or llama.cpp (its 'mamba2' GGUF).",
+    ].join('\n'),
+  );
+}
+
+/**
  * Normalise a parsed config.json (either layout) into a MambaConfig.
- * `source` names the file in error messages.
+ * `source` names the file in error messages. A Mamba-2 config (any layout) is an E_CONFIG saying so.
  */
 export function parseConfig(json: unknown, source: string, options?: ParseConfigOptions): MambaConfig {
   if (typeof source !== 'string')
@@ -477,18 +808,24 @@ export function parseConfig(json: unknown, source: string, options?: ParseConfig
   if (!isObject(json)) {
     fail(source, `expected a JSON object, found ${Array.isArray(json) ? 'an array' : describeValue(json)}`);
   }
+  if (detectLayout(json) === 'mistral') notATransformer(json, source);
+  if (detectFamily(json) === 'mamba2') throw mamba2Unsupported(json, source, opts);
   checkArchitecture(json, source);
   return detectLayout(json) === 'hf' ? parseHf(json, source, opts) : parseStateSpaces(json, source, opts);
 }
 
-/** Read and parse `config.json` from a model directory (or the given .json file). */
+/** Read and parse `config.json` (or Mistral's `params.json`) from a model directory, or the given .json file. */
 export function loadConfig(dirOrFile: string, options?: ParseConfigOptions): MambaConfig {
   const opts = checkParseConfigOptions('loadConfig', options);
   if (typeof dirOrFile !== 'string')
     throw v.argError('loadConfig', `the path must be a string, got ${v.describeType(dirOrFile)}`);
   let file = dirOrFile;
   try {
-    if (fs.statSync(dirOrFile).isDirectory()) file = path.join(dirOrFile, 'config.json');
+    if (fs.statSync(dirOrFile).isDirectory()) {
+      file = path.join(dirOrFile, 'config.json');
+      const params = path.join(dirOrFile, 'params.json');
+      if (!fs.existsSync(file) && fs.existsSync(params)) file = params;
+    }
   } catch (e) {
     throw new SimbaError('E_IO', `${dirOrFile}: model directory or config file not found`, { cause: e });
   }
@@ -498,11 +835,112 @@ export function loadConfig(dirOrFile: string, options?: ParseConfigOptions): Mam
   } catch (e) {
     throw new SimbaError('E_IO', `${file}: cannot read config (${(e as Error).message})`, { cause: e });
   }
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (e) {
-    throw new SimbaError('E_CONFIG', `${file}: not valid JSON (${(e as Error).message})`, { cause: e });
-  }
-  return parseConfig(json, file, opts);
+  return parseConfig(parsePythonJson(text, file), file, opts);
+}
+
+// ---------------------------------------------------------------------------------------------
+// JSON as Python writes it
+
+/** Deeper nesting than any config has; bounds the parser's recursion. */
+const MAX_JSON_DEPTH = 256;
+
+// eslint-disable-next-line no-control-regex -- JSON strings may not hold raw control characters
+const JSON_STRING = /"(?:[^"\\\u0000-\u001f]|\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4}))*"/y;
+const JSON_NUMBER = /-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?/y;
+const BARE_WORD = /-?[A-Za-z_][A-Za-z0-9_]*/y;
+const BARE_VALUES: ReadonlyMap<string, unknown> = new Map<string, unknown>([
+  ['true', true],
+  ['false', false],
+  ['null', null],
+  ['NaN', NaN],
+  ['Infinity', Infinity],
+  ['-Infinity', -Infinity],
+]);
+
+/**
+ * JSON text as Python's json.dump writes it: strict JSON plus the bare values NaN, Infinity and
+ * -Infinity (transformers writes `"time_step_limit": [0.0, Infinity]`). Only bare values: inside
+ * strings nothing changes. Anything else malformed is an E_CONFIG naming the line and column.
+ * @example parsePythonJson('{"time_step_limit": [0.0, Infinity]}', 'config.json')  // { time_step_limit: [0, Infinity] }
+ */
+export function parsePythonJson(text: string, source: string): unknown {
+  let at = text.charCodeAt(0) === 0xfeff ? 1 : 0; // a byte order mark some editors add
+  const bad = (what: string): never => {
+    const before = text.slice(0, at);
+    const line = before.split('\n').length;
+    const column = at - before.lastIndexOf('\n');
+    throw new SimbaError('E_CONFIG', `${source}: not valid JSON at line ${line}, column ${column}: ${what}`);
+  };
+  const space = (): void => {
+    while (at < text.length && ' \t\n\r'.includes(text[at])) at++;
+  };
+  const match = (re: RegExp): string | null => {
+    re.lastIndex = at;
+    const m = re.exec(text);
+    if (!m) return null;
+    at += m[0].length;
+    return m[0];
+  };
+  const shown = (): string =>
+    at >= text.length ? 'the end of the text' : `'${text.slice(at, at + 12).split(/[\s,:[\]{}]/)[0] || text[at]}'`;
+  const value = (depth: number): unknown => {
+    if (depth > MAX_JSON_DEPTH) bad(`nested deeper than ${MAX_JSON_DEPTH} levels`);
+    space();
+    const c = text[at];
+    if (c === '{' || c === '[') return container(c, depth);
+    if (c === '"') {
+      const str = match(JSON_STRING);
+      if (str === null) bad('a string that is not closed, or holds a control character or a bad escape');
+      return JSON.parse(str as string);
+    }
+    const word = match(BARE_WORD);
+    if (word !== null) {
+      if (!BARE_VALUES.has(word)) {
+        at -= word.length;
+        bad(`unexpected '${word}' (bare values are true, false, null and Python's NaN, Infinity, -Infinity)`);
+      }
+      return BARE_VALUES.get(word);
+    }
+    const num = match(JSON_NUMBER);
+    if (num === null) bad(`expected a value, found ${shown()}`);
+    return Number(num);
+  };
+  const container = (open: '{' | '[', depth: number): unknown => {
+    at++;
+    const close = open === '{' ? '}' : ']';
+    const arr: unknown[] = [];
+    const obj: Record<string, unknown> = {};
+    space();
+    if (text[at] === close) {
+      at++;
+      return open === '{' ? obj : arr;
+    }
+    for (;;) {
+      if (open === '[') arr.push(value(depth + 1));
+      else {
+        space();
+        if (text[at] !== '"') bad(`expected a key in double quotes, found ${shown()}`);
+        const key = value(depth + 1) as string;
+        space();
+        if (text[at] !== ':') bad(`expected ':' after the key "${key}", found ${shown()}`);
+        at++;
+        // an own property even for '__proto__', as JSON.parse makes it
+        Object.defineProperty(obj, key, { value: value(depth + 1), enumerable: true, writable: true, configurable: true });
+      }
+      space();
+      if (text[at] === ',') {
+        at++;
+        continue;
+      }
+      if (text[at] === close) {
+        at++;
+        return open === '{' ? obj : arr;
+      }
+      bad(`expected ',' or '${close}', found ${shown()}`);
+    }
+  };
+  const result = value(0);
+  space();
+  if (at < text.length) bad(`unexpected ${shown()} after the value`);
+  return result;
 }

@@ -1,5 +1,7 @@
 /**
- * Bounds-checked safetensors reader (single file and sharded checkpoints) and a small encoder.
+ * Bounds-checked safetensors reader, a small encoder, and openCheckpoint: a model folder's tensors
+ * from whichever file set it holds (safetensors, preferred, or PyTorch's pytorch_model.bin, single
+ * or sharded).
  *
  * File layout: u64 little-endian header length N, N bytes of JSON header (may be padded with spaces),
  * then the data section. Each header entry is {dtype, shape, data_offsets: [begin, end]} with offsets
@@ -7,10 +9,15 @@
  * read one tensor at a time with positioned reads on a file descriptor (never the whole file).
  */
 import * as fs from 'fs';
-import * as os from 'os';
 import * as path from 'path';
 import type { TensorDType } from '../types';
 import { SimbaError, describeValue } from '../errors';
+import { READABLE_DTYPES, TensorFileReader, readFully, type TensorInfo, type TensorSource } from './tensor_file';
+import { openTorchBin } from './torch_bin';
+import { zipError } from './zip';
+
+export { READABLE_DTYPES, bf16BitsToF32, f16BitsToF32 } from './tensor_file';
+export type { TensorInfo, TensorSource } from './tensor_file';
 
 /** Every dtype the safetensors format defines (with its element size), readable or not. */
 const SAFETENSORS_DTYPE_SIZES: Readonly<Record<string, number>> = {
@@ -32,42 +39,8 @@ const SAFETENSORS_DTYPE_SIZES: Readonly<Record<string, number>> = {
   F64: 8,
 };
 
-/** The dtypes readTensorF32 converts. */
-export const READABLE_DTYPES: readonly TensorDType[] = ['F32', 'F16', 'BF16'];
-
 /** Largest header we accept (the reference implementation's limit). */
 const MAX_HEADER_BYTES = 100 * 1024 * 1024;
-
-export interface TensorInfo {
-  name: string;
-  /** A key of SAFETENSORS_DTYPE_SIZES; only F32/F16/BF16 can be read as f32. */
-  dtype: string;
-  shape: number[];
-  /** Number of elements (product of shape). */
-  numel: number;
-  /** [begin, end) relative to the data section, as stored in the header. */
-  dataOffsets: [number, number];
-  /** Absolute byte offset of the tensor in its file. */
-  byteOffset: number;
-  byteLength: number;
-  /** The file holding the tensor. */
-  file: string;
-}
-
-/** Something tensors can be read from: one safetensors file or a whole (sharded) checkpoint. */
-export interface TensorSource {
-  /** Tensor names, sorted. */
-  names(): string[];
-  has(name: string): boolean;
-  /** Header info of a tensor; throws E_SAFETENSORS naming it when absent. */
-  info(name: string): TensorInfo;
-  /** The tensor's values converted to f32 (F32 / F16 / BF16). Reads only that tensor's bytes. */
-  readTensorF32(name: string): Float32Array;
-  /** The tensor's raw little-endian bytes. */
-  readTensorBytes(name: string): Buffer;
-  /** Close all file descriptors. Idempotent. */
-  close(): void;
-}
 
 export interface SafetensorsFile extends TensorSource {
   path: string;
@@ -82,9 +55,11 @@ export interface SafetensorsFile extends TensorSource {
 
 export interface Checkpoint extends TensorSource {
   dir: string;
-  /** The safetensors files, in the order opened. */
+  /** Which kind of files: safetensors, or PyTorch's torch.save (pytorch_model.bin). */
+  format: 'safetensors' | 'pytorch';
+  /** The files, in the order opened. */
   files: string[];
-  /** `__metadata__` of the first file (single-file checkpoints) or of the index's `metadata`. */
+  /** `__metadata__` of a single safetensors file, or the index's `metadata` ({} for one torch.save file). */
   metadata: Record<string, unknown>;
 }
 
@@ -96,48 +71,11 @@ function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
-const LITTLE_ENDIAN = os.endianness() === 'LE';
-
 // ---------------------------------------------------------------------------------------------
-// dtype conversion
+// dtype encoding
 
 const f32Scratch = new Float32Array(1);
 const u32Scratch = new Uint32Array(f32Scratch.buffer);
-
-let f16Table: Float32Array | null = null;
-
-/** f32 value of every f16 bit pattern (built on first use, 256 KiB). */
-function halfTable(): Float32Array {
-  if (f16Table) return f16Table;
-  const table = new Float32Array(65536);
-  const bits = new Uint32Array(table.buffer);
-  for (let h = 0; h < 65536; h++) {
-    const sign = (h & 0x8000) << 16;
-    const exp = (h >> 10) & 0x1f;
-    const mant = h & 0x3ff;
-    if (exp === 0) {
-      // zero / subnormal: mant * 2^-24 (exact in f32)
-      table[h] = (sign ? -1 : 1) * mant * 5.960464477539063e-8;
-    } else if (exp === 0x1f) {
-      bits[h] = (sign | 0x7f800000 | (mant << 13)) >>> 0;
-    } else {
-      bits[h] = (sign | ((exp - 15 + 127) << 23) | (mant << 13)) >>> 0;
-    }
-  }
-  f16Table = table;
-  return table;
-}
-
-/** f16 bit pattern -> number. */
-export function f16BitsToF32(h: number): number {
-  return halfTable()[h & 0xffff];
-}
-
-/** bf16 bit pattern -> number. */
-export function bf16BitsToF32(b: number): number {
-  u32Scratch[0] = (b & 0xffff) << 16;
-  return f32Scratch[0];
-}
 
 /** number -> f32 -> f16 bit pattern, round to nearest even (overflow -> ±Inf, NaN stays NaN). */
 export function f32ToF16Bits(v: number): number {
@@ -171,44 +109,6 @@ export function f32ToBf16Bits(v: number): number {
   const x = u32Scratch[0];
   if ((x & 0x7f800000) === 0x7f800000 && (x & 0x7fffff) !== 0) return ((x >>> 16) | 0x40) & 0xffff;
   return ((x + 0x7fff + ((x >>> 16) & 1)) >>> 16) & 0xffff;
-}
-
-/** Convert raw little-endian bytes of a readable dtype to f32. */
-function decodeToF32(bytes: Uint8Array, dtype: TensorDType, numel: number): Float32Array {
-  const out = new Float32Array(numel);
-  if (dtype === 'F32') {
-    if (LITTLE_ENDIAN) {
-      new Uint8Array(out.buffer).set(bytes.subarray(0, numel * 4));
-    } else {
-      const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-      for (let i = 0; i < numel; i++) out[i] = dv.getFloat32(i * 4, true);
-    }
-    return out;
-  }
-  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  if (dtype === 'F16') {
-    const table = halfTable();
-    for (let i = 0; i < numel; i++) out[i] = table[dv.getUint16(i * 2, true)];
-    return out;
-  }
-  const outBits = new Uint32Array(out.buffer);
-  for (let i = 0; i < numel; i++) outBits[i] = dv.getUint16(i * 2, true) << 16;
-  return out;
-}
-
-// ---------------------------------------------------------------------------------------------
-// reading
-
-export function readFully(fd: number, target: Uint8Array, position: number, file: string, what: string): void {
-  const CHUNK = 1 << 30;
-  let done = 0;
-  while (done < target.length) {
-    const want = Math.min(CHUNK, target.length - done);
-    const n = fs.readSync(fd, target, done, want, position + done);
-    if (n <= 0)
-      bad(file, `unexpected end of file while reading ${what} (${done} of ${target.length} bytes at offset ${position})`);
-    done += n;
-  }
 }
 
 function parseHeaderEntry(file: string, name: string, entry: unknown, dataLength: number, dataStart: number): TensorInfo {
@@ -265,71 +165,6 @@ function parseHeaderEntry(file: string, name: string, entry: unknown, dataLength
   };
 }
 
-/**
- * The tensors of one open file, read in place: names, info, bytes and f32 values. Shared by the
- * safetensors and torch.save readers; `fail` throws that format's error.
- */
-export class TensorFileReader implements TensorSource {
-  private fd: number | null;
-
-  constructor(
-    readonly path: string,
-    fd: number,
-    readonly tensors: Map<string, TensorInfo>,
-    private readonly fail: (file: string, msg: string) => never,
-  ) {
-    this.fd = fd;
-  }
-
-  names(): string[] {
-    return [...this.tensors.keys()].sort();
-  }
-
-  has(name: string): boolean {
-    return this.tensors.has(name);
-  }
-
-  info(name: string): TensorInfo {
-    const t = this.tensors.get(name);
-    if (!t) this.fail(this.path, `no tensor named '${name}'`);
-    return t;
-  }
-
-  /** The open descriptor (throws once closed). */
-  private open(name: string): number {
-    if (this.fd === null) this.fail(this.path, `file is closed (reading tensor '${name}')`);
-    return this.fd;
-  }
-
-  readTensorBytes(name: string): Buffer {
-    const t = this.info(name);
-    const buf = Buffer.alloc(t.byteLength);
-    readFully(this.open(name), buf, t.byteOffset, this.path, `tensor '${name}'`);
-    return buf;
-  }
-
-  readTensorF32(name: string): Float32Array {
-    const t = this.info(name);
-    if (!(READABLE_DTYPES as readonly string[]).includes(t.dtype)) {
-      this.fail(this.path, `tensor '${name}' has dtype ${t.dtype}; only ${READABLE_DTYPES.join(', ')} can be read as float32`);
-    }
-    if (t.dtype === 'F32' && LITTLE_ENDIAN) {
-      const out = new Float32Array(t.numel);
-      readFully(this.open(name), new Uint8Array(out.buffer), t.byteOffset, this.path, `tensor '${name}'`);
-      return out;
-    }
-    return decodeToF32(this.readTensorBytes(name), t.dtype as TensorDType, t.numel);
-  }
-
-  close(): void {
-    if (this.fd !== null) {
-      const fd = this.fd;
-      this.fd = null;
-      fs.closeSync(fd);
-    }
-  }
-}
-
 class SafetensorsReader extends TensorFileReader implements SafetensorsFile {
   constructor(
     path: string,
@@ -361,7 +196,7 @@ export function openSafetensors(file: string): SafetensorsFile {
     const size = st.size;
     if (size < 8) bad(file, `file too short (${size} bytes) to hold the 8-byte header length`);
     const lenBuf = Buffer.alloc(8);
-    readFully(fd, lenBuf, 0, file, 'the header length');
+    readFully(fd, lenBuf, 0, file, 'the header length', bad);
     const n = lenBuf.readBigUInt64LE(0);
     if (n > BigInt(size - 8)) {
       bad(file, `header length ${n} runs past the end of the file (${size} bytes, so at most ${size - 8} header bytes)`);
@@ -371,7 +206,7 @@ export function openSafetensors(file: string): SafetensorsFile {
       bad(file, `header length ${headerLength} exceeds the limit of ${MAX_HEADER_BYTES} bytes`);
     if (headerLength < 2) bad(file, `header length ${headerLength} is too small for a JSON object`);
     const headerBuf = Buffer.alloc(headerLength);
-    readFully(fd, headerBuf, 8, file, 'the header');
+    readFully(fd, headerBuf, 8, file, 'the header', bad);
     let header: unknown;
     try {
       header = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(headerBuf));
@@ -415,36 +250,70 @@ export function openSafetensors(file: string): SafetensorsFile {
 }
 
 // ---------------------------------------------------------------------------------------------
-// checkpoints (single file or sharded)
+// checkpoints: a folder's files, single or sharded, safetensors or torch.save
 
-const SINGLE_FILE_NAME = 'model.safetensors';
-const INDEX_FILE_NAME = 'model.safetensors.index.json';
+/** One file of a checkpoint. */
+interface Shard extends TensorSource {
+  path: string;
+  tensors: ReadonlyMap<string, TensorInfo>;
+  /** safetensors' `__metadata__` (torch.save files have none). */
+  metadata?: Record<string, string>;
+}
+
+/** How a format's files open, and the error its problems are (E_SAFETENSORS, E_WEIGHTS for torch.save). */
+interface Format {
+  name: Checkpoint['format'];
+  open(file: string): Shard;
+  fail: (file: string, msg: string) => never;
+}
+
+const SAFETENSORS: Format = { name: 'safetensors', open: openSafetensors, fail: bad };
+const TORCH: Format = { name: 'pytorch', open: openTorchBin, fail: zipError };
+
+/** What a folder may hold, in order of preference: safetensors first, then torch.save. */
+const FOLDER_LAYOUTS: readonly { file: string; sharded: boolean; format: Format }[] = [
+  { file: 'model.safetensors.index.json', sharded: true, format: SAFETENSORS },
+  { file: 'model.safetensors', sharded: false, format: SAFETENSORS },
+  { file: 'consolidated.safetensors', sharded: false, format: SAFETENSORS }, // Mistral's folders
+  { file: 'pytorch_model.bin.index.json', sharded: true, format: TORCH },
+  { file: 'pytorch_model.bin', sharded: false, format: TORCH },
+];
+
+/** torch.save files by their usual extensions; anything else is read as safetensors. */
+function formatOfFile(file: string): Format {
+  return /\.(bin|pt|pth)(\.index\.json)?$/.test(file) ? TORCH : SAFETENSORS;
+}
 
 class ShardedCheckpoint implements Checkpoint {
-  private readonly where = new Map<string, SafetensorsFile>();
+  private readonly where = new Map<string, Shard>();
 
   constructor(
     readonly dir: string,
-    private readonly shards: SafetensorsFile[],
+    private readonly shards: Shard[],
     readonly metadata: Record<string, unknown>,
-    weightMap: Map<string, SafetensorsFile> | null,
+    weightMap: Map<string, Shard> | null,
     source: string,
+    private readonly fmt: Format,
   ) {
     if (weightMap) {
       for (const [name, shard] of weightMap) this.where.set(name, shard);
     }
     // Tensors in a shard but not listed in the index are still visible (as transformers sees them).
-    const extra = new Map<string, SafetensorsFile>();
+    const extra = new Map<string, Shard>();
     for (const shard of shards) {
       for (const name of shard.tensors.keys()) {
         if (this.where.has(name)) continue;
         const other = extra.get(name);
         if (other)
-          bad(source, `tensor '${name}' is stored in both ${path.basename(other.path)} and ${path.basename(shard.path)}`);
+          fmt.fail(source, `tensor '${name}' is stored in both ${path.basename(other.path)} and ${path.basename(shard.path)}`);
         extra.set(name, shard);
       }
     }
     for (const [name, shard] of extra) this.where.set(name, shard);
+  }
+
+  get format(): Checkpoint['format'] {
+    return this.fmt.name;
   }
 
   get files(): string[] {
@@ -459,9 +328,9 @@ class ShardedCheckpoint implements Checkpoint {
     return this.where.has(name);
   }
 
-  private shard(name: string): SafetensorsFile {
+  private shard(name: string): Shard {
     const s = this.where.get(name);
-    if (!s) bad(this.dir, `no tensor named '${name}' in the checkpoint`);
+    if (!s) this.fmt.fail(this.dir, `no tensor named '${name}' in the checkpoint`);
     return s;
   }
 
@@ -482,42 +351,48 @@ class ShardedCheckpoint implements Checkpoint {
   }
 }
 
-function openIndexed(dir: string, indexFile: string): Checkpoint {
+function openSingle(dir: string, file: string, fmt: Format): Checkpoint {
+  const f = fmt.open(file);
+  return new ShardedCheckpoint(dir, [f], { ...f.metadata }, null, file, fmt);
+}
+
+function openIndexed(dir: string, indexFile: string, fmt: Format): Checkpoint {
   let json: unknown;
   try {
     json = JSON.parse(fs.readFileSync(indexFile, 'utf8'));
   } catch (e) {
-    bad(indexFile, `cannot read shard index: ${(e as Error).message}`);
+    fmt.fail(indexFile, `cannot read shard index: ${(e as Error).message}`);
   }
-  if (!isObject(json)) bad(indexFile, `shard index must be a JSON object, found ${describeValue(json)}`);
+  if (!isObject(json)) fmt.fail(indexFile, `shard index must be a JSON object, found ${describeValue(json)}`);
   const wm = json['weight_map'];
-  if (!isObject(wm)) bad(indexFile, `'weight_map' must be an object of tensor name -> shard file, found ${describeValue(wm)}`);
+  if (!isObject(wm))
+    fmt.fail(indexFile, `'weight_map' must be an object of tensor name -> shard file, found ${describeValue(wm)}`);
   const meta = json['metadata'];
   const shardNames: string[] = [];
   for (const [name, f] of Object.entries(wm)) {
     if (typeof f !== 'string' || f.length === 0)
-      bad(indexFile, `weight_map['${name}'] must be a file name, found ${describeValue(f)}`);
+      fmt.fail(indexFile, `weight_map['${name}'] must be a file name, found ${describeValue(f)}`);
     if (path.isAbsolute(f) || f.split(/[\\/]/).includes('..')) {
-      bad(indexFile, `weight_map['${name}'] = '${f}' points outside the checkpoint directory`);
+      fmt.fail(indexFile, `weight_map['${name}'] = '${f}' points outside the checkpoint directory`);
     }
     if (!shardNames.includes(f)) shardNames.push(f);
   }
-  if (shardNames.length === 0) bad(indexFile, `'weight_map' lists no tensors`);
-  const shards = new Map<string, SafetensorsFile>();
+  if (shardNames.length === 0) fmt.fail(indexFile, `'weight_map' lists no tensors`);
+  const shards = new Map<string, Shard>();
   try {
     for (const f of shardNames) {
       const p = path.join(path.dirname(indexFile), f);
-      if (!fs.existsSync(p)) bad(indexFile, `shard '${f}' listed in weight_map is missing (expected at ${p})`);
-      shards.set(f, openSafetensors(p));
+      if (!fs.existsSync(p)) fmt.fail(indexFile, `shard '${f}' listed in weight_map is missing (expected at ${p})`);
+      shards.set(f, fmt.open(p));
     }
-    const weightMap = new Map<string, SafetensorsFile>();
+    const weightMap = new Map<string, Shard>();
     for (const [name, f] of Object.entries(wm as Record<string, string>)) {
       const shard = shards.get(f)!;
       if (!shard.has(name))
-        bad(indexFile, `tensor '${name}' is listed in weight_map for shard '${f}' but is absent from that shard`);
+        fmt.fail(indexFile, `tensor '${name}' is listed in weight_map for shard '${f}' but is absent from that shard`);
       weightMap.set(name, shard);
     }
-    return new ShardedCheckpoint(dir, [...shards.values()], isObject(meta) ? meta : {}, weightMap, indexFile);
+    return new ShardedCheckpoint(dir, [...shards.values()], isObject(meta) ? meta : {}, weightMap, indexFile, fmt);
   } catch (e) {
     for (const s of shards.values()) s.close();
     throw e;
@@ -525,8 +400,10 @@ function openIndexed(dir: string, indexFile: string): Checkpoint {
 }
 
 /**
- * Open a checkpoint: a directory holding `model.safetensors` or `model.safetensors.index.json`
- * (+ shards), or directly a `.safetensors` file or a `.index.json` file. The caller must close() it.
+ * Open a checkpoint: a folder holding, in order of preference, `model.safetensors.index.json`
+ * (+ shards), `model.safetensors`, `consolidated.safetensors` (Mistral), `pytorch_model.bin.index.json`
+ * (+ shards) or `pytorch_model.bin`; or directly one such file (`.bin` / `.pt` / `.pth` files are read
+ * as torch.save files, others as safetensors). The caller must close() it.
  */
 export function openCheckpoint(dirOrFile: string): Checkpoint {
   let stat: fs.Stats;
@@ -536,25 +413,25 @@ export function openCheckpoint(dirOrFile: string): Checkpoint {
     throw new SimbaError('E_IO', `${dirOrFile}: checkpoint not found`, { cause: e });
   }
   if (!stat.isDirectory()) {
-    if (dirOrFile.endsWith('.json')) return openIndexed(path.dirname(dirOrFile), dirOrFile);
-    const f = openSafetensors(dirOrFile);
-    return new ShardedCheckpoint(path.dirname(dirOrFile), [f], { ...f.metadata }, null, dirOrFile);
+    const fmt = formatOfFile(dirOrFile);
+    if (dirOrFile.endsWith('.json')) return openIndexed(path.dirname(dirOrFile), dirOrFile, fmt);
+    return openSingle(path.dirname(dirOrFile), dirOrFile, fmt);
   }
   const dir = dirOrFile;
-  const index = path.join(dir, INDEX_FILE_NAME);
-  if (fs.existsSync(index)) return openIndexed(dir, index);
-  const single = path.join(dir, SINGLE_FILE_NAME);
-  if (fs.existsSync(single)) {
-    const f = openSafetensors(single);
-    return new ShardedCheckpoint(dir, [f], { ...f.metadata }, null, single);
+  for (const { file, sharded, format } of FOLDER_LAYOUTS) {
+    const p = path.join(dir, file);
+    if (!fs.existsSync(p)) continue;
+    return sharded ? openIndexed(dir, p, format) : openSingle(dir, p, format);
   }
   const present = fs.readdirSync(dir);
   const st = present.filter((f) => f.endsWith('.safetensors'));
-  const bin = present.filter((f) => f.endsWith('.bin') || f.endsWith('.pt') || f.endsWith('.pth'));
+  const bin = present.filter((f) => formatOfFile(f) === TORCH && !f.endsWith('.json'));
   let hint = '';
-  if (st.length > 0) hint = ` (found ${st.join(', ')}; sharded checkpoints need ${INDEX_FILE_NAME})`;
-  else if (bin.length > 0) hint = ` (found PyTorch pickle file(s) ${bin.join(', ')}: convert them to safetensors)`;
-  throw new SimbaError('E_IO', `${dir}: no ${SINGLE_FILE_NAME} or ${INDEX_FILE_NAME}${hint}`);
+  if (st.length > 0) hint = ` (found ${st.join(', ')}; sharded checkpoints need ${FOLDER_LAYOUTS[0].file})`;
+  else if (bin.length > 0)
+    hint = ` (found ${bin.join(', ')}: a torch.save file is read as pytorch_model.bin, sharded ones need pytorch_model.bin.index.json)`;
+  const names = FOLDER_LAYOUTS.map((l) => l.file).join(', ');
+  throw new SimbaError('E_IO', `${dir}: no checkpoint file (looked for ${names})${hint}`);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import * as fs from 'fs';
 
 import { SimbaError } from '../errors';
 import { PickleGlobal, describe, readPickle, type AllowedGlobal } from './pickle';
-import { TensorFileReader, readFully, type TensorInfo, type TensorSource } from './safetensors';
+import { TensorFileReader, readFully, type TensorInfo, type TensorSource } from './tensor_file';
 import { openZip, zipError, type ZipDirectory } from './zip';
 
 /** torch storage class -> safetensors dtype name and element size. */
@@ -68,6 +68,7 @@ export interface TorchBinFile extends TensorSource {
   path: string;
   /** The ZIP folder name the entries live under (torch uses the file's stem, or 'archive'). */
   archive: string;
+  tensors: ReadonlyMap<string, TensorInfo>;
 }
 
 /** Open and validate a torch.save ZIP file; the caller must close() it. */
@@ -81,7 +82,7 @@ export function openTorchBin(file: string): TorchBinFile {
   try {
     const size = fs.fstatSync(fd).size;
     const magic = Buffer.alloc(Math.min(size, 4));
-    readFully(fd, magic, 0, file, 'the file magic');
+    readFully(fd, magic, 0, file, 'the file magic', zipError);
     if (magic.length >= 2 && magic[0] === 0x80 && magic[1] <= 5)
       zipError(file, 'this is the legacy (pre-1.6, non-ZIP) torch.save format: re-save it with torch >= 1.6 or as safetensors');
     if (magic.length < 4 || magic.readUInt32LE(0) !== 0x04034b50)
@@ -94,13 +95,13 @@ export function openTorchBin(file: string): TorchBinFile {
     const order = zip.entries.get(`${archive}/byteorder`);
     if (order) {
       const b = Buffer.alloc(Math.min(order.size, 16));
-      readFully(fd, b, zip.dataOffset(order), file, 'byteorder');
+      readFully(fd, b, zip.dataOffset(order), file, 'byteorder', zipError);
       if (b.toString('latin1') !== 'little') zipError(file, `byte order '${b.toString('latin1')}' (only little-endian is read)`);
     }
     const pklEntry = zip.entries.get(pkls[0])!;
     if (pklEntry.size > MAX_PICKLE_BYTES) zipError(file, `data.pkl is ${pklEntry.size} bytes (more than ${MAX_PICKLE_BYTES})`);
     const pkl = Buffer.alloc(pklEntry.size);
-    readFully(fd, pkl, zip.dataOffset(pklEntry), file, 'data.pkl');
+    readFully(fd, pkl, zip.dataOffset(pklEntry), file, 'data.pkl', zipError);
     const root = readPickle(pkl, {
       source: `${file} (${pkls[0]})`,
       globals: torchGlobals(),

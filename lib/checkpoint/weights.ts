@@ -3,9 +3,10 @@
  * (which tensors a config has and their shapes: native/engine/tensor_table.h, handed in by the
  * engine as EngineTensorSpec[] so that this layer never loads the addon itself).
  *
- * All names, dtypes and shapes are checked from the safetensors headers before the first tensor is
- * read, so a bad checkpoint fails before anything is uploaded. Tensor data is then read and converted
- * one tensor at a time (generator), so the caller can hand each to native code and drop it.
+ * All names, dtypes and shapes are checked from the file headers (safetensors, or the pickle of a
+ * pytorch_model.bin) before the first tensor is read, so a bad checkpoint fails before anything is
+ * uploaded. Tensor data is then read and converted one tensor at a time (generator), so the caller
+ * can hand each to native code and drop it.
  */
 import type { EngineTensor, EngineTensorName, EngineTensorSpec, MambaConfig } from '../types';
 import { SimbaError, describeValue } from '../errors';
@@ -224,8 +225,8 @@ function readEntry(ckpt: TensorSource, e: WeightPlanEntry, opts: LoadWeightsOpti
 }
 
 /**
- * Yield every engine tensor of the checkpoint at `dirOrCheckpoint` (a model directory, a .safetensors
- * or index file, or an open Checkpoint, which is then left open), in the table's order: embedding,
+ * Yield every engine tensor of the checkpoint at `dirOrCheckpoint` (a model directory, a .safetensors,
+ * pytorch_model.bin or index file, or an open Checkpoint, which is then left open), in the table's order: embedding,
  * layer 0..L-1 (norm, in_proj, [in_proj_bias], conv_w, [conv_b], x_proj, dt_proj_w, dt_proj_b, A_log,
  * D, out_proj, [out_proj_bias]), norm_f, [lm_head].
  *
