@@ -1,5 +1,6 @@
 /**
- * The CUDA backend against the CPU engine: every CUDA kernel and the whole model (random configs,
+ * The CUDA backend against the CPU engine: every CUDA kernel (the kernel table of
+ * test/helpers/kernel_cases.ts, shared with test/kernels.test.ts) and the whole model (random configs,
  * the shipped brown-mamba-s), on random inputs of a fixed seed (SIMBA_TEST_SEED overrides it), by
  * relative error (<= 1e-4 with f32 weights, <= 2e-2 with bf16), including Simba kept sets (exit layers equal), processed counts, early exits,
  * states and decode.
@@ -19,7 +20,8 @@ import type { PrefillResult } from '../lib/engine/lm';
 import type { SimbaOptions } from '../lib/engine/simba';
 import type { MambaConfig } from '../lib/types';
 import { randomConfig } from './reference/random_model';
-import { maxRowErr, randArray, randTokens, relErr, stateOf, testSeed } from './helpers/util';
+import { kernelCases, overLimits } from './helpers/kernel_cases';
+import { maxRowErr, randTokens, relErr, stateOf, testSeed } from './helpers/util';
 
 const SHIPPED = path.join(__dirname, '..', 'models', 'brown-mamba-s');
 const addon = loadAddon();
@@ -58,95 +60,14 @@ describe('CUDA availability', () => {
 
 const d = status.available ? describe : describe.skip;
 
+// The kernel table shared with test/kernels.test.ts: every case with CUDA limits, the CUDA kernel
+// against the active CPU build.
 d(`CUDA kernels vs CPU kernels (seed ${seed0})`, () => {
-  const cpu = addon.kernels,
-    gpu = addon.cudaKernels;
-
-  test.each([
-    [1, 5, 3],
-    [8, 64, 40],
-    [7, 33, 17],
-    [100, 70, 50],
-    [13, 100, 64],
-    [130, 65, 200],
-    [300, 257, 96],
-  ])('gemm M=%i N=%i K=%i, f32 and bf16 weights', (M, N, K) => {
-    const A = randArray(M * K, seed0 + M),
-      W = randArray(N * K, seed0 + N),
-      bias = randArray(N, seed0 + K);
-    for (const bf16 of [false, true]) {
-      const want = cpu.gemm({ A, W, bias, M, N, K, bf16 });
-      expect(relErr(gpu.gemm({ A, W, bias, M, N, K, bf16 }), want)).toBeLessThan(bf16 ? 2e-2 : 1e-4);
-      expect(relErr(gpu.gemm({ A, W, bias: null, M, N, K, bf16 }), cpu.gemm({ A, W, bias: null, M, N, K, bf16 }))).toBeLessThan(
-        bf16 ? 2e-2 : 1e-4,
-      );
-    }
-  });
-
-  test.each([
-    [2, 1],
-    [3, 5],
-    [4, 1],
-    [4, 40],
-    [4, 300],
-  ])('conv1d K=%i T=%i, continuing from a state', (K, T) => {
-    const E = 37;
-    const x = randArray(T * E, seed0 + 3),
-      w = randArray(E * K, seed0 + 4),
-      b = randArray(E, seed0 + 5),
-      st = randArray(E * (K - 1), seed0 + 6);
-    for (const bias of [b, null]) {
-      const want = cpu.conv1d({ x, w, bias, state: st.slice(), T, E, K });
-      const got = gpu.conv1d({ x, w, bias, state: st.slice(), T, E, K });
-      expect(relErr(got.out, want.out)).toBeLessThan(1e-4);
-      expect(relErr(got.state, want.state)).toBeLessThan(1e-6);
-    }
-  });
-
-  // T <= 4 takes the sequential (decode) kernel, longer sequences the chunked parallel scan.
-  test.each([
-    [16, 1, 37],
-    [16, 4, 37],
-    [16, 33, 37],
-    [16, 200, 100],
-    [5, 70, 37],
-    [12, 7, 64],
-    [64, 130, 40],
-    [24, 1000, 33],
-  ])('selective scan N=%i T=%i E=%i', (N, T, E) => {
-    const x = randArray(T * E, seed0 + 7),
-      dtRaw = randArray(T * E, seed0 + 8, 4),
-      Alog = randArray(E * N, seed0 + 9);
-    const B = randArray(T * N, seed0 + 10),
-      C = randArray(T * N, seed0 + 11),
-      D = randArray(E, seed0 + 12);
-    const z = randArray(T * E, seed0 + 13, 3),
-      s0 = randArray(E * N, seed0 + 14);
-    const args = { x, A_log: Alog, B, C, D, z, T, E, N };
-    const want = cpu.scan({ ...args, dt: dtRaw.slice(), state: s0.slice() });
-    const got = gpu.scan({ ...args, dt: dtRaw.slice(), state: s0.slice() });
-    expect(relErr(got.dt, want.dt)).toBeLessThan(1e-5);
-    expect(relErr(got.y, want.y)).toBeLessThan(1e-4);
-    expect(relErr(got.state, want.state)).toBeLessThan(1e-4);
-  });
-
-  test.each([
-    ['simba', 'max', 16, 50],
-    ['simba', 'sum', 16, 50],
-    ['simba', 'max', 7, 23],
-    ['simba', 'sum', 3, 1],
-    ['simba', 'max', 16, 700],
-    ['local', 'max', 16, 50],
-    ['local', 'sum', 5, 90],
-  ] as const)('score %s reduce=%s N=%i T=%i', (crit, reduce, N, T) => {
-    const E = 37;
-    const x = randArray(T * E, seed0 + 15),
-      Alog = randArray(E * N, seed0 + 16);
-    const dt = randArray(T * E, seed0 + 17, 3).map((v) => Math.log1p(Math.exp(v)));
-    const B = randArray(T * N, seed0 + 18),
-      C = randArray(T * N, seed0 + 19);
-    const args = { x, dt, A_log: Alog, B, C, T, E, N, local: crit === 'local', reduceSum: reduce === 'sum' };
-    expect(relErr(gpu.score(args), cpu.score(args))).toBeLessThan(1e-4);
+  const cases = kernelCases(seed0).filter((c) => c.tol.cuda);
+  test.each(cases.map((c) => [c.name, c] as const))('%s', (_name, c) => {
+    const want = c.run(addon.kernels),
+      got = c.run(addon.cudaKernels);
+    expect(overLimits(got, want, c.tol.cuda!)).toEqual([]);
   });
 });
 

@@ -1,27 +1,21 @@
 /**
  * Every CPU kernel against a float64 reference, on random inputs (a fixed seed; SIMBA_TEST_SEED
  * overrides it), for every instruction-set build this CPU can run (AVX-512, AVX2, SSE2): relative
- * error ||a-b||/||b||.
+ * error ||a-b||/||b||. The op / shape cases and their limits are the kernel table shared with the
+ * CUDA tests (test/helpers/kernel_cases.ts); the tests after it check properties of single kernels.
  */
 import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 
 import { loadAddon } from '../bindings';
-import {
-  refConv1d,
-  refGemm,
-  refRmsNorm,
-  refScoresBruteForce,
-  refLocalScores,
-  refSelectiveScan,
-  silu,
-  softplus,
-} from './reference/mamba_ref';
-import { f64, randArray, relErr, testSeed } from './helpers/util';
+import { kernelCases, overLimits, underFloors } from './helpers/kernel_cases';
+import { randArray, relErr, testSeed } from './helpers/util';
+import { refGemm, softplus } from './reference/mamba_ref';
 
 const addon = loadAddon();
 const isas = addon.availableIsas();
 const seed0 = testSeed(20251); // fixed (SIMBA_TEST_SEED overrides); the seed is in the test names
+const cases = kernelCases(seed0);
 
 afterAll(() => {
   addon.setIsa(isas[0]);
@@ -32,44 +26,11 @@ describe.each(isas)('kernels on %s', (isa) => {
     addon.setIsa(isa);
   });
 
-  test.each([
-    [1, 5, 3],
-    [7, 33, 17],
-    [100, 70, 50],
-    [13, 100, 64],
-    [130, 65, 200],
-  ])(`gemm M=%i N=%i K=%i (seed ${seed0})`, (M, N, K) => {
-    const A = randArray(M * K, seed0 + M),
-      W = randArray(N * K, seed0 + N),
-      bias = randArray(N, seed0 + K);
-    const ref = refGemm(A, W, bias, M, N, K);
-    expect(relErr(addon.kernels.gemm({ A, W, bias, M, N, K, bf16: false }), ref)).toBeLessThan(1e-6);
-    // bf16 weights: 8 mantissa bits, relative rounding 2^-9 per weight.
-    const eb = relErr(addon.kernels.gemm({ A, W, bias, M, N, K, bf16: true }), ref);
-    expect(eb).toBeLessThan(5e-3);
-    expect(eb).toBeGreaterThan(1e-5); // the bf16 path really rounds
-    // int8 weights (scale per output feature) and int8 activations (scale per row): two
-    // roundings of 1/254 of the row's largest magnitude, ~6e-3 relative on uniform inputs.
-    const e8 = relErr(addon.kernels.gemm({ A, W, bias, M, N, K, format: 'int8' }), ref);
-    expect(e8).toBeLessThan(1.5e-2);
-    expect(e8).toBeGreaterThan(1e-4);
-  });
-
-  // Shapes past the k-slices of every kernel (256 f32, 512 bf16, 1024 int8 k per slice) with odd
-  // and non-multiple-of-4 K, and M past the 84-row blocks (threaded, and the vdpbf16ps path for
-  // bf16 weights on AVX512-BF16 CPUs).
-  test.each([
-    [200, 45, 1031],
-    [33, 64, 1300],
-    [17, 130, 515],
-  ])(`gemm across k-slices M=%i N=%i K=%i (seed ${seed0})`, (M, N, K) => {
-    const A = randArray(M * K, seed0 + 7 * M),
-      W = randArray(N * K, seed0 + 7 * N),
-      bias = randArray(N, seed0 + 7 * K);
-    const ref = refGemm(A, W, bias, M, N, K);
-    expect(relErr(addon.kernels.gemm({ A, W, bias, M, N, K, format: 'f32' }), ref)).toBeLessThan(1e-6);
-    expect(relErr(addon.kernels.gemm({ A, W, bias, M, N, K, format: 'bf16' }), ref)).toBeLessThan(5e-3);
-    expect(relErr(addon.kernels.gemm({ A, W, bias, M, N, K, format: 'int8' }), ref)).toBeLessThan(1.5e-2);
+  test.each(cases.map((c) => [c.name, c] as const))(`%s against float64 (seed ${seed0})`, (_name, c) => {
+    const got = c.run(addon.kernels),
+      want = c.reference();
+    expect(overLimits(got, want, c.tol.ref)).toEqual([]);
+    if (c.minRef) expect(underFloors(got, want, c.minRef)).toEqual([]);
   });
 
   // The packed-A tiles (M >= 14 rows on AVX-512), the row remainders and the one-row decode kernel
@@ -126,63 +87,6 @@ describe.each(isas)('kernels on %s', (isa) => {
     expect(C[5]).toBeCloseTo(2 - 8, 5);
   });
 
-  test('rmsnorm', () => {
-    const rows = 9,
-      d = 37,
-      eps = 1e-5;
-    const x = randArray(rows * d, seed0 + 1, 3),
-      w = randArray(d, seed0 + 2);
-    const y = addon.kernels.rmsnorm({ x, w, rows, d, eps });
-    for (let r = 0; r < rows; r++)
-      expect(relErr(y.subarray(r * d, (r + 1) * d), refRmsNorm(f64(x.subarray(r * d, (r + 1) * d)), f64(w), eps))).toBeLessThan(
-        1e-6,
-      );
-  });
-
-  test.each([
-    [2, 1, 37],
-    [3, 5, 37],
-    [4, 40, 37],
-    [4, 1, 37],
-    // several blocks of channel groups walked together, the last group partial
-    [4, 40, 16 * 8 * 2 + 5],
-    [2, 9, 16 * 8 * 2 + 5],
-  ])('conv1d K=%i T=%i E=%i, continuing from a state', (K, T, E) => {
-    const x = randArray(T * E, seed0 + 3),
-      w = randArray(E * K, seed0 + 4),
-      b = randArray(E, seed0 + 5),
-      st = randArray(E * (K - 1), seed0 + 6);
-    const r = addon.kernels.conv1d({ x, w, bias: b, state: st, T, E, K });
-    const ref = refConv1d(f64(x), f64(st), f64(w), f64(b), T, E, K);
-    expect(relErr(r.out, ref.y.map(silu))).toBeLessThan(1e-6);
-    if (K > 1) expect(relErr(r.state, ref.state)).toBeLessThan(1e-7);
-  });
-
-  test.each([
-    [16, 1, 37],
-    [16, 1, 200], // the decode step on 12 full groups of 16 channels, then a tail of 8
-    [16, 33, 37],
-    [5, 20, 37],
-    [12, 7, 37],
-  ])('selective scan N=%i T=%i E=%i', (N, T, E) => {
-    // E not a multiple of any vector width
-    const x = randArray(T * E, seed0 + 7),
-      dtRaw = randArray(T * E, seed0 + 8, 4),
-      Alog = randArray(E * N, seed0 + 9);
-    const B = randArray(T * N, seed0 + 10),
-      C = randArray(T * N, seed0 + 11),
-      D = randArray(E, seed0 + 12);
-    const z = randArray(T * E, seed0 + 13, 3),
-      s0 = randArray(E * N, seed0 + 14);
-    const r = addon.kernels.scan({ x, dt: dtRaw.slice(), A_log: Alog, B, C, D, z, state: s0.slice(), T, E, N });
-    const dt = f64(dtRaw).map(softplus);
-    const A = f64(Alog).map((v) => -Math.exp(v));
-    const ref = refSelectiveScan(f64(x), dt, A, f64(B), f64(C), f64(D), f64(z), f64(s0), T, E, N);
-    expect(relErr(r.dt, dt)).toBeLessThan(1e-6);
-    expect(relErr(r.y, ref.y)).toBeLessThan(1e-6);
-    expect(relErr(r.state, ref.sFinal)).toBeLessThan(1e-6);
-  });
-
   test('softplus is accurate across its range (incl. the threshold at 20 and tiny values)', () => {
     const T = 1,
       E = 64,
@@ -203,48 +107,13 @@ describe.each(isas)('kernels on %s', (isa) => {
     });
     for (let i = 0; i < E; i++) expect(Math.abs(r.dt[i] - softplus(dtRaw[i])) / softplus(dtRaw[i])).toBeLessThan(3e-7);
   });
+});
 
-  test.each([
-    ['max', 16, 50],
-    ['sum', 16, 50],
-    ['max', 7, 23],
-    ['sum', 3, 1],
-  ] as const)('Simba fused reverse-pass score equals the O(T^2) brute force (reduce=%s N=%i T=%i)', (reduce, N, T) => {
-    const E = 37;
-    const x = randArray(T * E, seed0 + 15),
-      Alog = randArray(E * N, seed0 + 16);
-    const dt = f64(randArray(T * E, seed0 + 17, 3)).map(softplus);
-    const B = randArray(T * N, seed0 + 18),
-      C = randArray(T * N, seed0 + 19);
-    const s = addon.kernels.score({
-      x,
-      dt: Float32Array.from(dt),
-      A_log: Alog,
-      B,
-      C,
-      T,
-      E,
-      N,
-      local: false,
-      reduceSum: reduce === 'sum',
-    });
-    const A = f64(Alog).map((v) => -Math.exp(v));
-    const ref = refScoresBruteForce(f64(x), f64(Float32Array.from(dt)), A, f64(B), f64(C), T, E, N, reduce);
-    expect(relErr(s, ref)).toBeLessThan(1e-5);
-    const loc = addon.kernels.score({
-      x,
-      dt: Float32Array.from(dt),
-      A_log: Alog,
-      B,
-      C,
-      T,
-      E,
-      N,
-      local: true,
-      reduceSum: reduce === 'sum',
-    });
-    expect(relErr(loc, refLocalScores(f64(x), f64(Float32Array.from(dt)), f64(B), f64(C), T, E, N, reduce))).toBeLessThan(1e-5);
-  });
+test('the kernel table has a case of every op, and every op CUDA runs has its CUDA limits', () => {
+  expect([...new Set(cases.map((c) => c.op))].sort()).toEqual(['conv1d', 'gemm', 'rmsnorm', 'scan', 'score']);
+  expect([...new Set(cases.filter((c) => c.tol.cuda).map((c) => c.op))].sort()).toEqual(['conv1d', 'gemm', 'scan', 'score']);
+  // every name once: a case is found by its name in a failure
+  expect(new Set(cases.map((c) => c.name)).size).toBe(cases.length);
 });
 
 test('gemm kernel choice: AMX tiles for prefill where the CPU has them, else int8 vpdpbusd with AVX512-VNNI and bf16 vdpbf16ps with AVX512-BF16; decode keeps the vector kernels', async () => {
