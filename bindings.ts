@@ -1,6 +1,8 @@
 /**
  * Finds and loads the compiled addon, and declares its typed surface. Only this file touches the
- * addon; only lib/engine/ imports it.
+ * addon; only lib/engine/ and lib/platform/ import it, and it imports nothing from lib/: the addon's
+ * errors carry their class as `code` (E_ARG, E_NATIVE, ...) and lib/ turns them into SimbaError
+ * (lib/errors.ts fromNative).
  *
  * Search order: SIMBA_ADDON_PATH (alone, when set), build/Release (a source build), then the platform
  * package @simba-ssm/<platform>-<arch> (prebuilt, only when its version equals ours). A failure lists
@@ -10,19 +12,32 @@ import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 
-import { SimbaError } from './lib/errors';
-import type { EngineTensorSpec, MambaConfig } from './lib/types';
+/** Config fields the native engine needs (the same names as lib/types.ts MambaConfig). */
+export interface NativeConfig {
+  vocabSize: number;
+  dModel: number;
+  nLayer: number;
+  dInner: number;
+  dState: number;
+  dtRank: number;
+  dConv: number;
+  convBias: boolean;
+  projBias: boolean;
+  tieEmbeddings: boolean;
+  eps: number;
+}
 
-/** Config fields the native engine needs (a subset of MambaConfig, same names). */
-export type NativeConfig = Pick<
-  MambaConfig,
-  'vocabSize' | 'dModel' | 'nLayer' | 'dInner' | 'dState' | 'dtRank' | 'dConv' | 'convBias' | 'projBias' | 'tieEmbeddings' | 'eps'
->;
+/**
+ * The Simba scoring criteria by name, with the values of the C ABI's simba_criterion_t
+ * (native/common/backend_api.h); the one mirror of that enum on this side.
+ */
+export const NATIVE_CRITERION = { simba: 0, local: 1, norm: 2, uniform: 3, random: 4 } as const;
+export type NativeCriterion = (typeof NATIVE_CRITERION)[keyof typeof NATIVE_CRITERION];
 
 export interface NativeSimbaOptions {
   /** [sequences * layers]: tokens kept after layer l of sequence s at keep[s * L + l]. */
   keep: Int32Array;
-  /** 0 simba, 1 local, 2 norm, 3 uniform, 4 random. */
+  /** A NATIVE_CRITERION value (any number crosses: the addon checks it). */
   criterion: number;
   reduceSum: boolean;
   protectFirst: number;
@@ -150,6 +165,15 @@ export interface NativeEngine {
     sampling: NativeSampling,
     cancel?: Int32Array,
   ): Promise<NativeForwardResult & NativeSampleResult>;
+  forward(
+    tokens: Int32Array,
+    lengths: Int32Array,
+    states: Float32Array[] | Int32Array,
+    want: Int32Array,
+    simba: NativeSimbaOptions | undefined,
+    sampling: NativeSampling | undefined,
+    cancel?: Int32Array,
+  ): Promise<NativeForwardResult & Partial<NativeSampleResult>>;
   info(): NativeEngineInfo;
   dispose(): void;
   /** Device-resident states (device 'cuda' only; throws on the CPU): a zeroed slot of stateFloats floats. */
@@ -282,13 +306,26 @@ export interface NativeCudaKernels {
 }
 
 /**
+ * One row of the engine's tensor table (native/common/tensor_table.h); lib/types.ts EngineTensorSpec
+ * names the tensors.
+ */
+export interface NativeTensorSpec {
+  name: string;
+  /** Layer index, or -1 for global tensors. */
+  layer: number;
+  shape: number[];
+  required: boolean;
+  layout: 'plain' | 'transposed' | 'neg_exp_transposed';
+}
+
+/**
  * Errors thrown or rejected by the addon carry `code`: 'E_ARG', 'E_TOKEN', 'E_SHAPE', 'E_WEIGHTS',
  * 'E_CONFIG', 'E_OOM', 'E_CUDA', 'E_DISPOSED' or 'E_NATIVE' (lib/errors.ts fromNative keeps it).
  */
 export interface NativeAddon {
   Engine: new (config: NativeConfig, options: { bf16: boolean; int8?: boolean; device?: 'cpu' | 'cuda' }) => NativeEngine;
   /** Every tensor of a config (tensor_table.h): names, shapes, which the config has, storage layout. */
-  tensorTable(config: NativeConfig): EngineTensorSpec[];
+  tensorTable(config: NativeConfig): NativeTensorSpec[];
   /** The bytes the CPU engine needs for a config, computed without allocating anything. */
   memoryPlan(config: NativeConfig, format: 'f32' | 'bf16' | 'int8'): NativeMemoryPlan;
   availableIsas(): string[];
@@ -310,7 +347,7 @@ export interface NativeAddon {
 }
 
 // ---------------------------------------------------------------- loading
-// Everything below finds the addon; scripts/install.js (via dist/bindings.js) and lib/engine/addon_info.ts
+// Everything below finds the addon; scripts/install.js (via dist/bindings.js) and lib/platform/addon_info.ts
 // (simba doctor) use the same functions, so the install check, the run-time load and the doctor agree.
 
 /** The lowest glibc the prebuilt binaries run on (npm/*\/package.json `config.glibc` says the same). */
@@ -565,7 +602,10 @@ function passCudaDirs(root: string, plat: PlatformInfo): Pick<AddonOrigin, 'cuda
   return { cudaDirs: dirs, cudaPackage: pkg };
 }
 
-/** Loads the addon once; throws a SimbaError (E_NATIVE) listing each place tried and why it failed (loadFailureMessage). */
+/**
+ * Loads the addon once; throws an Error with code 'E_NATIVE' listing each place tried and why it
+ * failed (loadFailureMessage), shaped like the addon's own errors.
+ */
 export function loadAddon(): NativeAddon {
   if (cached) return cached;
   const root = packageRoot(),
@@ -587,7 +627,7 @@ export function loadAddon(): NativeAddon {
       tried.push(`${describeCandidate(c)}: ${loadError(e)}`);
     }
   }
-  throw new SimbaError('E_NATIVE', loadFailureMessage(tried, plat));
+  throw Object.assign(new Error(loadFailureMessage(tried, plat)), { code: 'E_NATIVE' });
 }
 
 /** Where the loaded addon came from (null before loadAddon() succeeded). */

@@ -19,7 +19,7 @@
  *   E_CUDA         the CUDA runtime or driver failed, or the CUDA backend / a GPU is not available
  *   E_NATIVE       any other error raised by the native addon (a bug: please report it)
  *   E_ABORTED      the caller's AbortSignal fired
- * The native addon classifies its own errors with the same names (native/engine/backend_api.h
+ * The native addon classifies its own errors with the same names (native/common/backend_api.h
  * simba_status_t) and sets them as `code` on what it throws.
  */
 export const SIMBA_ERROR_CODES = [
@@ -42,11 +42,17 @@ export type SimbaErrorCode = (typeof SIMBA_ERROR_CODES)[number];
 
 export class SimbaError extends Error {
   readonly code: SimbaErrorCode;
+  /**
+   * The argument or option at fault, as the message names it ('temperature', 'simba.flops',
+   * 'logitBias[7]'), where the error is about one; the server answers it as the 400's `param`.
+   */
+  readonly param?: string;
 
-  constructor(code: SimbaErrorCode, message: string, options?: { cause?: unknown }) {
-    super(message, options);
+  constructor(code: SimbaErrorCode, message: string, options?: { cause?: unknown; param?: string }) {
+    super(message, options && 'cause' in options ? { cause: options.cause } : undefined);
     this.name = 'SimbaError';
     this.code = code;
+    if (options?.param !== undefined) this.param = options.param;
   }
 }
 

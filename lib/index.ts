@@ -1,7 +1,8 @@
 /**
  * simba-ssm: Mamba state-space language models from Node.js, with Simba token pruning.
- * Public exports only; the parts live in checkpoint/ (files), engine/ (the model), generate/
- * (sampling and streaming), measure/ (bench, eval, inspect), serve/ (HTTP) and cli/.
+ * Public exports only; the parts live in checkpoint/ (files), engine/ (the model), platform/ (the
+ * addon's origin, the machine's limits), generate/ (sampling and streaming), measure/ (bench, eval,
+ * inspect), serve/ (HTTP) and cli/.
  *
  * @example
  *   import { loadModel, generate } from 'simba-ssm';
@@ -25,13 +26,23 @@ export type {
   SampledToken,
   SamplerRng,
   StepInput,
+  StepOptions,
   StepResult,
 } from './engine/lm';
 export { rngFromSeed } from './engine/lm';
 export { Sequence } from './engine/sequence';
 export { generate } from './generate/generate';
 export type { GenerateOptions, GeneratedPiece } from './generate/generate';
-export { planSimba, solveRLast, trapezoidFloor, layerFlops, headFlops, flopsPerToken, SIMBA_CRITERIA } from './engine/simba';
+export {
+  checkSimba,
+  planSimba,
+  solveRLast,
+  trapezoidFloor,
+  layerFlops,
+  headFlops,
+  flopsPerToken,
+  SIMBA_CRITERIA,
+} from './engine/simba';
 export type { SimbaOptions, SimbaPlan, SimbaCriterion } from './engine/simba';
 export { loadConfig, parseConfig } from './checkpoint/config';
 export type { ParseConfigOptions } from './checkpoint/config';

@@ -48,10 +48,12 @@ export const LIMITS = {
   logitsFloats: 2 ** 28,
   /** generate(): maxTokens at most. */
   generateTokens: 1_000_000,
-  /** generate(): temperature at most. */
+  /** Sampling temperature at most (generate() and the server). */
   temperature: 100,
-  /** Sampler and random-weight seeds: [0, 2^32 - 1]. */
+  /** Random-weight and benchmark seeds: [0, 2^32 - 1]. */
   seed: 2 ** 32 - 1,
+  /** Sampler seeds (generate() and the server): [0, 2^53 - 1], what the sampler's 64-bit state takes from a JS number. */
+  samplerSeed: Number.MAX_SAFE_INTEGER,
   /** Seed of Simba's 'random' criterion: [0, 2^31 - 1]. */
   pruneSeed: 2 ** 31 - 1,
   /** Perplexity window length: [2, 65536]. */

@@ -68,7 +68,7 @@ export type EngineTensorName =
   | 'out_proj_bias';
 
 /**
- * One row of the engine's tensor table (native/engine/tensor_table.h, read through the addon's
+ * One row of the engine's tensor table (native/common/tensor_table.h, read through the addon's
  * tensorTable(config)): every tensor a config can have, in the order checkpoints are read:
  * embedding, layer 0 .. L-1 (norm .. out_proj_bias), norm_f, lm_head.
  */

@@ -63,9 +63,9 @@ export function describeType(v: unknown): string {
   return name && name !== 'Object' ? `a ${name}` : 'an object';
 }
 
-/** An E_ARG error: `${where}: ${message}` (just the message when where is ''). */
-export function argError(where: string, message: string): SimbaError {
-  return new SimbaError('E_ARG', where ? `${where}: ${message}` : message);
+/** An E_ARG error: `${where}: ${message}` (just the message when where is ''), about `param` when given. */
+export function argError(where: string, message: string, param?: string): SimbaError {
+  return new SimbaError('E_ARG', where ? `${where}: ${message}` : message, param !== undefined ? { param } : undefined);
 }
 
 /** Edit distance (insertions, deletions, substitutions; an adjacent swap counts 1). */
@@ -107,12 +107,12 @@ export function options<K extends string>(
   name = 'options',
 ): Partial<Record<K, unknown>> {
   if (v === undefined) return {};
-  if (!is.object(v) || !is.plain(v)) throw argError(where, `${name} must be an object, got ${describeType(v)}`);
+  if (!is.object(v) || !is.plain(v)) throw argError(where, `${name} must be an object, got ${describeType(v)}`, name);
   for (const k of Object.keys(v)) {
     if ((known as readonly string[]).includes(k)) continue;
     const near = nearest(k, known);
     const opt = name === 'options' ? 'option' : `${name} option`;
-    throw argError(where, `unknown ${opt} '${k}'${near ? ` (did you mean '${near}'?)` : ` (known: ${known.join(', ')})`}`);
+    throw argError(where, `unknown ${opt} '${k}'${near ? ` (did you mean '${near}'?)` : ` (known: ${known.join(', ')})`}`, name);
   }
   return v as Partial<Record<K, unknown>>;
 }
@@ -128,7 +128,7 @@ export function int(
   if (v === undefined) return undefined;
   if (!is.integer(v) || !is.inRange(v, min, max)) {
     const range = max === Number.MAX_SAFE_INTEGER ? ` >= ${min}` : ` in [${min}, ${max}]`;
-    throw argError(where, `${name} must be an integer${range}, got ${describeType(v)}`);
+    throw argError(where, `${name} must be an integer${range}, got ${describeType(v)}`, name);
   }
   return v;
 }
@@ -137,20 +137,20 @@ export function int(
 export function number(where: string, name: string, v: unknown, lo: number, hi: number, openLo = false): number | undefined {
   if (v === undefined) return undefined;
   if (!is.number(v) || v > hi || (openLo ? v <= lo : v < lo))
-    throw argError(where, `${name} must be a number in ${openLo ? '(' : '['}${lo}, ${hi}], got ${describeType(v)}`);
+    throw argError(where, `${name} must be a number in ${openLo ? '(' : '['}${lo}, ${hi}], got ${describeType(v)}`, name);
   return v;
 }
 
 export function bool(where: string, name: string, v: unknown): boolean | undefined {
   if (v === undefined) return undefined;
-  if (!is.bool(v)) throw argError(where, `${name} must be true or false, got ${describeType(v)}`);
+  if (!is.bool(v)) throw argError(where, `${name} must be true or false, got ${describeType(v)}`, name);
   return v;
 }
 
 export function string(where: string, name: string, v: unknown, nonEmpty = false): string | undefined {
   if (v === undefined) return undefined;
   if (!is.string(v) || (nonEmpty && v.length === 0))
-    throw argError(where, `${name} must be a ${nonEmpty ? 'non-empty ' : ''}string, got ${describeType(v)}`);
+    throw argError(where, `${name} must be a ${nonEmpty ? 'non-empty ' : ''}string, got ${describeType(v)}`, name);
   return v;
 }
 
@@ -161,20 +161,24 @@ export function oneOf<T extends string>(where: string, name: string, v: unknown,
     const near = typeof v === 'string' ? nearest(v, list) : undefined;
     const quoted = list.map((x) => `'${x}'`);
     const expected = quoted.length <= 2 ? quoted.join(' or ') : `one of ${quoted.join(', ')}`;
-    throw argError(where, `${name} must be ${expected}, got ${describeType(v)}` + (near ? ` (did you mean '${near}'?)` : ''));
+    throw argError(
+      where,
+      `${name} must be ${expected}, got ${describeType(v)}` + (near ? ` (did you mean '${near}'?)` : ''),
+      name,
+    );
   }
   return v;
 }
 
 export function func<F extends (...args: never[]) => unknown>(where: string, name: string, v: unknown): F | undefined {
   if (v === undefined) return undefined;
-  if (!is.fn(v)) throw argError(where, `${name} must be a function, got ${describeType(v)}`);
+  if (!is.fn(v)) throw argError(where, `${name} must be a function, got ${describeType(v)}`, name);
   return v as F;
 }
 
 export function signal(where: string, name: string, v: unknown): AbortSignal | undefined {
   if (v === undefined) return undefined;
-  if (!is.signal(v)) throw argError(where, `${name} must be an AbortSignal, got ${describeType(v)}`);
+  if (!is.signal(v)) throw argError(where, `${name} must be an AbortSignal, got ${describeType(v)}`, name);
   return v;
 }
 
@@ -182,9 +186,10 @@ export function signal(where: string, name: string, v: unknown): AbortSignal | u
 export function stringArray(where: string, name: string, v: unknown, nonEmpty = false): string[] | undefined {
   if (v === undefined) return undefined;
   const what = `${name} must be an array of ${nonEmpty ? 'non-empty ' : ''}strings`;
-  if (!Array.isArray(v)) throw argError(where, `${what}, got ${describeType(v)}`);
+  if (!Array.isArray(v)) throw argError(where, `${what}, got ${describeType(v)}`, name);
   v.forEach((s: unknown, i) => {
-    if (!is.string(s) || (nonEmpty && s.length === 0)) throw argError(where, `${what} (${name}[${i}] is ${describeType(s)})`);
+    if (!is.string(s) || (nonEmpty && s.length === 0))
+      throw argError(where, `${what} (${name}[${i}] is ${describeType(s)})`, name);
   });
   return v as string[];
 }
@@ -198,11 +203,12 @@ export function arrayOf<T>(
   minLength = 0,
 ): T[] | undefined {
   if (v === undefined) return undefined;
-  if (!is.arrayLike(v)) throw argError(where, `${name} must be an array, got ${describeType(v)}`);
+  if (!is.arrayLike(v)) throw argError(where, `${name} must be an array, got ${describeType(v)}`, name);
   if (v.length < minLength)
     throw argError(
       where,
       `${name} must be a ${minLength === 1 ? 'non-empty list' : `list of at least ${minLength}`}, got ${describeType(v)}`,
+      name,
     );
   return Array.from(v, (x, i) => item(`${name}[${i}]`, x));
 }

@@ -14,7 +14,7 @@ import { GLIBC_FLOOR, loadAddon, platformInfo } from '../bindings';
 import { crashingLibrary, makeFakePackage, mainVersion, realAddon, repoRoot, type FakePackage } from './helpers/fake_package';
 import { tmpDir } from './helpers/util';
 import { DECODE_ROWS, PREFILL_ROWS } from '../lib/cli/doctor';
-import { gemmKernel } from '../lib/engine/machine';
+import { gemmKernel } from '../lib/platform/machine';
 
 const itPrebuilt = platformInfo().id === 'linux-x64' ? it : it.skip;
 

@@ -718,7 +718,7 @@ describe('(f) shipped model models/brown-mamba-s', () => {
   const dir = path.join(__dirname, '..', 'models', 'brown-mamba-s');
   const cfg = configFromHfJson(JSON.parse(fs.readFileSync(path.join(dir, 'config.json'), 'utf8')));
   const w = refWeightsFromEngineTensors(cfg, fromHfTensors(cfg, readSafetensorsF32(path.join(dir, 'model.safetensors')), 'hf'));
-  // lib/tokenizer.ts may not exist yet: use the library it wraps directly.
+  // The tokenizers library directly, not lib/checkpoint/tokenizer.ts: the reference stands apart from the code it checks.
   const tok = new Tokenizer(
     JSON.parse(fs.readFileSync(path.join(dir, 'tokenizer.json'), 'utf8')),
     JSON.parse(fs.readFileSync(path.join(dir, 'tokenizer_config.json'), 'utf8')),

@@ -4,7 +4,16 @@
  */
 import { loadModel } from '../lib/engine/load';
 import type { MambaModel } from '../lib/engine/model';
-import { planSimba, solveRLast, trapezoidFloor, validateSimbaOptions, type SimbaCriterion } from '../lib/engine/simba';
+import {
+  checkSimba,
+  planSimba,
+  solveRLast,
+  trapezoidFloor,
+  validateSimbaOptions,
+  type SimbaCriterion,
+} from '../lib/engine/simba';
+import { LIMITS } from '../lib/limits';
+import { NATIVE_CRITERION } from '../bindings';
 import type { MambaConfig } from '../lib/types';
 import { refForward, refWeightsFromEngineTensors, type RefWeights } from './reference/mamba_ref';
 import { randomConfig, randomEngineTensors } from './reference/random_model';
@@ -163,6 +172,50 @@ describe('pruned prefill', () => {
       expect(batch[i].processed).toEqual(alone.processed);
       expect(maxRowErr(batch[i].logits, alone.logits)).toBeLessThan(1e-6);
     }
+  });
+
+  test('a plan from checkSimba runs as it is: the same prefill and step as its options, checked against the prompt', async () => {
+    const simba = { keepCounts: [17, 9, 5], criterion: 'norm' as const, protect: { first: 1 } };
+    const plan = checkSimba(cfg, ids.length, simba, 'test');
+    expect(Object.isFrozen(plan) && Object.isFrozen(plan.keep) && Object.isFrozen(plan.options.protect)).toBe(true);
+    expect(plan.options).toEqual(simba);
+    expect(plan.options).not.toBe(simba); // a copy: changing the caller's options later changes no plan
+    const byOptions = await m.logits(ids, 'all', { simba });
+    const byPlan = await m.logits(ids, 'all', { simba: plan });
+    expect(byPlan.processed).toEqual([26, 17, 9, 5]);
+    expect(Array.from(byPlan.exitLayer)).toEqual(Array.from(byOptions.exitLayer));
+    byPlan.logits.forEach((row, i) => expect(Array.from(row)).toEqual(Array.from(byOptions.logits[i])));
+    const step = async (o: { simba: typeof simba | typeof plan }) =>
+      (
+        await m.step(
+          [{ sequence: m.newSequence(), tokens: ids, sample: [{ temperature: 0, logprobs: 0, rng: { lo: 1, hi: 0 } }] }],
+          o,
+        )
+      ).samples[0][0];
+    expect(await step({ simba: plan })).toEqual(await step({ simba }));
+    await expect(m.logits(ids.slice(1), 'last', { simba: plan })).rejects.toMatchObject({
+      code: 'E_ARG',
+      param: 'simba',
+      message: 'prefill: the Simba plan is for a prompt of 26 tokens, this one has 25',
+    });
+    const other = checkSimba(randomConfig({ nLayer: 6 }), ids.length, { rLast: 0.5 });
+    await expect(m.step([{ sequence: m.newSequence(), tokens: ids }], { simba: other })).rejects.toMatchObject({
+      code: 'E_ARG',
+      message: 'step: the Simba plan is for 6 layers, this model has 4',
+    });
+    // a plan made by planSimba (not checked for the engine) is options to check, and not options
+    await expect(m.logits(ids, 'last', { simba: planSimba(cfg, ids.length, simba) as never })).rejects.toMatchObject({
+      code: 'E_ARG',
+      message: expect.stringMatching(/^prefill: unknown simba option 'T'/),
+    });
+  });
+
+  test('checkSimba: the prompt limit, and the criterion names in the native enum order', () => {
+    expect(() => checkSimba(cfg, LIMITS.simbaTokens + 1, { rLast: 0.5 }, 'generate')).toThrow(
+      `generate: a Simba prefill takes at most ${LIMITS.simbaTokens} tokens per prompt (got ${LIMITS.simbaTokens + 1})`,
+    );
+    expect(checkSimba(cfg, LIMITS.simbaTokens, { rLast: 0.5 }).T).toBe(LIMITS.simbaTokens);
+    expect(NATIVE_CRITERION).toEqual({ simba: 0, local: 1, norm: 2, uniform: 3, random: 4 });
   });
 
   test('results report FLOPs: relative and absolute', async () => {

@@ -3,8 +3,8 @@ import type { Command } from 'commander';
 
 import { BENCH_DEFAULTS, LIMITS } from '../limits';
 import { formatBench, runBench } from '../measure/bench';
-import { boundRows, formatBounds, formatGemmTable, formatLimits, gemmTable, kernelsOf } from '../measure/limits';
-import { measureLimits, measureReadBandwidth } from '../engine/machine';
+import { boundRows, formatBounds, formatGemmTable, formatLimits, gemmTable, kernelsOf } from '../measure/roofline';
+import { measureLimits, measureReadBandwidth } from '../platform/machine';
 import { WEIGHT_FORMATS } from '../types';
 import {
   addModelOptions,

@@ -8,8 +8,8 @@
  */
 import type { Command } from 'commander';
 
-import { addonReport, type AddonReport } from '../engine/addon_info';
-import { gemmKernel } from '../engine/machine';
+import { addonReport, type AddonReport } from '../platform/addon_info';
+import { gemmKernel } from '../platform/machine';
 import { WEIGHT_FORMATS, type WeightFormat } from '../types';
 import { CliError, out } from './args';
 

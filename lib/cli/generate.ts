@@ -103,7 +103,7 @@ export function addGenerateCommand(program: Command): void {
     .option('--temperature <t>', `0 = greedy (default ${d.temperature})`, floatArg(0, LIMITS.temperature))
     .option('--top-k <k>', `keep the k most likely tokens, 0 = off (default ${d.topK})`, intArg(0))
     .option('--top-p <p>', `nucleus sampling, 1 = off (default ${d.topP})`, floatArg(0, 1, true))
-    .option('--seed <n>', 'sampler seed (default random)', intArg(0, LIMITS.seed))
+    .option('--seed <n>', 'sampler seed (default random)', intArg(0, LIMITS.samplerSeed))
     .option('--stop <text>', 'stop at this text (repeatable)', collect, [])
     .option('--no-eos', 'do not stop at the end-of-sequence token')
     .option('-v, --verbose', 'print timing to stderr');

@@ -16,10 +16,10 @@ import { LIMITS } from '../limits';
 import type { MambaConfig, WeightFormat } from '../types';
 import * as v from '../validate';
 import type { Sequence } from './sequence';
-import type { SimbaOptions } from './simba';
+import type { SimbaOptions, SimbaPlan } from './simba';
 
-/** The Simba option check, for generate() (which sees the engine only through this module). */
-export { validateSimbaOptions } from './simba';
+/** The Simba check, for generate() and the server (which see the engine only through this module). */
+export { checkSimba } from './simba';
 
 export type { Sequence } from './sequence';
 export type { SimbaOptions, SimbaCriterion, SimbaPlan } from './simba';
@@ -39,8 +39,11 @@ export interface PrefillInput {
 
 export interface PrefillOptions {
   logits?: LogitsPositions;
-  /** Simba token pruning during this prefill (see SimbaOptions). */
-  simba?: SimbaOptions;
+  /**
+   * Simba token pruning during this prefill (see SimbaOptions), or a plan from checkSimba() for
+   * prompts of its length (run as it is, not checked again).
+   */
+  simba?: SimbaOptions | SimbaPlan;
   /**
    * Aborting rejects the call at once with E_ABORTED (the signal's reason as `cause`), also while a
    * native call runs: that call cannot stop mid-way, so with a signal it works on copies of the
@@ -129,6 +132,13 @@ export interface StepInput {
   sample?: SamplingParams[];
 }
 
+export interface StepOptions {
+  /** Simba pruning of each input (as PrefillOptions.simba). */
+  simba?: SimbaOptions | SimbaPlan;
+  /** Aborting rejects with E_ABORTED and leaves the sequences (and the sampling RNGs) as they were. */
+  signal?: AbortSignal;
+}
+
 export interface StepResult {
   /** Per input, one SampledToken per params object of its `sample`. */
   samples: SampledToken[][];
@@ -175,7 +185,7 @@ export interface LanguageModel {
    * after the head: only tokens (+ logprobs) come back, never [B, V] logits. At most
    * MAX_CHUNK_TOKENS tokens in all.
    */
-  step(inputs: StepInput[], opts?: { simba?: SimbaOptions; signal?: AbortSignal }): Promise<StepResult>;
+  step(inputs: StepInput[], opts?: StepOptions): Promise<StepResult>;
   /** A batched decode step with native sampling: feeds tokens[i] to sequences[i], samples with params[i]. */
   decodeSample(
     sequences: Sequence[],

@@ -10,7 +10,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 
-import { loadAddon, type NativeEngine } from '../../bindings';
+import { loadAddon, type NativeAddon, type NativeConfig, type NativeEngine } from '../../bindings';
 import { checkParseConfigOptions, loadConfig, type ParseConfigOptions } from '../checkpoint/config';
 import { loadTokenizer, type Tokenizer } from '../checkpoint/tokenizer';
 import { openCheckpoint } from '../checkpoint/safetensors';
@@ -83,7 +83,7 @@ export async function loadModel(dir: string = DEFAULT_MODEL_DIR, options?: LoadM
     throw new SimbaError('E_IO', `loadModel: '${dir}' is not a folder (give the folder holding config.json and the weights)`);
   const config = loadConfig(dir, opts.config);
   const wantTok = opts.tokenizer ?? fs.existsSync(path.join(dir, 'tokenizer.json'));
-  const addon = loadAddon();
+  const addon = nativeAddon();
   const table = tensorTable(config);
   if (device === 'cpu') checkMemory(w, memoryNeed(nativeConfig(config), weights), `'${dir}' with ${weights} weights`);
   let engine: NativeEngine;
@@ -257,7 +257,7 @@ export async function randomModel(shape: string | MambaConfig, options?: RandomM
     );
   let engine: NativeEngine;
   try {
-    engine = new (loadAddon().Engine)(nativeConfig(config), engineOptions(weights, device));
+    engine = new (nativeAddon().Engine)(nativeConfig(config), engineOptions(weights, device));
   } catch (e) {
     throw fromNative(e);
   }
@@ -295,7 +295,7 @@ export function shapeInfo(shape: string | MambaConfig, options?: { weights?: Wei
   let ni;
   try {
     // An engine without weights: its constructor allocates only the tensor table.
-    const engine = new (loadAddon().Engine)(nativeConfig(config), engineOptions(weights, 'cpu'));
+    const engine = new (nativeAddon().Engine)(nativeConfig(config), engineOptions(weights, 'cpu'));
     ni = engine.info();
     engine.dispose();
   } catch (e) {
@@ -348,7 +348,7 @@ function checkConfig(where: string, c: unknown): MambaConfig {
 }
 
 /**
- * The engine's tensor table for a config (native/engine/tensor_table.h): every tensor the config can
+ * The engine's tensor table for a config (native/common/tensor_table.h): every tensor the config can
  * have, with its shape, whether the config has it (required) and how the engine stores it, in the
  * order checkpoints are read. Throws E_CONFIG for a config the engine cannot run.
  *
@@ -357,7 +357,8 @@ function checkConfig(where: string, c: unknown): MambaConfig {
  */
 export function tensorTable(config: MambaConfig): EngineTensorSpec[] {
   try {
-    return loadAddon().tensorTable(nativeConfig(config));
+    // The native table is where the names come from; EngineTensorName lists the same ones.
+    return nativeAddon().tensorTable(nativeConfig(config)) as EngineTensorSpec[];
   } catch (e) {
     throw fromNative(e);
   }
@@ -370,16 +371,25 @@ export function tensorTable(config: MambaConfig): EngineTensorSpec[] {
 function checkDevice(device: unknown, weights: WeightFormat): 'cpu' | 'cuda' {
   if (device === undefined || device === 'cpu') return 'cpu';
   if (device === 'cuda' && weights === 'int8') engineOptions(weights, device);
-  if (device === 'auto') return loadAddon().cudaAvailable().available ? 'cuda' : 'cpu';
+  if (device === 'auto') return nativeAddon().cudaAvailable().available ? 'cuda' : 'cpu';
   if (device === 'cuda') {
-    const s = loadAddon().cudaAvailable();
+    const s = nativeAddon().cudaAvailable();
     if (!s.available) throw new SimbaError('E_CUDA', `device 'cuda' is not available: ${s.reason}`);
     return 'cuda';
   }
   throw new SimbaError('E_ARG', `device must be 'cpu', 'cuda' or 'auto', got '${String(device)}'`);
 }
 
-function nativeConfig(c: MambaConfig) {
+/** The addon; a failure to load it is a SimbaError E_NATIVE listing every place tried. */
+function nativeAddon(): NativeAddon {
+  try {
+    return loadAddon();
+  } catch (e) {
+    throw fromNative(e);
+  }
+}
+
+function nativeConfig(c: MambaConfig): NativeConfig {
   return {
     vocabSize: c.vocabSize,
     dModel: c.dModel,

@@ -9,19 +9,25 @@
  * Trapezoid: r_l = 1 - (1 - rLast) * max(0, l - start) / (L - 1 - start), n_l = max(1, ceil(T r_l)).
  * Relative FLOPs of a prefill = sum_l n_l / (L T) (the per-layer cost is linear in its tokens).
  *
+ * checkSimba is the one check of a request's Simba options: it validates them against the config and
+ * the prompt length and returns the plan the engine runs (prefill and step take that plan as their
+ * `simba` option, so a caller that checked first, like the server, does not have it checked again).
+ *
  * @example
- *   const plan = planSimba(cfg, 2048, { flops: 0.5 });
+ *   const plan = checkSimba(cfg, 2048, { flops: 0.5 });
  *   plan.processed   // tokens per layer, falling linearly
  *   plan.relFlops    // ~0.5, what the plan achieves
+ *   await model.step([{ sequence, tokens: prompt2048 }], { simba: plan });
  */
+import { NATIVE_CRITERION } from '../../bindings';
 import { SimbaError } from '../errors';
 import { LIMITS } from '../limits';
 import type { MambaConfig } from '../types';
 import * as v from '../validate';
 
 /** How tokens are scored for pruning. */
-export type SimbaCriterion = 'simba' | 'local' | 'norm' | 'uniform' | 'random';
-export const SIMBA_CRITERIA: readonly SimbaCriterion[] = ['simba', 'local', 'norm', 'uniform', 'random'];
+export type SimbaCriterion = keyof typeof NATIVE_CRITERION;
+export const SIMBA_CRITERIA = Object.keys(NATIVE_CRITERION) as readonly SimbaCriterion[];
 
 /** Options for Simba pruning during prefill. Give exactly one of flops, rLast, keepCounts, keepRatios. */
 export interface SimbaOptions {
@@ -56,6 +62,8 @@ export interface SimbaPlan {
   relFlops: number;
   /** rLast of the trapezoid, when the plan is one. */
   rLast: number | null;
+  /** The options it was made from (a copy, frozen with the plan in checkSimba's plans). */
+  options: Readonly<SimbaOptions>;
 }
 
 /** FLOPs of one token through one Mamba block (multiply-add = 2). */
@@ -119,13 +127,14 @@ const PROTECT_KEYS = ['first', 'last'] as const;
  * as `simba.<key>` (`where` prefixes unknown-key and null messages, e.g. 'prefill').
  */
 export function validateSimbaOptions(c: MambaConfig, opts: SimbaOptions, where = 'prefill'): void {
-  if (!v.is.object(opts)) throw v.argError(where, `simba must be an object, got ${v.describeType(opts)}`);
+  if (!v.is.object(opts)) throw v.argError(where, `simba must be an object, got ${v.describeType(opts)}`, 'simba');
   const o = v.options(where, opts, SIMBA_OPTION_KEYS, 'simba');
   const given = (['flops', 'rLast', 'keepCounts', 'keepRatios'] as const).filter((k) => o[k] !== undefined);
   if (given.length !== 1)
     throw new SimbaError(
       'E_ARG',
       `simba: give exactly one of flops, rLast, keepCounts, keepRatios (got ${given.length ? given.join(', ') : 'none'})`,
+      { param: 'simba' },
     );
   const L = c.nLayer;
   // Messages start with the option's own name (simba.start ...), which the CLI maps to its flags.
@@ -138,13 +147,17 @@ export function validateSimbaOptions(c: MambaConfig, opts: SimbaOptions, where =
     const arr = o[key];
     if (arr === undefined) continue;
     if (!Array.isArray(arr) || (arr.length !== L && arr.length !== L - 1))
-      throw new SimbaError('E_ARG', `simba.${key} needs ${L - 1} or ${L} entries (one per layer), got ${v.describeType(arr)}`);
+      throw new SimbaError('E_ARG', `simba.${key} needs ${L - 1} or ${L} entries (one per layer), got ${v.describeType(arr)}`, {
+        param: `simba.${key}`,
+      });
     arr.forEach((x: unknown, i) =>
       key === 'keepCounts' ? v.int('', `simba.keepCounts[${i}]`, x, 1) : v.number('', `simba.keepRatios[${i}]`, x, 0, 1, true),
     );
     for (let i = 1; i < arr.length; i++)
       if (arr[i] > arr[i - 1])
-        throw new SimbaError('E_ARG', `simba.${key} must not increase with depth (entry ${i} > entry ${i - 1})`);
+        throw new SimbaError('E_ARG', `simba.${key} must not increase with depth (entry ${i} > entry ${i - 1})`, {
+          param: `simba.${key}`,
+        });
   }
   if (o.protect !== undefined) {
     const p = v.options(where, o.protect, PROTECT_KEYS, 'simba.protect');
@@ -168,6 +181,7 @@ export function solveRLast(L: number, T: number, target: number, start = 0): { r
       'E_ARG',
       `simba.flops ${target} is below what the trapezoid can reach: with ${L} layers, start ${start} and T=${T} ` +
         `it costs at least ${floor.toFixed(4)} of dense (rLast = 0). Use explicit keepCounts for lower budgets.`,
+      { param: 'simba.flops' },
     );
   let lo = 0,
     hi = 1;
@@ -184,11 +198,64 @@ export function solveRLast(L: number, T: number, target: number, start = 0): { r
 
 /** The plan for one prompt of T tokens (the options are validated: SimbaError E_ARG). */
 export function planSimba(c: MambaConfig, T: number, o: SimbaOptions): SimbaPlan {
-  if (!v.is.object(c) || !v.is.integer(c.nLayer))
-    throw v.argError('planSimba', `config must be a MambaConfig, got ${v.describeType(c)}`);
+  checkConfig('planSimba', c);
   v.int('planSimba', 'T (the prompt length)', T, 1);
   if (T === undefined) throw v.argError('planSimba', 'T (the prompt length) is required');
   validateSimbaOptions(c, o, 'planSimba');
+  return plan(c, T, o);
+}
+
+/** Plans made by checkSimba: the engine runs them as they are. */
+const checked = new WeakSet<SimbaPlan>();
+
+/**
+ * The one check of a Simba request: `options` for a prompt of `length` tokens on a model of config
+ * `c` (E_ARG starting with `where`, its `param` naming the option: a bad option, a budget the prompt
+ * cannot reach, more than LIMITS.simbaTokens tokens). Returns the frozen plan the engine runs; a plan
+ * from checkSimba given again (the engine's `simba` option) is only matched to the length and the
+ * layer count.
+ *
+ * @example
+ *   const plan = checkSimba(model.config, ids.length, { flops: 0.6 }, 'server');
+ */
+export function checkSimba(c: MambaConfig, length: number, options: SimbaOptions | SimbaPlan, where = 'simba'): SimbaPlan {
+  checkConfig(where, c);
+  if (checked.has(options as SimbaPlan)) {
+    const p = options as SimbaPlan;
+    if (p.keep.length !== c.nLayer)
+      throw v.argError(where, `the Simba plan is for ${p.keep.length} layers, this model has ${c.nLayer}`, 'simba');
+    if (p.T !== length)
+      throw v.argError(where, `the Simba plan is for a prompt of ${p.T} tokens, this one has ${length}`, 'simba');
+    return p;
+  }
+  const o = options as SimbaOptions;
+  validateSimbaOptions(c, o, where);
+  v.int(where, 'the prompt length', length, 1);
+  if (length > LIMITS.simbaTokens)
+    throw v.argError(where, `a Simba prefill takes at most ${LIMITS.simbaTokens} tokens per prompt (got ${length})`, 'simba');
+  const p = plan(c, length, o);
+  const frozen = Object.freeze({
+    ...p,
+    processed: Object.freeze(p.processed) as number[],
+    keep: Object.freeze(p.keep) as number[],
+    options: Object.freeze({
+      ...o,
+      ...(o.keepCounts ? { keepCounts: Object.freeze([...o.keepCounts]) as number[] } : {}),
+      ...(o.keepRatios ? { keepRatios: Object.freeze([...o.keepRatios]) as number[] } : {}),
+      ...(o.protect ? { protect: Object.freeze({ ...o.protect }) } : {}),
+    }),
+  });
+  checked.add(frozen);
+  return frozen;
+}
+
+function checkConfig(where: string, c: MambaConfig): void {
+  if (!v.is.object(c) || !v.is.integer(c.nLayer))
+    throw v.argError(where, `config must be a MambaConfig, got ${v.describeType(c)}`);
+}
+
+/** The plan of validated options. */
+function plan(c: MambaConfig, T: number, o: SimbaOptions): SimbaPlan {
   const L = c.nLayer,
     start = o.start ?? 0;
   let processed: number[];
@@ -206,10 +273,5 @@ export function planSimba(c: MambaConfig, T: number, o: SimbaOptions): SimbaPlan
     processed = [T, ...after.slice(0, L - 1)];
   }
   const keep = processed.slice(1).concat([processed[L - 1]]);
-  return { T, processed, keep, relFlops: relFlopsOf(processed, T), rLast };
-}
-
-/** Native criterion codes (the engine's Criterion enum, in SIMBA_CRITERIA order). */
-export function criterionCode(c: SimbaCriterion | undefined): number {
-  return SIMBA_CRITERIA.indexOf(c ?? 'simba');
+  return { T, processed, keep, relFlops: relFlopsOf(processed, T), rLast, options: o };
 }

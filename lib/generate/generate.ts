@@ -4,14 +4,7 @@
  * per token; text streams through the tokenizer's incremental decoder, so a piece never ends in
  * half a UTF-8 character.
  */
-import {
-  checkModel,
-  tokenIds,
-  validateSimbaOptions,
-  type LanguageModel,
-  type SampledToken,
-  type SimbaOptions,
-} from '../engine/lm';
+import { checkModel, checkSimba, tokenIds, type LanguageModel, type SampledToken, type SimbaOptions } from '../engine/lm';
 import { isSimbaError, SimbaError } from '../errors';
 import { GENERATE_DEFAULTS, LIMITS } from '../limits';
 import * as v from '../validate';
@@ -78,7 +71,6 @@ export async function* generate(
   // the tokenizer cannot decode.
   const limit = tok ? Math.min(tok.vocabSize, model.config.vocabSize) : model.config.vocabSize;
   const o = resolveGenerateOptions(opts, model.config.vocabSize, limit);
-  if (o.simba !== undefined) validateSimbaOptions(model.config, o.simba, 'generate');
   let ids: ArrayLike<number>;
   if (typeof prompt === 'string') {
     if (!tok) throw new SimbaError('E_ARG', 'generate: this model has no tokenizer; pass token ids instead of text');
@@ -95,11 +87,7 @@ export async function* generate(
       throw v.argError('generate', `prompt must be a string or an array of token ids, got ${v.describeType(prompt)}`);
     ids = tokenIds('generate', prompt, model.config.vocabSize);
   }
-  if (o.simba !== undefined && ids.length > LIMITS.simbaTokens)
-    throw new SimbaError(
-      'E_ARG',
-      `generate: a Simba prefill takes at most ${LIMITS.simbaTokens} tokens per prompt (got ${ids.length})`,
-    );
+  const simba = o.simba !== undefined ? checkSimba(model.config, ids.length, o.simba, 'generate') : undefined;
   if (o.maxTokens === 0) return;
   const seq = model.newSequence();
   const decoder = tok?.createStreamDecoder();
@@ -112,16 +100,14 @@ export async function* generate(
     // the sampling step feeds the last one.
     const n = ids.length;
     let next: SampledToken;
-    if (o.simba === undefined && n > MAX_STEP_TOKENS) {
+    if (simba === undefined && n > MAX_STEP_TOKENS) {
       await model.prefill([{ sequence: seq, tokens: Array.prototype.slice.call(ids, 0, n - 1) as number[] }], {
         logits: 'none',
         signal: o.signal,
       });
       [[next]] = (await model.step([{ sequence: seq, tokens: [ids[n - 1]], sample: [params] }], { signal: o.signal })).samples;
     } else {
-      [[next]] = (
-        await model.step([{ sequence: seq, tokens: ids, sample: [params] }], { simba: o.simba, signal: o.signal })
-      ).samples;
+      [[next]] = (await model.step([{ sequence: seq, tokens: ids, sample: [params] }], { simba, signal: o.signal })).samples;
     }
     const stop = new StopMatcher(o.stop);
     for (let i = 0; i < o.maxTokens; i++) {

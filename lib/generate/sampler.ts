@@ -61,45 +61,60 @@ export const SAMPLER_KEYS = [
   'seed',
 ] as const;
 
-/** The logit bias as a Map of token id -> bias (ids checked against the vocabulary). */
-export function logitBiasMap(bias: unknown, vocabSize: number, where: string): Map<number, number> | undefined {
+export type SamplerKey = (typeof SAMPLER_KEYS)[number];
+
+/** The logit bias as a Map of token id -> bias (ids checked against the vocabulary); `name` names it in messages. */
+export function logitBiasMap(
+  bias: unknown,
+  vocabSize: number,
+  where: string,
+  name = 'logitBias',
+): Map<number, number> | undefined {
   if (bias === undefined) return undefined;
   if (bias === null || typeof bias !== 'object' || Array.isArray(bias))
-    throw v.argError(where, `logitBias must be a Map or an object of token id -> bias, got ${v.describeType(bias)}`);
+    throw v.argError(where, `${name} must be a Map or an object of token id -> bias, got ${v.describeType(bias)}`, name);
   const entries: [unknown, unknown][] =
     bias instanceof Map ? [...(bias as Map<unknown, unknown>).entries()] : Object.entries(bias);
   const out = new Map<number, number>();
   for (const [k, val] of entries) {
     const id = typeof k === 'number' ? k : /^\d+$/.test(String(k)) ? Number(k) : NaN;
     if (!Number.isInteger(id) || id < 0 || id >= vocabSize)
-      throw new SimbaError('E_TOKEN', `${where}: logitBias key ${String(k)} is not a token id in [0, ${vocabSize})`);
-    out.set(id, v.number(where, `logitBias[${id}]`, val, -100, 100) ?? 0);
+      throw new SimbaError(
+        'E_TOKEN',
+        `${where ? `${where}: ` : ''}${name} key ${String(k).slice(0, 40)} is not a token id in [0, ${vocabSize})`,
+        { param: name },
+      );
+    out.set(id, v.number(where, `${name}[${id}]`, val, -100, 100) ?? 0);
   }
   return out;
 }
 
 /**
  * Validated native sampling params (with a fresh RNG from the seed) for already-keyed options
- * (see GENERATE_DEFAULTS for the defaults).
+ * (see GENERATE_DEFAULTS for the defaults). The one check of the sampling options: generate() and
+ * the server (lib/serve/openai.ts, which gives its snake_case `names` for the messages and the
+ * errors' `param`) both call it.
  */
 export function samplingParams(
-  o: Partial<Record<(typeof SAMPLER_KEYS)[number], unknown>>,
+  o: Partial<Record<SamplerKey, unknown>>,
   where: string,
   vocabSize: number,
   limit = 0,
+  names: Partial<Record<SamplerKey, string>> = {},
 ): SamplingParams & { seed: number } {
   const d = GENERATE_DEFAULTS;
-  const seed = v.int(where, 'seed', o.seed, 0, LIMITS.seed) ?? Math.floor(Math.random() * 2 ** 31);
+  const n = (k: SamplerKey) => names[k] ?? k;
+  const seed = v.int(where, n('seed'), o.seed, 0, LIMITS.samplerSeed) ?? Math.floor(Math.random() * 2 ** 31);
   return {
-    temperature: v.number(where, 'temperature', o.temperature, 0, LIMITS.temperature) ?? d.temperature,
-    topK: v.int(where, 'topK', o.topK, 0) ?? d.topK,
-    topP: v.number(where, 'topP', o.topP, 0, 1, true) ?? d.topP,
-    minP: v.number(where, 'minP', o.minP, 0, 1) ?? 0,
-    presencePenalty: v.number(where, 'presencePenalty', o.presencePenalty, -2, 2) ?? 0,
-    frequencyPenalty: v.number(where, 'frequencyPenalty', o.frequencyPenalty, -2, 2) ?? 0,
-    repetitionPenalty: v.number(where, 'repetitionPenalty', o.repetitionPenalty, 0.01, 10) ?? 1,
-    logitBias: logitBiasMap(o.logitBias, vocabSize, where),
-    logprobs: v.int(where, 'logprobs', o.logprobs, 0, 20) ?? -1,
+    temperature: v.number(where, n('temperature'), o.temperature, 0, LIMITS.temperature) ?? d.temperature,
+    topK: v.int(where, n('topK'), o.topK, 0) ?? d.topK,
+    topP: v.number(where, n('topP'), o.topP, 0, 1, true) ?? d.topP,
+    minP: v.number(where, n('minP'), o.minP, 0, 1) ?? 0,
+    presencePenalty: v.number(where, n('presencePenalty'), o.presencePenalty, -2, 2) ?? 0,
+    frequencyPenalty: v.number(where, n('frequencyPenalty'), o.frequencyPenalty, -2, 2) ?? 0,
+    repetitionPenalty: v.number(where, n('repetitionPenalty'), o.repetitionPenalty, 0.01, 10) ?? 1,
+    logitBias: logitBiasMap(o.logitBias, vocabSize, where, n('logitBias')),
+    logprobs: v.int(where, n('logprobs'), o.logprobs, 0, 20) ?? -1,
     limit,
     seed,
     rng: rngFromSeed(seed),

@@ -9,15 +9,23 @@
  * frequency_penalty, logit_bias, user; extensions top_k, min_p, repetition_penalty and
  * `simba` (e.g. {"flops": 0.6}: prune this request's prompt). Unknown fields are ignored.
  *
+ * This layer checks only the HTTP shape (JSON null is a field left out, snake_case names, OpenAI's
+ * defaults); the values go to the library's own checks (samplingParams, checkSimba, lib/validate.ts)
+ * and one of their SimbaErrors becomes a 400 whose `param` is the field. The Simba plan checkSimba
+ * makes is the one the engine runs.
+ *
  * @example
  *   const spec = parseCompletion(body, ctx);     // throws ApiError
  *   const json = completionResponse(spec, id, created, choices, usage);
  */
-import { rngFromSeed, type SamplingParams, type SimbaOptions, type Tokenizer } from '../engine/lm';
+import { checkSimba, rngFromSeed, type SamplingParams, type SimbaOptions, type SimbaPlan, type Tokenizer } from '../engine/lm';
 import type { StreamDecoder } from '../checkpoint/tokenizer';
-import { planSimba, validateSimbaOptions } from '../engine/simba';
 import type { ChatMessage, ChatTemplate } from '../checkpoint/chat_template';
+import { isSimbaError } from '../errors';
+import { samplingParams, type SamplerKey } from '../generate/sampler';
+import { LIMITS } from '../limits';
 import type { MambaConfig } from '../types';
+import * as v from '../validate';
 import { ApiError, badParam, notFound } from './errors';
 
 export interface ParseContext {
@@ -45,9 +53,8 @@ export interface GenerationSpec {
   stop: string[];
   /** Completions: top logprobs per token (0..5), null = no logprobs. Chat: top_logprobs (0..20) or null. */
   logprobs: number | null;
-  simba?: SimbaOptions;
-  /** The Simba options each prompt runs with (the server-wide default leaves out prompts it cannot prune). */
-  promptSimba: (SimbaOptions | undefined)[];
+  /** The Simba plan each prompt runs with (the server-wide default leaves out prompts it cannot prune). */
+  promptSimba: (SimbaPlan | undefined)[];
   /** With a server-wide Simba default: what each prompt got ("pruned", "dense (prompt too short)"), for the x-simba header. */
   simbaNote: string | null;
   /** Fresh sampling params of choice j (seed + j when a seed was given). */
@@ -56,37 +63,34 @@ export interface GenerationSpec {
 
 type Body = Record<string, unknown>;
 
-const isObj = (v: unknown): v is Body => typeof v === 'object' && v !== null && !Array.isArray(v);
+/** The request field names of the sampler's options. */
+const SAMPLER_FIELDS: Record<Exclude<SamplerKey, 'logprobs'>, string> = {
+  temperature: 'temperature',
+  topK: 'top_k',
+  topP: 'top_p',
+  minP: 'min_p',
+  presencePenalty: 'presence_penalty',
+  frequencyPenalty: 'frequency_penalty',
+  repetitionPenalty: 'repetition_penalty',
+  logitBias: 'logit_bias',
+  seed: 'seed',
+};
 
-function optNumber(
-  b: Body,
-  key: string,
-  lo: number,
-  hi: number,
-  def: number,
-  opts: { int?: boolean; openLo?: boolean } = {},
-): number {
-  const v = b[key];
-  if (v === undefined || v === null) return def;
-  const ok =
-    typeof v === 'number' &&
-    Number.isFinite(v) &&
-    (opts.openLo ? v > lo : v >= lo) &&
-    v <= hi &&
-    (!opts.int || Number.isInteger(v));
-  if (!ok)
-    throw badParam(
-      key,
-      `must be ${opts.int ? 'an integer' : 'a number'} in ${opts.openLo ? '(' : '['}${lo}, ${hi}], got ${short(v)}`,
-    );
-  return v as number;
-}
+/** A body field; JSON null is the field left out (the official clients send null for unset fields). */
+const field = (b: Body, key: string): unknown => (b[key] === null ? undefined : b[key]);
 
-function optBool(b: Body, key: string, def: boolean): boolean {
-  const v = b[key];
-  if (v === undefined || v === null) return def;
-  if (typeof v !== 'boolean') throw badParam(key, `must be a boolean, got ${short(v)}`);
-  return v;
+/**
+ * Runs library checks on request fields: a SimbaError they throw (E_ARG, E_TOKEN) becomes a 400
+ * naming `param`, or with param null the field the error names (its `param` up to the first '.' or '[').
+ */
+function asParam<T>(param: string | null, check: () => T): T {
+  try {
+    return check();
+  } catch (e) {
+    if (!isSimbaError(e) || (e.code !== 'E_ARG' && e.code !== 'E_TOKEN')) throw e;
+    const p = param ?? e.param?.split(/[.[]/)[0] ?? null;
+    throw new ApiError(400, e.message, 'invalid_request_error', p, e.code === 'E_TOKEN' ? 'invalid_token' : 'invalid_value');
+  }
 }
 
 /** The received value as the error message shows it: at most 60 characters, never recursing deeper than 3 levels. */
@@ -123,22 +127,20 @@ async function encode(text: string, ctx: ParseContext, param: string, limit: num
   return ctx.tokenizer.encodeAsync(text, { maxTokens: limit });
 }
 
-const MAX_SIMBA_TOKENS = 65536;
-
 /** The most prompt tokens a request takes (fewer with the client's own Simba pruning). */
 function promptLimit(ctx: ParseContext, simba: SimbaOptions | undefined, fromServer: boolean): number {
-  return simba && !fromServer ? Math.min(ctx.maxPromptTokens, MAX_SIMBA_TOKENS) : ctx.maxPromptTokens;
+  return simba && !fromServer ? Math.min(ctx.maxPromptTokens, LIMITS.simbaTokens) : ctx.maxPromptTokens;
 }
 
 interface PromptSimba {
-  simba: SimbaOptions | undefined;
+  simba: SimbaPlan | undefined;
   note: string | null;
 }
 
 /**
- * 422 when the prompt is too long; the Simba options it runs with. A client's own `simba` that
- * cannot prune the prompt is a 400; the server-wide default applies only where it can (a prompt
- * too short or too long for it runs dense, and the note says so).
+ * 422 when the prompt is too long; the Simba plan it runs with. A client's own `simba` that cannot
+ * prune the prompt is a 400; the server-wide default applies only where it can (a prompt too short
+ * or too long for it runs dense, and the note says so).
  */
 function checkLength(
   ids: number[],
@@ -160,15 +162,14 @@ function checkLength(
       param,
       'context_length_exceeded',
     );
-  if (!simba) return { simba, note: null };
-  if (fromServer && ids.length > MAX_SIMBA_TOKENS) return { simba: undefined, note: 'dense (prompt too long)' };
+  if (!simba) return { simba: undefined, note: null };
+  if (!fromServer) return { simba: asParam('simba', () => checkSimba(ctx.config, ids.length, simba, '')), note: null };
   try {
-    planSimba(ctx.config, ids.length, simba);
+    return { simba: checkSimba(ctx.config, ids.length, simba, ''), note: 'pruned' };
   } catch (e) {
-    if (fromServer) return { simba: undefined, note: 'dense (prompt too short)' };
-    throw badParam('simba', `cannot prune this prompt: ${(e as Error).message}`);
+    if (!isSimbaError(e, 'E_ARG')) throw e;
+    return { simba: undefined, note: ids.length > LIMITS.simbaTokens ? 'dense (prompt too long)' : 'dense (prompt too short)' };
   }
-  return { simba, note: fromServer ? 'pruned' : null };
 }
 
 /** The spec's per-prompt Simba fields. */
@@ -177,12 +178,44 @@ function simbaFields(runs: PromptSimba[]): Pick<GenerationSpec, 'promptSimba' | 
   return { promptSimba: runs.map((r) => r.simba), simbaNote: notes.every((x) => x !== null) ? notes.join(', ') : null };
 }
 
+/** Completions: `logprobs` (0..20); chat: `logprobs` (a boolean) and `top_logprobs` (0..20). null: none. */
+function logprobsField(b: Body, kind: 'completion' | 'chat'): { name: string; value: unknown; on: boolean } {
+  if (kind === 'completion') return { name: 'logprobs', value: field(b, 'logprobs'), on: field(b, 'logprobs') !== undefined };
+  const on = asParam('logprobs', () => v.bool('', 'logprobs', field(b, 'logprobs'))) ?? false;
+  const top = field(b, 'top_logprobs');
+  if (top !== undefined && !on) throw badParam('top_logprobs', 'needs logprobs: true');
+  return { name: 'top_logprobs', value: on ? (top ?? 0) : undefined, on };
+}
+
+/** The sampling fields as the library's sampler options (OpenAI's defaults), checked by samplingParams. */
+function sampling(b: Body, ctx: ParseContext, kind: 'completion' | 'chat') {
+  const lp = logprobsField(b, kind);
+  const o: Partial<Record<SamplerKey, unknown>> = {};
+  for (const [key, name] of Object.entries(SAMPLER_FIELDS)) o[key as SamplerKey] = field(b, name);
+  o.temperature ??= 1;
+  o.topP ??= 1;
+  // top_k -1 is "off" in the servers clients also talk to; the sampler's off is 0
+  o.topK = o.topK === -1 || o.topK === undefined ? 0 : o.topK;
+  o.logprobs = lp.value;
+  const limit = ctx.tokenizer ? Math.min(ctx.tokenizer.vocabSize, ctx.config.vocabSize) : 0;
+  const { seed, ...params } = asParam(null, () =>
+    samplingParams(o, '', ctx.config.vocabSize, limit, { ...SAMPLER_FIELDS, logprobs: lp.name }),
+  );
+  return {
+    logprobs: lp.on ? params.logprobs! : null,
+    sampling: (j: number): SamplingParams => ({ ...params, rng: rngFromSeed(seed + j) }),
+  };
+}
+
 /** The fields both routes share. */
 function common(
   b: Body,
   ctx: ParseContext,
   kind: 'completion' | 'chat',
-): Omit<GenerationSpec, 'prompts' | 'logprobs' | 'kind' | 'promptSimba' | 'simbaNote'> & { simbaFromServer: boolean } {
+): Omit<GenerationSpec, 'prompts' | 'kind' | 'promptSimba' | 'simbaNote'> & {
+  simba: SimbaOptions | undefined;
+  simbaFromServer: boolean;
+} {
   if (typeof b.model !== 'string') throw badParam('model', 'is required (a string: see GET /v1/models)', 'missing_model');
   if (b.model !== ctx.modelName)
     throw notFound(
@@ -190,69 +223,35 @@ function common(
       'model_not_found',
       'model',
     );
-  const maxKey =
-    kind === 'chat' && b.max_completion_tokens !== undefined && b.max_completion_tokens !== null
-      ? 'max_completion_tokens'
-      : 'max_tokens';
-  const maxTokens = optNumber(b, maxKey, 1, ctx.maxTokensLimit, Math.min(kind === 'chat' ? 256 : 16, ctx.maxTokensLimit), {
-    int: true,
-  });
-  const temperature = optNumber(b, 'temperature', 0, 2, 1);
-  const topP = optNumber(b, 'top_p', 0, 1, 1, { openLo: true });
-  const topK = optNumber(b, 'top_k', -1, 1e9, 0, { int: true });
-  const minP = optNumber(b, 'min_p', 0, 1, 0);
-  const presence = optNumber(b, 'presence_penalty', -2, 2, 0);
-  const frequency = optNumber(b, 'frequency_penalty', -2, 2, 0);
-  const repetition = optNumber(b, 'repetition_penalty', 0.01, 10, 1);
-  const n = optNumber(b, 'n', 1, ctx.maxN, 1, { int: true });
-  const seedV = b.seed;
-  if (seedV !== undefined && seedV !== null && !(typeof seedV === 'number' && Number.isSafeInteger(seedV) && seedV >= 0))
-    throw badParam('seed', `must be an integer in [0, ${Number.MAX_SAFE_INTEGER}], got ${short(seedV)}`);
-  const seed = typeof seedV === 'number' ? seedV : null;
-  if (b.best_of !== undefined && b.best_of !== null && b.best_of !== n)
+  const maxKey = kind === 'chat' && field(b, 'max_completion_tokens') !== undefined ? 'max_completion_tokens' : 'max_tokens';
+  const maxTokens =
+    asParam(maxKey, () => v.int('', maxKey, field(b, maxKey), 1, ctx.maxTokensLimit)) ??
+    Math.min(kind === 'chat' ? 256 : 16, ctx.maxTokensLimit);
+  const n = asParam('n', () => v.int('', 'n', field(b, 'n'), 1, ctx.maxN)) ?? 1;
+  if (field(b, 'best_of') !== undefined && b.best_of !== n)
     throw badParam('best_of', 'is not supported (other than equal to n)', 'unsupported');
   if (b.echo === true) throw badParam('echo', 'is not supported', 'unsupported');
-  if (b.suffix !== undefined && b.suffix !== null) throw badParam('suffix', 'is not supported', 'unsupported');
+  if (field(b, 'suffix') !== undefined) throw badParam('suffix', 'is not supported', 'unsupported');
   let stop: string[] = [];
   if (typeof b.stop === 'string') stop = [b.stop];
   else if (Array.isArray(b.stop)) stop = b.stop as string[];
-  else if (b.stop !== undefined && b.stop !== null) throw badParam('stop', 'must be a string or an array of up to 4 strings');
+  else if (field(b, 'stop') !== undefined) throw badParam('stop', 'must be a string or an array of up to 4 strings');
   if (stop.length > 4 || stop.some((s) => typeof s !== 'string' || s.length === 0 || s.length > 1000))
     throw badParam('stop', 'must be a string or an array of up to 4 non-empty strings');
-  const stream = optBool(b, 'stream', false);
+  const stream = asParam('stream', () => v.bool('', 'stream', field(b, 'stream'))) ?? false;
   let includeUsage = false;
-  if (b.stream_options !== undefined && b.stream_options !== null) {
-    if (!isObj(b.stream_options)) throw badParam('stream_options', 'must be an object');
-    includeUsage = optBool(b.stream_options, 'include_usage', false);
-  }
-  let bias: Map<number, number> | undefined;
-  if (b.logit_bias !== undefined && b.logit_bias !== null) {
-    if (!isObj(b.logit_bias)) throw badParam('logit_bias', 'must be an object of token id -> bias');
-    bias = new Map();
-    for (const [k, v] of Object.entries(b.logit_bias)) {
-      const id = /^\d{1,10}$/.test(k) ? Number(k) : NaN;
-      if (!Number.isInteger(id) || id >= ctx.config.vocabSize)
-        throw badParam('logit_bias', `key ${short(k)} is not a token id in [0, ${ctx.config.vocabSize})`, 'invalid_token');
-      if (typeof v !== 'number' || !Number.isFinite(v) || v < -100 || v > 100)
-        throw badParam('logit_bias', `value for ${k} must be a number in [-100, 100]`);
-      bias.set(id, v);
-    }
+  const so = field(b, 'stream_options');
+  if (so !== undefined) {
+    if (!v.is.object(so)) throw badParam('stream_options', 'must be an object');
+    includeUsage =
+      asParam('include_usage', () => v.bool('', 'stream_options.include_usage', field(so, 'include_usage'))) ?? false;
   }
   let simba = ctx.defaultSimba;
-  if (b.simba !== undefined) {
-    if (b.simba === null) simba = undefined;
-    else if (!isObj(b.simba)) throw badParam('simba', 'must be an object of Simba options, e.g. {"flops": 0.6}');
-    else {
-      simba = b.simba as SimbaOptions;
-      try {
-        validateSimbaOptions(ctx.config, simba);
-      } catch (e) {
-        throw badParam('simba', `is invalid: ${(e as Error).message}`);
-      }
-    }
+  if (b.simba === null) simba = undefined;
+  else if (b.simba !== undefined) {
+    if (!v.is.object(b.simba)) throw badParam('simba', 'must be an object of Simba options, e.g. {"flops": 0.6}');
+    simba = b.simba as SimbaOptions;
   }
-  const limit = ctx.tokenizer ? Math.min(ctx.tokenizer.vocabSize, ctx.config.vocabSize) : 0;
-  const base = Math.floor(Math.random() * 2 ** 48);
   return {
     n,
     maxTokens,
@@ -261,25 +260,13 @@ function common(
     stop,
     simba,
     simbaFromServer: simba !== undefined && b.simba === undefined,
-    sampling: (j) => ({
-      temperature,
-      topK: topK < 0 ? 0 : topK,
-      topP,
-      minP,
-      presencePenalty: presence,
-      frequencyPenalty: frequency,
-      repetitionPenalty: repetition,
-      logitBias: bias,
-      limit,
-      logprobs: -1,
-      rng: rngFromSeed((seed ?? base) + j),
-    }),
+    ...sampling(b, ctx, kind),
   };
 }
 
 /** Validates a /v1/completions body. */
 export async function parseCompletion(body: unknown, ctx: ParseContext): Promise<GenerationSpec> {
-  if (!isObj(body))
+  if (!v.is.object(body))
     throw new ApiError(400, 'the request body must be a JSON object', 'invalid_request_error', null, 'invalid_body');
   const c = common(body, ctx, 'completion');
   const p = body.prompt;
@@ -297,46 +284,33 @@ export async function parseCompletion(body: unknown, ctx: ParseContext): Promise
   if (prompts.length * c.n > ctx.maxN)
     throw badParam('prompt', `gives ${prompts.length * c.n} choices (prompts x n); at most ${ctx.maxN}`);
   const simba = simbaFields(prompts.map((ids) => checkLength(ids, ctx, 'prompt', c.simba, c.simbaFromServer)));
-  const lp = optNumber(body, 'logprobs', 0, 20, -1, { int: true });
-  return { ...c, ...simba, kind: 'completion', prompts, logprobs: lp < 0 ? null : lp, sampling: withLogprobs(c.sampling, lp) };
+  return { ...c, ...simba, kind: 'completion', prompts };
 }
 
 /** Validates a /v1/chat/completions body and renders its messages with the chat template. */
 export async function parseChat(body: unknown, ctx: ParseContext): Promise<GenerationSpec> {
-  if (!isObj(body))
+  if (!v.is.object(body))
     throw new ApiError(400, 'the request body must be a JSON object', 'invalid_request_error', null, 'invalid_body');
   const c = common(body, ctx, 'chat');
   const m = body.messages;
   if (!Array.isArray(m) || m.length === 0) throw badParam('messages', 'is required: a non-empty array of {role, content}');
   const messages: ChatMessage[] = m.map((x, i) => {
-    if (!isObj(x) || typeof x.role !== 'string' || !['system', 'developer', 'user', 'assistant', 'tool'].includes(x.role))
+    if (!v.is.object(x) || typeof x.role !== 'string' || !['system', 'developer', 'user', 'assistant', 'tool'].includes(x.role))
       throw badParam(`messages[${i}].role`, "must be one of 'system', 'developer', 'user', 'assistant', 'tool'");
     let content: string;
     if (typeof x.content === 'string') content = x.content;
     else if (x.content === null && x.role === 'assistant') content = '';
-    else if (Array.isArray(x.content) && x.content.every((p) => isObj(p) && p.type === 'text' && typeof p.text === 'string'))
+    else if (
+      Array.isArray(x.content) &&
+      x.content.every((p) => v.is.object(p) && p.type === 'text' && typeof p.text === 'string')
+    )
       content = (x.content as { text: string }[]).map((p) => p.text).join('');
     else throw badParam(`messages[${i}].content`, 'must be a string or an array of {type: "text", text} parts');
     return { role: x.role, content };
   });
-  const lp = optBool(body, 'logprobs', false);
-  const top = optNumber(body, 'top_logprobs', 0, 20, 0, { int: true });
-  if (body.top_logprobs !== undefined && body.top_logprobs !== null && !lp)
-    throw badParam('top_logprobs', 'needs logprobs: true');
   const ids = await encode(ctx.chatTemplate.render(messages), ctx, 'messages', promptLimit(ctx, c.simba, c.simbaFromServer));
   const simba = simbaFields([checkLength(ids, ctx, 'messages', c.simba, c.simbaFromServer)]);
-  return {
-    ...c,
-    ...simba,
-    kind: 'chat',
-    prompts: [ids],
-    logprobs: lp ? top : null,
-    sampling: withLogprobs(c.sampling, lp ? top : -1),
-  };
-}
-
-function withLogprobs(f: (j: number) => SamplingParams, n: number): (j: number) => SamplingParams {
-  return (j) => ({ ...f(j), logprobs: n });
+  return { ...c, ...simba, kind: 'chat', prompts: [ids] };
 }
 
 // ---- responses

@@ -24,7 +24,16 @@
  *                        onEvent: (e) => { if (e.type === 'token') process.stdout.write(e.text); } });
  *   await h.done;   // 'done' | 'cancelled' | 'error'
  */
-import type { LanguageModel, SampledToken, SamplingParams, Sequence, SimbaOptions, StepInput, Tokenizer } from '../engine/lm';
+import type {
+  LanguageModel,
+  SampledToken,
+  SamplingParams,
+  Sequence,
+  SimbaOptions,
+  SimbaPlan,
+  StepInput,
+  Tokenizer,
+} from '../engine/lm';
 import { SimbaError } from '../errors';
 import { StopMatcher } from '../generate/stop';
 import type { PrefixCache } from './prefix_cache';
@@ -47,8 +56,11 @@ export interface GenerationRequest {
   sampling: SamplingParams[];
   stop?: string[];
   stopAtEos?: boolean;
-  /** Prune this prompt (its prefill is one call of its own, not chunked, not cached). */
-  simba?: SimbaOptions;
+  /**
+   * Prune this prompt (its prefill is one call of its own, not chunked, not cached): options, or the
+   * plan checkSimba() made for this prompt.
+   */
+  simba?: SimbaOptions | SimbaPlan;
   /** Called on the scheduler's loop; exceptions thrown here are ignored. */
   onEvent(ev: RequestEvent): void;
 }
@@ -461,7 +473,7 @@ export class Scheduler {
   private async runStep(
     inputs: StepInput[],
     plan: Planned[],
-    simba: SimbaOptions | undefined,
+    simba: SimbaOptions | SimbaPlan | undefined,
     signal?: AbortSignal,
   ): Promise<void> {
     const t0 = now();

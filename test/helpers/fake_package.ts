@@ -1,7 +1,8 @@
 /**
  * Throw-away simba-ssm package layouts for the loader and install tests: a package root with the
- * compiled loader (dist/bindings.js and the dist/lib/errors.js it needs) and scripts/install.js, optional platform packages under
- * node_modules/@simba-ssm/, and tiny native libraries that crash when loaded.
+ * compiled loader (dist/bindings.js alone: it needs nothing from lib/) and scripts/install.js,
+ * optional platform packages under node_modules/@simba-ssm/, and tiny native libraries that crash
+ * when loaded.
  */
 import { spawnSync } from 'child_process';
 import * as fs from 'fs';
@@ -64,8 +65,6 @@ export function makeFakePackage(version = mainVersion): FakePackage {
   fs.mkdirSync(path.join(root, 'scripts'));
   fs.writeFileSync(path.join(root, 'package.json'), JSON.stringify({ name: 'simba-ssm', version }));
   fs.copyFileSync(path.join(repoRoot, 'dist', 'bindings.js'), path.join(root, 'dist', 'bindings.js'));
-  fs.mkdirSync(path.join(root, 'dist', 'lib'));
-  fs.copyFileSync(path.join(repoRoot, 'dist', 'lib', 'errors.js'), path.join(root, 'dist', 'lib', 'errors.js'));
   fs.copyFileSync(path.join(repoRoot, 'scripts', 'install.js'), path.join(root, 'scripts', 'install.js'));
   return {
     root,

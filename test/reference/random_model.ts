@@ -1,7 +1,7 @@
 /**
  * Deterministic random Mamba-1 models for tests: a config builder, sanely scaled random weights as
  * engine tensors, and the mapping back to checkpoint tensor names / config.json so a test can write
- * a real checkpoint (with lib/safetensors.ts's writer) and load it through the normal path.
+ * a real checkpoint (with lib/checkpoint/safetensors.ts's writer) and load it through the normal path.
  *
  * Weight recipe (activations stay O(1) over several layers; tied logits spread ~ sqrt(d) units):
  *   embedding       N(0, 1)                      [V, d]
@@ -299,7 +299,7 @@ export function toHfTensors(cfg: MambaConfig, tensors: EngineTensor[], layout: C
 
 /**
  * Checkpoint tensors (f32 values) -> engine tensors, the inverse of toHfTensors. For test use
- * (e.g. loading the shipped model without lib/weights.ts); not a validating loader.
+ * (e.g. loading the shipped model without lib/checkpoint/weights.ts); not a validating loader.
  */
 export function fromHfTensors(
   cfg: MambaConfig,

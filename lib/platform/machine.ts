@@ -1,7 +1,7 @@
 /**
  * This machine's physical limits and single-GEMM timings, measured by the native probes
- * (native/cpu/limits.cc, native/napi/bench_bindings.cc). The engine side of `simba bench --limits`
- * and `--gemm` (lib/measure/limits.ts turns them into bounds).
+ * (native/cpu/limits.cc, native/napi/bench_bindings.cc): what `simba bench --limits` and `--gemm`
+ * read from the machine (lib/measure/roofline.ts turns them into bounds).
  *
  * @example
  *   const l = await measureLimits();          // { readGBsAll: 27.1, fmaGflopsAll: 250, ... }

@@ -1,12 +1,12 @@
 /**
- * lib/measure/limits.ts: each benchmark row is held to the compute peak of the GEMM kernel that ran
+ * lib/measure/roofline.ts: each benchmark row is held to the compute peak of the GEMM kernel that ran
  * for its rows (f32 FMA, bf16 / int8 dot products, AMX tiles) or to read bandwidth, computed here by hand from
  * a synthetic result; gemmKernel names the kernel the dispatcher picks.
  */
-import { gemmKernel, measureReadBandwidth } from '../lib/engine/machine';
+import { gemmKernel, measureReadBandwidth } from '../lib/platform/machine';
 import type { BenchResult } from '../lib/measure/bench';
-import { boundRows, kernelPeak, kernelsOf } from '../lib/measure/limits';
-import type { MachineLimits } from '../lib/engine/machine';
+import { boundRows, kernelPeak, kernelsOf } from '../lib/measure/roofline';
+import type { MachineLimits } from '../lib/platform/machine';
 
 const limits = { threads: 2, isa: 'avx512', readGBs1: 10, readGBsAll: 20, fmaGflops1: 100, fmaGflopsAll: 200 } as MachineLimits;
 

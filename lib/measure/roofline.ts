@@ -1,6 +1,6 @@
 /**
- * How close the engine runs to this machine's physical limits (the CLI's `simba bench --limits`
- * and `--gemm`).
+ * The roofline: how close the engine runs to this machine's physical limits (the CLI's
+ * `simba bench --limits` and `--gemm`).
  *
  *   prefill  bound = compute peak (all threads) / layer FLOPs per token  (the head runs once: ignored)
  *   decode   bound = min(B x read bandwidth / weight bytes, compute peak / FLOPs per token):
@@ -23,7 +23,7 @@
  */
 import { SimbaError } from '../errors';
 import { SHAPES } from '../engine/load';
-import { gemmKernel, timeGemm, type MachineLimits, type ReadBandwidth } from '../engine/machine';
+import { gemmKernel, timeGemm, type MachineLimits, type ReadBandwidth } from '../platform/machine';
 import type { WeightFormat } from '../types';
 import type { BenchResult } from './bench';
 
