@@ -46,7 +46,7 @@ const S = require(process.argv[1]);
   const rel = (x, y) => { let n = 0, d = 0; for (let i = 0; i < y.length; i++) { n += (x[i] - y[i]) ** 2; d += y[i] ** 2; }
                           return x.length === y.length ? Math.sqrt(n / d) : Infinity; };
   const relRows = (a, b) => Math.max(...a.map((r, i) => rel(r, b[i])));
-  const floats = (buf) => new Float32Array(buf.buffer.slice(buf.byteOffset + 16, buf.byteOffset + buf.byteLength));
+  const floats = (buf) => new Float32Array(buf.buffer.slice(buf.byteOffset + 32, buf.byteOffset + buf.byteLength)); // after the 32-byte header
   const copies = () => { const i = dev.info(); return [i.stateBytesToDevice, i.stateBytesToHost]; };
   const since = (c0) => { const c = copies(); return [c[0] - c0[0], c[1] - c0[1]]; };
   const out = { device: dev.info().device, seqDevice: dev.newSequence().device, SB, err: {} };
