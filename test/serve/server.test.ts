@@ -256,7 +256,7 @@ describe('errors', () => {
     expect(bad.status).toBe(400);
     isError(bad.json);
     for (const [o, param] of [
-      [{ temperature: 3 }, 'temperature'],
+      [{ temperature: 101 }, 'temperature'], // above LIMITS.temperature, the bound generate() has too
       [{ top_p: 0 }, 'top_p'],
       [{ n: 0 }, 'n'],
       [{ max_tokens: -1 }, 'max_tokens'],
