@@ -162,6 +162,18 @@ describe('pytorch_model.bin loads like model.safetensors', () => {
     expect(got).not.toEqual(await allLogits(onlyBin, ids));
   });
 
+  test('loadModel of a folder whose pytorch_model.bin would run a command: E_WEIGHTS, and nothing runs', async () => {
+    const marker = '/tmp/simba-pickle-ran-code'; // what the hostile fixtures would create
+    fs.rmSync(marker, { force: true });
+    const cfg = randomConfig({ dModel: 16, nLayer: 1, vocabSize: 32 });
+    const evil = fs.readFileSync(path.join(__dirname, 'fixtures', 'torch-bin', 'evil-os-system.bin'));
+    const dir = folder({ 'config.json': hfConfigJson(cfg), 'pytorch_model.bin': evil });
+    const e = await rejection(loadModel(dir));
+    expect(e.code).toBe('E_WEIGHTS');
+    expect(e.message).toMatch(/global 'posix\.system' is not allowed: loading a file never runs code/);
+    expect(fs.existsSync(marker)).toBe(false);
+  });
+
   test('a ZIP64 torch.save file is read (end record, locator and 64-bit entry fields)', () => {
     const data = Float32Array.from({ length: 6 }, (_, i) => i - 2.5);
     const file = path.join(folder({}), 'z64.bin');
