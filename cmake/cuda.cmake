@@ -78,6 +78,7 @@ add_library(simba_cuda SHARED
   native/cuda/gather.cu
   native/cuda/bench.cu
   native/cuda/model_cuda.cc
+  native/cuda/mixer_mamba1.cc
   native/cuda/backend.cc)
 set_target_properties(simba_cuda PROPERTIES
   CUDA_ARCHITECTURES "80-real;90"
@@ -109,7 +110,8 @@ if(SIMBA_GPU_CHECK_ONLY)
     file(CONFIGURE OUTPUT ${wrapper} CONTENT "#include \"${CMAKE_SOURCE_DIR}/native/cuda/${cu}.cu\"\n")
     list(APPEND SIMBA_EMU_SOURCES ${wrapper})
   endforeach()
-  add_library(simba_cuda_emu SHARED ${SIMBA_EMU_SOURCES} native/cuda/model_cuda.cc native/cuda/backend.cc native/cuda/emu/emu.cc)
+  add_library(simba_cuda_emu SHARED ${SIMBA_EMU_SOURCES} native/cuda/model_cuda.cc native/cuda/mixer_mamba1.cc
+              native/cuda/backend.cc native/cuda/emu/emu.cc)
   set_target_properties(simba_cuda_emu PROPERTIES CXX_STANDARD 20 CXX_VISIBILITY_PRESET hidden VISIBILITY_INLINES_HIDDEN ON)
   target_compile_definitions(simba_cuda_emu PRIVATE SIMBA_EMU)
   target_compile_options(simba_cuda_emu PRIVATE -O2 -Wall -Wno-unused-function -Wno-unknown-pragmas -fno-strict-aliasing)

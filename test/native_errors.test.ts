@@ -206,7 +206,7 @@ describe('memory exhaustion is E_OOM', () => {
 
 describe('the C ABI status codes (backend_api.h) and SIMBA_ERROR_CODES', () => {
   test('every simba_status_t but SIMBA_OK names a SimbaError code', () => {
-    const header = fs.readFileSync(path.join(__dirname, '..', 'native', 'engine', 'backend_api.h'), 'utf8');
+    const header = fs.readFileSync(path.join(__dirname, '..', 'native', 'common', 'backend_api.h'), 'utf8');
     const names = [...header.matchAll(/^\s*SIMBA_(E_[A-Z]+) = \d+/gm)].map((m) => m[1]);
     expect(names).toEqual(expect.arrayContaining(['E_ARG', 'E_TOKEN', 'E_SHAPE', 'E_WEIGHTS', 'E_OOM', 'E_CUDA', 'E_NATIVE']));
     for (const n of names) expect(SIMBA_ERROR_CODES).toContain(n);

@@ -1,7 +1,7 @@
 // dispatch.cc — see dispatch.h.
 #include "dispatch.h"
 
-#include "engine/errors.h"
+#include "common/errors.h"
 
 #include <algorithm>
 #include <atomic>

@@ -1,5 +1,5 @@
 // dispatch.h — picks the widest kernel build the CPU supports, and wraps each kernel slice in a
-// parallel_for over the thread pool. This is the CPU kernels' public face for model.cc.
+// parallel_for over the thread pool. This is the CPU kernels' public face for the engine (engine/).
 #pragma once
 #include <string>
 #include <vector>

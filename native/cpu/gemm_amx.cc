@@ -98,8 +98,9 @@ __attribute__((always_inline)) inline void kstep(const char* a, int lda, const c
 //   a: A's first row, lda bytes per row; panel: the panel's first B row; kbytes: Kp in bytes of
 //   one A row (Kp * 2 bf16, Kp int8), a multiple of 4; stream: the GEMM has one row block (decode
 //   batches, M <= 128), so each panel is read once, from memory, and is prefetched into L2 as it
-//   goes (was: M <= 16 only; decode B=32 int8 17.5 -> 15.9 ms per step, bf16 23.6 -> 20.9). More
-//   row blocks re-read the panels from the caches.
+//   goes (streaming every decode batch up to 128 rows, not only M <= 16, took decode B=32 int8 from
+//   17.5 to 15.9 ms per step and bf16 from 23.6 to 20.9; bench/RESULTS.md). More row blocks re-read
+//   the panels from the caches.
 template <int RT, bool INT8>
 inline void block(const char* a, int lda, const char* panel, int kbytes, void* acc, bool stream) {
   AMX_ZERO(0);

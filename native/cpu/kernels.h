@@ -12,6 +12,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "common/shape_limits.h"
+
 namespace simba {
 namespace cpu {
 
@@ -40,9 +42,6 @@ enum class WeightFormat { F32 = 0, BF16 = 1, Q8 = 2 };
 // Bytes of one stored weight.
 constexpr int weight_bytes(WeightFormat f) { return f == WeightFormat::F32 ? 4 : f == WeightFormat::BF16 ? 2 : 1; }
 
-// Largest conv width and state size the kernels hold in registers / stack arrays (conv1d.cc,
-// selective_scan.cc); the engines reject larger configs first (engine/tensor_table.h).
-constexpr int kMaxConv = 8, kMaxState = 256;
 struct PackedWeight {
   int N = 0, K = 0, npanels = 0;
   WeightFormat format = WeightFormat::F32;

@@ -16,8 +16,6 @@ namespace simba {
 namespace cpu {
 namespace SIMBA_ISA {
 
-constexpr int kMaxState = 256;
-
 // Channel reduction without a horizontal step per token: each row keeps a vector of per-lane
 // partial results (max or sum of |c| over the groups this slice handles); the caller reduces the
 // lanes once per row. Lanes past E hold 0 (their x and dt load as 0), neutral for max and sum.

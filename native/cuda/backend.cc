@@ -1,4 +1,4 @@
-// backend.cc — the C ABI of libsimba_cuda.so (native/backend_api.h): simba_backend_v1() returns the
+// backend.cc — the C ABI of libsimba_cuda.so (native/common/backend_api.h): simba_backend_v1() returns the
 // function table. Every entry catches every C++ exception and returns its class as a simba_status_t
 // (simba::Error carries its own: E_CUDA, E_OOM, E_SHAPE ...; std::bad_alloc is E_OOM, anything else
 // E_NATIVE) with the message in err; nothing here aborts.
@@ -9,9 +9,9 @@
 #include <memory>
 #include <vector>
 
-#include "../engine/backend_api.h"
-#include "../engine/errors.h"
-#include "../engine/tensor_table.h"
+#include "../common/backend_api.h"
+#include "../common/errors.h"
+#include "../common/tensor_table.h"
 #include "kernels.cuh"
 #include "model_cuda.h"
 

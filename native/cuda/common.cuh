@@ -2,7 +2,7 @@
 // exceptions with a message; the C ABI in backend.cc turns them into error strings, never aborts),
 // the per-sequence table every batched kernel reads, and the device math helpers.
 //
-// Glossary as in model.h: d = dModel, E = dInner, N = dState, R = dtRank, K = dConv, L = nLayer,
+// Glossary as in engine/model.h: d = dModel, E = dInner, N = dState, R = dtRank, K = dConv, L = nLayer,
 // V = vocab. Activations are token-major rows ([M, X], row stride ld*), as on the CPU.
 #pragma once
 #ifdef SIMBA_EMU
@@ -24,7 +24,7 @@
 #include <stdexcept>
 #include <string>
 
-#include "../engine/errors.h"  // simba::Error, SIMBA_ASSERT (launcher preconditions)
+#include "../common/errors.h"  // simba::Error, SIMBA_ASSERT (launcher preconditions)
 
 namespace simba {
 namespace cuda {
@@ -64,7 +64,7 @@ __device__ __forceinline__ float silu_f(float z) { return z / (1.f + expf(-z)); 
 __device__ __forceinline__ float exp_decay(float x) { return __expf(fmaxf(x, -87.3f)); }
 #endif
 
-// Round-to-nearest-even f32 -> bf16 bits (host side, identical to model.cc to_bf16).
+// Round-to-nearest-even f32 -> bf16 bits (host side, identical to engine/model.cc to_bf16).
 inline uint16_t to_bf16_bits(float f) {
   uint32_t u;
   __builtin_memcpy(&u, &f, 4);
@@ -74,6 +74,8 @@ inline uint16_t to_bf16_bits(float f) {
 }
 
 inline int ceil_div(int a, int b) { return (a + b - 1) / b; }
+// Workspace pieces start 256-byte aligned.
+inline size_t align256(size_t b) { return (b + 255) / 256 * 256; }
 
 }  // namespace cuda
 }  // namespace simba

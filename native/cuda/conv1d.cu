@@ -7,6 +7,7 @@
 //                  directly (coalesced across channels), the tap order as in native/cpu/conv1d.cc.
 //   conv_state     one thread per (sequence, channel): the state becomes the last K-1 inputs,
 //                  in place (launched after conv1d_kernel on the same stream, which reads the old one).
+#include "../common/shape_limits.h"
 #include "kernels.cuh"
 
 namespace simba {
@@ -14,7 +15,6 @@ namespace cuda {
 
 namespace {
 
-constexpr int kMaxConv = 8;
 constexpr int kThreads = 128;
 constexpr int kRowsPerBlock = 8;
 

@@ -85,11 +85,11 @@ struct ScoreParams {
   float* score;
 };
 void simba_score(const ScoreParams& p, cudaStream_t st);
-// score[row] = || out[row, :d] ||_2 (float64 accumulation, as model.cc).
+// score[row] = || out[row, :d] ||_2 (float64 accumulation, as engine/prune.cc).
 void norm_score(const float* out, int d, int rows, float* score, cudaStream_t st);
 // 'uniform': 1 at the evenly strided positions round((i+1) T / k) - 1, i < k, else 0 (sequences with k < T).
 void uniform_score(const SeqInfo* seqs, int nseq, int maxK, int rows, float* score, cudaStream_t st);
-// 'random': splitmix(seed ^ splitmix(layer << 40 ^ s << 20 ^ orig[row])) >> 40, as model.cc.
+// 'random': splitmix(seed ^ splitmix(layer << 40 ^ s << 20 ^ orig[row])) >> 40, as engine/prune.cc.
 void random_score(const SeqInfo* seqs, int nseq, int maxT, const int* orig, uint64_t seed, int layer, float* score,
                   cudaStream_t st);
 

@@ -1,14 +1,14 @@
 // model_cuda.cc — weights on the device and the GPU forward pass (see model_cuda.h). The forward
-// reads top to bottom like native/model.cc, which it mirrors step by step:
-// embed -> per layer [rmsnorm(+residual), in_proj, conv1d+silu, x_proj, dt_proj, selective scan,
-// out_proj, Simba pruning] -> norm_f -> head on the wanted positions.
+// reads top to bottom like engine/model.cc, which it mirrors step by step:
+// embed -> per layer [rmsnorm(+residual), mixer (mixer_mamba1.cc), Simba pruning] -> norm_f -> head
+// on the wanted positions.
 // The only host <-> device traffic of a forward: tokens, states, the per-layer sequence tables and
 // wanted slots in; logits, exit layers and states out. Everything Simba decides (scores, top-k,
 // compaction, early exits) stays on the device; the host knows each layer's token counts in advance
 // (they follow from the keep counts and the protection), so no step waits for the device.
 #include "model_cuda.h"
 
-#include "../engine/request_check.h"
+#include "../common/request_check.h"
 
 #include <algorithm>
 #include <cmath>
@@ -95,10 +95,6 @@ void probe_devices(int* n, std::string* desc) {
 
 // ---------------------------------------------------------------- construction
 
-namespace {
-size_t align256(size_t b) { return (b + 255) / 256 * 256; }
-}  // namespace
-
 DeviceModel::DeviceModel(const ModelConfig& c, bool bf16, int device)
     : cfg_(c), bf16_(bf16), device_(device), loader_(c) {
   int n = 0;
@@ -108,6 +104,7 @@ DeviceModel::DeviceModel(const ModelConfig& c, bool bf16, int device)
   select_device();
   check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
   w_.layers.resize(c.L);
+  mixer_ = make_device_mixer(c, w_);
 }
 
 DeviceModel::~DeviceModel() {
@@ -225,211 +222,216 @@ void DeviceModel::forward_slots(const simba_forward_t& req, const int32_t* slots
   run_forward(req, slots, res);
 }
 
-// slots null: states from / to the host pointers req.states; else the pool slots slots[s].
-void DeviceModel::run_forward(const simba_forward_t& req, const int32_t* slots, simba_result_t& res) {
-  check_request(req, slots);
-  select_device();
-  const ModelConfig& c = cfg_;
-  const int d = c.d, E = c.E, N = c.N, R = c.R, K = c.K, L = c.L, V = c.vocab;
-  const int nseq = req.n_seq, total = req.n_tokens, nw = req.n_want;
-  const int ldbc = R + 2 * N;
+// Every layer's sequence table (rows, keep counts, rows after pruning), decided on the host: the
+// token counts of each layer follow from the keep counts and the protection, so no step waits for
+// the device to know them.
+struct DeviceModel::LayerPlan {
+  std::vector<SeqInfo> tables;      // [L][nseq]
+  std::vector<int> rows_in, max_t;  // per layer: rows alive, and the longest sequence's
+  std::vector<char> prunes;         // per layer: whether it drops a token
+  int rows_out = 0;                 // rows alive after the last layer
+  std::vector<int> want_slot;       // per token: its row of the final states, or -1 (no logits)
+};
+
+DeviceModel::LayerPlan DeviceModel::plan_layers(const simba_forward_t& req, simba_result_t& res) const {
+  const int L = cfg_.L, nseq = req.n_seq;
   const bool prune = req.simba_enabled != 0;
-  const int crit = req.criterion;  // 0 simba 1 local 2 norm 3 uniform 4 random
-  const size_t SF = state_floats(), LSF = layer_state_floats();
-
-  // ---- Host bookkeeping: every layer's sequence table (rows, keep counts, rows after pruning).
-  std::vector<SeqInfo> tables((size_t)L * nseq);
-  std::vector<int> rows_in(L), max_t(L);
-  std::vector<char> prunes(L, 0);
-  int rows_out = total;
-  {
-    std::vector<int> T(req.lengths, req.lengths + nseq);
-    for (int li = 0; li < L; li++) {
-      int row = 0, mt = 0;
-      bool any = false;
-      for (int s = 0; s < nseq; s++) {
-        SeqInfo& si = tables[(size_t)li * nseq + s];
-        si.row0 = row;
-        si.T = T[s];
-        si.k = prune ? req.keep[(size_t)s * L + li] : T[s];
-        si.nrow0 = 0;
-        res.processed[(size_t)s * L + li] = T[s];
-        row += T[s];
-        mt = std::max(mt, T[s]);
-        any |= prune && si.k < T[s];
-      }
-      rows_in[li] = row;
-      max_t[li] = mt;
-      prunes[li] = any;
-      if (!any) continue;
-      int nrow = 0;
-      for (int s = 0; s < nseq; s++) {
-        SeqInfo& si = tables[(size_t)li * nseq + s];
-        const int k = std::max(1, std::min(si.T, si.k));
-        const int kept = k >= si.T ? si.T : std::max(k, must_keep(si.T, req.protect_first, req.protect_last));
-        si.nrow0 = nrow;
-        nrow += kept;
-        T[s] = kept;
-      }
-      if (li == L - 1) rows_out = nrow;
+  LayerPlan p;
+  p.tables.resize((size_t)L * nseq);
+  p.rows_in.resize(L);
+  p.max_t.resize(L);
+  p.prunes.assign(L, 0);
+  p.rows_out = req.n_tokens;
+  std::vector<int> T(req.lengths, req.lengths + nseq);
+  for (int li = 0; li < L; li++) {
+    int row = 0, mt = 0;
+    bool any = false;
+    for (int s = 0; s < nseq; s++) {
+      SeqInfo& si = p.tables[(size_t)li * nseq + s];
+      si.row0 = row;
+      si.T = T[s];
+      si.k = prune ? req.keep[(size_t)s * L + li] : T[s];
+      si.nrow0 = 0;
+      res.processed[(size_t)s * L + li] = T[s];
+      row += T[s];
+      mt = std::max(mt, T[s]);
+      any |= prune && si.k < T[s];
     }
-    if (!prunes[L - 1]) rows_out = rows_in[L - 1];
+    p.rows_in[li] = row;
+    p.max_t[li] = mt;
+    p.prunes[li] = any;
+    if (!any) continue;
+    int nrow = 0;
+    for (int s = 0; s < nseq; s++) {
+      SeqInfo& si = p.tables[(size_t)li * nseq + s];
+      const int k = std::max(1, std::min(si.T, si.k));
+      const int kept = k >= si.T ? si.T : std::max(k, must_keep(si.T, req.protect_first, req.protect_last));
+      si.nrow0 = nrow;
+      nrow += kept;
+      T[s] = kept;
+    }
+    if (li == L - 1) p.rows_out = nrow;
   }
-  std::vector<int> want_slot(total, -1);
-  for (int i = 0; i < nw; i++) want_slot[req.want[i]] = i;
+  if (!p.prunes[L - 1]) p.rows_out = p.rows_in[L - 1];
+  p.want_slot.assign(req.n_tokens, -1);
+  for (int i = 0; i < req.n_want; i++) p.want_slot[req.want[i]] = i;
+  return p;
+}
 
-  // ---- Workspace (one allocation, carved).
-  const int groups = ceil_div(E, 32);
+// One forward's device buffers (token-major activations [rows, d] and per-row bookkeeping), carved
+// from the workspace; the mixer's step buffers sit between xn and out.
+struct DeviceModel::Buffers {
+  float *h, *h2, *xn, *out, *score, *fin, *fn, *logits, *states;
+  int *sidx, *tok, *orig, *orig2, *exit_l, *slot, *dest;
+  SeqInfo* tab;
+};
+
+DeviceModel::Buffers DeviceModel::carve_buffers(const simba_forward_t& req, const int32_t* slots,
+                                                const LayerPlan& plan) {
+  const size_t T = req.n_tokens, nw = req.n_want, nseq = req.n_seq, d = cfg_.d, SF = state_floats();
+  const bool prune = req.simba_enabled != 0;
   size_t off = 0;
   auto carve = [&](size_t bytes) {
     size_t o = off;
     off += align256(bytes);
     return o;
   };
-  const size_t T_ = total;
-  const size_t o_h = carve(T_ * d * 4), o_h2 = carve(T_ * d * 4), o_xn = carve(T_ * d * 4),
-               o_xz = carve(T_ * 2 * E * 4), o_xc = carve(T_ * E * 4), o_dbc = carve(T_ * ldbc * 4),
-               o_dt = carve(T_ * E * 4), o_y = carve(T_ * E * 4), o_out = carve(T_ * d * 4),
-               o_score = carve(prune ? T_ * 4 : 0), o_part = carve(prune ? (size_t)groups * T_ * 4 : 0),
-               o_fin = carve((size_t)nw * d * 4), o_fn = carve((size_t)nw * d * 4),
-               o_logits = carve((size_t)nw * V * 4), o_states = carve(slots ? 0 : (size_t)nseq * SF * 4),
-               o_sidx = carve(slots ? (size_t)nseq * 4 : 0), o_tok = carve(T_ * 4), o_orig = carve(T_ * 4),
-               o_orig2 = carve(T_ * 4), o_exit = carve(T_ * 4), o_slot = carve(T_ * 4), o_dest = carve(T_ * 4),
-               o_tab = carve(tables.size() * sizeof(SeqInfo));
+  const size_t o_h = carve(T * d * 4), o_h2 = carve(T * d * 4), o_xn = carve(T * d * 4),
+               o_mix = carve(mixer_->scratch_bytes(T, prune)), o_out = carve(T * d * 4),
+               o_score = carve(prune ? T * 4 : 0), o_fin = carve(nw * d * 4), o_fn = carve(nw * d * 4),
+               o_logits = carve(nw * cfg_.vocab * 4), o_states = carve(slots ? 0 : nseq * SF * 4),
+               o_sidx = carve(slots ? nseq * 4 : 0), o_tok = carve(T * 4), o_orig = carve(T * 4),
+               o_orig2 = carve(T * 4), o_exit = carve(T * 4), o_slot = carve(T * 4), o_dest = carve(T * 4),
+               o_tab = carve(plan.tables.size() * sizeof(SeqInfo));
   char* w = workspace(off);
   auto F = [&](size_t o) { return reinterpret_cast<float*>(w + o); };
   auto I = [&](size_t o) { return reinterpret_cast<int*>(w + o); };
-  float *h = F(o_h), *h2 = F(o_h2), *xn = F(o_xn), *xz = F(o_xz), *xc = F(o_xc), *dbc = F(o_dbc), *dt = F(o_dt),
-        *y = F(o_y), *out = F(o_out), *score = F(o_score), *partial = F(o_part), *fin = F(o_fin), *fn = F(o_fn),
-        *logits = F(o_logits), *states = slots ? pool_.f() : F(o_states);
-  int* sidx = slots ? I(o_sidx) : nullptr;  // device copy of the slot table
-  int *tok = I(o_tok), *orig = I(o_orig), *orig2 = I(o_orig2), *exit_l = I(o_exit), *slot = I(o_slot),
-      *dest = I(o_dest);
-  SeqInfo* tab = reinterpret_cast<SeqInfo*>(w + o_tab);
-  cudaStream_t st = stream_;
+  mixer_->bind_scratch(w + o_mix, T, prune);
+  return {.h = F(o_h),
+          .h2 = F(o_h2),
+          .xn = F(o_xn),
+          .out = F(o_out),
+          .score = F(o_score),
+          .fin = F(o_fin),
+          .fn = F(o_fn),
+          .logits = F(o_logits),
+          .states = slots ? pool_.f() : F(o_states),
+          .sidx = slots ? I(o_sidx) : nullptr,  // device copy of the slot table
+          .tok = I(o_tok),
+          .orig = I(o_orig),
+          .orig2 = I(o_orig2),
+          .exit_l = I(o_exit),
+          .slot = I(o_slot),
+          .dest = I(o_dest),
+          .tab = reinterpret_cast<SeqInfo*>(w + o_tab)};
+}
 
-  // ---- Inputs to the device.
-  check(cudaMemcpyAsync(tok, req.tokens, T_ * 4, cudaMemcpyHostToDevice, st), "copying tokens");
-  check(cudaMemcpyAsync(slot, want_slot.data(), T_ * 4, cudaMemcpyHostToDevice, st), "copying wanted positions");
-  check(cudaMemcpyAsync(tab, tables.data(), tables.size() * sizeof(SeqInfo), cudaMemcpyHostToDevice, st),
+// Tokens, wanted slots, sequence tables and states (or the slot table) to the device; every row
+// starts as its own token, with no early exit.
+void DeviceModel::copy_inputs(const simba_forward_t& req, const int32_t* slots, const LayerPlan& plan,
+                              const Buffers& b) {
+  const size_t T = req.n_tokens, SF = state_floats();
+  cudaStream_t st = stream_;
+  check(cudaMemcpyAsync(b.tok, req.tokens, T * 4, cudaMemcpyHostToDevice, st), "copying tokens");
+  check(cudaMemcpyAsync(b.slot, plan.want_slot.data(), T * 4, cudaMemcpyHostToDevice, st), "copying wanted positions");
+  check(cudaMemcpyAsync(b.tab, plan.tables.data(), plan.tables.size() * sizeof(SeqInfo), cudaMemcpyHostToDevice, st),
         "copying sequence tables");
   if (slots)
-    check(cudaMemcpyAsync(sidx, slots, (size_t)nseq * 4, cudaMemcpyHostToDevice, st), "copying the slot table");
+    check(cudaMemcpyAsync(b.sidx, slots, (size_t)req.n_seq * 4, cudaMemcpyHostToDevice, st), "copying the slot table");
   else
-    for (int s = 0; s < nseq; s++)
-      check(cudaMemcpyAsync(states + (size_t)s * SF, req.states[s], SF * 4, cudaMemcpyHostToDevice, st),
+    for (int s = 0; s < req.n_seq; s++)
+      check(cudaMemcpyAsync(b.states + (size_t)s * SF, req.states[s], SF * 4, cudaMemcpyHostToDevice, st),
             "copying states in");
-  iota(orig, total, st);
-  fill(exit_l, total, L, st);
+  iota(b.orig, req.n_tokens, st);
+  fill(b.exit_l, req.n_tokens, cfg_.L, st);
+}
 
-  // h[t] = embedding[token t]                  [M, d]
-  embed_gather(tok, total, w_.embed.view, h, st);
+// Simba after layer io.layer, its residual already added (engine/prune.h has the steps): a score
+// per row, each sequence's kept tokens, then the compaction, where dropped tokens exit.
+void DeviceModel::prune_layer(const simba_forward_t& req, const DevMixerIO& io, Buffers& b) {
+  const simba_criterion_t crit = criterion_of(req.criterion);
+  // score[r] for the rows alive
+  if (criterion_uses_scan(crit)) mixer_->score(io, crit == SIMBA_CRITERION_LOCAL, req.reduce_sum != 0, b.score);
+  else if (crit == SIMBA_CRITERION_NORM) norm_score(io.out, cfg_.d, io.M, b.score, io.st);
+  else if (crit == SIMBA_CRITERION_UNIFORM) uniform_score(io.seqs, io.nseq, io.maxT, io.M, b.score, io.st);
+  else random_score(io.seqs, io.nseq, io.maxT, b.orig, req.seed, io.layer, b.score, io.st);
+  // dest[r]: a kept row's new row, -1 for a dropped one
+  select_keep(b.score, io.seqs, io.nseq, req.protect_first, req.protect_last, b.dest, io.st);
+  // dropped rows exit (their residual stream is their final hidden state); kept rows move up
+  compact_rows(b.h, b.orig, b.dest, io.M, cfg_.d, b.h2, b.orig2, b.exit_l, b.slot, b.fin, io.layer, io.st);
+  std::swap(b.h, b.h2);
+  std::swap(b.orig, b.orig2);
+}
 
-  bool pending = false;  // out holds a mixer output not yet added to h
-  int M = total;
-  for (int li = 0; li < L; li++) {
-    DevLayer& l = w_.layers[li];
-    const SeqInfo* seqs = tab + (size_t)li * nseq;
-    const int maxT = max_t[li];
-    const StateRef conv{states + (size_t)li * LSF, SF, sidx};
-    const StateRef ssm{states + (size_t)li * LSF + (size_t)E * (K - 1), SF, sidx};
-    M = rows_in[li];
-    // h += out (previous layer); xn = rmsnorm(h) * norm             [M, d]
-    add_rmsnorm(h, pending ? out : nullptr, l.norm.f(), xn, M, d, c.eps, st);
-    pending = false;
-    // xz = xn in_proj^T (+b)                     [M, 2E]: x = xz[:, :E], z = xz[:, E:]
-    gemm(xn, d, l.in_proj.view, xz, 2 * E, M, st);
-    // xc = silu(conv1d(x) + conv_b)              [M, E]; conv state advanced
-    conv1d(xz, 2 * E, xc, E, l.conv_wT.f(), l.conv_b.get() ? l.conv_b.f() : nullptr, E, K, seqs, nseq, maxT, conv, st);
-    // dbc = xc x_proj^T                          [M, R+2N]: dt_low | B | C
-    gemm(xc, E, l.x_proj.view, dbc, ldbc, M, st);
-    // dt = dt_low dt_proj^T + dt_b               [M, E] (softplus inside the scan)
-    gemm(dbc, ldbc, l.dt_proj.view, dt, E, M, st);
-    // y = scan(...) * silu(z)                    [M, E]; state updated
-    const bool scored = prunes[li] && (crit == 0 || crit == 1);
-    selective_scan({.x = xc,
-                    .ldx = E,
-                    .dt = dt,
-                    .lddt = E,
-                    .B = dbc + R,
-                    .C = dbc + R + N,
-                    .ldbc = ldbc,
-                    .z = xz + E,
-                    .ldz = 2 * E,
-                    .AT = l.AT.f(),
-                    .D = l.D.f(),
-                    .y = y,
-                    .ldy = E,
-                    .E = E,
-                    .N = N,
-                    .write_dt = scored,
-                    .ssm = ssm,
-                    .seqs = seqs,
-                    .nseq = nseq,
-                    .maxT = maxT},
-                   st);
-    // out = y out_proj^T (+b)                    [M, d]
-    gemm(y, E, l.out_proj.view, out, d, M, st);
-    pending = true;
+// The survivors' final hidden states join those of the tokens that exited early, then
+// logits = rmsnorm(fin) * norm_f  head^T      [want, V]
+void DeviceModel::final_logits(int nw, int rows_out, const Buffers& b) {
+  const ModelConfig& c = cfg_;
+  gather_final(b.h, b.orig, rows_out, c.d, b.slot, b.fin, stream_);
+  if (nw == 0) return;
+  add_rmsnorm(b.fin, nullptr, w_.norm_f.f(), b.fn, nw, c.d, c.eps, stream_);
+  gemm(b.fn, c.d, c.tie ? w_.embed.view : w_.head.view, b.logits, c.vocab, nw, stream_);
+}
 
-    if (!prunes[li]) continue;
-    // ---- Simba: h += out, score, keep k tokens per sequence, compact the residual stream.
-    add_rmsnorm(h, out, nullptr, nullptr, M, d, c.eps, st);
-    pending = false;
-    if (crit == 0 || crit == 1) {
-      simba_score({.x = xc,
-                   .ldx = E,
-                   .dt = dt,
-                   .lddt = E,
-                   .B = dbc + R,
-                   .C = dbc + R + N,
-                   .ldbc = ldbc,
-                   .AT = l.AT.f(),
-                   .E = E,
-                   .N = N,
-                   .local = crit == 1,
-                   .reduce_sum = req.reduce_sum != 0,
-                   .seqs = seqs,
-                   .nseq = nseq,
-                   .maxT = maxT,
-                   .rows = M,
-                   .partial = partial,
-                   .score = score},
-                  st);
-    } else if (crit == 2) {
-      norm_score(out, d, M, score, st);
-    } else if (crit == 3) {
-      uniform_score(seqs, nseq, maxT, M, score, st);
-    } else {
-      random_score(seqs, nseq, maxT, orig, req.seed, li, score, st);
-    }
-    select_keep(score, seqs, nseq, req.protect_first, req.protect_last, dest, st);
-    // Dropped tokens exit here: their residual stream is their final hidden state.
-    compact_rows(h, orig, dest, M, d, h2, orig2, exit_l, slot, fin, li, st);
-    std::swap(h, h2);
-    std::swap(orig, orig2);
-    M = li + 1 < L ? rows_in[li + 1] : rows_out;
-  }
-  if (pending) add_rmsnorm(h, out, nullptr, nullptr, M, d, c.eps, st);
-  M = rows_out;
-
-  // Survivors' final hidden states.
-  gather_final(h, orig, M, d, slot, fin, st);
-  // logits = rmsnorm(fin) * norm_f  head^T      [want, V]
-  if (nw > 0) {
-    add_rmsnorm(fin, nullptr, w_.norm_f.f(), fn, nw, d, c.eps, st);
-    gemm(fn, d, c.tie ? w_.embed.view : w_.head.view, logits, V, nw, st);
-  }
-  // Everything ran? Only then hand results (and the new states) back.
+// Once everything ran (and only then): logits, exit layers and the host states back.
+void DeviceModel::copy_outputs(const simba_forward_t& req, const int32_t* slots, const Buffers& b,
+                               simba_result_t& res) {
+  const size_t SF = state_floats();
+  cudaStream_t st = stream_;
   check(cudaStreamSynchronize(st), "forward");
-  if (nw > 0)
-    check(cudaMemcpyAsync(res.logits, logits, (size_t)nw * V * 4, cudaMemcpyDeviceToHost, st), "copying logits out");
-  check(cudaMemcpyAsync(res.exit_layer, exit_l, T_ * 4, cudaMemcpyDeviceToHost, st), "copying exit layers out");
+  if (req.n_want > 0)
+    check(cudaMemcpyAsync(res.logits, b.logits, (size_t)req.n_want * cfg_.vocab * 4, cudaMemcpyDeviceToHost, st),
+          "copying logits out");
+  check(cudaMemcpyAsync(res.exit_layer, b.exit_l, (size_t)req.n_tokens * 4, cudaMemcpyDeviceToHost, st),
+        "copying exit layers out");
   if (!slots)
-    for (int s = 0; s < nseq; s++)
-      check(cudaMemcpyAsync(req.states[s], states + (size_t)s * SF, SF * 4, cudaMemcpyDeviceToHost, st),
+    for (int s = 0; s < req.n_seq; s++)
+      check(cudaMemcpyAsync(req.states[s], b.states + (size_t)s * SF, SF * 4, cudaMemcpyDeviceToHost, st),
             "copying states out");
   check(cudaStreamSynchronize(st), "forward (copy out)");
+}
+
+// slots null: states from / to the host pointers req.states; else the pool slots slots[s].
+// embed -> per layer [rmsnorm (+ the previous residual), mixer, Simba pruning] -> norm_f -> head.
+void DeviceModel::run_forward(const simba_forward_t& req, const int32_t* slots, simba_result_t& res) {
+  check_request(req, slots);
+  select_device();
+  const ModelConfig& c = cfg_;
+  const LayerPlan plan = plan_layers(req, res);
+  Buffers b = carve_buffers(req, slots, plan);
+  copy_inputs(req, slots, plan, b);
+  // the criterion is checked (check_request) only where Simba is on
+  const bool scan_scores = req.simba_enabled && criterion_uses_scan(criterion_of(req.criterion));
+
+  // h[t] = embedding[token t]                  [M, d]
+  embed_gather(b.tok, req.n_tokens, w_.embed.view, b.h, stream_);
+  bool pending = false;  // out holds a mixer output not yet added to h
+  for (int li = 0; li < c.L; li++) {
+    const DevMixerIO io{.layer = li,
+                        .M = plan.rows_in[li],
+                        .xn = b.xn,
+                        .out = b.out,
+                        .seqs = b.tab + (size_t)li * req.n_seq,
+                        .nseq = req.n_seq,
+                        .maxT = plan.max_t[li],
+                        .states = b.states,
+                        .slots = b.sidx,
+                        .keep_scores = plan.prunes[li] && scan_scores,
+                        .st = stream_};
+    // h += out (previous layer); xn = rmsnorm(h) * norm             [M, d]
+    add_rmsnorm(b.h, pending ? b.out : nullptr, w_.layers[li].norm.f(), b.xn, io.M, c.d, c.eps, stream_);
+    // out = mixer(xn)                            [M, d]; this layer's states advanced
+    mixer_->run(io);
+    pending = true;
+    if (!plan.prunes[li]) continue;
+    // Simba: h += out now, then each sequence keeps its k best tokens; the others exit here
+    add_rmsnorm(b.h, b.out, nullptr, nullptr, io.M, c.d, c.eps, stream_);
+    pending = false;
+    prune_layer(req, io, b);
+  }
+  if (pending) add_rmsnorm(b.h, b.out, nullptr, nullptr, plan.rows_out, c.d, c.eps, stream_);
+  final_logits(req.n_want, plan.rows_out, b);
+  copy_outputs(req, slots, b, res);
 }
 
 }  // namespace cuda

@@ -1,7 +1,7 @@
-// model_cuda.h — a Mamba-1 model in device memory and its forward pass on the GPU: the CUDA twin of
+// model_cuda.h — a Mamba model in device memory and its forward pass on the GPU: the CUDA twin of
 // simba::Model (engine/model.h): the same tensor table, loading checks, random weights and request
-// checks (engine/tensor_table.h, shared code), forward semantics (Simba pruning, early exit,
-// processed / exit_layer) and errors (simba::Error with a code, engine/errors.h).
+// checks (common/tensor_table.h, shared code), forward semantics (Simba pruning, early exit,
+// processed / exit_layer) and errors (simba::Error with a code, common/errors.h).
 //
 // Weights live on the device (matrices f32 or bf16, row-major [N, K]; vectors f32). The recurrent
 // states live either in the caller's host memory (forward: copied in, run, copied back) or in
@@ -10,13 +10,15 @@
 // Activations are token-major, in one workspace allocation that grows with the largest call.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
 
-#include "../engine/backend_api.h"
-#include "../engine/tensor_table.h"
+#include "../common/backend_api.h"
+#include "../common/tensor_table.h"
 #include "kernels.cuh"
+#include "mixer.h"
 
 namespace simba {
 namespace cuda {
@@ -55,6 +57,9 @@ struct DevLinearStore {
 using DevLayer = LayerWeights<DevLinearStore, DevBuf>;
 using DevWeights = ModelWeights<DevLinearStore, DevBuf>;
 
+// The mixer of the config's family on the device (Mamba-1 so far: mixer_mamba1.cc), reading w.
+std::unique_ptr<DevMixer> make_device_mixer(const ModelConfig& c, const DevWeights& w);
+
 class DeviceModel {
  public:
   DeviceModel(const ModelConfig& cfg, bool bf16, int device);
@@ -84,7 +89,16 @@ class DeviceModel {
   void select_device() const;
   void check_request(const simba_forward_t& r, const int32_t* slots) const;
   void check_slot(int slot) const;
+  // The forward's parts, in order (model_cuda.cc).
+  struct LayerPlan;  // every layer's sequence table, decided on the host
+  struct Buffers;    // the forward's device buffers, carved from the workspace
   void run_forward(const simba_forward_t& req, const int32_t* slots, simba_result_t& res);
+  LayerPlan plan_layers(const simba_forward_t& req, simba_result_t& res) const;
+  Buffers carve_buffers(const simba_forward_t& req, const int32_t* slots, const LayerPlan& plan);
+  void copy_inputs(const simba_forward_t& req, const int32_t* slots, const LayerPlan& plan, const Buffers& b);
+  void prune_layer(const simba_forward_t& req, const DevMixerIO& io, Buffers& b);
+  void final_logits(int nw, int rows_out, const Buffers& b);
+  void copy_outputs(const simba_forward_t& req, const int32_t* slots, const Buffers& b, simba_result_t& res);
   // Workspace of at least `bytes`, grown (reallocated) when needed.
   char* workspace(size_t bytes);
 
@@ -94,6 +108,7 @@ class DeviceModel {
   WeightLoader loader_;
   cudaStream_t stream_ = nullptr;
   DevWeights w_;
+  std::unique_ptr<DevMixer> mixer_;  // reads w_
   DevBuf work_;
   DevBuf pool_;  // [pool_cap_][state_floats()] device-resident states
   int pool_cap_ = 0;

@@ -9,8 +9,8 @@
 #include <mutex>
 #include <vector>
 
-#include "engine/errors.h"
-#include "engine/tensor_table.h"
+#include "common/errors.h"
+#include "common/tensor_table.h"
 
 namespace simba {
 
@@ -215,7 +215,7 @@ ForwardResult CudaModel::run(const ForwardRequest& req, const int32_t* slots) {
                        .n_want = req.want.size(),
                        .simba = req.simba.enabled,
                        .n_keep = req.simba.keep.size(),
-                       .criterion = (int)req.simba.criterion});
+                       .criterion = req.simba.criterion});
   const size_t nseq = req.lengths.size();
   const simba_forward_t f{
       .tokens = req.tokens.data(),
@@ -227,7 +227,7 @@ ForwardResult CudaModel::run(const ForwardRequest& req, const int32_t* slots) {
       .n_want = (int)req.want.size(),
       .simba_enabled = req.simba.enabled,
       .keep = req.simba.keep.empty() ? nullptr : req.simba.keep.data(),
-      .criterion = (int)req.simba.criterion,
+      .criterion = req.simba.criterion,
       .reduce_sum = req.simba.reduce_sum,
       .protect_first = req.simba.protect_first,
       .protect_last = req.simba.protect_last,

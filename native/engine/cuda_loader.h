@@ -1,5 +1,5 @@
 // cuda_loader.h — the addon's side of the CUDA backend: finds libsimba_cuda.so next to the addon,
-// dlopen()s it, resolves simba_backend_v1 (native/backend_api.h) and probes for a device; and
+// dlopen()s it, resolves simba_backend_v1 (native/common/backend_api.h) and probes for a device; and
 // CudaModel, a simba::Model look-alike (same method names) that runs on that backend.
 // Nothing here links CUDA: without the library, a driver or a device, cuda_status() says which,
 // and CudaModel's constructor throws that reason (listing every path tried).
@@ -8,7 +8,7 @@
 #include <cstdint>
 #include <string>
 
-#include "engine/backend_api.h"
+#include "common/backend_api.h"
 #include "engine/model.h"
 
 namespace simba {

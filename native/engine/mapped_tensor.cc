@@ -15,8 +15,8 @@
 #include <stdexcept>
 #include <vector>
 
+#include "common/errors.h"
 #include "cpu/threadpool.h"
-#include "engine/errors.h"
 
 namespace simba {
 

@@ -1,6 +1,6 @@
-// model.cc — weights and the forward pass (see model.h). Reads top to bottom like the math:
-// embed -> per layer [rmsnorm, in_proj, conv1d+silu, x_proj, dt_proj, selective scan, out_proj,
-// residual, Simba pruning] -> norm_f -> head on the wanted positions.
+// model.cc — weights and the forward pass (see model.h). The forward reads top to bottom like the math:
+// embed -> per layer [rmsnorm, mixer (mixer_mamba1.cc), residual, Simba pruning (prune.cc)]
+// -> norm_f -> head on the wanted positions.
 #include "engine/model.h"
 
 #include <algorithm>
@@ -10,9 +10,10 @@
 #include <cstring>
 #include <numeric>
 
+#include "common/errors.h"
 #include "cpu/dispatch.h"
 #include "cpu/threadpool.h"
-#include "engine/errors.h"
+#include "engine/prune.h"
 
 namespace simba {
 
@@ -81,8 +82,8 @@ MemoryPlan plan_memory(const ModelConfig& c, cpu::WeightFormat format) {
     }
   }
   m.state_bytes = state_floats(c) * sizeof(float);
-  const size_t ldbc = (size_t)c.R + 2 * (size_t)c.N;
-  m.token_bytes = (3 * (size_t)c.d + 5 * (size_t)c.E + ldbc + 1) * sizeof(float);
+  // h, xn, out, the mixer's buffers and a Simba score (Model::carve_activations)
+  m.token_bytes = (3 * (size_t)c.d + mixer_floats_per_row(c) + 1) * sizeof(float);
   m.logits_row_bytes = (size_t)c.vocab * sizeof(float);
   return m;
 }
@@ -165,7 +166,7 @@ constexpr size_t kKeepScratchFloats = (size_t)64 << 20;  // 256 MB of activation
 
 Model::Model(const ModelConfig& c, cpu::WeightFormat format) : cfg_(c), format_(format), loader_(c) {
   w_.layers.resize(c.L);
-  a_state_.resize(c.L);
+  mixer_ = make_mixer(c, w_);
   g_models++;  // in the body: a constructor that throws counts nothing
 }
 
@@ -182,10 +183,7 @@ Model::~Model() { g_models--; }
 
 void Model::set_tensor(const std::string& name, int layer, const float* x, size_t count) {
   loader_.set(w_, name, layer, x, count, Store{format_});
-  if (layer >= 0 && name == tensor_name(TensorId::kALog)) {  // A^T [N][E] -> A [E][N]
-    a_state_[layer].resize((size_t)cfg_.E * cfg_.N);
-    apply_layout(Layout::kTransposed, w_.layers[layer].AT.data(), cfg_.N, cfg_.E, a_state_[layer].data());
-  }
+  mixer_->tensor_stored(name, layer);
 }
 
 void Model::randomize(uint64_t seed) { randomize_engine(*this, cfg_, seed); }
@@ -195,47 +193,6 @@ size_t Model::weight_bytes() const {
 }
 
 // ---------------------------------------------------------------- forward
-
-namespace {
-
-uint64_t splitmix(uint64_t x) {
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
-
-// Picks which of T tokens to keep (k of them), in order: the last token, the first
-// protect_first and last protect_last tokens, then the highest scores (ties: earlier first).
-std::vector<int> select_keep(const float* score, int T, int k, const SimbaOptions& o) {
-  std::vector<char> keep(T, 0);
-  int have = 0;
-  auto take = [&](int t) {
-    if (!keep[t]) {
-      keep[t] = 1;
-      have++;
-    }
-  };
-  take(T - 1);
-  for (int t = 0; t < std::min(o.protect_first, T); t++) take(t);
-  for (int t = std::max(0, T - o.protect_last); t < T; t++) take(t);
-  if (have < k) {
-    std::vector<int> order(T);
-    std::iota(order.begin(), order.end(), 0);
-    std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return score[a] > score[b]; });
-    for (int t : order) {
-      if (have >= k) break;
-      take(t);
-    }
-  }
-  std::vector<int> out;
-  out.reserve(have);
-  for (int t = 0; t < T; t++)
-    if (keep[t]) out.push_back(t);
-  return out;
-}
-
-}  // namespace
 
 void check_cancel(const ForwardRequest& req) {
   if (req.cancel && std::atomic_ref<int32_t>(*req.cancel).load(std::memory_order_relaxed) != 0)
@@ -251,213 +208,114 @@ float* Model::scratch(size_t floats) {
   return scratch_.get();
 }
 
+// On every exit of a forward, a cancelled one included: do not hold a long prompt's activations.
+struct Model::TrimScratch {
+  Model* m;
+  ~TrimScratch() {
+    if (m->scratch_floats_ > kKeepScratchFloats) {
+      m->scratch_.reset();
+      m->scratch_floats_ = 0;
+    }
+  }
+};
+
+// One forward's activations (token-major, rows as in LiveRows), carved from the reused scratch:
+// the residual stream h, the normalized input xn and the mixer output out, [rows, d] each, with the
+// mixer's step buffers between xn and out; score [rows] when Simba prunes.
+struct Model::Activations {
+  float *h, *xn, *out, *score;
+};
+
+Model::Activations Model::carve_activations(size_t rows, bool prune) {
+  const size_t d = cfg_.d, mixer_floats = mixer_->floats_per_row();
+  float* p = scratch(rows * (3 * d + mixer_floats) + (prune ? rows : 0));
+  Activations a;
+  a.h = p;
+  a.xn = a.h + rows * d;
+  mixer_->bind_scratch(a.xn + rows * d, rows);
+  a.out = a.xn + rows * d + rows * mixer_floats;
+  a.score = prune ? a.out + rows * d : nullptr;
+  return a;
+}
+
+namespace {
+// Every token of the request alive, sequences one after the other; fin sized for the wanted positions.
+LiveRows start_rows(const ForwardRequest& req, int d) {
+  LiveRows rows;
+  const int nseq = (int)req.lengths.size(), total = (int)req.tokens.size();
+  rows.seqs.resize(nseq);
+  for (int s = 0, r = 0; s < nseq; s++) {
+    rows.seqs[s].row0 = r;
+    rows.seqs[s].T = req.lengths[s];
+    r += req.lengths[s];
+  }
+  rows.orig.resize(total);
+  std::iota(rows.orig.begin(), rows.orig.end(), 0);
+  rows.M = total;
+  rows.want_slot.assign(total, -1);
+  for (size_t i = 0; i < req.want.size(); i++) rows.want_slot[req.want[i]] = (int)i;
+  rows.fin.resize(req.want.size() * (size_t)d);
+  return rows;
+}
+}  // namespace
+
+// h[t] = embedding[token t] (read from the packed matrix, which doubles as the tied head).
+void Model::embed(const std::vector<int32_t>& tokens, float* h) const {
+  const int d = cfg_.d;
+  for (size_t t = 0; t < tokens.size(); t++)
+    for (int k = 0; k < d; k++) h[t * d + k] = w_.embed.w.at(tokens[t], k);
+}
+
+// The survivors' final hidden states join those of the tokens that exited early, then
+// logits = rmsnorm(fin) * norm_f  head^T      [want, V]
+void Model::final_logits(const float* h, LiveRows& rows, ForwardResult& res) const {
+  const int d = cfg_.d;
+  for (int r = 0; r < rows.M; r++) {
+    const int slot = rows.want_slot[rows.orig[r]];
+    if (slot >= 0) std::memcpy(&rows.fin[(size_t)slot * d], &h[(size_t)r * d], sizeof(float) * d);
+  }
+  const int nw = (int)(rows.fin.size() / d);
+  if (nw == 0) return;
+  std::vector<float> fn((size_t)nw * d);
+  cpu::rmsnorm(rows.fin.data(), d, w_.norm_f.data(), fn.data(), d, nw, d, cfg_.eps);
+  res.logits.resize((size_t)nw * cfg_.vocab);
+  cpu::gemm(fn.data(), d, cfg_.tie ? w_.embed.w : w_.head.w, nullptr, res.logits.data(), cfg_.vocab, nw);
+}
+
+// embed -> per layer [rmsnorm, mixer, residual, Simba pruning] -> norm_f -> head on the wanted positions.
 ForwardResult Model::forward(const ForwardRequest& req) {
   check_cancel(req);  // before waiting for the lock: a cancelled call queued behind another one
   std::lock_guard<std::mutex> lock(mu_);
   loader_.require_ready();
   check_request(cfg_, request_view(req));
   check_cancel(req);
-  struct TrimScratch {  // on every exit, a cancelled one included: do not hold a long prompt's activations
-    Model* m;
-    ~TrimScratch() {
-      if (m->scratch_floats_ > kKeepScratchFloats) {
-        m->scratch_.reset();
-        m->scratch_floats_ = 0;
-      }
-    }
-  } trim{this};
-  const ModelConfig& c = cfg_;
-  const int d = c.d, E = c.E, N = c.N, R = c.R, K = c.K, L = c.L, V = c.vocab;
-  const int nseq = (int)req.lengths.size();
-  const int total = (int)req.tokens.size();
-  const int ldbc = R + 2 * N;
-  const bool prune = req.simba.enabled;
+  TrimScratch trim{this};
+  const int d = cfg_.d, L = cfg_.L, nseq = (int)req.lengths.size();
 
   ForwardResult res;
   res.processed.assign((size_t)nseq * L, 0);
-  res.exit_layer.assign(total, L);
+  res.exit_layer.assign(req.tokens.size(), L);
+  LiveRows rows = start_rows(req, d);
+  const Activations a = carve_activations(req.tokens.size(), req.simba.enabled);
+  float *h = a.h, *out = a.out;
 
-  // Rows currently alive, per sequence: rows [row0, row0+T) of the activations; orig[row] is the
-  // token's index in req.tokens.
-  std::vector<cpu::SeqSlice> seqs(nseq);
-  std::vector<int> orig(total);
-  std::iota(orig.begin(), orig.end(), 0);
-  for (int s = 0, r = 0; s < nseq; s++) {
-    seqs[s].row0 = r;
-    seqs[s].T = req.lengths[s];
-    r += req.lengths[s];
-  }
-
-  // Wanted positions: where their final hidden state lands (row of `fin`), filled on exit.
-  std::vector<int> want_slot(total, -1);
-  for (size_t i = 0; i < req.want.size(); i++) want_slot[req.want[i]] = (int)i;
-  std::vector<float> fin(req.want.size() * (size_t)d);
-
-  // Activations (token-major), carved from the reused scratch. M shrinks as tokens are pruned.
-  const size_t rows = (size_t)total;  // activation rows before any pruning
-  float* p = scratch(rows * (3 * (size_t)d + 2 * (size_t)E + 3 * (size_t)E + ldbc) + (prune ? rows : 0));
-  auto carve = [&p](size_t n) {
-    float* q = p;
-    p += n;
-    return q;
-  };
-  float* h = carve(rows * d);
-  float* xn = carve(rows * d);
-  float* xz = carve(rows * 2 * E);
-  float* xc = carve(rows * E);
-  float* dbc = carve(rows * ldbc);
-  float* dt = carve(rows * E);
-  float* y = carve(rows * E);
-  float* out = carve(rows * d);
-  float* score_buf = prune ? carve(rows) : nullptr;
-
-  // h[t] = embedding[token t] (read from the packed matrix, which doubles as the tied head)
-  for (int t = 0; t < total; t++)
-    for (int k = 0; k < d; k++) h[(size_t)t * d + k] = w_.embed.w.at(req.tokens[t], k);
-
-  int M = total;
+  embed(req.tokens, h);
   for (int li = 0; li < L; li++) {
     if (li > 0) check_cancel(req);
-    Layer& l = w_.layers[li];
-    for (int s = 0; s < nseq; s++) {
-      float* st = req.states[s] + (size_t)li * layer_state_floats();
-      seqs[s].conv = st;
-      seqs[s].ssm = st + (size_t)E * (K - 1);
-      res.processed[(size_t)s * L + li] = seqs[s].T;
-    }
+    const int M = rows.M;
+    mixer_->bind_states(li, req.states.data(), rows.seqs.data(), nseq);
+    for (int s = 0; s < nseq; s++) res.processed[(size_t)s * L + li] = rows.seqs[s].T;
+    const MixerIO io{.layer = li, .M = M, .xn = a.xn, .out = out, .seqs = rows.seqs.data(), .nseq = nseq};
     // xn = rmsnorm(h) * norm                     [M, d]
-    cpu::rmsnorm(h, d, l.norm.data(), xn, d, M, d, c.eps);
-    // xz = xn in_proj^T (+b)                     [M, 2E]: x = xz[:, :E], z = xz[:, E:]
-    cpu::gemm(xn, d, l.in_proj.w, l.in_proj.bias.empty() ? nullptr : l.in_proj.bias.data(), xz, 2 * E, M);
-    // xc = silu(conv1d(x) + conv_b)              [M, E]
-    cpu::conv1d({.xin = xz,
-                 .ldx = 2 * E,
-                 .out = xc,
-                 .ldo = E,
-                 .wT = l.conv_wT.data(),
-                 .bias = l.conv_b.empty() ? nullptr : l.conv_b.data(),
-                 .E = E,
-                 .K = K,
-                 .seqs = seqs.data(),
-                 .nseq = nseq});
-    // dbc = xc x_proj^T                          [M, R+2N]: dt_low | B | C
-    cpu::gemm(xc, E, l.x_proj.w, nullptr, dbc, ldbc, M);
-    // dt = dt_low dt_proj^T + dt_b               [M, E] (softplus inside the scan)
-    cpu::gemm(dbc, ldbc, l.dt_proj.w, l.dt_proj.bias.data(), dt, E, M);
-    // y = scan(...) * silu(z)                    [M, E]; state updated
-    cpu::scan({.x = xc,
-               .ldx = E,
-               .dt = dt,
-               .lddt = E,
-               .B = dbc + R,
-               .C = dbc + R + N,
-               .ldbc = ldbc,
-               .z = xz + E,
-               .ldz = 2 * E,
-               .AT = l.AT.data(),
-               .A = a_state_[li].data(),
-               .D = l.D.data(),
-               .y = y,
-               .ldy = E,
-               .E = E,
-               .N = N,
-               .seqs = seqs.data(),
-               .nseq = nseq});
-    // h += y out_proj^T (+b)                     [M, d]
-    cpu::gemm(y, E, l.out_proj.w, l.out_proj.bias.empty() ? nullptr : l.out_proj.bias.data(), out, d, M);
+    cpu::rmsnorm(h, d, w_.layers[li].norm.data(), a.xn, d, M, d, cfg_.eps);
+    // out = mixer(xn)                            [M, d]; this layer's states advanced
+    mixer_->run(io);
+    // h += out                                   [M, d]
     for (size_t i = 0; i < (size_t)M * d; i++) h[i] += out[i];
-
-    if (!prune) continue;
-    // ---- Simba: keep k tokens per sequence, compact the residual stream.
-    bool any = false;
-    for (int s = 0; s < nseq; s++) any |= req.simba.keep[(size_t)s * L + li] < seqs[s].T;
-    if (!any) continue;
-    const Criterion crit = req.simba.criterion;
-    if (crit == Criterion::Simba || crit == Criterion::Local) {
-      cpu::score({.x = xc,
-                  .ldx = E,
-                  .dt = dt,
-                  .lddt = E,
-                  .B = dbc + R,
-                  .C = dbc + R + N,
-                  .ldbc = ldbc,
-                  .AT = l.AT.data(),
-                  .E = E,
-                  .N = N,
-                  .local = crit == Criterion::Local,
-                  .reduce_sum = req.simba.reduce_sum,
-                  .seqs = seqs.data(),
-                  .nseq = nseq,
-                  .partial = nullptr},
-                 score_buf, M);
-    } else if (crit == Criterion::Norm) {
-      for (int r = 0; r < M; r++) {
-        double ss = 0;
-        for (int k = 0; k < d; k++) ss += (double)out[(size_t)r * d + k] * out[(size_t)r * d + k];
-        score_buf[r] = (float)std::sqrt(ss);
-      }
-    }
-    // Compact in place: kept rows only move towards the front (sequences are laid out in order),
-    // so copying front to back never overwrites a row still to be read.
-    int nr = 0;
-    for (int s = 0; s < nseq; s++) {
-      cpu::SeqSlice& sq = seqs[s];
-      const int T = sq.T, k = std::max(1, std::min(T, req.simba.keep[(size_t)s * L + li]));
-      std::vector<int> kept;
-      if (k >= T) {
-        kept.resize(T);
-        std::iota(kept.begin(), kept.end(), 0);
-      } else {
-        std::vector<float> sc(T);
-        for (int t = 0; t < T; t++) {
-          if (crit == Criterion::Uniform) sc[t] = 0.f;
-          else if (crit == Criterion::Random)
-            sc[t] = (float)(splitmix(req.simba.seed ^ splitmix(((uint64_t)li << 40) ^ ((uint64_t)s << 20) ^
-                                                               (uint64_t)orig[sq.row0 + t])) >>
-                            40);
-          else sc[t] = score_buf[sq.row0 + t];
-        }
-        if (crit == Criterion::Uniform)  // evenly strided: positions round((i+1) T / k) - 1
-          for (int i = 0; i < k; i++) sc[(int)(((int64_t)2 * (i + 1) * T + k) / (2 * k)) - 1] = 1.f;
-        kept = select_keep(sc.data(), T, k, req.simba);
-      }
-      // Dropped tokens exit here: their residual stream is their final hidden state.
-      size_t ki = 0;
-      for (int t = 0; t < T; t++) {
-        const int row = sq.row0 + t;
-        if (ki < kept.size() && kept[ki] == t) {
-          ki++;
-          continue;
-        }
-        res.exit_layer[orig[row]] = li + 1;
-        const int slot = want_slot[orig[row]];
-        if (slot >= 0) std::memcpy(&fin[(size_t)slot * d], &h[(size_t)row * d], sizeof(float) * d);
-      }
-      const int row0 = nr;
-      for (int t : kept) {
-        const int from = sq.row0 + t;
-        if (from != nr) std::memcpy(&h[(size_t)nr * d], &h[(size_t)from * d], sizeof(float) * d);
-        orig[nr++] = orig[from];
-      }
-      sq.row0 = row0;
-      sq.T = (int)kept.size();
-    }
-    M = nr;
+    // Simba: each sequence keeps its k best tokens; the others exit here
+    if (req.simba.enabled) prune_layer(req.simba, L, *mixer_, io, h, d, a.score, rows, res);
   }
-
-  // Survivors' final hidden states.
-  for (int r = 0; r < M; r++) {
-    const int slot = want_slot[orig[r]];
-    if (slot >= 0) std::memcpy(&fin[(size_t)slot * d], &h[(size_t)r * d], sizeof(float) * d);
-  }
-  // logits = rmsnorm(fin) * norm_f  head^T      [want, V]
-  const int nw = (int)req.want.size();
-  if (nw > 0) {
-    std::vector<float> fn((size_t)nw * d);
-    cpu::rmsnorm(fin.data(), d, w_.norm_f.data(), fn.data(), d, nw, d, c.eps);
-    res.logits.resize((size_t)nw * V);
-    cpu::gemm(fn.data(), d, c.tie ? w_.embed.w : w_.head.w, nullptr, res.logits.data(), V, nw);
-  }
+  final_logits(h, rows, res);
   return res;
 }
 

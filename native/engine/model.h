@@ -1,6 +1,8 @@
-// model.h — a Mamba-1 model in native memory and its forward pass on the CPU, with Simba token
+// model.h — a Mamba model in native memory and its forward pass on the CPU, with Simba token
 // pruning between layers. One forward() serves prefill (many tokens per sequence), decode (one
 // token per sequence) and continued prefill: every sequence continues from its recurrent state.
+// A layer is norm, mixer, residual: the mixer (engine/mixer.h) is the family's part (Mamba-1:
+// engine/mixer_mamba1.cc), the pruning between layers is engine/prune.cc.
 //
 // Glossary: d = dModel, E = dInner, N = dState, R = dtRank, K = dConv, L = nLayer, V = vocab.
 #pragma once
@@ -10,9 +12,10 @@
 #include <string>
 #include <vector>
 
+#include "common/request_check.h"
+#include "common/tensor_table.h"
 #include "cpu/kernels.h"
-#include "engine/request_check.h"
-#include "engine/tensor_table.h"
+#include "engine/mixer.h"
 
 namespace simba {
 
@@ -54,12 +57,15 @@ inline void pack_linear(Linear& lin, const float* W, int N, int K, bool bf16) {
 using Layer = LayerWeights<Linear, std::vector<float>>;
 using Weights = ModelWeights<Linear, std::vector<float>>;
 
-enum class Criterion { Simba = 0, Local = 1, Norm = 2, Uniform = 3, Random = 4 };
+// The mixer of the config's family (Mamba-1 so far: mixer_mamba1.cc), reading its weights from w,
+// and the scratch floats per activation row it needs.
+std::unique_ptr<Mixer> make_mixer(const ModelConfig& c, const Weights& w);
+size_t mixer_floats_per_row(const ModelConfig& c);
 
 struct SimbaOptions {
   bool enabled = false;
-  std::vector<int> keep;  // [nseq * L]: tokens kept after layer l of sequence s at keep[s*L + l]
-  Criterion criterion = Criterion::Simba;
+  std::vector<int> keep;                  // [nseq * L]: tokens kept after layer l of sequence s at keep[s*L + l]
+  int criterion = SIMBA_CRITERION_SIMBA;  // a simba_criterion_t as given (check_request checks it)
   bool reduce_sum = false;
   int protect_first = 0, protect_last = 0;
   uint64_t seed = 0;
@@ -93,7 +99,7 @@ inline RequestView request_view(const ForwardRequest& r) {
           .n_want = r.want.size(),
           .simba = r.simba.enabled,
           .n_keep = r.simba.keep.size(),
-          .criterion = (int)r.simba.criterion};
+          .criterion = r.simba.criterion};
 }
 
 struct ForwardResult {
@@ -118,6 +124,8 @@ struct NativeMemoryStats {
   int64_t models, aligned_bytes;
 };
 NativeMemoryStats native_memory_stats();
+
+struct LiveRows;  // the rows alive in a forward (engine/prune.h)
 
 class Model {
  public:
@@ -145,15 +153,19 @@ class Model {
   ForwardResult forward(const ForwardRequest& req);
 
  private:
-  struct Store;  // how set_tensor stores (model.cc)
+  struct Store;        // how set_tensor stores (model.cc)
+  struct Activations;  // one forward's buffers (model.cc)
+  struct TrimScratch;  // frees a long prompt's scratch when a forward ends (model.cc)
+  Activations carve_activations(size_t rows, bool prune);
+  void embed(const std::vector<int32_t>& tokens, float* h) const;
+  void final_logits(const float* h, LiveRows& rows, ForwardResult& res) const;
 
   ModelConfig cfg_;
   cpu::WeightFormat format_;
   WeightLoader loader_;
-  Weights w_;  // the embedding rows are read from its packed layout, and it is the tied head
-  // Per layer, A = -exp(A_log) in the state's [E][N] layout (the decode scan's; w_ holds A^T).
-  std::vector<std::vector<float>> a_state_;
-  std::mutex mu_;  // one forward at a time (scratch, thread pool)
+  Weights w_;                     // the embedding rows are read from its packed layout, and it is the tied head
+  std::unique_ptr<Mixer> mixer_;  // reads w_
+  std::mutex mu_;                 // one forward at a time (scratch, mixer buffers, thread pool)
   // Activation scratch, reused across calls (grow-only, uninitialised: every buffer carved from it
   // is written before it is read).
   std::unique_ptr<float[]> scratch_;

@@ -9,11 +9,11 @@
 #include <string>
 #include <vector>
 
+#include "common/tensor_table.h"
 #include "cpu/dispatch.h"
 #include "engine/cuda_loader.h"
 #include "engine/mapped_tensor.h"
 #include "engine/model.h"
-#include "engine/tensor_table.h"
 #include "napi/napi_errors.h"
 #include "napi/sampling_bindings.h"
 
@@ -502,18 +502,16 @@ class Engine : public Napi::ObjectWrap<Engine> {
     keep.push_back(flag);
   }
 
-  // forward's optional 5th argument: the Simba options.
+  // forward's optional 5th argument: the Simba options, passed on as given: the engines check them
+  // once (common/request_check.h), the keep counts against the sequences and the criterion's range.
   static void ReadSimba(const Napi::CallbackInfo& info, ForwardRequest& req) {
-    Napi::Env env = info.Env();
     if (info.Length() > 4 && info[4].IsObject()) {
       Napi::Object so = info[4].As<Napi::Object>();
       SimbaOptions& o = req.simba;
       o.enabled = true;
       auto kc = ExpectArray<int32_t>(so.Get("keep"), "simba.keep");
       o.keep.assign(kc.Data(), kc.Data() + kc.ElementLength());
-      int crit = so.Get("criterion").ToNumber().Int32Value();
-      if (crit < 0 || crit > 4) throw ArgError(env, "simba.criterion out of range");
-      o.criterion = (Criterion)crit;
+      o.criterion = so.Get("criterion").ToNumber().Int32Value();
       o.reduce_sum = so.Get("reduceSum").ToBoolean().Value();
       o.protect_first = so.Get("protectFirst").ToNumber().Int32Value();
       o.protect_last = so.Get("protectLast").ToNumber().Int32Value();

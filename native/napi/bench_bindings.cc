@@ -12,9 +12,9 @@
 #include <thread>
 #include <vector>
 
+#include "common/errors.h"
 #include "cpu/dispatch.h"
 #include "cpu/limits.h"
-#include "engine/errors.h"
 #include "engine/model.h"
 #include "napi/napi_errors.h"
 

@@ -7,7 +7,7 @@
 #include <exception>
 #include <string>
 
-#include "engine/errors.h"
+#include "common/errors.h"
 
 namespace simba {
 

@@ -55,7 +55,7 @@ function validOptions(L: number): fc.Arbitrary<SimbaOptions> {
   return fc.tuple(schedule, knobs).map(([s, k]) => ({ ...k, ...s }));
 }
 
-/** Tokens the engine keeps after a layer that saw n, for a plan count k (model.cc select_keep). */
+/** Tokens the engine keeps after a layer that saw n, for a plan count k (engine/prune.cc select_keep). */
 function keptAfter(n: number, k: number, first: number, last: number): number {
   const kk = Math.max(1, Math.min(n, k));
   if (kk >= n) return n;

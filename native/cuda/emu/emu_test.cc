@@ -256,7 +256,7 @@ static Run run_dev(cu::DeviceModel& m, const ModelConfig& c, const ForwardReques
                           .n_want = (int)rq.want.size(),
                           .simba_enabled = rq.simba.enabled,
                           .keep = rq.simba.keep.empty() ? nullptr : rq.simba.keep.data(),
-                          .criterion = (int)rq.simba.criterion,
+                          .criterion = rq.simba.criterion,
                           .reduce_sum = rq.simba.reduce_sum,
                           .protect_first = rq.simba.protect_first,
                           .protect_last = rq.simba.protect_last,
@@ -323,13 +323,13 @@ static void test_model(const std::string& label, ModelConfig c, bool bf16) {
       expect_rel(sc_dev[s], sc_cpu[s], tol, label + " decode state " + std::to_string(s));
   }
   // Simba: every criterion, max and sum, with protection; fresh states; all positions wanted.
-  for (int crit = 0; crit < 5; crit++)
+  for (int crit = 0; crit < SIMBA_CRITERION_COUNT; crit++)
     for (int variant = 0; variant < 2; variant++) {
       std::vector<std::vector<float>> s1(lens.size(), std::vector<float>(SF, 0.f)), s2 = s1;
       ForwardRequest r1 = req(s1, lens, toks, true), r2 = req(s2, lens, toks, true);
       for (ForwardRequest* r : {&r1, &r2}) {
         r->simba.enabled = true;
-        r->simba.criterion = (Criterion)crit;
+        r->simba.criterion = crit;
         r->simba.reduce_sum = variant == 1;
         r->simba.protect_first = variant == 1 ? 2 : 0;
         r->simba.protect_last = variant == 1 ? 3 : 0;

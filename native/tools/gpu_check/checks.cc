@@ -9,8 +9,8 @@
 #include <numeric>
 #include <random>
 
+#include "common/tensor_table.h"
 #include "cpu/dispatch.h"
-#include "engine/tensor_table.h"
 
 namespace simba {
 namespace tools {
@@ -274,14 +274,14 @@ void check_model(Report& rep, const ModelSpec& spec, Model& cpu, CudaModel& dev,
   }
 
   // ---- Simba-pruned prefill: kept sets (exit layers), processed counts, logits
-  const int ncrit = spec.simba_all_criteria ? 5 : 1;
+  const int ncrit = spec.simba_all_criteria ? SIMBA_CRITERION_COUNT : 1;
   for (int crit = 0; crit < ncrit; crit++)
     for (int variant = 0; variant < 2; variant++) {
       std::vector<Vec> s1(lens.size(), Vec(SF, 0.f)), s2 = s1;
       ForwardRequest r1 = request(prompts, &s1, all), r2 = request(prompts, &s2, all);
       for (ForwardRequest* r : {&r1, &r2}) {
         r->simba.enabled = true;
-        r->simba.criterion = (Criterion)crit;
+        r->simba.criterion = crit;
         r->simba.reduce_sum = variant == 1;
         r->simba.protect_first = variant == 1 ? 2 : 0;
         r->simba.protect_last = variant == 1 ? 3 : 0;

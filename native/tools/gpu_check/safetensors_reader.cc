@@ -8,7 +8,7 @@
 #include <sstream>
 #include <stdexcept>
 
-#include "engine/tensor_table.h"
+#include "common/tensor_table.h"
 #include "tools/gpu_check/json.h"
 
 namespace simba {

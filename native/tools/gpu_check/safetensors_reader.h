@@ -1,6 +1,6 @@
 // safetensors_reader.h — a shipped model folder (config.json + model.safetensors, Hugging Face or
 // state-spaces layout) read into engine tensors, for simba_gpu_check (no Node, no TypeScript loader).
-// f32 / f16 / bf16 tensors are converted to f32; names map to the engine's (native/engine/tensor_table.h)
+// f32 / f16 / bf16 tensors are converted to f32; names map to the engine's (native/common/tensor_table.h)
 // as lib/checkpoint/weights.ts maps them; a padded vocabulary gets zero rows.
 #pragma once
 #include <string>

@@ -88,7 +88,7 @@ void time_model(Report& rep, const std::string& label, CudaModel& dev, const Siz
   std::vector<int> keep;
   const double rel = keep_plan(T, c.L, 0.5, keep);
   r.simba.enabled = true;
-  r.simba.criterion = Criterion::Simba;
+  r.simba.criterion = SIMBA_CRITERION_SIMBA;
   for (int s = 0; s < B; s++) r.simba.keep.insert(r.simba.keep.end(), keep.begin(), keep.end());
   t = best_of(runs, prefill);
   rep.add_timing(sec, "prefill " + pshape + " simba flops 0.5", (double)B * T / t, "tok/s",

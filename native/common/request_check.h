@@ -1,15 +1,16 @@
-// request_check.h — the validation of a forward request that the CPU engine (model.cc) and the CUDA
-// engine (cuda/model_cuda.cc, and the addon's CudaModel before the C ABI) share, written once: the
-// sequence layout, one state per sequence, token ids in the vocabulary, wanted positions, Simba keep
-// counts and criterion. Each engine adds only its own limits (the CUDA grid sizes).
+// request_check.h — the validation of a forward request that the CPU engine (engine/model.cc), the
+// CUDA engine (cuda/model_cuda.cc) and the addon's CudaModel (engine/cuda_loader.cc, before the C ABI)
+// share, written once: the sequence layout, one state per sequence, token ids in the vocabulary,
+// wanted positions, Simba keep counts and criterion. The addon passes the Simba options through
+// unchecked: this is their one native check. Each engine adds only its own limits (the CUDA grid sizes).
 // Header-only and free of both engines' types: the CUDA library is built separately.
 #pragma once
 #include <cstddef>
 #include <cstdint>
 #include <string>
 
-#include "engine/errors.h"
-#include "engine/tensor_table.h"
+#include "common/errors.h"
+#include "common/tensor_table.h"
 
 namespace simba {
 
@@ -25,7 +26,7 @@ struct RequestView {
   size_t n_want;  // global token indices that get logits
   bool simba;     // Simba pruning on: keep counts and criterion below
   size_t n_keep;  // keep counts given (n_seq * L expected)
-  int criterion;  // 0 simba 1 local 2 norm 3 uniform 4 random
+  int criterion;  // a simba_criterion_t (backend_api.h), as given
 };
 
 // Throws unless the request fits config c: E_ARG for the sequence layout, states, wanted positions,
@@ -51,7 +52,18 @@ inline void check_request(const ModelConfig& c, const RequestView& r) {
   if (!r.simba) return;
   if (r.n_keep != r.n_seq * c.L)
     fail(SIMBA_E_ARG, "simba keep counts: expected " + std::to_string(r.n_seq * c.L) + " (sequences x layers)");
-  if (r.criterion < 0 || r.criterion > 4) fail(SIMBA_E_ARG, "simba.criterion out of range");
+  if (r.criterion < 0 || r.criterion >= SIMBA_CRITERION_COUNT)
+    fail(SIMBA_E_ARG, "simba.criterion " + std::to_string(r.criterion) + " is not a criterion (0 to " +
+                          std::to_string(SIMBA_CRITERION_COUNT - 1) + ": simba, local, norm, uniform, random)");
+}
+
+// A checked criterion (check_request) as the enum.
+inline simba_criterion_t criterion_of(int checked) { return static_cast<simba_criterion_t>(checked); }
+
+// Whether the criterion scores tokens from the selective scan's inputs (dt, B, C, x), which the
+// engines then keep for the score, rather than from the mixer output or positions alone.
+inline bool criterion_uses_scan(simba_criterion_t c) {
+  return c == SIMBA_CRITERION_SIMBA || c == SIMBA_CRITERION_LOCAL;
 }
 
 }  // namespace simba

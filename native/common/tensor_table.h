@@ -1,4 +1,4 @@
-// tensor_table.h — the one description of a model's weights that the CPU engine (model.cc), the CUDA
+// tensor_table.h — the one description of a model's weights that the CPU engine (engine/model.cc), the CUDA
 // engine (cuda/model_cuda.cc) and, through the addon, the TypeScript loader share: per tensor its
 // name, its shape from the config, whether the config has it, and how it is stored (its layout
 // transform). Loading is written here once — name / layer / size checks, the transform, the
@@ -14,13 +14,11 @@
 #include <string>
 #include <vector>
 
-#include "engine/backend_api.h"
-#include "engine/errors.h"
+#include "common/backend_api.h"
+#include "common/errors.h"
+#include "common/shape_limits.h"
 
 namespace simba {
-
-// Largest conv kernel and state size the kernels take (cpu/conv1d.cc, cpu/selective_scan.cc, cuda/).
-constexpr int kMaxConv = 8, kMaxState = 256;
 
 // Shapes of a model. Both engines hold one (the CUDA library receives it as simba_config_t).
 struct ModelConfig {

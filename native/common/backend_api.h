@@ -1,12 +1,12 @@
 /* backend_api.h — the C ABI between the addon and a separately built compute backend.
  *
- * The CPU engine is linked into the addon (model.h). The CUDA engine lives in its own shared
+ * The CPU engine is linked into the addon (engine/model.h). The CUDA engine lives in its own shared
  * library (libsimba_cuda.so, native/cuda/), which the addon dlopen()s only when a model asks for
  * device 'cuda'; so the addon never links the CUDA runtime and always loads. The library exports
  * one symbol, simba_backend_v1(), returning this function table. Plain C types only, so the two
  * sides can be built by different compilers.
  *
- * Semantics are exactly those of simba::Model (model.h): same tensor names/shapes, same forward
+ * Semantics are exactly those of simba::Model (engine/model.h): same tensor names/shapes, same forward
  * request (tokens of many sequences, per-sequence states in host memory read and written in place,
  * wanted logit positions, Simba keep counts / criterion / protection / seed), same results.
  * Errors: every function returns a simba_status_t: SIMBA_OK (0) on success, else the error's class
@@ -37,6 +37,17 @@ typedef enum {
   SIMBA_E_ABORTED = 9  /* the caller cancelled the call (the host engine's cancel flag; never from the library) */
 } simba_status_t;
 
+/* How Simba scores the tokens of a pruning layer (simba_forward_t.criterion). The numbers are part of
+ * the ABI and of the addon's forward(): TypeScript mirrors them once, next to the binding. */
+typedef enum {
+  SIMBA_CRITERION_SIMBA = 0,   /* a token's contribution to the layer's last output, through the scan */
+  SIMBA_CRITERION_LOCAL = 1,   /* its contribution to its own output */
+  SIMBA_CRITERION_NORM = 2,    /* the L2 norm of its mixer output */
+  SIMBA_CRITERION_UNIFORM = 3, /* evenly strided positions */
+  SIMBA_CRITERION_RANDOM = 4,  /* seeded random scores */
+  SIMBA_CRITERION_COUNT = 5    /* valid values are [0, SIMBA_CRITERION_COUNT) */
+} simba_criterion_t;
+
 typedef struct {
   int vocab, d, L, E, N, R, K;
   int conv_bias, proj_bias, tie;
@@ -53,7 +64,7 @@ typedef struct {
   int n_want; /* global token indices that get logits */
   int simba_enabled;
   const int32_t* keep; /* [n_seq * L] tokens kept after each layer */
-  int criterion;       /* 0 simba 1 local 2 norm 3 uniform 4 random */
+  int criterion;       /* a simba_criterion_t; an int so that any value crosses and is checked */
   int reduce_sum, protect_first, protect_last;
   uint64_t seed;
 } simba_forward_t;

@@ -1,14 +1,15 @@
 // errors.h — the one native error type: simba::Error, a message with a class (simba_status_t of
-// backend_api.h, whose names are the `code`s of lib/errors.ts). Every throw in the engines, the CUDA
-// backend and the addon is a simba::Error, so the class travels as a number through the C ABI and
-// as `err.code` to JavaScript; nothing downstream reads the message to classify it.
+// backend_api.h, whose names are the `code`s of lib/errors.ts). Every throw in the kernels, the
+// engines, the CUDA backend and the addon is a simba::Error, so the class travels as a number
+// through the C ABI and as `err.code` to JavaScript; nothing downstream reads the message to
+// classify it.
 // Header-only and free of both engines' types: the CUDA library is built separately.
 #pragma once
 #include <new>
 #include <stdexcept>
 #include <string>
 
-#include "engine/backend_api.h"
+#include "common/backend_api.h"
 
 namespace simba {
 
