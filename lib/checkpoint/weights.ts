@@ -1,6 +1,6 @@
 /**
  * Checkpoint tensor names -> engine tensors, with shape checks against the engine's tensor table
- * (which tensors a config has and their shapes: native/engine/tensor_table.h, handed in by the
+ * (which tensors a config has and their shapes: native/common/tensor_table.h, handed in by the
  * engine as EngineTensorSpec[] so that this layer never loads the addon itself).
  *
  * All names, dtypes and shapes are checked from the file headers (safetensors, or the pickle of a
