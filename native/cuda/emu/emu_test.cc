@@ -91,6 +91,8 @@ static void test_scan(int T, int E, int N) {
        C = rnd((size_t)T * N), D = rnd(E), z = rnd((size_t)T * E, -3, 3), st = rnd((size_t)E * N);
   std::vector<float> AT((size_t)N * E);
   apply_layout(Layout::kNegExpTransposed, alog.data(), E, N, AT.data());
+  std::vector<float> A((size_t)E * N);  // the same A in the state's [E][N] layout (the decode scan's)
+  apply_layout(Layout::kTransposed, AT.data(), N, E, A.data());
   // CPU
   auto dtc = dt, stc = st;
   std::vector<float> yc((size_t)T * E);
@@ -105,6 +107,7 @@ static void test_scan(int T, int E, int N) {
              .z = z.data(),
              .ldz = E,
              .AT = AT.data(),
+             .A = A.data(),
              .D = D.data(),
              .y = yc.data(),
              .ldy = E,
