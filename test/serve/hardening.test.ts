@@ -225,7 +225,8 @@ describe('item 2: backpressure', () => {
     // tokens of ~1.2 KB each here), not the request's 8,192 tokens; generation stopped.
     expect(stalled).toBeLessThan((N * 512 * 3) / 4);
     expect(stalled - atPause).toBeLessThanOrEqual(N);
-    expect(rssGrowth).toBeLessThan(64);
+    // (under the sanitizers, ASan's quarantine holds freed memory: RSS says nothing there)
+    if (!process.env.SIMBA_SANITIZED) expect(rssGrowth).toBeLessThan(64);
     const text = await c.readAll();
     const events = text
       .split('\r\n')
