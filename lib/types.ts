@@ -28,6 +28,12 @@ export interface MambaConfig {
   eps: number;
   /** LM head shares the embedding matrix. */
   tieEmbeddings: boolean;
+  /**
+   * Falcon-Mamba (HF `falcon_mamba`): the epsilon of the weightless RMS norms the mixer applies to
+   * dt (the dtRank slice of x_proj's output, before dt_proj), B and C (each over dState), from the
+   * config's `mixer_rms_eps` (1e-6 when absent; not `eps`). Absent for Mamba-1, which has no such norms.
+   */
+  mixerRmsEps?: number;
   bosTokenId: number | null;
   eosTokenId: number | null;
   padTokenId: number | null;

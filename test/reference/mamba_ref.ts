@@ -1,5 +1,6 @@
 /**
- * Float64 reference implementation of Mamba-1 (Hugging Face `MambaForCausalLM`, slow path) and of
+ * Float64 reference implementation of Mamba-1 (Hugging Face `MambaForCausalLM`, slow path), of
+ * Falcon-Mamba (`FalconMambaForCausalLM`: Mamba-1 plus weightless RMS norms of dt, B and C) and of
  * Simba token pruning (each token's contribution to a layer's last output, scored and pruned between
  * layers). The native engine's tests compare against it.
  *
@@ -182,6 +183,13 @@ export function refRmsNorm(x: Float64Array, w: Float64Array, eps: number): Float
   const y = new Float64Array(n);
   for (let i = 0; i < n; i++) y[i] = x[i] * inv * w[i];
   return y;
+}
+
+/**
+ * Weightless RMSNorm (Falcon-Mamba's norms of dt, B and C): x / sqrt(mean(x^2) + eps).   x [n] -> [n]
+ */
+export function refRmsNormPlain(x: Float64Array, eps: number): Float64Array {
+  return refRmsNorm(x, new Float64Array(x.length).fill(1), eps);
 }
 
 /**
@@ -409,11 +417,13 @@ export interface RefMixerResult {
 }
 
 /**
- * The Mamba-1 mixer of one layer (pre-norm included) on the residual stream h.
+ * The Mamba-1 mixer of one layer (pre-norm included) on the residual stream h. With
+ * cfg.mixerRmsEps set it is Falcon-Mamba's mixer: dt_low, B and C (the slices of x_proj's output)
+ * each go through a weightless RMSNorm with that epsilon before dt_proj, the scan and the scores.
  *   h [T, d] (residual, un-normalised), st: this layer's state (not modified) -> RefMixerResult
  */
 export function refMixer(cfg: MambaConfig, lw: RefLayerWeights, h: Float64Array, T: number, st: RefLayerState): RefMixerResult {
-  const { dModel: d, dInner: E, dState: N, dtRank: R, dConv: K } = cfg;
+  const { dModel: d, dInner: E, dState: N, dtRank: R, dConv: K, mixerRmsEps } = cfg;
   const xPre = new Float64Array(T * E);
   const z = new Float64Array(T * E);
   for (let t = 0; t < T; t++) {
@@ -431,9 +441,17 @@ export function refMixer(cfg: MambaConfig, lw: RefLayerWeights, h: Float64Array,
   const C = new Float64Array(T * N);
   for (let t = 0; t < T; t++) {
     const dbc = refLinear(lw.xProj, R + 2 * N, E, x.subarray(t * E, (t + 1) * E), null); // [R+2N]
-    const dtLow = dbc.subarray(0, R); //                                          [R]
-    B.set(dbc.subarray(R, R + N), t * N);
-    C.set(dbc.subarray(R + N, R + 2 * N), t * N);
+    let dtLow = dbc.subarray(0, R); //                                            [R]
+    let Bt = dbc.subarray(R, R + N); //                                           [N]
+    let Ct = dbc.subarray(R + N, R + 2 * N); //                                   [N]
+    if (mixerRmsEps !== undefined) {
+      // Falcon-Mamba: each slice normalised on its own, no weight, the mixer's own epsilon
+      dtLow = refRmsNormPlain(dtLow, mixerRmsEps);
+      Bt = refRmsNormPlain(Bt, mixerRmsEps);
+      Ct = refRmsNormPlain(Ct, mixerRmsEps);
+    }
+    B.set(Bt, t * N);
+    C.set(Ct, t * N);
     const dtLin = refLinear(lw.dtProjW, E, R, dtLow, lw.dtProjB); //              [E, R] @ [R] -> [E]
     for (let e = 0; e < E; e++) dt[t * E + e] = softplus(dtLin[e]);
   }

@@ -335,18 +335,24 @@ export function fromHfTensors(
 
 const TORCH_DTYPE: Record<TensorDType, string> = { F32: 'float32', F16: 'float16', BF16: 'bfloat16' };
 
-/** A Hugging Face MambaForCausalLM config.json object for cfg. */
+/**
+ * A Hugging Face MambaForCausalLM config.json object for cfg; with cfg.mixerRmsEps a
+ * FalconMambaForCausalLM one, which carries `mixer_rms_eps` and, like tiiuae/falcon-mamba-7b, an
+ * `expand` that disagrees with intermediate_size (16; the reader must take intermediate_size).
+ */
 export function hfConfigJson(cfg: MambaConfig, dtype: TensorDType = 'F32'): Record<string, unknown> {
+  const falcon = cfg.mixerRmsEps !== undefined;
   return {
-    architectures: ['MambaForCausalLM'],
-    model_type: 'mamba',
+    architectures: [falcon ? 'FalconMambaForCausalLM' : 'MambaForCausalLM'],
+    model_type: falcon ? 'falcon_mamba' : 'mamba',
+    ...(falcon ? { mixer_rms_eps: cfg.mixerRmsEps } : {}),
     vocab_size: cfg.vocabSize,
     hidden_size: cfg.dModel,
     intermediate_size: cfg.dInner,
     state_size: cfg.dState,
     num_hidden_layers: cfg.nLayer,
     conv_kernel: cfg.dConv,
-    expand: cfg.dInner / cfg.dModel,
+    expand: falcon ? 16 : cfg.dInner / cfg.dModel,
     time_step_rank: cfg.dtRank,
     time_step_scale: 1.0,
     time_step_min: 0.001,
@@ -376,6 +382,7 @@ export function hfConfigJson(cfg: MambaConfig, dtype: TensorDType = 'F32'): Reco
  * (its RMSNorm uses 1e-5), so cfg.eps should be 1e-5 for a faithful checkpoint.
  */
 export function stateSpacesConfigJson(cfg: MambaConfig): Record<string, unknown> {
+  if (cfg.mixerRmsEps !== undefined) throw new Error('Falcon-Mamba has no state-spaces layout (HF checkpoints only)');
   const expand = cfg.dInner / cfg.dModel;
   if (!Number.isInteger(expand))
     throw new Error(`state-spaces layout needs dInner a multiple of dModel, got ${cfg.dInner}/${cfg.dModel}`);
