@@ -25,6 +25,8 @@ export interface NativeConfig {
   projBias: boolean;
   tieEmbeddings: boolean;
   eps: number;
+  /** Falcon-Mamba's mixer norm epsilon (> 0); 0 or absent: Mamba-1, no norms inside the mixer. */
+  mixerRmsEps?: number;
 }
 
 /**

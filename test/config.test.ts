@@ -3,6 +3,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { parseConfig, loadConfig, KNOWN_CONFIG_KEYS, detectLayout } from '../lib/checkpoint/config';
 import { SimbaError } from '../lib/errors';
+import { SHAPES } from '../lib/engine/load';
 
 const SHIPPED = path.join(__dirname, '..', 'models', 'brown-mamba-s');
 
@@ -71,6 +72,51 @@ function expectConfigError(json: unknown, ...patterns: RegExp[]): SimbaError {
   for (const p of patterns) expect(se.message).toMatch(p);
   return se;
 }
+
+/** test/fixtures/falcon-mamba-7b/config.json: the public tiiuae/falcon-mamba-7b config. */
+const FALCON_7B_DIR = path.join(__dirname, 'fixtures', 'falcon-mamba-7b');
+const FALCON_7B = JSON.parse(fs.readFileSync(path.join(FALCON_7B_DIR, 'config.json'), 'utf8')) as Record<string, unknown>;
+
+describe('parseConfig: Falcon-Mamba (FalconMambaForCausalLM)', () => {
+  it('reads the falcon-mamba-7b config: d_inner from intermediate_size (not expand 16), mixer_rms_eps, untied head', () => {
+    const c = loadConfig(FALCON_7B_DIR);
+    expect(c).toMatchObject({ dModel: 4096, nLayer: 64, dInner: 8192, dState: 16, dtRank: 256, dConv: 4, vocabSize: 65024 });
+    expect(c).toMatchObject({ eps: 1e-5, mixerRmsEps: 1e-6, tieEmbeddings: false, convBias: true, projBias: false });
+    expect(c).toMatchObject({ bosTokenId: 0, eosTokenId: 11, padTokenId: 11 });
+    // the bench shape is this config
+    expect(c).toEqual(SHAPES['falcon-mamba-7b']);
+  });
+
+  it('mixer_rms_eps defaults to 1e-6 (not layer_norm_epsilon) and is read as given', () => {
+    const { mixer_rms_eps: _e, ...noEps } = FALCON_7B;
+    expect(parseConfig({ ...noEps, layer_norm_epsilon: 1e-3 }, 'x')).toMatchObject({ eps: 1e-3, mixerRmsEps: 1e-6 });
+    expect(parseConfig({ ...FALCON_7B, mixer_rms_eps: 1e-5 }, 'x').mixerRmsEps).toBe(1e-5);
+    expectConfigError({ ...FALCON_7B, mixer_rms_eps: 0 }, /'mixer_rms_eps' must be a positive finite number, found 0/);
+    expectConfigError({ ...FALCON_7B, mixer_rms_eps: 'small' }, /'mixer_rms_eps' must be a positive finite number/);
+  });
+
+  it('without intermediate_size, d_inner is expand * hidden_size', () => {
+    const { intermediate_size: _i, ...rest } = FALCON_7B;
+    expect(parseConfig({ ...rest, expand: 2 }, 'x').dInner).toBe(8192);
+  });
+
+  it('the architecture alone names the family; a Mamba-1 config has no mixerRmsEps and refuses mixer_rms_eps', () => {
+    const { model_type: _m, ...noType } = FALCON_7B;
+    expect(parseConfig(noType, 'x').mixerRmsEps).toBe(1e-6);
+    expect('mixerRmsEps' in parseConfig(HF_130M, 'x')).toBe(false);
+    expectConfigError({ ...HF_130M, mixer_rms_eps: 1e-6 }, /unknown config key\(s\) 'mixer_rms_eps'/);
+  });
+
+  it('refuses a model_type and architectures that disagree', () => {
+    expectConfigError(
+      { ...FALCON_7B, architectures: ['MambaForCausalLM'] },
+      /'MambaForCausalLM' disagree with model_type 'falcon_mamba'; expected 'FalconMambaForCausalLM'/,
+    );
+    expectConfigError({ ...HF_130M, architectures: ['FalconMambaForCausalLM'] }, /disagree with model_type 'mamba'/);
+    const { model_type: _m, ...noType } = FALCON_7B;
+    expectConfigError({ ...noType, architectures: ['FalconMambaForCausalLM', 'MambaForCausalLM'] }, /disagree with each other/);
+  });
+});
 
 describe('parseConfig: HF layout', () => {
   it('loads the shipped brown-mamba-s config', () => {
@@ -178,7 +224,7 @@ describe('parseConfig: HF layout', () => {
 
   it('rejects mamba2 and other architectures with a clear message', () => {
     expectConfigError({ ...HF_130M, model_type: 'mamba2' }, /Mamba-2 is not supported yet/, /Mamba2ForCausalLM/);
-    expectConfigError({ ...HF_130M, model_type: 'falcon_mamba' }, /not supported/);
+    expectConfigError({ ...HF_130M, model_type: 'jamba' }, /model_type 'jamba' is not supported.*'falcon_mamba'/);
     expectConfigError({ ...HF_130M, architectures: ['Mamba2ForCausalLM'] }, /Mamba-2 is not supported yet/);
     expectConfigError({ ...HF_130M, architectures: ['JambaForCausalLM'] }, /'JambaForCausalLM' not supported/);
   });

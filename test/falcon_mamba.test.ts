@@ -8,10 +8,24 @@
  * The random models use a mixer_rms_eps far from the block norms' eps (0.05 against 1e-5), so an
  * engine that used the wrong epsilon, or skipped a norm, misses the reference by orders of magnitude.
  */
+import { loadAddon, type NativeConfig } from '../bindings';
+import { loadModel, randomModel, shapeInfo, SHAPES } from '../lib/engine/load';
+import type { MambaModel } from '../lib/engine/model';
 import type { MambaConfig } from '../lib/types';
-import { refForward, refMixer, refRmsNormPlain, refWeightsFromEngineTensors, softplus, zeroState } from './reference/mamba_ref';
+import {
+  refForward,
+  refMixer,
+  refRmsNormPlain,
+  refWeightsFromEngineTensors,
+  softplus,
+  zeroState,
+  type RefWeights,
+} from './reference/mamba_ref';
 import { randomConfig, randomEngineTensors } from './reference/random_model';
-import { maxRowErr, randTokens } from './helpers/util';
+import { maxRowErr, randTokens, writeCheckpoint } from './helpers/util';
+
+const INT8_TOL = 6e-2; // as test/int8.test.ts
+const BF16_TOL = 2e-2; // as test/model.test.ts
 
 function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   expect(a.length).toBe(b.length);
@@ -25,7 +39,13 @@ function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
 // ---------------------------------------------------------------------------------------------
 
 describe('float64 reference', () => {
-  const base = randomConfig({ vocabSize: 40, dModel: 16, nLayer: 2, dState: 6, dtRank: 4 });
+  const base = randomConfig({
+    vocabSize: 40,
+    dModel: 16,
+    nLayer: 2,
+    dState: 6,
+    dtRank: 4,
+  });
   const tensors = randomEngineTensors(base, 5);
   const w = refWeightsFromEngineTensors(base, tensors);
   const T = 7;
@@ -98,5 +118,213 @@ describe('float64 reference', () => {
     const got = refRmsNormPlain(Float64Array.from([3, -4, 0.5]), 0.25);
     const s = Math.sqrt((9 + 16 + 0.25) / 3 + 0.25);
     expect(maxAbsDiff(got, [3 / s, -4 / s, 0.5 / s])).toBeLessThan(1e-15);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// The native CPU engine against the reference
+// ---------------------------------------------------------------------------------------------
+
+const variants: [string, Partial<MambaConfig>][] = [
+  [
+    'mixer eps 0.05, untied, dt_rank 5',
+    {
+      dModel: 24,
+      nLayer: 3,
+      dState: 8,
+      dtRank: 5,
+      tieEmbeddings: false,
+      mixerRmsEps: 0.05,
+    },
+  ],
+  [
+    'mixer eps 1e-6, odd d_model 23, d_state 16, biases',
+    {
+      dModel: 23,
+      dInner: 46,
+      dtRank: 2,
+      dState: 16,
+      projBias: true,
+      tieEmbeddings: false,
+      mixerRmsEps: 1e-6,
+    },
+  ],
+];
+
+describe.each(variants)('Falcon-Mamba on the CPU: %s', (_name, over) => {
+  const cfg = randomConfig({ vocabSize: 97, ...over });
+  const tensors = randomEngineTensors(cfg, 17);
+  const ref: RefWeights = refWeightsFromEngineTensors(cfg, tensors);
+  const dir = writeCheckpoint(cfg, tensors); // config.json: falcon_mamba, expand 16 (misleading, as in the 7b)
+  const ids = randTokens(23, cfg.vocabSize, 9);
+  const expected = refForward(cfg, ref, ids).logits;
+  let m: MambaModel;
+  beforeAll(async () => {
+    m = await loadModel(dir);
+  });
+  afterAll(() => m.dispose());
+
+  test('loads as Falcon-Mamba: mixerRmsEps and d_inner from the checkpoint config', () => {
+    expect(m.info().config.mixerRmsEps).toBe(cfg.mixerRmsEps);
+    expect(m.info().config.dInner).toBe(cfg.dInner);
+  });
+
+  test('logits at every position within 1e-5 of float64; far from Mamba-1 and from the wrong epsilon', async () => {
+    const got = (await m.logits(ids, 'all')).logits;
+    expect(maxRowErr(got, expected)).toBeLessThan(1e-5);
+    const { mixerRmsEps: _e, ...mamba1 } = cfg;
+    expect(maxRowErr(got, refForward(mamba1, ref, ids).logits)).toBeGreaterThan(1e-3);
+    if (cfg.mixerRmsEps === 0.05)
+      expect(maxRowErr(got, refForward({ ...cfg, mixerRmsEps: cfg.eps }, ref, ids).logits)).toBeGreaterThan(1e-3);
+  });
+
+  test('prefill then token-by-token decode, and a batched decode of several sequences, within 1e-5', async () => {
+    const seq = m.newSequence();
+    const [p] = await m.prefill([{ sequence: seq, tokens: ids.slice(0, 8) }], {
+      logits: 'all',
+    });
+    const rows = [...p.logits];
+    for (let t = 8; t < ids.length; t++) rows.push((await m.decode([seq], [ids[t]]))[0]);
+    expect(maxRowErr(rows, expected)).toBeLessThan(1e-5);
+    seq.dispose();
+
+    const prompts = [1, 5, 11, 3].map((n, i) => randTokens(n, cfg.vocabSize, 40 + i));
+    const seqs = (
+      await m.prefill(
+        prompts.map((tokens) => ({ tokens })),
+        { logits: 'none' },
+      )
+    ).map((r) => r.sequence);
+    const next = [7, 19, 31, 43];
+    const batched = await m.decode(seqs, next);
+    for (let i = 0; i < prompts.length; i++) {
+      const r = refForward(cfg, ref, [...prompts[i], next[i]]).logits;
+      expect(maxRowErr([batched[i]], [r[r.length - 1]])).toBeLessThan(1e-5);
+    }
+    for (const q of seqs) q.dispose();
+  });
+
+  test.each(['simba', 'local'] as const)(
+    'Simba-pruned prefill (criterion %s, keep counts, max and sum): kept sets and logits match float64',
+    async (criterion) => {
+      const keepCounts = Array.from({ length: cfg.nLayer }, (_, l) => Math.max(3, 19 - 6 * l));
+      for (const reduce of ['max', 'sum'] as const) {
+        const got = await m.logits(ids, 'all', {
+          simba: { keepCounts, criterion, reduce },
+        });
+        const want = refForward(cfg, ref, ids, undefined, {
+          simba: { keepCounts, criterion, reduce },
+        });
+        for (let l = 1; l < cfg.nLayer; l++) {
+          const processed = ids.map((_, t) => t).filter((t) => got.exitLayer[t] > l);
+          expect(processed).toEqual(want.kept[l - 1]);
+        }
+        expect(got.processed).toEqual([ids.length, ...keepCounts.slice(0, cfg.nLayer - 1)]);
+        expect(maxRowErr(got.logits, want.logits)).toBeLessThan(1e-5);
+      }
+    },
+  );
+
+  test('decode after a Simba-pruned prefill continues from the pruned states (within 1e-5)', async () => {
+    const keepCounts = Array.from({ length: cfg.nLayer }, (_, l) => Math.max(2, 15 - 5 * l));
+    const simba = {
+      keepCounts,
+      criterion: 'simba' as const,
+      reduce: 'max' as const,
+    };
+    const seq = m.newSequence();
+    await m.prefill([{ sequence: seq, tokens: ids.slice(0, 20) }], { simba });
+    const want = refForward(cfg, ref, ids.slice(0, 20), undefined, { simba });
+    const after = refForward(cfg, ref, [ids[20]], want.state).logits;
+    expect(maxRowErr(await m.decode([seq], [ids[20]]), after)).toBeLessThan(1e-5);
+    seq.dispose();
+  });
+
+  test('bf16 and int8 weight storage within their stated tolerances', async () => {
+    for (const [weights, tol] of [
+      ['bf16', BF16_TOL],
+      ['int8', INT8_TOL],
+    ] as const) {
+      const q = await loadModel(dir, { weights });
+      try {
+        const err = maxRowErr((await q.logits(ids, 'all')).logits, expected);
+        expect(err).toBeLessThan(tol);
+        expect(err).toBeGreaterThan(1e-6); // the weights really are stored in the format
+      } finally {
+        q.dispose();
+      }
+    }
+  });
+});
+
+test("the 'falcon-mamba-7b' shape: the 7b's sizes, 7.27e9 parameters, an untied head", () => {
+  const c = SHAPES['falcon-mamba-7b'];
+  expect(c).toMatchObject({
+    dModel: 4096,
+    nLayer: 64,
+    dInner: 8192,
+    dState: 16,
+    dtRank: 256,
+    vocabSize: 65024,
+  });
+  expect(c).toMatchObject({
+    tieEmbeddings: false,
+    mixerRmsEps: 1e-6,
+    eps: 1e-5,
+  });
+  const { vocabSize: V, dModel: d, nLayer: L, dInner: E, dState: N, dtRank: R, dConv: K } = c;
+  const perLayer = d + 2 * E * d + E * K + E + (R + 2 * N) * E + E * R + E + E * N + E + d * E;
+  const info = shapeInfo('falcon-mamba-7b', { weights: 'int8' });
+  expect(info.paramCount).toBe(2 * V * d + d + L * perLayer);
+  expect(info.paramCount).toBeGreaterThan(7.2e9);
+  expect(info.paramCount).toBeLessThan(7.3e9);
+  expect(info.config.mixerRmsEps).toBe(1e-6);
+});
+
+test('the addon takes mixerRmsEps as 0 (Mamba-1) or a positive number, and names anything else', () => {
+  const addon = loadAddon();
+  // a MambaConfig without its token ids is a NativeConfig
+  const { bosTokenId: _b, eosTokenId: _e, padTokenId: _p, ...c } = randomConfig({ vocabSize: 16, dModel: 8, nLayer: 1 });
+  const thrown = (cfg: NativeConfig): { code?: unknown; message?: unknown } => {
+    try {
+      new addon.Engine(cfg, { bf16: false }).dispose();
+    } catch (e) {
+      return e as { code?: unknown; message?: unknown };
+    }
+    return {};
+  };
+  expect(thrown({ ...c, mixerRmsEps: 1e-6 })).toEqual({});
+  expect(thrown({ ...c, mixerRmsEps: 0 })).toEqual({});
+  expect(thrown({ ...c, mixerRmsEps: -1 })).toMatchObject({
+    code: 'E_CONFIG',
+    message: expect.stringMatching(/mixerRmsEps/),
+  });
+  expect(thrown({ ...c, mixerRmsEps: NaN })).toMatchObject({
+    code: 'E_CONFIG',
+  });
+  expect(thrown({ ...c, mixerRmsEps: '1e-6' as never })).toMatchObject({
+    code: 'E_ARG',
+    message: expect.stringMatching(/mixerRmsEps/),
+  });
+});
+
+test('randomModel takes a Falcon-Mamba config in code, and refuses a bad mixerRmsEps with E_ARG', async () => {
+  const cfg = randomConfig({ vocabSize: 50, tieEmbeddings: false });
+  const ids = randTokens(6, cfg.vocabSize, 2);
+  const plain = await randomModel(cfg, { seed: 3 });
+  const falcon = await randomModel({ ...cfg, mixerRmsEps: 1e-6 }, { seed: 3 });
+  try {
+    expect(falcon.info().config.mixerRmsEps).toBe(1e-6);
+    // same weights, the norms on: other logits
+    const a = (await plain.logits(ids)).logits,
+      b = (await falcon.logits(ids)).logits;
+    expect(maxRowErr(b, a)).toBeGreaterThan(1e-3);
+  } finally {
+    plain.dispose();
+    falcon.dispose();
+  }
+  await expect(randomModel({ ...cfg, mixerRmsEps: -1 })).rejects.toMatchObject({
+    code: 'E_ARG',
+    message: expect.stringMatching(/config\.mixerRmsEps/),
   });
 });

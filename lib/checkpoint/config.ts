@@ -1,16 +1,18 @@
 /**
  * config.json -> MambaConfig, for both layouts:
- *   - Hugging Face `MambaForCausalLM` (hidden_size, num_hidden_layers, state_size, ...)
+ *   - Hugging Face `MambaForCausalLM` (hidden_size, num_hidden_layers, state_size, ...), and
+ *     `FalconMambaForCausalLM` (model_type falcon_mamba: the same keys plus `mixer_rms_eps`, read
+ *     into MambaConfig.mixerRmsEps; `intermediate_size` is d_inner whatever `expand` says)
  *   - the original state-spaces/mamba layout (d_model, n_layer, ssm_cfg, pad_vocab_size_multiple, ...)
  *
  * Mamba-2 configs are recognised in all three layouts they come in (HF `Mamba2ForCausalLM`,
  * state-spaces with `ssm_cfg.layer: "Mamba2"`, and Mistral's `params.json` of Mamba-Codestral),
  * parsed into a Mamba2Config (parseMamba2Config), and refused by parseConfig with an E_CONFIG
- * naming the family: the engine runs Mamba-1 only.
+ * naming the family: the engine runs Mamba-1 and Falcon-Mamba only.
  *
  * Validation is strict: missing required keys, wrongly typed or non-positive sizes, inconsistent
  * duplicates (HF configs often carry both intermediate_size and expand, or leftover d_model / n_layer),
- * unsupported architectures (mamba2, falcon_mamba, hybrids) and unknown keys are errors. Unknown keys
+ * unsupported architectures (mamba2, hybrids) and unknown keys are errors. Unknown keys
  * become warnings with `{ allowUnknownKeys: true }`. The files are read as Python's json.dump
  * writes them: JSON plus the bare values NaN, Infinity and -Infinity (parsePythonJson).
  */
@@ -144,6 +146,12 @@ const HF_MAMBA_CONFIG_KEYS: readonly string[] = [
   'ssm_cfg',
 ];
 
+/** Keys transformers' FalconMambaConfig has beyond MambaConfig's. */
+const HF_FALCON_MAMBA_CONFIG_KEYS: readonly string[] = ['mixer_rms_eps', 'use_falcon_mambapy'];
+
+/** Falcon-Mamba's mixer_rms_eps where a config has none (transformers' FalconMambaConfig default). */
+export const DEFAULT_MIXER_RMS_EPS = 1e-6;
+
 /** Top-level keys of the state-spaces (mamba_ssm) MambaConfig. */
 const STATE_SPACES_CONFIG_KEYS: readonly string[] = [
   'd_model',
@@ -259,7 +267,6 @@ export const KNOWN_CONFIG_KEYS: Readonly<Record<ConfigLayout, ReadonlySet<string
 
 const UNSUPPORTED_MODEL_TYPES: Record<string, string> = {
   mamba2: 'Mamba-2 (SSD) models',
-  falcon_mamba: 'Falcon-Mamba models (extra RMS norms inside the mixer)',
   jamba: 'Jamba (hybrid attention/MoE) models',
   zamba: 'Zamba (hybrid) models',
   zamba2: 'Zamba2 (hybrid) models',
@@ -395,28 +402,56 @@ export function detectFamily(json: Json): 'mamba' | 'mamba2' {
   return json['model_type'] === 'mamba2' || mamba2Arch ? 'mamba2' : 'mamba';
 }
 
-function checkArchitecture(json: Json, source: string): void {
+/** The HF model types parseConfig reads, and the architectures each names. */
+const HF_ARCHITECTURES = {
+  mamba: ['MambaForCausalLM', 'MambaModel'],
+  falcon_mamba: ['FalconMambaForCausalLM', 'FalconMambaModel'],
+} as const;
+type HfModelType = keyof typeof HF_ARCHITECTURES;
+
+/** Which of the model types a config is (model_type, else its architectures; 'mamba' when neither says). */
+function checkArchitecture(json: Json, source: string): HfModelType {
   const mt = json['model_type'];
+  let type: HfModelType | undefined;
   if (mt !== undefined) {
     if (typeof mt !== 'string') fail(source, `key 'model_type' must be a string, found ${describeValue(mt)}`);
-    if (mt !== 'mamba') {
+    if (mt !== 'mamba' && mt !== 'falcon_mamba') {
       const what = Object.hasOwn(UNSUPPORTED_MODEL_TYPES, mt) ? UNSUPPORTED_MODEL_TYPES[mt] : undefined;
-      fail(source, `model_type '${mt}' is not supported${what ? ` (${what})` : ''}; expected 'mamba' (Mamba-1)`);
+      fail(
+        source,
+        `model_type '${mt}' is not supported${what ? ` (${what})` : ''}; expected 'mamba' (Mamba-1) or 'falcon_mamba' (Falcon-Mamba)`,
+      );
     }
+    type = mt;
   }
   const arch = json['architectures'];
   if (arch !== undefined && arch !== null) {
     if (!Array.isArray(arch) || !arch.every((a) => typeof a === 'string')) {
       fail(source, `key 'architectures' must be a list of strings, found ${describeValue(arch)}`);
     }
-    const bad = (arch as string[]).filter((a) => a !== 'MambaForCausalLM' && a !== 'MambaModel');
+    const known = (a: string, t: HfModelType) => (HF_ARCHITECTURES[t] as readonly string[]).includes(a);
+    const bad = (arch as string[]).filter((a) => !known(a, 'mamba') && !known(a, 'falcon_mamba'));
     if (bad.length > 0) {
-      fail(source, `architecture(s) ${bad.map((a) => `'${a}'`).join(', ')} not supported; expected 'MambaForCausalLM'`);
+      fail(
+        source,
+        `architecture(s) ${bad.map((a) => `'${a}'`).join(', ')} not supported; expected 'MambaForCausalLM' or 'FalconMambaForCausalLM'`,
+      );
+    }
+    type ??= (arch as string[]).some((a) => known(a, 'falcon_mamba')) ? 'falcon_mamba' : 'mamba';
+    const t = type;
+    const other = (arch as string[]).filter((a) => !known(a, t));
+    if (other.length > 0) {
+      const why = mt === undefined ? 'each other' : `model_type '${t}'`;
+      fail(
+        source,
+        `architecture(s) ${other.map((a) => `'${a}'`).join(', ')} disagree with ${why}; expected '${HF_ARCHITECTURES[t][0]}'`,
+      );
     }
   }
   if (json['quantization_config'] !== undefined) {
     fail(source, `quantized checkpoints ('quantization_config') are not supported; expected f32/f16/bf16 weights`);
   }
+  return type ?? 'mamba';
 }
 
 /** Check an ssm_cfg object (state-spaces layout, or a leftover in an HF config). */
@@ -443,8 +478,15 @@ function agree(source: string, a: string, av: number, b: string, bv: number): vo
   if (av !== bv) fail(source, `inconsistent config: '${a}' = ${av} but '${b}' = ${bv}`);
 }
 
-function parseHf(json: Json, source: string, opts: ParseConfigOptions): MambaConfig {
-  checkUnknownKeys(json, KNOWN_CONFIG_KEYS.hf, source, 'config', opts);
+function parseHf(json: Json, source: string, opts: ParseConfigOptions, type: HfModelType): MambaConfig {
+  const falcon = type === 'falcon_mamba';
+  checkUnknownKeys(
+    json,
+    falcon ? new Set([...KNOWN_CONFIG_KEYS.hf, ...HF_FALCON_MAMBA_CONFIG_KEYS]) : KNOWN_CONFIG_KEYS.hf,
+    source,
+    'config',
+    opts,
+  );
   const k = new Keys(json, source);
   const dModel = k.posInt('hidden_size');
   const nLayer = k.posInt('num_hidden_layers');
@@ -457,7 +499,9 @@ function parseHf(json: Json, source: string, opts: ParseConfigOptions): MambaCon
   const expand = expandGiven ? k.posInt('expand') : 2;
   if (k.has('intermediate_size')) {
     dInner = k.posInt('intermediate_size');
-    if (expandGiven && dInner !== expand * dModel) {
+    // Falcon-Mamba's configs carry an `expand` their weights do not have (16 in falcon-mamba-7b,
+    // whose in_proj has 2 * 8192 rows): transformers reads intermediate_size there, and so do we.
+    if (expandGiven && !falcon && dInner !== expand * dModel) {
       fail(
         source,
         `inconsistent config: 'intermediate_size' = ${dInner} but 'expand' * 'hidden_size' = ${expand} * ${dModel} = ${expand * dModel}`,
@@ -501,6 +545,7 @@ function parseHf(json: Json, source: string, opts: ParseConfigOptions): MambaCon
     projBias: k.bool('use_bias', false),
     eps: k.posFloat('layer_norm_epsilon', 1e-5),
     tieEmbeddings: k.bool('tie_word_embeddings', true),
+    ...(falcon ? { mixerRmsEps: k.posFloat('mixer_rms_eps', DEFAULT_MIXER_RMS_EPS) } : {}),
     bosTokenId: k.tokenId('bos_token_id'),
     eosTokenId: k.tokenId('eos_token_id'),
     padTokenId: k.tokenId('pad_token_id'),
@@ -789,7 +834,7 @@ function mamba2Unsupported(json: Json, source: string, opts: ParseConfigOptions)
     'E_CONFIG',
     [
       `${source}: Mamba-2 is not supported yet: this is a Mamba-2 (SSD) model, ${MAMBA2_ORIGIN[detectLayout(json)]} (${shape}); ` +
-        'this version of simba-ssm runs Mamba-1 models (MambaForCausalLM, state-spaces/mamba-*) only.',
+        'this version of simba-ssm runs Mamba-1 models (MambaForCausalLM, state-spaces/mamba-*) and Falcon-Mamba (FalconMambaForCausalLM) only.',
       'Possible solutions:',
       '  - Use a Mamba-1 checkpoint: state-spaces/mamba-130m-hf ... mamba-2.8b-hf, or the original state-spaces/mamba-130m ... mamba-2.8b folders.',
       "  - Run this model with an engine that has Mamba-2: transformers (Mamba2ForCausalLM), mamba_ssm, or llama.cpp (its 'mamba2' GGUF).",
@@ -810,8 +855,8 @@ export function parseConfig(json: unknown, source: string, options?: ParseConfig
   }
   if (detectLayout(json) === 'mistral') notATransformer(json, source);
   if (detectFamily(json) === 'mamba2') throw mamba2Unsupported(json, source, opts);
-  checkArchitecture(json, source);
-  return detectLayout(json) === 'hf' ? parseHf(json, source, opts) : parseStateSpaces(json, source, opts);
+  const type = checkArchitecture(json, source);
+  return detectLayout(json) === 'hf' ? parseHf(json, source, opts, type) : parseStateSpaces(json, source, opts);
 }
 
 /** Read and parse `config.json` (or Mistral's `params.json`) from a model directory, or the given .json file. */

@@ -210,9 +210,13 @@ async function uploadMapped(
   if (progress.failed) throw progress.error;
 }
 
-/** Standard state-spaces Mamba-1 shapes (vocabulary padded to 50280), for speed tests without downloads. */
-export const SHAPES: Readonly<Record<string, MambaConfig>> = Object.fromEntries(
-  (
+/**
+ * Standard shapes for speed tests without downloads: the state-spaces Mamba-1 models (vocabulary
+ * padded to 50280) and tiiuae/falcon-mamba-7b (Falcon-Mamba: untied head, d_inner 8192 from its
+ * intermediate_size, mixer_rms_eps 1e-6).
+ */
+export const SHAPES: Readonly<Record<string, MambaConfig>> = Object.fromEntries([
+  ...(
     [
       ['mamba-130m', 768, 24],
       ['mamba-370m', 1024, 48],
@@ -239,7 +243,27 @@ export const SHAPES: Readonly<Record<string, MambaConfig>> = Object.fromEntries(
       padTokenId: null,
     } satisfies MambaConfig,
   ]),
-);
+  [
+    'falcon-mamba-7b',
+    {
+      vocabSize: 65024,
+      dModel: 4096,
+      nLayer: 64,
+      dInner: 8192,
+      dState: 16,
+      dtRank: 256,
+      dConv: 4,
+      convBias: true,
+      projBias: false,
+      eps: 1e-5,
+      tieEmbeddings: false,
+      mixerRmsEps: 1e-6,
+      bosTokenId: 0,
+      eosTokenId: 11,
+      padTokenId: 11,
+    } satisfies MambaConfig,
+  ],
+]);
 
 /** A model with random, sanely scaled weights of the given config or named shape (no tokenizer). */
 export async function randomModel(shape: string | MambaConfig, options?: RandomModelOptions): Promise<MambaModel> {
@@ -335,7 +359,7 @@ const CONFIG_ID_KEYS = ['bosTokenId', 'eosTokenId', 'padTokenId'] as const;
 /** A MambaConfig given in code (randomModel): every field present and of the right type. */
 function checkConfig(where: string, c: unknown): MambaConfig {
   if (!v.is.object(c)) throw v.argError(where, `shape must be a shape name or a MambaConfig, got ${v.describeType(c)}`);
-  const o = v.options(where, c, [...CONFIG_INT_KEYS, ...CONFIG_BOOL_KEYS, ...CONFIG_ID_KEYS, 'eps'], 'config');
+  const o = v.options(where, c, [...CONFIG_INT_KEYS, ...CONFIG_BOOL_KEYS, ...CONFIG_ID_KEYS, 'eps', 'mixerRmsEps'], 'config');
   // The engine holds sizes as 32-bit integers (in_proj has 2 dInner rows).
   for (const k of CONFIG_INT_KEYS)
     if (v.int(where, `config.${k}`, o[k], 1, 2 ** 30 - 1) === undefined) throw v.argError(where, `config.${k} is required`);
@@ -343,6 +367,7 @@ function checkConfig(where: string, c: unknown): MambaConfig {
     if (v.bool(where, `config.${k}`, o[k]) === undefined) throw v.argError(where, `config.${k} is required`);
   for (const k of CONFIG_ID_KEYS) if (o[k] !== null) v.int(where, `config.${k}`, o[k], 0);
   if (v.number(where, 'config.eps', o.eps, 0, 1, true) === undefined) throw v.argError(where, 'config.eps is required');
+  v.number(where, 'config.mixerRmsEps', o.mixerRmsEps, 0, 1, true); // optional: present for Falcon-Mamba
   const cfg = c as unknown as MambaConfig;
   return { ...cfg, bosTokenId: cfg.bosTokenId ?? null, eosTokenId: cfg.eosTokenId ?? null, padTokenId: cfg.padTokenId ?? null };
 }
@@ -402,5 +427,6 @@ function nativeConfig(c: MambaConfig): NativeConfig {
     projBias: c.projBias,
     tieEmbeddings: c.tieEmbeddings,
     eps: c.eps,
+    mixerRmsEps: c.mixerRmsEps ?? 0,
   };
 }

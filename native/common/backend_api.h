@@ -52,6 +52,7 @@ typedef struct {
   int vocab, d, L, E, N, R, K;
   int conv_bias, proj_bias, tie;
   float eps;
+  float mixer_rms_eps; /* > 0: Falcon-Mamba's norms of dt_low, B, C with this epsilon; 0: Mamba-1 (ABI 3) */
 } simba_config_t;
 
 typedef struct {
@@ -78,7 +79,7 @@ typedef struct {
 typedef struct simba_model simba_model;
 
 typedef struct {
-  int abi_version;  /* 2 (1: functions returned 0 / 1 instead of a simba_status_t) */
+  int abi_version;  /* 3 (2: simba_config_t without mixer_rms_eps; 1: functions returned 0 / 1, not a status) */
   const char* name; /* "cuda" */
   /* Device count and a description of device 0 (e.g. "NVIDIA H200, 139 GiB, sm_90"). */
   simba_status_t (*probe)(int* n_devices, char* desc, size_t desc_len, char* err, size_t err_len);

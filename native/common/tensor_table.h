@@ -25,6 +25,9 @@ struct ModelConfig {
   int vocab = 0, d = 0, L = 0, E = 0, N = 0, R = 0, K = 0;
   bool conv_bias = true, proj_bias = false, tie = true;
   float eps = 1e-5f;
+  // Falcon-Mamba: > 0 is the epsilon of the weightless RMS norms the mixer applies to dt_low, B and C
+  // (each slice of x_proj's output on its own); 0 is Mamba-1, which has none. Same tensors either way.
+  float mixer_rms_eps = 0.f;
 };
 
 inline ModelConfig from_abi(const simba_config_t& c) {
@@ -38,7 +41,8 @@ inline ModelConfig from_abi(const simba_config_t& c) {
           .conv_bias = c.conv_bias != 0,
           .proj_bias = c.proj_bias != 0,
           .tie = c.tie != 0,
-          .eps = c.eps};
+          .eps = c.eps,
+          .mixer_rms_eps = c.mixer_rms_eps};
 }
 inline simba_config_t to_abi(const ModelConfig& c) {
   return {.vocab = c.vocab,
@@ -51,7 +55,8 @@ inline simba_config_t to_abi(const ModelConfig& c) {
           .conv_bias = c.conv_bias,
           .proj_bias = c.proj_bias,
           .tie = c.tie,
-          .eps = c.eps};
+          .eps = c.eps,
+          .mixer_rms_eps = c.mixer_rms_eps};
 }
 
 // Throws E_CONFIG naming the first size the engines cannot run.
@@ -74,6 +79,9 @@ inline void check_config(const ModelConfig& c) {
     fail(SIMBA_E_CONFIG,
          "config: dState " + std::to_string(c.N) + " is larger than the supported " + std::to_string(kMaxState));
   if (!(c.eps > 0) || !std::isfinite(c.eps)) fail(SIMBA_E_CONFIG, "config: eps must be a positive number");
+  if (!(c.mixer_rms_eps >= 0) || !std::isfinite(c.mixer_rms_eps))
+    fail(SIMBA_E_CONFIG, "config: mixerRmsEps must be 0 (Mamba-1) or a positive number (Falcon-Mamba), got " +
+                             std::to_string(c.mixer_rms_eps));
 }
 
 // Floats of one sequence's recurrent state: per layer the conv state [E, K-1] then the SSM state [E, N].

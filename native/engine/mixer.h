@@ -2,9 +2,10 @@
 // Mamba families. A layer is
 //   h += mixer(rmsnorm(h) * norm)                                        (engine/model.cc)
 // and the mixer runs the steps of common/mixer_steps.h (project, conv, scan, gate, out; score for
-// Simba's scan-based criteria, called by engine/prune.cc). A second family (Falcon-Mamba, Mamba-2)
-// is another implementation of this interface in its own file, picked by make_mixer (model.h);
-// the forward pass and the pruning stay as they are.
+// Simba's scan-based criteria, called by engine/prune.cc). Falcon-Mamba is Mamba-1's mixer with
+// its norms switched on (ModelConfig::mixer_rms_eps); a family with other steps (Mamba-2) is
+// another implementation of this interface in its own file, picked by make_mixer (model.h); the
+// forward pass and the pruning stay as they are.
 //
 // Glossary: d = dModel, E = dInner, N = dState, R = dtRank, K = dConv, L = nLayer, V = vocab.
 #pragma once

@@ -2,11 +2,14 @@
 //   project  xz  = xn in_proj^T (+b)                   [M, 2E]: x = xz[:, :E], z = xz[:, E:]
 //   conv     xc  = silu(conv1d(x) + conv_b)            [M, E]; conv state advanced
 //   scan     dbc = xc x_proj^T                         [M, R+2N]: dt_low | B | C
+//            Falcon-Mamba (mixer_rms_eps > 0): dt_low, B and C each /= sqrt(mean(v^2) + mixer_rms_eps),
+//            in place, so dt_proj, the scan and the Simba score all read the normed values
 //            dt  = dt_low dt_proj^T + dt_b             [M, E] (softplus inside the scan)
 //            y   = scan(xc, dt, A, B, C, D) * silu(z)  [M, E]; SSM state advanced
 //   gate     fused into the scan (the kernel applies silu(z) as it writes y)
 //   out      out = y out_proj^T (+b)                   [M, d]
 // A layer's state: the conv state [E, K-1], then the SSM state [E, N] (common/tensor_table.h).
+#include <cmath>
 #include <memory>
 #include <vector>
 
@@ -20,6 +23,21 @@ size_t mixer_floats_per_row(const ModelConfig& c) {
 }
 
 namespace {
+
+// Falcon-Mamba's weightless RMSNorm of each row's three slices of dbc [M, R+2N]: dt_low [0, R),
+// B [R, R+N), C [R+N, R+2N), each over its own width. Sums in double: R reaches 256 (falcon-mamba-7b).
+void norm_dbc(float* dbc, int M, int R, int N, float eps) {
+  const int start[3] = {0, R, R + N}, width[3] = {R, N, N};
+  const size_t ld = (size_t)R + 2 * (size_t)N;
+  for (int r = 0; r < M; r++)
+    for (int p = 0; p < 3; p++) {
+      float* v = dbc + r * ld + start[p];
+      double ss = 0;
+      for (int i = 0; i < width[p]; i++) ss += (double)v[i] * v[i];
+      const float inv = (float)(1.0 / std::sqrt(ss / width[p] + eps));
+      for (int i = 0; i < width[p]; i++) v[i] *= inv;
+    }
+}
 
 class Mamba1Mixer final : public Mixer {
  public:
@@ -78,6 +96,7 @@ class Mamba1Mixer final : public Mixer {
     const Layer& l = w_.layers[io.layer];
     const int E = c_.E, N = c_.N, R = c_.R;
     cpu::gemm(xc_, E, l.x_proj.w, nullptr, dbc_, ldbc(), io.M);
+    if (c_.mixer_rms_eps > 0) norm_dbc(dbc_, io.M, R, N, c_.mixer_rms_eps);
     cpu::gemm(dbc_, ldbc(), l.dt_proj.w, l.dt_proj.bias.data(), dt_, E, io.M);
     cpu::scan({.x = xc_,
                .ldx = E,
@@ -106,7 +125,7 @@ class Mamba1Mixer final : public Mixer {
     cpu::gemm(y_, c_.E, l.out_proj.w, bias(l.out_proj), io.out, c_.d, io.M);
   }
 
-  // From what scan() left: xc, dt after softplus, B and C.
+  // From what scan() left: xc, dt after softplus, B and C (normed for Falcon-Mamba).
   void score(const MixerIO& io, bool local, bool reduce_sum, float* score) override {
     const Layer& l = w_.layers[io.layer];
     const int E = c_.E, N = c_.N, R = c_.R;

@@ -86,6 +86,9 @@ ModelConfig ReadConfig(const Napi::Value& v) {
   Napi::Object c = v.As<Napi::Object>();
   Napi::Value eps = c.Get("eps");
   if (!eps.IsNumber()) throw ArgError(v.Env(), "config.eps must be a number");
+  Napi::Value mixer_eps = c.Get("mixerRmsEps");  // optional: absent for Mamba-1
+  if (!mixer_eps.IsUndefined() && !mixer_eps.IsNumber())
+    throw ArgError(v.Env(), "config.mixerRmsEps must be a number (0 or absent: Mamba-1)");
   return {.vocab = GetInt(c, "vocabSize"),
           .d = GetInt(c, "dModel"),
           .L = GetInt(c, "nLayer"),
@@ -96,7 +99,8 @@ ModelConfig ReadConfig(const Napi::Value& v) {
           .conv_bias = GetBool(c, "convBias"),
           .proj_bias = GetBool(c, "projBias"),
           .tie = GetBool(c, "tieEmbeddings"),
-          .eps = eps.As<Napi::Number>().FloatValue()};
+          .eps = eps.As<Napi::Number>().FloatValue(),
+          .mixer_rms_eps = mixer_eps.IsNumber() ? mixer_eps.As<Napi::Number>().FloatValue() : 0.f};
 }
 
 template <typename T>
