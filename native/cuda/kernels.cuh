@@ -1,6 +1,6 @@
 // kernels.cuh — host-side launchers of the CUDA kernels, one file per job:
 //   gemm.cu            C = A W^T (+bias): bf16 tensor-core tiles, f32 tiles, skinny GEMV for small M
-//   rmsnorm.cu         RMSNorm fused with the residual add
+//   rmsnorm.cu         RMSNorm fused with the residual add; Falcon-Mamba's norms of dt_low, B, C
 //   conv1d.cu          causal depthwise conv1d + bias + SiLU (prefill and the one-token update)
 //   selective_scan.cu  chunked parallel selective scan (softplus, D skip, SiLU(z) gate fused)
 //   simba_score.cu     Simba reverse-pass scores, 'local', 'norm', 'uniform', 'random' scores
@@ -30,6 +30,9 @@ void gemm(const float* A, int lda, const DevLinear& W, float* C, int ldc, int M,
 // Per row r < rows (width d, contiguous rows): h[r] += delta[r] (when delta), then
 // y[r] = h[r] / sqrt(mean(h[r]^2) + eps) * w (when y).
 void add_rmsnorm(float* h, const float* delta, const float* w, float* y, int rows, int d, float eps, cudaStream_t st);
+// Falcon-Mamba: per row of dbc [rows, R+2N], each of dt_low [0, R), B [R, R+N), C [R+N, R+2N)
+// becomes v / sqrt(mean(v^2) + eps), in place (no weight).
+void norm_dbc(float* dbc, int rows, int R, int N, float eps, cudaStream_t st);
 
 // ---------------------------------------------------------------- conv1d.cu
 // out[t, e] = silu(bias[e] + sum_{j<K} wT[j][e] * in[t - (K-1) + j, e]) per sequence, in[<0] from

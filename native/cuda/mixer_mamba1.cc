@@ -3,6 +3,7 @@
 //   project  xz  = xn in_proj^T (+b)                   [M, 2E]: x = xz[:, :E], z = xz[:, E:]
 //   conv     xc  = silu(conv1d(x) + conv_b)            [M, E]; conv state advanced
 //   scan     dbc = xc x_proj^T                         [M, R+2N]: dt_low | B | C
+//            Falcon-Mamba (mixer_rms_eps > 0): dt_low, B and C each normed in place (norm_dbc)
 //            dt  = dt_low dt_proj^T + dt_b             [M, E] (softplus inside the scan)
 //            y   = scan(xc, dt, A, B, C, D) * silu(z)  [M, E]; SSM state advanced
 //   gate     fused into the scan (the kernel applies silu(z) as it writes y)
@@ -51,6 +52,7 @@ class Mamba1DevMixer final : public DevMixer {
     const StateRef ssm{io.states + (size_t)io.layer * layer_state_floats(c_) + (size_t)E * (c_.K - 1), state_floats(c_),
                        io.slots};
     gemm(xc_, E, l.x_proj.view, dbc_, ldbc(), io.M, io.st);
+    if (c_.mixer_rms_eps > 0) norm_dbc(dbc_, io.M, R, N, c_.mixer_rms_eps, io.st);
     gemm(dbc_, ldbc(), l.dt_proj.view, dt_, E, io.M, io.st);
     selective_scan({.x = xc_,
                     .ldx = E,
@@ -79,7 +81,7 @@ class Mamba1DevMixer final : public DevMixer {
 
   void out(const DevMixerIO& io) override { gemm(y_, c_.E, layer(io).out_proj.view, io.out, c_.d, io.M, io.st); }
 
-  // From what scan() left: xc, dt after softplus, B and C.
+  // From what scan() left: xc, dt after softplus, B and C (normed for Falcon-Mamba).
   void score(const DevMixerIO& io, bool local, bool reduce_sum, float* score) override {
     const int E = c_.E, N = c_.N, R = c_.R;
     simba_score({.x = xc_,

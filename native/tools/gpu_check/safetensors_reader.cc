@@ -37,7 +37,8 @@ float half_to_float(uint16_t h) {  // IEEE binary16 -> f32
   return f;
 }
 
-// config.json (Hugging Face MambaForCausalLM or state-spaces) -> ModelConfig; pad: vocabulary rounding.
+// config.json (Hugging Face MambaForCausalLM / FalconMambaForCausalLM or state-spaces) -> ModelConfig;
+// pad: vocabulary rounding.
 ModelConfig parse_config(const Json& j, const std::string& path) {
   ModelConfig c;
   auto get_int = [&](const Json& o, const char* k) { return o.at(k).as_int(k); };
@@ -45,8 +46,10 @@ ModelConfig parse_config(const Json& j, const std::string& path) {
     return o.has(k) && o.at(k).kind == Json::Bool ? o.at(k).b : dflt;
   };
   try {
-    if (j.has("model_type") && j.at("model_type").str != "mamba")
-      throw std::runtime_error("model_type '" + j.at("model_type").str + "' is not Mamba-1");
+    const bool falcon = j.has("model_type") && j.at("model_type").str == "falcon_mamba";
+    if (j.has("model_type") && j.at("model_type").str != "mamba" && !falcon)
+      throw std::runtime_error("model_type '" + j.at("model_type").str + "' is not Mamba-1 or Falcon-Mamba");
+    if (falcon) c.mixer_rms_eps = j.has("mixer_rms_eps") ? (float)j.at("mixer_rms_eps").num : 1e-6f;
     if (j.has("hidden_size")) {  // Hugging Face layout
       c.vocab = get_int(j, "vocab_size");
       c.d = get_int(j, "hidden_size");
