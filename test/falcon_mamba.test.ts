@@ -8,6 +8,10 @@
  * The random models use a mixer_rms_eps far from the block norms' eps (0.05 against 1e-5), so an
  * engine that used the wrong epsilon, or skipped a norm, misses the reference by orders of magnitude.
  */
+import { spawnSync } from 'child_process';
+import * as fs from 'fs';
+import * as path from 'path';
+
 import { loadAddon, type NativeConfig } from '../bindings';
 import { loadModel, randomModel, shapeInfo, SHAPES } from '../lib/engine/load';
 import type { MambaModel } from '../lib/engine/model';
@@ -328,3 +332,66 @@ test('randomModel takes a Falcon-Mamba config in code, and refuses a bad mixerRm
     message: expect.stringMatching(/config\.mixerRmsEps/),
   });
 });
+
+// ---------------------------------------------------------------------------------------------
+// The CUDA backend, emulated (libsimba_cuda_emu.so, built by bash bench/gpu_check.sh --emulate --quick)
+// ---------------------------------------------------------------------------------------------
+
+const ROOT = path.join(__dirname, '..');
+const EMU_LIB = process.env.SIMBA_CUDA_EMU_LIB ?? path.join(ROOT, 'build', 'gpu-check', 'libsimba_cuda_emu.so');
+const emuRequired = !!process.env.SIMBA_TEST_CUDA_EMU && process.env.SIMBA_TEST_CUDA_EMU !== '0';
+const haveEmu = fs.existsSync(EMU_LIB);
+if (!haveEmu && !emuRequired)
+  console.log(`Falcon-Mamba device tests skipped: ${EMU_LIB} not built (bash bench/gpu_check.sh --emulate --quick)`);
+
+// Runs in a child with SIMBA_CUDA_LIB set: one JSON line of relative errors (device against CPU).
+const CUDA_CHILD = String.raw`
+const S = require(process.argv[1]);
+(async () => {
+  const cfg = { vocabSize: 61, dModel: 24, nLayer: 3, dInner: 48, dState: 8, dtRank: 5, dConv: 4, convBias: true,
+                projBias: false, eps: 1e-5, tieEmbeddings: false, mixerRmsEps: 0.05, bosTokenId: null, eosTokenId: null,
+                padTokenId: null };
+  const cpu = await S.randomModel(cfg, { seed: 4 });
+  const dev = await S.randomModel(cfg, { seed: 4, device: 'cuda' });
+  const { mixerRmsEps, ...mamba1 } = cfg;
+  const plain = await S.randomModel(mamba1, { seed: 4 });
+  const rel = (x, y) => { let n = 0, d = 0; for (let i = 0; i < y.length; i++) { n += (x[i] - y[i]) ** 2; d += y[i] ** 2; }
+                          return Math.sqrt(n / d); };
+  const rows = (a, b) => Math.max(...a.map((r, i) => rel(r, b[i])));
+  const ids = Array.from({ length: 21 }, (_, i) => (i * 17 + 5) % cfg.vocabSize);
+  const out = { device: dev.info().device };
+  const [c, d, p] = [await cpu.logits(ids, 'all'), await dev.logits(ids, 'all'), await plain.logits(ids, 'all')];
+  out.prefill = rows(d.logits, c.logits);
+  out.vsMamba1 = rows(d.logits, p.logits);
+  const seqs = [cpu.newSequence(), dev.newSequence()];
+  await cpu.prefill([{ sequence: seqs[0], tokens: ids }], { logits: 'none' });
+  await dev.prefill([{ sequence: seqs[1], tokens: ids }], { logits: 'none' });
+  out.decode = rel((await dev.decode([seqs[1]], [9]))[0], (await cpu.decode([seqs[0]], [9]))[0]);
+  const simba = { keepCounts: [15, 9, 4], criterion: 'simba', reduce: 'max' };
+  const [cs, ds] = [await cpu.logits(ids, 'all', { simba }), await dev.logits(ids, 'all', { simba })];
+  out.simba = rows(ds.logits, cs.logits);
+  out.sameExits = Array.from(cs.exitLayer).join() === Array.from(ds.exitLayer).join();
+  console.log(JSON.stringify(out));
+})().catch((e) => { console.error(e.stack || e.message); process.exit(1); });
+`;
+
+(haveEmu || emuRequired ? test : test.skip)(
+  'Falcon-Mamba on the emulated CUDA backend: prefill, decode and a Simba-pruned prefill match the CPU',
+  () => {
+    if (!haveEmu) throw new Error(`SIMBA_TEST_CUDA_EMU is set but ${EMU_LIB} does not exist`);
+    const r = spawnSync(process.execPath, ['-e', CUDA_CHILD, path.join(ROOT, 'dist', 'lib', 'index.js')], {
+      env: { ...process.env, SIMBA_CUDA_LIB: EMU_LIB },
+      encoding: 'utf8',
+      timeout: 150000,
+    });
+    if (r.status !== 0) throw new Error(`child failed (${r.status}): ${r.stderr}`);
+    const out = JSON.parse(r.stdout.trim().split('\n').pop() as string);
+    expect(out.device).toBe('cuda');
+    expect(out.prefill).toBeLessThan(1e-4);
+    expect(out.vsMamba1).toBeGreaterThan(1e-3); // the device applied the norms
+    expect(out.decode).toBeLessThan(1e-4);
+    expect(out.simba).toBeLessThan(1e-4);
+    expect(out.sameExits).toBe(true);
+  },
+  180000,
+);
