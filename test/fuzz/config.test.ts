@@ -194,7 +194,10 @@ describe('regressions found by the fuzzer', () => {
 
   test('a model_type named like an Object.prototype member is reported as itself', () => {
     expect(() => parseConfig({ ...shipped, model_type: 'constructor' }, SOURCE)).toThrow(
-      new SimbaError('E_CONFIG', `${SOURCE}: model_type 'constructor' is not supported; expected 'mamba' (Mamba-1)`),
+      new SimbaError(
+        'E_CONFIG',
+        `${SOURCE}: model_type 'constructor' is not supported; expected 'mamba' (Mamba-1) or 'falcon_mamba' (Falcon-Mamba)`,
+      ),
     );
   });
 });
