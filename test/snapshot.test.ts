@@ -94,6 +94,18 @@ describe('snapshots', () => {
     }
   });
 
+  test('a Mamba-1 snapshot does not restore into a Falcon-Mamba model of the same shape, nor back', async () => {
+    const falcon = await randomModel({ ...cfg, mixerRmsEps: 1e-6 });
+    try {
+      refused(() => falcon.newSequence().restore(snap), /taken from a model of another shape/);
+      refused(() => m.newSequence().restore(falcon.newSequence().snapshot()), /taken from a model of another shape/);
+      const f = falcon.newSequence();
+      f.restore(falcon.newSequence().snapshot()); // its own family restores
+    } finally {
+      falcon.dispose();
+    }
+  });
+
   test('a snapshot of the old format (no version, no checksum) is refused with the reason', () => {
     const old = Buffer.alloc(16 + m.info().stateBytes);
     old.writeUInt32LE(0x53424d53, 0);

@@ -77,7 +77,16 @@ export class MambaModel implements LanguageModel {
     this.engine = engine;
     this.stateFloats = engine.info().stateFloats;
     const c = config;
-    this.fingerprint = stateFingerprint([c.nLayer, c.dInner, c.dState, c.dConv, c.dModel, c.vocabSize]);
+    // Falcon-Mamba's state has Mamba-1's layout but not its meaning: the family is part of the fingerprint
+    this.fingerprint = stateFingerprint([
+      c.nLayer,
+      c.dInner,
+      c.dState,
+      c.dConv,
+      c.dModel,
+      c.vocabSize,
+      ...(c.mixerRmsEps !== undefined && c.mixerRmsEps !== null ? [1] : []),
+    ]);
     this.source = source;
     this.slots = engine.info().device === 'cuda' ? this.slotStore() : null;
     this.forward = new Forward(() => this.engine, this.slots, this.stateFloats, config);

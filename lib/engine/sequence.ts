@@ -276,7 +276,7 @@ export class Sequence {
     if (head[H.fingerprint] !== this.fingerprint || head[H.floats] !== this.stateFloats)
       throw new SimbaError(
         'E_ARG',
-        `${what}: the snapshot was taken from a model of another shape (${head[H.floats]} state floats, ` +
+        `${what}: the snapshot was taken from a model of another shape or family (${head[H.floats]} state floats, ` +
           `this model's state has ${this.stateFloats})`,
       );
     const expected = HEADER_BYTES + this.stateFloats * 4;
