@@ -14,6 +14,7 @@
  */
 import { createHash, randomBytes, timingSafeEqual } from 'crypto';
 import type { ServerResponse } from 'http';
+import type { Duplex } from 'stream';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 
 import type { ChatTemplate } from '../checkpoint/chat_template';
@@ -115,9 +116,7 @@ export class SimbaServer {
       },
       clientErrorHandler: (err: NodeJS.ErrnoException, socket) => {
         if (err.code === 'ECONNRESET' || socket.destroyed) return;
-        if (socket.writable) socket.end(rawErrorResponse(clientError(err)));
-        // the FIN goes out first; a client that never closes its side is cut off
-        setTimeout(() => socket.destroy(), 2000).unref();
+        endThenCut(socket, rawErrorResponse(clientError(err)));
       },
     });
     this.routes();
@@ -269,11 +268,7 @@ export class SimbaServer {
       seen += chunk.length;
       if (seen > limit) cut();
     });
-    raw.once('end', () => {
-      socket.end();
-      // a client that never closes its side is cut off
-      setTimeout(cut, 2000).unref();
-    });
+    raw.once('end', () => endThenCut(socket));
     raw.resume();
   }
 
@@ -368,6 +363,15 @@ export class SimbaServer {
       raw.removeListener('drain', drained);
     };
   }
+}
+
+/**
+ * Ends a connection still writable (after `last`, when given): the FIN goes out first, and a client that never
+ * closes its side is cut off 2 s later.
+ */
+function endThenCut(socket: Duplex, last?: string): void {
+  if (socket.writable) socket.end(last);
+  setTimeout(() => socket.destroy(), 2000).unref();
 }
 
 /** Request bodies nested deeper than this are a 400 (OpenAI bodies nest 4 levels). */
