@@ -7,12 +7,15 @@
 //     (raw logits: log-softmaxed here, in float64);
 //   - ../shared/peers/llamacpp_logits.mjs: {positions: [{pos, logprobs: [...]}...]} (already
 //     log-softmaxed; null where the peer's float32 probability underflowed: those entries are skipped).
-//   node bench/compare_logits.js NAME=FILE NAME=FILE [NAME=FILE ...] [--json]
+//   node bench/compare_logits.js NAME=FILE NAME=FILE [NAME=FILE ...] [--pairs A:B,C:D] [--json]
+// --pairs limits the table to those pairs (default: every pair).
 'use strict';
 const fs = require('fs');
 
 function usage(msg) {
-  console.error(`compare_logits: ${msg}\nusage: node bench/compare_logits.js NAME=FILE NAME=FILE [...] [--json]`);
+  console.error(
+    `compare_logits: ${msg}\nusage: node bench/compare_logits.js NAME=FILE NAME=FILE [...] [--pairs A:B,...] [--json]`,
+  );
   process.exit(2);
 }
 
@@ -84,19 +87,30 @@ function compare(a, b) {
 
 const args = process.argv.slice(2);
 const json = args.includes('--json');
+const pairsAt = args.indexOf('--pairs');
+if (pairsAt >= 0 && args[pairsAt + 1] === undefined) usage('--pairs needs a value');
+const wanted = pairsAt >= 0 ? args[pairsAt + 1].split(',').map((p) => p.split(':')) : null;
 const inputs = args
-  .filter((a) => a !== '--json')
+  .filter((a, i) => a !== '--json' && i !== pairsAt && i !== pairsAt + 1)
   .map((a) => {
     const eq = a.indexOf('=');
     if (eq <= 0) usage(`'${a}' is not NAME=FILE`);
     return { name: a.slice(0, eq), file: a.slice(eq + 1) };
   });
 if (inputs.length < 2) usage('give at least two dumps');
-const loaded = inputs.map((x) => ({ ...x, rows: load(x.file) }));
-const pairs = [];
-for (let i = 0; i < loaded.length; i++)
-  for (let j = i + 1; j < loaded.length; j++)
-    pairs.push({ a: loaded[i].name, b: loaded[j].name, ...compare(loaded[i].rows, loaded[j].rows) });
+const byName = new Map(inputs.map((x) => [x.name, { ...x, rows: load(x.file) }]));
+const loaded = [...byName.values()];
+const todo = [];
+if (wanted) {
+  for (const p of wanted) {
+    if (p.length !== 2 || !byName.has(p[0]) || !byName.has(p[1]))
+      usage(`--pairs: '${p.join(':')}' is not A:B of two given names`);
+    todo.push([byName.get(p[0]), byName.get(p[1])]);
+  }
+} else {
+  for (let i = 0; i < loaded.length; i++) for (let j = i + 1; j < loaded.length; j++) todo.push([loaded[i], loaded[j]]);
+}
+const pairs = todo.map(([a, b]) => ({ a: a.name, b: b.name, ...compare(a.rows, b.rows) }));
 if (json) {
   console.log(JSON.stringify(pairs));
 } else {

@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# simba-ssm against node-llama-cpp (llama.cpp's "mamba2" graph) on the same random Mamba-2 weights:
+# the logits of both engines and of the float64 reference (test/reference/mamba2_ref.ts) on a fixed
+# token list, for a tiny shape (2 groups, head_dim 16 != state 32) and the mamba2-130m shape; then
+# prefill T=512/2048 and decode B=1/8/32 side by side, f32 and int8 (the peer: Q8_0), as
+# bench/compare_peer.sh does for Mamba-1 (the same output files, so bench/compare_summary.js
+# makes the table).
+#
+#   bash bench/compare_peer_mamba2.sh PEER_DIR OUT_DIR [all|logits|speed]
+#
+# PEER_DIR: node-llama-cpp and its gguf-py, as ../shared/peers/setup.sh PEER_DIR installs them; the
+# random HF folders (PEER_DIR/rand2-tiny, PEER_DIR/rand2-130m: dist/bench/random_mamba2_folder.js,
+# seed 1) and their GGUF files (f32 by hf_to_gguf_mamba2.py, q8_0 by bench/gguf_q8_0.py) are made
+# there when missing. PEERS_TOOLS: the folder of llamacpp_*.mjs and hf_to_gguf_mamba2.py (default
+# ../shared/peers beside the repository). Python is Debian's /usr/bin/python3 with python3-numpy.
+# The speed part needs an IDLE machine: every peer line records foreign_cores_max, and the summary
+# marks lines measured under load with '*'. LOGIT_IDS overrides the token list; RUNS the timed runs.
+set -euo pipefail
+peer=$(cd "${1:?peer dir}" && pwd); out=${2:?output dir}; what=${3:-all}
+case $what in all | logits | speed) ;; *) echo "third argument: all, logits or speed (got '$what')" >&2; exit 2 ;; esac
+root=$(cd "$(dirname "$0")/.." && pwd)
+peers=${PEERS_TOOLS:-$root/../shared/peers}
+py=/usr/bin/python3
+runs=${RUNS:-5}
+ids=${LOGIT_IDS:-1000,200,30,4000,17,256,99,50000,12,7,31337,2,444,10000,5,600}
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+export NODE_LLAMA_CPP_DIR=$peer PYTHONPATH=$peer/gguf-py
+cli="node $root/dist/lib/cli/main.js"
+[ -f "$root/dist/bench/random_mamba2_folder.js" ] || (cd "$root" && npm run build:ts >/dev/null)
+
+for m in tiny 130m; do
+  dir=$peer/rand2-$m
+  shape=$([ $m = tiny ] && echo tiny || echo mamba2-130m)
+  [ -f "$dir/model.safetensors" ] || node "$root/dist/bench/random_mamba2_folder.js" --out "$dir" --shape $shape --seed 1
+  [ -f "$dir-f32.gguf" ] || $py "$peers/hf_to_gguf_mamba2.py" "$dir" "$dir-f32.gguf" --outtype f32
+  [ -f "$dir-q8_0.gguf" ] || $py "$root/bench/gguf_q8_0.py" "$dir-f32.gguf" "$dir-q8_0.gguf"
+done
+
+if [ "$what" != speed ]; then
+  # the reference is not part of dist/: compiled alone into a scratch folder
+  ref=$(mktemp -d)
+  npx --prefix "$root" tsc --outDir "$ref" --rootDir "$root" --module commonjs --target ES2022 --types node \
+    --skipLibCheck --esModuleInterop --strict "$root/test/reference/mamba2_ref_logits.ts"
+  for m in tiny 130m; do
+    dir=$peer/rand2-$m
+    o=$out/logits-$m
+    mkdir -p "$o"
+    node "$ref/test/reference/mamba2_ref_logits.js" --model "$dir" --ids "$ids" --out "$o/ref.json"
+    for t in f32 q8_0; do
+      node "$peers/llamacpp_logits.mjs" --model "$dir-$t.gguf" --tokens "$ids" --all --out "$o/llama.cpp-$t.json" > /dev/null
+    done
+    node "$peers/llamacpp_logits.mjs" --model "$dir-f32.gguf" --tokens "$ids" --all --mode stepwise \
+      --out "$o/llama.cpp-f32-stepwise.json" > /dev/null
+    for w in f32 int8; do
+      $cli logits --model "$dir" --weights $w --ids "$ids" --positions all --json > "$o/ours-$w.json" 2> "$o/ours-$w.err" ||
+        { echo "simba-ssm $w logits failed on $dir: $(head -1 "$o/ours-$w.err")" >&2; rm -f "$o/ours-$w.json"; }
+    done
+    # every dump against the reference, then the two engines against each other per format
+    pairs=ref:llama.cpp-f32,ref:llama.cpp-f32-stepwise,ref:llama.cpp-q8_0
+    [ -f "$o/ours-f32.json" ] && pairs=ref:ours-f32,$pairs,ours-f32:llama.cpp-f32
+    [ -f "$o/ours-int8.json" ] && pairs=$pairs,ref:ours-int8,ours-int8:llama.cpp-q8_0
+    args=()
+    for f in "$o"/*.json; do args+=("$(basename "$f" .json)=$f"); done
+    echo "Logits on $m ($(tr ',' '\n' <<< "$ids" | wc -l) tokens, log-softmax over the whole vocabulary):"
+    node "$root/bench/compare_logits.js" "${args[@]}" --pairs "$pairs" | tee "$out/logits-$m.md"
+    echo
+  done
+  rm -rf "$ref"
+fi
+
+if [ "$what" != logits ]; then
+  model=$peer/rand2-130m
+  # ours: f32 and int8 at 2 threads with the bounds, decode at 1 thread too
+  for w in f32 int8; do
+    name=$([ $w = f32 ] && echo ours-2t.json || echo ours-$w-2t.json)
+    $cli bench --model "$model" --weights $w --json --runs "$runs" --lengths 512,2048 --batches 1,8,32 --limits > "$out/$name"
+    SIMBA_THREADS=1 $cli bench --model "$model" --weights $w --json --runs "$runs" --lengths 128 --batches 1,8,32 > "$out/ours-$w-1t.json"
+  done
+  # the peer: its best settings (prefill at 2 threads, decode at 1), and decode at 2 threads too
+  . "$root/bench/peer_bench.sh"
+  for t in f32 q8_0; do
+    g=$model-$t.gguf
+    peer_bench "$out/peer-$t-prefill-2t.jsonl" $t-2t --model "$g" --threads 2 --runs "$runs" --wait-idle 120 --skip-decode --prefill 512,2048
+    peer_bench "$out/peer-$t-decode-1t.jsonl" $t-1t --model "$g" --threads 1 --runs "$runs" --wait-idle 120 --skip-prefill --decode 32 --batch-seqs 8,32
+    peer_bench "$out/peer-$t-decode-2t.jsonl" $t-2t --model "$g" --threads 2 --runs "$runs" --wait-idle 120 --skip-prefill --decode 32 --batch-seqs 8,32
+  done
+  {
+    echo "Random mamba2-130m weights (768 x 24 layers, 24 heads of 64, state 128, vocab 50288, tied), simba-ssm against node-llama-cpp 3.21.1."
+    echo
+    node "$root/bench/compare_summary.js" "$out"
+    node -e '
+      const fs = require("fs"), dir = process.argv[1];
+      const lines = fs.readdirSync(dir).filter((f) => /^peer-.*\.jsonl$/.test(f))
+        .flatMap((f) => fs.readFileSync(`${dir}/${f}`, "utf8").split("\n").filter((l) => l.trim()).map((l) => JSON.parse(l)))
+        .filter((l) => l.measure);
+      const m = Math.max(...lines.map((l) => l.foreign_cores_max ?? 0));
+      console.log(`\nPeer lines: ${lines.length}; largest foreign_cores_max (cores other processes used during a timed run): ${m.toFixed(2)}.`);
+    ' "$out"
+  } | tee "$out/summary.md"
+fi
+echo "results in $out"
