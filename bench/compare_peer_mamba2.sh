@@ -14,7 +14,9 @@
 # there when missing. PEERS_TOOLS: the folder of llamacpp_*.mjs and hf_to_gguf_mamba2.py (default
 # ../shared/peers beside the repository). Python is Debian's /usr/bin/python3 with python3-numpy.
 # The speed part needs an IDLE machine: every peer line records foreign_cores_max, and the summary
-# marks lines measured under load with '*'. LOGIT_IDS overrides the token list; RUNS the timed runs.
+# marks lines measured under load with '*'. LOGIT_IDS overrides the token list; RUNS the timed runs;
+# WAIT_IDLE the seconds the peer waits for a quiet machine before each timed run (default 120);
+# SPEED_MODEL=tiny times the tiny folder instead (a quick check of the script, not a result).
 set -euo pipefail
 peer=$(cd "${1:?peer dir}" && pwd); out=${2:?output dir}; what=${3:-all}
 case $what in all | logits | speed) ;; *) echo "third argument: all, logits or speed (got '$what')" >&2; exit 2 ;; esac
@@ -22,6 +24,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 peers=${PEERS_TOOLS:-$root/../shared/peers}
 py=/usr/bin/python3
 runs=${RUNS:-5}
+wait=${WAIT_IDLE:-120}
 ids=${LOGIT_IDS:-1000,200,30,4000,17,256,99,50000,12,7,31337,2,444,10000,5,600}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
@@ -70,7 +73,9 @@ if [ "$what" != speed ]; then
 fi
 
 if [ "$what" != logits ]; then
-  model=$peer/rand2-130m
+  sm=${SPEED_MODEL:-130m}
+  case $sm in 130m | tiny) ;; *) echo "SPEED_MODEL is 130m or tiny (got '$sm')" >&2; exit 2 ;; esac
+  model=$peer/rand2-$sm
   # ours: f32 and int8 at 2 threads with the bounds, decode at 1 thread too
   for w in f32 int8; do
     name=$([ $w = f32 ] && echo ours-2t.json || echo ours-$w-2t.json)
@@ -81,12 +86,18 @@ if [ "$what" != logits ]; then
   . "$root/bench/peer_bench.sh"
   for t in f32 q8_0; do
     g=$model-$t.gguf
-    peer_bench "$out/peer-$t-prefill-2t.jsonl" $t-2t --model "$g" --threads 2 --runs "$runs" --wait-idle 120 --skip-decode --prefill 512,2048
-    peer_bench "$out/peer-$t-decode-1t.jsonl" $t-1t --model "$g" --threads 1 --runs "$runs" --wait-idle 120 --skip-prefill --decode 32 --batch-seqs 8,32
-    peer_bench "$out/peer-$t-decode-2t.jsonl" $t-2t --model "$g" --threads 2 --runs "$runs" --wait-idle 120 --skip-prefill --decode 32 --batch-seqs 8,32
+    peer_bench "$out/peer-$t-prefill-2t.jsonl" $t-2t --model "$g" --threads 2 --runs "$runs" --wait-idle "$wait" --skip-decode --prefill 512,2048
+    peer_bench "$out/peer-$t-decode-1t.jsonl" $t-1t --model "$g" --threads 1 --runs "$runs" --wait-idle "$wait" --skip-prefill --decode 32 --batch-seqs 8,32
+    peer_bench "$out/peer-$t-decode-2t.jsonl" $t-2t --model "$g" --threads 2 --runs "$runs" --wait-idle "$wait" --skip-prefill --decode 32 --batch-seqs 8,32
   done
   {
-    echo "Random mamba2-130m weights (768 x 24 layers, 24 heads of 64, state 128, vocab 50288, tied), simba-ssm against node-llama-cpp 3.21.1."
+    node -e '
+      const { parsePythonJson } = require(process.argv[3] + "/dist/lib/checkpoint/config.js");
+      const file = process.argv[1] + "/config.json";
+      const c = parsePythonJson(require("fs").readFileSync(file, "utf8"), file);
+      console.log(`Random Mamba-2 weights (${process.argv[2]}: ${c.hidden_size} x ${c.num_hidden_layers} layers, ${c.num_heads} heads of ${c.head_dim}, ` +
+        `${c.n_groups} group(s), state ${c.state_size}, vocab ${c.vocab_size}${c.tie_word_embeddings ? ", tied" : ""}), simba-ssm against node-llama-cpp 3.21.1.`);
+    ' "$model" "$sm" "$root"
     echo
     node "$root/bench/compare_summary.js" "$out"
     node -e '
