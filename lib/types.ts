@@ -10,7 +10,24 @@
  *   nLayer  = L      number of Mamba blocks
  */
 
-/** A Mamba-1 model configuration, normalised from either config.json layout. */
+/**
+ * Mamba-2 (SSD) fields of a MambaConfig (glossary: H = nHeads, P = headDim, G = nGroups; E = H P).
+ * B and C come in G groups (head h reads group floor(h / (H / G))); dt has one value per head.
+ */
+export interface Mamba2Shape {
+  nHeads: number;
+  headDim: number;
+  nGroups: number;
+  /** The SSD chunk length the checkpoint names (chunk_size); results do not depend on it. */
+  chunkSize: number;
+  /** dt is clamped to [low, high] after the softplus (time_step_limit / dt_limit); high may be Infinity. */
+  dtLimit: [number, number];
+}
+
+/**
+ * A model configuration of any family, normalised from every config layout: Mamba-1, Falcon-Mamba
+ * (mixerRmsEps set) and Mamba-2 (mamba2 set, dtRank 0).
+ */
 export interface MambaConfig {
   /** Rows of the embedding matrix (the padded vocabulary size). */
   vocabSize: number;
@@ -18,6 +35,7 @@ export interface MambaConfig {
   nLayer: number;
   dInner: number;
   dState: number;
+  /** Mamba-1's dt projection rank; 0 for Mamba-2 (dt comes from in_proj, one per head). */
   dtRank: number;
   dConv: number;
   /** conv1d has a bias (HF use_conv_bias). */
@@ -34,6 +52,8 @@ export interface MambaConfig {
    * config's `mixer_rms_eps` (1e-6 when absent; not `eps`). Absent for Mamba-1, which has no such norms.
    */
   mixerRmsEps?: number;
+  /** Mamba-2 (HF `Mamba2ForCausalLM`, state-spaces `ssm_cfg.layer: "Mamba2"`, Mamba-Codestral); absent otherwise. */
+  mamba2?: Mamba2Shape;
   bosTokenId: number | null;
   eosTokenId: number | null;
   padTokenId: number | null;
@@ -55,6 +75,8 @@ export const WEIGHT_FORMATS: readonly WeightFormat[] = ['f32', 'bf16', 'int8'];
  *   embedding [V, d], norm_f [d], lm_head [V, d] (only when untied)
  *   norm [d], in_proj [2E, d], in_proj_bias [2E], conv_w [E, K], conv_b [E], x_proj [R+2N, E],
  *   dt_proj_w [E, R], dt_proj_b [E], A_log [E, N], D [E], out_proj [d, E], out_proj_bias [d]
+ * Mamba-2 (H heads, G groups, CH = E + 2 G N): in_proj [2E + 2GN + H, d] (z | x | B | C | dt),
+ *   conv_w [CH, K], conv_b [CH], A_log [H], D [H], dt_bias [H], gate_norm [E]; no x_proj, dt_proj.
  */
 export type EngineTensorName =
   | 'embedding'
@@ -71,7 +93,9 @@ export type EngineTensorName =
   | 'A_log'
   | 'D'
   | 'out_proj'
-  | 'out_proj_bias';
+  | 'out_proj_bias'
+  | 'dt_bias'
+  | 'gate_norm';
 
 /**
  * One row of the engine's tensor table (native/common/tensor_table.h, read through the addon's
@@ -86,8 +110,8 @@ export interface EngineTensorSpec {
   shape: number[];
   /** Whether the config has this tensor (false: a bias the config lacks, or lm_head when tied). */
   required: boolean;
-  /** How the engine stores it: as given, transposed (conv_w), or -exp then transposed (A_log). */
-  layout: 'plain' | 'transposed' | 'neg_exp_transposed';
+  /** How the engine stores it: as given, transposed (conv_w), -exp then transposed (Mamba-1's A_log), -exp (Mamba-2's). */
+  layout: 'plain' | 'transposed' | 'neg_exp_transposed' | 'neg_exp';
 }
 
 /** One tensor ready for the engine: f32 values, row-major, with its engine name and expected shape. */

@@ -3,7 +3,7 @@
  * ZIP64) loads exactly like the same weights as model.safetensors, safetensors win when a folder
  * holds both, state-spaces' own config.json folders load, and the Mamba-2 family is recognised in
  * each of its layouts (HF Mamba2ForCausalLM, state-spaces ssm_cfg.layer "Mamba2", Mistral's
- * params.json of Mamba-Codestral), parsed, and refused by name. config.json is read as Python
+ * params.json of Mamba-Codestral) and parsed (the engine's own tests: test/mamba2.test.ts). config.json is read as Python
  * writes it (Infinity, -Infinity, NaN). Every folder is written here, in a temporary directory.
  */
 import * as fs from 'fs';
@@ -19,7 +19,9 @@ import type { MambaConfig, TensorDType } from '../lib/types';
 import { randomConfig, randomEngineTensors, stateSpacesConfigJson, hfConfigJson, toHfTensors } from './reference/random_model';
 import { fuzzParams } from './fuzz/params';
 import { encodeTorchSave, type TorchTensor } from './helpers/torch_save';
-import { randTokens, rejection, tmpDir } from './helpers/util';
+import { randomMamba2Weights, writeMamba2Folder } from './helpers/mamba2_folder';
+import { maxRowErr, randTokens, rejection, tmpDir } from './helpers/util';
+import { mamba2ZeroState, refMamba2Forward, type Mamba2RefConfig } from './reference/mamba2_ref';
 
 const work = tmpDir('simba-formats-');
 afterAll(() => fs.rmSync(work, { recursive: true, force: true }));
@@ -274,7 +276,7 @@ function catchSimba(fn: () => unknown): SimbaError {
   throw new Error('did not throw');
 }
 
-describe('Mamba-2 folders are recognised, parsed and refused by name', () => {
+describe('Mamba-2 folders are recognised and parsed in each layout', () => {
   test('parseMamba2Config reads each layout', () => {
     expect(parseMamba2Config(parsePythonJson(HF_MAMBA2, 'config.json'), 'config.json')).toEqual({
       layout: 'hf',
@@ -363,42 +365,59 @@ describe('Mamba-2 folders are recognised, parsed and refused by name', () => {
   test.each([
     [
       'an HF Mamba2ForCausalLM folder',
-      { 'config.json': HF_MAMBA2, 'model.safetensors': Buffer.alloc(0) },
-      'config.json',
-      /Hugging Face Mamba2ForCausalLM.*6 layers, d_model 128, 8 heads of 32, 2 group\(s\), d_state 32, vocabulary 4096/,
+      { 'config.json': HF_MAMBA2 },
+      { dInner: 256, mamba2: { nHeads: 8, headDim: 32, nGroups: 2 } },
     ],
+    ['a state-spaces mamba2-130m folder', { 'config.json': SS_MAMBA2 }, { vocabSize: 50288, mamba2: { nHeads: 24, nGroups: 1 } }],
     [
-      'a state-spaces mamba2-130m folder',
-      { 'config.json': SS_MAMBA2, 'pytorch_model.bin': Buffer.alloc(0) },
-      'config.json',
-      /state-spaces \(mamba_ssm\) config with ssm_cfg\.layer "Mamba2" \(24 layers, d_model 768, 24 heads of 64, 1 group\(s\), d_state 128, vocabulary 50288\)/,
+      'a Mamba-Codestral folder (params.json)',
+      { 'params.json': CODESTRAL },
+      { dInner: 8192, mamba2: { nHeads: 128, nGroups: 8 } },
     ],
-    [
-      'a Mamba-Codestral folder (params.json + consolidated.safetensors)',
-      { 'params.json': CODESTRAL, 'consolidated.safetensors': Buffer.alloc(0) },
-      'params.json',
-      /Mistral's params\.json, as Mamba-Codestral ships it \(64 layers, d_model 4096, 128 heads of 64, 8 group\(s\)/,
-    ],
-  ])(
-    'loadModel refuses %s: E_CONFIG "Mamba-2 is not supported yet", the family and what to do',
-    async (_label, files, cfgFile, what) => {
-      const dir = folder(files);
-      const e = await rejection(loadModel(dir));
-      expect(e.code).toBe('E_CONFIG');
-      expect(
-        e.message.startsWith(`${path.join(dir, cfgFile)}: Mamba-2 is not supported yet: this is a Mamba-2 (SSD) model`),
-      ).toBe(true);
-      expect(e.message).toMatch(what);
-      expect(e.message).toMatch(/\nPossible solutions:\n {2}- Use a Mamba-1 checkpoint/);
-    },
-  );
+  ])('loadConfig reads %s as a Mamba-2 MambaConfig (dtRank 0, the SSD fields under mamba2)', (_label, files, want) => {
+    const c = loadConfig(folder(files));
+    expect(c).toMatchObject({ ...want, dtRank: 0 });
+    expect(c.mamba2!.dtLimit).toEqual([0, Infinity]);
+  });
 
-  test('a Mamba-2 config that is also malformed is refused as Mamba-2, with its problem', () => {
+  test('a Mamba-Codestral-style folder (params.json + consolidated.safetensors, state-spaces names) loads and runs as the reference', async () => {
+    // params.json fixes head_dim 64 and d_state 128; dim 32 gives d_inner 64: one head per group of 2
+    const params = { ...CODESTRAL, dim: 32, n_layers: 2, vocab_size: 40, n_groups: 1, tie_embeddings: false };
+    const cfg: Mamba2RefConfig = {
+      d: 32,
+      L: 2,
+      V: 40,
+      H: 1,
+      P: 64,
+      G: 1,
+      N: 128,
+      K: 4,
+      eps: 1e-5,
+      dtLimit: [0, Infinity],
+      chunk: 256,
+      convBias: true,
+    };
+    const w = randomMamba2Weights(cfg, 8, false);
+    const src = writeMamba2Folder(cfg, w, { layout: 'state-spaces' });
+    const dir = folder({
+      'params.json': params,
+      'consolidated.safetensors': fs.readFileSync(path.join(src, 'model.safetensors')),
+    });
+    const m = await loadModel(dir);
+    try {
+      const ids = randTokens(9, cfg.V, 2);
+      const want = refMamba2Forward(cfg, w, ids, mamba2ZeroState(cfg));
+      const got = (await m.logits(ids, 'all')).logits;
+      const rows = got.map((_, t) => want.subarray(t * cfg.V, (t + 1) * cfg.V));
+      expect(maxRowErr(got, rows)).toBeLessThan(1e-5);
+    } finally {
+      m.dispose();
+    }
+  });
+
+  test('a malformed Mamba-2 config names its problem', () => {
     const dir = folder({ 'config.json': { ...SS_MAMBA2, n_layer: 0 } });
-    const e = catchSimba(() => loadConfig(dir));
-    expect(e.message).toMatch(
-      /Mamba-2 is not supported yet.*its config has a problem too: key 'n_layer' must be a positive integer, found 0/,
-    );
+    expect(catchSimba(() => loadConfig(dir)).message).toMatch(/key 'n_layer' must be a positive integer, found 0/);
   });
 });
 
@@ -414,9 +433,9 @@ describe('config.json as Python writes it', () => {
     expect(Object.getPrototypeOf(parsePythonJson(plain, 'x.json'))).toBe(Object.prototype);
   });
 
-  test('a config.json with Infinity loads (here to the Mamba-2 refusal, past the JSON)', () => {
+  test('a config.json with Infinity loads: the dt limit is [0, Infinity]', () => {
     const dir = folder({ 'config.json': HF_MAMBA2 });
-    expect(catchSimba(() => loadConfig(dir)).message).toMatch(/Mamba-2 is not supported yet/);
+    expect(loadConfig(dir).mamba2!.dtLimit).toEqual([0, Infinity]);
   });
 
   test.each([

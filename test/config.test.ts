@@ -222,10 +222,11 @@ describe('parseConfig: HF layout', () => {
     expectConfigError({ ...HF_130M, layer_norm_epsilon: -1 }, /'layer_norm_epsilon' must be a positive finite number/);
   });
 
-  it('rejects mamba2 and other architectures with a clear message', () => {
-    expectConfigError({ ...HF_130M, model_type: 'mamba2' }, /Mamba-2 is not supported yet/, /Mamba2ForCausalLM/);
+  it('reads a Mamba-2 model_type or architecture as Mamba-2, and rejects other architectures with a clear message', () => {
+    // a Mamba-1 config.json relabelled is read as Mamba-2 and fails there, naming the Mamba-1 keys
+    expectConfigError({ ...HF_130M, model_type: 'mamba2' }, /unknown config key\(s\) 'd_inner', 'd_model'/);
     expectConfigError({ ...HF_130M, model_type: 'jamba' }, /model_type 'jamba' is not supported.*'falcon_mamba'/);
-    expectConfigError({ ...HF_130M, architectures: ['Mamba2ForCausalLM'] }, /Mamba-2 is not supported yet/);
+    expectConfigError({ ...HF_130M, architectures: ['Mamba2ForCausalLM'] }, /unknown config key\(s\) 'd_inner'/);
     expectConfigError({ ...HF_130M, architectures: ['JambaForCausalLM'] }, /'JambaForCausalLM' not supported/);
   });
 
@@ -300,8 +301,13 @@ describe('parseConfig: state-spaces layout', () => {
     expect(parseConfig({ ...SS_130M, pad_vocab_size_multiple: 1 }, 'x').vocabSize).toBe(50277);
   });
 
-  it('rejects Mamba-2 layers, hybrids and MLPs', () => {
-    expectConfigError({ ...SS_130M, ssm_cfg: { layer: 'Mamba2' } }, /Mamba-2 is not supported yet/, /ssm_cfg\.layer "Mamba2"/);
+  it('reads Mamba-2 layers as Mamba-2 (its defaults), and rejects hybrids and MLPs', () => {
+    expect(parseConfig({ ...SS_130M, ssm_cfg: { layer: 'Mamba2' } }, 'x')).toMatchObject({
+      dInner: 1536,
+      dState: 128,
+      dtRank: 0,
+      mamba2: { nHeads: 24, headDim: 64, nGroups: 1, chunkSize: 256, dtLimit: [0, Infinity] },
+    });
     expectConfigError({ ...SS_130M, ssm_cfg: { layer: 'Mamba3' } }, /ssm_cfg.layer "Mamba3" is not supported/);
     expectConfigError({ ...SS_130M, attn_layer_idx: [3] }, /hybrid attention/);
     expectConfigError({ ...SS_130M, d_intermediate: 2048 }, /MLP/);

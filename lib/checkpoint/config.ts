@@ -814,37 +814,15 @@ export function parseMamba2Config(json: unknown, source: string, options?: Parse
   return layout === 'hf' ? parseHfMamba2(json, source, opts) : parseStateSpacesMamba2(json, source, opts);
 }
 
-const MAMBA2_ORIGIN: Record<ConfigLayout, string> = {
-  hf: "Hugging Face Mamba2ForCausalLM (model_type 'mamba2')",
-  'state-spaces': 'a state-spaces (mamba_ssm) config with ssm_cfg.layer "Mamba2"',
-  mistral: "Mistral's params.json, as Mamba-Codestral ships it",
-};
-
-/** The E_CONFIG for a recognised Mamba-2 config: the family, what was read of it, and what to do. */
-function mamba2Unsupported(json: Json, source: string, opts: ParseConfigOptions): SimbaError {
-  let shape: string;
-  try {
-    const c = parseMamba2Config(json, source, opts);
-    shape = `${c.nLayer} layers, d_model ${c.dModel}, ${c.nHeads} heads of ${c.headDim}, ${c.nGroups} group(s), d_state ${c.dState}, vocabulary ${c.vocabSize}`;
-  } catch (e) {
-    if (!(e instanceof SimbaError)) throw e;
-    shape = `and its config has a problem too: ${e.message.startsWith(`${source}: `) ? e.message.slice(source.length + 2) : e.message}`;
-  }
-  return new SimbaError(
-    'E_CONFIG',
-    [
-      `${source}: Mamba-2 is not supported yet: this is a Mamba-2 (SSD) model, ${MAMBA2_ORIGIN[detectLayout(json)]} (${shape}); ` +
-        'this version of simba-ssm runs Mamba-1 models (MambaForCausalLM, state-spaces/mamba-*) and Falcon-Mamba (FalconMambaForCausalLM) only.',
-      'Possible solutions:',
-      '  - Use a Mamba-1 checkpoint: state-spaces/mamba-130m-hf ... mamba-2.8b-hf, or the original state-spaces/mamba-130m ... mamba-2.8b folders.',
-      "  - Run this model with an engine that has Mamba-2: transformers (Mamba2ForCausalLM), mamba_ssm, or llama.cpp (its 'mamba2' GGUF).",
-    ].join('\n'),
-  );
+/** A Mamba2Config as the engine's MambaConfig: the Mamba-2 fields under `mamba2`, dtRank 0. */
+function mamba2ModelConfig(c: Mamba2Config): MambaConfig {
+  const { layout: _layout, nHeads, headDim, nGroups, chunkSize, dtLimit, ...common } = c;
+  return { ...common, dtRank: 0, mamba2: { nHeads, headDim, nGroups, chunkSize, dtLimit: [dtLimit[0], dtLimit[1]] } };
 }
 
 /**
- * Normalise a parsed config.json (either layout) into a MambaConfig.
- * `source` names the file in error messages. A Mamba-2 config (any layout) is an E_CONFIG saying so.
+ * Normalise a parsed config (HF or state-spaces config.json, Mistral's params.json) of any family
+ * into a MambaConfig. `source` names the file in error messages.
  */
 export function parseConfig(json: unknown, source: string, options?: ParseConfigOptions): MambaConfig {
   if (typeof source !== 'string')
@@ -854,7 +832,7 @@ export function parseConfig(json: unknown, source: string, options?: ParseConfig
     fail(source, `expected a JSON object, found ${Array.isArray(json) ? 'an array' : describeValue(json)}`);
   }
   if (detectLayout(json) === 'mistral') notATransformer(json, source);
-  if (detectFamily(json) === 'mamba2') throw mamba2Unsupported(json, source, opts);
+  if (detectFamily(json) === 'mamba2') return mamba2ModelConfig(parseMamba2Config(json, source, opts));
   const type = checkArchitecture(json, source);
   return detectLayout(json) === 'hf' ? parseHf(json, source, opts, type) : parseStateSpaces(json, source, opts);
 }

@@ -61,6 +61,8 @@ const LAYER_KEYS: Partial<Record<EngineTensorName, string>> = {
   D: 'mixer.D',
   out_proj: 'mixer.out_proj.weight',
   out_proj_bias: 'mixer.out_proj.bias',
+  dt_bias: 'mixer.dt_bias', // Mamba-2
+  gate_norm: 'mixer.norm.weight', // Mamba-2: the gated RMSNorm
 };
 
 /** The checkpoint key of an engine tensor (the embedding key depends on the checkpoint's layout). */

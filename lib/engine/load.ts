@@ -18,7 +18,7 @@ import { nonFiniteError, planWeights } from '../checkpoint/weights';
 import { SimbaError, fromNative } from '../errors';
 import { LIMITS } from '../limits';
 import * as v from '../validate';
-import { WEIGHT_FORMATS, type EngineTensorSpec, type MambaConfig, type WeightFormat } from '../types';
+import { WEIGHT_FORMATS, type EngineTensorSpec, type Mamba2Shape, type MambaConfig, type WeightFormat } from '../types';
 import type { ModelInfo } from './lm';
 import { checkMemory, memoryNeed } from './memory';
 import { MambaModel } from './model';
@@ -212,7 +212,7 @@ async function uploadMapped(
 
 /**
  * Standard shapes for speed tests without downloads: the state-spaces Mamba-1 models (vocabulary
- * padded to 50280) and tiiuae/falcon-mamba-7b (Falcon-Mamba: untied head, d_inner 8192 from its
+ * padded to 50280), their Mamba-2 models and Mamba-Codestral-7B, and tiiuae/falcon-mamba-7b (Falcon-Mamba: untied head, d_inner 8192 from its
  * intermediate_size, mixer_rms_eps 1e-6).
  */
 export const SHAPES: Readonly<Record<string, MambaConfig>> = Object.fromEntries([
@@ -263,6 +263,36 @@ export const SHAPES: Readonly<Record<string, MambaConfig>> = Object.fromEntries(
       padTokenId: 11,
     } satisfies MambaConfig,
   ],
+  // state-spaces/mamba2-130m ... mamba2-2.7b (vocabulary 50277 padded to 50288), mistralai/Mamba-Codestral-7B-v0.1
+  ...(
+    [
+      ['mamba2-130m', 768, 24, 50288, 1, true],
+      ['mamba2-370m', 1024, 48, 50288, 1, true],
+      ['mamba2-780m', 1536, 48, 50288, 1, true],
+      ['mamba2-1.3b', 2048, 48, 50288, 1, true],
+      ['mamba2-2.7b', 2560, 64, 50288, 1, true],
+      ['codestral-7b', 4096, 64, 32768, 8, false],
+    ] as const
+  ).map(([name, d, L, vocab, groups, tied]) => [
+    name,
+    {
+      vocabSize: vocab,
+      dModel: d,
+      nLayer: L,
+      dInner: 2 * d,
+      dState: 128,
+      dtRank: 0,
+      dConv: 4,
+      convBias: true,
+      projBias: false,
+      eps: 1e-5,
+      tieEmbeddings: tied,
+      mamba2: { nHeads: (2 * d) / 64, headDim: 64, nGroups: groups, chunkSize: 256, dtLimit: [0, Infinity] },
+      bosTokenId: tied ? 0 : null,
+      eosTokenId: tied ? 0 : null,
+      padTokenId: null,
+    } satisfies MambaConfig,
+  ]),
 ]);
 
 /** A model with random, sanely scaled weights of the given config or named shape (no tokenizer). */
@@ -359,17 +389,41 @@ const CONFIG_ID_KEYS = ['bosTokenId', 'eosTokenId', 'padTokenId'] as const;
 /** A MambaConfig given in code (randomModel): every field present and of the right type. */
 function checkConfig(where: string, c: unknown): MambaConfig {
   if (!v.is.object(c)) throw v.argError(where, `shape must be a shape name or a MambaConfig, got ${v.describeType(c)}`);
-  const o = v.options(where, c, [...CONFIG_INT_KEYS, ...CONFIG_BOOL_KEYS, ...CONFIG_ID_KEYS, 'eps', 'mixerRmsEps'], 'config');
-  // The engine holds sizes as 32-bit integers (in_proj has 2 dInner rows).
+  const o = v.options(
+    where,
+    c,
+    [...CONFIG_INT_KEYS, ...CONFIG_BOOL_KEYS, ...CONFIG_ID_KEYS, 'eps', 'mixerRmsEps', 'mamba2'],
+    'config',
+  );
+  const m2 = o.mamba2 === undefined ? undefined : checkMamba2(where, o.mamba2);
+  // The engine holds sizes as 32-bit integers (in_proj has 2 dInner rows); Mamba-2 has no dtRank (0).
   for (const k of CONFIG_INT_KEYS)
-    if (v.int(where, `config.${k}`, o[k], 1, 2 ** 30 - 1) === undefined) throw v.argError(where, `config.${k} is required`);
+    if (v.int(where, `config.${k}`, o[k], k === 'dtRank' && m2 ? 0 : 1, k === 'dtRank' && m2 ? 0 : 2 ** 30 - 1) === undefined)
+      throw v.argError(where, `config.${k} is required`);
   for (const k of CONFIG_BOOL_KEYS)
     if (v.bool(where, `config.${k}`, o[k]) === undefined) throw v.argError(where, `config.${k} is required`);
   for (const k of CONFIG_ID_KEYS) if (o[k] !== null) v.int(where, `config.${k}`, o[k], 0);
   if (v.number(where, 'config.eps', o.eps, 0, 1, true) === undefined) throw v.argError(where, 'config.eps is required');
   v.number(where, 'config.mixerRmsEps', o.mixerRmsEps, 0, 1, true); // optional: present for Falcon-Mamba
   const cfg = c as unknown as MambaConfig;
+  if (m2 && cfg.dInner !== m2.nHeads * m2.headDim)
+    throw v.argError(where, `config.dInner ${cfg.dInner} must be mamba2.nHeads * mamba2.headDim (${m2.nHeads * m2.headDim})`);
   return { ...cfg, bosTokenId: cfg.bosTokenId ?? null, eosTokenId: cfg.eosTokenId ?? null, padTokenId: cfg.padTokenId ?? null };
+}
+
+/** config.mamba2 of a MambaConfig given in code: every field present, the groups dividing the heads. */
+function checkMamba2(where: string, m: unknown): Mamba2Shape {
+  const o = v.options(where, m, ['nHeads', 'headDim', 'nGroups', 'chunkSize', 'dtLimit'] as const, 'config.mamba2');
+  for (const k of ['nHeads', 'headDim', 'nGroups', 'chunkSize'] as const)
+    if (v.int(where, `config.mamba2.${k}`, o[k], 1, 2 ** 30 - 1) === undefined)
+      throw v.argError(where, `config.mamba2.${k} is required`);
+  const lim = o.dtLimit;
+  if (!Array.isArray(lim) || lim.length !== 2 || !(lim[0] >= 0) || !Number.isFinite(lim[0]) || !(lim[1] >= lim[0]))
+    throw v.argError(where, 'config.mamba2.dtLimit must be [low, high] with 0 <= low <= high (high may be Infinity)');
+  const s = o as unknown as Mamba2Shape;
+  if (s.nHeads % s.nGroups !== 0)
+    throw v.argError(where, `config.mamba2.nHeads ${s.nHeads} must be a multiple of config.mamba2.nGroups ${s.nGroups}`);
+  return s;
 }
 
 /**
@@ -428,5 +482,8 @@ function nativeConfig(c: MambaConfig): NativeConfig {
     tieEmbeddings: c.tieEmbeddings,
     eps: c.eps,
     mixerRmsEps: c.mixerRmsEps ?? 0,
+    ...(c.mamba2 && {
+      mamba2: { nHeads: c.mamba2.nHeads, nGroups: c.mamba2.nGroups, dtMin: c.mamba2.dtLimit[0], dtMax: c.mamba2.dtLimit[1] },
+    }),
   };
 }

@@ -69,7 +69,19 @@ export interface SimbaPlan {
 /** FLOPs of one token through one Mamba block (multiply-add = 2). */
 export function layerFlops(c: MambaConfig): number {
   const { dModel: d, dInner: E, dtRank: R, dState: N, dConv: K } = c;
+  if (c.mamba2) {
+    const GN = c.mamba2.nGroups * N,
+      H = c.mamba2.nHeads;
+    return (
+      2 * d * (2 * E + 2 * GN + H) + // in_proj: z, x, B, C, dt
+      2 * K * (E + 2 * GN) + // causal conv1d over x, B, C
+      6 * E * N + // SSD: the state's decay and input (4), y = C . s (2)
+      2 * E * d // out_proj
+    );
+  }
+  const falconNorms = c.mixerRmsEps ? 3 * (R + 2 * N) : 0; // Falcon-Mamba: square, sum, scale per value
   return (
+    falconNorms +
     2 * d * 2 * E + // in_proj
     2 * K * E + // causal conv1d
     2 * E * (R + 2 * N) + // x_proj

@@ -141,6 +141,14 @@ export function gemmShapes(shape: string): { name: string; N: number; K: number 
     d = c.dModel,
     R = c.dtRank,
     N = c.dState;
+  if (c.mamba2) {
+    const GN = c.mamba2.nGroups * N;
+    return [
+      { name: 'in_proj', N: 2 * E + 2 * GN + c.mamba2.nHeads, K: d },
+      { name: 'out_proj', N: d, K: E },
+      { name: 'head', N: c.vocabSize, K: d },
+    ];
+  }
   return [
     { name: 'in_proj', N: 2 * E, K: d },
     { name: 'x_proj', N: R + 2 * N, K: E },

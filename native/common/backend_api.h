@@ -53,6 +53,10 @@ typedef struct {
   int conv_bias, proj_bias, tie;
   float eps;
   float mixer_rms_eps; /* > 0: Falcon-Mamba's norms of dt_low, B, C with this epsilon; 0: Mamba-1 (ABI 3) */
+  /* ABI 4: the family (0 Mamba-1 / Falcon-Mamba, 1 Mamba-2) and Mamba-2's heads H, groups G and dt clamp
+   * [dt_min, dt_max] (dt_max may be +inf); R is 0 for Mamba-2, H = G = 0 for Mamba-1. */
+  int family, H, G;
+  float dt_min, dt_max;
 } simba_config_t;
 
 typedef struct {
@@ -60,7 +64,7 @@ typedef struct {
   int n_tokens; /* all sequences' tokens, concatenated */
   const int32_t* lengths;
   int n_seq;            /* tokens per sequence (>= 1) */
-  float* const* states; /* n_seq host pointers, each L*(E*(K-1)+E*N) floats, updated in place */
+  float* const* states; /* n_seq host pointers, each L*(CH*(K-1)+E*N) floats (CH: E, Mamba-2 E+2GN), in place */
   const int32_t* want;
   int n_want; /* global token indices that get logits */
   int simba_enabled;
@@ -79,7 +83,8 @@ typedef struct {
 typedef struct simba_model simba_model;
 
 typedef struct {
-  int abi_version;  /* 3 (2: simba_config_t without mixer_rms_eps; 1: functions returned 0 / 1, not a status) */
+  int abi_version;  /* 4 (3: simba_config_t without the Mamba-2 fields; 2: without mixer_rms_eps; 1: functions
+                     * returned 0 / 1, not a status) */
   const char* name; /* "cuda" */
   /* Device count and a description of device 0 (e.g. "NVIDIA H200, 139 GiB, sm_90"). */
   simba_status_t (*probe)(int* n_devices, char* desc, size_t desc_len, char* err, size_t err_len);

@@ -7,7 +7,9 @@
 // (The forward-request checks both engines share are in request_check.h.)
 // Header-only and free of both engines' types: the CUDA library is built separately.
 //
-// Glossary: d = dModel, E = dInner, N = dState, R = dtRank, K = dConv, L = nLayer, V = vocab.
+// Glossary: d = dModel, E = dInner, N = dState, R = dtRank, K = dConv, L = nLayer, V = vocab;
+// Mamba-2: H heads of P = E / H channels, G groups of B and C (head h reads group h / (H / G)),
+// CH = E + 2 G N conv channels (x, B and C convolved together).
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -20,6 +22,10 @@
 
 namespace simba {
 
+// The model families by their mixer (simba_config_t.family). Falcon-Mamba is kMamba1 with
+// ModelConfig::mixer_rms_eps > 0 (the same tensors and steps, plus three norms).
+enum Family : int { kMamba1 = 0, kMamba2 = 1 };
+
 // Shapes of a model. Both engines hold one (the CUDA library receives it as simba_config_t).
 struct ModelConfig {
   int vocab = 0, d = 0, L = 0, E = 0, N = 0, R = 0, K = 0;
@@ -28,7 +34,18 @@ struct ModelConfig {
   // Falcon-Mamba: > 0 is the epsilon of the weightless RMS norms the mixer applies to dt_low, B and C
   // (each slice of x_proj's output on its own); 0 is Mamba-1, which has none. Same tensors either way.
   float mixer_rms_eps = 0.f;
+  // Mamba-2 (family kMamba2; R is 0: dt comes from in_proj, one per head): H heads, G groups of B
+  // and C, dt clamped to [dt_min, dt_max] after the softplus (dt_max may be +infinity). The eps
+  // above is also the gated norm's. All 0 for Mamba-1.
+  int family = kMamba1;
+  int H = 0, G = 0;
+  float dt_min = 0.f, dt_max = 0.f;
 };
+
+// Mamba-2's derived sizes: channels per head, conv channels, in_proj rows [z | x | B | C | dt].
+inline int head_dim(const ModelConfig& c) { return c.H > 0 ? c.E / c.H : 0; }
+inline int conv_channels(const ModelConfig& c) { return c.family == kMamba2 ? c.E + 2 * c.G * c.N : c.E; }
+inline int in_proj_rows(const ModelConfig& c) { return c.family == kMamba2 ? 2 * c.E + 2 * c.G * c.N + c.H : 2 * c.E; }
 
 inline ModelConfig from_abi(const simba_config_t& c) {
   return {.vocab = c.vocab,
@@ -42,7 +59,12 @@ inline ModelConfig from_abi(const simba_config_t& c) {
           .proj_bias = c.proj_bias != 0,
           .tie = c.tie != 0,
           .eps = c.eps,
-          .mixer_rms_eps = c.mixer_rms_eps};
+          .mixer_rms_eps = c.mixer_rms_eps,
+          .family = c.family,
+          .H = c.H,
+          .G = c.G,
+          .dt_min = c.dt_min,
+          .dt_max = c.dt_max};
 }
 inline simba_config_t to_abi(const ModelConfig& c) {
   return {.vocab = c.vocab,
@@ -56,7 +78,12 @@ inline simba_config_t to_abi(const ModelConfig& c) {
           .proj_bias = c.proj_bias,
           .tie = c.tie,
           .eps = c.eps,
-          .mixer_rms_eps = c.mixer_rms_eps};
+          .mixer_rms_eps = c.mixer_rms_eps,
+          .family = c.family,
+          .H = c.H,
+          .G = c.G,
+          .dt_min = c.dt_min,
+          .dt_max = c.dt_max};
 }
 
 // Throws E_CONFIG naming the first size the engines cannot run.
@@ -65,13 +92,33 @@ inline void check_config(const ModelConfig& c) {
     if (v <= 0)
       fail(SIMBA_E_CONFIG, std::string("config: ") + what + " must be a positive integer, got " + std::to_string(v));
   };
+  auto config_error = [](const std::string& what) { fail(SIMBA_E_CONFIG, "config: " + what); };
+  if (c.family != kMamba1 && c.family != kMamba2)
+    config_error("family must be 0 (Mamba-1) or 1 (Mamba-2), got " + std::to_string(c.family));
   positive(c.vocab, "vocabSize");
   positive(c.d, "dModel");
   positive(c.L, "nLayer");
   positive(c.E, "dInner");
   positive(c.N, "dState");
-  positive(c.R, "dtRank");
   positive(c.K, "dConv");
+  if (c.family == kMamba1) {
+    positive(c.R, "dtRank");
+    if (c.H != 0 || c.G != 0) config_error("nHeads and nGroups are Mamba-2's (0 for Mamba-1)");
+  } else {
+    if (c.R != 0) config_error("dtRank is Mamba-1's (0 for Mamba-2: dt comes from in_proj, one per head)");
+    positive(c.H, "nHeads");
+    positive(c.G, "nGroups");
+    if (c.E % c.H != 0)
+      config_error("dInner " + std::to_string(c.E) + " is not a multiple of nHeads " + std::to_string(c.H));
+    if (c.H % c.G != 0)
+      config_error("nHeads " + std::to_string(c.H) + " do not split into nGroups " + std::to_string(c.G));
+    if (!(c.dt_min >= 0) || !std::isfinite(c.dt_min) || !(c.dt_max >= c.dt_min))
+      config_error("dtLimit must be [low, high] with 0 <= low <= high (high may be Infinity)");
+    if (c.mixer_rms_eps != 0) config_error("mixerRmsEps is Falcon-Mamba's (0 for Mamba-2)");
+    // in_proj's rows and the conv channels stay 32-bit
+    if ((int64_t)2 * c.E + 2 * (int64_t)c.G * c.N + c.H > (int64_t)1 << 30)
+      config_error("in_proj would have more than 2^30 rows");
+  }
   if (c.K > kMaxConv)
     fail(SIMBA_E_CONFIG,
          "config: dConv " + std::to_string(c.K) + " is larger than the supported " + std::to_string(kMaxConv));
@@ -84,8 +131,11 @@ inline void check_config(const ModelConfig& c) {
                              std::to_string(c.mixer_rms_eps));
 }
 
-// Floats of one sequence's recurrent state: per layer the conv state [E, K-1] then the SSM state [E, N].
-inline size_t layer_state_floats(const ModelConfig& c) { return (size_t)c.E * (c.K - 1) + (size_t)c.E * c.N; }
+// Floats of one sequence's recurrent state: per layer the conv state [CH, K-1] (CH = E for Mamba-1)
+// then the SSM state: [E, N] for Mamba-1, [H, P, N] (the same E N floats) for Mamba-2.
+inline size_t layer_state_floats(const ModelConfig& c) {
+  return (size_t)conv_channels(c) * (c.K - 1) + (size_t)c.E * c.N;
+}
 inline size_t state_floats(const ModelConfig& c) { return (size_t)c.L * layer_state_floats(c); }
 
 // ---------------------------------------------------------------- the table
@@ -95,14 +145,22 @@ enum class Layout {
   kPlain,             // as given
   kTransposed,        // [cols][rows]: conv_w [E, K] -> tap-major wT [K][E]
   kNegExpTransposed,  // [cols][rows] of -exp(x): A_log [E, N] -> A^T [N][E], A = -exp(A_log)
+  kNegExp,            // -exp(x) in place: Mamba-2's A_log [H] -> A
 };
 
 inline const char* layout_name(Layout l) {
-  return l == Layout::kPlain ? "plain" : l == Layout::kTransposed ? "transposed" : "neg_exp_transposed";
+  return l == Layout::kPlain        ? "plain"
+         : l == Layout::kTransposed ? "transposed"
+         : l == Layout::kNegExp     ? "neg_exp"
+                                    : "neg_exp_transposed";
 }
 
 // out = layout(x), x [rows, cols] row-major (a vector: cols = 1).
 inline void apply_layout(Layout l, const float* x, int rows, int cols, float* out) {
+  if (l == Layout::kNegExp) {
+    for (size_t i = 0; i < (size_t)rows * (cols ? cols : 1); i++) out[i] = -std::exp(x[i]);
+    return;
+  }
   for (int r = 0; r < rows; r++)
     for (int k = 0; k < cols; k++) {
       const float v = x[(size_t)r * cols + k];
@@ -111,7 +169,8 @@ inline void apply_layout(Layout l, const float* x, int rows, int cols, float* ou
     }
 }
 
-// Every tensor a Mamba-1 model can have: the globals, then the per-layer ones in checkpoint order.
+// Every tensor a model of either family can have: the globals, then the per-layer ones (Mamba-1's
+// in checkpoint order, then the two only Mamba-2 has).
 enum class TensorId {
   kEmbedding,
   kNormF,
@@ -128,13 +187,15 @@ enum class TensorId {
   kD,
   kOutProj,
   kOutProjBias,
+  kDtBias,    // Mamba-2: dt's bias per head (dt = softplus(in_proj's dt + dt_bias))
+  kGateNorm,  // Mamba-2: the gated RMSNorm's weight
 };
-constexpr int kNumGlobalTensors = 3, kNumLayerTensors = 12;
+constexpr int kNumGlobalTensors = 3, kNumLayerTensors = 14;
 
 inline const char* tensor_name(TensorId id) {
-  static const char* const names[] = {"embedding",    "norm_f", "lm_head", "norm",     "in_proj",
-                                      "in_proj_bias", "conv_w", "conv_b",  "x_proj",   "dt_proj_w",
-                                      "dt_proj_b",    "A_log",  "D",       "out_proj", "out_proj_bias"};
+  static const char* const names[] = {
+      "embedding", "norm_f",    "lm_head", "norm", "in_proj",  "in_proj_bias",  "conv_w",  "conv_b",   "x_proj",
+      "dt_proj_w", "dt_proj_b", "A_log",   "D",    "out_proj", "out_proj_bias", "dt_bias", "gate_norm"};
   return names[(int)id];
 }
 
@@ -162,6 +223,23 @@ inline TensorSpec tensor_spec(const ModelConfig& c, TensorId id, int layer) {
   auto spec = [&](int rows, int cols, bool required = true, Layout layout = Layout::kPlain) {
     return TensorSpec{.id = id, .layer = layer, .rows = rows, .cols = cols, .required = required, .layout = layout};
   };
+  if (c.family == kMamba2) {
+    const int CH = conv_channels(c);
+    switch (id) {
+      case TensorId::kInProj: return spec(in_proj_rows(c), d);
+      case TensorId::kInProjBias: return spec(in_proj_rows(c), 0, c.proj_bias);
+      case TensorId::kConvW: return spec(CH, K, true, Layout::kTransposed);
+      case TensorId::kConvB: return spec(CH, 0, c.conv_bias);
+      case TensorId::kXProj: return spec(0, 0, false);
+      case TensorId::kDtProjW: return spec(0, 0, false);
+      case TensorId::kDtProjB: return spec(0, 0, false);
+      case TensorId::kALog: return spec(c.H, 0, true, Layout::kNegExp);
+      case TensorId::kD: return spec(c.H, 0);
+      case TensorId::kDtBias: return spec(c.H, 0);
+      case TensorId::kGateNorm: return spec(E, 0);
+      default: break;  // the globals, norm and out_proj: as Mamba-1's
+    }
+  }
   switch (id) {
     case TensorId::kEmbedding: return spec(c.vocab, d);
     case TensorId::kNormF: return spec(d, 0);
@@ -178,6 +256,8 @@ inline TensorSpec tensor_spec(const ModelConfig& c, TensorId id, int layer) {
     case TensorId::kD: return spec(E, 0);
     case TensorId::kOutProj: return spec(d, E);
     case TensorId::kOutProjBias: return spec(d, 0, c.proj_bias);
+    case TensorId::kDtBias: return spec(0, 0, false);
+    case TensorId::kGateNorm: return spec(0, 0, false);
   }
   fail(SIMBA_E_NATIVE, "tensor_spec: unknown tensor id");
 }
@@ -226,6 +306,10 @@ struct LayerWeights {
   Vec AT;        // [N][E], A = -exp(A_log)
   Vec D;         // [E]
   Mat out_proj;  // [d, E], bias [d] when the config has projection biases
+  // Mamba-2 (where in_proj is [2E+2GN+H, d], conv_wT [K][CH], conv_b [CH], AT holds A [H], D is [H],
+  // and x_proj, dt_proj stay empty):
+  Vec dt_bias;    // [H]
+  Vec gate_norm;  // [E]
 };
 
 template <typename Mat, typename Vec>
@@ -267,7 +351,7 @@ class WeightLoader {
     if (id < 0)
       fail(SIMBA_E_WEIGHTS, std::string(global ? "unknown global tensor '" : "unknown layer tensor '") + name + "'");
     const TensorSpec& t = table_[table_index(c_, (TensorId)id, layer)];
-    if (!t.required) fail(SIMBA_E_WEIGHTS, t.label() + " given but " + absent_reason(t.id));
+    if (!t.required) fail(SIMBA_E_WEIGHTS, t.label() + " given but " + absent_reason(c_, t.id));
     if (count != t.count())
       fail(SIMBA_E_SHAPE, t.label() + ": expected " + t.shape() + " = " + std::to_string(t.count()) + " values, got " +
                               std::to_string(count));
@@ -301,6 +385,8 @@ class WeightLoader {
       case TensorId::kD: store.vector(l->D, v, t); break;
       case TensorId::kOutProj: store.matrix(l->out_proj, v, t); break;
       case TensorId::kOutProjBias: store.bias(l->out_proj, v, t); break;
+      case TensorId::kDtBias: store.vector(l->dt_bias, v, t); break;
+      case TensorId::kGateNorm: store.vector(l->gate_norm, v, t); break;
     }
     have_[&t - table_.data()] = 1;
   }
@@ -321,7 +407,11 @@ class WeightLoader {
   }
 
  private:
-  static const char* absent_reason(TensorId id) {
+  static const char* absent_reason(const ModelConfig& c, TensorId id) {
+    if (c.family == kMamba2 && (id == TensorId::kXProj || id == TensorId::kDtProjW || id == TensorId::kDtProjB))
+      return "Mamba-2 has no x_proj or dt_proj (B, C and dt come from in_proj)";
+    if (c.family != kMamba2 && (id == TensorId::kDtBias || id == TensorId::kGateNorm))
+      return "only Mamba-2 has dt_bias and gate_norm";
     if (id == TensorId::kLmHead) return "the config ties the head to the embedding";
     if (id == TensorId::kConvB) return "the config has no conv bias";
     return "the config has no projection biases (use_bias false)";
@@ -373,6 +463,38 @@ void random_weights(const ModelConfig& c, uint64_t seed, Emit&& emit) {
   rand(TensorId::kEmbedding, -1, 0.f, 0.02f);
   if (!c.tie) rand(TensorId::kLmHead, -1, 0.f, 0.02f);
   rand(TensorId::kNormF, -1, 1.f, 0.05f);
+  // softplus(bias) log-uniform in [0.001, 0.1], the dt init of both families
+  auto dt_bias = [&](TensorId id, int layer) {
+    t = tensor_spec(c, id, layer);
+    tmp.resize(t.count());
+    for (auto& x : tmp) {
+      float dt = std::exp(std::log(0.001f) + (uni() * 0.5f + 0.5f) * (std::log(0.1f) - std::log(0.001f)));
+      x = dt + std::log(-std::expm1(-dt));
+    }
+    put();
+  };
+  if (c.family == kMamba2) {
+    // Mamba-2's init: A_h uniform in [1, 16] (A_log = log A_h), D = 1, the gated norm's weight near 1.
+    for (int l = 0; l < c.L; l++) {
+      rand(TensorId::kNorm, l, 1.f, 0.05f);
+      rand(TensorId::kInProj, l, 0.f, 1.f / std::sqrt((float)c.d));
+      rand(TensorId::kConvW, l, 0.f, 1.f / std::sqrt((float)c.K));
+      if (c.conv_bias) rand(TensorId::kConvB, l, 0.f, 0.1f);
+      dt_bias(TensorId::kDtBias, l);
+      t = tensor_spec(c, TensorId::kALog, l);
+      tmp.resize(t.count());
+      for (auto& x : tmp) x = std::log(8.5f + 7.5f * uni());
+      put();
+      rand(TensorId::kD, l, 1.f, 0.f);
+      rand(TensorId::kGateNorm, l, 1.f, 0.05f);
+      rand(TensorId::kOutProj, l, 0.f, 1.f / std::sqrt((float)c.E) / std::sqrt(2.f * c.L));
+      if (c.proj_bias) {
+        rand(TensorId::kInProjBias, l, 0.f, 0.01f);
+        rand(TensorId::kOutProjBias, l, 0.f, 0.01f);
+      }
+    }
+    return;
+  }
   for (int l = 0; l < c.L; l++) {
     rand(TensorId::kNorm, l, 1.f, 0.05f);
     rand(TensorId::kInProj, l, 0.f, 1.f / std::sqrt((float)c.d));
@@ -380,13 +502,7 @@ void random_weights(const ModelConfig& c, uint64_t seed, Emit&& emit) {
     if (c.conv_bias) rand(TensorId::kConvB, l, 0.f, 0.1f);
     rand(TensorId::kXProj, l, 0.f, 1.f / std::sqrt((float)c.E));
     rand(TensorId::kDtProjW, l, 0.f, 1.f / std::sqrt((float)c.R));
-    t = tensor_spec(c, TensorId::kDtProjB, l);
-    tmp.resize(t.count());
-    for (auto& x : tmp) {  // softplus(bias) log-uniform in [0.001, 0.1]
-      float dt = std::exp(std::log(0.001f) + (uni() * 0.5f + 0.5f) * (std::log(0.1f) - std::log(0.001f)));
-      x = dt + std::log(-std::expm1(-dt));
-    }
-    put();
+    dt_bias(TensorId::kDtProjB, l);
     t = tensor_spec(c, TensorId::kALog, l);
     tmp.resize(t.count());
     for (int e = 0; e < c.E; e++)

@@ -297,19 +297,19 @@ static bool split_by_sequence(const SeqSlice* s, int n) {
     if (s[i].T != 1) return false;
   return true;
 }
+// items: the kernel's work items of one sequence (channel groups, heads).
 template <typename Args, typename Kernel>
-static void per_sequence(const Args& a, double flops, Kernel kernel) {
-  const int G = groups(a.E);
+static void per_sequence(const Args& a, int items, double flops, Kernel kernel) {
   if (split_by_sequence(a.seqs, a.nseq)) {
     parallel(a.nseq, flops, [&](int, int b, int e) {
       Args sub = a;
       sub.seqs = a.seqs + b;
       sub.nseq = e - b;
-      kernel(sub, 0, G);
+      kernel(sub, 0, items);
     });
     return;
   }
-  parallel(G, flops, [&](int, int b, int e) { kernel(a, b, e); });
+  parallel(items, flops, [&](int, int b, int e) { kernel(a, b, e); });
 }
 
 void conv1d(const Conv1dArgs& a) {
@@ -317,7 +317,7 @@ void conv1d(const Conv1dArgs& a) {
   assert_seqs(a.seqs, a.nseq);
   for (int i = 0; i < a.nseq; i++) SIMBA_ASSERT(a.K == 1 || a.seqs[i].conv);
   const KernelTable& k = active();
-  per_sequence(a, 2.0 * a.K * a.E * rows_of(a.seqs, a.nseq) + 20.0 * a.E * rows_of(a.seqs, a.nseq),
+  per_sequence(a, groups(a.E), 2.0 * a.K * a.E * rows_of(a.seqs, a.nseq) + 20.0 * a.E * rows_of(a.seqs, a.nseq),
                [&](const Conv1dArgs& s, int b, int e) { k.conv1d(s, b, e); });
 }
 
@@ -328,7 +328,7 @@ void scan(const ScanArgs& a) {
   assert_seqs(a.seqs, a.nseq);
   for (int i = 0; i < a.nseq; i++) SIMBA_ASSERT(a.seqs[i].ssm);
   const KernelTable& k = active();
-  per_sequence(a, 20.0 * a.E * a.N * rows_of(a.seqs, a.nseq),
+  per_sequence(a, groups(a.E), 20.0 * a.E * a.N * rows_of(a.seqs, a.nseq),
                [&](const ScanArgs& s, int b, int e) { k.scan(s, b, e); });
 }
 
@@ -355,6 +355,63 @@ void score(ScoreArgs a, float* out, int total_rows) {
       }
     out[r] = v;
   }
+}
+
+void ssd_scan(const SsdArgs& a) {
+  SIMBA_ASSERT(a.x && a.B && a.C && a.dt && a.dt_bias && a.A && a.D && a.y && a.H > 0 && a.P > 0 && a.G > 0 &&
+               a.H % a.G == 0 && a.N >= 1 && a.N <= kMaxState && a.chunk >= 1 && a.chunk <= kMaxSsdChunk);
+  SIMBA_ASSERT(a.ldx >= a.H * a.P && a.ldy >= a.H * a.P && a.ldbc >= a.G * a.N && a.lddt >= a.H);
+  assert_seqs(a.seqs, a.nseq);
+  for (int i = 0; i < a.nseq; i++) SIMBA_ASSERT(a.seqs[i].ssm);
+  const KernelTable& k = active();
+  // per token and head: y's intra-chunk part (chunk P), the state's (4 P N), C.B (chunk N / heads per group)
+  const double per_token = (double)a.H * (a.chunk * a.P + 4.0 * a.P * a.N) + (double)a.G * a.chunk * a.N;
+  per_sequence(a, a.H, per_token * rows_of(a.seqs, a.nseq),
+               [&](const SsdArgs& s, int b, int e) { k.ssd_scan(s, b, e); });
+}
+
+void gated_norm(const GatedNormArgs& a, int rows) {
+  SIMBA_ASSERT(a.y && a.z && a.w && a.E > 0 && a.G > 0 && a.E % a.G == 0 && a.ldy >= a.E && a.ldz >= a.E);
+  const KernelTable& k = active();
+  parallel(rows, 30.0 * rows * a.E, [&](int, int b, int e) { k.gated_norm(a, b, e); });
+}
+
+void ssd_score(const SsdScoreArgs& in, const SeqSlice* seqs, int nseq, float* out, int total_rows) {
+  SIMBA_ASSERT(in.x && in.dt && in.B && in.C && out && in.H > 0 && in.P > 0 && in.G > 0 && in.H % in.G == 0 &&
+               in.N >= 1);
+  assert_seqs(seqs, nseq);
+  SIMBA_ASSERT(seqs[nseq - 1].row0 + seqs[nseq - 1].T <= total_rows);
+  // Per row: its sequence's last row and, for the simba criterion, A_h times the dt that follow it in
+  // that sequence (one reverse pass per sequence and head, in double).
+  std::vector<int> last(total_rows, 0);
+  std::vector<float> decay(in.local ? 0 : (size_t)total_rows * in.H);
+  for (int s = 0; s < nseq; s++) {
+    const SeqSlice& q = seqs[s];
+    for (int t = 0; t < q.T; t++) last[q.row0 + t] = q.row0 + q.T - 1;
+    if (in.local) continue;
+    for (int h = 0; h < in.H; h++) {
+      double after = 0;
+      for (int t = q.T - 1; t >= 0; t--) {
+        const size_t r = (size_t)(q.row0 + t);
+        decay[r * in.H + h] = (float)(in.A[h] * after);
+        after += in.dt[r * in.lddt + h];
+      }
+    }
+  }
+  SsdScoreArgs a = in;
+  a.decay = decay.data();
+  a.last = last.data();
+  a.score = out;
+  std::fill(out, out + total_rows, 0.f);
+  const KernelTable& k = active();
+  double rows = rows_of(seqs, nseq);
+  parallel(total_rows, rows * (2.0 * in.G * in.N + 2.0 * in.H * in.P), [&](int, int b, int e) {
+    // only the rows of the sequences given
+    for (int s = 0; s < nseq; s++) {
+      const int lo = std::max(b, seqs[s].row0), hi = std::min(e, seqs[s].row0 + seqs[s].T);
+      if (lo < hi) k.ssd_score(a, lo, hi);
+    }
+  });
 }
 
 }  // namespace cpu

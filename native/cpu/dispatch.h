@@ -51,6 +51,11 @@ void conv1d(const Conv1dArgs& a);
 void scan(const ScanArgs& a);
 // Fills score[total_rows] (the rows covered by a.seqs) with the reduced scores.
 void score(ScoreArgs a, float* score, int total_rows);
+// Mamba-2: the SSD scan, the gated norm of `rows` rows, and the Simba scores of the rows of seqs
+// (decay, last and score are filled in here); other rows' scores are 0.
+void ssd_scan(const SsdArgs& a);
+void gated_norm(const GatedNormArgs& a, int rows);
+void ssd_score(const SsdScoreArgs& a, const SeqSlice* seqs, int nseq, float* score, int total_rows);
 
 }  // namespace cpu
 }  // namespace simba

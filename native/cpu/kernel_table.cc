@@ -14,6 +14,9 @@ void rmsnorm_slice(const RmsNormArgs&, int, int);
 void conv1d_slice(const Conv1dArgs&, int, int);
 void scan_slice(const ScanArgs&, int, int);
 void score_slice(const ScoreArgs&, int, int);
+void ssd_scan_slice(const SsdArgs&, int, int);
+void gated_norm_slice(const GatedNormArgs&, int, int);
+void ssd_score_slice(const SsdScoreArgs&, int, int);
 void gemm_q8_slice(const GemmArgs&, int, int);
 void quantize_slice(const QuantizeArgs&, int, int);
 float fma_loop(long);
@@ -36,6 +39,9 @@ const KernelTable* table() {
       .conv1d = conv1d_slice,
       .scan = scan_slice,
       .score = score_slice,
+      .ssd_scan = ssd_scan_slice,
+      .gated_norm = gated_norm_slice,
+      .ssd_score = ssd_score_slice,
       .gemm_q8 = gemm_q8_slice,
       .quantize = quantize_slice,
       .pack_f32 = pack_f32,

@@ -187,6 +187,71 @@ struct ScoreArgs {
   float* partial;  // [total_rows][width] this slice's lane-wise partial reductions
 };
 
+// ---- Mamba-2 (SSD; engine/mixer_mamba2.cc). Glossary: H heads of P channels (E = H P), G groups of
+// B and C (head h reads group g(h) = h / (H / G)), state s [H][P][N] per sequence.
+
+// The SSD scan, per sequence and head, continuing from the SSM state:
+//   dt[t,h]  = clamp(softplus(dt_raw[t,h] + dt_bias[h]), dt_min, dt_max)   (written back in place)
+//   s[h,p,:] = exp(dt[t,h] A[h]) s[h,p,:] + dt[t,h] x[t,h,p] B[t,g(h),:]
+//   y[t,h,p] = C[t,g(h),:] . s[h,p,:] + D[h] x[t,h,p]
+// computed by the chunked form (ssd_scan.cc) over chunks of at most `chunk` tokens; a decode step is
+// a chunk of one token. Work items: heads.
+struct SsdArgs {
+  const float* x;
+  int ldx;  // [.., E] post-conv x, head h at h P
+  const float* B;
+  const float* C;
+  int ldbc;  // [.., G N] post-conv B and C, group g at g N
+  float* dt;
+  int lddt;  // [.., H] raw dt in, the clamped softplus out
+  const float* dt_bias;
+  const float* A;  // [H] A = -exp(A_log)
+  const float* D;  // [H]
+  float dt_min, dt_max;
+  float* y;
+  int ldy;  // [.., E] output (before the gate)
+  int H, P, G, N;
+  int chunk;             // 1 .. kMaxSsdChunk
+  const SeqSlice* seqs;  // ssm: [H, P, N]
+  int nseq;
+};
+constexpr int kMaxSsdChunk = 128;
+
+// Mamba-2's gated RMSNorm, per row and per group of E / G channels (mamba_ssm's RMSNormGated with
+// norm_before_gate=False): v = y * silu(z); y = v / sqrt(mean_group(v^2) + eps) * w. In place.
+// Work items: rows.
+struct GatedNormArgs {
+  float* y;
+  int ldy;
+  const float* z;
+  int ldz;
+  const float* w;  // [E]
+  int E, G;
+  float eps;
+};
+
+// Simba token scores for Mamba-2 (simba_score_ssd.cc), from what the scan leaves (x, dt, B, C):
+//   simba:  c[t,h,p] = exp(A_h sum_{k>t} dt[k,h]) dt[t,h] x[t,h,p] (C[T,g(h)] . B[t,g(h)])
+//   local:  c[t,h,p] = dt[t,h] x[t,h,p] (C[t,g(h)] . B[t,g(h)])
+// score[t] = max over (h,p) of |c| (reduce_sum=false) or the sum. decay[r*H + h] holds
+// A_h sum_{k>t} dt[k,h] for row r (the dispatcher's one pass per sequence), last[r] the row of its
+// sequence's last token. Work items: rows.
+struct SsdScoreArgs {
+  const float* x;
+  int ldx;
+  const float* dt;
+  int lddt;
+  const float* B;
+  const float* C;
+  int ldbc;
+  const float* A;  // [H]
+  int H, P, G, N;
+  bool local, reduce_sum;
+  const float* decay;  // [rows][H] (simba only)
+  const int* last;     // [rows]
+  float* score;        // [rows]
+};
+
 struct KernelTable {
   const char* name;                                                    // "avx512", "avx2", "sse2"
   int width;                                                           // floats per vector
@@ -198,6 +263,9 @@ struct KernelTable {
   void (*conv1d)(const Conv1dArgs&, int begin, int end);               // items: channel groups
   void (*scan)(const ScanArgs&, int begin, int end);                   // items: channel groups
   void (*score)(const ScoreArgs&, int begin, int end);                 // items: channel groups
+  void (*ssd_scan)(const SsdArgs&, int begin, int end);                // items: heads (ssd_scan.cc)
+  void (*gated_norm)(const GatedNormArgs&, int begin, int end);        // items: rows (rmsnorm.cc)
+  void (*ssd_score)(const SsdScoreArgs&, int begin, int end);          // items: rows (simba_score_ssd.cc)
   void (*gemm_q8)(const GemmArgs&, int begin, int end);                // Q8 weights, g.aq set (gemm_int8.cc)
   void (*quantize)(const QuantizeArgs&, int begin, int end);           // items: rows (quantize.cc)
   // W [N, K] row-major -> F32 panels (weight_pack.cc); items: panels.

@@ -270,7 +270,7 @@ simba_status_t forward_slots(simba_model* m, const simba_forward_t* req, const i
 }
 
 const simba_backend_v1_t kTable = {
-    .abi_version = 3,
+    .abi_version = 4,
     .name = "cuda",
     .probe = probe,
     .create = create,

@@ -16,7 +16,7 @@ namespace simba {
 
 namespace {
 
-constexpr int kAbiVersion = 3;  // backend_api.h: a library of another version reads simba_config_t differently
+constexpr int kAbiVersion = 4;  // backend_api.h: a library of another version reads simba_config_t differently
 const simba_backend_v1_t* g_backend = nullptr;
 CudaStatus g_status;
 std::once_flag g_once;

@@ -18,7 +18,7 @@
 
 namespace simba {
 
-size_t mixer_floats_per_row(const ModelConfig& c) {
+size_t mamba1_floats_per_row(const ModelConfig& c) {
   return 2 * (size_t)c.E + (size_t)c.E + ((size_t)c.R + 2 * (size_t)c.N) + 2 * (size_t)c.E;  // xz, xc, dbc, dt, y
 }
 
@@ -43,7 +43,7 @@ class Mamba1Mixer final : public Mixer {
  public:
   Mamba1Mixer(const ModelConfig& c, const Weights& w) : c_(c), w_(w), a_state_(c.L) {}
 
-  size_t floats_per_row() const override { return mixer_floats_per_row(c_); }
+  size_t floats_per_row() const override { return mamba1_floats_per_row(c_); }
 
   void bind_scratch(float* p, size_t rows) override {
     auto carve = [&p](size_t n) {
@@ -159,7 +159,7 @@ class Mamba1Mixer final : public Mixer {
 
 }  // namespace
 
-std::unique_ptr<Mixer> make_mixer(const ModelConfig& c, const Weights& w) {
+std::unique_ptr<Mixer> make_mamba1_mixer(const ModelConfig& c, const Weights& w) {
   return std::make_unique<Mamba1Mixer>(c, w);
 }
 

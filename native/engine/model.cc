@@ -78,7 +78,8 @@ MemoryPlan plan_memory(const ModelConfig& c, cpu::WeightFormat format) {
       m.weight_bytes += z.store_bytes + z.meta_bytes;
     } else {
       m.other_bytes += t.count() * sizeof(float);
-      if (t.id == TensorId::kALog) m.other_bytes += t.count() * sizeof(float);  // A in the state's layout too
+      if (t.id == TensorId::kALog && c.family == kMamba1)  // Mamba-1 keeps A in the state's layout too
+        m.other_bytes += t.count() * sizeof(float);
     }
   }
   m.state_bytes = state_floats(c) * sizeof(float);

@@ -2,7 +2,7 @@
 // pruning between layers. One forward() serves prefill (many tokens per sequence), decode (one
 // token per sequence) and continued prefill: every sequence continues from its recurrent state.
 // A layer is norm, mixer, residual: the mixer (engine/mixer.h) is the family's part (Mamba-1:
-// engine/mixer_mamba1.cc), the pruning between layers is engine/prune.cc.
+// engine/mixer_mamba1.cc, Mamba-2: engine/mixer_mamba2.cc), the pruning between layers is engine/prune.cc.
 //
 // Glossary: d = dModel, E = dInner, N = dState, R = dtRank, K = dConv, L = nLayer, V = vocab.
 #pragma once
@@ -57,10 +57,14 @@ inline void pack_linear(Linear& lin, const float* W, int N, int K, bool bf16) {
 using Layer = LayerWeights<Linear, std::vector<float>>;
 using Weights = ModelWeights<Linear, std::vector<float>>;
 
-// The mixer of the config's family (Mamba-1 so far: mixer_mamba1.cc), reading its weights from w,
-// and the scratch floats per activation row it needs.
+// The mixer of the config's family (engine/mixer.cc: Mamba-1 and Falcon-Mamba mixer_mamba1.cc,
+// Mamba-2 mixer_mamba2.cc), reading its weights from w, and the scratch floats per activation row it needs.
 std::unique_ptr<Mixer> make_mixer(const ModelConfig& c, const Weights& w);
 size_t mixer_floats_per_row(const ModelConfig& c);
+std::unique_ptr<Mixer> make_mamba1_mixer(const ModelConfig& c, const Weights& w);
+size_t mamba1_floats_per_row(const ModelConfig& c);
+std::unique_ptr<Mixer> make_mamba2_mixer(const ModelConfig& c, const Weights& w);
+size_t mamba2_floats_per_row(const ModelConfig& c);
 
 struct SimbaOptions {
   bool enabled = false;

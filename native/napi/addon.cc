@@ -89,6 +89,21 @@ ModelConfig ReadConfig(const Napi::Value& v) {
   Napi::Value mixer_eps = c.Get("mixerRmsEps");  // optional: absent for Mamba-1
   if (!mixer_eps.IsUndefined() && !mixer_eps.IsNumber())
     throw ArgError(v.Env(), "config.mixerRmsEps must be a number (0 or absent: Mamba-1)");
+  // Mamba-2's fields (bindings.ts NativeConfig.mamba2): absent for Mamba-1 and Falcon-Mamba
+  int family = kMamba1, H = 0, G = 0;
+  float dt_min = 0.f, dt_max = 0.f;
+  Napi::Value m2 = c.Get("mamba2");
+  if (!m2.IsUndefined()) {
+    if (!m2.IsObject()) throw ArgError(v.Env(), "config.mamba2 must be an object { nHeads, nGroups, dtMin, dtMax }");
+    Napi::Object o = m2.As<Napi::Object>();
+    family = kMamba2;
+    H = GetInt(o, "nHeads");
+    G = GetInt(o, "nGroups");
+    Napi::Value lo = o.Get("dtMin"), hi = o.Get("dtMax");
+    if (!lo.IsNumber() || !hi.IsNumber()) throw ArgError(v.Env(), "config.mamba2.dtMin and dtMax must be numbers");
+    dt_min = lo.As<Napi::Number>().FloatValue();
+    dt_max = hi.As<Napi::Number>().FloatValue();
+  }
   return {.vocab = GetInt(c, "vocabSize"),
           .d = GetInt(c, "dModel"),
           .L = GetInt(c, "nLayer"),
@@ -100,7 +115,12 @@ ModelConfig ReadConfig(const Napi::Value& v) {
           .proj_bias = GetBool(c, "projBias"),
           .tie = GetBool(c, "tieEmbeddings"),
           .eps = eps.As<Napi::Number>().FloatValue(),
-          .mixer_rms_eps = mixer_eps.IsNumber() ? mixer_eps.As<Napi::Number>().FloatValue() : 0.f};
+          .mixer_rms_eps = mixer_eps.IsNumber() ? mixer_eps.As<Napi::Number>().FloatValue() : 0.f,
+          .family = family,
+          .H = H,
+          .G = G,
+          .dt_min = dt_min,
+          .dt_max = dt_max};
 }
 
 template <typename T>

@@ -387,3 +387,79 @@ export function refMamba2Forward(
   const hn = refRmsNormGroups(h, T, c.d, c.d, w.normF, c.eps);
   return linear(w.lmHead ?? w.embedding, c.V, c.d, hn, T);
 }
+
+/** The 'local' criterion on Mamba-2: |dt[t,h] x[t,h,p] (C[t,g(h)] . B[t,g(h)])| reduced over (h, p). [T] */
+export function refMamba2LocalScores(
+  c: Mamba2RefConfig,
+  x: Float64Array,
+  B: Float64Array,
+  C: Float64Array,
+  dt: Float64Array,
+  T: number,
+  reduce: 'max' | 'sum',
+): Float64Array {
+  const { H, P, N, G } = c;
+  const E = H * P;
+  const score = new Float64Array(T);
+  for (let t = 0; t < T; t++)
+    for (let h = 0; h < H; h++) {
+      const g = Math.floor(h / (H / G));
+      let cb = 0;
+      for (let n = 0; n < N; n++) cb += C[(t * G + g) * N + n] * B[(t * G + g) * N + n];
+      for (let p = 0; p < P; p++) {
+        const v = Math.abs(dt[t * H + h] * x[t * E + h * P + p] * cb);
+        score[t] = reduce === 'max' ? Math.max(score[t], v) : score[t] + v;
+      }
+    }
+  return score;
+}
+
+/** Simba's pruning as the engine applies it between layers (keep counts per layer, scan-based criteria). */
+export interface Mamba2RefSimba {
+  keepCounts: number[];
+  criterion: 'simba' | 'local';
+  reduce: 'max' | 'sum';
+}
+
+/**
+ * Logits of every position of `tokens` with Simba pruning: after layer l only keepCounts[l] tokens go on
+ * (selectKeep: the caller's selection rule, test/reference/mamba_ref.ts refSelectKeep); a dropped token's
+ * logits come from its residual at exit. `kept[l]` lists the original positions that went on after layer l.
+ */
+export function refMamba2PrunedForward(
+  c: Mamba2RefConfig,
+  w: Mamba2RefWeights,
+  tokens: number[],
+  state: Mamba2RefLayerState[],
+  simba: Mamba2RefSimba,
+  selectKeep: (scores: Float64Array, k: number) => number[],
+): { logits: Float64Array[]; kept: number[][] } {
+  let pos = tokens.map((_, i) => i);
+  let h = new Float64Array(tokens.length * c.d);
+  tokens.forEach((id, t) => h.set(w.embedding.subarray(id * c.d, (id + 1) * c.d), t * c.d));
+  const exit: Float64Array[] = [];
+  const kept: number[][] = [];
+  for (let l = 0; l < c.L; l++) {
+    const T = pos.length;
+    const m = refMamba2Mixer(c, w.layers[l], h, T, state[l]);
+    for (let i = 0; i < h.length; i++) h[i] += m.out[i];
+    const sc =
+      simba.criterion === 'simba'
+        ? refMamba2Scores(c, m.x, m.B, m.C, m.dt, m.A, T, simba.reduce)
+        : refMamba2LocalScores(c, m.x, m.B, m.C, m.dt, T, simba.reduce);
+    const keep = selectKeep(sc, simba.keepCounts[l]);
+    const keepSet = new Set(keep);
+    for (let i = 0; i < T; i++) if (!keepSet.has(i)) exit[pos[i]] = h.slice(i * c.d, (i + 1) * c.d);
+    const next = new Float64Array(keep.length * c.d);
+    keep.forEach((i, j) => next.set(h.subarray(i * c.d, (i + 1) * c.d), j * c.d));
+    h = next;
+    pos = keep.map((i) => pos[i]);
+    kept.push(pos.slice());
+  }
+  pos.forEach((p, i) => (exit[p] = h.slice(i * c.d, (i + 1) * c.d)));
+  const logits = exit.map((hv) => {
+    const hn = refRmsNormGroups(hv, 1, c.d, c.d, w.normF, c.eps);
+    return linear(w.lmHead ?? w.embedding, c.V, c.d, hn, 1);
+  });
+  return { logits, kept };
+}

@@ -1,0 +1,261 @@
+/**
+ * Mamba-2 (SSD) on the CPU engine against the float64 reference (test/reference/mamba2_ref.ts, itself
+ * checked in test/mamba2_ref.test.ts): every position of prompts that end inside and exactly on the
+ * engine's 64-token chunks, prefill then decode, batched decode, Simba-pruned prefills (keep counts,
+ * criteria simba and local, max and sum) and decode after them, bf16 and int8 weight storage; models
+ * with G = 1 and G > 1, head_dim != d_state, tied and untied heads, dt clamped, BF16 and sharded
+ * checkpoints, HF and state-spaces folders. Tolerance: 1e-5 relative per position.
+ */
+import { loadModel, randomModel, shapeInfo, SHAPES, tensorTable } from '../lib/engine/load';
+import type { MambaModel } from '../lib/engine/model';
+import {
+  mamba2ZeroState,
+  refMamba2Forward,
+  refMamba2PrunedForward,
+  type Mamba2RefConfig,
+  type Mamba2RefLayerState,
+  type Mamba2RefWeights,
+} from './reference/mamba2_ref';
+import { refSelectKeep } from './reference/mamba_ref';
+import { randomMamba2Weights, roundToBf16, writeMamba2Folder, type Mamba2FolderOptions } from './helpers/mamba2_folder';
+import { maxRowErr, randTokens, rejection } from './helpers/util';
+
+const TOL = 1e-5;
+// bf16 / int8 storage: the GEMMs' inputs are rounded too (bf16 pairs, int8 rows), and the gated norm
+// divides by a group's RMS, which random weights make small at some positions: these random models
+// move by up to 7.4e-2 (bf16) and 1.1e-1 (int8) relative per position; the trained brown-mamba2-s's
+// perplexity moves far less (bench/RESULTS.md, "Mamba-2 on the CPU").
+const INT8_TOL = 2e-1;
+const BF16_TOL = 1.5e-1;
+const CHUNK = 64; // the CPU engine's SSD chunk (native/engine/mixer_mamba2.cc)
+
+/** Rows [T][V] of a flat [T * V] reference result. */
+const rows = (flat: Float64Array, V: number): Float64Array[] =>
+  Array.from({ length: flat.length / V }, (_, t) => flat.subarray(t * V, (t + 1) * V));
+
+interface Variant {
+  name: string;
+  cfg: Mamba2RefConfig;
+  tied: boolean;
+  folder: Mamba2FolderOptions;
+}
+
+const base: Mamba2RefConfig = {
+  d: 24,
+  L: 3,
+  V: 61,
+  H: 4,
+  P: 6,
+  G: 2,
+  N: 5,
+  K: 4,
+  eps: 1e-5,
+  dtLimit: [0, Infinity],
+  chunk: 16,
+  convBias: true,
+};
+
+const variants: Variant[] = [
+  { name: 'G=2, P=6 != N=5, tied, HF folder', cfg: base, tied: true, folder: {} },
+  {
+    name: 'G=1, P=16, N=16, untied, no conv bias, dt clamped to [0.01, 0.05], state-spaces folder',
+    cfg: { ...base, d: 16, H: 2, P: 16, G: 1, N: 16, convBias: false, dtLimit: [0.01, 0.05] },
+    tied: false,
+    folder: { layout: 'state-spaces' },
+  },
+  {
+    name: 'G=4 (a group per head), P=8, N=40, BF16 checkpoint in 3 shards',
+    cfg: { ...base, d: 16, H: 4, P: 8, G: 4, N: 40 },
+    tied: true,
+    folder: { dtype: 'BF16', shards: 3 },
+  },
+];
+
+describe.each(variants)('Mamba-2 on the CPU: $name', ({ cfg, tied, folder }) => {
+  const raw = randomMamba2Weights(cfg, 31, tied);
+  const w: Mamba2RefWeights = folder.dtype === 'BF16' ? roundToBf16(raw) : raw;
+  const dir = writeMamba2Folder(cfg, raw, folder);
+  const ids = randTokens(2 * CHUNK + 7, cfg.V, 5); // ends inside the third chunk
+  const ref = (tokens: number[], state: Mamba2RefLayerState[] = mamba2ZeroState(cfg)) =>
+    rows(refMamba2Forward(cfg, w, tokens, state), cfg.V);
+  const expected = ref(ids);
+  let m: MambaModel;
+  beforeAll(async () => {
+    m = await loadModel(dir);
+  });
+  afterAll(() => m.dispose());
+
+  test('loads as Mamba-2: heads, groups, dt limit and no dtRank', () => {
+    const c = m.info().config;
+    expect(c.mamba2).toEqual({ nHeads: cfg.H, headDim: cfg.P, nGroups: cfg.G, chunkSize: cfg.chunk, dtLimit: cfg.dtLimit });
+    expect(c.dtRank).toBe(0);
+    expect(c.dInner).toBe(cfg.H * cfg.P);
+    // the state: conv over x, B, C ([E + 2GN, K-1]) and [H, P, N], per layer
+    const E = cfg.H * cfg.P;
+    expect(m.info().stateBytes).toBe(4 * cfg.L * ((E + 2 * cfg.G * cfg.N) * (cfg.K - 1) + E * cfg.N));
+  });
+
+  test('logits at every position within 1e-5 of float64 (prompts ending inside and on chunk boundaries)', async () => {
+    expect(maxRowErr((await m.logits(ids, 'all')).logits, expected)).toBeLessThan(TOL);
+    for (const T of [1, CHUNK - 1, CHUNK, 2 * CHUNK]) {
+      const got = (await m.logits(ids.slice(0, T), 'all')).logits;
+      expect(maxRowErr(got, expected.slice(0, T))).toBeLessThan(TOL);
+    }
+  });
+
+  test('prefill then token-by-token decode, and a batched decode of several sequences, within 1e-5', async () => {
+    const seq = m.newSequence();
+    const [p] = await m.prefill([{ sequence: seq, tokens: ids.slice(0, CHUNK + 3) }], { logits: 'all' });
+    const got = [...p.logits];
+    for (let t = CHUNK + 3; t < CHUNK + 12; t++) got.push((await m.decode([seq], [ids[t]]))[0]);
+    expect(maxRowErr(got, expected.slice(0, CHUNK + 12))).toBeLessThan(TOL);
+    // a prompt continued in pieces (continued prefill) gives the rest
+    const [q] = await m.prefill([{ sequence: seq, tokens: ids.slice(CHUNK + 12) }], { logits: 'all' });
+    expect(maxRowErr(q.logits, expected.slice(CHUNK + 12))).toBeLessThan(TOL);
+    seq.dispose();
+
+    const prompts = [1, 5, 70, 3].map((n, i) => randTokens(n, cfg.V, 40 + i));
+    const seqs = (
+      await m.prefill(
+        prompts.map((tokens) => ({ tokens })),
+        { logits: 'none' },
+      )
+    ).map((r) => r.sequence);
+    const next = [7, 19, 31, 43].map((t) => t % cfg.V);
+    const batched = await m.decode(seqs, next);
+    for (let i = 0; i < prompts.length; i++) {
+      const r = ref([...prompts[i], next[i]]);
+      expect(maxRowErr([batched[i]], [r[r.length - 1]])).toBeLessThan(TOL);
+    }
+    for (const s of seqs) s.dispose();
+  });
+
+  test.each(['simba', 'local'] as const)(
+    'Simba-pruned prefill (criterion %s, keep counts, max and sum): kept sets and logits match float64',
+    async (criterion) => {
+      const T = 40;
+      const keepCounts = Array.from({ length: cfg.L }, (_, l) => Math.max(4, 30 - 11 * l));
+      for (const reduce of ['max', 'sum'] as const) {
+        const got = await m.logits(ids.slice(0, T), 'all', { simba: { keepCounts, criterion, reduce } });
+        const want = refMamba2PrunedForward(
+          cfg,
+          w,
+          ids.slice(0, T),
+          mamba2ZeroState(cfg),
+          { keepCounts, criterion, reduce },
+          (s, k) => refSelectKeep(s, k),
+        );
+        for (let l = 1; l < cfg.L; l++) {
+          const processed = ids
+            .slice(0, T)
+            .map((_, t) => t)
+            .filter((t) => got.exitLayer[t] > l);
+          expect(processed).toEqual(want.kept[l - 1]);
+        }
+        expect(got.processed).toEqual([T, ...keepCounts.slice(0, cfg.L - 1)]);
+        expect(maxRowErr(got.logits, want.logits)).toBeLessThan(TOL);
+      }
+    },
+  );
+
+  test('decode after a Simba-pruned prefill continues from the pruned states (within 1e-5)', async () => {
+    const keepCounts = Array.from({ length: cfg.L }, (_, l) => Math.max(2, 15 - 5 * l));
+    const simba = { keepCounts, criterion: 'simba' as const, reduce: 'max' as const };
+    const seq = m.newSequence();
+    await m.prefill([{ sequence: seq, tokens: ids.slice(0, 20) }], { simba });
+    const state = mamba2ZeroState(cfg);
+    refMamba2PrunedForward(cfg, w, ids.slice(0, 20), state, simba, (s, k) => refSelectKeep(s, k));
+    const after = ref([ids[20]], state);
+    expect(maxRowErr(await m.decode([seq], [ids[20]]), after)).toBeLessThan(TOL);
+    seq.dispose();
+  });
+
+  test('bf16 and int8 weight storage within their stated tolerances', async () => {
+    for (const [weights, tol] of [
+      ['bf16', BF16_TOL],
+      ['int8', INT8_TOL],
+    ] as const) {
+      const q = await loadModel(dir, { weights });
+      try {
+        const err = maxRowErr((await q.logits(ids.slice(0, 70), 'all')).logits, expected.slice(0, 70));
+        expect(err).toBeLessThan(tol);
+        expect(err).toBeGreaterThan(1e-6); // the weights really are stored in the format
+      } finally {
+        q.dispose();
+      }
+    }
+  });
+});
+
+describe('Mamba-2 shapes and configs', () => {
+  /** Parameters of a Mamba-2 config, counted from the architecture (mamba2.py), not from the engine. */
+  function mamba2Params(name: string): number {
+    const c = SHAPES[name];
+    const m = c.mamba2!;
+    const E = c.dInner,
+      GN = m.nGroups * c.dState,
+      H = m.nHeads;
+    const layer = c.dModel + (2 * E + 2 * GN + H) * c.dModel + (E + 2 * GN) * (c.dConv + 1) + 3 * H + E + c.dModel * E;
+    return c.vocabSize * c.dModel * (c.tieEmbeddings ? 1 : 2) + c.dModel + c.nLayer * layer;
+  }
+
+  test.each(['mamba2-130m', 'mamba2-370m', 'mamba2-780m', 'mamba2-1.3b', 'mamba2-2.7b', 'codestral-7b'])(
+    "the '%s' shape: its parameter count and state size",
+    (name) => {
+      const info = shapeInfo(name);
+      expect(info.paramCount).toBe(mamba2Params(name));
+      const c = SHAPES[name];
+      const GN = c.mamba2!.nGroups * c.dState;
+      expect(info.stateBytes).toBe(4 * c.nLayer * ((c.dInner + 2 * GN) * (c.dConv - 1) + c.dInner * c.dState));
+    },
+  );
+
+  test('mamba2-130m has the 130m checkpoint sizes; Codestral 7.3e9 parameters', () => {
+    expect(shapeInfo('mamba2-130m').paramCount).toBe(128_989_632); // the tensors of state-spaces/mamba2-130m, summed
+    expect(Math.round(shapeInfo('codestral-7b').paramCount / 1e8) / 10).toBe(7.3);
+  });
+
+  test('the tensor table: Mamba-2 has dt_bias and gate_norm and no x_proj or dt_proj; A_log is per head', () => {
+    const t = tensorTable(SHAPES['mamba2-130m']).filter((s) => s.layer === 0);
+    const req = Object.fromEntries(t.filter((s) => s.required).map((s) => [s.name, s.shape]));
+    expect(req).toEqual({
+      norm: [768],
+      in_proj: [2 * 1536 + 2 * 128 + 24, 768],
+      conv_w: [1536 + 2 * 128, 4],
+      conv_b: [1536 + 2 * 128],
+      A_log: [24],
+      D: [24],
+      dt_bias: [24],
+      gate_norm: [1536],
+      out_proj: [768, 1536],
+    });
+    expect(t.find((s) => s.name === 'A_log')!.layout).toBe('neg_exp');
+  });
+
+  test('randomModel runs a Mamba-2 shape given in code, and refuses a bad one with E_ARG', async () => {
+    const cfg = {
+      ...SHAPES['mamba2-130m'],
+      nLayer: 2,
+      vocabSize: 100,
+      dModel: 64,
+      dInner: 128,
+      mamba2: { ...SHAPES['mamba2-130m'].mamba2!, nHeads: 2 },
+    };
+    const m = await randomModel(cfg, { seed: 3 });
+    try {
+      const r = await m.logits([1, 2, 3], 'all');
+      expect(r.logits).toHaveLength(3);
+      expect(r.logits[2].every(Number.isFinite)).toBe(true);
+    } finally {
+      m.dispose();
+    }
+    const bad = (over: object) => rejection(randomModel({ ...cfg, ...over }));
+    expect((await bad({ mamba2: { ...cfg.mamba2, nGroups: 3 } })).message).toMatch(
+      /nHeads 2 must be a multiple of config\.mamba2\.nGroups 3/,
+    );
+    expect((await bad({ dInner: 100 })).message).toMatch(/dInner 100 must be mamba2\.nHeads \* mamba2\.headDim \(128\)/);
+    expect((await bad({ dtRank: 4 })).message).toMatch(/dtRank/);
+    expect((await bad({ mamba2: { ...cfg.mamba2, dtLimit: [1, 0] } })).message).toMatch(/dtLimit must be \[low, high\]/);
+    expect((await bad({ mamba2: { ...cfg.mamba2, heads: 2 } })).message).toMatch(/unknown config\.mamba2 option 'heads'/);
+  });
+});
