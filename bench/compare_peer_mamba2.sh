@@ -14,7 +14,8 @@
 # there when missing. PEERS_TOOLS: the folder of llamacpp_*.mjs and hf_to_gguf_mamba2.py (default
 # ../shared/peers beside the repository). Python is Debian's /usr/bin/python3 with python3-numpy.
 # The speed part needs an IDLE machine: every peer line records foreign_cores_max, and the summary
-# marks lines measured under load with '*'. LOGIT_IDS overrides the token list; RUNS the timed runs;
+# marks lines measured under load with '*'. LOGIT_IDS overrides the token list, LONG_TOKENS the length
+# of the long prompt (default 300: past one 256-token chunk, ending inside the next); RUNS the timed runs;
 # WAIT_IDLE the seconds the peer waits for a quiet machine before each timed run (default 120);
 # SPEED_MODEL=tiny times the tiny folder instead (a quick check of the script, not a result).
 set -euo pipefail
@@ -40,34 +41,54 @@ for m in tiny 130m; do
   [ -f "$dir-q8_0.gguf" ] || $py "$root/bench/gguf_q8_0.py" "$dir-f32.gguf" "$dir-q8_0.gguf"
 done
 
+# logits_case OUT_SUBDIR MODEL_DIR IDS all|last: every engine's dump of IDS into OUT_SUBDIR, and the table
+logits_case() {
+  local o=$1 dir=$2 ids=$3 scope=$4 t w f
+  local peerpos=() ourpos=last
+  [ "$scope" = all ] && peerpos=(--all) && ourpos=all
+  mkdir -p "$o"
+  node "$ref/test/reference/mamba2_ref_logits.js" --model "$dir" --ids "$ids" --positions "$scope" --out "$o/ref.json"
+  for t in f32 q8_0; do
+    node "$peers/llamacpp_logits.mjs" --model "$dir-$t.gguf" --tokens "$ids" "${peerpos[@]}" --out "$o/llama.cpp-$t.json" > /dev/null
+  done
+  for w in f32 int8; do
+    $cli logits --model "$dir" --weights $w --ids "$ids" --positions $ourpos --json > "$o/ours-$w.json" 2> "$o/ours-$w.err" ||
+      { echo "simba-ssm $w logits failed on $dir: $(head -1 "$o/ours-$w.err")" >&2; rm -f "$o/ours-$w.json"; }
+  done
+  # every dump against the reference, then the two engines against each other per format
+  local pairs=ref:llama.cpp-f32,ref:llama.cpp-q8_0
+  if [ "$scope" = all ]; then  # the decode paths too: one token per call
+    node "$peers/llamacpp_logits.mjs" --model "$dir-f32.gguf" --tokens "$ids" --all --mode stepwise \
+      --out "$o/llama.cpp-f32-stepwise.json" > /dev/null
+    pairs=$pairs,ref:llama.cpp-f32-stepwise
+    node "$root/bench/stepwise_logits.js" --model "$dir" --ids "$ids" > "$o/ours-f32-stepwise.json" 2> "$o/ours-f32-stepwise.err" ||
+      { echo "simba-ssm stepwise logits failed on $dir: $(head -1 "$o/ours-f32-stepwise.err")" >&2; rm -f "$o/ours-f32-stepwise.json"; }
+    [ -f "$o/ours-f32-stepwise.json" ] && pairs=$pairs,ref:ours-f32-stepwise,ours-f32-stepwise:llama.cpp-f32-stepwise
+  fi
+  [ -f "$o/ours-f32.json" ] && pairs=ref:ours-f32,$pairs,ours-f32:llama.cpp-f32
+  [ -f "$o/ours-int8.json" ] && pairs=$pairs,ref:ours-int8,ours-int8:llama.cpp-q8_0
+  local args=()
+  for f in "$o"/*.json; do args+=("$(basename "$f" .json)=$f"); done
+  node "$root/bench/compare_logits.js" "${args[@]}" --pairs "$pairs"
+}
+
 if [ "$what" != speed ]; then
   # the reference is not part of dist/: compiled alone into a scratch folder
   ref=$(mktemp -d)
   npx --prefix "$root" tsc --outDir "$ref" --rootDir "$root" --module commonjs --target ES2022 --types node \
     --skipLibCheck --esModuleInterop --strict "$root/test/reference/mamba2_ref_logits.ts"
+  # a prompt past the 256-token SSD chunk (state passed between chunks), compared at its last position
+  long=$(node -e 'console.log(Array.from({ length: +process.argv[1] }, (_, i) => (i * 7919 + 13) % 50277).join(","))' "${LONG_TOKENS:-300}")
   for m in tiny 130m; do
     dir=$peer/rand2-$m
-    o=$out/logits-$m
-    mkdir -p "$o"
-    node "$ref/test/reference/mamba2_ref_logits.js" --model "$dir" --ids "$ids" --out "$o/ref.json"
-    for t in f32 q8_0; do
-      node "$peers/llamacpp_logits.mjs" --model "$dir-$t.gguf" --tokens "$ids" --all --out "$o/llama.cpp-$t.json" > /dev/null
-    done
-    node "$peers/llamacpp_logits.mjs" --model "$dir-f32.gguf" --tokens "$ids" --all --mode stepwise \
-      --out "$o/llama.cpp-f32-stepwise.json" > /dev/null
-    for w in f32 int8; do
-      $cli logits --model "$dir" --weights $w --ids "$ids" --positions all --json > "$o/ours-$w.json" 2> "$o/ours-$w.err" ||
-        { echo "simba-ssm $w logits failed on $dir: $(head -1 "$o/ours-$w.err")" >&2; rm -f "$o/ours-$w.json"; }
-    done
-    # every dump against the reference, then the two engines against each other per format
-    pairs=ref:llama.cpp-f32,ref:llama.cpp-f32-stepwise,ref:llama.cpp-q8_0
-    [ -f "$o/ours-f32.json" ] && pairs=ref:ours-f32,$pairs,ours-f32:llama.cpp-f32
-    [ -f "$o/ours-int8.json" ] && pairs=$pairs,ref:ours-int8,ours-int8:llama.cpp-q8_0
-    args=()
-    for f in "$o"/*.json; do args+=("$(basename "$f" .json)=$f"); done
-    echo "Logits on $m ($(tr ',' '\n' <<< "$ids" | wc -l) tokens, log-softmax over the whole vocabulary):"
-    node "$root/bench/compare_logits.js" "${args[@]}" --pairs "$pairs" | tee "$out/logits-$m.md"
-    echo
+    {
+      echo "Logits on $m, $(tr ',' '\n' <<< "$ids" | wc -l) tokens, every position (log-softmax over the whole vocabulary):"
+      logits_case "$out/logits-$m" "$dir" "$ids" all
+      echo
+      echo "Logits on $m, $(tr ',' '\n' <<< "$long" | wc -l) tokens, the last position:"
+      logits_case "$out/logits-$m-long" "$dir" "$long" last
+      echo
+    } | tee "$out/logits-$m.md"
   done
   rm -rf "$ref"
 fi

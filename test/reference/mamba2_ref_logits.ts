@@ -7,7 +7,7 @@
  *
  *   npx tsc --outDir /tmp/ref --rootDir . --module commonjs --target ES2022 --types node \
  *     --skipLibCheck --esModuleInterop test/reference/mamba2_ref_logits.ts
- *   node /tmp/ref/test/reference/mamba2_ref_logits.js --model DIR --ids 1000,200,30 [--scan chunked] --out F.json
+ *   node /tmp/ref/test/reference/mamba2_ref_logits.js --model DIR --ids 1000,200,30 [--positions last] [--scan chunked] --out F.json
  *
  * Slow by design (plain loops in float64): the mamba2-130m shape takes a few seconds per token.
  */
@@ -20,7 +20,7 @@ import { mamba2WeightsFromHf, mamba2ZeroState, refMamba2Forward, type Mamba2RefC
 
 function usage(msg: string): never {
   console.error(
-    `mamba2_ref_logits: ${msg}\nusage: mamba2_ref_logits --model DIR --ids 1,2,3 [--scan sequential|chunked] [--out FILE]`,
+    `mamba2_ref_logits: ${msg}\nusage: mamba2_ref_logits --model DIR --ids 1,2,3 [--positions all|last] [--scan sequential|chunked] [--out FILE]`,
   );
   process.exit(2);
 }
@@ -28,13 +28,15 @@ function usage(msg: string): never {
 function main(argv: string[]): void {
   const o: Record<string, string> = {};
   for (let i = 0; i < argv.length; i += 2) {
-    if (!['--model', '--ids', '--scan', '--out'].includes(argv[i])) usage(`unknown option '${argv[i]}'`);
+    if (!['--model', '--ids', '--positions', '--scan', '--out'].includes(argv[i])) usage(`unknown option '${argv[i]}'`);
     if (argv[i + 1] === undefined) usage(`${argv[i]} needs a value`);
     o[argv[i].slice(2)] = argv[i + 1];
   }
   if (!o.model || !o.ids) usage('give --model and --ids');
   const scan = (o.scan ?? 'sequential') as 'sequential' | 'chunked';
   if (scan !== 'sequential' && scan !== 'chunked') usage(`--scan is sequential or chunked, got '${o.scan}'`);
+  const which = o.positions ?? 'all';
+  if (which !== 'all' && which !== 'last') usage(`--positions is all or last, got '${o.positions}'`);
   const file = path.join(o.model, 'config.json');
   const cfg = parseMamba2Config(parsePythonJson(fs.readFileSync(file, 'utf8'), file), file);
   const c: Mamba2RefConfig = {
@@ -67,9 +69,9 @@ function main(argv: string[]): void {
   }
   const t0 = Date.now();
   const logits = refMamba2Forward(c, w, ids, mamba2ZeroState(c), scan);
-  const rows = ids.map((_, t) => Array.from(logits.subarray(t * c.V, (t + 1) * c.V)));
-  const text =
-    JSON.stringify({ tool: 'mamba2_ref_logits', scan, positions: ids.map((_, t) => t), tokens: ids, logits: rows }) + '\n';
+  const positions = which === 'all' ? ids.map((_, t) => t) : [ids.length - 1];
+  const rows = positions.map((t) => Array.from(logits.subarray(t * c.V, (t + 1) * c.V)));
+  const text = JSON.stringify({ tool: 'mamba2_ref_logits', scan, positions, tokens: ids, logits: rows }) + '\n';
   if (o.out) fs.writeFileSync(o.out, text);
   else process.stdout.write(text);
   console.error(`mamba2_ref_logits: ${ids.length} tokens in ${((Date.now() - t0) / 1000).toFixed(1)} s (${scan})`);
