@@ -91,7 +91,7 @@ const pairsAt = args.indexOf('--pairs');
 if (pairsAt >= 0 && args[pairsAt + 1] === undefined) usage('--pairs needs a value');
 const wanted = pairsAt >= 0 ? args[pairsAt + 1].split(',').map((p) => p.split(':')) : null;
 const inputs = args
-  .filter((a, i) => a !== '--json' && i !== pairsAt && i !== pairsAt + 1)
+  .filter((a, i) => a !== '--json' && (pairsAt < 0 || (i !== pairsAt && i !== pairsAt + 1)))
   .map((a) => {
     const eq = a.indexOf('=');
     if (eq <= 0) usage(`'${a}' is not NAME=FILE`);

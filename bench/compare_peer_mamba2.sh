@@ -64,6 +64,11 @@ logits_case() {
     node "$root/bench/stepwise_logits.js" --model "$dir" --ids "$ids" > "$o/ours-f32-stepwise.json" 2> "$o/ours-f32-stepwise.err" ||
       { echo "simba-ssm stepwise logits failed on $dir: $(head -1 "$o/ours-f32-stepwise.err")" >&2; rm -f "$o/ours-f32-stepwise.json"; }
     [ -f "$o/ours-f32-stepwise.json" ] && pairs=$pairs,ref:ours-f32-stepwise,ours-f32-stepwise:llama.cpp-f32-stepwise
+    # what rounding the weights alone costs (activations exact): ours stores a scale per row, Q8_0 per 32
+    for r in rows blocks32; do
+      node "$ref/test/reference/mamba2_ref_logits.js" --model "$dir" --ids "$ids" --round-weights $r --out "$o/ref-int8-$r.json"
+    done
+    pairs=$pairs,ref:ref-int8-rows,ref:ref-int8-blocks32
   fi
   [ -f "$o/ours-f32.json" ] && pairs=ref:ours-f32,$pairs,ours-f32:llama.cpp-f32
   [ -f "$o/ours-int8.json" ] && pairs=$pairs,ref:ours-int8,ours-int8:llama.cpp-q8_0

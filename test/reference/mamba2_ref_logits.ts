@@ -10,6 +10,11 @@
  *   node /tmp/ref/test/reference/mamba2_ref_logits.js --model DIR --ids 1000,200,30 [--positions last] [--scan chunked] --out F.json
  *
  * Slow by design (plain loops in float64): the mamba2-130m shape takes a few seconds per token.
+ *
+ * `--round-weights rows|blocks32` first rounds the matrices (embedding / head, in_proj, out_proj) to
+ * symmetric int8 with one scale per output row (simba-ssm's int8 storage) or per 32 values of a row
+ * (llama.cpp's Q8_0), keeping the activations exact: what the weight rounding alone costs, apart
+ * from an engine's quantization of the activations.
  */
 import * as fs from 'fs';
 import * as path from 'path';
@@ -20,21 +25,47 @@ import { mamba2WeightsFromHf, mamba2ZeroState, refMamba2Forward, type Mamba2RefC
 
 function usage(msg: string): never {
   console.error(
-    `mamba2_ref_logits: ${msg}\nusage: mamba2_ref_logits --model DIR --ids 1,2,3 [--positions all|last] [--scan sequential|chunked] [--out FILE]`,
+    `mamba2_ref_logits: ${msg}\nusage: mamba2_ref_logits --model DIR --ids 1,2,3 [--positions all|last] [--scan sequential|chunked] [--round-weights rows|blocks32] [--out FILE]`,
   );
   process.exit(2);
+}
+
+/** The matrices an int8 engine stores as int8, by name suffix, with their row length. */
+const MATRIX_COLS: [string, (c: Mamba2RefConfig) => number][] = [
+  ['embeddings.weight', (c) => c.d],
+  ['lm_head.weight', (c) => c.d],
+  ['in_proj.weight', (c) => c.d],
+  ['out_proj.weight', (c) => c.H * c.P],
+];
+
+/** Each run of `block` values of each row of `cols` rounded to int8 times max|run| / 127. */
+function roundInt8(v: Float32Array, cols: number, block: number): Float32Array {
+  const q = new Float32Array(v.length);
+  for (let row = 0; row < v.length; row += cols)
+    for (let b = row; b < row + cols; b += block) {
+      const end = Math.min(b + block, row + cols);
+      let m = 0;
+      for (let k = b; k < end; k++) m = Math.max(m, Math.abs(v[k]));
+      const scale = m / 127;
+      for (let k = b; k < end; k++) q[k] = scale > 0 ? Math.round(v[k] / scale) * scale : 0;
+    }
+  return q;
 }
 
 function main(argv: string[]): void {
   const o: Record<string, string> = {};
   for (let i = 0; i < argv.length; i += 2) {
-    if (!['--model', '--ids', '--positions', '--scan', '--out'].includes(argv[i])) usage(`unknown option '${argv[i]}'`);
+    if (!['--model', '--ids', '--positions', '--scan', '--round-weights', '--out'].includes(argv[i]))
+      usage(`unknown option '${argv[i]}'`);
     if (argv[i + 1] === undefined) usage(`${argv[i]} needs a value`);
     o[argv[i].slice(2)] = argv[i + 1];
   }
   if (!o.model || !o.ids) usage('give --model and --ids');
   const scan = (o.scan ?? 'sequential') as 'sequential' | 'chunked';
   if (scan !== 'sequential' && scan !== 'chunked') usage(`--scan is sequential or chunked, got '${o.scan}'`);
+  const round = o['round-weights'];
+  if (round !== undefined && round !== 'rows' && round !== 'blocks32')
+    usage(`--round-weights is rows or blocks32, got '${round}'`);
   const which = o.positions ?? 'all';
   if (which !== 'all' && which !== 'last') usage(`--positions is all or last, got '${o.positions}'`);
   const file = path.join(o.model, 'config.json');
@@ -61,9 +92,12 @@ function main(argv: string[]): void {
   let w;
   try {
     // a tied head is the embedding (transformers drops a stored lm_head.weight then)
-    w = mamba2WeightsFromHf(c, (n) =>
-      ck.has(n) && !(n === 'lm_head.weight' && cfg.tieEmbeddings) ? ck.readTensorF32(n) : undefined,
-    );
+    w = mamba2WeightsFromHf(c, (n) => {
+      if (!ck.has(n) || (n === 'lm_head.weight' && cfg.tieEmbeddings)) return undefined;
+      const v = ck.readTensorF32(n);
+      const cols = MATRIX_COLS.find(([suffix]) => n.endsWith(suffix))?.[1](c);
+      return round && cols ? roundInt8(v, cols, round === 'rows' ? cols : 32) : v;
+    });
   } finally {
     ck.close();
   }
@@ -71,7 +105,8 @@ function main(argv: string[]): void {
   const logits = refMamba2Forward(c, w, ids, mamba2ZeroState(c), scan);
   const positions = which === 'all' ? ids.map((_, t) => t) : [ids.length - 1];
   const rows = positions.map((t) => Array.from(logits.subarray(t * c.V, (t + 1) * c.V)));
-  const text = JSON.stringify({ tool: 'mamba2_ref_logits', scan, positions, tokens: ids, logits: rows }) + '\n';
+  const text =
+    JSON.stringify({ tool: 'mamba2_ref_logits', scan, roundWeights: round ?? null, positions, tokens: ids, logits: rows }) + '\n';
   if (o.out) fs.writeFileSync(o.out, text);
   else process.stdout.write(text);
   console.error(`mamba2_ref_logits: ${ids.length} tokens in ${((Date.now() - t0) / 1000).toFixed(1)} s (${scan})`);
