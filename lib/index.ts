@@ -44,14 +44,15 @@ export {
   SIMBA_CRITERIA,
 } from './engine/simba';
 export type { SimbaOptions, SimbaPlan, SimbaCriterion } from './engine/simba';
-export { loadConfig, parseConfig } from './checkpoint/config';
-export type { ParseConfigOptions } from './checkpoint/config';
+export { loadConfig, parseConfig, parseMamba2Config, parsePythonJson } from './checkpoint/config';
+export type { ParseConfigOptions, Mamba2Config } from './checkpoint/config';
 export { loadTokenizer, Tokenizer } from './checkpoint/tokenizer';
 export type { LoadTokenizerOptions, EncodeOptions, StreamDecoder } from './checkpoint/tokenizer';
 export { openCheckpoint, openSafetensors, encodeSafetensors } from './checkpoint/safetensors';
 export { SimbaError, SIMBA_ERROR_CODES, isSimbaError } from './errors';
 export type { SimbaErrorCode } from './errors';
-export type { MambaConfig } from './types';
+export { modelFamily } from './types';
+export type { MambaConfig, Mamba2Shape, ModelFamily } from './types';
 export { runBench, formatBench, budgetOptions } from './measure/bench';
 export type { BenchOptions, BenchResult, BenchProgress } from './measure/bench';
 export { GENERATE_DEFAULTS, BENCH_DEFAULTS, EVAL_DEFAULTS, LIMITS } from './limits';

@@ -59,6 +59,20 @@ export interface MambaConfig {
   padTokenId: number | null;
 }
 
+/** The model families: Mamba-1, Falcon-Mamba (Mamba-1 with its mixer norms), Mamba-2 (SSD). */
+export type ModelFamily = 'mamba' | 'falcon-mamba' | 'mamba2';
+
+/** Which family a config describes. */
+export function modelFamily(c: MambaConfig): ModelFamily {
+  if (c.mamba2) return 'mamba2';
+  return c.mixerRmsEps !== undefined && c.mixerRmsEps !== null ? 'falcon-mamba' : 'mamba';
+}
+
+/** A copy of a config that shares nothing with it (the Mamba-2 fields are an object of their own). */
+export function copyConfig(c: MambaConfig): MambaConfig {
+  return c.mamba2 ? { ...c, mamba2: { ...c.mamba2, dtLimit: [c.mamba2.dtLimit[0], c.mamba2.dtLimit[1]] } } : { ...c };
+}
+
 /** Element type of a tensor stored in a safetensors file that we can read. */
 export type TensorDType = 'F32' | 'F16' | 'BF16';
 

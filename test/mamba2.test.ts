@@ -6,6 +6,9 @@
  * with G = 1 and G > 1, head_dim != d_state, tied and untied heads, dt clamped, BF16 and sharded
  * checkpoints, HF and state-spaces folders. Tolerance: 1e-5 relative per position.
  */
+import { spawnSync } from 'child_process';
+import * as path from 'path';
+
 import { loadModel, randomModel, shapeInfo, SHAPES, tensorTable } from '../lib/engine/load';
 import type { MambaModel } from '../lib/engine/model';
 import {
@@ -209,6 +212,23 @@ describe('Mamba-2 shapes and configs', () => {
       expect(info.stateBytes).toBe(4 * c.nLayer * ((c.dInner + 2 * GN) * (c.dConv - 1) + c.dInner * c.dState));
     },
   );
+
+  test('info() and `simba info` name the family', () => {
+    expect(shapeInfo('mamba2-130m').family).toBe('mamba2');
+    expect(shapeInfo('falcon-mamba-7b').family).toBe('falcon-mamba');
+    expect(shapeInfo('mamba-130m').family).toBe('mamba');
+    const r = spawnSync(
+      process.execPath,
+      [path.join(__dirname, '..', 'dist', 'lib', 'cli', 'main.js'), 'info', '--shape', 'codestral-7b'],
+      {
+        encoding: 'utf8',
+      },
+    );
+    expect(r.status).toBe(0);
+    expect(r.stdout).toMatch(/^family {6}Mamba-2 \(SSD\): 128 heads of 64, 8 group\(s\) of B and C, dt limit \[0, Infinity\]$/m);
+    expect(r.stdout).toMatch(/^parameters {2}7,285,403,648$/m);
+    expect(r.stdout).not.toMatch(/dt_rank/);
+  });
 
   test('mamba2-130m has the 130m checkpoint sizes; Codestral 7.3e9 parameters', () => {
     expect(shapeInfo('mamba2-130m').paramCount).toBe(128_989_632); // the tensors of state-spaces/mamba2-130m, summed

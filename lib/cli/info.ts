@@ -31,7 +31,8 @@ function printInfo(f: InfoFlags, info: ModelInfo, tok: Tokenizer | null): void {
   out(
     [
       `model       ${info.source}`,
-      `config      d_model ${c.dModel}, layers ${c.nLayer}, d_inner ${c.dInner}, d_state ${c.dState}, dt_rank ${c.dtRank}, d_conv ${c.dConv}, vocab ${c.vocabSize}` +
+      `family      ${familyLine(info)}`,
+      `config      d_model ${c.dModel}, layers ${c.nLayer}, d_inner ${c.dInner}, d_state ${c.dState}${c.mamba2 ? '' : `, dt_rank ${c.dtRank}`}, d_conv ${c.dConv}, vocab ${c.vocabSize}` +
         `${c.tieEmbeddings ? ', tied head' : ''}${c.projBias ? ', proj bias' : ''}${c.convBias ? '' : ', no conv bias'}, eps ${c.eps}`,
       `parameters  ${info.paramCount.toLocaleString('en-US')}`,
       `FLOPs/token ${fl(info.flopsPerToken)} (${c.nLayer} layers x ${info.layerFlops.toLocaleString('en-US')} + head ${info.headFlops.toLocaleString('en-US')})`,
@@ -41,6 +42,16 @@ function printInfo(f: InfoFlags, info: ModelInfo, tok: Tokenizer | null): void {
       `tokenizer   ${tok ? `${tok.vocabSize} ids, eos ${tok.eosTokenId}` : 'none'}`,
     ].join('\n') + '\n',
   );
+}
+
+/** The family and what sets it apart: Falcon-Mamba's norm epsilon, Mamba-2's heads, groups and dt clamp. */
+function familyLine(info: ModelInfo): string {
+  const c = info.config;
+  if (c.mamba2) {
+    const m = c.mamba2;
+    return `Mamba-2 (SSD): ${m.nHeads} heads of ${m.headDim}, ${m.nGroups} group(s) of B and C, dt limit [${m.dtLimit[0]}, ${m.dtLimit[1]}]`;
+  }
+  return info.family === 'falcon-mamba' ? `Falcon-Mamba (mixer norms, eps ${c.mixerRmsEps})` : 'Mamba-1';
 }
 
 export function addInfoCommand(program: Command): void {

@@ -13,7 +13,7 @@
 import type { Tokenizer } from '../checkpoint/tokenizer';
 import { SimbaError } from '../errors';
 import { LIMITS } from '../limits';
-import type { MambaConfig, WeightFormat } from '../types';
+import type { MambaConfig, ModelFamily, WeightFormat } from '../types';
 import * as v from '../validate';
 import type { Sequence } from './sequence';
 import type { SimbaOptions, SimbaPlan } from './simba';
@@ -149,6 +149,8 @@ export interface StepResult {
 /** What `info()` reports. */
 export interface ModelInfo {
   config: MambaConfig;
+  /** 'mamba' (Mamba-1), 'falcon-mamba' or 'mamba2'. */
+  family: ModelFamily;
   paramCount: number;
   /** Dense FLOPs for one token through all layers and the head. */
   flopsPerToken: number;

@@ -18,7 +18,15 @@ import { nonFiniteError, planWeights } from '../checkpoint/weights';
 import { SimbaError, fromNative } from '../errors';
 import { LIMITS } from '../limits';
 import * as v from '../validate';
-import { WEIGHT_FORMATS, type EngineTensorSpec, type Mamba2Shape, type MambaConfig, type WeightFormat } from '../types';
+import {
+  WEIGHT_FORMATS,
+  copyConfig,
+  modelFamily,
+  type EngineTensorSpec,
+  type Mamba2Shape,
+  type MambaConfig,
+  type WeightFormat,
+} from '../types';
 import type { ModelInfo } from './lm';
 import { checkMemory, memoryNeed } from './memory';
 import { MambaModel } from './model';
@@ -356,7 +364,8 @@ export function shapeInfo(shape: string | MambaConfig, options?: { weights?: Wei
     throw fromNative(e);
   }
   return {
-    config: { ...config },
+    config: copyConfig(config),
+    family: modelFamily(config),
     paramCount: ni.paramCount,
     flopsPerToken: flopsPerToken(config),
     layerFlops: layerFlops(config),

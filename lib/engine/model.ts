@@ -21,7 +21,7 @@ import type { NativeEngine } from '../../bindings';
 import type { Tokenizer } from '../checkpoint/tokenizer';
 import { SimbaError, fromNative } from '../errors';
 import { LIMITS } from '../limits';
-import type { MambaConfig, WeightFormat } from '../types';
+import { copyConfig, modelFamily, type MambaConfig, type WeightFormat } from '../types';
 import * as v from '../validate';
 import { Forward, MAX_CHUNK_TOKENS } from './forward';
 import {
@@ -78,6 +78,7 @@ export class MambaModel implements LanguageModel {
     this.stateFloats = engine.info().stateFloats;
     const c = config;
     // Falcon-Mamba's state has Mamba-1's layout but not its meaning: the family is part of the fingerprint
+    const family = modelFamily(c);
     this.fingerprint = stateFingerprint([
       c.nLayer,
       c.dInner,
@@ -85,7 +86,8 @@ export class MambaModel implements LanguageModel {
       c.dConv,
       c.dModel,
       c.vocabSize,
-      ...(c.mixerRmsEps !== undefined && c.mixerRmsEps !== null ? [1] : []),
+      ...(family === 'falcon-mamba' ? [1] : []),
+      ...(c.mamba2 ? [2, c.mamba2.nHeads, c.mamba2.nGroups] : []),
     ]);
     this.source = source;
     this.slots = engine.info().device === 'cuda' ? this.slotStore() : null;
@@ -148,7 +150,8 @@ export class MambaModel implements LanguageModel {
   info(): ModelInfo {
     const ni = this.live('info').info();
     return {
-      config: { ...this.config },
+      config: copyConfig(this.config),
+      family: modelFamily(this.config),
       paramCount: ni.paramCount,
       flopsPerToken: flopsPerToken(this.config),
       layerFlops: layerFlops(this.config),
