@@ -75,10 +75,13 @@ add_library(simba_cuda SHARED
   native/cuda/conv1d.cu
   native/cuda/selective_scan.cu
   native/cuda/simba_score.cu
+  native/cuda/ssd_scan.cu
+  native/cuda/simba_score_ssd.cu
   native/cuda/gather.cu
   native/cuda/bench.cu
   native/cuda/model_cuda.cc
   native/cuda/mixer_mamba1.cc
+  native/cuda/mixer_mamba2.cc
   native/cuda/backend.cc)
 set_target_properties(simba_cuda PROPERTIES
   CUDA_ARCHITECTURES "80-real;90"
@@ -90,7 +93,8 @@ set_target_properties(simba_cuda PROPERTIES
   POSITION_INDEPENDENT_CODE ON)
 target_include_directories(simba_cuda PRIVATE native)
 # The CPU runs the scan and the score with denormals flushed to zero; so do these.
-set_source_files_properties(native/cuda/selective_scan.cu native/cuda/simba_score.cu PROPERTIES COMPILE_OPTIONS "-ftz=true")
+set_source_files_properties(native/cuda/selective_scan.cu native/cuda/simba_score.cu native/cuda/ssd_scan.cu
+                            native/cuda/simba_score_ssd.cu PROPERTIES COMPILE_OPTIONS "-ftz=true")
 target_compile_options(simba_cuda PRIVATE
   $<$<COMPILE_LANGUAGE:CUDA>:-O3 -Xcompiler=-fPIC --expt-relaxed-constexpr -Xptxas=-warn-spills>
   $<$<COMPILE_LANGUAGE:CXX>:-O2 -Wall>)
@@ -105,13 +109,13 @@ message(STATUS "simba-ssm: building the CUDA backend (libsimba_cuda.so) with ${C
 # (g++, no GPU), so `simba_gpu_check --emulate` exercises the whole program on any machine.
 if(SIMBA_GPU_CHECK_ONLY)
   set(SIMBA_EMU_SOURCES)
-  foreach(cu gemm rmsnorm conv1d selective_scan simba_score gather bench)
+  foreach(cu gemm rmsnorm conv1d selective_scan simba_score ssd_scan simba_score_ssd gather bench)
     set(wrapper ${CMAKE_BINARY_DIR}/emu_src/${cu}.cc)
     file(CONFIGURE OUTPUT ${wrapper} CONTENT "#include \"${CMAKE_SOURCE_DIR}/native/cuda/${cu}.cu\"\n")
     list(APPEND SIMBA_EMU_SOURCES ${wrapper})
   endforeach()
   add_library(simba_cuda_emu SHARED ${SIMBA_EMU_SOURCES} native/cuda/model_cuda.cc native/cuda/mixer_mamba1.cc
-              native/cuda/backend.cc native/cuda/emu/emu.cc)
+              native/cuda/mixer_mamba2.cc native/cuda/backend.cc native/cuda/emu/emu.cc)
   set_target_properties(simba_cuda_emu PROPERTIES CXX_STANDARD 20 CXX_VISIBILITY_PRESET hidden VISIBILITY_INLINES_HIDDEN ON)
   target_compile_definitions(simba_cuda_emu PRIVATE SIMBA_EMU)
   target_compile_options(simba_cuda_emu PRIVATE -O2 -Wall -Wno-unused-function -Wno-unknown-pragmas -fno-strict-aliasing)

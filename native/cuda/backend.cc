@@ -252,6 +252,93 @@ simba_status_t kernel_rmsnorm(float* h, const float* delta, const float* w, floa
   });
 }
 
+simba_status_t kernel_ssd_scan(const float* x, float* dt, const float* dt_bias, const float* A_log, const float* B,
+                               const float* C, const float* D, float* state, float* y, int T, int H, int P, int G,
+                               int N, float dt_min, float dt_max, char* err, size_t err_len) {
+  return guard(err, err_len, [&] {
+    check(cudaSetDevice(0), "cudaSetDevice");
+    const size_t TE = (size_t)T * H * P * 4, TG = (size_t)T * G * N * 4, TH = (size_t)T * H * 4, HB = (size_t)H * 4,
+                 SB = (size_t)H * P * N * 4;
+    auto A = relayout(simba::Layout::kNegExp, A_log, H, 1);
+    DevBuf dx = to_dev(x, TE, "x"), ddt = to_dev(dt, TH, "dt"), dbias = to_dev(dt_bias, HB, "dt_bias"),
+           dA = to_dev(A.data(), HB, "A"), dB = to_dev(B, TG, "B"), dC = to_dev(C, TG, "C"), dD = to_dev(D, HB, "D"),
+           ds = to_dev(state, SB, "state"), dy = to_dev(nullptr, TE, "y"), tab = one_seq(T);
+    ssd_dt(ddt.f(), H, dbias.f(), T, H, dt_min, dt_max, 0);
+    ssd_scan({.x = dx.f(),
+              .ldx = H * P,
+              .B = dB.f(),
+              .C = dC.f(),
+              .ldbc = G * N,
+              .dt = ddt.f(),
+              .lddt = H,
+              .A = dA.f(),
+              .D = dD.f(),
+              .y = dy.f(),
+              .ldy = H * P,
+              .H = H,
+              .P = P,
+              .G = G,
+              .N = N,
+              .ssm = {.base = ds.f(), .stride = SB / 4},
+              .seqs = static_cast<const SeqInfo*>(tab.get()),
+              .nseq = 1,
+              .maxT = T},
+             0);
+    check(cudaDeviceSynchronize(), "ssd scan");
+    to_host(y, dy, TE, "y");
+    to_host(dt, ddt, TH, "dt");
+    to_host(state, ds, SB, "state");
+  });
+}
+
+simba_status_t kernel_ssd_score(const float* x, const float* dt, const float* A_log, const float* B, const float* C,
+                                float* score, int T, int H, int P, int G, int N, int local, int reduce_sum, char* err,
+                                size_t err_len) {
+  return guard(err, err_len, [&] {
+    check(cudaSetDevice(0), "cudaSetDevice");
+    const size_t TG = (size_t)T * G * N * 4, TH = (size_t)T * H * 4;
+    auto A = relayout(simba::Layout::kNegExp, A_log, H, 1);
+    DevBuf dx = to_dev(x, (size_t)T * H * P * 4, "x"), ddt = to_dev(dt, TH, "dt"), dB = to_dev(B, TG, "B"),
+           dC = to_dev(C, TG, "C"), dA = to_dev(A.data(), (size_t)H * 4, "A"), ddecay = to_dev(nullptr, TH, "decay"),
+           dsc = to_dev(nullptr, (size_t)T * 4, "score"), tab = one_seq(T);
+    ssd_score({.x = dx.f(),
+               .ldx = H * P,
+               .dt = ddt.f(),
+               .lddt = H,
+               .B = dB.f(),
+               .C = dC.f(),
+               .ldbc = G * N,
+               .A = dA.f(),
+               .H = H,
+               .P = P,
+               .G = G,
+               .N = N,
+               .local = local != 0,
+               .reduce_sum = reduce_sum != 0,
+               .seqs = static_cast<const SeqInfo*>(tab.get()),
+               .nseq = 1,
+               .maxT = T,
+               .rows = T,
+               .decay = ddecay.f(),
+               .score = dsc.f()},
+              0);
+    check(cudaDeviceSynchronize(), "ssd score");
+    to_host(score, dsc, (size_t)T * 4, "score");
+  });
+}
+
+simba_status_t kernel_gated_norm(float* y, const float* z, const float* w, int rows, int E, int G, float eps, char* err,
+                                 size_t err_len) {
+  return guard(err, err_len, [&] {
+    check(cudaSetDevice(0), "cudaSetDevice");
+    const size_t YB = (size_t)rows * E * 4;
+    DevBuf dy = to_dev(y, YB, "y"), dz = to_dev(z, YB, "z"), dw = to_dev(w, (size_t)E * 4, "w");
+    gated_norm(dy.f(), E, dz.f(), E, dw.f(), rows, E, G, eps, 0);
+    check(cudaDeviceSynchronize(), "gated norm");
+    to_host(y, dy, YB, "y");
+  });
+}
+
 simba_status_t state_alloc(simba_model* m, int32_t* slot, char* err, size_t err_len) {
   return guard(err, err_len, [&] { *slot = m->m->state_alloc(); });
 }
@@ -291,6 +378,9 @@ const simba_backend_v1_t kTable = {
     .state_read = state_read,
     .state_write = state_write,
     .forward_slots = forward_slots,
+    .kernel_ssd_scan = kernel_ssd_scan,
+    .kernel_ssd_score = kernel_ssd_score,
+    .kernel_gated_norm = kernel_gated_norm,
 };
 
 }  // namespace

@@ -62,6 +62,15 @@ __device__ __forceinline__ float silu_f(float z) { return z / (1.f + expf(-z)); 
 // compiled with -ftz=true, as the CPU runs them with denormals flushed (FlushDenormals), so scores
 // that decay to nothing are 0 on both and tie-break by position alike.
 __device__ __forceinline__ float exp_decay(float x) { return __expf(fmaxf(x, -87.3f)); }
+// The sum (sum) or the max of v over the 32 lanes of a warp, returned to every lane.
+__device__ __forceinline__ float warp_reduce(float v, bool sum) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    const float u = __shfl_xor_sync(0xffffffffu, v, o);
+    v = sum ? v + u : fmaxf(v, u);
+  }
+  return v;
+}
 #endif
 
 // Round-to-nearest-even f32 -> bf16 bits (host side, identical to engine/model.cc to_bf16).

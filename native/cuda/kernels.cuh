@@ -1,9 +1,11 @@
 // kernels.cuh — host-side launchers of the CUDA kernels, one file per job:
 //   gemm.cu            C = A W^T (+bias): bf16 tensor-core tiles, f32 tiles, skinny GEMV for small M
-//   rmsnorm.cu         RMSNorm fused with the residual add; Falcon-Mamba's norms of dt_low, B, C
+//   rmsnorm.cu         RMSNorm fused with the residual add; Falcon-Mamba's norms of dt_low, B, C; Mamba-2's gated norm
 //   conv1d.cu          causal depthwise conv1d + bias + SiLU (prefill and the one-token update)
 //   selective_scan.cu  chunked parallel selective scan (softplus, D skip, SiLU(z) gate fused)
 //   simba_score.cu     Simba reverse-pass scores, 'local', 'norm', 'uniform', 'random' scores
+//   ssd_scan.cu        Mamba-2: dt (softplus + bias + clamp) and the chunked SSD scan (prefill and decode)
+//   simba_score_ssd.cu Mamba-2: Simba's 'simba' and 'local' scores
 //   gather.cu          embedding gather, top-k selection per sequence, residual-stream compaction
 // Every launcher enqueues on the given stream and checks the launch; none synchronises.
 #pragma once
@@ -33,6 +35,10 @@ void add_rmsnorm(float* h, const float* delta, const float* w, float* y, int row
 // Falcon-Mamba: per row of dbc [rows, R+2N], each of dt_low [0, R), B [R, R+N), C [R+N, R+2N)
 // becomes v / sqrt(mean(v^2) + eps), in place (no weight).
 void norm_dbc(float* dbc, int rows, int R, int N, float eps, cudaStream_t st);
+// Mamba-2's gated RMSNorm per row of y [rows, E] (stride ldy) and per group of E / G channels, in place:
+// v = y * silu(z); y = v / sqrt(mean_group(v^2) + eps) * w   (z [rows, E] at stride ldz, w [E]).
+void gated_norm(float* y, int ldy, const float* z, int ldz, const float* w, int rows, int E, int G, float eps,
+                cudaStream_t st);
 
 // ---------------------------------------------------------------- conv1d.cu
 // out[t, e] = silu(bias[e] + sum_{j<K} wT[j][e] * in[t - (K-1) + j, e]) per sequence, in[<0] from
@@ -95,6 +101,59 @@ void uniform_score(const SeqInfo* seqs, int nseq, int maxK, int rows, float* sco
 // 'random': splitmix(seed ^ splitmix(layer << 40 ^ s << 20 ^ orig[row])) >> 40, as engine/prune.cc.
 void random_score(const SeqInfo* seqs, int nseq, int maxT, const int* orig, uint64_t seed, int layer, float* score,
                   cudaStream_t st);
+
+// ---------------------------------------------------------------- ssd_scan.cu
+// Mamba-2 (H heads of P channels, G groups of B and C: head h reads group h / (H / G)), per sequence:
+//   dt[t,h]  = clamp(softplus(dt_raw[t,h] + dt_bias[h]), dt_min, dt_max)   (ssd_dt, in place)
+//   s[h,p,:] = exp(dt[t,h] A[h]) s[h,p,:] + dt[t,h] x[t,h,p] B[t,g(h),:]
+//   y[t,h,p] = C[t,g(h),:] . s[h,p,:] + D[h] x[t,h,p]
+// continuing from, and writing back, each sequence's SSM state [H, P, N] (ssm).
+struct SsdParams {
+  const float* x;
+  int ldx;  // [.., H P] post-conv x
+  const float* B;
+  const float* C;
+  int ldbc;  // [.., G N] post-conv B and C
+  const float* dt;
+  int lddt;        // [.., H] after ssd_dt
+  const float* A;  // [H] A = -exp(A_log)
+  const float* D;  // [H]
+  float* y;
+  int ldy;  // [.., H P] (before the gate)
+  int H, P, G, N;
+  StateRef ssm;
+  const SeqInfo* seqs;
+  int nseq;
+  int maxT;
+};
+// dt[r, h] for rows r < rows (stride lddt), in place.
+void ssd_dt(float* dt, int lddt, const float* dt_bias, int rows, int H, float dt_min, float dt_max, cudaStream_t st);
+void ssd_scan(const SsdParams& p, cudaStream_t st);
+
+// ---------------------------------------------------------------- simba_score_ssd.cu
+// Mamba-2's Simba scores of the rows [0, rows) covered by seqs (native/cpu/simba_score_ssd.cc):
+//   simba: c[t,h,p] = exp(A_h sum_{k>t} dt[k,h]) dt[t,h] x[t,h,p] (C[T,g(h)] . B[t,g(h)])
+//   local: c[t,h,p] = dt[t,h] x[t,h,p] (C[t,g(h)] . B[t,g(h)])
+// score[t] = max or sum over (h, p) of |c|. dt is ssd_dt's. decay: [rows, H] scratch (simba only).
+struct SsdScoreParams {
+  const float* x;
+  int ldx;
+  const float* dt;
+  int lddt;
+  const float* B;
+  const float* C;
+  int ldbc;
+  const float* A;  // [H]
+  int H, P, G, N;
+  bool local, reduce_sum;
+  const SeqInfo* seqs;
+  int nseq;
+  int maxT;
+  int rows;
+  float* decay;
+  float* score;
+};
+void ssd_score(const SsdScoreParams& p, cudaStream_t st);
 
 // ---------------------------------------------------------------- gather.cu
 // h[t, :] = W[tokens[t], :] (the embedding, f32 or bf16).

@@ -2,7 +2,8 @@
 // steps of common/mixer_steps.h in the same order, each enqueued on the forward's stream. A layer of
 // DeviceModel's forward is
 //   h += mixer(rmsnorm(h) * norm)                                       (cuda/model_cuda.cc)
-// A second family is another implementation in its own file, picked by make_device_mixer.
+// Each family is an implementation in its own file (mixer_mamba1.cc, mixer_mamba2.cc), picked by
+// make_device_mixer.
 #pragma once
 #include <cstddef>
 

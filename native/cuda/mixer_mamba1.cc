@@ -123,7 +123,7 @@ class Mamba1DevMixer final : public DevMixer {
 }  // namespace
 
 std::unique_ptr<DevMixer> make_device_mixer(const ModelConfig& c, const DevWeights& w) {
-  if (c.family != kMamba1) fail(SIMBA_E_CONFIG, "Mamba-2 does not run on the CUDA engine yet (use device 'cpu')");
+  if (c.family == kMamba2) return make_mamba2_device_mixer(c, w);
   return std::make_unique<Mamba1DevMixer>(c, w);
 }
 

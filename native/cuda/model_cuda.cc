@@ -1,7 +1,7 @@
 // model_cuda.cc — weights on the device and the GPU forward pass (see model_cuda.h). The forward
 // reads top to bottom like engine/model.cc, which it mirrors step by step:
-// embed -> per layer [rmsnorm(+residual), mixer (mixer_mamba1.cc), Simba pruning] -> norm_f -> head
-// on the wanted positions.
+// embed -> per layer [rmsnorm(+residual), mixer (mixer_mamba1.cc / mixer_mamba2.cc), Simba pruning]
+// -> norm_f -> head on the wanted positions.
 // The only host <-> device traffic of a forward: tokens, states, the per-layer sequence tables and
 // wanted slots in; logits, exit layers and states out. Everything Simba decides (scores, top-k,
 // compaction, early exits) stays on the device; the host knows each layer's token counts in advance

@@ -57,8 +57,9 @@ struct DevLinearStore {
 using DevLayer = LayerWeights<DevLinearStore, DevBuf>;
 using DevWeights = ModelWeights<DevLinearStore, DevBuf>;
 
-// The mixer of the config's family on the device (Mamba-1 so far: mixer_mamba1.cc), reading w.
+// The mixer of the config's family on the device (mixer_mamba1.cc, which also picks Mamba-2's), reading w.
 std::unique_ptr<DevMixer> make_device_mixer(const ModelConfig& c, const DevWeights& w);
+std::unique_ptr<DevMixer> make_mamba2_device_mixer(const ModelConfig& c, const DevWeights& w);  // mixer_mamba2.cc
 
 class DeviceModel {
  public:

@@ -29,15 +29,6 @@ size_t score_smem_bytes(int N) {
   return sizeof(float) * ((size_t)kTile * N + (size_t)2 * N * 32 + (size_t)2 * kWarps * 32);
 }
 
-__device__ __forceinline__ float warp_reduce(float v, bool sum) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) {
-    const float u = __shfl_xor_sync(0xffffffffu, v, o);
-    v = sum ? v + u : fmaxf(v, u);
-  }
-  return v;
-}
-
 __global__ __launch_bounds__(kWarps * 32) void score_chunked(const ScoreParams p) {
   SIMBA_DYN_SMEM(float, sm);
   const int N = p.N, E = p.E;

@@ -133,6 +133,115 @@ void score_case(Report& rep, const simba_backend_v1_t& b, std::mt19937& rng, int
           rel(got, ref), 1e-4);
 }
 
+// Mamba-2 (H heads of P channels, G groups of N): one sequence of T tokens, both engines from the
+// same raw dt (softplus, bias and clamp included) and state.
+struct SsdShape {
+  int T, H, P, G, N;
+  std::string name() const { return dims({T, H, P, G, N}, "THPGN"); }
+};
+
+// dt_bias and the clamp of the scan checks: a random model's dt range, clamped at both ends for some tokens.
+constexpr float kDtMin = 0.002f, kDtMax = 0.08f;
+
+void ssd_scan_case(Report& rep, const simba_backend_v1_t& b, std::mt19937& rng, const SsdShape& s) {
+  const int E = s.H * s.P, GN = s.G * s.N;
+  Vec x = rnd(rng, (size_t)s.T * E), dt = rnd(rng, (size_t)s.T * s.H, -6, 0), bias = rnd(rng, s.H, -2, 0),
+      alog = rnd(rng, s.H, 0, 2.8f), B = rnd(rng, (size_t)s.T * GN), C = rnd(rng, (size_t)s.T * GN), D = rnd(rng, s.H),
+      st = rnd(rng, (size_t)E * s.N);
+  Vec A(s.H), dt_cpu = dt, st_cpu = st, y_cpu((size_t)s.T * E), y((size_t)s.T * E);
+  apply_layout(Layout::kNegExp, alog.data(), s.H, 1, A.data());
+  cpu::SeqSlice sq{0, s.T, nullptr, st_cpu.data()};
+  cpu::ssd_scan({.x = x.data(),
+                 .ldx = E,
+                 .B = B.data(),
+                 .C = C.data(),
+                 .ldbc = GN,
+                 .dt = dt_cpu.data(),
+                 .lddt = s.H,
+                 .dt_bias = bias.data(),
+                 .A = A.data(),
+                 .D = D.data(),
+                 .dt_min = kDtMin,
+                 .dt_max = kDtMax,
+                 .y = y_cpu.data(),
+                 .ldy = E,
+                 .H = s.H,
+                 .P = s.P,
+                 .G = s.G,
+                 .N = s.N,
+                 .chunk = 64,
+                 .seqs = &sq,
+                 .nseq = 1});
+  char err[1024] = {0};
+  backend_ok(b.kernel_ssd_scan(x.data(), dt.data(), bias.data(), alog.data(), B.data(), C.data(), D.data(), st.data(),
+                               y.data(), s.T, s.H, s.P, s.G, s.N, kDtMin, kDtMax, err, sizeof err),
+             err, "ssd scan");
+  rep.add("kernels", "ssd scan " + s.name() + " y", rel(y, y_cpu), 1e-4);
+  rep.add("kernels", "ssd scan " + s.name() + " dt+state", std::max(rel(dt, dt_cpu), rel(st, st_cpu)), 1e-4);
+}
+
+void ssd_score_case(Report& rep, const simba_backend_v1_t& b, std::mt19937& rng, const SsdShape& s, bool local,
+                    bool sum) {
+  const int E = s.H * s.P, GN = s.G * s.N;
+  Vec x = rnd(rng, (size_t)s.T * E), dt = rnd(rng, (size_t)s.T * s.H, 0.001f, 0.1f), alog = rnd(rng, s.H, 0, 2.8f),
+      B = rnd(rng, (size_t)s.T * GN), C = rnd(rng, (size_t)s.T * GN);
+  Vec A(s.H), ref(s.T), got(s.T);
+  apply_layout(Layout::kNegExp, alog.data(), s.H, 1, A.data());
+  cpu::SeqSlice sq{0, s.T, nullptr, nullptr};
+  cpu::ssd_score({.x = x.data(),
+                  .ldx = E,
+                  .dt = dt.data(),
+                  .lddt = s.H,
+                  .B = B.data(),
+                  .C = C.data(),
+                  .ldbc = GN,
+                  .A = A.data(),
+                  .H = s.H,
+                  .P = s.P,
+                  .G = s.G,
+                  .N = s.N,
+                  .local = local,
+                  .reduce_sum = sum},
+                 &sq, 1, ref.data(), s.T);
+  char err[1024] = {0};
+  backend_ok(b.kernel_ssd_score(x.data(), dt.data(), alog.data(), B.data(), C.data(), got.data(), s.T, s.H, s.P, s.G,
+                                s.N, local, sum, err, sizeof err),
+             err, "ssd score");
+  rep.add("kernels", std::string("ssd score ") + (local ? "local " : "simba ") + (sum ? "sum " : "max ") + s.name(),
+          rel(got, ref), 1e-4);
+}
+
+void gated_norm_case(Report& rep, const simba_backend_v1_t& b, std::mt19937& rng, int rows, int E, int G) {
+  Vec y = rnd(rng, (size_t)rows * E, -3, 3), z = rnd(rng, y.size(), -4, 4), w = rnd(rng, E, 0.5f, 1.5f), ref = y;
+  cpu::gated_norm({.y = ref.data(), .ldy = E, .z = z.data(), .ldz = E, .w = w.data(), .E = E, .G = G, .eps = 1e-5f},
+                  rows);
+  char err[1024] = {0};
+  backend_ok(b.kernel_gated_norm(y.data(), z.data(), w.data(), rows, E, G, 1e-5f, err, sizeof err), err, "gated norm");
+  rep.add("kernels", "gated norm " + dims({rows, E, G}, "MEG"), rel(y, ref), 1e-4);
+}
+
+void check_ssd_kernels(Report& rep, const simba_backend_v1_t& b, const Sizes& sz, std::mt19937& rng) {
+  if (!cuda_backend_has(&simba_backend_v1_t::kernel_gated_norm)) {
+    rep.add_bool("kernels", "Mamba-2 kernels", false, "library has no kernel_ssd_scan (stale build)");
+    return;
+  }
+  // Tokens: one (decode), a few, and more than the device's 64-token chunks, ending inside one;
+  // G > 1 with P != N, and a mamba2-130m-like head (P 64, N 128).
+  const std::vector<SsdShape> scans =
+      sz.quick ? std::vector<SsdShape>{{1, 6, 12, 3, 16}, {5, 6, 12, 3, 16}, {150, 6, 12, 3, 16}, {70, 2, 64, 1, 128}}
+               : std::vector<SsdShape>{{1, 24, 64, 1, 128},
+                                       {5, 24, 64, 1, 128},
+                                       {700, 24, 64, 1, 128},
+                                       {300, 16, 64, 8, 64},
+                                       {130, 6, 12, 3, 16}};
+  for (const SsdShape& s : scans) ssd_scan_case(rep, b, rng, s);
+  const SsdShape sc = sz.quick ? SsdShape{40, 6, 12, 3, 16} : SsdShape{700, 24, 64, 2, 128};
+  for (bool local : {false, true})
+    for (bool sum : {false, true}) ssd_score_case(rep, b, rng, sc, local, sum);
+  gated_norm_case(rep, b, rng, sz.quick ? 7 : 300, sz.quick ? 96 : 1536, sz.quick ? 4 : 8);
+  if (!sz.quick) gated_norm_case(rep, b, rng, 5, 8192, 1);  // a group wider than a block's threads many times
+}
+
 // ---------------------------------------------------------------- whole model
 
 struct Out {
@@ -235,6 +344,7 @@ void check_kernels(Report& rep, const simba_backend_v1_t& b, const Sizes& sz, ui
     scan_case(rep, b, rng, T, E, 16);
   for (bool local : {false, true})
     for (bool sum : {false, true}) score_case(rep, b, rng, sz.quick ? 40 : 700, E, 16, local, sum);
+  check_ssd_kernels(rep, b, sz, rng);
 }
 
 void check_model(Report& rep, const ModelSpec& spec, Model& cpu, CudaModel& dev, const Sizes& sz) {
@@ -245,7 +355,9 @@ void check_model(Report& rep, const ModelSpec& spec, Model& cpu, CudaModel& dev,
   const size_t SF = cpu.state_floats();
   std::mt19937 rng((uint32_t)spec.seed * 7919u + (bf16 ? 1 : 0));
   const bool big = (size_t)c.vocab * c.d > 20000000;  // 1.4b-class: fewer, shorter sequences
-  const std::vector<int> lens = sz.quick ? std::vector<int>{9, 40, 1}
+  // Mamba-2: one prompt ends inside the device's second 64-token chunk, one exactly on a chunk's end.
+  const bool m2 = c.family == kMamba2;
+  const std::vector<int> lens = sz.quick ? (m2 ? std::vector<int>{9, 70, 1, 64} : std::vector<int>{9, 40, 1})
                                 : big    ? std::vector<int>{13, 256, 1}
                                          : std::vector<int>{13, 333, 1, 64};
   auto prompts = random_tokens(rng, lens, c.vocab);

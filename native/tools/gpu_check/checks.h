@@ -65,7 +65,8 @@ double rel_err(const float* a, const float* b, size_t n);
 std::unique_ptr<Model> make_cpu_model(const ModelSpec& spec, bool bf16);
 std::unique_ptr<CudaModel> make_cuda_model(const ModelSpec& spec, bool bf16);
 
-// Kernels on fresh random inputs: gemm (f32, bf16), rmsnorm, conv1d, selective scan, Simba score.
+// Kernels on fresh random inputs: gemm (f32, bf16), rmsnorm, conv1d, selective scan, Simba score;
+// Mamba-2's SSD scan (dt included), its Simba score and the gated norm.
 void check_kernels(Report& rep, const simba_backend_v1_t& b, const Sizes& sz, uint64_t seed);
 // Whole model on both engines: dense prefill (logits, states), decode steps after it, Simba-pruned
 // prefill (kept sets, processed counts, logits), batched decode with device-resident state slots

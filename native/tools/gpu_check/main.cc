@@ -8,13 +8,15 @@
 //                   from next to this program: runs anywhere, no GPU; implies --no-timing
 //     --quick       small inputs and few steps (CI)
 //     --timing      timings on every model, also under --emulate (tests the timing code; numbers mean nothing)
-//     --models      comma list of brown-mamba-s, mamba-130m, mamba-1.4b, tiny
-//                   (default: brown-mamba-s,mamba-130m,mamba-1.4b; --emulate: tiny,brown-mamba-s)
+//     --models      comma list of brown-mamba-s, mamba-130m, mamba-1.4b, mamba2-130m, tiny, tiny-falcon,
+//                   tiny-mamba2 (default: brown-mamba-s,tiny-falcon,tiny-mamba2,mamba-130m,mamba2-130m
+//                   [,mamba-1.4b without --quick]; --emulate: tiny,tiny-falcon,tiny-mamba2,brown-mamba-s)
 //     --model-dir   the brown-mamba-s folder (default models/brown-mamba-s, from the repo root)
 //     --lib         the backend library to load (sets SIMBA_CUDA_LIB)
 // Exit status: 0 every comparison within its limit, 1 some failed, 2 could not run.
 #include <unistd.h>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -99,11 +101,39 @@ ModelConfig shape(const std::string& name) {
     c.mixer_rms_eps = 0.05f;
     return c;
   }
+  // Mamba-2: G > 1, head_dim 12 != d_state 8, untied, dt clamped to [0.002, 0.08] (inside the range a
+  // random model's dt takes, so some tokens clamp).
+  if (name == "tiny-mamba2") {
+    c = shape("tiny");
+    c.R = 0;
+    c.N = 8;
+    c.tie = false;
+    c.family = kMamba2;
+    c.H = 4;
+    c.G = 2;
+    c.dt_min = 0.002f;
+    c.dt_max = 0.08f;
+    return c;
+  }
+  if (name == "mamba2-130m") {  // state-spaces/mamba2-130m
+    c.vocab = 50288;
+    c.d = 768;
+    c.L = 24;
+    c.E = 1536;
+    c.N = 128;
+    c.K = 4;
+    c.family = kMamba2;
+    c.H = 24;
+    c.G = 1;
+    c.dt_max = INFINITY;
+    return c;
+  }
   const int d = name == "mamba-130m" ? 768 : name == "mamba-1.4b" ? 2048 : 0;
   const int L = name == "mamba-130m" ? 24 : 48;
   if (!d)
     throw std::invalid_argument("unknown model '" + name +
-                                "' (known: brown-mamba-s, mamba-130m, mamba-1.4b, tiny, tiny-falcon)");
+                                "' (known: brown-mamba-s, mamba-130m, mamba-1.4b, mamba2-130m, tiny, tiny-falcon, "
+                                "tiny-mamba2)");
   c.vocab = 50280;
   c.d = d;
   c.L = L;
@@ -113,6 +143,9 @@ ModelConfig shape(const std::string& name) {
   c.K = 4;
   return c;
 }
+
+// The small random models (tiny, tiny-falcon, tiny-mamba2): every criterion, bf16 under emulation, no timings.
+bool tiny(const std::string& name) { return name.rfind("tiny", 0) == 0; }
 
 double elapsed_s() {
   static const auto t0 = std::chrono::steady_clock::now();
@@ -154,10 +187,11 @@ int run(int argc, char** argv) {
   if (emulate) {
     timing = force_timing;
     if (lib.empty()) lib = exe_dir() + "/libsimba_cuda_emu.so";
-    if (models.empty()) models = "tiny,tiny-falcon,brown-mamba-s";
+    if (models.empty()) models = "tiny,tiny-falcon,tiny-mamba2,brown-mamba-s";
   }
   if (models.empty())
-    models = quick ? "brown-mamba-s,tiny-falcon,mamba-130m" : "brown-mamba-s,tiny-falcon,mamba-130m,mamba-1.4b";
+    models = quick ? "brown-mamba-s,tiny-falcon,tiny-mamba2,mamba-130m,mamba2-130m"
+                   : "brown-mamba-s,tiny-falcon,tiny-mamba2,mamba-130m,mamba2-130m,mamba-1.4b";
   if (!lib.empty()) setenv("SIMBA_CUDA_LIB", lib.c_str(), 1);
   else if (!std::getenv("SIMBA_CUDA_LIB")) setenv("SIMBA_CUDA_LIB", (exe_dir() + "/libsimba_cuda.so").c_str(), 1);
 
@@ -189,19 +223,17 @@ int run(int argc, char** argv) {
     } else {
       spec.cfg = shape(name);
       spec.seed = 7;
-      spec.simba_all_criteria = name == "tiny" || name == "tiny-falcon";
+      spec.simba_all_criteria = tiny(name);
     }
     for (bool bf16 : {false, true}) {
-      if (bf16 && emulate && name != "tiny" && name != "tiny-falcon")
-        continue;  // emulation is slow: bf16 on the tiny models only
+      if (bf16 && emulate && !tiny(name)) continue;  // emulation is slow: bf16 on the tiny models only
       std::fprintf(stderr, "simba_gpu_check: %s %s (at %.1f s)\n", name.c_str(), bf16 ? "bf16" : "f32", elapsed_s());
       auto dev = make_cuda_model(spec, bf16);
       {
         auto cpu = make_cpu_model(spec, bf16);
         check_model(rep, spec, *cpu, *dev, sz);
       }
-      if (timing && (force_timing || (name != "tiny" && name != "tiny-falcon" && name != "brown-mamba-s")))
-        time_model(rep, name, *dev, sz);
+      if (timing && (force_timing || (!tiny(name) && name != "brown-mamba-s"))) time_model(rep, name, *dev, sz);
     }
   }
   std::printf("simba_gpu_check: %s%s, backend %s (%s)\n", emulate ? "emulation" : "device", quick ? ", quick" : "",
