@@ -77,11 +77,14 @@ export function testSeed(fallback: number): number {
   return n;
 }
 
-/** A sequence's state as floats on any device (CPU: the state itself; 'cuda': read through snapshotAsync). */
+/**
+ * A sequence's state as floats on any device (CPU: the state itself; 'cuda': read through snapshotAsync,
+ * after the snapshot's 8-word header, lib/engine/sequence.ts HEADER_BYTES).
+ */
 export async function stateOf(seq: Sequence): Promise<Float32Array> {
   if (seq.device === 'cpu') return seq.state;
   const b = await seq.snapshotAsync();
-  return new Float32Array(b.buffer.slice(b.byteOffset + 16, b.byteOffset + b.byteLength));
+  return new Float32Array(b.buffer.slice(b.byteOffset + 32, b.byteOffset + b.byteLength));
 }
 
 /** The SimbaError a promise rejects with (fails the test when it resolves or rejects with anything else). */
