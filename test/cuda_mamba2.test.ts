@@ -8,7 +8,8 @@
  *   - decode steps of a batch after it (device-resident states), and a device snapshot restored into
  *     a CPU sequence (the same state layout) that then decodes alike;
  *   - Simba-pruned prefills with keep counts (criteria simba and local, reduce max and sum): the same
- *     exit layers and logits.
+ *     exit layers and logits;
+ *   - a model with more heads than a grid dimension holds is refused with E_CONFIG.
  * The model has G = 2 groups, head_dim 12 != d_state 8, an untied head and dt clamped at both ends.
  *
  * The addon loads its CUDA library once per process, so the run happens in a child node process
@@ -77,12 +78,16 @@ const S = require(process.argv[1]);
     out.simba[criterion + ' ' + reduce] = { logits: relRows(d.logits, c.logits), exits: Array.from(d.exitLayer),
                                             cpuExits: Array.from(c.exitLayer) };
   }
+  // more heads than a grid dimension holds: refused when the model is made, naming the limit
+  const wide = { ...cfg, dModel: 4, dInner: 65536, dState: 1,
+                 mamba2: { nHeads: 65536, headDim: 1, nGroups: 1, chunkSize: 256, dtLimit: [0, Infinity] } };
+  out.wide = await S.randomModel(wide, { seed: 1, device: 'cuda' }).then(() => 'no error', (e) => [e.code, e.message]);
   console.log(JSON.stringify(out));
 })().catch((e) => { console.error(e.stack || e.message); process.exit(1); });
 `;
 
 (have || required ? describe : describe.skip)('Mamba-2 on the emulated CUDA backend', () => {
-  test('prefill, decode, a snapshot across devices and Simba-pruned prefills match the CPU engine', () => {
+  test('prefill, decode, a snapshot across devices and Simba-pruned prefills match the CPU; 65536 heads are E_CONFIG', () => {
     if (!have) throw new Error(`SIMBA_TEST_CUDA_EMU is set but ${EMU_LIB} does not exist`);
     const r = spawnSync(process.execPath, ['-e', CHILD, path.join(ROOT, 'dist', 'lib', 'index.js')], {
       env: { ...process.env, SIMBA_CUDA_LIB: EMU_LIB },
@@ -106,5 +111,6 @@ const S = require(process.argv[1]);
       expect([1, 2, 3].map((l) => v.exits.filter((e) => e === l).length)).toEqual([20, 20, 30]);
       expect({ name, err: v.logits < TOL }).toEqual({ name, err: true });
     }
+    expect(out.wide).toEqual(['E_CONFIG', expect.stringMatching(/at most 65535 Mamba-2 heads \(nHeads 65536\)/)]);
   }, 320000);
 });

@@ -8,6 +8,7 @@
 //   out      out    = y out_proj^T (+b)                     [M, d]
 // A layer's state: the conv state [CH, K-1] (x, B and C together), then the SSM state [H, P, N].
 #include <array>
+#include <string>
 
 #include "model_cuda.h"
 
@@ -19,7 +20,12 @@ namespace {
 class Mamba2DevMixer final : public DevMixer {
  public:
   Mamba2DevMixer(const ModelConfig& c, const DevWeights& w)
-      : c_(c), w_(w), IR_(in_proj_rows(c)), CH_(conv_channels(c)), GN_(c.G * c.N) {}
+      : c_(c), w_(w), IR_(in_proj_rows(c)), CH_(conv_channels(c)), GN_(c.G * c.N) {
+    // heads and groups are grid dimensions of the scan and the gated norm
+    if (c.H > 65535)
+      fail(SIMBA_E_CONFIG,
+           "config: the CUDA engine runs at most 65535 Mamba-2 heads (nHeads " + std::to_string(c.H) + ")");
+  }
 
   size_t scratch_bytes(size_t rows, bool scores) const override {
     size_t b = 0;
