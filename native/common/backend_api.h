@@ -131,12 +131,14 @@ typedef struct {
   /* Appended (simba_gpu_check): Mamba-2's kernels on one sequence of T tokens, host inputs, contiguous
    * rows (x, y [T, H*P]; B, C [T, G*N]; dt [T, H]; state [H, P, N]; A_log, D, dt_bias [H]).
    * kernel_ssd_scan: dt = clamp(softplus(dt + dt_bias), dt_min, dt_max) in place, then the SSD scan
-   * (y = C.s + D x, state advanced in place). kernel_ssd_score: the Simba score (dt as the scan leaves
-   * it). kernel_gated_norm: per row of y [rows, E] and group of E / G channels, in place,
-   * y = v / sqrt(mean(v^2) + eps) * w with v = y * silu(z). */
+   * (y = C.s + D x, state advanced in place); chunk_parallel 0 walks the chunks in one block per head
+   * (the form used where the chunk buffer does not fit), 1 takes the chunk-parallel form where T allows.
+   * kernel_ssd_score: the Simba score (dt as the scan leaves it). kernel_gated_norm: per row of
+   * y [rows, E] and group of E / G channels, in place, y = v / sqrt(mean(v^2) + eps) * w with
+   * v = y * silu(z). */
   simba_status_t (*kernel_ssd_scan)(const float* x, float* dt, const float* dt_bias, const float* A_log, const float* B,
                                     const float* C, const float* D, float* state, float* y, int T, int H, int P, int G,
-                                    int N, float dt_min, float dt_max, char* err, size_t err_len);
+                                    int N, float dt_min, float dt_max, int chunk_parallel, char* err, size_t err_len);
   simba_status_t (*kernel_ssd_score)(const float* x, const float* dt, const float* A_log, const float* B,
                                      const float* C, float* score, int T, int H, int P, int G, int N, int local,
                                      int reduce_sum, char* err, size_t err_len);

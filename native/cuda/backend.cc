@@ -254,7 +254,7 @@ simba_status_t kernel_rmsnorm(float* h, const float* delta, const float* w, floa
 
 simba_status_t kernel_ssd_scan(const float* x, float* dt, const float* dt_bias, const float* A_log, const float* B,
                                const float* C, const float* D, float* state, float* y, int T, int H, int P, int G,
-                               int N, float dt_min, float dt_max, char* err, size_t err_len) {
+                               int N, float dt_min, float dt_max, int chunk_parallel, char* err, size_t err_len) {
   return guard(err, err_len, [&] {
     check(cudaSetDevice(0), "cudaSetDevice");
     const size_t TE = (size_t)T * H * P * 4, TG = (size_t)T * G * N * 4, TH = (size_t)T * H * 4, HB = (size_t)H * 4,
@@ -262,7 +262,8 @@ simba_status_t kernel_ssd_scan(const float* x, float* dt, const float* dt_bias, 
     auto A = relayout(simba::Layout::kNegExp, A_log, H, 1);
     DevBuf dx = to_dev(x, TE, "x"), ddt = to_dev(dt, TH, "dt"), dbias = to_dev(dt_bias, HB, "dt_bias"),
            dA = to_dev(A.data(), HB, "A"), dB = to_dev(B, TG, "B"), dC = to_dev(C, TG, "C"), dD = to_dev(D, HB, "D"),
-           ds = to_dev(state, SB, "state"), dy = to_dev(nullptr, TE, "y"), tab = one_seq(T);
+           ds = to_dev(state, SB, "state"), dy = to_dev(nullptr, TE, "y"), tab = one_seq(T),
+           chunks = to_dev(nullptr, chunk_parallel ? ssd_chunk_buffer_floats(T, 1, H, P, N) * 4 : 0, "chunk states");
     ssd_dt(ddt.f(), H, dbias.f(), T, H, dt_min, dt_max, 0);
     ssd_scan({.x = dx.f(),
               .ldx = H * P,
@@ -282,7 +283,10 @@ simba_status_t kernel_ssd_scan(const float* x, float* dt, const float* dt_bias, 
               .ssm = {.base = ds.f(), .stride = SB / 4},
               .seqs = static_cast<const SeqInfo*>(tab.get()),
               .nseq = 1,
-              .maxT = T},
+              .maxT = T,
+              .rows = T,
+              .chunk_states = chunks.f(),
+              .chunk_floats = chunks.bytes() / 4},
              0);
     check(cudaDeviceSynchronize(), "ssd scan");
     to_host(y, dy, TE, "y");

@@ -125,9 +125,17 @@ struct SsdParams {
   const SeqInfo* seqs;
   int nseq;
   int maxT;
+  int rows;  // rows covered by seqs
+  // Device scratch of chunk_floats floats for the chunk-parallel prefill (each chunk's state and total
+  // decay); with less than ssd_chunk_buffer_floats (or null) every sequence is scanned sequentially.
+  float* chunk_states = nullptr;
+  size_t chunk_floats = 0;
+  float* chunk_totals = nullptr;  // set by ssd_scan inside chunk_states
 };
 // dt[r, h] for rows r < rows (stride lddt), in place.
 void ssd_dt(float* dt, int lddt, const float* dt_bias, int rows, int H, float dt_min, float dt_max, cudaStream_t st);
+// Floats of SsdParams::chunk_states that let a scan of `rows` rows in `nseq` sequences run chunk-parallel.
+size_t ssd_chunk_buffer_floats(int rows, int nseq, int H, int P, int N);
 void ssd_scan(const SsdParams& p, cudaStream_t st);
 
 // ---------------------------------------------------------------- simba_score_ssd.cu

@@ -71,7 +71,10 @@ class Mamba2DevMixer final : public DevMixer {
               .ssm = {layer_state(io) + (size_t)CH_ * (c_.K - 1), state_floats(c_), io.slots},
               .seqs = io.seqs,
               .nseq = io.nseq,
-              .maxT = io.maxT},
+              .maxT = io.maxT,
+              .rows = io.M,
+              .chunk_states = chunk_buffer(io),
+              .chunk_floats = chunks_.bytes() / 4},
              io.st);
   }
 
@@ -108,6 +111,22 @@ class Mamba2DevMixer final : public DevMixer {
 
  private:
   float* dt() const { return zxbcdt_ + 2 * (size_t)c_.E + 2 * (size_t)GN_; }
+  // The chunk buffer of a prefill (a sequence of more than one 64-token chunk), grown to the largest
+  // call so far and kept; null for decode steps and where the device has no memory for it (the scan
+  // then walks each sequence's chunks in one block: the same results, less parallel).
+  float* chunk_buffer(const DevMixerIO& io) {
+    if (io.maxT <= 64) return nullptr;
+    const size_t need = ssd_chunk_buffer_floats(io.M, io.nseq, c_.H, head_dim(c_), c_.N) * 4;
+    if (chunks_.bytes() < need) {
+      try {
+        chunks_.alloc(need + need / 8, "Mamba-2 chunk states");
+      } catch (const Error& e) {
+        if (e.code() != SIMBA_E_OOM) throw;
+        chunks_.release();
+      }
+    }
+    return chunks_.bytes() >= need ? chunks_.f() : nullptr;
+  }
   const DevLayer& layer(const DevMixerIO& io) const { return w_.layers[io.layer]; }
   // Sequence 0's state of this layer (the others at slot(i) * state_floats, StateRef).
   float* layer_state(const DevMixerIO& io) const { return io.states + (size_t)io.layer * layer_state_floats(c_); }
@@ -120,6 +139,7 @@ class Mamba2DevMixer final : public DevMixer {
   const DevWeights& w_;
   const int IR_, CH_, GN_;  // in_proj rows, conv channels, G N
   float *zxbcdt_ = nullptr, *xbc_ = nullptr, *y_ = nullptr, *decay_ = nullptr;
+  DevBuf chunks_;  // chunk_buffer
 };
 
 }  // namespace

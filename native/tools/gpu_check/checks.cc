@@ -143,7 +143,9 @@ struct SsdShape {
 // dt_bias and the clamp of the scan checks: a random model's dt range, clamped at both ends for some tokens.
 constexpr float kDtMin = 0.002f, kDtMax = 0.08f;
 
-void ssd_scan_case(Report& rep, const simba_backend_v1_t& b, std::mt19937& rng, const SsdShape& s) {
+// chunk_parallel: the device's chunk-parallel form where T has several chunks, else the sequential one.
+void ssd_scan_case(Report& rep, const simba_backend_v1_t& b, std::mt19937& rng, const SsdShape& s,
+                   bool chunk_parallel) {
   const int E = s.H * s.P, GN = s.G * s.N;
   Vec x = rnd(rng, (size_t)s.T * E), dt = rnd(rng, (size_t)s.T * s.H, -6, 0), bias = rnd(rng, s.H, -2, 0),
       alog = rnd(rng, s.H, 0, 2.8f), B = rnd(rng, (size_t)s.T * GN), C = rnd(rng, (size_t)s.T * GN), D = rnd(rng, s.H),
@@ -174,10 +176,11 @@ void ssd_scan_case(Report& rep, const simba_backend_v1_t& b, std::mt19937& rng, 
                  .nseq = 1});
   char err[1024] = {0};
   backend_ok(b.kernel_ssd_scan(x.data(), dt.data(), bias.data(), alog.data(), B.data(), C.data(), D.data(), st.data(),
-                               y.data(), s.T, s.H, s.P, s.G, s.N, kDtMin, kDtMax, err, sizeof err),
+                               y.data(), s.T, s.H, s.P, s.G, s.N, kDtMin, kDtMax, chunk_parallel, err, sizeof err),
              err, "ssd scan");
-  rep.add("kernels", "ssd scan " + s.name() + " y", rel(y, y_cpu), 1e-4);
-  rep.add("kernels", "ssd scan " + s.name() + " dt+state", std::max(rel(dt, dt_cpu), rel(st, st_cpu)), 1e-4);
+  const std::string name = "ssd scan " + s.name() + (chunk_parallel ? "" : " sequential");
+  rep.add("kernels", name + " y", rel(y, y_cpu), 1e-4);
+  rep.add("kernels", name + " dt+state", std::max(rel(dt, dt_cpu), rel(st, st_cpu)), 1e-4);
 }
 
 void ssd_score_case(Report& rep, const simba_backend_v1_t& b, std::mt19937& rng, const SsdShape& s, bool local,
@@ -234,7 +237,10 @@ void check_ssd_kernels(Report& rep, const simba_backend_v1_t& b, const Sizes& sz
                                        {700, 24, 64, 1, 128},
                                        {300, 16, 64, 8, 64},
                                        {130, 6, 12, 3, 16}};
-  for (const SsdShape& s : scans) ssd_scan_case(rep, b, rng, s);
+  for (const SsdShape& s : scans) {
+    ssd_scan_case(rep, b, rng, s, true);
+    if (s.T > 64) ssd_scan_case(rep, b, rng, s, false);  // several chunks in one block
+  }
   const SsdShape sc = sz.quick ? SsdShape{40, 6, 12, 3, 16} : SsdShape{700, 24, 64, 2, 128};
   for (bool local : {false, true})
     for (bool sum : {false, true}) ssd_score_case(rep, b, rng, sc, local, sum);
