@@ -7,11 +7,16 @@
  * checkpoints, HF and state-spaces folders. Tolerance: 1e-5 relative per position.
  */
 import { spawnSync } from 'child_process';
+import * as fs from 'fs';
 import * as path from 'path';
+
+import { openCheckpoint } from '../lib/checkpoint/safetensors';
+import { createServer } from '../lib/serve/server';
 
 import { loadModel, randomModel, shapeInfo, SHAPES, tensorTable } from '../lib/engine/load';
 import type { MambaModel } from '../lib/engine/model';
 import {
+  mamba2WeightsFromHf,
   mamba2ZeroState,
   refMamba2Forward,
   refMamba2PrunedForward,
@@ -277,5 +282,73 @@ describe('Mamba-2 shapes and configs', () => {
     expect((await bad({ dtRank: 4 })).message).toMatch(/dtRank/);
     expect((await bad({ mamba2: { ...cfg.mamba2, dtLimit: [1, 0] } })).message).toMatch(/dtLimit must be \[low, high\]/);
     expect((await bad({ mamba2: { ...cfg.mamba2, heads: 2 } })).message).toMatch(/unknown config\.mamba2 option 'heads'/);
+  });
+});
+
+describe('the shipped brown-mamba2-s (trained weights, G = 2)', () => {
+  const dir = path.join(__dirname, '..', 'models', 'brown-mamba2-s');
+  let m: MambaModel;
+  beforeAll(async () => {
+    m = await loadModel(dir);
+  });
+  afterAll(() => m.dispose());
+
+  test('every position of 150 held-out tokens within 1e-5 of the float64 reference on its own weights', async () => {
+    const c = m.info().config;
+    const cfg: Mamba2RefConfig = {
+      d: c.dModel,
+      L: c.nLayer,
+      V: c.vocabSize,
+      H: c.mamba2!.nHeads,
+      P: c.mamba2!.headDim,
+      G: c.mamba2!.nGroups,
+      N: c.dState,
+      K: c.dConv,
+      eps: c.eps,
+      dtLimit: c.mamba2!.dtLimit,
+      chunk: c.mamba2!.chunkSize,
+      convBias: c.convBias,
+    };
+    expect(cfg.G).toBe(2);
+    const ck = openCheckpoint(dir);
+    let w: Mamba2RefWeights;
+    try {
+      w = mamba2WeightsFromHf(cfg, (name) => (ck.has(name) ? ck.readTensorF32(name) : undefined));
+    } finally {
+      ck.close();
+    }
+    const text = fs.readFileSync(path.join(__dirname, 'fixtures', 'brown-heldout-slice.txt'), 'utf8').slice(0, 3000);
+    const ids = m.tokenizer!.encode(text).slice(0, 150);
+    expect(ids).toHaveLength(150);
+    const want = rows(refMamba2Forward(cfg, w, ids, mamba2ZeroState(cfg)), cfg.V);
+    expect(maxRowErr((await m.logits(ids, 'all')).logits, want)).toBeLessThan(TOL);
+  });
+
+  test('serves chat completions (its tokenizer_config.json, the same server as every family)', async () => {
+    const server = createServer({ model: m, modelName: 'brown-mamba2-s' });
+    const url = await server.listen(0, '127.0.0.1');
+    try {
+      const r = await fetch(`${url}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({
+          model: 'brown-mamba2-s',
+          messages: [{ role: 'user', content: 'The jury said' }],
+          max_tokens: 8,
+          seed: 1,
+        }),
+        signal: AbortSignal.timeout(20000),
+      });
+      expect(r.status).toBe(200);
+      const j = (await r.json()) as {
+        choices: { message: { content: string }; finish_reason: string }[];
+        usage: { completion_tokens: number };
+      };
+      expect(j.usage.completion_tokens).toBe(8);
+      expect(j.choices[0].finish_reason).toBe('length');
+      expect(j.choices[0].message.content.length).toBeGreaterThan(0);
+    } finally {
+      await server.shutdown(0);
+    }
   });
 });
