@@ -178,6 +178,29 @@ describe.each(variants)('Mamba-2 on the CPU: $name', ({ cfg, tied, folder }) => 
     seq.dispose();
   });
 
+  test('a snapshot restores the state exactly; a Mamba-1 model of the same widths refuses it', async () => {
+    const seq = m.newSequence();
+    await m.prefill([{ sequence: seq, tokens: ids.slice(0, 30) }], { logits: 'none' });
+    const snap = seq.snapshot();
+    const a = await m.decode([seq], [ids[30]]);
+    const copy = m.newSequence();
+    copy.restore(snap);
+    expect(await m.decode([copy], [ids[30]])).toEqual(a);
+    expect(maxRowErr(a, [expected[30]])).toBeLessThan(TOL);
+    seq.dispose();
+    copy.dispose();
+    // Mamba-1 with the same d, layers, d_inner, d_state, d_conv and vocabulary: another state, refused
+    const { mamba2: _shape, ...mamba1 } = m.info().config;
+    const m1 = await randomModel({ ...mamba1, dtRank: 2 }, { seed: 1 });
+    try {
+      const other = m1.newSequence();
+      expect(() => other.restore(snap)).toThrow(expect.objectContaining({ code: 'E_ARG' }));
+      other.dispose();
+    } finally {
+      m1.dispose();
+    }
+  });
+
   test('bf16 and int8 weight storage within their stated tolerances', async () => {
     for (const [weights, tol] of [
       ['bf16', BF16_TOL],
