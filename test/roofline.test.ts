@@ -74,6 +74,16 @@ test('boundRows: prefill against the kernel peak, decode against min(read bandwi
   expect(r[2]).toMatchObject({ bound: 40, boundBy: 'bf16 dot peak' });
 });
 
+test('boundRows: a decode step also reads and writes every sequence state (Mamba-2: states outweigh the weights)', () => {
+  const heavy = { ...result('f32'), model: { ...result('f32').model, stateBytes: 25e6 } } as BenchResult;
+  const rows = boundRows(heavy, limits);
+  // B=1: 20 GB/s / (1 GB + 2 x 25 MB) = 19.05 tokens/s
+  expect(rows[1].bound).toBeCloseTo(20e9 / 1.05e9, 9);
+  // B=32: 32 x 20 GB/s / (1 GB + 32 x 50 MB) = 246 tokens/s, where the weights alone would give 640
+  expect(rows[2]).toMatchObject({ boundBy: 'read bandwidth' });
+  expect(rows[2].bound).toBeCloseTo((32 * 20e9) / 2.6e9, 9);
+});
+
 test('boundRows: with the read bandwidth at the weights size, decode is held to that one, by name', () => {
   const atWeights = { readGBs1: 20, readGBsAll: 45, bufferBytes: 1e9 };
   const rows = boundRows(result('int8'), limits, new Map([[1, 'int8 vpdpbusd']]), atWeights);

@@ -129,6 +129,8 @@ export interface BenchResult {
     /** FLOPs of one token through one layer, and the bytes of all weights (what one decode step reads). */
     layerFlops: number;
     weightBytes: number;
+    /** One sequence's recurrent state: a decode step reads and writes it for every sequence. */
+    stateBytes: number;
   };
   settings: Required<Omit<BenchOptions, 'signal' | 'simba'>> & { simba: SimbaModifiers };
   prefill: PrefillRow[];
@@ -339,6 +341,7 @@ export async function runBench(
       flopsPerToken: info.flopsPerToken,
       layerFlops: info.layerFlops,
       weightBytes: info.weightBytes,
+      stateBytes: info.stateBytes,
     },
     settings: { runs, lengths, batches, decodeTokens, decodePrompt, flops, seed, simba: mods },
     prefill,

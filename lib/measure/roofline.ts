@@ -76,7 +76,8 @@ export async function kernelsOf(r: BenchResult): Promise<Map<number, string>> {
  * Each prefill and decode row of a benchmark against its bound (see the module comment). `kernels`
  * (from kernelsOf) names the GEMM kernel per row count; without it every row is held to the f32
  * FMA peak. `atWeights` (measureReadBandwidth of the model's weight bytes) bounds decode by the
- * read bandwidth at the weights' size ('read at weight size') instead of the machine's.
+ * read bandwidth at the weights' size ('read at weight size') instead of the machine's. A decode
+ * step moves the weights once and each sequence's state twice (read and written back).
  */
 export function boundRows(
   r: BenchResult,
@@ -102,7 +103,10 @@ export function boundRows(
   }
   for (const d of r.decode) {
     const k = peak(d.batch);
-    const byRead = (d.batch * read) / r.model.weightBytes,
+    // a step reads the weights once and every sequence's state twice (read, write back): Mamba-2's
+    // state (18.9 MB a sequence for mamba2-130m) outweighs the weights from a few sequences on
+    const stepBytes = r.model.weightBytes + d.batch * 2 * (r.model.stateBytes ?? 0);
+    const byRead = (d.batch * read) / stepBytes,
       byPeak = (k.gflops * 1e9) / r.model.flopsPerToken;
     const bound = Math.min(byRead, byPeak);
     rows.push({
