@@ -10,6 +10,7 @@ import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 
+import { loadAddon, type NativeConfig } from '../bindings';
 import { openCheckpoint } from '../lib/checkpoint/safetensors';
 import { createServer } from '../lib/serve/server';
 
@@ -373,5 +374,47 @@ describe('the shipped brown-mamba2-s (trained weights, G = 2)', () => {
     } finally {
       await server.shutdown(0);
     }
+  });
+});
+
+test('the addon checks the Mamba-2 fields once, naming each (E_CONFIG; E_ARG for a wrong type)', () => {
+  const addon = loadAddon();
+  const c: NativeConfig = {
+    vocabSize: 16,
+    dModel: 8,
+    nLayer: 1,
+    dInner: 16,
+    dState: 4,
+    dtRank: 0,
+    dConv: 4,
+    convBias: true,
+    projBias: false,
+    tieEmbeddings: true,
+    eps: 1e-5,
+    mamba2: { nHeads: 4, nGroups: 2, dtMin: 0, dtMax: Infinity },
+  };
+  const thrown = (cfg: NativeConfig): { code?: unknown; message?: unknown } => {
+    try {
+      new addon.Engine(cfg, { bf16: false }).dispose();
+    } catch (e) {
+      return e as { code?: unknown; message?: unknown };
+    }
+    return {};
+  };
+  const m2 = c.mamba2!;
+  expect(thrown(c)).toEqual({});
+  for (const [bad, why] of [
+    [{ ...c, mamba2: { ...m2, nGroups: 3 } }, /nHeads 4 do not split into nGroups 3/],
+    [{ ...c, mamba2: { ...m2, nHeads: 3 } }, /dInner 16 is not a multiple of nHeads 3/],
+    [{ ...c, mamba2: { ...m2, nHeads: 0 } }, /nHeads must be a positive integer/],
+    [{ ...c, dtRank: 2 }, /dtRank is Mamba-1's/],
+    [{ ...c, mixerRmsEps: 1e-6 }, /mixerRmsEps is Falcon-Mamba's/],
+    [{ ...c, mamba2: { ...m2, dtMin: 0.5, dtMax: 0.1 } }, /dtLimit must be \[low, high\]/],
+    [{ ...c, mamba2: { ...m2, dtMin: NaN } }, /dtLimit/],
+  ] as const)
+    expect(thrown(bad as NativeConfig)).toMatchObject({ code: 'E_CONFIG', message: expect.stringMatching(why) });
+  expect(thrown({ ...c, mamba2: { ...m2, dtMax: '1' as never } })).toMatchObject({
+    code: 'E_ARG',
+    message: expect.stringMatching(/dtMin and dtMax must be numbers/),
   });
 });

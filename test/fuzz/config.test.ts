@@ -8,7 +8,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import fc from 'fast-check';
 
-import { KNOWN_CONFIG_KEYS, parseConfig } from '../../lib/checkpoint/config';
+import { KNOWN_CONFIG_KEYS, parseConfig, parsePythonJson } from '../../lib/checkpoint/config';
 import { SimbaError } from '../../lib/errors';
 import type { MambaConfig } from '../../lib/types';
 import { fuzzParams } from './params';
@@ -18,6 +18,14 @@ const SOURCE = 'fuzz/config.json';
 const INT32_MAX = 2 ** 31 - 1;
 
 const shipped = JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', 'models', 'brown-mamba-s', 'config.json'), 'utf8'));
+/** The shipped Mamba-2 config, its dt limit [0, Infinity] as [0, 1e9] (the mutations copy through JSON, which has no Infinity). */
+const shippedMamba2 = {
+  ...(parsePythonJson(
+    fs.readFileSync(path.join(__dirname, '..', '..', 'models', 'brown-mamba2-s', 'config.json'), 'utf8'),
+    'config.json',
+  ) as Record<string, unknown>),
+  time_step_limit: [0, 1e9],
+};
 /** A state-spaces (mamba_ssm) layout config, as state-spaces/mamba-130m ships it. */
 const stateSpaces = {
   d_model: 768,
@@ -36,10 +44,22 @@ const stateSpaces = {
 
 /** Invariants of every config parseConfig returns. */
 function checkInvariants(c: MambaConfig, json: Record<string, unknown>): void {
-  for (const k of ['vocabSize', 'dModel', 'nLayer', 'dInner', 'dState', 'dtRank', 'dConv'] as const) {
+  for (const k of ['vocabSize', 'dModel', 'nLayer', 'dInner', 'dState', 'dConv'] as const) {
     const v = c[k];
     if (!(Number.isSafeInteger(v) && v > 0 && v <= INT32_MAX)) throw new Error(`${k} = ${v} is not a positive int32`);
   }
+  if (c.mamba2) {
+    // Mamba-2: no dtRank; heads tile d_inner and split into the groups; a valid dt clamp
+    const m = c.mamba2;
+    expect(c.dtRank).toBe(0);
+    for (const v of [m.nHeads, m.headDim, m.nGroups, m.chunkSize]) expect(Number.isSafeInteger(v) && v > 0).toBe(true);
+    expect(m.nHeads * m.headDim).toBe(c.dInner);
+    expect(m.nHeads % m.nGroups).toBe(0);
+    expect(m.dtLimit[0] >= 0 && Number.isFinite(m.dtLimit[0]) && m.dtLimit[1] >= m.dtLimit[0]).toBe(true);
+    return;
+  }
+  if (!(Number.isSafeInteger(c.dtRank) && c.dtRank > 0 && c.dtRank <= INT32_MAX))
+    throw new Error(`dtRank = ${c.dtRank} is not a positive int32`);
   for (const k of ['convBias', 'projBias', 'tieEmbeddings'] as const) expect(typeof c[k]).toBe('boolean');
   expect(Number.isFinite(c.eps) && c.eps > 0).toBe(true);
   for (const k of ['bosTokenId', 'eosTokenId', 'padTokenId'] as const) {
@@ -77,7 +97,7 @@ const nasty = fc.oneof(
   fc.constantFrom(NaN, Infinity, -Infinity), // only reachable by callers that pass objects, not by JSON
   fc.integer({ min: -5, max: 5000 }),
   fc.double(),
-  fc.constantFrom('auto', '16', '', 'mamba', 'silu', 'Mamba1', 'constructor', '__proto__', true, false, null),
+  fc.constantFrom('auto', '16', '', 'mamba', 'mamba2', 'silu', 'Mamba1', 'Mamba2', 'constructor', '__proto__', true, false, null),
   fc.constantFrom([], [1], [null], ['MambaForCausalLM'], {}, { d_state: 16 }),
   fc.jsonValue({ maxDepth: 2 }),
 );
@@ -150,12 +170,14 @@ describe('parseConfig under random edits', () => {
   test('the base configs parse', () => {
     expect(check(shipped, false)).toBe('parsed');
     expect(check(stateSpaces, false)).toBe('parsed');
+    expect(check(shippedMamba2, false)).toBe('parsed');
     expect(parseConfig(stateSpaces, SOURCE).vocabSize).toBe(50280);
   });
 
   for (const [label, base, offset] of [
     ['HF (shipped brown-mamba-s)', shipped, 10],
     ['state-spaces', stateSpaces, 11],
+    ['HF Mamba-2 (shipped brown-mamba2-s)', shippedMamba2, 12],
   ] as const) {
     test(`${label}: E_CONFIG or a config satisfying the invariants`, () => {
       const seen = { error: 0, parsed: 0 };
