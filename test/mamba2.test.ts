@@ -67,10 +67,10 @@ const base: Mamba2RefConfig = {
 const variants: Variant[] = [
   { name: 'G=2, P=6 != N=5, tied, HF folder', cfg: base, tied: true, folder: {} },
   {
-    name: 'G=1, P=16, N=16, untied, no conv bias, dt clamped to [0.01, 0.05], state-spaces folder',
+    name: 'G=1, P=16, N=16, untied, no conv bias, dt clamped to [0.01, 0.05], state-spaces folder with pytorch_model.bin',
     cfg: { ...base, d: 16, H: 2, P: 16, G: 1, N: 16, convBias: false, dtLimit: [0.01, 0.05] },
     tied: false,
-    folder: { layout: 'state-spaces' },
+    folder: { layout: 'state-spaces', format: 'torch' },
   },
   {
     name: 'G=4 (a group per head), P=8, N=40, BF16 checkpoint in 3 shards',

@@ -10,6 +10,7 @@ import * as path from 'path';
 import { encodeSafetensors, type TensorToEncode } from '../../lib/checkpoint/safetensors';
 import { convChannels, dInner, inProjRows, type Mamba2RefConfig, type Mamba2RefWeights } from '../reference/mamba2_ref';
 import { bf16BitsToF32, f32ToBf16Bits, makeRng, randn } from '../reference/random_model';
+import { encodeTorchSave } from './torch_save';
 import { tmpDir } from './util';
 
 export interface Mamba2FolderOptions {
@@ -17,6 +18,8 @@ export interface Mamba2FolderOptions {
   dtype?: 'F32' | 'BF16';
   /** Split the tensors over this many safetensors files with an index (default 1: model.safetensors). */
   shards?: number;
+  /** 'torch': one pytorch_model.bin (torch.save's zip), as state-spaces ships its folders. */
+  format?: 'safetensors' | 'torch';
 }
 
 /** Random weights of a trained model's scales (norms near 1, dt between 1e-3 and 1e-1, A_h in [1, 16]). */
@@ -148,6 +151,10 @@ export function writeMamba2Folder(c: Mamba2RefConfig, w: Mamba2RefWeights, opts:
     put(`${p}.mixer.out_proj.weight`, [c.d, E], l.outProj);
   });
   fs.writeFileSync(path.join(dir, 'config.json'), configText(c, w.lmHead === null, layout));
+  if (opts.format === 'torch') {
+    fs.writeFileSync(path.join(dir, 'pytorch_model.bin'), encodeTorchSave(tensors));
+    return dir;
+  }
   const shards = opts.shards ?? 1;
   if (shards === 1) {
     fs.writeFileSync(path.join(dir, 'model.safetensors'), encodeSafetensors(tensors));
