@@ -295,8 +295,10 @@ describe('the tensor table', () => {
         .map(key)
         .sort(),
     ).toEqual(want);
-    // every tensor a config can have is listed, the ones it lacks as not required
-    expect(table).toHaveLength(3 + 12 * cfg.nLayer);
+    // every tensor a config of any family can have is listed, the ones it lacks as not required
+    // (Mamba-2's dt_bias and gate_norm, for this Mamba-1 config)
+    expect(table).toHaveLength(3 + 14 * cfg.nLayer);
+    expect(table.filter((t) => t.name === 'dt_bias' || t.name === 'gate_norm').every((t) => !t.required)).toBe(true);
     expect(table.find((t) => t.name === 'lm_head')!.required).toBe(!cfg.tieEmbeddings);
     expect(table.filter((t) => t.name === 'conv_b').every((t) => t.required === cfg.convBias)).toBe(true);
   });
@@ -306,7 +308,7 @@ describe('the tensor table', () => {
     const table = tensorTable(cfg);
     expect(table[0].name).toBe('embedding');
     expect(table.slice(-2).map((t) => t.name)).toEqual(['norm_f', 'lm_head']);
-    expect(table.slice(1, 13).map((t) => t.name)).toEqual([
+    expect(table.slice(1, 15).map((t) => t.name)).toEqual([
       'norm',
       'in_proj',
       'in_proj_bias',
@@ -319,8 +321,10 @@ describe('the tensor table', () => {
       'D',
       'out_proj',
       'out_proj_bias',
+      'dt_bias',
+      'gate_norm',
     ]);
-    expect(table.slice(1, 25).map((t) => t.layer)).toEqual([...Array(12).fill(0), ...Array(12).fill(1)]);
+    expect(table.slice(1, 29).map((t) => t.layer)).toEqual([...Array(14).fill(0), ...Array(14).fill(1)]);
     const layouts = Object.fromEntries(table.filter((t) => t.layer === 0).map((t) => [t.name, t.layout]));
     expect(layouts).toMatchObject({ conv_w: 'transposed', A_log: 'neg_exp_transposed', in_proj: 'plain', D: 'plain' });
   });
