@@ -132,6 +132,8 @@ struct SsdParams {
   size_t chunk_floats = 0;
   float* chunk_totals = nullptr;  // set by ssd_scan inside chunk_states
 };
+// Tokens per chunk of the SSD scan at most (fewer where the device's shared memory is smaller).
+constexpr int kSsdChunk = 64;
 // dt[r, h] for rows r < rows (stride lddt), in place.
 void ssd_dt(float* dt, int lddt, const float* dt_bias, int rows, int H, float dt_min, float dt_max, cudaStream_t st);
 // Floats of SsdParams::chunk_states that let a scan of `rows` rows in `nseq` sequences run chunk-parallel.

@@ -111,11 +111,11 @@ class Mamba2DevMixer final : public DevMixer {
 
  private:
   float* dt() const { return zxbcdt_ + 2 * (size_t)c_.E + 2 * (size_t)GN_; }
-  // The chunk buffer of a prefill (a sequence of more than one 64-token chunk), grown to the largest
+  // The chunk buffer of a prefill (a sequence of more than one kSsdChunk-token chunk), grown to the largest
   // call so far and kept; null for decode steps and where the device has no memory for it (the scan
   // then walks each sequence's chunks in one block: the same results, less parallel).
   float* chunk_buffer(const DevMixerIO& io) {
-    if (io.maxT <= 64) return nullptr;
+    if (io.maxT <= kSsdChunk) return nullptr;
     const size_t need = ssd_chunk_buffer_floats(io.M, io.nseq, c_.H, head_dim(c_), c_.N) * 4;
     if (chunks_.bytes() < need) {
       try {

@@ -14,8 +14,9 @@
 //     4. s[p, n] = exp(cum_{q-1}) s[p, n] + sum_j exp(cum_{q-1} - cum_j) dt_j x_j[p] B_j[n], one thread
 //        per (p, n): the state passed to the next chunk.
 // Two ways through a sequence:
-//   sequential      (decode, and prompts of one chunk) one block walks every chunk of its sequence,
-//                   phases 1-4 each, the state from and back to the SSM state;
+//   sequential      (decode, prompts of one chunk, and where the caller gave no chunk buffer) one block
+//                   walks every chunk of its sequence, phases 1-4 each, the state from and back to the
+//                   SSM state;
 //   chunk-parallel  (a prompt of more than one chunk, when the caller gave the chunk buffer) three
 //                   launches: [local] every chunk at once, phases 1, 2 (decays only) and 4 from a zero
 //                   state: its own contribution to the state passed on, and its total decay, to the
@@ -34,8 +35,7 @@ namespace cuda {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int kChunk = 64;  // tokens per chunk at most
-constexpr int kTile = 64;   // channels of a head per block at most
+constexpr int kTile = 64;  // channels of a head per block at most
 
 // What one launch of ssd_chunk does.
 enum class Pass : int {
@@ -176,13 +176,13 @@ __global__ void pass_kernel(const SsdParams p, int Q) {
   *st = v;
 }
 
-// The largest chunk (<= kChunk, <= maxT) and channel tile whose buffers fit the device's shared memory
+// The largest chunk (<= kSsdChunk, <= maxT) and channel tile whose buffers fit the device's shared memory
 // per block (q = pt = 1 always fit: N <= kMaxState).
 void chunk_shape(const SsdParams& p, int* Q, int* PT, size_t* smem) {
   int dev = 0, optin = 0;
   check(cudaGetDevice(&dev), "ssd scan: cudaGetDevice");
   check(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev), "ssd scan: device attribute");
-  int q = std::min(kChunk, p.maxT), pt = std::min(kTile, p.P);
+  int q = std::min(kSsdChunk, p.maxT), pt = std::min(kTile, p.P);
   while (chunk_smem_floats(q, pt, p.N) * 4 > (size_t)optin && (q > 1 || pt > 1)) {
     if (q > 16 || pt == 1) q = (q + 1) / 2;
     else pt = (pt + 1) / 2;
@@ -205,9 +205,11 @@ void ssd_dt(float* dt, int lddt, const float* dt_bias, int rows, int H, float dt
   check_launch("ssd_dt");
 }
 
+// Slots of the chunk buffer a scan of rows rows in nseq sequences may use (chunk_slot is below it).
+static size_t chunk_slots(int rows, int nseq) { return (size_t)rows / kSsdChunk + nseq + 1; }
+
 size_t ssd_chunk_buffer_floats(int rows, int nseq, int H, int P, int N) {
-  const size_t chunks = (size_t)rows / kChunk + nseq + 1;
-  return chunks * ((size_t)H * P * N + H);
+  return chunk_slots(rows, nseq) * ((size_t)H * P * N + H);
 }
 
 void ssd_scan(const SsdParams& p, cudaStream_t st) {
@@ -219,11 +221,11 @@ void ssd_scan(const SsdParams& p, cudaStream_t st) {
   size_t smem = 0;
   chunk_shape(p, &Q, &PT, &smem);
   const int ptiles = ceil_div(p.P, PT), chunks = ceil_div(p.maxT, Q);
-  // chunk-parallel where some sequence has several chunks and the buffer holds them (sized for kChunk)
-  if (chunks > 1 && Q == kChunk && p.chunk_states &&
+  // chunk-parallel where some sequence has several chunks and the buffer holds them (sized for kSsdChunk)
+  if (chunks > 1 && Q == kSsdChunk && p.chunk_states &&
       p.chunk_floats >= ssd_chunk_buffer_floats(p.rows, p.nseq, p.H, p.P, p.N)) {
     SsdParams q = p;
-    q.chunk_totals = p.chunk_states + ((size_t)p.rows / kChunk + p.nseq + 1) * p.H * p.P * p.N;
+    q.chunk_totals = p.chunk_states + chunk_slots(p.rows, p.nseq) * p.H * p.P * p.N;  // after the states
     const dim3 grid((unsigned)ptiles * chunks, p.H, p.nseq);
     SIMBA_LAUNCH(grid, kThreads, smem, st, ssd_chunk)(q, Q, PT, Pass::kLocal);
     check_launch("ssd_scan (chunk states)");
