@@ -27,8 +27,9 @@ export interface NativeConfig {
   eps: number;
   /** Falcon-Mamba's mixer norm epsilon (> 0); 0 or absent: Mamba-1, no norms inside the mixer. */
   mixerRmsEps?: number;
-  /** Mamba-2's heads, groups and dt clamp (dtMax may be Infinity); absent: Mamba-1 (dtRank 0 with it). */
-  mamba2?: { nHeads: number; nGroups: number; dtMin: number; dtMax: number };
+  /** Mamba-2's heads, groups and dt clamp [low, high] (high may be Infinity); absent: Mamba-1. dtRank is 0 with it.
+   *  (lib/types.ts Mamba2Shape has these fields, so a MambaConfig is a NativeConfig.) */
+  mamba2?: { nHeads: number; nGroups: number; dtLimit: readonly [number, number] };
 }
 
 /**

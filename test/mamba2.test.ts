@@ -391,7 +391,7 @@ test('the addon checks the Mamba-2 fields once, naming each (E_CONFIG; E_ARG for
     projBias: false,
     tieEmbeddings: true,
     eps: 1e-5,
-    mamba2: { nHeads: 4, nGroups: 2, dtMin: 0, dtMax: Infinity },
+    mamba2: { nHeads: 4, nGroups: 2, dtLimit: [0, Infinity] },
   };
   const thrown = (cfg: NativeConfig): { code?: unknown; message?: unknown } => {
     try {
@@ -409,12 +409,13 @@ test('the addon checks the Mamba-2 fields once, naming each (E_CONFIG; E_ARG for
     [{ ...c, mamba2: { ...m2, nHeads: 0 } }, /nHeads must be a positive integer/],
     [{ ...c, dtRank: 2 }, /dtRank is Mamba-1's/],
     [{ ...c, mixerRmsEps: 1e-6 }, /mixerRmsEps is Falcon-Mamba's/],
-    [{ ...c, mamba2: { ...m2, dtMin: 0.5, dtMax: 0.1 } }, /dtLimit must be \[low, high\]/],
-    [{ ...c, mamba2: { ...m2, dtMin: NaN } }, /dtLimit/],
+    [{ ...c, mamba2: { ...m2, dtLimit: [0.5, 0.1] } }, /dtLimit must be \[low, high\]/],
+    [{ ...c, mamba2: { ...m2, dtLimit: [NaN, 1] } }, /dtLimit/],
   ] as const)
     expect(thrown(bad as NativeConfig)).toMatchObject({ code: 'E_CONFIG', message: expect.stringMatching(why) });
-  expect(thrown({ ...c, mamba2: { ...m2, dtMax: '1' as never } })).toMatchObject({
-    code: 'E_ARG',
-    message: expect.stringMatching(/dtMin and dtMax must be numbers/),
-  });
+  for (const lim of [[0, '1'], [0], 0.1, undefined])
+    expect(thrown({ ...c, mamba2: { ...m2, dtLimit: lim as never } })).toMatchObject({
+      code: 'E_ARG',
+      message: expect.stringMatching(/config\.mamba2\.dtLimit must be an array of two numbers/),
+    });
 });

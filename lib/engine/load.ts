@@ -492,7 +492,7 @@ function nativeConfig(c: MambaConfig): NativeConfig {
     eps: c.eps,
     mixerRmsEps: c.mixerRmsEps ?? 0,
     ...(c.mamba2 && {
-      mamba2: { nHeads: c.mamba2.nHeads, nGroups: c.mamba2.nGroups, dtMin: c.mamba2.dtLimit[0], dtMax: c.mamba2.dtLimit[1] },
+      mamba2: { nHeads: c.mamba2.nHeads, nGroups: c.mamba2.nGroups, dtLimit: [c.mamba2.dtLimit[0], c.mamba2.dtLimit[1]] },
     }),
   };
 }

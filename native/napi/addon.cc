@@ -94,13 +94,16 @@ ModelConfig ReadConfig(const Napi::Value& v) {
   float dt_min = 0.f, dt_max = 0.f;
   Napi::Value m2 = c.Get("mamba2");
   if (!m2.IsUndefined()) {
-    if (!m2.IsObject()) throw ArgError(v.Env(), "config.mamba2 must be an object { nHeads, nGroups, dtMin, dtMax }");
+    if (!m2.IsObject()) throw ArgError(v.Env(), "config.mamba2 must be an object { nHeads, nGroups, dtLimit }");
     Napi::Object o = m2.As<Napi::Object>();
     family = kMamba2;
     H = GetInt(o, "nHeads");
     G = GetInt(o, "nGroups");
-    Napi::Value lo = o.Get("dtMin"), hi = o.Get("dtMax");
-    if (!lo.IsNumber() || !hi.IsNumber()) throw ArgError(v.Env(), "config.mamba2.dtMin and dtMax must be numbers");
+    Napi::Value lim = o.Get("dtLimit");
+    Napi::Value lo = lim.IsArray() ? lim.As<Napi::Array>().Get(0u) : Napi::Value(),
+                hi = lim.IsArray() ? lim.As<Napi::Array>().Get(1u) : Napi::Value();
+    if (!lim.IsArray() || lim.As<Napi::Array>().Length() != 2 || !lo.IsNumber() || !hi.IsNumber())
+      throw ArgError(v.Env(), "config.mamba2.dtLimit must be an array of two numbers [low, high]");
     dt_min = lo.As<Napi::Number>().FloatValue();
     dt_max = hi.As<Napi::Number>().FloatValue();
   }

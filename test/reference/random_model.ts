@@ -270,6 +270,10 @@ function checkpointName(name: EngineTensorName, layer: number, layout: Checkpoin
       return p + 'mixer.out_proj.weight';
     case 'out_proj_bias':
       return p + 'mixer.out_proj.bias';
+    case 'dt_bias':
+      return p + 'mixer.dt_bias';
+    case 'gate_norm':
+      return p + 'mixer.norm.weight';
   }
 }
 
