@@ -104,7 +104,7 @@ export function boundRows(
   for (const d of r.decode) {
     const k = peak(d.batch);
     // a step reads the weights once and every sequence's state twice (read, write back): Mamba-2's
-    // state (18.9 MB a sequence for mamba2-130m) outweighs the weights from a few sequences on
+    // state (19.4 MB a sequence for mamba2-130m) outweighs the weights from a few sequences on
     const stepBytes = r.model.weightBytes + d.batch * 2 * (r.model.stateBytes ?? 0);
     const byRead = (d.batch * read) / stepBytes,
       byPeak = (k.gflops * 1e9) / r.model.flopsPerToken;
