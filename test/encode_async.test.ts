@@ -124,8 +124,10 @@ describe('generate() on a long text prompt', () => {
       `600 KB prompt (${n} tokens): encode() holds the loop ${wholeMs.toFixed(0)} ms; generate(): largest gap ${gap.toFixed(0)} ms`,
     );
     expect(got).toBe(2);
-    // Before slicing, the gap was the whole encode() (plus prefill conversion); now a few slices' worth.
-    expect(gap).toBeLessThan(wholeMs / 3);
+    // Before slicing, the gap was the whole encode() (plus prefill conversion); now a few slices' worth
+    // (32-67 ms against 566-700 ms in CI's npm test). Under the sanitizers beside another jest worker one
+    // gap once reached 468 ms of a 1343 ms encode (a collector pause): still far under the whole encode.
+    expect(gap).toBeLessThan(wholeMs / (process.env.SIMBA_SANITIZED ? 2 : 3));
   }, 60000);
 
   test('a prompt past the per-request limit is refused before it is all tokenized', async () => {
