@@ -10,7 +10,7 @@ import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 
-import { loadAddon, type NativeConfig } from '../bindings';
+import type { NativeConfig } from '../bindings';
 import { openCheckpoint } from '../lib/checkpoint/safetensors';
 import { createServer } from '../lib/serve/server';
 
@@ -27,7 +27,7 @@ import {
 } from './reference/mamba2_ref';
 import { refSelectKeep } from './reference/mamba_ref';
 import { randomMamba2Weights, roundToBf16, writeMamba2Folder, type Mamba2FolderOptions } from './helpers/mamba2_folder';
-import { maxRowErr, randTokens, rejection } from './helpers/util';
+import { engineError, expectStorageFormats, maxRowErr, randTokens, rejection } from './helpers/util';
 
 const TOL = 1e-5;
 // bf16 / int8 storage: the GEMMs' inputs are rounded too (bf16 pairs, int8 rows), and the gated norm
@@ -203,19 +203,10 @@ describe.each(variants)('Mamba-2 on the CPU: $name', ({ cfg, tied, folder }) => 
   });
 
   test('bf16 and int8 weight storage within their stated tolerances', async () => {
-    for (const [weights, tol] of [
-      ['bf16', BF16_TOL],
-      ['int8', INT8_TOL],
-    ] as const) {
-      const q = await loadModel(dir, { weights });
-      try {
-        const err = maxRowErr((await q.logits(ids.slice(0, 70), 'all')).logits, expected.slice(0, 70));
-        expect(err).toBeLessThan(tol);
-        expect(err).toBeGreaterThan(1e-6); // the weights really are stored in the format
-      } finally {
-        q.dispose();
-      }
-    }
+    await expectStorageFormats(dir, async (q) => (await q.logits(ids.slice(0, 70), 'all')).logits, expected.slice(0, 70), {
+      bf16: BF16_TOL,
+      int8: INT8_TOL,
+    });
   });
 });
 
@@ -378,7 +369,6 @@ describe('the shipped brown-mamba2-s (trained weights, G = 2)', () => {
 });
 
 test('the addon checks the Mamba-2 fields once, naming each (E_CONFIG; E_ARG for a wrong type)', () => {
-  const addon = loadAddon();
   const c: NativeConfig = {
     vocabSize: 16,
     dModel: 8,
@@ -393,16 +383,8 @@ test('the addon checks the Mamba-2 fields once, naming each (E_CONFIG; E_ARG for
     eps: 1e-5,
     mamba2: { nHeads: 4, nGroups: 2, dtLimit: [0, Infinity] },
   };
-  const thrown = (cfg: NativeConfig): { code?: unknown; message?: unknown } => {
-    try {
-      new addon.Engine(cfg, { bf16: false }).dispose();
-    } catch (e) {
-      return e as { code?: unknown; message?: unknown };
-    }
-    return {};
-  };
   const m2 = c.mamba2!;
-  expect(thrown(c)).toEqual({});
+  expect(engineError(c)).toEqual({});
   for (const [bad, why] of [
     [{ ...c, mamba2: { ...m2, nGroups: 3 } }, /nHeads 4 do not split into nGroups 3/],
     [{ ...c, mamba2: { ...m2, nHeads: 3 } }, /dInner 16 is not a multiple of nHeads 3/],
@@ -412,9 +394,9 @@ test('the addon checks the Mamba-2 fields once, naming each (E_CONFIG; E_ARG for
     [{ ...c, mamba2: { ...m2, dtLimit: [0.5, 0.1] } }, /dtLimit must be \[low, high\]/],
     [{ ...c, mamba2: { ...m2, dtLimit: [NaN, 1] } }, /dtLimit/],
   ] as const)
-    expect(thrown(bad as NativeConfig)).toMatchObject({ code: 'E_CONFIG', message: expect.stringMatching(why) });
+    expect(engineError(bad as NativeConfig)).toMatchObject({ code: 'E_CONFIG', message: expect.stringMatching(why) });
   for (const lim of [[0, '1'], [0], 0.1, undefined])
-    expect(thrown({ ...c, mamba2: { ...m2, dtLimit: lim as never } })).toMatchObject({
+    expect(engineError({ ...c, mamba2: { ...m2, dtLimit: lim as never } })).toMatchObject({
       code: 'E_ARG',
       message: expect.stringMatching(/config\.mamba2\.dtLimit must be an array of two numbers/),
     });

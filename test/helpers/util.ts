@@ -3,7 +3,9 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 
+import { loadAddon, type NativeConfig } from '../../bindings';
 import { encodeSafetensors } from '../../lib/checkpoint/safetensors';
+import { loadModel } from '../../lib/engine/load';
 import type { Sequence } from '../../lib/engine/sequence';
 import { SimbaError } from '../../lib/errors';
 import type { EngineTensor, MambaConfig, TensorDType } from '../../lib/types';
@@ -104,4 +106,36 @@ export function copyShipped(): string {
   const dir = tmpDir();
   for (const f of fs.readdirSync(shipped)) fs.copyFileSync(path.join(shipped, f), path.join(dir, f));
   return dir;
+}
+
+/**
+ * Loads `dir` with bf16 and with int8 weights: the logits `run` computes are within each format's
+ * tolerance of `want`, and more than 1e-6 from it (the weights really are stored in the format).
+ */
+export async function expectStorageFormats(
+  dir: string,
+  run: (m: Awaited<ReturnType<typeof loadModel>>) => Promise<ArrayLike<number>[]>,
+  want: ArrayLike<number>[],
+  tol: { bf16: number; int8: number },
+): Promise<void> {
+  for (const weights of ['bf16', 'int8'] as const) {
+    const q = await loadModel(dir, { weights });
+    try {
+      const err = maxRowErr(await run(q), want);
+      expect(err).toBeLessThan(tol[weights]);
+      expect(err).toBeGreaterThan(1e-6);
+    } finally {
+      q.dispose();
+    }
+  }
+}
+
+/** What the addon throws when an engine is made for `cfg` (code and message), or {} when it is made. */
+export function engineError(cfg: NativeConfig): { code?: unknown; message?: unknown } {
+  try {
+    new (loadAddon().Engine)(cfg, { bf16: false }).dispose();
+  } catch (e) {
+    return e as { code?: unknown; message?: unknown };
+  }
+  return {};
 }
