@@ -28,7 +28,6 @@ namespace simba {
 namespace cpu {
 namespace SIMBA_ISA {
 
-constexpr int kPV = 4;                        // vectors of y_i's channels per pass over j (direct path)
 constexpr int kNV = (kMaxState + W - 1) / W;  // vectors of one state row at most
 constexpr int kRB = 4;                        // rows per block of block_gemm
 constexpr int kCB = 4 * W;                    // columns per block of block_gemm
