@@ -23,6 +23,8 @@ interface ServeFlags extends ModelFlags {
   maxRunning: number;
   maxQueue: number;
   prefillBudget: number;
+  itlTargetMs: number;
+  simbaUnderLoad?: number;
   cacheMb: number;
   apiKey?: string;
   simbaFlops?: number;
@@ -52,6 +54,8 @@ async function cmdServe(f: ServeFlags): Promise<void> {
     maxRunning: f.maxRunning,
     maxQueue: f.maxQueue,
     prefillBudget: f.prefillBudget,
+    itlTargetMs: f.itlTargetMs,
+    simbaUnderLoad: f.simbaUnderLoad,
     cacheMb: f.cacheMb,
     apiKey: apiKey || undefined,
     simba: f.simbaFlops !== undefined ? { flops: f.simbaFlops } : undefined,
@@ -98,7 +102,18 @@ export function addServeCommand(program: Command): void {
     .option('--port <n>', 'port (0: any free port)', intArg(0, 65535), 8080)
     .option('--max-running <n>', 'sequences decoding at once', intArg(1, 1024), 32)
     .option('--max-queue <n>', 'requests waiting before 429', intArg(0), 256)
-    .option('--prefill-budget <n>', 'prompt tokens prefilled per scheduler tick', intArg(1, 8192), 512)
+    .option('--prefill-budget <n>', 'prompt tokens prefilled per scheduler tick at most', intArg(1, 8192), 512)
+    .option(
+      '--itl-target-ms <ms>',
+      "inter-token latency target sizing each tick's prefill share from measured costs (0 = off: every tick takes --prefill-budget)",
+      floatArg(0, 60000),
+      50,
+    )
+    .option(
+      '--simba-under-load <min-flops>',
+      'prune new long prompts with Simba (budget in [min-flops, 1] from the backlog) while the prefill backlog exceeds the target',
+      floatArg(0, 1, true),
+    )
     .option('--cache-mb <n>', 'prefix-state cache budget in MiB (0 = off)', intArg(0), 512)
     .option('--api-key <key>', 'require Authorization: Bearer <key> on /v1 (or SIMBA_API_KEY)')
     .option('--simba-flops <f>', 'Simba: prune every prompt to this fraction of dense prefill FLOPs', floatArg(0, 1, true))

@@ -110,6 +110,27 @@ export class Metrics {
       registers: r,
     });
     const sampling = new Counter({ name: 'simba_sampling_seconds_total', help: 'Native sampling time.', registers: r });
+    // the scheduling policy (issue 31): each tick's prefill share, target misses, Simba under load
+    const hist = (name: string, help: string, buckets: number[]) => new Histogram({ name, help, buckets, registers: r });
+    const tickPrefill = hist(
+      'simba_tick_prefill_tokens',
+      'Prompt tokens prefilled in one scheduler tick (its prefill share; ticks that ran).',
+      [0, 16, 32, 64, 128, 256, 384, 512, 1024, 2048, 4096, 8192],
+    );
+    const tickPrefillRatio = hist(
+      'simba_tick_prefill_ratio',
+      'Prompt tokens over all tokens of one scheduler tick (0: decode only, 1: prefill only).',
+      [0, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 1],
+    );
+    const budgets = hist(
+      'simba_load_pruning_flops_ratio',
+      'Relative prefill FLOPs of the prompts pruned under load (--simba-under-load).',
+      [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1],
+    );
+    const [misses, pruned] = [
+      ['simba_itl_target_misses_total', 'Scheduler ticks holding decodes that took longer than the inter-token latency target.'],
+      ['simba_load_pruned_tokens_total', 'Prompt tokens pruned by Simba under load (tokens the last layer did not process).'],
+    ].map(([name, help]) => new Counter({ name, help, registers: r }));
     this.observer = {
       admitted: (s) => queue.observe(s),
       firstToken: (s) => ttft.observe(s),
@@ -127,6 +148,15 @@ export class Metrics {
         batch.observe(sequences);
         stepTime.observe(s);
         sampling.inc(sampleMs / 1000);
+      },
+      tick: (t) => {
+        tickPrefill.observe(t.prefillTokens);
+        tickPrefillRatio.observe(t.prefillTokens / Math.max(1, t.prefillTokens + t.decodes));
+        if (t.missed) misses.inc();
+      },
+      loadPruned: (flops, tokens) => {
+        pruned.inc(tokens);
+        budgets.observe(flops);
       },
       cacheLookup: (hit, prompt, saved) => {
         cacheQueries.inc(prompt);

@@ -81,27 +81,37 @@ export class PrefixCache {
   lookup(ns: string, tokens: ArrayLike<number>, maxLength: number): { length: number; state: Buffer } | null {
     if (!this.enabled) return null;
     this.counts.queries++;
+    const f = this.find(ns, tokens, maxLength);
+    if (!f) return null;
+    this.entries.delete(f.key); // most recently used
+    this.entries.set(f.key, f.entry);
+    this.counts.hits++;
+    this.counts.tokensSaved += f.length;
+    return { length: f.length, state: f.entry.state };
+  }
+
+  /** The length lookup() would find now (0: none), without counting a query or touching the recency. */
+  peek(ns: string, tokens: ArrayLike<number>, maxLength: number): number {
+    return this.enabled ? (this.find(ns, tokens, maxLength)?.length ?? 0) : 0;
+  }
+
+  private find(ns: string, tokens: ArrayLike<number>, maxLength: number): { key: string; length: number; entry: Entry } | null {
     const lens = [...(this.lengths.get(ns)?.keys() ?? [])]
       .filter((l) => l <= maxLength && l <= tokens.length)
       .sort((a, b) => b - a);
-    if (lens.length > 0) {
-      // one pass over the prompt gives the hash of every candidate length
-      const want = new Set(lens);
-      const keys = new Map<number, string>();
-      const h = seedHash();
-      for (let i = 0; i < lens[0]; i++) {
-        step(h, tokens[i]);
-        if (want.has(i + 1)) keys.set(i + 1, keyOf(ns, i + 1, h));
-      }
-      for (const len of lens) {
-        const e = this.entries.get(keys.get(len)!);
-        if (!e || !samePrefix(e.tokens, tokens)) continue;
-        this.entries.delete(keys.get(len)!); // most recently used
-        this.entries.set(keys.get(len)!, e);
-        this.counts.hits++;
-        this.counts.tokensSaved += len;
-        return { length: len, state: e.state };
-      }
+    if (lens.length === 0) return null;
+    // one pass over the prompt gives the hash of every candidate length
+    const want = new Set(lens);
+    const keys = new Map<number, string>();
+    const h = seedHash();
+    for (let i = 0; i < lens[0]; i++) {
+      step(h, tokens[i]);
+      if (want.has(i + 1)) keys.set(i + 1, keyOf(ns, i + 1, h));
+    }
+    for (const length of lens) {
+      const key = keys.get(length)!;
+      const entry = this.entries.get(key);
+      if (entry && samePrefix(entry.tokens, tokens)) return { key, length, entry };
     }
     return null;
   }

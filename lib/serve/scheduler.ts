@@ -2,11 +2,19 @@
  * The scheduler: one loop per model, continuous batching with chunked prefill.
  *
  * Each tick is ONE native call (LanguageModel.step): a decode token for every running choice plus
- * chunks of waiting prompts under a per-tick token budget, with sampling done natively after the
- * head, so JS only orchestrates. Requests are admitted first come, first served while slots
- * (max running sequences) are free; a request whose prompt is done samples its first token(s) in
- * the same call. Finished, cancelled or failed requests leave at the end of the tick (their slots
- * are free for the next one); a cancel lands at the start of the next tick.
+ * chunks of waiting prompts, with sampling done natively after the head, so JS only orchestrates.
+ * Every running (unpaused) choice gets its decode token in every tick: new prompts never starve
+ * decoding requests. The prompt tokens a tick takes (its prefill share) come from the cost model
+ * (cost_model.ts: per-token prefill and per-batch decode costs learned from the measured steps)
+ * so that a tick holding decodes ends within the inter-token latency target (itlTargetMs), at
+ * least minPrefillTokens (prompts progress every tick) and at most prefillBudget; a tick without
+ * decodes takes prefillBudget. Waiting prompts get slots (max running sequences) and prefill
+ * tokens in the order of prefill_order.ts: shortest remaining work first (prefix-cache hits count
+ * what is left after the hit), aged so that no prompt is overtaken by one arriving more than
+ * agingTicks later. With simbaUnderLoad, new long prompts are pruned with Simba while the prefill
+ * backlog exceeds what the target allows (load_pruning.ts). A request whose prompt is done samples
+ * its first token(s) in the same call. Finished, cancelled or failed requests leave at the end of
+ * the tick (their slots are free for the next one); a cancel lands at the start of the next tick.
  *
  * Why in TypeScript, not native: a tick's cost is the native step (milliseconds); the JS around
  * it (a few objects per sequence) is microseconds, and keeping the loop in JS keeps the HTTP side,
@@ -36,6 +44,10 @@ import type {
 } from '../engine/lm';
 import { SimbaError } from '../errors';
 import { StopMatcher } from '../generate/stop';
+import * as v from '../validate';
+import { CostModel } from './cost_model';
+import { LOAD_HORIZON_SECONDS, loadBudget, planUnderLoad, type LoadPruning } from './load_pruning';
+import { byKey, DEFAULT_AGING_TICKS, prefillKey } from './prefill_order';
 import type { PrefixCache } from './prefix_cache';
 
 export type FinishReason = 'stop' | 'length';
@@ -44,8 +56,16 @@ export type RequestEvent =
   | { type: 'token'; choice: number; token: number; text: string; logprob: number; top: { token: number; logprob: number }[] }
   /** A choice ended; `text` is what was still held back (incomplete characters, a possible stop string). */
   | { type: 'finish'; choice: number; reason: FinishReason; text: string }
-  | { type: 'done'; usage: { promptTokens: number; completionTokens: number; cachedTokens: number } }
+  | { type: 'done'; usage: RequestUsage }
   | { type: 'error'; error: Error };
+
+export interface RequestUsage {
+  promptTokens: number;
+  completionTokens: number;
+  cachedTokens: number;
+  /** Set when the scheduler pruned the prompt under load (simbaUnderLoad): the plan's relative FLOPs and the tokens pruned. */
+  simba?: { flops: number; prunedTokens: number };
+}
 
 export interface GenerationRequest {
   /** Prompt token ids (at least one). */
@@ -104,6 +124,20 @@ export interface SchedulerObserver {
   ): void;
   step?(sequences: number, tokens: number, seconds: number, sampleMs: number): void;
   cacheLookup?(hit: boolean, promptTokens: number, savedTokens: number): void;
+  /** After every tick that ran: its decode tokens, prompt tokens, seconds, and whether it missed the target. */
+  tick?(t: TickReport): void;
+  /** A prompt pruned under load: the plan's relative FLOPs and the prompt tokens it pruned. */
+  loadPruned?(flops: number, prunedTokens: number): void;
+}
+
+export interface TickReport {
+  decodes: number;
+  prefillTokens: number;
+  seconds: number;
+  /** The target in seconds (null: no target). */
+  targetSeconds: number | null;
+  /** The tick held decodes and took longer than the target. */
+  missed: boolean;
 }
 
 export interface SchedulerOptions {
@@ -113,8 +147,23 @@ export interface SchedulerOptions {
   maxRunning?: number;
   /** Requests waiting beyond the free slots before submit() rejects with queue_full (default 256). */
   maxQueue?: number;
-  /** Prompt tokens prefilled per tick, over all requests (default 512). */
+  /** Prompt tokens prefilled per tick at most, over all requests (default 512; a tick without decodes takes this many). */
   prefillBudget?: number;
+  /**
+   * Inter-token latency target in ms (default 50): a tick holding decodes takes the prompt tokens
+   * the cost model says fit in it. 0: no target, every tick takes prefillBudget prompt tokens.
+   */
+  itlTargetMs?: number;
+  /** Prompt tokens every tick gives waiting prompts at least, whatever the target (default 64, at most prefillBudget). */
+  minPrefillTokens?: number;
+  /** K of the prefill order: a prompt is never overtaken by one arriving more than K ticks later (default 32). */
+  agingTicks?: number;
+  /** Prune new long prompts with Simba down to this fraction of dense prefill FLOPs while the backlog exceeds the target (default: off). */
+  simbaUnderLoad?: number;
+  /** The cost model (default: a new one); tests feed it fake timings. */
+  costModel?: CostModel;
+  /** Seconds, for step timings (default: performance.now() / 1000); tests pass a fake clock. */
+  clock?: () => number;
   cache?: PrefixCache | null;
   observer?: SchedulerObserver;
   /** End-of-sequence id (default: the tokenizer's, else the config's). */
@@ -138,6 +187,12 @@ interface Choice {
 interface Req {
   id: number;
   r: GenerationRequest;
+  /** The Simba plan its prompt runs with: the request's own, or the one load pruning chose. */
+  simba: SimbaOptions | SimbaPlan | undefined;
+  load: LoadPruning | null;
+  /** Tick count at submit, and prompt tokens found in the cache then (the prefill order's inputs). */
+  arrivalTick: number;
+  peeked: number;
   seq: Sequence | null;
   pos: number;
   cached: number;
@@ -163,10 +218,43 @@ function recycle(seq: Sequence): void {
   else seq.recycle();
 }
 
+const SCHEDULER_OPTIONS = [
+  'tokenizer',
+  'maxRunning',
+  'maxQueue',
+  'prefillBudget',
+  'itlTargetMs',
+  'minPrefillTokens',
+  'agingTicks',
+  'simbaUnderLoad',
+  'cache',
+  'observer',
+  'eosTokenId',
+  'costModel',
+  'clock',
+] as const;
+
+/** The scheduling policy's options that the server takes too (checked by both entry points with this). */
+export function checkPolicyOptions(where: string, o: Partial<Record<string, unknown>>): void {
+  v.number(where, 'itlTargetMs', o.itlTargetMs, 0, 60000);
+  v.int(where, 'minPrefillTokens', o.minPrefillTokens, 1, 8192);
+  v.int(where, 'agingTicks', o.agingTicks, 0, 1 << 20);
+  v.number(where, 'simbaUnderLoad', o.simbaUnderLoad, 0, 1, true);
+}
+
 export class Scheduler {
   readonly maxRunning: number;
   readonly maxQueue: number;
   readonly prefillBudget: number;
+  /** The target in seconds, null without one. */
+  readonly targetSeconds: number | null;
+  readonly minPrefillTokens: number;
+  readonly agingTicks: number;
+  readonly simbaUnderLoad: number | null;
+  readonly costModel: CostModel;
+  private readonly clock: () => number;
+  /** The weight format: the cost model's key. */
+  private readonly format: string;
   private readonly waiting: Req[] = [];
   private readonly running: Req[] = [];
   private readonly cache: PrefixCache | null;
@@ -182,12 +270,14 @@ export class Scheduler {
   /** A submit, cancel or resume since the current tick began (the loop must not sleep through it). */
   private kicked = false;
   /** Ticks run and sequences stepped (for tests and the bench). */
-  readonly counters = { ticks: 0, steppedSequences: 0, sampleMs: 0, stepSeconds: 0 };
+  readonly counters = { ticks: 0, steppedSequences: 0, sampleMs: 0, stepSeconds: 0, targetMisses: 0, prunedTokens: 0 };
 
   constructor(
     private readonly model: LanguageModel,
     opts: SchedulerOptions = {},
   ) {
+    v.options('scheduler', opts, SCHEDULER_OPTIONS);
+    checkPolicyOptions('scheduler', opts as Record<string, unknown>);
     this.maxRunning = opts.maxRunning ?? 32;
     this.maxQueue = opts.maxQueue ?? 256;
     this.prefillBudget = opts.prefillBudget ?? 512;
@@ -204,6 +294,14 @@ export class Scheduler {
     this.tokenizer = opts.tokenizer ?? null;
     this.eos = opts.eosTokenId !== undefined ? opts.eosTokenId : (this.tokenizer?.eosTokenId ?? model.config.eosTokenId);
     this.observer = opts.observer ?? {};
+    const target = opts.itlTargetMs ?? 50;
+    this.targetSeconds = target > 0 ? target / 1000 : null;
+    this.minPrefillTokens = Math.min(opts.minPrefillTokens ?? 64, this.prefillBudget);
+    this.agingTicks = opts.agingTicks ?? DEFAULT_AGING_TICKS;
+    this.simbaUnderLoad = opts.simbaUnderLoad ?? null;
+    this.costModel = opts.costModel ?? new CostModel();
+    this.clock = opts.clock ?? now;
+    this.format = model.info().weights;
   }
 
   /** Requests decoding or prefilling / waiting for a slot. */
@@ -264,6 +362,10 @@ export class Scheduler {
     const req: Req = {
       id: this.nextId++,
       r,
+      simba: r.simba,
+      load: null,
+      arrivalTick: this.counters.ticks,
+      peeked: r.simba || !this.cache ? 0 : this.cache.peek('dense', r.prompt, r.prompt.length - 1),
       seq: null,
       pos: 0,
       cached: 0,
@@ -271,7 +373,7 @@ export class Scheduler {
       cancelled: false,
       abort: null,
       paused: false,
-      arrival: now(),
+      arrival: this.clock(),
       firstTokenAt: 0,
       completionTokens: 0,
       resolve,
@@ -290,6 +392,7 @@ export class Scheduler {
       })),
     };
     for (const c of req.choices) c.params.history = c.history;
+    if (this.simbaUnderLoad !== null && !r.simba) this.pruneUnderLoad(req);
     this.waiting.push(req);
     this.kick();
     return {
@@ -379,10 +482,43 @@ export class Scheduler {
     }
   }
 
+  /** Prompt tokens a request still has to prefill (its cached prefix counted as done). */
+  private remaining(req: Req): number {
+    return req.r.prompt.length - (req.phase === 'waiting' ? req.peeked : req.pos);
+  }
+
+  /** Requests in the prefill order (prefill_order.ts). */
+  private ordered(reqs: readonly Req[]): Req[] {
+    return byKey(
+      reqs,
+      (r) => prefillKey(r.arrivalTick, this.remaining(r), this.agingTicks),
+      (r) => r.id,
+    );
+  }
+
+  /** The prompt tokens a tick with `decodes` decode tokens takes (see SchedulerOptions.itlTargetMs). */
+  private prefillShare(decodes: number): number {
+    if (this.targetSeconds === null) return this.prefillBudget;
+    return this.costModel.prefillShare(this.format, decodes, {
+      targetSeconds: this.targetSeconds,
+      minTokens: this.minPrefillTokens,
+      maxTokens: this.prefillBudget,
+    });
+  }
+
   /** One tick: reap cancelled requests, plan one batched step, run it, hand out the tokens; false when nothing ran. */
   private async tick(): Promise<boolean> {
     this.kicked = false;
     this.reap();
+    // waiting requests take the free slots in the prefill order; one that does not fit stops the
+    // admission (a request of many choices is not overtaken for ever by requests of one)
+    let slots = this.slotsUsed;
+    for (const req of this.ordered(this.waiting)) {
+      if (slots + req.choices.length > this.maxRunning) break;
+      this.waiting.splice(this.waiting.indexOf(req), 1);
+      slots += req.choices.length;
+      await this.admit(req);
+    }
     const inputs: StepInput[] = [];
     const plan: Planned[] = [];
     for (const req of this.running)
@@ -392,24 +528,24 @@ export class Scheduler {
             inputs.push({ sequence: c.seq!, tokens: [c.last], sample: [c.params] });
             plan.push({ kind: 'decode', req, choice: c });
           }
-    let budget = this.prefillBudget;
-    for (const req of this.running) {
-      if (budget <= 0) break;
-      if (req.phase === 'prefill' && !req.r.simba && !req.paused) budget -= this.addChunk(req, budget, inputs, plan);
-    }
+    const decodes = inputs.length;
+    let budget = this.prefillShare(decodes);
     let simbaReq: Req | null = null;
-    let slots = this.slotsUsed;
-    while (budget > 0 && this.waiting.length > 0 && slots + this.waiting[0].choices.length <= this.maxRunning) {
-      if (this.waiting[0].r.simba && simbaReq) break; // one pruned prefill per tick, in order
-      const req = this.waiting.shift()!;
-      await this.admit(req);
-      slots += req.choices.length;
-      if (req.r.simba) {
+    let prefillTokens = 0;
+    for (const req of this.ordered(this.running.filter((r) => r.phase === 'prefill' && !r.paused))) {
+      if (budget <= 0) break;
+      if (!req.simba) {
+        const n = this.addChunk(req, budget, inputs, plan);
+        budget -= n;
+        prefillTokens += n;
+      } else if (!simbaReq) {
+        // one pruned prefill per tick, in its call of its own (not chunked)
         simbaReq = req;
         budget -= req.r.prompt.length;
-      } else budget -= this.addChunk(req, budget, inputs, plan);
+        prefillTokens += req.r.prompt.length;
+      }
     }
-    const t0 = now();
+    const t0 = this.clock();
     if (inputs.length > 0) await this.runStep(inputs, plan, undefined);
     if (simbaReq) {
       const p: Planned[] = [{ kind: 'prefill', req: simbaReq, end: simbaReq.r.prompt.length, final: true }];
@@ -419,15 +555,52 @@ export class Scheduler {
       await this.runStep(
         [{ sequence: simbaReq.seq!, tokens: simbaReq.r.prompt, sample: simbaReq.choices.map((c) => c.params) }],
         p,
-        simbaReq.r.simba,
+        simbaReq.simba,
         simbaReq.abort.signal,
       );
       simbaReq.abort = null;
     }
-    this.counters.stepSeconds += now() - t0;
+    const seconds = this.clock() - t0;
+    this.counters.stepSeconds += seconds;
     this.counters.ticks++;
+    const ran = inputs.length > 0 || simbaReq !== null;
+    if (ran) {
+      const missed = this.targetSeconds !== null && decodes > 0 && seconds > this.targetSeconds;
+      if (missed) this.counters.targetMisses++;
+      this.observer.tick?.({ decodes, prefillTokens, seconds, targetSeconds: this.targetSeconds, missed });
+    }
     this.reap();
-    return inputs.length > 0 || simbaReq !== null;
+    return ran;
+  }
+
+  /**
+   * Simba under load: prunes a new prompt when the prefill backlog (the waiting prompts' remaining
+   * tokens, pruned ones at their budget, and this one, in seconds from the cost model) exceeds what
+   * the target allows within LOAD_HORIZON_SECONDS (load_pruning.ts).
+   */
+  private pruneUnderLoad(req: Req): void {
+    const perToken = this.costModel.prefillSecondsPerToken(this.format);
+    if (perToken === null || this.simbaUnderLoad === null) return;
+    let tokens = this.remaining(req);
+    for (const r of [...this.waiting, ...this.running])
+      if (r.phase === 'waiting' || r.phase === 'prefill') tokens += this.remaining(r) * (r.load?.flops ?? 1);
+    let decodes = 0;
+    for (const r of this.running) if (r.phase === 'decode') decodes += r.choices.filter((c) => !c.finished).length;
+    // the fraction of the wall time the target leaves for prefill: a tick's share over the whole tick
+    const share = this.prefillShare(decodes) * perToken;
+    const d = decodes === 0 ? 0 : (this.costModel.decodeSeconds(this.format, decodes) ?? 0);
+    const allowed = share + d > 0 ? (LOAD_HORIZON_SECONDS * share) / (share + d) : LOAD_HORIZON_SECONDS;
+    const load = planUnderLoad(
+      this.model.config,
+      req.r.prompt.length,
+      loadBudget(tokens * perToken, allowed, this.simbaUnderLoad),
+    );
+    if (!load) return;
+    req.load = load;
+    req.simba = load.plan;
+    req.peeked = 0; // a pruned prompt is not cached
+    this.counters.prunedTokens += load.prunedTokens;
+    this.observer.loadPruned?.(load.flops, load.prunedTokens);
   }
 
   private async admit(req: Req): Promise<void> {
@@ -435,8 +608,8 @@ export class Scheduler {
     req.seq = this.model.newSequence();
     req.choices[0].seq = req.seq;
     this.running.push(req);
-    this.observer.admitted?.(now() - req.arrival);
-    if (this.cache?.enabled && !req.r.simba) {
+    this.observer.admitted?.(this.clock() - req.arrival);
+    if (this.cache?.enabled && !req.simba) {
       const hit = this.cache.lookup('dense', req.r.prompt, req.r.prompt.length - 1);
       if (hit) {
         try {
@@ -476,19 +649,19 @@ export class Scheduler {
     simba: SimbaOptions | SimbaPlan | undefined,
     signal?: AbortSignal,
   ): Promise<void> {
-    const t0 = now();
+    const t0 = this.clock();
     let samples: SampledToken[][];
     try {
       const r = await this.model.step(inputs, { simba, signal });
+      const seconds = this.clock() - t0;
       samples = r.samples;
       this.counters.sampleMs += r.sampleMs;
       this.counters.steppedSequences += inputs.length;
-      this.observer.step?.(
-        inputs.length,
-        inputs.reduce((a, i) => a + i.tokens.length, 0),
-        now() - t0,
-        r.sampleMs,
-      );
+      const decodes = plan.filter((p) => p.kind === 'decode').length;
+      const tokens = inputs.reduce((a, i) => a + i.tokens.length, 0);
+      // a pruned prefill costs less per token than the model learns for dense ones: not learned from
+      if (!simba) this.costModel.observe(this.format, { decodes, prefillTokens: tokens - decodes, seconds });
+      this.observer.step?.(inputs.length, tokens, seconds, r.sampleMs);
     } catch (e) {
       const err = e instanceof Error ? e : new Error(String(e));
       // a cancelled request (its step aborted) ends as cancelled at the next reap
@@ -518,7 +691,7 @@ export class Scheduler {
   private async afterPrefill(req: Req, end: number, final: boolean): Promise<void> {
     const K = this.cache?.blockTokens ?? 0;
     let snap: Buffer | null = null;
-    if (this.cache?.enabled && !req.r.simba && (final || end % K === 0)) {
+    if (this.cache?.enabled && !req.simba && (final || end % K === 0)) {
       snap = await req.seq!.snapshotAsync();
       this.cache.insert('dense', req.r.prompt.slice(0, end), snap);
     }
@@ -542,7 +715,7 @@ export class Scheduler {
   }
 
   private handleToken(req: Req, c: Choice, s: SampledToken): void {
-    const t = now();
+    const t = this.clock();
     if (req.firstTokenAt === 0) {
       req.firstTokenAt = t;
       this.observer.firstToken?.(t - req.arrival);
@@ -567,7 +740,12 @@ export class Scheduler {
     if (req.choices.every((x) => x.finished)) {
       this.emit(req, {
         type: 'done',
-        usage: { promptTokens: req.r.prompt.length, completionTokens: req.completionTokens, cachedTokens: req.cached },
+        usage: {
+          promptTokens: req.r.prompt.length,
+          completionTokens: req.completionTokens,
+          cachedTokens: req.cached,
+          ...(req.load ? { simba: { flops: req.load.flops, prunedTokens: req.load.prunedTokens } } : {}),
+        },
       });
       this.finish(req, 'done');
     }
@@ -587,7 +765,7 @@ export class Scheduler {
     for (const c of req.choices) if (c.seq) recycle(c.seq);
     this.observer.finished?.(
       outcome,
-      now() - req.arrival,
+      this.clock() - req.arrival,
       req.r.prompt.length,
       req.completionTokens,
       req.choices.map((c) => c.reason).filter((x): x is FinishReason => x !== null),

@@ -35,7 +35,7 @@ import {
   type ParseContext,
 } from './openai';
 import { PrefixCache } from './prefix_cache';
-import { Scheduler, SchedulerRejection, type RequestEvent, type RequestHandle } from './scheduler';
+import { checkPolicyOptions, Scheduler, SchedulerRejection, type RequestEvent, type RequestHandle } from './scheduler';
 
 export interface ServerOptions {
   /** The model, or a promise of it (the server answers 503 until it resolves). */
@@ -49,6 +49,10 @@ export interface ServerOptions {
   maxRunning?: number;
   maxQueue?: number;
   prefillBudget?: number;
+  /** Inter-token latency target in ms that sizes each tick's prefill share (default 50; 0: off). */
+  itlTargetMs?: number;
+  /** Prune new long prompts with Simba down to this fraction of the FLOPs while the prefill backlog exceeds the target (default: off). */
+  simbaUnderLoad?: number;
   /** Prefix-state cache budget in MiB (0 = off, default 512). */
   cacheMb?: number;
   /** Prompt tokens between cache snapshots of long prompts (default 256). */
@@ -142,6 +146,8 @@ export class SimbaServer {
       maxRunning,
       maxQueue: o.maxQueue ?? 256,
       prefillBudget: o.prefillBudget ?? 512,
+      itlTargetMs: o.itlTargetMs,
+      simbaUnderLoad: o.simbaUnderLoad,
       cache: this.cache,
       observer: this.metrics.observer,
     });
@@ -406,6 +412,8 @@ class Run {
   readonly outs: ChoiceOutput[];
   private remaining: number;
   private usage = { prompt: 0, completion: 0, cached: 0 };
+  /** Prompts pruned under load: their FLOPs and prompt tokens summed (usage.simba). */
+  private loadSimba: { flopTokens: number; promptTokens: number; pruned: number } | null = null;
   private raw: ServerResponse | null = null;
   /** Called when a write leaves the client's socket buffer full. */
   onFull: (() => void) | null = null;
@@ -469,7 +477,7 @@ class Run {
     this.ended = true;
     if (this.raw && !this.raw.writableEnded && !this.raw.destroyed) {
       if (ok) {
-        if (this.spec.includeUsage) this.send(null, usageOf(this.usage.prompt, this.usage.completion, this.usage.cached));
+        if (this.spec.includeUsage) this.send(null, this.usageBody());
         this.raw.write('data: [DONE]\n\n');
       } else {
         const e = this.error ?? new ApiError(500, 'the request failed', 'server_error');
@@ -513,6 +521,13 @@ class Run {
       this.usage.prompt += ev.usage.promptTokens;
       this.usage.completion += ev.usage.completionTokens;
       this.usage.cached += ev.usage.cachedTokens;
+      const ls = ev.usage.simba;
+      if (ls) {
+        this.loadSimba ??= { flopTokens: 0, promptTokens: 0, pruned: 0 };
+        this.loadSimba.flopTokens += ls.flops * ev.usage.promptTokens;
+        this.loadSimba.promptTokens += ev.usage.promptTokens;
+        this.loadSimba.pruned += ls.prunedTokens;
+      }
       if (--this.remaining === 0) this.end(true);
     } else {
       this.error = toApiError(ev.error);
@@ -527,9 +542,20 @@ class Run {
     this.end(false);
   }
 
+  /**
+   * The usage object; with prompts pruned under load, the extension `simba: { flops, pruned_tokens }`
+   * (their relative prefill FLOPs, weighted by prompt tokens, and the prompt tokens pruned).
+   */
+  private usageBody(): Record<string, unknown> {
+    const u: Record<string, unknown> = { ...usageOf(this.usage.prompt, this.usage.completion, this.usage.cached) };
+    const ls = this.loadSimba;
+    if (ls) u.simba = { flops: Number((ls.flopTokens / ls.promptTokens).toFixed(4)), pruned_tokens: ls.pruned };
+    return u;
+  }
+
   /** The non-streaming JSON body. */
   response(): unknown {
-    const usage = usageOf(this.usage.prompt, this.usage.completion, this.usage.cached);
+    const usage = this.usageBody();
     const choices = this.outs.map((o, index) =>
       this.kind === 'chat'
         ? {
@@ -560,6 +586,8 @@ const SERVER_OPTIONS = [
   'maxRunning',
   'maxQueue',
   'prefillBudget',
+  'itlTargetMs',
+  'simbaUnderLoad',
   'cacheMb',
   'cacheBlockTokens',
   'apiKey',
@@ -588,6 +616,7 @@ function checkServerOptions(opts: ServerOptions): void {
   v.int(where, 'drainLimit', o.drainLimit, 0);
   v.int(where, 'streamStallMs', o.streamStallMs, 1, 2 ** 31 - 1);
   v.int(where, 'retryAfter', o.retryAfter, 0);
+  checkPolicyOptions(where, o);
 }
 
 export function createServer(opts: ServerOptions): SimbaServer {
