@@ -61,4 +61,17 @@ export const LIMITS = {
   ctxMax: 65536,
   /** Tokens the highway map draws at most. */
   mapTokens: 1024,
+  /** Structured output (lib/constrain/): rules of a GBNF grammar made from a schema, regex or choice list. */
+  grammarRules: 4096,
+  /** ... and its characters. */
+  grammarChars: 1 << 20,
+  /** JSON schema nesting (subschemas inside subschemas) at most. */
+  schemaDepth: 32,
+  /** A regular expression's length in characters, and its nesting of groups. */
+  regexChars: 10000,
+  regexDepth: 32,
+  /** The largest count in a regex quantifier {m,n} or a schema's minItems / maxItems / minLength / maxLength. */
+  repeatMax: 1000,
+  /** Choices of a `choice` constraint. */
+  choices: 1000,
 } as const;

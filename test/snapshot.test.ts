@@ -7,23 +7,12 @@
 import { randomModel } from '../lib/engine/load';
 import type { MambaModel } from '../lib/engine/model';
 import { snapshotChecksum, type Sequence } from '../lib/engine/sequence';
-import { SimbaError } from '../lib/errors';
 import { randomConfig } from './reference/random_model';
-import { randTokens } from './helpers/util';
+import { expectArgError, randTokens } from './helpers/util';
 
 const HEADER = 32;
 
-function refused(f: () => unknown, message: RegExp): void {
-  let err: unknown;
-  try {
-    f();
-  } catch (e) {
-    err = e;
-  }
-  expect(err).toBeInstanceOf(SimbaError);
-  expect((err as SimbaError).code).toBe('E_ARG');
-  expect((err as SimbaError).message).toMatch(message);
-}
+const refused = expectArgError;
 
 describe('snapshots', () => {
   const cfg = randomConfig({ dModel: 32, nLayer: 3, vocabSize: 128 });

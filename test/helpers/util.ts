@@ -139,3 +139,16 @@ export function engineError(cfg: NativeConfig): { code?: unknown; message?: unkn
   }
   return {};
 }
+
+/** Expects f() to throw a SimbaError E_ARG whose message matches. */
+export function expectArgError(f: () => unknown, message: RegExp): void {
+  let err: unknown;
+  try {
+    f();
+  } catch (e) {
+    err = e;
+  }
+  expect(err).toBeInstanceOf(SimbaError);
+  expect((err as SimbaError).code).toBe('E_ARG');
+  expect((err as SimbaError).message).toMatch(message);
+}
