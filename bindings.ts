@@ -73,6 +73,33 @@ export interface NativeSampling {
   biasIds: Int32Array;
   biasValues: Float32Array;
   biasOffsets: Int32Array;
+  /** [J] per job its grammar's matcher (masks the tokens it may pick), or null: unconstrained. */
+  matchers?: (NativeGrammarMatcher | null)[];
+}
+
+/** A tokenizer's vocabulary as a token trie (native/constrain/token_trie.h): token t's bytes are bytes[offsets[t] .. offsets[t + 1]). */
+export interface NativeGrammarVocab {
+  size(): number;
+}
+
+/** A GBNF grammar compiled over a vocabulary (native/constrain/grammar_engine.h). */
+export interface NativeGrammar {
+  stats(): { states: number; cachedMasks: number; maskBytes: number; masksComputed: number; masksCached: number };
+  clearCache(): void;
+}
+
+/** One sequence's position in a grammar. */
+export interface NativeGrammarMatcher {
+  /** Advances over the token's bytes; false (unchanged) when the grammar does not allow it here. */
+  accept(token: number): boolean;
+  /** The text so far is a whole sentence of the grammar. */
+  complete(): boolean;
+  /** Complete, and nothing may follow. */
+  finished(): boolean;
+  /** The token ids allowed next, ascending (uncached: walk the trie again). */
+  allowed(uncached?: boolean): Int32Array;
+  /** Milliseconds per mask computation, over `reps` (the bench). */
+  maskMs(reps: number, uncached: boolean): number;
 }
 
 export interface NativeSampleResult {
@@ -347,6 +374,11 @@ export interface NativeAddon {
   cudaKernels: NativeCudaKernels;
   /** Samples rows of given logits [rows * V] (synchronous; the sampling tests). */
   sampleLogits(logits: Float32Array, V: number, sampling: NativeSampling): NativeSampleResult;
+  GrammarVocab: new (bytes: Uint8Array, offsets: Int32Array, eos: number) => NativeGrammarVocab;
+  /** Throws E_ARG naming line:column and the problem for bad GBNF. */
+  Grammar: new (gbnf: string, vocab: NativeGrammarVocab) => NativeGrammar;
+  /** A matcher at the grammar's start, or a copy of another matcher. */
+  GrammarMatcher: new (from: NativeGrammar | NativeGrammarMatcher) => NativeGrammarMatcher;
   /** Live CPU models and the bytes of their weight storage, process-wide (leak checks; absent in older builds). */
   memoryStats?(): { models: number; alignedBytes: number };
 }

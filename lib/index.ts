@@ -33,6 +33,8 @@ export { rngFromSeed } from './engine/lm';
 export { Sequence } from './engine/sequence';
 export { generate } from './generate/generate';
 export type { GenerateOptions, GeneratedPiece } from './generate/generate';
+export { compileGrammar, Grammar } from './constrain/grammar';
+export type { GrammarMatcher } from './constrain/grammar';
 export {
   checkSimba,
   planSimba,

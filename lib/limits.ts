@@ -74,4 +74,6 @@ export const LIMITS = {
   repeatMax: 1000,
   /** Choices of a `choice` constraint. */
   choices: 1000,
+  /** GBNF grammar text: UTF-8 bytes at most (native/constrain/gbnf_parser.h GrammarLimits). */
+  grammarBytes: 1 << 20,
 } as const;

@@ -49,6 +49,7 @@ describe('native layering', () => {
     cpu: ['cpu', 'common'],
     cuda: ['cuda', 'common'],
     engine: ['engine', 'cpu', 'common'],
+    constrain: ['constrain', 'common'],
   };
   test.each(Object.keys(allowed))('native/%s includes only what is below it', (folder) => {
     const bad: string[] = [];

@@ -10,6 +10,7 @@
  *     return row.indexOf(Math.max(...row));
  *   }
  */
+import type { NativeGrammarMatcher } from '../../bindings';
 import type { Tokenizer } from '../checkpoint/tokenizer';
 import { SimbaError } from '../errors';
 import { LIMITS } from '../limits';
@@ -103,6 +104,11 @@ export interface SamplingParams {
   history?: ArrayLike<number>;
   /** The sequence's random state; advanced in place by each sampled token. */
   rng: SamplerRng;
+  /**
+   * A grammar's matcher (lib/constrain/grammar.ts): only the tokens it allows are sampled, and it
+   * advances on the sampled token (token -1 when it allows none).
+   */
+  matcher?: NativeGrammarMatcher;
 }
 
 /** A splitmix64 state as two uint32 halves (mutable: sampling advances it). */

@@ -44,6 +44,8 @@ function checkParams(where: string, j: number, p: SamplingParams, vocabSize: num
     v.int(where, `${n}.rng.hi`, p.rng.hi, 0, 2 ** 32 - 1) === undefined
   )
     throw v.argError(where, `${n}.rng must hold two integers lo and hi in [0, 2^32 - 1]`);
+  if (p.matcher !== undefined && !v.is.object(p.matcher))
+    throw v.argError(where, `${n}.matcher must be a grammar matcher (Grammar.matcher()), got ${v.describeType(p.matcher)}`);
   const h: unknown = p.history;
   if (h !== undefined) {
     if (!v.is.arrayLike(h)) throw v.argError(where, `${n}.history must be an array of token ids, got ${v.describeType(h)}`);
@@ -114,18 +116,34 @@ export function packSampling(
       }
     biasOffsets[j + 1] = nb;
   });
-  return { rows: Int32Array.from(jobs, (j) => j.row), params, rng, history, historyOffsets, biasIds, biasValues, biasOffsets };
+  const packed: NativeSampling = {
+    rows: Int32Array.from(jobs, (j) => j.row),
+    params,
+    rng,
+    history,
+    historyOffsets,
+    biasIds,
+    biasValues,
+    biasOffsets,
+  };
+  if (jobs.some((j) => j.params.matcher)) packed.matchers = jobs.map((j) => j.params.matcher ?? null);
+  return packed;
 }
 
 function penalised(p: SamplingParams): boolean {
   return (p.presencePenalty ?? 0) !== 0 || (p.frequencyPenalty ?? 0) !== 0 || (p.repetitionPenalty ?? 1) !== 1;
 }
 
-/** The sampled tokens of a native result, one per job; advances each params.rng. */
+/**
+ * The sampled tokens of a native result, one per job; advances each params.rng, and each matcher on
+ * its token (token -1: the grammar allowed none; the caller ends that sequence).
+ */
 export function unpackSampling(r: NativeSampleResult, params: SamplingParams[]): SampledToken[] {
   return params.map((p, j) => {
     p.rng.lo = r.rng[2 * j];
     p.rng.hi = r.rng[2 * j + 1];
+    if (p.matcher && r.tokens[j] >= 0 && !p.matcher.accept(r.tokens[j]))
+      throw new SimbaError('E_NATIVE', `sampling: job ${j} sampled token ${r.tokens[j]}, which its grammar refuses (a bug)`);
     const top: { token: number; logprob: number }[] = [];
     for (let i = 0; i < r.topN; i++) {
       const id = r.topIds[j * r.topN + i];

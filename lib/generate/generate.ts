@@ -4,6 +4,7 @@
  * per token; text streams through the tokenizer's incremental decoder, so a piece never ends in
  * half a UTF-8 character.
  */
+import { compileGrammar, Grammar } from '../constrain/grammar';
 import { checkModel, checkSimba, tokenIds, type LanguageModel, type SampledToken, type SimbaOptions } from '../engine/lm';
 import { isSimbaError, SimbaError } from '../errors';
 import { GENERATE_DEFAULTS, LIMITS } from '../limits';
@@ -20,6 +21,12 @@ export interface GenerateOptions extends SamplerOptions {
   stopAtEos?: boolean;
   /** Prune the prompt's tokens during prefill (decode stays dense). */
   simba?: SimbaOptions;
+  /**
+   * Constrain the text to a grammar: GBNF text (llama.cpp's syntax, start rule `root`) or a
+   * compileGrammar() result. Generation ends when the grammar is complete and allows nothing more,
+   * or on the EOS (allowed only where it is complete); maxTokens may end it first.
+   */
+  grammar?: string | Grammar;
   signal?: AbortSignal;
 }
 
@@ -35,7 +42,7 @@ export interface GeneratedPiece {
 /** Dense prompts up to this many tokens go to one native call; longer ones are prefilled in chunks first. */
 const MAX_STEP_TOKENS = LIMITS.chunkTokens;
 
-const GENERATE_KEYS = ['maxTokens', ...SAMPLER_KEYS, 'stop', 'stopAtEos', 'simba', 'signal'] as const;
+const GENERATE_KEYS = ['maxTokens', ...SAMPLER_KEYS, 'stop', 'stopAtEos', 'simba', 'grammar', 'signal'] as const;
 
 /**
  * Validated generation options with defaults filled in (see GENERATE_DEFAULTS); `sampling` holds
@@ -51,8 +58,14 @@ export function resolveGenerateOptions(opts: GenerateOptions | undefined, vocabS
     stop: v.stringArray(w, 'stop', o.stop, true) ?? [],
     stopAtEos: v.bool(w, 'stopAtEos', o.stopAtEos) ?? d.stopAtEos,
     simba: o.simba as SimbaOptions | undefined,
+    grammar: grammarOption(w, o.grammar),
     signal: v.signal(w, 'signal', o.signal),
   };
+}
+
+function grammarOption(w: string, g: unknown): string | Grammar | undefined {
+  if (g === undefined || typeof g === 'string' || g instanceof Grammar) return g;
+  throw v.argError(w, `grammar must be GBNF text or a compileGrammar() result, got ${v.describeType(g)}`, 'grammar');
 }
 
 /**
@@ -88,11 +101,16 @@ export async function* generate(
     ids = tokenIds('generate', prompt, model.config.vocabSize);
   }
   const simba = o.simba !== undefined ? checkSimba(model.config, ids.length, o.simba, 'generate') : undefined;
+  const grammar = typeof o.grammar === 'string' ? compileGrammar(model, o.grammar) : o.grammar;
+  if (grammar && grammar.tokenizer !== tok)
+    throw v.argError('generate', 'grammar was compiled for another tokenizer than this model', 'grammar');
   if (o.maxTokens === 0) return;
   const seq = model.newSequence();
   const decoder = tok?.createStreamDecoder();
   const eos = tok?.eosTokenId ?? model.config.eosTokenId;
   const params = o.sampling;
+  const matcher = grammar?.matcher();
+  if (matcher) params.matcher = matcher;
   const history: number[] = [];
   params.history = history;
   try {
@@ -112,7 +130,9 @@ export async function* generate(
     const stop = new StopMatcher(o.stop);
     for (let i = 0; i < o.maxTokens; i++) {
       if (o.signal?.aborted) throw new SimbaError('E_ABORTED', 'generate: aborted', { cause: o.signal.reason });
-      if (o.stopAtEos && eos !== null && next.token === eos) break;
+      if (next.token < 0)
+        throw new SimbaError('E_ARG', 'generate: the grammar allows no token of the vocabulary here', { param: 'grammar' });
+      if ((o.stopAtEos || matcher) && eos !== null && next.token === eos) break;
       history.push(next.token);
       const { emit, stopped } = stop.push(decoder ? decoder.push(next.token) : '');
       const piece: GeneratedPiece =
@@ -124,6 +144,7 @@ export async function* generate(
         return;
       }
       yield piece;
+      if (matcher?.finished()) break;
       if (i + 1 < o.maxTokens) [next] = await model.decodeSample([seq], [next.token], [params], { signal: o.signal });
     }
     const rest = stop.flush(decoder ? decoder.flush() : '');

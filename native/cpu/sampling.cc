@@ -428,16 +428,10 @@ double splitmix_uniform(uint64_t& state) {
   return (double)(z >> 11) * 0x1.0p-53;
 }
 
-void sample_row(const float* logits, int V, SampleParams& p, SampleOut& out, SampleScratch& s) {
-  const int n = p.limit > 0 && p.limit < V ? p.limit : V;
-  // 1-3. the adjusted logits x [n] (the row itself when nothing changes it)
-  const float* x = logits;
-  const bool penal = p.history_len > 0 && (p.presence != 0 || p.frequency != 0 || p.repetition != 1);
-  if (p.nbias > 0 || penal) {
-    s.x.assign(logits, logits + n);
-    adjust_row(s.x.data(), n, p, s.hist);
-    x = s.x.data();
-  }
+namespace {
+
+// Steps 4-5 on the adjusted logits x [n].
+void sample_adjusted(const float* x, int n, SampleParams& p, SampleOut& out, SampleScratch& s) {
   const int best = argmax_row(x, n);
   const float xmax = x[best];
 
@@ -518,6 +512,53 @@ void sample_row(const float* logits, int V, SampleParams& p, SampleOut& out, Sam
       for (int32_t id : out.top_ids) out.top_logprobs.push_back((float)((double)x[id] - lse));
     }
   }
+}
+
+// The allowed ids of x [n] (ascending) and their logits, into s.cid / s.cx.
+void compact_allowed(const float* x, int n, const SampleParams& p, SampleScratch& s) {
+  s.cx.clear();
+  s.cid.clear();
+  const int m = std::min(n, p.allow_n);
+  for (int w = 0; w * 64 < m; w++) {
+    uint64_t bits = p.allow[w];
+    if (w * 64 + 64 > m) bits &= (m - w * 64 == 64) ? ~0ull : ((1ull << (m - w * 64)) - 1);
+    while (bits) {
+      const int id = w * 64 + __builtin_ctzll(bits);
+      bits &= bits - 1;
+      s.cid.push_back(id);
+      s.cx.push_back(x[id]);
+    }
+  }
+}
+
+}  // namespace
+
+void sample_row(const float* logits, int V, SampleParams& p, SampleOut& out, SampleScratch& s) {
+  const int n = p.limit > 0 && p.limit < V ? p.limit : V;
+  // 1-3. the adjusted logits x [n] (the row itself when nothing changes it)
+  const float* x = logits;
+  const bool penal = p.history_len > 0 && (p.presence != 0 || p.frequency != 0 || p.repetition != 1);
+  if (p.nbias > 0 || penal) {
+    s.x.assign(logits, logits + n);
+    adjust_row(s.x.data(), n, p, s.hist);
+    x = s.x.data();
+  }
+  if (!p.allow) {
+    sample_adjusted(x, n, p, out, s);
+    return;
+  }
+  // with a mask: sample among the allowed ids as a row of their own, then map back to ids
+  compact_allowed(x, n, p, s);
+  if (s.cid.empty()) {
+    out.token = -1;
+    out.logprob = 0;
+    out.top_ids.clear();
+    out.top_logprobs.clear();
+    return;
+  }
+  sample_adjusted(s.cx.data(), (int)s.cx.size(), p, out, s);  // (uses none of s.cx / s.cid's room)
+  out.token = s.cid[out.token];
+  for (int32_t& id : out.top_ids) id = s.cid[id];
 }
 
 }  // namespace cpu

@@ -3,6 +3,8 @@
 // One row (V logits of one sequence) and its parameters -> one token (+ its logprob and the top-n
 // logprobs). The steps, in order (test/reference/sampling_ref.ts is the float64 reference):
 //   1. x = logits[0 .. limit)                      ids >= limit (padded vocabulary) are never picked
+//      with an allow mask (a grammar's allowed tokens), only the allowed ids take part in every step
+//      below, as if the row held only them (in ascending id order); none allowed: token -1
 //   2. x[id] += bias[id]                           logit_bias
 //   3. for each id generated c > 0 times:          penalties over the sequence's generated tokens
 //        x = x > 0 ? x / repetition : x * repetition
@@ -40,6 +42,8 @@ struct SampleParams {
   const int32_t* bias_ids = nullptr;  // logit_bias: ids (< V) and values
   const float* bias_vals = nullptr;
   int nbias = 0;
+  const uint64_t* allow = nullptr;  // bit id set: id may be picked (a constraint's mask); null: all
+  int allow_n = 0;                  // ids the mask covers (ids >= allow_n are not allowed)
 };
 
 struct SampleOut {
@@ -61,6 +65,8 @@ struct SampleScratch {
   std::vector<uint16_t> bucket;  // top-p bucket per id [V]
   std::vector<double> mass;      // top-p histograms
   std::vector<std::pair<int32_t, double>> support;
+  std::vector<float> cx;     // the allowed ids' adjusted logits (with an allow mask)
+  std::vector<int32_t> cid;  // their ids
 };
 
 // Samples one token from logits [V]; advances p.rng when it draws.

@@ -22,6 +22,7 @@ namespace simba {
 void register_kernel_bindings(Napi::Env env, Napi::Object exports);    // kernel_bindings.cc
 void register_cuda_bindings(Napi::Env env, Napi::Object exports);      // cuda_bindings.cc
 void register_sampling_bindings(Napi::Env env, Napi::Object exports);  // sampling_bindings.cc
+void register_grammar_bindings(Napi::Env env, Napi::Object exports);   // grammar_bindings.cc
 
 namespace {
 
@@ -687,6 +688,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   register_kernel_bindings(env, exports);
   register_cuda_bindings(env, exports);
   register_sampling_bindings(env, exports);
+  register_grammar_bindings(env, exports);
   return exports;
 }
 

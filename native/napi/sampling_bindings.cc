@@ -9,6 +9,7 @@
 #include <string>
 
 #include "cpu/threadpool.h"
+#include "napi/grammar_bindings.h"
 #include "napi/napi_errors.h"
 
 namespace simba {
@@ -105,6 +106,20 @@ std::shared_ptr<SampleBatch> ParseSampleBatch(const Napi::Value& v, size_t nrows
   b->rows.resize(J);
   b->params.resize(J);
   b->outs.resize(J);
+  b->engines.resize(J);
+  b->positions.resize(J);
+  b->masks.resize(J);
+  Napi::Value mv = o.Get("matchers");
+  if (!mv.IsUndefined()) {
+    if (!mv.IsArray() || mv.As<Napi::Array>().Length() != J)
+      throw ArgError(env, "sampling.matchers must be an array with one GrammarMatcher or null per job");
+    Napi::Array ms = mv.As<Napi::Array>();
+    for (uint32_t j = 0; j < J; j++) {
+      Napi::Value m = ms.Get(j);
+      if (!m.IsNull() && !m.IsUndefined())
+        ReadMatcher(m, "sampling.matchers[" + std::to_string(j) + "]", b->engines[j], b->positions[j]);
+    }
+  }
   for (size_t j = 0; j < J; j++) {
     if (rows[j] < 0 || (size_t)rows[j] >= nrows)
       throw ArgError(env, "sampling.rows[" + std::to_string(j) + "] = " + std::to_string(rows[j]) +
@@ -140,6 +155,13 @@ void RunSampleBatch(SampleBatch& b, const float* logits, size_t nrows, int V) {
   (void)nrows;
   auto t0 = std::chrono::steady_clock::now();
   const int J = (int)b.rows.size();
+  for (int j = 0; j < J; j++) {
+    if (!b.engines[j]) continue;
+    b.masks[j].resize(b.engines[j]->mask_words());
+    b.engines[j]->mask(b.positions[j], b.masks[j].data());
+    b.params[j].allow = b.masks[j].data();
+    b.params[j].allow_n = b.engines[j]->vocab();
+  }
   auto& pool = cpu::ThreadPool::global();
   std::vector<cpu::SampleScratch> scratch(pool.size());
   pool.run_dynamic(J, [&](int tid, int begin, int end) {

@@ -7,6 +7,7 @@
 #include <memory>
 #include <vector>
 
+#include "constrain/grammar_engine.h"
 #include "cpu/sampling.h"
 
 namespace simba {
@@ -17,13 +18,18 @@ struct SampleBatch {
   std::vector<int32_t> history, bias_ids;
   std::vector<float> bias_vals;
   std::vector<cpu::SampleOut> outs;  // [J]
-  double ms = 0;                     // time spent sampling
+  // [J] each job's constraint (null: none), its matcher's position and the mask computed from it
+  std::vector<std::shared_ptr<constrain::GrammarEngine>> engines;
+  std::vector<constrain::MatchPosition> positions;
+  std::vector<std::vector<uint64_t>> masks;
+  double ms = 0;  // time spent sampling
 };
 
-// Reads {rows, params, rng, history, historyOffsets, biasIds, biasValues, biasOffsets} (see
-// bindings.ts NativeSampling); rows must be < nrows. Throws a JS TypeError / RangeError.
+// Reads {rows, params, rng, history, historyOffsets, biasIds, biasValues, biasOffsets, matchers?} (see
+// bindings.ts NativeSampling); rows must be < nrows; matchers[j]: a GrammarMatcher or null. Throws a JS TypeError /
+// RangeError.
 std::shared_ptr<SampleBatch> ParseSampleBatch(const Napi::Value& v, size_t nrows);
-// Samples every job from logits [nrows, V] (threaded over jobs).
+// Samples every job from logits [nrows, V] (threaded over jobs; constrained jobs' masks first).
 void RunSampleBatch(SampleBatch& b, const float* logits, size_t nrows, int V);
 // {tokens, logprobs, topN, topIds, topLogprobs, rng, sampleMs} on o.
 void SetSampleResult(Napi::Env env, const SampleBatch& b, Napi::Object o);
