@@ -164,10 +164,12 @@ export interface NativeEngine {
       file: string;
       offset: number;
       bytes: number;
-      dtype: 'F32' | 'F16' | 'BF16';
+      dtype: FileTensorType;
       count: number;
       padTo?: number;
       checkFinite?: boolean;
+      /** 'logOfNegated': x -> log(-x) (GGUF's ssm_a = -exp(A_log) back to A_log). */
+      transform?: 'logOfNegated';
     }>,
     onDone?: (done: number) => void,
   ): Promise<{ index: number; firstBad: number; badValue: number }>;
@@ -289,7 +291,12 @@ export interface NativeKernels {
     runs: Int32Array;
     returnedWhileHeld: boolean;
   };
+  /** Whole blocks of a GGUF tensor type to f32, with llama.cpp's formulas (native/cpu/gguf_dequant.h). */
+  dequantize(a: { type: FileTensorType; bytes: Uint8Array }): Float32Array;
 }
+
+/** How a tensor is stored in a checkpoint file: plain elements or GGUF (llama.cpp) blocks. */
+export type FileTensorType = 'F32' | 'F16' | 'BF16' | 'Q8_0' | 'Q4_0' | 'Q4_1' | 'Q4_K' | 'Q5_K' | 'Q6_K';
 
 export interface NativeLimits {
   threads: number;

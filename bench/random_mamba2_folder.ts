@@ -68,8 +68,14 @@ export const MAMBA2_TINY: RandomMamba2Shape = {
 
 export const SHAPES: Record<string, RandomMamba2Shape> = { 'mamba2-130m': MAMBA2_130M, tiny: MAMBA2_TINY };
 
-/** The tokenizer's largest id (GPT-NeoX-20B: 50276); the vocabulary must cover it. */
-const TOKENIZER_LAST_ID = 50276;
+/** The largest id of a tokenizer.json (GPT-NeoX-20B: 50276): the vocabulary must cover it. */
+function tokenizerLastId(file: string): number {
+  const tok = JSON.parse(fs.readFileSync(file, 'utf8')) as {
+    model: { vocab: Record<string, number> };
+    added_tokens?: { id: number }[];
+  };
+  return Math.max(...Object.values(tok.model.vocab), ...(tok.added_tokens ?? []).map((t) => t.id));
+}
 
 /** d_inner, heads, conv channels and in_proj rows of a shape. */
 export function mamba2Dims(s: RandomMamba2Shape): { E: number; H: number; CH: number; inProjRows: number } {
@@ -79,7 +85,7 @@ export function mamba2Dims(s: RandomMamba2Shape): { E: number; H: number; CH: nu
   return { E, H, CH: E + 2 * GN, inProjRows: 2 * E + 2 * GN + H };
 }
 
-function checkShape(s: RandomMamba2Shape): void {
+function checkShape(s: RandomMamba2Shape, tokenizerLast: number): void {
   const { E, H } = mamba2Dims(s);
   const ints: (keyof RandomMamba2Shape)[] = [
     'hiddenSize',
@@ -98,8 +104,8 @@ function checkShape(s: RandomMamba2Shape): void {
   if (!Number.isInteger(H))
     throw new Error(`random_mamba2_folder: expand * hidden = ${E} is not a multiple of head_dim ${s.headDim}`);
   if (H % s.nGroups !== 0) throw new Error(`random_mamba2_folder: the ${H} heads do not split into ${s.nGroups} groups`);
-  if (s.vocabSize <= TOKENIZER_LAST_ID)
-    throw new Error(`random_mamba2_folder: vocab ${s.vocabSize} does not cover the tokenizer's ids 0..${TOKENIZER_LAST_ID}`);
+  if (s.vocabSize <= tokenizerLast)
+    throw new Error(`random_mamba2_folder: vocab ${s.vocabSize} does not cover the tokenizer's ids 0..${tokenizerLast}`);
 }
 
 /** config.json as transformers' Mamba2Config.save_pretrained writes it (keys sorted, 2-space indent). */
@@ -237,7 +243,8 @@ function defaultTokenizer(): string {
 /** Writes config.json, model.safetensors and tokenizer.json into `dir` (created); returns the shape. */
 export function writeRandomMamba2Folder(dir: string, opts: WriteRandomMamba2Options = {}): RandomMamba2Shape {
   const shape: RandomMamba2Shape = { ...MAMBA2_130M, ...opts.shape };
-  checkShape(shape);
+  const tokenizer = opts.tokenizer ?? defaultTokenizer();
+  checkShape(shape, tokenizerLastId(tokenizer));
   const rnd = seededUniform(opts.seed ?? 1);
   const bulk = bulkUniform(rnd);
   const plan = mamba2TensorPlan(shape, rnd);
@@ -272,7 +279,7 @@ export function writeRandomMamba2Folder(dir: string, opts: WriteRandomMamba2Opti
     fs.closeSync(fd);
   }
   fs.writeFileSync(path.join(dir, 'config.json'), mamba2ConfigJson(shape));
-  fs.copyFileSync(opts.tokenizer ?? defaultTokenizer(), path.join(dir, 'tokenizer.json'));
+  fs.copyFileSync(tokenizer, path.join(dir, 'tokenizer.json'));
   return shape;
 }
 

@@ -10,6 +10,7 @@ import * as cliProgress from 'cli-progress';
 
 import { LIMITS } from '../limits';
 import type { SimbaModifiers } from '../measure/bench';
+import { isGgufFile } from '../checkpoint/gguf';
 import { DEFAULT_MODEL_DIR, loadModel, randomModel, SHAPES } from '../engine/load';
 import type { MambaModel } from '../engine/model';
 import { SIMBA_CRITERIA, type SimbaCriterion, type SimbaOptions } from '../engine/simba';
@@ -82,8 +83,15 @@ export interface ModelFlags {
 
 export function addModelOptions(cmd: Command, opts: { shape?: boolean } = {}): Command {
   cmd
-    .option('--model <dir>', 'model folder with config.json, *.safetensors, tokenizer.json (default: the shipped brown-mamba-s)')
-    .addOption(new Option('--weights <type>', 'weight storage').choices([...WEIGHT_FORMATS]).default('f32'));
+    .option(
+      '--model <path>',
+      'model folder with config.json, *.safetensors, tokenizer.json, or a .gguf file (default: the shipped brown-mamba-s)',
+    )
+    .addOption(
+      new Option('--weights <type>', 'weight storage (default: f32; for a GGUF file the format of its matrices)').choices([
+        ...WEIGHT_FORMATS,
+      ]),
+    );
   if (opts.shape)
     cmd.addOption(
       new Option('--shape <name>', 'random weights of a standard shape instead of --model').choices(Object.keys(SHAPES)),
@@ -215,7 +223,8 @@ export async function openModel(f: ModelFlags): Promise<MambaModel> {
   }
   const dir = f.model ?? DEFAULT_MODEL_DIR;
   if (!fs.existsSync(dir)) throw new CliError(`model folder '${dir}' does not exist`, 1);
-  if (!fs.statSync(dir).isDirectory()) throw new CliError(`'${dir}' is not a folder (give the folder holding config.json)`, 1);
+  if (!fs.statSync(dir).isDirectory() && !isGgufFile(dir))
+    throw new CliError(`'${dir}' is neither a folder (give the folder holding config.json) nor a GGUF file`, 1);
   const bar = progress('loading');
   try {
     return await loadModel(dir, { weights: f.weights, onProgress: (p) => bar.update(p.done, p.total) });

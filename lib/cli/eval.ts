@@ -49,7 +49,7 @@ async function cmdPpl(f: PplFlags): Promise<void> {
     if (f.json) {
       out(
         JSON.stringify(
-          { file: f.file, model: model.info().source, weights: f.weights, ...r, simba: simba ?? null, seconds },
+          { file: f.file, model: model.info().source, weights: model.info().weights, ...r, simba: simba ?? null, seconds },
           null,
           2,
         ) + '\n',

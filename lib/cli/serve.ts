@@ -12,6 +12,8 @@ import * as path from 'path';
 import { Option, type Command } from 'commander';
 
 import { loadChatTemplate } from '../checkpoint/chat_template';
+import { isGgufFile, openGguf } from '../checkpoint/gguf';
+import { ggufChatTemplate } from '../checkpoint/gguf_model';
 import { loadTokenizer, type Tokenizer } from '../checkpoint/tokenizer';
 import { DEFAULT_MODEL_DIR } from '../engine/load';
 import { createServer } from '../serve/server';
@@ -50,7 +52,7 @@ async function cmdServe(f: ServeFlags): Promise<void> {
     model: loading,
     modelName: name,
     tokenizer,
-    chatTemplate: loadChatTemplate(dir),
+    chatTemplate: dir !== null && isGgufFile(dir) ? ggufChatTemplate(await openGguf(dir)) : loadChatTemplate(dir),
     maxRunning: f.maxRunning,
     maxQueue: f.maxQueue,
     prefillBudget: f.prefillBudget,

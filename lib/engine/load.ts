@@ -14,6 +14,8 @@ import { loadAddon, type NativeAddon, type NativeConfig, type NativeEngine } fro
 import { checkParseConfigOptions, loadConfig, type ParseConfigOptions } from '../checkpoint/config';
 import { loadTokenizer, type Tokenizer } from '../checkpoint/tokenizer';
 import { openCheckpoint } from '../checkpoint/safetensors';
+import { isGgufFile, openGguf } from '../checkpoint/gguf';
+import { ggufConfig, ggufHasTokenizer, ggufTokenizer, ggufWeightFormat, planGgufWeights } from '../checkpoint/gguf_model';
 import { nonFiniteError, planWeights } from '../checkpoint/weights';
 import { SimbaError, fromNative } from '../errors';
 import { LIMITS } from '../limits';
@@ -83,31 +85,98 @@ export async function loadModel(dir: string = DEFAULT_MODEL_DIR, options?: LoadM
     tokenizer: v.bool(w, 'tokenizer', o.tokenizer),
     onProgress: v.func(w, 'onProgress', o.onProgress),
   };
-  const weights = opts.weights ?? 'f32';
   if (typeof dir !== 'string') throw v.argError(w, `the model folder must be a path string, got ${v.describeType(dir)}`);
-  const device = checkDevice(opts.device, weights);
   if (!fs.existsSync(dir)) throw new SimbaError('E_IO', `loadModel: model folder '${dir}' does not exist`);
+  if (isGgufFile(dir)) return loadGgufModel(dir, opts);
+  const weights = opts.weights ?? 'f32';
+  const device = checkDevice(opts.device, weights);
   if (!fs.statSync(dir).isDirectory())
-    throw new SimbaError('E_IO', `loadModel: '${dir}' is not a folder (give the folder holding config.json and the weights)`);
+    throw new SimbaError(
+      'E_IO',
+      `loadModel: '${dir}' is not a folder (give the folder holding config.json and the weights, or a GGUF file)`,
+    );
   const config = loadConfig(dir, opts.config);
   const wantTok = opts.tokenizer ?? fs.existsSync(path.join(dir, 'tokenizer.json'));
-  const addon = nativeAddon();
   const table = tensorTable(config);
-  if (device === 'cpu') checkMemory(w, memoryNeed(nativeConfig(config), weights), `'${dir}' with ${weights} weights`);
+  return buildModel(
+    { config, weights, device, source: dir },
+    {
+      upload: (engine) => uploadMapped(engine, planSafetensorsJobs(dir, config, table, opts), opts),
+      tokenizer: () => (wantTok ? loadTokenizer(dir) : null),
+    },
+  );
+}
+
+/**
+ * A GGUF file (lib/checkpoint/gguf.ts): config from its metadata, tensors read through mmap and
+ * dequantized natively one at a time (native/cpu/gguf_dequant.h), tokenizer from tokenizer.ggml.*.
+ * The default storage follows the file's matrices (ggufWeightFormat).
+ */
+async function loadGgufModel(file: string, opts: LoadModelOptions): Promise<MambaModel> {
+  const g = await openGguf(file);
+  const config = ggufConfig(g);
+  const weights = opts.weights ?? ggufWeightFormat(g, WEIGHTS);
+  const device = checkDevice(opts.device, weights);
+  const table = tensorTable(config);
+  const entries = planGgufWeights(g, config, table);
+  const wantTok = opts.tokenizer ?? ggufHasTokenizer(g);
+  const jobs: MappedJobs = {
+    jobs: entries.map((e) => ({
+      name: e.name,
+      layer: e.layer,
+      file: g.path,
+      offset: e.tensor.byteOffset,
+      bytes: e.tensor.byteLength,
+      dtype: e.tensor.type,
+      count: e.tensor.numel,
+      padTo: e.tensor.numel,
+      checkFinite: opts.nonFinite !== 'allow',
+      ...(e.transform && { transform: e.transform }),
+    })),
+    labels: entries.map((e) => (e.layer >= 0 ? `layers.${e.layer}.${e.name}` : e.name)),
+    nonFinite: (i, bad, value) => {
+      const t = entries[i].tensor;
+      const why = entries[i].transform ? ' (ssm_a holds A = -exp(A_log), so every value must be negative)' : '';
+      return new SimbaError(
+        'E_WEIGHTS',
+        `${file}: tensor '${t.name}' has a non-finite value ${value} at flat index ${bad}${why}; pass { nonFinite: 'allow' } to load it anyway`,
+      );
+    },
+  };
+  return buildModel(
+    { config, weights, device, source: file },
+    {
+      upload: (engine) => uploadMapped(engine, jobs, opts),
+      tokenizer: () => (wantTok ? ggufTokenizer(g) : null),
+    },
+  );
+}
+
+/**
+ * The engine of a config, its weights uploaded off the JS thread while the tokenizer is built on it,
+ * finalized; disposed again if anything fails.
+ */
+async function buildModel(
+  m: { config: MambaConfig; weights: WeightFormat; device: 'cpu' | 'cuda'; source: string },
+  parts: { upload: (engine: NativeEngine) => Promise<void>; tokenizer: () => Tokenizer | null },
+): Promise<MambaModel> {
+  const w = 'loadModel';
+  const { config, weights, device, source } = m;
+  const addon = nativeAddon();
+  if (device === 'cpu') checkMemory(w, memoryNeed(nativeConfig(config), weights), `'${source}' with ${weights} weights`);
   let engine: NativeEngine;
   try {
     engine = new addon.Engine(nativeConfig(config), engineOptions(weights, device));
   } catch (e) {
     throw fromNative(e);
   }
-  // The weights upload runs off the JS thread; the tokenizer is built on it meanwhile.
   let tokenizer: Tokenizer | null = null;
   let failure: { error: unknown } | null = null;
-  const upload = uploadMapped(engine, dir, config, table, opts).catch((error: unknown) => {
+  const upload = parts.upload(engine).catch((error: unknown) => {
     failure ??= { error };
   });
   try {
-    if (wantTok) tokenizer = loadTokenizer(dir);
+    tokenizer = parts.tokenizer();
     if (tokenizer) checkTokenizerFits(w, tokenizer, config);
   } catch (error) {
     failure = { error };
@@ -124,7 +193,7 @@ export async function loadModel(dir: string = DEFAULT_MODEL_DIR, options?: LoadM
     engine.dispose();
     throw failure.error;
   }
-  return new MambaModel(engine, config, tokenizer, weights, path.resolve(dir));
+  return new MambaModel(engine, config, tokenizer, weights, path.resolve(source));
 }
 
 /**
@@ -141,40 +210,56 @@ export function checkTokenizerFits(where: string, tokenizer: Tokenizer, config: 
   );
 }
 
+/** The native jobs of a load, their names for onProgress, and the error of a NaN / Inf found in job i. */
+interface MappedJobs {
+  jobs: Parameters<NativeEngine['setTensorsFromFiles']>[0];
+  labels: string[];
+  nonFinite: (index: number, firstBad: number, value: number) => SimbaError;
+}
+
 /**
- * Every engine tensor of the checkpoint, read by the engine itself through mmap (native
- * engine/mapped_tensor.h) in one native job: JavaScript parses the headers and plans the mapping
- * (planWeights), the bytes never pass through it. F32 tensors are packed straight from the mapped file.
- * onProgress sees every tensor once, in order, before this resolves.
+ * The jobs of a safetensors / torch.save checkpoint: JavaScript parses the headers and plans the
+ * mapping (planWeights), the bytes never pass through it. F32 tensors are packed straight from the
+ * mapped file.
  */
-async function uploadMapped(
-  engine: NativeEngine,
+function planSafetensorsJobs(
   dir: string,
   config: MambaConfig,
   table: readonly EngineTensorSpec[],
   opts: LoadModelOptions,
-): Promise<void> {
+): MappedJobs {
   const ckpt = openCheckpoint(dir);
-  let entries, jobs;
   try {
-    entries = planWeights(ckpt, config, table, dir).entries;
-    jobs = entries.map((e) => {
-      const t = ckpt.info(e.source);
-      return {
-        name: e.name,
-        layer: e.layer,
-        file: t.file,
-        offset: t.byteOffset,
-        bytes: t.byteLength,
-        dtype: t.dtype as 'F32' | 'F16' | 'BF16',
-        count: t.numel,
-        padTo: e.shape.reduce((a, b) => a * b, 1),
-        checkFinite: opts.nonFinite !== 'allow',
-      };
-    });
+    const entries = planWeights(ckpt, config, table, dir).entries;
+    return {
+      jobs: entries.map((e) => {
+        const t = ckpt.info(e.source);
+        return {
+          name: e.name,
+          layer: e.layer,
+          file: t.file,
+          offset: t.byteOffset,
+          bytes: t.byteLength,
+          dtype: t.dtype as 'F32' | 'F16' | 'BF16',
+          count: t.numel,
+          padTo: e.shape.reduce((a, b) => a * b, 1),
+          checkFinite: opts.nonFinite !== 'allow',
+        };
+      }),
+      labels: entries.map((e) => (e.layer >= 0 ? `layers.${e.layer}.${e.name}` : e.name)),
+      nonFinite: (i, bad, value) => nonFiniteError(dir, entries[i], bad, value),
+    };
   } finally {
     ckpt.close(); // the engine maps the files itself
   }
+}
+
+/**
+ * Every engine tensor, read by the engine itself through mmap (native engine/mapped_tensor.h) in one
+ * native job. onProgress sees every tensor once, in order, before this resolves.
+ */
+async function uploadMapped(engine: NativeEngine, planned: MappedJobs, opts: LoadModelOptions): Promise<void> {
+  const { jobs, labels } = planned;
   // Progress: native reports each finished tensor; calls that arrive after the job settled are dropped
   // and the missing ones are made up below, so the caller sees each tensor once, in order. An error
   // thrown by onProgress fails the load once the job is over.
@@ -184,10 +269,9 @@ async function uploadMapped(
   const report = (upTo: number): void => {
     const cb = opts.onProgress;
     for (; reported < upTo; reported++) {
-      const e = entries[reported];
       if (!cb || progress.failed) continue;
       try {
-        cb({ done: reported + 1, total: entries.length, tensor: e.layer >= 0 ? `layers.${e.layer}.${e.name}` : e.name });
+        cb({ done: reported + 1, total: labels.length, tensor: labels[reported] });
       } catch (error) {
         progress.failed = true;
         progress.error = error;
@@ -212,9 +296,9 @@ async function uploadMapped(
   if (r.index >= 0) {
     report(r.index);
     if (progress.failed) throw progress.error;
-    throw nonFiniteError(dir, entries[r.index], r.firstBad, r.badValue);
+    throw planned.nonFinite(r.index, r.firstBad, r.badValue);
   }
-  report(entries.length);
+  report(labels.length);
   if (progress.failed) throw progress.error;
 }
 

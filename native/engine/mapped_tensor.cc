@@ -22,33 +22,6 @@ namespace simba {
 
 namespace {
 
-float half_to_f32(uint16_t h) {  // IEEE binary16 -> float, subnormals included
-  const uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff;
-  uint32_t u;
-  if (exp == 0x1f) u = sign | 0x7f800000u | (man << 13);
-  else if (exp != 0) u = sign | ((exp + 112) << 23) | (man << 13);
-  else if (man == 0) u = sign;
-  else {  // subnormal: normalise
-    int e = -1;
-    uint32_t m = man;
-    do {
-      m <<= 1;
-      e++;
-    } while (!(m & 0x400));
-    u = sign | ((uint32_t)(112 - e) << 23) | ((m & 0x3ff) << 13);
-  }
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-
-float bf16_to_f32(uint16_t b) {
-  const uint32_t u = (uint32_t)b << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-
 // Whether a chunk of kChunk floats holds a NaN / Inf (all exponent bits set). A constant trip
 // count and a branch-free test, so -O2 vectorises it.
 constexpr size_t kChunk = 4096;
@@ -130,27 +103,22 @@ class Mapping {
 }  // namespace
 
 MappedTensorCheck with_mapped_tensor(const MappedTensorRef& t, const std::function<void(const float*, size_t)>& use) {
-  const size_t esize = t.dtype == FileDType::F32 ? 4 : 2;
-  if (t.bytes != (uint64_t)t.count * esize)
-    fail(SIMBA_E_ARG, t.file + ": tensor byte length does not match its element count");
+  const size_t belems = file_dtype_block_elems(t.dtype), bbytes = file_dtype_block_bytes(t.dtype);
+  if (t.count % belems != 0 || t.bytes != (uint64_t)(t.count / belems) * bbytes)
+    fail(SIMBA_E_ARG, t.file + ": tensor byte length does not match its element count and type");
   const size_t n = t.pad_to > t.count ? t.pad_to : t.count;
   Mapping map(t.file, t.offset, t.bytes);
   const char* p = map.data();
-  // F32 at a 4-byte aligned offset (safetensors aligns data to 8 in practice) is used in place.
-  const bool in_place = t.dtype == FileDType::F32 && n == t.count && (reinterpret_cast<uintptr_t>(p) & 3) == 0;
+  // F32 at a 4-byte aligned offset (safetensors aligns data to 8 in practice, GGUF to 32) is used in place.
+  const bool in_place = t.dtype == FileDType::F32 && n == t.count && t.transform == ValueTransform::None &&
+                        (reinterpret_cast<uintptr_t>(p) & 3) == 0;
   std::vector<float> conv;
   const float* f = reinterpret_cast<const float*>(p);
   if (!in_place) {
     conv.assign(n, 0.f);
-    if (t.dtype == FileDType::F32) std::memcpy(conv.data(), p, t.count * 4);
-    else {
-      const bool f16 = t.dtype == FileDType::F16;
-      for (size_t i = 0; i < t.count; i++) {
-        uint16_t h;
-        std::memcpy(&h, p + 2 * i, 2);  // any alignment
-        conv[i] = f16 ? half_to_f32(h) : bf16_to_f32(h);
-      }
-    }
+    dequantize_blocks_parallel(t.dtype, reinterpret_cast<const uint8_t*>(p), conv.data(), t.count / belems);
+    if (t.transform == ValueTransform::LogOfNegated)
+      for (size_t i = 0; i < t.count; i++) conv[i] = std::log(-conv[i]);
     f = conv.data();
   }
   MappedTensorCheck r;

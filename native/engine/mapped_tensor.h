@@ -1,25 +1,32 @@
-// mapped_tensor.h — one checkpoint tensor read straight from its safetensors file through mmap
-// (no copy through JavaScript): F32 data is handed to the engine in place, F16 / BF16 converted
-// to f32 one tensor at a time. The mapping is dropped as soon as the tensor is packed, so peak
-// memory stays at the packed weights plus at most one tensor.
+// mapped_tensor.h — one checkpoint tensor read straight from its safetensors or GGUF file through
+// mmap (no copy through JavaScript): F32 data is handed to the engine in place, F16 / BF16 and
+// GGUF's blocks (cpu/gguf_dequant.h) converted to f32 one tensor at a time. The mapping is dropped as soon as the
+// tensor is packed, so peak memory stays at the packed weights plus at most one tensor.
 #pragma once
 #include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <string>
 
+#include "cpu/gguf_dequant.h"
+
 namespace simba {
 
-enum class FileDType { F32, F16, BF16 };
+// A conversion applied to the f32 values before they are handed over.
+enum class ValueTransform {
+  None,
+  LogOfNegated,  // x -> log(-x): GGUF stores Mamba's A = -exp(A_log); the engine takes A_log
+};
 
 struct MappedTensorRef {
   std::string file;
   uint64_t offset = 0;  // absolute byte offset of the tensor in the file
-  uint64_t bytes = 0;   // its byte length (count * dtype size)
+  uint64_t bytes = 0;   // its byte length (count / block elements * block bytes)
   FileDType dtype = FileDType::F32;
-  size_t count = 0;   // elements stored
+  size_t count = 0;   // elements stored (a multiple of the dtype's block elements)
   size_t pad_to = 0;  // hand over this many elements, zeros appended (padded vocabulary); 0 = count
   bool check_finite = true;
+  ValueTransform transform = ValueTransform::None;
 };
 
 // What with_mapped_tensor found: first_bad < 0 when every value is finite (or not checked), else

@@ -215,12 +215,12 @@ class Engine : public Napi::ObjectWrap<Engine> {
     });
   }
 
-  // setTensorsFromFiles([{name, layer, file, offset, bytes, dtype: 'F32'|'F16'|'BF16', count, padTo?,
-  //   checkFinite?}], onDone?: (done) => void) -> Promise<{index, firstBad, badValue}>: the tensors
-  //   read through mmap (engine/mapped_tensor.h), in order, by one job off the JS thread (so the JS
-  //   thread can build the tokenizer meanwhile). onDone(n) is queued after each tensor (calls may
-  //   arrive after the promise settles). index >= 0 when tensor `index` holds a NaN / Inf at flat
-  //   position firstBad (that tensor and those after it are not set); else index = -1.
+  // setTensorsFromFiles([{name, layer, file, offset, bytes, dtype: 'F32'|'F16'|'BF16'|'Q8_0'|'Q4_0'|'Q4_1'|
+  //   'Q4_K'|'Q5_K'|'Q6_K', count, padTo?, checkFinite?, transform?: 'logOfNegated'}], onDone?: (done) => void) ->
+  //   Promise<{index, firstBad, badValue}>: the tensors read through mmap (engine/mapped_tensor.h), in order, by one
+  //   job off the JS thread (so the JS thread can build the tokenizer meanwhile). onDone(n) is queued after each tensor
+  //   (calls may arrive after the promise settles). index >= 0 when tensor `index` holds a NaN / Inf at flat position
+  //   firstBad (that tensor and those after it are not set); else index = -1.
   Napi::Value SetTensorsFromFiles(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     return Visit(env, [&](auto m) -> Napi::Value {
@@ -259,10 +259,14 @@ class Engine : public Napi::ObjectWrap<Engine> {
         t.pad_to = o.Get("padTo").IsNumber() ? (size_t)num("padTo") : 0;
         t.check_finite = !o.Get("checkFinite").IsBoolean() || o.Get("checkFinite").As<Napi::Boolean>().Value();
         const std::string dt = o.Get("dtype").IsString() ? o.Get("dtype").As<Napi::String>().Utf8Value() : "";
-        if (dt == "F32") t.dtype = FileDType::F32;
-        else if (dt == "F16") t.dtype = FileDType::F16;
-        else if (dt == "BF16") t.dtype = FileDType::BF16;
-        else throw ArgError(env, at + "dtype must be 'F32', 'F16' or 'BF16', got '" + dt + "'");
+        if (!file_dtype_from_name(dt.c_str(), &t.dtype))
+          throw ArgError(
+              env, at + "dtype must be 'F32', 'F16', 'BF16', 'Q8_0', 'Q4_0', 'Q4_1', 'Q4_K', 'Q5_K' or 'Q6_K', got '" +
+                       dt + "'");
+        const Napi::Value tr = o.Get("transform");
+        if (tr.IsString() && tr.As<Napi::String>().Utf8Value() == "logOfNegated")
+          t.transform = ValueTransform::LogOfNegated;
+        else if (!tr.IsUndefined()) throw ArgError(env, at + "transform must be 'logOfNegated' or absent");
         jobs.push_back(std::move(j));
       }
       std::shared_ptr<Napi::ThreadSafeFunction> progress;

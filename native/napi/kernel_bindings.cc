@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "cpu/dispatch.h"
+#include "cpu/gguf_dequant.h"
 #include "engine/model.h"
 
 namespace simba {
@@ -165,6 +166,28 @@ Napi::Value Score(const Napi::CallbackInfo& info) {
   return Out(env, out);
 }
 
+// dequantize({type: 'Q4_K' | ..., bytes: Uint8Array}) -> Float32Array: whole blocks of a GGUF type
+// to f32 (cpu/gguf_dequant.h), for the tests that check llama.cpp's formulas.
+Napi::Value Dequantize(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = info[0].As<Napi::Object>();
+  const std::string type = o.Get("type").ToString().Utf8Value();
+  FileDType t;
+  if (!file_dtype_from_name(type.c_str(), &t)) throw ArgError(env, "dequantize: unknown type '" + type + "'");
+  const Napi::Value b = o.Get("bytes");
+  if (!b.IsTypedArray() || b.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
+    throw ArgError(env, "dequantize: bytes must be a Uint8Array");
+  auto bytes = b.As<Napi::Uint8Array>();
+  const size_t bb = file_dtype_block_bytes(t);
+  if (bytes.ElementLength() % bb != 0)
+    throw ArgError(env, "dequantize: " + std::to_string(bytes.ElementLength()) + " bytes are not whole " + type +
+                            " blocks of " + std::to_string(bb));
+  const size_t nblocks = bytes.ElementLength() / bb;
+  std::vector<float> out(nblocks * file_dtype_block_elems(t));
+  dequantize_blocks_parallel(t, bytes.Data(), out.data(), nblocks);
+  return Out(env, out);
+}
+
 }  // namespace
 
 void register_kernel_bindings(Napi::Env env, Napi::Object exports) {
@@ -174,6 +197,7 @@ void register_kernel_bindings(Napi::Env env, Napi::Object exports) {
   k.Set("conv1d", Napi::Function::New(env, Guarded<Conv1d>));
   k.Set("scan", Napi::Function::New(env, Guarded<Scan>));
   k.Set("score", Napi::Function::New(env, Guarded<Score>));
+  k.Set("dequantize", Napi::Function::New(env, Guarded<Dequantize>));
   register_bench_bindings(env, k);
   exports.Set("kernels", k);
 }
