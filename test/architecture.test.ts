@@ -1,7 +1,7 @@
 /**
  * The layering of lib/ (see test/helpers/imports.ts MAY_IMPORT): cli over serve and measure
- * (siblings), both over generate -> engine -> checkpoint -> leaves; platform/ beside the engine.
- * bindings.ts imports nothing from lib/ and only engine/ and platform/ import it; generate/ sees
+ * (siblings), both over generate -> constrain -> engine -> checkpoint -> leaves; platform/ beside the engine.
+ * bindings.ts imports nothing from lib/ and only engine/, constrain/ and platform/ import it; generate/ sees
  * the engine only through engine/lm.ts; no file cycle exists. Also: lib/engine/forward.ts is the one
  * caller of the native forward, and every repository path a TypeScript comment names exists.
  */
@@ -12,7 +12,7 @@ import { buildGraph, cycles, importsOf, layeringViolations, partOf, type Graph }
 
 const root = path.resolve(__dirname, '..');
 
-test('lib/ has no back edge, no cycle, and only the engine and the platform import bindings.ts', () => {
+test('lib/ has no back edge, no cycle, and only the engine, constrain/ (the native grammars) and the platform import bindings.ts', () => {
   const g = buildGraph(root);
   expect(g.size).toBeGreaterThan(20);
   expect(layeringViolations(g)).toEqual([]);
@@ -65,7 +65,7 @@ test('the checker fails on a back edge, a sibling edge, a bindings edge either w
     'lib/serve/server.ts -> lib/platform/machine.ts: serve must not depend on platform',
   ]);
   expect(layeringViolations(with_('lib/cli/main.ts', 'bindings.ts'))).toEqual([
-    'lib/cli/main.ts -> bindings.ts: only lib/engine/ and lib/platform/ may import bindings.ts',
+    'lib/cli/main.ts -> bindings.ts: only lib/engine/, lib/constrain/ and lib/platform/ may import bindings.ts',
   ]);
   // the bridge stands alone: not even the leaf modules
   expect(clean.get('bindings.ts')).toEqual([]);
