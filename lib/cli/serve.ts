@@ -6,6 +6,7 @@
  *
  *   simba serve --port 8080
  *   simba serve --shape mamba-130m --tokenizer test/fixtures/gpt-neox-20b-tokenizer.json
+ *   SIMBA_STATE_STORE=redis://:secret@10.0.0.5:6379/0 simba serve --state-prefix prod --replica-id a
  */
 import * as fs from 'fs';
 import * as path from 'path';
@@ -17,6 +18,7 @@ import { ggufChatTemplate } from '../checkpoint/gguf_model';
 import { loadTokenizer, type Tokenizer } from '../checkpoint/tokenizer';
 import { DEFAULT_MODEL_DIR } from '../engine/load';
 import { createServer } from '../serve/server';
+import { redactUrl } from '../serve/state_tier/redis_tier';
 import { addModelOptions, CliError, floatArg, intArg, openModel, type ModelFlags } from './args';
 
 interface ServeFlags extends ModelFlags {
@@ -34,6 +36,12 @@ interface ServeFlags extends ModelFlags {
   modelName?: string;
   maxPromptTokens: number;
   grace: number;
+  stateStore?: string;
+  statePrefix: string;
+  stateTtl: number;
+  stateStoreMb: number;
+  stateTimeoutMs: number;
+  replicaId?: string;
 }
 
 async function cmdServe(f: ServeFlags): Promise<void> {
@@ -47,6 +55,8 @@ async function cmdServe(f: ServeFlags): Promise<void> {
   else if (dir === null) tokenizer = loadTokenizer(DEFAULT_MODEL_DIR);
   const name = f.modelName ?? f.shape ?? path.basename(path.resolve(dir!));
   const apiKey = f.apiKey ?? process.env.SIMBA_API_KEY;
+  // the URL may carry credentials: from the flag or the environment, never logged (see redactUrl)
+  const storeUrl = f.stateStore ?? process.env.SIMBA_STATE_STORE;
   const loading = openModel(f);
   const server = createServer({
     model: loading,
@@ -62,6 +72,10 @@ async function cmdServe(f: ServeFlags): Promise<void> {
     apiKey: apiKey || undefined,
     simba: f.simbaFlops !== undefined ? { flops: f.simbaFlops } : undefined,
     maxPromptTokens: f.maxPromptTokens,
+    stateStore: storeUrl
+      ? { url: storeUrl, prefix: f.statePrefix, ttlSeconds: f.stateTtl, maxMb: f.stateStoreMb, timeoutMs: f.stateTimeoutMs }
+      : undefined,
+    replicaId: f.replicaId ?? process.env.SIMBA_REPLICA_ID,
   });
   const url = await server.listen(f.port, f.host);
   process.stderr.write(`simba serve: listening on ${url}\n`);
@@ -88,7 +102,8 @@ async function cmdServe(f: ServeFlags): Promise<void> {
   if (!stopping) {
     const info = server.model!.info();
     process.stderr.write(
-      `simba serve: ready (model '${name}', ${info.config.nLayer} layers, ${info.isa}, ${info.threads} threads)\n`,
+      `simba serve: ready (model '${name}', ${info.config.nLayer} layers, ${info.isa}, ${info.threads} threads, ` +
+        `replica ${server.replicaId}${storeUrl ? `, state store ${redactUrl(storeUrl)}` : ''})\n`,
     );
   }
   await stopped;
@@ -122,6 +137,12 @@ export function addServeCommand(program: Command): void {
     .option('--tokenizer <path>', "tokenizer.json (or its folder) for --shape or to override the model's")
     .option('--model-name <id>', 'the model id clients send (default: the folder or shape name)')
     .option('--max-prompt-tokens <n>', 'longest prompt accepted (422 beyond)', intArg(1), 65536)
+    .option('--state-store <url>', 'shared state tier: redis://[user:pass@]host:port[/db] or rediss:// (or SIMBA_STATE_STORE)')
+    .option('--state-prefix <p>', 'key prefix of this deployment in the state store', 'simba')
+    .option('--state-ttl <s>', 'seconds a prefix state lives in the state store', intArg(1, 365 * 86400), 3600)
+    .option('--state-store-mb <n>', 'size cap of the prefix states in the state store, MiB', intArg(1), 1024)
+    .option('--state-timeout-ms <n>', 'the most a lookup waits for the state store', intArg(1, 60000), 250)
+    .option('--replica-id <id>', 'this replica in /metrics and x-simba-replica (or SIMBA_REPLICA_ID; default host-pid)')
     .addOption(
       new Option('--grace <s>', 'seconds running requests get to finish on SIGTERM').argParser(floatArg(0, 3600)).default(30),
     )

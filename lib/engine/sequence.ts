@@ -298,6 +298,13 @@ export class Sequence {
   }
 }
 
+/** The position (tokens seen) a snapshot's header records; -1 when `buf` is no snapshot of this format. */
+export function snapshotPosition(buf: Uint8Array): number {
+  const b = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
+  if (b.length < HEADER_BYTES || b.readUInt32LE(0) !== MAGIC || b.readUInt32LE(4) !== VERSION) return -1;
+  return b.readUInt32LE(4 * H.posLo) + b.readUInt32LE(4 * H.posHi) * 2 ** 32;
+}
+
 const hex = (x: number) => `0x${x.toString(16).padStart(8, '0')}`;
 
 /**

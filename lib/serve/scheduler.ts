@@ -48,7 +48,11 @@ import * as v from '../validate';
 import { CostModel } from './cost_model';
 import { LOAD_HORIZON_SECONDS, loadBudget, planUnderLoad, type LoadPruning } from './load_pruning';
 import { byKey, DEFAULT_AGING_TICKS, prefillKey } from './prefill_order';
+import { snapshotPosition } from '../engine/sequence';
 import type { PrefixCache } from './prefix_cache';
+
+/** Prompt tokens between cached states when no in-process cache gives its block size. */
+const DEFAULT_BLOCK = 256;
 
 export type FinishReason = 'stop' | 'length';
 
@@ -56,7 +60,12 @@ export type RequestEvent =
   | { type: 'token'; choice: number; token: number; text: string; logprob: number; top: { token: number; logprob: number }[] }
   /** A choice ended; `text` is what was still held back (incomplete characters, a possible stop string). */
   | { type: 'finish'; choice: number; reason: FinishReason; text: string }
-  | { type: 'done'; usage: RequestUsage }
+  | {
+      type: 'done';
+      usage: RequestUsage;
+      /** With keepState: the sequence's state at the end (it has seen `position` tokens of prompt + output). */
+      final?: { state: Buffer; position: number };
+    }
   | { type: 'error'; error: Error };
 
 export interface RequestUsage {
@@ -81,8 +90,33 @@ export interface GenerationRequest {
    * plan checkSimba() made for this prompt.
    */
   simba?: SimbaOptions | SimbaPlan;
+  /**
+   * A state to start from (a snapshot of a sequence that saw the first `position` tokens of
+   * `prompt`): only the rest is prefilled. Used when it is the longest known prefix; one that does not
+   * restore is dropped (counted in restored.failed) and the prompt runs without it.
+   */
+  initialState?: Buffer;
+  /** Snapshot the state at the end (n = 1): the 'done' event carries it (`final`). */
+  keepState?: boolean;
   /** Called on the scheduler's loop; exceptions thrown here are ignored. */
   onEvent(ev: RequestEvent): void;
+}
+
+/**
+ * A second, shared tier of the prefix-state cache (state_tier/redis_tier.ts): looked up after the
+ * in-process cache, asynchronously (a request waits for its answer before admission, the loop does
+ * not), and written to whenever the in-process cache is.
+ */
+export interface SharedStateTier {
+  /** The longest stored state for a prefix of `tokens` of minLength..maxLength tokens, or null; never rejects. */
+  lookup(
+    ns: string,
+    tokens: ArrayLike<number>,
+    minLength: number,
+    maxLength: number,
+  ): Promise<{ length: number; state: Buffer } | null>;
+  /** Queues a write of the state after `prefix`; returns at once. */
+  insert(ns: string, prefix: ArrayLike<number>, state: Buffer): void;
 }
 
 export type RequestOutcome = 'done' | 'cancelled' | 'error';
@@ -165,6 +199,8 @@ export interface SchedulerOptions {
   /** Seconds, for step timings (default: performance.now() / 1000); tests pass a fake clock. */
   clock?: () => number;
   cache?: PrefixCache | null;
+  /** The shared tier after `cache` (prompt states every cache block and at prompt ends go to both). */
+  shared?: SharedStateTier | null;
   observer?: SchedulerObserver;
   /** End-of-sequence id (default: the tokenizer's, else the config's). */
   eosTokenId?: number | null;
@@ -205,6 +241,11 @@ interface Req {
   arrival: number;
   firstTokenAt: number;
   completionTokens: number;
+  /** The shared tier's answer (fetching: not yet in; the request is not admitted meanwhile). */
+  fetching: boolean;
+  shared: { length: number; state: Buffer } | null;
+  /** keepState: every choice finished, the state is to be captured before the request ends. */
+  capture: boolean;
   resolve(o: RequestOutcome): void;
 }
 
@@ -258,6 +299,7 @@ export class Scheduler {
   private readonly waiting: Req[] = [];
   private readonly running: Req[] = [];
   private readonly cache: PrefixCache | null;
+  private readonly shared: SharedStateTier | null;
   private readonly tokenizer: Tokenizer | null;
   private readonly eos: number | null;
   private readonly observer: SchedulerObserver;
@@ -271,6 +313,8 @@ export class Scheduler {
   private kicked = false;
   /** Ticks run and sequences stepped (for tests and the bench). */
   readonly counters = { ticks: 0, steppedSequences: 0, sampleMs: 0, stepSeconds: 0, targetMisses: 0, prunedTokens: 0 };
+  /** Prompts started from a stored state, by where it came from; failed: states that did not restore. */
+  readonly restored = { local: 0, shared: 0, initial: 0, failed: 0 };
 
   constructor(
     private readonly model: LanguageModel,
@@ -291,6 +335,7 @@ export class Scheduler {
         `scheduler: prefillBudget must be an integer >= 1 with prefillBudget + maxRunning <= 8192, got ${this.prefillBudget}`,
       );
     this.cache = opts.cache ?? null;
+    this.shared = opts.shared ?? null;
     this.tokenizer = opts.tokenizer ?? null;
     this.eos = opts.eosTokenId !== undefined ? opts.eosTokenId : (this.tokenizer?.eosTokenId ?? model.config.eosTokenId);
     this.observer = opts.observer ?? {};
@@ -349,6 +394,10 @@ export class Scheduler {
       throw new SimbaError('E_ARG', `scheduler: n must be in [1, ${this.maxRunning}] (max running sequences)`);
     if (!Number.isInteger(r.maxTokens) || r.maxTokens < 1)
       throw new SimbaError('E_ARG', 'scheduler: maxTokens must be an integer >= 1');
+    if (r.keepState && (r.sampling.length !== 1 || r.simba))
+      throw new SimbaError('E_ARG', 'scheduler: keepState needs n = 1 and a dense prompt');
+    if (r.initialState !== undefined && (!(r.initialState instanceof Uint8Array) || r.simba))
+      throw new SimbaError('E_ARG', 'scheduler: initialState must be a snapshot Buffer, for a dense prompt');
     const V = this.model.config.vocabSize;
     for (let i = 0; i < r.prompt.length; i++) {
       const t = r.prompt[i];
@@ -376,6 +425,9 @@ export class Scheduler {
       arrival: this.clock(),
       firstTokenAt: 0,
       completionTokens: 0,
+      fetching: false,
+      shared: null,
+      capture: false,
       resolve,
       choices: r.sampling.map((params, index) => ({
         index,
@@ -394,6 +446,7 @@ export class Scheduler {
     for (const c of req.choices) c.params.history = c.history;
     if (this.simbaUnderLoad !== null && !r.simba) this.pruneUnderLoad(req);
     this.waiting.push(req);
+    this.fetchShared(req);
     this.kick();
     return {
       id: req.id,
@@ -513,7 +566,8 @@ export class Scheduler {
     // waiting requests take the free slots in the prefill order; one that does not fit stops the
     // admission (a request of many choices is not overtaken for ever by requests of one)
     let slots = this.slotsUsed;
-    for (const req of this.ordered(this.waiting)) {
+    // (a request whose shared-tier lookup is not in yet waits for it)
+    for (const req of this.ordered(this.waiting.filter((r) => !r.fetching))) {
       if (slots + req.choices.length > this.maxRunning) break;
       this.waiting.splice(this.waiting.indexOf(req), 1);
       slots += req.choices.length;
@@ -603,33 +657,76 @@ export class Scheduler {
     this.observer.loadPruned?.(load.flops, load.prunedTokens);
   }
 
+  /** Asks the shared tier for a longer prefix than the local cache holds; the request waits for the answer. */
+  private fetchShared(req: Req): void {
+    const n = req.r.prompt.length;
+    if (!this.shared || req.simba || req.r.initialState || req.peeked >= n - 1) return;
+    req.fetching = true;
+    void this.shared
+      .lookup('dense', req.r.prompt, req.peeked + 1, n - 1)
+      .then(
+        (hit) => {
+          req.shared = hit;
+          if (hit) req.peeked = Math.max(req.peeked, hit.length);
+        },
+        () => undefined,
+      )
+      .finally(() => {
+        req.fetching = false;
+        this.kick();
+      });
+  }
+
   private async admit(req: Req): Promise<void> {
     req.phase = 'prefill';
     req.seq = this.model.newSequence();
     req.choices[0].seq = req.seq;
     this.running.push(req);
     this.observer.admitted?.(this.clock() - req.arrival);
-    if (this.cache?.enabled && !req.simba) {
-      const hit = this.cache.lookup('dense', req.r.prompt, req.r.prompt.length - 1);
-      if (hit) {
-        try {
-          await req.seq.restoreAsync(hit.state);
-          req.pos = req.cached = hit.length;
-        } catch (e) {
-          this.fail(req, e instanceof Error ? e : new Error(String(e)));
-          return;
-        }
+    if (req.simba) return;
+    const prompt = req.r.prompt;
+    const local = this.cache?.enabled ? this.cache.lookup('dense', prompt, prompt.length - 1) : null;
+    // the longest known start wins; one that does not restore gives way to the next (never fails the request)
+    const starts: { from: 'local' | 'shared' | 'initial'; length: number; state: Buffer }[] = [];
+    if (local) starts.push({ from: 'local', ...local });
+    if (req.shared) starts.push({ from: 'shared', ...req.shared });
+    if (req.r.initialState)
+      starts.push({ from: 'initial', length: snapshotPosition(req.r.initialState), state: Buffer.from(req.r.initialState) });
+    req.shared = null;
+    starts.sort((a, b) => b.length - a.length);
+    for (const s of starts) {
+      if (s.length < 1 || s.length > prompt.length - 1) {
+        if (s.from === 'initial') this.restored.failed++;
+        continue;
       }
-      this.observer.cacheLookup?.(hit !== null, req.r.prompt.length, hit?.length ?? 0);
+      try {
+        await req.seq.restoreAsync(s.state);
+        if (req.seq.position !== s.length) throw new Error('the state is not of the prefix it was stored for');
+      } catch {
+        this.restored.failed++;
+        req.seq.reset();
+        continue;
+      }
+      req.pos = req.cached = s.length;
+      this.restored[s.from]++;
+      // a state from the shared tier is kept locally too: the next request here finds it at once
+      if (s.from === 'shared') this.cache?.insert('dense', prompt.slice(0, s.length), s.state);
+      break;
     }
+    if (this.cache?.enabled || this.shared) this.observer.cacheLookup?.(req.cached > 0, prompt.length, req.cached);
+  }
+
+  /** Whether prompt states go to the caches (every block of tokens and at the prompt's end). */
+  private caching(req: Req): boolean {
+    return (this.cache?.enabled === true || this.shared !== null) && !req.simba;
   }
 
   /** Plans the next prompt chunk of req within budget (ends on cache block boundaries); returns its size. */
   private addChunk(req: Req, budget: number, inputs: StepInput[], plan: Planned[]): number {
     const n = req.r.prompt.length;
     let end = Math.min(n, req.pos + budget);
-    if (end < n && this.cache?.enabled) {
-      const K = this.cache.blockTokens;
+    if (end < n && this.caching(req)) {
+      const K = this.cache?.blockTokens ?? DEFAULT_BLOCK;
       const aligned = Math.floor(end / K) * K;
       if (aligned > req.pos) end = aligned;
     }
@@ -673,6 +770,7 @@ export class Scheduler {
       if (p.req.phase === 'done' || p.req.cancelled) continue;
       if (p.kind === 'decode') {
         this.handleToken(p.req, p.choice, samples[i][0]);
+        if (p.req.capture) await this.captureState(p.req);
         continue;
       }
       const req = p.req;
@@ -684,16 +782,19 @@ export class Scheduler {
         continue;
       }
       if (p.final) req.choices.forEach((c, j) => this.handleToken(req, c, samples[i][j]));
+      if (req.capture) await this.captureState(req);
     }
   }
 
   /** A prompt chunk ran: cache its state; after the last one, copy the state into the other choices' sequences. */
   private async afterPrefill(req: Req, end: number, final: boolean): Promise<void> {
-    const K = this.cache?.blockTokens ?? 0;
+    const K = this.cache?.blockTokens ?? DEFAULT_BLOCK;
     let snap: Buffer | null = null;
-    if (this.cache?.enabled && !req.simba && (final || end % K === 0)) {
+    if (this.caching(req) && (final || end % K === 0)) {
       snap = await req.seq!.snapshotAsync();
-      this.cache.insert('dense', req.r.prompt.slice(0, end), snap);
+      const prefix = req.r.prompt.slice(0, end);
+      this.cache?.insert('dense', prefix, snap);
+      this.shared?.insert('dense', prefix, snap);
     }
     if (!final) return;
     req.phase = 'decode';
@@ -737,18 +838,38 @@ export class Scheduler {
     c.finished = true;
     c.reason = reason;
     this.emit(req, { type: 'finish', choice: c.index, reason, text });
-    if (req.choices.every((x) => x.finished)) {
-      this.emit(req, {
-        type: 'done',
-        usage: {
-          promptTokens: req.r.prompt.length,
-          completionTokens: req.completionTokens,
-          cachedTokens: req.cached,
-          ...(req.load ? { simba: { flops: req.load.flops, prunedTokens: req.load.prunedTokens } } : {}),
-        },
-      });
-      this.finish(req, 'done');
+    if (!req.choices.every((x) => x.finished)) return;
+    if (req.r.keepState)
+      req.capture = true; // captureState() completes it, after this step's tokens
+    else this.complete(req);
+  }
+
+  /** keepState: snapshots the finished request's state, then completes it. */
+  private async captureState(req: Req): Promise<void> {
+    req.capture = false;
+    const seq = req.choices[0].seq!;
+    let final: { state: Buffer; position: number };
+    try {
+      final = { state: await seq.snapshotAsync(), position: seq.position };
+    } catch (e) {
+      return this.fail(req, e instanceof Error ? e : new Error(String(e)));
     }
+    this.complete(req, final);
+  }
+
+  private complete(req: Req, final?: { state: Buffer; position: number }): void {
+    if (req.phase === 'done') return;
+    this.emit(req, {
+      type: 'done',
+      usage: {
+        promptTokens: req.r.prompt.length,
+        completionTokens: req.completionTokens,
+        cachedTokens: req.cached,
+        ...(req.load ? { simba: { flops: req.load.flops, prunedTokens: req.load.prunedTokens } } : {}),
+      },
+      ...(final ? { final } : {}),
+    });
+    this.finish(req, 'done');
   }
 
   private fail(req: Req, error: Error): void {

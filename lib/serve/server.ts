@@ -13,6 +13,7 @@
  *   process.on('SIGTERM', () => server.shutdown(30000).then(() => process.exit(0)));
  */
 import { createHash, randomBytes, timingSafeEqual } from 'crypto';
+import { hostname } from 'os';
 import type { ServerResponse } from 'http';
 import type { Duplex } from 'stream';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
@@ -36,6 +37,9 @@ import {
 } from './openai';
 import { PrefixCache } from './prefix_cache';
 import { checkPolicyOptions, Scheduler, SchedulerRejection, type RequestEvent, type RequestHandle } from './scheduler';
+import { modelFingerprint } from './state_tier/fingerprint';
+import { registerTierMetrics } from './state_tier/metrics';
+import { checkStateStoreOptions, RedisStateTier, type StateStoreOptions } from './state_tier/redis_tier';
 
 export interface ServerOptions {
   /** The model, or a promise of it (the server answers 503 until it resolves). */
@@ -80,6 +84,12 @@ export interface ServerOptions {
   streamStallMs?: number;
   /** Seconds a 429 asks the client to wait (default 1). */
   retryAfter?: number;
+  /** The shared state tier on Redis (state_tier/redis_tier.ts); without it, the in-process cache only. */
+  stateStore?: StateStoreOptions;
+  /** This replica's id in /metrics and the x-simba-replica header (default: host name and process id). */
+  replicaId?: string;
+  /** Where operational lines go (state store outages; default: stderr). */
+  log?: (line: string) => void;
 }
 
 type State = 'loading' | 'ready' | 'failed' | 'shutting_down';
@@ -89,6 +99,12 @@ export class SimbaServer {
   readonly metrics: Metrics;
   scheduler: Scheduler | null = null;
   cache: PrefixCache | null = null;
+  /** The shared tier (with stateStore), once the model is loaded. */
+  tier: RedisStateTier | null = null;
+  /** The model fingerprint (state_tier/fingerprint.ts), once the model is loaded. */
+  fingerprint = '';
+  readonly replicaId: string;
+  private readonly storeOptions: ReturnType<typeof checkStateStoreOptions> | null;
   model: LanguageModel | null = null;
   private state: State = 'loading';
   private loadError = '';
@@ -102,12 +118,22 @@ export class SimbaServer {
   constructor(private readonly opts: ServerOptions) {
     checkServerOptions(opts);
     this.modelName = opts.modelName ?? 'simba';
+    this.replicaId = opts.replicaId ?? `${hostname()}-${process.pid}`;
+    this.storeOptions = opts.stateStore !== undefined ? checkStateStoreOptions('createServer', opts.stateStore) : null;
     this.keyDigest = opts.apiKey ? digest(opts.apiKey) : null;
     this.metrics = new Metrics(() => ({
       running: this.scheduler?.runningCount ?? 0,
       waiting: this.scheduler?.waitingCount ?? 0,
       slots: this.scheduler?.slotsUsed ?? 0,
       cache: this.cache?.stats() ?? null,
+    }));
+    registerTierMetrics(this.metrics.registry, () => ({
+      replica: this.replicaId,
+      model: this.modelName,
+      fingerprint: this.fingerprint,
+      local: this.cache?.stats() ?? null,
+      redis: this.tier?.stats() ?? null,
+      restored: this.scheduler?.restored ?? null,
     }));
     this.app = Fastify({
       logger: false,
@@ -135,9 +161,12 @@ export class SimbaServer {
     this.ready.catch(() => undefined);
   }
 
-  private start(model: LanguageModel): void {
+  private async start(model: LanguageModel): Promise<void> {
     if (this.state === 'shutting_down') return;
     const o = this.opts;
+    this.fingerprint = await modelFingerprint(model);
+    if (this.state !== 'loading') return;
+    if (this.storeOptions) this.tier = new RedisStateTier(this.storeOptions, this.fingerprint, o.log);
     const tokenizer = o.tokenizer !== undefined ? o.tokenizer : model.tokenizer;
     const maxRunning = o.maxRunning ?? 32;
     this.cache = new PrefixCache({ maxBytes: (o.cacheMb ?? 512) * 2 ** 20, blockTokens: o.cacheBlockTokens ?? 256 });
@@ -149,6 +178,7 @@ export class SimbaServer {
       itlTargetMs: o.itlTargetMs,
       simbaUnderLoad: o.simbaUnderLoad,
       cache: this.cache,
+      shared: this.tier,
       observer: this.metrics.observer,
     });
     this.ctx = {
@@ -177,6 +207,7 @@ export class SimbaServer {
   async shutdown(graceMs = 30000): Promise<void> {
     this.state = 'shutting_down';
     if (this.scheduler) await this.scheduler.close(graceMs);
+    await this.tier?.close();
     await this.app.close();
   }
 
@@ -216,7 +247,8 @@ export class SimbaServer {
     });
     // The key is required on every route but those marked public, decided on the route the router
     // matched (not on the raw URL, which may spell the same path percent-encoded); unknown routes too.
-    app.addHook('onRequest', async (req) => {
+    app.addHook('onRequest', async (req, reply: FastifyReply) => {
+      reply.raw.setHeader('x-simba-replica', this.replicaId);
       if (!this.keyDigest || (req.routeOptions.config as { public?: boolean } | undefined)?.public === true) return;
       const h = req.headers.authorization;
       const m = typeof h === 'string' ? /^Bearer\s+(.+)$/i.exec(h.trim()) : null;
@@ -234,6 +266,15 @@ export class SimbaServer {
     app.get('/health', { config: { public: true } }, async (_req, reply) => {
       this.live();
       return reply.send({ status: 'ok', model: this.modelName });
+    });
+    // liveness: the process answers (also while loading); readiness: it can serve (the model is
+    // loaded and the state store, when configured, has answered at least once)
+    app.get('/health/live', { config: { public: true } }, async () => ({ status: 'ok', replica: this.replicaId }));
+    app.get('/health/ready', { config: { public: true } }, async (_req, reply) => {
+      this.live();
+      if (this.tier && !this.tier.everReached)
+        throw unavailable('the state store has not answered yet', 'state_store_unreachable');
+      return reply.send({ status: 'ok', model: this.modelName, replica: this.replicaId });
     });
     app.get('/metrics', { config: { public: true } }, async (_req, reply) =>
       reply.type(this.metrics.contentType).send(await this.metrics.render()),
@@ -598,6 +639,9 @@ const SERVER_OPTIONS = [
   'drainLimit',
   'streamStallMs',
   'retryAfter',
+  'stateStore',
+  'replicaId',
+  'log',
 ] as const;
 
 /**
@@ -617,6 +661,8 @@ function checkServerOptions(opts: ServerOptions): void {
   v.int(where, 'streamStallMs', o.streamStallMs, 1, 2 ** 31 - 1);
   v.int(where, 'retryAfter', o.retryAfter, 0);
   checkPolicyOptions(where, o);
+  v.string(where, 'replicaId', o.replicaId, true);
+  v.func(where, 'log', o.log);
 }
 
 export function createServer(opts: ServerOptions): SimbaServer {
