@@ -273,6 +273,7 @@ const SCHEDULER_OPTIONS = [
   'eosTokenId',
   'costModel',
   'clock',
+  'shared',
 ] as const;
 
 /** The scheduling policy's options that the server takes too (checked by both entry points with this). */
