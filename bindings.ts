@@ -113,6 +113,8 @@ export interface NativeSampleResult {
   /** [J * 2] advanced RNG states. */
   rng: Uint32Array;
   sampleMs: number;
+  /** [J], present when some job's grammar failed (past its limits): why; that job's token is -1. */
+  errors?: (string | null)[];
 }
 
 /** What a CPU engine of a config will hold (native plan_memory). */

@@ -64,12 +64,34 @@ export function compileGrammar(model: LanguageModel, gbnf: string, options?: { t
   return compileFor(w, gbnf, tok, eos);
 }
 
+/** Grammars compiled by compileCached, most recently used last. */
+const recent = new Map<string, Grammar>();
+const RECENT_MAX = 16;
+
+/**
+ * compileFor, reusing one of the last 16 grammars compiled with the same text, tokenizer and EOS
+ * (the server: clients send the same grammar again and again; the masks it cached are kept too).
+ */
+export function compileCached(where: string, gbnf: unknown, tok: Tokenizer, eos: number | null): Grammar {
+  if (typeof gbnf !== 'string') return compileFor(where, gbnf, tok, eos);
+  const hit = recent.get(gbnf);
+  if (hit && hit.tokenizer === tok && hit.eos === eos) {
+    recent.delete(gbnf);
+    recent.set(gbnf, hit);
+    return hit;
+  }
+  const g = compileFor(where, gbnf, tok, eos);
+  recent.set(gbnf, g);
+  if (recent.size > RECENT_MAX) recent.delete(recent.keys().next().value!);
+  return g;
+}
+
 /** The grammar `gbnf` over `tok` (E_ARG starting with `where`, param 'grammar'). */
 export function compileFor(where: string, gbnf: unknown, tok: Tokenizer, eos: number | null): Grammar {
   if (typeof gbnf !== 'string')
     throw v.argError(where, `grammar must be GBNF text (a string), got ${v.describeType(gbnf)}`, 'grammar');
   if (Buffer.byteLength(gbnf, 'utf8') > LIMITS.grammarBytes)
-    throw new SimbaError('E_ARG', `${where}: grammar too large: more than ${LIMITS.grammarBytes} bytes`, { param: 'grammar' });
+    throw v.argError(where, `grammar too large: more than ${LIMITS.grammarBytes} bytes`, 'grammar');
   const vocab = grammarVocab(tok, eos);
   try {
     return new Grammar(gbnf, tok, eos, new (loadAddon().Grammar)(gbnf, vocab));
@@ -77,7 +99,7 @@ export function compileFor(where: string, gbnf: unknown, tok: Tokenizer, eos: nu
     const err = fromNative(e);
     // (read the message itself: an addon error may come from another realm, e.g. under jest)
     const msg = (e as { message?: unknown } | null)?.message;
-    throw new SimbaError(err.code, `${where}: bad grammar: ${typeof msg === 'string' ? msg : err.message}`, {
+    throw new SimbaError(err.code, `${where ? `${where}: ` : ''}bad grammar: ${typeof msg === 'string' ? msg : err.message}`, {
       cause: e,
       param: 'grammar',
     });

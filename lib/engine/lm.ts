@@ -128,6 +128,8 @@ export interface SampledToken {
   logprob: number;
   /** The most likely tokens and their logprobs, most likely first (logprobs > 0). */
   top: { token: number; logprob: number }[];
+  /** Token -1: why the grammar (SamplingParams.matcher) allowed no token. */
+  grammarError?: string;
 }
 
 export interface StepInput {

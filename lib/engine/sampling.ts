@@ -149,6 +149,13 @@ export function unpackSampling(r: NativeSampleResult, params: SamplingParams[]):
       const id = r.topIds[j * r.topN + i];
       if (id >= 0) top.push({ token: id, logprob: r.topLogprobs[j * r.topN + i] });
     }
+    if (r.tokens[j] < 0 && p.matcher)
+      return {
+        token: -1,
+        logprob: 0,
+        top,
+        grammarError: r.errors?.[j] ?? 'no token of the vocabulary continues the grammar here',
+      };
     return { token: r.tokens[j], logprob: r.logprobs[j], top };
   });
 }

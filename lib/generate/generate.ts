@@ -131,7 +131,7 @@ export async function* generate(
     for (let i = 0; i < o.maxTokens; i++) {
       if (o.signal?.aborted) throw new SimbaError('E_ABORTED', 'generate: aborted', { cause: o.signal.reason });
       if (next.token < 0)
-        throw new SimbaError('E_ARG', 'generate: the grammar allows no token of the vocabulary here', { param: 'grammar' });
+        throw new SimbaError('E_ARG', `generate: grammar: ${next.grammarError ?? 'no token allowed'}`, { param: 'grammar' });
       if ((o.stopAtEos || matcher) && eos !== null && next.token === eos) break;
       history.push(next.token);
       const { emit, stopped } = stop.push(decoder ? decoder.push(next.token) : '');

@@ -6,7 +6,8 @@
  * Supported fields: model, prompt (string, strings, token ids, lists of token ids) / messages,
  * max_tokens (max_completion_tokens), temperature, top_p, n, stop, seed, stream,
  * stream_options.include_usage, logprobs (+ top_logprobs for chat), presence_penalty,
- * frequency_penalty, logit_bias, user; extensions top_k, min_p, repetition_penalty and
+ * frequency_penalty, logit_bias, user; extensions top_k, min_p, repetition_penalty,
+ * `grammar` (GBNF text, as llama-server names it: every choice's text follows it) and
  * `simba` (e.g. {"flops": 0.6}: prune this request's prompt). Unknown fields are ignored.
  *
  * This layer checks only the HTTP shape (JSON null is a field left out, snake_case names, OpenAI's
@@ -21,6 +22,7 @@
 import { checkSimba, rngFromSeed, type SamplingParams, type SimbaOptions, type SimbaPlan, type Tokenizer } from '../engine/lm';
 import type { StreamDecoder } from '../checkpoint/tokenizer';
 import type { ChatMessage, ChatTemplate } from '../checkpoint/chat_template';
+import { compileCached } from '../constrain/grammar';
 import { isSimbaError } from '../errors';
 import { samplingParams, type SamplerKey } from '../generate/sampler';
 import { LIMITS } from '../limits';
@@ -201,10 +203,25 @@ function sampling(b: Body, ctx: ParseContext, kind: 'completion' | 'chat') {
   const { seed, ...params } = asParam(null, () =>
     samplingParams(o, '', ctx.config.vocabSize, limit, { ...SAMPLER_FIELDS, logprobs: lp.name }),
   );
+  const grammar = grammarField(b, ctx);
   return {
     logprobs: lp.on ? params.logprobs! : null,
-    sampling: (j: number): SamplingParams => ({ ...params, rng: rngFromSeed(seed + j) }),
+    // each choice its own matcher
+    sampling: (j: number): SamplingParams => ({
+      ...params,
+      rng: rngFromSeed(seed + j),
+      ...(grammar ? { matcher: grammar.matcher() } : {}),
+    }),
   };
+}
+
+/** The `grammar` field (GBNF text) compiled for the served tokenizer (cached by text), or undefined. */
+function grammarField(b: Body, ctx: ParseContext) {
+  const gbnf = field(b, 'grammar');
+  if (gbnf === undefined) return undefined;
+  if (!ctx.tokenizer) throw badParam('grammar', 'needs a tokenizer: this model has none');
+  const tok = ctx.tokenizer;
+  return asParam('grammar', () => compileCached('', gbnf, tok, tok.eosTokenId ?? ctx.config.eosTokenId));
 }
 
 /** The fields both routes share. */

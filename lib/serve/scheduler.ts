@@ -823,13 +823,22 @@ export class Scheduler {
       this.observer.firstToken?.(t - req.arrival);
     } else if (c.lastTime > 0) this.observer.interToken?.(t - c.lastTime);
     c.lastTime = t;
-    if (req.r.stopAtEos !== false && this.eos !== null && s.token === this.eos) return this.finishChoice(req, c, 'stop', true);
+    const grammar = c.params.matcher;
+    if (s.token < 0) {
+      // (only a grammar's mask leaves no token to sample)
+      const e = new SimbaError('E_ARG', `grammar: ${s.grammarError ?? 'no token allowed'}`, { param: 'grammar' });
+      return this.fail(req, e);
+    }
+    if ((req.r.stopAtEos !== false || grammar) && this.eos !== null && s.token === this.eos)
+      return this.finishChoice(req, c, 'stop', true);
     c.history.push(s.token);
     c.generated++;
     req.completionTokens++;
     const { emit, stopped } = c.stop.push(c.decoder ? c.decoder.push(s.token) : '');
     this.emit(req, { type: 'token', choice: c.index, token: s.token, text: emit, logprob: s.logprob, top: s.top });
     if (stopped) return this.finishChoice(req, c, 'stop', false);
+    // a grammar that is complete and allows nothing more ends the choice (no step for the EOS)
+    if (grammar?.finished()) return this.finishChoice(req, c, 'stop', true);
     if (c.generated >= req.r.maxTokens) return this.finishChoice(req, c, 'length', true);
     c.last = s.token;
   }

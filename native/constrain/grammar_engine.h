@@ -64,7 +64,7 @@ class GrammarEngine {
 };
 
 // Masks kept per engine at most (bytes); past it the cache starts over.
-constexpr size_t kMaskCacheBytes = 64u << 20;
+constexpr size_t kMaskCacheBytes = 8u << 20;
 
 }  // namespace constrain
 }  // namespace simba

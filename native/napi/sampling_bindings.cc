@@ -109,6 +109,7 @@ std::shared_ptr<SampleBatch> ParseSampleBatch(const Napi::Value& v, size_t nrows
   b->engines.resize(J);
   b->positions.resize(J);
   b->masks.resize(J);
+  b->errors.resize(J);
   Napi::Value mv = o.Get("matchers");
   if (!mv.IsUndefined()) {
     if (!mv.IsArray() || mv.As<Napi::Array>().Length() != J)
@@ -157,8 +158,14 @@ void RunSampleBatch(SampleBatch& b, const float* logits, size_t nrows, int V) {
   const int J = (int)b.rows.size();
   for (int j = 0; j < J; j++) {
     if (!b.engines[j]) continue;
-    b.masks[j].resize(b.engines[j]->mask_words());
-    b.engines[j]->mask(b.positions[j], b.masks[j].data());
+    b.masks[j].assign(b.engines[j]->mask_words(), 0);
+    // a grammar past its limits fails its own job (token -1 and the reason), not the batch
+    try {
+      b.engines[j]->mask(b.positions[j], b.masks[j].data());
+    } catch (const std::exception& e) {
+      b.errors[j] = e.what();
+      std::fill(b.masks[j].begin(), b.masks[j].end(), 0);
+    }
     b.params[j].allow = b.masks[j].data();
     b.params[j].allow_n = b.engines[j]->vocab();
   }
@@ -198,6 +205,14 @@ void SetSampleResult(Napi::Env env, const SampleBatch& b, Napi::Object o) {
   o.Set("topLogprobs", tlps);
   o.Set("rng", rng);
   o.Set("sampleMs", b.ms);
+  bool any_error = false;
+  for (const auto& e : b.errors) any_error = any_error || !e.empty();
+  if (any_error) {
+    auto errs = Napi::Array::New(env, J);
+    for (size_t j = 0; j < J; j++)
+      errs.Set((uint32_t)j, b.errors[j].empty() ? env.Null() : Napi::String::New(env, b.errors[j]));
+    o.Set("errors", errs);
+  }
 }
 
 namespace {

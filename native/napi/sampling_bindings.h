@@ -5,6 +5,7 @@
 #include <napi.h>
 
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "constrain/grammar_engine.h"
@@ -22,7 +23,8 @@ struct SampleBatch {
   std::vector<std::shared_ptr<constrain::GrammarEngine>> engines;
   std::vector<constrain::MatchPosition> positions;
   std::vector<std::vector<uint64_t>> masks;
-  double ms = 0;  // time spent sampling
+  std::vector<std::string> errors;  // [J] why a job's mask could not be made (its token is then -1)
+  double ms = 0;                    // time spent sampling
 };
 
 // Reads {rows, params, rng, history, historyOffsets, biasIds, biasValues, biasOffsets, matchers?} (see
@@ -31,7 +33,7 @@ struct SampleBatch {
 std::shared_ptr<SampleBatch> ParseSampleBatch(const Napi::Value& v, size_t nrows);
 // Samples every job from logits [nrows, V] (threaded over jobs; constrained jobs' masks first).
 void RunSampleBatch(SampleBatch& b, const float* logits, size_t nrows, int V);
-// {tokens, logprobs, topN, topIds, topLogprobs, rng, sampleMs} on o.
+// {tokens, logprobs, topN, topIds, topLogprobs, rng, sampleMs, errors?} on o.
 void SetSampleResult(Napi::Env env, const SampleBatch& b, Napi::Object o);
 
 }  // namespace simba

@@ -4,109 +4,15 @@
  * hand-written parser below; an output cut by maxTokens is still a prefix of a sentence; the model's
  * logits are flattened (norm_f scaled down) so the samples wander over the whole mask.
  */
-import * as fs from 'fs';
-import * as path from 'path';
-
 import { compileGrammar } from '../../lib/constrain/grammar';
-import { loadModel } from '../../lib/engine/load';
 import type { MambaModel } from '../../lib/engine/model';
 import { generate } from '../../lib/generate/generate';
-import { writeCheckpoint } from '../helpers/util';
-import { randomConfig, randomEngineTensors } from '../reference/random_model';
-
-const ARITH = String.raw`
-# a small arithmetic language
-root   ::= expr
-expr   ::= term (ws [-+] ws term)*
-term   ::= factor (ws [*/] ws factor)*
-factor ::= number | "(" ws expr ws ")" | "-" factor
-number ::= [0-9]+ ("." [0-9]+)?
-ws     ::= " "?
-`;
-
-/** 'ok' (a sentence), 'prefix' (can still become one) or 'bad'. Recursive descent, no backtracking needed. */
-function parseArith(s: string): 'ok' | 'prefix' | 'bad' {
-  let i = 0;
-  const END = Symbol('end');
-  const peek = () => (i < s.length ? s[i] : END);
-  const ws = () => {
-    if (peek() === ' ') i++;
-  };
-  const number = () => {
-    if (!/[0-9]/.test(String(peek()))) throw peek() === END ? END : new Error('digit');
-    while (/[0-9]/.test(String(peek()))) i++;
-    if (peek() === '.') {
-      i++;
-      if (!/[0-9]/.test(String(peek()))) throw peek() === END ? END : new Error('digit');
-      while (/[0-9]/.test(String(peek()))) i++;
-    }
-  };
-  const factor = (): void => {
-    const c = peek();
-    if (c === END) throw END;
-    if (c === '(') {
-      i++;
-      ws();
-      expr();
-      ws();
-      if (peek() === END) throw END;
-      if (peek() !== ')') throw new Error(')');
-      i++;
-    } else if (c === '-') {
-      i++;
-      factor();
-    } else number();
-  };
-  const term = () => {
-    factor();
-    for (;;) {
-      const save = i;
-      ws();
-      if (peek() === '*' || peek() === '/') {
-        i++;
-        ws();
-        factor();
-      } else {
-        if (peek() === END && i > save) throw END; // "1 " could continue
-        i = save;
-        return;
-      }
-    }
-  };
-  const expr = () => {
-    term();
-    for (;;) {
-      const save = i;
-      ws();
-      if (peek() === '+' || peek() === '-') {
-        i++;
-        ws();
-        term();
-      } else {
-        if (peek() === END && i > save) throw END;
-        i = save;
-        return;
-      }
-    }
-  };
-  try {
-    expr();
-    return i === s.length ? 'ok' : 'bad';
-  } catch (e) {
-    return e === END ? 'prefix' : 'bad';
-  }
-}
+import { ARITH, EOS, flatNeoxModel, parseArith } from './arith';
 
 let model: MambaModel;
-const EOS = 0;
 
 beforeAll(async () => {
-  const cfg = randomConfig({ vocabSize: 50280, dModel: 32, nLayer: 2, eosTokenId: EOS });
-  const tensors = randomEngineTensors(cfg, 3);
-  tensors.find((t) => t.name === 'norm_f')!.data.fill(0.05); // flat logits: samples cover the mask
-  const dir = writeCheckpoint(cfg, tensors);
-  fs.copyFileSync(path.join(__dirname, '..', 'fixtures', 'gpt-neox-20b-tokenizer.json'), path.join(dir, 'tokenizer.json'));
-  model = await loadModel(dir);
+  model = await flatNeoxModel();
 });
 afterAll(() => model.dispose());
 
