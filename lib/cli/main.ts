@@ -13,6 +13,8 @@
  *   simba eval choice --file task.jsonl
  *   simba inspect --prompt "..." --flops 0.6 --svg map.svg
  *   simba doctor [--json]
+ *   simba serve --port 8080 [--redis redis://127.0.0.1:6379]
+ *   simba worker --redis redis://127.0.0.1:6379 --model DIR [--concurrency 16]
  *
  * Exit codes: 0 success; 2 the command line is wrong (unknown flag, bad number, token id out of
  * range, invalid Simba settings); 1 the command could not run (missing model folder or file,
@@ -33,6 +35,7 @@ import { addInfoCommand } from './info';
 import { addInspectCommand } from './inspect';
 import { addLogitsCommand } from './logits';
 import { addServeCommand } from './serve';
+import { addWorkerCommand } from './worker';
 
 /** The package's version, from the package.json above this file (lib/cli/ or dist/lib/cli/). */
 function packageVersion(): string {
@@ -65,6 +68,7 @@ function buildProgram(): Command {
     addInspectCommand,
     addDoctorCommand,
     addServeCommand,
+    addWorkerCommand,
   ])
     add(program);
   return program;

@@ -18,6 +18,8 @@ import type { ServerResponse } from 'http';
 import type { Duplex } from 'stream';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 
+import { registerBatchRoutes } from './batch/routes';
+import { openBatchService, type BatchOptions, type BatchService } from './batch/service';
 import type { ChatTemplate } from '../checkpoint/chat_template';
 import { chatTemplate, PLAIN_CHAT_TEMPLATE } from '../checkpoint/chat_template';
 import type { LanguageModel, SimbaOptions, Tokenizer } from '../engine/lm';
@@ -90,6 +92,8 @@ export interface ServerOptions {
   replicaId?: string;
   /** Where operational lines go (state store outages; default: stderr). */
   log?: (line: string) => void;
+  /** The Batch API (/v1/files, /v1/batches) on this Redis; without it those routes are 404. */
+  batch?: BatchOptions;
 }
 
 type State = 'loading' | 'ready' | 'failed' | 'shutting_down';
@@ -106,6 +110,8 @@ export class SimbaServer {
   readonly replicaId: string;
   private readonly storeOptions: ReturnType<typeof checkStateStoreOptions> | null;
   model: LanguageModel | null = null;
+  /** The Batch API's stores (null: off). */
+  readonly batch: BatchService | null;
   private state: State = 'loading';
   private loadError = '';
   private ctx: ParseContext | null = null;
@@ -121,6 +127,7 @@ export class SimbaServer {
     this.replicaId = opts.replicaId ?? `${hostname()}-${process.pid}`;
     this.storeOptions = opts.stateStore !== undefined ? checkStateStoreOptions('createServer', opts.stateStore) : null;
     this.keyDigest = opts.apiKey ? digest(opts.apiKey) : null;
+    this.batch = opts.batch ? openBatchService(opts.batch, 'createServer.batch') : null;
     this.metrics = new Metrics(() => ({
       running: this.scheduler?.runningCount ?? 0,
       waiting: this.scheduler?.waitingCount ?? 0,
@@ -209,6 +216,7 @@ export class SimbaServer {
     if (this.scheduler) await this.scheduler.close(graceMs);
     await this.tier?.close();
     await this.app.close();
+    await this.batch?.close();
   }
 
   private live(): { sched: Scheduler; ctx: ParseContext } {
@@ -229,6 +237,9 @@ export class SimbaServer {
     const parseJson = app.getDefaultJsonParser('error', 'error');
     app.removeContentTypeParser('application/json');
     app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => {
+      // routes that take no body (POST /v1/batches/{id}/cancel) accept an empty one, as curl sends it
+      if (body === '' && (req.routeOptions.config as { emptyBody?: boolean } | undefined)?.emptyBody === true)
+        return done(null, undefined);
       if (jsonDepthExceeds(body as string, MAX_JSON_DEPTH))
         return done(
           new ApiError(
@@ -288,6 +299,7 @@ export class SimbaServer {
     });
     app.post('/v1/completions', (req, reply) => this.generate('completion', req, reply));
     app.post('/v1/chat/completions', (req, reply) => this.generate('chat', req, reply));
+    registerBatchRoutes(app, this.batch);
   }
 
   /**
@@ -642,6 +654,7 @@ const SERVER_OPTIONS = [
   'stateStore',
   'replicaId',
   'log',
+  'batch',
 ] as const;
 
 /**
