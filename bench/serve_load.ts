@@ -4,6 +4,7 @@
  * process and drives it with N concurrent streaming clients using the official `openai` client:
  *
  *   short-long: 16-word prompts, 128 generated tokens     long-short: 1024-word prompts, 16 tokens
+ *   mixed: half the clients short-long, half long-short (the short streams' ITL under long prefills)
  *
  * at concurrency 1, 8 and 32: aggregate generated tokens/s, time to first token and inter-token
  * latency (between streamed text chunks) p50 / p99, and the ratio served / raw decode at B = the
@@ -18,7 +19,13 @@
  * shipped model's.
  *
  *   node dist/bench/serve_load.js --shape mamba-130m [--weights f32|bf16|int8] [--concurrency 1,8,32] [--requests 2]
- *     [--scenario short-long,long-short] [--quick] [--json out.json]
+ *     [--scenario short-long,long-short,mixed] [--quick] [--json out.json]
+ *     [--serve-args "--itl-target-ms 50 --simba-under-load 0.6"] [--cli path/to/dist/lib/cli/main.js] [--no-raw]
+ *
+ * --serve-args are passed to `simba serve`; --cli runs another build's server (e.g. a checkout of
+ * an older commit, for before / after); --no-raw skips the raw-decode measurements (the ratio
+ * column is then empty). Each row also gives the prompt tokens prefilled per second and, with
+ * --simba-under-load, the prompts pruned, their budgets (usage.simba.flops) and the tokens pruned.
  */
 import { spawn } from 'child_process';
 import * as fs from 'fs';
@@ -57,7 +64,18 @@ const allScenarios = quick
   : [
       { name: 'short-long', words: 16, tokens: 128 },
       { name: 'long-short', words: 1024, tokens: 16 },
+      { name: 'mixed', words: 0, tokens: 0 },
     ];
+/** What client i of a scenario sends: mixed alternates short-long (even i) and long-short (odd i). */
+function clientShape(sc: { name: string; words: number; tokens: number }, i: number): { words: number; tokens: number } {
+  if (sc.name !== 'mixed') return sc;
+  const [shortLong, longShort] = allScenarios;
+  return i % 2 === 0 ? shortLong : longShort;
+}
+const noRaw = process.argv.includes('--no-raw');
+const serveExtra = arg('serve-args', '')
+  .split(' ')
+  .filter((x) => x !== '');
 const only = arg('scenario', '');
 const scenarios = only ? allScenarios.filter((s) => only.split(',').includes(s.name)) : allScenarios;
 if (scenarios.length === 0) throw new Error(`--scenario: none of ${allScenarios.map((s) => s.name).join(', ')}`);
@@ -143,6 +161,9 @@ interface StreamStat {
   ttft: number;
   gaps: number[];
   tokens: number;
+  promptTokens: number;
+  /** usage.simba of a prompt pruned under load. */
+  simba: { flops: number; pruned_tokens: number } | null;
   start: number;
   end: number;
 }
@@ -161,7 +182,9 @@ async function stream(client: OpenAI, model: string, text: string, maxTokens: nu
   });
   let first = 0,
     last = 0,
-    tokens = 0;
+    tokens = 0,
+    promptTokens = 0;
+  let simba: StreamStat['simba'] = null;
   const gaps: number[] = [];
   for await (const c of s) {
     const t = performance.now();
@@ -170,31 +193,36 @@ async function stream(client: OpenAI, model: string, text: string, maxTokens: nu
       else gaps.push(t - last);
       last = t;
     }
-    if (c.usage) tokens = c.usage.completion_tokens;
+    if (c.usage) {
+      tokens = c.usage.completion_tokens;
+      promptTokens = c.usage.prompt_tokens;
+      simba = (c.usage as { simba?: StreamStat['simba'] }).simba ?? null;
+    }
   }
-  return { ttft: first - start, gaps, tokens, start, end: performance.now() };
+  return { ttft: first - start, gaps, tokens, promptTokens, simba, start, end: performance.now() };
 }
 
 async function main(): Promise<void> {
   const w = weights as 'f32' | 'bf16' | 'int8';
   const model = shape ? await randomModel(shape, { seed: 1, weights: w }) : await loadModel(modelDir, { weights: w });
-  const steps = scenarios[0].tokens;
+  const steps = clientShape(scenarios[0], 0).tokens;
   const raw: Record<number, { plain: number; sampled: number }> = {};
-  for (const c of concurrency) {
+  for (const c of noRaw ? [] : concurrency) {
     raw[c] = await rawDecode(model, c, steps);
     log(`raw decode B=${c}: ${raw[c].plain.toFixed(1)} tok/s plain, ${raw[c].sampled.toFixed(1)} tok/s with native sampling`);
   }
   // this machine's speed drifts (shared hosts): each served row is bracketed by a raw decode with
   // native sampling at B = C just before and just after it, and compared with their mean
   const rawSteps = Math.min(steps, 48);
-  const sampledOnce = async (c: number) => (await rawDecode(model, c, rawSteps, false)).sampled;
+  const sampledOnce = async (c: number) => (noRaw ? NaN : (await rawDecode(model, c, rawSteps, false)).sampled);
 
-  const cli = path.join(ROOT, 'dist', 'lib', 'cli', 'main.js');
+  const cli = path.resolve(arg('cli', path.join(ROOT, 'dist', 'lib', 'cli', 'main.js')));
   const serveArgs = [cli, 'serve', '--port', '0', '--max-running', String(Math.max(...concurrency)), '--model-name', 'bench'];
   serveArgs.push('--weights', weights);
   if (shape) serveArgs.push('--shape', shape);
   else serveArgs.push('--model', modelDir);
   if (tokenizerPath) serveArgs.push('--tokenizer', tokenizerPath);
+  serveArgs.push(...serveExtra);
   const child = spawn(process.execPath, serveArgs, { stdio: ['ignore', 'ignore', 'pipe'] });
   let err = '';
   const url = await new Promise<string>((res, rej) => {
@@ -219,8 +247,10 @@ async function main(): Promise<void> {
         await Promise.all(
           Array.from({ length: c }, async (_, i) => {
             const out: StreamStat[] = [];
-            for (let r = 0; r < requests; r++)
-              out.push(await stream(client, 'bench', prompt(sc.words, 1000 * r + i + 1), sc.tokens));
+            for (let r = 0; r < requests; r++) {
+              const shape = clientShape(sc, i);
+              out.push(await stream(client, 'bench', prompt(shape.words, 1000 * r + i + 1), shape.tokens));
+            }
             return out;
           }),
         )
@@ -234,6 +264,7 @@ async function main(): Promise<void> {
       const tokens = stats.reduce((a, s) => a + s.tokens, 0);
       const ttft = stats.map((s) => s.ttft),
         gaps = stats.flatMap((s) => s.gaps);
+      const pruned = stats.filter((s) => s.simba !== null);
       const row = {
         scenario: sc.name,
         concurrency: c,
@@ -241,6 +272,10 @@ async function main(): Promise<void> {
         tokens,
         seconds: wall,
         tokPerS: tokens / wall,
+        prefillTokPerS: stats.reduce((a, s) => a + s.promptTokens, 0) / wall,
+        prunedPrompts: pruned.length,
+        prunedTokens: pruned.reduce((a, s) => a + s.simba!.pruned_tokens, 0),
+        simbaBudgets: pruned.map((s) => s.simba!.flops),
         ttftP50: pct(ttft, 50),
         ttftP99: pct(ttft, 99),
         itlP50: pct(gaps, 50),
@@ -248,10 +283,10 @@ async function main(): Promise<void> {
         rawDecodeTokPerS: bracket,
         rawBefore: before,
         rawAfter: after,
-        rawAtStartTokPerS: raw[c].plain,
-        rawSampledTokPerS: raw[c].sampled,
+        rawAtStartTokPerS: raw[c]?.plain ?? NaN,
+        rawSampledTokPerS: raw[c]?.sampled ?? NaN,
         ratio: tokens / wall / bracket,
-        lost: stats.filter((s) => s.tokens !== sc.tokens).length,
+        lost: stats.filter((s, k) => s.tokens !== clientShape(sc, Math.floor(k / requests)).tokens).length,
         // where the 2 cores went, as a fraction of the wall time: the benchmark's clients (this
         // process), the server's JS thread, the server's other threads (engine, libuv, GC)
         clientCores: (cpu1.user + cpu1.system) / 1e6 / wall,
@@ -261,7 +296,7 @@ async function main(): Promise<void> {
       };
       rows.push(row);
       log(
-        `${sc.name} C=${c}: ${row.tokPerS.toFixed(1)} tok/s (${(100 * row.ratio).toFixed(0)}% of raw decode B=${c}: ${before.toFixed(1)} before, ${after.toFixed(1)} after), TTFT p50 ${row.ttftP50.toFixed(0)} ms p99 ${row.ttftP99.toFixed(0)} ms, ITL p50 ${row.itlP50.toFixed(1)} ms p99 ${row.itlP99.toFixed(1)} ms, lost ${row.lost}; cores: clients ${row.clientCores.toFixed(2)}, server JS ${row.serverJsCores.toFixed(2)}, server engine+other ${row.serverOtherCores.toFixed(2)}; native steps ${(100 * row.stepShare).toFixed(0)}% of the wall`,
+        `${sc.name} C=${c}: ${row.tokPerS.toFixed(1)} tok/s (${(100 * row.ratio).toFixed(0)}% of raw decode B=${c}: ${before.toFixed(1)} before, ${after.toFixed(1)} after), TTFT p50 ${row.ttftP50.toFixed(0)} ms p99 ${row.ttftP99.toFixed(0)} ms, ITL p50 ${row.itlP50.toFixed(1)} ms p99 ${row.itlP99.toFixed(1)} ms, prefilled ${row.prefillTokPerS.toFixed(0)} tok/s, pruned ${row.prunedPrompts} prompts (${row.prunedTokens} tokens; budgets ${row.simbaBudgets.join(' ')}), lost ${row.lost}; cores: clients ${row.clientCores.toFixed(2)}, server JS ${row.serverJsCores.toFixed(2)}, server engine+other ${row.serverOtherCores.toFixed(2)}; native steps ${(100 * row.stepShare).toFixed(0)}% of the wall`,
       );
     }
   }
@@ -280,15 +315,19 @@ async function main(): Promise<void> {
   };
   if (arg('json', '')) fs.writeFileSync(arg('json', ''), JSON.stringify(result, null, 2));
   const f = (x: unknown, d = 1) => (typeof x === 'number' ? x.toFixed(d) : String(x));
+  const prunedCell = (r: Record<string, unknown>) => {
+    const b = r.simbaBudgets as number[];
+    return b.length === 0 ? '0' : `${b.length} (${(b.reduce((a, x) => a + x, 0) / b.length).toFixed(2)})`;
+  };
   process.stdout.write(
     `simba serve load, ${result.shape}; native sampling ${(100 * result.samplingShareOfSteps).toFixed(2)}% of the server's step time\n\n`,
   );
   process.stdout.write(
-    '| scenario | C | streams | tok/s | raw sampled decode B=C tok/s (before+after)/2 | served / raw | TTFT p50 / p99 ms | ITL p50 / p99 ms | lost | cores: clients / server JS / engine | in native steps |\n|---|---|---|---|---|---|---|---|---|---|---|\n',
+    '| scenario | C | streams | tok/s | prefilled tok/s | raw sampled decode B=C tok/s (before+after)/2 | served / raw | TTFT p50 / p99 ms | ITL p50 / p99 ms | pruned prompts (mean budget) | lost | cores: clients / server JS / engine | in native steps |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n',
   );
   for (const r of rows)
     process.stdout.write(
-      `| ${r.scenario} | ${r.concurrency} | ${r.streams} | ${f(r.tokPerS)} | ${f(r.rawDecodeTokPerS)} | ${f(100 * (r.ratio as number), 0)}% | ${f(r.ttftP50, 0)} / ${f(r.ttftP99, 0)} | ${f(r.itlP50)} / ${f(r.itlP99)} | ${r.lost} | ${f(r.clientCores, 2)} / ${f(r.serverJsCores, 2)} / ${f(r.serverOtherCores, 2)} | ${f(100 * (r.stepShare as number), 0)}% |\n`,
+      `| ${r.scenario} | ${r.concurrency} | ${r.streams} | ${f(r.tokPerS)} | ${f(r.prefillTokPerS, 0)} | ${f(r.rawDecodeTokPerS)} | ${f(100 * (r.ratio as number), 0)}% | ${f(r.ttftP50, 0)} / ${f(r.ttftP99, 0)} | ${f(r.itlP50)} / ${f(r.itlP99)} | ${prunedCell(r)} | ${r.lost} | ${f(r.clientCores, 2)} / ${f(r.serverJsCores, 2)} / ${f(r.serverOtherCores, 2)} | ${f(100 * (r.stepShare as number), 0)}% |\n`,
     );
 }
 

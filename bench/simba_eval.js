@@ -13,6 +13,9 @@
  * (default ctx/4),
  * each prefilled (pruned) with logits at the last position only, and the perplexity of the
  * token that follows each window. Pruned tokens then never need to exit early.
+ * --chunk N (with --last-only) prefills each window in chunks of N tokens, each pruned on its own at
+ * the budget (raised to what the trapezoid reaches for N tokens), continuing the state: what
+ * `simba serve --simba-under-load` does to a prompt, one tick's chunk at a time.
  * Needs `npm run build:ts` first (reads dist/).
  */
 const fs = require('fs');
@@ -21,6 +24,7 @@ const { loadModel } = require('../dist/lib/engine/load');
 const { logProb } = require('../dist/lib/measure/eval');
 const { perplexity } = require('../dist/lib/measure/eval');
 const { budgetOptions } = require('../dist/lib/measure/bench');
+const { trapezoidFloor } = require('../dist/lib/engine/simba');
 
 function arg(name, def) {
   const i = process.argv.indexOf(`--${name}`);
@@ -36,6 +40,7 @@ function arg(name, def) {
   const criteria = arg('criteria', 'simba,simba-sum,local,norm,uniform,random').split(',');
   const out = arg('out');
   const lastOnly = process.argv.includes('--last-only');
+  const chunk = Number(arg('chunk', '0'));
   const model = await loadModel(modelDir);
   const ids = model.tokenizer.encode(fs.readFileSync(file, 'utf8'));
   const L = model.config.nLayer, info = model.info();
@@ -53,6 +58,20 @@ function arg(name, def) {
     let nll = 0, rel = 0;
     for (let b = 0; b < starts.length; b += batch) {
       const group = starts.slice(b, b + batch);
+      if (chunk > 0 && simba) {
+        // each chunk pruned on its own, at the budget (or the trapezoid's floor for its length)
+        const seqs = group.map(() => model.newSequence());
+        let res;
+        for (let off = 0; off < ctx; off += chunk) {
+          const n = Math.min(chunk, ctx - off);
+          const opts = { ...simba, flops: Math.min(1, Math.max(simba.flops, trapezoidFloor(L, n) + 1e-9)) };
+          res = await model.prefill(group.map((s, k) => ({ sequence: seqs[k], tokens: ids.slice(s + off, s + off + n) })),
+                                    { logits: off + n === ctx ? 'last' : 'none', simba: opts });
+          rel += res.reduce((a, r) => a + r.relFlops, 0) * (n / ctx);
+        }
+        res.forEach((r, k) => { nll -= logProb(r.logits[0], ids[group[k] + ctx]); r.sequence.dispose(); });
+        continue;
+      }
       const res = await model.prefill(group.map((s) => ({ tokens: ids.slice(s, s + ctx) })), { logits: 'last', simba });
       res.forEach((r, k) => { nll -= logProb(r.logits[0], ids[group[k] + ctx]); rel += r.relFlops; r.sequence.dispose(); });
     }

@@ -124,7 +124,7 @@ export class Metrics {
     );
     const budgets = hist(
       'simba_load_pruning_flops_ratio',
-      'Relative prefill FLOPs of the prompts pruned under load (--simba-under-load).',
+      'Budgets (relative prefill FLOPs) of the prompts pruned under load (--simba-under-load).',
       [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1],
     );
     const [misses, pruned] = [
@@ -154,10 +154,8 @@ export class Metrics {
         tickPrefillRatio.observe(t.prefillTokens / Math.max(1, t.prefillTokens + t.decodes));
         if (t.missed) misses.inc();
       },
-      loadPruned: (flops, tokens) => {
-        pruned.inc(tokens);
-        budgets.observe(flops);
-      },
+      loadPruned: (budget) => budgets.observe(budget),
+      prunedTokens: (n) => pruned.inc(n),
       cacheLookup: (hit, prompt, saved) => {
         cacheQueries.inc(prompt);
         cacheHits.inc(saved);

@@ -46,7 +46,7 @@ import { SimbaError } from '../errors';
 import { StopMatcher } from '../generate/stop';
 import * as v from '../validate';
 import { CostModel } from './cost_model';
-import { LOAD_HORIZON_SECONDS, loadBudget, planUnderLoad, type LoadPruning } from './load_pruning';
+import { chunkPlan, LOAD_HORIZON_SECONDS, loadBudget, loadPruningFor, recordChunk, type LoadPruning } from './load_pruning';
 import { byKey, DEFAULT_AGING_TICKS, prefillKey } from './prefill_order';
 import { snapshotPosition } from '../engine/sequence';
 import type { PrefixCache } from './prefix_cache';
@@ -72,7 +72,7 @@ export interface RequestUsage {
   promptTokens: number;
   completionTokens: number;
   cachedTokens: number;
-  /** Set when the scheduler pruned the prompt under load (simbaUnderLoad): the plan's relative FLOPs and the tokens pruned. */
+  /** Set when the scheduler pruned the prompt under load (simbaUnderLoad): the relative prefill FLOPs its chunks ran at and the tokens pruned. */
   simba?: { flops: number; prunedTokens: number };
 }
 
@@ -160,8 +160,10 @@ export interface SchedulerObserver {
   cacheLookup?(hit: boolean, promptTokens: number, savedTokens: number): void;
   /** After every tick that ran: its decode tokens, prompt tokens, seconds, and whether it missed the target. */
   tick?(t: TickReport): void;
-  /** A prompt pruned under load: the plan's relative FLOPs and the prompt tokens it pruned. */
-  loadPruned?(flops: number, prunedTokens: number): void;
+  /** A prompt to be pruned under load, at this budget (relative prefill FLOPs). */
+  loadPruned?(budget: number): void;
+  /** A chunk pruned under load pruned this many prompt tokens. */
+  prunedTokens?(tokens: number): void;
 }
 
 export interface TickReport {
@@ -223,8 +225,9 @@ interface Choice {
 interface Req {
   id: number;
   r: GenerationRequest;
-  /** The Simba plan its prompt runs with: the request's own, or the one load pruning chose. */
+  /** The request's own Simba pruning (its prompt in one call of its own). */
   simba: SimbaOptions | SimbaPlan | undefined;
+  /** Pruning under load (its prompt in pruned chunks). */
   load: LoadPruning | null;
   /** Tick count at submit, and prompt tokens found in the cache then (the prefill order's inputs). */
   arrivalTick: number;
@@ -586,10 +589,18 @@ export class Scheduler {
     const decodes = inputs.length;
     let budget = this.prefillShare(decodes);
     let simbaReq: Req | null = null;
+    let pruned: { req: Req; n: number } | null = null;
     let prefillTokens = 0;
     for (const req of this.ordered(this.running.filter((r) => r.phase === 'prefill' && !r.paused))) {
       if (budget <= 0) break;
-      if (!req.simba) {
+      if (req.load) {
+        // one chunk pruned under load per tick, in a call of its own: n tokens cost ~budget x n
+        if (pruned) continue;
+        const n = Math.min(req.r.prompt.length - req.pos, Math.max(1, Math.floor(budget / req.load.budget)));
+        pruned = { req, n };
+        budget -= Math.ceil(n * req.load.budget);
+        prefillTokens += n;
+      } else if (!req.simba) {
         const n = this.addChunk(req, budget, inputs, plan);
         budget -= n;
         prefillTokens += n;
@@ -602,6 +613,7 @@ export class Scheduler {
     }
     const t0 = this.clock();
     if (inputs.length > 0) await this.runStep(inputs, plan, undefined);
+    if (pruned) await this.runPrunedChunk(pruned.req, pruned.n);
     if (simbaReq) {
       const p: Planned[] = [{ kind: 'prefill', req: simbaReq, end: simbaReq.r.prompt.length, final: true }];
       // The only call of this request alone, and the longest (up to 65,536 tokens): a client that goes
@@ -618,7 +630,7 @@ export class Scheduler {
     const seconds = this.clock() - t0;
     this.counters.stepSeconds += seconds;
     this.counters.ticks++;
-    const ran = inputs.length > 0 || simbaReq !== null;
+    const ran = inputs.length > 0 || simbaReq !== null || pruned !== null;
     if (ran) {
       const missed = this.targetSeconds !== null && decodes > 0 && seconds > this.targetSeconds;
       if (missed) this.counters.targetMisses++;
@@ -626,6 +638,25 @@ export class Scheduler {
     }
     this.reap();
     return ran;
+  }
+
+  /** The next n prompt tokens of a request pruned under load, pruned on their own (load_pruning.ts). */
+  private async runPrunedChunk(req: Req, n: number): Promise<void> {
+    if (req.phase === 'done' || req.cancelled) return;
+    const end = req.pos + n;
+    const final = end === req.r.prompt.length;
+    const plan = chunkPlan(this.model.config, n, req.load!.budget);
+    const input = {
+      sequence: req.seq!,
+      tokens: req.r.prompt.slice(req.pos, end),
+      sample: final ? req.choices.map((c) => c.params) : undefined,
+    };
+    await this.runStep([input], [{ kind: 'prefill', req, end, final }], plan);
+    if (req.pos !== end) return; // the step failed
+    recordChunk(req.load!, plan);
+    const prunedNow = plan.T - plan.processed[plan.processed.length - 1];
+    this.counters.prunedTokens += prunedNow;
+    this.observer.prunedTokens?.(prunedNow);
   }
 
   /**
@@ -638,30 +669,28 @@ export class Scheduler {
     if (perToken === null || this.simbaUnderLoad === null) return;
     let tokens = this.remaining(req);
     for (const r of [...this.waiting, ...this.running])
-      if (r.phase === 'waiting' || r.phase === 'prefill') tokens += this.remaining(r) * (r.load?.flops ?? 1);
+      if (r.phase === 'waiting' || r.phase === 'prefill') tokens += this.remaining(r) * (r.load?.budget ?? 1);
     let decodes = 0;
     for (const r of this.running) if (r.phase === 'decode') decodes += r.choices.filter((c) => !c.finished).length;
     // the fraction of the wall time the target leaves for prefill: a tick's share over the whole tick
     const share = this.prefillShare(decodes) * perToken;
     const d = decodes === 0 ? 0 : (this.costModel.decodeSeconds(this.format, decodes) ?? 0);
     const allowed = share + d > 0 ? (LOAD_HORIZON_SECONDS * share) / (share + d) : LOAD_HORIZON_SECONDS;
-    const load = planUnderLoad(
+    const load = loadPruningFor(
       this.model.config,
       req.r.prompt.length,
       loadBudget(tokens * perToken, allowed, this.simbaUnderLoad),
     );
     if (!load) return;
     req.load = load;
-    req.simba = load.plan;
-    req.peeked = 0; // a pruned prompt is not cached
-    this.counters.prunedTokens += load.prunedTokens;
-    this.observer.loadPruned?.(load.flops, load.prunedTokens);
+    req.peeked = 0; // pruned chunks are not cached
+    this.observer.loadPruned?.(load.budget);
   }
 
   /** Asks the shared tier for a longer prefix than the local cache holds; the request waits for the answer. */
   private fetchShared(req: Req): void {
     const n = req.r.prompt.length;
-    if (!this.shared || req.simba || req.r.initialState || req.peeked >= n - 1) return;
+    if (!this.shared || req.simba || req.load || req.r.initialState || req.peeked >= n - 1) return;
     req.fetching = true;
     void this.shared
       .lookup('dense', req.r.prompt, req.peeked + 1, n - 1)
@@ -719,7 +748,7 @@ export class Scheduler {
 
   /** Whether prompt states go to the caches (every block of tokens and at the prompt's end). */
   private caching(req: Req): boolean {
-    return (this.cache?.enabled === true || this.shared !== null) && !req.simba;
+    return (this.cache?.enabled === true || this.shared !== null) && !req.simba && !req.load;
   }
 
   /** Plans the next prompt chunk of req within budget (ends on cache block boundaries); returns its size. */
@@ -875,7 +904,7 @@ export class Scheduler {
         promptTokens: req.r.prompt.length,
         completionTokens: req.completionTokens,
         cachedTokens: req.cached,
-        ...(req.load ? { simba: { flops: req.load.flops, prunedTokens: req.load.prunedTokens } } : {}),
+        ...(req.load ? { simba: { flops: req.load.flopTokens / req.load.tokens, prunedTokens: req.load.prunedTokens } } : {}),
       },
       ...(final ? { final } : {}),
     });

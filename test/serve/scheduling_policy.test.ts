@@ -4,16 +4,23 @@
  * and deterministic: the model's step() advances a fake clock by a linear cost of what it ran, and
  * the scheduler reads that clock, so every tick's time is known exactly (the outputs are real).
  */
-import { rngFromSeed, type LanguageModel, type SamplingParams, type StepInput, type StepOptions } from '../../lib/engine/lm';
+import {
+  rngFromSeed,
+  type LanguageModel,
+  type SamplingParams,
+  type SimbaPlan,
+  type StepInput,
+  type StepOptions,
+} from '../../lib/engine/lm';
 import { loadModel, randomModel } from '../../lib/engine/load';
 import type { MambaModel } from '../../lib/engine/model';
 import { CostModel } from '../../lib/serve/cost_model';
-import { DENSE_ABOVE, loadBudget, planUnderLoad } from '../../lib/serve/load_pruning';
+import { chunkPlan, DENSE_ABOVE, loadBudget, loadPruningFor } from '../../lib/serve/load_pruning';
 import { byKey, prefillKey } from '../../lib/serve/prefill_order';
 import { Scheduler, type RequestUsage, type TickReport } from '../../lib/serve/scheduler';
 import { randomConfig } from '../reference/random_model';
 
-/** Fake step cost: 2 ms + 1 ms per input (sequence) + 0.1 ms per token. */
+/** Fake step cost: 2 ms + 1 ms per input (sequence) + 0.1 ms per token (times the relative FLOPs of a Simba plan). */
 const COST = { base: 0.002, perInput: 0.001, perToken: 0.0001 };
 
 /** The model with a fake clock that its step() advances by COST. */
@@ -22,7 +29,8 @@ function timed(m: LanguageModel): { model: LanguageModel; clock: () => number } 
   const step = async (inputs: StepInput[], opts?: StepOptions) => {
     const r = await m.step(inputs, opts);
     const tokens = inputs.reduce((a, i) => a + i.tokens.length, 0);
-    t += COST.base + COST.perInput * inputs.length + COST.perToken * tokens;
+    const rel = (opts?.simba as SimbaPlan | undefined)?.relFlops ?? 1;
+    t += COST.base + COST.perInput * inputs.length + COST.perToken * tokens * rel;
     return r;
   };
   const model = new Proxy(m, {
@@ -111,13 +119,15 @@ describe('cost model', () => {
     expect(loadBudget(1, 0.8, 0.6)).toBeCloseTo(0.8, 12);
     expect(loadBudget(3.2, 0.8, 0.6)).toBe(0.6);
     const cfg = randomConfig({ dModel: 32, nLayer: 8, vocabSize: 128 });
-    expect(planUnderLoad(cfg, 1000, 1)).toBeNull();
-    expect(planUnderLoad(cfg, 100, 0.6)).toBeNull(); // short prompts stay dense
-    const p = planUnderLoad(cfg, 1000, 0.7)!;
-    expect(p.flops).toBeGreaterThan(0.65);
-    expect(p.flops).toBeLessThanOrEqual(DENSE_ABOVE);
-    expect(p.prunedTokens).toBeGreaterThan(0);
-    expect(planUnderLoad(cfg, 1000, 0.1)!.flops).toBeGreaterThan(0.5); // raised to the trapezoid's floor
+    expect(loadPruningFor(cfg, 1000, 1)).toBeNull();
+    expect(loadPruningFor(cfg, 100, 0.6)).toBeNull(); // short prompts stay dense
+    expect(loadPruningFor(cfg, 1000, 0.7)).toMatchObject({ budget: 0.7, tokens: 0, prunedTokens: 0 });
+    const p = chunkPlan(cfg, 300, 0.7);
+    expect(p.T).toBe(300);
+    expect(p.relFlops).toBeGreaterThan(0.65);
+    expect(p.relFlops).toBeLessThan(0.75);
+    expect(chunkPlan(cfg, 300, 0.1).relFlops).toBeGreaterThan(0.5); // raised to the trapezoid's floor
+    expect(chunkPlan(cfg, 1, 0.6).relFlops).toBe(1); // one token cannot be pruned
   });
 });
 
@@ -218,24 +228,35 @@ describe('scheduler under a latency target (fake timings)', () => {
     const { model, clock } = timed(tiny);
     const runWith = async (simbaUnderLoad: number | undefined) => {
       const pruned: number[] = [];
+      const ticks: TickReport[] = [];
       const s = new Scheduler(model, {
         itlTargetMs: 20,
         clock,
         ...(simbaUnderLoad !== undefined ? { simbaUnderLoad } : {}),
-        observer: { loadPruned: (f) => pruned.push(f) },
+        observer: { loadPruned: (b) => pruned.push(b), tick: (t) => ticks.push(t) },
       });
-      // learn the costs first (one request), then a burst of long prompts: 20 x 1500 tokens at
-      // ~0.1 ms a token is ~3 s of prefill, over the 1 s the target allows
+      // learn the costs first (one request), then a burst of long prompts beside 4 decoding streams:
+      // 20 x 1500 tokens at ~0.1 ms a token is ~3 s of prefill, over what the target allows in 1 s
       await submit(s, ramp(600, 1, V), 2).done;
+      const streams = Array.from({ length: 4 }, (_, i) => submit(s, ramp(8, 40 + i, V), 150));
+      while (streams.some((t) => t.tokens.length < 2)) await new Promise((r) => setImmediate(r));
+      const from = ticks.length;
       const burst = Array.from({ length: 20 }, (_, i) => submit(s, ramp(1500, 10 + i, V), 3));
       await Promise.all(burst.map((b) => b.done));
-      return { s, pruned, burst };
+      await Promise.all(streams.map((b) => b.done));
+      return { s, pruned, burst, ticks: ticks.slice(from).filter((t) => t.decodes > 0 && t.prefillTokens > 0) };
     };
     const off = await runWith(undefined);
     expect(off.s.counters.prunedTokens).toBe(0);
     expect(off.pruned).toEqual([]);
     for (const b of off.burst) expect(b.usage!.simba).toBeUndefined();
     const on = await runWith(0.6);
+    // pruned chunks keep the target: a tick holding decodes and a pruned chunk pays one more call's
+    // overhead (3 ms here), so within 1.2x
+    expect(on.ticks.length).toBeGreaterThan(20);
+    for (const t of [...on.ticks, ...off.ticks]) expect(t.seconds).toBeLessThanOrEqual(1.2 * 0.02);
+    // and the burst is prefilled in fewer ticks than dense
+    expect(on.ticks.length).toBeLessThan(off.ticks.length);
     expect(on.pruned.length).toBeGreaterThan(0);
     expect(on.s.counters.prunedTokens).toBeGreaterThan(0);
     for (const f of on.pruned) {
