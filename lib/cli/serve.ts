@@ -45,6 +45,7 @@ interface ServeFlags extends ServedModelFlags {
   stateTtl: number;
   stateStoreMb: number;
   stateTimeoutMs: number;
+  responseTtl: number;
   replicaId?: string;
   redis?: string;
   redisPrefix: string;
@@ -96,7 +97,14 @@ async function cmdServe(f: ServeFlags): Promise<void> {
     simba: f.simbaFlops !== undefined ? { flops: f.simbaFlops } : undefined,
     maxPromptTokens: f.maxPromptTokens,
     stateStore: storeUrl
-      ? { url: storeUrl, prefix: f.statePrefix, ttlSeconds: f.stateTtl, maxMb: f.stateStoreMb, timeoutMs: f.stateTimeoutMs }
+      ? {
+          url: storeUrl,
+          prefix: f.statePrefix,
+          ttlSeconds: f.stateTtl,
+          maxMb: f.stateStoreMb,
+          timeoutMs: f.stateTimeoutMs,
+          responseTtlSeconds: f.responseTtl,
+        }
       : undefined,
     replicaId: f.replicaId ?? process.env.SIMBA_REPLICA_ID,
     batch: batchUrl
@@ -177,6 +185,12 @@ export function addServeCommand(program: Command): void {
     .option('--state-ttl <s>', 'seconds a prefix state lives in the state store', intArg(1, 365 * 86400), 3600)
     .option('--state-store-mb <n>', 'size cap of the prefix states in the state store, MiB', intArg(1), 1024)
     .option('--state-timeout-ms <n>', 'the most a lookup waits for the state store', intArg(1, 60000), 250)
+    .option(
+      '--response-ttl <s>',
+      'seconds a stored response (POST /v1/responses) lives in the state store',
+      intArg(1, 365 * 86400),
+      30 * 86400,
+    )
     .option('--replica-id <id>', 'this replica in /metrics and x-simba-replica (or SIMBA_REPLICA_ID; default host-pid)')
     .option(
       '--redis <url>',

@@ -44,6 +44,13 @@ export const notFound = (message: string, code = 'not_found', param: string | nu
   new ApiError(404, message, 'not_found_error', param, code);
 export const unavailable = (message: string, code: string) => new ApiError(503, message, 'service_unavailable', null, code);
 
+/** A request the scheduler refused: 429 (queue full, with Retry-After) or 503 (shutting down). */
+export function refused(kind: 'queue_full' | 'shutting_down', message: string, retryAfter: number): ApiError {
+  if (kind === 'queue_full')
+    return new ApiError(429, message, 'rate_limit_error', null, 'queue_full', { 'retry-after': String(retryAfter) });
+  return unavailable(message, 'shutting_down');
+}
+
 /**
  * fastify's own errors by code: the status, our error code and the message a client reads. Every
  * error fastify raises (body parsing, routing, framework errors) goes through toApiError.

@@ -19,6 +19,8 @@
  *   const spec = parseCompletion(body, ctx);     // throws ApiError
  *   const json = completionResponse(spec, id, created, choices, usage);
  */
+import type { ServerResponse } from 'http';
+
 import { checkSimba, rngFromSeed, type SamplingParams, type SimbaOptions, type SimbaPlan, type Tokenizer } from '../engine/lm';
 import type { StreamDecoder } from '../checkpoint/tokenizer';
 import type { ChatMessage, ChatTemplate } from '../checkpoint/chat_template';
@@ -224,6 +226,28 @@ function grammarField(b: Body, ctx: ParseContext) {
   return asParam('grammar', () => compileCached('', gbnf, tok, tok.eosTokenId ?? ctx.config.eosTokenId));
 }
 
+/** The `model` field: required, and the model this server serves (404 otherwise). */
+export function checkModelField(b: Body, modelName: string): void {
+  if (typeof b.model !== 'string') throw badParam('model', 'is required (a string: see GET /v1/models)', 'missing_model');
+  if (b.model !== modelName)
+    throw notFound(
+      `the model '${b.model.slice(0, 100)}' does not exist (this server serves '${modelName}')`,
+      'model_not_found',
+      'model',
+    );
+}
+
+/** Sends the head of an SSE response now (not with the first event: a queued request's client knows it was accepted). */
+export function startEventStream(raw: ServerResponse): void {
+  raw.writeHead(200, {
+    'content-type': 'text/event-stream; charset=utf-8',
+    'cache-control': 'no-cache',
+    connection: 'keep-alive',
+    'x-accel-buffering': 'no',
+  });
+  raw.flushHeaders();
+}
+
 /** The fields both routes share. */
 function common(
   b: Body,
@@ -233,13 +257,7 @@ function common(
   simba: SimbaOptions | undefined;
   simbaFromServer: boolean;
 } {
-  if (typeof b.model !== 'string') throw badParam('model', 'is required (a string: see GET /v1/models)', 'missing_model');
-  if (b.model !== ctx.modelName)
-    throw notFound(
-      `the model '${b.model.slice(0, 100)}' does not exist (this server serves '${ctx.modelName}')`,
-      'model_not_found',
-      'model',
-    );
+  checkModelField(b, ctx.modelName);
   const maxKey = kind === 'chat' && field(b, 'max_completion_tokens') !== undefined ? 'max_completion_tokens' : 'max_tokens';
   const maxTokens =
     asParam(maxKey, () => v.int('', maxKey, field(b, maxKey), 1, ctx.maxTokensLimit)) ??

@@ -24,13 +24,14 @@ import type { ChatTemplate } from '../checkpoint/chat_template';
 import { chatTemplate, PLAIN_CHAT_TEMPLATE } from '../checkpoint/chat_template';
 import type { LanguageModel, SimbaOptions, Tokenizer } from '../engine/lm';
 import * as v from '../validate';
-import { ApiError, clientError, notFound, rawErrorResponse, toApiError, unavailable } from './errors';
+import { ApiError, clientError, notFound, rawErrorResponse, refused, toApiError, unavailable } from './errors';
 import { Metrics } from './metrics';
 import {
   chatLogprobs,
   completionLogprobs,
   parseChat,
   parseCompletion,
+  startEventStream,
   TextOffsets,
   usageOf,
   type ChoiceOutput,
@@ -39,6 +40,8 @@ import {
 } from './openai';
 import { PrefixCache } from './prefix_cache';
 import { checkPolicyOptions, Scheduler, SchedulerRejection, type RequestEvent, type RequestHandle } from './scheduler';
+import { registerResponses } from './responses/route';
+import { MemoryResponseStore, RedisResponseStore, type ResponseStore } from './responses/store';
 import { modelFingerprint } from './state_tier/fingerprint';
 import { registerTierMetrics } from './state_tier/metrics';
 import { checkStateStoreOptions, RedisStateTier, type StateStoreOptions } from './state_tier/redis_tier';
@@ -105,6 +108,8 @@ export class SimbaServer {
   cache: PrefixCache | null = null;
   /** The shared tier (with stateStore), once the model is loaded. */
   tier: RedisStateTier | null = null;
+  /** Stored responses (Responses API): in Redis with a state store, else in process. */
+  responses: ResponseStore | null = null;
   /** The model fingerprint (state_tier/fingerprint.ts), once the model is loaded. */
   fingerprint = '';
   readonly replicaId: string;
@@ -174,6 +179,9 @@ export class SimbaServer {
     this.fingerprint = await modelFingerprint(model);
     if (this.state !== 'loading') return;
     if (this.storeOptions) this.tier = new RedisStateTier(this.storeOptions, this.fingerprint, o.log);
+    this.responses = this.tier
+      ? new RedisResponseStore(this.tier, this.storeOptions!.responseTtlSeconds)
+      : new MemoryResponseStore();
     const tokenizer = o.tokenizer !== undefined ? o.tokenizer : model.tokenizer;
     const maxRunning = o.maxRunning ?? 32;
     this.cache = new PrefixCache({ maxBytes: (o.cacheMb ?? 512) * 2 ** 20, blockTokens: o.cacheBlockTokens ?? 256 });
@@ -300,6 +308,7 @@ export class SimbaServer {
     app.post('/v1/completions', (req, reply) => this.generate('completion', req, reply));
     app.post('/v1/chat/completions', (req, reply) => this.generate('chat', req, reply));
     registerBatchRoutes(app, this.batch);
+    registerResponses(app, { live: () => this.live(), store: () => this.responses!, retryAfter: this.opts.retryAfter ?? 1 });
   }
 
   /**
@@ -351,13 +360,7 @@ export class SimbaServer {
       });
     } catch (e) {
       for (const h of handles) h.cancel();
-      if (e instanceof SchedulerRejection) {
-        if (e.kind === 'queue_full') {
-          const retry = String(this.opts.retryAfter ?? 1);
-          throw new ApiError(429, e.message, 'rate_limit_error', null, 'queue_full', { 'retry-after': retry });
-        }
-        throw unavailable(e.message, 'shutting_down');
-      }
+      if (e instanceof SchedulerRejection) throw refused(e.kind, e.message, this.opts.retryAfter ?? 1);
       throw e;
     }
     const cancelAll = () => {
@@ -497,14 +500,7 @@ class Run {
 
   startStream(raw: ServerResponse): void {
     this.raw = raw;
-    raw.writeHead(200, {
-      'content-type': 'text/event-stream; charset=utf-8',
-      'cache-control': 'no-cache',
-      connection: 'keep-alive',
-      'x-accel-buffering': 'no',
-    });
-    // the head goes out now, not with the first token: a queued request's client knows it was accepted
-    raw.flushHeaders();
+    startEventStream(raw);
     if (this.kind === 'chat')
       this.outs.forEach((_, index) =>
         this.send({ index, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }),

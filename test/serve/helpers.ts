@@ -1,5 +1,8 @@
 /** Helpers of the server tests: a server on 127.0.0.1:0, metrics parsing, polling, raw POSTs. */
+import { loadModel } from '../../lib/engine/load';
+import type { MambaModel } from '../../lib/engine/model';
 import { createServer, type ServerOptions, type SimbaServer } from '../../lib/serve/server';
+import { startRedis, type RedisServer } from '../helpers/redis_server';
 
 export interface Running {
   server: SimbaServer;
@@ -80,4 +83,29 @@ export function isOpenAIError(j: unknown): boolean {
     (e.code === null || typeof e.code === 'string') &&
     Object.keys(e).sort().join() === 'code,message,param,type'
   );
+}
+
+/**
+ * The shipped model and a real redis-server for a test file: loaded / started in beforeAll, freed /
+ * stopped in afterAll. Read them through the getters inside tests.
+ */
+export function modelAndRedis(): { readonly model: MambaModel; readonly redis: RedisServer } {
+  let model: MambaModel | null = null;
+  let redis: RedisServer | null = null;
+  beforeAll(async () => {
+    model = await loadModel();
+    redis = await startRedis();
+  });
+  afterAll(async () => {
+    await redis?.stop();
+    model?.dispose();
+  });
+  return {
+    get model() {
+      return model!;
+    },
+    get redis() {
+      return redis!;
+    },
+  };
 }

@@ -15,20 +15,13 @@ import { decodeState, encodeState, prefixDigest, StateRejected } from '../../lib
 import { modelFingerprint } from '../../lib/serve/state_tier/fingerprint';
 import { checkStateStoreOptions, redactUrl } from '../../lib/serve/state_tier/redis_tier';
 import { startRedis, type RedisServer } from '../helpers/redis_server';
-import { metrics, post, start, until, type Running } from './helpers';
+import { metrics, post, start, until, type Running, modelAndRedis } from './helpers';
 
+const env = modelAndRedis();
 let model: MambaModel;
 let redis: RedisServer;
+beforeAll(() => ({ model, redis } = env));
 const NAME = 'brown-mamba-s';
-
-beforeAll(async () => {
-  model = await loadModel();
-  redis = await startRedis();
-});
-afterAll(async () => {
-  await redis.stop();
-  model.dispose();
-});
 
 /** Deterministic token ids in [1, 4096): a long prompt without tokenizing text. */
 function ids(n: number, seed: number): number[] {

@@ -97,6 +97,12 @@ export function encodeState(id: StateIdentity & { snapshot: Buffer }): Buffer {
   return out;
 }
 
+/** The position a value's header announces (unchecked: decodeState checks it), -1 for a value too short. */
+export function valuePosition(value: Buffer): number {
+  if (value.byteLength < STATE_HEADER_BYTES) return -1;
+  return value.readUInt32LE(W.posLo * 4) + value.readUInt32LE(W.posHi * 4) * 2 ** 32;
+}
+
 /** The snapshot of a value after every check (a view into `value`); StateRejected otherwise. */
 export function decodeState(value: Buffer, want: StateIdentity): Buffer {
   if (value.byteLength < STATE_HEADER_BYTES)

@@ -39,9 +39,11 @@ export interface StateStoreOptions {
   timeoutMs?: number;
   /** States waiting to be written, MiB (default 64): beyond it new writes are dropped (counted). */
   writeQueueMb?: number;
+  /** Seconds a stored response (Responses API, store: true) lives in Redis (default 30 days). */
+  responseTtlSeconds?: number;
 }
 
-const STORE_KEYS = ['url', 'prefix', 'ttlSeconds', 'maxMb', 'timeoutMs', 'writeQueueMb'] as const;
+const STORE_KEYS = ['url', 'prefix', 'ttlSeconds', 'maxMb', 'timeoutMs', 'writeQueueMb', 'responseTtlSeconds'] as const;
 /** Candidate lengths a lookup asks about at most, and distinct lengths remembered per namespace. */
 const MAX_CANDIDATES = 32;
 const MAX_LENGTHS = 4096;
@@ -63,6 +65,7 @@ export function checkStateStoreOptions(where: string, o: unknown): Required<Stat
     maxMb: v.int(where, 'stateStore.maxMb', s.maxMb, 1) ?? 1024,
     timeoutMs: v.int(where, 'stateStore.timeoutMs', s.timeoutMs, 1, 60000) ?? 250,
     writeQueueMb: v.int(where, 'stateStore.writeQueueMb', s.writeQueueMb, 1) ?? 64,
+    responseTtlSeconds: v.int(where, 'stateStore.responseTtlSeconds', s.responseTtlSeconds, 1, 365 * 86400) ?? 30 * 86400,
   };
 }
 
@@ -298,8 +301,29 @@ export class RedisStateTier {
 
   /** Counts a refused value and deletes it (in the background). */
   reject(reason: RejectReason, key: string): void {
-    this.rejected[reason] = (this.rejected[reason] ?? 0) + 1;
+    this.countRejected(reason);
     this.writer.del(key).catch(() => undefined);
+  }
+
+  countRejected(reason: RejectReason): void {
+    this.rejected[reason] = (this.rejected[reason] ?? 0) + 1;
+  }
+
+  /** Writes a hash of binary fields at PREFIX:{FP}:rest with a TTL (stored responses); rejects when Redis fails. */
+  async putHash(rest: string, fields: Record<string, Buffer>, ttlMs: number): Promise<void> {
+    const key = this.key(rest);
+    await this.writer.multi().del(key).hset(key, fields).pexpire(key, ttlMs).exec();
+  }
+
+  /** The hash at PREFIX:{FP}:rest (null: none); rejects when Redis fails or takes more than timeoutMs. */
+  async getHash(rest: string): Promise<Record<string, Buffer> | null> {
+    const h = await this.reader.hgetallBuffer(this.key(rest));
+    return Object.keys(h).length > 0 ? h : null;
+  }
+
+  /** Deletes PREFIX:{FP}:rest; whether it existed. */
+  async deleteKey(rest: string): Promise<boolean> {
+    return (await this.writer.del(this.key(rest))) > 0;
   }
 
   /** Queues the state after `prefix` for writing; returns at once. */
