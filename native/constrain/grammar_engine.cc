@@ -29,14 +29,28 @@ void GrammarEngine::walk(const MatchPosition& m, uint64_t* out) {
   std::memset(out, 0, mask_words() * sizeof(uint64_t));
   frames_[0] = m;
   const int32_t n = (int32_t)t.byte.size();
+  const uint8_t* bytes = t.byte.data();
+  const int32_t *depth = t.depth.data(), *end = t.end.data(), *tok = t.tok_begin.data(), *ids = t.ids.data();
+  MatchPosition* frames = frames_.data();
   for (int32_t i = 1; i < n;) {
-    MatchPosition f = frames_[t.depth[i] - 1];
-    if (!step(f.state, f.utf8, t.byte[i])) {
-      i = t.end[i];
-      continue;
+    const MatchPosition& parent = frames[depth[i] - 1];
+    MatchPosition& f = frames[depth[i]];
+    const uint8_t b = bytes[i];
+    if (parent.utf8.need == 0 && b < 0x80) {  // an ASCII character: one cached transition
+      f.state = states_.next(parent.state, b);
+      f.utf8 = parent.utf8;
+      if (f.state == ParseStates::kDead) {
+        i = end[i];
+        continue;
+      }
+    } else {
+      f = parent;
+      if (!step(f.state, f.utf8, b)) {
+        i = end[i];
+        continue;
+      }
     }
-    frames_[t.depth[i]] = f;
-    for (int32_t k = t.tok_begin[i]; k < t.tok_begin[i + 1]; k++) out[t.ids[k] >> 6] |= 1ull << (t.ids[k] & 63);
+    for (int32_t k = tok[i]; k < tok[i + 1]; k++) out[ids[k] >> 6] |= 1ull << (ids[k] & 63);
     i++;
   }
   if (t.eos >= 0 && m.utf8.need == 0 && states_.accepting(m.state)) out[t.eos >> 6] |= 1ull << (t.eos & 63);

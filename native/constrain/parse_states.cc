@@ -17,7 +17,7 @@ size_t ParseStates::KeyHash::operator()(const std::vector<int32_t>& k) const {
 
 ParseStates::ParseStates(std::shared_ptr<const Grammar> g) : g_(std::move(g)) {
   states_.emplace_back();  // kDead
-  states_.back().ascii.fill(kDead);
+  ascii_.assign(128, kDead);
   std::vector<Stack> start;
   for (int32_t a : g_->rules[g_->root]) {
     Stack s{a};
@@ -84,18 +84,15 @@ int32_t ParseStates::intern(std::vector<Stack>& stacks) {
   std::sort(st.tops.begin(), st.tops.end());
   st.tops.erase(std::unique(st.tops.begin(), st.tops.end()), st.tops.end());
   st.stacks = std::move(stacks);
-  st.ascii.fill(-1);
   const int32_t id = (int32_t)states_.size();
   states_.push_back(std::move(st));
+  ascii_.resize(ascii_.size() + 128, -1);
   ids_.emplace(std::move(key), id);
   return id;
 }
 
-int32_t ParseStates::next(int32_t state, uint32_t cp) {
-  if (cp < 128) {
-    const int32_t c = states_[state].ascii[cp];
-    if (c >= 0) return c;
-  } else {
+int32_t ParseStates::next_slow(int32_t state, uint32_t cp) {
+  if (cp >= 128) {
     auto it = next_.find((uint64_t)state << 21 | cp);
     if (it != next_.end()) return it->second;
   }
@@ -108,7 +105,7 @@ int32_t ParseStates::next(int32_t state, uint32_t cp) {
     expand(t, out, 0);
   }
   const int32_t id = intern(out);
-  if (cp < 128) states_[state].ascii[cp] = id;
+  if (cp < 128) ascii_[(size_t)state * 128 + cp] = id;
   else next_[(uint64_t)state << 21 | cp] = id;
   return id;
 }

@@ -7,7 +7,6 @@
 // complete. State 0 is the dead state (no stack), 1 the start.
 // Not thread-safe: GrammarEngine guards it.
 #pragma once
-#include <array>
 #include <cstdint>
 #include <deque>
 #include <memory>
@@ -33,7 +32,13 @@ class ParseStates {
 
   static constexpr int32_t kDead = 0, kStart = 1;
   // The state after `cp` (kDead when no stack accepts it). Throws E_ARG past the limits.
-  int32_t next(int32_t state, uint32_t cp);
+  int32_t next(int32_t state, uint32_t cp) {
+    if (cp < 128) {
+      const int32_t c = ascii_[(size_t)state * 128 + cp];
+      if (c >= 0) return c;
+    }
+    return next_slow(state, cp);
+  }
   bool accepting(int32_t state) const { return states_[state].accepting; }
   // Some stack still has a character to match.
   bool can_continue(int32_t state) const { return !states_[state].tops.empty(); }
@@ -47,17 +52,18 @@ class ParseStates {
     std::vector<Stack> stacks;
     std::vector<int32_t> tops;  // the class of each non-empty stack's top
     bool accepting = false;
-    std::array<int32_t, 128> ascii;  // cached next() on ASCII, -1 = not computed yet
   };
   struct KeyHash {
     size_t operator()(const std::vector<int32_t>& k) const;
   };
 
+  int32_t next_slow(int32_t state, uint32_t cp);
   void expand(Stack& s, std::vector<Stack>& out, int chain);
   int32_t intern(std::vector<Stack>& stacks);
 
   std::shared_ptr<const Grammar> g_;
   std::deque<State> states_;
+  std::vector<int32_t> ascii_;  // [state * 128 + c]: next() on ASCII c, -1 = not computed yet
   std::unordered_map<std::vector<int32_t>, int32_t, KeyHash> ids_;
   std::unordered_map<uint64_t, int32_t> next_;  // (state << 21 | cp) -> state, for cp >= 128
   size_t work_ = 0;                             // expansion steps of the transition being computed

@@ -53,7 +53,8 @@ struct Utf8Cursor {
     return kPartial;
   }
 
-  uint32_t key() const { return value | (uint32_t)need << 21 | (uint32_t)len << 24; }
+  // Identifies the incomplete character (0 between characters).
+  uint32_t key() const { return need == 0 ? 0 : value | (uint32_t)need << 21 | (uint32_t)len << 24; }
 };
 
 }  // namespace constrain
