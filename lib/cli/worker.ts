@@ -30,9 +30,16 @@ const log = (s: string) => process.stderr.write(`simba worker: ${s}\n`);
 async function cmdWorker(f: WorkerFlags): Promise<void> {
   const url = redisUrl(f.redis);
   if (url === undefined) throw new CliError('--redis URL (or SIMBA_REDIS_URL) is required', 2);
-  const m = await servedModel(f);
-  const server = createServer({ ...m, maxRunning: f.maxRunning, maxPromptTokens: f.maxPromptTokens });
+  // the URL and prefix are checked before the model loads
   const service = openBatchService({ redis: url, prefix: f.redisPrefix }, 'simba worker');
+  let m: Awaited<ReturnType<typeof servedModel>>;
+  try {
+    m = await servedModel(f);
+  } catch (e) {
+    await service.close();
+    throw e;
+  }
+  const server = createServer({ ...m, maxRunning: f.maxRunning, maxPromptTokens: f.maxPromptTokens });
   const shutdown = async (workerToo: BatchWorker | null) => {
     await workerToo?.close();
     await server.shutdown(f.grace * 1000);

@@ -5,7 +5,7 @@
  * single request's at temperature 0; the password appears in no log line; SIGTERM stops a worker
  * cleanly.
  */
-import { spawn, type ChildProcess } from 'child_process';
+import { spawn, spawnSync, type ChildProcess } from 'child_process';
 import * as path from 'path';
 import { QueueEvents } from 'bullmq';
 
@@ -131,3 +131,23 @@ test('200 requests, 2 workers, one SIGKILLed mid-way: 200 results, each once, eq
   }
   expect(workers[1].stderr()).toMatch(/SIGTERM: finishing[\s\S]*stopped/);
 }, 180000);
+
+test('simba worker refuses a missing or malformed --redis (exit 2), without echoing the URL', () => {
+  const run = (args: string[]) =>
+    spawnSync(process.execPath, [CLI, 'worker', ...args], {
+      cwd: ROOT,
+      env: { ...process.env, SIMBA_REDIS_URL: '' },
+      encoding: 'utf8',
+      timeout: 30000,
+    });
+  const none = run([]);
+  expect(none.status).toBe(2);
+  expect(none.stderr).toMatch(/--redis URL \(or SIMBA_REDIS_URL\) is required/);
+  const http = run(['--redis', `http://user:${PASSWORD}@127.0.0.1:1`]);
+  expect(http.status).toBe(2);
+  expect(http.stderr).toMatch(/must start with redis:\/\/ or rediss:\/\//);
+  expect(http.stderr).not.toContain(PASSWORD);
+  const prefix = run(['--redis', 'redis://127.0.0.1:1', '--redis-prefix', 'a b']);
+  expect(prefix.status).toBe(2);
+  expect(prefix.stderr).toMatch(/prefix must be 1-64 letters/);
+});
