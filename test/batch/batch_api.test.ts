@@ -329,3 +329,32 @@ test('multipart bodies: fields and files; malformed ones are 400 naming the prob
     Array.from({ length: 17 }, (_, i) => `--b\r\nContent-Disposition: form-data; name="f${i}"\r\n\r\nv\r\n`).join('') + '--b--';
   expect(() => parseMultipart(Buffer.from(parts), 'multipart/form-data; boundary=b')).toThrow(/more than 16 parts/);
 });
+
+test('a batch of /v1/responses requests: each output body is the response a single request gets', async () => {
+  const lines = Array.from({ length: 3 }, (_, i) => ({
+    custom_id: `resp-${i}`,
+    method: 'POST',
+    url: '/v1/responses',
+    body: { model: 'm', input: `Tell me about item ${i}`, max_output_tokens: 6, temperature: 0, store: false },
+  }));
+  const file = await client.files.create({ file: await toFile(Buffer.from(jsonl(lines)), 'resp.jsonl'), purpose: 'batch' });
+  const created = await client.batches.create({ input_file_id: file.id, endpoint: '/v1/responses', completion_window: '24h' });
+  const b = await waitForBatch(srv.url, created.id, ['completed', 'failed'], 30000, AUTH);
+  expect(b).toMatchObject({ status: 'completed', request_counts: { total: 3, completed: 3, failed: 0 } });
+  const out = parseJsonl(await (await client.files.content(b.output_file_id as string)).text());
+  expect(out.map((o) => o.custom_id)).toEqual(lines.map((l) => l.custom_id));
+  const text = (body: Record<string, unknown>) =>
+    (body.output as { content: { text: string }[] }[]).map((m) => m.content.map((c) => c.text).join('')).join('');
+  for (const [i, o] of out.entries()) {
+    const single = await post(srv.url, '/v1/responses', JSON.stringify(lines[i].body), AUTH);
+    expect(single.status).toBe(200);
+    const body = (o.response as { status_code: number; body: Record<string, unknown> }).body;
+    expect(body.object).toBe('response');
+    expect({ text: text(body), usage: body.usage, status: body.status }).toEqual({
+      text: text(single.json),
+      usage: single.json.usage,
+      status: single.json.status,
+    });
+    expect(text(body).length).toBeGreaterThan(0);
+  }
+});
