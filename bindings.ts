@@ -139,6 +139,8 @@ export interface NativeEngineInfo {
   bf16: boolean;
   /** int8 weights (CPU engine). */
   int8?: boolean;
+  /** int4 weights (CPU engine). */
+  int4?: boolean;
   /** CPU kernel build ('avx512', 'avx2', 'sse2'), or 'cuda'. */
   isa: string;
   threads: number;
@@ -223,7 +225,7 @@ export interface NativeEngine {
 
 /** Single-kernel entry points (synchronous, small inputs), used by the kernel tests. */
 export interface NativeKernels {
-  /** format (default from bf16): 'f32' | 'bf16' | 'int8' weights. */
+  /** format (default from bf16): 'f32' | 'bf16' | 'int8' | 'int4' weights. */
   gemm(a: {
     A: Float32Array;
     W: Float32Array;
@@ -232,8 +234,10 @@ export interface NativeKernels {
     N: number;
     K: number;
     bf16?: boolean;
-    format?: 'f32' | 'bf16' | 'int8';
+    format?: 'f32' | 'bf16' | 'int8' | 'int4';
   }): Float32Array;
+  /** W [N, K] packed in the format and read back as the GEMM sees it (the quantized values). */
+  dequantize(a: { W: Float32Array; N: number; K: number; format: 'f32' | 'bf16' | 'int8' | 'int4' }): Float32Array;
   rmsnorm(a: { x: Float32Array; w: Float32Array; rows: number; d: number; eps: number }): Float32Array;
   conv1d(a: {
     x: Float32Array;
@@ -278,7 +282,7 @@ export interface NativeKernels {
     M: number;
     N: number;
     K: number;
-    format: 'f32' | 'bf16' | 'int8';
+    format: 'f32' | 'bf16' | 'int8' | 'int4';
     reps?: number;
     minSeconds?: number;
   }): Promise<{ seconds: number; path: string }>;
@@ -364,11 +368,14 @@ export interface NativeTensorSpec {
  * 'E_CONFIG', 'E_OOM', 'E_CUDA', 'E_DISPOSED' or 'E_NATIVE' (lib/errors.ts fromNative keeps it).
  */
 export interface NativeAddon {
-  Engine: new (config: NativeConfig, options: { bf16: boolean; int8?: boolean; device?: 'cpu' | 'cuda' }) => NativeEngine;
+  Engine: new (
+    config: NativeConfig,
+    options: { bf16: boolean; int8?: boolean; int4?: boolean; device?: 'cpu' | 'cuda' },
+  ) => NativeEngine;
   /** Every tensor of a config (tensor_table.h): names, shapes, which the config has, storage layout. */
   tensorTable(config: NativeConfig): NativeTensorSpec[];
   /** The bytes the CPU engine needs for a config, computed without allocating anything. */
-  memoryPlan(config: NativeConfig, format: 'f32' | 'bf16' | 'int8'): NativeMemoryPlan;
+  memoryPlan(config: NativeConfig, format: 'f32' | 'bf16' | 'int8' | 'int4'): NativeMemoryPlan;
   availableIsas(): string[];
   setIsa(name: string): string;
   /** Whether this CPU and OS run the AMX tile GEMMs (AMX-TILE/BF16/INT8 and, on Linux, the tile data granted). */

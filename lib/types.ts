@@ -79,10 +79,12 @@ export type TensorDType = 'F32' | 'F16' | 'BF16';
 /**
  * How the engine stores the matrices: 'f32' (exact), 'bf16' (half the bytes, ~2e-3 relative error
  * per GEMM), 'int8' (a quarter of the bytes: a scale per output feature, activations quantized per
- * row on the fly, ~6e-3 relative error per GEMM; CPU only).
+ * row on the fly, ~6e-3 relative error per GEMM; CPU only), 'int4' (4.5 bits a weight: 4-bit values
+ * with a half-float scale per output feature and block of 32 inputs, activations quantized per row
+ * as for int8, ~0.1 relative error per GEMM; CPU only).
  */
-export type WeightFormat = 'f32' | 'bf16' | 'int8';
-export const WEIGHT_FORMATS: readonly WeightFormat[] = ['f32', 'bf16', 'int8'];
+export type WeightFormat = 'f32' | 'bf16' | 'int8' | 'int4';
+export const WEIGHT_FORMATS: readonly WeightFormat[] = ['f32', 'bf16', 'int8', 'int4'];
 
 /**
  * Engine-side tensor names. Per-layer tensors carry a layer index; global ones use layer -1.

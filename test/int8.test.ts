@@ -72,9 +72,9 @@ describe.each(variants)('random config, int8: %s', (_name, over) => {
 });
 
 test('randomModel and loadModel refuse an unknown weights format, and int8 on CUDA, with E_ARG', async () => {
-  await expect(randomModel('mamba-130m', { weights: 'int4' as never })).rejects.toMatchObject({
+  await expect(randomModel('mamba-130m', { weights: 'int3' as never })).rejects.toMatchObject({
     code: 'E_ARG',
-    message: expect.stringMatching(/'f32', 'bf16', 'int8'.*int4/),
+    message: expect.stringMatching(/'f32', 'bf16', 'int8', 'int4'.*int3/),
   });
   await expect(loadModel(SHIPPED, { weights: 'q8' as never })).rejects.toMatchObject({ code: 'E_ARG' });
   await expect(randomModel('mamba-130m', { weights: 'int8', device: 'cuda' })).rejects.toMatchObject({ code: 'E_ARG' });

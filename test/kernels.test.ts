@@ -158,7 +158,7 @@ test('gemm kernel choice: AMX tiles for prefill where the CPU has them, else int
     a.kernels.gemmTime({ M: 32, N: 64, K: 64, format: 'bf16', reps: 1, minSeconds: 0 }).then((r) => console.log(r.path));`;
   const child = spawnSync(process.execPath, ['-e', script], { env: { ...process.env, SIMBA_NO_AMX: '1' }, timeout: 20000 });
   expect(child.stdout.toString().trim()).toBe(bf16Prefill);
-  expect(() => addon.kernels.gemmTime({ M: 1, N: 1, K: 1, format: 'int4' as never })).toThrow(/format must be/);
+  expect(() => addon.kernels.gemmTime({ M: 1, N: 1, K: 1, format: 'int3' as never })).toThrow(/format must be/);
 });
 
 test('int8 gemm gives the same numbers on every build (vpdpbusd and pmaddwd compute the same integers)', () => {

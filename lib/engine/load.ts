@@ -48,7 +48,9 @@ function packageRoot(): string {
 
 export interface LoadModelOptions {
   /** Storage of the matrices: 'f32' (default, exact), 'bf16' (half the memory, ~1e-2 relative error) or
-   *  'int8' (a quarter: per-output-feature scales, quantized at load from any checkpoint dtype; CPU only). */
+   *  'int8' (a quarter: per-output-feature scales, quantized at load from any checkpoint dtype; CPU only) or
+   *  'int4' (4.5 bits a weight: a half-float scale per output feature and block of 32 inputs, quantized at
+   *  load; CPU only). The mixer's small tensors (conv, A, D, dt bias, norms) stay f32 in every format. */
   weights?: WeightFormat;
   /** Compute device (default 'cpu'): 'cuda' needs the CUDA backend and a GPU (a clear error says which is
    *  missing); 'auto' picks 'cuda' when cudaAvailable() says so, else 'cpu'. */
@@ -465,9 +467,9 @@ export function shapeInfo(shape: string | MambaConfig, options?: { weights?: Wei
 }
 
 function engineOptions(weights: WeightFormat, device: 'cpu' | 'cuda') {
-  if (weights === 'int8' && device === 'cuda')
-    throw new SimbaError('E_ARG', "weights 'int8' run on the CPU only (use 'bf16' with device 'cuda')");
-  return { bf16: weights === 'bf16', int8: weights === 'int8', device };
+  if ((weights === 'int8' || weights === 'int4') && device === 'cuda')
+    throw new SimbaError('E_ARG', `weights '${weights}' run on the CPU only (use 'bf16' with device 'cuda')`);
+  return { bf16: weights === 'bf16', int8: weights === 'int8', int4: weights === 'int4', device };
 }
 
 const LOAD_KEYS = ['weights', 'device', 'config', 'nonFinite', 'tokenizer', 'onProgress'] as const;
@@ -538,11 +540,11 @@ export function tensorTable(config: MambaConfig): EngineTensorSpec[] {
 
 /**
  * Resolves the device option: 'cpu' (default), 'cuda' (throws why it is unavailable), 'auto' (cuda
- * when available). int8 on 'cuda' is an E_ARG whether or not a GPU is there: the combination is wrong.
+ * when available). int8 or int4 on 'cuda' is an E_ARG whether or not a GPU is there: the combination is wrong.
  */
 function checkDevice(device: unknown, weights: WeightFormat): 'cpu' | 'cuda' {
   if (device === undefined || device === 'cpu') return 'cpu';
-  if (device === 'cuda' && weights === 'int8') engineOptions(weights, device);
+  if (device === 'cuda' && (weights === 'int8' || weights === 'int4')) engineOptions(weights, device);
   if (device === 'auto') return nativeAddon().cudaAvailable().available ? 'cuda' : 'cpu';
   if (device === 'cuda') {
     const s = nativeAddon().cudaAvailable();

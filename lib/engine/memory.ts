@@ -84,7 +84,7 @@ export function checkMemory(where: string, need: MemoryNeed, what = 'the model',
     `${where}: ${what} needs ${formatBytes(need.total)} of memory (weights ${formatBytes(need.weights)}, ` +
       `other tensors and staging ${formatBytes(need.other)}, state ${formatBytes(need.state)}, ` +
       `workspace ${formatBytes(need.workspace)}) but only ${formatBytes(available.bytes)} is available ` +
-      `(${available.detail}); use smaller weights (weights: 'bf16' or 'int8') or free memory`,
+      `(${available.detail}); use smaller weights (weights: 'bf16', 'int8' or 'int4') or free memory`,
   );
 }
 

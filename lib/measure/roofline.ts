@@ -59,7 +59,7 @@ export function kernelPeak(path: string, limits: MachineLimits): { gflops: numbe
   if (path === 'bf16 amx') return { gflops: limits.amxBf16GflopsAll ?? 16 * f32, name: 'bf16 amx peak' };
   if (path === 'int8 amx') return { gflops: limits.amxInt8GflopsAll ?? 32 * f32, name: 'int8 amx peak' };
   if (path.includes('vpdpbusd')) return { gflops: limits.int8DotGflopsAll ?? 4 * f32, name: 'int8 dot peak' };
-  if (path.startsWith('int8')) return { gflops: 2 * f32, name: 'int8 dot peak' };
+  if (path.startsWith('int8') || path.startsWith('int4')) return { gflops: 2 * f32, name: 'int8 dot peak' };
   if (path.includes('vdpbf16ps')) return { gflops: limits.bf16DotGflopsAll ?? 2 * f32, name: 'bf16 dot peak' };
   return { gflops: f32, name: 'fma peak' };
 }
@@ -162,7 +162,8 @@ export function gemmShapes(shape: string): { name: string; N: number; K: number 
   ];
 }
 
-const BYTES: Record<WeightFormat, number> = { f32: 4, bf16: 2, int8: 1 };
+// int4: half a byte a weight and a 2-byte scale per 32 (native/cpu/kernels.h Q4)
+const BYTES: Record<WeightFormat, number> = { f32: 4, bf16: 2, int8: 1, int4: 0.5 + 2 / 32 };
 
 /** Times every GEMM of `shape` for each M and format (best of `reps`). The head only up to M = 32 (it runs on few rows). */
 export async function gemmTable(

@@ -163,6 +163,7 @@ void set_amx(bool on) {
 bool amx_usable() { return g_amx_on.load() && ext_usable() && amx_available(); }
 
 GemmPath gemm_path(const PackedWeight& W, int M) {
+  if (W.format == WeightFormat::Q4) return vnni_usable() ? GemmPath::Q4Vnni : GemmPath::Q4;
   if (W.format == WeightFormat::Q8) {
     if (M >= kAmxMinRowsQ8 && amx_usable()) return GemmPath::Q8Amx;
     return vnni_usable() ? GemmPath::Q8Vnni : GemmPath::Q8;
@@ -183,6 +184,8 @@ const char* gemm_path_name(GemmPath p) {
     case GemmPath::Q8: return "int8 (portable)";
     case GemmPath::Q8Vnni: return "int8 vpdpbusd";
     case GemmPath::Q8Amx: return "int8 amx";
+    case GemmPath::Q4: return "int4 (portable)";
+    case GemmPath::Q4Vnni: return "int4 vpdpbusd";
   }
   return "?";
 }
@@ -198,6 +201,7 @@ void gemm(const float* A, int lda, const PackedWeight& W, const float* bias, flo
   // The worker lambdas below must only see pointers into it, never the thread_local names.
   thread_local std::vector<uint8_t> qbuf;
   thread_local std::vector<float> qscale;
+  thread_local std::vector<int32_t> qcorr;
   thread_local std::vector<uint32_t> bfbuf;
   thread_local std::vector<float> apack;
   QuantRows qr{};
@@ -221,6 +225,16 @@ void gemm(const float* A, int lda, const PackedWeight& W, const float* bias, flo
     parallel(M, 4.0 * M * W.K, [&](int, int b, int e) { k.quantize(qa, b, e); });
     if (Mpad > M) std::memset(qbuf.data() + (size_t)M * ldq, 128, (size_t)(Mpad - M) * ldq);
     qr = QuantRows{qbuf.data(), ldq, qscale.data()};
+    g.aq = &qr;
+  } else if (path == GemmPath::Q4 || path == GemmPath::Q4Vnni) {
+    // A [M, K] -> signed bytes [M, Kp] (padding 0), a scale per row, a correction per row and block
+    const int nb = W.Kp / kQ4Block;
+    if (qbuf.size() < (size_t)M * W.Kp) qbuf.resize((size_t)M * W.Kp);
+    if (qscale.size() < (size_t)M) qscale.resize(M);
+    if (qcorr.size() < (size_t)M * nb) qcorr.resize((size_t)M * nb);
+    QuantizeArgs qa{A, lda, W.K, W.Kp, qbuf.data(), qscale.data(), qcorr.data()};
+    parallel(M, 4.0 * M * W.K, [&](int, int b, int e) { k.quantize_q4(qa, b, e); });
+    qr = QuantRows{qbuf.data(), W.Kp, qscale.data(), qcorr.data(), nb};
     g.aq = &qr;
   } else if (path == GemmPath::Bf16Dp || path == GemmPath::Bf16Amx) {
     // A [M, K] -> bf16 pairs [M, ld2] (AMX: zero past K and past M)
@@ -248,12 +262,14 @@ void gemm(const float* A, int lda, const PackedWeight& W, const float* bias, flo
   // of weights it runs on every thread whatever its FLOPs (decode B=1, 130m: f32 x_proj and
   // dt_proj, 491 and 295 KB, 34 -> 27 and 17 -> 13 us per call; from 32 KB int8 dt_proj, 74 KB,
   // lost: 3.4 -> 4.4 us).
-  const double wbytes = (double)W.N * W.K * weight_bytes(W.format);
+  const double wbytes = (double)W.N * W.K * weight_bits(W.format) / 8;
   const double work = wbytes >= kParallelMinBytes ? std::max(flops, kParallelMinFlops) : flops;
   switch (path) {
     case GemmPath::Q8Amx: parallel(items, work, [&](int, int b, int e) { amx::gemm_q8_amx(g, b, e); }); break;
     case GemmPath::Q8Vnni: parallel(items, work, [&](int, int b, int e) { avx512_ext::gemm_q8_vnni(g, b, e); }); break;
     case GemmPath::Q8: parallel(items, work, [&](int, int b, int e) { k.gemm_q8(g, b, e); }); break;
+    case GemmPath::Q4Vnni: parallel(items, work, [&](int, int b, int e) { avx512_ext::gemm_q4_vnni(g, b, e); }); break;
+    case GemmPath::Q4: parallel(items, work, [&](int, int b, int e) { k.gemm_q4(g, b, e); }); break;
     case GemmPath::Bf16Amx: parallel(items, work, [&](int, int b, int e) { amx::gemm_bf16_amx(g, b, e); }); break;
     case GemmPath::Bf16Dp: parallel(items, work, [&](int, int b, int e) { avx512_ext::gemm_bf16_dp(g, b, e); }); break;
     default: parallel(items, work, [&](int, int b, int e) { k.gemm(g, b, e); });

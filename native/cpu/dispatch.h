@@ -23,7 +23,8 @@ void set_isa(const std::string& name);
 // decode GEMM streams the weights and gains nothing from rounding A); Q8 uses AMX (tdpbusd) for
 // M >= kAmxMinRowsQ8, else vpdpbusd with AVX512-VNNI. SIMBA_NO_EXT=1 turns every extension off
 // (the portable kernels of each build run); SIMBA_NO_AMX=1 only AMX.
-enum class GemmPath { F32, Bf16, Bf16Dp, Bf16Amx, Q8, Q8Vnni, Q8Amx };
+// Q4 uses vpdpbusd with AVX512-VNNI at every row count (no AMX kernel for it yet), else the portable kernel.
+enum class GemmPath { F32, Bf16, Bf16Dp, Bf16Amx, Q8, Q8Vnni, Q8Amx, Q4, Q4Vnni };
 constexpr int kBf16DpMinRows = 16;
 // AMX rows: bf16 from 4 rows (tdpbf16ps on 16-row tiles, padded, still beats the widening FMA
 // kernel at decode batch 8: 1.22x), int8 from 16 (at batch 8 vpdpbusd keeps up with the stream).

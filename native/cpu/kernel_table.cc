@@ -19,6 +19,8 @@ void gated_norm_slice(const GatedNormArgs&, int, int);
 void ssd_score_slice(const SsdScoreArgs&, int, int);
 void gemm_q8_slice(const GemmArgs&, int, int);
 void quantize_slice(const QuantizeArgs&, int, int);
+void gemm_q4_slice(const GemmArgs&, int, int);
+void quantize_q4_slice(const QuantizeArgs&, int, int);
 float fma_loop(long);
 int fma_flops_per_iter();
 float read_sum(const float*, size_t);
@@ -44,6 +46,8 @@ const KernelTable* table() {
       .ssd_score = ssd_score_slice,
       .gemm_q8 = gemm_q8_slice,
       .quantize = quantize_slice,
+      .gemm_q4 = gemm_q4_slice,
+      .quantize_q4 = quantize_q4_slice,
       .pack_f32 = pack_f32,
       .fma_loop = fma_loop,
       .fma_flops_per_iter = fma_flops_per_iter(),

@@ -27,7 +27,17 @@ namespace cpu {
 //   Q8    [npanels][K4/4][32][4]  int8, K4 = K rounded up to a multiple of 4: per group of 4 k, per
 //         output feature, 4 consecutive k — the operand layout of vpdpbusd. W[n,k] ~= q * scale[n]
 //         (symmetric, per output channel: scale = max_k |W[n,k]| / 127), and colsum[n] = sum_k q.
+//   Q4    [npanels][K32/32][8][64] bytes, K32 = K rounded up to a multiple of kQ4Block: blocks of 32 k,
+//         each 8 groups of 4 k in the Q8 order [16 features][4 k] = 64 bytes, whose low nibbles hold
+//         features 0-15 and high nibbles features 16-31 (one 64-byte load, an and and a shift give
+//         the two vpdpbusd operands). A nibble u in [0, 15] stands for W[n,k] ~= (u - 8) * d, with a
+//         scale d per (feature, block): d16 [npanels][K32/32][32] IEEE half floats.
 constexpr int kPanel = 32;
+// k per Q4 block (one scale each): 32, as llama.cpp's Q4_0. A block is 8 vpdpbusd groups, so its
+// integer sum costs one int32 -> float conversion and one FMA per 8 dot products; 32 keeps the
+// outliers of one block from flattening many weights (64 would halve the per-block cost but
+// doubles the weights sharing one outlier's scale).
+constexpr int kQ4Block = 32;
 // Decode GEMMs (few rows) stream the panels from memory: each kernel prefetches the panel this far
 // ahead into L2 (an L2 prefetch does not hold one of L1's few fill buffers, so a thread keeps more
 // misses in flight; bench/RESULTS.md, "AMX tile GEMMs and decode prefetch").
@@ -38,18 +48,34 @@ inline void prefetch_stream_row(const void* p) {
   __builtin_prefetch(c, 0, 1);
   __builtin_prefetch(c + 64, 0, 1);
 }
-enum class WeightFormat { F32 = 0, BF16 = 1, Q8 = 2 };
-// Bytes of one stored weight.
-constexpr int weight_bytes(WeightFormat f) { return f == WeightFormat::F32 ? 4 : f == WeightFormat::BF16 ? 2 : 1; }
+enum class WeightFormat { F32 = 0, BF16 = 1, Q8 = 2, Q4 = 3 };
+// Bits of one stored weight (not counting the scales).
+constexpr int weight_bits(WeightFormat f) {
+  return f == WeightFormat::F32 ? 32 : f == WeightFormat::BF16 ? 16 : f == WeightFormat::Q8 ? 8 : 4;
+}
+// IEEE half float bits -> float (the Q4 block scales: finite, subnormals included).
+inline float half_to_float(uint16_t h) {
+  const uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 31u, m = h & 1023u;
+  float f;
+  if (e == 0) {
+    f = (float)m * 5.9604644775390625e-8f;  // m 2^-24
+    return sign ? -f : f;
+  }
+  const uint32_t u = sign | ((e + 112) << 23) | (m << 13);
+  __builtin_memcpy(&f, &u, 4);
+  return f;
+}
 
 struct PackedWeight {
   int N = 0, K = 0, npanels = 0;
   WeightFormat format = WeightFormat::F32;
   bool bf16 = false;                // format == BF16
-  int Kp = 0;                       // K padded: K (F32), K2 (BF16), K4 (Q8)
+  int Kp = 0;                       // K padded: K (F32), K2 (BF16), K4 (Q8), K32 (Q4)
   const float* f32 = nullptr;       // F32 panels
   const uint16_t* h16 = nullptr;    // BF16 panels
   const int8_t* q8 = nullptr;       // Q8 panels
+  const uint8_t* q4 = nullptr;      // Q4 panels (nibbles)
+  const uint16_t* d16 = nullptr;    // Q4: [npanels][Kp/32][32] half-float block scales
   const float* scale = nullptr;     // Q8: [npanels * 32] per output feature
   const int32_t* colsum = nullptr;  // Q8: [npanels * 32] sum over k of the int8 values
   // Element W[n, k] (for embedding lookups from a tied, packed matrix), dequantized.
@@ -58,6 +84,11 @@ struct PackedWeight {
     const int c = n % kPanel;
     if (format == WeightFormat::F32) return f32[pbase + (size_t)k * kPanel + c];
     if (format == WeightFormat::Q8) return (float)q8[pbase + (size_t)(k / 4) * (4 * kPanel) + c * 4 + k % 4] * scale[n];
+    if (format == WeightFormat::Q4) {
+      const uint8_t b = q4[pbase / 2 + (size_t)(k / 4) * (2 * kPanel) + (c % 16) * 4 + k % 4];
+      const int u = c < 16 ? b & 15 : b >> 4;
+      return (float)(u - 8) * half_to_float(d16[pbase / kQ4Block + (size_t)(k / kQ4Block) * kPanel + c]);
+    }
     uint32_t u = (uint32_t)h16[pbase + (size_t)(k / 2) * (2 * kPanel) + c * 2 + k % 2] << 16;
     float f;
     __builtin_memcpy(&f, &u, 4);
@@ -68,17 +99,23 @@ struct PackedWeight {
 // Activations quantized for a Q8 GEMM, per row: A[m, k] ~= (q[m, k] - 128) * scale[m], q unsigned
 // (vpdpbusd multiplies unsigned by signed bytes), scale = max_k |A[m, k]| / 127; rows of Kp bytes
 // (padding 128, i.e. zero).
+// For Q4 weights the bytes are signed instead (q[m, k] = round(A[m, k] / scale[m]) in [-127, 127],
+// padding 0) and bcorr[m * ldb + b] = -8 sum_{k in block b} q[m, k]: the integer dot product of a
+// block with the unsigned nibbles u starts from it, which makes it the dot product with u - 8.
 struct QuantRows {
   const uint8_t* q;
   int ldq;
-  const float* scale;  // [M]
+  const float* scale;              // [M]
+  const int32_t* bcorr = nullptr;  // Q4: [M][ldb]
+  int ldb = 0;
 };
 struct QuantizeArgs {
   const float* A;
   int lda;
   int K, Kp;
-  uint8_t* q;    // [M][Kp]
-  float* scale;  // [M]
+  uint8_t* q;                // [M][Kp]
+  float* scale;              // [M]
+  int32_t* bcorr = nullptr;  // Q4 (quantize_q4): [M][Kp / kQ4Block]
 };
 
 // C[M, N] = A[M, K] W^T (+ bias[N]) ; with accumulate, C += A W^T (bias ignored).
@@ -268,6 +305,8 @@ struct KernelTable {
   void (*ssd_score)(const SsdScoreArgs&, int begin, int end);          // items: rows (simba_score_ssd.cc)
   void (*gemm_q8)(const GemmArgs&, int begin, int end);                // Q8 weights, g.aq set (gemm_int8.cc)
   void (*quantize)(const QuantizeArgs&, int begin, int end);           // items: rows (quantize.cc)
+  void (*gemm_q4)(const GemmArgs&, int begin, int end);                // Q4 weights, g.aq signed (gemm_int4.cc)
+  void (*quantize_q4)(const QuantizeArgs&, int begin, int end);        // signed rows + bcorr (quantize.cc)
   // W [N, K] row-major -> F32 panels (weight_pack.cc); items: panels.
   void (*pack_f32)(const float* W, int N, int K, float* out, int begin, int end);
   // Machine-limit probes (limits_kernels.cc, timed by limits.cc).
@@ -281,6 +320,7 @@ struct KernelTable {
 // (AVX512-BF16) for BF16 weights with g.abf set.
 namespace avx512_ext {
 void gemm_q8_vnni(const GemmArgs& g, int begin, int end);
+void gemm_q4_vnni(const GemmArgs& g, int begin, int end);  // gemm_int4_vnni.cc
 void gemm_bf16_dp(const GemmArgs& g, int begin, int end);
 void round_bf16_pairs(const float* A, int lda, int K, uint32_t* out, int ld2, int begin, int end);  // items: rows
 // Peak probes (limits_ext.cc): iters x *_flops_per_iter() operations (a multiply-add = 2) of chain-free

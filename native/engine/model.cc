@@ -47,6 +47,59 @@ static uint16_t to_bf16(float f) {  // round to nearest even; NaN stays NaN
   return (uint16_t)(u >> 16);
 }
 
+// float -> IEEE half float bits, round to nearest even (finite |f| below 65504; subnormals kept).
+static uint16_t to_half(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  const uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
+  u &= 0x7fffffffu;
+  if (u >= 0x477fe000u) return sign | 0x7bffu;  // 65504, the largest half
+  if (u < 0x38800000u) {                        // below 2^-14: a multiple of 2^-24
+    float a;
+    std::memcpy(&a, &u, 4);
+    return sign | (uint16_t)std::nearbyint(a * 16777216.f);
+  }
+  u += 0xfffu + ((u >> 13) & 1u);
+  return sign | (uint16_t)((u >> 13) - ((127u - 15u) << 10));
+}
+
+// One Q4 block: x[0 .. n) (zero past n, n <= kQ4Block) -> nibbles u[kQ4Block] and the half-float
+// scale d, x ~= (u - 8) d. Start from llama.cpp's Q4_0 scale (the value of largest magnitude, m, at
+// -8 exactly: d = m / -8), try a few scales between m / -8 and m / 7, and keep the one with the least
+// squared error (computed with d rounded to half, as stored).
+static uint16_t quantize_q4_block(const float* x, int n, uint8_t* u) {
+  float m = 0.f;
+  for (int k = 0; k < n; k++)
+    if (std::fabs(x[k]) > std::fabs(m)) m = x[k];
+  static constexpr float kDiv[] = {-8.f, -7.75f, -7.5f, -7.25f, -7.f, 7.f, 7.25f, 7.5f};
+  uint16_t best = 0;
+  double best_err = -1;
+  for (float div : kDiv) {
+    const uint16_t h = to_half(m / div);
+    const float d = cpu::half_to_float(h), inv = d != 0.f ? 1.f / d : 0.f;
+    double err = 0;
+    for (int k = 0; k < n; k++) {
+      const float q = std::max(-8.f, std::min(7.f, std::nearbyint(x[k] * inv)));
+      err += (double)(x[k] - q * d) * (x[k] - q * d);
+    }
+    if (best_err < 0 || err < best_err) best_err = err, best = h;
+  }
+  const float d = cpu::half_to_float(best), inv = d != 0.f ? 1.f / d : 0.f;
+  for (int k = 0; k < cpu::kQ4Block; k++)
+    u[k] = k < n ? (uint8_t)(8 + std::max(-8.f, std::min(7.f, std::nearbyint(x[k] * inv)))) : 8;
+  return best;
+}
+
+// The format a matrix is stored in for the model's weight format: with int4 weights the embedding
+// and head (one matrix when tied) stay int8, as llama.cpp's Q4_0 / Q4_K_M files keep token_embd /
+// output in 6 bits (Q6_K): on brown-mamba-s an int4 head costs +2.6% held-out perplexity, an int8
+// one +1.4% (bench/RESULTS.md).
+cpu::WeightFormat matrix_format(cpu::WeightFormat model, TensorId id) {
+  if (model == cpu::WeightFormat::Q4 && (id == TensorId::kEmbedding || id == TensorId::kLmHead))
+    return cpu::WeightFormat::Q8;
+  return model;
+}
+
 namespace {
 // A packed [N, K] matrix: panels of kPanel features, K padded to the format's group (kernels.h).
 struct PackedSize {
@@ -58,9 +111,16 @@ PackedSize packed_size(int N, int K, cpu::WeightFormat format) {
   using cpu::WeightFormat;
   PackedSize z;
   z.npanels = (N + kPanel - 1) / kPanel;
-  z.Kp = format == WeightFormat::F32 ? K : format == WeightFormat::BF16 ? (K + 1) / 2 * 2 : (K + 3) / 4 * 4;
-  z.store_bytes = (size_t)z.npanels * z.Kp * kPanel * cpu::weight_bytes(format);
-  z.meta_bytes = format == WeightFormat::Q8 ? (size_t)z.npanels * kPanel * 8 : 0;
+  const int group = format == WeightFormat::F32    ? 1
+                    : format == WeightFormat::BF16 ? 2
+                    : format == WeightFormat::Q8   ? 4
+                                                   : cpu::kQ4Block;
+  z.Kp = (K + group - 1) / group * group;
+  z.store_bytes = (size_t)z.npanels * z.Kp * kPanel * cpu::weight_bits(format) / 8;
+  // Q8: a scale and a column sum per feature; Q4: a half-float scale per feature and block
+  z.meta_bytes = format == WeightFormat::Q8   ? (size_t)z.npanels * kPanel * 8
+                 : format == WeightFormat::Q4 ? (size_t)z.npanels * (z.Kp / cpu::kQ4Block) * kPanel * 2
+                                              : 0;
   return z;
 }
 }  // namespace
@@ -74,7 +134,7 @@ MemoryPlan plan_memory(const ModelConfig& c, cpu::WeightFormat format) {
         t.cols && (t.id == TensorId::kEmbedding || t.id == TensorId::kLmHead || t.id == TensorId::kInProj ||
                    t.id == TensorId::kXProj || t.id == TensorId::kDtProjW || t.id == TensorId::kOutProj);
     if (matrix) {
-      const PackedSize z = packed_size(t.rows, t.cols, format);
+      const PackedSize z = packed_size(t.rows, t.cols, matrix_format(format, t.id));
       m.weight_bytes += z.store_bytes + z.meta_bytes;
     } else {
       m.other_bytes += t.count() * sizeof(float);
@@ -89,7 +149,8 @@ MemoryPlan plan_memory(const ModelConfig& c, cpu::WeightFormat format) {
   return m;
 }
 
-// W [N, K] row-major -> panels (kernels.h): f32 [np][K][32], bf16 [np][K2/2][32][2], int8 [np][K4/4][32][4].
+// W [N, K] row-major -> panels (kernels.h): f32 [np][K][32], bf16 [np][K2/2][32][2], int8 [np][K4/4][32][4],
+// int4 [np][K32/32][8][64] nibbles + half-float block scales.
 void pack_linear(Linear& lin, const float* W, int N, int K, cpu::WeightFormat format) {
   using cpu::kPanel;
   using cpu::WeightFormat;
@@ -108,7 +169,11 @@ void pack_linear(Linear& lin, const float* W, int N, int K, cpu::WeightFormat fo
   void* dst = lin.store.data();
   if (format == WeightFormat::F32) p.f32 = static_cast<const float*>(dst);
   else if (format == WeightFormat::BF16) p.h16 = static_cast<const uint16_t*>(dst);
-  else {
+  else if (format == WeightFormat::Q4) {
+    p.q4 = static_cast<const uint8_t*>(dst);
+    lin.qmeta = AlignedBuf(z.meta_bytes);
+    p.d16 = static_cast<const uint16_t*>(lin.qmeta.data());
+  } else {
     p.q8 = static_cast<const int8_t*>(dst);
     lin.qmeta = AlignedBuf(z.meta_bytes);
     p.scale = static_cast<const float*>(lin.qmeta.data());
@@ -132,6 +197,25 @@ void pack_linear(Linear& lin, const float* W, int N, int K, cpu::WeightFormat fo
       for (int k = 0; k < Kp; k++)
         for (int c = 0; c < kPanel; c++)
           d[(size_t)(k / 2) * 2 * kPanel + c * 2 + k % 2] = c < nc && k < K ? to_bf16(W[(size_t)(n0 + c) * K + k]) : 0;
+    } else if (format == WeightFormat::Q4) {
+      // per block: 32 features' nibbles, feature c's at byte (k / 4) 64 + (c % 16) 4 + k % 4, low
+      // nibble for c < 16, high for the rest; padding features and k are u = 8 (zero) with scale 0
+      uint8_t* d = reinterpret_cast<uint8_t*>(out) + pbase / 2;
+      uint16_t* ds = const_cast<uint16_t*>(p.d16) + pbase / cpu::kQ4Block;
+      uint8_t u[kPanel][cpu::kQ4Block];
+      for (int b = 0; b < Kp / cpu::kQ4Block; b++) {
+        const int k0 = b * cpu::kQ4Block, n = std::min(cpu::kQ4Block, K - k0);
+        for (int c = 0; c < kPanel; c++) {
+          if (c < nc) ds[(size_t)b * kPanel + c] = quantize_q4_block(W + (size_t)(n0 + c) * K + k0, n, u[c]);
+          else {
+            ds[(size_t)b * kPanel + c] = 0;
+            std::fill(u[c], u[c] + cpu::kQ4Block, (uint8_t)8);
+          }
+        }
+        uint8_t* blk = d + (size_t)b * (cpu::kQ4Block * kPanel / 2);
+        for (int k = 0; k < cpu::kQ4Block; k++)
+          for (int c = 0; c < 16; c++) blk[(k / 4) * 64 + c * 4 + k % 4] = (uint8_t)(u[c][k] | u[c + 16][k] << 4);
+      }
     } else {
       int8_t* d = reinterpret_cast<int8_t*>(out) + pbase;
       float inv[kPanel];
@@ -175,7 +259,9 @@ Model::Model(const ModelConfig& c, cpu::WeightFormat format) : cfg_(c), format_(
 // matrices are packed for the GEMM, biases and vectors copied.
 struct Model::Store {
   cpu::WeightFormat format;
-  void matrix(Linear& lin, const float* W, const TensorSpec& t) const { pack_linear(lin, W, t.rows, t.cols, format); }
+  void matrix(Linear& lin, const float* W, const TensorSpec& t) const {
+    pack_linear(lin, W, t.rows, t.cols, matrix_format(format, t.id));
+  }
   void bias(Linear& lin, const float* b, const TensorSpec& t) const { lin.bias.assign(b, b + t.count()); }
   void vector(std::vector<float>& v, const float* x, const TensorSpec& t) const { v.assign(x, x + t.count()); }
 };

@@ -41,13 +41,16 @@ class AlignedBuf {
 struct Linear {
   cpu::PackedWeight w;
   AlignedBuf store;
-  AlignedBuf qmeta;         // Q8 only: scale [npanels*32] floats, then colsum [npanels*32] int32
+  AlignedBuf qmeta;         // Q8: scale [npanels*32] floats, then colsum [npanels*32] int32; Q4: the block scales
   std::vector<float> bias;  // empty when absent
 };
 
 // W [N, K] row-major -> lin.w packed in the given format (kernels.h): f32 as is, bf16 rounded to
-// nearest even, int8 with a symmetric scale per output feature (round to nearest).
+// nearest even, int8 with a symmetric scale per output feature (round to nearest), int4 with a
+// half-float scale per output feature and block of 32 k (model.cc quantize_q4_block).
 void pack_linear(Linear& lin, const float* W, int N, int K, cpu::WeightFormat format);
+// The format a matrix with this id is stored in under the model's format (int4: the embedding and head int8).
+cpu::WeightFormat matrix_format(cpu::WeightFormat model, TensorId id);
 inline void pack_linear(Linear& lin, const float* W, int N, int K, bool bf16) {
   pack_linear(lin, W, N, K, bf16 ? cpu::WeightFormat::BF16 : cpu::WeightFormat::F32);
 }

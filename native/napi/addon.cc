@@ -160,12 +160,14 @@ class Engine : public Napi::ObjectWrap<Engine> {
     if (info.Length() < 1 || !info[0].IsObject())
       throw ArgError(env, "Engine(config, options): config object required");
     const ModelConfig cfg = ReadConfig(info[0]);
-    bool bf16 = false, int8 = false, cuda = false;
+    bool bf16 = false, int8 = false, int4 = false, cuda = false;
     if (info.Length() > 1 && info[1].IsObject()) {
       Napi::Value b = info[1].As<Napi::Object>().Get("bf16");
       bf16 = b.IsBoolean() && b.As<Napi::Boolean>().Value();
       Napi::Value q = info[1].As<Napi::Object>().Get("int8");  // int8 weights (CPU only)
       int8 = q.IsBoolean() && q.As<Napi::Boolean>().Value();
+      Napi::Value q4 = info[1].As<Napi::Object>().Get("int4");  // int4 weights (CPU only)
+      int4 = q4.IsBoolean() && q4.As<Napi::Boolean>().Value();
       Napi::Value dev = info[1].As<Napi::Object>().Get("device");
       if (dev.IsString()) {
         std::string d = dev.As<Napi::String>();
@@ -174,10 +176,13 @@ class Engine : public Napi::ObjectWrap<Engine> {
       }
     }
     try {
-      if (cuda && int8) fail(SIMBA_E_ARG, "int8 weights run on the CPU only (use weights 'bf16' with device 'cuda')");
+      if (cuda && (int8 || int4))
+        fail(SIMBA_E_ARG, std::string(int4 ? "int4" : "int8") +
+                              " weights run on the CPU only (use weights 'bf16' with device 'cuda')");
       if (cuda) cuda_ = std::make_shared<CudaModel>(cfg, bf16);  // throws the reason CUDA is not available
       else
-        model_ = std::make_shared<Model>(cfg, int8   ? cpu::WeightFormat::Q8
+        model_ = std::make_shared<Model>(cfg, int4   ? cpu::WeightFormat::Q4
+                                              : int8 ? cpu::WeightFormat::Q8
                                               : bf16 ? cpu::WeightFormat::BF16
                                                      : cpu::WeightFormat::F32);
     } catch (const std::exception& e) { throw NativeError(env, e); }
@@ -365,6 +370,7 @@ class Engine : public Napi::ObjectWrap<Engine> {
     o.Set("weightBytes", (double)m->weight_bytes());
     o.Set("bf16", m->bf16());
     o.Set("int8", m->format() == cpu::WeightFormat::Q8);
+    o.Set("int4", m->format() == cpu::WeightFormat::Q4);
     o.Set("isa", cpu::active().name);
     o.Set("threads", cpu::ThreadPool::global().size());
     return o;
@@ -622,7 +628,7 @@ Napi::Value MemoryStats(const Napi::CallbackInfo& info) {
   return o;
 }
 
-// memoryPlan(config, format: 'f32' | 'bf16' | 'int8') -> the bytes the CPU engine needs for the
+// memoryPlan(config, format: 'f32' | 'bf16' | 'int8' | 'int4') -> the bytes the CPU engine needs for the
 // config (MemoryPlan), computed without allocating: weightBytes, otherBytes, stagingBytes,
 // stateBytes, tokenBytes, logitsRowBytes.
 Napi::Value MemoryPlanOf(const Napi::CallbackInfo& info) {
@@ -630,12 +636,13 @@ Napi::Value MemoryPlanOf(const Napi::CallbackInfo& info) {
   if (info.Length() < 2 || !info[1].IsString()) throw ArgError(env, "memoryPlan(config, format)");
   const ModelConfig cfg = ReadConfig(info[0]);
   const std::string f = info[1].As<Napi::String>();
-  if (f != "f32" && f != "bf16" && f != "int8")
-    throw ArgError(env, "memoryPlan: format must be 'f32', 'bf16' or 'int8'");
+  if (f != "f32" && f != "bf16" && f != "int8" && f != "int4")
+    throw ArgError(env, "memoryPlan: format must be 'f32', 'bf16', 'int8' or 'int4'");
   MemoryPlan m;
   try {
     check_config(cfg);
-    m = plan_memory(cfg, f == "int8"   ? cpu::WeightFormat::Q8
+    m = plan_memory(cfg, f == "int4"   ? cpu::WeightFormat::Q4
+                         : f == "int8" ? cpu::WeightFormat::Q8
                          : f == "bf16" ? cpu::WeightFormat::BF16
                                        : cpu::WeightFormat::F32);
   } catch (const std::exception& e) { throw NativeError(env, e); }

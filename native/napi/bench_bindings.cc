@@ -135,7 +135,8 @@ cpu::WeightFormat FormatOf(Napi::Env env, const Napi::Value& v) {
   if (f == "f32") return cpu::WeightFormat::F32;
   if (f == "bf16") return cpu::WeightFormat::BF16;
   if (f == "int8") return cpu::WeightFormat::Q8;
-  throw ArgError(env, "format must be 'f32', 'bf16' or 'int8', got '" + f + "'");
+  if (f == "int4") return cpu::WeightFormat::Q4;
+  throw ArgError(env, "format must be 'f32', 'bf16', 'int8' or 'int4', got '" + f + "'");
 }
 
 // gemmTime({M, N, K, format, reps?, minSeconds?}) -> Promise<{seconds (best of reps), path}>: random

@@ -30,7 +30,7 @@ Napi::Value Guarded(const Napi::CallbackInfo& info) {
   }
 }
 
-// gemm({A, W, bias?, M, N, K, bf16?, format?: 'f32' | 'bf16' | 'int8'}) -> C [M, N] = A W^T (+bias)
+// gemm({A, W, bias?, M, N, K, bf16?, format?: 'f32' | 'bf16' | 'int8' | 'int4'}) -> C [M, N] = A W^T (+bias)
 Napi::Value Gemm(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object o = info[0].As<Napi::Object>();
@@ -47,6 +47,21 @@ Napi::Value Gemm(const Napi::CallbackInfo& info) {
   std::vector<float> C((size_t)M * N);
   cpu::gemm(A.data(), K, lin.w, bias.empty() ? nullptr : bias.data(), C.data(), N, M);
   return Out(env, C);
+}
+
+// dequantize({W, N, K, format}) -> W [N, K] as the GEMM sees it: packed in the format, read back
+// (PackedWeight::at; int8 and int4 show their quantization).
+Napi::Value Dequantize(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = info[0].As<Napi::Object>();
+  const int N = Int(o, "N"), K = Int(o, "K");
+  auto W = F32(o.Get("W"), (size_t)N * K, "W");
+  Linear lin;
+  pack_linear(lin, W.data(), N, K, weight_format_arg(env, o.Get("format")));
+  std::vector<float> out((size_t)N * K);
+  for (int n = 0; n < N; n++)
+    for (int k = 0; k < K; k++) out[(size_t)n * K + k] = lin.w.at(n, k);
+  return Out(env, out);
 }
 
 // rmsnorm({x, w, rows, d, eps}) -> y
@@ -193,6 +208,7 @@ Napi::Value Dequantize(const Napi::CallbackInfo& info) {
 void register_kernel_bindings(Napi::Env env, Napi::Object exports) {
   Napi::Object k = Napi::Object::New(env);
   k.Set("gemm", Napi::Function::New(env, Guarded<Gemm>));
+  k.Set("dequantize", Napi::Function::New(env, Guarded<Dequantize>));
   k.Set("rmsnorm", Napi::Function::New(env, Guarded<RmsNorm>));
   k.Set("conv1d", Napi::Function::New(env, Guarded<Conv1d>));
   k.Set("scan", Napi::Function::New(env, Guarded<Scan>));

@@ -109,20 +109,23 @@ export function copyShipped(): string {
 }
 
 /**
- * Loads `dir` with bf16 and with int8 weights: the logits `run` computes are within each format's
- * tolerance of `want`, and more than 1e-6 from it (the weights really are stored in the format).
+ * Loads `dir` with bf16 and with int8 weights (and int4 when tol.int4 is given): the logits `run`
+ * computes are within each format's tolerance of `want`, and more than 1e-6 from it (the weights
+ * really are stored in the format).
  */
 export async function expectStorageFormats(
   dir: string,
   run: (m: Awaited<ReturnType<typeof loadModel>>) => Promise<ArrayLike<number>[]>,
   want: ArrayLike<number>[],
-  tol: { bf16: number; int8: number },
+  tol: { bf16: number; int8: number; int4?: number },
 ): Promise<void> {
-  for (const weights of ['bf16', 'int8'] as const) {
+  for (const weights of ['bf16', 'int8', 'int4'] as const) {
+    const bound = tol[weights];
+    if (bound === undefined) continue;
     const q = await loadModel(dir, { weights });
     try {
       const err = maxRowErr(await run(q), want);
-      expect(err).toBeLessThan(tol[weights]);
+      expect(err).toBeLessThan(bound);
       expect(err).toBeGreaterThan(1e-6);
     } finally {
       q.dispose();

@@ -1,0 +1,92 @@
+// gemm_int4_vnni.cc — C[M,N] = A[M,K] W^T (+bias) with Q4 weights on AVX512-VNNI (compiled with
+// -mavx512vnni in simba_cpu_avx512_ext, called by dispatch.cc only when the CPU has it). The same
+// integers as gemm_int4.cc: per block of 32 k and row, an int32 accumulator starts at bcorr (-8 times
+// the block's activation sum) and takes 8 vpdpbusd per 16 features, the unsigned nibbles as the
+// unsigned operand and 4 signed activation bytes broadcast from memory as the signed one; then one
+// conversion and one FMA with the block's scales (half floats, vcvtph2ps) into f32 accumulators.
+// One 64-byte load of nibbles is both 16-feature operands of a group (low nibbles: features 0-15,
+// high: 16-31), an and and a shift apart. Work items as gemm.cc: (row block, panel) pairs.
+#include <immintrin.h>
+
+#include <cstring>
+
+#include "gemm_items.h"
+#include "gemm_store_avx512.h"
+#include "kernels.h"
+
+namespace simba {
+namespace cpu {
+namespace avx512_ext {
+
+namespace {
+
+constexpr int MR = 6;       // 12 f32 + 12 int32 accumulators, 2 weight operands, the mask, a broadcast
+constexpr int kKC4 = 1024;  // k-slice: 32 blocks x 576 bytes = 18 KB of panel and scales
+constexpr int kBlockBytes = kQ4Block * kPanel / 2;
+
+template <int R>
+inline void q4_rows(const GemmArgs& g, int m, int p, int k0, int kc, int ncols, bool first) {
+  const PackedWeight& Wt = *g.W;
+  const int n0 = p * kPanel, Kb = Wt.Kp / kQ4Block, b0 = k0 / kQ4Block, nb = (kc + kQ4Block - 1) / kQ4Block;
+  const uint8_t* panel = Wt.q4 + (size_t)p * Wt.Kp * (kPanel / 2) + (size_t)b0 * kBlockBytes;
+  const uint16_t* ds = Wt.d16 + ((size_t)p * Kb + b0) * kPanel;
+  const QuantRows& aq = *g.aq;
+  const uint8_t* qa = aq.q + (size_t)m * aq.ldq + k0;
+  const int32_t* corr = aq.bcorr + (size_t)m * aq.ldb + b0;
+  const bool stream = g.M <= 16;  // decode batches: the panel comes from memory
+  const __m512i nib = _mm512_set1_epi8(0x0f);
+  __m512 acc[R][2];
+  for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+  for (int b = 0; b < nb; b++) {
+    const uint8_t* w = panel + (size_t)b * kBlockBytes;
+    if (stream) {
+      for (int l = 0; l < kBlockBytes; l += 128) prefetch_stream_row(w + l);
+      __builtin_prefetch(reinterpret_cast<const char*>(ds + (size_t)b * kPanel) + kStreamPrefetchBytes / 8, 0, 1);
+    }
+    __m512i s[R][2];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++) s[r][0] = s[r][1] = _mm512_set1_epi32(corr[(size_t)r * aq.ldb + b]);
+#pragma GCC unroll 8
+    for (int gi = 0; gi < kQ4Block / 4; gi++) {
+      const __m512i x = _mm512_loadu_si512(w + gi * 64);
+      const __m512i w0 = _mm512_and_si512(x, nib), w1 = _mm512_and_si512(_mm512_srli_epi16(x, 4), nib);
+#pragma GCC unroll 8
+      for (int r = 0; r < R; r++) {
+        int32_t a4;
+        std::memcpy(&a4, qa + (size_t)r * aq.ldq + b * kQ4Block + gi * 4, 4);
+        const __m512i a = _mm512_set1_epi32(a4);
+        s[r][0] = _mm512_dpbusd_epi32(s[r][0], w0, a);
+        s[r][1] = _mm512_dpbusd_epi32(s[r][1], w1, a);
+      }
+    }
+    const __m512 d0 = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ds + (size_t)b * kPanel)));
+    const __m512 d1 =
+        _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ds + (size_t)b * kPanel + 16)));
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++) {
+      acc[r][0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[r][0]), d0, acc[r][0]);
+      acc[r][1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[r][1]), d1, acc[r][1]);
+    }
+  }
+  const float* bias = first && g.bias && !g.accumulate ? g.bias + n0 : nullptr;
+  for (int r = 0; r < R; r++) {
+    const __m512 sa = _mm512_set1_ps(aq.scale[m + r]);
+    store_row32(g.C + (size_t)(m + r) * g.ldc + n0, _mm512_mul_ps(acc[r][0], sa), _mm512_mul_ps(acc[r][1], sa), ncols,
+                bias, g.accumulate || !first);
+  }
+}
+
+}  // namespace
+
+void gemm_q4_vnni(const GemmArgs& g, int begin, int end) {
+  for_gemm_items<MR, kKC4>(g, begin, end, [&](int m, int rows, int p, int k0, int kc, int nc, bool f) {
+    if (rows == MR) q4_rows<MR>(g, m, p, k0, kc, nc, f);
+    else if (rows == 4) q4_rows<4>(g, m, p, k0, kc, nc, f);
+    else if (rows == 2) q4_rows<2>(g, m, p, k0, kc, nc, f);
+    else q4_rows<1>(g, m, p, k0, kc, nc, f);
+  });
+}
+
+}  // namespace avx512_ext
+}  // namespace cpu
+}  // namespace simba
