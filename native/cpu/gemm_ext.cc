@@ -36,6 +36,9 @@ inline void q8_rows(const GemmArgs& g, int m, int p, int k0, int kc, int ncols, 
   __m512i acc[R][2];
   for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] = _mm512_setzero_si512();
   const int ng = (kc + 3) / 4;
+  // Unrolled: rolled, GCC copies all 16 accumulators through other registers (and two through the
+  // stack) every group, 34 moves per 16 vpdpbusd (prefill at 29-33% of the dot peak).
+#pragma GCC unroll 4
   for (int gi = 0; gi < ng; gi++) {
     const int8_t* w = panel + (size_t)gi * 4 * kPanel;
     if (g.M <= 2 * MR) prefetch_stream_row(w);  // decode batches: the first tile streams the panel
