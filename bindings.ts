@@ -237,7 +237,7 @@ export interface NativeKernels {
     format?: 'f32' | 'bf16' | 'int8' | 'int4';
   }): Float32Array;
   /** W [N, K] packed in the format and read back as the GEMM sees it (the quantized values). */
-  dequantize(a: { W: Float32Array; N: number; K: number; format: 'f32' | 'bf16' | 'int8' | 'int4' }): Float32Array;
+  readPacked(a: { W: Float32Array; N: number; K: number; format: 'f32' | 'bf16' | 'int8' | 'int4' }): Float32Array;
   rmsnorm(a: { x: Float32Array; w: Float32Array; rows: number; d: number; eps: number }): Float32Array;
   conv1d(a: {
     x: Float32Array;

@@ -10,7 +10,7 @@
 #
 # PEER_DIR: node-llama-cpp and its gguf-py, as ../shared/peers/setup.sh PEER_DIR installs them; the
 # random HF folders (PEER_DIR/rand2-tiny, PEER_DIR/rand2-130m: dist/bench/random_mamba2_folder.js,
-# seed 1) and their GGUF files (f32 by hf_to_gguf_mamba2.py, q8_0 by bench/gguf_q8_0.py) are made
+# seed 1) and their GGUF files (f32 by hf_to_gguf_mamba2.py, q8_0 by bench/gguf_requant.py) are made
 # there when missing. PEERS_TOOLS: the folder of llamacpp_*.mjs and hf_to_gguf_mamba2.py (default
 # ../shared/peers beside the repository). Python is Debian's /usr/bin/python3 with python3-numpy.
 # The speed part needs an IDLE machine: every peer line records foreign_cores_max, and the summary
@@ -38,7 +38,7 @@ for m in tiny 130m; do
   shape=$([ $m = tiny ] && echo tiny || echo mamba2-130m)
   [ -f "$dir/model.safetensors" ] || node "$root/dist/bench/random_mamba2_folder.js" --out "$dir" --shape $shape --seed 1
   [ -f "$dir-f32.gguf" ] || $py "$peers/hf_to_gguf_mamba2.py" "$dir" "$dir-f32.gguf" --outtype f32
-  [ -f "$dir-q8_0.gguf" ] || $py "$root/bench/gguf_q8_0.py" "$dir-f32.gguf" "$dir-q8_0.gguf"
+  [ -f "$dir-q8_0.gguf" ] || $py "$root/bench/gguf_requant.py" "$dir-f32.gguf" "$dir-q8_0.gguf" q8_0
 done
 
 # logits_case OUT_SUBDIR MODEL_DIR IDS all|last: every engine's dump of IDS into OUT_SUBDIR, and the table

@@ -37,7 +37,7 @@ test(`int4 weights: every block on the Q4 grid, its squared error at most llama.
   const W = randArray(N * K, seed0);
   for (let i = 0; i < W.length; i += 97) W[i] *= 20; // outliers
   for (let k = 0; k < 32; k++) W[3 * K + k] = 0; // an all-zero block
-  const Wq = addon.kernels.dequantize({ W, N, K, format: 'int4' });
+  const Wq = addon.kernels.readPacked({ W, N, K, format: 'int4' });
   let ours = 0,
     q40 = 0;
   for (let n = 0; n < N; n++)
@@ -70,7 +70,7 @@ describe.each(isas)('int4 gemm on %s', (isa) => {
       W = randArray(N * K, seed0 + N),
       bias = randArray(N, seed0 + K);
     const C = addon.kernels.gemm({ A, W, bias, M, N, K, format: 'int4' });
-    const Wq = addon.kernels.dequantize({ W, N, K, format: 'int4' });
+    const Wq = addon.kernels.readPacked({ W, N, K, format: 'int4' });
     expect(relErr(C, refGemmQ4(A, Wq, bias, M, N, K))).toBeLessThan(1e-5);
     const exact = refGemmQ4(A, W, bias, M, N, K).map((_, i) => i); // shape only
     const A64 = Float64Array.from(A);

@@ -49,9 +49,9 @@ Napi::Value Gemm(const Napi::CallbackInfo& info) {
   return Out(env, C);
 }
 
-// dequantize({W, N, K, format}) -> W [N, K] as the GEMM sees it: packed in the format, read back
+// readPacked({W, N, K, format}) -> W [N, K] as the GEMM sees it: packed in the format, read back
 // (PackedWeight::at; int8 and int4 show their quantization).
-Napi::Value Dequantize(const Napi::CallbackInfo& info) {
+Napi::Value ReadPacked(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object o = info[0].As<Napi::Object>();
   const int N = Int(o, "N"), K = Int(o, "K");
@@ -208,7 +208,7 @@ Napi::Value Dequantize(const Napi::CallbackInfo& info) {
 void register_kernel_bindings(Napi::Env env, Napi::Object exports) {
   Napi::Object k = Napi::Object::New(env);
   k.Set("gemm", Napi::Function::New(env, Guarded<Gemm>));
-  k.Set("dequantize", Napi::Function::New(env, Guarded<Dequantize>));
+  k.Set("readPacked", Napi::Function::New(env, Guarded<ReadPacked>));
   k.Set("rmsnorm", Napi::Function::New(env, Guarded<RmsNorm>));
   k.Set("conv1d", Napi::Function::New(env, Guarded<Conv1d>));
   k.Set("scan", Napi::Function::New(env, Guarded<Scan>));

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# int4 against llama.cpp's Q4_0 (and int8 against Q8_0), side by side on the same random weights:
+# prefill 512 and decode B=1 / B=8 on the mamba-130m and mamba-1.4b shapes, ours with the fraction of
+# this machine's bounds (simba bench --limits). Needs a peer folder PEER_DIR as bench/compare_peer.sh
+# (node-llama-cpp in NODE_LLAMA_CPP_DIR, its gguf-py; PEERS_TOOLS: the folder of llamacpp_bench.mjs,
+# hf_to_gguf_mamba.py and make_random_mamba.py, default PEER_DIR/..) and a WORK folder for the random
+# HF folders and GGUF files (the 1.4b ones take ~12 GB), made when missing: f32 by
+# hf_to_gguf_mamba.py, q8_0 and q4_0 from it by bench/gguf_requant.py (Debian's /usr/bin/python3 with numpy). Q4_K_M
+# is not written: gguf-py has no K-quant writer, and llama-quantize is not in node-llama-cpp's package.
+# Ends with the table of bench/compare_int4_summary.js. Wants an idle machine.
+#   bash bench/compare_peer_int4.sh PEER_DIR WORK OUT_DIR [SHAPES (default "130m 1.4b")]
+set -euo pipefail
+peer=${1:?peer dir}; work=${2:?work dir}; out=${3:?output dir}; shapes=${4:-130m 1.4b}
+root=$(cd "$(dirname "$0")/.." && pwd)
+peers=${PEERS_TOOLS:-$peer/..}
+py=/usr/bin/python3
+mkdir -p "$work" "$out"
+export NODE_LLAMA_CPP_DIR=$peer PYTHONPATH=$peer/gguf-py
+cli="node $root/dist/lib/cli/main.js"
+. "$root/bench/peer_bench.sh"
+for s in $shapes; do
+  dir=$work/rand-$s
+  case $s in
+    130m) shape=(--d-model 768 --n-layer 24) ;;
+    1.4b) shape=(--d-model 2048 --n-layer 48) ;;
+    *) echo "unknown shape $s (130m, 1.4b)" >&2; exit 2 ;;
+  esac
+  [ -d "$dir" ] || $py "$peers/make_random_mamba.py" --out "$dir" "${shape[@]}"
+  [ -f "$dir-f32.gguf" ] || $py "$peers/hf_to_gguf_mamba.py" "$dir" "$dir-f32.gguf" --outtype f32
+  for t in q8_0 q4_0; do
+    [ -f "$dir-$t.gguf" ] || $py "$root/bench/gguf_requant.py" "$dir-f32.gguf" "$dir-$t.gguf" $t
+  done
+  # ours at 2 threads (the peer's best for prefill; ours is best at 2 for both)
+  for w in int4 int8; do
+    $cli bench --model "$dir" --weights $w --json --runs 5 --lengths 512 --batches 1,8 --limits > "$out/ours-$s-$w.json"
+  done
+  # the peer: prefill at 2 threads, decode at 1 (its best)
+  for t in q4_0 q8_0; do
+    peer_bench "$out/peer-$s-$t-prefill-2t.jsonl" $s-$t-2t --model "$dir-$t.gguf" --threads 2 --runs 5 --wait-idle 120 --prefill 512 --skip-decode
+    peer_bench "$out/peer-$s-$t-decode-1t.jsonl" $s-$t-1t --model "$dir-$t.gguf" --threads 1 --runs 5 --wait-idle 120 --skip-prefill --decode 32 --batch-seqs 8
+  done
+done
+node "$root/bench/compare_int4_summary.js" "$out" $shapes | tee "$out/summary.md"
+echo "results in $out"
