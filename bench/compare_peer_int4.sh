@@ -7,10 +7,12 @@
 # HF folders and GGUF files (the 1.4b ones take ~12 GB), made when missing: f32 by
 # hf_to_gguf_mamba.py, q8_0 and q4_0 from it by bench/gguf_requant.py (Debian's /usr/bin/python3 with numpy). Q4_K_M
 # is not written: gguf-py has no K-quant writer, and llama-quantize is not in node-llama-cpp's package.
-# Ends with the table of bench/compare_int4_summary.js. Wants an idle machine.
+# Ends with the table of bench/compare_int4_summary.js. Wants an idle machine. RUNS (default 5): timed
+# runs per row; WAIT_IDLE (default 120): seconds the peer waits for a quiet machine before each run.
 #   bash bench/compare_peer_int4.sh PEER_DIR WORK OUT_DIR [SHAPES (default "130m 1.4b")]
 set -euo pipefail
 peer=${1:?peer dir}; work=${2:?work dir}; out=${3:?output dir}; shapes=${4:-130m 1.4b}
+runs=${RUNS:-5}; wait_idle=${WAIT_IDLE:-120}
 root=$(cd "$(dirname "$0")/.." && pwd)
 peers=${PEERS_TOOLS:-$peer/..}
 py=/usr/bin/python3
@@ -32,12 +34,12 @@ for s in $shapes; do
   done
   # ours at 2 threads (the peer's best for prefill; ours is best at 2 for both)
   for w in int4 int8; do
-    $cli bench --model "$dir" --weights $w --json --runs 5 --lengths 512 --batches 1,8 --limits > "$out/ours-$s-$w.json"
+    $cli bench --model "$dir" --weights $w --json --runs $runs --lengths 512 --batches 1,8 --limits > "$out/ours-$s-$w.json"
   done
   # the peer: prefill at 2 threads, decode at 1 (its best)
   for t in q4_0 q8_0; do
-    peer_bench "$out/peer-$s-$t-prefill-2t.jsonl" $s-$t-2t --model "$dir-$t.gguf" --threads 2 --runs 5 --wait-idle 120 --prefill 512 --skip-decode
-    peer_bench "$out/peer-$s-$t-decode-1t.jsonl" $s-$t-1t --model "$dir-$t.gguf" --threads 1 --runs 5 --wait-idle 120 --skip-prefill --decode 32 --batch-seqs 8
+    peer_bench "$out/peer-$s-$t-prefill-2t.jsonl" $s-$t-2t --model "$dir-$t.gguf" --threads 2 --runs $runs --wait-idle $wait_idle --prefill 512 --skip-decode
+    peer_bench "$out/peer-$s-$t-decode-1t.jsonl" $s-$t-1t --model "$dir-$t.gguf" --threads 1 --runs $runs --wait-idle $wait_idle --skip-prefill --decode 32 --batch-seqs 8
   done
 done
 node "$root/bench/compare_int4_summary.js" "$out" $shapes | tee "$out/summary.md"

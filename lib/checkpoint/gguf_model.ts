@@ -210,7 +210,8 @@ export function ggufWeightFormat(g: GgufFile, formats: readonly WeightFormat[]):
   const t: GgufTensorType = g.tensors.get('blk.0.ssm_in.weight')?.type ?? 'F32';
   if (t === 'F32') return 'f32';
   if (t === 'F16' || t === 'BF16') return 'bf16';
-  if (t === 'Q8_0') return 'int8';
+  // 4-bit types keep their bits in int4; Q5_K / Q6_K would lose one or two in it: int8
+  if (t === 'Q8_0' || t === 'Q5_K' || t === 'Q6_K') return 'int8';
   return (formats as readonly string[]).includes('int4') ? ('int4' as WeightFormat) : 'int8';
 }
 

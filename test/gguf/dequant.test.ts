@@ -116,9 +116,9 @@ async function run(file: string, ids: number[], weights?: WeightFormat) {
 
 const DEFAULT_STORAGE: Record<QuantType, WeightFormat> = {
   Q8_0: 'int8',
-  Q4_0: 'int8',
-  Q4_1: 'int8',
-  Q4_K: 'int8',
+  Q4_0: 'int4',
+  Q4_1: 'int4',
+  Q4_K: 'int4',
   Q5_K: 'int8',
   Q6_K: 'int8',
 };
