@@ -23,13 +23,20 @@ export interface ChatMessage {
   role: string;
   content: string;
   name?: string;
+  /** An assistant's calls of tools (OpenAI's shape), for templates that show them. */
+  tool_calls?: unknown[];
+  /** A tool message's answer is to this call. */
+  tool_call_id?: string;
 }
 
 export interface ChatTemplate {
   /** 'tokenizer_config.json' or 'plain'. */
   readonly source: string;
-  /** The prompt text for the messages, ending with the assistant's turn. */
-  render(messages: ChatMessage[]): string;
+  /**
+   * The prompt text for the messages, ending with the assistant's turn; `tools` (OpenAI's chat
+   * tools) reach the template as its `tools` variable, for templates that present them.
+   */
+  render(messages: ChatMessage[], tools?: unknown[]): string;
 }
 
 function tokenText(v: unknown): string {
@@ -49,9 +56,16 @@ export function chatTemplate(source: string, text: string, special: { bos?: stri
   }
   return {
     source,
-    render(messages) {
+    render(messages, tools) {
+      const vars: Record<string, unknown> = {
+        messages,
+        add_generation_prompt: true,
+        bos_token: special.bos ?? '',
+        eos_token: special.eos ?? '',
+      };
+      if (tools !== undefined) vars.tools = tools;
       try {
-        return t.render({ messages, add_generation_prompt: true, bos_token: special.bos ?? '', eos_token: special.eos ?? '' });
+        return t.render(vars);
       } catch (e) {
         throw new SimbaError('E_ARG', `chat template: ${(e as Error).message}`);
       }

@@ -54,26 +54,30 @@ const DATE_TIME =
   '"T" ([01] [0-9] | "2" [0-3]) ":" [0-5] [0-9] ":" [0-5] [0-9] ("." [0-9]{1,9})? ("Z" | [+-] ([01] [0-9] | "2" [0-3]) ":" [0-5] [0-9])';
 
 class SchemaConverter {
-  private readonly w: GbnfWriter;
   /** Rule names of $ref targets (defined once; recursion refers to the reserved name). */
   private readonly refs = new Map<string, string>();
+  /**
+   * $ref targets being expanded with no JSON token written since (a $ref back to one of them would
+   * be a rule that starts with itself: left recursion, which matches nothing finite).
+   */
+  private bare = new Set<string>(['#']);
 
   constructor(
+    private readonly w: GbnfWriter,
     private readonly root: unknown,
     private readonly where: string,
     private readonly param: string,
-  ) {
-    this.w = new GbnfWriter(where);
-  }
+  ) {}
 
   private fail(ptr: string, problem: string): never {
     throw v.argError(this.where, `json schema${ptr ? ` at ${ptr}` : ''}: ${problem}`, this.param);
   }
 
-  convert(): string {
-    this.refs.set('#', 'root');
-    this.w.root(this.expr(this.root, '', 0));
-    return this.w.text();
+  /** Defines the rule `name` (reserved in the writer) as the root schema's grammar. */
+  convert(name: string): void {
+    this.refs.set('#', name);
+    this.bare = new Set(['#']);
+    this.w.define(name, this.expr(this.root, '', 0));
   }
 
   /** The GBNF expression of a subschema at the pointer. */
@@ -189,6 +193,11 @@ class SchemaConverter {
 
   private ref(target: unknown, ptr: string, depth: number): string {
     if (typeof target !== 'string') this.fail(ptr, `'$ref' must be a string, got ${v.describeType(target)}`);
+    if (this.bare.has(target))
+      this.fail(
+        ptr,
+        `'$ref' ${JSON.stringify(target.slice(0, 80))} refers back to itself before any JSON is written (a cycle with no object or array between)`,
+      );
     const known = this.refs.get(target);
     if (known) return known;
     const m = /^#\/(\$defs|definitions)\/([^/]+)$/.exec(target);
@@ -203,7 +212,9 @@ class SchemaConverter {
       this.fail(ptr, `'$ref' ${JSON.stringify(target.slice(0, 80))} names no schema of the root's '${m[1]}'`);
     const rule = this.w.reserve(`def-${name}`);
     this.refs.set(target, rule);
+    this.bare.add(target);
     this.w.define(rule, this.expr(defs[name], `/${m[1]}/${token(name)}`, depth + 1));
+    this.bare.delete(target);
     return rule;
   }
 
@@ -285,9 +296,21 @@ class SchemaConverter {
     return parts.length === 0 ? '' : parts.join(' ');
   }
 
+  /** Converts a subschema written after a JSON token ('[' or '{'): no $ref there starts a cycle. */
+  private inside<T>(f: () => T): T {
+    const saved = this.bare;
+    this.bare = new Set();
+    try {
+      return f();
+    } finally {
+      this.bare = saved;
+    }
+  }
+
   private arrayExpr(s: Schema, ptr: string, depth: number): string {
     if (Array.isArray(s.items)) this.fail(`${ptr}/items`, "'items' as an array (a tuple) is not supported: give one schema");
-    const item = s.items === undefined ? jsonRule(this.w, 'value') : this.expr(s.items, `${ptr}/items`, depth + 1);
+    const item =
+      s.items === undefined ? jsonRule(this.w, 'value') : this.inside(() => this.expr(s.items, `${ptr}/items`, depth + 1));
     const lo = this.count(s, 'minItems', ptr) ?? 0,
       hi = this.count(s, 'maxItems', ptr) ?? Infinity;
     if (hi < lo) this.fail(ptr, `'maxItems' ${hi} is less than 'minItems' ${lo}`);
@@ -314,7 +337,7 @@ class SchemaConverter {
     if (names.length === 0)
       return s.additionalProperties === false ? this.w.rule('obj', `"{" ${ws} "}"`) : jsonRule(this.w, 'object');
     const member = names.map((n) => {
-      const value = this.expr(props[n], `${ptr}/properties/${token(n)}`, depth + 1);
+      const value = this.inside(() => this.expr(props[n], `${ptr}/properties/${token(n)}`, depth + 1));
       return `${GbnfWriter.literal(JSON.stringify(n))} ${ws} ":" ${ws} ${value}`;
     });
     const req = names.map((n) => (required as string[]).includes(n));
@@ -350,5 +373,17 @@ class SchemaConverter {
  * `param` name the option in errors ('generate' / 'jsonSchema', or the server's field).
  */
 export function jsonSchemaToGbnf(schema: unknown, where = 'generate', param = 'jsonSchema'): string {
-  return new SchemaConverter(schema, where, param).convert();
+  const w = new GbnfWriter(where);
+  new SchemaConverter(w, schema, where, param).convert('root');
+  return w.text();
+}
+
+/**
+ * Writes a schema's grammar into an existing writer as a new rule (named from `base`), for grammars
+ * that hold several schemas (tool calls); `$ref: "#"` there refers to this schema. Returns the rule name.
+ */
+export function schemaRule(w: GbnfWriter, schema: unknown, base: string, where: string, param: string): string {
+  const name = w.reserve(base);
+  new SchemaConverter(w, schema, where, param).convert(name);
+  return name;
 }

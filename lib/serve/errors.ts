@@ -40,6 +40,20 @@ export function badParam(param: string, problem: string, code = 'invalid_value')
   return new ApiError(400, `'${param}' ${problem}`, 'invalid_request_error', param, code);
 }
 
+/**
+ * Runs library checks on request fields: a SimbaError they throw (E_ARG, E_TOKEN) becomes a 400
+ * naming `param`, or with param null the field the error names (its `param` up to the first '.' or '[').
+ */
+export function asParam<T>(param: string | null, check: () => T): T {
+  try {
+    return check();
+  } catch (e) {
+    if (!(e instanceof SimbaError) || (e.code !== 'E_ARG' && e.code !== 'E_TOKEN')) throw e;
+    const p = param ?? e.param?.split(/[.[]/)[0] ?? null;
+    throw new ApiError(400, e.message, 'invalid_request_error', p, e.code === 'E_TOKEN' ? 'invalid_token' : 'invalid_value');
+  }
+}
+
 export const notFound = (message: string, code = 'not_found', param: string | null = null) =>
   new ApiError(404, message, 'not_found_error', param, code);
 export const unavailable = (message: string, code: string) => new ApiError(503, message, 'service_unavailable', null, code);

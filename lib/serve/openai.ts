@@ -6,9 +6,10 @@
  * Supported fields: model, prompt (string, strings, token ids, lists of token ids) / messages,
  * max_tokens (max_completion_tokens), temperature, top_p, n, stop, seed, stream,
  * stream_options.include_usage, logprobs (+ top_logprobs for chat), presence_penalty,
- * frequency_penalty, logit_bias, user; extensions top_k, min_p, repetition_penalty,
- * `grammar` (GBNF text, as llama-server names it: every choice's text follows it) and
- * `simba` (e.g. {"flops": 0.6}: prune this request's prompt). Unknown fields are ignored.
+ * frequency_penalty, logit_bias, user; extensions top_k, min_p, repetition_penalty and
+ * `simba` (e.g. {"flops": 0.6}: prune this request's prompt); structured output (structured.ts):
+ * response_format, chat tools / tool_choice, extensions regex, choice and `grammar` (GBNF text, as
+ * llama-server names it): every choice's text follows the one grammar they make. Unknown fields are ignored.
  *
  * This layer checks only the HTTP shape (JSON null is a field left out, snake_case names, OpenAI's
  * defaults); the values go to the library's own checks (samplingParams, checkSimba, lib/validate.ts)
@@ -30,7 +31,9 @@ import { samplingParams, type SamplerKey } from '../generate/sampler';
 import { LIMITS } from '../limits';
 import type { MambaConfig } from '../types';
 import * as v from '../validate';
-import { ApiError, badParam, notFound } from './errors';
+import { ApiError, asParam, badParam, notFound } from './errors';
+import { parseStructured, type StructuredSpec } from './structured';
+import type { ToolPlan } from './tool_calls';
 
 export interface ParseContext {
   modelName: string;
@@ -63,6 +66,10 @@ export interface GenerationSpec {
   simbaNote: string | null;
   /** Fresh sampling params of choice j (seed + j when a seed was given). */
   sampling(j: number): SamplingParams;
+  /** The GBNF grammar of response_format / regex / choice / grammar / a forced tool call (structured.ts), or undefined. */
+  grammar: string | undefined;
+  /** Chat tools and tool_choice (null without tools). */
+  tools: ToolPlan | null;
 }
 
 type Body = Record<string, unknown>;
@@ -82,20 +89,6 @@ const SAMPLER_FIELDS: Record<Exclude<SamplerKey, 'logprobs'>, string> = {
 
 /** A body field; JSON null is the field left out (the official clients send null for unset fields). */
 const field = (b: Body, key: string): unknown => (b[key] === null ? undefined : b[key]);
-
-/**
- * Runs library checks on request fields: a SimbaError they throw (E_ARG, E_TOKEN) becomes a 400
- * naming `param`, or with param null the field the error names (its `param` up to the first '.' or '[').
- */
-function asParam<T>(param: string | null, check: () => T): T {
-  try {
-    return check();
-  } catch (e) {
-    if (!isSimbaError(e) || (e.code !== 'E_ARG' && e.code !== 'E_TOKEN')) throw e;
-    const p = param ?? e.param?.split(/[.[]/)[0] ?? null;
-    throw new ApiError(400, e.message, 'invalid_request_error', p, e.code === 'E_TOKEN' ? 'invalid_token' : 'invalid_value');
-  }
-}
 
 /** The received value as the error message shows it: at most 60 characters, never recursing deeper than 3 levels. */
 function short(v: unknown): string {
@@ -192,7 +185,7 @@ function logprobsField(b: Body, kind: 'completion' | 'chat'): { name: string; va
 }
 
 /** The sampling fields as the library's sampler options (OpenAI's defaults), checked by samplingParams. */
-function sampling(b: Body, ctx: ParseContext, kind: 'completion' | 'chat') {
+function sampling(b: Body, ctx: ParseContext, kind: 'completion' | 'chat', structured: StructuredSpec) {
   const lp = logprobsField(b, kind);
   const o: Partial<Record<SamplerKey, unknown>> = {};
   for (const [key, name] of Object.entries(SAMPLER_FIELDS)) o[key as SamplerKey] = field(b, name);
@@ -205,7 +198,7 @@ function sampling(b: Body, ctx: ParseContext, kind: 'completion' | 'chat') {
   const { seed, ...params } = asParam(null, () =>
     samplingParams(o, '', ctx.config.vocabSize, limit, { ...SAMPLER_FIELDS, logprobs: lp.name }),
   );
-  const grammar = grammarField(b, ctx);
+  const grammar = compiledGrammar(structured, ctx);
   return {
     logprobs: lp.on ? params.logprobs! : null,
     // each choice its own matcher
@@ -217,13 +210,14 @@ function sampling(b: Body, ctx: ParseContext, kind: 'completion' | 'chat') {
   };
 }
 
-/** The `grammar` field (GBNF text) compiled for the served tokenizer (cached by text), or undefined. */
-function grammarField(b: Body, ctx: ParseContext) {
-  const gbnf = field(b, 'grammar');
+/** The request's grammar (structured.ts: from grammar, response_format, regex, choice or a forced tool call) compiled for the served tokenizer (cached by text), or undefined. */
+function compiledGrammar(structured: StructuredSpec, ctx: ParseContext) {
+  const gbnf = structured.grammar;
   if (gbnf === undefined) return undefined;
-  if (!ctx.tokenizer) throw badParam('grammar', 'needs a tokenizer: this model has none');
+  const param = structured.grammarField ?? 'grammar';
+  if (!ctx.tokenizer) throw badParam(param, 'needs a tokenizer: this model has none');
   const tok = ctx.tokenizer;
-  return asParam('grammar', () => compileCached('', gbnf, tok, tok.eosTokenId ?? ctx.config.eosTokenId));
+  return asParam(param, () => compileCached('', gbnf, tok, tok.eosTokenId ?? ctx.config.eosTokenId));
 }
 
 /** The `model` field: required, and the model this server serves (404 otherwise). */
@@ -281,6 +275,7 @@ function common(
     includeUsage =
       asParam('include_usage', () => v.bool('', 'stream_options.include_usage', field(so, 'include_usage'))) ?? false;
   }
+  const structured = parseStructured(b, kind);
   let simba = ctx.defaultSimba;
   if (b.simba === null) simba = undefined;
   else if (b.simba !== undefined) {
@@ -295,7 +290,8 @@ function common(
     stop,
     simba,
     simbaFromServer: simba !== undefined && b.simba === undefined,
-    ...sampling(b, ctx, kind),
+    ...structured,
+    ...sampling(b, ctx, kind, structured),
   };
 }
 
@@ -341,9 +337,17 @@ export async function parseChat(body: unknown, ctx: ParseContext): Promise<Gener
     )
       content = (x.content as { text: string }[]).map((p) => p.text).join('');
     else throw badParam(`messages[${i}].content`, 'must be a string or an array of {type: "text", text} parts');
-    return { role: x.role, content };
+    const msg: ChatMessage = { role: x.role, content };
+    if (Array.isArray(x.tool_calls)) msg.tool_calls = x.tool_calls;
+    if (typeof x.tool_call_id === 'string') msg.tool_call_id = x.tool_call_id;
+    return msg;
   });
-  const ids = await encode(ctx.chatTemplate.render(messages), ctx, 'messages', promptLimit(ctx, c.simba, c.simbaFromServer));
+  const ids = await encode(
+    ctx.chatTemplate.render(messages, c.tools?.templateTools ?? undefined),
+    ctx,
+    'messages',
+    promptLimit(ctx, c.simba, c.simbaFromServer),
+  );
   const simba = simbaFields([checkLength(ids, ctx, 'messages', c.simba, c.simbaFromServer)]);
   return { ...c, ...simba, kind: 'chat', prompts: [ids] };
 }

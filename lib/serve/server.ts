@@ -39,6 +39,7 @@ import {
   type ParseContext,
 } from './openai';
 import { PrefixCache } from './prefix_cache';
+import { ToolCallChoices } from './tool_calls';
 import { checkPolicyOptions, Scheduler, SchedulerRejection, type RequestEvent, type RequestHandle } from './scheduler';
 import { registerResponses } from './responses/route';
 import { MemoryResponseStore, RedisResponseStore, type ResponseStore } from './responses/store';
@@ -478,6 +479,8 @@ class Run {
   readonly finished: Promise<boolean>;
   private resolve!: (ok: boolean) => void;
   private readonly offsets: TextOffsets;
+  /** Chat with tool_choice 'required' or a named function: the output is a tool call. */
+  private readonly toolCalls: ToolCallChoices | null;
 
   constructor(
     private readonly kind: 'completion' | 'chat',
@@ -489,6 +492,7 @@ class Run {
     this.outs = Array.from({ length: spec.prompts.length * spec.n }, () => ({ text: '', finishReason: null, tokens: [] }));
     this.remaining = spec.prompts.length;
     this.offsets = new TextOffsets(tok);
+    this.toolCalls = kind === 'chat' && spec.tools?.forced ? new ToolCallChoices(this.outs.length) : null;
     this.finished = new Promise((res) => {
       this.resolve = res;
     });
@@ -503,7 +507,12 @@ class Run {
     startEventStream(raw);
     if (this.kind === 'chat')
       this.outs.forEach((_, index) =>
-        this.send({ index, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }),
+        this.send({
+          index,
+          delta: { role: 'assistant', content: this.toolCalls ? null : '' },
+          logprobs: null,
+          finish_reason: null,
+        }),
       );
   }
 
@@ -560,11 +569,13 @@ class Run {
         const t = { token: ev.token, logprob: ev.logprob, top: ev.top, offset };
         out.tokens.push(t);
         out.text += ev.text;
-        if (ev.text || withLogprobs) this.send(this.piece(index, ev.text, withLogprobs ? [t] : [], null));
+        if (this.toolCalls) for (const c of this.toolCalls.token(index, ev.text)) this.send(c);
+        else if (ev.text || withLogprobs) this.send(this.piece(index, ev.text, withLogprobs ? [t] : [], null));
       } else {
         out.text += ev.text;
         out.finishReason = ev.reason;
-        this.send(this.piece(index, ev.text, [], ev.reason));
+        if (this.toolCalls) for (const c of this.toolCalls.finish(index, ev.text, ev.reason)) this.send(c);
+        else this.send(this.piece(index, ev.text, [], ev.reason));
       }
     } else if (ev.type === 'done') {
       this.usage.prompt += ev.usage.promptTokens;
@@ -609,9 +620,9 @@ class Run {
       this.kind === 'chat'
         ? {
             index,
-            message: { role: 'assistant', content: o.text },
+            message: this.toolCalls ? this.toolCalls.message(index) : { role: 'assistant', content: o.text },
             logprobs: this.logprobsOf(o.tokens),
-            finish_reason: o.finishReason,
+            finish_reason: this.toolCalls ? this.toolCalls.finishReason(index, o.finishReason) : o.finishReason,
           }
         : { index, text: o.text, logprobs: this.logprobsOf(o.tokens), finish_reason: o.finishReason },
     );

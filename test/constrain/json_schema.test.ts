@@ -265,6 +265,11 @@ describe('jsonSchemaToGbnf', () => {
     [{ type: 'string', pattern: '^a|b$' }, /top-level '\|'/],
     [{ type: 'string', maxLength: 3, minimum: 1 }, /'minimum' applies to type number/],
     [false, /the schema false matches nothing/],
+    [
+      { $defs: { a: { anyOf: [{ type: 'null' }, { $ref: '#/$defs/a' }] } }, $ref: '#/$defs/a' },
+      /at \/\$defs\/a\/anyOf\/1\/\$ref: .*refers back to itself/,
+    ],
+    [{ anyOf: [{ type: 'null' }, { $ref: '#' }] }, /at \/anyOf\/1\/\$ref: '\$ref' "#" refers back to itself/],
     ['x', /a schema must be an object, got the string 'x'/],
   ])('%j is an E_ARG naming the keyword and where', (schema, msg) => {
     expectArgError(() => jsonSchemaToGbnf(schema), msg);
