@@ -356,6 +356,46 @@ function repeatSuffix(min: number, max: number): string {
   return min === max ? `{${min}}` : `{${min},${max}}`;
 }
 
+/** Whether the node matches the empty string. */
+export function nullable(n: RegexNode): boolean {
+  switch (n.t) {
+    case 'set':
+      return false;
+    case 'seq':
+      return n.items.every(nullable);
+    case 'alt':
+      return n.alts.some(nullable);
+    case 'rep':
+      return n.min === 0 || n.max === 0 || nullable(n.node);
+  }
+}
+
+/** A node matching the non-empty strings the node matches (null: it matches only the empty string). */
+export function nonEmpty(n: RegexNode): RegexNode | null {
+  if (!nullable(n)) return n;
+  switch (n.t) {
+    case 'set':
+      return n;
+    case 'alt': {
+      const alts = n.alts.map(nonEmpty).filter((a): a is RegexNode => a !== null);
+      return alts.length === 0 ? null : alts.length === 1 ? alts[0] : { t: 'alt', alts };
+    }
+    case 'seq': {
+      // every item is nullable: the first non-empty item, then anything of the rest
+      const alts: RegexNode[] = [];
+      n.items.forEach((item, i) => {
+        const ne = nonEmpty(item);
+        if (ne !== null) alts.push({ t: 'seq', items: [ne, ...n.items.slice(i + 1)] });
+      });
+      return alts.length === 0 ? null : alts.length === 1 ? alts[0] : { t: 'alt', alts };
+    }
+    case 'rep': {
+      const inner = n.max === 0 ? null : nonEmpty(n.node);
+      return inner === null ? null : { t: 'rep', node: inner, min: 1, max: n.max };
+    }
+  }
+}
+
 /**
  * The GBNF expression of a parsed regex node, or null when it matches only the empty string;
  * `json`: characters as written inside a JSON string.
@@ -391,8 +431,15 @@ export function regexExpr(node: RegexNode, json: boolean): string | null {
       return alts.includes(null) ? `${grouped(body)}?` : body;
     }
     case 'rep': {
+      if (node.max === 0) return null;
+      // a repeated part that can match the empty string repeats its non-empty strings instead (the
+      // same language; GBNF engines refuse an empty-matching repetition, which could loop)
+      if (nullable(node.node)) {
+        const ne = nonEmpty(node.node);
+        return ne === null ? null : regexExpr({ t: 'rep', node: ne, min: 0, max: node.max }, json);
+      }
       const inner = regexExpr(node.node, json);
-      if (inner === null || node.max === 0) return null;
+      if (inner === null) return null;
       if (node.min === 1 && node.max === 1) return inner;
       return `${grouped(inner)}${repeatSuffix(node.min, node.max)}`;
     }

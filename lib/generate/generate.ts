@@ -4,6 +4,7 @@
  * per token; text streams through the tokenizer's incremental decoder, so a piece never ends in
  * half a UTF-8 character.
  */
+import { constraintGbnf, CONSTRAINT_KEYS, type ConstraintOptions } from '../constrain/constraint';
 import { compileGrammar, Grammar } from '../constrain/grammar';
 import { checkModel, checkSimba, tokenIds, type LanguageModel, type SampledToken, type SimbaOptions } from '../engine/lm';
 import { isSimbaError, SimbaError } from '../errors';
@@ -12,7 +13,7 @@ import * as v from '../validate';
 import { samplingParams, SAMPLER_KEYS, type SamplerOptions } from './sampler';
 import { StopMatcher } from './stop';
 
-export interface GenerateOptions extends SamplerOptions {
+export interface GenerateOptions extends SamplerOptions, ConstraintOptions {
   /** Tokens to generate at most (default 64, at most 1,000,000). */
   maxTokens?: number;
   /** Stop when the generated text contains one of these strings (the stop string is not emitted). */
@@ -24,7 +25,9 @@ export interface GenerateOptions extends SamplerOptions {
   /**
    * Constrain the text to a grammar: GBNF text (llama.cpp's syntax, start rule `root`) or a
    * compileGrammar() result. Generation ends when the grammar is complete and allows nothing more,
-   * or on the EOS (allowed only where it is complete); maxTokens may end it first.
+   * or on the EOS (allowed only where it is complete); maxTokens may end it first. At most one of
+   * grammar, responseFormat, jsonSchema, regex and choice (lib/constrain/constraint.ts), each
+   * turned into such a grammar.
    */
   grammar?: string | Grammar;
   signal?: AbortSignal;
@@ -42,7 +45,7 @@ export interface GeneratedPiece {
 /** Dense prompts up to this many tokens go to one native call; longer ones are prefilled in chunks first. */
 const MAX_STEP_TOKENS = LIMITS.chunkTokens;
 
-const GENERATE_KEYS = ['maxTokens', ...SAMPLER_KEYS, 'stop', 'stopAtEos', 'simba', 'grammar', 'signal'] as const;
+const GENERATE_KEYS = ['maxTokens', ...SAMPLER_KEYS, 'stop', 'stopAtEos', 'simba', ...CONSTRAINT_KEYS, 'signal'] as const;
 
 /**
  * Validated generation options with defaults filled in (see GENERATE_DEFAULTS); `sampling` holds
@@ -58,14 +61,21 @@ export function resolveGenerateOptions(opts: GenerateOptions | undefined, vocabS
     stop: v.stringArray(w, 'stop', o.stop, true) ?? [],
     stopAtEos: v.bool(w, 'stopAtEos', o.stopAtEos) ?? d.stopAtEos,
     simba: o.simba as SimbaOptions | undefined,
-    grammar: grammarOption(w, o.grammar),
+    grammar: constraintOption(w, o),
     signal: v.signal(w, 'signal', o.signal),
   };
 }
 
-function grammarOption(w: string, g: unknown): string | Grammar | undefined {
-  if (g === undefined || typeof g === 'string' || g instanceof Grammar) return g;
-  throw v.argError(w, `grammar must be GBNF text or a compileGrammar() result, got ${v.describeType(g)}`, 'grammar');
+/** The one constraint option given, as a compiled grammar or GBNF text (two or more: E_ARG naming them). */
+function constraintOption(
+  w: string,
+  o: Partial<Record<(typeof CONSTRAINT_KEYS)[number], unknown>>,
+): string | Grammar | undefined {
+  const g = o.grammar;
+  if (g !== undefined && typeof g !== 'string' && !(g instanceof Grammar))
+    throw v.argError(w, `grammar must be GBNF text or a compileGrammar() result, got ${v.describeType(g)}`, 'grammar');
+  const gbnf = constraintGbnf(o, w);
+  return g instanceof Grammar ? g : gbnf;
 }
 
 /**

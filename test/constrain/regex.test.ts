@@ -9,78 +9,11 @@ import fc from 'fast-check';
 import { regexToGbnf } from '../../lib/constrain/regex';
 import { SimbaError } from '../../lib/errors';
 import { mulberry32 } from '../../lib/generate/sampler';
+import { rx } from '../helpers/constraint_arbs';
 import { parseGbnf } from '../helpers/gbnf_check';
 import { expectArgError } from '../helpers/util';
 
 const anchored = (src: string) => new RegExp(`^(?:${src})$`, 'u');
-
-/** A random regex: its source and a sampler of strings it matches. */
-interface Rx {
-  src: string;
-  gen: (rng: () => number) => string;
-  /** Whether the source is an atom a quantifier may follow directly. */
-  atom: boolean;
-}
-
-const pick = <T>(rng: () => number, xs: readonly T[]): T => xs[Math.floor(rng() * xs.length)];
-
-const leaf: fc.Arbitrary<Rx> = fc.constantFrom<Rx>(
-  { src: 'a', gen: () => 'a', atom: true },
-  { src: 'b', gen: () => 'b', atom: true },
-  { src: '-', gen: () => '-', atom: true },
-  { src: '\\.', gen: () => '.', atom: true },
-  { src: '"', gen: () => '"', atom: true },
-  { src: 'é', gen: () => 'é', atom: true },
-  { src: '\\d', gen: (r) => pick(r, ['0', '5', '9']), atom: true },
-  { src: '\\w', gen: (r) => pick(r, ['a', 'Z', '_', '3']), atom: true },
-  { src: '\\s', gen: (r) => pick(r, [' ', '\t', '\n']), atom: true },
-  { src: '[a-c]', gen: (r) => pick(r, ['a', 'b', 'c']), atom: true },
-  { src: '[^ab]', gen: (r) => pick(r, ['c', '-', '1', 'x']), atom: true },
-  { src: '[\\d.x-]', gen: (r) => pick(r, ['4', '.', 'x', '-']), atom: true },
-  { src: '.', gen: (r) => pick(r, ['a', ' ', '.', '😀']), atom: true },
-  { src: '\\u{1F600}', gen: () => '😀', atom: true },
-  { src: '\\x41', gen: () => 'A', atom: true },
-);
-
-const rx: fc.Arbitrary<Rx> = fc.letrec<{ r: Rx }>((tie) => ({
-  r: fc.oneof(
-    { depthSize: 'small', withCrossShrink: true },
-    leaf,
-    fc.array(tie('r'), { minLength: 2, maxLength: 4 }).map((xs) => ({
-      src: xs.map((x) => x.src).join(''),
-      gen: (rng: () => number) => xs.map((x) => x.gen(rng)).join(''),
-      atom: false,
-    })),
-    fc.array(tie('r'), { minLength: 2, maxLength: 3 }).map((xs) => ({
-      src: `(${xs.map((x) => x.src).join('|')})`,
-      gen: (rng: () => number) => pick(rng, xs).gen(rng),
-      atom: true,
-    })),
-    fc.tuple(tie('r'), fc.constantFrom('*', '+', '?', '{2}', '{1,3}', '{0,2}', '{2,}', '*?')).map(([x, q]) => {
-      const [min, max] = {
-        '*': [0, 3],
-        '*?': [0, 3],
-        '+': [1, 3],
-        '?': [0, 1],
-        '{2}': [2, 2],
-        '{1,3}': [1, 3],
-        '{0,2}': [0, 2],
-        '{2,}': [2, 4],
-      }[q]!;
-      const src = x.atom ? x.src : `(?:${x.src})`;
-      return {
-        src: `${src}${q}`,
-        gen: (rng: () => number) => {
-          let s = '';
-          const n = min + Math.floor(rng() * (max - min + 1));
-          for (let i = 0; i < n; i++) s += x.gen(rng);
-          return s;
-        },
-        atom: false,
-      };
-    }),
-  ),
-})).r;
 
 describe('regexToGbnf', () => {
   test('examples: the grammar text and what it accepts', () => {

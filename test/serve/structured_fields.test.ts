@@ -23,7 +23,10 @@ beforeAll(async () => {
     modelName: 'm',
     config: model.config,
     tokenizer: model.tokenizer,
-    chatTemplate: chatTemplate('t', '{% if tools %}{{ tools | length }}{% else %}0{% endif %} tools|{% for m in messages %}{{ m.content }}{% endfor %}'),
+    chatTemplate: chatTemplate(
+      't',
+      '{% if tools %}{{ tools | length }}{% else %}0{% endif %} tools|{% for m in messages %}{{ m.content }}{% endfor %}',
+    ),
     maxPromptTokens: 4096,
     maxTokensLimit: 64,
     maxN: 4,
