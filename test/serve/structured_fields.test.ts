@@ -7,7 +7,7 @@
  */
 import fc from 'fast-check';
 
-import { chatTemplate, PLAIN_CHAT_TEMPLATE } from '../../lib/checkpoint/chat_template';
+import { chatTemplate } from '../../lib/checkpoint/chat_template';
 import { loadModel } from '../../lib/engine/load';
 import type { MambaModel } from '../../lib/engine/model';
 import { ApiError } from '../../lib/serve/errors';
