@@ -13,7 +13,8 @@
  */
 import { constraintGbnf, type ConstraintKey } from '../constrain/constraint';
 import { toolCallGbnf } from '../constrain/tool_call';
-import { asParam, badParam } from './errors';
+import * as v from '../validate';
+import { ApiError, asParam, badParam } from './errors';
 import { parseTools, type ToolPlan } from './tool_calls';
 
 export interface StructuredSpec {
@@ -44,7 +45,14 @@ export function parseStructured(b: Body, kind: 'completion' | 'chat'): Structure
     choice: field(b, 'choice'),
     grammar: field(b, 'grammar'),
   };
-  if (o.grammar !== undefined && typeof o.grammar !== 'string') throw badParam('grammar', 'must be GBNF text (a string)');
+  if (o.grammar !== undefined && typeof o.grammar !== 'string')
+    throw new ApiError(
+      400,
+      `grammar must be GBNF text (a string), got ${v.describeType(o.grammar)}`,
+      'invalid_request_error',
+      'grammar',
+      'invalid_value',
+    );
   let tools: ToolPlan | null = null;
   if (kind === 'chat') tools = parseTools(field(b, 'tools'), field(b, 'tool_choice'));
   else for (const k of ['tools', 'tool_choice']) if (field(b, k) !== undefined) throw badParam(k, 'is for /v1/chat/completions');

@@ -126,7 +126,7 @@ describe('structured fields -> one grammar', () => {
     [{ regex: 5 }, 'regex', /regex must be a string/],
     [{ choice: [] }, 'choice', /choice must be an array of 1 to 1000 strings/],
     [{ choice: ['a', ''] }, 'choice', /choice\[1\] must be a non-empty string/],
-    [{ grammar: 7 }, 'grammar', /must be GBNF text/],
+    [{ grammar: 7 }, 'grammar', /grammar must be GBNF text \(a string\), got the number 7/],
     [
       { regex: 'a', choice: ['a'] },
       'choice',
