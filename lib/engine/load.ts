@@ -89,7 +89,7 @@ export async function loadModel(dir: string = DEFAULT_MODEL_DIR, options?: LoadM
   };
   if (typeof dir !== 'string') throw v.argError(w, `the model folder must be a path string, got ${v.describeType(dir)}`);
   if (!fs.existsSync(dir)) throw new SimbaError('E_IO', `loadModel: model folder '${dir}' does not exist`);
-  if (isGgufFile(dir)) return loadGgufModel(dir, opts);
+  if (isGgufFile(dir) || (/\.gguf$/i.test(dir) && fs.statSync(dir).isFile())) return loadGgufModel(dir, opts);
   const weights = opts.weights ?? 'f32';
   const device = checkDevice(opts.device, weights);
   if (!fs.statSync(dir).isDirectory())

@@ -102,7 +102,8 @@ class Mapping {
 
 }  // namespace
 
-MappedTensorCheck with_mapped_tensor(const MappedTensorRef& t, const std::function<void(const float*, size_t)>& use) {
+MappedTensorCheck with_mapped_tensor(const MappedTensorRef& t, const std::function<void(const float*, size_t)>& use,
+                                     ConvScratch* scratch) {
   const size_t belems = file_dtype_block_elems(t.dtype), bbytes = file_dtype_block_bytes(t.dtype);
   if (t.count % belems != 0 || t.bytes != (uint64_t)(t.count / belems) * bbytes)
     fail(SIMBA_E_ARG, t.file + ": tensor byte length does not match its element count and type");
@@ -112,14 +113,15 @@ MappedTensorCheck with_mapped_tensor(const MappedTensorRef& t, const std::functi
   // F32 at a 4-byte aligned offset (safetensors aligns data to 8 in practice, GGUF to 32) is used in place.
   const bool in_place = t.dtype == FileDType::F32 && n == t.count && t.transform == ValueTransform::None &&
                         (reinterpret_cast<uintptr_t>(p) & 3) == 0;
-  std::vector<float> conv;
+  ConvScratch own;
   const float* f = reinterpret_cast<const float*>(p);
   if (!in_place) {
-    conv.assign(n, 0.f);
-    dequantize_blocks_parallel(t.dtype, reinterpret_cast<const uint8_t*>(p), conv.data(), t.count / belems);
+    float* conv = (scratch ? scratch : &own)->get(n);
+    dequantize_blocks_parallel(t.dtype, reinterpret_cast<const uint8_t*>(p), conv, t.count / belems);
+    std::fill(conv + t.count, conv + n, 0.f);  // padded vocabulary rows
     if (t.transform == ValueTransform::LogOfNegated)
       for (size_t i = 0; i < t.count; i++) conv[i] = std::log(-conv[i]);
-    f = conv.data();
+    f = conv;
   }
   MappedTensorCheck r;
   if (t.check_finite) {

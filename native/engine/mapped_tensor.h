@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 
 #include "cpu/gguf_dequant.h"
@@ -36,8 +37,28 @@ struct MappedTensorCheck {
   float bad_value = 0.f;
 };
 
+// The f32 buffer conversions write into, kept across the tensors of one load: its pages are faulted
+// in once (by the largest tensor, the embedding, which comes first), not once per tensor.
+class ConvScratch {
+ public:
+  float* get(size_t n) {
+    if (n > cap_) {
+      buf_.reset();  // free the old one first: peak memory is one buffer
+      buf_.reset(new float[n]);
+      cap_ = n;
+    }
+    return buf_.get();
+  }
+
+ private:
+  std::unique_ptr<float[]> buf_;
+  size_t cap_ = 0;
+};
+
 // Maps the tensor's bytes, checks finiteness if asked, calls use(f32 data, element count) and
 // unmaps. Throws std::runtime_error naming the file on I/O errors (missing file, short file).
-MappedTensorCheck with_mapped_tensor(const MappedTensorRef& t, const std::function<void(const float*, size_t)>& use);
+// Conversions go to `scratch` (a buffer of its own when null).
+MappedTensorCheck with_mapped_tensor(const MappedTensorRef& t, const std::function<void(const float*, size_t)>& use,
+                                     ConvScratch* scratch = nullptr);
 
 }  // namespace simba

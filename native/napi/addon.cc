@@ -292,10 +292,11 @@ class Engine : public Napi::ObjectWrap<Engine> {
                 if (f) f->Release();
               }
             } release{progress};
+            ConvScratch scratch;  // one conversion buffer for the whole load
             for (size_t i = 0; i < jobs.size(); i++) {
               const Job& j = jobs[i];
-              MappedTensorCheck c =
-                  with_mapped_tensor(j.ref, [&](const float* p, size_t n) { m->set_tensor(j.name, j.layer, p, n); });
+              MappedTensorCheck c = with_mapped_tensor(
+                  j.ref, [&](const float* p, size_t n) { m->set_tensor(j.name, j.layer, p, n); }, &scratch);
               if (c.first_bad >= 0) {
                 found->index = (int64_t)i;
                 found->check = c;

@@ -13,7 +13,8 @@ import { GGUF_TENSOR_TYPES } from '../../lib/checkpoint/gguf';
 import { loadModel } from '../../lib/engine/load';
 import type { WeightFormat } from '../../lib/types';
 import { QUANT_TYPES, randomBlocks, refDequantize, type QuantType } from '../reference/gguf_quants';
-import { encodeGguf, f32Bytes, type GgufWriteTensor } from '../helpers/gguf_writer';
+import { encodeGguf, f32Bytes, type GgufWriteTensor } from '../../bench/gguf_writer';
+import { bf16BitsToF32, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits } from '../../lib/checkpoint/safetensors';
 import { maxRowErr, randArray, randTokens, rejection, tmpDir } from '../helpers/util';
 
 const addon = loadAddon();
@@ -58,8 +59,21 @@ const META = {
   'mamba.attention.layer_norm_rms_epsilon': 1e-5,
 };
 
-/** The model's tensors: its four matrices as random `type` blocks (or, asF32, as F32 of what those blocks hold), the rest F32. */
-function quantModelTensors(type: QuantType, asF32: boolean, seed: number): GgufWriteTensor[] {
+type MatrixType = QuantType | 'F16' | 'BF16';
+
+/** n random values stored as `type`: the bytes, and the values they hold. */
+function matrixData(type: MatrixType, n: number, seed: number, scale: number): { bytes: Uint8Array; values: ArrayLike<number> } {
+  if (type === 'F16' || type === 'BF16') {
+    const bits = Array.from(randArray(n, seed, scale), type === 'F16' ? f32ToF16Bits : f32ToBf16Bits);
+    const u16 = Uint16Array.from(bits);
+    return { bytes: new Uint8Array(u16.buffer), values: bits.map(type === 'F16' ? f16BitsToF32 : bf16BitsToF32) };
+  }
+  const bytes = randomBlocks(type, n / GGUF_TENSOR_TYPES[type].blockElems, seed, scale / 8);
+  return { bytes, values: refDequantize(type, bytes) };
+}
+
+/** The model's tensors: its four matrices stored as `type` (or, asF32, as F32 of the values they hold), the rest F32. */
+function quantModelTensors(type: MatrixType, asF32: boolean, seed: number): GgufWriteTensor[] {
   const f32 = (name: string, dims: number[], v: ArrayLike<number>): GgufWriteTensor => ({
     name,
     dims,
@@ -73,8 +87,8 @@ function quantModelTensors(type: QuantType, asF32: boolean, seed: number): GgufW
     ['blk.0.ssm_out.weight', d, E, 1 / Math.sqrt(E)],
   ];
   const out: GgufWriteTensor[] = mats.map(([name, rows, cols, scale], i) => {
-    const bytes = randomBlocks(type, (rows * cols) / GGUF_TENSOR_TYPES[type].blockElems, seed + i, scale / 8);
-    return asF32 ? f32(name, [cols, rows], refDequantize(type, bytes)) : { name, dims: [cols, rows], type, data: bytes };
+    const { bytes, values } = matrixData(type, rows * cols, seed + i, scale);
+    return asF32 ? f32(name, [cols, rows], values) : { name, dims: [cols, rows], type, data: bytes };
   });
   const ones = (n: number, s: number) => Array.from(randArray(n, s, 0.05), (x) => 1 + x);
   out.push(
@@ -114,7 +128,9 @@ async function run(file: string, ids: number[], weights?: WeightFormat) {
   }
 }
 
-const DEFAULT_STORAGE: Record<QuantType, WeightFormat> = {
+const DEFAULT_STORAGE: Record<MatrixType, WeightFormat> = {
+  F16: 'bf16',
+  BF16: 'bf16',
   Q8_0: 'int8',
   Q4_0: 'int4',
   Q4_1: 'int4',
@@ -123,7 +139,7 @@ const DEFAULT_STORAGE: Record<QuantType, WeightFormat> = {
   Q6_K: 'int8',
 };
 
-describe.each(QUANT_TYPES)('a model with %s matrices', (type) => {
+describe.each([...QUANT_TYPES, 'F16', 'BF16'] as const)('a model with %s matrices', (type) => {
   test('loads with the logits of its dequantized values; its default storage follows the type', async () => {
     const q = writeModel(`m-${type}.gguf`, quantModelTensors(type, false, 100));
     const ref = writeModel(`m-${type}-f32.gguf`, quantModelTensors(type, true, 100));
@@ -138,7 +154,10 @@ describe.each(QUANT_TYPES)('a model with %s matrices', (type) => {
     expect(dflt.weights).toBe(DEFAULT_STORAGE[type]);
     const twin = await run(ref, ids, DEFAULT_STORAGE[type]);
     expect(maxRowErr(dflt.logits, twin.logits)).toBe(0);
-    expect(maxRowErr(dflt.logits, want.logits)).toBeGreaterThan(1e-6); // really not f32
+    const err = maxRowErr(dflt.logits, want.logits);
+    // a BF16 file's values are exactly bf16 storage's; every other type is really re-quantized
+    if (type === 'BF16') expect(err).toBeLessThan(1e-5);
+    else expect(err).toBeGreaterThan(1e-6);
   });
 });
 

@@ -2,33 +2,11 @@
  * `simba serve` as a child process: it listens, answers, and on SIGTERM stops accepting, lets the
  * running stream finish, and exits 0.
  */
-import { spawn } from 'child_process';
-import * as path from 'path';
-
-import { until } from './helpers';
-
-const ROOT = path.resolve(__dirname, '..', '..');
-const CLI = path.join(ROOT, 'dist', 'lib', 'cli', 'main.js');
+import { spawnServe, until } from './helpers';
 
 test('SIGTERM drains the running stream, then exits 0', async () => {
-  const child = spawn(process.execPath, [CLI, 'serve', '--port', '0', '--grace', '20', '--model-name', 'm'], {
-    cwd: ROOT,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stderr = '';
-  const exited = new Promise<number | null>((res) => child.on('exit', (code) => res(code)));
+  const { child, url, exited, stderr: errText } = await spawnServe(['--port', '0', '--grace', '20', '--model-name', 'm']);
   try {
-    const url = await new Promise<string>((res, rej) => {
-      const t = setTimeout(() => rej(new Error(`no ready line: ${stderr}`)), 30000);
-      child.stderr.on('data', (d: Buffer) => {
-        stderr += d.toString();
-        const m = /listening on (http:\/\/[^\s]+)[\s\S]*ready/.exec(stderr);
-        if (m) {
-          clearTimeout(t);
-          res(m[1]);
-        }
-      });
-    });
     expect((await fetch(`${url}/health`)).status).toBe(200);
     const r = await fetch(`${url}/v1/completions`, {
       method: 'POST',
@@ -57,8 +35,8 @@ test('SIGTERM drains the running stream, then exits 0', async () => {
     expect(text.trimEnd().endsWith('data: [DONE]')).toBe(true);
     expect(text).toContain('"completion_tokens":300');
     expect(await exited).toBe(0);
-    expect(stderr).toMatch(/SIGTERM: draining/);
-    expect(stderr).toMatch(/stopped/);
+    expect(errText()).toMatch(/SIGTERM: draining/);
+    expect(errText()).toMatch(/stopped/);
   } finally {
     child.kill('SIGKILL');
   }

@@ -1,4 +1,7 @@
 /** Helpers of the server tests: a server on 127.0.0.1:0, metrics parsing, polling, raw POSTs. */
+import { spawn, type ChildProcess } from 'child_process';
+import * as path from 'path';
+
 import { loadModel } from '../../lib/engine/load';
 import type { MambaModel } from '../../lib/engine/model';
 import { createServer, type ServerOptions, type SimbaServer } from '../../lib/serve/server';
@@ -108,4 +111,34 @@ export function modelAndRedis(): { readonly model: MambaModel; readonly redis: R
       return redis!;
     },
   };
+}
+
+/** `simba serve ARGS` as a child process, once its ready line names the URL (30 s at most). */
+export async function spawnServe(
+  args: string[],
+): Promise<{ child: ChildProcess; url: string; exited: Promise<number | null>; stderr: () => string }> {
+  const root = path.resolve(__dirname, '..', '..');
+  const child = spawn(process.execPath, [path.join(root, 'dist', 'lib', 'cli', 'main.js'), 'serve', ...args], {
+    cwd: root,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stderr = '';
+  const exited = new Promise<number | null>((res) => child.on('exit', (code) => res(code)));
+  try {
+    const url = await new Promise<string>((res, rej) => {
+      const t = setTimeout(() => rej(new Error(`no ready line: ${stderr}`)), 30000);
+      child.stderr!.on('data', (d: Buffer) => {
+        stderr += d.toString();
+        const m = /listening on (http:\/\/[^\s]+)[\s\S]*ready/.exec(stderr);
+        if (m) {
+          clearTimeout(t);
+          res(m[1]);
+        }
+      });
+    });
+    return { child, url, exited, stderr: () => stderr };
+  } catch (e) {
+    child.kill('SIGKILL');
+    throw e;
+  }
 }

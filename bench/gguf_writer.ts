@@ -1,11 +1,11 @@
 /**
- * A small GGUF (v3, little-endian) writer for tests and bench scripts: metadata values typed from
+ * A small GGUF (v3, little-endian) writer for the tests and bench/gguf_rss.ts: metadata values typed from
  * their JavaScript values (string, boolean, bigint = u64, integer = u32, other number = f32, arrays
  * of those; `{ type, value }` forces a type), tensors given as raw bytes of any GGML type id.
  * Nothing is checked: tests use it to write lying headers too.
  */
-import { GGUF_TENSOR_TYPES, type GgufTensorType } from '../../lib/checkpoint/gguf';
-import { f32ToF16Bits } from '../../lib/checkpoint/safetensors';
+import { GGUF_TENSOR_TYPES, type GgufTensorType } from '../lib/checkpoint/gguf';
+import { f32ToF16Bits } from '../lib/checkpoint/safetensors';
 
 // GGUF value types
 export const GT = {
@@ -110,12 +110,23 @@ export interface GgufWriteOptions {
   writeAlignment?: boolean;
 }
 
-/** The bytes of a GGUF file: metadata in the given order, then the tensors, each aligned. */
-export function encodeGguf(
+/** A tensor's place in the file to write: its info, without the bytes. */
+export interface GgufTensorSlot {
+  name: string;
+  dims: number[];
+  type: GgufTensorType | number;
+  byteLength: number;
+}
+
+/**
+ * The header of a GGUF file (metadata in the given order, the tensor infos, padding to the
+ * alignment) and where each tensor's bytes go, relative to the data section that follows it.
+ */
+export function ggufHeader(
   metadata: Record<string, GgufWriteValue>,
-  tensors: GgufWriteTensor[],
+  tensors: GgufTensorSlot[],
   opts: GgufWriteOptions = {},
-): Buffer {
+): { header: Buffer; offsets: number[]; dataBytes: number } {
   const align = opts.alignment ?? 32;
   const meta = { ...metadata };
   if (opts.writeAlignment || align !== 32) meta['general.alignment'] = align;
@@ -134,7 +145,7 @@ export function encodeGguf(
   const offsets: number[] = [];
   for (const t of tensors) {
     offsets.push(offset);
-    offset += Math.ceil(t.data.length / align) * align;
+    offset += Math.ceil(t.byteLength / align) * align;
   }
   tensors.forEach((t, i) => {
     h.str(t.name);
@@ -144,10 +155,25 @@ export function encodeGguf(
     h.u64(offsets[i]);
   });
   const head = h.concat();
-  const dataStart = Math.ceil(head.length / align) * align;
-  const out = Buffer.alloc(dataStart + offset);
-  head.copy(out, 0);
-  tensors.forEach((t, i) => out.set(t.data, dataStart + offsets[i]));
+  const header = Buffer.alloc(Math.ceil(head.length / align) * align);
+  head.copy(header, 0);
+  return { header, offsets, dataBytes: offset };
+}
+
+/** The bytes of a GGUF file: metadata in the given order, then the tensors, each aligned. */
+export function encodeGguf(
+  metadata: Record<string, GgufWriteValue>,
+  tensors: GgufWriteTensor[],
+  opts: GgufWriteOptions = {},
+): Buffer {
+  const { header, offsets, dataBytes } = ggufHeader(
+    metadata,
+    tensors.map((t) => ({ ...t, byteLength: t.data.length })),
+    opts,
+  );
+  const out = Buffer.alloc(header.length + dataBytes);
+  header.copy(out, 0);
+  tensors.forEach((t, i) => out.set(t.data, header.length + offsets[i]));
   return out;
 }
 
