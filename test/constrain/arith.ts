@@ -56,38 +56,26 @@ export function parseArith(s: string): 'ok' | 'prefix' | 'bad' {
       factor();
     } else number();
   };
-  const term = () => {
-    factor();
+  /** One precedence level: operand (ws op ws operand)*; a trailing " " at the end could still continue. */
+  const level = (ops: readonly string[], operand: () => void) => (): void => {
+    operand();
     for (;;) {
       const save = i;
       ws();
-      if (peek() === '*' || peek() === '/') {
+      const c = peek();
+      if (c !== END && ops.includes(c)) {
         i++;
         ws();
-        factor();
+        operand();
       } else {
-        if (peek() === END && i > save) throw END; // "1 " could continue
+        if (c === END && i > save) throw END;
         i = save;
         return;
       }
     }
   };
-  const expr = () => {
-    term();
-    for (;;) {
-      const save = i;
-      ws();
-      if (peek() === '+' || peek() === '-') {
-        i++;
-        ws();
-        term();
-      } else {
-        if (peek() === END && i > save) throw END;
-        i = save;
-        return;
-      }
-    }
-  };
+  const term = level(['*', '/'], factor);
+  const expr: () => void = level(['+', '-'], term);
   try {
     expr();
     return i === s.length ? 'ok' : 'bad';
