@@ -4,6 +4,8 @@ import * as path from 'path';
 
 import { loadModel } from '../../lib/engine/load';
 import type { MambaModel } from '../../lib/engine/model';
+import type { ChatTemplate } from '../../lib/checkpoint/chat_template';
+import type { ParseContext } from '../../lib/serve/openai';
 import { createServer, type ServerOptions, type SimbaServer } from '../../lib/serve/server';
 import { startRedis, type RedisServer } from '../helpers/redis_server';
 
@@ -16,6 +18,19 @@ export async function start(opts: ServerOptions): Promise<Running> {
   const server = createServer(opts);
   const url = await server.listen(0, '127.0.0.1');
   return { server, url };
+}
+
+/** The request parsers' context for tests at the parsing layer: model 'm', 4096 prompt tokens, max_tokens 64, n 4. */
+export function parseContext(model: MambaModel, chatTemplate: ChatTemplate): ParseContext {
+  return {
+    modelName: 'm',
+    config: model.config,
+    tokenizer: model.tokenizer,
+    chatTemplate,
+    maxPromptTokens: 4096,
+    maxTokensLimit: 64,
+    maxN: 4,
+  };
 }
 
 /** Prometheus text format -> {"name{labels}": value}; throws on a malformed line. */

@@ -14,20 +14,13 @@ import { chatTemplate, PLAIN_CHAT_TEMPLATE } from '../../lib/checkpoint/chat_tem
 import { ApiError } from '../../lib/serve/errors';
 import { parseCompletion, type ParseContext } from '../../lib/serve/openai';
 import { Scheduler } from '../../lib/serve/scheduler';
+import { parseContext } from './helpers';
 
 let model: MambaModel;
 let ctx: ParseContext;
 beforeAll(async () => {
   model = await loadModel();
-  ctx = {
-    modelName: 'm',
-    config: model.config,
-    tokenizer: model.tokenizer,
-    chatTemplate: chatTemplate('plain', PLAIN_CHAT_TEMPLATE),
-    maxPromptTokens: 4096,
-    maxTokensLimit: 64,
-    maxN: 4,
-  };
+  ctx = parseContext(model, chatTemplate('plain', PLAIN_CHAT_TEMPLATE));
 });
 afterAll(() => model.dispose());
 

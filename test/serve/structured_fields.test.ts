@@ -14,23 +14,19 @@ import { ApiError } from '../../lib/serve/errors';
 import { parseChat, parseCompletion, type ParseContext } from '../../lib/serve/openai';
 import { ToolCallChoices, ToolCallText } from '../../lib/serve/tool_calls';
 import { parseGbnf } from '../helpers/gbnf_check';
+import { parseContext } from './helpers';
 
 let model: MambaModel;
 let ctx: ParseContext;
 beforeAll(async () => {
   model = await loadModel();
-  ctx = {
-    modelName: 'm',
-    config: model.config,
-    tokenizer: model.tokenizer,
-    chatTemplate: chatTemplate(
+  ctx = parseContext(
+    model,
+    chatTemplate(
       't',
       '{% if tools %}{{ tools | length }}{% else %}0{% endif %} tools|{% for m in messages %}{{ m.content }}{% endfor %}',
     ),
-    maxPromptTokens: 4096,
-    maxTokensLimit: 64,
-    maxN: 4,
-  };
+  );
 });
 afterAll(() => model.dispose());
 
