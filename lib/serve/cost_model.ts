@@ -15,6 +15,12 @@
  *              errs on the slow side). Steps with few prompt tokens move it less (weight alpha * n / 64).
  * Until a format has both a decode time and a per-token cost, prefillShare gives the minimum share.
  *
+ * No starvation, bounded overshoot: when the decodes alone fill (or overfill) the target, waiting
+ * prompts still get a floor of min(minTokens, MIN_PREFILL_FRACTION x target / perToken) tokens (at
+ * least 1), so a tick holding decodes takes at most max(target, decode(B) + 0.2 x target): within
+ * 1.2x the target whenever the decodes fit in it. A fixed floor (64 tokens until 2026-12-07) cost
+ * decode(B) + 64 x perToken, over 2x the target where prompt tokens are slow or decodes many.
+ *
  * @example
  *   const m = new CostModel();
  *   m.observe('f32', { decodes: 8, prefillTokens: 0, seconds: 0.021 });
@@ -40,6 +46,9 @@ export interface ShareLimits {
   /** Prompt tokens a tick takes at most (the prefill budget). */
   maxTokens: number;
 }
+
+/** The floor of a tick's prefill share, as a fraction of the target's time (see the header). */
+export const MIN_PREFILL_FRACTION = 0.2;
 
 /** Prompt tokens at which one step moves the per-token estimate by the full alpha. */
 const FULL_WEIGHT_TOKENS = 64;
@@ -106,7 +115,8 @@ export class CostModel {
   /**
    * Prompt tokens a tick with `decodes` running decode tokens may take: all of maxTokens without
    * decodes; else as many as fit in what the target leaves after the decodes, within
-   * [minTokens, maxTokens] (minTokens while the costs are not known yet).
+   * [floor, maxTokens], floor = min(minTokens, MIN_PREFILL_FRACTION x target / perToken) and at
+   * least 1 (minTokens while the costs are not known yet).
    */
   prefillShare(format: string, decodes: number, lim: ShareLimits): number {
     const min = Math.min(lim.minTokens, lim.maxTokens);
@@ -115,6 +125,7 @@ export class CostModel {
     const p = this.prefillSecondsPerToken(format);
     if (d === null || p === null) return min;
     if (p === 0) return lim.maxTokens;
-    return Math.max(min, Math.min(lim.maxTokens, Math.floor((lim.targetSeconds - d) / p)));
+    const floor = Math.max(1, Math.min(min, Math.floor((MIN_PREFILL_FRACTION * lim.targetSeconds) / p)));
+    return Math.max(floor, Math.min(lim.maxTokens, Math.floor((lim.targetSeconds - d) / p)));
   }
 }

@@ -7,7 +7,8 @@
  * decoding requests. The prompt tokens a tick takes (its prefill share) come from the cost model
  * (cost_model.ts: per-token prefill and per-batch decode costs learned from the measured steps)
  * so that a tick holding decodes ends within the inter-token latency target (itlTargetMs), at
- * least minPrefillTokens (prompts progress every tick) and at most prefillBudget; a tick without
+ * least a floor (prompts progress every tick: min(minPrefillTokens, the tokens that fit in 0.2 x the
+ * target), so such a tick overruns by at most 0.2 x the target) and at most prefillBudget; a tick without
  * decodes takes prefillBudget. Waiting prompts get slots (max running sequences) and prefill
  * tokens in the order of prefill_order.ts: shortest remaining work first (prefix-cache hits count
  * what is left after the hit), aged so that no prompt is overtaken by one arriving more than
@@ -190,7 +191,10 @@ export interface SchedulerOptions {
    * the cost model says fit in it. 0: no target, every tick takes prefillBudget prompt tokens.
    */
   itlTargetMs?: number;
-  /** Prompt tokens every tick gives waiting prompts at least, whatever the target (default 64, at most prefillBudget). */
+  /**
+   * The most the floor of a tick's prefill share can be (default 64, at most prefillBudget): every
+   * tick gives waiting prompts min(this, the tokens the cost model fits in 0.2 x the target), at least 1.
+   */
   minPrefillTokens?: number;
   /** K of the prefill order: a prompt is never overtaken by one arriving more than K ticks later (default 32). */
   agingTicks?: number;

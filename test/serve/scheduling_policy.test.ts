@@ -14,7 +14,7 @@ import {
 } from '../../lib/engine/lm';
 import { loadModel, randomModel } from '../../lib/engine/load';
 import type { MambaModel } from '../../lib/engine/model';
-import { CostModel } from '../../lib/serve/cost_model';
+import { CostModel, MIN_PREFILL_FRACTION } from '../../lib/serve/cost_model';
 import { chunkPlan, DENSE_ABOVE, loadBudget, loadPruningFor } from '../../lib/serve/load_pruning';
 import { byKey, prefillKey } from '../../lib/serve/prefill_order';
 import { Scheduler, type RequestUsage, type TickReport } from '../../lib/serve/scheduler';
@@ -93,7 +93,15 @@ describe('cost model', () => {
     const share = m.prefillShare('f32', 4, { targetSeconds: 0.02, minTokens: 16, maxTokens: 512 });
     expect(share).toBe(Math.floor((0.02 - cost(4, 0, 0)) / p));
     expect(cost(4, share, 1)).toBeLessThanOrEqual(0.02 * 1.1); // a chunk's own cost is spread over its tokens
-    expect(m.prefillShare('f32', 4, { targetSeconds: 0.001, minTokens: 16, maxTokens: 512 })).toBe(16); // minimum share
+    // the floor: what fits in a fifth of the target, at most minTokens, at least 1
+    expect(m.prefillShare('f32', 4, { targetSeconds: 0.001, minTokens: 16, maxTokens: 512 })).toBe(
+      Math.max(1, Math.floor((MIN_PREFILL_FRACTION * 0.001) / p)),
+    );
+    expect(m.prefillShare('f32', 4, { targetSeconds: 0.001, minTokens: 16, maxTokens: 512 })).toBe(1);
+    expect(m.prefillShare('f32', 64, { targetSeconds: 0.02, minTokens: 16, maxTokens: 512 })).toBe(16); // capped by minTokens
+    expect(m.prefillShare('f32', 64, { targetSeconds: 0.05, minTokens: 512, maxTokens: 512 })).toBe(
+      Math.floor((MIN_PREFILL_FRACTION * 0.05) / p),
+    );
     expect(m.prefillShare('f32', 4, { targetSeconds: 10, minTokens: 16, maxTokens: 512 })).toBe(512); // upper bound
   });
 
@@ -178,6 +186,42 @@ describe('scheduler under a latency target (fake timings)', () => {
     await submit(s2, ramp(1200, 9, V), 1).done;
     await s2.idle();
     expect(alone.map((t) => t.prefillTokens)).toEqual([512, 512, 176]);
+  });
+
+  test('decodes that nearly fill the target: ticks overrun it by at most the floor (1.2x), prompts progress every tick', async () => {
+    const { model, clock } = timed(tiny);
+    const ticks: TickReport[] = [];
+    const target = 20;
+    // 16 streams decode in 2 + 16 + 1.6 = 19.6 ms of the 20: a fixed 64-token floor would make every
+    // tick 19.6 + 1 + 6.4 = 27 ms (1.35x); the floor of 0.2 x target / perToken keeps it near 1.2x
+    const s = new Scheduler(model, {
+      itlTargetMs: target,
+      minPrefillTokens: 64,
+      maxRunning: 32,
+      clock,
+      observer: { tick: (t) => ticks.push(t) },
+    });
+    await submit(s, ramp(600, 2, V), 2).done; // learn the per-token cost
+    const streams = Array.from({ length: 16 }, (_, i) => submit(s, ramp(4, 60 + i, V), 400));
+    while (streams.some((t) => t.tokens.length < 4)) await new Promise((r) => setImmediate(r));
+    const from = ticks.length;
+    const long = submit(s, ramp(1000, 77, V), 2);
+    await long.done;
+    const during = ticks.slice(from, ticks.length - 2); // until the long prompt's first token
+    expect(during.length).toBeGreaterThan(10);
+    for (const t of during) {
+      expect(t.decodes).toBe(16);
+      expect(t.prefillTokens).toBeGreaterThanOrEqual(1); // progress every tick
+      // one chunk's own call overhead (1 ms of fake cost) is not in the per-token estimate
+      expect(t.seconds).toBeLessThanOrEqual((1 + MIN_PREFILL_FRACTION) * (target / 1000) + COST.perInput);
+    }
+    // the floor is what fits in a fifth of the target: 4 ms / ~0.1 ms a token, well under 64
+    const tokens = during.map((t) => t.prefillTokens);
+    expect(Math.max(...tokens)).toBeLessThan(64);
+    expect(Math.min(...tokens.slice(1))).toBeGreaterThanOrEqual(20);
+    // and the long prompt got its first token within ceil(1000 / its floor) + 2 ticks
+    expect(long.at[0] - from).toBeLessThanOrEqual(Math.ceil(1000 / Math.min(...tokens.slice(1))) + 3);
+    for (const st of streams) await st.done;
   });
 
   test('aging: a long prompt gets its first token within K ticks plus its own work while short prompts keep coming', async () => {
