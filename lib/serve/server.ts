@@ -18,6 +18,7 @@ import type { ServerResponse } from 'http';
 import type { Duplex } from 'stream';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 
+import { backpressure } from './backpressure';
 import { registerBatchRoutes } from './batch/routes';
 import { openBatchService, type BatchOptions, type BatchService } from './batch/service';
 import type { ChatTemplate } from '../checkpoint/chat_template';
@@ -309,7 +310,12 @@ export class SimbaServer {
     app.post('/v1/completions', (req, reply) => this.generate('completion', req, reply));
     app.post('/v1/chat/completions', (req, reply) => this.generate('chat', req, reply));
     registerBatchRoutes(app, this.batch);
-    registerResponses(app, { live: () => this.live(), store: () => this.responses!, retryAfter: this.opts.retryAfter ?? 1 });
+    registerResponses(app, {
+      live: () => this.live(),
+      store: () => this.responses!,
+      retryAfter: this.opts.retryAfter ?? 1,
+      streamStallMs: this.opts.streamStallMs ?? 60000,
+    });
   }
 
   /**
@@ -382,7 +388,7 @@ export class SimbaServer {
     if (spec.simbaNote !== null) reply.raw.setHeader('x-simba', spec.simbaNote);
     if (spec.stream) {
       reply.hijack();
-      const release = this.backpressure(reply.raw, run, handles, cancelAll);
+      const release = backpressure(reply.raw, run, handles, cancelAll, this.opts.streamStallMs ?? 60000);
       run.startStream(reply.raw);
       await run.finished;
       release();
@@ -394,37 +400,6 @@ export class SimbaServer {
       throw run.error ?? new ApiError(500, 'the request failed', 'server_error');
     }
     return reply.send(run.response());
-  }
-
-  /**
-   * Backpressure on a stream: when the client's socket is full (write() returned false) the
-   * request is paused in the scheduler (its sequences keep their slots, no tokens are generated)
-   * until the socket drains, so what is buffered for a slow client stays about one socket buffer.
-   * A client that reads nothing for streamStallMs is dropped. Returns the cleanup.
-   */
-  private backpressure(raw: ServerResponse, run: Run, handles: RequestHandle[], cancelAll: () => void): () => void {
-    const stallMs = this.opts.streamStallMs ?? 60000;
-    let stall: NodeJS.Timeout | null = null;
-    const drained = () => {
-      if (stall) clearTimeout(stall);
-      stall = null;
-      for (const h of handles) h.resume();
-    };
-    run.onFull = () => {
-      if (stall) return;
-      for (const h of handles) h.pause();
-      stall = setTimeout(() => {
-        stall = null;
-        cancelAll();
-        run.abort(`the client read nothing for ${stallMs} ms`);
-        raw.destroy();
-      }, stallMs);
-      raw.once('drain', drained);
-    };
-    return () => {
-      if (stall) clearTimeout(stall);
-      raw.removeListener('drain', drained);
-    };
   }
 }
 

@@ -2,7 +2,8 @@
  * The server's defenses, over real HTTP on 127.0.0.1 (issue 25's probe, item by item): the API key
  * decided on the route the router matches (percent-encoded paths, and a fast-check property over
  * encodings of every API route), backpressure on a stream whose client does not read (RSS and
- * tokens generated measured while it is stalled; the stalled client is dropped), deep JSON, the
+ * tokens generated measured while it is stalled; the stalled client is dropped; chat and Responses
+ * streams), deep JSON, the
  * 413 read by a raw socket every time, the queue's capacity under a burst, a server-wide Simba
  * default on prompts it cannot prune, and fastify's own errors in OpenAI's shape.
  */
@@ -162,17 +163,20 @@ describe('item 1: the API key', () => {
   }, 90000);
 });
 
-/** A streaming chat request on a raw socket whose reading the test controls. */
-function rawStream(url: string, body: Record<string, unknown>) {
+/**
+ * A streaming request (chat by default) on a raw socket whose reading the test controls; reading
+ * stops at the end of the connection or once the event starting with `last` (the stream's final
+ * one) has arrived whole.
+ */
+function rawStream(url: string, body: Record<string, unknown>, route = '/v1/chat/completions', last = 'data: [DONE]') {
   const { port } = new URL(url);
   const socket = net.connect(Number(port), '127.0.0.1');
   const payload = JSON.stringify({ ...body, stream: true });
   socket.write(
-    `POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n` +
+    `POST ${route} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n` +
       `Content-Length: ${Buffer.byteLength(payload)}\r\n\r\n${payload}`,
   );
   socket.pause(); // reads nothing until the test says so
-  let received = '';
   const closed = new Promise<void>((res) => socket.once('close', () => res()));
   socket.on('error', () => {});
   return {
@@ -181,9 +185,17 @@ function rawStream(url: string, body: Record<string, unknown>) {
     /** Reads everything to the end of the response. */
     async readAll(): Promise<string> {
       socket.setEncoding('utf8');
+      // (the chunks are kept apart and only the new text is searched: a Responses stream arrives
+      // as tens of thousands of small chunks, and a string grown by += is flattened by each search)
+      const parts: string[] = [];
+      let tail = '';
+      let seen = false;
       socket.on('data', (c: string) => {
-        received += c;
-        if (received.includes('data: [DONE]')) socket.end();
+        parts.push(c);
+        const recent = tail + c;
+        tail = recent.slice(-last.length);
+        seen ||= recent.includes(last);
+        if (seen && (recent.endsWith('\n\n') || recent.endsWith('\n\r\n'))) socket.end();
       });
       socket.resume();
       // generous: under the sanitizers the 8,192 tokens take ~4x longer to generate
@@ -191,7 +203,7 @@ function rawStream(url: string, body: Record<string, unknown>) {
       await Promise.race([closed, new Promise((r) => (timer = setTimeout(r, 150000)))]);
       clearTimeout(timer);
       socket.destroy();
-      return received;
+      return parts.join('');
     },
   };
 }
@@ -258,6 +270,77 @@ describe('item 2: backpressure', () => {
     expect(c.socket.destroyed).toBe(true);
     expect(text).not.toContain('[DONE]');
   }, 60000);
+});
+
+describe('item 2: backpressure on a Responses stream', () => {
+  // one sequence of small delta events (~230 bytes a token): filling the socket buffers of a
+  // client that reads nothing takes some 18,000 tokens here; temperature 0 keeps it deterministic
+  const TOKENS = 40000;
+  const respond = { model: NAME, input: 'Tell me about the jury.', max_output_tokens: TOKENS, temperature: 0, store: false };
+  const END = 'event: response.incomplete';
+
+  interface Event {
+    type: string;
+    sequence_number: number;
+    delta?: string;
+    text?: string;
+    response?: { status: string; usage: { output_tokens: number } | null; output: { content: { text: string }[] }[] };
+  }
+  const events = (text: string): Event[] =>
+    text
+      .split('\r\n')
+      .join('\n')
+      .split('\n')
+      .filter((l) => l.startsWith('data: {'))
+      .map((l) => JSON.parse(l.slice(6)) as Event);
+
+  test('a client that stops reading pauses generation (bounded); reading again it gets the whole stream, in order', async () => {
+    const s = await server({ maxTokens: 100000 });
+    const sched = s.server.scheduler!;
+    const stepped0 = sched.counters.steppedSequences;
+    const c = rawStream(s.url, respond, '/v1/responses', END);
+    expect(await until(() => sched.pausedCount === 1, 120000)).toBe(true);
+    const atPause = sched.counters.steppedSequences - stepped0;
+    await new Promise((r) => setTimeout(r, 1000)); // stalled: nothing more may be generated
+    const stalled = sched.counters.steppedSequences - stepped0;
+    expect(stalled - atPause).toBeLessThanOrEqual(1);
+    // what was generated is what the socket buffers hold (~18,000 tokens, 4 MB here), not the whole response
+    expect(stalled).toBeLessThan((TOKENS * 3) / 4);
+    const text = await c.readAll();
+    const evs = events(text);
+    expect(evs.map((e) => e.sequence_number)).toEqual(evs.map((_, i) => i));
+    expect(evs[0].type).toBe('response.created');
+    const final = evs[evs.length - 1];
+    expect(final.type).toBe('response.incomplete');
+    expect(final.response!.usage!.output_tokens).toBe(TOKENS);
+    const deltas = evs.filter((e) => e.type === 'response.output_text.delta').map((e) => e.delta);
+    const done = evs.find((e) => e.type === 'response.output_text.done')!;
+    expect(deltas.join('')).toBe(done.text);
+    expect(final.response!.output[0].content[0].text).toBe(done.text);
+    expect(sched.counters.steppedSequences - stepped0).toBeGreaterThanOrEqual(TOKENS - 1);
+    console.log(
+      `Responses backpressure: ${atPause} tokens generated when the stream paused (${(text.length / 2 ** 20).toFixed(1)} MB ` +
+        `in all for ${TOKENS}), ${stalled} after 1 s stalled`,
+    );
+  }, 300000);
+
+  test('a client that reads nothing for streamStallMs is dropped; the server keeps serving', async () => {
+    const s = await server({ maxTokens: 100000, streamStallMs: 1500 });
+    const sched = s.server.scheduler!;
+    const c = rawStream(s.url, respond, '/v1/responses', END);
+    expect(await until(() => sched.pausedCount === 1, 120000)).toBe(true);
+    const t0 = Date.now();
+    expect(await until(() => sched.slotsUsed === 0 && sched.runningCount === 0, 10000)).toBe(true);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(1000);
+    // the connection was closed: reading now finds the end of what was sent, without the final event
+    const text = await c.readAll();
+    expect(c.socket.destroyed).toBe(true);
+    expect(text).toContain('response.output_text.delta');
+    expect(text).not.toContain(END);
+    const r = await post(s.url, '/v1/responses', JSON.stringify({ ...respond, max_output_tokens: 4 }));
+    expect(r.status).toBe(200);
+    expect(r.json.status).toBe('incomplete');
+  }, 300000);
 });
 
 describe('items 4, 9: malformed input is a 4xx in OpenAI shape', () => {

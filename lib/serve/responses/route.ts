@@ -3,7 +3,8 @@
  * response.in_progress, response.output_item.added, response.content_part.added,
  * response.output_text.delta..., response.output_text.done, response.content_part.done,
  * response.output_item.done, then response.completed, or response.incomplete when
- * max_output_tokens cut it), GET /v1/responses/{id}, DELETE /v1/responses/{id}.
+ * max_output_tokens cut it), GET /v1/responses/{id}, DELETE /v1/responses/{id}. A stream whose
+ * client stops reading is paused, and dropped after streamStallMs (../backpressure.ts).
  *
  * With store (the default) the response keeps its final state (store.ts); a follow-up naming it in
  * previous_response_id restores that state on any replica and prefills only its new input
@@ -11,7 +12,7 @@
  * .cached_tokens the part the state covered. An unknown or expired id is a 404.
  *
  * @example
- *   registerResponses(app, { live: () => server.live(), store: () => responses, retryAfter: 1 });
+ *   registerResponses(app, { live: () => server.live(), store: () => responses, retryAfter: 1, streamStallMs: 60000 });
  */
 import { randomBytes } from 'crypto';
 import type { ServerResponse } from 'http';
@@ -19,6 +20,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 
 import type { ChatMessage } from '../../checkpoint/chat_template';
 import { samplingParams } from '../../generate/sampler';
+import { backpressure } from '../backpressure';
 import { ApiError, badParam, notFound, refused, toApiError, unavailable } from '../errors';
 import { startEventStream, type ParseContext } from '../openai';
 import { SchedulerRejection, type RequestEvent, type RequestHandle, type Scheduler } from '../scheduler';
@@ -31,6 +33,8 @@ export interface ResponsesDeps {
   live(): { sched: Scheduler; ctx: ParseContext };
   store(): ResponseStore;
   retryAfter: number;
+  /** A stream whose client reads nothing for this many ms is dropped (backpressure.ts). */
+  streamStallMs: number;
 }
 
 const newId = (prefix: string) => `${prefix}_${randomBytes(16).toString('hex')}`;
@@ -120,8 +124,10 @@ async function create(deps: ResponsesDeps, req: FastifyRequest, reply: FastifyRe
   });
   if (spec.stream) {
     reply.hijack();
+    const release = backpressure(reply.raw, run, [handle], () => handle.cancel(), deps.streamStallMs);
     run.startStream(reply.raw);
     await run.finished;
+    release();
     return undefined;
   }
   if (!(await run.finished)) throw run.error ?? new ApiError(500, 'the request failed', 'server_error');
@@ -139,6 +145,8 @@ class ResponseRun {
   private usage = { input: 0, cached: 0, output: 0 };
   private raw: ServerResponse | null = null;
   private seq = 0;
+  /** Called when a write leaves the client's socket buffer full (backpressure.ts). */
+  onFull: (() => void) | null = null;
   ended = false;
   error: ApiError | null = null;
   readonly finished: Promise<boolean>;
@@ -214,7 +222,8 @@ class ResponseRun {
 
   private send(type: string, data: Record<string, unknown>): void {
     if (!this.raw || this.raw.writableEnded || this.raw.destroyed) return;
-    this.raw.write(`event: ${type}\ndata: ${JSON.stringify({ type, sequence_number: this.seq++, ...data })}\n\n`);
+    if (!this.raw.write(`event: ${type}\ndata: ${JSON.stringify({ type, sequence_number: this.seq++, ...data })}\n\n`))
+      this.onFull?.();
   }
 
   private readonly at = () => ({ item_id: this.msgId, output_index: 0, content_index: 0 });
