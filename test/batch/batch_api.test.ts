@@ -294,6 +294,91 @@ test('a result is recorded once per line however often it arrives; finalize comm
   }
 });
 
+test('a cancel that arrives while the batch is validating ends it cancelled: no job queued, the input dropped', async () => {
+  const svc = openBatchService({ redis: redis.url, prefix: 'race' });
+  try {
+    const lines = completionLines(3, 'm').map((l) => ({ customId: l.custom_id, url: l.url, text: JSON.stringify(l) }));
+    // the cancel lands just before create() stores the input lines (the batch is validating then)
+    const hset = svc.redis.hset.bind(svc.redis) as (...a: unknown[]) => Promise<number>;
+    let cancelled: Promise<unknown> | null = null;
+    const before: unknown[] = [];
+    jest.spyOn(svc.redis, 'hset').mockImplementation(((key: string, ...rest: unknown[]) => {
+      if (cancelled === null && key.endsWith(':input')) {
+        const id = /:batch:(batch_[0-9a-f]+):input$/.exec(key)![1];
+        cancelled = svc.batches.get(id).then(async (b) => {
+          before.push(b!.status);
+          before.push(await svc.batches.cancel(id));
+        });
+        return cancelled.then(() => hset(key, ...rest));
+      }
+      return hset(key, ...rest);
+    }) as never);
+    const b = await svc.batches.create({
+      inputFileId: 'file-000000000000000000000000',
+      endpoint: '/v1/completions',
+      metadata: null,
+      lines,
+    });
+    expect(before).toEqual(['validating', 'validating']);
+    expect(b).toMatchObject({ status: 'cancelled', in_progress_at: null, request_counts: { total: 3, completed: 0, failed: 0 } });
+    expect(b.cancelling_at).not.toBeNull();
+    expect(b.cancelled_at).not.toBeNull();
+    expect(await svc.batches.queue.getJob(BatchStore.jobId(b.id, 0))).toBeUndefined();
+    expect(await svc.batches.queue.count()).toBe(0);
+    expect(await svc.redis.exists(`race:batch:${b.id}:input`)).toBe(0);
+    expect(await svc.batches.cancel(b.id)).toBe('cancelled');
+    expect((await svc.batches.get(b.id))!.status).toBe('cancelled');
+  } finally {
+    jest.restoreAllMocks();
+    await svc.close();
+  }
+});
+
+test('a batch past its completion window expires: the requests not yet run go to the error file as batch_expired', async () => {
+  const svc = openBatchService({ redis: redis.url, prefix: 'expiry' });
+  let w: BatchWorker | null = null;
+  try {
+    const lines = completionLines(4, 'm').map((l) => ({ customId: l.custom_id, url: l.url, text: JSON.stringify(l) }));
+    const b = await svc.batches.create({
+      inputFileId: 'file-000000000000000000000000',
+      endpoint: '/v1/completions',
+      metadata: null,
+      lines,
+    });
+    expect(b.expires_at - b.created_at).toBe(86400);
+    // lines 0 and 1 ran before the window ended; then it ends (no worker had taken the others)
+    expect(await svc.batches.record(b.id, 0, 'o', '{"custom_id":"req-0"}')).toBe(0);
+    expect(await svc.batches.record(b.id, 1, 'e', '{"custom_id":"req-1"}')).toBe(0);
+    const key = `expiry:batch:${b.id}`;
+    const meta = JSON.parse((await svc.redis.hget(key, 'meta'))!) as { expires_at: number };
+    await svc.redis.hset(key, 'meta', JSON.stringify({ ...meta, expires_at: Math.floor(Date.now() / 1000) - 1 }));
+    const ticks0 = workerServer.server.scheduler!.counters.ticks;
+    w = new BatchWorker({ server: workerServer.server, service: svc, concurrency: 4 });
+    let done = (await svc.batches.get(b.id))!;
+    for (let i = 0; i < 300 && done.status !== 'expired'; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      done = (await svc.batches.get(b.id))!;
+    }
+    expect(done).toMatchObject({ status: 'expired', completed_at: null, request_counts: { total: 4, completed: 1, failed: 1 } });
+    expect(done.expired_at).not.toBeNull();
+    // nothing ran after the window: the worker's scheduler did not step; the input was dropped
+    expect(workerServer.server.scheduler!.counters.ticks).toBe(ticks0);
+    expect(await svc.redis.exists(`${key}:input`)).toBe(0);
+    expect((await svc.files.content(done.output_file_id!))!.toString()).toBe('{"custom_id":"req-0"}\n');
+    const errors = parseJsonl((await svc.files.content(done.error_file_id!))!.toString());
+    expect(errors[0]).toEqual({ custom_id: 'req-1' });
+    expect(errors.slice(1).map((e) => [e.custom_id, e.response, (e.error as { code: string }).code])).toEqual([
+      ['req-2', null, 'batch_expired'],
+      ['req-3', null, 'batch_expired'],
+    ]);
+    // an expired batch is final: cancelling it changes nothing
+    expect(await svc.batches.cancel(b.id)).toBe('expired');
+  } finally {
+    await w?.close();
+    await svc.close();
+  }
+});
+
 test('multipart bodies: fields and files; malformed ones are 400 naming the problem', () => {
   const body = Buffer.from(
     '--b\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n' +

@@ -10,8 +10,11 @@
  * P:batch:ID:input (hash line -> request line), P:batch:ID:results (hash line -> result),
  * P:batches (sorted set of ids by creation), P:file:ID (files.ts); the queue's keys under P:bull.
  *
- * Status: validating -> in_progress -> finalizing -> completed; failed (lines naming another
- * endpoint); cancel: cancelling (waiting requests are dropped, running ones finish) -> cancelled.
+ * Status: validating -> in_progress -> finalizing -> completed, or expired when the completion window
+ * (24 h) ended before some requests ran (a worker then records each of them as a batch_expired
+ * error instead of running it); failed (lines naming another
+ * endpoint); cancel: cancelling (waiting requests are dropped, running ones finish) -> cancelled
+ * (a cancel while validating: cancelled before any request is queued).
  */
 import { randomBytes } from 'crypto';
 import type Redis from 'ioredis';
@@ -20,7 +23,8 @@ import { Queue } from 'bullmq';
 import { fileObject, newFileId, nowSeconds, type FileStore } from './files';
 import type { BatchLine } from './input_file';
 
-export type BatchStatus = 'validating' | 'in_progress' | 'finalizing' | 'completed' | 'cancelling' | 'cancelled' | 'failed';
+export type BatchStatus =
+  'validating' | 'in_progress' | 'finalizing' | 'completed' | 'expired' | 'cancelling' | 'cancelled' | 'failed';
 
 export interface BatchError {
   code: string;
@@ -46,15 +50,18 @@ export interface BatchObject {
   finalizing_at: number | null;
   completed_at: number | null;
   failed_at: number | null;
-  expired_at: null;
+  expired_at: number | null;
   cancelling_at: number | null;
   cancelled_at: number | null;
   request_counts: { total: number; completed: number; failed: number };
   metadata: Record<string, string> | null;
 }
 
-/** A line's result as stored: 'o' output line, 'e' error line, 's' skipped (cancelled). */
-export type ResultKind = 'o' | 'e' | 's';
+/**
+ * A line's result as stored: 'o' output line, 'e' error line, 'x' error line of a request the
+ * completion window ended before it ran (batch_expired), 's' skipped (cancelled).
+ */
+export type ResultKind = 'o' | 'e' | 'x' | 's';
 
 /** The job a worker takes: one request line, or the batch's finalize step. */
 export type BatchJob = { batch: string; line: number } | { batch: string; finalize: true };
@@ -62,8 +69,16 @@ export type BatchJob = { batch: string; line: number } | { batch: string; finali
 export const QUEUE_NAME = 'simba-batch';
 
 const BATCH_ID = /^batch_[0-9a-f]{24}$/;
-const COUNTER: Record<ResultKind, string> = { o: 'completed', e: 'failed', s: 'skipped' };
-const TIMESTAMPS = ['in_progress_at', 'finalizing_at', 'completed_at', 'failed_at', 'cancelling_at', 'cancelled_at'] as const;
+const COUNTER: Record<ResultKind, string> = { o: 'completed', e: 'failed', x: 'expired', s: 'skipped' };
+const TIMESTAMPS = [
+  'in_progress_at',
+  'finalizing_at',
+  'completed_at',
+  'expired_at',
+  'failed_at',
+  'cancelling_at',
+  'cancelled_at',
+] as const;
 const ADD_CHUNK = 1000;
 
 /**
@@ -82,7 +97,8 @@ return 1`;
 /**
  * Commits a finalize: writes the output / error files and the final status in one step, only if the
  * batch is still finalizing or cancelling (so a second finalizer changes nothing); drops the
- * input and results. Returns 1 if it committed.
+ * input and results. A finalizing batch some of whose requests expired unrun is expired, else
+ * completed. Returns 1 if it committed.
  */
 const COMMIT = `
 local st = redis.call('HGET', KEYS[1], 'status')
@@ -95,10 +111,30 @@ if ARGV[5] ~= '' then
   redis.call('HSET', KEYS[5], 'meta', ARGV[6], 'content', ARGV[7])
   redis.call('HSET', KEYS[1], 'error_file_id', ARGV[5])
 end
-if st == 'finalizing' then redis.call('HSET', KEYS[1], 'status', 'completed', 'completed_at', ARGV[1])
+if st == 'finalizing' and tonumber(redis.call('HGET', KEYS[1], 'expired') or '0') > 0 then
+  redis.call('HSET', KEYS[1], 'status', 'expired', 'expired_at', ARGV[1])
+elseif st == 'finalizing' then redis.call('HSET', KEYS[1], 'status', 'completed', 'completed_at', ARGV[1])
 else redis.call('HSET', KEYS[1], 'status', 'cancelled', 'cancelled_at', ARGV[1]) end
 redis.call('DEL', KEYS[2], KEYS[3])
 return 1`;
+
+/**
+ * Ends a batch's validation: if it is still validating, it becomes ARGV[2] (in_progress, or failed
+ * with ARGV[3] its errors) and 1 is returned; a batch cancelled meanwhile (cancelling: no job was
+ * queued, no line has a result) becomes cancelled, its input dropped, and 0 is returned.
+ */
+const VALIDATED = `
+local st = redis.call('HGET', KEYS[1], 'status')
+if st == 'validating' then
+  if ARGV[2] == 'failed' then redis.call('HSET', KEYS[1], 'status', 'failed', 'failed_at', ARGV[1], 'errors', ARGV[3])
+  else redis.call('HSET', KEYS[1], 'status', 'in_progress', 'in_progress_at', ARGV[1]) end
+  return 1
+end
+if st == 'cancelling' then
+  redis.call('HSET', KEYS[1], 'status', 'cancelled', 'cancelled_at', ARGV[1])
+  redis.call('DEL', KEYS[2])
+end
+return 0`;
 
 /** Moves a batch to cancelling; returns its status before (the caller refuses final ones). */
 const CANCEL = `
@@ -163,14 +199,15 @@ export class BatchStore {
         param: 'url',
         line: i + 1,
       }));
-      await this.redis.hset(k, 'status', 'failed', 'failed_at', nowSeconds(), 'errors', JSON.stringify(errors));
+      await this.validated(id, 'failed', JSON.stringify(errors));
       return (await this.get(id))!;
     }
     for (let i = 0; i < c.lines.length; i += ADD_CHUNK) {
       const chunk = c.lines.slice(i, i + ADD_CHUNK).flatMap((l, j) => [String(i + j), l.text]);
       await this.redis.hset(this.key(id, ':input'), ...chunk);
     }
-    await this.redis.hset(k, 'status', 'in_progress', 'in_progress_at', nowSeconds());
+    // a cancel while validating wins: the batch is then cancelled and nothing is queued
+    if (!(await this.validated(id, 'in_progress', ''))) return (await this.get(id))!;
     for (let i = 0; i < c.lines.length; i += ADD_CHUNK) {
       const jobs = c.lines.slice(i, i + ADD_CHUNK).map((_, j) => ({
         name: 'request',
@@ -180,6 +217,11 @@ export class BatchStore {
       await this.queue.addBulk(jobs);
     }
     return (await this.get(id))!;
+  }
+
+  /** Runs VALIDATED: whether the batch was still validating (else it was cancelled meanwhile). */
+  private async validated(id: string, next: 'in_progress' | 'failed', errors: string): Promise<boolean> {
+    return (await this.redis.eval(VALIDATED, 2, this.key(id), this.key(id, ':input'), nowSeconds(), next, errors)) === 1;
   }
 
   async get(id: string): Promise<BatchObject | null> {
@@ -207,7 +249,6 @@ export class BatchStore {
       error_file_id: h.error_file_id ?? null,
       created_at: meta.created_at,
       expires_at: meta.expires_at,
-      expired_at: null,
       ...ts,
       request_counts: { total: Number(h.total), completed: Number(h.completed), failed: Number(h.failed) },
       metadata: meta.metadata,
@@ -228,13 +269,18 @@ export class BatchStore {
     return { data, hasMore: ids.length > limit };
   }
 
-  /** The request line of a job and the batch's status (null: the batch is gone). */
-  async lineOf(batch: string, line: number): Promise<{ status: BatchStatus; text: string | null } | null> {
-    const [status, text] = await Promise.all([
-      this.redis.hget(this.key(batch), 'status'),
+  /**
+   * The request line of a job, the batch's status and whether its completion window has ended
+   * (null: the batch is gone).
+   */
+  async lineOf(batch: string, line: number): Promise<{ status: BatchStatus; text: string | null; expired: boolean } | null> {
+    const [[status, meta], text] = await Promise.all([
+      this.redis.hmget(this.key(batch), 'status', 'meta'),
       this.redis.hget(this.key(batch, ':input'), String(line)),
     ]);
-    return status === null ? null : { status: status as BatchStatus, text };
+    if (status === null || meta === null) return null;
+    const expired = nowSeconds() >= (JSON.parse(meta) as { expires_at: number }).expires_at;
+    return { status: status as BatchStatus, text, expired };
   }
 
   /** Records a line's result once; queues the finalize when it was the last. Returns the script's answer. */
@@ -270,7 +316,7 @@ export class BatchStore {
     for (const line of Object.keys(results).sort((a, b) => Number(a) - Number(b))) {
       const r = results[line];
       if (r[0] === 'o') out.push(r.slice(1));
-      else if (r[0] === 'e') err.push(r.slice(1));
+      else if (r[0] === 'e' || r[0] === 'x') err.push(r.slice(1));
     }
     const file = (lines: string[]) => {
       if (lines.length === 0) return { id: '', meta: '', content: '' };
@@ -309,6 +355,8 @@ export class BatchStore {
     if (!BATCH_ID.test(batch)) return null;
     const before = (await this.redis.eval(CANCEL, 1, this.key(batch), nowSeconds())) as BatchStatus | null;
     if (before !== 'in_progress' && before !== 'validating') return before;
+    // validating: no job is queued yet, and create() finds it cancelling and ends it cancelled
+    if (before === 'validating') return before;
     const total = Number(await this.redis.hget(this.key(batch), 'total'));
     const settled = new Set(await this.redis.hkeys(this.key(batch, ':results')));
     let last = 0;

@@ -127,7 +127,7 @@ export function registerBatchRoutes(app: FastifyInstance, svc: BatchService | nu
     const id = fileId(req);
     const before = await s.batches.cancel(id);
     if (before === null) throw noBatch(id);
-    if (before === 'completed' || before === 'failed' || before === 'finalizing')
+    if (before === 'completed' || before === 'expired' || before === 'failed' || before === 'finalizing')
       throw new ApiError(
         409,
         `the batch is ${before}; only a validating or in_progress batch can be cancelled`,

@@ -3,7 +3,9 @@
  * SimbaServer (not listening: fastify's inject), so a batch line gets exactly the validation, the
  * scheduler (continuous batching across the `concurrency` jobs it holds) and the response body a
  * single HTTP request to `simba serve` gets. Results go to the batch's results hash once per line
- * (batches.ts); the worker whose result completes a batch queues its finalize job.
+ * (batches.ts); the worker whose result completes a batch queues its finalize job. A request taken
+ * after its batch's completion window ended is not run: it goes to the error file as batch_expired
+ * (the batch then ends expired).
  *
  * A killed worker loses nothing: its jobs' locks expire after lockDuration and BullMQ's stalled
  * check (every stalledInterval, in any live worker) puts them back in the queue.
@@ -17,7 +19,7 @@ import { Worker, type Job } from 'bullmq';
 
 import type { SimbaServer } from '../server';
 import * as v from '../../validate';
-import { QUEUE_NAME, type BatchJob } from './batches';
+import { QUEUE_NAME, type BatchJob, type ResultKind } from './batches';
 import type { BatchService } from './service';
 
 export interface BatchWorkerOptions {
@@ -95,7 +97,7 @@ export class BatchWorker {
     await this.record(batch, line, 'e', JSON.stringify({ ...this.ids(), custom_id: customId, response: null, error }));
   }
 
-  private record(batch: string, line: number, kind: 'o' | 'e' | 's', text: string): Promise<number> {
+  private record(batch: string, line: number, kind: ResultKind, text: string): Promise<number> {
     return this.service.batches.record(batch, line, kind, text);
   }
 
@@ -117,6 +119,16 @@ export class BatchWorker {
       return;
     }
     const line = JSON.parse(l.text) as { custom_id: string; url: string; body: Record<string, unknown> };
+    if (l.expired) {
+      const error = { code: 'batch_expired', message: 'the batch expired before this request could be run' };
+      await this.record(
+        d.batch,
+        d.line,
+        'x',
+        JSON.stringify({ ...this.ids(), custom_id: line.custom_id, response: null, error }),
+      );
+      return;
+    }
     const res = await this.server.app.inject({ method: 'POST', url: line.url, payload: line.body });
     if (RETRY_STATUS.has(res.statusCode))
       throw new Error(`the worker's server answered ${res.statusCode}: ${res.body.slice(0, 200)}`);
