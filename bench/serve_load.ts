@@ -249,7 +249,11 @@ async function main(): Promise<void> {
             const out: StreamStat[] = [];
             for (let r = 0; r < requests; r++) {
               const shape = clientShape(sc, i);
-              out.push(await stream(client, 'bench', prompt(shape.words, 1000 * r + i + 1), shape.tokens));
+              // a prompt of its own per (scenario, concurrency, round, client): a row never hits the
+              // prefix cache with an earlier row's prompts (until 2026-12-07 the seeds repeated across
+              // rows, so later rows were partly cache hits, and pruned prompts, never cached, were not)
+              const seed = 1 + i + 1000 * r + 100_000 * c + 10_000_000 * allScenarios.indexOf(sc);
+              out.push(await stream(client, 'bench', prompt(shape.words, seed), shape.tokens));
             }
             return out;
           }),
@@ -295,8 +299,11 @@ async function main(): Promise<void> {
         stepShare,
       };
       rows.push(row);
+      const rawPart = noRaw
+        ? ''
+        : ` (${(100 * row.ratio).toFixed(0)}% of raw decode B=${c}: ${before.toFixed(1)} before, ${after.toFixed(1)} after)`;
       log(
-        `${sc.name} C=${c}: ${row.tokPerS.toFixed(1)} tok/s (${(100 * row.ratio).toFixed(0)}% of raw decode B=${c}: ${before.toFixed(1)} before, ${after.toFixed(1)} after), TTFT p50 ${row.ttftP50.toFixed(0)} ms p99 ${row.ttftP99.toFixed(0)} ms, ITL p50 ${row.itlP50.toFixed(1)} ms p99 ${row.itlP99.toFixed(1)} ms, prefilled ${row.prefillTokPerS.toFixed(0)} tok/s, pruned ${row.prunedPrompts} prompts (${row.prunedTokens} tokens; budgets ${row.simbaBudgets.join(' ')}), lost ${row.lost}; cores: clients ${row.clientCores.toFixed(2)}, server JS ${row.serverJsCores.toFixed(2)}, server engine+other ${row.serverOtherCores.toFixed(2)}; native steps ${(100 * row.stepShare).toFixed(0)}% of the wall`,
+        `${sc.name} C=${c}: ${row.tokPerS.toFixed(1)} tok/s${rawPart}, TTFT p50 ${row.ttftP50.toFixed(0)} ms p99 ${row.ttftP99.toFixed(0)} ms, ITL p50 ${row.itlP50.toFixed(1)} ms p99 ${row.itlP99.toFixed(1)} ms, prefilled ${row.prefillTokPerS.toFixed(0)} tok/s, pruned ${row.prunedPrompts} prompts (${row.prunedTokens} tokens; budgets ${row.simbaBudgets.join(' ')}), lost ${row.lost}; cores: clients ${row.clientCores.toFixed(2)}, server JS ${row.serverJsCores.toFixed(2)}, server engine+other ${row.serverOtherCores.toFixed(2)}; native steps ${(100 * row.stepShare).toFixed(0)}% of the wall`,
       );
     }
   }
@@ -314,7 +321,9 @@ async function main(): Promise<void> {
     rows,
   };
   if (arg('json', '')) fs.writeFileSync(arg('json', ''), JSON.stringify(result, null, 2));
-  const f = (x: unknown, d = 1) => (typeof x === 'number' ? x.toFixed(d) : String(x));
+  // NaN: not measured (--no-raw): the cell stays empty
+  const f = (x: unknown, d = 1) => (typeof x === 'number' ? (Number.isNaN(x) ? '' : x.toFixed(d)) : String(x));
+  const percent = (x: unknown) => (typeof x === 'number' && !Number.isNaN(x) ? `${(100 * x).toFixed(0)}%` : '');
   const prunedCell = (r: Record<string, unknown>) => {
     const b = r.simbaBudgets as number[];
     return b.length === 0 ? '0' : `${b.length} (${(b.reduce((a, x) => a + x, 0) / b.length).toFixed(2)})`;
@@ -327,7 +336,7 @@ async function main(): Promise<void> {
   );
   for (const r of rows)
     process.stdout.write(
-      `| ${r.scenario} | ${r.concurrency} | ${r.streams} | ${f(r.tokPerS)} | ${f(r.prefillTokPerS, 0)} | ${f(r.rawDecodeTokPerS)} | ${f(100 * (r.ratio as number), 0)}% | ${f(r.ttftP50, 0)} / ${f(r.ttftP99, 0)} | ${f(r.itlP50)} / ${f(r.itlP99)} | ${prunedCell(r)} | ${r.lost} | ${f(r.clientCores, 2)} / ${f(r.serverJsCores, 2)} / ${f(r.serverOtherCores, 2)} | ${f(100 * (r.stepShare as number), 0)}% |\n`,
+      `| ${r.scenario} | ${r.concurrency} | ${r.streams} | ${f(r.tokPerS)} | ${f(r.prefillTokPerS, 0)} | ${f(r.rawDecodeTokPerS)} | ${percent(r.ratio)} | ${f(r.ttftP50, 0)} / ${f(r.ttftP99, 0)} | ${f(r.itlP50)} / ${f(r.itlP99)} | ${prunedCell(r)} | ${r.lost} | ${f(r.clientCores, 2)} / ${f(r.serverJsCores, 2)} / ${f(r.serverOtherCores, 2)} | ${f(100 * (r.stepShare as number), 0)}% |\n`,
     );
 }
 
