@@ -44,7 +44,7 @@ interface ServeFlags extends ServedModelFlags {
   statePrefix: string;
   stateTtl: number;
   stateStoreMb: number;
-  stateTimeoutMs: number;
+  stateTimeoutMs?: number;
   responseTtl: number;
   replicaId?: string;
   redis?: string;
@@ -184,7 +184,11 @@ export function addServeCommand(program: Command): void {
     .option('--state-prefix <p>', 'key prefix of this deployment in the state store', 'simba')
     .option('--state-ttl <s>', 'seconds a prefix state lives in the state store', intArg(1, 365 * 86400), 3600)
     .option('--state-store-mb <n>', 'size cap of the prefix states in the state store, MiB', intArg(1), 1024)
-    .option('--state-timeout-ms <n>', 'the most a lookup waits for the state store', intArg(1, 60000), 250)
+    .option(
+      '--state-timeout-ms <n>',
+      'the most a lookup waits for the state store (default: 250 + 1 ms per 25 KB of model state)',
+      intArg(1, 60000),
+    )
     .option(
       '--response-ttl <s>',
       'seconds a stored response (POST /v1/responses) lives in the state store',

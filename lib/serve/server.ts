@@ -180,7 +180,13 @@ export class SimbaServer {
     const o = this.opts;
     this.fingerprint = await modelFingerprint(model);
     if (this.state !== 'loading') return;
-    if (this.storeOptions) this.tier = new RedisStateTier(this.storeOptions, this.fingerprint, o.log);
+    // the lookup bound's default follows the model's state size (checked already in the constructor)
+    if (o.stateStore !== undefined)
+      this.tier = new RedisStateTier(
+        checkStateStoreOptions('createServer', o.stateStore, model.info().stateBytes),
+        this.fingerprint,
+        o.log,
+      );
     this.responses = this.tier
       ? new RedisResponseStore(this.tier, this.storeOptions!.responseTtlSeconds)
       : new MemoryResponseStore();

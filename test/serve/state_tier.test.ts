@@ -13,7 +13,7 @@ import type { MambaModel } from '../../lib/engine/model';
 import { generate } from '../../lib/generate/generate';
 import { decodeState, encodeState, prefixDigest, StateRejected } from '../../lib/serve/state_tier/codec';
 import { modelFingerprint } from '../../lib/serve/state_tier/fingerprint';
-import { checkStateStoreOptions, redactUrl } from '../../lib/serve/state_tier/redis_tier';
+import { checkStateStoreOptions, defaultStateTimeoutMs, redactUrl } from '../../lib/serve/state_tier/redis_tier';
 import { startRedis, type RedisServer } from '../helpers/redis_server';
 import { metrics, post, start, until, type Running, modelAndRedis } from './helpers';
 
@@ -100,8 +100,23 @@ describe('value format (codec)', () => {
       ttlSeconds: 3600,
       timeoutMs: 250,
     });
+    // the lookup bound's default: 250 ms + the state read at 25 MB/s; a given timeoutMs wins
+    const MiB = 2 ** 20;
+    expect([0, 2.67 * MiB, 14.25 * MiB, 23.75 * MiB, 1e12].map(defaultStateTimeoutMs)).toEqual([250, 362, 848, 1247, 60000]);
+    expect(checkStateStoreOptions('t', { url: 'redis://h:1' }, 14.25 * MiB).timeoutMs).toBe(848);
+    expect(checkStateStoreOptions('t', { url: 'redis://h:1', timeoutMs: 100 }, 14.25 * MiB).timeoutMs).toBe(100);
     expect(redactUrl('redis://user:s3cret@h:6379/2')).toBe('redis://***@h:6379/2');
     expect(redactUrl('rediss://:s3cret@h:6379')).toBe('rediss://***@h:6379');
+  });
+
+  test("a server's lookup bound defaults to its model's state size; a given timeoutMs wins", async () => {
+    const stateBytes = model.info().stateBytes;
+    expect(stateBytes).toBeGreaterThan(25000); // the size does move the default
+    const derived = await replica('d', { stateStore: { url: redis.url, prefix: 't' } });
+    expect(derived.server.tier!.options.timeoutMs).toBe(defaultStateTimeoutMs(stateBytes));
+    expect(derived.server.tier!.options.timeoutMs).toBeGreaterThan(250);
+    const given = await replica('g');
+    expect(given.server.tier!.options.timeoutMs).toBe(2000);
   });
 });
 

@@ -35,7 +35,7 @@ export interface StateStoreOptions {
   ttlSeconds?: number;
   /** Size cap of the prefix states in Redis, MiB (default 1024): the oldest go beyond it. */
   maxMb?: number;
-  /** The most a lookup waits for Redis, ms (default 250). */
+  /** The most a lookup waits for Redis, ms (default: defaultStateTimeoutMs of the model's state size). */
   timeoutMs?: number;
   /** States waiting to be written, MiB (default 64): beyond it new writes are dropped (counted). */
   writeQueueMb?: number;
@@ -50,8 +50,22 @@ const MAX_LENGTHS = 4096;
 /** Values a lookup reads at most (a rejected one lets it try the next). */
 const MAX_READS = 3;
 
-/** Checks the options (E_ARG naming the bad one) and fills in the defaults. */
-export function checkStateStoreOptions(where: string, o: unknown): Required<StateStoreOptions> {
+/**
+ * The default lookup bound for a model whose recurrent state is stateBytes: 250 ms plus reading the
+ * state at 25 MB/s. A lookup reads one state; gets measured 62-77 MB/s on a busy 2-vCPU machine
+ * (bench/RESULTS.md: 2.67 MiB 36 ms, 14.25 MiB 232 ms, 23.75 MiB 402 ms), so the bound is 2.5-3x
+ * that for the larger shapes: mamba-130m 362 ms, 1.4b 848 ms, 2.8b 1,247 ms (a fixed 250 ms made
+ * every 2.8b lookup time out).
+ */
+export function defaultStateTimeoutMs(stateBytes: number): number {
+  return Math.min(60000, 250 + Math.ceil(Math.max(0, stateBytes) / 25000));
+}
+
+/**
+ * Checks the options (E_ARG naming the bad one) and fills in the defaults; timeoutMs from the
+ * model's state size (stateBytes; 0 before the model is known).
+ */
+export function checkStateStoreOptions(where: string, o: unknown, stateBytes = 0): Required<StateStoreOptions> {
   const s = v.options(where, o, STORE_KEYS, 'stateStore');
   const url = v.string(where, 'stateStore.url', s.url, true);
   if (url === undefined || !/^rediss?:\/\/[^/\s]/.test(url))
@@ -63,7 +77,7 @@ export function checkStateStoreOptions(where: string, o: unknown): Required<Stat
     prefix,
     ttlSeconds: v.int(where, 'stateStore.ttlSeconds', s.ttlSeconds, 1, 365 * 86400) ?? 3600,
     maxMb: v.int(where, 'stateStore.maxMb', s.maxMb, 1) ?? 1024,
-    timeoutMs: v.int(where, 'stateStore.timeoutMs', s.timeoutMs, 1, 60000) ?? 250,
+    timeoutMs: v.int(where, 'stateStore.timeoutMs', s.timeoutMs, 1, 60000) ?? defaultStateTimeoutMs(stateBytes),
     writeQueueMb: v.int(where, 'stateStore.writeQueueMb', s.writeQueueMb, 1) ?? 64,
     responseTtlSeconds: v.int(where, 'stateStore.responseTtlSeconds', s.responseTtlSeconds, 1, 365 * 86400) ?? 30 * 86400,
   };
