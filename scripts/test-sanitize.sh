@@ -10,7 +10,9 @@
 #     stderr a test swallows (or whose failing exit a test expects) still fails the run;
 #   - halt_on_error=1 and -fno-sanitize-recover=all: the first report aborts that process.
 #     detect_leaks=0: node itself does not free everything at exit (leaks: test/leaks.test.ts);
-#   - SIMBA_SANITIZED=1 tells tests that timings mean nothing in this run.
+#   - SIMBA_SANITIZED=1 tells tests that timings mean nothing in this run, and tests that repeat one
+#     check many times (fuzz iterations, random schemas, seeds, load cycles) run fewer repetitions
+#     (test/helpers/sanitized.ts: every test and assertion still runs; npm test keeps full counts).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=build-sanitize

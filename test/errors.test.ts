@@ -11,6 +11,7 @@ import type { MambaModel } from '../lib/engine/model';
 import { SimbaError } from '../lib/errors';
 import { randomConfig, randomEngineTensors } from './reference/random_model';
 import { copyShipped, writeCheckpoint } from './helpers/util';
+import { repeats } from './helpers/sanitized';
 import { loadAddon } from '../bindings';
 
 /** Live native models and weight bytes (the addon's leak counters). */
@@ -230,14 +231,15 @@ test('a disposed model refuses every call; a call in flight finishes', async () 
   m.dispose(); // twice is fine
 });
 
-test('loading and disposing a model 50 times keeps RSS bounded', async () => {
-  // ~20 MB of weights per load: a leak of the native weights would show as ~1 GB.
+const LOADS = repeats(50, 15);
+test(`loading and disposing a model ${LOADS} times keeps RSS bounded`, async () => {
+  // ~20 MB of weights per load: a leak of the native weights would show as ~1 GB over 50 (300 MB over 15).
   const cfg = randomConfig({ vocabSize: 8192, dModel: 256, nLayer: 8, dState: 16 });
   const dir = writeCheckpoint(cfg, randomEngineTensors(cfg, 2));
   const rss = (): number => process.memoryUsage().rss / 2 ** 20;
-  for (let i = 0; i < 5; i++) (await loadModel(dir)).dispose();
+  for (let i = 0; i < repeats(5, 2); i++) (await loadModel(dir)).dispose();
   const base = rss();
-  for (let i = 0; i < 50; i++) {
+  for (let i = 0; i < LOADS; i++) {
     const m = await loadModel(dir);
     await m.logits([1, 2, 3]);
     m.dispose();

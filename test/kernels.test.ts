@@ -9,6 +9,7 @@ import * as fs from 'fs';
 
 import { loadAddon } from '../bindings';
 import { kernelCases, overLimits, underFloors } from './helpers/kernel_cases';
+import { repeats } from './helpers/sanitized';
 import { randArray, relErr, testSeed } from './helpers/util';
 import { refGemm, softplus } from './reference/mamba_ref';
 
@@ -274,7 +275,7 @@ test('fresh processes running a threaded kernel right after loading the addon ne
     const M = 64, N = 256, K = 256;
     const r = a.kernels.gemm({ A: new Float32Array(M * K).fill(1), W: new Float32Array(N * K).fill(1), M, N, K, bf16: false });
     if (r[0] !== K) process.exit(3);`;
-  for (let i = 0; i < 12; i++) {
+  for (let i = 0; i < repeats(12, 4); i++) {
     const r = spawnSync(process.execPath, ['-e', script], { timeout: 20000 });
     expect(r.signal).toBeNull();
     expect(r.status).toBe(0);
