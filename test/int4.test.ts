@@ -65,6 +65,9 @@ describe.each(isas)('int4 gemm on %s', (isa) => {
     [37, 64, 2100],
     [100, 33, 64],
     [3, 5, 7],
+    // 4.2 MB of nibbles: from 4 MB a weight buffer is a mapping of its own, 2 MB aligned, with
+    // huge pages advised over its whole 2 MB pages (engine/model.cc); this one ends mid-page
+    [2, 4100, 2048],
   ])(`M=%i N=%i K=%i against float64 (seed ${seed0})`, (M, N, K) => {
     const A = randArray(M * K, seed0 + M),
       W = randArray(N * K, seed0 + N),

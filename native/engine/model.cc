@@ -10,6 +10,8 @@
 #include <cstring>
 #include <numeric>
 
+#include <sys/mman.h>
+
 #include "common/errors.h"
 #include "cpu/dispatch.h"
 #include "cpu/threadpool.h"
@@ -25,16 +27,42 @@ std::atomic<int64_t> g_models{0}, g_aligned_bytes{0};
 
 NativeMemoryStats native_memory_stats() { return {g_models.load(), g_aligned_bytes.load()}; }
 
+// Buffers from this size on are mapped on their own, 2 MB aligned, and their whole 2 MB pages asked
+// for as transparent huge pages (MADV_HUGEPAGE; THP is often "madvise" only): decode streams every
+// matrix once per token, and with 4 KB pages it takes a TLB miss every 4 KB and the hardware
+// prefetchers stop at each page boundary (bench/RESULTS.md, "int4 decode at batch 1"). Only whole
+// 2 MB pages inside the buffer are advised, so RSS never grows past the bytes the buffer uses.
+constexpr size_t kHugeMinBytes = (size_t)4 << 20;
+constexpr size_t kHugePage = (size_t)2 << 20;
+
+static size_t huge_map_len(size_t bytes) { return (bytes + 4095) / 4096 * 4096; }
+
+static void* huge_alloc(size_t bytes) {
+  const size_t len = huge_map_len(bytes);
+  void* m = ::mmap(nullptr, len + kHugePage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (m == MAP_FAILED) return nullptr;
+  char* base = static_cast<char*>(m);
+  char* p = reinterpret_cast<char*>(((uintptr_t)base + kHugePage - 1) & ~(uintptr_t)(kHugePage - 1));
+  if (p > base) ::munmap(base, p - base);
+  if (base + len + kHugePage > p + len) ::munmap(p + len, base + len + kHugePage - (p + len));
+#ifdef MADV_HUGEPAGE
+  ::madvise(p, bytes / kHugePage * kHugePage, MADV_HUGEPAGE);  // advice only: no error if THP is off
+#endif
+  return p;
+}
+
 void AlignedBuf::Free::operator()(void* p) const {
-  std::free(p);
+  if (bytes >= kHugeMinBytes) ::munmap(p, huge_map_len(bytes));
+  else std::free(p);
   g_aligned_bytes -= (int64_t)bytes;
 }
 
 AlignedBuf::AlignedBuf(size_t bytes, bool zero) : bytes_(bytes) {
   size_t rounded = (bytes + 63) / 64 * 64;
-  void* p = std::aligned_alloc(64, rounded ? rounded : 64);
+  const bool huge = rounded >= kHugeMinBytes;  // mapped: zero already
+  void* p = huge ? huge_alloc(rounded) : std::aligned_alloc(64, rounded ? rounded : 64);
   if (!p) fail(SIMBA_E_OOM, "out of memory allocating " + std::to_string(bytes) + " bytes for weights");
-  if (zero) std::memset(p, 0, rounded ? rounded : 64);
+  if (zero && !huge) std::memset(p, 0, rounded ? rounded : 64);
   p_ = std::unique_ptr<void, Free>(p, Free{rounded ? rounded : 64});
   g_aligned_bytes += (int64_t)(rounded ? rounded : 64);
 }
