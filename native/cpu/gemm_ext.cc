@@ -105,20 +105,14 @@ inline uint32_t bf16_bits(float f) {  // round to nearest even (finite inputs; N
 }  // namespace
 
 void gemm_q8_vnni(const GemmArgs& g, int begin, int end) {
-  for_gemm_items<MR, kKC8>(g, begin, end, [&](int m, int rows, int p, int k0, int kc, int nc, bool f) {
-    if (rows == MR) q8_rows<MR>(g, m, p, k0, kc, nc, f);
-    else if (rows == 4) q8_rows<4>(g, m, p, k0, kc, nc, f);
-    else if (rows == 2) q8_rows<2>(g, m, p, k0, kc, nc, f);
-    else q8_rows<1>(g, m, p, k0, kc, nc, f);
+  for_gemm_items<MR, kKC8>(g, begin, end, [&](auto rows, int m, int p, int k0, int kc, int nc, bool f) {
+    q8_rows<decltype(rows)::value>(g, m, p, k0, kc, nc, f);
   });
 }
 
 void gemm_bf16_dp(const GemmArgs& g, int begin, int end) {
-  for_gemm_items<MR, kKCbf>(g, begin, end, [&](int m, int rows, int p, int k0, int kc, int nc, bool f) {
-    if (rows == MR) bf16_rows<MR>(g, m, p, k0, kc, nc, f);
-    else if (rows == 4) bf16_rows<4>(g, m, p, k0, kc, nc, f);
-    else if (rows == 2) bf16_rows<2>(g, m, p, k0, kc, nc, f);
-    else bf16_rows<1>(g, m, p, k0, kc, nc, f);
+  for_gemm_items<MR, kKCbf>(g, begin, end, [&](auto rows, int m, int p, int k0, int kc, int nc, bool f) {
+    bf16_rows<decltype(rows)::value>(g, m, p, k0, kc, nc, f);
   });
 }
 

@@ -79,11 +79,8 @@ inline void q4_rows(const GemmArgs& g, int m, int p, int k0, int kc, int ncols, 
 }  // namespace
 
 void gemm_q4_vnni(const GemmArgs& g, int begin, int end) {
-  for_gemm_items<MR, kKC4>(g, begin, end, [&](int m, int rows, int p, int k0, int kc, int nc, bool f) {
-    if (rows == MR) q4_rows<MR>(g, m, p, k0, kc, nc, f);
-    else if (rows == 4) q4_rows<4>(g, m, p, k0, kc, nc, f);
-    else if (rows == 2) q4_rows<2>(g, m, p, k0, kc, nc, f);
-    else q4_rows<1>(g, m, p, k0, kc, nc, f);
+  for_gemm_items<MR, kKC4>(g, begin, end, [&](auto rows, int m, int p, int k0, int kc, int nc, bool f) {
+    q4_rows<decltype(rows)::value>(g, m, p, k0, kc, nc, f);
   });
 }
 

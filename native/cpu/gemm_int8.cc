@@ -6,6 +6,7 @@
 #include <immintrin.h>
 
 #include "gemm_items.h"
+#include "gemm_store_simd.h"
 #include "kernels.h"
 #include "simd.h"
 
@@ -68,28 +69,17 @@ static void tile_rows(const GemmArgs& g, int m, int p, int k0, int kc, int ncols
   const bool acc_c = g.accumulate || !first;
   const float* bias = first && g.bias && !g.accumulate ? g.bias + n0 : nullptr;
   for (int r = 0; r < R; r++) {
-    float* c = g.C + (size_t)(m + r) * g.ldc + n0;
     const float sa = g.aq->scale[m + r];
-    for (int v = 0; v < NV; v++) {
-      const int c0 = v * W;
-      if (c0 >= ncols) break;
-      const int n = ncols - c0 < W ? ncols - c0 : W;
-      vf out = __builtin_convertvector(acc[r][v], vf) * (vload(Wt.scale + n0 + c0) * sa);
-      if (acc_c) out += n == W ? vload(c + c0) : vload_n(c + c0, n);
-      else if (bias) out += n == W ? vload(bias + c0) : vload_n(bias + c0, n);
-      if (n == W) vstore(c + c0, out);
-      else vstore_n(c + c0, out, n);
-    }
+    store_row_panel(g.C + (size_t)(m + r) * g.ldc + n0, ncols, bias, acc_c, [&](int v) {
+      return __builtin_convertvector(acc[r][v], vf) * (vload(Wt.scale + n0 + v * W) * sa);
+    });
   }
 }
 
 void gemm_q8_slice(const GemmArgs& g, int begin, int end) {
   // kKC8 a multiple of 4: slices start on a group boundary
-  for_gemm_items<MR8, kKC8>(g, begin, end, [&](int m, int rows, int p, int k0, int kc, int ncols, bool first) {
-    if (rows == MR8) tile_rows<MR8>(g, m, p, k0, kc, ncols, first);
-    else if (rows == 4) tile_rows<(MR8 > 4 ? 4 : 1)>(g, m, p, k0, kc, ncols, first);
-    else if (rows == 2) tile_rows<(MR8 > 2 ? 2 : 1)>(g, m, p, k0, kc, ncols, first);
-    else tile_rows<1>(g, m, p, k0, kc, ncols, first);
+  for_gemm_items<MR8, kKC8>(g, begin, end, [&](auto rows, int m, int p, int k0, int kc, int ncols, bool first) {
+    tile_rows<decltype(rows)::value>(g, m, p, k0, kc, ncols, first);
   });
 }
 

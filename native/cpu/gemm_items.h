@@ -1,11 +1,14 @@
 // gemm_items.h — the work-item loop shared by the GEMM kernels (gemm_int8.cc, gemm_ext.cc):
 // item = (row block, panel), row-block-major; within an item K is cut into slices of KC and the
 // rows into tiles of MR, then the rest into tiles of 4, 2 and 1 rows (those below MR).
-// tile(m, rows_in_tile, p, k0, kc, ncols, first_slice) is called with rows_in_tile one of those;
-// the kernel instantiates its microkernel for each (tile_rows_of below). Each tile reads the
+// tile(rows, m, p, k0, kc, ncols, first_slice) is called with rows a std::integral_constant of the
+// tile's row count (MR or tile_rows_of below), so a kernel's lambda instantiates its microkernel with
+// decltype(rows)::value and never repeats the row-count dispatch. Each tile reads the
 // panel once, so the rest went as single rows, M = 12 on MR = 8 read it five times: decode B=12
 // int8 (vpdpbusd) ran slower than B=8 (895 against 1174 tok/s).
 #pragma once
+#include <type_traits>
+
 #include "kernels.h"
 
 namespace simba {
@@ -29,10 +32,12 @@ inline void for_gemm_items(const GemmArgs& g, int begin, int end, Tile&& tile) {
     for (int k0 = 0; k0 < Wt.K; k0 += KC) {
       const int kc = Wt.K - k0 < KC ? Wt.K - k0 : KC;
       int m = m0;
-      for (; m + MR <= m0 + rows; m += MR) tile(m, MR, p, k0, kc, ncols, k0 == 0);
+      for (; m + MR <= m0 + rows; m += MR) tile(std::integral_constant<int, MR>{}, m, p, k0, kc, ncols, k0 == 0);
       while (m < m0 + rows) {
         const int t = tile_rows_of<MR>(m0 + rows - m);
-        tile(m, t, p, k0, kc, ncols, k0 == 0);
+        if (t == 4) tile(std::integral_constant<int, tile_rows_of<MR>(4)>{}, m, p, k0, kc, ncols, k0 == 0);
+        else if (t == 2) tile(std::integral_constant<int, tile_rows_of<MR>(2)>{}, m, p, k0, kc, ncols, k0 == 0);
+        else tile(std::integral_constant<int, 1>{}, m, p, k0, kc, ncols, k0 == 0);
         m += t;
       }
     }
