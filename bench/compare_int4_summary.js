@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 // The table of bench/compare_peer_int4.sh: per shape, prefill 512 and decode B=1 / B=8 tokens/s of
 // simba-ssm int4 and int8 (with the fraction of the bound `simba bench --limits` gives) next to
-// node-llama-cpp's Q4_0 and Q8_0 (medians; the peer's foreign_cores_max, the CPU other processes
-// used during its runs, in brackets where above 0.1).
+// node-llama-cpp's Q4_0, Q4_K_M (where the OUT_DIR has its rows) and Q8_0 (medians; the peer's
+// foreign_cores_max, the CPU other processes used during its runs, in brackets where above 0.1).
 //   node bench/compare_int4_summary.js OUT_DIR 130m 1.4b
 'use strict';
 const fs = require('fs');
@@ -37,10 +37,16 @@ function peer(shape, t, what) {
 const num = (s) => parseFloat(s);
 const ratio = (a, b) => (Number.isFinite(num(a)) && Number.isFinite(b) ? `${(num(a) / b).toFixed(2)}x` : '-');
 
-const out = [
-  '| shape | row | simba int4 | llama.cpp Q4_0 | ratio | simba int8 | llama.cpp Q8_0 | ratio |',
-  '| --- | --- | --- | --- | --- | --- | --- | --- |',
-];
+const kq = shapes.some((s) => read(`peer-${s}-q4_k_m-prefill-2t.jsonl`) || read(`peer-${s}-q4_k_m-decode-1t.jsonl`));
+const out = kq
+  ? [
+      '| shape | row | simba int4 | llama.cpp Q4_0 | ratio | llama.cpp Q4_K_M | ratio | simba int8 | llama.cpp Q8_0 | ratio |',
+      '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+    ]
+  : [
+      '| shape | row | simba int4 | llama.cpp Q4_0 | ratio | simba int8 | llama.cpp Q8_0 | ratio |',
+      '| --- | --- | --- | --- | --- | --- | --- | --- |',
+    ];
 for (const s of shapes)
   for (const [label, what] of [
     ['prefill T=512', 'prefill'],
@@ -48,6 +54,10 @@ for (const s of shapes)
     ['decode B=8', 8],
   ]) {
     const [o4, o8, p4, p8] = [ours(s, 'int4', label), ours(s, 'int8', label), peer(s, 'q4_0', what), peer(s, 'q8_0', what)];
-    out.push(`| ${s} | ${label} | ${o4} | ${p4.text} | ${ratio(o4, p4.tps)} | ${o8} | ${p8.text} | ${ratio(o8, p8.tps)} |`);
+    const k = kq ? peer(s, 'q4_k_m', what) : null;
+    const kcols = k ? ` ${k.text} | ${ratio(o4, k.tps)} |` : '';
+    out.push(
+      `| ${s} | ${label} | ${o4} | ${p4.text} | ${ratio(o4, p4.tps)} |${kcols} ${o8} | ${p8.text} | ${ratio(o8, p8.tps)} |`,
+    );
   }
 console.log(out.join('\n'));
