@@ -14,9 +14,15 @@ export interface Running {
   url: string;
 }
 
+/**
+ * A server on 127.0.0.1:0. Given a loaded model (not a promise), it resolves once the server is
+ * ready: the server takes the model's fingerprint first (state_tier/fingerprint.ts) and answers 503
+ * until then, which a slow run (the sanitizers) made a test see.
+ */
 export async function start(opts: ServerOptions): Promise<Running> {
   const server = createServer(opts);
   const url = await server.listen(0, '127.0.0.1');
+  if (!(opts.model instanceof Promise)) await server.ready;
   return { server, url };
 }
 
