@@ -16,6 +16,7 @@ import type { MambaModel } from '../lib/engine/model';
 import { SimbaError } from '../lib/errors';
 import { generate } from '../lib/generate/generate';
 import { fuzzParams } from './fuzz/params';
+import { SANITIZED } from './helpers/sanitized';
 
 const ROOT = path.join(__dirname, '..');
 const SLICE = fs.readFileSync(path.join(ROOT, 'test', 'fixtures', 'brown-heldout-slice.txt'), 'utf8');
@@ -127,7 +128,7 @@ describe('generate() on a long text prompt', () => {
     // Before slicing, the gap was the whole encode() (plus prefill conversion); now a few slices' worth
     // (32-67 ms against 566-700 ms in CI's npm test). Under the sanitizers beside another jest worker one
     // gap once reached 468 ms of a 1343 ms encode (a collector pause): still far under the whole encode.
-    expect(gap).toBeLessThan(wholeMs / (process.env.SIMBA_SANITIZED ? 2 : 3));
+    expect(gap).toBeLessThan(wholeMs / (SANITIZED ? 2 : 3));
   }, 60000);
 
   test('a prompt past the per-request limit is refused before it is all tokenized', async () => {

@@ -14,6 +14,7 @@ import { availableMemory, checkMemory, formatBytes, memoryNeed } from '../lib/en
 import type { MambaConfig, WeightFormat } from '../lib/types';
 import { randomConfig } from './reference/random_model';
 import { rejection, tmpDir } from './helpers/util';
+import { SANITIZED } from './helpers/sanitized';
 
 const ROOT = path.resolve(__dirname, '..');
 const CLI = path.join(ROOT, 'dist', 'lib', 'cli', 'main.js');
@@ -135,7 +136,7 @@ describe('simba info --shape', () => {
     expect(j.weightBytes).toBeGreaterThan(11e9);
     // 11 GB of weights would show; ASan's shadow memory alone is ~800 MB, so under the sanitizers
     // the bound is the weights' size
-    expect(r.maxRssBytes).toBeLessThan(process.env.SIMBA_SANITIZED ? 4e9 : 400e6);
+    expect(r.maxRssBytes).toBeLessThan(SANITIZED ? 4e9 : 400e6);
     expect(r.ms).toBeLessThan(15000);
   });
 

@@ -14,6 +14,7 @@ import { fromNative, SimbaError, SIMBA_ERROR_CODES } from '../lib/errors';
 import { tensorTable } from '../lib/engine/load';
 import type { MambaConfig } from '../lib/types';
 import { randomConfig, randomEngineTensors } from './reference/random_model';
+import { SANITIZED } from './helpers/sanitized';
 
 const addon = loadAddon();
 const devices: Array<'cpu' | 'cuda'> = addon.cudaAvailable().available ? ['cpu', 'cuda'] : ['cpu'];
@@ -186,7 +187,7 @@ describe.each(devices)('native errors carry a code (device %s)', (device) => {
 });
 
 // Under ASan (npm run test:sanitize) an allocation of 2^58 bytes is a sanitizer error, not a bad_alloc.
-const oomTest = process.env.SIMBA_SANITIZED ? test.skip : test;
+const oomTest = SANITIZED ? test.skip : test;
 
 describe('memory exhaustion is E_OOM', () => {
   oomTest(
