@@ -2,14 +2,23 @@
 // and, where they run, the dot-product loops (limits_ext.cc) and the AMX tile loops (gemm_amx.cc),
 // on the calling thread and on every thread of the pool; the best of N runs counts (on a shared
 // machine the slowest runs measure the neighbours, not the hardware).
+//
+// The compute peaks run in many short rounds (about 1 ms each) rather than a few long ones: every
+// thread starts a round together (a spinning barrier) and the round lasts until the last of them is
+// done, so a round is timed only while all threads computed at once, and the best round counts. A
+// neighbour process that holds a core for a while then costs only the rounds it overlapped, where
+// one long run would have been slowed by it as a whole (a 2-core machine shared with one busy
+// process read half its int8 peak, and 40% swings between runs two minutes apart).
 #include "limits.h"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <new>
+#include <thread>
 #include <vector>
 
 #include "dispatch.h"
@@ -35,6 +44,51 @@ double best_of(int reps, F&& run) {
 }
 
 volatile float g_sink;  // keeps the probes' results alive
+
+// The shortest round of `threads` threads (the caller and threads - 1 started here), each calling
+// work() once per round, over at least `min_rounds` rounds and `min_seconds`, then on until a round
+// took at most `good_seconds` or `max_seconds` have passed: a round starts when the last thread
+// reaches the barrier and ends when the last one is done.
+template <typename F>
+double best_round(int threads, int min_rounds, double min_seconds, double max_seconds, double good_seconds, F&& work) {
+  std::atomic<int> arrived{0};
+  std::atomic<unsigned> generation{0};
+  std::vector<double> ends(threads, 0.0);
+  double release = 0, best = 1e30, begin = now();
+  int rounds = 0;
+  bool done = false;
+  auto body = [&](int t) {
+    for (;;) {
+      // barrier; the last thread to arrive closes the previous round and opens the next
+      const unsigned g = generation.load(std::memory_order_acquire);
+      if (arrived.fetch_add(1, std::memory_order_acq_rel) == threads - 1) {
+        const double t_now = now();
+        if (rounds > 0) best = std::min(best, *std::max_element(ends.begin(), ends.end()) - release);
+        done = rounds >= min_rounds && t_now - begin >= min_seconds &&
+               (best <= good_seconds || t_now - begin >= max_seconds);
+        rounds++;
+        arrived.store(0, std::memory_order_relaxed);
+        release = now();
+        generation.fetch_add(1, std::memory_order_release);
+      } else {
+        for (int spin = 0; generation.load(std::memory_order_acquire) == g; spin++)
+          if (spin > 64) std::this_thread::yield();  // more threads than free cores: let the others run
+      }
+      if (done) return;
+      work();
+      ends[t] = now();
+    }
+  };
+  std::vector<std::thread> helpers;
+  for (int t = 1; t < threads; t++) helpers.emplace_back(body, t);
+  body(0);
+  for (auto& h : helpers) h.join();
+  return best;
+}
+template <typename F>
+double best_round(int threads, int min_rounds, double min_seconds, F&& work) {
+  return best_round(threads, min_rounds, min_seconds, min_seconds, 0.0, work);
+}
 
 }  // namespace
 
@@ -79,20 +133,21 @@ MachineLimits measure_limits(int reps, int buffer_mb) {
   out.threads = nt;
   out.isa = k.name;
 
-  // ---- Compute peaks, ~0.05 s per thread per run each: the FMA (2 GFLOP per call at W = 16) and,
-  // where they run, the dot products.
+  // ---- Compute peaks: each loop sized to about 1 ms after a 20 ms warm-up (the clock ramps up), then
+  // the best of 10 x reps rounds over at least 20 ms x reps, on one thread and on all of them.
   auto peak = [&](float (*loop)(long), long iters, int flops_per_iter, double* one, double* all) {
-    const double flops = (double)iters * flops_per_iter;
-    loop(iters / 10);  // warm up (clock ramp)
-    *one = flops / best_of(reps, [&] { g_sink = loop(iters); }) / 1e9;
+    long n = std::max<long>(1, iters / 1000);
+    for (const double t0 = now(); now() - t0 < 0.02;) g_sink = loop(n);
+    const double per_iter = best_of(3, [&] { g_sink = loop(n); }) / n;
+    n = std::max<long>(1000, (long)(1e-3 / per_iter));
+    const double flops = (double)n * flops_per_iter;
+    const int rounds = 10 * reps;
+    const double seconds = 0.02 * reps;
+    *one = flops / best_round(1, rounds, seconds, [&] { g_sink = loop(n); }) / 1e9;
+    // all threads: on a busy machine few rounds find every thread on a core at once, so these go on
+    // (up to 20 x as long) until one reaches 90% of nt x the one-thread figure
     *all = nt * flops /
-           best_of(reps,
-                   [&] {
-                     pool.run(nt, [&](int, int b, int e) {
-                       for (int i = b; i < e; i++) g_sink = loop(iters);
-                     });
-                   }) /
-           1e9;
+           best_round(nt, rounds, seconds, 20 * seconds, flops / (0.9 * *one * 1e9), [&] { g_sink = loop(n); }) / 1e9;
   };
   peak(k.fma_loop, 4000000, k.fma_flops_per_iter, &out.fma_gflops_1, &out.fma_gflops_all);
   if (vnni_usable())

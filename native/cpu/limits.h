@@ -33,8 +33,10 @@ struct MachineLimits {
 
 ReadBandwidth measure_read(int reps, double bytes);
 
-// Best (shortest-time) of `reps` runs of each probe; buffer_mb MiB streamed per read run.
-// Takes about reps * (0.1 s + buffer read time) per figure. Throws std::bad_alloc on no memory.
+// Best (shortest-time) of `reps` runs of each read probe (buffer_mb MiB streamed per run) and of
+// 10 x reps rounds of about 1 ms (at least 20 ms x reps) of each compute probe, every thread at once
+// for the "all" figures (limits.cc). Takes about 0.05 s x reps per compute figure plus the reads. Throws std::bad_alloc
+// on no memory.
 MachineLimits measure_limits(int reps = 5, int buffer_mb = 256);
 
 }  // namespace cpu
