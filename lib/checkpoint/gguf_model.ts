@@ -223,8 +223,36 @@ const TOKEN_USER_DEFINED = 4;
 const TOKEN_UNUSED = 5;
 const TOKEN_BYTE = 6;
 
-/** tokenizer.ggml.pre values whose split is GPT-2's byte-level regex, and whether the family normalizes to NFC (GPT-NeoX). */
-const BYTE_LEVEL_PRE: Readonly<Record<string, boolean>> = { 'gpt-2': false, mpt: true, olmo: true };
+const BYTE_LEVEL = { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true };
+
+/**
+ * How llama.cpp splits text before BPE for each tokenizer.ggml.pre value we read (its
+ * llama-vocab.cpp), as a tokenizer.json normalizer and pre-tokenizer.
+ *   - 'gpt-2', 'mpt', 'olmo': GPT-2's byte-level regex; GPT-NeoX's families normalize to NFC.
+ *   - 'falcon' (Falcon-Mamba): three splits in turn, each keeping both its matches and the text
+ *     between them: runs of punctuation (Unicode P and all 32 ASCII punctuation / symbol
+ *     characters), then GPT-2's regex inside each piece, then every `[0-9]{3}` inside each of
+ *     those, left to right ("12345" -> "123" "45"; " 1234" -> " " "123" "4"; " 12" stays whole).
+ *     No normalizer. This is llama.cpp's split, which is not quite HF's tokenizer.json for the
+ *     model (whose Digits step would also cut " 12" into " " "12"): the GGUF file is llama.cpp's,
+ *     and its ids are what the file's users get (test/gguf/falcon_tokenizer.test.ts).
+ */
+const PRE_TOKENIZERS: Readonly<Record<string, { normalizer: object | null; pre_tokenizer: object }>> = {
+  'gpt-2': { normalizer: null, pre_tokenizer: BYTE_LEVEL },
+  mpt: { normalizer: { type: 'NFC' }, pre_tokenizer: BYTE_LEVEL },
+  olmo: { normalizer: { type: 'NFC' }, pre_tokenizer: BYTE_LEVEL },
+  falcon: {
+    normalizer: null,
+    pre_tokenizer: {
+      type: 'Sequence',
+      pretokenizers: [
+        { type: 'Punctuation', behavior: 'Contiguous' },
+        BYTE_LEVEL,
+        { type: 'Split', pattern: { Regex: '[0-9]{3}' }, behavior: 'Isolated', invert: false },
+      ],
+    },
+  },
+};
 
 function tokenizerError(g: GgufFile, msg: string): never {
   throw new SimbaError('E_TOKENIZER', `${g.path}: ${msg}`);
@@ -253,10 +281,10 @@ export function ggufTokenizer(g: GgufFile): Tokenizer {
   if (model !== 'gpt2')
     tokenizerError(g, `tokenizer.ggml.model ${JSON.stringify(model)} is not supported (only 'gpt2', byte-level BPE)`);
   const pre = key(g, 'tokenizer.ggml.pre') ?? 'gpt-2';
-  if (typeof pre !== 'string' || !Object.hasOwn(BYTE_LEVEL_PRE, pre))
+  if (typeof pre !== 'string' || !Object.hasOwn(PRE_TOKENIZERS, pre))
     tokenizerError(
       g,
-      `tokenizer.ggml.pre ${JSON.stringify(pre)} is not supported (known: ${Object.keys(BYTE_LEVEL_PRE).join(', ')}); ` +
+      `tokenizer.ggml.pre ${JSON.stringify(pre)} is not supported (known: ${Object.keys(PRE_TOKENIZERS).join(', ')}); ` +
         'load with { tokenizer: false } to use the weights alone',
     );
   const tokens = stringList(g, 'tokenizer.ggml.tokens');
@@ -285,14 +313,12 @@ export function ggufTokenizer(g: GgufFile): Tokenizer {
         special: type !== TOKEN_USER_DEFINED,
       });
   });
-  const byteLevel = { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true };
   const json = {
     version: '1.0',
     added_tokens: added,
-    normalizer: BYTE_LEVEL_PRE[pre] ? { type: 'NFC' } : null,
-    pre_tokenizer: byteLevel,
-    post_processor: byteLevel,
-    decoder: byteLevel,
+    ...PRE_TOKENIZERS[pre],
+    post_processor: BYTE_LEVEL,
+    decoder: BYTE_LEVEL,
     model: { type: 'BPE', dropout: null, unk_token: null, fuse_unk: false, byte_fallback: false, vocab, merges },
   };
   const ids = {

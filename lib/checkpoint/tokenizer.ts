@@ -5,12 +5,13 @@
  * Deviations from the library's defaults, on purpose:
  *   - decode() never applies `clean_up_tokenization_spaces` (it would break the text round trip and
  *     make streamed and one-shot decoding differ).
- *   - the ByteLevel pre-tokenizer's split pattern uses Unicode White_Space for `\s`, as the Rust
- *     `tokenizers` crate (Oniguruma) does; JavaScript's `\s` differs on U+0085 and U+FEFF.
+ *   - the ByteLevel pre-tokenizer's split pattern (alone or as a step of a Sequence) uses Unicode
+ *     White_Space for `\s`, as the Rust `tokenizers` crate (Oniguruma) and llama.cpp do;
+ *     JavaScript's `\s` differs on U+0085 and U+FEFF.
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import { Tokenizer as HfTokenizer, ByteLevelPreTokenizer } from '@huggingface/tokenizers';
+import { Tokenizer as HfTokenizer, ByteLevelPreTokenizer, SequencePreTokenizer } from '@huggingface/tokenizers';
 import { SimbaError, describeValue } from '../errors';
 import * as v from '../validate';
 
@@ -95,14 +96,40 @@ const ENCODE_ASYNC_KEYS = ['addSpecialTokens', 'maxTokens', 'signal', 'sliceChar
 function sliceable(json: Json, addedList: unknown[]): boolean {
   const norm = json['normalizer'];
   if (!(norm === null || norm === undefined || (isObject(norm) && norm['type'] === 'NFC'))) return false;
-  const pre = json['pre_tokenizer'];
-  if (!isObject(pre) || pre['type'] !== 'ByteLevel' || pre['add_prefix_space'] === true || pre['use_regex'] === false)
-    return false;
+  if (!sliceablePre(json['pre_tokenizer'])) return false;
   return addedList.every((t) => {
     const content = (t as Json)['content'] as string;
     const ws = [...content].filter((c) => WHITE_SPACE.test(c)).length;
     return (t as Json)['rstrip'] !== true && (ws === 0 || ws === [...content].length);
   });
+}
+
+function isSplittingByteLevel(pre: unknown): boolean {
+  return isObject(pre) && pre['type'] === 'ByteLevel' && pre['add_prefix_space'] !== true && pre['use_regex'] !== false;
+}
+
+/**
+ * The pre-tokenizer side of `sliceable`: a ByteLevel one as above, or a Sequence of Punctuation
+ * steps, then that ByteLevel step, then Digits / Split steps (llama.cpp's 'falcon' split). A
+ * punctuation run holds no white space, so the pieces of the slice are those of the text cut at the
+ * cut, and the ByteLevel split cuts there anyway (above); the pieces it makes are then the same, and
+ * a later step works inside each piece alone.
+ */
+function sliceablePre(pre: unknown): boolean {
+  if (!isObject(pre) || pre['type'] !== 'Sequence') return isSplittingByteLevel(pre);
+  const steps = pre['pretokenizers'];
+  if (!Array.isArray(steps)) return false;
+  const at = steps.findIndex(isSplittingByteLevel);
+  return (
+    at >= 0 &&
+    steps.slice(0, at).every((p) => isObject(p) && p['type'] === 'Punctuation') &&
+    steps.slice(at + 1).every((p) => isObject(p) && (p['type'] === 'Digits' || p['type'] === 'Split'))
+  );
+}
+
+/** The pre-tokenizer's steps: its own list for a Sequence, else itself. */
+function preTokenizerSteps(pre: unknown): unknown[] {
+  return isObject(pre) && pre['type'] === 'Sequence' && Array.isArray(pre['pretokenizers']) ? pre['pretokenizers'] : [pre];
 }
 
 /** The first cut at or after `from` (see sliceable), or text.length. */
@@ -193,7 +220,8 @@ export class Tokenizer {
       bad(source, `cannot build tokenizer: ${(e as Error).message}`, e);
     }
     const pre = this.hf.pre_tokenizer;
-    if (pre instanceof ByteLevelPreTokenizer) pre.pattern = BYTE_LEVEL_PATTERN;
+    for (const step of pre instanceof SequencePreTokenizer ? pre.tokenizers : [pre])
+      if (step instanceof ByteLevelPreTokenizer) step.pattern = BYTE_LEVEL_PATTERN;
 
     // id -> token (model vocab + added tokens; ids without a token stay undefined)
     this.idToTok = Array.from(this.hf.model?.vocab ?? [], (t) => (typeof t === 'string' ? t : undefined));
@@ -216,7 +244,7 @@ export class Tokenizer {
     }
     const decoder = json['decoder'];
     this.byteLevelDecoder = isObject(decoder) && decoder['type'] === 'ByteLevel';
-    if (isObject(json['pre_tokenizer']) && json['pre_tokenizer']['type'] === 'ByteLevel') {
+    if (preTokenizerSteps(json['pre_tokenizer']).some((p) => isObject(p) && p['type'] === 'ByteLevel')) {
       // Every byte that can occur in UTF-8 must have a symbol, else the library drops it silently.
       const missing: string[] = [];
       for (let b = 0; b < 0xf5; b++) {
