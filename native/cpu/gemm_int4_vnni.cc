@@ -33,7 +33,13 @@ inline void q4_rows(const GemmArgs& g, int m, int p, int k0, int kc, int ncols, 
   const QuantRows& aq = *g.aq;
   const uint8_t* qa = aq.q + (size_t)m * aq.ldq + k0;
   const int32_t* corr = aq.bcorr + (size_t)m * aq.ldb + b0;
-  const bool stream = g.M <= 16;  // decode batches: the panel comes from memory
+  // Decode batches up to 16 rows stream the panel a few KB ahead. Larger M: the next k-slice's blocks
+  // and scales (or the next panel's, which follow the last slice in memory) are fetched into L2 while
+  // this slice runs, by every tile of the row block, so the block's first tile of a slice reads them
+  // from L2, not memory (the other tiles find the slice in L1), as gemm_ext.cc.
+  const bool stream = g.M <= 16;
+  const uint8_t* next = panel + (size_t)nb * kBlockBytes;
+  const char* next_ds = reinterpret_cast<const char*>(ds + (size_t)nb * kPanel);
   const __m512i nib = _mm512_set1_epi8(0x0f);
   __m512 acc[R][2];
   for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
@@ -42,6 +48,10 @@ inline void q4_rows(const GemmArgs& g, int m, int p, int k0, int kc, int ncols, 
     if (stream) {
       for (int l = 0; l < kBlockBytes; l += 128) prefetch_stream_row(w + l);
       __builtin_prefetch(reinterpret_cast<const char*>(ds + (size_t)b * kPanel) + kStreamPrefetchBytes / 8, 0, 1);
+    } else {
+#pragma GCC unroll 8
+      for (int l = 0; l < kBlockBytes; l += 64) __builtin_prefetch(next + (size_t)b * kBlockBytes + l, 0, 2);
+      __builtin_prefetch(next_ds + (size_t)b * kPanel * 2, 0, 2);
     }
     __m512i s[R][2];
 #pragma GCC unroll 8
