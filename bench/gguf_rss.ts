@@ -74,10 +74,23 @@ function blockChunk(type: GgufTensorType, blocks: number): Buffer {
 function write(out: string, shape: string, type: GgufTensorType): void {
   const c = SHAPES[shape];
   if (!c || c.mamba2) throw new Error(`gguf_rss: --shape must be a Mamba-1 shape of SHAPES, got '${shape}'`);
+  console.log(JSON.stringify({ out, shape, ...writeRandomGguf(out, c, type, `random ${shape} ${type}`) }));
+}
+
+/**
+ * Streams a GGUF of a Mamba-1 config with random `type` matrices (F32 where a row is not a whole
+ * number of blocks) to `out`; returns its type, size and tensor count.
+ */
+export function writeRandomGguf(
+  out: string,
+  c: MambaConfig,
+  type: GgufTensorType,
+  name = 'random',
+): { type: GgufTensorType; bytes: number; tensors: number } {
   const tensors = tensorsOf(c, type);
   const meta = {
     'general.architecture': 'mamba',
-    'general.name': `random ${shape} ${type}`,
+    'general.name': name,
     'mamba.context_length': 1 << 20,
     'mamba.embedding_length': c.dModel,
     'mamba.block_count': c.nLayer,
@@ -115,7 +128,7 @@ function write(out: string, shape: string, type: GgufTensorType): void {
   } finally {
     fs.closeSync(fd);
   }
-  console.log(JSON.stringify({ out, shape, type, bytes: fs.statSync(out).size, tensors: tensors.length }));
+  return { type, bytes: fs.statSync(out).size, tensors: tensors.length };
 }
 
 function vmKb(key: 'VmHWM' | 'VmRSS'): number {

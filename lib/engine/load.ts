@@ -120,7 +120,7 @@ async function loadGgufModel(file: string, opts: LoadModelOptions): Promise<Mamb
   const weights = opts.weights ?? ggufWeightFormat(g, WEIGHTS);
   const device = checkDevice(opts.device, weights);
   const table = tensorTable(config);
-  const entries = planGgufWeights(g, config, table);
+  const entries = loadOrder(planGgufWeights(g, config, table));
   const wantTok = opts.tokenizer ?? ggufHasTokenizer(g);
   const jobs: MappedJobs = {
     jobs: entries.map((e) => ({
@@ -232,7 +232,7 @@ function planSafetensorsJobs(
 ): MappedJobs {
   const ckpt = openCheckpoint(dir);
   try {
-    const entries = planWeights(ckpt, config, table, dir).entries;
+    const entries = loadOrder(planWeights(ckpt, config, table, dir).entries);
     return {
       jobs: entries.map((e) => {
         const t = ckpt.info(e.source);
@@ -254,6 +254,20 @@ function planSafetensorsJobs(
   } finally {
     ckpt.close(); // the engine maps the files itself
   }
+}
+
+/**
+ * The order the engine reads the tensors in: the table's, with an untied head moved up next to the
+ * embedding. Both are vocabulary-sized (65024 x 4096 for falcon-mamba-7b: 1.07 GB as f32), and the
+ * engine's conversion buffer shrinks to the largest conversion still to come; with the head last it
+ * stayed at that size until the end, on top of every packed layer (a 7B-shape Q4_0 GGUF as int4
+ * peaked at 1.314x its weight bytes; bench/RESULTS.md, "GGUF files").
+ */
+function loadOrder<T extends { name: string }>(entries: T[]): T[] {
+  const head = entries.filter((e) => e.name === 'lm_head');
+  const rest = entries.filter((e) => e.name !== 'lm_head');
+  const at = rest.findIndex((e) => e.name === 'embedding') + 1;
+  return [...rest.slice(0, at), ...head, ...rest.slice(at)];
 }
 
 /**

@@ -102,6 +102,15 @@ class Mapping {
 
 }  // namespace
 
+size_t conversion_floats(const MappedTensorRef& t) {
+  const size_t n = t.pad_to > t.count ? t.pad_to : t.count;
+  // F32 at a 4-byte aligned offset (safetensors aligns data to 8 in practice, GGUF to 32) is used in
+  // place: the mapping starts on a page, so the data's alignment is the offset's.
+  const bool in_place =
+      t.dtype == FileDType::F32 && n == t.count && t.transform == ValueTransform::None && t.offset % 4 == 0;
+  return in_place ? 0 : n;
+}
+
 MappedTensorCheck with_mapped_tensor(const MappedTensorRef& t, const std::function<void(const float*, size_t)>& use,
                                      ConvScratch* scratch) {
   const size_t belems = file_dtype_block_elems(t.dtype), bbytes = file_dtype_block_bytes(t.dtype);
@@ -110,9 +119,7 @@ MappedTensorCheck with_mapped_tensor(const MappedTensorRef& t, const std::functi
   const size_t n = t.pad_to > t.count ? t.pad_to : t.count;
   Mapping map(t.file, t.offset, t.bytes);
   const char* p = map.data();
-  // F32 at a 4-byte aligned offset (safetensors aligns data to 8 in practice, GGUF to 32) is used in place.
-  const bool in_place = t.dtype == FileDType::F32 && n == t.count && t.transform == ValueTransform::None &&
-                        (reinterpret_cast<uintptr_t>(p) & 3) == 0;
+  const bool in_place = conversion_floats(t) == 0;
   ConvScratch own;
   const float* f = reinterpret_cast<const float*>(p);
   if (!in_place) {

@@ -38,7 +38,9 @@ struct MappedTensorCheck {
 };
 
 // The f32 buffer conversions write into, kept across the tensors of one load: its pages are faulted
-// in once (by the largest tensor, the embedding, which comes first), not once per tensor.
+// in once per size it takes, not once per tensor. The load shrinks it to the largest conversion
+// still to come (shrink_to), so a vocabulary-sized buffer (1 GB for a 7B model's embedding and
+// head) is not held while the layers' smaller matrices pile up.
 class ConvScratch {
  public:
   float* get(size_t n) {
@@ -49,11 +51,21 @@ class ConvScratch {
     }
     return buf_.get();
   }
+  // Frees the buffer if it holds more than n floats (the next get allocates what it needs).
+  void shrink_to(size_t n) {
+    if (cap_ > n) {
+      buf_.reset();
+      cap_ = 0;
+    }
+  }
 
  private:
   std::unique_ptr<float[]> buf_;
   size_t cap_ = 0;
 };
+
+// The floats a tensor is converted into (its padded count), or 0 when its F32 data is used in place.
+size_t conversion_floats(const MappedTensorRef& t);
 
 // Maps the tensor's bytes, checks finiteness if asked, calls use(f32 data, element count) and
 // unmaps. Throws std::runtime_error naming the file on I/O errors (missing file, short file).

@@ -4,6 +4,7 @@
 // the exception's message and its class as err.code (napi_errors.h).
 #include <napi.h>
 
+#include <algorithm>
 #include <functional>
 #include <memory>
 #include <string>
@@ -292,7 +293,10 @@ class Engine : public Napi::ObjectWrap<Engine> {
                 if (f) f->Release();
               }
             } release{progress};
-            ConvScratch scratch;  // one conversion buffer for the whole load
+            // One conversion buffer for the whole load, shrunk to the largest conversion still to come
+            std::vector<size_t> later(jobs.size() + 1, 0);
+            for (size_t i = jobs.size(); i-- > 0;) later[i] = std::max(later[i + 1], conversion_floats(jobs[i].ref));
+            ConvScratch scratch;
             for (size_t i = 0; i < jobs.size(); i++) {
               const Job& j = jobs[i];
               MappedTensorCheck c = with_mapped_tensor(
@@ -302,6 +306,7 @@ class Engine : public Napi::ObjectWrap<Engine> {
                 found->check = c;
                 return;
               }
+              scratch.shrink_to(later[i + 1]);
               if (progress) {
                 const double done = (double)(i + 1);
                 progress->NonBlockingCall(
