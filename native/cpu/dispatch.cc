@@ -70,6 +70,9 @@ const KernelTable& active() {
 // Rows per GEMM work item: a multiple of every build's tile heights (avx512 14 / 12, avx2 3), and
 // small enough that a packed block (kRowBlock x K floats, 516 KB at K = 1536) stays in L2.
 static constexpr int kRowBlock = 84;
+// ... for the int8 vpdpbusd kernel (8-row tiles): 84 left a 4-row tile per block; 96 rows of int8
+// A (384 KB at K = 4096) stay in L2 as well.
+static constexpr int kRowBlockVnni = 96;
 // Rows per AMX work item: a multiple of the 32-row tile pair; the block's A (128 x K bf16, 384 KB
 // at K = 1536) stays in L2 while its panel passes over it four times.
 static constexpr int kAmxRowBlock = 128;
@@ -215,6 +218,7 @@ void gemm(const float* A, int lda, const PackedWeight& W, const float* bias, flo
     return ld % 1024 == 0 ? ld + 64 : ld;
   };
   if (amx) g.mblock = kAmxRowBlock, g.nmblocks = (M + kAmxRowBlock - 1) / kAmxRowBlock;
+  if (path == GemmPath::Q8Vnni) g.mblock = kRowBlockVnni, g.nmblocks = (M + kRowBlockVnni - 1) / kRowBlockVnni;
   const int items = g.nmblocks * W.npanels;
   if (path == GemmPath::Q8 || path == GemmPath::Q8Vnni || path == GemmPath::Q8Amx) {
     // A [M, K] -> unsigned bytes [M, ldq] (padding 128 = zero) + a scale per row
