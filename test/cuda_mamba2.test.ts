@@ -19,16 +19,11 @@
 import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
-import { SANITIZED } from './helpers/sanitized';
 
 const ROOT = path.join(__dirname, '..');
 const EMU_LIB = process.env.SIMBA_CUDA_EMU_LIB ?? path.join(ROOT, 'build', 'gpu-check', 'libsimba_cuda_emu.so');
 const required = !!process.env.SIMBA_TEST_CUDA_EMU && process.env.SIMBA_TEST_CUDA_EMU !== '0';
 const have = fs.existsSync(EMU_LIB);
-// Under npm run test:sanitize the emulated backend (host code, not itself instrumented) switches its
-// fibers' stacks under ASan, which made this file run past its 300 s (2.8 s in npm test). It runs in
-// npm test; the addon's device calls are sanitized by test/cuda_slots.test.ts.
-if (SANITIZED) console.log('Mamba-2 device tests skipped under the sanitizers (they run in npm test)');
 if (!have && !required) {
   console.log(`Mamba-2 device tests skipped: ${EMU_LIB} not built (bash bench/gpu_check.sh --emulate --quick)`);
 }
@@ -91,7 +86,7 @@ const S = require(process.argv[1]);
 })().catch((e) => { console.error(e.stack || e.message); process.exit(1); });
 `;
 
-((have || required) && !SANITIZED ? describe : describe.skip)('Mamba-2 on the emulated CUDA backend', () => {
+(have || required ? describe : describe.skip)('Mamba-2 on the emulated CUDA backend', () => {
   test('prefill, decode, a snapshot across devices and Simba-pruned prefills match the CPU; 65536 heads are E_CONFIG', () => {
     if (!have) throw new Error(`SIMBA_TEST_CUDA_EMU is set but ${EMU_LIB} does not exist`);
     const r = spawnSync(process.execPath, ['-e', CHILD, path.join(ROOT, 'dist', 'lib', 'index.js')], {

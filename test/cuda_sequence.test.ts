@@ -16,17 +16,11 @@
 import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
-import { SANITIZED } from './helpers/sanitized';
 
 const ROOT = path.join(__dirname, '..');
 const EMU_LIB = process.env.SIMBA_CUDA_EMU_LIB ?? path.join(ROOT, 'build', 'gpu-check', 'libsimba_cuda_emu.so');
 const required = !!process.env.SIMBA_TEST_CUDA_EMU && process.env.SIMBA_TEST_CUDA_EMU !== '0';
 const have = fs.existsSync(EMU_LIB);
-// Under npm run test:sanitize the emulated backend spends minutes in the kernel (sys time) per call:
-// 331 s for this file alone even at batch 64, against 22 s in npm test. This test covers the
-// TypeScript side of device slots; it runs in npm test, and the addon's own slot calls are still
-// sanitized by test/cuda_slots.test.ts.
-if (SANITIZED) console.log('device-sequence tests skipped under the sanitizers (they run in npm test)');
 if (!have && !required) {
   console.log(`device-sequence tests skipped: ${EMU_LIB} not built (bash bench/gpu_check.sh --emulate --quick)`);
 }
@@ -191,7 +185,7 @@ const S = require(process.argv[1]);
 })().catch((e) => { console.error(e.stack || e.message); process.exit(1); });
 `;
 
-((have || required) && !SANITIZED ? describe : describe.skip)('device-resident sequences (emulated CUDA backend)', () => {
+(have || required ? describe : describe.skip)('device-resident sequences (emulated CUDA backend)', () => {
   test('a cuda model matches the CPU model with its states kept on the device', () => {
     if (!have) throw new Error(`SIMBA_TEST_CUDA_EMU is set but ${EMU_LIB} does not exist`);
     const r = spawnSync(process.execPath, ['-e', CHILD, path.join(ROOT, 'dist', 'lib', 'index.js')], {

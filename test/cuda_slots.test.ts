@@ -13,7 +13,6 @@ import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 
-import { SANITIZED } from './helpers/sanitized';
 
 const ROOT = path.join(__dirname, '..');
 const EMU_LIB = process.env.SIMBA_CUDA_EMU_LIB ?? path.join(ROOT, 'build', 'gpu-check', 'libsimba_cuda_emu.so');
@@ -91,8 +90,7 @@ const { loadAddon } = require(process.argv[1]);
       const r = spawnSync(process.execPath, ['-e', CHILD, path.join(ROOT, 'dist', 'bindings.js')], {
         env: { ...process.env, SIMBA_CUDA_LIB: EMU_LIB },
         encoding: 'utf8',
-        // under test:sanitize beside another jest worker: 120 s once, 268 s and over 300 s in two CI runs of 2026-12-07
-        timeout: SANITIZED ? 480000 : 300000,
+        timeout: 300000,
       });
       if (r.status !== 0) throw new Error(`child failed (${r.status}): ${r.stderr}`);
       const out = JSON.parse(r.stdout.trim().split('\n').pop() as string);
@@ -109,6 +107,6 @@ const { loadAddon } = require(process.argv[1]);
       expect(out.errors.cpu).toMatch(/only on device 'cuda'/);
       expect(out.errors.freed).toMatch(/not allocated/);
     },
-    SANITIZED ? 540000 : 360000,
+    360000,
   );
 });
