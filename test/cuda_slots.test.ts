@@ -13,7 +13,6 @@ import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 
-
 const ROOT = path.join(__dirname, '..');
 const EMU_LIB = process.env.SIMBA_CUDA_EMU_LIB ?? path.join(ROOT, 'build', 'gpu-check', 'libsimba_cuda_emu.so');
 const required = !!process.env.SIMBA_TEST_CUDA_EMU && process.env.SIMBA_TEST_CUDA_EMU !== '0';
@@ -83,30 +82,26 @@ const { loadAddon } = require(process.argv[1]);
 `;
 
 (have || required ? describe : describe.skip)('device-resident states (emulated CUDA backend)', () => {
-  test(
-    'slots match the CPU engine; snapshot / restore copy one slot; bad slots are refused',
-    () => {
-      if (!have) throw new Error(`SIMBA_TEST_CUDA_EMU is set but ${EMU_LIB} does not exist`);
-      const r = spawnSync(process.execPath, ['-e', CHILD, path.join(ROOT, 'dist', 'bindings.js')], {
-        env: { ...process.env, SIMBA_CUDA_LIB: EMU_LIB },
-        encoding: 'utf8',
-        timeout: 300000,
-      });
-      if (r.status !== 0) throw new Error(`child failed (${r.status}): ${r.stderr}`);
-      const out = JSON.parse(r.stdout.trim().split('\n').pop() as string);
-      expect(new Set(out.slots).size).toBe(3);
-      expect(out.logits).toHaveLength(5);
-      for (const e of out.logits) expect(e).toBeLessThan(1e-4);
-      expect(out.states).toBeLessThan(1e-4);
-      expect(out.snapshot).toBeLessThan(1e-4);
-      expect(out.replay).toBeLessThan(1e-5);
-      expect(out.untouched).toBe(true);
-      expect(out.errors.duplicate).toMatch(/given to two sequences/);
-      expect(out.errors.unknown).toMatch(/state slot 999 is not allocated/);
-      expect(out.errors.size).toMatch(/this model's state has/);
-      expect(out.errors.cpu).toMatch(/only on device 'cuda'/);
-      expect(out.errors.freed).toMatch(/not allocated/);
-    },
-    360000,
-  );
+  test('slots match the CPU engine; snapshot / restore copy one slot; bad slots are refused', () => {
+    if (!have) throw new Error(`SIMBA_TEST_CUDA_EMU is set but ${EMU_LIB} does not exist`);
+    const r = spawnSync(process.execPath, ['-e', CHILD, path.join(ROOT, 'dist', 'bindings.js')], {
+      env: { ...process.env, SIMBA_CUDA_LIB: EMU_LIB },
+      encoding: 'utf8',
+      timeout: 300000,
+    });
+    if (r.status !== 0) throw new Error(`child failed (${r.status}): ${r.stderr}`);
+    const out = JSON.parse(r.stdout.trim().split('\n').pop() as string);
+    expect(new Set(out.slots).size).toBe(3);
+    expect(out.logits).toHaveLength(5);
+    for (const e of out.logits) expect(e).toBeLessThan(1e-4);
+    expect(out.states).toBeLessThan(1e-4);
+    expect(out.snapshot).toBeLessThan(1e-4);
+    expect(out.replay).toBeLessThan(1e-5);
+    expect(out.untouched).toBe(true);
+    expect(out.errors.duplicate).toMatch(/given to two sequences/);
+    expect(out.errors.unknown).toMatch(/state slot 999 is not allocated/);
+    expect(out.errors.size).toMatch(/this model's state has/);
+    expect(out.errors.cpu).toMatch(/only on device 'cuda'/);
+    expect(out.errors.freed).toMatch(/not allocated/);
+  }, 360000);
 });
