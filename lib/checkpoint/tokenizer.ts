@@ -116,9 +116,7 @@ function isSplittingByteLevel(pre: unknown): boolean {
  * a later step works inside each piece alone.
  */
 function sliceablePre(pre: unknown): boolean {
-  if (!isObject(pre) || pre['type'] !== 'Sequence') return isSplittingByteLevel(pre);
-  const steps = pre['pretokenizers'];
-  if (!Array.isArray(steps)) return false;
+  const steps = preTokenizerSteps(pre);
   const at = steps.findIndex(isSplittingByteLevel);
   return (
     at >= 0 &&
