@@ -56,41 +56,28 @@ inline void q4_rows(const GemmArgs& g, int m, int p, int k0, int kc, int ncols, 
     __m512i s[R][2];
 #pragma GCC unroll 8
     for (int r = 0; r < R; r++) s[r][0] = s[r][1] = _mm512_set1_epi32(corr[(size_t)r * aq.ldb + b]);
-    if constexpr (R == 1) {
-      // Decode at batch 1: the 8 vpdpbusd of a block in two chains per half (even and odd groups),
-      // so a block's latency does not pace the stream.
-      __m512i t0 = _mm512_setzero_si512(), t1 = _mm512_setzero_si512();
+    // Decode at batch 1 (R = 1): the odd groups' dot products go to a second pair of accumulators
+    // (t), added before the scale, so a block's 8 vpdpbusd run in two chains per half and its latency
+    // does not pace the stream; the same integers. (The loop is unrolled: the choice is made at
+    // compile time.)
+    __m512i t[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()};
 #pragma GCC unroll 8
-      for (int gi = 0; gi < kQ4Block / 4; gi++) {
-        const __m512i x = _mm512_loadu_si512(w + gi * 64);
-        const __m512i w0 = _mm512_and_si512(x, nib), w1 = _mm512_and_si512(_mm512_srli_epi16(x, 4), nib);
+    for (int gi = 0; gi < kQ4Block / 4; gi++) {
+      const __m512i x = _mm512_loadu_si512(w + gi * 64);
+      const __m512i w0 = _mm512_and_si512(x, nib), w1 = _mm512_and_si512(_mm512_srli_epi16(x, 4), nib);
+#pragma GCC unroll 8
+      for (int r = 0; r < R; r++) {
         int32_t a4;
-        std::memcpy(&a4, qa + b * kQ4Block + gi * 4, 4);
+        std::memcpy(&a4, qa + (size_t)r * aq.ldq + b * kQ4Block + gi * 4, 4);
         const __m512i a = _mm512_set1_epi32(a4);
-        if (gi & 1) {
-          t0 = _mm512_dpbusd_epi32(t0, w0, a);
-          t1 = _mm512_dpbusd_epi32(t1, w1, a);
-        } else {
-          s[0][0] = _mm512_dpbusd_epi32(s[0][0], w0, a);
-          s[0][1] = _mm512_dpbusd_epi32(s[0][1], w1, a);
-        }
+        __m512i* d = R == 1 && (gi & 1) ? t : s[r];
+        d[0] = _mm512_dpbusd_epi32(d[0], w0, a);
+        d[1] = _mm512_dpbusd_epi32(d[1], w1, a);
       }
-      s[0][0] = _mm512_add_epi32(s[0][0], t0);
-      s[0][1] = _mm512_add_epi32(s[0][1], t1);
-    } else {
-#pragma GCC unroll 8
-      for (int gi = 0; gi < kQ4Block / 4; gi++) {
-        const __m512i x = _mm512_loadu_si512(w + gi * 64);
-        const __m512i w0 = _mm512_and_si512(x, nib), w1 = _mm512_and_si512(_mm512_srli_epi16(x, 4), nib);
-#pragma GCC unroll 8
-        for (int r = 0; r < R; r++) {
-          int32_t a4;
-          std::memcpy(&a4, qa + (size_t)r * aq.ldq + b * kQ4Block + gi * 4, 4);
-          const __m512i a = _mm512_set1_epi32(a4);
-          s[r][0] = _mm512_dpbusd_epi32(s[r][0], w0, a);
-          s[r][1] = _mm512_dpbusd_epi32(s[r][1], w1, a);
-        }
-      }
+    }
+    if constexpr (R == 1) {
+      s[0][0] = _mm512_add_epi32(s[0][0], t[0]);
+      s[0][1] = _mm512_add_epi32(s[0][1], t[1]);
     }
     const __m512 d0 = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ds + (size_t)b * kPanel)));
     const __m512 d1 =
